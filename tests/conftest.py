@@ -1,0 +1,91 @@
+"""Shared fixtures: a vmjobs API on a private instance of libvirt's test
+driver (a `test:///<file>` host of its own per test), and the checks every
+test ends with."""
+
+import threading
+import uuid
+
+import pytest
+
+from vmjobs import domxml
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.hypervisor import Hypervisor
+
+WAIT = 60   # seconds: a bound on event waits, never a sleep
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def vm_params(vm_id, **extra):
+    params = {"vmId": vm_id, "vmName": f"vm-{vm_id[:8]}", "memSize": 64}
+    params.update(extra)
+    return params
+
+
+@pytest.fixture
+def hypervisor():
+    with Hypervisor() as hv:
+        yield hv
+
+
+@pytest.fixture
+def make_api(hypervisor):
+    """make_api(**config) -> an API on the test's private test driver."""
+    apis = []
+
+    def make(step_hook=None, hv=None, **config):
+        config.setdefault("workers", 4)
+        api = API(Config(**config), hypervisor=hv or hypervisor,
+                  step_hook=step_hook)
+        apis.append(api)
+        return api
+
+    yield make
+    for api in apis:
+        api.close()
+
+
+@pytest.fixture
+def api(make_api):
+    return make_api()
+
+
+def wait_job(api, job_id):
+    job = api.jobs.get(job_id)
+    assert job.wait(WAIT), f"job {job_id} did not end"
+    return api.Host.getJobs(job_ids=[job_id])[job_id]
+
+
+def our_domains(hv):
+    return [d for d in hv.list_domains(domxml.METADATA_NS)
+            if d.metadata is not None]
+
+
+def assert_quiet_and_clean(api):
+    """Nothing staged, nothing in libvirt that is not public, no VM in both
+    registries."""
+    assert api.pool.wait_idle(WAIT)
+    assert api.registry.staged() == []
+    public = {vm.vm_id for vm in api.registry.public()}
+    in_libvirt = {d.uuid for d in our_domains(api.hv)}
+    assert in_libvirt == public
+
+
+class StepGate:
+    """A step hook that holds a job at one step until released, so a test
+    can look at (or act on) the system while the job is there."""
+
+    def __init__(self, step):
+        self.step = step
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.job = None
+
+    def __call__(self, job, step):
+        if step == self.step and self.job is None:
+            self.job = job
+            self.reached.set()
+            assert self.release.wait(WAIT), "gate never released"

@@ -1,0 +1,77 @@
+"""A full queue refuses at once; it never blocks the caller."""
+
+import threading
+
+import pytest
+
+from vmjobs.errors import ResourceExhausted
+from workers import Job, Pool, QueueFull
+
+from conftest import WAIT, StepGate, new_id, vm_params
+
+
+class Blocker(Job):
+    def __init__(self):
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def run(self):
+        self.started.set()
+        assert self.release.wait(WAIT)
+
+
+def test_pool_refuses_when_queue_is_full():
+    with Pool(workers=1, queue_size=2) as pool:
+        running = Blocker()
+        pool.submit(running)
+        assert running.started.wait(WAIT)
+        queued = [Blocker(), Blocker()]
+        for job in queued:
+            pool.submit(job)
+        with pytest.raises(QueueFull):
+            pool.submit(Blocker())
+        assert pool.stats() == {"workers": 1, "queue_size": 2, "queued": 2,
+                                "running": 1, "done": 0, "failed": 0,
+                                "aborted": 0}
+        for job in [running] + queued:
+            job.release.set()
+    assert all(job.status == "done" for job in [running] + queued)
+    assert pool.stats()["done"] == 3
+
+
+def test_aborted_queued_jobs_make_room():
+    with Pool(workers=1, queue_size=1) as pool:
+        running = Blocker()
+        pool.submit(running)
+        assert running.started.wait(WAIT)
+        queued = Blocker()
+        pool.submit(queued)
+        queued.abort()
+        replacement = Blocker()
+        replacement.release.set()
+        pool.submit(replacement)      # the aborted job's room is free
+        running.release.set()
+    assert not queued.started.is_set()
+    assert replacement.status == "done"
+    assert pool.stats()["aborted"] == 1
+
+
+def test_create_maps_full_queue_to_resource_exhausted(make_api):
+    gate = StepGate("prepare")
+    api = make_api(workers=1, queue_size=1, step_hook=gate)
+    first, second, third = new_id(), new_id(), new_id()
+    api.VM.create(first, vm_params(first))
+    assert gate.reached.wait(WAIT)
+    api.VM.create(second, vm_params(second))
+    with pytest.raises(ResourceExhausted) as err:
+        api.VM.create(third, vm_params(third))
+    assert err.value.code == 1100
+    # The refused request left no trace: not staged, no job.
+    staged = {vm.vm_id for vm in api.registry.staged()}
+    assert staged == {first, second}
+    assert all(info["vm_id"] != third
+               for info in api.Host.getJobs().values())
+    gate.release.set()
+    assert api.pool.wait_idle(WAIT)
+    assert set(api.Host.getVMList()) == {first, second}

@@ -1,0 +1,81 @@
+"""Shutdown: stop taking work, drain or abort what is queued, join every
+worker."""
+
+import threading
+
+import pytest
+
+from workers import ABORT, DRAIN, Job, Pool, PoolClosed
+
+from conftest import WAIT
+
+
+class Recorder(Job):
+    def __init__(self, ran, block=None):
+        super().__init__()
+        self.ran = ran
+        self.block = block
+        self.started = threading.Event()
+
+    def run(self):
+        self.started.set()
+        if self.block is not None:
+            assert self.block.wait(WAIT)
+        self.step("after-block")
+        self.ran.append(self.id)
+
+
+def fill(pool, ran, block):
+    first = Recorder(ran, block)
+    pool.submit(first)
+    assert first.started.wait(WAIT)
+    queued = [Recorder(ran) for _ in range(5)]
+    for job in queued:
+        pool.submit(job)
+    return first, queued
+
+
+def test_drain_runs_everything_queued():
+    ran, block = [], threading.Event()
+    pool = Pool(workers=1, queue_size=10)
+    first, queued = fill(pool, ran, block)
+    stopper = threading.Thread(target=pool.shutdown, args=(DRAIN,))
+    stopper.start()
+    with pytest.raises(PoolClosed):
+        pool.submit(Recorder(ran))
+    block.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert all(job.status == "done" for job in [first] + queued)
+    assert len(ran) == 6
+    assert not any(t.is_alive() for t in pool._threads)
+
+
+def test_abort_aborts_queued_and_running():
+    ran, block = [], threading.Event()
+    pool = Pool(workers=1, queue_size=10)
+    first, queued = fill(pool, ran, block)
+    stopper = threading.Thread(target=pool.shutdown, args=(ABORT,))
+    stopper.start()
+    # The running job is asked to abort; it does at its next step.
+    assert first.wait_abort_requested(WAIT)
+    block.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert first.status == "aborted"
+    assert all(job.status == "aborted" for job in queued)
+    assert all(job.history() == ["pending", "aborted"] for job in queued)
+    assert ran == []
+    assert pool.stats()["aborted"] == 6
+    assert not any(t.is_alive() for t in pool._threads)
+
+
+def test_context_manager_drains_and_joins():
+    ran = []
+    with Pool(workers=3, queue_size=50) as pool:
+        for _ in range(50):
+            pool.submit(Recorder(ran))
+    assert len(ran) == 50
+    assert not any(t.is_alive() for t in pool._threads)
+    with pytest.raises(PoolClosed):
+        pool.submit(Recorder(ran))

@@ -1,0 +1,270 @@
+"""The verbs of API.md, on one object.
+
+`api.call("VM.create", {"vmID": ..., "vmParams": ...})` and
+`api.VM.create(vmID=..., vmParams=...)` are the same call, with the same
+results and the same errors (VdsmError subclasses carrying VDSM's codes) as
+the JSON-RPC server gives.
+
+A request becomes a typed job here, is validated and staged before it is
+queued, and the verb returns at once; the pool runs the job's flow.
+"""
+
+import logging
+
+import workers
+
+from . import domxml
+from .config import Config
+from .errors import (GeneralException, InvalidParams, JobNotActive,
+                     JobNotDone, MissParam, NoSuchJob, NoVM, ResourceExhausted,
+                     UnknownMethod, VdsmError, CreateError)
+from .flows import CreateJob
+from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
+from .params import parse_create, parse_vm_id
+from .registry import VmRegistry
+
+log = logging.getLogger("vmjobs.api")
+
+# verb -> (method, parameter names in positional order)
+VERBS = {
+    "Host.ping": ("host_ping", ()),
+    "Host.getVMList": ("host_get_vm_list", ("fullStatus",)),
+    "Host.getAllVmStats": ("host_get_all_vm_stats", ()),
+    "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
+    "Host.getStats": ("host_get_stats", ()),
+    "VM.create": ("vm_create", ("vmID", "vmParams")),
+    "VM.destroy": ("vm_destroy", ("vmID",)),
+    "VM.getStats": ("vm_get_stats", ("vmID",)),
+    "Job.abort": ("job_abort", ("jobId",)),
+    "Job.delete": ("job_delete", ("jobId",)),
+}
+
+
+class API:
+    def __init__(self, config=None, *, hypervisor=None, step_hook=None):
+        """`hypervisor`: an adapter the caller owns (and closes); by default
+        one is opened on config.uri and closed by close(). `step_hook(job,
+        step)` runs at every step boundary of every job (for tests)."""
+        self.config = config or Config()
+        self._owns_hypervisor = hypervisor is None
+        self.hv = hypervisor or Hypervisor(
+            self.config.uri, connections=self.config.workers + 1)
+        self.registry = VmRegistry()
+        self.jobs = workers.JobTable(self.config.autodelete_delay,
+                                     self.config.max_ended)
+        self.pool = workers.Pool(self.config.workers, self.config.queue_size,
+                                 name="vmjobs")
+        self._step_hook = step_hook
+        self.Host = _Namespace(self, "Host")
+        self.VM = _Namespace(self, "VM")
+        self.Job = _Namespace(self, "Job")
+
+    def close(self, stop_mode=workers.ABORT):
+        """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
+        reach a safe end; public VMs are left running."""
+        self.pool.shutdown(stop_mode)
+        if self._owns_hypervisor:
+            self.hv.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def call(self, method, params=None):
+        """Run verb `method` with named (dict) or positional (list) params."""
+        try:
+            name, param_names = VERBS[method]
+        except (KeyError, TypeError):
+            raise UnknownMethod(f"no such method {method!r}") from None
+        if params is None:
+            params = {}
+        if isinstance(params, dict):
+            for key in params:
+                if key not in param_names:
+                    raise InvalidParams(key, f"{method} takes no such "
+                                        "parameter")
+            args, kwargs = (), params
+        elif isinstance(params, (list, tuple)):
+            if len(params) > len(param_names):
+                raise InvalidParams(param_names[-1] if param_names else
+                                    "params", f"{method} takes at most "
+                                    f"{len(param_names)} parameter(s)")
+            args, kwargs = tuple(params), {}
+        else:
+            raise InvalidParams("params", "must be an object or an array")
+        try:
+            return getattr(self, name)(*args, **kwargs)
+        except VdsmError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed unexpectedly", method)
+            raise GeneralException(f"{method} failed: {exc}") from exc
+
+    # -- Host -----------------------------------------------------------------
+
+    def host_ping(self):
+        return True
+
+    def host_get_vm_list(self, fullStatus=False):
+        if not isinstance(fullStatus, bool):
+            raise InvalidParams("fullStatus", "must be true or false")
+        vms = self.registry.public()
+        if fullStatus:
+            return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
+        return [vm.vm_id for vm in vms]
+
+    def host_get_all_vm_stats(self):
+        return [vm.stats() for vm in self.registry.public()]
+
+    def host_get_jobs(self, job_type=None, job_ids=None):
+        if job_type is not None and not isinstance(job_type, str):
+            raise InvalidParams("job_type", "must be a string")
+        if job_ids is not None and (
+                not isinstance(job_ids, list) or
+                not all(isinstance(i, str) for i in job_ids)):
+            raise InvalidParams("job_ids", "must be a list of job ids")
+        wanted = None if job_ids is None else set(job_ids)
+        return {job.id: job.info() for job in self.jobs.jobs()
+                if (job_type is None or job.job_type == job_type) and
+                (wanted is None or job.id in wanted)}
+
+    def host_get_stats(self):
+        pool = self.pool.stats()
+        counts = self.registry.counts()
+        known = self.registry.known_ids()
+        external = stopped = 0
+        for domain in self.hv.list_domains(domxml.METADATA_NS):
+            if domain.metadata is None:
+                external += 1
+            elif domain.state == SHUTOFF and domain.uuid not in known:
+                stopped += 1
+        return {
+            "workers": pool["workers"],
+            "queue_size": pool["queue_size"],
+            "queued": pool["queued"],
+            "running": pool["running"],
+            "staged": counts["staged"],
+            "public": counts["public"],
+            "external_domains": external,
+            "stopped_domains": stopped,
+            "jobs_done": pool["done"],
+            "jobs_failed": pool["failed"],
+            "jobs_aborted": pool["aborted"],
+            "recovering": False,
+        }
+
+    # -- VM -------------------------------------------------------------------
+
+    def vm_create(self, vmID=None, vmParams=None):
+        spec = parse_create(vmID, vmParams)
+        if spec.restore_state is not None:
+            raise CreateError("restoreState: restore is not available in "
+                              "this version of vmjobs")
+        try:
+            domain_xml = domxml.compose(spec, self.hv.guest)
+        except domxml.BadDomainXML as exc:
+            raise InvalidParams("xml", str(exc)) from None
+        job = CreateJob(spec, domain_xml, self.hv, self.registry,
+                        on_step=self._step_hook,
+                        timeout=self.config.job_timeout)
+        self._start(job)
+        return {"vmId": spec.vm_id, "status": job.staged_status,
+                "jobId": job.id}
+
+    def vm_destroy(self, vmID=None):
+        vm_id = parse_vm_id(vmID)
+        vm = self.registry.get(vm_id)
+        while vm.staging:
+            # bz912390: the VM is not up yet. Its job alone touches its
+            # domain: ask it to abort, and wait until it rolled back.
+            log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
+            try:
+                vm.job.abort()
+            except workers.JobNotActive:
+                pass   # it is ending on its own
+            vm.job.wait()
+            try:
+                vm = self.registry.get(vm_id)
+            except NoVM:
+                return True
+            # Still there: its commit won the race with the abort (it is
+            # public now), or a new job staged it again.
+        log.info("VM.destroy %s: destroying the public VM", vm_id)
+        try:
+            self.hv.remove(vm_id)
+        except HypervisorError as exc:
+            raise GeneralException(f"destroy of VM {vm_id} failed: {exc}")
+        self.registry.unpublish(vm_id, vm)
+        return True
+
+    def vm_get_stats(self, vmID=None):
+        return self.registry.get(parse_vm_id(vmID)).stats()
+
+    # -- Job ------------------------------------------------------------------
+
+    def job_abort(self, jobId=None):
+        job = self._job(jobId)
+        try:
+            job.abort()
+        except workers.JobNotActive:
+            raise JobNotActive(f"job {jobId} already ended "
+                               f"({job.status})") from None
+        return True
+
+    def job_delete(self, jobId=None):
+        self._job(jobId)
+        try:
+            self.jobs.delete(jobId)
+        except workers.JobStillActive:
+            raise JobNotDone(f"job {jobId} has not ended yet") from None
+        except workers.UnknownJob:
+            raise NoSuchJob(f"no job {jobId}") from None
+        return True
+
+    # -- internals --------------------------------------------------------------
+
+    def _job(self, job_id):
+        if job_id is None:
+            raise MissParam("missing parameter 'jobId'")
+        if not isinstance(job_id, str):
+            raise InvalidParams("jobId", "must be a string")
+        try:
+            return self.jobs.get(job_id)
+        except workers.UnknownJob:
+            raise NoSuchJob(f"no job {job_id}") from None
+
+    def _start(self, job):
+        """Stage the job's VM, list the job, queue it; undo all three if
+        the queue refuses it, so a refused request leaves no trace."""
+        job.stage()
+        self.jobs.add(job)
+        try:
+            self.pool.submit(job)
+        except (workers.QueueFull, workers.PoolClosed) as exc:
+            self.jobs.discard(job)
+            self.registry.unstage(job.vm_id, job)
+            raise ResourceExhausted(f"cannot take the job now: {exc}; "
+                                    "try again later") from None
+
+
+class _Namespace:
+    """`api.VM.create(...)` for `api.call("VM.create", ...)`."""
+
+    def __init__(self, api, prefix):
+        self._api = api
+        self._prefix = prefix
+
+    def __getattr__(self, name):
+        method = f"{self._prefix}.{name}"
+        if method not in VERBS:
+            raise AttributeError(method)
+
+        def verb(*args, **kwargs):
+            if args and kwargs:
+                raise TypeError("give params by name or by position, "
+                                "not both")
+            return self._api.call(method, kwargs if kwargs else list(args))
+        verb.__name__ = name
+        return verb

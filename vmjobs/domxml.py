@@ -1,0 +1,112 @@
+"""Domain XML: the minimal guest vmjobs builds, and the metadata element
+that marks a domain as ours and carries what recovery needs (the vmId and
+the engine's original parameters).
+
+XML from outside (the engine's domain XML, metadata read back from libvirt)
+is parsed with defusedxml and DTDs are refused, so no entity is ever
+expanded. XML we build goes through ElementTree, which escapes every value:
+a vmName like `</name><devices>` stays text.
+"""
+
+import json
+import uuid
+import xml.etree.ElementTree as ET
+
+import defusedxml
+import defusedxml.ElementTree
+
+METADATA_NS = "urn:vmjobs:domain:1"
+METADATA_PREFIX = "vmjobs"
+
+ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+
+
+class BadDomainXML(ValueError):
+    pass
+
+
+def parse_untrusted(text):
+    """Parse XML from outside; raise BadDomainXML on anything wrong."""
+    try:
+        return defusedxml.ElementTree.fromstring(text, forbid_dtd=True)
+    except (ET.ParseError, defusedxml.DefusedXmlException) as exc:
+        raise BadDomainXML(f"not acceptable XML: {exc}") from None
+
+
+def domain_uuid(domain_xml):
+    """The canonical <uuid> of a <domain> document."""
+    root = parse_untrusted(domain_xml)
+    if root.tag != "domain":
+        raise BadDomainXML(f"root element is <{root.tag}>, not <domain>")
+    text = root.findtext("uuid")
+    if not text:
+        raise BadDomainXML("the domain has no <uuid>")
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        raise BadDomainXML(f"<uuid> {text!r} is not a UUID") from None
+
+
+def compose(spec, guest):
+    """The domain XML to define for `spec`: the engine's own XML, or a
+    minimal diskless guest of spec.name, spec.mem_mib and spec.smp that the
+    connection described by `guest` (a GuestKind) accepts; either way with
+    our metadata element (replacing any the engine's XML carried)."""
+    if spec.xml is not None:
+        root = parse_untrusted(spec.xml)
+    else:
+        root = _minimal_domain(spec, guest)
+    _set_metadata(root, spec.vm_id, spec.params)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _minimal_domain(spec, guest):
+    domain = ET.Element("domain", type=guest.domain_type)
+    ET.SubElement(domain, "name").text = spec.name
+    ET.SubElement(domain, "uuid").text = spec.vm_id
+    ET.SubElement(domain, "memory", unit="MiB").text = str(spec.mem_mib)
+    ET.SubElement(domain, "vcpu").text = str(spec.smp)
+    os_type = ET.SubElement(ET.SubElement(domain, "os"), "type",
+                            arch=guest.arch)
+    if guest.machine:
+        os_type.set("machine", guest.machine)
+    os_type.text = "hvm"
+    ET.SubElement(domain, "on_poweroff").text = "destroy"
+    ET.SubElement(domain, "on_reboot").text = "restart"
+    ET.SubElement(domain, "on_crash").text = "destroy"
+    devices = ET.SubElement(domain, "devices")
+    ET.SubElement(devices, "serial", type="pty")
+    ET.SubElement(devices, "memballoon", model="none")
+    return domain
+
+
+def _set_metadata(root, vm_id, params):
+    metadata = root.find("metadata")
+    if metadata is None:
+        metadata = ET.SubElement(root, "metadata")
+    for old in metadata.findall(f"{{{METADATA_NS}}}vm"):
+        metadata.remove(old)
+    vm = ET.SubElement(metadata, f"{{{METADATA_NS}}}vm")
+    ET.SubElement(vm, f"{{{METADATA_NS}}}vmId").text = vm_id
+    ET.SubElement(vm, f"{{{METADATA_NS}}}params").text = json.dumps(
+        params, sort_keys=True)
+
+
+def read_metadata(text):
+    """(vm_id, params) from our metadata element as libvirt returns it
+    (libvirt drops the namespace prefix, so tags are matched by local name).
+    Raises BadDomainXML if it is not ours or is damaged."""
+    root = parse_untrusted(text)
+    fields = {_local(child.tag): child.text or "" for child in root}
+    if _local(root.tag) != "vm" or "vmId" not in fields:
+        raise BadDomainXML("metadata has no vmId")
+    try:
+        vm_id = str(uuid.UUID(fields["vmId"].strip()))
+        params = json.loads(fields.get("params") or "{}")
+    except ValueError as exc:
+        raise BadDomainXML(f"damaged metadata: {exc}") from None
+    return vm_id, params
+
+
+def _local(tag):
+    return tag.rpartition("}")[2]

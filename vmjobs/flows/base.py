@@ -1,0 +1,97 @@
+"""What every startup flow shares: a job bound to one VM, staged before it
+is queued, committed at its end, unstaged when it ends without a commit;
+and the rollback stack that undoes, newest first, whatever a flow made."""
+
+import logging
+
+import workers
+
+from ..errors import GeneralException, VdsmError
+from ..hypervisor import HypervisorError
+
+log = logging.getLogger("vmjobs.flows")
+
+
+class RollbackFailed(Exception):
+    """Undoing a failed or aborted flow failed too: something may be left
+    behind, and the message says what."""
+    expected = True
+
+
+class Rollback:
+    """Undo actions, pushed as a flow makes things; run newest first if the
+    `with` block ends with an exception (a failure, or an abort at a step
+    boundary), never if it ends normally (the flow committed)."""
+
+    def __init__(self):
+        self._undo = []
+
+    def push(self, description, action, *args):
+        self._undo.append((description, action, args))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            return False
+        failures = []
+        for description, action, args in reversed(self._undo):
+            try:
+                action(*args)
+                log.info("rolled back: %s", description)
+            except Exception as undo_exc:
+                log.error("rollback failed: %s: %s", description, undo_exc)
+                failures.append(f"{description}: {undo_exc}")
+        if failures:
+            raise RollbackFailed(
+                f"{exc}; then rollback failed: {'; '.join(failures)}"
+            ) from exc
+        return False
+
+
+class VmJob(workers.Job):
+    """A job that brings one VM up. Subclasses set `job_type`,
+    `staged_status` and `error_class` (the VDSM error a hypervisor failure
+    is reported as) and write their flow in `run()`."""
+    job_type = None
+    staged_status = None
+    error_class = None
+
+    def __init__(self, spec, hypervisor, registry, on_step=None,
+                 timeout=None):
+        super().__init__(description=f"{self.job_type} VM {spec.vm_id}",
+                         timeout=timeout, on_step=on_step)
+        self.spec = spec
+        self.vm_id = spec.vm_id
+        self.hv = hypervisor
+        self.registry = registry
+
+    def stage(self):
+        """Reserve the vmId (raises VmExists); done before queueing."""
+        self.registry.stage(self.vm_id, self.staged_status, self.spec.params,
+                            self)
+
+    def commit(self, status):
+        """Make the VM public with `status`, and end the job done, in one
+        step; refused (JobAborted) if an abort came first."""
+        self.complete(lambda: self.registry.publish(self.vm_id, status, self))
+        log.info("VM %s committed %s", self.vm_id, status)
+
+    def on_ended(self):
+        # Whatever the end (done, failed, aborted, even aborted while still
+        # queued) nothing of this job stays staged.
+        self.registry.unstage(self.vm_id, self)
+
+    def info(self):
+        info = super().info()
+        info["vm_id"] = self.vm_id
+        return info
+
+    def error_info(self, exc):
+        if isinstance(exc, VdsmError):
+            return exc.to_dict()
+        if isinstance(exc, (HypervisorError, RollbackFailed)):
+            return {"code": self.error_class.code, "message": str(exc)}
+        return {"code": GeneralException.code,
+                "message": f"unexpected error: {exc!r}"}

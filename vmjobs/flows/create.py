@@ -1,0 +1,31 @@
+"""Creation: define the domain, start it, check it runs, commit."""
+
+from .. import registry
+from ..errors import CreateError
+from .base import Rollback, VmJob
+from .steps import ensure_no_domain, running_status
+
+
+class CreateJob(VmJob):
+    job_type = "create"
+    staged_status = registry.WAIT_FOR_LAUNCH
+    error_class = CreateError
+
+    def __init__(self, spec, domain_xml, hypervisor, registry, **kwargs):
+        super().__init__(spec, hypervisor, registry, **kwargs)
+        self.domain_xml = domain_xml   # with our metadata
+
+    def run(self):
+        vm_id, paused = self.vm_id, self.spec.launch_paused
+        with Rollback() as rollback:
+            self.step("prepare")
+            ensure_no_domain(self.hv, vm_id)
+            self.step("define")
+            self.hv.define(self.domain_xml)
+            rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
+            self.step("start")
+            self.hv.start(vm_id, paused=paused)
+            self.step("verify")
+            status = running_status(self.hv, vm_id, paused)
+            self.step("commit")
+            self.commit(status)

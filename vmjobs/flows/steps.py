@@ -1,0 +1,25 @@
+"""Steps more than one flow takes, as plain functions of the adapter."""
+
+from ..errors import CreateError
+from ..hypervisor import PAUSED, RUNNING
+from ..registry import PAUSED as STATUS_PAUSED, UP
+
+
+def ensure_no_domain(hv, vm_id, error_class=CreateError):
+    """Refuse to touch a domain we did not make: defining over an existing
+    one would redefine it, and a rollback would then remove it."""
+    state = hv.state(vm_id)
+    if state is not None:
+        raise error_class(f"a domain with UUID {vm_id} already exists "
+                          f"here ({state})")
+
+
+def running_status(hv, vm_id, paused, error_class=CreateError):
+    """The public status of a domain that must now run (or be paused, when
+    `paused`); raise if it does neither."""
+    state = hv.state(vm_id)
+    expected = PAUSED if paused else RUNNING
+    if state != expected:
+        raise error_class(f"domain {vm_id} is {state or 'gone'}, "
+                          f"expected {expected}")
+    return STATUS_PAUSED if paused else UP

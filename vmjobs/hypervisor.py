@@ -1,0 +1,298 @@
+"""The libvirt adapter: the one module that imports libvirt.
+
+A handful of verbs by domain UUID (define, start, state, remove, list,
+metadata), libvirtError translated into HypervisorError, libvirt's stderr
+error printer silenced, the event-loop thread, and the connections:
+
+- on a daemon, a small set of connections that callers borrow one at a
+  time: libvirtd serves at most 5 requests in flight per connection
+  (max_client_requests), so workers sharing one connection would stall;
+- on the test driver, one connection shared by all: every connection to a
+  `test:///<file>` URI is a private host of its own, so per-worker
+  connections would not see each other's domains.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+log = logging.getLogger("vmjobs.hypervisor")
+
+NO_DOMAIN = libvirt.VIR_ERR_NO_DOMAIN
+OPERATION_INVALID = libvirt.VIR_ERR_OPERATION_INVALID
+
+# Domain states as vmjobs sees them.
+RUNNING = "running"
+PAUSED = "paused"
+SHUTOFF = "shutoff"
+OTHER = "other"
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PAUSED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: SHUTOFF,
+}
+
+# Undefine also what a domain may carry beside its definition; the test
+# driver knows only the first two flags.
+_UNDEFINE_FLAGS_TEST = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+_UNDEFINE_FLAGS = (_UNDEFINE_FLAGS_TEST |
+                   libvirt.VIR_DOMAIN_UNDEFINE_NVRAM |
+                   libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+
+
+class HypervisorError(Exception):
+    """A libvirt call failed; `code` is libvirt's error code."""
+    expected = True
+
+    def __init__(self, call, code, message):
+        super().__init__(f"{call}: {message} (libvirt error {code})")
+        self.call = call
+        self.code = code
+        self.message = message
+
+
+class DomainNotFound(HypervisorError):
+    pass
+
+
+@contextlib.contextmanager
+def _translated(call):
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        cls = DomainNotFound if code == NO_DOMAIN else HypervisorError
+        raise cls(call, code, exc.get_error_message() or str(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestKind:
+    """What a new minimal guest is made of on this connection."""
+    domain_type: str   # test, kvm or qemu
+    arch: str
+    machine: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: str
+    persistent: bool
+    metadata: str | None   # our metadata element, if the domain has it
+
+
+# -- the process-wide event loop ------------------------------------------
+
+_event_loop_lock = threading.Lock()   # guards _event_loop_thread
+_event_loop_thread = None
+
+
+def _start_event_loop():
+    """libvirt's default event loop, once per process: needed before any
+    connection can deliver domain events. libvirt itself makes this global."""
+    global _event_loop_thread
+    with _event_loop_lock:
+        if _event_loop_thread is not None:
+            return
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _event_loop_thread = threading.Thread(
+            target=loop, name="libvirt-events", daemon=True)
+        _event_loop_thread.start()
+
+
+# -- the adapter -----------------------------------------------------------
+
+class Hypervisor:
+    def __init__(self, uri=None, connections=1):
+        """Connect to `uri`; None means a private instance of libvirt's
+        test driver, made for this object and removed by close()."""
+        _start_event_loop()
+        self._private_host = None
+        if uri is None:
+            fd, self._private_host = tempfile.mkstemp(
+                prefix="vmjobs-testhost-", suffix=".xml")
+            with os.fdopen(fd, "w") as f:
+                f.write("<node/>\n")
+            uri = "test://" + self._private_host
+        self.uri = uri
+        with _translated("open"):
+            first = libvirt.open(uri)
+        self.is_test_driver = first.getType().lower() == "test"
+        # Connections not in use; callers borrow one per call.
+        self._idle = queue.LifoQueue()
+        self._all = [first]
+        self._shared = first if self.is_test_driver else None
+        if not self.is_test_driver:
+            self._idle.put(first)
+            for _ in range(connections - 1):
+                with _translated("open"):
+                    conn = libvirt.open(uri)
+                self._all.append(conn)
+                self._idle.put(conn)
+        self._undefine_flags = (_UNDEFINE_FLAGS_TEST if self.is_test_driver
+                                else _UNDEFINE_FLAGS)
+        self.guest = self._guest_kind()
+        log.info("connected to %s (%d connection(s), guests: %s)",
+                 uri, len(self._all), self.guest)
+
+    def close(self):
+        for conn in self._all:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+        self._all = []
+        if self._private_host is not None:
+            os.unlink(self._private_host)
+            self._private_host = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @contextlib.contextmanager
+    def _connection(self):
+        if self._shared is not None:
+            yield self._shared
+            return
+        conn = self._idle.get()
+        try:
+            yield conn
+        finally:
+            self._idle.put(conn)
+
+    # -- verbs --------------------------------------------------------------
+
+    def state(self, uuid):
+        """The domain's state, or None if there is no such domain."""
+        with self._connection() as conn, _translated("state"):
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    return None
+                raise
+            return _STATES.get(dom.state()[0], OTHER)
+
+    def define(self, domain_xml):
+        """Define a persistent domain (does not start it)."""
+        with self._connection() as conn, _translated("define"):
+            conn.defineXML(domain_xml)
+
+    def start(self, uuid, paused=False):
+        """Start a defined domain, paused if asked."""
+        with self._connection() as conn, _translated("start"):
+            dom = conn.lookupByUUIDString(uuid)
+            if not paused:
+                dom.create()
+            elif self.is_test_driver:
+                # The test driver refuses VIR_DOMAIN_START_PAUSED.
+                dom.create()
+                dom.suspend()
+            else:
+                dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+
+    def remove(self, uuid):
+        """Destroy the domain if it runs and undefine it if it is defined.
+        Whatever part is already gone is fine: removal is idempotent.
+        Returns True if there was a domain."""
+        with self._connection() as conn, _translated("remove"):
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    return False
+                raise
+            _ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
+            _ignoring(lambda: dom.undefineFlags(self._undefine_flags),
+                      NO_DOMAIN, OPERATION_INVALID)
+            return True
+
+    def list_domains(self, metadata_ns):
+        """Every domain: running, paused and defined-but-stopped ones, with
+        our metadata element where it carries one."""
+        with self._connection() as conn, _translated("list"):
+            domains = conn.listAllDomains(0)
+            return [self._info(dom, metadata_ns) for dom in domains]
+
+    def metadata(self, uuid, metadata_ns):
+        with self._connection() as conn, _translated("metadata"):
+            return _metadata(conn.lookupByUUIDString(uuid), metadata_ns)
+
+    # -- internals ------------------------------------------------------------
+
+    def _info(self, dom, metadata_ns):
+        try:
+            return DomainInfo(
+                uuid=dom.UUIDString(), name=dom.name(),
+                state=_STATES.get(dom.state()[0], OTHER),
+                persistent=bool(dom.isPersistent()),
+                metadata=_metadata(dom, metadata_ns))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != NO_DOMAIN:
+                raise
+            # Gone between the listing and this look: report it as stopped
+            # and transient, which is what is left of it.
+            return DomainInfo(dom.UUIDString(), dom.name(), SHUTOFF, False,
+                              None)
+
+    def _guest_kind(self):
+        with self._connection() as conn, _translated("capabilities"):
+            caps = ET.fromstring(conn.getCapabilities())
+        host_arch = caps.findtext("host/cpu/arch")
+        candidates = []
+        for guest in caps.findall("guest"):
+            if guest.findtext("os_type") != "hvm":
+                continue
+            arch = guest.find("arch")
+            types = {d.get("type") for d in arch.findall("domain")}
+            machines = [m.text for m in arch.findall("machine")]
+            for rank, kind in enumerate(("kvm", "qemu", "test")):
+                if kind in types:
+                    machine = "pc" if "pc" in machines else (
+                        machines[0] if machines else None)
+                    candidates.append(
+                        (arch.get("name") != host_arch, rank,
+                         GuestKind(kind, arch.get("name"), machine)))
+        if not candidates:
+            raise HypervisorError("capabilities", libvirt.VIR_ERR_NO_SUPPORT,
+                                  f"{self.uri} offers no hvm guest")
+        return min(candidates, key=lambda c: c[:2])[2]
+
+
+def _ignoring(call, *codes):
+    try:
+        call()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in codes:
+            raise
+
+
+def _metadata(dom, metadata_ns):
+    try:
+        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_ns)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None
+        raise

@@ -1,0 +1,47 @@
+"""Logging: concurrent-log-handler's rotating file (safe with several
+processes on one file), every line of a job's work tagged with its job id
+and vm id."""
+
+import logging
+import sys
+
+from concurrent_log_handler import ConcurrentRotatingFileHandler
+
+import workers
+
+FORMAT = ("%(asctime)s %(levelname)-7s %(threadName)s %(name)s "
+          "[job=%(job_id)s vm=%(vm_id)s] %(message)s")
+
+
+class JobContext(logging.Filter):
+    """Tags each record with the job the logging thread is running, so that
+    every line of a job's work (libvirt adapter included) names it."""
+
+    def filter(self, record):
+        job = workers.current_job()
+        record.job_id = job.id if job is not None else "-"
+        record.vm_id = getattr(job, "vm_id", "-")
+        return True
+
+
+def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5):
+    """Send vmjobs' and workers' logs to `path` ("-": stderr). Returns the
+    handler, to be passed to `unconfigure`."""
+    if path == "-":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = ConcurrentRotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(JobContext())
+    for name in ("vmjobs", "workers"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
+    return handler
+
+
+def unconfigure(handler):
+    for name in ("vmjobs", "workers"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()

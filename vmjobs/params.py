@@ -1,0 +1,117 @@
+"""Engine parameters, parsed and validated into a VmSpec before anything is
+queued: a request that would fail on its parameters fails at once, with the
+parameter named, and never reaches the pool or libvirt."""
+
+import dataclasses
+import json
+import re
+import uuid
+
+from . import domxml
+from .errors import InvalidParams, MissParam
+
+MEM_MIB_RANGE = (16, 4194304)
+SMP_RANGE = (1, 512)
+
+# Characters XML 1.0 cannot carry at all, even escaped.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+@dataclasses.dataclass(frozen=True)
+class VmSpec:
+    vm_id: str
+    params: dict              # every vmParams key but `xml`, kept opaque
+    xml: str | None = None    # the engine's domain XML, if it gave one
+    name: str | None = None
+    mem_mib: int | None = None
+    smp: int = 1
+    launch_paused: bool = False
+    restore_state: str | None = None
+
+
+def parse_vm_id(value, param="vmID"):
+    """A UUID string, returned in canonical (lower-case) form."""
+    if value is None:
+        raise MissParam(f"missing parameter {param!r}")
+    if not isinstance(value, str):
+        raise InvalidParams(param, "must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidParams(param, f"{value!r} is not a UUID") from None
+
+
+def parse_create(vm_id, vm_params):
+    """Parse `VM.create`'s (vmID, vmParams) into a VmSpec."""
+    vm_id = parse_vm_id(vm_id)
+    params = _params_dict(vm_params)
+    if "vmId" not in params:
+        raise MissParam("missing parameter 'vmId' in vmParams")
+    if parse_vm_id(params["vmId"], "vmId") != vm_id:
+        raise InvalidParams("vmId", f"{params['vmId']} is not vmID {vm_id}")
+    launch_paused = _optional_bool(params, "launchPaused")
+    opaque = {key: value for key, value in params.items() if key != "xml"}
+
+    if "restoreState" in params:
+        path = params["restoreState"]
+        if not isinstance(path, str) or not path or _NOT_XML.search(path):
+            raise InvalidParams("restoreState", "must be a file path")
+        return VmSpec(vm_id, opaque, launch_paused=launch_paused,
+                      restore_state=path)
+
+    if "xml" in params:
+        xml = params["xml"]
+        if not isinstance(xml, str):
+            raise InvalidParams("xml", "must be a string")
+        try:
+            xml_uuid = domxml.domain_uuid(xml)
+        except domxml.BadDomainXML as exc:
+            raise InvalidParams("xml", str(exc)) from None
+        if xml_uuid != vm_id:
+            raise InvalidParams("xml", f"its uuid {xml_uuid} is not {vm_id}")
+        return VmSpec(vm_id, opaque, xml=xml, launch_paused=launch_paused)
+
+    for required in ("vmName", "memSize"):
+        if required not in params:
+            raise MissParam(f"missing parameter {required!r} in vmParams "
+                            "(give either 'xml' or 'vmName' and 'memSize')")
+    name = params["vmName"]
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidParams("vmName", "must be a non-empty string")
+    if len(name) > 255 or "/" in name or _NOT_XML.search(name):
+        raise InvalidParams("vmName", "must be at most 255 characters, "
+                            "without '/' or control characters")
+    mem = _int_in_range(params, "memSize", *MEM_MIB_RANGE)
+    smp = _int_in_range(params, "smp", *SMP_RANGE, default=1)
+    return VmSpec(vm_id, opaque, name=name, mem_mib=mem, smp=smp,
+                  launch_paused=launch_paused)
+
+
+def _params_dict(vm_params, param="vmParams"):
+    if vm_params is None:
+        raise MissParam(f"missing parameter {param!r}")
+    if not isinstance(vm_params, dict):
+        raise InvalidParams(param, "must be an object")
+    try:
+        # Kept in the domain's metadata and returned by VM.getStats: it must
+        # survive a JSON round trip unchanged.
+        return json.loads(json.dumps(vm_params))
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(param, f"not JSON: {exc}") from None
+
+
+def _optional_bool(params, key):
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidParams(key, "must be true or false")
+    return value
+
+
+def _int_in_range(params, key, low, high, default=None):
+    value = params.get(key, default)
+    # bool is an int in Python, never a size.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams(key, "must be an integer")
+    if not low <= value <= high:
+        raise InvalidParams(key, f"{value} is outside {low}..{high}")
+    return value

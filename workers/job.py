@@ -1,0 +1,259 @@
+"""A job: one unit of work with a status, a current step, and an end.
+
+A job owns its state and the lock that guards it (as CPython's Future does);
+the pool only decides when it runs. Subclasses implement `run()` and call
+`step(name)` at each step boundary: that is where an abort requested from
+another thread takes effect, so a job is never interrupted in the middle of
+a call that has side effects.
+"""
+
+import logging
+import threading
+import time
+import uuid
+
+from .states import JobStatus, check_transition
+
+log = logging.getLogger("workers.job")
+
+_worker_context = threading.local()
+
+
+def current_job():
+    """The job the calling thread is running, or None (for log context)."""
+    return getattr(_worker_context, "job", None)
+
+
+class JobAborted(Exception):
+    """Raised inside `run()` once an abort was requested; the job then ends
+    `aborted` (or `failed`, if its rollback fails)."""
+
+
+class JobNotActive(Exception):
+    """The job already ended: it can no longer be aborted."""
+
+
+class Job:
+    job_type = "job"
+
+    def __init__(self, description="", timeout=None, on_step=None,
+                 job_id=None):
+        self.id = job_id or str(uuid.uuid4())
+        self.description = description
+        # Past this many seconds of running the job is reported stuck. It is
+        # never abandoned: its calls have side effects that only it can undo.
+        self.timeout = timeout
+        # Called as on_step(job, name) at every step boundary, before the
+        # abort check: tests use it to inject a destroy between two steps.
+        self._on_step = on_step
+        self.created = time.time()
+        self._ended_event = threading.Event()
+        # Set once an abort is requested, so that a job waiting on something
+        # outside (an incoming migration, say) can wake up for it.
+        self._abort_event = threading.Event()
+        self._end_callbacks = []
+        # Guards every field below: status, history, step, progress, error
+        # and the start and end times.
+        self._lock = threading.Lock()
+        self._status = JobStatus.PENDING
+        self._history = [JobStatus.PENDING]
+        self._step = "queued"
+        self._progress = None
+        self._error = None
+        self._started = None
+        self._started_mono = None
+        self._ended = None
+
+    # -- for subclasses ---------------------------------------------------
+
+    def run(self):
+        raise NotImplementedError
+
+    def step(self, name):
+        """Enter step `name`; raise JobAborted if an abort was requested."""
+        with self._lock:
+            self._step = name
+        if self._on_step is not None:
+            self._on_step(self, name)
+        with self._lock:
+            if self._status is JobStatus.ABORTING:
+                raise JobAborted(f"aborted before step {name!r}")
+
+    def set_progress(self, percent):
+        with self._lock:
+            self._progress = percent
+
+    def complete(self, commit=None):
+        """End the job `done`, running `commit()` under the job's lock.
+
+        Doing both in one critical section means nobody sees the job done
+        without its commit, or the commit without the job done; and an abort
+        requested before this point wins: the commit is refused. `commit`
+        must be short and must not block (a registry update, no I/O).
+        """
+        with self._lock:
+            if self._status is JobStatus.ABORTING:
+                raise JobAborted(f"aborted before step {self._step!r} ended")
+            if commit is not None:
+                commit()
+            self._move(JobStatus.DONE)
+
+    def error_info(self, exc):
+        """The `{"code", "message"}` a failure is reported as."""
+        return {"code": getattr(exc, "code", None), "message": str(exc)}
+
+    def on_ended(self):
+        """Called once, outside the lock, when the job has ended (whether it
+        ran or was aborted while pending), before waiters are woken."""
+
+    # -- for everybody ----------------------------------------------------
+
+    @property
+    def status(self):
+        with self._lock:
+            return self._status
+
+    @property
+    def ended(self):
+        return self._ended_event.is_set()
+
+    def history(self):
+        with self._lock:
+            return list(self._history)
+
+    def abort(self):
+        """Request an abort. A pending job ends `aborted` at once and never
+        runs; a running one moves to `aborting` and rolls back at its next
+        step boundary. Raises JobNotActive if the job already ended."""
+        with self._lock:
+            status = self._status
+            if status is JobStatus.PENDING:
+                self._move(JobStatus.ABORTED)
+            elif status is JobStatus.RUNNING:
+                self._move(JobStatus.ABORTING)
+            elif status is not JobStatus.ABORTING:
+                raise JobNotActive(f"job {self.id} already {status}")
+        if status is JobStatus.PENDING:
+            self._finish()
+
+    def wait_abort_requested(self, timeout=None):
+        """Wait until an abort was requested; True if one was."""
+        return self._abort_event.wait(timeout)
+
+    def wait(self, timeout=None):
+        """Wait until the job ended and its end hooks ran; True if it did."""
+        return self._ended_event.wait(timeout)
+
+    def add_end_callback(self, callback):
+        """Call `callback(job)` once the job ended (at once if it has)."""
+        with self._lock:
+            if not self._status.ended:
+                self._end_callbacks.append(callback)
+                return
+        callback(self)
+
+    def is_stuck(self, now=None):
+        with self._lock:
+            return self._is_stuck(now)
+
+    def info(self):
+        """A snapshot of the job as API.md's JobInfo (without domain keys)."""
+        with self._lock:
+            info = {
+                "id": self.id,
+                "job_type": self.job_type,
+                "status": self._status.value,
+                "description": self.description,
+                "step": self._step,
+                "created": self.created,
+                "stuck": self._is_stuck(),
+            }
+            if self._progress is not None:
+                info["progress"] = self._progress
+            if self._error is not None:
+                info["error"] = self._error
+            if self._started is not None:
+                info["started"] = self._started
+            if self._ended is not None:
+                info["ended"] = self._ended
+            return info
+
+    # -- for the pool -----------------------------------------------------
+
+    def execute(self):
+        """Run the job in the calling worker thread, unless it was aborted
+        while pending. Never raises: the outcome is the job's status."""
+        with self._lock:
+            if self._status is not JobStatus.PENDING:
+                return
+            self._move(JobStatus.RUNNING)
+            self._started = time.time()
+            self._started_mono = time.monotonic()
+        _worker_context.job = self
+        try:
+            self.run()
+            with self._lock:
+                running = self._status is JobStatus.RUNNING
+            if running:
+                self.complete()
+            elif not self._status.ended:
+                # run() returned although an abort was requested: the abort
+                # wins, as it would have at the next step boundary.
+                raise JobAborted(f"aborted during step {self._step!r}")
+        except JobAborted as exc:
+            self._end(JobStatus.ABORTED, None)
+            log.info("job %s aborted: %s", self.id, exc)
+        except Exception as exc:
+            self._end(JobStatus.FAILED, self.error_info(exc))
+            if getattr(exc, "expected", False):
+                log.info("job %s failed: %s", self.id, exc)
+            else:
+                log.exception("job %s failed", self.id)
+        finally:
+            _worker_context.job = None
+        self._finish()
+
+    # -- internals --------------------------------------------------------
+
+    def _end(self, status, error):
+        with self._lock:
+            if self._status is JobStatus.RUNNING and \
+                    status is JobStatus.ABORTED:
+                # The job aborted itself (its commit was refused, say).
+                self._move(JobStatus.ABORTING)
+            self._move(status)
+            self._error = error
+
+    def _move(self, new):
+        # Caller holds self._lock.
+        self._status = check_transition(self._status, new)
+        self._history.append(new)
+        if new is JobStatus.ABORTING or new is JobStatus.ABORTED:
+            self._abort_event.set()
+        if new.ended:
+            self._ended = time.time()
+
+    def _is_stuck(self, now=None):
+        # Caller holds self._lock.
+        if self.timeout is None or self._started_mono is None or \
+                self._status.ended:
+            return False
+        now = time.monotonic() if now is None else now
+        return now - self._started_mono > self.timeout
+
+    def _finish(self):
+        with self._lock:
+            callbacks, self._end_callbacks = self._end_callbacks, []
+        try:
+            self.on_ended()
+        except Exception:
+            log.exception("job %s: end hook failed", self.id)
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("job %s: end callback failed", self.id)
+        self._ended_event.set()
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.id} {self.status}>"

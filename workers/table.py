@@ -1,0 +1,89 @@
+"""Every job by id, for status queries: active ones for as long as they run,
+ended ones for `autodelete_delay` seconds and at most `max_ended` of them
+(oldest out first), so a long-lived service answers about recent work
+without growing forever."""
+
+import collections
+import threading
+import time
+
+
+class UnknownJob(KeyError):
+    """No job with that id (never added, deleted or expired)."""
+
+    def __str__(self):
+        return f"no job {self.args[0]}"
+
+
+class JobStillActive(Exception):
+    """Only an ended job can be deleted."""
+
+
+class JobTable:
+    def __init__(self, autodelete_delay=3600.0, max_ended=10000,
+                 clock=time.monotonic):
+        self.autodelete_delay = autodelete_delay
+        self.max_ended = max_ended
+        self._clock = clock
+        # Guards _jobs and _ended. Expiry is done lazily, on each access,
+        # so there is no timer thread to manage.
+        self._lock = threading.Lock()
+        self._jobs = {}                            # id -> job
+        self._ended = collections.OrderedDict()    # id -> end time, in end order
+
+    def add(self, job):
+        with self._lock:
+            if job.id in self._jobs:
+                raise ValueError(f"job {job.id} already added")
+            self._jobs[job.id] = job
+        job.add_end_callback(self._job_ended)
+
+    def get(self, job_id):
+        with self._lock:
+            self._expire()
+            try:
+                return self._jobs[job_id]
+            except KeyError:
+                raise UnknownJob(job_id) from None
+
+    def jobs(self):
+        with self._lock:
+            self._expire()
+            return list(self._jobs.values())
+
+    def delete(self, job_id):
+        with self._lock:
+            self._expire()
+            if job_id not in self._jobs:
+                raise UnknownJob(job_id)
+            if job_id not in self._ended:
+                raise JobStillActive(f"job {job_id} has not ended")
+            del self._jobs[job_id]
+            del self._ended[job_id]
+
+    def discard(self, job):
+        """Forget a job that never started (its submission was refused)."""
+        with self._lock:
+            if self._jobs.get(job.id) is job and job.id not in self._ended:
+                del self._jobs[job.id]
+
+    def counts(self):
+        with self._lock:
+            self._expire()
+            return {"jobs": len(self._jobs), "ended": len(self._ended)}
+
+    def _job_ended(self, job):
+        with self._lock:
+            if job.id in self._jobs:
+                self._ended[job.id] = self._clock()
+                self._expire()
+
+    def _expire(self):
+        # Caller holds _lock.
+        deadline = self._clock() - self.autodelete_delay
+        while self._ended:
+            job_id, ended = next(iter(self._ended.items()))
+            if len(self._ended) <= self.max_ended and ended > deadline:
+                break
+            del self._ended[job_id]
+            del self._jobs[job_id]
