@@ -1,0 +1,60 @@
+"""A staged VM is never shown by the list verbs; it is public only once
+its job committed, and then its job is done."""
+
+import pytest
+
+from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params
+
+
+@pytest.mark.parametrize("step", ["prepare", "define", "start", "verify",
+                                  "commit"])
+def test_staged_vm_is_hidden_at_every_step(make_api, step):
+    gate = StepGate(step)
+    api = make_api(step_hook=gate)
+    vm_id = new_id()
+    created = api.VM.create(vm_id, vm_params(vm_id, tag="x"))
+    assert created["status"] == "WaitForLaunch"
+    assert gate.reached.wait(WAIT)
+
+    assert api.Host.getVMList() == []
+    assert api.Host.getVMList(fullStatus=True) == []
+    assert api.Host.getAllVmStats() == []
+    stats = api.VM.getStats(vm_id)
+    assert stats["staging"] is True
+    assert stats["status"] == "WaitForLaunch"
+    assert stats["jobId"] == created["jobId"]
+    host = api.Host.getStats()
+    assert (host["staged"], host["public"]) == (1, 0)
+    assert api.Host.getJobs()[created["jobId"]]["status"] == "running"
+
+    gate.release.set()
+    assert api.jobs.get(created["jobId"]).wait(WAIT)
+    assert api.Host.getVMList() == [vm_id]
+    assert api.Host.getVMList(fullStatus=True) == [
+        {"vmId": vm_id, "status": "Up"}]
+    stats = api.VM.getStats(vm_id)
+    assert stats["staging"] is False and "jobId" not in stats
+    assert stats["params"]["tag"] == "x"
+    assert api.Host.getAllVmStats() == [stats]
+    assert_quiet_and_clean(api)
+
+
+def test_public_vm_always_has_its_job_done(make_api):
+    """Commit and `done` are one step: whoever sees the VM public sees its
+    job done, checked from the step hook of the jobs that follow."""
+    seen = []
+
+    def check_others(job, step):
+        for vm in api.registry.public():
+            seen.append(vm.vm_id)
+        for info in api.Host.getJobs().values():
+            if info["vm_id"] in seen:
+                assert info["status"] == "done"
+
+    api = make_api(step_hook=check_others)
+    for _ in range(30):
+        vm_id = new_id()
+        api.VM.create(vm_id, vm_params(vm_id))
+    assert api.pool.wait_idle(WAIT)
+    assert seen
+    assert len(api.Host.getVMList()) == 30
