@@ -21,6 +21,14 @@ class FaultyHypervisor:
         self.calls = []               # names of the calls made, in order
         self.failed = None            # the call that was failed
 
+    def arm(self, fail_at):
+        """Start counting afresh (after the service started), and fail the
+        `fail_at`th call from now (None: fail none)."""
+        with self._lock:
+            self.calls = []
+            self.failed = None
+            self._fail_at = fail_at
+
     def __getattr__(self, name):
         attr = getattr(self._real, name)
         if name not in self._fail_calls:

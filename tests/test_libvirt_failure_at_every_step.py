@@ -12,6 +12,7 @@ from faults import FaultyHypervisor
 def calls_of_a_clean_create(make_api, hypervisor, paused):
     faulty = FaultyHypervisor(hypervisor)
     api = make_api(hv=faulty)
+    faulty.arm(None)
     vm_id = new_id()
     created = api.VM.create(vm_id, vm_params(vm_id, launchPaused=paused))
     assert api.jobs.get(created["jobId"]).wait(WAIT)
@@ -25,8 +26,9 @@ def test_failure_at_every_call(make_api, hypervisor, paused):
     calls = calls_of_a_clean_create(make_api, hypervisor, paused)
     assert calls == ["state", "define", "start", "state"]
     for n, call in enumerate(calls, start=1):
-        faulty = FaultyHypervisor(hypervisor, fail_at=n)
+        faulty = FaultyHypervisor(hypervisor)
         api = make_api(hv=faulty)
+        faulty.arm(n)
         vm_id = new_id()
         created = api.VM.create(vm_id, vm_params(vm_id, launchPaused=paused))
         assert api.jobs.get(created["jobId"]).wait(WAIT)

@@ -4,6 +4,7 @@ parameter named, and never reaches the pool or libvirt."""
 
 import dataclasses
 import json
+import os
 import re
 import uuid
 
@@ -15,6 +16,9 @@ SMP_RANGE = (1, 512)
 
 # Characters XML 1.0 cannot carry at all, even escaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# Nor a name: libvirt refuses line breaks in it, and a carriage return
+# would silently become a line feed on the way through XML.
+_CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,16 +64,8 @@ def parse_create(vm_id, vm_params):
                       restore_state=path)
 
     if "xml" in params:
-        xml = params["xml"]
-        if not isinstance(xml, str):
-            raise InvalidParams("xml", "must be a string")
-        try:
-            xml_uuid = domxml.domain_uuid(xml)
-        except domxml.BadDomainXML as exc:
-            raise InvalidParams("xml", str(exc)) from None
-        if xml_uuid != vm_id:
-            raise InvalidParams("xml", f"its uuid {xml_uuid} is not {vm_id}")
-        return VmSpec(vm_id, opaque, xml=xml, launch_paused=launch_paused)
+        return VmSpec(vm_id, opaque, xml=_domain_xml(params["xml"], vm_id),
+                      launch_paused=launch_paused)
 
     for required in ("vmName", "memSize"):
         if required not in params:
@@ -78,13 +74,55 @@ def parse_create(vm_id, vm_params):
     name = params["vmName"]
     if not isinstance(name, str) or not name.strip():
         raise InvalidParams("vmName", "must be a non-empty string")
-    if len(name) > 255 or "/" in name or _NOT_XML.search(name):
+    if len(name) > 255 or "/" in name or _CONTROL.search(name):
         raise InvalidParams("vmName", "must be at most 255 characters, "
                             "without '/' or control characters")
     mem = _int_in_range(params, "memSize", *MEM_MIB_RANGE)
     smp = _int_in_range(params, "smp", *SMP_RANGE, default=1)
     return VmSpec(vm_id, opaque, name=name, mem_mib=mem, smp=smp,
                   launch_paused=launch_paused)
+
+
+def parse_migration(vm_id, params):
+    """Parse `VM.migrationCreate`'s (vmID, params): the incoming VM's
+    parameters, with the domain XML it arrives with in `xml`."""
+    vm_id = parse_vm_id(vm_id)
+    params = _params_dict(params, "params")
+    if "vmId" not in params:
+        raise MissParam("missing parameter 'vmId' in params")
+    if parse_vm_id(params["vmId"], "vmId") != vm_id:
+        raise InvalidParams("vmId", f"{params['vmId']} is not vmID {vm_id}")
+    if "xml" not in params:
+        raise MissParam("missing parameter 'xml' in params (the domain XML "
+                        "of the incoming VM)")
+    xml = _domain_xml(params["xml"], vm_id)
+    opaque = {key: value for key, value in params.items() if key != "xml"}
+    return VmSpec(vm_id, opaque, xml=xml)
+
+
+def parse_path(value, param):
+    """An absolute file path in an existing directory."""
+    if value is None:
+        raise MissParam(f"missing parameter {param!r}")
+    if not isinstance(value, str) or not value or _NOT_XML.search(value):
+        raise InvalidParams(param, "must be a file path")
+    if not os.path.isabs(value):
+        raise InvalidParams(param, f"{value!r} is not an absolute path")
+    if not os.path.isdir(os.path.dirname(value)):
+        raise InvalidParams(param, f"no directory {os.path.dirname(value)}")
+    return value
+
+
+def _domain_xml(xml, vm_id):
+    if not isinstance(xml, str):
+        raise InvalidParams("xml", "must be a string")
+    try:
+        xml_uuid = domxml.domain_uuid(xml)
+    except domxml.BadDomainXML as exc:
+        raise InvalidParams("xml", str(exc)) from None
+    if xml_uuid != vm_id:
+        raise InvalidParams("xml", f"its uuid {xml_uuid} is not {vm_id}")
+    return xml
 
 
 def _params_dict(vm_params, param="vmParams"):

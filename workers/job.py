@@ -75,9 +75,14 @@ class Job:
             self._step = name
         if self._on_step is not None:
             self._on_step(self, name)
+        self.check_abort()
+
+    def check_abort(self):
+        """Raise JobAborted if an abort was requested (for a job that waits
+        inside a step and must notice an abort there)."""
         with self._lock:
             if self._status is JobStatus.ABORTING:
-                raise JobAborted(f"aborted before step {name!r}")
+                raise JobAborted(f"aborted in step {self._step!r}")
 
     def set_progress(self, percent):
         with self._lock:
@@ -166,8 +171,11 @@ class Job:
                 "description": self.description,
                 "step": self._step,
                 "created": self.created,
-                "stuck": self._is_stuck(),
             }
+            if self._is_stuck():
+                # Beyond API.md's JobInfo, and only when true: the job runs
+                # past its timeout (it is not abandoned; see __init__).
+                info["stuck"] = True
             if self._progress is not None:
                 info["progress"] = self._progress
             if self._error is not None:

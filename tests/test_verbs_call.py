@@ -1,0 +1,168 @@
+"""api.call dispatches verbs with named or positional params, refuses unknown ones, and shows only vmjobs' own VMs."""
+
+import pytest
+
+from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
+
+from conftest import new_id, vm_params, wait_job
+
+STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
+              "public", "external_domains", "stopped_domains", "jobs_done",
+              "jobs_failed", "jobs_aborted", "recovering"}
+
+
+@pytest.mark.parametrize("method", ["VM.nosuch", "Nope.ping", "ping",
+                                    "host.ping", "", None, ["Host.ping"]])
+def test_unknown_method(api, method):
+    with pytest.raises(UnknownMethod) as err:
+        api.call(method, {})
+    assert err.value.code == -32601
+
+
+def test_unknown_method_as_attribute(api):
+    with pytest.raises(AttributeError):
+        api.VM.nosuch
+
+
+@pytest.mark.parametrize("method,params,param", [
+    ("Host.ping", {"bogus": 1}, "bogus"),
+    ("VM.getStats", {"vmID": "x", "vmId": "x"}, "vmId"),
+    ("Host.getJobs", {"jobIds": []}, "jobIds"),
+])
+def test_unknown_named_param(api, method, params, param):
+    with pytest.raises(InvalidParams) as err:
+        api.call(method, params)
+    assert err.value.code == -32602
+    assert err.value.data == {"param": param}
+
+
+def test_unknown_named_param_creates_nothing(api):
+    vm_id = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.call("VM.create", {"vmID": vm_id, "vmParams": vm_params(vm_id),
+                               "extra": True})
+    assert err.value.data == {"param": "extra"}
+    assert api.registry.staged() == []
+    assert api.Host.getJobs() == {}
+
+
+@pytest.mark.parametrize("method,params", [
+    ("Host.ping", [1]),
+    ("VM.getStats", [new_id(), new_id()]),
+    ("Host.getJobs", [None, None, None]),
+])
+def test_too_many_positional_params(api, method, params):
+    with pytest.raises(InvalidParams) as err:
+        api.call(method, params)
+    assert err.value.code == -32602
+
+
+def test_too_many_positional_params_creates_nothing(api):
+    vm_id = new_id()
+    with pytest.raises(InvalidParams):
+        api.call("VM.create", [vm_id, vm_params(vm_id), {}])
+    assert api.registry.staged() == []
+    assert api.Host.getJobs() == {}
+
+
+@pytest.mark.parametrize("params", ["vmID", 5, True])
+def test_params_neither_object_nor_array(api, params):
+    with pytest.raises(InvalidParams) as err:
+        api.call("VM.getStats", params)
+    assert err.value.data == {"param": "params"}
+
+
+def test_positional_params_in_api_order(api):
+    vm_id = new_id()
+    result = api.call("VM.create", [vm_id, vm_params(vm_id)])
+    assert set(result) == {"vmId", "status", "jobId"}
+    assert (result["vmId"], result["status"]) == (vm_id, "WaitForLaunch")
+    assert wait_job(api, result["jobId"])["status"] == "done"
+    assert api.call("Host.getVMList", [True]) == [
+        {"vmId": vm_id, "status": "Up"}]
+    assert api.call("Host.getVMList", [False]) == [vm_id]
+    assert api.call("Host.getVMList", []) == [vm_id]
+    assert api.call("VM.getStats", [vm_id])["status"] == "Up"
+    # The methods take positional arguments the same way.
+    assert api.Host.getVMList(True) == [{"vmId": vm_id, "status": "Up"}]
+    assert api.call("VM.destroy", [vm_id]) is True
+    assert api.Host.getVMList() == []
+
+
+def test_ping(api):
+    assert api.call("Host.ping") is True
+    assert api.call("Host.ping", []) is True
+    assert api.Host.ping() is True
+
+
+def test_get_stats_keys(api):
+    stats = api.Host.getStats()
+    assert set(stats) == STATS_KEYS
+    assert stats["recovering"] is False
+    assert stats["workers"] == api.config.workers
+    assert stats["queue_size"] == api.config.queue_size
+    counters = STATS_KEYS - {"workers", "queue_size", "recovering"}
+    assert {key: stats[key] for key in counters} == dict.fromkeys(counters, 0)
+
+    vm_id = new_id()
+    wait_job(api, api.VM.create(vm_id, vm_params(vm_id))["jobId"])
+    stats = api.call("Host.getStats", {})
+    assert set(stats) == STATS_KEYS
+    assert (stats["public"], stats["staged"], stats["jobs_done"]) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("verb", ["VM.destroy", "VM.getStats"])
+def test_unknown_vm_is_no_vm(api, verb):
+    with pytest.raises(NoVM) as err:
+        api.call(verb, {"vmID": new_id()})
+    assert err.value.code == 1
+
+
+def define_external(conn, name, start):
+    vm_id = new_id()
+    dom = conn.defineXML(
+        f"<domain type='test'><name>{name}</name><uuid>{vm_id}</uuid>"
+        f"<memory unit='MiB'>32</memory><os><type>hvm</type></os></domain>")
+    if start:
+        dom.create()
+    return vm_id
+
+
+def test_external_domains_are_counted_but_never_shown(api):
+    conn = api.hv._shared
+    running = define_external(conn, "not-ours-running", start=True)
+    stopped = define_external(conn, "not-ours-stopped", start=False)
+    ours = new_id()
+    wait_job(api, api.VM.create(ours, vm_params(ours))["jobId"])
+
+    stats = api.Host.getStats()
+    assert stats["external_domains"] == 2
+    assert stats["stopped_domains"] == 0
+    assert stats["public"] == 1
+    assert api.Host.getVMList() == [ours]
+    assert api.Host.getVMList(fullStatus=True) == [
+        {"vmId": ours, "status": "Up"}]
+    assert [s["vmId"] for s in api.Host.getAllVmStats()] == [ours]
+    # Not ours: no verb sees them, and destroy leaves them alone.
+    for external in (running, stopped):
+        with pytest.raises(NoVM):
+            api.VM.getStats(external)
+        with pytest.raises(NoVM):
+            api.VM.destroy(external)
+    assert conn.lookupByUUIDString(running).isActive()
+    assert not conn.lookupByUUIDString(stopped).isActive()
+    assert api.Host.getStats()["external_domains"] == 2
+
+
+def test_create_over_an_external_domain_fails_and_leaves_it(api):
+    conn = api.hv._shared
+    external = define_external(conn, "not-ours", start=True)
+    job = wait_job(api, api.VM.create(external,
+                                      vm_params(external))["jobId"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == 9
+    dom = conn.lookupByUUIDString(external)
+    assert dom.isActive() and dom.name() == "not-ours"
+    assert api.Host.getVMList() == []
+    assert api.registry.staged() == []
+    assert api.Host.getStats()["external_domains"] == 1
