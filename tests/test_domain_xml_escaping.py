@@ -20,7 +20,7 @@ NASTY = [
     "<![CDATA[x]]>",
     "<!-- comment -->",
     "<?pi x?>",
-    " spaced\tname ",
+    " spaced name ",
     "é☃\u2028",
 ]
 

@@ -134,6 +134,7 @@ MALFORMED = {
     "vmName too long": ("vmName", with_params(vmName="a" * 256)),
     "vmName with NUL": ("vmName", with_params(vmName="a\x00b")),
     "vmName with a line feed": ("vmName", with_params(vmName="a\nb")),
+    "vmName with a tab": ("vmName", with_params(vmName="a\tb")),
     "vmName with a carriage return": ("vmName",
                                       with_params(vmName="a\rb")),
     "vmName not a string": ("vmName", with_params(vmName=5)),
