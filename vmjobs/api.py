@@ -10,18 +10,22 @@ queued, and the verb returns at once; the pool runs the job's flow.
 """
 
 import logging
+import os
+import threading
 
 import workers
 
 from . import domxml
 from .config import Config
 from .errors import (GeneralException, InvalidParams, JobNotActive,
-                     JobNotDone, MissParam, NoSuchJob, NoVM, ResourceExhausted,
-                     UnknownMethod, VdsmError, CreateError)
-from .flows import CreateJob
+                     JobNotDone, MigrateError, MissParam, NoSuchJob, NoVM,
+                     Recovering, ResourceExhausted, UnknownMethod, VdsmError)
+from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
+                    RecoverJob, RestoreJob)
 from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
-from .params import parse_create, parse_vm_id
-from .registry import VmRegistry
+from .params import (VmSpec, parse_create, parse_migration, parse_path,
+                     parse_vm_id)
+from .registry import SAVING_STATE, DestroyClaim, VmBusy, VmRegistry
 
 log = logging.getLogger("vmjobs.api")
 
@@ -33,11 +37,19 @@ VERBS = {
     "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
     "Host.getStats": ("host_get_stats", ()),
     "VM.create": ("vm_create", ("vmID", "vmParams")),
+    "VM.migrationCreate": ("vm_migration_create",
+                           ("vmID", "params", "incomingLimit")),
+    "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
     "VM.destroy": ("vm_destroy", ("vmID",)),
     "VM.getStats": ("vm_get_stats", ("vmID",)),
     "Job.abort": ("job_abort", ("jobId",)),
     "Job.delete": ("job_delete", ("jobId",)),
 }
+
+# What answers while recovery at start-up runs; everything else answers
+# `recovery` (99) until every recover job has ended.
+OPEN_DURING_RECOVERY = frozenset({"Host.ping", "Host.getJobs",
+                                  "Host.getStats"})
 
 
 class API:
@@ -58,6 +70,12 @@ class API:
         self.Host = _Namespace(self, "Host")
         self.VM = _Namespace(self, "VM")
         self.Job = _Namespace(self, "Job")
+        self._recovered = threading.Event()
+        self._start_recovery()
+
+    def wait_recovered(self, timeout=None):
+        """Wait until recovery at start-up ended; True if it has."""
+        return self._recovered.wait(timeout)
 
     def close(self, stop_mode=workers.ABORT):
         """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
@@ -78,6 +96,11 @@ class API:
             name, param_names = VERBS[method]
         except (KeyError, TypeError):
             raise UnknownMethod(f"no such method {method!r}") from None
+        if method not in OPEN_DURING_RECOVERY and \
+                not self._recovered.is_set():
+            raise Recovering("recovering the VMs found at start-up: "
+                             "try again when Host.getStats shows "
+                             "recovering false")
         if params is None:
             params = {}
         if isinstance(params, dict):
@@ -152,7 +175,7 @@ class API:
             "jobs_done": pool["done"],
             "jobs_failed": pool["failed"],
             "jobs_aborted": pool["aborted"],
-            "recovering": False,
+            "recovering": not self._recovered.is_set(),
         }
 
     # -- VM -------------------------------------------------------------------
@@ -160,44 +183,82 @@ class API:
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
         if spec.restore_state is not None:
-            raise CreateError("restoreState: restore is not available in "
-                              "this version of vmjobs")
-        try:
-            domain_xml = domxml.compose(spec, self.hv.guest)
-        except domxml.BadDomainXML as exc:
-            raise InvalidParams("xml", str(exc)) from None
-        job = CreateJob(spec, domain_xml, self.hv, self.registry,
-                        on_step=self._step_hook,
-                        timeout=self.config.job_timeout)
-        self._start(job)
+            job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
+        else:
+            try:
+                domain_xml = domxml.compose(spec, self.hv.guest)
+            except domxml.BadDomainXML as exc:
+                raise InvalidParams("xml", str(exc)) from None
+            job = CreateJob(spec, domain_xml, self.hv, self.registry,
+                            **self._job_args())
+        job.stage()
+        self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
         return {"vmId": spec.vm_id, "status": job.staged_status,
                 "jobId": job.id}
+
+    def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
+        spec = parse_migration(vmID, params)
+        limit = self.config.max_incoming if incomingLimit is None \
+            else incomingLimit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidParams("incomingLimit", "must be an integer >= 1")
+        job = MigrationDestinationJob(
+            spec, self.hv, self.registry,
+            arrival_timeout=self.config.migration_destination_timeout,
+            check_interval=self.config.migration_check_interval,
+            **self._job_args())
+        job.stage(max_with_status=limit)
+        self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
+        return {"migrationPort": 0,
+                "params": {"vmId": spec.vm_id, "status": job.staged_status,
+                           "jobId": job.id}}
+
+    def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
+        vm_id = parse_vm_id(vmID)
+        path = parse_path(hibernationVolHandle, "hibernationVolHandle")
+        if os.path.lexists(path):
+            raise MigrateError(f"{path} exists: refusing to overwrite it")
+        job = HibernateJob(vm_id, path, self.hv, self.registry,
+                           **self._job_args())
+        try:
+            job.previous_status = self.registry.claim(
+                vm_id, SAVING_STATE, job).status
+        except VmBusy as exc:
+            raise MigrateError(f"cannot hibernate: {exc}") from None
+        self._queue(job, undo=lambda: self.registry.release(
+            vm_id, job, job.previous_status))
+        return {"jobId": job.id}
 
     def vm_destroy(self, vmID=None):
         vm_id = parse_vm_id(vmID)
         vm = self.registry.get(vm_id)
-        while vm.staging:
-            # bz912390: the VM is not up yet. Its job alone touches its
-            # domain: ask it to abort, and wait until it rolled back.
-            log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
-            try:
-                vm.job.abort()
-            except workers.JobNotActive:
-                pass   # it is ending on its own
-            vm.job.wait()
+        while True:
+            if vm.job is not None:
+                # bz912390: a job is working on the VM (starting it, or
+                # hibernating it, or another destroy). Only that job touches
+                # its domain: ask it to abort and wait until it rolled back.
+                log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
+                try:
+                    vm.job.abort()
+                except workers.JobNotActive:
+                    pass   # it is ending on its own
+                vm.job.wait()
+            else:
+                claim = DestroyClaim()
+                try:
+                    self.registry.claim(vm_id, vm.status, claim)
+                except VmBusy:
+                    pass   # a job got there first: look again
+                else:
+                    try:
+                        self._destroy_public(vm_id, vm.status, claim)
+                    finally:
+                        claim.done()
+                    return True
             try:
                 vm = self.registry.get(vm_id)
             except NoVM:
                 return True
-            # Still there: its commit won the race with the abort (it is
-            # public now), or a new job staged it again.
-        log.info("VM.destroy %s: destroying the public VM", vm_id)
-        try:
-            self.hv.remove(vm_id)
-        except HypervisorError as exc:
-            raise GeneralException(f"destroy of VM {vm_id} failed: {exc}")
-        self.registry.unpublish(vm_id, vm)
-        return True
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -235,18 +296,73 @@ class API:
         except workers.UnknownJob:
             raise NoSuchJob(f"no job {job_id}") from None
 
-    def _start(self, job):
-        """Stage the job's VM, list the job, queue it; undo all three if
-        the queue refuses it, so a refused request leaves no trace."""
-        job.stage()
+    def _job_args(self):
+        return {"on_step": self._step_hook,
+                "timeout": self.config.job_timeout}
+
+    def _queue(self, job, undo):
+        """List the job and queue it. If the queue refuses it, forget it and
+        `undo()` its reservation: a refused request leaves no trace."""
         self.jobs.add(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
             self.jobs.discard(job)
-            self.registry.unstage(job.vm_id, job)
+            undo()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+
+    def _destroy_public(self, vm_id, status, claim):
+        log.info("VM.destroy %s: destroying the public VM", vm_id)
+        try:
+            self.hv.remove(vm_id)
+        except HypervisorError as exc:
+            self.registry.release(vm_id, claim, status)
+            raise GeneralException(
+                f"destroy of VM {vm_id} failed: {exc}") from None
+        self.registry.unpublish_claimed(vm_id, claim)
+
+    def _start_recovery(self):
+        """A recover job for every domain that carries our metadata. The
+        VMs are staged here, before any verb is served; the jobs are queued
+        by a thread that waits for room, like any producer of the service's
+        own, and `recovering` ends when the last of them has ended."""
+        domains = [d for d in self.hv.list_domains(domxml.METADATA_NS)
+                   if d.metadata is not None]
+        jobs = []
+        for domain in domains:
+            job = RecoverJob(VmSpec(domain.uuid, {}), self.hv, self.registry,
+                             **self._job_args())
+            job.stage()
+            self.jobs.add(job)
+            jobs.append(job)
+        log.info("recovery: %d vmjobs domains found", len(jobs))
+        if not jobs:
+            self._recovered.set()
+            return
+        remaining = [len(jobs)]
+        lock = threading.Lock()   # guards remaining
+
+        def one_ended(job):
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                log.info("recovery ended: %d public VMs",
+                         self.registry.counts()["public"])
+                self._recovered.set()
+
+        def submit_all():
+            for job in jobs:
+                try:
+                    self.pool.submit(job, wait=True)
+                except workers.PoolClosed:
+                    job.abort()   # pending: ends at once, unstaged
+
+        for job in jobs:
+            job.add_end_callback(one_ended)
+        threading.Thread(target=submit_all, name="vmjobs-recovery",
+                         daemon=True).start()
 
 
 class _Namespace:

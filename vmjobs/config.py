@@ -17,6 +17,15 @@ class Config:
     # Ended jobs stay queryable this long (seconds), at most max_ended.
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
+    # Incoming migrations at once (VM.migrationCreate's incomingLimit
+    # default); each holds a worker while it waits, so keep it below
+    # `workers`.
+    max_incoming: int = 2
+    # Seconds an incoming migration may take to arrive.
+    migration_destination_timeout: float = 21600.0
+    # Seconds between safety-net lookups while waiting for an arrival (the
+    # wait is driven by libvirt's events; this only covers a lost event).
+    migration_check_interval: float = 1.0
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
     log_level: str = "INFO"

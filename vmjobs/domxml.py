@@ -86,17 +86,40 @@ def _set_metadata(root, vm_id, params):
         metadata = ET.SubElement(root, "metadata")
     for old in metadata.findall(f"{{{METADATA_NS}}}vm"):
         metadata.remove(old)
-    vm = ET.SubElement(metadata, f"{{{METADATA_NS}}}vm")
-    ET.SubElement(vm, f"{{{METADATA_NS}}}vmId").text = vm_id
-    ET.SubElement(vm, f"{{{METADATA_NS}}}params").text = json.dumps(
-        params, sort_keys=True)
+    metadata.append(_metadata_element(vm_id, params, f"{{{METADATA_NS}}}"))
+
+
+def _metadata_element(vm_id, params, ns=""):
+    vm = ET.Element(f"{ns}vm")
+    ET.SubElement(vm, f"{ns}vmId").text = vm_id
+    ET.SubElement(vm, f"{ns}params").text = json.dumps(params, sort_keys=True)
+    return vm
+
+
+def metadata_element(vm_id, params):
+    """Our metadata element alone, as libvirt's setMetadata takes it:
+    without a namespace, which libvirt adds from its own arguments."""
+    return ET.tostring(_metadata_element(vm_id, params), encoding="unicode")
+
+
+def metadata_of_domain(domain_xml):
+    """(vm_id, params) from the metadata of a whole domain XML (a saved
+    state file's, say), or None if it carries none of ours."""
+    root = parse_untrusted(domain_xml)
+    element = root.find(f"metadata/{{{METADATA_NS}}}vm")
+    if element is None:
+        return None
+    return _read_metadata_element(element)
 
 
 def read_metadata(text):
     """(vm_id, params) from our metadata element as libvirt returns it
     (libvirt drops the namespace prefix, so tags are matched by local name).
     Raises BadDomainXML if it is not ours or is damaged."""
-    root = parse_untrusted(text)
+    return _read_metadata_element(parse_untrusted(text))
+
+
+def _read_metadata_element(root):
     fields = {_local(child.tag): child.text or "" for child in root}
     if _local(root.tag) != "vm" or "vmId" not in fields:
         raise BadDomainXML("metadata has no vmId")
@@ -105,6 +128,8 @@ def read_metadata(text):
         params = json.loads(fields.get("params") or "{}")
     except ValueError as exc:
         raise BadDomainXML(f"damaged metadata: {exc}") from None
+    if not isinstance(params, dict):
+        raise BadDomainXML("damaged metadata: params is not an object")
     return vm_id, params
 
 

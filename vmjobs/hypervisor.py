@@ -10,6 +10,9 @@ error printer silenced, the event-loop thread, and the connections:
 - on the test driver, one connection shared by all: every connection to a
   `test:///<file>` URI is a private host of its own, so per-worker
   connections would not see each other's domains.
+
+Domain lifecycle events arrive on libvirt's event-loop thread and are
+handed to subscribers by UUID; a subscriber's callback must not block.
 """
 
 import contextlib
@@ -150,11 +153,23 @@ class Hypervisor:
                 self._idle.put(conn)
         self._undefine_flags = (_UNDEFINE_FLAGS_TEST if self.is_test_driver
                                 else _UNDEFINE_FLAGS)
+        # Guards _subscribers; callbacks are called after it is released.
+        self._subscribers_lock = threading.Lock()
+        self._subscribers = {}   # uuid -> {token: callback}
+        with _translated("events"):
+            self._events_id = first.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                self._on_lifecycle, None)
         self.guest = self._guest_kind()
         log.info("connected to %s (%d connection(s), guests: %s)",
                  uri, len(self._all), self.guest)
 
     def close(self):
+        if self._all:
+            try:
+                self._all[0].domainEventDeregisterAny(self._events_id)
+            except libvirt.libvirtError:
+                pass
         for conn in self._all:
             try:
                 conn.close()
@@ -229,6 +244,81 @@ class Hypervisor:
                       NO_DOMAIN, OPERATION_INVALID)
             return True
 
+    def save(self, uuid, path):
+        """Save the running domain's state to `path`; the domain stops."""
+        with self._connection() as conn, _translated("save"):
+            conn.lookupByUUIDString(uuid).save(path)
+
+    def saved_domain_xml(self, path):
+        """The domain XML inside a saved-state file (the file is only read)."""
+        with self._connection() as conn, _translated("read saved state"):
+            return conn.saveImageGetXMLDesc(path, 0)
+
+    def restore(self, path, uuid, paused=False):
+        """Restore the domain `uuid` saved in `path`, running or paused as
+        asked, whatever state it was saved in. The file is read, never
+        changed or removed."""
+        with self._connection() as conn, _translated("restore"):
+            if not self.is_test_driver:
+                conn.restoreFlags(path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED
+                                  if paused else
+                                  libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                return
+            # The test driver takes no flag: set the state by hand.
+            conn.restore(path)
+            dom = conn.lookupByUUIDString(uuid)
+            state = _STATES.get(dom.state()[0], OTHER)
+            if paused and state == RUNNING:
+                dom.suspend()
+            elif not paused and state == PAUSED:
+                dom.resume()
+
+    def persist(self, uuid):
+        """Make a transient domain persistent with its current definition
+        (a restored or migrated-in domain may arrive transient)."""
+        with self._connection() as conn, _translated("persist"):
+            dom = conn.lookupByUUIDString(uuid)
+            if not dom.isPersistent():
+                conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+
+    def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
+        """Set our metadata element, live and (if persistent) in the config."""
+        with self._connection() as conn, _translated("set metadata"):
+            dom = conn.lookupByUUIDString(uuid)
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+            if dom.isPersistent():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
+                            prefix, metadata_ns, flags)
+
+    def create_transient(self, domain_xml, paused=False):
+        """Create and start a transient domain (what an incoming migration
+        leaves on a destination); used to simulate one on the test driver."""
+        with self._connection() as conn, _translated("create"):
+            dom = conn.createXML(domain_xml, 0)
+            if paused:
+                dom.suspend()
+
+    def resume(self, uuid):
+        with self._connection() as conn, _translated("resume"):
+            conn.lookupByUUIDString(uuid).resume()
+
+    def subscribe(self, uuid, callback):
+        """Call `callback(event, detail)` on every lifecycle event of domain
+        `uuid`, from libvirt's event thread (so it must not block). Returns
+        a token for unsubscribe()."""
+        token = object()
+        with self._subscribers_lock:
+            self._subscribers.setdefault(uuid, {})[token] = callback
+        return token
+
+    def unsubscribe(self, uuid, token):
+        with self._subscribers_lock:
+            callbacks = self._subscribers.get(uuid, {})
+            callbacks.pop(token, None)
+            if not callbacks:
+                self._subscribers.pop(uuid, None)
+
     def list_domains(self, metadata_ns):
         """Every domain: running, paused and defined-but-stopped ones, with
         our metadata element where it carries one."""
@@ -241,6 +331,20 @@ class Hypervisor:
             return _metadata(conn.lookupByUUIDString(uuid), metadata_ns)
 
     # -- internals ------------------------------------------------------------
+
+    def _on_lifecycle(self, conn, dom, event, detail, opaque):
+        # On libvirt's event-loop thread: hand the event on, nothing more.
+        try:
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError:
+            return
+        with self._subscribers_lock:
+            callbacks = list(self._subscribers.get(uuid, {}).values())
+        for callback in callbacks:
+            try:
+                callback(event, detail)
+            except Exception:
+                log.exception("lifecycle subscriber of %s failed", uuid)
 
     def _info(self, dom, metadata_ns):
         try:

@@ -11,7 +11,7 @@ out is a consistent snapshot that needs no lock to read.
 import dataclasses
 import threading
 
-from .errors import NoVM, VmExists
+from .errors import MigrateLimit, NoVM, VmExists
 
 # Statuses of staged VMs, per startup mode; public VMs are Up, Paused or
 # Saving State.
@@ -23,21 +23,47 @@ PAUSED = "Paused"
 SAVING_STATE = "Saving State"
 
 
+class VmBusy(Exception):
+    """The public VM already has a job running on it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Vm:
     vm_id: str
     status: str
     params: dict                 # the engine's parameters; never mutated
     staging: bool
-    job: object = None           # the job working on it, if any
+    # What works on the VM: its startup job while staged; a hibernate job or
+    # a DestroyClaim while public; None when it is just up.
+    job: object = None
 
     def stats(self):
         """VM.getStats' answer."""
         stats = {"vmId": self.vm_id, "status": self.status,
                  "staging": self.staging, "params": self.params}
-        if self.job is not None:
+        if self.job is not None and self.job.id is not None:
             stats["jobId"] = self.job.id
         return stats
+
+
+class DestroyClaim:
+    """VM.destroy's hold on a public VM while it removes the domain, so no
+    job can start on the VM meanwhile. Looks like a job to whoever finds it
+    there: a second VM.destroy waits for it; abort is a no-op (a destroy is
+    not undone); it has no job id."""
+    id = None
+
+    def __init__(self):
+        self._done = threading.Event()
+
+    def abort(self):
+        pass
+
+    def wait(self, timeout=None):
+        return self._done.wait(timeout)
+
+    def done(self):
+        self._done.set()
 
 
 class VmRegistry:
@@ -48,23 +74,68 @@ class VmRegistry:
         self._staged = {}   # vm_id -> Vm, being started by vm.job
         self._public = {}   # vm_id -> Vm, fully up
 
-    def stage(self, vm_id, status, params, job):
-        """Reserve vm_id for `job`; raise VmExists if it is staged or public."""
+    def stage(self, vm_id, status, params, job, max_with_status=None):
+        """Reserve vm_id for `job`; raise VmExists if it is staged or public.
+        With `max_with_status`, refuse (MigrateLimit) when that many VMs are
+        already staged with `status`: the count and the reservation are one
+        atomic step, so concurrent requests cannot overshoot the limit."""
         vm = Vm(vm_id, status, params, staging=True, job=job)
         with self._lock:
             if vm_id in self._staged or vm_id in self._public:
                 raise VmExists(f"VM {vm_id} already exists")
+            if max_with_status is not None:
+                count = sum(1 for other in self._staged.values()
+                            if other.status == status)
+                if count >= max_with_status:
+                    raise MigrateLimit(
+                        f"{count} VMs already {status}, the limit is "
+                        f"{max_with_status}")
             self._staged[vm_id] = vm
 
-    def publish(self, vm_id, status, job):
-        """The commit: move job's staged VM to the public registry."""
+    def publish(self, vm_id, status, job, params=None):
+        """The commit: move job's staged VM to the public registry (with
+        `params`, when the job learned the VM's own, e.g. from a state
+        file)."""
         with self._lock:
             vm = self._staged.get(vm_id)
             if vm is None or vm.job is not job:
                 raise RuntimeError(f"VM {vm_id} is not staged by {job}")
             del self._staged[vm_id]
             self._public[vm_id] = dataclasses.replace(
-                vm, status=status, staging=False, job=None)
+                vm, status=status, staging=False, job=None,
+                params=vm.params if params is None else params)
+
+    def claim(self, vm_id, status, job):
+        """Give the public VM a job to run on it (a hibernation, or a
+        destroy), with `status` meanwhile. Raises NoVM if it is not public,
+        VmBusy if it already has one. Returns the VM as it was."""
+        with self._lock:
+            vm = self._public.get(vm_id)
+            if vm is None:
+                raise NoVM(f"VM {vm_id} is not up" if vm_id in self._staged
+                           else f"VM {vm_id} does not exist")
+            if vm.job is not None:
+                raise VmBusy(f"VM {vm_id} already has job {vm.job.id}")
+            self._public[vm_id] = dataclasses.replace(vm, status=status,
+                                                      job=job)
+            return vm
+
+    def release(self, vm_id, job, status):
+        """End job's claim on the public VM, which keeps running as
+        `status`."""
+        with self._lock:
+            vm = self._public.get(vm_id)
+            if vm is not None and vm.job is job:
+                self._public[vm_id] = dataclasses.replace(vm, status=status,
+                                                          job=None)
+
+    def unpublish_claimed(self, vm_id, job):
+        """Drop the public VM job claimed (hibernated, or destroyed)."""
+        with self._lock:
+            vm = self._public.get(vm_id)
+            if vm is None or vm.job is not job:
+                raise RuntimeError(f"VM {vm_id} is not claimed by {job}")
+            del self._public[vm_id]
 
     def unstage(self, vm_id, job):
         """Drop job's staged VM, if it is still there (rollback, or the end
@@ -74,24 +145,6 @@ class VmRegistry:
             if vm is None or vm.job is not job:
                 return False
             del self._staged[vm_id]
-            return True
-
-    def set_status(self, vm_id, status, job):
-        """Change the status of the VM job works on, wherever it is."""
-        with self._lock:
-            for vms in (self._staged, self._public):
-                vm = vms.get(vm_id)
-                if vm is not None and vm.job is job:
-                    vms[vm_id] = dataclasses.replace(vm, status=status)
-                    return
-
-    def unpublish(self, vm_id, vm):
-        """Drop the public VM `vm` (a snapshot from get()), if it is still
-        the one registered. Returns True if it was."""
-        with self._lock:
-            if self._public.get(vm_id) is not vm:
-                return False
-            del self._public[vm_id]
             return True
 
     def get(self, vm_id):

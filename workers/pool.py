@@ -46,6 +46,7 @@ class Pool:
         # on _work (new job or shutdown), wait_idle() on _idle.
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
         self._queue = collections.deque()
         self._closed = False
@@ -60,16 +61,23 @@ class Pool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job):
-        """Queue `job`; raise QueueFull at once if there is no room."""
+    def submit(self, job, wait=False):
+        """Queue `job`; raise QueueFull at once if there is no room.
+
+        `wait=True` waits for room instead: only for the service's own
+        producers (recovery at start-up), never for a caller's request."""
         with self._lock:
-            if self._closed:
-                raise PoolClosed(f"pool {self.name} is shut down")
-            if len(self._queue) >= self.queue_size:
-                self._drop_ended()
+            while True:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name} is shut down")
                 if len(self._queue) >= self.queue_size:
+                    self._drop_ended()
+                if len(self._queue) < self.queue_size:
+                    break
+                if not wait:
                     raise QueueFull(
                         f"pool {self.name}: {self.queue_size} jobs queued")
+                self._room.wait()
             self._queue.append(job)
             self._work.notify()
         job.add_end_callback(self._count_end)
@@ -84,6 +92,7 @@ class Pool:
             self._closed = True
             queued = list(self._queue) if mode == ABORT else []
             self._work.notify_all()
+            self._room.notify_all()
         if mode == ABORT:
             for job in queued:
                 _abort_quietly(job)
@@ -128,6 +137,7 @@ class Pool:
                 if not self._queue:
                     return  # closed and drained
                 job = self._queue.popleft()
+                self._room.notify()
                 self._running += 1
                 self._current[threading.get_ident()] = job
             try:
@@ -149,6 +159,7 @@ class Pool:
         if any(job.ended for job in self._queue):
             self._queue = collections.deque(
                 job for job in self._queue if not job.ended)
+            self._room.notify_all()
             if not self._queue and not self._running:
                 self._idle.notify_all()
 

@@ -1,6 +1,18 @@
-"""The startup flows, one module each: create (recover, restore and
-migration destination follow the same shape)."""
+"""The startup flows, one module each, and hibernation (restore's inverse).
+
+    create     prepare -> define -> start -> verify -> commit
+    recover    read-metadata -> inspect -> commit (or left-stopped)
+    restore    check-file -> read-domain -> prepare -> restore -> persist
+               -> verify -> commit
+    migration  prepare -> wait-arrival -> persist -> commit
+    hibernate  prepare -> save -> undefine -> commit
+"""
 
 from .create import CreateJob
+from .hibernate import HibernateJob
+from .migration import MigrationDestinationJob
+from .recover import RecoverJob
+from .restore import RestoreJob
 
-__all__ = ["CreateJob"]
+__all__ = ["CreateJob", "HibernateJob", "MigrationDestinationJob",
+           "RecoverJob", "RestoreJob"]

@@ -51,37 +51,18 @@ class Rollback:
 
 
 class VmJob(workers.Job):
-    """A job that brings one VM up. Subclasses set `job_type`,
-    `staged_status` and `error_class` (the VDSM error a hypervisor failure
-    is reported as) and write their flow in `run()`."""
+    """A job working on one VM. Subclasses set `job_type` and `error_class`
+    (the VDSM error a hypervisor failure is reported as)."""
     job_type = None
-    staged_status = None
     error_class = None
 
-    def __init__(self, spec, hypervisor, registry, on_step=None,
+    def __init__(self, vm_id, hypervisor, registry, on_step=None,
                  timeout=None):
-        super().__init__(description=f"{self.job_type} VM {spec.vm_id}",
+        super().__init__(description=f"{self.job_type} VM {vm_id}",
                          timeout=timeout, on_step=on_step)
-        self.spec = spec
-        self.vm_id = spec.vm_id
+        self.vm_id = vm_id
         self.hv = hypervisor
         self.registry = registry
-
-    def stage(self):
-        """Reserve the vmId (raises VmExists); done before queueing."""
-        self.registry.stage(self.vm_id, self.staged_status, self.spec.params,
-                            self)
-
-    def commit(self, status):
-        """Make the VM public with `status`, and end the job done, in one
-        step; refused (JobAborted) if an abort came first."""
-        self.complete(lambda: self.registry.publish(self.vm_id, status, self))
-        log.info("VM %s committed %s", self.vm_id, status)
-
-    def on_ended(self):
-        # Whatever the end (done, failed, aborted, even aborted while still
-        # queued) nothing of this job stays staged.
-        self.registry.unstage(self.vm_id, self)
 
     def info(self):
         info = super().info()
@@ -95,3 +76,31 @@ class VmJob(workers.Job):
             return {"code": self.error_class.code, "message": str(exc)}
         return {"code": GeneralException.code,
                 "message": f"unexpected error: {exc!r}"}
+
+
+class StartupJob(VmJob):
+    """A job that brings one VM up: staged before it is queued, committed
+    to the public registry at its end, unstaged if it ends otherwise.
+    Subclasses also set `staged_status` and write their flow in `run()`."""
+    staged_status = None
+
+    def __init__(self, spec, hypervisor, registry, **kwargs):
+        super().__init__(spec.vm_id, hypervisor, registry, **kwargs)
+        self.spec = spec
+
+    def stage(self, max_with_status=None):
+        """Reserve the vmId (raises VmExists); done before queueing."""
+        self.registry.stage(self.vm_id, self.staged_status, self.spec.params,
+                            self, max_with_status=max_with_status)
+
+    def commit(self, status, params=None):
+        """Make the VM public with `status`, and end the job done, in one
+        step; refused (JobAborted) if an abort came first."""
+        self.complete(lambda: self.registry.publish(self.vm_id, status, self,
+                                                    params=params))
+        log.info("VM %s committed %s", self.vm_id, status)
+
+    def on_ended(self):
+        # Whatever the end (done, failed, aborted, even aborted while still
+        # queued) nothing of this job stays staged.
+        self.registry.unstage(self.vm_id, self)

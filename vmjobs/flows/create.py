@@ -2,11 +2,11 @@
 
 from .. import registry
 from ..errors import CreateError
-from .base import Rollback, VmJob
+from .base import Rollback, StartupJob
 from .steps import ensure_no_domain, running_status
 
 
-class CreateJob(VmJob):
+class CreateJob(StartupJob):
     job_type = "create"
     staged_status = registry.WAIT_FOR_LAUNCH
     error_class = CreateError

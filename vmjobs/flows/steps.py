@@ -1,5 +1,7 @@
 """Steps more than one flow takes, as plain functions of the adapter."""
 
+import os
+
 from ..errors import CreateError
 from ..hypervisor import PAUSED, RUNNING
 from ..registry import PAUSED as STATUS_PAUSED, UP
@@ -23,3 +25,10 @@ def running_status(hv, vm_id, paused, error_class=CreateError):
         raise error_class(f"domain {vm_id} is {state or 'gone'}, "
                           f"expected {expected}")
     return STATUS_PAUSED if paused else UP
+
+
+def check_readable_file(path, error_class=CreateError):
+    if not os.path.isfile(path):
+        raise error_class(f"{path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise error_class(f"{path} is not readable")

@@ -1,0 +1,59 @@
+"""Restore (dehibernation): check the state file, read the domain inside
+it, restore it, make it persistent, check it runs, commit.
+
+The state file is only ever read: restored or not, it stays as it was."""
+
+from .. import domxml, registry
+from ..errors import CreateError
+from .base import Rollback, StartupJob
+from .steps import check_readable_file, ensure_no_domain, running_status
+
+
+class RestoreJob(StartupJob):
+    job_type = "restore"
+    staged_status = registry.RESTORING_STATE
+    error_class = CreateError
+
+    def run(self):
+        vm_id, path = self.vm_id, self.spec.restore_state
+        paused = self.spec.launch_paused
+        with Rollback() as rollback:
+            self.step("check-file")
+            check_readable_file(path)
+            self.step("read-domain")
+            params, ours = saved_vm_params(self.hv, path, vm_id,
+                                           self.spec.params)
+            self.step("prepare")
+            ensure_no_domain(self.hv, vm_id)
+            # No domain had this UUID: whatever has it from now on, even
+            # half-restored, is ours to remove.
+            rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
+            self.step("restore")
+            self.hv.restore(path, vm_id, paused=paused)
+            self.step("persist")
+            self.hv.persist(vm_id)
+            if not ours:
+                self.hv.set_metadata(vm_id, domxml.METADATA_NS,
+                                     domxml.METADATA_PREFIX,
+                                     domxml.metadata_element(vm_id, params))
+            self.step("verify")
+            status = running_status(self.hv, vm_id, paused)
+            self.step("commit")
+            self.commit(status, params=params)
+
+
+def saved_vm_params(hv, path, vm_id, request_params):
+    """(params, ours): the VM's own params from the state file's metadata
+    (ours=True), or the request's when the file is not vmjobs' (a plain
+    `virsh save`). Refuses a file whose domain is not `vm_id`."""
+    domain_xml = hv.saved_domain_xml(path)
+    try:
+        uuid = domxml.domain_uuid(domain_xml)
+        metadata = domxml.metadata_of_domain(domain_xml)
+    except domxml.BadDomainXML as exc:
+        raise CreateError(f"{path}: {exc}") from None
+    if uuid != vm_id:
+        raise CreateError(f"{path} holds domain {uuid}, not VM {vm_id}")
+    if metadata is None:
+        return request_params, False
+    return metadata[1], True

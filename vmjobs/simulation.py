@@ -1,0 +1,25 @@
+"""A simulated incoming migration, for libvirt's test driver, which cannot
+migrate. The tests and the load test use it to play the source host; the
+service never does.
+
+It leaves on the destination what a real incoming migration leaves, in the
+same order of events: the domain appears transient and paused while its
+memory is transferred (STARTED, SUSPENDED), then resumes (RESUMED)."""
+
+from . import domxml
+
+
+def begin_incoming_migration(hv, domain_xml):
+    """The domain appears here, transient and paused (transfer running)."""
+    hv.create_transient(domain_xml, paused=True)
+
+
+def finish_incoming_migration(hv, vm_id):
+    """The transfer is over: the domain resumes here."""
+    hv.resume(vm_id)
+
+
+def simulate_incoming_migration(hv, domain_xml):
+    """A whole incoming migration of `domain_xml`'s domain."""
+    begin_incoming_migration(hv, domain_xml)
+    finish_incoming_migration(hv, domxml.domain_uuid(domain_xml))
