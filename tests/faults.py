@@ -9,7 +9,9 @@ import libvirt
 from vmjobs.hypervisor import HypervisorError
 
 # The adapter's verbs that talk to libvirt.
-CALLS = ("state", "define", "start", "remove", "list_domains", "metadata")
+CALLS = ("state", "define", "start", "remove", "list_domains", "metadata",
+         "save", "saved_domain_xml", "restore", "persist", "set_metadata",
+         "create_transient", "resume")
 
 
 class FaultyHypervisor:

@@ -71,7 +71,12 @@ class API:
         self.VM = _Namespace(self, "VM")
         self.Job = _Namespace(self, "Job")
         self._recovered = threading.Event()
-        self._start_recovery()
+        try:
+            self._start_recovery()
+        except BaseException:
+            # Without knowing what runs here the service must not start.
+            self.close()
+            raise
 
     def wait_recovered(self, timeout=None):
         """Wait until recovery at start-up ended; True if it has."""

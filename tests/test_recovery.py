@@ -1,0 +1,154 @@
+"""Recovery at start-up: a service started over a libvirt that holds
+vmjobs domains takes the running and paused ones back as public VMs,
+leaves stopped and foreign ones alone, and answers `recovery` (99) to
+everything but Host.ping, Host.getJobs and Host.getStats until done."""
+
+import pytest
+
+from vmjobs.errors import Recovering
+
+from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
+                      vm_params)
+
+FOREIGN = 5
+
+
+def foreign_domain(hv, name, start=True):
+    conn = hv._shared   # libvirt's test driver: one shared connection
+    dom = conn.defineXML(
+        f"<domain type='test'><name>{name}</name><uuid>{new_id()}</uuid>"
+        "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
+    if start:
+        dom.create()
+    return dom
+
+
+def previous_run(make_api, vms, **params):
+    """VMs started by a service that then stopped (leaving them running)."""
+    api = make_api(queue_size=max(vms, 1))
+    vm_ids = [new_id() for _ in range(vms)]
+    for vm_id in vm_ids:
+        api.VM.create(vm_id, vm_params(vm_id, **params))
+    assert api.pool.wait_idle(WAIT)
+    assert len(api.Host.getVMList()) == vms
+    api.close()
+    return vm_ids
+
+
+def test_restart_over_200_vmjobs_and_5_foreign_domains(make_api, hypervisor):
+    vm_ids = previous_run(make_api, 200, owner="engine")
+    foreign = [foreign_domain(hypervisor, f"foreign-{i}")
+               for i in range(FOREIGN)]
+    foreign_stopped = foreign_domain(hypervisor, "foreign-stopped",
+                                     start=False)
+    gate = StepGate("commit")
+    api = make_api(step_hook=gate, queue_size=10)   # fewer than domains
+
+    assert gate.reached.wait(WAIT)
+    # Recovery is running: only ping, getJobs and getStats answer.
+    assert api.Host.ping() is True
+    assert api.Host.getStats()["recovering"] is True
+    jobs = api.Host.getJobs(job_type="recover")
+    assert len(jobs) == 200
+    for verb, args in [("Host.getVMList", []), ("Host.getAllVmStats", []),
+                       ("VM.getStats", [vm_ids[0]]),
+                       ("VM.destroy", [vm_ids[0]]),
+                       ("VM.create", [new_id(), {}]),
+                       ("Job.abort", [next(iter(jobs))])]:
+        with pytest.raises(Recovering) as err:
+            api.call(verb, args)
+        assert err.value.code == 99
+    gate.release.set()
+
+    assert api.wait_recovered(WAIT)
+    stats = api.Host.getStats()
+    assert stats["recovering"] is False
+    assert sorted(api.Host.getVMList()) == sorted(vm_ids)
+    assert {s["status"] for s in api.Host.getAllVmStats()} == {"Up"}
+    assert all(s["params"]["owner"] == "engine"
+               for s in api.Host.getAllVmStats())
+    assert stats["external_domains"] == FOREIGN + 1
+    assert (stats["public"], stats["staged"]) == (200, 0)
+    assert {i["status"] for i in api.Host.getJobs().values()} == {"done"}
+    # The foreign domains are untouched.
+    assert all(dom.isActive() for dom in foreign)
+    assert not foreign_stopped.isActive()
+    assert_quiet_and_clean(api)
+
+
+def test_paused_vm_is_recovered_paused(make_api):
+    paused, = previous_run(make_api, 1, launchPaused=True)
+    api = make_api()
+    assert api.wait_recovered(WAIT)
+    assert api.VM.getStats(paused)["status"] == "Paused"
+
+
+def test_stopped_vmjobs_domain_is_left_alone(make_api, hypervisor):
+    running, stopped = previous_run(make_api, 2)
+    hypervisor._shared.lookupByUUIDString(stopped).destroy()   # still defined
+    api = make_api()
+    assert api.wait_recovered(WAIT)
+    assert api.Host.getVMList() == [running]
+    assert api.Host.getStats()["stopped_domains"] == 1
+    assert hypervisor.state(stopped) == "shutoff"   # not started, not deleted
+    jobs = api.Host.getJobs(job_type="recover")
+    left = [i for i in jobs.values() if i["vm_id"] == stopped]
+    assert [(i["status"], i["step"]) for i in left] == [
+        ("done", "left-stopped")]
+    # The engine decides: creating it again is refused by libvirt's side.
+    created = api.VM.create(stopped, vm_params(stopped))
+    assert api.jobs.get(created["jobId"]).wait(WAIT)
+    assert api.Host.getJobs()[created["jobId"]]["error"]["code"] == 9
+    assert hypervisor.state(stopped) == "shutoff"
+
+
+def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(
+        make_api, hypervisor):
+    vm_id = new_id()
+    hypervisor._shared.createXML(
+        f"<domain type='test'><name>damaged</name><uuid>{vm_id}</uuid>"
+        "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
+        "<metadata><v:vm xmlns:v='urn:vmjobs:domain:1'>"
+        "<v:vmId>not-a-uuid</v:vmId></v:vm></metadata></domain>", 0)
+    api = make_api()
+    assert api.wait_recovered(WAIT)
+    info, = api.Host.getJobs(job_type="recover").values()
+    assert (info["status"], info["step"]) == ("failed", "read-metadata")
+    assert info["error"]["code"] == 9
+    assert api.Host.getVMList() == []
+    assert hypervisor.state(vm_id) == "running"
+
+
+def test_recovery_of_an_empty_host_is_immediate(api):
+    assert api.wait_recovered(0)
+    assert api.Host.getStats()["recovering"] is False
+    assert api.Host.getVMList() == []
+
+
+def test_libvirt_failure_at_every_call(make_api, hypervisor):
+    from faults import FaultyHypervisor
+    from vmjobs.hypervisor import HypervisorError
+
+    vm_id, = previous_run(make_api, 1)
+    clean = FaultyHypervisor(hypervisor)
+    api = make_api(hv=clean)
+    assert api.wait_recovered(WAIT)
+    assert clean.calls == ["list_domains", "metadata", "state"]
+    api.close()
+
+    # Without the list of domains the service cannot know what runs: it
+    # does not start.
+    with pytest.raises(HypervisorError):
+        make_api(hv=FaultyHypervisor(hypervisor, fail_at=1))
+
+    for n in (2, 3):
+        faulty = FaultyHypervisor(hypervisor, fail_at=n)
+        api = make_api(hv=faulty)
+        assert api.wait_recovered(WAIT)
+        info, = api.Host.getJobs(job_type="recover").values()
+        assert info["status"] == "failed"
+        assert info["error"]["code"] == 9
+        assert f"injected fault in {faulty.failed}" in info["error"]["message"]
+        assert api.Host.getVMList() == []
+        assert hypervisor.state(vm_id) == "running"   # never touched
+        api.close()

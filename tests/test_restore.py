@@ -1,0 +1,163 @@
+"""Restore (VM.create with restoreState): the state file's domain must be
+the VM asked for; the file is only ever read, whether the restore
+succeeds, fails or is aborted; failures and destroys at every step leave
+nothing behind."""
+
+import hashlib
+import threading
+
+import pytest
+
+from vmjobs import domxml
+
+from conftest import (WAIT, assert_quiet_and_clean, new_id, our_domains,
+                      vm_params, wait_job)
+from faults import FaultyHypervisor
+
+STEPS = ["check-file", "read-domain", "prepare", "restore", "persist",
+         "verify", "commit"]
+
+
+def checksum(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hibernated_vm(api, tmp_path, **params):
+    """A vmjobs VM hibernated to a state file: (vm_id, path, params)."""
+    vm_id = new_id()
+    params = vm_params(vm_id, **params)
+    assert wait_job(api, api.VM.create(vm_id, params)["jobId"])[
+        "status"] == "done"
+    path = tmp_path / f"{vm_id}.state"
+    assert wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
+        "status"] == "done"
+    return vm_id, path, params
+
+
+def restore(api, vm_id, path, **extra):
+    return api.VM.create(vm_id, {"vmId": vm_id, "restoreState": str(path),
+                                 **extra})
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["up", "paused"])
+def test_restore_brings_back_the_vm(api, tmp_path, paused):
+    vm_id, path, params = hibernated_vm(api, tmp_path, owner="ops")
+    before = checksum(path)
+    created = restore(api, vm_id, path, launchPaused=paused)
+    assert created["status"] == "Restoring state"
+    info = wait_job(api, created["jobId"])
+    assert (info["job_type"], info["status"]) == ("restore", "done")
+    stats = api.VM.getStats(vm_id)
+    assert stats["status"] == ("Paused" if paused else "Up")
+    assert stats["params"] == params
+    assert checksum(path) == before
+    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    assert dom.isPersistent()
+    assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
+                                ) == (vm_id, params)
+    assert_quiet_and_clean(api)
+
+
+def test_state_file_of_another_vm_is_refused(api, tmp_path):
+    _, path, _ = hibernated_vm(api, tmp_path)
+    before = checksum(path)
+    other = new_id()
+    info = wait_job(api, restore(api, other, path)["jobId"])
+    assert (info["status"], info["step"]) == ("failed", "read-domain")
+    assert info["error"]["code"] == 9
+    assert "not VM" in info["error"]["message"]
+    assert checksum(path) == before
+    assert our_domains(api.hv) == []   # nothing started
+    assert_quiet_and_clean(api)
+
+
+def test_missing_file_is_refused(api, tmp_path):
+    vm_id = new_id()
+    info = wait_job(api, restore(api, vm_id, tmp_path / "nothing")["jobId"])
+    assert (info["status"], info["step"]) == ("failed", "check-file")
+    assert info["error"]["code"] == 9
+    assert_quiet_and_clean(api)
+
+
+def test_not_a_state_file_is_refused(api, tmp_path):
+    path = tmp_path / "garbage"
+    path.write_bytes(b"not a libvirt state file" * 100)
+    before = checksum(path)
+    info = wait_job(api, restore(api, new_id(), path)["jobId"])
+    assert (info["status"], info["step"]) == ("failed", "read-domain")
+    assert info["error"]["code"] == 9
+    assert checksum(path) == before
+    assert_quiet_and_clean(api)
+
+
+def test_plain_libvirt_save_file_is_restored_with_request_params(
+        api, tmp_path):
+    """A state file saved outside vmjobs (as `virsh save` would) has no
+    vmjobs metadata: the VM gets the request's params, and the metadata,
+    so the next start recovers it."""
+    vm_id = new_id()
+    api.hv.create_transient(
+        f"<domain type='test'><name>outside</name><uuid>{vm_id}</uuid>"
+        "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
+    path = tmp_path / "outside.state"
+    api.hv.save(vm_id, str(path))
+    info = wait_job(api, restore(api, vm_id, path, owner="ops")["jobId"])
+    assert info["status"] == "done", info
+    params = {"vmId": vm_id, "restoreState": str(path), "owner": "ops"}
+    assert api.VM.getStats(vm_id)["params"] == params
+    assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
+                                ) == (vm_id, params)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_destroy_at_every_step(make_api, tmp_path, step):
+    destroyed = []
+    threads = []
+
+    def hook(job, at):
+        if job.job_type != "restore" or at != step:
+            return
+        thread = threading.Thread(
+            target=lambda: destroyed.append(api.VM.destroy(job.vm_id)))
+        threads.append(thread)
+        thread.start()
+        assert job.wait_abort_requested(WAIT)
+
+    api = make_api(step_hook=hook)
+    vm_id, path, _ = hibernated_vm(api, tmp_path)
+    before = checksum(path)
+    info = wait_job(api, restore(api, vm_id, path)["jobId"])
+    threads[0].join(WAIT)
+    assert destroyed == [True]
+    assert (info["status"], info["step"]) == ("aborted", step)
+    assert checksum(path) == before
+    assert our_domains(api.hv) == []
+    assert_quiet_and_clean(api)
+
+
+def test_libvirt_failure_at_every_call(make_api, hypervisor, tmp_path):
+    faulty = FaultyHypervisor(hypervisor)
+    api = make_api(hv=faulty)
+    vm_id, path, _ = hibernated_vm(api, tmp_path)
+    before = checksum(path)
+    faulty.arm(None)
+    assert wait_job(api, restore(api, vm_id, path)["jobId"])[
+        "status"] == "done"
+    calls = list(faulty.calls)
+    assert calls == ["saved_domain_xml", "state", "restore", "persist",
+                     "state"]
+    # Hibernate it again, to restore it once per fault.
+    path.unlink()
+    assert wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
+        "status"] == "done"
+    before = checksum(path)
+    for n, call in enumerate(calls, start=1):
+        faulty.arm(n)
+        info = wait_job(api, restore(api, vm_id, path)["jobId"])
+        assert faulty.failed == call
+        assert info["status"] == "failed", (n, call, info)
+        assert info["error"]["code"] == 9
+        assert f"injected fault in {call}" in info["error"]["message"]
+        assert checksum(path) == before
+        assert our_domains(hypervisor) == []
+        assert_quiet_and_clean(api)
