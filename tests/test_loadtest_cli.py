@@ -42,3 +42,32 @@ def test_loadtest_retries_refusals_and_counts_them(tmp_path):
     (list(range(1, 101)), 95, 95), (list(range(1, 101)), 99, 99)])
 def test_percentile(values, pct, expected):
     assert loadtest.percentile(values, pct) == expected
+
+
+def test_loadtest_mixes_the_startup_modes():
+    out = io.StringIO()
+    figures = loadtest.run(vms=100, workers=4,
+                           mix=loadtest.parse_mix(
+                               "create=50,restore=30,migration=20"),
+                           out=out)
+    assert figures["up"] == 100 and figures["failed"] == 0
+    assert {mode: len(values) for mode, values in
+            figures["time_to_up_by_mode"].items()} == {
+        "create": 50, "restore": 30, "migration": 20}
+    assert "restore       30 Up" in out.getvalue()
+    assert "destroyed 100 VMs" in out.getvalue()
+
+
+@pytest.mark.parametrize("text,error", [
+    ("create=1,reboot=2", "unknown mode"), ("create=x", "integer"),
+    ("create=0", "no weight"), ("create=-1", ">= 0")])
+def test_bad_mix_is_refused(text, error):
+    with pytest.raises(ValueError, match=error):
+        loadtest.parse_mix(text)
+
+
+def test_split_gives_every_vm_a_mode():
+    assert loadtest.split(10, {"create": 70, "restore": 20,
+                               "migration": 10}) == {
+        "create": 7, "restore": 2, "migration": 1}
+    assert sum(loadtest.split(7, {"create": 1, "restore": 1}).values()) == 7

@@ -22,6 +22,7 @@ from .errors import (GeneralException, InvalidParams, JobNotActive,
                      Recovering, ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     RecoverJob, RestoreJob)
+from .flows.steps import ensure_no_domain
 from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
 from .params import (VmSpec, parse_create, parse_migration, parse_path,
                      parse_vm_id)
@@ -213,6 +214,14 @@ class API:
             check_interval=self.config.migration_check_interval,
             **self._job_args())
         job.stage(max_with_status=limit)
+        try:
+            # Checked before answering, as the source starts sending once it
+            # has the answer; the vmId is staged, so no job of ours can make
+            # a domain with it meanwhile.
+            ensure_no_domain(self.hv, spec.vm_id, MigrateError)
+        except (VdsmError, HypervisorError) as exc:
+            self.registry.unstage(spec.vm_id, job)
+            raise MigrateError(str(exc)) from None
         self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id, "status": job.staged_status,

@@ -27,6 +27,11 @@ def main(argv=None):
                     help="jobs waiting at most (default 1000)")
     lt.add_argument("--mem", type=int, default=64,
                     help="memory per VM in MiB (default 64)")
+    lt.add_argument("--mix", default="create=100", type=_mix,
+                    help="startup modes and their weights, e.g. "
+                    "create=70,restore=20,migration=10 (default: create "
+                    "only); migrations are simulated (the load test plays "
+                    "the source host)")
     lt.add_argument("--keep", action="store_true",
                     help="leave the VMs running at the end")
     lt.add_argument("--log-file", default=os.path.join(
@@ -39,13 +44,21 @@ def main(argv=None):
         try:
             figures = loadtest.run(
                 vms=args.vms, workers=args.workers, uri=args.uri,
-                queue_size=args.queue_size, mem_mib=args.mem, keep=args.keep)
+                queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
+                keep=args.keep)
         finally:
             logs.unconfigure(handler)
         if args.log_file != "-":
             print(f"log: {args.log_file}")
         return 0 if figures["failed"] == 0 else 1
     return 2
+
+
+def _mix(text):
+    try:
+        return loadtest.parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Migration destination: prepare, wait for the incoming domain, make it
-persistent, commit.
+persistent, commit. (VM.migrationCreate checks, before it answers, that no
+domain with the VM's UUID is here yet.)
 
 The domain is brought here by the source host's libvirt, not by us: the
 job only waits for it. Waiting is driven by libvirt's lifecycle events for
@@ -14,7 +15,6 @@ from .. import domxml, registry
 from ..errors import MigrateError
 from ..hypervisor import RUNNING
 from .base import Rollback, StartupJob
-from .steps import ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):
@@ -39,9 +39,11 @@ class MigrationDestinationJob(StartupJob):
         vm_id = self.vm_id
         with Rollback() as rollback:
             self.step("prepare")
-            ensure_no_domain(self.hv, vm_id, MigrateError)
-            # No domain had this UUID: whatever arrives with it is ours to
-            # remove if the migration does not end in a commit.
+            # VM.migrationCreate checked that no domain had this UUID before
+            # it staged the VM (the source may start sending as soon as it
+            # has the answer, so the job cannot check it later): whatever
+            # has the UUID now is the incoming domain, ours to remove if the
+            # migration does not end in a commit.
             rollback.push(f"remove incoming domain {vm_id}", self.hv.remove,
                           vm_id)
             self.step("wait-arrival")
