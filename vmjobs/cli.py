@@ -1,11 +1,22 @@
-"""The `vmjobs` command line."""
+"""The `vmjobs` command line: serve, config, call, jobs, vms, loadtest."""
 
 import argparse
+import json
 import os
 import sys
 import tempfile
+import time
 
+from . import config as configuration
 from . import loadtest, logs
+from .client import DEFAULT_SERVER, Client, RemoteError
+
+# Flags that override the configuration file: flag -> Config field.
+SERVICE_FLAGS = {
+    "uri": "uri", "listen": "listen", "workers": "workers",
+    "queue_size": "queue_size", "log_file": "log_file",
+    "stop_mode": "stop_mode",
+}
 
 
 def main(argv=None):
@@ -13,6 +24,26 @@ def main(argv=None):
         prog="vmjobs", description="Start VMs fast, in bounded parallel, "
         "and never leave a half-made one behind.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service (JSON-RPC)")
+    _service_flags(serve)
+    show = commands.add_parser("config", help="the effective configuration")
+    show.add_argument("--show", action="store_true", required=True,
+                      help="print it (INI, as --config reads it)")
+    _service_flags(show)
+
+    call = commands.add_parser("call", help="call one verb on a server")
+    call.add_argument("method", help="e.g. Host.getVMList")
+    call.add_argument("params", nargs="*", metavar="key=value",
+                      help="named params; values parsed as JSON where they "
+                      "parse, else taken as strings")
+    _client_flags(call)
+    jobs = commands.add_parser("jobs", help="the job table of a server")
+    jobs.add_argument("--watch", action="store_true",
+                      help="refresh every second until interrupted")
+    _client_flags(jobs)
+    vms = commands.add_parser("vms", help="the public VMs of a server")
+    _client_flags(vms)
 
     lt = commands.add_parser(
         "loadtest", help="start many VMs through the verbs and summarise")
@@ -39,19 +70,139 @@ def main(argv=None):
         help="log file, '-' for stderr (default: %(default)s)")
 
     args = parser.parse_args(argv)
-    if args.command == "loadtest":
-        handler = logs.configure(args.log_file)
+    try:
+        return COMMANDS[args.command](args)
+    except (configuration.ConfigError, ValueError, OSError) as exc:
+        print(f"vmjobs {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RemoteError as exc:
+        print(json.dumps({"code": exc.code, "message": exc.message,
+                          "data": exc.data}), file=sys.stderr)
+        return 1
+
+
+def _service_flags(parser):
+    parser.add_argument("--config", help="INI file (see `vmjobs config "
+                        "--show` for every key)")
+    parser.add_argument("--uri", help="libvirt URI (default: a private "
+                        "instance of libvirt's test driver)")
+    parser.add_argument("--listen", help="HOST:PORT or unix:/path "
+                        "(default 127.0.0.1:54321)")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--queue-size", type=int)
+    parser.add_argument("--log-file", help="path, or '-' for stderr")
+    parser.add_argument("--stop-mode", choices=("drain", "abort"))
+
+
+def _client_flags(parser):
+    parser.add_argument("--server", default=DEFAULT_SERVER,
+                        help="HOST:PORT or unix:/path (default %(default)s)")
+    parser.add_argument("--cert", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", help="its private key")
+    parser.add_argument("--ca", help="CA that signed the server's "
+                        "certificate (turns TLS on)")
+
+
+def effective_config(args):
+    config = configuration.Config()
+    if args.config:
+        config = configuration.load(args.config, config)
+    for flag, field in SERVICE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(config, field, value)
+    return config.validate()
+
+
+def _serve(args):
+    from .service import serve
+    config = effective_config(args)
+    handler = logs.configure(config.log_file or "-", config.log_level,
+                             config.log_max_bytes, config.log_backups)
+    try:
+        return serve(config)
+    finally:
+        logs.unconfigure(handler)
+
+
+def _config(args):
+    print(configuration.dump(effective_config(args)), end="")
+    return 0
+
+
+def _client(args):
+    return Client(args.server, cert=args.cert, key=args.key, ca=args.ca)
+
+
+def _call(args):
+    params = {}
+    for item in args.params:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r}: params are key=value")
         try:
-            figures = loadtest.run(
-                vms=args.vms, workers=args.workers, uri=args.uri,
-                queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
-                keep=args.keep)
-        finally:
-            logs.unconfigure(handler)
-        if args.log_file != "-":
-            print(f"log: {args.log_file}")
-        return 0 if figures["failed"] == 0 else 1
-    return 2
+            params[key] = json.loads(text)
+        except ValueError:
+            params[key] = text
+    with _client(args) as client:
+        print(json.dumps(client.call(args.method, params), indent=2))
+    return 0
+
+
+def _jobs(args):
+    with _client(args) as client:
+        while True:
+            table = job_table(client.call("Host.getJobs"), time.time())
+            if args.watch:
+                print("\x1b[H\x1b[2J", end="")
+            print(table, flush=True)
+            if not args.watch:
+                return 0
+            try:
+                time.sleep(1)
+            except KeyboardInterrupt:
+                return 0
+
+
+def job_table(jobs, now):
+    rows = [("ID", "TYPE", "VM", "STATUS", "STEP", "AGE")]
+    for info in sorted(jobs.values(), key=lambda i: i["created"]):
+        rows.append((info["id"][:8], info["job_type"],
+                     info.get("vm_id", "-")[:8],
+                     info["status"] + (" (stuck)" if info.get("stuck") else
+                                       ""),
+                     info["step"], f"{now - info['created']:.0f}s"))
+    return _format(rows)
+
+
+def _vms(args):
+    with _client(args) as client:
+        vms = client.call("Host.getVMList", {"fullStatus": True})
+    print(_format([("VM", "STATUS")] + [(vm["vmId"], vm["status"])
+                                        for vm in vms]))
+    return 0
+
+
+def _format(rows):
+    widths = [max(len(str(row[i])) for row in rows)
+              for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(cell).ljust(width)
+                               for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def _loadtest(args):
+    handler = logs.configure(args.log_file)
+    try:
+        figures = loadtest.run(
+            vms=args.vms, workers=args.workers, uri=args.uri,
+            queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
+            keep=args.keep)
+    finally:
+        logs.unconfigure(handler)
+    if args.log_file != "-":
+        print(f"log: {args.log_file}")
+    return 0 if figures["failed"] == 0 else 1
 
 
 def _mix(text):
@@ -59,6 +210,10 @@ def _mix(text):
         return loadtest.parse_mix(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+COMMANDS = {"serve": _serve, "config": _config, "call": _call,
+            "jobs": _jobs, "vms": _vms, "loadtest": _loadtest}
 
 
 if __name__ == "__main__":

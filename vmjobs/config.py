@@ -1,14 +1,27 @@
-"""The service's settings and their defaults."""
+"""The service's settings: defaults, an INI file in the spirit of
+vdsm.conf, and command-line flags, each overriding the one before.
 
+Every key the file may hold is in SETTINGS, with its section, type and
+bounds; an unknown section or key, or a bad value, is reported by name and
+the service does not start on it.
+"""
+
+import configparser
 import dataclasses
+
+
+class ConfigError(ValueError):
+    pass
 
 
 @dataclasses.dataclass
 class Config:
     # libvirt URI; None: a private instance of libvirt's test driver.
     uri: str | None = None
-    # Jobs running at once. Each startup is mostly waiting on libvirt and
-    # QEMU; past a few per core a host gains nothing but contention.
+    # Jobs running at once. Each startup mostly waits on libvirt and QEMU;
+    # past a few per core a host gains nothing but contention (measured
+    # figures: docs/benchmarks.md once written; 4 suits the 2-core hosts
+    # measured so far).
     workers: int = 4
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
@@ -26,8 +39,150 @@ class Config:
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
+    # JSON-RPC: HOST:PORT or unix:/path; loopback unless chosen otherwise.
+    listen: str = "127.0.0.1:54321"
+    max_request_bytes: int = 4 * 1024 * 1024
+    # Seconds a client may take to send its request (or the TLS handshake).
+    request_timeout: float = 30.0
+    # Connections served at once; more are refused (503) at once.
+    max_connections: int = 64
+    # Mutual TLS: all three, or none.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
+    # its next step) or drain it. Public VMs keep running either way.
+    stop_mode: str = "abort"
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
     log_level: str = "INFO"
     log_max_bytes: int = 20 * 1024 * 1024
     log_backups: int = 5
+
+    def validate(self):
+        for name, setting in SETTINGS_BY_FIELD.items():
+            setting.check(getattr(self, name))
+        if len({self.tls_cert is None, self.tls_key is None,
+                self.tls_ca is None}) != 1:
+            raise ConfigError("rpc: tls_cert, tls_key and tls_ca go "
+                              "together: give all three or none")
+        return self
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    field: str
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    optional: bool = False   # may be empty (None)
+
+    @property
+    def name(self):
+        return f"{self.section}.{self.key}"
+
+    def parse(self, text):
+        text = text.strip()
+        if self.optional and text == "":
+            return None
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise ConfigError(f"{self.name}: {text!r} is not "
+                              f"{_KIND_NAMES[self.kind]}") from None
+        self.check(value)
+        return value
+
+    def check(self, value):
+        if value is None:
+            if self.optional:
+                return
+            raise ConfigError(f"{self.name}: a value is required")
+        if self.kind in (int, float) and (
+                isinstance(value, bool) or
+                not isinstance(value, (int, float))):
+            raise ConfigError(f"{self.name}: {value!r} is not a number")
+        if self.low is not None and value < self.low:
+            raise ConfigError(f"{self.name}: {value} is below {self.low}")
+        if self.high is not None and value > self.high:
+            raise ConfigError(f"{self.name}: {value} is above {self.high}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{self.name}: {value!r} is not one of "
+                              f"{', '.join(self.choices)}")
+
+
+SETTINGS = [
+    Setting("pool", "workers", "workers", int, 1, 1024),
+    Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000),
+    Setting("libvirt", "uri", "uri", str, optional=True),
+    Setting("jobs", "timeout", "job_timeout", float, 0),
+    Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0),
+    Setting("jobs", "max_ended", "max_ended", int, 0),
+    Setting("migration", "max_incoming", "max_incoming", int, 1),
+    Setting("migration", "destination_timeout",
+            "migration_destination_timeout", float, 0),
+    Setting("migration", "check_interval", "migration_check_interval",
+            float, 0.01),
+    Setting("rpc", "listen", "listen", str),
+    Setting("rpc", "max_request_bytes", "max_request_bytes", int, 1),
+    Setting("rpc", "request_timeout", "request_timeout", float, 0.01),
+    Setting("rpc", "max_connections", "max_connections", int, 1),
+    Setting("rpc", "tls_cert", "tls_cert", str, optional=True),
+    Setting("rpc", "tls_key", "tls_key", str, optional=True),
+    Setting("rpc", "tls_ca", "tls_ca", str, optional=True),
+    Setting("service", "stop_mode", "stop_mode", str,
+            choices=("drain", "abort")),
+    Setting("log", "file", "log_file", str, optional=True),
+    Setting("log", "level", "log_level", str,
+            choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("log", "max_bytes", "log_max_bytes", int, 1024),
+    Setting("log", "backups", "log_backups", int, 0),
+]
+SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
+_BY_SECTION = {}
+for _s in SETTINGS:
+    _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
+
+
+def load(path, config=None):
+    """`config` (default: the defaults) updated from the INI file `path`."""
+    config = config or Config()
+    parser = configparser.ConfigParser(interpolation=None,
+                                       default_section="__no_defaults__")
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for section in parser.sections():
+        keys = _BY_SECTION.get(section)
+        if keys is None:
+            raise ConfigError(f"{path}: unknown section [{section}] "
+                              f"(known: {', '.join(_BY_SECTION)})")
+        for key, text in parser.items(section):
+            setting = keys.get(key)
+            if setting is None:
+                raise ConfigError(f"{path}: unknown key {key!r} in "
+                                  f"[{section}] (known: {', '.join(keys)})")
+            setattr(config, setting.field, setting.parse(text))
+    return config.validate()
+
+
+def dump(config):
+    """The effective configuration as an INI text that load() reads back."""
+    lines = []
+    for section, keys in _BY_SECTION.items():
+        lines.append(f"[{section}]")
+        for key, setting in keys.items():
+            value = getattr(config, setting.field)
+            lines.append(f"{key} = {'' if value is None else value}")
+        lines.append("")
+    return "\n".join(lines)
