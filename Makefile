@@ -2,7 +2,7 @@
 # sudo for the apt step).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libvirt-dev pkg-config python3-venv
+APT_PACKAGES := libvirt-dev pkg-config python3-venv openssl curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup run test clean

@@ -10,7 +10,6 @@ queued, and the verb returns at once; the pool runs the job's flow.
 """
 
 import logging
-import os
 import threading
 
 import workers
@@ -22,6 +21,7 @@ from .errors import (GeneralException, InvalidParams, JobNotActive,
                      Recovering, ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     RecoverJob, RestoreJob)
+from .flows.hibernate import remove_state_file, reserve_state_file
 from .flows.steps import ensure_no_domain
 from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
 from .params import (VmSpec, parse_create, parse_migration, parse_path,
@@ -230,8 +230,6 @@ class API:
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
         path = parse_path(hibernationVolHandle, "hibernationVolHandle")
-        if os.path.lexists(path):
-            raise MigrateError(f"{path} exists: refusing to overwrite it")
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
         try:
@@ -239,8 +237,17 @@ class API:
                 vm_id, SAVING_STATE, job).status
         except VmBusy as exc:
             raise MigrateError(f"cannot hibernate: {exc}") from None
-        self._queue(job, undo=lambda: self.registry.release(
-            vm_id, job, job.previous_status))
+        try:
+            reserve_state_file(path)
+        except MigrateError:
+            self.registry.release(vm_id, job, job.previous_status)
+            raise
+
+        def undo():
+            self.registry.release(vm_id, job, job.previous_status)
+            remove_state_file(path)
+
+        self._queue(job, undo=undo)
         return {"jobId": job.id}
 
     def vm_destroy(self, vmID=None):

@@ -8,6 +8,7 @@ the service does not start on it.
 
 import configparser
 import dataclasses
+import os
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,7 @@ class Config:
                 self.tls_ca is None}) != 1:
             raise ConfigError("rpc: tls_cert, tls_key and tls_ca go "
                               "together: give all three or none")
+        parse_listen(self.listen)
         return self
 
 
@@ -150,16 +152,37 @@ for _s in SETTINGS:
     _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
 
 
+def parse_listen(text):
+    """'HOST:PORT' -> ('tcp', (host, port)); 'unix:/path' -> ('unix', path)."""
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not os.path.isabs(path):
+            raise ConfigError(f"listen {text!r}: the socket path must be "
+                             "absolute")
+        return "unix", path
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen {text!r}: expected HOST:PORT or "
+                         "unix:/path")
+    return "tcp", (host.strip("[]") or "127.0.0.1", int(port))
+
+
 def load(path, config=None):
     """`config` (default: the defaults) updated from the INI file `path`."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return load_text(text, config, path)
+
+
+def load_text(text, config=None, path="<config>"):
     config = config or Config()
     parser = configparser.ConfigParser(interpolation=None,
                                        default_section="__no_defaults__")
     try:
-        with open(path) as f:
-            parser.read_file(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        parser.read_string(text, source=path)
     except configparser.Error as exc:
         raise ConfigError(f"{path}: {exc}") from None
     for section in parser.sections():

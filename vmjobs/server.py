@@ -17,24 +17,10 @@ import socketserver
 import ssl
 import threading
 
+from .config import parse_listen
 from .rpc import Dispatcher
 
 log = logging.getLogger("vmjobs.server")
-
-
-def parse_listen(text):
-    """'HOST:PORT' -> ('tcp', (host, port)); 'unix:/path' -> ('unix', path)."""
-    if text.startswith("unix:"):
-        path = text[len("unix:"):]
-        if not os.path.isabs(path):
-            raise ValueError(f"listen {text!r}: the socket path must be "
-                             "absolute")
-        return "unix", path
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen {text!r}: expected HOST:PORT or "
-                         "unix:/path")
-    return "tcp", (host.strip("[]") or "127.0.0.1", int(port))
 
 
 def tls_context(cert, key, ca):

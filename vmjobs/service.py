@@ -4,7 +4,6 @@ a clean stop on SIGTERM or SIGINT."""
 import logging
 import signal
 import sys
-import threading
 
 from . import domxml
 from .api import API
@@ -13,11 +12,16 @@ from .server import Server
 log = logging.getLogger("vmjobs.service")
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def serve(config, out=sys.stdout):
     """Run until SIGTERM or SIGINT; returns the exit status."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    # Blocked before any thread starts, so every thread inherits the mask
+    # and the signal waits for sigwait() below. (A Python handler would
+    # only run once the main thread wakes up, which it may not do if the
+    # kernel delivers the signal to another thread.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     api = API(config)
     try:
         server = Server(api, config)
@@ -26,9 +30,9 @@ def serve(config, out=sys.stdout):
         raise
     server.start()
     print(f"vmjobs: serving on {server.address}", file=out, flush=True)
-    stop.wait()
-    log.info("stopping: no new requests; %s what is queued and running",
-             config.stop_mode)
+    signum = signal.sigwait(STOP_SIGNALS)
+    log.info("%s: stopping: no new requests; %s what is queued and running",
+             signal.Signals(signum).name, config.stop_mode)
     server.stop()
     api.pool.shutdown(config.stop_mode)   # every job reaches a safe end
     print(f"vmjobs: stopped; {stop_summary(api)}", file=out, flush=True)

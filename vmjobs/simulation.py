@@ -4,7 +4,13 @@ service never does.
 
 It leaves on the destination what a real incoming migration leaves, in the
 same order of events: the domain appears transient and paused while its
-memory is transferred (STARTED, SUSPENDED), then resumes (RESUMED)."""
+memory is transferred (STARTED, SUSPENDED), then resumes (RESUMED).
+
+One difference remains: the test driver cannot start a domain paused, so
+the domain runs for a moment before it is paused, and a job that looks in
+that moment sees it running. A whole simulated migration ends running
+anyway; a test of a half-arrived domain must hold the job's lookups while
+begin_incoming_migration runs."""
 
 from . import domxml
 

@@ -2,7 +2,9 @@
 and take it out of the public registry.
 
 Not a startup flow but the inverse of restore, and the only job that runs
-on a public VM. Until the state is saved the VM stays public and running
+on a public VM. VM.hibernate creates the state file, empty and exclusively
+(O_EXCL): an existing file is never overwritten, and two hibernations can
+never share one. Until the state is saved the VM stays public and running
 if anything fails; once saved, a failure or an abort brings it back from
 the file."""
 
@@ -10,9 +12,28 @@ import logging
 import os
 
 from ..errors import MigrateError
+from ..hypervisor import PAUSED, RUNNING
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
+
+
+def reserve_state_file(path):
+    """Create `path` empty, refusing (MigrateError) if it exists."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise MigrateError(f"{path} exists: refusing to overwrite it") \
+            from None
+    except OSError as exc:
+        raise MigrateError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def remove_state_file(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class HibernateJob(VmJob):
@@ -22,46 +43,56 @@ class HibernateJob(VmJob):
 
     def __init__(self, vm_id, path, hypervisor, registry, **kwargs):
         super().__init__(vm_id, hypervisor, registry, **kwargs)
-        self.path = path
-        self.previous_status = None   # set by the verb when it claims the VM
+        self.path = path                # reserved by the verb: ours
+        self.previous_status = None     # set by the verb when it claims
+        # Where the flow got to; read in on_ended, after run() returned.
+        self._ran = False
+        self._saved = False             # the file holds the VM's state
+        self._brought_back = False      # ... and the VM runs again anyway
 
     def run(self):
-        vm_id, path = self.vm_id, self.path
+        vm_id = self.vm_id
+        self._ran = True
         with Rollback() as rollback:
+            rollback.push(f"undo the hibernation of VM {vm_id}", self._undo)
             self.step("prepare")
-            if os.path.lexists(path):
-                raise MigrateError(f"{path} exists: refusing to overwrite it")
+            state = self.hv.state(vm_id)
+            if state not in (RUNNING, PAUSED):
+                raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
+                                   "nothing to save")
             self.step("save")
-            try:
-                self.hv.save(vm_id, path)
-            except Exception:
-                _remove_partial(path)
-                raise
-            rollback.push(f"bring VM {vm_id} back from {path}",
-                          self._bring_back)
+            self.hv.save(vm_id, self.path)
+            self._saved = True
             self.step("undefine")
             self.hv.remove(vm_id)
             self.step("commit")
             self.complete(
                 lambda: self.registry.unpublish_claimed(vm_id, self))
-            log.info("VM %s hibernated to %s", vm_id, path)
+            log.info("VM %s hibernated to %s", vm_id, self.path)
 
     def on_ended(self):
-        # Not committed: the VM stays public, as it was before.
-        self.registry.release(self.vm_id, self, self.previous_status)
+        if self.status == "done":
+            return   # committed: the VM left the public registry
+        if not self._ran:
+            # Ended while queued: the reserved file is still empty.
+            remove_state_file(self.path)
+        if self._saved and not self._brought_back:
+            # The rollback could not bring the VM back: it is hibernated
+            # after all, its only state in the file (kept), and a restore
+            # is what brings it back. Listing it Up would be a lie.
+            log.error("VM %s could not be brought back: it stays "
+                      "hibernated in %s", self.vm_id, self.path)
+            self.registry.unpublish_claimed(self.vm_id, self)
+        else:
+            # Not committed: the VM stays public, as it was before.
+            self.registry.release(self.vm_id, self, self.previous_status)
 
-    def _bring_back(self):
-        paused = self.previous_status == "Paused"
-        self.hv.restore(self.path, self.vm_id, paused=paused)
-        self.hv.persist(self.vm_id)
-        # Only once the VM runs again is the state file ours to drop.
-        os.unlink(self.path)
-
-
-def _remove_partial(path):
-    """A failed save may leave a partial file: it was not there before
-    (checked), so it is ours, and useless."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    def _undo(self):
+        if self._saved:
+            # The file holds the VM's only state: it goes only once the VM
+            # runs again and is persistent (if this raises, it stays).
+            self.hv.restore(self.path, self.vm_id,
+                            paused=self.previous_status == "Paused")
+            self._brought_back = True
+            self.hv.persist(self.vm_id)
+        remove_state_file(self.path)

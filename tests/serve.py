@@ -1,0 +1,82 @@
+"""Runs `vmjobs serve` as a real process for the tests, and talks to it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ServeProcess:
+    """`vmjobs serve ARGS`, started and ready (it printed its address)."""
+
+    def __init__(self, *args, config=None, tmp_path=None):
+        command = [sys.executable, "-m", "vmjobs", "serve", *args]
+        if config is not None:
+            path = tmp_path / "vmjobs.conf"
+            path.write_text(config)
+            command += ["--config", str(path)]
+        if "--log-file" not in args:
+            command += ["--log-file", str(tmp_path / "serve.log")
+                        if tmp_path else "-"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT))
+        line = self.process.stdout.readline()   # blocks until ready
+        if not line.startswith("vmjobs: serving on "):
+            self.process.kill()
+            raise RuntimeError(f"serve did not start: {line!r} "
+                               f"{self.process.stderr.read()}")
+        self.address = line.split("serving on ", 1)[1].strip()
+        self.url = f"http://{self.address}/"
+
+    def stop(self, signum=signal.SIGTERM, timeout=60):
+        """Send `signum`; returns (exit status, what it printed after)."""
+        self.process.send_signal(signum)
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, err
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+def post(url, body, headers=None, timeout=30):
+    """POST `body` (bytes or a JSON-able value): (status, decoded answer)."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type":
+                                              "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+            return response.status, json.loads(data) if data else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def rpc(url, method, params=None, request_id=1):
+    request = {"jsonrpc": "2.0", "method": method, "id": request_id}
+    if params is not None:
+        request["params"] = params
+    status, answer = post(url, request)
+    assert status == 200, (status, answer)
+    return answer
+
+
+def wait_job_ended(server, job_id, rounds=10000):
+    """The job's final status, asked over RPC until it has one (each round
+    is a request: there is no event to wait on across processes)."""
+    for _ in range(rounds):
+        info = rpc(server.url, "Host.getJobs", {"job_ids": [job_id]})[
+            "result"][job_id]
+        if info["status"] in ("done", "failed", "aborted"):
+            return info["status"]
+    raise AssertionError(f"job {job_id} did not end")

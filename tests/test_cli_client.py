@@ -1,0 +1,86 @@
+"""`vmjobs call`, `vmjobs jobs` and `vmjobs vms` against a real server,
+and the README's curl examples, run as written."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from serve import ROOT, ServeProcess, wait_job_ended
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServeProcess("--listen", "127.0.0.1:0",
+                           tmp_path=tmp_path_factory.mktemp("cli"))
+    yield process
+    status, _, err = process.stop()
+    assert status == 0, err
+
+
+def vmjobs(server, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "vmjobs", *args, "--server", server.address],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_call_jobs_vms(server):
+    vm_id = str(uuid.uuid4())
+    params = json.dumps({"vmId": vm_id, "vmName": "cli", "memSize": 64,
+                         "launchPaused": True})
+    result = vmjobs(server, "call", "VM.create", f"vmID={vm_id}",
+                    f"vmParams={params}")
+    assert result.returncode == 0, result.stderr
+    job_id = json.loads(result.stdout)["jobId"]
+    jobs = vmjobs(server, "jobs")
+    assert jobs.returncode == 0
+    assert re.search(rf"{job_id[:8]}\s+create\s+{vm_id[:8]}\s+\w+",
+                     jobs.stdout)
+    waited = vmjobs(server, "call", "Host.getJobs", f'job_ids=["{job_id}"]')
+    assert json.loads(waited.stdout)[job_id]["job_type"] == "create"
+
+
+def test_call_failure_exits_non_zero_with_the_error(server):
+    result = vmjobs(server, "call", "VM.getStats",
+                    f"vmID={uuid.uuid4()}")
+    assert result.returncode == 1
+    assert json.loads(result.stderr)["code"] == 1
+    result = vmjobs(server, "call", "VM.getStats", "vmID=nope")
+    assert json.loads(result.stderr)["data"] == {"param": "vmID"}
+
+
+def test_vms_lists_public_vms(server):
+    vm_id = str(uuid.uuid4())
+    created = vmjobs(server, "call", "VM.create", f"vmID={vm_id}",
+                     "vmParams=" + json.dumps({"vmId": vm_id, "vmName":
+                                               "listed", "memSize": 64}))
+    assert wait_job_ended(server, json.loads(created.stdout)["jobId"]) == \
+        "done"
+    listed = vmjobs(server, "vms")
+    assert listed.returncode == 0
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["VM", "STATUS"]
+    assert [vm_id, "Up"] in [line.split() for line in lines[1:]]
+
+
+def readme_curl_examples():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("<!-- curl examples -->", 1)[1].split("```", 2)[1]
+    return [line for line in block.splitlines() if line.startswith("curl")]
+
+
+def test_readme_curl_examples(server):
+    examples = readme_curl_examples()
+    assert len(examples) >= 4
+    env = dict(os.environ, VMJOBS=server.address, VM=str(uuid.uuid4()))
+    for example in examples:
+        result = subprocess.run(["bash", "-c", example], capture_output=True,
+                                text=True, env=env, timeout=60)
+        assert result.returncode == 0, (example, result.stderr)
+        answer = json.loads(result.stdout)
+        assert "result" in answer, (example, answer)

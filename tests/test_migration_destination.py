@@ -1,0 +1,497 @@
+"""VM.migrationCreate on libvirt's test driver, the source host played by vmjobs.simulation: arrival, timeout, destroy, limits, refusals and faults."""
+
+import threading
+
+import libvirt
+import pytest
+
+from vmjobs import domxml, simulation
+from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
+                           MissParam, NoVM)
+from workers.job import current_job
+
+from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
+                      our_domains, wait_job)
+from faults import FaultyHypervisor
+
+STEPS = ["prepare", "wait-arrival", "persist", "commit"]
+
+
+def domain_xml(vm_id):
+    return (f"<domain type='test'><name>in-{vm_id[:8]}</name>"
+            f"<uuid>{vm_id}</uuid><memory unit='MiB'>64</memory>"
+            "<os><type>hvm</type></os></domain>")
+
+
+def incoming(vm_id, **extra):
+    return {"vmId": vm_id, "xml": domain_xml(vm_id), **extra}
+
+
+def all_domains(hv):
+    """Every domain in libvirt, ours or not (an incoming domain carries no
+    vmjobs metadata until the job persists it)."""
+    return hv.list_domains(domxml.METADATA_NS)
+
+
+def assert_nothing_left(api):
+    assert_quiet_and_clean(api)
+    assert all_domains(api.hv) == []
+    assert api.Host.getVMList() == []
+
+
+class AtStep:
+    """A step hook: at `step`, run `action(job)` (if any), then set
+    `reached`."""
+
+    def __init__(self, step, action=None):
+        self.step = step
+        self.action = action
+        self.reached = threading.Event()
+        self.job = None
+
+    def __call__(self, job, step):
+        if step != self.step:
+            return
+        self.job = job
+        if self.action is not None:
+            self.action(job)
+        self.reached.set()
+
+
+class Watched:
+    """The real adapter, telling the test what the waiting job saw: an
+    event is set once a job in step wait-arrival looked and found no
+    domain, and once it found the domain paused.
+
+    While the test holds `frozen`, lookups wait: a simulated arrival made
+    under it is seen whole. (On the test driver the simulation creates the
+    domain running and only then suspends it; a real incoming domain is
+    paused from the start. See the report on vmjobs.simulation.)"""
+
+    def __init__(self, real):
+        self._real = real
+        self.saw_nothing = threading.Event()
+        self.saw_paused = threading.Event()
+        self.frozen = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def state(self, uuid):
+        with self.frozen:
+            state = self._real.state(uuid)
+        job = current_job()
+        if job is not None and job.info()["step"] == "wait-arrival":
+            if state is None:
+                self.saw_nothing.set()
+            elif state == "paused":
+                self.saw_paused.set()
+        return state
+
+
+def assert_committed(api, vm_id, params):
+    stats = api.VM.getStats(vm_id)
+    assert (stats["status"], stats["staging"]) == ("Up", False)
+    assert stats["params"] == params
+    assert api.Host.getVMList() == [vm_id]
+    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    assert dom.isPersistent()
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
+                                ) == (vm_id, params)
+    # Also in the persistent definition, so the VM is still known as ours
+    # once it stops.
+    config = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                          domxml.METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    assert domxml.read_metadata(config) == (vm_id, params)
+
+
+# -- arrival ------------------------------------------------------------------
+
+def test_result_view_while_waiting_and_arrival_after_the_wait_started(
+        make_api, hypervisor):
+    """Only a lifecycle event can wake the job (the safety-net lookup is an
+    hour away): the arrival is seen through libvirt's events."""
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_check_interval=3600)
+    vm_id = new_id()
+    created = api.VM.migrationCreate(vm_id, incoming(vm_id, owner="ops"))
+    job_id = created["params"]["jobId"]
+    assert isinstance(job_id, str)
+    assert created == {"migrationPort": 0,
+                       "params": {"vmId": vm_id,
+                                  "status": "Migration Destination",
+                                  "jobId": job_id}}
+    assert watched.saw_nothing.wait(WAIT)
+
+    stats = api.VM.getStats(vm_id)
+    assert stats["staging"] is True
+    assert stats["status"] == "Migration Destination"
+    assert stats["jobId"] == job_id
+    assert api.Host.getVMList() == []
+    assert api.Host.getAllVmStats() == []
+    info = api.Host.getJobs(job_ids=[job_id])[job_id]
+    assert (info["job_type"], info["status"], info["step"]) == (
+        "migration-destination", "running", "wait-arrival")
+
+    with watched.frozen:
+        simulation.simulate_incoming_migration(hypervisor, domain_xml(vm_id))
+    info = wait_job(api, job_id)
+    assert (info["status"], info["step"]) == ("done", "commit"), info
+    assert_committed(api, vm_id, {"vmId": vm_id, "owner": "ops"})
+    assert_quiet_and_clean(api)
+
+
+def test_arrival_before_the_wait_starts(make_api, hypervisor):
+    hook = AtStep("wait-arrival", lambda job: simulation.
+                  simulate_incoming_migration(hypervisor,
+                                              domain_xml(job.vm_id)))
+    api = make_api(step_hook=hook, migration_check_interval=3600)
+    vm_id = new_id()
+    created = api.VM.migrationCreate(vm_id, incoming(vm_id))
+    info = wait_job(api, created["params"]["jobId"])
+    assert info["status"] == "done", info
+    assert_committed(api, vm_id, {"vmId": vm_id})
+    assert_quiet_and_clean(api)
+
+
+def test_paused_arrival_is_not_committed_until_it_resumes(make_api,
+                                                          hypervisor):
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_check_interval=3600)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert watched.saw_nothing.wait(WAIT)
+    with watched.frozen:
+        simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
+    assert watched.saw_paused.wait(WAIT)
+
+    job = api.jobs.get(job_id)
+    assert not job.ended
+    assert job.info()["step"] == "wait-arrival"
+    stats = api.VM.getStats(vm_id)
+    assert (stats["status"], stats["staging"]) == (
+        "Migration Destination", True)
+    assert api.Host.getVMList() == []
+
+    simulation.finish_incoming_migration(hypervisor, vm_id)
+    assert wait_job(api, job_id)["status"] == "done"
+    assert_committed(api, vm_id, {"vmId": vm_id})
+    assert_quiet_and_clean(api)
+
+
+# -- timeout --------------------------------------------------------------
+
+def test_nothing_arrives_before_the_timeout(make_api):
+    api = make_api(migration_destination_timeout=0.3)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    info = wait_job(api, job_id)
+    assert (info["status"], info["step"]) == ("failed", "wait-arrival")
+    assert info["error"]["code"] == 12
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert_nothing_left(api)
+
+
+def test_paused_arrival_times_out_and_is_removed(make_api, hypervisor):
+    hook = AtStep("wait-arrival", lambda job: simulation.
+                  begin_incoming_migration(hypervisor, domain_xml(job.vm_id)))
+    api = make_api(step_hook=hook, migration_destination_timeout=0.3)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    info = wait_job(api, job_id)
+    assert hook.reached.is_set()
+    assert (info["status"], info["step"]) == ("failed", "wait-arrival")
+    assert info["error"]["code"] == 12
+    assert hypervisor.state(vm_id) is None
+    assert_nothing_left(api)
+
+
+def test_arrival_after_the_timeout_is_not_made_public(make_api, hypervisor):
+    api = make_api(migration_destination_timeout=0.3)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert wait_job(api, job_id)["status"] == "failed"
+
+    simulation.simulate_incoming_migration(hypervisor, domain_xml(vm_id))
+    assert api.pool.wait_idle(WAIT)
+    assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "failed"
+    assert api.Host.getVMList() == []
+    assert api.registry.staged() == []
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert hypervisor.state(vm_id) == "running"   # left to whoever sent it
+    assert api.hv.remove(vm_id)
+    assert_nothing_left(api)
+
+
+# -- destroy ---------------------------------------------------------------
+
+def destroy_in_thread(api, hypervisor, vm_id):
+    """VM.destroy from another thread; it must return while the job still
+    waits for an arrival that only an event could announce."""
+    result = []
+    thread = threading.Thread(
+        target=lambda: result.append(api.VM.destroy(vm_id)))
+    thread.start()
+    thread.join(WAIT)
+    if thread.is_alive():
+        # The abort did not wake the job: let an arrival wake it, so the
+        # test ends instead of waiting out the hour.
+        if hypervisor.state(vm_id) is None:
+            simulation.simulate_incoming_migration(hypervisor,
+                                                   domain_xml(vm_id))
+        else:
+            simulation.finish_incoming_migration(hypervisor, vm_id)
+        thread.join(WAIT)
+        pytest.fail("VM.destroy did not return while the job waited")
+    return result
+
+
+def test_destroy_while_waiting(make_api, hypervisor):
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_check_interval=3600)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert watched.saw_nothing.wait(WAIT)
+    assert destroy_in_thread(api, hypervisor, vm_id) == [True]
+    info = api.Host.getJobs(job_ids=[job_id])[job_id]
+    assert (info["status"], info["step"]) == ("aborted", "wait-arrival")
+    assert api.jobs.get(job_id).history() == [
+        "pending", "running", "aborting", "aborted"]
+    assert api.registry.staged() == []
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert_nothing_left(api)
+
+
+def test_destroy_after_a_paused_arrival_removes_the_domain(make_api,
+                                                           hypervisor):
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_check_interval=3600)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert watched.saw_nothing.wait(WAIT)
+    with watched.frozen:
+        simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
+    assert watched.saw_paused.wait(WAIT)
+    assert destroy_in_thread(api, hypervisor, vm_id) == [True]
+    assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "aborted"
+    assert hypervisor.state(vm_id) is None
+    assert_nothing_left(api)
+
+
+class DestroyAt:
+    """A step hook: when the job reaches `step`, VM.destroy is called from
+    another thread, and the job goes on only once the destroy has asked it
+    to abort. With `arrive`, the domain arrives (a whole simulated incoming
+    migration) when the job reaches wait-arrival, before any destroy."""
+
+    def __init__(self, step, hypervisor, arrive):
+        self.step = step
+        self.hypervisor = hypervisor
+        self.arrive = arrive
+        self.api = None
+        self.result = []
+        self.thread = None
+
+    def __call__(self, job, step):
+        if self.arrive and step == "wait-arrival":
+            simulation.simulate_incoming_migration(
+                self.hypervisor, domain_xml(job.vm_id))
+        if step != self.step:
+            return
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(self.api.VM.destroy(job.vm_id)))
+        self.thread.start()
+        assert job.wait_abort_requested(WAIT)
+
+
+@pytest.mark.parametrize("step,arrive", [
+    ("prepare", False),
+    ("wait-arrival", False),
+    ("wait-arrival", True),
+    ("persist", True),
+    ("commit", True),
+], ids=["prepare", "wait-arrival", "wait-arrival-arrived", "persist",
+        "commit"])
+def test_destroy_at_every_step(make_api, hypervisor, step, arrive):
+    hook = DestroyAt(step, hypervisor, arrive)
+    api = make_api(step_hook=hook, migration_check_interval=3600)
+    hook.api = api
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    job = api.jobs.get(job_id)
+    assert job.wait(WAIT)
+    hook.thread.join(WAIT)
+    assert hook.result == [True]
+    info = api.Host.getJobs(job_ids=[job_id])[job_id]
+    assert (info["status"], info["step"]) == ("aborted", step)
+    assert job.history() == ["pending", "running", "aborting", "aborted"]
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert_nothing_left(api)
+
+
+# -- incoming limit ---------------------------------------------------------
+
+def test_incoming_limit(make_api):
+    api = make_api(max_incoming=2, migration_check_interval=3600)
+    first, second, third = new_id(), new_id(), new_id()
+    api.VM.migrationCreate(first, incoming(first))
+    api.VM.migrationCreate(second, incoming(second))
+    with pytest.raises(MigrateLimit) as err:
+        api.VM.migrationCreate(third, incoming(third))
+    assert err.value.code == 82
+    assert {vm.vm_id for vm in api.registry.staged()} == {first, second}
+    assert len(api.Host.getJobs()) == 2
+    with pytest.raises(NoVM):
+        api.VM.getStats(third)
+
+    created = api.VM.migrationCreate(vmID=third, params=incoming(third),
+                                     incomingLimit=3)
+    assert created["params"]["status"] == "Migration Destination"
+    assert {vm.vm_id for vm in api.registry.staged()} == {
+        first, second, third}
+
+    for vm_id in (first, second, third):
+        assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)
+
+
+def test_incoming_limit_holds_under_a_race(make_api):
+    api = make_api(max_incoming=2, migration_check_interval=3600)
+    threads_count = 32
+    barrier = threading.Barrier(threads_count)
+    accepted, refused, other = [], [], []
+    lock = threading.Lock()
+
+    def request():
+        vm_id = new_id()
+        barrier.wait(WAIT)
+        try:
+            api.VM.migrationCreate(vm_id, incoming(vm_id))
+        except MigrateLimit as exc:
+            with lock:
+                refused.append(exc.code)
+        except Exception as exc:
+            with lock:
+                other.append(exc)
+        else:
+            with lock:
+                accepted.append(vm_id)
+
+    threads = [threading.Thread(target=request)
+               for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert other == []
+    assert len(accepted) == 2
+    assert refused == [82] * 30
+    assert {vm.vm_id for vm in api.registry.staged()} == set(accepted)
+    assert len(api.Host.getJobs()) == 2
+    for vm_id in accepted:
+        assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)
+
+
+# -- refusals -----------------------------------------------------------------
+
+def test_domain_already_running_here_is_refused_and_untouched(api):
+    """Refused by the verb itself, before it answers (the source starts
+    sending once it has the answer): nothing staged, no job, and the
+    domain that was here keeps running, as it was."""
+    vm_id = new_id()
+    dom = api.hv._shared.defineXML(domain_xml(vm_id))
+    dom.create()
+    with pytest.raises(MigrateError) as err:
+        api.VM.migrationCreate(vm_id, incoming(vm_id))
+    assert err.value.code == 12
+    assert "already exists" in str(err.value)
+    assert api.Host.getJobs() == {}
+    assert api.Host.getVMList() == [] and api.registry.staged() == []
+    assert api.pool.wait_idle(WAIT)
+    assert api.hv.state(vm_id) == "running"
+    assert api.hv._shared.lookupByUUIDString(vm_id).isPersistent()
+    assert our_domains(api.hv) == []   # not made ours either
+    api.hv.remove(vm_id)
+    assert_nothing_left(api)
+
+
+def test_missing_xml(api):
+    vm_id = new_id()
+    with pytest.raises(MissParam) as err:
+        api.VM.migrationCreate(vm_id, {"vmId": vm_id})
+    assert err.value.code == 11
+    assert api.registry.staged() == [] and api.Host.getJobs() == {}
+
+
+def test_xml_of_another_vm(api):
+    vm_id = new_id()
+    params = {"vmId": vm_id, "xml": domain_xml(new_id())}
+    with pytest.raises(InvalidParams) as err:
+        api.VM.migrationCreate(vm_id, params)
+    assert err.value.code == -32602
+    assert err.value.data == {"param": "xml"}
+    assert api.registry.staged() == [] and api.Host.getJobs() == {}
+
+
+@pytest.mark.parametrize("limit", [0, -1, "2", 2.0, True],
+                         ids=["zero", "negative", "string", "float", "bool"])
+def test_bad_incoming_limit(api, limit):
+    vm_id = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.VM.migrationCreate(vmID=vm_id, params=incoming(vm_id),
+                               incomingLimit=limit)
+    assert err.value.code == -32602
+    assert err.value.data == {"param": "incomingLimit"}
+    assert api.registry.staged() == [] and api.Host.getJobs() == {}
+
+
+# -- libvirt failures -------------------------------------------------------
+
+def test_libvirt_failure_at_every_call(make_api, hypervisor):
+    """The first call is the verb's own look for a domain already here;
+    the domain arrives through the real adapter, so only vmjobs' own calls
+    are counted and failed."""
+    def arrive(job):
+        simulation.simulate_incoming_migration(hypervisor,
+                                               domain_xml(job.vm_id))
+
+    faulty = FaultyHypervisor(hypervisor)
+    api = make_api(hv=faulty, step_hook=AtStep("wait-arrival", arrive),
+                   migration_check_interval=3600)
+    faulty.arm(None)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert wait_job(api, job_id)["status"] == "done"
+    calls = list(faulty.calls)
+    assert calls == ["state", "state", "persist", "set_metadata"]
+    assert api.VM.destroy(vm_id) is True
+
+    for n, call in enumerate(calls, start=1):
+        faulty.arm(n)
+        vm_id = new_id()
+        if n == 1:
+            # The verb's own look for a domain already here, before it
+            # answers: refused at once, no job.
+            with pytest.raises(MigrateError) as err:
+                api.VM.migrationCreate(vm_id, incoming(vm_id))
+            assert err.value.code == 12
+            assert f"injected fault in {call}" in str(err.value)
+            assert not any(job.vm_id == vm_id for job in api.jobs.jobs())
+        else:
+            job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))[
+                "params"]["jobId"]
+            info = wait_job(api, job_id)
+            assert info["status"] == "failed", (n, call, info)
+            assert info["error"]["code"] == 12
+            assert f"injected fault in {call}" in info["error"]["message"]
+        assert faulty.failed == call
+        with pytest.raises(NoVM):
+            api.VM.getStats(vm_id)
+        assert_nothing_left(api)

@@ -1,0 +1,104 @@
+"""The server's limits: oversize bodies refused unread, slow or half-sent
+requests timed out without holding anyone up, and a full job pool never
+stopping Host.getJobs from answering."""
+
+import socket
+import stat
+import uuid
+
+from serve import ServeProcess, post, rpc
+
+CONFIG = """
+[pool]
+workers = 1
+queue_size = 1
+
+[rpc]
+max_request_bytes = 1000
+request_timeout = 1.0
+"""
+
+
+def test_limits(tmp_path):
+    server = ServeProcess("--listen", "127.0.0.1:0", config=CONFIG,
+                          tmp_path=tmp_path)
+    try:
+        oversize_is_refused_unparsed(server)
+        half_sent_request_does_not_block_others(server)
+        full_pool_still_answers_get_jobs(server)
+    finally:
+        status, out, err = server.stop()
+    assert status == 0, err
+    assert "staged=0" in out
+
+
+def oversize_is_refused_unparsed(server):
+    vm_id = str(uuid.uuid4())
+    body = {"jsonrpc": "2.0", "method": "VM.create", "id": 1, "params": {
+        "vmID": vm_id, "vmParams": {"vmId": vm_id, "vmName": "big",
+                                    "memSize": 64, "pad": "x" * 2000}}}
+    status, _ = post(server.url, body)
+    assert status == 413
+    assert rpc(server.url, "Host.getJobs")["result"] == {}
+
+
+def half_sent_request_does_not_block_others(server):
+    host, port = server.address.rsplit(":", 1)
+    slow = socket.create_connection((host, int(port)))
+    slow.sendall(b"POST / HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"jso")
+    # Meanwhile the server answers others at once.
+    assert rpc(server.url, "Host.ping")["result"] is True
+    # And closes the half-sent one when its time is up.
+    slow.settimeout(30)
+    assert slow.recv(100) == b""
+    slow.close()
+
+
+def full_pool_still_answers_get_jobs(server):
+    # An incoming migration holds the only worker while it waits.
+    waiting = str(uuid.uuid4())
+    xml = (f"<domain type='test'><name>m</name><uuid>{waiting}</uuid>"
+           "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
+           "</domain>")
+    rpc(server.url, "VM.migrationCreate", [waiting, {"vmId": waiting,
+                                                     "xml": xml}])
+    queued = str(uuid.uuid4())
+    assert "result" in rpc(server.url, "VM.create", [queued, {
+        "vmId": queued, "vmName": "q", "memSize": 64}])
+    refused = str(uuid.uuid4())
+    answer = rpc(server.url, "VM.create", [refused, {
+        "vmId": refused, "vmName": "r", "memSize": 64}])
+    assert answer["error"]["code"] == 1100
+    jobs = rpc(server.url, "Host.getJobs")["result"]
+    assert sorted(i["vm_id"] for i in jobs.values()) == sorted(
+        [waiting, queued])
+    stats = rpc(server.url, "Host.getStats")["result"]
+    assert (stats["running"], stats["queued"]) == (1, 1)
+    # Destroy ends the wait: the queued job runs.
+    assert rpc(server.url, "VM.destroy", [waiting])["result"] is True
+
+
+def test_unix_socket(tmp_path):
+    path = tmp_path / "vmjobs.sock"
+    server = ServeProcess("--listen", f"unix:{path}", tmp_path=tmp_path)
+    try:
+        assert server.address == f"unix:{path}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(path))
+        body = b'{"jsonrpc": "2.0", "method": "Host.ping", "id": 7}'
+        client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/json\r\nContent-Length: " +
+                       str(len(body)).encode() + b"\r\nConnection: close"
+                       b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := client.recv(4096):
+            answer += chunk
+        client.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert answer.endswith(b'{"jsonrpc": "2.0", "id": 7, '
+                               b'"result": true}')
+    finally:
+        status, _, err = server.stop()
+    assert status == 0, err
+    assert not path.exists()

@@ -1,0 +1,164 @@
+"""JSON-RPC 2.0 over HTTP, against a real `vmjobs serve` process: results,
+VDSM codes for verb failures, the standard codes for the rest, batches and
+notifications; nothing a refused request carries changes any state."""
+
+import http.client
+import uuid
+
+import pytest
+
+from serve import ServeProcess, post, rpc
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServeProcess("--listen", "127.0.0.1:0",
+                           tmp_path=tmp_path_factory.mktemp("serve"))
+    yield process
+    status, out, _ = process.stop()
+    assert status == 0
+    assert "staged=0" in out
+
+
+def new_vm():
+    vm_id = str(uuid.uuid4())
+    return vm_id, {"vmId": vm_id, "vmName": f"rpc-{vm_id[:8]}",
+                   "memSize": 64}
+
+
+def state(server):
+    return (rpc(server.url, "Host.getVMList")["result"],
+            rpc(server.url, "Host.getStats")["result"]["staged"])
+
+
+def test_ping(server):
+    assert rpc(server.url, "Host.ping") == {"jsonrpc": "2.0", "id": 1,
+                                            "result": True}
+
+
+def test_create_by_name_and_by_position(server):
+    vm_id, params = new_vm()
+    answer = rpc(server.url, "VM.create", {"vmID": vm_id,
+                                           "vmParams": params})
+    assert answer["result"]["status"] == "WaitForLaunch"
+    other, other_params = new_vm()
+    answer = rpc(server.url, "VM.create", [other, other_params], "abc")
+    assert answer["id"] == "abc"
+    jobs = rpc(server.url, "Host.getJobs", {"job_ids": [
+        answer["result"]["jobId"]]})["result"]
+    assert list(jobs) == [answer["result"]["jobId"]]
+
+
+@pytest.mark.parametrize("body,code", [
+    (b"{not json", -32700),
+    (b"", -32700),
+    (b"[" * 100000 + b"]" * 100000, -32700),
+    (b'{"jsonrpc": "1.0", "method": "Host.ping", "id": 1}', -32600),
+    (b'{"jsonrpc": "2.0", "method": 5, "id": 1}', -32600),
+    (b'{"jsonrpc": "2.0", "method": "Host.ping", "params": 3, "id": 1}',
+     -32600),
+    (b'{"jsonrpc": "2.0", "method": "Host.ping", "id": {}}', -32600),
+    (b'"just a string"', -32600),
+    (b"[]", -32600),
+    (b'{"jsonrpc": "2.0", "method": "VM.explode", "id": 1}', -32601),
+])
+def test_protocol_errors(server, body, code):
+    before = state(server)
+    status, answer = post(server.url, body)
+    assert status == 200
+    assert answer["error"]["code"] == code
+    assert state(server) == before
+
+
+@pytest.mark.parametrize("params,code,param", [
+    ({"vmID": "not-a-uuid", "vmParams": {}}, -32602, "vmID"),
+    ({"vmID": 5, "vmParams": {}}, -32602, "vmID"),
+    ({"vmParams": {}}, 11, None),
+    ({"vmID": "UUID", "vmParams": {"vmId": "UUID", "vmName": "x",
+                                   "memSize": "lots"}}, -32602, "memSize"),
+    ({"vmID": "UUID", "vmParams": {"vmId": "UUID", "vmName": "x",
+                                   "memSize": 64, "smp": 0}}, -32602, "smp"),
+    ({"vmID": "UUID", "vmParams": {"vmId": "UUID", "memSize": 64}}, 11,
+     None),
+    ({"vmID": "UUID", "vmParams": {"vmId": "UUID", "xml": "<domain"}},
+     -32602, "xml"),
+    ({"vmID": "UUID", "vmParams": [1, 2]}, -32602, "vmParams"),
+    ({"vmID": "UUID", "vmParams": {}, "extra": 1}, -32602, "extra"),
+])
+def test_bad_params(server, params, code, param):
+    vm_id = str(uuid.uuid4())
+    params = {key: (vm_id if value == "UUID" else
+                    {k: vm_id if v == "UUID" else v for k, v in
+                     value.items()} if isinstance(value, dict) else value)
+              for key, value in params.items()}
+    before = state(server)
+    answer = rpc(server.url, "VM.create", params)
+    assert answer["error"]["code"] == code
+    if param is not None:
+        assert answer["error"]["data"] == {"param": param}
+    assert state(server) == before
+
+
+def test_verb_failures_carry_vdsm_codes(server):
+    assert rpc(server.url, "VM.getStats", [str(uuid.uuid4())])[
+        "error"]["code"] == 1
+    assert rpc(server.url, "Job.abort", ["no-such-job"])["error"][
+        "code"] == 66
+    vm_id, params = new_vm()
+    rpc(server.url, "VM.create", [vm_id, params])
+    assert rpc(server.url, "VM.create", [vm_id, params])["error"][
+        "code"] == 4
+
+
+def test_batch_mixing_good_and_bad_calls(server):
+    vm_id, params = new_vm()
+    before = rpc(server.url, "Host.getVMList")["result"]
+    status, answer = post(server.url, [
+        {"jsonrpc": "2.0", "method": "Host.ping", "id": 1},
+        {"jsonrpc": "2.0", "method": "No.such", "id": 2},
+        {"jsonrpc": "2.0", "method": "VM.create", "params": {
+            "vmID": "bad", "vmParams": {}}, "id": 3},
+        {"jsonrpc": "2.0", "method": "Host.ping"},   # notification
+        1,
+        {"jsonrpc": "2.0", "method": "VM.create", "params": [vm_id, params],
+         "id": 4},
+    ])
+    assert status == 200
+    by_id = {a["id"]: a for a in answer}
+    assert len(answer) == 5   # no answer to the notification
+    assert by_id[1]["result"] is True
+    assert by_id[2]["error"]["code"] == -32601
+    assert by_id[3]["error"]["code"] == -32602
+    assert by_id[None]["error"]["code"] == -32600
+    assert by_id[4]["result"]["vmId"] == vm_id
+    assert rpc(server.url, "VM.getStats", [vm_id])["result"]["vmId"] == \
+        vm_id
+    assert set(before) <= set(rpc(server.url, "Host.getVMList")["result"]) \
+        | {vm_id}
+
+
+def test_notifications_run_and_get_no_answer(server):
+    vm_id, params = new_vm()
+    status, answer = post(server.url, {"jsonrpc": "2.0", "method":
+                                       "VM.create", "params": [vm_id,
+                                                               params]})
+    assert (status, answer) == (204, None)
+    jobs = rpc(server.url, "Host.getJobs")["result"]
+    assert any(info["vm_id"] == vm_id for info in jobs.values())
+    status, answer = post(server.url, [{"jsonrpc": "2.0",
+                                        "method": "Host.ping"}])
+    assert (status, answer) == (204, None)
+
+
+def test_http_level_refusals(server):
+    host, port = server.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 405
+    conn.request("POST", "/other", body=b"{}")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 404
+    conn.close()

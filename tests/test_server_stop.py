@@ -1,0 +1,58 @@
+"""SIGTERM or SIGINT during a 200-VM storm: the server stops accepting,
+every job reaches a safe end (aborted and rolled back, or drained), public
+VMs keep running, nothing stays staged, and the process exits 0."""
+
+import re
+import signal
+import threading
+import uuid
+
+import pytest
+
+from serve import ServeProcess, rpc
+
+VMS = 200
+
+
+def storm(server, accepted, halfway):
+    for i in range(VMS):
+        vm_id = str(uuid.uuid4())
+        try:
+            answer = rpc(server.url, "VM.create", [vm_id, {
+                "vmId": vm_id, "vmName": f"storm-{i}", "memSize": 64}])
+        except OSError:
+            return   # the server stopped listening
+        if "result" in answer:
+            accepted.append(vm_id)
+        if i == VMS // 2:
+            halfway.set()
+
+
+@pytest.mark.parametrize("mode,signum", [
+    ("abort", signal.SIGTERM), ("drain", signal.SIGTERM),
+    ("abort", signal.SIGINT)])
+def test_stop_during_storm(tmp_path, mode, signum):
+    server = ServeProcess("--listen", "127.0.0.1:0", "--workers", "2",
+                          "--stop-mode", mode, tmp_path=tmp_path)
+    accepted, halfway = [], threading.Event()
+    client = threading.Thread(target=storm, args=(server, accepted,
+                                                  halfway))
+    client.start()
+    try:
+        assert halfway.wait(60)
+        status, out, err = server.stop(signum)
+    finally:
+        server.kill()
+        client.join(60)
+    assert status == 0, err
+    summary = re.search(r"stopped; public=(\d+) staged=(\d+) "
+                        r"vmjobs_domains_running=(\d+)", out)
+    assert summary, out
+    public, staged, running = map(int, summary.groups())
+    assert staged == 0
+    assert running == public          # no orphan, no VM without domain
+    assert public <= len(accepted)
+    if mode == "drain":
+        assert public == len(accepted)   # every accepted job ran
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log
