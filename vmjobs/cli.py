@@ -1,4 +1,5 @@
-"""The `vmjobs` command line: serve, config, call, jobs, vms, loadtest."""
+"""The `vmjobs` command line: serve, config, call, jobs, vms, loadtest,
+sandbox."""
 
 import argparse
 import json
@@ -44,6 +45,12 @@ def main(argv=None):
     _client_flags(jobs)
     vms = commands.add_parser("vms", help="the public VMs of a server")
     _client_flags(vms)
+
+    sandbox = commands.add_parser(
+        "sandbox", help="a private libvirtd with QEMU (root; for trying "
+        "vmjobs on real VMs and for the tests)")
+    sandbox.add_argument("action", choices=("start", "stop"))
+    sandbox.add_argument("dir", help="its directory (socket, config, logs)")
 
     lt = commands.add_parser(
         "loadtest", help="start many VMs through the verbs and summarise")
@@ -205,6 +212,21 @@ def _loadtest(args):
     return 0 if figures["failed"] == 0 else 1
 
 
+def _sandbox(args):
+    from .sandbox import Sandbox, SandboxError
+    sandbox = Sandbox(args.dir)
+    try:
+        if args.action == "start":
+            sandbox.start()
+            print(sandbox.uri)
+        else:
+            sandbox.stop()
+    except SandboxError as exc:
+        print(f"vmjobs sandbox: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _mix(text):
     try:
         return loadtest.parse_mix(text)
@@ -213,7 +235,8 @@ def _mix(text):
 
 
 COMMANDS = {"serve": _serve, "config": _config, "call": _call,
-            "jobs": _jobs, "vms": _vms, "loadtest": _loadtest}
+            "jobs": _jobs, "vms": _vms, "loadtest": _loadtest,
+            "sandbox": _sandbox}
 
 
 if __name__ == "__main__":

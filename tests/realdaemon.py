@@ -1,0 +1,84 @@
+"""Fixtures for the tests on a real libvirtd with QEMU: private daemons
+started by the suite itself (vmjobs.sandbox). On CI (CI=true) a missing
+requirement fails these tests; elsewhere they are skipped with the reason
+and what to install."""
+
+import os
+import time
+
+import pytest
+
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.sandbox import Sandbox, missing_requirements
+
+WAIT = 300   # seconds: real VMs on a 2-core machine
+
+
+def require_daemon():
+    reason = missing_requirements()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"real-daemon tests cannot run on CI: {reason}")
+    pytest.skip(f"no private libvirtd here: {reason} (`make setup` "
+                "installs what is needed)")
+
+
+def start_daemon(directory):
+    """A private daemon; its cold and warm start times are recorded for the
+    report (pytest -rA shows them)."""
+    require_daemon()
+    sandbox = Sandbox(directory)
+    started = time.monotonic()
+    sandbox.start()
+    sandbox.start_seconds = time.monotonic() - started
+    return sandbox
+
+
+def stop_daemon(sandbox):
+    sandbox.stop()
+    assert sandbox.qemu_pids() == []
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory):
+    sandbox = start_daemon(tmp_path_factory.mktemp("daemon-a"))
+    print(f"private libvirtd started in {sandbox.start_seconds:.2f} s")
+    yield sandbox
+    stop_daemon(sandbox)
+
+
+@pytest.fixture(scope="session")
+def daemon_b(tmp_path_factory):
+    sandbox = start_daemon(tmp_path_factory.mktemp("daemon-b"))
+    yield sandbox
+    stop_daemon(sandbox)
+
+
+@pytest.fixture
+def make_real_api(daemon):
+    """make_real_api(**config) -> an API on the private daemon; every
+    domain is removed after the test, whatever it left."""
+    apis, sandboxes = [], {daemon.dir: daemon}
+
+    def make(sandbox=None, step_hook=None, **config):
+        sandbox = sandbox or daemon
+        sandboxes[sandbox.dir] = sandbox
+        config.setdefault("workers", 4)
+        api = API(Config(uri=sandbox.uri, **config), step_hook=step_hook)
+        apis.append(api)
+        return api
+
+    yield make
+    for api in apis:
+        api.close()
+    for sandbox in sandboxes.values():
+        sandbox.remove_all_domains()
+
+
+def real_params(vm_id, **extra):
+    """A tiny real VM: 48 MiB, no disk."""
+    params = {"vmId": vm_id, "vmName": f"real-{vm_id[:8]}", "memSize": 48}
+    params.update(extra)
+    return params

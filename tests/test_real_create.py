@@ -1,0 +1,73 @@
+"""Creation on a real libvirtd with QEMU: real VMs come up (or paused),
+a domain the daemon refuses fails cleanly, and a destroy at every step of
+the flow leaves no domain and no QEMU process behind."""
+
+import threading
+
+import pytest
+
+from conftest import new_id, our_domains
+from realdaemon import WAIT, real_params
+
+
+def test_create_up_and_paused(make_real_api, daemon):
+    api = make_real_api()
+    up, paused = new_id(), new_id()
+    jobs = [api.VM.create(up, real_params(up))["jobId"],
+            api.VM.create(paused, real_params(paused, launchPaused=True))[
+                "jobId"]]
+    for job_id in jobs:
+        assert api.jobs.get(job_id).wait(WAIT)
+    assert api.VM.getStats(up)["status"] == "Up"
+    assert api.VM.getStats(paused)["status"] == "Paused"
+    assert api.hv.state(up) == "running"
+    assert api.hv.state(paused) == "paused"
+    assert len(daemon.qemu_pids()) == 2
+    for vm_id in (up, paused):
+        assert api.VM.destroy(vm_id) is True
+    assert our_domains(api.hv) == []
+    assert daemon.qemu_pids() == []
+
+
+def test_domain_refused_by_the_daemon(make_real_api, daemon):
+    api = make_real_api()
+    vm_id = new_id()
+    xml = (f"<domain type='qemu'><name>bad-emulator</name>"
+           f"<uuid>{vm_id}</uuid><memory unit='MiB'>48</memory>"
+           "<os><type arch='x86_64'>hvm</type></os><devices>"
+           "<emulator>/nonexistent/qemu</emulator></devices></domain>")
+    created = api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})
+    assert api.jobs.get(created["jobId"]).wait(WAIT)
+    info = api.Host.getJobs()[created["jobId"]]
+    assert info["status"] == "failed"
+    assert info["error"]["code"] == 9
+    assert "libvirt error" in info["error"]["message"]
+    assert our_domains(api.hv) == []
+    assert api.registry.staged() == [] and api.Host.getVMList() == []
+    assert daemon.qemu_pids() == []
+
+
+@pytest.mark.parametrize("step", ["prepare", "define", "start", "verify",
+                                  "commit"])
+def test_destroy_at_every_step(make_real_api, daemon, step):
+    threads, results = [], []
+
+    def destroy_at(job, at):
+        if at == step:
+            thread = threading.Thread(
+                target=lambda: results.append(api.VM.destroy(job.vm_id)))
+            threads.append(thread)
+            thread.start()
+            assert job.wait_abort_requested(WAIT)
+
+    api = make_real_api(step_hook=destroy_at)
+    vm_id = new_id()
+    created = api.VM.create(vm_id, real_params(vm_id))
+    assert api.jobs.get(created["jobId"]).wait(WAIT)
+    threads[0].join(WAIT)
+    assert results == [True]
+    info = api.Host.getJobs()[created["jobId"]]
+    assert (info["status"], info["step"]) == ("aborted", step)
+    assert our_domains(api.hv) == []
+    assert api.registry.staged() == [] and api.Host.getVMList() == []
+    assert daemon.qemu_pids() == []

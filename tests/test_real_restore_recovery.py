@@ -1,0 +1,66 @@
+"""Restore and recovery on the real daemon: a real VM hibernated to a state
+file comes back Up with the file unchanged; another VM's file is refused
+with nothing started; a restarted service takes back 50 running VMs
+without restarting any (same QEMU processes)."""
+
+import hashlib
+
+from conftest import new_id, our_domains
+from realdaemon import WAIT, real_params
+
+RECOVERED = 50
+
+
+def finished(api, job_id):
+    assert api.jobs.get(job_id).wait(WAIT)
+    return api.Host.getJobs(job_ids=[job_id])[job_id]
+
+
+def test_hibernate_and_restore(make_real_api, daemon, tmp_path):
+    api = make_real_api()
+    vm_id = new_id()
+    params = real_params(vm_id, owner="ops")
+    assert finished(api, api.VM.create(vm_id, params)["jobId"])[
+        "status"] == "done"
+    path = tmp_path / "vm.state"
+    info = finished(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+    assert info["status"] == "done", info
+    assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    other = new_id()
+    refused = finished(api, api.VM.create(other, {
+        "vmId": other, "restoreState": str(path)})["jobId"])
+    assert (refused["status"], refused["error"]["code"]) == ("failed", 9)
+    assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
+
+    restored = finished(api, api.VM.create(vm_id, {
+        "vmId": vm_id, "restoreState": str(path)})["jobId"])
+    assert restored["status"] == "done", restored
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.VM.getStats(vm_id)["params"] == params
+    assert api.hv.state(vm_id) == "running"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert len(daemon.qemu_pids()) == 1
+    api.VM.destroy(vm_id)
+    assert daemon.qemu_pids() == []
+
+
+def test_restart_over_fifty_running_vms(make_real_api, daemon):
+    first = make_real_api()
+    vm_ids = [new_id() for _ in range(RECOVERED)]
+    for vm_id in vm_ids:
+        first.VM.create(vm_id, real_params(vm_id, memSize=32))
+    assert first.pool.wait_idle(WAIT)
+    assert len(first.Host.getVMList()) == RECOVERED
+    pids = sorted(daemon.qemu_pids())
+    first.close()                   # the service stops; the VMs run on
+
+    second = make_real_api()
+    assert second.wait_recovered(WAIT)
+    assert sorted(second.Host.getVMList()) == sorted(vm_ids)
+    assert {s["status"] for s in second.Host.getAllVmStats()} == {"Up"}
+    assert sorted(daemon.qemu_pids()) == pids   # none restarted
+    for vm_id in vm_ids:
+        second.VM.destroy(vm_id)
+    assert daemon.qemu_pids() == []

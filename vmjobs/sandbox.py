@@ -1,0 +1,301 @@
+"""A private libvirtd with QEMU, for tests and for operators who want to
+try vmjobs on real VMs without touching the machine's own libvirt.
+
+The daemon runs in a mount namespace of its own, with tmpfs over libvirt's
+system directories (/run/libvirt, /var/lib/libvirt, /var/log/libvirt,
+/etc/libvirt) and its own qemu.conf and libvirtd.conf; its socket is in
+DIR/sock, outside the namespace, so clients reach it as
+qemu:///system?socket=DIR/sock/libvirt-sock. A capabilities cache is kept
+between runs (bind-mounted over /var/cache/libvirt), so a warm start does
+not probe QEMU again. libvirtd runs in the foreground under a small
+supervisor that is a child subreaper: the QEMU processes libvirtd
+daemonizes are re-parented to it and reaped at once (PID 1 here reaps
+slowly, which makes every destroy take 1.5 s), and whatever is left when
+libvirtd stops is killed.
+
+Root is needed (mount namespaces, tmpfs).
+
+    vmjobs sandbox start DIR     # prints the URI
+    vmjobs sandbox stop DIR      # destroys its domains, stops the daemon
+"""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import libvirt
+
+SOCKET = "libvirt-sock"
+# Overmounted inside the namespace; never touched outside it.
+PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
+                "/etc/libvirt")
+CACHE_MOUNT = "/var/cache/libvirt"
+DEFAULT_CACHE = "/var/tmp/vmjobs-libvirt-cache"
+PR_SET_CHILD_SUBREAPER = 36
+PROGRAMS = ("libvirtd", "unshare", "mount")
+
+QEMU_CONF = """\
+user = "root"
+group = "root"
+# No virtlogd: QEMU's output goes to a file.
+stdio_handler = "file"
+# cgroups are shared between mount namespaces: two daemons would fight
+# over the same cgroup names.
+cgroup_controllers = [ ]
+security_driver = "none"
+namespaces = [ ]
+remember_owner = 0
+"""
+
+LIBVIRTD_CONF = """\
+unix_sock_dir = "{sock}"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+# Live migration refuses to go to "the same host": each daemon its own.
+host_uuid = "{host_uuid}"
+log_outputs = "3:file:{log}"
+"""
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def missing_requirements():
+    """Why a sandbox cannot run here, or None if it can."""
+    if os.geteuid() != 0:
+        return "root is needed (mount namespaces)"
+    for program in PROGRAMS:
+        if not any(os.access(os.path.join(d, program), os.X_OK)
+                   for d in os.environ.get("PATH", "").split(":") +
+                   ["/usr/sbin", "/sbin"]):
+            return (f"{program} is not installed (apt-get install "
+                    "libvirt-daemon libvirt-daemon-driver-qemu "
+                    "qemu-system-x86 util-linux)")
+    try:
+        import pwd
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        return ("user libvirt-qemu is missing (libvirtd's QEMU driver "
+                "looks it up): useradd --system libvirt-qemu")
+    return None
+
+
+class Sandbox:
+    def __init__(self, directory, cache_dir=DEFAULT_CACHE):
+        self.dir = os.path.abspath(directory)
+        self.cache_dir = cache_dir
+        self.socket = os.path.join(self.dir, "sock", SOCKET)
+        self.uri = f"qemu:///system?socket={self.socket}"
+        self._supervisor_pidfile = os.path.join(self.dir, "supervisor.pid")
+
+    # -- start --------------------------------------------------------------
+
+    def start(self, timeout=120):
+        """Start the daemon; return once it answers a real call."""
+        reason = missing_requirements()
+        if reason is not None:
+            raise SandboxError(f"cannot start a private libvirtd: {reason}")
+        for sub in ("sock", "conf", "log", "run"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        os.makedirs(self.cache_dir, exist_ok=True)
+        with open(self._path("conf", "libvirtd.conf"), "w") as f:
+            f.write(LIBVIRTD_CONF.format(
+                sock=os.path.join(self.dir, "sock"),
+                host_uuid=uuid.uuid4(),
+                log=self._path("log", "libvirtd.log")))
+        with open(self._path("conf", "qemu.conf"), "w") as f:
+            f.write(QEMU_CONF)
+        output = open(self._path("log", "supervisor.log"), "ab")
+        started = time.monotonic()
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private",
+             sys.executable, "-m", "vmjobs.sandbox", "_supervise", self.dir,
+             self.cache_dir],
+            stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+            start_new_session=True, env=_env_finding_this_package())
+        output.close()
+        with open(self._supervisor_pidfile, "w") as f:
+            f.write(str(process.pid))
+        try:
+            self._wait_ready(process, started + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, process, deadline):
+        # The socket appears before the QEMU driver is ready; the first
+        # real call blocks until it is. Poll for the socket only.
+        while not os.path.exists(self.socket):
+            if process.poll() is not None:
+                raise SandboxError(f"libvirtd exited at start ({self._tail()})")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"libvirtd did not start ({self._tail()})")
+            time.sleep(0.02)
+        conn = libvirt.open(self.uri)
+        try:
+            conn.getVersion()
+        finally:
+            conn.close()
+
+    # -- stop -----------------------------------------------------------------
+
+    def stop(self, timeout=60):
+        """Destroy and undefine every domain, stop the daemon, and leave no
+        QEMU process behind."""
+        pid = self._supervisor_pid()
+        if pid is None:
+            return
+        if os.path.exists(self.socket):
+            try:
+                self.remove_all_domains()
+            except libvirt.libvirtError:
+                pass   # a daemon that does not answer is killed below
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        os.unlink(self._supervisor_pidfile)
+
+    def remove_all_domains(self):
+        conn = libvirt.open(self.uri)
+        try:
+            for dom in conn.listAllDomains(0):
+                for call in (dom.destroy, dom.undefine):
+                    try:
+                        call()
+                    except libvirt.libvirtError:
+                        pass
+        finally:
+            conn.close()
+
+    def qemu_pids(self):
+        """The QEMU processes of this daemon (children of its supervisor)."""
+        pid = self._supervisor_pid()
+        return [] if pid is None else [
+            child for child in _children(pid)
+            if _comm(child).startswith("qemu")]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def _supervisor_pid(self):
+        try:
+            with open(self._supervisor_pidfile) as f:
+                return int(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def _tail(self):
+        try:
+            with open(self._path("log", "supervisor.log"), "rb") as f:
+                return f.read()[-500:].decode(errors="replace")
+        except OSError:
+            return "no log"
+
+
+def _env_finding_this_package():
+    """The environment, with vmjobs importable even when run from a tree
+    that is not installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ,
+                PYTHONPATH=root if not path else f"{root}:{path}")
+
+
+# -- inside the namespace ------------------------------------------------------
+
+def _supervise(directory, cache_dir):
+    """Runs as the namespace's first process: mounts, then libvirtd as a
+    child, reaping every orphan until libvirtd exits."""
+    for path in PRIVATE_DIRS:
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs",
+                        path], check=True)
+    os.makedirs(CACHE_MOUNT, exist_ok=True)
+    subprocess.run(["mount", "--bind", cache_dir, CACHE_MOUNT], check=True)
+    with open(os.path.join(directory, "conf", "qemu.conf")) as src, \
+            open("/etc/libvirt/qemu.conf", "w") as dst:
+        dst.write(src.read())
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    daemon = subprocess.Popen([
+        "libvirtd", "-f", os.path.join(directory, "conf", "libvirtd.conf"),
+        "-p", os.path.join(directory, "run", "libvirtd.pid")])
+    signal.signal(signal.SIGTERM,
+                  lambda *_: _kill(daemon.pid, signal.SIGTERM))
+    while True:
+        try:
+            pid, _ = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid == daemon.pid:
+            # QEMU processes outlive libvirtd: end them, then reap them.
+            for child in _children(os.getpid()):
+                _kill(child, signal.SIGKILL)
+
+
+def _children(pid):
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie counts as gone: our Popen never waits for it.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["_supervise"]:
+    _supervise(*sys.argv[2:4])
