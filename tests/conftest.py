@@ -12,6 +12,9 @@ from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
 
+# The real-daemon fixtures (daemon, daemon_b, make_real_api).
+pytest_plugins = ["realdaemon"]
+
 WAIT = 60   # seconds: a bound on event waits, never a sleep
 
 

@@ -66,6 +66,8 @@ def make_real_api(daemon):
         sandbox = sandbox or daemon
         sandboxes[sandbox.dir] = sandbox
         config.setdefault("workers", 4)
+        # TCG: nested in a VM, an idle KVM guest costs ~8% of a core.
+        config.setdefault("domain_type", "qemu")
         api = API(Config(uri=sandbox.uri, **config), step_hook=step_hook)
         apis.append(api)
         return api

@@ -61,7 +61,8 @@ class API:
         self.config = config or Config()
         self._owns_hypervisor = hypervisor is None
         self.hv = hypervisor or Hypervisor(
-            self.config.uri, connections=self.config.workers + 1)
+            self.config.uri, connections=self.config.workers + 1,
+            domain_type=self.config.domain_type)
         self.registry = VmRegistry()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended)

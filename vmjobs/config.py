@@ -19,6 +19,11 @@ class ConfigError(ValueError):
 class Config:
     # libvirt URI; None: a private instance of libvirt's test driver.
     uri: str | None = None
+    # The guests' domain type: kvm, qemu (TCG) or test; empty: the fastest
+    # the connection offers (kvm where available). Nested in a VM, as on
+    # the machines measured here, an idle KVM guest costs about 8% of a
+    # core and an idle TCG one well under 1%: qemu packs more tiny VMs.
+    domain_type: str | None = None
     # Jobs running at once. Each startup mostly waits on libvirt and QEMU;
     # past a few per core a host gains nothing but contention (measured
     # figures: docs/benchmarks.md once written; 4 suits the 2-core hosts
@@ -123,6 +128,8 @@ SETTINGS = [
     Setting("pool", "workers", "workers", int, 1, 1024),
     Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000),
     Setting("libvirt", "uri", "uri", str, optional=True),
+    Setting("libvirt", "domain_type", "domain_type", str,
+            choices=("kvm", "qemu", "test"), optional=True),
     Setting("jobs", "timeout", "job_timeout", float, 0),
     Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0),
     Setting("jobs", "max_ended", "max_ended", int, 0),

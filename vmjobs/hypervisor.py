@@ -125,9 +125,11 @@ def _start_event_loop():
 # -- the adapter -----------------------------------------------------------
 
 class Hypervisor:
-    def __init__(self, uri=None, connections=1):
+    def __init__(self, uri=None, connections=1, domain_type=None):
         """Connect to `uri`; None means a private instance of libvirt's
-        test driver, made for this object and removed by close()."""
+        test driver, made for this object and removed by close().
+        `domain_type` picks the guests' type (kvm, qemu, test) where the
+        connection offers several; by default the fastest offered."""
         _start_event_loop()
         self._private_host = None
         if uri is None:
@@ -160,7 +162,7 @@ class Hypervisor:
             self._events_id = first.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                 self._on_lifecycle, None)
-        self.guest = self._guest_kind()
+        self.guest = self._guest_kind(domain_type)
         log.info("connected to %s (%d connection(s), guests: %s)",
                  uri, len(self._all), self.guest)
 
@@ -361,7 +363,7 @@ class Hypervisor:
             return DomainInfo(dom.UUIDString(), dom.name(), SHUTOFF, False,
                               None)
 
-    def _guest_kind(self):
+    def _guest_kind(self, wanted=None):
         with self._connection() as conn, _translated("capabilities"):
             caps = ET.fromstring(conn.getCapabilities())
         host_arch = caps.findtext("host/cpu/arch")
@@ -373,7 +375,7 @@ class Hypervisor:
             types = {d.get("type") for d in arch.findall("domain")}
             machines = [m.text for m in arch.findall("machine")]
             for rank, kind in enumerate(("kvm", "qemu", "test")):
-                if kind in types:
+                if kind in types and wanted in (None, kind):
                     machine = "pc" if "pc" in machines else (
                         machines[0] if machines else None)
                     candidates.append(
@@ -381,7 +383,8 @@ class Hypervisor:
                          GuestKind(kind, arch.get("name"), machine)))
         if not candidates:
             raise HypervisorError("capabilities", libvirt.VIR_ERR_NO_SUPPORT,
-                                  f"{self.uri} offers no hvm guest")
+                                  f"{self.uri} offers no hvm guest of type "
+                                  f"{wanted or 'kvm, qemu or test'}")
         return min(candidates, key=lambda c: c[:2])[2]
 
 
