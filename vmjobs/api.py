@@ -10,7 +10,6 @@ queued, and the verb returns at once; the pool runs the job's flow.
 """
 
 import logging
-import threading
 
 import workers
 
@@ -20,12 +19,12 @@ from .errors import (GeneralException, InvalidParams, JobNotActive,
                      JobNotDone, MigrateError, MissParam, NoSuchJob, NoVM,
                      Recovering, ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
-                    RecoverJob, RestoreJob)
+                    RestoreJob)
 from .flows.hibernate import remove_state_file, reserve_state_file
 from .flows.steps import ensure_no_domain
 from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
-from .params import (VmSpec, parse_create, parse_migration, parse_path,
-                     parse_vm_id)
+from .params import parse_create, parse_migration, parse_path, parse_vm_id
+from .recovery import Recovery
 from .registry import SAVING_STATE, DestroyClaim, VmBusy, VmRegistry
 
 log = logging.getLogger("vmjobs.api")
@@ -72,9 +71,10 @@ class API:
         self.Host = _Namespace(self, "Host")
         self.VM = _Namespace(self, "VM")
         self.Job = _Namespace(self, "Job")
-        self._recovered = threading.Event()
+        self.recovery = Recovery(self.hv, self.registry, self.jobs,
+                                 self.pool, self._job_args())
         try:
-            self._start_recovery()
+            self.recovery.start()
         except BaseException:
             # Without knowing what runs here the service must not start.
             self.close()
@@ -82,7 +82,7 @@ class API:
 
     def wait_recovered(self, timeout=None):
         """Wait until recovery at start-up ended; True if it has."""
-        return self._recovered.wait(timeout)
+        return self.recovery.wait(timeout)
 
     def close(self, stop_mode=workers.ABORT):
         """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
@@ -103,8 +103,7 @@ class API:
             name, param_names = VERBS[method]
         except (KeyError, TypeError):
             raise UnknownMethod(f"no such method {method!r}") from None
-        if method not in OPEN_DURING_RECOVERY and \
-                not self._recovered.is_set():
+        if method not in OPEN_DURING_RECOVERY and not self.recovery.done:
             raise Recovering("recovering the VMs found at start-up: "
                              "try again when Host.getStats shows "
                              "recovering false")
@@ -182,7 +181,7 @@ class API:
             "jobs_done": pool["done"],
             "jobs_failed": pool["failed"],
             "jobs_aborted": pool["aborted"],
-            "recovering": not self._recovered.is_set(),
+            "recovering": not self.recovery.done,
         }
 
     # -- VM -------------------------------------------------------------------
@@ -343,48 +342,6 @@ class API:
             raise GeneralException(
                 f"destroy of VM {vm_id} failed: {exc}") from None
         self.registry.unpublish_claimed(vm_id, claim)
-
-    def _start_recovery(self):
-        """A recover job for every domain that carries our metadata. The
-        VMs are staged here, before any verb is served; the jobs are queued
-        by a thread that waits for room, like any producer of the service's
-        own, and `recovering` ends when the last of them has ended."""
-        domains = [d for d in self.hv.list_domains(domxml.METADATA_NS)
-                   if d.metadata is not None]
-        jobs = []
-        for domain in domains:
-            job = RecoverJob(VmSpec(domain.uuid, {}), self.hv, self.registry,
-                             **self._job_args())
-            job.stage()
-            self.jobs.add(job)
-            jobs.append(job)
-        log.info("recovery: %d vmjobs domains found", len(jobs))
-        if not jobs:
-            self._recovered.set()
-            return
-        remaining = [len(jobs)]
-        lock = threading.Lock()   # guards remaining
-
-        def one_ended(job):
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                log.info("recovery ended: %d public VMs",
-                         self.registry.counts()["public"])
-                self._recovered.set()
-
-        def submit_all():
-            for job in jobs:
-                try:
-                    self.pool.submit(job, wait=True)
-                except workers.PoolClosed:
-                    job.abort()   # pending: ends at once, unstaged
-
-        for job in jobs:
-            job.add_end_callback(one_ended)
-        threading.Thread(target=submit_all, name="vmjobs-recovery",
-                         daemon=True).start()
 
 
 class _Namespace:

@@ -1,0 +1,74 @@
+"""Recovery at start-up: a recover job for every domain in libvirt that
+carries vmjobs' metadata; domains without it are not ours and are never
+touched. Until every recover job has ended the service is `recovering`,
+and the verbs answer `recovery` (99) but for the few that only look."""
+
+import logging
+import threading
+
+import workers
+
+from . import domxml
+from .flows import RecoverJob
+from .params import VmSpec
+
+log = logging.getLogger("vmjobs.recovery")
+
+
+class Recovery:
+    def __init__(self, hv, registry, jobs, pool, job_args):
+        self._hv = hv
+        self._registry = registry
+        self._jobs = jobs
+        self._pool = pool
+        self._job_args = job_args
+        self._done = threading.Event()
+        self._lock = threading.Lock()   # guards _remaining
+        self._remaining = 0
+
+    @property
+    def done(self):
+        return self._done.is_set()
+
+    def wait(self, timeout=None):
+        return self._done.wait(timeout)
+
+    def start(self):
+        """List the domains and stage a recover job for each of ours, here,
+        before any verb is served (a failed listing raises: the service
+        must not start without knowing what runs). The jobs are queued by a
+        thread that waits for room, as the service's own producer."""
+        domains = [d for d in self._hv.list_domains(domxml.METADATA_NS)
+                   if d.metadata is not None]
+        jobs = []
+        for domain in domains:
+            job = RecoverJob(VmSpec(domain.uuid, {}), self._hv,
+                             self._registry, **self._job_args)
+            job.stage()
+            self._jobs.add(job)
+            jobs.append(job)
+        log.info("recovery: %d vmjobs domains found", len(jobs))
+        if not jobs:
+            self._done.set()
+            return
+        self._remaining = len(jobs)
+        for job in jobs:
+            job.add_end_callback(self._one_ended)
+        threading.Thread(target=self._submit_all, args=(jobs,),
+                         name="vmjobs-recovery", daemon=True).start()
+
+    def _submit_all(self, jobs):
+        for job in jobs:
+            try:
+                self._pool.submit(job, wait=True)
+            except workers.PoolClosed:
+                job.abort()   # still pending: it ends at once, unstaged
+
+    def _one_ended(self, job):
+        with self._lock:
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            log.info("recovery ended: %d public VMs",
+                     self._registry.counts()["public"])
+            self._done.set()
