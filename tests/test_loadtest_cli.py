@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vmjobs import loadtest
+from vmjobs import loadtest, report
 
 
 def test_loadtest_command(tmp_path):
@@ -21,7 +21,8 @@ def test_loadtest_command(tmp_path):
         env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "Up           300/300, failures 0" in out
+    assert "Up           300/300, failures 0, retried: ResourceExhausted" \
+        in out
     assert re.search(r"total +[\d.]+ s, [\d.]+ VMs/s", out)
     assert re.search(r"time-to-Up +p50 [\d.]+ ms +p95 [\d.]+ ms +p99", out)
     assert re.search(r"queue wait +p50 [\d.]+ ms +p99", out)
@@ -33,7 +34,7 @@ def test_loadtest_retries_refusals_and_counts_them(tmp_path):
     figures = loadtest.run(vms=200, workers=1, queue_size=1,
                            out=io.StringIO())
     assert figures["up"] == 200 and figures["failed"] == 0
-    assert figures["refused_retried"] > 0
+    assert figures["retried"]["ResourceExhausted"] > 0
     assert len(figures["time_to_up"]) == 200
 
 
@@ -41,7 +42,7 @@ def test_loadtest_retries_refusals_and_counts_them(tmp_path):
     ([], 50, None), ([5], 99, 5), ([1, 2, 3, 4], 50, 2),
     (list(range(1, 101)), 95, 95), (list(range(1, 101)), 99, 99)])
 def test_percentile(values, pct, expected):
-    assert loadtest.percentile(values, pct) == expected
+    assert report.percentile(values, pct) == expected
 
 
 def test_loadtest_mixes_the_startup_modes():
@@ -71,3 +72,64 @@ def test_split_gives_every_vm_a_mode():
                                "migration": 10}) == {
         "create": 7, "restore": 2, "migration": 1}
     assert sum(loadtest.split(7, {"create": 1, "restore": 1}).values()) == 7
+
+
+def test_json_report_and_plot(tmp_path):
+    saved, png = tmp_path / "storm.json", tmp_path / "storm.png"
+    summary = loadtest.run(vms=60, workers=2, json_path=str(saved),
+                           plot_path=str(png), out=io.StringIO())
+    records, again = report.load(str(saved))
+    assert len(records) == 60
+    assert {"vm_id", "mode", "job_id", "status", "enqueued", "started",
+            "ended", "verb_latency"} <= set(records[0])
+    assert again["time_to_up"] == summary["time_to_up"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "vmjobs", "report", str(saved), "--plot",
+         str(tmp_path / "again.png")], capture_output=True, text=True,
+        timeout=120, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 0, result.stderr
+    assert "Up           60/60" in result.stdout
+    assert (tmp_path / "again.png").stat().st_size > 0
+
+
+def test_timeline_counts():
+    records = [
+        {"enqueued": 10.0, "started": 11.0, "ended": 12.0, "status": "done"},
+        {"enqueued": 10.5, "started": 11.5, "ended": 13.0,
+         "status": "failed"},
+        {"enqueued": 10.5, "started": None, "ended": 11.0,
+         "status": "aborted"}]
+    points = report.timeline(records)
+    assert points[-1] == (3.0, 0, 0, 1)
+    assert max(p[1] for p in points) == 3      # all three queued at 10.5
+    assert max(p[2] for p in points) == 2
+
+
+def test_rate_paces_the_requests(tmp_path):
+    saved = tmp_path / "paced.json"
+    loadtest.run(vms=20, workers=2, rate=200.0, json_path=str(saved),
+                 out=io.StringIO())
+    records, _ = report.load(str(saved))
+    enqueued = sorted(r["enqueued"] for r in records)
+    # 20 requests at 200/s: the last one at least 19/200 s after the first.
+    assert enqueued[-1] - enqueued[0] >= 19 / 200 - 0.005
+
+
+def test_loadtest_against_a_server(tmp_path):
+    from serve import ServeProcess
+    server = ServeProcess("--listen", "127.0.0.1:0", "--workers", "3",
+                          tmp_path=tmp_path)
+    try:
+        out = io.StringIO()
+        summary = loadtest.run(vms=80, server=server.address, out=out,
+                               mix=loadtest.parse_mix("create=3,restore=1"))
+        assert summary["up"] == 80 and summary["failed"] == 0
+        assert "3 workers, queue 1000, served at" in out.getvalue()
+        with pytest.raises(ValueError, match="--uri"):
+            loadtest.run(vms=5, server=server.address, out=out,
+                         mix=loadtest.parse_mix("migration=1"))
+    finally:
+        status, stopped, err = server.stop()
+    assert status == 0, err
+    assert "public=0 staged=0 vmjobs_domains_running=0" in stopped

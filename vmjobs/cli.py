@@ -9,7 +9,7 @@ import tempfile
 import time
 
 from . import config as configuration
-from . import loadtest, logs
+from . import loadtest, logs, report
 from .client import DEFAULT_SERVER, Client, RemoteError
 
 # Flags that override the configuration file: flag -> Config field.
@@ -56,30 +56,55 @@ def main(argv=None):
         "loadtest", help="start many VMs through the verbs and summarise")
     lt.add_argument("--vms", type=int, default=500,
                     help="VMs to start (default 500)")
-    lt.add_argument("--workers", type=int, default=4,
-                    help="jobs running at once (default 4)")
-    lt.add_argument("--uri", default=None,
-                    help="libvirt URI (default: a private instance of "
-                    "libvirt's test driver)")
-    lt.add_argument("--queue-size", type=int, default=1000,
-                    help="jobs waiting at most (default 1000)")
-    lt.add_argument("--mem", type=int, default=64,
-                    help="memory per VM in MiB (default 64)")
     lt.add_argument("--mix", default="create=100", type=_mix,
                     help="startup modes and their weights, e.g. "
                     "create=70,restore=20,migration=10 (default: create "
                     "only); migrations are simulated (the load test plays "
                     "the source host)")
+    lt.add_argument("--rate", type=float, default=None,
+                    help="requests per second (default: as fast as they "
+                    "are taken)")
+    lt.add_argument("--server", default=None,
+                    help="drive a running `vmjobs serve` at HOST:PORT or "
+                    "unix:/path (default: vmjobs in this process)")
+    lt.add_argument("--cert", help="client certificate (mutual TLS)")
+    lt.add_argument("--key", help="its private key")
+    lt.add_argument("--ca", help="CA of the server's certificate")
+    lt.add_argument("--uri", default=None,
+                    help="libvirt URI (default: a private instance of "
+                    "libvirt's test driver); with --server, the one the "
+                    "server uses, needed to simulate migrations")
+    lt.add_argument("--workers", type=int, default=4,
+                    help="jobs running at once, in process (default 4)")
+    lt.add_argument("--queue-size", type=int, default=1000,
+                    help="jobs waiting at most, in process (default 1000)")
+    lt.add_argument("--domain-type", choices=("kvm", "qemu", "test"),
+                    help="guests' domain type (default: the fastest "
+                    "offered)")
+    lt.add_argument("--mem", type=int, default=64,
+                    help="memory per VM in MiB (default 64)")
     lt.add_argument("--keep", action="store_true",
                     help="leave the VMs running at the end")
+    lt.add_argument("--json", metavar="FILE",
+                    help="write every VM's timings (enqueued, started, "
+                    "Up, verb latency) as JSON")
+    lt.add_argument("--plot", metavar="FILE.png",
+                    help="draw the storm (needs matplotlib: the 'plot' "
+                    "extra)")
     lt.add_argument("--log-file", default=os.path.join(
         tempfile.gettempdir(), "vmjobs-loadtest.log"),
         help="log file, '-' for stderr (default: %(default)s)")
 
+    rep = commands.add_parser(
+        "report", help="the summary (and plot) of a saved load test")
+    rep.add_argument("json", metavar="FILE.json")
+    rep.add_argument("--plot", metavar="FILE.png")
+
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (configuration.ConfigError, ValueError, OSError) as exc:
+    except (configuration.ConfigError, ValueError, OSError,
+            RuntimeError) as exc:
         print(f"vmjobs {args.command}: {exc}", file=sys.stderr)
         return 2
     except RemoteError as exc:
@@ -201,15 +226,27 @@ def _format(rows):
 def _loadtest(args):
     handler = logs.configure(args.log_file)
     try:
-        figures = loadtest.run(
+        summary = loadtest.run(
             vms=args.vms, workers=args.workers, uri=args.uri,
             queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
-            keep=args.keep)
+            rate=args.rate, keep=args.keep, server=args.server,
+            tls=(args.cert, args.key, args.ca), json_path=args.json,
+            plot_path=args.plot, domain_type=args.domain_type)
     finally:
         logs.unconfigure(handler)
     if args.log_file != "-":
         print(f"log: {args.log_file}")
-    return 0 if figures["failed"] == 0 else 1
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _report(args):
+    records, summary = report.load(args.json)
+    print(f"{args.json}: {summary['vms']} VMs")
+    report.print_summary(summary, sys.stdout)
+    if args.plot:
+        report.plot(records, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
 
 
 def _sandbox(args):
@@ -236,7 +273,7 @@ def _mix(text):
 
 COMMANDS = {"serve": _serve, "config": _config, "call": _call,
             "jobs": _jobs, "vms": _vms, "loadtest": _loadtest,
-            "sandbox": _sandbox}
+            "sandbox": _sandbox, "report": _report}
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """The main job: start N VMs through the verbs, as an engine would, watch
 them come up, summarise how fast, then destroy them.
 
-A storm can mix the startup modes (`--mix create=70,restore=20,
+It drives an in-process vmjobs (default: on a private instance of libvirt's
+test driver) or a running `vmjobs serve` over JSON-RPC (`--server`). A
+storm can mix the startup modes (`--mix create=70,restore=20,
 migration=10`): restores need state files, which a preparation phase makes
 by creating and hibernating VMs; incoming migrations need a source, which
 the load test plays itself (vmjobs.simulation: the domain appears paused,
-then resumes), as libvirt's test driver cannot migrate.
+then resumes), as libvirt's test driver cannot migrate; it needs the
+libvirt the service uses (in-process, or `--uri` with `--server`).
 
 Every figure comes from the jobs themselves (JobInfo's created, started
-and ended times) and from timing each verb call.
+and ended times) and from timing each verb call. ResourceExhausted and
+migrateLimit answers are retried with backoff, counted, and never counted
+as failures of vmjobs.
 """
 
 import queue
@@ -20,24 +25,16 @@ import threading
 import time
 import uuid
 
-from . import domxml, simulation
+from . import domxml, report, simulation
 from .api import API
+from .client import Client
 from .config import Config
-from .errors import MigrateLimit, ResourceExhausted
+from .hypervisor import Hypervisor
 from .params import parse_create
 
-BAR_WIDTH = 30
 MODES = ("create", "restore", "migration")
 ENDED = ("done", "failed", "aborted")
-
-
-def percentile(values, pct):
-    """Nearest-rank percentile of `values` (None if empty)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * pct // 100))   # ceil
-    return ordered[int(rank) - 1]
+RETRIED = {1100: "ResourceExhausted", 82: "migrateLimit"}
 
 
 def parse_mix(text):
@@ -69,74 +66,102 @@ def split(vms, mix):
     return counts
 
 
-class Progress:
-    """One live line on a terminal; a line per tenth otherwise."""
+class InProcess:
+    """The verbs of an API object in this process."""
 
-    def __init__(self, out, total):
-        self.out = out
-        self.total = total
-        self.tty = out.isatty()
-        self._last_tenth = -1
+    def __init__(self, config):
+        self.api = API(config)
+        self.hv = self.api.hv
+        self.description = (
+            f"{config.workers} workers, queue {config.queue_size}, on " +
+            (self.hv.uri if config.uri else
+             "a private instance of libvirt's test driver"))
 
-    def show(self, phase, ended, up, failed, queued, running):
-        fill = BAR_WIDTH * ended // max(self.total, 1)
-        line = (f"{phase:9} [{'#' * fill}{'.' * (BAR_WIDTH - fill)}] "
-                f"{ended}/{self.total} ended, {up} Up, {failed} failed, "
-                f"{queued} queued, {running} running")
-        if self.tty:
-            self.out.write("\r" + line + "\x1b[K")
-            self.out.flush()
-            return
-        tenth = 10 * ended // max(self.total, 1)
-        if tenth != self._last_tenth:
-            self._last_tenth = tenth
-            print(line, file=self.out, flush=True)
+    def call(self, method, params=None):
+        return self.api.call(method, params)
 
-    def done(self):
-        if self.tty:
-            self.out.write("\n")
+    def close(self):
+        self.api.close()
+
+
+class Remote:
+    """The verbs of a running `vmjobs serve`, over JSON-RPC."""
+
+    def __init__(self, server, uri=None, cert=None, key=None, ca=None):
+        self.client = Client(server, cert=cert, key=key, ca=ca)
+        # The libvirt the server uses, to play the source of migrations.
+        self.hv = Hypervisor(uri) if uri else None
+        stats = self.call("Host.getStats")
+        self.description = (f"{stats['workers']} workers, queue "
+                            f"{stats['queue_size']}, served at {server}")
+
+    def call(self, method, params=None):
+        return self.client.call(method, params)
+
+    def close(self):
+        self.client.close()
+        if self.hv is not None:
+            self.hv.close()
 
 
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
-        mix=None, keep=False, out=sys.stdout, poll_interval=0.1, seed=0):
-    """Run the load test and print its summary; returns the figures."""
+        mix=None, rate=None, keep=False, server=None, tls=(None,) * 3,
+        json_path=None, plot_path=None, out=sys.stdout, poll_interval=0.1,
+        seed=0, domain_type=None):
+    """Run the load test, print its summary, and return it."""
     counts = split(vms, mix or {"create": 1})
-    config = Config(uri=uri, workers=workers, queue_size=queue_size)
+    if server is None:
+        target = InProcess(Config(uri=uri, workers=workers,
+                                  queue_size=queue_size,
+                                  domain_type=domain_type))
+    else:
+        target = Remote(server, uri, *tls)
+    if counts.get("migration") and target.hv is None:
+        target.close()
+        raise ValueError("migrations need the libvirt the server uses: "
+                         "give --uri")
     state_dir = tempfile.mkdtemp(prefix="vmjobs-loadtest-")
     try:
-        with API(config) as api:
-            target = api.hv.uri if uri is not None else \
-                "a private instance of libvirt's test driver"
-            modes = ", ".join(f"{n} {mode}" for mode, n in counts.items()
-                              if n)
-            print(f"vmjobs loadtest: {vms} VMs ({modes}), {workers} "
-                  f"workers, queue {queue_size}, on {target}", file=out,
-                  flush=True)
-            storm = Storm(api, mem_mib, state_dir, random.Random(seed))
-            storm.prepare(counts)
-            figures = storm.run(out, poll_interval)
-            _print_summary(figures, out)
-            if not keep:
-                started = time.monotonic()
-                for vm_id in figures["up_ids"]:
-                    api.VM.destroy(vm_id)
-                figures["destroy_s"] = time.monotonic() - started
-                print(f"destroyed {len(figures['up_ids'])} VMs in "
-                      f"{figures['destroy_s']:.2f} s", file=out)
-            return figures
+        modes = ", ".join(f"{n} {mode}" for mode, n in counts.items() if n)
+        print(f"vmjobs loadtest: {vms} VMs ({modes}), "
+              f"{target.description}", file=out, flush=True)
+        storm = Storm(target, mem_mib, state_dir, random.Random(seed))
+        storm.prepare(counts)
+        records, total, retried = storm.run(out, poll_interval, rate)
+        summary = report.summarize(records, total, retried)
+        report.print_summary(summary, out)
+        if json_path:
+            report.save(json_path, records, summary, {
+                "vms": vms, "mix": counts, "target": target.description,
+                "rate": rate})
+            print(f"timings of every VM: {json_path}", file=out)
+        if plot_path:
+            report.plot(records, plot_path)
+            print(f"plot: {plot_path}", file=out)
+        if not keep:
+            started = time.monotonic()
+            up = [r["vm_id"] for r in records if r["status"] == "done"]
+            for vm_id in up:
+                target.call("VM.destroy", [vm_id])
+            summary["destroy_s"] = time.monotonic() - started
+            print(f"destroyed {len(up)} VMs in {summary['destroy_s']:.2f} s",
+                  file=out)
+        return summary
     finally:
+        target.close()
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
 class Storm:
     """The requests of one load test, and what came of them."""
 
-    def __init__(self, api, mem_mib, state_dir, rng):
-        self.api = api
+    def __init__(self, target, mem_mib, state_dir, rng):
+        self.target = target
         self.mem_mib = mem_mib
         self.state_dir = state_dir
         self.rng = rng
         self.requests = []   # (mode, vm_id, what the mode needs)
+        self._prepared = []  # preparation jobs not yet checked
 
     def prepare(self, counts):
         """Make the requests; hibernate VMs for the restores to restore."""
@@ -149,59 +174,60 @@ class Storm:
             vm_id = str(uuid.uuid4())
             params = self._params(vm_id)
             domain_xml = domxml.compose(parse_create(vm_id, params),
-                                        self.api.hv.guest)
+                                        self.target.hv.guest)
             self.requests.append(("migration", vm_id, (params, domain_xml)))
         self.rng.shuffle(self.requests)
 
-    def run(self, out, poll_interval):
-        progress = Progress(out, len(self.requests))
-        job_modes, latency = {}, []
-        retried = {"ResourceExhausted": 0, "migrateLimit": 0}
-        source = _SimulatedSource(self.api.hv)
+    def run(self, out, poll_interval, rate=None):
+        """Send every request (at `rate` per second, or as fast as they are
+        taken); wait for every job. Returns (records, seconds, retried)."""
+        progress = report.Progress(out, len(self.requests))
+        records = {}
+        retried = {name: 0 for name in RETRIED.values()}
+        source = _SimulatedSource(self.target.hv) \
+            if any(r[0] == "migration" for r in self.requests) else None
         started = time.monotonic()
-        for mode, vm_id, what in self.requests:
-            backoff = 0.001
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    job_id = self._request(mode, vm_id, what)
-                except (ResourceExhausted, MigrateLimit) as exc:
-                    # What an engine does: try again a little later.
-                    retried[type(exc).name] += 1
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 0.1)
-                    continue
-                latency.append(time.perf_counter() - t0)
-                job_modes[job_id] = mode
-                if mode == "migration":
-                    source.migrate(what[1])
-                break
-        infos = self._wait(list(job_modes), progress, poll_interval)
+        for i, (mode, vm_id, what) in enumerate(self.requests):
+            if rate:
+                _sleep_until(started + i / rate)
+            job_id, latency = _retrying(lambda: self._request(mode, vm_id,
+                                                              what), retried)
+            records[job_id] = {"vm_id": vm_id, "mode": mode,
+                               "job_id": job_id, "verb_latency": latency}
+            if mode == "migration":
+                source.migrate(what[1])
+        infos = self._wait(list(records), progress, poll_interval)
         total = time.monotonic() - started
-        source.stop()
+        if source is not None:
+            source.stop()
         progress.done()
-        return _figures(infos, job_modes, total, latency, retried,
-                        self.api.pool.workers)
+        for job_id, record in records.items():
+            info = infos[job_id]
+            record.update(status=info["status"], enqueued=info["created"],
+                          started=info.get("started"),
+                          ended=info.get("ended"),
+                          error=info.get("error", {}).get("message"))
+        return list(records.values()), total, retried
 
     def _request(self, mode, vm_id, what):
         if mode == "create":
-            return self.api.VM.create(vmID=vm_id, vmParams=what)["jobId"]
+            return self.target.call("VM.create", [vm_id, what])["jobId"]
         if mode == "restore":
-            return self.api.VM.create(vmID=vm_id, vmParams={
-                "vmId": vm_id, "restoreState": what})["jobId"]
+            return self.target.call("VM.create", [vm_id, {
+                "vmId": vm_id, "restoreState": what}])["jobId"]
         params, domain_xml = what
-        return self.api.VM.migrationCreate(
-            vmID=vm_id, params={**params, "xml": domain_xml})[
-                "params"]["jobId"]
+        return self.target.call("VM.migrationCreate", [
+            vm_id, {**params, "xml": domain_xml}])["params"]["jobId"]
 
     def _wait(self, job_ids, progress, poll_interval):
         while True:
-            infos = self.api.Host.getJobs(job_ids=job_ids)
+            infos = self.target.call("Host.getJobs", {"job_ids": job_ids})
             ended = [i for i in infos.values() if i["status"] in ENDED]
-            pool = self.api.pool.stats()
-            up = sum(1 for i in ended if i["status"] == "done")
-            progress.show("starting", len(ended), up, len(ended) - up,
-                          pool["queued"], pool["running"])
+            if progress is not None:
+                stats = self.target.call("Host.getStats")
+                up = sum(1 for i in ended if i["status"] == "done")
+                progress.show("starting", len(ended), up, len(ended) - up,
+                              stats["queued"], stats["running"])
             if len(ended) == len(job_ids):
                 return infos
             time.sleep(poll_interval)
@@ -212,30 +238,33 @@ class Storm:
 
     def _hibernated(self, n):
         """n VMs created and hibernated through the verbs (not timed)."""
+        if not n:
+            return []
+        retried = {name: 0 for name in RETRIED.values()}
         made = []
         for _ in range(n):
             vm_id = str(uuid.uuid4())
-            job_id = _retrying(lambda: self.api.VM.create(
-                vmID=vm_id, vmParams=self._params(vm_id))["jobId"])
-            made.append((vm_id, job_id))
-        self._wait_jobs([job_id for _, job_id in made])
-        hibernations, result = [], []
-        for vm_id, _ in made:
+            job_id, _ = _retrying(lambda: self.target.call(
+                "VM.create", [vm_id, self._params(vm_id)])["jobId"], retried)
+            made.append(vm_id)
+            self._prepared.append(job_id)
+        self._check_prepared()
+        result = []
+        for vm_id in made:
             path = f"{self.state_dir}/{vm_id}.state"
-            job_id = _retrying(lambda: self.api.VM.hibernate(
-                vmID=vm_id, hibernationVolHandle=path)["jobId"])
-            hibernations.append(job_id)
+            job_id, _ = _retrying(lambda: self.target.call(
+                "VM.hibernate", [vm_id, path])["jobId"], retried)
+            self._prepared.append(job_id)
             result.append((vm_id, path))
-        self._wait_jobs(hibernations)
+        self._check_prepared()
         return result
 
-    def _wait_jobs(self, job_ids):
-        for job_id in job_ids:
-            job = self.api.jobs.get(job_id)
-            job.wait()
-            if job.status != "done":
-                raise RuntimeError(f"preparing the storm failed: "
-                                   f"{job.info()}")
+    def _check_prepared(self):
+        infos = self._wait(self._prepared, None, 0.05)
+        failed = [i for i in infos.values() if i["status"] != "done"]
+        if failed:
+            raise RuntimeError(f"preparing the storm failed: {failed[0]}")
+        self._prepared = []
 
 
 class _SimulatedSource(threading.Thread):
@@ -259,63 +288,26 @@ class _SimulatedSource(threading.Thread):
             simulation.simulate_incoming_migration(self.hv, domain_xml)
 
 
-def _retrying(request):
+def _retrying(request, retried):
+    """(result, latency of the call that was taken), retrying the refusals
+    an engine is expected to retry."""
     backoff = 0.001
     while True:
+        t0 = time.perf_counter()
         try:
-            return request()
-        except ResourceExhausted:
+            result = request()
+        except Exception as exc:
+            name = RETRIED.get(getattr(exc, "code", None))
+            if name is None:
+                raise
+            retried[name] += 1
             time.sleep(backoff)
             backoff = min(backoff * 2, 0.1)
+            continue
+        return result, time.perf_counter() - t0
 
 
-def _figures(infos, job_modes, total, latency, retried, workers):
-    done = [i for i in infos.values() if i["status"] == "done"]
-    failures = [i for i in infos.values() if i["status"] != "done"]
-    by_mode = {}
-    for info in done:
-        by_mode.setdefault(job_modes[info["id"]], []).append(
-            info["ended"] - info["created"])
-    return {
-        "vms": len(infos),
-        "workers": workers,
-        "total_s": total,
-        "vms_per_s": len(done) / total if total else 0.0,
-        "up": len(done),
-        "failed": len(failures),
-        "refused_retried": retried["ResourceExhausted"],
-        "migrate_limit_retried": retried["migrateLimit"],
-        "time_to_up": [i["ended"] - i["created"] for i in done],
-        "time_to_up_by_mode": by_mode,
-        "queue_wait": [i["started"] - i["created"] for i in infos.values()
-                       if "started" in i],
-        "create_latency": latency,
-        "errors": [i.get("error", {}).get("message", i["status"])
-                   for i in failures],
-        "up_ids": [i["vm_id"] for i in done],
-    }
-
-
-def _ms(seconds):
-    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def _pcts(values, *pcts):
-    return "  ".join(f"p{p} {_ms(percentile(values, p))}" for p in pcts)
-
-
-def _print_summary(f, out):
-    print(f"total        {f['total_s']:.2f} s, {f['vms_per_s']:.1f} VMs/s",
-          file=out)
-    print(f"Up           {f['up']}/{f['vms']}, failures {f['failed']}, "
-          f"refused and retried {f['refused_retried']}", file=out)
-    print(f"time-to-Up   {_pcts(f['time_to_up'], 50, 95, 99)}", file=out)
-    if len(f["time_to_up_by_mode"]) > 1:
-        for mode, values in sorted(f["time_to_up_by_mode"].items()):
-            print(f"  {mode:10} {len(values):5} Up  "
-                  f"{_pcts(values, 50, 95, 99)}", file=out)
-        print(f"migrateLimit retried {f['migrate_limit_retried']}", file=out)
-    print(f"queue wait   {_pcts(f['queue_wait'], 50, 99)}", file=out)
-    print(f"verb call    {_pcts(f['create_latency'], 50, 99)}", file=out)
-    for message in sorted(set(f["errors"]))[:5]:
-        print(f"  failure: {message}", file=out)
+def _sleep_until(deadline):
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
