@@ -8,15 +8,30 @@ a call that has side effects.
 """
 
 import logging
+import random
 import threading
 import time
-import uuid
 
-from .states import JobStatus, check_transition
+from .states import ENDED, JobStatus, check_transition
 
 log = logging.getLogger("workers.job")
 
 _worker_context = threading.local()
+
+
+# Job ids need to be unique, not secret (Host.getJobs lists them all):
+# uuid.uuid4() asks the kernel for randomness at every call, which costs
+# more than the rest of a job's bookkeeping together.
+_ids = random.Random()
+
+
+def new_id():
+    """A random (version 4) UUID string."""
+    n = _ids.getrandbits(128)
+    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)       # version 4
+    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)       # RFC 4122 variant
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def current_job():
@@ -38,7 +53,7 @@ class Job:
 
     def __init__(self, description="", timeout=None, on_step=None,
                  job_id=None):
-        self.id = job_id or str(uuid.uuid4())
+        self.id = job_id or new_id()
         self.description = description
         # Past this many seconds of running the job is reported stuck. It is
         # never abandoned: its calls have side effects that only it can undo.
@@ -47,14 +62,15 @@ class Job:
         # abort check: tests use it to inject a destroy between two steps.
         self._on_step = on_step
         self.created = time.time()
-        self._ended_event = threading.Event()
-        # Set once an abort is requested, so that a job waiting on something
-        # outside (an incoming migration, say) can wake up for it.
-        self._abort_event = threading.Event()
         self._end_callbacks = []
-        # Guards every field below: status, history, step, progress, error
-        # and the start and end times.
+        # Guards every field below: status, history, step, progress, error,
+        # the start and end times, and `_finished` (the end hooks ran).
+        # `_changed`, on the same lock, is made by the first waiter (most
+        # jobs never have one) and notified when an abort is requested and
+        # when the job finished.
         self._lock = threading.Lock()
+        self._changed = None
+        self._finished = False
         self._status = JobStatus.PENDING
         self._history = [JobStatus.PENDING]
         self._step = "queued"
@@ -120,7 +136,8 @@ class Job:
 
     @property
     def ended(self):
-        return self._ended_event.is_set()
+        """True once the job ended and its end hooks ran."""
+        return self._finished
 
     def history(self):
         with self._lock:
@@ -142,17 +159,22 @@ class Job:
             self._finish()
 
     def wait_abort_requested(self, timeout=None):
-        """Wait until an abort was requested; True if one was."""
-        return self._abort_event.wait(timeout)
+        """Wait until an abort was requested; True if one was. (A job that
+        waits on something outside, an incoming migration say, wakes up
+        for it.)"""
+        with self._lock:
+            return self._condition().wait_for(self._abort_requested, timeout)
 
     def wait(self, timeout=None):
         """Wait until the job ended and its end hooks ran; True if it did."""
-        return self._ended_event.wait(timeout)
+        with self._lock:
+            return self._condition().wait_for(lambda: self._finished,
+                                              timeout)
 
     def add_end_callback(self, callback):
         """Call `callback(job)` once the job ended (at once if it has)."""
         with self._lock:
-            if not self._status.ended:
+            if self._status not in ENDED:
                 self._end_callbacks.append(callback)
                 return
         callback(self)
@@ -200,14 +222,7 @@ class Job:
         _worker_context.job = self
         try:
             self.run()
-            with self._lock:
-                running = self._status is JobStatus.RUNNING
-            if running:
-                self.complete()
-            elif not self._status.ended:
-                # run() returned although an abort was requested: the abort
-                # wins, as it would have at the next step boundary.
-                raise JobAborted(f"aborted during step {self._step!r}")
+            self._end_run()
         except JobAborted as exc:
             self._end(JobStatus.ABORTED, None)
             log.info("job %s aborted: %s", self.id, exc)
@@ -223,6 +238,16 @@ class Job:
 
     # -- internals --------------------------------------------------------
 
+    def _end_run(self):
+        """run() returned: the job is done, unless it completed itself (it
+        committed) or an abort was requested, which wins as it would have
+        at the next step boundary."""
+        with self._lock:
+            if self._status is JobStatus.RUNNING:
+                self._move(JobStatus.DONE)
+            elif self._status is JobStatus.ABORTING:
+                raise JobAborted(f"aborted during step {self._step!r}")
+
     def _end(self, status, error):
         with self._lock:
             if self._status is JobStatus.RUNNING and \
@@ -237,9 +262,25 @@ class Job:
         self._status = check_transition(self._status, new)
         self._history.append(new)
         if new is JobStatus.ABORTING or new is JobStatus.ABORTED:
-            self._abort_event.set()
-        if new.ended:
+            self._notify()
+        if new in ENDED:
             self._ended = time.time()
+
+    def _condition(self):
+        # Caller holds self._lock.
+        if self._changed is None:
+            self._changed = threading.Condition(self._lock)
+        return self._changed
+
+    def _notify(self):
+        # Caller holds self._lock.
+        if self._changed is not None:
+            self._changed.notify_all()
+
+    def _abort_requested(self):
+        # Caller holds self._lock.
+        return JobStatus.ABORTING in self._history or \
+            self._status is JobStatus.ABORTED
 
     def _is_stuck(self, now=None):
         # Caller holds self._lock.
@@ -261,7 +302,9 @@ class Job:
                 callback(self)
             except Exception:
                 log.exception("job %s: end callback failed", self.id)
-        self._ended_event.set()
+        with self._lock:
+            self._finished = True
+            self._notify()
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.id} {self.status}>"

@@ -6,13 +6,14 @@ full it refuses at once (QueueFull), so a flood of requests turns into quick
 "try again later" answers instead of piled-up threads (VDSM's executor does
 the same; a thread per request behind a semaphore does not).
 
-Shape after CPython's concurrent.futures.thread: a plain worker loop, one
-lock owned by the pool, shutdown that sets a flag under the lock, wakes
-every worker and joins them.
+Shape after CPython's concurrent.futures.thread: a plain worker loop over a
+C SimpleQueue, one lock owned by the pool held only to count, and shutdown
+that sets a flag under the lock, wakes every worker (one None each) and
+joins them.
 """
 
-import collections
 import logging
+import queue
 import threading
 
 from .job import JobNotActive
@@ -41,17 +42,19 @@ class Pool:
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
-        # Guards the queue, the closed flag, the running jobs and the
-        # counters; workers wait
-        # on _work (new job or shutdown), wait_idle() on _idle.
+        # Jobs for the workers, in order; a None tells a worker to stop.
+        # A job aborted while queued stays in it until a worker skips it.
+        self._queue = queue.SimpleQueue()
+        # Guards the fields below. _changed is notified, when someone waits
+        # on it (_waiters), as a queued job leaves the queue's count (room
+        # for submit(wait=True)) and as the pool goes idle (wait_idle).
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._room = threading.Condition(self._lock)
-        self._idle = threading.Condition(self._lock)
-        self._queue = collections.deque()
+        self._changed = threading.Condition(self._lock)
+        self._waiters = 0
         self._closed = False
-        self._running = 0
-        self._current = {}  # worker thread id -> the job it executes
+        self._abort_queued = False
+        self._pending = {}    # id -> job, queued and counted in queue_size
+        self._current = {}    # worker thread id -> the job it executes
         self._ended = {JobStatus.DONE: 0, JobStatus.FAILED: 0,
                        JobStatus.ABORTED: 0}
         self._threads = [
@@ -70,17 +73,15 @@ class Pool:
             while True:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name} is shut down")
-                if len(self._queue) >= self.queue_size:
-                    self._drop_ended()
-                if len(self._queue) < self.queue_size:
+                if len(self._pending) < self.queue_size:
                     break
                 if not wait:
                     raise QueueFull(
                         f"pool {self.name}: {self.queue_size} jobs queued")
-                self._room.wait()
-            self._queue.append(job)
-            self._work.notify()
-        job.add_end_callback(self._count_end)
+                self._wait_changed()
+            self._pending[job.id] = job
+            self._queue.put(job)
+        job.add_end_callback(self._job_ended)
 
     def shutdown(self, mode=DRAIN, wait=True):
         """Stop taking work. DRAIN runs what is queued; ABORT aborts it (and
@@ -89,15 +90,17 @@ class Pool:
         if mode not in (DRAIN, ABORT):
             raise ValueError(f"unknown shutdown mode {mode!r}")
         with self._lock:
-            self._closed = True
-            queued = list(self._queue) if mode == ABORT else []
-            self._work.notify_all()
-            self._room.notify_all()
-        if mode == ABORT:
-            for job in queued:
-                _abort_quietly(job)
-            for job in self._running_jobs():
-                _abort_quietly(job)
+            if not self._closed:
+                self._closed = True
+                for _ in self._threads:
+                    self._queue.put(None)
+            self._abort_queued = self._abort_queued or mode == ABORT
+            to_abort = (list(self._pending.values()) +
+                        list(self._current.values())) \
+                if mode == ABORT else []
+            self._changed.notify_all()
+        for job in to_abort:
+            _abort_quietly(job)
         if wait:
             for thread in self._threads:
                 thread.join()
@@ -105,17 +108,15 @@ class Pool:
     def wait_idle(self, timeout=None):
         """Wait until nothing is queued or running; True if so."""
         with self._lock:
-            return self._idle.wait_for(
-                lambda: not self._queue and not self._running, timeout)
+            return self._wait_changed(self._idle, timeout)
 
     def stats(self):
         with self._lock:
-            self._drop_ended()
             return {
                 "workers": self.workers,
                 "queue_size": self.queue_size,
-                "queued": len(self._queue),
-                "running": self._running,
+                "queued": len(self._pending),
+                "running": len(self._current),
                 "done": self._ended[JobStatus.DONE],
                 "failed": self._ended[JobStatus.FAILED],
                 "aborted": self._ended[JobStatus.ABORTED],
@@ -130,43 +131,80 @@ class Pool:
     # -- internals --------------------------------------------------------
 
     def _worker(self):
+        me = threading.get_ident()
+        finished = None   # the job this worker ended, not yet counted
         while True:
-            with self._lock:
-                while not self._queue and not self._closed:
-                    self._work.wait()
-                if not self._queue:
-                    return  # closed and drained
-                job = self._queue.popleft()
-                self._room.notify()
-                self._running += 1
-                self._current[threading.get_ident()] = job
             try:
-                job.execute()
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                # Nothing waiting: count the last job now (the pool may be
+                # idle), then sleep until there is something.
+                if finished is not None:
+                    self._take(me, finished, None)
+                    finished = None
+                job = self._queue.get()
+            # Under load, counting the job that ended and taking the next
+            # one share one critical section.
+            start, abort = self._take(me, finished, job)
+            finished = None
+            if not start:
+                if job is None:
+                    return
+                continue   # aborted while queued: it never runs
+            try:
+                if abort:
+                    _abort_quietly(job)
+                else:
+                    job.execute()
             finally:
-                with self._lock:
-                    self._running -= 1
-                    del self._current[threading.get_ident()]
-                    if not self._queue and not self._running:
-                        self._idle.notify_all()
+                finished = job
 
-    def _running_jobs(self):
+    def _take(self, me, finished, job):
+        """Count the job this worker ended (if any) and take `job` (None:
+        the signal to stop). Returns (start it?, abort it instead?)."""
+        finished_status = finished.status if finished is not None else None
         with self._lock:
-            return list(self._current.values())
+            if finished is not None:
+                del self._current[me]
+                self._ended[finished_status] += 1
+            start = job is not None and \
+                self._pending.pop(job.id, None) is not None
+            if start:
+                self._current[me] = job
+            if start or self._idle():
+                self._notify()
+            return start, self._abort_queued
 
-    def _drop_ended(self):
-        # Caller holds _lock. Jobs aborted while queued never run; dropping
-        # them frees their room for new work.
-        if any(job.ended for job in self._queue):
-            self._queue = collections.deque(
-                job for job in self._queue if not job.ended)
-            self._room.notify_all()
-            if not self._queue and not self._running:
-                self._idle.notify_all()
+    def _wait_changed(self, predicate=None, timeout=None):
+        # Caller holds _lock.
+        self._waiters += 1
+        try:
+            if predicate is None:
+                return self._changed.wait(timeout)
+            return self._changed.wait_for(predicate, timeout)
+        finally:
+            self._waiters -= 1
 
-    def _count_end(self, job):
+    def _notify(self):
+        # Caller holds _lock. Most of the time nobody waits: skip the cost.
+        if self._waiters:
+            self._changed.notify_all()
+
+    def _idle(self):
+        # Caller holds _lock.
+        return not self._pending and not self._current
+
+    def _job_ended(self, job):
+        # A job a worker took is counted by that worker, under the lock it
+        # takes anyway (this runs in that worker, inside execute()). Only
+        # one aborted while queued is counted here, and its room freed.
+        if self._current.get(threading.get_ident()) is job:
+            return
         status = job.status
         with self._lock:
-            self._ended[status] += 1
+            if self._pending.pop(job.id, None) is not None:
+                self._ended[status] += 1
+                self._notify()
 
 
 def _abort_quietly(job):
