@@ -15,7 +15,6 @@ Domain lifecycle events arrive on libvirt's event-loop thread and are
 handed to subscribers by UUID; a subscriber's callback must not block.
 """
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -70,14 +69,55 @@ class DomainNotFound(HypervisorError):
     pass
 
 
-@contextlib.contextmanager
-def _translated(call):
-    try:
-        yield
-    except libvirt.libvirtError as exc:
+class _translated:
+    """`with _translated(call):` turns a libvirtError into ours. (A class:
+    a generator-based context manager costs several times more, and there
+    are a few around every call.)"""
+    __slots__ = ("call",)
+
+    def __init__(self, call):
+        self.call = call
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or not issubclass(exc_type, libvirt.libvirtError):
+            return False
         code = exc.get_error_code()
         cls = DomainNotFound if code == NO_DOMAIN else HypervisorError
-        raise cls(call, code, exc.get_error_message() or str(exc)) from None
+        raise cls(self.call, code, exc.get_error_message() or str(exc)) \
+            from None
+
+
+class _Shared:
+    """The test driver's one connection, lent to every caller at once."""
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class _Borrowed:
+    """A daemon connection, lent to one caller at a time."""
+    __slots__ = ("idle", "conn")
+
+    def __init__(self, idle):
+        self.idle = idle
+
+    def __enter__(self):
+        self.conn = self.idle.get()
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        self.idle.put(self.conn)
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +186,7 @@ class Hypervisor:
         self._idle = queue.LifoQueue()
         self._all = [first]
         self._shared = first if self.is_test_driver else None
+        self._lend_shared = _Shared(first)
         if not self.is_test_driver:
             self._idle.put(first)
             for _ in range(connections - 1):
@@ -188,16 +229,10 @@ class Hypervisor:
     def __exit__(self, *exc_info):
         self.close()
 
-    @contextlib.contextmanager
     def _connection(self):
         if self._shared is not None:
-            yield self._shared
-            return
-        conn = self._idle.get()
-        try:
-            yield conn
-        finally:
-            self._idle.put(conn)
+            return self._lend_shared
+        return _Borrowed(self._idle)
 
     # -- verbs --------------------------------------------------------------
 
@@ -336,6 +371,11 @@ class Hypervisor:
 
     def _on_lifecycle(self, conn, dom, event, detail, opaque):
         # On libvirt's event-loop thread: hand the event on, nothing more.
+        if not self._subscribers:
+            # Nobody listens (read without the lock: a subscriber being
+            # added looks the domain up after subscribing, so an event it
+            # misses here is a state it sees there).
+            return
         try:
             uuid = dom.UUIDString()
         except libvirt.libvirtError:

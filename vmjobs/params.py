@@ -14,6 +14,8 @@ from .errors import InvalidParams, MissParam
 MEM_MIB_RANGE = (16, 4194304)
 SMP_RANGE = (1, 512)
 
+_CANONICAL_UUID = re.compile(
+    "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Characters XML 1.0 cannot carry at all, even escaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # Nor a name: libvirt refuses line breaks in it, and a carriage return
@@ -39,6 +41,8 @@ def parse_vm_id(value, param="vmID"):
         raise MissParam(f"missing parameter {param!r}")
     if not isinstance(value, str):
         raise InvalidParams(param, "must be a UUID string")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value   # the common case, without building a UUID object
     try:
         return str(uuid.UUID(value))
     except ValueError:
