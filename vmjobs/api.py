@@ -154,10 +154,10 @@ class API:
                 not isinstance(job_ids, list) or
                 not all(isinstance(i, str) for i in job_ids)):
             raise InvalidParams("job_ids", "must be a list of job ids")
-        wanted = None if job_ids is None else set(job_ids)
-        return {job.id: job.info() for job in self.jobs.jobs()
-                if (job_type is None or job.job_type == job_type) and
-                (wanted is None or job.id in wanted)}
+        jobs = self.jobs.jobs() if job_ids is None else \
+            self.jobs.some(job_ids)
+        return {job.id: job.info() for job in jobs
+                if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
         pool = self.pool.stats()

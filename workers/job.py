@@ -71,6 +71,7 @@ class Job:
         self._lock = threading.Lock()
         self._changed = None
         self._finished = False
+        self._final_info = None   # info() once finished (set once)
         self._status = JobStatus.PENDING
         self._history = [JobStatus.PENDING]
         self._step = "queued"
@@ -184,29 +185,48 @@ class Job:
             return self._is_stuck(now)
 
     def info(self):
-        """A snapshot of the job as API.md's JobInfo (without domain keys)."""
+        """A snapshot of the job as API.md's JobInfo, with the keys of
+        info_extra(). An ended job's never changes again: it is built once
+        (Host.getJobs over thousands of ended jobs copies them)."""
+        final = self._final_info
+        if final is not None:
+            return dict(final)
         with self._lock:
-            info = {
-                "id": self.id,
-                "job_type": self.job_type,
-                "status": self._status.value,
-                "description": self.description,
-                "step": self._step,
-                "created": self.created,
-            }
-            if self._is_stuck():
-                # Beyond API.md's JobInfo, and only when true: the job runs
-                # past its timeout (it is not abandoned; see __init__).
-                info["stuck"] = True
-            if self._progress is not None:
-                info["progress"] = self._progress
-            if self._error is not None:
-                info["error"] = self._error
-            if self._started is not None:
-                info["started"] = self._started
-            if self._ended is not None:
-                info["ended"] = self._ended
-            return info
+            info = self._snapshot()
+            finished = self._finished
+        info.update(self.info_extra())
+        if finished:
+            self._final_info = info
+            return dict(info)
+        return info
+
+    def info_extra(self):
+        """Keys a subclass adds to info(); they must not change."""
+        return {}
+
+    def _snapshot(self):
+        # Caller holds self._lock.
+        info = {
+            "id": self.id,
+            "job_type": self.job_type,
+            "status": self._status.value,
+            "description": self.description,
+            "step": self._step,
+            "created": self.created,
+        }
+        if self._is_stuck():
+            # Beyond API.md's JobInfo, and only when true: the job runs
+            # past its timeout (it is not abandoned; see __init__).
+            info["stuck"] = True
+        if self._progress is not None:
+            info["progress"] = self._progress
+        if self._error is not None:
+            info["error"] = self._error
+        if self._started is not None:
+            info["started"] = self._started
+        if self._ended is not None:
+            info["ended"] = self._ended
+        return info
 
     # -- for the pool -----------------------------------------------------
 

@@ -51,6 +51,13 @@ class JobTable:
             self._expire()
             return list(self._jobs.values())
 
+    def some(self, job_ids):
+        """The jobs of `job_ids` that are known (unknown ids are skipped)."""
+        with self._lock:
+            self._expire()
+            found = (self._jobs.get(job_id) for job_id in job_ids)
+            return [job for job in found if job is not None]
+
     def delete(self, job_id):
         with self._lock:
             self._expire()

@@ -64,10 +64,8 @@ class VmJob(workers.Job):
         self.hv = hypervisor
         self.registry = registry
 
-    def info(self):
-        info = super().info()
-        info["vm_id"] = self.vm_id
-        return info
+    def info_extra(self):
+        return {"vm_id": self.vm_id}
 
     def error_info(self, exc):
         if isinstance(exc, VdsmError):

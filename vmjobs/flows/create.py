@@ -22,6 +22,9 @@ class CreateJob(StartupJob):
             ensure_no_domain(self.hv, vm_id)
             self.step("define")
             self.hv.define(self.domain_xml)
+            # libvirt has it now; an ended job is kept for a while and need
+            # not carry it.
+            self.domain_xml = None
             rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
             self.step("start")
             self.hv.start(vm_id, paused=paused)
