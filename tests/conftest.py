@@ -92,3 +92,26 @@ class StepGate:
             self.job = job
             self.reached.set()
             assert self.release.wait(WAIT), "gate never released"
+
+
+class DestroyAt:
+    """A step hook: when a job (of `job_type`, if given) reaches `step`,
+    VM.destroy is called from another thread, as an engine would, and the
+    job goes on only once the destroy has asked it to abort. Set `api`
+    before the job runs; `result` gets what destroy answered."""
+
+    def __init__(self, step, job_type=None):
+        self.step = step
+        self.job_type = job_type
+        self.api = None
+        self.result = []
+        self.thread = None
+
+    def __call__(self, job, step):
+        if step != self.step or self.thread is not None or (
+                self.job_type is not None and job.job_type != self.job_type):
+            return
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(self.api.VM.destroy(job.vm_id)))
+        self.thread.start()
+        assert job.wait_abort_requested(WAIT)

@@ -2,36 +2,14 @@
 aborted at its next step boundary and rolled back; no domain, running or
 defined, stays behind and both registries are empty."""
 
-import threading
-
 import pytest
 
 from vmjobs.errors import NoVM
 
-from conftest import (WAIT, assert_quiet_and_clean, new_id, our_domains,
-                      vm_params)
+from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
+                      our_domains, vm_params)
 
 STEPS = ["prepare", "define", "start", "verify", "commit"]
-
-
-class DestroyAt:
-    """A step hook: when the job reaches `step`, VM.destroy is called from
-    another thread (as an engine would), and the job goes on only once the
-    destroy has asked it to abort."""
-
-    def __init__(self, step):
-        self.step = step
-        self.api = None
-        self.result = []
-        self.thread = None
-
-    def __call__(self, job, step):
-        if step != self.step:
-            return
-        self.thread = threading.Thread(
-            target=lambda: self.result.append(self.api.VM.destroy(job.vm_id)))
-        self.thread.start()
-        assert job.wait_abort_requested(WAIT)
 
 
 @pytest.mark.parametrize("paused", [False, True], ids=["up", "paused"])

@@ -1,7 +1,6 @@
 """VM.hibernate: the VM stays public as Saving State while its state is saved, then leaves; refusals; failures, destroys and aborts leave it running or gone, never half."""
 
 import hashlib
-import threading
 
 import libvirt
 import pytest
@@ -9,8 +8,8 @@ import pytest
 from vmjobs import domxml
 from vmjobs.errors import InvalidParams, MigrateError, NoVM
 
-from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
-                      our_domains, vm_params, wait_job)
+from conftest import (WAIT, DestroyAt, StepGate, assert_quiet_and_clean,
+                      new_id, our_domains, vm_params, wait_job)
 from faults import FaultyHypervisor
 
 STEPS = ["prepare", "save", "undefine", "commit"]
@@ -377,29 +376,9 @@ def test_libvirt_failure_in_the_rollback_keeps_the_state_file(
 
 # -- destroy and abort --------------------------------------------------------
 
-class DestroyAt:
-    """A step hook: when the hibernate job reaches `step`, VM.destroy is
-    called from another thread, and the job goes on only once the destroy
-    has asked it to abort."""
-
-    def __init__(self, step):
-        self.step = step
-        self.api = None
-        self.result = []
-        self.thread = None
-
-    def __call__(self, job, step):
-        if job.job_type != "hibernate" or step != self.step:
-            return
-        self.thread = threading.Thread(
-            target=lambda: self.result.append(self.api.VM.destroy(job.vm_id)))
-        self.thread.start()
-        assert job.wait_abort_requested(WAIT)
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_destroy_at_every_step(make_api, tmp_path, step):
-    hook = DestroyAt(step)
+    hook = DestroyAt(step, job_type="hibernate")
     api = make_api(step_hook=hook)
     hook.api = api
     vm_id, _ = up_vm(api)

@@ -10,7 +10,7 @@ from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
                            MissParam, NoVM)
 from workers.job import current_job
 
-from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
+from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
                       our_domains, wait_job)
 from faults import FaultyHypervisor
 
@@ -282,30 +282,21 @@ def test_destroy_after_a_paused_arrival_removes_the_domain(make_api,
     assert_nothing_left(api)
 
 
-class DestroyAt:
-    """A step hook: when the job reaches `step`, VM.destroy is called from
-    another thread, and the job goes on only once the destroy has asked it
-    to abort. With `arrive`, the domain arrives (a whole simulated incoming
-    migration) when the job reaches wait-arrival, before any destroy."""
+class ArriveThenDestroyAt(DestroyAt):
+    """DestroyAt; with `arrive`, the domain arrives (a whole simulated
+    incoming migration) when the job reaches wait-arrival, before any
+    destroy."""
 
     def __init__(self, step, hypervisor, arrive):
-        self.step = step
+        super().__init__(step)
         self.hypervisor = hypervisor
         self.arrive = arrive
-        self.api = None
-        self.result = []
-        self.thread = None
 
     def __call__(self, job, step):
         if self.arrive and step == "wait-arrival":
             simulation.simulate_incoming_migration(
                 self.hypervisor, domain_xml(job.vm_id))
-        if step != self.step:
-            return
-        self.thread = threading.Thread(
-            target=lambda: self.result.append(self.api.VM.destroy(job.vm_id)))
-        self.thread.start()
-        assert job.wait_abort_requested(WAIT)
+        super().__call__(job, step)
 
 
 @pytest.mark.parametrize("step,arrive", [
@@ -317,7 +308,7 @@ class DestroyAt:
 ], ids=["prepare", "wait-arrival", "wait-arrival-arrived", "persist",
         "commit"])
 def test_destroy_at_every_step(make_api, hypervisor, step, arrive):
-    hook = DestroyAt(step, hypervisor, arrive)
+    hook = ArriveThenDestroyAt(step, hypervisor, arrive)
     api = make_api(step_hook=hook, migration_check_interval=3600)
     hook.api = api
     vm_id = new_id()

@@ -2,11 +2,9 @@
 a domain the daemon refuses fails cleanly, and a destroy at every step of
 the flow leaves no domain and no QEMU process behind."""
 
-import threading
-
 import pytest
 
-from conftest import new_id, our_domains
+from conftest import DestroyAt, new_id, our_domains
 from realdaemon import WAIT, real_params
 
 
@@ -50,22 +48,14 @@ def test_domain_refused_by_the_daemon(make_real_api, daemon):
 @pytest.mark.parametrize("step", ["prepare", "define", "start", "verify",
                                   "commit"])
 def test_destroy_at_every_step(make_real_api, daemon, step):
-    threads, results = [], []
-
-    def destroy_at(job, at):
-        if at == step:
-            thread = threading.Thread(
-                target=lambda: results.append(api.VM.destroy(job.vm_id)))
-            threads.append(thread)
-            thread.start()
-            assert job.wait_abort_requested(WAIT)
-
-    api = make_real_api(step_hook=destroy_at)
+    hook = DestroyAt(step)
+    api = make_real_api(step_hook=hook)
+    hook.api = api
     vm_id = new_id()
     created = api.VM.create(vm_id, real_params(vm_id))
     assert api.jobs.get(created["jobId"]).wait(WAIT)
-    threads[0].join(WAIT)
-    assert results == [True]
+    hook.thread.join(WAIT)
+    assert hook.result == [True]
     info = api.Host.getJobs()[created["jobId"]]
     assert (info["status"], info["step"]) == ("aborted", step)
     assert our_domains(api.hv) == []

@@ -4,13 +4,12 @@ succeeds, fails or is aborted; failures and destroys at every step leave
 nothing behind."""
 
 import hashlib
-import threading
 
 import pytest
 
 from vmjobs import domxml
 
-from conftest import (WAIT, assert_quiet_and_clean, new_id, our_domains,
+from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id, our_domains,
                       vm_params, wait_job)
 from faults import FaultyHypervisor
 
@@ -111,24 +110,14 @@ def test_plain_libvirt_save_file_is_restored_with_request_params(
 
 @pytest.mark.parametrize("step", STEPS)
 def test_destroy_at_every_step(make_api, tmp_path, step):
-    destroyed = []
-    threads = []
-
-    def hook(job, at):
-        if job.job_type != "restore" or at != step:
-            return
-        thread = threading.Thread(
-            target=lambda: destroyed.append(api.VM.destroy(job.vm_id)))
-        threads.append(thread)
-        thread.start()
-        assert job.wait_abort_requested(WAIT)
-
+    hook = DestroyAt(step, job_type="restore")
     api = make_api(step_hook=hook)
+    hook.api = api
     vm_id, path, _ = hibernated_vm(api, tmp_path)
     before = checksum(path)
     info = wait_job(api, restore(api, vm_id, path)["jobId"])
-    threads[0].join(WAIT)
-    assert destroyed == [True]
+    hook.thread.join(WAIT)
+    assert hook.result == [True]
     assert (info["status"], info["step"]) == ("aborted", step)
     assert checksum(path) == before
     assert our_domains(api.hv) == []

@@ -24,10 +24,10 @@ class Config:
     # the machines measured here, an idle KVM guest costs about 8% of a
     # core and an idle TCG one well under 1%: qemu packs more tiny VMs.
     domain_type: str | None = None
-    # Jobs running at once. Each startup mostly waits on libvirt and QEMU;
-    # past a few per core a host gains nothing but contention (measured
-    # figures: docs/benchmarks.md once written; 4 suits the 2-core hosts
-    # measured so far).
+    # Jobs running at once. Measured (docs/benchmarks.md, real storm): 100
+    # real VMs on 2 cores took 57 s with 1 worker, 34 s with 2, 32 s with 4
+    # (the CPU bound is 30 s) and 38 s with 8: about two per core is
+    # fastest; more only makes libvirtd and QEMU fight for the cores.
     workers: int = 4
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000

@@ -31,15 +31,15 @@ class PeakMemory(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.peak = used_mib()
-        self._stop = threading.Event()
+        self._done = threading.Event()
         self.start()
 
     def run(self):
-        while not self._stop.wait(0.2):
+        while not self._done.wait(0.2):
             self.peak = max(self.peak, used_mib())
 
     def stop(self):
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak
 
