@@ -13,14 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class ServeProcess:
     """`vmjobs serve ARGS`, started and ready (it printed its address)."""
 
-    def __init__(self, *args, config=None, tmp_path=None):
+    def __init__(self, *args, config=None, tmp_path=None, log_name="serve"):
         command = [sys.executable, "-m", "vmjobs", "serve", *args]
         if config is not None:
             path = tmp_path / "vmjobs.conf"
             path.write_text(config)
             command += ["--config", str(path)]
         if "--log-file" not in args:
-            command += ["--log-file", str(tmp_path / "serve.log")
+            command += ["--log-file", str(tmp_path / f"{log_name}.log")
                         if tmp_path else "-"]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -160,6 +160,10 @@ class API:
                 if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
+        # Read first: once recovery is over, the counts read after it show
+        # what recovery left (reading it last, after the libvirt listing,
+        # could report recovery over with the counts of a moment before).
+        recovering = not self.recovery.done
         pool = self.pool.stats()
         counts = self.registry.counts()
         known = self.registry.known_ids()
@@ -181,7 +185,7 @@ class API:
             "jobs_done": pool["done"],
             "jobs_failed": pool["failed"],
             "jobs_aborted": pool["aborted"],
-            "recovering": not self.recovery.done,
+            "recovering": recovering,
         }
 
     # -- VM -------------------------------------------------------------------
