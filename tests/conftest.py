@@ -18,6 +18,24 @@ pytest_plugins = ["realdaemon"]
 WAIT = 60   # seconds: a bound on event waits, never a sleep
 
 
+# Figures the reliability tests gather, printed at the end of the run.
+_FIGURES = {"fault points": set(), "crash repetitions": 0,
+            "stateful runs": 0}
+
+
+@pytest.fixture(scope="session")
+def reliability_figures():
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES["fault points"] or _FIGURES["crash repetitions"]:
+        terminalreporter.write_line(
+            f"reliability: {len(_FIGURES['fault points'])} distinct fault "
+            f"points exercised, {_FIGURES['crash repetitions']} crash "
+            "repetitions (kill -9, restart, recovery)")
+
+
 def new_id():
     return str(uuid.uuid4())
 

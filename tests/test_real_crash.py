@@ -42,7 +42,7 @@ def _config(tmp_path):
     return str(path)
 
 
-def test_kill_9_at_five_moments(daemon, tmp_path):
+def test_kill_9_at_five_moments(daemon, tmp_path, reliability_figures):
     require_daemon()
     rng = random.Random(912390)
     for moment in range(MOMENTS):
@@ -78,6 +78,7 @@ def test_kill_9_at_five_moments(daemon, tmp_path):
             status, _, err = server.stop()
         assert status == 0, err
         daemon.remove_all_domains()
+        reliability_figures["crash repetitions"] += 1
 
 
 def daemon_vmjobs_domains(daemon):
