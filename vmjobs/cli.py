@@ -49,7 +49,7 @@ def main(argv=None):
     sandbox = commands.add_parser(
         "sandbox", help="a private libvirtd with QEMU (root; for trying "
         "vmjobs on real VMs and for the tests)")
-    sandbox.add_argument("action", choices=("start", "stop"))
+    sandbox.add_argument("action", choices=("start", "restart", "stop"))
     sandbox.add_argument("dir", help="its directory (socket, config, logs)")
 
     lt = commands.add_parser(
@@ -256,6 +256,8 @@ def _sandbox(args):
         if args.action == "start":
             sandbox.start()
             print(sandbox.uri)
+        elif args.action == "restart":
+            sandbox.restart_daemon()
         else:
             sandbox.stop()
     except SandboxError as exc:

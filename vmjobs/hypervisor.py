@@ -21,6 +21,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -69,6 +70,11 @@ class DomainNotFound(HypervisorError):
     pass
 
 
+class ConnectionLost(HypervisorError):
+    """The connection to the daemon broke (it stopped or restarted); the
+    next call opens a new one."""
+
+
 class _translated:
     """`with _translated(call):` turns a libvirtError into ours. (A class:
     a generator-based context manager costs several times more, and there
@@ -105,18 +111,42 @@ class _Shared:
 
 
 class _Borrowed:
-    """A daemon connection, lent to one caller at a time."""
-    __slots__ = ("idle", "conn")
+    """A daemon connection, lent to one caller at a time. One found broken
+    after a failed call (the daemon stopped or restarted) is dropped, the
+    failure reported as ConnectionLost, and the next borrower opens a new
+    one in its place."""
+    __slots__ = ("hv", "conn")
 
-    def __init__(self, idle):
-        self.idle = idle
+    def __init__(self, hv):
+        self.hv = hv
 
     def __enter__(self):
-        self.conn = self.idle.get()
-        return self.conn
+        conn = self.hv._idle.get()
+        if conn is None:
+            try:
+                conn = self.hv._reconnect()
+            except BaseException:
+                self.hv._idle.put(None)
+                raise
+        self.conn = conn
+        return conn
 
-    def __exit__(self, *exc_info):
-        self.idle.put(self.conn)
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not _alive(self.conn):
+            self.hv._drop(self.conn)
+            self.hv._idle.put(None)
+            if isinstance(exc, HypervisorError):
+                raise ConnectionLost(exc.call, exc.code, exc.message) \
+                    from None
+            return False
+        self.hv._idle.put(self.conn)
+        return False
+
+
+def _alive(conn):
+    try:
+        return conn.isAlive() == 1
+    except libvirt.libvirtError:
         return False
 
 
@@ -179,46 +209,52 @@ class Hypervisor:
                 f.write("<node/>\n")
             uri = "test://" + self._private_host
         self.uri = uri
+        # How long an undo (remove) waits for a lost daemon to come back.
+        self.reconnect_timeout = 60.0
         with _translated("open"):
             first = libvirt.open(uri)
         self.is_test_driver = first.getType().lower() == "test"
-        # Connections not in use; callers borrow one per call.
-        self._idle = queue.LifoQueue()
+        # Guards _all (every open connection) and the events connection.
+        self._conns_lock = threading.Lock()
         self._all = [first]
+        # Connections not in use (None: one to open anew); callers borrow
+        # one per call.
+        self._idle = queue.LifoQueue()
         self._shared = first if self.is_test_driver else None
         self._lend_shared = _Shared(first)
         if not self.is_test_driver:
             self._idle.put(first)
             for _ in range(connections - 1):
-                with _translated("open"):
-                    conn = libvirt.open(uri)
-                self._all.append(conn)
-                self._idle.put(conn)
+                self._idle.put(None)   # opened when first borrowed
         self._undefine_flags = (_UNDEFINE_FLAGS_TEST if self.is_test_driver
                                 else _UNDEFINE_FLAGS)
         # Guards _subscribers; callbacks are called after it is released.
         self._subscribers_lock = threading.Lock()
         self._subscribers = {}   # uuid -> {token: callback}
-        with _translated("events"):
-            self._events_id = first.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                self._on_lifecycle, None)
+        # Events come on a connection of their own on a daemon (so that a
+        # broken one can be replaced without waiting for a borrower).
+        self._events_conn = None
+        self._events_id = None
+        with self._conns_lock:
+            self._open_events(first if self.is_test_driver else None)
         self.guest = self._guest_kind(domain_type)
         log.info("connected to %s (%d connection(s), guests: %s)",
                  uri, len(self._all), self.guest)
 
     def close(self):
-        if self._all:
-            try:
-                self._all[0].domainEventDeregisterAny(self._events_id)
-            except libvirt.libvirtError:
-                pass
-        for conn in self._all:
+        with self._conns_lock:
+            if self._events_conn is not None:
+                try:
+                    self._events_conn.domainEventDeregisterAny(
+                        self._events_id)
+                except libvirt.libvirtError:
+                    pass
+            conns, self._all = self._all, []
+        for conn in conns:
             try:
                 conn.close()
             except libvirt.libvirtError:
                 pass
-        self._all = []
         if self._private_host is not None:
             os.unlink(self._private_host)
             self._private_host = None
@@ -232,7 +268,46 @@ class Hypervisor:
     def _connection(self):
         if self._shared is not None:
             return self._lend_shared
-        return _Borrowed(self._idle)
+        return _Borrowed(self)
+
+    def _reconnect(self):
+        """A new connection in place of a lost one (and a new events
+        connection, if that one is lost too)."""
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise ConnectionLost("reconnect", exc.get_error_code(),
+                                 exc.get_error_message() or str(exc)) \
+                from None
+        with self._conns_lock:
+            self._all.append(conn)
+            if not _alive(self._events_conn):
+                log.warning("events connection lost: opening a new one")
+                self._open_events(None)
+        log.info("reconnected to %s", self.uri)
+        return conn
+
+    def _drop(self, conn):
+        log.warning("connection to %s lost", self.uri)
+        with self._conns_lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def _open_events(self, conn):
+        # Caller holds _conns_lock.
+        if conn is None:
+            with _translated("events"):
+                conn = libvirt.open(self.uri)
+            self._all.append(conn)
+        with _translated("events"):
+            self._events_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                self._on_lifecycle, None)
+        self._events_conn = conn
 
     # -- verbs --------------------------------------------------------------
 
@@ -267,8 +342,22 @@ class Hypervisor:
 
     def remove(self, uuid):
         """Destroy the domain if it runs and undefine it if it is defined.
-        Whatever part is already gone is fine: removal is idempotent.
+        Whatever part is already gone is fine: removal is idempotent, so
+        when the daemon is lost (restarting) it is tried again until it is
+        back, up to reconnect_timeout: an undo must not be left half done.
         Returns True if there was a domain."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                return self._remove_once(uuid)
+            except ConnectionLost:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("removing domain %s: daemon lost; trying again",
+                            uuid)
+                time.sleep(0.2)
+
+    def _remove_once(self, uuid):
         with self._connection() as conn, _translated("remove"):
             try:
                 dom = conn.lookupByUUIDString(uuid)

@@ -16,6 +16,7 @@ libvirtd stops is killed.
 Root is needed (mount namespaces, tmpfs).
 
     vmjobs sandbox start DIR     # prints the URI
+    vmjobs sandbox restart DIR   # libvirtd alone; its VMs run on
     vmjobs sandbox stop DIR      # destroys its domains, stops the daemon
 """
 
@@ -168,6 +169,31 @@ class Sandbox:
             time.sleep(0.02)
         os.unlink(self._supervisor_pidfile)
 
+    def restart_daemon(self, timeout=120):
+        """Restart libvirtd alone; its QEMU processes keep running and the
+        new daemon takes them back. Returns once it answers again."""
+        pidfile = self._path("run", "libvirtd.pid")
+        with open(pidfile) as f:
+            old = f.read().strip()
+        os.kill(self._supervisor_pid(), signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(pidfile) as f:
+                    new = f.read().strip()
+            except FileNotFoundError:
+                new = None
+            if new and new != old and os.path.exists(self.socket):
+                break
+            if time.monotonic() > deadline:
+                raise SandboxError("libvirtd did not come back")
+            time.sleep(0.02)
+        conn = libvirt.open(self.uri)
+        try:
+            conn.getVersion()
+        finally:
+            conn.close()
+
     def remove_all_domains(self):
         conn = libvirt.open(self.uri)
         try:
@@ -237,11 +263,21 @@ def _supervise(directory, cache_dir):
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-    daemon = subprocess.Popen([
+    command = [
         "libvirtd", "-f", os.path.join(directory, "conf", "libvirtd.conf"),
-        "-p", os.path.join(directory, "run", "libvirtd.pid")])
+        "-p", os.path.join(directory, "run", "libvirtd.pid")]
+    daemon = subprocess.Popen(command)
+    # SIGTERM stops the daemon and the sandbox; SIGHUP restarts the daemon
+    # alone, its QEMU processes running on (as after a libvirtd upgrade).
+    restarting = []
     signal.signal(signal.SIGTERM,
                   lambda *_: _kill(daemon.pid, signal.SIGTERM))
+
+    def restart(*_):
+        restarting.append(True)
+        _kill(daemon.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGHUP, restart)
     while True:
         try:
             pid, _ = os.wait()
@@ -249,10 +285,15 @@ def _supervise(directory, cache_dir):
             break
         except InterruptedError:
             continue
-        if pid == daemon.pid:
-            # QEMU processes outlive libvirtd: end them, then reap them.
-            for child in _children(os.getpid()):
-                _kill(child, signal.SIGKILL)
+        if pid != daemon.pid:
+            continue
+        if restarting:
+            restarting.clear()
+            daemon = subprocess.Popen(command)
+            continue
+        # QEMU processes outlive libvirtd: end them, then reap them.
+        for child in _children(os.getpid()):
+            _kill(child, signal.SIGKILL)
 
 
 def _children(pid):

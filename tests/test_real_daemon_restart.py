@@ -1,0 +1,59 @@
+"""libvirtd restarted in the middle of a storm on the real daemon: the jobs
+caught in it end failed with a clear message (their rollbacks wait for the
+daemon to come back), the adapter reconnects by itself, later jobs
+succeed, the VMs already up keep running, and nothing is leaked."""
+
+import threading
+
+from conftest import new_id
+from invariants import check_invariants
+from realdaemon import WAIT, real_params
+
+VMS = 16
+
+
+def test_restart_mid_storm(make_real_api, daemon):
+    restarted = threading.Event()
+
+    def restart_at_the_sixth_start(job, step):
+        # The sixth job to reach its start restarts libvirtd under every
+        # job then running, and goes on (on a dead connection) afterwards.
+        if step == "start" and not restarted.is_set():
+            with lock:
+                starts.append(job.vm_id)
+                now = len(starts) == 6
+            if now:
+                daemon.restart_daemon()
+                restarted.set()
+
+    lock, starts = threading.Lock(), []
+    api = make_real_api(step_hook=restart_at_the_sixth_start, workers=4)
+    vm_ids = [new_id() for _ in range(VMS)]
+    for vm_id in vm_ids:
+        api.VM.create(vm_id, real_params(vm_id, memSize=32))
+    assert api.pool.wait_idle(WAIT)
+    assert restarted.is_set()
+
+    jobs = api.Host.getJobs().values()
+    failed = [i for i in jobs if i["status"] != "done"]
+    done = [i for i in jobs if i["status"] == "done"]
+    assert failed, "the restart caught no job"
+    for info in failed:
+        assert info["status"] == "failed"
+        assert info["error"]["code"] == 9
+        assert "libvirt error" in info["error"]["message"]
+        assert "rollback failed" not in info["error"]["message"]
+    assert len(done) >= VMS - 4 - 1   # at most the jobs then running fail
+
+    # The adapter reconnected by itself: a new VM comes up.
+    later = new_id()
+    created = api.VM.create(later, real_params(later, memSize=32))
+    assert api.jobs.get(created["jobId"]).wait(WAIT)
+    assert api.VM.getStats(later)["status"] == "Up"
+
+    public = check_invariants(api)
+    assert public == {i["vm_id"] for i in done} | {later}
+    assert len(daemon.qemu_pids()) == len(public)
+    for vm_id in public:
+        assert api.VM.destroy(vm_id) is True
+    assert daemon.qemu_pids() == []
