@@ -131,14 +131,18 @@ class Sandbox:
         return self
 
     def _wait_ready(self, process, deadline):
-        # The socket appears before the QEMU driver is ready; the first
-        # real call blocks until it is. Poll for the socket only.
+        # Poll for the socket only; then the first call waits for the rest.
         while not os.path.exists(self.socket):
             if process.poll() is not None:
                 raise SandboxError(f"libvirtd exited at start ({self._tail()})")
             if time.monotonic() > deadline:
                 raise SandboxError(f"libvirtd did not start ({self._tail()})")
             time.sleep(0.02)
+        self._first_call()
+
+    def _first_call(self):
+        """Ready is not "the socket accepts": the first real call returns
+        only once the QEMU driver has started."""
         conn = libvirt.open(self.uri)
         try:
             conn.getVersion()
@@ -188,11 +192,7 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise SandboxError("libvirtd did not come back")
             time.sleep(0.02)
-        conn = libvirt.open(self.uri)
-        try:
-            conn.getVersion()
-        finally:
-            conn.close()
+        self._first_call()
 
     def remove_all_domains(self):
         conn = libvirt.open(self.uri)

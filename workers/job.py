@@ -77,9 +77,9 @@ class Job:
         self._step = "queued"
         self._progress = None
         self._error = None
-        self._started = None
+        self._started_at = None
         self._started_mono = None
-        self._ended = None
+        self._ended_at = None
 
     # -- for subclasses ---------------------------------------------------
 
@@ -222,10 +222,10 @@ class Job:
             info["progress"] = self._progress
         if self._error is not None:
             info["error"] = self._error
-        if self._started is not None:
-            info["started"] = self._started
-        if self._ended is not None:
-            info["ended"] = self._ended
+        if self._started_at is not None:
+            info["started"] = self._started_at
+        if self._ended_at is not None:
+            info["ended"] = self._ended_at
         return info
 
     # -- for the pool -----------------------------------------------------
@@ -237,7 +237,7 @@ class Job:
             if self._status is not JobStatus.PENDING:
                 return
             self._move(JobStatus.RUNNING)
-            self._started = time.time()
+            self._started_at = time.time()
             self._started_mono = time.monotonic()
         _worker_context.job = self
         try:
@@ -284,7 +284,7 @@ class Job:
         if new is JobStatus.ABORTING or new is JobStatus.ABORTED:
             self._notify()
         if new in ENDED:
-            self._ended = time.time()
+            self._ended_at = time.time()
 
     def _condition(self):
         # Caller holds self._lock.
