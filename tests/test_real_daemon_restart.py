@@ -43,7 +43,9 @@ def test_restart_mid_storm(make_real_api, daemon):
         assert info["error"]["code"] == 9
         assert "libvirt error" in info["error"]["message"]
         assert "rollback failed" not in info["error"]["message"]
-    assert len(done) >= VMS - 4 - 1   # at most the jobs then running fail
+    # Each connection open at the restart (workers + 1) fails one call at
+    # most before it is replaced: no more jobs than that fail.
+    assert len(failed) <= 4 + 1
 
     # The adapter reconnected by itself: a new VM comes up.
     later = new_id()

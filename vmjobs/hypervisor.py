@@ -225,7 +225,10 @@ class Hypervisor:
         if not self.is_test_driver:
             self._idle.put(first)
             for _ in range(connections - 1):
-                self._idle.put(None)   # opened when first borrowed
+                with _translated("open"):
+                    conn = libvirt.open(uri)
+                self._all.append(conn)
+                self._idle.put(conn)
         self._undefine_flags = (_UNDEFINE_FLAGS_TEST if self.is_test_driver
                                 else _UNDEFINE_FLAGS)
         # Guards _subscribers; callbacks are called after it is released.
