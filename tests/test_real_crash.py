@@ -11,7 +11,7 @@ import uuid
 from serve import ServeProcess, rpc
 from realdaemon import require_daemon
 
-VMS = 24
+VMS = 100
 MOMENTS = 5
 
 
