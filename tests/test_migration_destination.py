@@ -155,8 +155,9 @@ def test_arrival_before_the_wait_starts(make_api, hypervisor):
     assert_quiet_and_clean(api)
 
 
-def test_paused_arrival_is_not_committed_until_it_resumes(make_api,
-                                                          hypervisor):
+def paused_arrival(make_api, hypervisor):
+    """A migration whose domain has appeared, paused (transfer running),
+    and been seen so by the waiting job, which only events can wake."""
     watched = Watched(hypervisor)
     api = make_api(hv=watched, migration_check_interval=3600)
     vm_id = new_id()
@@ -165,6 +166,12 @@ def test_paused_arrival_is_not_committed_until_it_resumes(make_api,
     with watched.frozen:
         simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
     assert watched.saw_paused.wait(WAIT)
+    return api, vm_id, job_id
+
+
+def test_paused_arrival_is_not_committed_until_it_resumes(make_api,
+                                                          hypervisor):
+    api, vm_id, job_id = paused_arrival(make_api, hypervisor)
 
     job = api.jobs.get(job_id)
     assert not job.ended
@@ -268,14 +275,7 @@ def test_destroy_while_waiting(make_api, hypervisor):
 
 def test_destroy_after_a_paused_arrival_removes_the_domain(make_api,
                                                            hypervisor):
-    watched = Watched(hypervisor)
-    api = make_api(hv=watched, migration_check_interval=3600)
-    vm_id = new_id()
-    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
-    assert watched.saw_nothing.wait(WAIT)
-    with watched.frozen:
-        simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
-    assert watched.saw_paused.wait(WAIT)
+    api, vm_id, job_id = paused_arrival(make_api, hypervisor)
     assert destroy_in_thread(api, hypervisor, vm_id) == [True]
     assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "aborted"
     assert hypervisor.state(vm_id) is None
