@@ -11,8 +11,11 @@ the file."""
 import logging
 import os
 
+from workers import JobStatus
+
 from ..errors import MigrateError
 from ..hypervisor import PAUSED, RUNNING
+from ..registry import PAUSED as STATUS_PAUSED
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
@@ -71,7 +74,7 @@ class HibernateJob(VmJob):
             log.info("VM %s hibernated to %s", vm_id, self.path)
 
     def on_ended(self):
-        if self.status == "done":
+        if self.status is JobStatus.DONE:
             return   # committed: the VM left the public registry
         if not self._ran:
             # Ended while queued: the reserved file is still empty.
@@ -92,7 +95,7 @@ class HibernateJob(VmJob):
             # The file holds the VM's only state: it goes only once the VM
             # runs again and is persistent (if this raises, it stays).
             self.hv.restore(self.path, self.vm_id,
-                            paused=self.previous_status == "Paused")
+                            paused=self.previous_status == STATUS_PAUSED)
             self._brought_back = True
             self.hv.persist(self.vm_id)
         remove_state_file(self.path)

@@ -9,12 +9,11 @@ import logging
 
 from .. import domxml, registry
 from ..errors import CreateError
-from ..hypervisor import PAUSED, RUNNING, SHUTOFF
+from ..hypervisor import SHUTOFF
 from .base import StartupJob
+from .steps import PUBLIC_STATUS
 
 log = logging.getLogger("vmjobs.flows.recover")
-
-_STATUS = {RUNNING: registry.UP, PAUSED: registry.PAUSED}
 
 
 class RecoverJob(StartupJob):
@@ -41,7 +40,7 @@ class RecoverJob(StartupJob):
                      "engine to decide", vm_id)
             self.step("left-stopped")
             return
-        if state not in _STATUS:
+        if state not in PUBLIC_STATUS:
             raise CreateError(f"domain {vm_id} is {state or 'gone'}")
         self.step("commit")
-        self.commit(_STATUS[state], params=params)
+        self.commit(PUBLIC_STATUS[state], params=params)

@@ -6,6 +6,9 @@ from ..errors import CreateError
 from ..hypervisor import PAUSED, RUNNING
 from ..registry import PAUSED as STATUS_PAUSED, UP
 
+# The public status of a VM whose domain is in a given state.
+PUBLIC_STATUS = {RUNNING: UP, PAUSED: STATUS_PAUSED}
+
 
 def ensure_no_domain(hv, vm_id, error_class=CreateError):
     """Refuse to touch a domain we did not make: defining over an existing
@@ -24,7 +27,7 @@ def running_status(hv, vm_id, paused, error_class=CreateError):
     if state != expected:
         raise error_class(f"domain {vm_id} is {state or 'gone'}, "
                           f"expected {expected}")
-    return STATUS_PAUSED if paused else UP
+    return PUBLIC_STATUS[state]
 
 
 def check_readable_file(path, error_class=CreateError):
