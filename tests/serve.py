@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 import signal
 import subprocess
 import sys
@@ -80,3 +81,23 @@ def wait_job_ended(server, job_id, rounds=10000):
         if info["status"] in ("done", "failed", "aborted"):
             return info["status"]
     raise AssertionError(f"job {job_id} did not end")
+
+
+def storm(server, vms, accepted, reached, after, mem_mib=64):
+    """VM.create `vms` times over RPC, as an engine in a storm would. The
+    vmIds accepted go to `accepted`; `reached` is set once `after` were
+    accepted (or the storm is over). Ends early when the server stops
+    listening."""
+    for _ in range(vms):
+        vm_id = str(uuid.uuid4())
+        try:
+            answer = rpc(server.url, "VM.create", [vm_id, {
+                "vmId": vm_id, "vmName": f"storm-{vm_id}",
+                "memSize": mem_mib}])
+        except OSError:
+            break   # the server stopped (or was killed)
+        if "result" in answer:
+            accepted.append(vm_id)
+        if len(accepted) == after:
+            reached.set()
+    reached.set()

@@ -7,28 +7,12 @@ not running reported as stopped (the engine decides), never forgotten."""
 import random
 import signal
 import threading
-import uuid
 
-from serve import ServeProcess, rpc
+from serve import ServeProcess, rpc, storm
 from realdaemon import require_daemon
 
 VMS = 100
 MOMENTS = 5
-
-
-def storm(server, accepted, kill_after, reached):
-    for i in range(VMS):
-        vm_id = str(uuid.uuid4())
-        try:
-            answer = rpc(server.url, "VM.create", [vm_id, {
-                "vmId": vm_id, "vmName": f"crash-{vm_id}", "memSize": 32}])
-        except OSError:
-            return   # killed
-        if "result" in answer:
-            accepted.append(vm_id)
-        if len(accepted) == kill_after:
-            reached.set()
-    reached.set()
 
 
 def serve(daemon, tmp_path, name):
@@ -53,7 +37,7 @@ def test_kill_9_at_five_moments(daemon, tmp_path, reliability_figures):
         # still come in.
         kill_after = VMS if moment % 2 else rng.randrange(1, VMS)
         client = threading.Thread(target=storm, args=(
-            server, accepted, kill_after, reached))
+            server, VMS, accepted, reached, kill_after, 32))
         client.start()
         assert reached.wait(300)
         up = 0

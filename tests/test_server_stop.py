@@ -5,27 +5,12 @@ VMs keep running, nothing stays staged, and the process exits 0."""
 import re
 import signal
 import threading
-import uuid
 
 import pytest
 
-from serve import ServeProcess, rpc
+from serve import ServeProcess, storm
 
 VMS = 200
-
-
-def storm(server, accepted, halfway):
-    for i in range(VMS):
-        vm_id = str(uuid.uuid4())
-        try:
-            answer = rpc(server.url, "VM.create", [vm_id, {
-                "vmId": vm_id, "vmName": f"storm-{i}", "memSize": 64}])
-        except OSError:
-            return   # the server stopped listening
-        if "result" in answer:
-            accepted.append(vm_id)
-        if i == VMS // 2:
-            halfway.set()
 
 
 @pytest.mark.parametrize("mode,signum", [
@@ -35,8 +20,8 @@ def test_stop_during_storm(tmp_path, mode, signum):
     server = ServeProcess("--listen", "127.0.0.1:0", "--workers", "2",
                           "--stop-mode", mode, tmp_path=tmp_path)
     accepted, halfway = [], threading.Event()
-    client = threading.Thread(target=storm, args=(server, accepted,
-                                                  halfway))
+    client = threading.Thread(target=storm, args=(
+        server, VMS, accepted, halfway, VMS // 2))
     client.start()
     try:
         assert halfway.wait(60)
