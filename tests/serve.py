@@ -72,15 +72,22 @@ def rpc(url, method, params=None, request_id=1):
     return answer
 
 
-def wait_job_ended(server, job_id, rounds=10000):
-    """The job's final status, asked over RPC until it has one (each round
-    is a request: there is no event to wait on across processes)."""
+def wait_job_info(server, job_id, reached, rounds=10000):
+    """The job's JobInfo once `reached(info)` is true, asked over RPC until
+    it is (each round is a request: there is no event to wait on across
+    processes)."""
     for _ in range(rounds):
         info = rpc(server.url, "Host.getJobs", {"job_ids": [job_id]})[
             "result"][job_id]
-        if info["status"] in ("done", "failed", "aborted"):
-            return info["status"]
-    raise AssertionError(f"job {job_id} did not end")
+        if reached(info):
+            return info
+    raise AssertionError(f"job {job_id} did not get there: {info}")
+
+
+def wait_job_ended(server, job_id):
+    """The job's final status."""
+    return wait_job_info(server, job_id, lambda info: info["status"] in (
+        "done", "failed", "aborted"))["status"]
 
 
 def storm(server, vms, accepted, reached, after, mem_mib=64):

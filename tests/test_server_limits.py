@@ -6,7 +6,7 @@ import socket
 import stat
 import uuid
 
-from serve import ServeProcess, post, rpc
+from serve import ServeProcess, post, rpc, wait_job_info
 
 CONFIG = """
 [pool]
@@ -60,8 +60,10 @@ def full_pool_still_answers_get_jobs(server):
     xml = (f"<domain type='test'><name>m</name><uuid>{waiting}</uuid>"
            "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
            "</domain>")
-    rpc(server.url, "VM.migrationCreate", [waiting, {"vmId": waiting,
-                                                     "xml": xml}])
+    job_id = rpc(server.url, "VM.migrationCreate", [waiting, {
+        "vmId": waiting, "xml": xml}])["result"]["params"]["jobId"]
+    # Until the worker took it, the migration job is the one queued.
+    wait_job_info(server, job_id, lambda info: info["step"] == "wait-arrival")
     queued = str(uuid.uuid4())
     assert "result" in rpc(server.url, "VM.create", [queued, {
         "vmId": queued, "vmName": "q", "memSize": 64}])
