@@ -42,6 +42,7 @@ def test_show_defaults_file_and_flags(tmp_path):
     ("[pool]\nworkers = many\n", "pool.workers"),
     ("[pool]\nworkers = 0\n", "pool.workers"),
     ("[pool]\nthreads = 4\n", "threads"),
+    ("[pool]\nadaptive = maybe\n", "pool.adaptive"),
     ("[pools]\nworkers = 4\n", "[pools]"),
     ("[service]\nstop_mode = later\n", "service.stop_mode"),
     ("[rpc]\nmax_request_bytes = -1\n", "rpc.max_request_bytes"),
@@ -76,3 +77,13 @@ def test_missing_file_is_refused(tmp_path):
 def test_dump_reads_back():
     defaults = config.Config()
     assert config.load_text(config.dump(defaults)) == defaults.validate()
+
+
+def test_adaptive_from_file_and_flag(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[pool]\nadaptive = yes\n")
+    assert config.load(str(path)).adaptive is True
+    result = vmjobs("config", "--show", "--config", str(path),
+                    "--no-adaptive")
+    assert result.returncode == 0, result.stderr
+    assert "adaptive = false" in result.stdout

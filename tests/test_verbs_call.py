@@ -6,8 +6,8 @@ from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
 
 from conftest import new_id, vm_params, wait_job
 
-STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
-              "public", "external_domains", "stopped_domains", "jobs_done",
+STATS_KEYS = {"workers", "queue_size", "queued", "running",
+              "admission_limit", "staged", "public", "external_domains", "stopped_domains", "jobs_done",
               "jobs_failed", "jobs_aborted", "recovering"}
 
 
@@ -101,7 +101,10 @@ def test_get_stats_keys(api):
     assert stats["recovering"] is False
     assert stats["workers"] == api.config.workers
     assert stats["queue_size"] == api.config.queue_size
-    counters = STATS_KEYS - {"workers", "queue_size", "recovering"}
+    # Not adaptive (the default): the limit is the workers.
+    assert stats["admission_limit"] == api.config.workers
+    counters = STATS_KEYS - {"workers", "queue_size", "recovering",
+                             "admission_limit"}
     assert {key: stats[key] for key in counters} == dict.fromkeys(counters, 0)
 
     vm_id = new_id()

@@ -66,7 +66,8 @@ class API:
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
-                                 name="vmjobs")
+                                 name="vmjobs",
+                                 admission=_admission(self.config))
         self._step_hook = step_hook
         self.Host = _Namespace(self, "Host")
         self.VM = _Namespace(self, "VM")
@@ -178,6 +179,7 @@ class API:
             "queue_size": pool["queue_size"],
             "queued": pool["queued"],
             "running": pool["running"],
+            "admission_limit": pool["admission_limit"],
             "staged": counts["staged"],
             "public": counts["public"],
             "external_domains": external,
@@ -346,6 +348,16 @@ class API:
             raise GeneralException(
                 f"destroy of VM {vm_id} failed: {exc}") from None
         self.registry.unpublish_claimed(vm_id, claim)
+
+
+def _admission(config):
+    """The gate of the startup jobs' heavy steps: with `adaptive`, a limit
+    that moves between 1 and `workers` (workers.adaptive); without, none
+    (`workers` at once, nothing on the way)."""
+    if not config.adaptive:
+        return None
+    return workers.Admission(config.workers,
+                             workers.AdaptiveLimit(config.workers))
 
 
 class _Namespace:

@@ -16,7 +16,7 @@ from .client import DEFAULT_SERVER, Client, RemoteError
 SERVICE_FLAGS = {
     "uri": "uri", "listen": "listen", "workers": "workers",
     "queue_size": "queue_size", "log_file": "log_file",
-    "stop_mode": "stop_mode",
+    "stop_mode": "stop_mode", "adaptive": "adaptive",
 }
 
 
@@ -76,6 +76,9 @@ def main(argv=None):
                     "server uses, needed to simulate migrations")
     lt.add_argument("--workers", type=int, default=4,
                     help="jobs running at once, in process (default 4)")
+    lt.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
+                    default=configuration.Config.adaptive,
+                    help="the admission limit moves by what it measures")
     lt.add_argument("--queue-size", type=int, default=1000,
                     help="jobs waiting at most, in process (default 1000)")
     lt.add_argument("--domain-type", choices=("kvm", "qemu", "test"),
@@ -122,6 +125,9 @@ def _service_flags(parser):
                         "(default 127.0.0.1:54321)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--queue-size", type=int)
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
+                        help="move the startup admission limit by what it "
+                        "measures ([pool] adaptive)")
     parser.add_argument("--log-file", help="path, or '-' for stderr")
     parser.add_argument("--stop-mode", choices=("drain", "abort"))
 
@@ -231,7 +237,8 @@ def _loadtest(args):
             queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
             rate=args.rate, keep=args.keep, server=args.server,
             tls=(args.cert, args.key, args.ca), json_path=args.json,
-            plot_path=args.plot, domain_type=args.domain_type)
+            plot_path=args.plot, domain_type=args.domain_type,
+            adaptive=args.adaptive)
     finally:
         logs.unconfigure(handler)
     if args.log_file != "-":

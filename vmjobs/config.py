@@ -29,6 +29,11 @@ class Config:
     # (the CPU bound is 30 s) and 38 s with 8: about two per core is
     # fastest; more only makes libvirtd and QEMU fight for the cores.
     workers: int = 4
+    # Let the startup jobs' heavy steps (define and start, restore) run at
+    # most an admission limit at once, moved between 1 and `workers` by
+    # what it measures (workers.adaptive); false: `workers` at once, as
+    # before.
+    adaptive: bool = False
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
     # A job running longer than this (seconds) is reported stuck.
@@ -76,7 +81,10 @@ class Config:
         return self
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "text",
+               bool: "true or false"}
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +107,9 @@ class Setting:
         if self.optional and text == "":
             return None
         try:
-            value = self.kind(text)
-        except ValueError:
+            value = _BOOLEANS[text.lower()] if self.kind is bool \
+                else self.kind(text)
+        except (KeyError, ValueError):
             raise ConfigError(f"{self.name}: {text!r} is not "
                               f"{_KIND_NAMES[self.kind]}") from None
         self.check(value)
@@ -111,6 +120,8 @@ class Setting:
             if self.optional:
                 return
             raise ConfigError(f"{self.name}: a value is required")
+        if self.kind is bool and not isinstance(value, bool):
+            raise ConfigError(f"{self.name}: {value!r} is not true or false")
         if self.kind in (int, float) and (
                 isinstance(value, bool) or
                 not isinstance(value, (int, float))):
@@ -127,6 +138,7 @@ class Setting:
 SETTINGS = [
     Setting("pool", "workers", "workers", int, 1, 1024),
     Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000),
+    Setting("pool", "adaptive", "adaptive", bool),
     Setting("libvirt", "uri", "uri", str, optional=True),
     Setting("libvirt", "domain_type", "domain_type", str,
             choices=("kvm", "qemu", "test"), optional=True),
@@ -213,6 +225,8 @@ def dump(config):
         lines.append(f"[{section}]")
         for key, setting in keys.items():
             value = getattr(config, setting.field)
+            if isinstance(value, bool):
+                value = str(value).lower()
             lines.append(f"{key} = {'' if value is None else value}")
         lines.append("")
     return "\n".join(lines)

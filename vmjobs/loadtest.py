@@ -107,13 +107,14 @@ class Remote:
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         mix=None, rate=None, keep=False, server=None, tls=(None,) * 3,
         json_path=None, plot_path=None, out=sys.stdout, poll_interval=0.1,
-        seed=0, domain_type=None):
+        seed=0, domain_type=None, adaptive=False):
     """Run the load test, print its summary, and return it."""
     counts = split(vms, mix or {"create": 1})
     if server is None:
         target = InProcess(Config(uri=uri, workers=workers,
                                   queue_size=queue_size,
-                                  domain_type=domain_type))
+                                  domain_type=domain_type,
+                                  adaptive=adaptive))
     else:
         target = Remote(server, uri, *tls)
     if counts.get("migration") and target.hv is None:
@@ -129,6 +130,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         storm.prepare(counts)
         records, total, retried = storm.run(out, poll_interval, rate)
         summary = report.summarize(records, total, retried)
+        summary["admission_limits"] = storm.limits
         report.print_summary(summary, out)
         if json_path:
             report.save(json_path, records, summary, {
@@ -136,7 +138,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
                 "rate": rate})
             print(f"timings of every VM: {json_path}", file=out)
         if plot_path:
-            report.plot(records, plot_path)
+            report.plot(records, plot_path, storm.limits)
             print(f"plot: {plot_path}", file=out)
         if not keep:
             started = time.monotonic()
@@ -162,6 +164,7 @@ class Storm:
         self.rng = rng
         self.requests = []   # (mode, vm_id, what the mode needs)
         self._prepared = []  # preparation jobs not yet checked
+        self.limits = []     # (time, admission limit) while the storm ran
 
     def prepare(self, counts):
         """Make the requests; hibernate VMs for the restores to restore."""
@@ -196,7 +199,8 @@ class Storm:
                                "job_id": job_id, "verb_latency": latency}
             if mode == "migration":
                 source.migrate(what[1])
-        infos = self._wait(list(records), progress, poll_interval)
+        infos = self._wait(list(records), progress, poll_interval,
+                           self.limits)
         total = time.monotonic() - started
         if source is not None:
             source.stop()
@@ -219,8 +223,19 @@ class Storm:
         return self.target.call("VM.migrationCreate", [
             vm_id, {**params, "xml": domain_xml}])["params"]["jobId"]
 
-    def _wait(self, job_ids, progress, poll_interval):
+    def _wait(self, job_ids, progress, poll_interval, limits=None):
+        """Poll the jobs until all ended; every second, also the admission
+        limit into `limits` (Host.getStats lists libvirt's domains at each
+        call: too costly to ask ten times a second while the storm runs)."""
+        limit_due = 0.0
         while True:
+            if limits is not None and time.monotonic() >= limit_due:
+                limit_due = time.monotonic() + 1.0
+                limit = self.target.call("Host.getStats").get(
+                    "admission_limit")
+                if limit is not None and (not limits or
+                                          limits[-1][1] != limit):
+                    limits.append((time.time(), limit))
             infos = self.target.call("Host.getJobs", {"job_ids": job_ids})
             ended = [i for i in infos.values() if i["status"] in ENDED]
             if progress is not None:

@@ -7,6 +7,7 @@ another thread takes effect, so a job is never interrupted in the middle of
 a call that has side effects.
 """
 
+import contextlib
 import logging
 import random
 import threading
@@ -48,8 +49,14 @@ class JobNotActive(Exception):
     """The job already ended: it can no longer be aborted."""
 
 
+_NOT_GATED = contextlib.nullcontext()
+
+
 class Job:
     job_type = "job"
+    # The admission gate of the pool that runs the job (workers.admission),
+    # set by Pool.submit; None: only the number of workers limits it.
+    admission = None
 
     def __init__(self, description="", timeout=None, on_step=None,
                  job_id=None):
@@ -100,6 +107,14 @@ class Job:
         with self._lock:
             if self._status is JobStatus.ABORTING:
                 raise JobAborted(f"aborted in step {self._step!r}")
+
+    def admitted(self):
+        """`with self.admitted():` around the job's heavy steps: they run
+        once the pool's admission gate lets them (at most its limit at
+        once), and their time is what an adaptive limit measures."""
+        if self.admission is None:
+            return _NOT_GATED
+        return self.admission.hold(self, self.job_type)
 
     def set_progress(self, percent):
         with self._lock:

@@ -34,7 +34,9 @@ class PoolClosed(Exception):
 
 
 class Pool:
-    def __init__(self, workers, queue_size, name="pool"):
+    def __init__(self, workers, queue_size, name="pool", admission=None):
+        """`admission`: a gate (workers.admission) the jobs' heavy steps
+        pass (Job.admitted); None: they run as soon as a worker takes them."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if queue_size < 1:
@@ -42,6 +44,7 @@ class Pool:
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
+        self.admission = admission
         # Jobs for the workers, in order; a None tells a worker to stop.
         # A job aborted while queued stays in it until a worker skips it.
         self._queue = queue.SimpleQueue()
@@ -80,6 +83,8 @@ class Pool:
                         f"pool {self.name}: {self.queue_size} jobs queued")
                 self._wait_changed()
             self._pending[job.id] = job
+            if self.admission is not None:
+                job.admission = self.admission
             self._queue.put(job)
         job.add_end_callback(self._job_ended)
 
@@ -111,9 +116,11 @@ class Pool:
             return self._wait_changed(self._idle, timeout)
 
     def stats(self):
+        limit = self.admission.limit if self.admission else self.workers
         with self._lock:
             return {
                 "workers": self.workers,
+                "admission_limit": limit,
                 "queue_size": self.queue_size,
                 "queued": len(self._pending),
                 "running": len(self._current),
