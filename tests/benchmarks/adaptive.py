@@ -41,6 +41,7 @@ from vmjobs.hypervisor import Hypervisor
 from vmjobs.params import parse_create
 from vmjobs.sandbox import Sandbox
 
+PRIVATE_MOUNTS = "VMJOBS_BENCH_PRIVATE_MOUNTS"
 RATE_WINDOW = 3.0   # seconds: completed starts per second over this
 
 
@@ -188,9 +189,12 @@ class ThrottledDisk:
 
 def with_disk(hv, vm_id, disk_dir):
     """The minimal guest's XML with a 64 MiB raw disk of its own, read
-    with the host's cache off (so every read reaches the device)."""
+    with the host's cache off (so every read reaches the device). Its
+    first MiB is written: ext4 answers reads of a hole (or of fallocated
+    space) with zeros without reading the device."""
     path = os.path.join(disk_dir, f"{vm_id}.raw")
     with open(path, "wb") as f:
+        f.write(bytes(1 << 20))
         f.truncate(64 << 20)
     xml = domxml.compose(parse_create(vm_id, params(vm_id)), hv.guest)
     disk = (f"<disk type='file' device='disk'><driver name='qemu' "
@@ -327,6 +331,13 @@ def main():
     args = parser.parse_args()
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
     wanted = args.cases.split(",")
+    if "storage" in wanted and not os.environ.get(PRIVATE_MOUNTS):
+        # Mount the disk in a mount namespace of our own: mounted in the
+        # host's, it would be copied into every namespace made meanwhile
+        # (other sandboxes') and its loop device held until they end.
+        os.environ[PRIVATE_MOUNTS] = "1"
+        os.execvp("unshare", ["unshare", "--mount", "--propagation",
+                              "private", sys.executable, *sys.argv])
     base = tempfile.mkdtemp(prefix="vmjobs-bench-adaptive-")
     # The disk is mounted before the daemon starts: its mount namespace
     # is private, later mounts would not reach it.
