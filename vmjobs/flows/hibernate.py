@@ -4,9 +4,9 @@ and take it out of the public registry.
 Not a startup flow but the inverse of restore, and the only job that runs
 on a public VM. Its reservation claims the VM (Saving State) and creates
 the state file, empty and exclusively (O_EXCL): an existing file is never
-overwritten, and two hibernations can never share one. Until the state is saved the VM stays public and running
-if anything fails; once saved, a failure or an abort brings it back from
-the file."""
+overwritten, and two hibernations can never share one. Until the state is
+saved the VM stays public and running if anything fails; once saved, a
+failure or an abort brings it back from the file."""
 
 import logging
 import os
