@@ -2,7 +2,7 @@
 leaves behind."""
 
 from . import domxml
-from .hypervisor import SHUTOFF
+from .hypervisor import DomainState
 
 
 def host_stats(pool, registry, recovery, hv):
@@ -19,7 +19,7 @@ def host_stats(pool, registry, recovery, hv):
     for domain in hv.list_domains(domxml.METADATA_NS):
         if domain.metadata is None:
             external += 1
-        elif domain.state == SHUTOFF and domain.uuid not in known:
+        elif domain.state == DomainState.SHUTOFF and domain.uuid not in known:
             stopped += 1
     return {
         "workers": pool_stats["workers"],
@@ -40,4 +40,4 @@ def host_stats(pool, registry, recovery, hv):
 def our_domains_running(hv):
     """How many domains carrying vmjobs' metadata are not shut off."""
     return sum(1 for d in hv.list_domains(domxml.METADATA_NS)
-               if d.metadata is not None and d.state != SHUTOFF)
+               if d.metadata is not None and d.state != DomainState.SHUTOFF)

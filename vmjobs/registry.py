@@ -9,20 +9,29 @@ out is a consistent snapshot that needs no lock to read.
 """
 
 import dataclasses
+import enum
 import threading
 
 import workers
 
 from .errors import MigrateLimit, NoVM, VmExists
 
-# Statuses of staged VMs, per startup mode; public VMs are Up, Paused or
-# Saving State.
-WAIT_FOR_LAUNCH = "WaitForLaunch"
-RESTORING_STATE = "Restoring state"
-MIGRATION_DESTINATION = "Migration Destination"
-UP = "Up"
-PAUSED = "Paused"
-SAVING_STATE = "Saving State"
+
+class VmStatus(str, enum.Enum):
+    """A VM's status as the engine sees it (VDSM's words)."""
+    # Public VMs
+    UP = "Up"
+    PAUSED = "Paused"
+    SAVING_STATE = "Saving State"          # being hibernated
+    MIGRATION_SOURCE = "Migration Source"  # VDSM's; vmjobs never migrates out
+    # Staged VMs, per startup mode
+    WAIT_FOR_LAUNCH = "WaitForLaunch"
+    RESTORING_STATE = "Restoring state"
+    MIGRATION_DESTINATION = "Migration Destination"
+
+    # Printed, formatted and sent as the plain string.
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 class VmBusy(Exception):

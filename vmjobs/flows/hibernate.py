@@ -14,8 +14,8 @@ import os
 from workers import JobStatus
 
 from ..errors import MigrateError
-from ..hypervisor import PAUSED, RUNNING
-from ..registry import PAUSED as STATUS_PAUSED, SAVING_STATE, VmBusy
+from ..hypervisor import DomainState
+from ..registry import VmBusy, VmStatus
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
@@ -58,7 +58,7 @@ class HibernateJob(VmJob):
         works on it) and create the state file."""
         try:
             self.previous_status = self.registry.claim(
-                self.vm_id, SAVING_STATE, self).status
+                self.vm_id, VmStatus.SAVING_STATE, self).status
         except VmBusy as exc:
             raise MigrateError(f"cannot hibernate: {exc}") from None
         try:
@@ -78,7 +78,7 @@ class HibernateJob(VmJob):
             rollback.push(f"undo the hibernation of VM {vm_id}", self._undo)
             self.step("prepare")
             state = self.hv.state(vm_id)
-            if state not in (RUNNING, PAUSED):
+            if state not in (DomainState.RUNNING, DomainState.PAUSED):
                 raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
                                    "nothing to save")
             self.step("save")
@@ -113,7 +113,7 @@ class HibernateJob(VmJob):
             # The file holds the VM's only state: it goes only once the VM
             # runs again and is persistent (if this raises, it stays).
             self.hv.restore(self.path, self.vm_id,
-                            paused=self.previous_status == STATUS_PAUSED)
+                            paused=self.previous_status == VmStatus.PAUSED)
             self._brought_back = True
             self.hv.persist(self.vm_id)
         remove_state_file(self.path)

@@ -11,16 +11,17 @@ timeout."""
 import threading
 import time
 
-from .. import domxml, registry
+from .. import domxml
 from ..errors import MigrateError, VdsmError
-from ..hypervisor import RUNNING, HypervisorError
+from ..hypervisor import DomainState, HypervisorError
+from ..registry import VmStatus
 from .base import Rollback, StartupJob
 from .steps import ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):
     job_type = "migration-destination"
-    staged_status = registry.MIGRATION_DESTINATION
+    staged_status = VmStatus.MIGRATION_DESTINATION
     error_class = MigrateError
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
@@ -69,7 +70,7 @@ class MigrationDestinationJob(StartupJob):
                                  domxml.metadata_element(vm_id,
                                                          self.spec.params))
             self.step("commit")
-            self.commit(registry.UP)
+            self.commit(VmStatus.UP)
 
     def _wait_for_arrival(self):
         """Return once the domain runs here; raise on abort or timeout."""
@@ -82,7 +83,7 @@ class MigrationDestinationJob(StartupJob):
                 # lost: it makes the next wait return at once.
                 self._wake.clear()
                 self.check_abort()
-                if self.hv.state(self.vm_id) == RUNNING:
+                if self.hv.state(self.vm_id) == DomainState.RUNNING:
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

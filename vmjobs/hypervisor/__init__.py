@@ -10,9 +10,8 @@
 """
 
 from .adapter import Hypervisor
-from .domains import OTHER, PAUSED, RUNNING, SHUTOFF, DomainInfo, GuestKind
+from .domains import DomainInfo, DomainState, GuestKind
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
 
-__all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "GuestKind",
-           "Hypervisor", "HypervisorError", "OTHER", "PAUSED", "RUNNING",
-           "SHUTOFF"]
+__all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
+           "GuestKind", "Hypervisor", "HypervisorError"]

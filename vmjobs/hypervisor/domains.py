@@ -2,30 +2,37 @@
 each, and what a new guest is made of on a connection."""
 
 import dataclasses
+import enum
 import xml.etree.ElementTree as ET
 
 import libvirt
 
 from .errors import NO_DOMAIN, HypervisorError
 
-# Domain states as vmjobs sees them.
-RUNNING = "running"
-PAUSED = "paused"
-SHUTOFF = "shutoff"
-OTHER = "other"
+class DomainState(str, enum.Enum):
+    """A domain's state as vmjobs sees it (libvirt has eight)."""
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    OTHER = "other"
+
+    # Printed, formatted and sent as the plain string.
+    __str__ = str.__str__
+    __format__ = str.__format__
+
 
 _STATES = {
-    libvirt.VIR_DOMAIN_RUNNING: RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PAUSED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: PAUSED,
-    libvirt.VIR_DOMAIN_SHUTOFF: SHUTOFF,
-    libvirt.VIR_DOMAIN_CRASHED: SHUTOFF,
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.SHUTOFF,
 }
 
 
 def state_of(dom):
-    return _STATES.get(dom.state()[0], OTHER)
+    return _STATES.get(dom.state()[0], DomainState.OTHER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +47,7 @@ class GuestKind:
 class DomainInfo:
     uuid: str
     name: str
-    state: str
+    state: DomainState
     persistent: bool
     metadata: str | None   # our metadata element, if the domain has it
 
@@ -56,7 +63,8 @@ def domain_info(dom, metadata_ns):
             raise
         # Gone between the listing and this look: report it as stopped
         # and transient, which is what is left of it.
-        return DomainInfo(dom.UUIDString(), dom.name(), SHUTOFF, False, None)
+        return DomainInfo(dom.UUIDString(), dom.name(), DomainState.SHUTOFF,
+                          False, None)
 
 
 def metadata_of(dom, metadata_ns):

@@ -8,7 +8,7 @@ import tempfile
 
 import libvirt
 
-from .domains import PAUSED, RUNNING, state_of
+from .domains import DomainState, state_of
 
 # Undefine also what a domain may carry beside its definition; the test
 # driver knows only the first two flags.
@@ -55,9 +55,9 @@ class TestDriver:
         conn.restore(path)
         dom = conn.lookupByUUIDString(uuid)
         state = state_of(dom)
-        if paused and state == RUNNING:
+        if paused and state == DomainState.RUNNING:
             dom.suspend()
-        elif not paused and state == PAUSED:
+        elif not paused and state == DomainState.PAUSED:
             dom.resume()
 
 
