@@ -1,11 +1,12 @@
-"""VM.migrationCreate on libvirt's test driver, the source host played by vmjobs.simulation: arrival, timeout, destroy, limits, refusals and faults."""
+"""VM.migrationCreate on libvirt's test driver, the source host played by vmjobs.tools.simulation: arrival, timeout, destroy, limits, refusals and faults."""
 
 import threading
 
 import libvirt
 import pytest
 
-from vmjobs import domxml, simulation
+from vmjobs import domxml
+from vmjobs.tools import simulation
 from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
                            MissParam, NoVM)
 from workers.job import current_job
@@ -66,7 +67,7 @@ class Watched:
     While the test holds `frozen`, lookups wait: a simulated arrival made
     under it is seen whole. (On the test driver the simulation creates the
     domain running and only then suspends it; a real incoming domain is
-    paused from the start. See the report on vmjobs.simulation.)"""
+    paused from the start. See the report on vmjobs.tools.simulation.)"""
 
     def __init__(self, real):
         self._real = real

@@ -7,7 +7,8 @@ import hashlib
 
 import pytest
 
-from vmjobs import domxml, simulation
+from vmjobs import domxml
+from vmjobs.tools import simulation
 
 from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id, our_domains,
                       vm_params, wait_job)

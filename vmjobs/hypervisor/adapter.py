@@ -9,7 +9,7 @@ import time
 import libvirt
 
 from .connections import Connections
-from .domains import domain_info, guest_kind, metadata_of, state_of
+from .domains import domain_info, guest_kind, lookup, metadata_of, state_of
 from .drivers import private_test_host
 from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
                      translated)
@@ -66,13 +66,8 @@ class Hypervisor:
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
-            try:
-                dom = conn.lookupByUUIDString(uuid)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == NO_DOMAIN:
-                    return None
-                raise
-            return state_of(dom)
+            dom = lookup(conn, uuid)
+            return None if dom is None else state_of(dom)
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -107,12 +102,9 @@ class Hypervisor:
 
     def _remove_once(self, uuid):
         with self.connection() as conn, translated("remove"):
-            try:
-                dom = conn.lookupByUUIDString(uuid)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == NO_DOMAIN:
-                    return False
-                raise
+            dom = lookup(conn, uuid)
+            if dom is None:
+                return False
             ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
             ignoring(lambda: dom.undefineFlags(self._driver.undefine_flags),
                      NO_DOMAIN, OPERATION_INVALID)

@@ -35,6 +35,16 @@ def state_of(dom):
     return _STATES.get(dom.state()[0], DomainState.OTHER)
 
 
+def lookup(conn, uuid):
+    """The domain with this UUID, or None if there is none."""
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == NO_DOMAIN:
+            return None
+        raise
+
+
 @dataclasses.dataclass(frozen=True)
 class GuestKind:
     """What a new minimal guest is made of on this connection."""

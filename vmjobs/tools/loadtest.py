@@ -6,7 +6,7 @@ test driver) or a running `vmjobs serve` over JSON-RPC (`--server`). A
 storm can mix the startup modes (`--mix create=70,restore=20,
 migration=10`): restores need state files, which a preparation phase makes
 by creating and hibernating VMs; incoming migrations need a source, which
-the load test plays itself (vmjobs.simulation: the domain appears paused,
+the load test plays itself (vmjobs.tools.simulation: the domain appears paused,
 then resumes), as libvirt's test driver cannot migrate; it needs the
 libvirt the service uses (in-process, or `--uri` with `--server`).
 
@@ -25,12 +25,13 @@ import threading
 import time
 import uuid
 
-from . import domxml, report, simulation
-from .api import API
+from .. import domxml
+from ..api import API
+from ..config import Config
+from ..hypervisor import Hypervisor
+from ..params import parse_create
+from . import report, simulation
 from .client import Client
-from .config import Config
-from .hypervisor import Hypervisor
-from .params import parse_create
 
 MODES = ("create", "restore", "migration")
 ENDED = ("done", "failed", "aborted")

@@ -12,8 +12,8 @@ that moment sees it running. A whole simulated migration ends running
 anyway; a test of a half-arrived domain must hold the job's lookups while
 begin_incoming_migration runs."""
 
-from . import domxml
-from .hypervisor.errors import translated
+from .. import domxml
+from ..hypervisor.errors import translated
 
 
 def create_transient(hv, domain_xml, paused=False):

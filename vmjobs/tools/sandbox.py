@@ -115,7 +115,7 @@ class Sandbox:
         started = time.monotonic()
         process = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private",
-             sys.executable, "-m", "vmjobs.sandbox", "_supervise", self.dir,
+             sys.executable, "-m", "vmjobs.tools.sandbox", "_supervise", self.dir,
              self.cache_dir],
             stdin=subprocess.DEVNULL, stdout=output, stderr=output,
             start_new_session=True, env=_env_finding_this_package())
