@@ -107,22 +107,7 @@ class API:
             raise Recovering("recovering the VMs found at start-up: "
                              "try again when Host.getStats shows "
                              "recovering false")
-        if params is None:
-            params = {}
-        if isinstance(params, dict):
-            for key in params:
-                if key not in param_names:
-                    raise InvalidParams(key, f"{method} takes no such "
-                                        "parameter")
-            args, kwargs = (), params
-        elif isinstance(params, (list, tuple)):
-            if len(params) > len(param_names):
-                raise InvalidParams(param_names[-1] if param_names else
-                                    "params", f"{method} takes at most "
-                                    f"{len(param_names)} parameter(s)")
-            args, kwargs = tuple(params), {}
-        else:
-            raise InvalidParams("params", "must be an object or an array")
+        args, kwargs = _bind(method, param_names, params)
         try:
             return getattr(self, name)(*args, **kwargs)
         except VdsmError:
@@ -259,6 +244,25 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+
+
+def _bind(method, param_names, params):
+    """(args, kwargs) for verb `method`, taking `param_names`, called with
+    `params`: named (a dict), positional (a list) or none."""
+    if params is None:
+        return (), {}
+    if isinstance(params, dict):
+        for key in params:
+            if key not in param_names:
+                raise InvalidParams(key, f"{method} takes no such parameter")
+        return (), params
+    if isinstance(params, (list, tuple)):
+        if len(params) > len(param_names):
+            raise InvalidParams(param_names[-1] if param_names else
+                                "params", f"{method} takes at most "
+                                f"{len(param_names)} parameter(s)")
+        return tuple(params), {}
+    raise InvalidParams("params", "must be an object or an array")
 
 
 class _Namespace:
