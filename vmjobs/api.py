@@ -5,8 +5,10 @@
 results and the same errors (VdsmError subclasses carrying VDSM's codes) as
 the JSON-RPC server gives.
 
-A request becomes a typed job here, is validated and staged before it is
-queued, and the verb returns at once; the pool runs the job's flow.
+A request is validated here and becomes a typed job (flows/), which
+reserves what it needs (job.reserve: its vmId staged, or the public VM
+claimed) before it is queued; the verb returns at once and the pool runs
+the job's flow. VM.destroy is not a job: destroy.py.
 """
 
 import logging

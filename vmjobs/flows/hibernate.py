@@ -68,8 +68,10 @@ class HibernateJob(VmJob):
             raise
 
     def release(self):
-        self.registry.release(self.vm_id, self, self.previous_status)
+        # The file first: once the VM is released, another hibernation may
+        # claim it, and may want the same path.
         remove_state_file(self.path)
+        self.registry.release(self.vm_id, self, self.previous_status)
 
     def run(self):
         vm_id = self.vm_id
