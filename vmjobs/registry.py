@@ -29,9 +29,11 @@ class VmStatus(str, enum.Enum):
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
 
-    # Printed, formatted and sent as the plain string.
+    # Printed, formatted and sent as the plain string; str's own hash (as
+    # workers.JobStatus, for speed as a dict key).
     __str__ = str.__str__
     __format__ = str.__format__
+    __hash__ = str.__hash__
 
 
 class VmBusy(Exception):

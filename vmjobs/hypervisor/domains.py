@@ -16,9 +16,11 @@ class DomainState(str, enum.Enum):
     SHUTOFF = "shutoff"
     OTHER = "other"
 
-    # Printed, formatted and sent as the plain string.
+    # Printed, formatted and sent as the plain string; str's own hash (as
+    # workers.JobStatus, for speed as a dict key).
     __str__ = str.__str__
     __format__ = str.__format__
+    __hash__ = str.__hash__
 
 
 _STATES = {

@@ -23,6 +23,8 @@ import tempfile
 import time
 import uuid
 
+from workers import ENDED, JobStatus
+
 from .. import domxml
 from ..config import Config
 from ..params import parse_create
@@ -30,7 +32,6 @@ from . import report
 from .targets import InProcess, Remote, SimulatedSource
 
 MODES = ("create", "restore", "migration")
-ENDED = ("done", "failed", "aborted")
 RETRIED = {1100: "ResourceExhausted", 82: "migrateLimit"}
 
 
@@ -99,7 +100,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
             print(f"plot: {plot_path}", file=out)
         if not keep:
             started = time.monotonic()
-            up = [r["vm_id"] for r in records if r["status"] == "done"]
+            up = [r["vm_id"] for r in records if r["status"] == JobStatus.DONE]
             for vm_id in up:
                 target.call("VM.destroy", [vm_id])
             summary["destroy_s"] = time.monotonic() - started
@@ -186,9 +187,9 @@ class Storm:
                 # From the jobs themselves: Host.getStats lists libvirt's
                 # domains at each call, too costly to ask ten times a second
                 # while the storm runs.
-                up = sum(1 for i in ended if i["status"] == "done")
+                up = sum(1 for i in ended if i["status"] == JobStatus.DONE)
                 queued = sum(1 for i in infos.values()
-                             if i["status"] == "pending")
+                             if i["status"] == JobStatus.PENDING)
                 progress.show("starting", len(ended), up, len(ended) - up,
                               queued, len(infos) - len(ended) - queued)
             if len(ended) == len(job_ids):
@@ -224,7 +225,7 @@ class Storm:
 
     def _check_prepared(self):
         infos = self._wait(self._prepared, None, 0.05)
-        failed = [i for i in infos.values() if i["status"] != "done"]
+        failed = [i for i in infos.values() if i["status"] != JobStatus.DONE]
         if failed:
             raise RuntimeError(f"preparing the storm failed: {failed[0]}")
         self._prepared = []
