@@ -9,15 +9,15 @@ out is a consistent snapshot that needs no lock to read.
 """
 
 import dataclasses
-import enum
 import threading
 
 import workers
 
 from .errors import MigrateLimit, NoVM, VmExists
+from .strenum import StrEnum
 
 
-class VmStatus(str, enum.Enum):
+class VmStatus(StrEnum):
     """A VM's status as the engine sees it (VDSM's words)."""
     # Public VMs
     UP = "Up"
@@ -29,12 +29,6 @@ class VmStatus(str, enum.Enum):
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
 
-    # Printed, formatted and sent as the plain string; str's own hash (as
-    # workers.JobStatus, for speed as a dict key).
-    __str__ = str.__str__
-    __format__ = str.__format__
-    __hash__ = str.__hash__
-
 
 class VmBusy(Exception):
     """The public VM already has a job running on it."""
@@ -43,7 +37,7 @@ class VmBusy(Exception):
 @dataclasses.dataclass(frozen=True)
 class Vm:
     vm_id: str
-    status: str
+    status: VmStatus
     params: dict                 # the engine's parameters; never mutated
     staging: bool
     # What works on the VM: its startup job while staged; a hibernate job or

@@ -2,25 +2,20 @@
 each, and what a new guest is made of on a connection."""
 
 import dataclasses
-import enum
 import xml.etree.ElementTree as ET
 
 import libvirt
 
+from ..strenum import StrEnum
 from .errors import NO_DOMAIN, HypervisorError
 
-class DomainState(str, enum.Enum):
+
+class DomainState(StrEnum):
     """A domain's state as vmjobs sees it (libvirt has eight)."""
     RUNNING = "running"
     PAUSED = "paused"
     SHUTOFF = "shutoff"
     OTHER = "other"
-
-    # Printed, formatted and sent as the plain string; str's own hash (as
-    # workers.JobStatus, for speed as a dict key).
-    __str__ = str.__str__
-    __format__ = str.__format__
-    __hash__ = str.__hash__
 
 
 _STATES = {
