@@ -11,8 +11,7 @@ from vmjobs.hypervisor import HypervisorError
 
 # The adapter's verbs that talk to libvirt.
 CALLS = ("state", "define", "start", "remove", "list_domains", "metadata",
-         "save", "saved_domain_xml", "restore", "persist", "set_metadata",
-         "create_transient", "resume")
+         "save", "saved_domain_xml", "restore", "persist", "set_metadata")
 
 
 # What a failed call raises, by kind of fault.

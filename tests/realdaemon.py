@@ -1,5 +1,5 @@
 """Fixtures for the tests on a real libvirtd with QEMU: private daemons
-started by the suite itself (vmjobs.sandbox). On CI (CI=true) a missing
+started by the suite itself (vmjobs.tools.sandbox). On CI (CI=true) a missing
 requirement fails these tests; elsewhere they are skipped with the reason
 and what to install."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from vmjobs.api import API
 from vmjobs.config import Config
-from vmjobs.sandbox import Sandbox, missing_requirements
+from vmjobs.tools.sandbox import Sandbox, missing_requirements
 
 WAIT = 300   # seconds: real VMs on a 2-core machine
 

@@ -6,7 +6,7 @@ fault points exercised is reported at the end of the run."""
 
 import pytest
 
-from vmjobs import simulation
+from vmjobs.tools import simulation
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import HypervisorError

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vmjobs import loadtest, report
+from vmjobs.tools import loadtest, report
 
 
 def test_loadtest_command(tmp_path):

@@ -8,6 +8,7 @@ import hashlib
 import pytest
 
 from vmjobs import domxml
+from vmjobs.tools import simulation
 
 from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id, our_domains,
                       vm_params, wait_job)
@@ -50,7 +51,7 @@ def test_restore_brings_back_the_vm(api, tmp_path, paused):
     assert stats["status"] == ("Paused" if paused else "Up")
     assert stats["params"] == params
     assert checksum(path) == before
-    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    dom = api.hv.shared_connection.lookupByUUIDString(vm_id)
     assert dom.isPersistent()
     assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
                                 ) == (vm_id, params)
@@ -95,8 +96,8 @@ def test_plain_libvirt_save_file_is_restored_with_request_params(
     vmjobs metadata: the VM gets the request's params, and the metadata,
     so the next start recovers it."""
     vm_id = new_id()
-    api.hv.create_transient(
-        f"<domain type='test'><name>outside</name><uuid>{vm_id}</uuid>"
+    simulation.create_transient(
+        api.hv, f"<domain type='test'><name>outside</name><uuid>{vm_id}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
     path = tmp_path / "outside.state"
     api.hv.save(vm_id, str(path))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
                                  rule)
 
-from vmjobs import simulation
+from vmjobs.tools import simulation
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import VdsmError

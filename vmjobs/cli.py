@@ -9,8 +9,9 @@ import tempfile
 import time
 
 from . import config as configuration
-from . import loadtest, logs, report
-from .client import DEFAULT_SERVER, Client, RemoteError
+from . import logs
+from .tools import loadtest, report
+from .tools.client import DEFAULT_SERVER, Client, RemoteError
 
 # Flags that override the configuration file: flag -> Config field.
 SERVICE_FLAGS = {
@@ -257,7 +258,7 @@ def _report(args):
 
 
 def _sandbox(args):
-    from .sandbox import Sandbox, SandboxError
+    from .tools.sandbox import Sandbox, SandboxError
     sandbox = Sandbox(args.dir)
     try:
         if args.action == "start":

@@ -5,8 +5,8 @@ import logging
 import signal
 import sys
 
-from . import domxml
 from .api import API
+from .host import our_domains_running
 from .server import Server
 
 log = logging.getLogger("vmjobs.service")
@@ -44,8 +44,7 @@ def stop_summary(api):
     """What a stop leaves: public VMs keep running (the next start recovers
     them); nothing staged; every vmjobs domain is a public VM."""
     counts = api.registry.counts()
-    running = sum(1 for d in api.hv.list_domains(domxml.METADATA_NS)
-                  if d.metadata is not None and d.state != "shutoff")
+    running = our_domains_running(api.hv)
     summary = (f"public={counts['public']} staged={counts['staged']} "
                f"vmjobs_domains_running={running}")
     log.info("stopped: %s", summary)

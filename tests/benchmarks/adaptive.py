@@ -39,7 +39,7 @@ from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
 from vmjobs.params import parse_create
-from vmjobs.sandbox import Sandbox
+from vmjobs.tools.sandbox import Sandbox
 
 PRIVATE_MOUNTS = "VMJOBS_BENCH_PRIVATE_MOUNTS"
 RATE_WINDOW = 3.0   # seconds: completed starts per second over this

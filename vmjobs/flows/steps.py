@@ -3,11 +3,12 @@
 import os
 
 from ..errors import CreateError
-from ..hypervisor import PAUSED, RUNNING
-from ..registry import PAUSED as STATUS_PAUSED, UP
+from ..hypervisor import DomainState
+from ..registry import VmStatus
 
 # The public status of a VM whose domain is in a given state.
-PUBLIC_STATUS = {RUNNING: UP, PAUSED: STATUS_PAUSED}
+PUBLIC_STATUS = {DomainState.RUNNING: VmStatus.UP,
+                 DomainState.PAUSED: VmStatus.PAUSED}
 
 
 def ensure_no_domain(hv, vm_id, error_class=CreateError):
@@ -23,7 +24,7 @@ def running_status(hv, vm_id, paused, error_class=CreateError):
     """The public status of a domain that must now run (or be paused, when
     `paused`); raise if it does neither."""
     state = hv.state(vm_id)
-    expected = PAUSED if paused else RUNNING
+    expected = DomainState.PAUSED if paused else DomainState.RUNNING
     if state != expected:
         raise error_class(f"domain {vm_id} is {state or 'gone'}, "
                           f"expected {expected}")
