@@ -9,7 +9,8 @@ import time
 import libvirt
 
 from .connections import Connections
-from .domains import domain_info, guest_kind, lookup, metadata_of, state_of
+from .domains import (domain_info, find, guest_kind, lookup, metadata_of,
+                      remember, state_of)
 from .drivers import private_test_host
 from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
                      translated)
@@ -67,17 +68,22 @@ class Hypervisor:
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
-            return None if dom is None else state_of(dom)
+            try:
+                return None if dom is None else state_of(dom)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    return None   # removed since it was found
+                raise
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
         with self.connection() as conn, translated("define"):
-            conn.defineXML(domain_xml)
+            remember(conn.defineXML(domain_xml))
 
     def start(self, uuid, paused=False):
         """Start a defined domain, paused if asked."""
         with self.connection() as conn, translated("start"):
-            dom = conn.lookupByUUIDString(uuid)
+            dom = find(conn, uuid)
             if paused:
                 self._driver.start_paused(dom)
             else:
@@ -113,7 +119,7 @@ class Hypervisor:
     def save(self, uuid, path):
         """Save the running domain's state to `path`; the domain stops."""
         with self.connection() as conn, translated("save"):
-            conn.lookupByUUIDString(uuid).save(path)
+            find(conn, uuid).save(path)
 
     def saved_domain_xml(self, path):
         """The domain XML inside a saved-state file (the file is only read)."""
@@ -131,14 +137,14 @@ class Hypervisor:
         """Make a transient domain persistent with its current definition
         (a restored or migrated-in domain may arrive transient)."""
         with self.connection() as conn, translated("persist"):
-            dom = conn.lookupByUUIDString(uuid)
+            dom = find(conn, uuid)
             if not dom.isPersistent():
                 conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
 
     def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
         """Set our metadata element, live and (if persistent) in the config."""
         with self.connection() as conn, translated("set metadata"):
-            dom = conn.lookupByUUIDString(uuid)
+            dom = find(conn, uuid)
             flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
             if dom.isPersistent():
                 flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -154,4 +160,4 @@ class Hypervisor:
 
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
-            return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)
+            return metadata_of(find(conn, uuid), metadata_ns)

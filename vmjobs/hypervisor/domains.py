@@ -2,6 +2,7 @@
 each, and what a new guest is made of on a connection."""
 
 import dataclasses
+import threading
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -32,10 +33,38 @@ def state_of(dom):
     return _STATES.get(dom.state()[0], DomainState.OTHER)
 
 
+# The domain each thread defined or found last, and its UUID. A flow works
+# on one domain at a time, so its next call on it (start after define, the
+# state check after start) needs no lookup: a round trip to the daemon,
+# which on a host busy starting guests waits for a core like everything
+# else (docs/benchmarks.md, the pool's own cost). A handle is as good as a
+# lookup: libvirt finds its domain by UUID at every call (the remote
+# protocol carries the UUID, the drivers look it up), so a domain removed
+# since answers NO_DOMAIN either way. It is used only on the connection it
+# came from (a lost connection is replaced by another).
+_recent = threading.local()
+
+
+def remember(dom):
+    """`dom` is the one find() and lookup() return next on its connection,
+    in this thread, for its UUID."""
+    _recent.dom, _recent.uuid = dom, dom.UUIDString()
+
+
+def find(conn, uuid):
+    """The domain with this UUID; libvirtError NO_DOMAIN if there is none."""
+    dom = getattr(_recent, "dom", None)
+    if dom is not None and _recent.uuid == uuid and dom.connect() is conn:
+        return dom
+    dom = conn.lookupByUUIDString(uuid)
+    _recent.dom, _recent.uuid = dom, uuid
+    return dom
+
+
 def lookup(conn, uuid):
     """The domain with this UUID, or None if there is none."""
     try:
-        return conn.lookupByUUIDString(uuid)
+        return find(conn, uuid)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == NO_DOMAIN:
             return None
