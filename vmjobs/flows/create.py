@@ -22,7 +22,7 @@ class CreateJob(StartupJob):
             ensure_no_domain(self.hv, vm_id)
             with self.admitted():
                 self.step("define")
-                self.hv.define(self.domain_xml)
+                self.hv.define(self.domain_xml, vm_id)
                 # libvirt has it now; an ended job is kept for a while and
                 # need not carry it.
                 self.domain_xml = None

@@ -75,10 +75,13 @@ class Hypervisor:
                     return None   # removed since it was found
                 raise
 
-    def define(self, domain_xml):
-        """Define a persistent domain (does not start it)."""
+    def define(self, domain_xml, uuid=None):
+        """Define a persistent domain (does not start it). Given its `uuid`,
+        the next calls on it in this thread need no lookup."""
         with self.connection() as conn, translated("define"):
-            remember(conn.defineXML(domain_xml))
+            dom = conn.defineXML(domain_xml)
+            if uuid is not None:
+                remember(dom, uuid)
 
     def start(self, uuid, paused=False):
         """Start a defined domain, paused if asked."""

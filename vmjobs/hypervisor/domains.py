@@ -45,10 +45,10 @@ def state_of(dom):
 _recent = threading.local()
 
 
-def remember(dom):
-    """`dom` is the one find() and lookup() return next on its connection,
-    in this thread, for its UUID."""
-    _recent.dom, _recent.uuid = dom, dom.UUIDString()
+def remember(dom, uuid):
+    """`dom` (domain `uuid`) is the one find() and lookup() return next on
+    its connection, in this thread, for that UUID."""
+    _recent.dom, _recent.uuid = dom, uuid
 
 
 def find(conn, uuid):
