@@ -233,7 +233,9 @@ class Pool:
                 self._running[job.id] = job
                 if self._waiters:    # room for submit(wait=True)
                     self._changed.notify_all()
-                return job, self._abort_queued
+                # A woken job runs (if aborted, its rollback); one queued
+                # after an ABORT shutdown is aborted instead.
+                return job, self._abort_queued and lane != RESUMED
 
     def _settle(self, finished: Optional[Tuple[Job, JobStatus]]) -> bool:
         """Count the job this worker ended (if any); True if the worker may
