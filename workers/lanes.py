@@ -44,7 +44,8 @@ _LANES = 1 + 2 * len(Priority)     # resumed, then each class twice
 
 def lane_of(job: Any) -> int:
     """The lane a newly submitted job waits in."""
-    return 1 + 2 * job.priority + (1 if job.admission else 0)
+    lane: int = 1 + 2 * job.priority + (1 if job.admission else 0)
+    return lane
 
 
 def needs_admission(lane: int) -> bool:

@@ -30,7 +30,7 @@ import functools
 import logging
 import queue
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .job import Job, JobEnded, current_job
 from .lanes import RESUMED, Lanes, lane_of
@@ -65,7 +65,7 @@ class Pool:
         # The workers' bell: one token per job put in the lanes (and one
         # None passed on by each worker that stops). A token may find no
         # job (taken by another worker, or aborted while queued): harmless.
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._timer = Timer(name)
         # Guards the fields below. _changed is notified, when someone waits
         # on it (_waiters), as a queued job leaves the queue's count (room
@@ -198,6 +198,7 @@ class Pool:
             finished = None
             if job is None:
                 continue
+            status: Optional[JobStatus]
             try:
                 if abort:
                     _abort_quietly(job)
@@ -290,7 +291,7 @@ class Pool:
                 self._count_ended(job, status)
                 self._notify()
 
-    def _wait_changed(self, predicate: Any = None,
+    def _wait_changed(self, predicate: Optional[Callable[[], bool]] = None,
                       timeout: Optional[float] = None) -> bool:
         # Caller holds _lock.
         self._waiters += 1
