@@ -32,8 +32,8 @@ def test_pool_refuses_when_queue_is_full():
         with pytest.raises(QueueFull):
             pool.submit(Blocker())
         assert pool.stats() == {"workers": 1, "queue_size": 2, "queued": 2,
-                                "running": 1, "parked": 0, "admission_limit": 1,
-                                "done": 0, "failed": 0,
+                                "running": 1, "parked": 0,
+                                "admission_limit": 1, "done": 0, "failed": 0,
                                 "aborted": 0}
         for job in [running] + queued:
             job.release.set()

@@ -1,8 +1,8 @@
 """A job: one unit of work with a status, a current step, and an end.
 
 A job owns its state and the lock that guards it (as CPython's Future does;
-the record is core.py); the pool only decides when it runs. Subclasses implement `run()` and call
-`step(name)` at each step boundary: that is where an abort requested from
+the record is core.py); the pool only decides when it runs. Subclasses
+implement `run()` and call `step(name)` at each step boundary: that is where an abort requested from
 another thread takes effect, so a job is never interrupted in the middle of
 a call that has side effects. A step may also park the job (park.py): it
 then waits for an outside event without holding a worker thread.
