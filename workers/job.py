@@ -2,10 +2,11 @@
 
 A job owns its state and the lock that guards it (as CPython's Future does;
 the record is core.py); the pool only decides when it runs. Subclasses
-implement `run()` and call `step(name)` at each step boundary: that is where an abort requested from
-another thread takes effect, so a job is never interrupted in the middle of
-a call that has side effects. A step may also park the job (park.py): it
-then waits for an outside event without holding a worker thread.
+implement `run()` and call `step(name)` at each step boundary: that is
+where an abort requested from another thread takes effect, so a job is
+never interrupted in the middle of a call that has side effects. A step
+may also park the job (park.py): it then waits for an outside event
+without holding a worker thread.
 
 Every change of status is an event (states.EVENTS) applied by
 core.JobRecord's `_path` and `_move_through`; nothing else moves a job.
