@@ -119,8 +119,11 @@ class Job(JobRecord):
         with self._lock:
             was = self._status
             self._move_through(self._path(Event.ABORT))
-            runner = self._unpark(ABORT_REQUESTED)
+            runner = self._unpark(ABORT_REQUESTED) if was is not PENDING \
+                else self._runner
         if was is PENDING:
+            if runner is not None:     # queued: it frees its room
+                runner._job_aborted_queued(self)
             self._finish()
         elif runner is not None:
             runner._job_resumed(self)
@@ -236,20 +239,26 @@ class Job(JobRecord):
         return self._runner
 
     def _end(self, event: Event, exc: Optional[BaseException]) -> None:
-        error = self._error_of(exc) \
-            if event is Event.RAISED and exc is not None else None
+        """Apply the event that ended run() (or its continuation)."""
+        if exc is None:
+            with self._lock:
+                self._move_through(self._path(event))
+                if self._status is not JobStatus.ABORTED:
+                    return   # done: nothing to log
+            log.info("job %s aborted during step %r", self.id, self._step)
+            return
+        error = self._error_of(exc) if event is Event.RAISED else None
         with self._lock:
             was = self._status
             self._move_through(self._path(event))
             if self._status is JobStatus.FAILED:
                 self._error = error
             status = self._status
-        if was is JobStatus.DONE and exc is not None:
+        if was is JobStatus.DONE:
             log.error("job %s raised after it completed", self.id,
                       exc_info=exc)
         elif status is JobStatus.ABORTED:
-            log.info("job %s aborted: %s", self.id,
-                     exc or f"during step {self._step!r}")
+            log.info("job %s aborted: %s", self.id, exc)
         elif status is JobStatus.FAILED:
             if getattr(exc, "expected", False):
                 log.info("job %s failed: %s", self.id, exc)

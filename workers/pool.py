@@ -32,7 +32,7 @@ import queue
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .job import Job, JobEnded, current_job
+from .job import Job, JobEnded
 from .lanes import RESUMED, Lanes, lane_of
 from .park import Park, Timer
 from .states import ENDED, JobStatus
@@ -112,7 +112,6 @@ class Pool:
             self._pending[job.id] = job
             self._lanes.push(job, lane)
             self._queue.put(True)
-        job.add_end_callback(self._job_ended)
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True) -> None:
         """Stop taking work. DRAIN runs what is queued; ABORT aborts it (and
@@ -254,7 +253,7 @@ class Pool:
     def _count_ended(self, job: Job, status: JobStatus) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
         # worker took, by that worker (in _take or _settle), a job aborted
-        # while queued by _job_ended.
+        # while queued by _job_aborted_queued.
         self._ended[status] += 1
         if self._running.pop(job.id, None) is not None and job.admission:
             self._admitted -= 1
@@ -277,18 +276,13 @@ class Pool:
             self._lanes.push(job, RESUMED)
             self._queue.put(True)
 
-    def _job_ended(self, job: Job) -> None:
-        # A job a worker took is counted by that worker (_take), under the
-        # lock it takes anyway; current_job() is this thread's own (no lock
-        # needed) and says whether this is that worker, in execute(). Any
-        # other thread counts the job only if it was still queued (aborted
-        # before a worker took it), and frees its room.
-        if current_job() is job:
-            return
-        status = job.status
+    def _job_aborted_queued(self, job: Job) -> None:
+        # Called by a job aborted while pending (outside its lock). If it
+        # is still queued, it is counted here and its room is freed; if a
+        # worker took it meanwhile, that worker counts it (it will not run).
         with self._lock:
             if self._pending.pop(job.id, None) is not None:
-                self._count_ended(job, status)
+                self._count_ended(job, JobStatus.ABORTED)
                 self._notify()
 
     def _wait_changed(self, predicate: Optional[Callable[[], bool]] = None,
