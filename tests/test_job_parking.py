@@ -11,7 +11,7 @@ import time
 from workers import (ABORT, ABORT_REQUESTED, DRAIN, TIMER, WOKEN, Job,
                      JobAborted, Pool, Priority)
 
-from conftest import WAIT
+from conftest import WAIT, GateJob
 
 
 class Arrival(Job):
@@ -47,27 +47,11 @@ class Arrival(Job):
         self.complete()
 
 
-class Gate(Job):
-    """Holds the worker until released; tells when it runs."""
-
-    def __init__(self, order=None, release=None):
-        super().__init__()
-        self.started = threading.Event()
-        self.release = release or threading.Event()
-        self.order = order
-
-    def run(self):
-        if self.order is not None:
-            self.order.append(self)
-        self.started.set()
-        assert self.release.wait(WAIT)
-
-
 def park_one(pool, job):
     """Submit `job` and return once it parked: a 1-worker pool then runs
     the next job, which looks at the stats while it holds the worker."""
     pool.submit(job)
-    probe = Gate()
+    probe = GateJob()
     pool.submit(probe)
     assert probe.started.wait(WAIT)
     seen = pool.stats(), job.info()
@@ -144,10 +128,10 @@ def test_woken_job_runs_ahead_of_queued_work():
     with Pool(workers=1, queue_size=10) as pool:
         job = Arrival(order=order)
         park_one(pool, job)
-        gate = Gate(order=order)
+        gate = GateJob(order=order)
         pool.submit(gate)
         assert gate.started.wait(WAIT)
-        queued = [Gate(order=order) for _ in range(3)]
+        queued = [GateJob(order=order) for _ in range(3)]
         for other in queued:
             other.release.set()
             other.priority = Priority.HIGH   # even ahead of HIGH ones
@@ -184,7 +168,7 @@ def test_many_parked_jobs_share_one_timer_and_no_worker():
         jobs = [Arrival() for _ in range(50)]
         for job in jobs:
             pool.submit(job)
-        probe = Gate()
+        probe = GateJob()
         probe.priority = Priority.HIGH    # FIFO behind the 50 HIGH ones
         pool.submit(probe)
         assert probe.started.wait(WAIT)   # all 50 parked before it ran

@@ -2,38 +2,32 @@
 `admission_limit` run at once; the others wait queued, on no thread, while
 other work passes them; the limit moves at run time within 1..workers."""
 
-import threading
-
 import pytest
 
-from workers import Job, Pool
+from workers import Pool
 
-from conftest import WAIT
+from conftest import WAIT, GateJob
 
 
-class Heavy(Job):
+class Heavy(GateJob):
     admission = True
 
-    def __init__(self):
-        super().__init__()
-        self.started = threading.Event()
-        self.release = threading.Event()
 
-    def run(self):
-        self.started.set()
-        assert self.release.wait(WAIT)
-
-
-class Light(Heavy):
+class Light(GateJob):
     admission = False
+
+
+def one_admitted_one_waiting(pool):
+    first, second = Heavy(), Heavy()
+    pool.submit(first)
+    assert first.started.wait(WAIT)
+    pool.submit(second)
+    return first, second
 
 
 def test_limit_holds_admission_jobs_back_and_lets_others_pass():
     with Pool(workers=2, queue_size=10, admission_limit=1) as pool:
-        first, second = Heavy(), Heavy()
-        pool.submit(first)
-        assert first.started.wait(WAIT)
-        pool.submit(second)
+        first, second = one_admitted_one_waiting(pool)
         light = Light()
         pool.submit(light)          # the free worker runs it, not `second`
         assert light.started.wait(WAIT)
@@ -49,10 +43,7 @@ def test_limit_holds_admission_jobs_back_and_lets_others_pass():
 
 def test_raising_the_limit_admits_waiting_jobs_at_once():
     with Pool(workers=2, queue_size=10, admission_limit=1) as pool:
-        first, second = Heavy(), Heavy()
-        pool.submit(first)
-        assert first.started.wait(WAIT)
-        pool.submit(second)
+        first, second = one_admitted_one_waiting(pool)
         pool.set_admission_limit(2)
         assert second.started.wait(WAIT)        # while `first` still runs
         assert pool.stats()["admission_limit"] == 2

@@ -2,13 +2,11 @@
 ones, the queue's bound counts both, and a NORMAL job still runs while
 HIGH work never stops coming (lanes.py states the rule)."""
 
-import threading
-
 import pytest
 
 from workers import Job, Pool, Priority, QueueFull
 
-from conftest import WAIT
+from conftest import WAIT, GateJob
 
 
 class Recorded(Job):
@@ -24,19 +22,8 @@ class Recorded(Job):
             self.then(self)
 
 
-class Gate(Job):
-    def __init__(self):
-        super().__init__()
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def run(self):
-        self.started.set()
-        assert self.release.wait(WAIT)
-
-
 def hold_the_worker(pool):
-    gate = Gate()
+    gate = GateJob()
     pool.submit(gate)
     assert gate.started.wait(WAIT)
     return gate
