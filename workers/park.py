@@ -17,7 +17,10 @@ instead of blocking:
         ...
 
 The worker thread is then free. The job stays `running` (its step shows
-what it waits for) and abortable; the pool counts it as `parked`. It goes
+what it waits for) and abortable; the pool counts it as `parked`, not as
+`queued` nor `running`. For everything outside the pool (a job table, a
+caller's own bound such as a limit on incoming migrations) it is still a
+running job, and counts as one. It goes
 back on the queue, ahead of every queued job, and a worker calls
 `then(reason)` when:
 
