@@ -166,6 +166,11 @@ class Job(JobRecord):
         finally:
             _worker_context.job = None
 
+    def _attach(self, runner: Any) -> None:
+        """The pool that runs the job: where it goes when woken."""
+        with self._lock:
+            self._runner = runner
+
     def _crash(self, exc: BaseException) -> None:
         """The runner failed (a bug): end the job failed, so that nothing
         waits for it forever."""

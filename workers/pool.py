@@ -97,7 +97,7 @@ class Pool:
 
         `wait=True` waits for room instead: only for the service's own
         producers (recovery at start-up), never for a caller's request."""
-        job._runner = self    # before any worker can see it
+        job._attach(self)     # before any worker can see it
         lane = lane_of(job)
         with self._lock:
             while True:
