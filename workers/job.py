@@ -250,7 +250,8 @@ class Job(JobRecord):
                 self._move_through(self._path(event))
                 if self._status is not JobStatus.ABORTED:
                     return   # done: nothing to log
-            log.info("job %s aborted during step %r", self.id, self._step)
+                step = self._step
+            log.info("job %s aborted during step %r", self.id, step)
             return
         error = self._error_of(exc) if event is Event.RAISED else None
         with self._lock:
