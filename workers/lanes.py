@@ -108,6 +108,3 @@ class Lanes:
             if lane > chosen:
                 bypassed[lane] += 1
         return chosen
-
-    def __len__(self) -> int:
-        return sum(len(lane) for lane in self._lanes)
