@@ -187,3 +187,48 @@ def test_many_parked_jobs_share_one_timer_and_no_worker():
             assert job.wait(WAIT) and job.status == "done"
         for waker in wakers:
             waker.join(WAIT)
+
+
+def test_poll_looks_again_until_it_arrives():
+    class Polled(Arrival):
+        def wait_arrival(self, reason):
+            self.reasons.append(reason)
+            if len(self.reasons) < 4:     # found at the fourth look
+                return self.park("wait-arrival", then=self.wait_arrival,
+                                 deadline=self.deadline, poll=0.001)
+            self.step("commit")
+            self.complete()
+            return None
+
+    with Pool(workers=1, queue_size=4) as pool:
+        job = Polled()
+        pool.submit(job)
+        assert job.wait(WAIT)   # nobody wakes it: the timer polls
+    assert job.status == "done"
+    assert job.reasons == [None, TIMER, TIMER, TIMER]
+
+
+def test_wake_and_abort_racing_end_the_job_once():
+    with Pool(workers=2, queue_size=4) as pool:
+        for _ in range(50):
+            job = Arrival()
+            park_one(pool, job)
+            start = threading.Barrier(2)
+
+            def wake():
+                start.wait(WAIT)
+                job.wake()
+
+            waker = threading.Thread(target=wake)
+            waker.start()
+            start.wait(WAIT)
+            job.abort()
+            waker.join(WAIT)
+            assert job.wait(WAIT)
+            assert job.status == "aborted" and job.rolled_back
+            assert job.reasons[0] is None
+            assert set(job.reasons[1:]) <= {WOKEN, ABORT_REQUESTED}
+        assert pool.wait_idle(WAIT)
+        stats = pool.stats()
+    assert (stats["parked"], stats["running"], stats["aborted"]) == \
+        (0, 0, 50)
