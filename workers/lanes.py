@@ -12,14 +12,16 @@ for admission (Job.admission): those are served only while the pool's
 admission limit has room (pool.py).
 
 Why nothing starves: a take that serves a higher lane while lane L holds
-jobs "bypasses" L. Once L was bypassed `starvation_limit` times in a row,
-the next take serves L (if two lanes are due, the higher; the other gets
-the take after). So the job at the head of a lane waits at most
-`starvation_limit` + (number of lanes) takes, and, each lane being FIFO and
-bounded (the pool's queue_size; the resumed lane by the parked jobs), every
-queued job runs after a bounded number of takes whatever the load of
-higher classes. With the default of 8, a waiting NORMAL job gets at least
-one take in ten, and all of them while no HIGH job waits.
+jobs "bypasses" L. Once L was bypassed `starvation_limit` times since it
+was last served, the next take serves L (if several lanes are due, the
+highest; the others get the takes after). So the job at the head of a
+lane waits at most `starvation_limit` + (lanes above it) takes, and, each
+lane being FIFO and bounded (the pool's queue_size; the resumed lane by
+the parked jobs), every queued job runs after a bounded number of takes
+whatever the load of higher classes. With the default of 8 and only HIGH
+work passing it, a waiting NORMAL job gets every ninth take (and every
+take while no HIGH job waits). A job that waits for admission is not
+eligible, so not bypassed, until the admission limit has room.
 
 Not thread-safe: the pool's lock guards it.
 """
