@@ -1,122 +1,84 @@
-"""The admission gate (workers.admission): at most `limit` jobs in their
-heavy steps at once whatever the workers, a limit that moves at run time,
-an abort that reaches a job waiting for admission; and the service with
-`[pool] adaptive` on, whose storms come up as before."""
+"""The adaptive admission limit in the pool and in the service: every
+admitted job that ends done is a sample for the controller, whose limit the
+pool applies at once (within 1..workers); failed jobs are no sample; with
+`[pool] adaptive` a storm comes up as before, without it nothing changes.
+
+The pool is driven by a scripted controller here (the adaptive one reads
+real run times, which a test cannot fix); test_adaptive_limit.py tests the
+adaptive one on simulated hosts."""
 
 import threading
 
-from conftest import WAIT, new_id, vm_params
-from workers import Admission, AdaptiveLimit, Job, Pool
+from conftest import WAIT, GateJob, new_id, vm_params
+from workers import Job, Pool
 
 
-class Heavy(Job):
-    """Holds admission until released; records how many held it at once."""
+class Heavy(GateJob):
+    admission = True
+    job_type = "heavy"
 
-    def __init__(self, probe):
-        super().__init__()
-        self.probe = probe
-        self.release = threading.Event()
+
+class Failing(Job):
+    admission = True
 
     def run(self):
-        self.step("before")
-        with self.admitted():
-            self.probe.entered(self)
-            assert self.release.wait(WAIT)
-            self.probe.left()
-        self.step("after")
+        raise RuntimeError("no sample from a failure")
 
 
-class Probe:
-    """Counts the jobs inside their heavy steps; tests wait on it."""
+class Scripted:
+    """A controller that records its samples and answers the limits it is
+    given, one per sample."""
 
-    def __init__(self):
-        self._lock = threading.Lock()   # guards inside, most, jobs
-        self._changed = threading.Condition(self._lock)
-        self.inside, self.most, self.jobs = 0, 0, []
+    def __init__(self, first, answers):
+        self.limit = first
+        self.answers = list(answers)
+        self.samples = []
+        self.sampled = threading.Event()
 
-    def entered(self, job):
-        with self._lock:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
-            self.jobs.append(job)
-            self._changed.notify_all()
-
-    def left(self):
-        with self._lock:
-            self.inside -= 1
-
-    def wait_inside(self, n):
-        with self._lock:
-            assert self._changed.wait_for(lambda: len(self.jobs) >= n, WAIT)
-            return list(self.jobs)
+    def sample(self, now, seconds, inflight, waiting=0, kind=None):
+        self.samples.append((seconds, inflight, waiting, kind))
+        if self.answers:
+            self.limit = self.answers.pop(0)
+        self.sampled.set()
+        return self.limit
 
 
-def test_at_most_limit_jobs_run_their_heavy_steps():
-    gate = Admission(2)
-    probe = Probe()
-    with Pool(4, 10, admission=gate) as pool:
-        jobs = [Heavy(probe) for _ in range(6)]
+def test_each_done_job_is_a_sample_and_its_answer_the_new_limit():
+    controller = Scripted(1, [3, 99])
+    with Pool(4, 10, admission_controller=controller) as pool:
+        assert pool.admission_limit == 1
+        jobs = [Heavy() for _ in range(4)]
         for job in jobs:
             pool.submit(job)
-        for done in range(0, 6, 2):
-            inside = probe.wait_inside(done + 2)
-            assert gate.stats()["admitted"] == 2
-            for job in inside[done:done + 2]:
-                job.release.set()
-        assert pool.wait_idle(WAIT)
-    assert probe.most == 2
-    assert all(job.status == "done" for job in jobs)
-    assert pool.stats()["admission_limit"] == 2
-
-
-def test_a_raised_limit_admits_waiting_jobs_at_once():
-    gate = Admission(1)
-    probe = Probe()
-    with Pool(3, 10, admission=gate) as pool:
-        jobs = [Heavy(probe) for _ in range(3)]
-        for job in jobs:
-            pool.submit(job)
-        probe.wait_inside(1)
-        gate.set_limit(3)
-        probe.wait_inside(3)
-        for job in jobs:
+        assert jobs[0].started.wait(WAIT)
+        assert not jobs[1].started.is_set()       # the limit is 1
+        jobs[0].release.set()
+        for job in jobs[1:4]:                     # now 3 at once
+            assert job.started.wait(WAIT)
+        assert pool.admission_limit == 3
+        assert pool.stats()["running"] == 3
+        jobs[1].release.set()
+        assert jobs[1].wait(WAIT)
+        # The controller asked for 99: the pool holds it to its workers.
+        assert pool.admission_limit == 4
+        for job in jobs[2:]:
             job.release.set()
         assert pool.wait_idle(WAIT)
-    assert probe.most == 3
+    seconds, inflight, waiting, kind = controller.samples[0]
+    assert seconds >= 0 and kind == "heavy"
+    assert inflight == 1 and waiting == 1         # jobs[0], with 3 queued
+    assert len(controller.samples) == 4
 
 
-def test_a_job_aborted_while_waiting_for_admission_ends_aborted():
-    gate = Admission(1)
-    probe = Probe()
-    with Pool(2, 10, admission=gate) as pool:
-        first, second = Heavy(probe), Heavy(probe)
-        pool.submit(first)
-        probe.wait_inside(1)
-        pool.submit(second)
-        second.abort()
-        assert second.wait(WAIT)
-        assert second.status == "aborted"
-        first.release.set()
+def test_a_failed_job_is_no_sample():
+    controller = Scripted(2, [])
+    with Pool(2, 10, admission_controller=controller) as pool:
+        job = Failing()
+        pool.submit(job)
+        assert job.wait(WAIT)
         assert pool.wait_idle(WAIT)
-    assert first.status == "done"
-    assert gate.stats() == {"admission_limit": 1, "admitted": 0,
-                            "admission_waiting": 0}
-
-
-def test_the_controller_moves_the_limit_from_what_leaves_the_gate():
-    """Jobs that take the same time at any parallelism: every round says
-    "no slowdown", and the limit grows from 1 to the ceiling."""
-    now = [0.0]
-    gate = Admission(4, AdaptiveLimit(4), clock=lambda: now[0])
-    assert gate.limit == 1
-    for _ in range(12):
-        holds = [gate.hold(kind="k") for _ in range(gate.limit)]
-        for held in holds:
-            held.__enter__()
-        now[0] += 1.0
-        for held in holds:
-            held.__exit__(None, None, None)
-    assert gate.limit == 4
+    assert job.status == "failed"
+    assert controller.samples == []
 
 
 def test_a_storm_comes_up_with_the_adaptive_limit(make_api):
@@ -126,11 +88,13 @@ def test_a_storm_comes_up_with_the_adaptive_limit(make_api):
         api.VM.create(vm_id, vm_params(vm_id))
     assert api.pool.wait_idle(WAIT)
     assert sorted(api.Host.getVMList()) == sorted(ids)
-    stats = api.Host.getStats()
-    assert 1 <= stats["admission_limit"] <= 4
+    assert 1 <= api.Host.getStats()["admission_limit"] <= 4
 
 
-def test_without_adaptive_the_limit_is_the_workers(make_api):
+def test_without_adaptive_nothing_asks_for_admission(make_api):
     api = make_api(workers=3)
-    assert api.pool.admission is None
+    vm_id = new_id()
+    job_id = api.VM.create(vm_id, vm_params(vm_id))["jobId"]
+    assert api.pool.wait_idle(WAIT)
+    assert api.jobs.get(job_id).admission is False
     assert api.Host.getStats()["admission_limit"] == 3

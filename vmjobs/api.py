@@ -69,7 +69,8 @@ class API:
                                      self.config.max_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs",
-                                 admission=_admission(self.config))
+                                 admission_controller=_controller(
+                                     self.config))
         self._step_hook = step_hook
         self.Host = _Namespace(self, "Host")
         self.VM = _Namespace(self, "VM")
@@ -163,6 +164,9 @@ class API:
                 raise InvalidParams("xml", str(exc)) from None
             job = CreateJob(spec, domain_xml, self.hv, self.registry,
                             **self._job_args())
+        # Adaptive: a startup counts against the moving admission limit
+        # for its whole run, and its run time is what moves it.
+        job.admission = self.config.adaptive
         self._queue(job)
         return {"vmId": spec.vm_id, "status": job.staged_status,
                 "jobId": job.id}
@@ -268,14 +272,10 @@ def _bind(method, param_names, params):
     raise InvalidParams("params", "must be an object or an array")
 
 
-def _admission(config):
-    """The gate of the startup jobs' heavy steps: with `adaptive`, a limit
-    that moves between 1 and `workers` (workers.adaptive); without, none
-    (`workers` at once, nothing on the way)."""
-    if not config.adaptive:
-        return None
-    return workers.Admission(config.workers,
-                             workers.AdaptiveLimit(config.workers))
+def _controller(config):
+    """With `adaptive`, what moves the admission limit of startups between 1
+    and `workers` (workers.adaptive); without, nothing: `workers` at once."""
+    return workers.AdaptiveLimit(config.workers) if config.adaptive else None
 
 
 class _Namespace:

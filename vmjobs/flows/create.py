@@ -20,16 +20,14 @@ class CreateJob(StartupJob):
         with Rollback() as rollback:
             self.step("prepare")
             ensure_no_domain(self.hv, vm_id)
-            with self.admitted():
-                self.step("define")
-                self.hv.define(self.domain_xml, vm_id)
-                # libvirt has it now; an ended job is kept for a while and
-                # need not carry it.
-                self.domain_xml = None
-                rollback.push(f"remove domain {vm_id}", self.hv.remove,
-                              vm_id)
-                self.step("start")
-                self.hv.start(vm_id, paused=paused)
+            self.step("define")
+            self.hv.define(self.domain_xml, vm_id)
+            # libvirt has it now; an ended job is kept for a while and need
+            # not carry it.
+            self.domain_xml = None
+            rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
+            self.step("start")
+            self.hv.start(vm_id, paused=paused)
             self.step("verify")
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")

@@ -29,15 +29,14 @@ class RestoreJob(StartupJob):
             # No domain had this UUID: whatever has it from now on, even
             # half-restored, is ours to remove.
             rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
-            with self.admitted():
-                self.step("restore")
-                self.hv.restore(path, vm_id, paused=paused)
-                self.step("persist")
-                self.hv.persist(vm_id)
-                if not ours:
-                    self.hv.set_metadata(
-                        vm_id, domxml.METADATA_NS, domxml.METADATA_PREFIX,
-                        domxml.metadata_element(vm_id, params))
+            self.step("restore")
+            self.hv.restore(path, vm_id, paused=paused)
+            self.step("persist")
+            self.hv.persist(vm_id)
+            if not ours:
+                self.hv.set_metadata(vm_id, domxml.METADATA_NS,
+                                     domxml.METADATA_PREFIX,
+                                     domxml.metadata_element(vm_id, params))
             self.step("verify")
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")
