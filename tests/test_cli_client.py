@@ -15,7 +15,7 @@ from serve import ROOT, ServeProcess, wait_job_ended
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process = ServeProcess("--listen", "127.0.0.1:0",
+    process = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
                            tmp_path=tmp_path_factory.mktemp("cli"))
     yield process
     status, _, err = process.stop()

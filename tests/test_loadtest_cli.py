@@ -118,7 +118,8 @@ def test_rate_paces_the_requests(tmp_path):
 
 def test_loadtest_against_a_server(tmp_path):
     from serve import ServeProcess
-    server = ServeProcess("--listen", "127.0.0.1:0", "--workers", "3",
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          "--workers", "3",
                           tmp_path=tmp_path)
     try:
         out = io.StringIO()

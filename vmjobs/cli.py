@@ -16,7 +16,8 @@ from .client import DEFAULT_SERVER, Client, RemoteError
 SERVICE_FLAGS = {
     "uri": "uri", "listen": "listen", "workers": "workers",
     "queue_size": "queue_size", "log_file": "log_file",
-    "stop_mode": "stop_mode",
+    "stop_mode": "stop_mode", "insecure": "insecure",
+    "state_dir": "state_dirs", "image_dir": "image_dirs",
 }
 
 
@@ -118,8 +119,18 @@ def _service_flags(parser):
                         "--show` for every key)")
     parser.add_argument("--uri", help="libvirt URI (default: a private "
                         "instance of libvirt's test driver)")
-    parser.add_argument("--listen", help="HOST:PORT or unix:/path "
-                        "(default 127.0.0.1:54321)")
+    parser.add_argument("--listen", help="unix:/path (default "
+                        "unix:/run/vmjobs/vmjobs.sock) or HOST:PORT (mutual "
+                        "TLS, or --insecure on loopback)")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="allow plain TCP (no authentication) on a "
+                        "loopback address")
+    parser.add_argument("--state-dir", action="append", help="a directory "
+                        "state files may be in (repeatable; default "
+                        "/var/lib/vmjobs/states)")
+    parser.add_argument("--image-dir", action="append", help="a directory "
+                        "a domain XML's host files may be in (repeatable; "
+                        "default /var/lib/vmjobs/images)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--queue-size", type=int)
     parser.add_argument("--log-file", help="path, or '-' for stderr")

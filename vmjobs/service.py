@@ -7,6 +7,7 @@ import sys
 
 from . import domxml
 from .api import API
+from .listener import check_listener
 from .server import Server
 
 log = logging.getLogger("vmjobs.service")
@@ -22,6 +23,7 @@ def serve(config, out=sys.stdout):
     # only run once the main thread wakes up, which it may not do if the
     # kernel delivers the signal to another thread.)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    check_listener(config)   # an insecure listener: refused before all else
     api = API(config)
     try:
         server = Server(api, config)
