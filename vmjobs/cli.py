@@ -68,6 +68,10 @@ def main(argv=None):
     lt.add_argument("--server", default=None,
                     help="drive a running `vmjobs serve` at HOST:PORT or "
                     "unix:/path (default: vmjobs in this process)")
+    lt.add_argument("--state-dir", help="where restores' state files go "
+                    "(a directory of their own is made in it): with "
+                    "--server, one of the server's --state-dir (default "
+                    "/var/lib/vmjobs/states); in process, a temporary one")
     lt.add_argument("--cert", help="client certificate (mutual TLS)")
     lt.add_argument("--key", help="its private key")
     lt.add_argument("--ca", help="CA of the server's certificate")
@@ -242,7 +246,8 @@ def _loadtest(args):
             queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
             rate=args.rate, keep=args.keep, server=args.server,
             tls=(args.cert, args.key, args.ca), json_path=args.json,
-            plot_path=args.plot, domain_type=args.domain_type)
+            plot_path=args.plot, domain_type=args.domain_type,
+            state_root=args.state_dir)
     finally:
         logs.unconfigure(handler)
     if args.log_file != "-":

@@ -5,7 +5,7 @@ import logging
 import signal
 import sys
 
-from . import domxml
+from . import domxml, hostfiles
 from .api import API
 from .listener import check_listener
 from .server import Server
@@ -24,6 +24,7 @@ def serve(config, out=sys.stdout):
     # kernel delivers the signal to another thread.)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     check_listener(config)   # an insecure listener: refused before all else
+    hostfiles.prepare_dirs(config, log)
     api = API(config)
     try:
         server = Server(api, config)
