@@ -303,3 +303,364 @@ def test_tls_client_without_certificate_is_refused_before_a_request(
     finally:
         status, _, err = server.stop()
     assert status == 0, err
+
+
+# -- what a caller may name on the host --------------------------------------------
+
+class Host:
+    """A served host with a state dir, an image dir and, outside both, a
+    victim dir whose files a caller must not reach."""
+
+    def __init__(self, tmp):
+        self.states = tmp / "states"
+        self.images = tmp / "images"
+        self.victim = tmp / "victim"
+        for d in (self.states, self.images, self.victim):
+            d.mkdir()
+        (self.victim / "shadow").write_text("root:secret:19000::::::\n")
+        (self.images / "disk.img").write_bytes(b"\0" * 4096)
+        self.server = ServeProcess(
+            "--listen", f"unix:{tmp}/vmjobs.sock", "--state-dir",
+            str(self.states), "--image-dir", str(self.images), tmp_path=tmp)
+        self.client = Client(self.server.address)
+
+    def call(self, method, *params):
+        return self.client.call(method, list(params))
+
+    def refused(self, param, method, *params):
+        """The call is answered -32602 naming `param`."""
+        with pytest.raises(RemoteError) as err:
+            self.call(method, *params)
+        assert (err.value.code, err.value.data) == (-32602,
+                                                    {"param": param}), err
+        return err.value.message
+
+    def wait_job(self, job_id):
+        for _ in range(10000):   # each round is a request: no event here
+            info = self.call("Host.getJobs", None, [job_id])[job_id]
+            if info["status"] in ("done", "failed", "aborted"):
+                return info["status"]
+        raise AssertionError(f"job {job_id} did not end")
+
+    def up_vm(self):
+        vm_id = str(uuid.uuid4())
+        job = self.call("VM.create", vm_id, {"vmId": vm_id, "vmName":
+                                             f"h-{vm_id[:8]}", "memSize": 64})
+        assert self.wait_job(job["jobId"]) == "done"
+        return vm_id
+
+    def snapshot(self):
+        """Every file of the three dirs: kind, inode, mtime, checksum."""
+        files = {}
+        for d in (self.states, self.images, self.victim):
+            for root, dirs, names in os.walk(d):
+                for name in dirs + names:
+                    path = os.path.join(root, name)
+                    st = os.lstat(path)
+                    digest = None
+                    if stat.S_ISREG(st.st_mode):
+                        with open(path, "rb") as f:
+                            digest = hashlib.sha256(f.read()).hexdigest()
+                    files[path] = (stat.S_IFMT(st.st_mode), st.st_ino,
+                                   st.st_mtime_ns, st.st_size, digest)
+        return files
+
+    def close(self):
+        self.client.close()
+        status, out, err = self.server.stop()
+        assert status == 0, err
+        assert "staged=0" in out
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    served = Host(tmp_path_factory.mktemp("host"))
+    yield served
+    served.close()
+
+
+@pytest.fixture(scope="module")
+def state_file(host):
+    """A genuine state file, of a VM hibernated into the state dir."""
+    vm_id = host.up_vm()
+    path = host.states / "genuine.state"
+    job = host.call("VM.hibernate", vm_id, str(path))
+    assert host.wait_job(job["jobId"]) == "done"
+    return vm_id, path
+
+
+HANDLES = {
+    "outside": "{victim}/ld.so.preload",
+    "dot-dot": "{states}/../victim/ld.so.preload",
+    "relative": "states/x.state",
+    "newline": "{states}/x\n2026-11-26 INFO forged line",
+    "carriage-return": "{states}/x\rforged",
+    "nul": "{states}/x\0y",
+    "trailing-slash": "{states}/x/",
+    "double-slash": "{states}//x",
+    "state-dir-itself": "{states}",
+    "symlink-dangling": "{states}/link-dangling",
+    "symlink-to-victim": "{states}/link-victim",
+    "symlinked-dir": "{states}/linkdir/x",
+    "surrogate": "{states}/x\ud800",
+}
+
+
+def symlinks(host):
+    for name, target in (("link-dangling", host.victim / "ld.so.preload"),
+                         ("link-victim", host.victim / "shadow"),
+                         ("linkdir", host.victim)):
+        if not (host.states / name).is_symlink():
+            os.symlink(target, host.states / name)
+
+
+@pytest.mark.parametrize("handle", HANDLES.values(), ids=HANDLES.keys())
+def test_hibernate_to_a_forbidden_path_is_refused(host, handle):
+    symlinks(host)
+    vm_id = host.up_vm()
+    before = host.snapshot()
+    handle = handle.format(states=host.states, victim=host.victim)
+    host.refused("hibernationVolHandle", "VM.hibernate", vm_id, handle)
+    assert host.snapshot() == before
+    assert not (host.victim / "ld.so.preload").exists()
+    assert host.call("VM.getStats", vm_id)["status"] == "Up"
+    assert host.call("VM.destroy", vm_id) is True
+
+
+def forge_state_file(genuine, path, edit):
+    """A state file of libvirt's test driver (magic, length, domain XML)
+    with its domain XML changed by `edit`."""
+    data = genuine.read_bytes()
+    magic, xml = data[:15], data[19:]
+    xml = edit(xml.decode()).encode()
+    path.write_bytes(magic + struct.pack("<i", len(xml)) + xml)
+    return path
+
+
+FORGED = {
+    "hostdev": lambda x: x.replace(
+        "</devices>", "<hostdev mode='subsystem' type='pci' managed='yes'>"
+        "<source><address domain='0' bus='0' slot='2' function='0'/>"
+        "</source></hostdev></devices>"),
+    # (The test driver drops a qemu: namespace from a state file's XML:
+    # test_real_restore_recovery forges that one on the real daemon.)
+    "disk-outside": lambda x: x.replace(
+        "</devices>", "<disk type='file' device='disk'><source file="
+        "'{victim}/shadow'/><target dev='vda'/></disk></devices>"),
+}
+
+
+@pytest.fixture
+def forbidden_restores(host, state_file):
+    """name -> a restoreState path that must be refused."""
+    symlinks(host)
+    _, genuine = state_file
+    outside = host.victim / "copy.state"
+    shutil.copy(genuine, outside)
+    if not (host.states / "link.state").is_symlink():
+        os.symlink(genuine, host.states / "link.state")
+    if not (host.states / "fifo").exists():
+        os.mkfifo(host.states / "fifo")
+    paths = {
+        "outside": str(outside), "relative": "states/genuine.state",
+        "dot-dot": f"{host.states}/../victim/copy.state",
+        "symlink": str(host.states / "link.state"),
+        "fifo": str(host.states / "fifo"),
+        "newline": f"{genuine}\nforged",
+    }
+    for name, edit in FORGED.items():
+        paths[f"forged-{name}"] = str(forge_state_file(
+            genuine, host.states / f"forged-{name}.state",
+            lambda x, edit=edit: edit(x).replace("{victim}",
+                                                 str(host.victim))))
+    return paths
+
+
+RESTORES = ["outside", "relative", "dot-dot", "symlink", "fifo", "newline",
+            *(f"forged-{name}" for name in FORGED)]
+
+
+@pytest.mark.parametrize("case", RESTORES)
+def test_restore_from_a_forbidden_file_is_refused(host, state_file,
+                                                  forbidden_restores, case):
+    vm_id, _ = state_file
+    before = host.snapshot()
+    message = host.refused("restoreState", "VM.create", vm_id, {
+        "vmId": vm_id, "restoreState": forbidden_restores[case]})
+    assert host.snapshot() == before
+    assert vm_id not in host.call("Host.getVMList")
+    assert host.call("Host.getStats")["staged"] == 0
+    if case.startswith("forged-"):
+        assert "domain XML" in message or "refused" in message
+
+
+def test_the_genuine_state_file_is_restored(host, state_file):
+    """The control: the same verb, on a file it may read."""
+    vm_id, path = state_file
+    copy = host.states / "genuine-copy.state"
+    shutil.copy(path, copy)
+    job = host.call("VM.create", vm_id, {"vmId": vm_id,
+                                         "restoreState": str(copy)})
+    assert host.wait_job(job["jobId"]) == "done"
+    assert host.call("VM.destroy", vm_id) is True
+
+
+def domain(vm_id, devices="", os_extra="", head="", tail=""):
+    return (f"<domain type='test' {head}><name>x-{vm_id[:8]}</name>"
+            f"<uuid>{vm_id}</uuid><memory unit='MiB'>64</memory>"
+            f"<os><type>hvm</type>{os_extra}</os>"
+            f"<devices>{devices}</devices>{tail}</domain>")
+
+
+XML_CASES = {
+    "qemu-commandline": dict(
+        head="xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'",
+        tail="<qemu:commandline><qemu:arg value='-evil'/>"
+             "</qemu:commandline>"),
+    "qemu-override": dict(
+        head="xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'",
+        tail="<q:override><q:device alias='x'/></q:override>"),
+    "foreign-namespace": dict(
+        head="xmlns:lxc='http://libvirt.org/schemas/domain/lxc/1.0'",
+        tail="<lxc:namespace><lxc:sharenet type='netns' value='red'/>"
+             "</lxc:namespace>"),
+    "hostdev-pci": dict(devices=(
+        "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+        "<address domain='0' bus='0' slot='2' function='0'/></source>"
+        "</hostdev>")),
+    "hostdev-usb": dict(devices=(
+        "<hostdev mode='subsystem' type='usb'><source><vendor id='0x1'/>"
+        "<product id='0x2'/></source></hostdev>")),
+    "hostdev-scsi": dict(devices=(
+        "<hostdev mode='subsystem' type='scsi'><source><adapter "
+        "name='scsi_host0'/><address bus='0' target='0' unit='0'/></source>"
+        "</hostdev>")),
+    "interface-hostdev": dict(devices=(
+        "<interface type='hostdev'><source><address type='pci' domain='0' "
+        "bus='0' slot='2' function='0'/></source></interface>")),
+    "disk-lun": dict(devices=(
+        "<disk type='block' device='lun'><source dev='{images}/disk.img'/>"
+        "<target dev='sda' bus='scsi'/></disk>")),
+    "interface-script": dict(devices=(
+        "<interface type='ethernet'><script path='{victim}/evil.sh'/>"
+        "</interface>")),
+    "interface-script-in-images": dict(devices=(
+        "<interface type='ethernet'><script path='{images}/disk.img'/>"
+        "</interface>")),
+    "disk-outside": dict(devices=(
+        "<disk type='file' device='disk'><source file='{victim}/shadow'/>"
+        "<target dev='vda'/></disk>")),
+    "disk-block-device": dict(devices=(
+        "<disk type='block' device='disk'><source dev='/dev/sda'/>"
+        "<target dev='vda'/></disk>")),
+    "disk-dot-dot": dict(devices=(
+        "<disk type='file' device='disk'><source file='{images}/../victim/"
+        "shadow'/><target dev='vda'/></disk>")),
+    "disk-symlink-out": dict(devices=(
+        "<disk type='file' device='disk'><source file='{images}/"
+        "link-out'/><target dev='vda'/></disk>")),
+    "disk-relative": dict(devices=(
+        "<disk type='file' device='disk'><source file='disk.img'/>"
+        "<target dev='vda'/></disk>")),
+    "backing-store": dict(devices=(
+        "<disk type='file' device='disk'><source file='{images}/disk.img'/>"
+        "<backingStore type='file'><format type='raw'/><source file="
+        "'{victim}/shadow'/></backingStore><target dev='vda'/></disk>")),
+    "cdrom-outside": dict(devices=(
+        "<disk type='file' device='cdrom'><source file='/etc/shadow'/>"
+        "<target dev='hdc'/></disk>")),
+    "kernel": dict(os_extra="<kernel>{victim}/shadow</kernel>"),
+    "initrd": dict(os_extra="<initrd>/boot/initrd.img</initrd>"),
+    "loader": dict(os_extra="<loader>{victim}/shadow</loader>"),
+    "nvram": dict(os_extra="<nvram>{victim}/nvram.fd</nvram>"),
+    "serial-file": dict(devices=(
+        "<serial type='file'><source path='{victim}/ld.so.preload'/>"
+        "</serial>")),
+    "console-dev": dict(devices=(
+        "<console type='dev'><source path='/dev/tty0'/></console>")),
+    "channel-socket": dict(devices=(
+        "<channel type='unix'><source mode='bind' path='{victim}/s.sock'/>"
+        "<target type='virtio' name='x'/></channel>")),
+    "serial-log": dict(devices=(
+        "<serial type='pty'><log file='{victim}/serial.log'/></serial>")),
+    "filesystem": dict(devices=(
+        "<filesystem type='mount'><source dir='/'/><target dir='root'/>"
+        "</filesystem>")),
+    "virtiofsd-binary": dict(devices=(
+        "<filesystem type='mount'><driver type='virtiofs'/><binary "
+        "path='{victim}/evil'/><source dir='{images}'/><target dir='t'/>"
+        "</filesystem>")),
+    "shmem": dict(devices=(
+        "<shmem name='x'><server path='{victim}/shmem.sock'/></shmem>")),
+    "vhostuser": dict(devices=(
+        "<interface type='vhostuser'><source type='unix' path='{victim}/v'"
+        " mode='server'/></interface>")),
+    "graphics-socket": dict(devices=(
+        "<graphics type='vnc' socket='{victim}/vnc.sock'/>")),
+    "input-evdev": dict(devices=(
+        "<input type='evdev'><source dev='/dev/input/event0'/></input>")),
+    "tpm-passthrough": dict(devices=(
+        "<tpm model='tpm-tis'><backend type='passthrough'><device "
+        "path='/dev/tpm0'/></backend></tpm>")),
+    "smartcard-host": dict(devices="<smartcard mode='host'/>"),
+    "emulator-shell": dict(devices="<emulator>/bin/sh</emulator>"),
+    "emulator-in-victim": dict(devices=(
+        "<emulator>{victim}/qemu-system-x86_64</emulator>")),
+    "seclabel-root": dict(tail=(
+        "<seclabel type='static' model='dac' relabel='no'>"
+        "<label>+0:+0</label></seclabel>")),
+    "volume": dict(devices=(
+        "<disk type='volume' device='disk'><source pool='default' "
+        "volume='shadow'/><target dev='vda'/></disk>")),
+}
+
+
+@pytest.mark.parametrize("case", XML_CASES)
+def test_domain_xml_that_reaches_the_host_is_refused(host, case):
+    if not (host.images / "link-out").is_symlink():
+        os.symlink(host.victim / "shadow", host.images / "link-out")
+    parts = {key: value.format(images=host.images, victim=host.victim)
+             for key, value in XML_CASES[case].items()}
+    before = host.snapshot()
+    stats_before = host.call("Host.getStats")
+    vm_id = str(uuid.uuid4())
+    xml = domain(vm_id, **parts)
+    message = host.refused("xml", "VM.create", vm_id,
+                           {"vmId": vm_id, "xml": xml})
+    assert "domain XML refused" in message
+    # An incoming migration's domain XML too.
+    host.refused("xml", "VM.migrationCreate", vm_id,
+                 {"vmId": vm_id, "xml": xml})
+    assert host.snapshot() == before
+    stats = host.call("Host.getStats")
+    assert {k: stats[k] for k in ("staged", "public", "external_domains",
+                                  "stopped_domains")} == \
+        {k: stats_before[k] for k in ("staged", "public", "external_domains",
+                                      "stopped_domains")}
+
+
+def test_domain_xml_with_its_files_in_the_image_dirs_is_accepted(host):
+    """The control: disks, kernel and sockets inside storage.image_dirs,
+    the system's QEMU, and entropy from /dev/urandom are fine."""
+    vm_id = str(uuid.uuid4())
+    xml = domain(vm_id, os_extra=f"<kernel>{host.images}/vmlinuz</kernel>",
+                 devices=(
+                     f"<disk type='file' device='disk'><source file="
+                     f"'{host.images}/disk.img'/><target dev='vda'/></disk>"
+                     "<serial type='pty'><source path='/dev/pts/9'/></serial>"
+                     "<rng model='virtio'><backend model='random'>"
+                     "/dev/urandom</backend></rng>"))
+    job = host.call("VM.create", vm_id, {"vmId": vm_id, "xml": xml})
+    assert host.wait_job(job["jobId"]) == "done"
+    assert host.call("VM.destroy", vm_id) is True
+
+
+def test_lone_surrogate_in_a_param_is_invalid(host):
+    vm_id = str(uuid.uuid4())
+    answer = host.client.post(
+        b'{"jsonrpc": "2.0", "id": 1, "method": "VM.create", "params": '
+        b'["%s", {"vmId": "%s", "vmName": "a\\ud800b", "memSize": 64}]}' %
+        (vm_id.encode(), vm_id.encode()))
+    assert answer["error"]["code"] == -32602
+    assert answer["error"]["data"] == {"param": "vmParams"}
+    assert host.call("Host.getStats")["staged"] == 0

@@ -60,6 +60,9 @@ def state_path(value, param, state_dirs):
                             "file in one")
     if not os.path.isdir(os.path.dirname(path)):
         raise InvalidParams(param, f"no directory {os.path.dirname(path)}")
+    if os.path.islink(path):
+        # Refused by name here; the O_NOFOLLOW opens close the race.
+        raise InvalidParams(param, f"{path!r} is a symbolic link")
     return path
 
 
