@@ -664,3 +664,147 @@ def test_lone_surrogate_in_a_param_is_invalid(host):
     assert answer["error"]["code"] == -32602
     assert answer["error"]["data"] == {"param": "vmParams"}
     assert host.call("Host.getStats")["staged"] == 0
+
+
+# -- limits under abuse --------------------------------------------------------------
+
+TRICKLERS = 64
+RESETS = (ConnectionResetError, BrokenPipeError,
+          http.client.RemoteDisconnected)
+
+
+def trickle(address, connected, stop, cut):
+    """Send a request's headers one byte every 0.1 s (far within any
+    per-read timeout) until the server closes the connection."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=WAIT) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        connected.wait(WAIT)
+        while not stop.is_set():
+            try:
+                s.sendall(b"a")
+                if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                    break
+            except BlockingIOError:
+                pass              # still open: the server waits on us
+            except RESETS:
+                break
+            stop.wait(0.1)        # pacing the trickle, not a wait for a state
+        else:
+            return
+        cut.append(True)
+
+
+def test_slow_loris_is_cut_at_the_deadline(tmp_path):
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          "--state-dir", str(tmp_path), config=(
+                              "[rpc]\nrequest_timeout = 2\n"
+                              "max_connections = 80\n"), tmp_path=tmp_path)
+    connected = threading.Barrier(TRICKLERS + 1)
+    stop = threading.Event()
+    cut = []
+    threads = [threading.Thread(target=trickle, args=(
+        server.address, connected, stop, cut)) for _ in range(TRICKLERS)]
+    try:
+        for t in threads:
+            t.start()
+        connected.wait(WAIT)
+        # All 64 hold a connection and keep sending: others are served.
+        assert plain_call(server)("Host.getJobs") == {}
+        for t in threads:
+            t.join(WAIT)
+        assert len(cut) == TRICKLERS
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT)
+        status, _, err = server.stop()
+    assert status == 0, err
+
+
+def ping_body():
+    return method_body("Host.ping")
+
+
+def burst(address, clients, requests, fresh):
+    """`clients` threads at once, `requests` pings each, on one
+    connection each (or a fresh one per request): {outcome: count}."""
+    host, port = address.rsplit(":", 1)
+    start = threading.Barrier(clients)
+    outcomes = {}
+    lock = threading.Lock()    # guards outcomes
+
+    def count(outcome):
+        with lock:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    def client():
+        conn = http.client.HTTPConnection(host, int(port), timeout=WAIT)
+        start.wait(WAIT)
+        for _ in range(requests):
+            try:
+                conn.request("POST", "/", ping_body(),
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                count(response.status)
+            except RESETS as exc:
+                count(type(exc).__name__)
+                conn.close()
+            if fresh:
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    return outcomes
+
+
+def held_connection(address):
+    """A connection that was served once and stays open (retrying one
+    turned away while slots of earlier connections were still freed)."""
+    host, port = address.rsplit(":", 1)
+    for _ in range(1000):
+        conn = http.client.HTTPConnection(host, int(port), timeout=WAIT)
+        conn.request("POST", "/", ping_body(),
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        if response.status == 200:
+            return conn
+        conn.close()
+    raise AssertionError("never served")
+
+
+def test_burst_at_the_connection_cap_gets_no_reset(tmp_path, capsys):
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          "--state-dir", str(tmp_path), tmp_path=tmp_path)
+    cap = 64    # rpc.max_connections' default
+    try:
+        kept = burst(server.address, cap, 30, fresh=False)
+        assert kept == {200: cap * 30}
+        fresh = burst(server.address, cap, 30, fresh=True)
+        assert sum(fresh.values()) == cap * 30
+        assert set(fresh) <= {200, 503}, fresh     # never a reset
+        with capsys.disabled():
+            print(f"\nburst of {cap} clients x 30 pings: kept connections "
+                  f"{kept}, a connection per ping {fresh}")
+        held = [held_connection(server.address) for _ in range(cap)]
+        host, port = server.address.rsplit(":", 1)
+        over = http.client.HTTPConnection(host, int(port), timeout=WAIT)
+        over.request("POST", "/", ping_body(),
+                     {"Content-Type": "application/json"})
+        response = over.getresponse()
+        response.read()
+        assert response.status == 503
+        assert response.getheader("Retry-After") == "1"
+        over.close()
+        for conn in held:
+            conn.close()
+        held_connection(server.address).close()   # served again
+    finally:
+        status, _, err = server.stop()
+    assert status == 0, err
