@@ -279,7 +279,7 @@ def test_tls_client_without_certificate_is_refused_before_a_request(
     make_cert(tmp_path, "engine", "ca")
     config = (f"[rpc]\ntls_cert = {tmp_path}/server.pem\n"
               f"tls_key = {tmp_path}/server.key\n"
-              f"tls_ca = {tmp_path}/ca.pem\n")
+              f"tls_ca = {tmp_path}/ca.pem\nrequest_timeout = 2\n")
     server = ServeProcess("--listen", "127.0.0.1:0", "--state-dir",
                           str(tmp_path), config=config, tmp_path=tmp_path)
     try:
@@ -296,6 +296,15 @@ def test_tls_client_without_certificate_is_refused_before_a_request(
                                 b"Content-Length: %d\r\n\r\n%s" %
                                 (len(body), body))
                     tls.recv(100)
+        # A handshake trickled a byte at a time is cut at the deadline.
+        connected, stop, cut = threading.Barrier(2), threading.Event(), []
+        slow = threading.Thread(target=trickle, args=(
+            server.address, connected, stop, cut, TLS_START))
+        slow.start()
+        connected.wait(WAIT)
+        slow.join(WAIT)
+        stop.set()
+        assert cut == [True]
         with Client(server.address, cert=str(tmp_path / "engine.pem"),
                     key=str(tmp_path / "engine.key"),
                     ca=str(tmp_path / "ca.pem")) as client:
@@ -673,12 +682,18 @@ RESETS = (ConnectionResetError, BrokenPipeError,
           http.client.RemoteDisconnected)
 
 
-def trickle(address, connected, stop, cut):
-    """Send a request's headers one byte every 0.1 s (far within any
-    per-read timeout) until the server closes the connection."""
+HTTP_START = b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+# A TLS handshake record announcing 16 KiB, to be sent a byte at a time.
+TLS_START = b"\x16\x03\x01\x40\x00"
+
+
+def trickle(address, connected, stop, cut, start=HTTP_START):
+    """Send a request's headers (or a TLS handshake) one byte every 0.1 s,
+    far within any per-read timeout, until the server closes the
+    connection."""
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=WAIT) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        s.sendall(start)
         connected.wait(WAIT)
         while not stop.is_set():
             try:

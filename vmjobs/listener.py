@@ -55,7 +55,9 @@ def host_header_allowed(value):
         return False
     value = value.strip()
     if value.startswith("["):              # [::1]:port
-        host = value[1:].partition("]")[0]
+        host, bracket, _ = value[1:].partition("]")
+        if not bracket:
+            return False
     elif value.count(":") == 1:            # host:port
         host = value.partition(":")[0]
     else:
