@@ -2,8 +2,6 @@
 storage.image_dirs, read from the file and from the flags; the default
 listener; plain TCP refused unless insecure, and then on loopback only."""
 
-import argparse
-
 import pytest
 
 from vmjobs import cli, config
@@ -39,14 +37,10 @@ def test_bad_values_are_named(text, named):
         config.load_text(text)
 
 
-def test_flags_override():
-    # As argparse leaves `serve --insecure --state-dir /s1 --state-dir /s2
-    # --image-dir /i`.
-    args = argparse.Namespace(config=None, uri=None, listen=None,
-                              workers=None, queue_size=None, log_file=None,
-                              stop_mode=None, insecure=True,
-                              state_dir=["/s1", "/s2"], image_dir=["/i"])
-    effective = cli.effective_config(args)
+def test_flags_override(capsys):
+    assert cli.main(["config", "--show", "--insecure", "--state-dir", "/s1",
+                     "--state-dir", "/s2", "--image-dir", "/i"]) == 0
+    effective = config.load_text(capsys.readouterr().out)
     assert effective.insecure is True
     assert effective.state_dirs == ["/s1", "/s2"]
     assert effective.image_dirs == ["/i"]
