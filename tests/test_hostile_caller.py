@@ -547,6 +547,10 @@ XML_CASES = {
     "interface-hostdev": dict(devices=(
         "<interface type='hostdev'><source><address type='pci' domain='0' "
         "bus='0' slot='2' function='0'/></source></interface>")),
+    "disk-nvme": dict(devices=(
+        "<disk type='nvme' device='disk'><source type='pci' managed='yes' "
+        "namespace='1'><address domain='0' bus='1' slot='0' function='0'/>"
+        "</source><target dev='vde'/></disk>")),
     "disk-lun": dict(devices=(
         "<disk type='block' device='lun'><source dev='{images}/disk.img'/>"
         "<target dev='sda' bus='scsi'/></disk>")),

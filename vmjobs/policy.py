@@ -30,6 +30,7 @@ QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
 REFUSED = (
     ("devices/hostdev", "assigns a host device"),
     ("devices/interface[@type='hostdev']", "assigns a host network device"),
+    ("devices/disk[@type='nvme']", "assigns a host NVMe device"),
     ("devices/disk[@device='lun']",
      "passes SCSI commands through to a host device"),
     ("devices/smartcard[@mode='host']", "passes the host's smartcard "
