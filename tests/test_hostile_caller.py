@@ -35,7 +35,7 @@ WAIT = 60
 DEFAULT_SOCKET = "/run/vmjobs/vmjobs.sock"
 
 
-# -- who can reach the service -------------------------------------------------
+# -- who can reach the service ------------------------------------------------
 
 @pytest.fixture(scope="module")
 def intruder():
@@ -155,7 +155,7 @@ def test_insecure_listeners_are_refused_at_start(tmp_path):
     assert victim.read_text() == "precious"
 
 
-# -- plain TCP on loopback (--insecure): Content-Type, Host ------------------------
+# -- plain TCP on loopback (--insecure): Content-Type, Host -------------------
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
@@ -270,7 +270,7 @@ def test_content_length_that_is_not_ascii_digits_gets_400(plain, length):
     nothing_ran(plain_call(plain))
 
 
-# -- TCP with mutual TLS -----------------------------------------------------------
+# -- TCP with mutual TLS ------------------------------------------------------
 
 def test_tls_client_without_certificate_is_refused_before_a_request(
         tmp_path):
@@ -314,7 +314,7 @@ def test_tls_client_without_certificate_is_refused_before_a_request(
     assert status == 0, err
 
 
-# -- what a caller may name on the host --------------------------------------------
+# -- what a caller may name on the host ---------------------------------------
 
 class Host:
     """A served host with a state dir, an image dir and, outside both, a
@@ -679,7 +679,7 @@ def test_lone_surrogate_in_a_param_is_invalid(host):
     assert host.call("Host.getStats")["staged"] == 0
 
 
-# -- limits under abuse --------------------------------------------------------------
+# -- limits under abuse -------------------------------------------------------
 
 TRICKLERS = 64
 RESETS = (ConnectionResetError, BrokenPipeError,
