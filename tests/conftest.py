@@ -54,12 +54,14 @@ def hypervisor():
 
 
 @pytest.fixture
-def make_api(hypervisor):
-    """make_api(**config) -> an API on the test's private test driver."""
+def make_api(hypervisor, tmp_path):
+    """make_api(**config) -> an API on the test's private test driver, its
+    state files confined to the test's tmp_path."""
     apis = []
 
     def make(step_hook=None, hv=None, **config):
         config.setdefault("workers", 4)
+        config.setdefault("state_dirs", [str(tmp_path)])
         api = API(Config(**config), hypervisor=hv or hypervisor,
                   step_hook=step_hook)
         apis.append(api)

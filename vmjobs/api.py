@@ -15,7 +15,7 @@ import logging
 
 import workers
 
-from . import domxml
+from . import domxml, hostfiles, policy
 from .config import Config
 from .destroy import destroy
 from .errors import (GeneralException, InvalidParams, JobNotActive,
@@ -25,7 +25,7 @@ from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     RestoreJob)
 from .host import host_stats
 from .hypervisor import Hypervisor
-from .params import parse_create, parse_migration, parse_path, parse_vm_id
+from .params import parse_create, parse_migration, parse_vm_id, reject_surrogates
 from .recovery import Recovery
 from .registry import VmRegistry
 
@@ -111,6 +111,8 @@ class API:
             raise Recovering("recovering the VMs found at start-up: "
                              "try again when Host.getStats shows "
                              "recovering false")
+        if params is not None:
+            reject_surrogates(params, param_names)
         args, kwargs = _bind(method, param_names, params)
         try:
             return getattr(self, name)(*args, **kwargs)
@@ -155,6 +157,7 @@ class API:
 
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
+        self._check_host_access(spec)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
         else:
@@ -173,6 +176,7 @@ class API:
 
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
+        self._check_host_access(spec)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -189,7 +193,9 @@ class API:
 
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
-        path = parse_path(hibernationVolHandle, "hibernationVolHandle")
+        path = hostfiles.state_path(hibernationVolHandle,
+                                    "hibernationVolHandle",
+                                    self.config.state_dirs)
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
         self._queue(job)
@@ -233,6 +239,17 @@ class API:
             return self.jobs.get(job_id)
         except workers.UnknownJob:
             raise NoSuchJob(f"no job {job_id}") from None
+
+    def _check_host_access(self, spec):
+        """What the request names on the host (policy.py): refused with
+        -32602 before anything is staged or queued."""
+        if spec.restore_state is not None:
+            hostfiles.state_path(spec.restore_state, "restoreState",
+                                 self.config.state_dirs)
+            policy.check_state_file(self.hv, spec.restore_state,
+                                    self.config.image_dirs)
+        elif spec.xml is not None:
+            policy.check_engine_xml(spec.xml, self.config.image_dirs)
 
     def _job_args(self):
         return {"on_step": self._step_hook,

@@ -13,6 +13,7 @@ import os
 
 from workers import JobStatus
 
+from .. import hostfiles
 from ..errors import MigrateError
 from ..hypervisor import DomainState
 from ..registry import VmBusy, VmStatus
@@ -22,9 +23,10 @@ log = logging.getLogger("vmjobs.flows.hibernate")
 
 
 def reserve_state_file(path):
-    """Create `path` empty, refusing (MigrateError) if it exists."""
+    """Create `path` empty, refusing (MigrateError) if anything, even a
+    dangling symlink, is there."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        hostfiles.reserve(path)
     except FileExistsError:
         raise MigrateError(f"{path} exists: refusing to overwrite it") \
             from None

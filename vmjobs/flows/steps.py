@@ -1,7 +1,6 @@
 """Steps more than one flow takes, as plain functions of the adapter."""
 
-import os
-
+from .. import hostfiles
 from ..errors import CreateError
 from ..hypervisor import DomainState
 from ..registry import VmStatus
@@ -32,7 +31,10 @@ def running_status(hv, vm_id, paused, error_class=CreateError):
 
 
 def check_readable_file(path, error_class=CreateError):
-    if not os.path.isfile(path):
-        raise error_class(f"{path} is not a file")
-    if not os.access(path, os.R_OK):
-        raise error_class(f"{path} is not readable")
+    """A readable regular file, not reached through a symlink."""
+    try:
+        hostfiles.check_regular_file(path)
+    except OSError as exc:
+        raise error_class(f"cannot open {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise error_class(str(exc)) from None

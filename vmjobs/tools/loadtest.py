@@ -67,21 +67,29 @@ def split(vms, mix):
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         mix=None, rate=None, keep=False, server=None, tls=(None,) * 3,
         json_path=None, plot_path=None, out=sys.stdout, poll_interval=0.1,
-        seed=0, domain_type=None, adaptive=False):
-    """Run the load test, print its summary, and return it."""
+        seed=0, domain_type=None, state_root=None, adaptive=False):
+    """Run the load test, print its summary, and return it. State files
+    (for restores) go to a directory of their own in `state_root`: with a
+    server, one of its storage.state_dirs (default: the default one)."""
     counts = split(vms, mix or {"create": 1})
-    if server is None:
-        target = InProcess(Config(uri=uri, workers=workers,
-                                  queue_size=queue_size,
-                                  domain_type=domain_type,
-                                  adaptive=adaptive))
-    else:
-        target = Remote(server, uri, *tls)
-    if counts.get("migration") and target.hv is None:
-        target.close()
+    if counts.get("migration") and server is not None and uri is None:
         raise ValueError("migrations need the libvirt the server uses: "
                          "give --uri")
-    state_dir = tempfile.mkdtemp(prefix="vmjobs-loadtest-")
+    if server is not None and state_root is None:
+        state_root = Config().state_dirs[0]
+    state_dir = tempfile.mkdtemp(prefix="vmjobs-loadtest-", dir=state_root)
+    try:
+        if server is None:
+            target = InProcess(Config(uri=uri, workers=workers,
+                                      queue_size=queue_size,
+                                      domain_type=domain_type,
+                                      state_dirs=[state_dir],
+                                      adaptive=adaptive))
+        else:
+            target = Remote(server, uri, *tls)
+    except BaseException:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        raise
     try:
         modes = ", ".join(f"{n} {mode}" for mode, n in counts.items() if n)
         print(f"vmjobs loadtest: {vms} VMs ({modes}), "
