@@ -58,6 +58,8 @@ def storm(sandbox, n, workers, adaptive, disk_dir=None, during=None):
     start), and what `during(api, started)` returned."""
     config = Config(uri=sandbox.uri, workers=workers, queue_size=n,
                     domain_type="qemu", adaptive=adaptive)
+    if disk_dir is not None:
+        config.image_dirs = [disk_dir]   # where the guests' disks may be
     with API(config) as api:
         requests = []
         for _ in range(n):
