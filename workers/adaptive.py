@@ -1,9 +1,10 @@
 """An admission limit that finds the host's best parallelism by itself.
 
-A pure object: the admission gate feeds it one sample per job that leaves
-its heavy section (when, how long it held admission, how many held it,
-how many waited), with explicit timestamps, and reads `limit` back. It
-knows nothing of VMs: a sample's `kind` (a job type, say) is an opaque key.
+A pure object: the pool feeds it one sample per admitted job that ends
+done (when, how long it ran, how many admitted jobs ran, whether others
+waited), with explicit timestamps, and reads `limit` back. It knows
+nothing of VMs: a sample's `kind` (a job type) is an opaque key, each kind
+with its own uncontended time.
 
 Which results it follows:
 
@@ -26,7 +27,10 @@ Which results it follows:
   count that gives the measured rate at the middle of the band (in_flight
   x S_target / S). Netflix concurrency-limits' Gradient2 moves the same
   way (new limit = limit x gradient + headroom), which brings 32 down to 5
-  in a round instead of in 27.
+  in a round instead of in 27. Growing goes the same way, to in_flight x
+  2 / S (at least one more): on a host with room (S = 1) that doubles the
+  limit each round, as TCP's slow start does, so a host that takes 32 at
+  once gets there in five rounds; near the knee it adds one.
 - BBR's ProbeRTT (Cardwell et al., 2016): the uncontended time can only be
   seen at low parallelism, and a base kept as an all-time minimum goes
   stale (heavier guests, a slower disk) and would pin the limit low.
@@ -35,11 +39,6 @@ Which results it follows:
   The interval is also how long a slower host is taken for a passing
   neighbour (the limit stays down) before it is taken for the new normal
   (the base follows it): two minutes.
-- TCP Vegas' slow start: until a round first shows a slowdown halfway to
-  `grow_below` the limit doubles each round instead of growing by one, so
-  a host that takes 32 at once gets there in five rounds. (Vegas leaves
-  slow start below its alpha for the same reason: doubling from near the
-  knee overshoots by the whole limit.)
 - Congestion-window validation (RFC 7661): the limit grows only when it
   was reached (a job waited, or all slots were held), so an idle host does
   not drift to the ceiling and meet the next storm with it.
@@ -80,7 +79,6 @@ class AdaptiveLimit:
         self._base = {}           # kind -> uncontended seconds
         self._base_at = None      # when the bases were last probed
         self._probing_from = None  # the limit to go back to after a probe
-        self._slow_start = True   # doubling, until the first slowdown
         self._new_round(None)
 
     def sample(self, now, seconds, inflight, waiting=0, kind=None):
@@ -127,16 +125,14 @@ class AdaptiveLimit:
         # How much slower than uncontended the round ran, over its samples.
         self.slowdown = sum(self._sums[kind][1] * mean / self._base[kind]
                             for kind, mean in means.items()) / self._count
-        if self.slowdown >= (1 + self.grow_below) / 2:
-            self._slow_start = False
+        inflight = self._inflight / self._count
         if self.slowdown > self.shrink_above:
-            inflight = self._inflight / self._count
             target = (self.grow_below + self.shrink_above) / 2
             wanted = math.ceil(inflight * target / self.slowdown)
             self.limit = max(self.low, min(self.limit - 1, wanted))
         elif self.slowdown < self.grow_below and self._binding:
-            grown = self.limit * 2 if self._slow_start else self.limit + 1
-            self.limit = min(self.high, grown)
+            wanted = math.ceil(inflight * self.grow_below / self.slowdown)
+            self.limit = min(self.high, max(self.limit + 1, wanted))
         if now - self._base_at >= self.probe_interval and \
                 self.limit > self.low:
             self._probing_from = self.limit

@@ -238,7 +238,7 @@ def run_case(sandbox, configs, run):
 
 def ceiling(sandbox, args):
     configs = []
-    for i, workers in enumerate((4, 8, 16, 32)):
+    for i, workers in enumerate(args.sizes):
         pair = [(workers, False), (workers, True)]
         configs += pair if i % 2 == 0 else pair[::-1]
     return run_case(sandbox, configs, lambda w, a: storm(
@@ -327,6 +327,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--vms", type=int, default=100)
     parser.add_argument("--cases", default="ceiling,neighbour,storage")
+    parser.add_argument("--sizes", default=(4, 8, 16, 32),
+                        type=lambda text: [int(w) for w in text.split(",")],
+                        help="the ceiling case's pool sizes (4,8,16,32)")
     parser.add_argument("--hog-seconds", type=float, default=60.0)
     parser.add_argument("--iops", type=int, default=40)
     parser.add_argument("--plot", metavar="DIR", default=None)
