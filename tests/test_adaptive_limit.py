@@ -140,3 +140,14 @@ def test_bad_bounds_are_refused():
         except ValueError:
             continue
         raise AssertionError(f"AdaptiveLimit{args} accepted")
+
+
+def test_a_host_slower_even_for_one_job_does_not_pin_the_limit_at_one():
+    """A neighbour slows every start four times, a lone one too: the limit
+    drops, but at the floor the slowdown is all the host's; the base is
+    taken again there and the limit climbs back to what the slower host
+    takes, long before the next probe."""
+    speed = slowed(measured_2_cores(), 30, 1e9, factor=4.0)
+    total, trace = storm(speed, 300, steady(32), work=START_S, sigma=0.1)
+    assert 1 in limits_between(trace, 30, 60)
+    assert min(limits_between(trace, 90, total)) >= 3

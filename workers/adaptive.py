@@ -35,7 +35,9 @@ Which results it follows:
   seen at low parallelism, and a base kept as an all-time minimum goes
   stale (heavier guests, a slower disk) and would pin the limit low.
   Every `probe_interval` seconds the limit drops to `low` for one round
-  and the base is measured again; in between it only ever decreases.
+  and the base is measured again; a round whose jobs ran alone measures
+  it too (at the floor, the slowdown is all the host's); otherwise it only
+  ever decreases.
   The interval is also how long a slower host is taken for a passing
   neighbour (the limit stays down) before it is taken for the new normal
   (the base follows it): two minutes.
@@ -112,11 +114,16 @@ class AdaptiveLimit:
         means = {kind: total / count
                  for kind, (total, count) in self._sums.items()}
         self.rate = self._count / max(now - self._round_start, 1e-9)
-        if self._probing_from is not None:
-            # The probe's round ran at `low`: its times are the new bases,
-            # higher or lower than the old ones.
+        alone = self._inflight <= self._count   # never two at once
+        if self._probing_from is not None or alone:
+            # Times taken with no other job of ours running are the
+            # uncontended times now, higher or lower than the old ones:
+            # whatever slowed them is the host's, not ours to back off
+            # from. (Without this a neighbour that slows even a lone job
+            # 3 times would pin the limit at 1 until the next probe.)
             self._base.update(means)
             self._base_at = now
+        if self._probing_from is not None:
             self.limit, self._probing_from = self._probing_from, None
             self._new_round(now)
             return
