@@ -16,7 +16,7 @@ from .client import DEFAULT_SERVER, Client, RemoteError
 SERVICE_FLAGS = {
     "uri": "uri", "listen": "listen", "workers": "workers",
     "queue_size": "queue_size", "log_file": "log_file",
-    "stop_mode": "stop_mode",
+    "stop_mode": "stop_mode", "lock_file": "lock_file",
 }
 
 
@@ -114,16 +114,24 @@ def main(argv=None):
 
 
 def _service_flags(parser):
-    parser.add_argument("--config", help="INI file (see `vmjobs config "
-                        "--show` for every key)")
+    parser.add_argument("--config", help="INI file, read instead of "
+                        f"{configuration.DEFAULT_PATH} and its .d directory "
+                        "(see `vmjobs config --show` for every key)")
     parser.add_argument("--uri", help="libvirt URI (default: a private "
                         "instance of libvirt's test driver)")
     parser.add_argument("--listen", help="HOST:PORT or unix:/path "
                         "(default 127.0.0.1:54321)")
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--queue-size", type=int)
+    parser.add_argument("--workers", type=int, help="jobs running at once "
+                        "(default: 2 x the cores)")
+    parser.add_argument("--queue-size", type=int, help="jobs waiting at "
+                        "most; more are refused (1100)")
     parser.add_argument("--log-file", help="path, or '-' for stderr")
-    parser.add_argument("--stop-mode", choices=("drain", "abort"))
+    parser.add_argument("--stop-mode", choices=("drain", "abort"),
+                        help="on SIGTERM: abort the jobs (rolled back) or "
+                        "drain them")
+    parser.add_argument("--lock-file", help="held while serving, so that "
+                        "a second instance refuses to start (default "
+                        "/run/vmjobs/vmjobs.lock)")
 
 
 def _client_flags(parser):
@@ -136,13 +144,14 @@ def _client_flags(parser):
 
 
 def effective_config(args):
-    config = configuration.Config()
     if args.config:
-        config = configuration.load(args.config, config)
+        config = configuration.load(args.config)
+    else:
+        config = configuration.load_default()
     for flag, field in SERVICE_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
-            setattr(config, field, value)
+            config.set_flag(field, value, "--" + flag.replace("_", "-"))
     return config.validate()
 
 
