@@ -23,6 +23,7 @@ from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
 from .flows.hibernate import remove_state_file, reserve_state_file
 from .flows.steps import ensure_no_domain
 from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
+from .metrics import Metrics
 from .params import parse_create, parse_migration, parse_path, parse_vm_id
 from .recovery import Recovery
 from .registry import SAVING_STATE, DestroyClaim, VmBusy, VmRegistry
@@ -63,8 +64,10 @@ class API:
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
         self.registry = VmRegistry()
+        self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
-                                     self.config.max_ended)
+                                     self.config.max_ended,
+                                     on_ended=self.metrics.job_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs")
         self._step_hook = step_hook
@@ -73,6 +76,7 @@ class API:
         self.Job = _Namespace(self, "Job")
         self.recovery = Recovery(self.hv, self.registry, self.jobs,
                                  self.pool, self._job_args())
+        self.metrics.watch(self)
         try:
             self.recovery.start()
         except BaseException:

@@ -17,6 +17,8 @@ import socketserver
 import ssl
 import threading
 
+from . import metrics
+from .audit import caller_of
 from .config import parse_listen
 from .rpc import Dispatcher
 
@@ -57,7 +59,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(body) < int(length):
             self.close_connection = True
             return   # the client went away mid-body
-        response = self.server.dispatcher.handle(body)
+        response = self.server.dispatcher.handle(
+            body, caller_of(self.connection, self.client_address))
         if response is None:
             return self._send(204, b"")
         self._send(200, response, content_type="application/json")
@@ -66,7 +69,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(405, b"method not allowed: POST to /\n",
                    extra={"Allow": "POST"})
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
+    def do_GET(self):
+        if self.path != "/metrics":
+            return self._other()
+        self._send(200, self.server.dispatcher.api.metrics.render(),
+                   content_type=metrics.CONTENT_TYPE)
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
 
     def _send(self, status, body, content_type="text/plain", close=False,
               extra=None):
