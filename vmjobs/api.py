@@ -33,7 +33,8 @@ log = logging.getLogger("vmjobs.api")
 # verb -> (method, parameter names in positional order)
 VERBS = {
     "Host.ping": ("host_ping", ()),
-    "Host.getVMList": ("host_get_vm_list", ("fullStatus",)),
+    "Host.getVMList": ("host_get_vm_list",
+                       ("fullStatus", "vmList", "onlyUUID")),
     "Host.getAllVmStats": ("host_get_all_vm_stats", ()),
     "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
     "Host.getStats": ("host_get_stats", ()),
@@ -41,7 +42,7 @@ VERBS = {
     "VM.migrationCreate": ("vm_migration_create",
                            ("vmID", "params", "incomingLimit")),
     "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
-    "VM.destroy": ("vm_destroy", ("vmID",)),
+    "VM.destroy": ("vm_destroy", ("vmID", "gracefulAttempts")),
     "VM.getStats": ("vm_get_stats", ("vmID",)),
     "Job.abort": ("job_abort", ("jobId",)),
     "Job.delete": ("job_delete", ("jobId",)),
@@ -140,10 +141,22 @@ class API:
     def host_ping(self):
         return True
 
-    def host_get_vm_list(self, fullStatus=False):
-        if not isinstance(fullStatus, bool):
-            raise InvalidParams("fullStatus", "must be true or false")
+    def host_get_vm_list(self, fullStatus=False, vmList=None,
+                         onlyUUID=False):
+        """As VDSM's: only the VMs of `vmList` when it is not empty
+        (unknown ids skipped); onlyUUID asks for ids, which is what comes
+        without fullStatus anyway (and, as in VDSM, fullStatus wins)."""
+        for name, value in (("fullStatus", fullStatus),
+                            ("onlyUUID", onlyUUID)):
+            if not isinstance(value, bool):
+                raise InvalidParams(name, "must be true or false")
         vms = self.registry.public()
+        if vmList is not None:
+            if not isinstance(vmList, list) or \
+                    not all(isinstance(v, str) for v in vmList):
+                raise InvalidParams("vmList", "must be a list of vmIds")
+            wanted = set(vmList)
+            vms = [vm for vm in vms if not wanted or vm.vm_id in wanted]
         if fullStatus:
             return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
         return [vm.vm_id for vm in vms]
@@ -258,8 +271,9 @@ class API:
         self._queue(job, undo=undo)
         return {"jobId": job.id}
 
-    def vm_destroy(self, vmID=None):
+    def vm_destroy(self, vmID=None, gracefulAttempts=0):
         vm_id = parse_vm_id(vmID)
+        graceful = _graceful_attempts(gracefulAttempts)
         vm = self.registry.get(vm_id)
         while True:
             if vm.job is not None:
@@ -280,7 +294,8 @@ class API:
                     pass   # a job got there first: look again
                 else:
                     try:
-                        self._destroy_public(vm_id, vm.status, claim)
+                        self._destroy_public(vm_id, vm.status, claim,
+                                             graceful)
                     finally:
                         claim.done()
                     return True
@@ -341,15 +356,30 @@ class API:
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
 
-    def _destroy_public(self, vm_id, status, claim):
+    def _destroy_public(self, vm_id, status, claim, graceful_attempts=0):
         log.info("VM.destroy %s: destroying the public VM", vm_id)
         try:
-            self.hv.remove(vm_id)
+            self.hv.remove(vm_id, graceful_attempts)
         except HypervisorError as exc:
             self.registry.release(vm_id, claim, status)
             raise GeneralException(
                 f"destroy of VM {vm_id} failed: {exc}") from None
         self.registry.unpublish_claimed(vm_id, claim)
+
+
+# VDSM's gracefulAttempts, bounded: each graceful try may take libvirt's
+# own timeout (about 10 s on QEMU).
+MAX_GRACEFUL_ATTEMPTS = 10
+
+
+def _graceful_attempts(value):
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value <= MAX_GRACEFUL_ATTEMPTS:
+        raise InvalidParams("gracefulAttempts", "must be an integer from 0 "
+                            f"to {MAX_GRACEFUL_ATTEMPTS}")
+    return value
 
 
 class _Namespace:
