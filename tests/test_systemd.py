@@ -134,3 +134,10 @@ def test_a_second_instance_names_the_pid_holding_the_lock(tmp_path):
     with InstanceLock(lock):   # free once the first stopped
         with pytest.raises(InstanceLocked, match=f"PID {os.getpid()}"):
             InstanceLock(lock)
+
+
+def test_a_lock_file_that_cannot_be_made_says_what_to_do(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InstanceLocked, match="cannot open the lock file .*"
+                       "--lock-file"):
+        InstanceLock(str(tmp_path / "file" / "vmjobs.lock"))

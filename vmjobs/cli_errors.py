@@ -57,7 +57,8 @@ def explain(exc, args):
                     "(root)? Or give another --uri")
         return f"libvirt at {uri}: {exc}"
     server = getattr(args, "server", None)
-    if args.command == "serve" and isinstance(exc, OSError):
+    if args.command == "serve" and isinstance(exc, OSError) and \
+            exc.filename is None:
         listen = getattr(args, "effective_listen", "?")
         if exc.errno == errno.EADDRINUSE:
             return (f"cannot listen on {listen}: address already in use; "

@@ -16,10 +16,15 @@ class InstanceLock:
         InstanceLocked if another process holds it."""
         self.path = path
         directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                           0o644)
+        try:
+            if directory:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                               0o644)
+        except OSError as exc:
+            raise InstanceLocked(
+                f"cannot open the lock file {path}: {exc.strerror}; run as "
+                "root, or give a --lock-file this user may write") from None
         try:
             # flock, not lockf: a lock per open file, so a second take in
             # the same process is refused too (tests), and closing some
