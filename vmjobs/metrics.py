@@ -55,19 +55,19 @@ class Metrics:
         """A job ended (called once per job, in the thread that ended it)."""
         seconds = time.time() - job.created
         key = (job.job_type, job.status.value)
-        children = self._children.get(key)
-        if children is None:
-            children = self._make_children(key)
-        for child in children:
-            child(seconds)
+        children = self._children.get(key) or self._make_children(key)
+        total, duration, time_to_up = children
+        total.inc()
+        duration.observe(seconds)
+        if time_to_up is not None:
+            time_to_up.observe(seconds)
 
     def _make_children(self, key):
         job_type, status = key
-        total = self._jobs.labels(job_type, status)
-        children = [lambda _: total.inc(),
-                    self._duration.labels(job_type).observe]
-        if status == "done" and job_type in STARTUPS:
-            children.append(self._time_to_up.labels(job_type).observe)
+        children = (self._jobs.labels(job_type, status),
+                    self._duration.labels(job_type),
+                    self._time_to_up.labels(job_type)
+                    if status == "done" and job_type in STARTUPS else None)
         with self._children_lock:
             return self._children.setdefault(key, children)
 
