@@ -249,7 +249,7 @@ class Job:
         except Exception as exc:
             self._end(JobStatus.FAILED, self.error_info(exc))
             if getattr(exc, "expected", False):
-                log.info("job %s failed: %s", self.id, exc)
+                log.warning("job %s failed: %s", self.id, exc)
             else:
                 log.exception("job %s failed", self.id)
         finally:

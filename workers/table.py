@@ -21,8 +21,11 @@ class JobStillActive(Exception):
 
 class JobTable:
     def __init__(self, autodelete_delay=3600.0, max_ended=10000,
-                 clock=time.monotonic):
+                 clock=time.monotonic, on_ended=None):
+        """`on_ended(job)` is called as each job added ends (outside the
+        table's lock), e.g. to count them."""
         self.autodelete_delay = autodelete_delay
+        self._on_ended = on_ended
         self.max_ended = max_ended
         self._clock = clock
         # Guards _jobs and _ended. Expiry is done lazily, on each access,
@@ -84,6 +87,8 @@ class JobTable:
             if job.id in self._jobs:
                 self._ended[job.id] = self._clock()
                 self._expire()
+        if self._on_ended is not None:
+            self._on_ended(job)
 
     def _expire(self):
         # Caller holds _lock.
