@@ -36,7 +36,12 @@ def one_line(result, command, *words):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli-errors")
-    process = ServeProcess("--listen", "127.0.0.1:0", tmp_path=tmp)
+    # An incoming migration that never arrives fails fast: a job with an
+    # error, for `jobs` to show.
+    process = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                           "--state-dir", str(tmp), "--image-dir", str(tmp),
+                           config="[migration]\ndestination_timeout = 0.2\n",
+                           tmp_path=tmp)
     yield process
     assert process.stop()[0] == 0
 
@@ -49,11 +54,13 @@ def free_port():
 
 def test_unreachable_libvirt_names_the_uri(tmp_path):
     uri = f"qemu:///system?socket={tmp_path}/no-libvirt-sock"
+    dirs = ("--state-dir", str(tmp_path), "--image-dir", str(tmp_path))
     result = vmjobs("serve", "--config", os.devnull, "--uri", uri,
-                    "--listen", "127.0.0.1:0",
+                    "--listen", "127.0.0.1:0", "--insecure", *dirs,
                     "--lock-file", str(tmp_path / "lock"))
     one_line(result, "serve", uri, "libvirtd running", "--uri")
     debug = vmjobs("--debug", "serve", "--config", os.devnull, "--uri", uri,
+                   "--listen", f"unix:{tmp_path}/s.sock", *dirs,
                    "--lock-file", str(tmp_path / "lock"))
     assert "Traceback" in debug.stderr and "HypervisorError" in debug.stderr
 
@@ -64,7 +71,9 @@ def test_port_in_use_names_the_address(tmp_path):
         busy.listen()
         address = "127.0.0.1:%d" % busy.getsockname()[1]
         result = vmjobs("serve", "--config", os.devnull, "--listen", address,
-                        "--lock-file", str(tmp_path / "lock"),
+                        "--insecure", "--lock-file", str(tmp_path / "lock"),
+                        "--state-dir", str(tmp_path),
+                        "--image-dir", str(tmp_path),
                         "--log-file", str(tmp_path / "log"))
     one_line(result, "serve", address, "already in use", "--listen")
 
@@ -193,15 +202,22 @@ def test_report_on_a_wrong_file(tmp_path):
 
 def test_jobs_shows_errors_whole_ids_and_takes_a_prefix(server):
     vm_id = str(uuid.uuid4())
-    created = vmjobs("call", "VM.create", f"vmID={vm_id}", "vmParams=" +
-                     json.dumps({"vmId": vm_id, "restoreState": "/no/file"}),
+    # (A restore of a missing file, as first written here, is refused by
+    # the verb now, issue 10: no job. An arrival that never comes is one.)
+    xml = (f"<domain type='test'><name>in-{vm_id[:8]}</name><uuid>{vm_id}"
+           "</uuid><memory unit='MiB'>64</memory><os><type>hvm</type></os>"
+           "</domain>")
+    created = vmjobs("call", "VM.migrationCreate", f"vmID={vm_id}",
+                     "params=" + json.dumps({"vmId": vm_id, "xml": xml}),
                      "--server", server.address)
-    job_id = json.loads(created.stdout)["jobId"]
+    assert created.returncode == 0, created.stderr
+    job_id = json.loads(created.stdout)["params"]["jobId"]
     assert wait_job_ended(server, job_id) == "failed"
     table = vmjobs("jobs", job_id[:5], "--server", server.address)
     assert table.returncode == 0, table.stderr
     row = table.stdout.splitlines()[1]
-    assert row.startswith(job_id) and vm_id in row and "/no/file" in row
+    assert row.startswith(job_id) and vm_id in row and \
+        "did not arrive" in row
     one_line(vmjobs("jobs", "zz", "--server", server.address), "jobs",
              "no job id starts with 'zz'")
 
