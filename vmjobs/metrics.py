@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from workers import JobStatus
+
 # Job types that start a VM: their successful end is the VM being Up (or
 # Paused, if asked to start paused).
 STARTUPS = ("create", "restore", "migration-destination", "recover")
@@ -67,7 +69,7 @@ class Metrics:
         children = (self._jobs.labels(job_type, status),
                     self._duration.labels(job_type),
                     self._time_to_up.labels(job_type)
-                    if status == "done" and job_type in STARTUPS else None)
+                    if status == JobStatus.DONE and job_type in STARTUPS else None)
         with self._children_lock:
             return self._children.setdefault(key, children)
 
