@@ -76,7 +76,12 @@ def _param(params, name, position):
 
 
 def _short(value):
-    """A value from the request, bounded (it may be anything)."""
+    """A value from the request, bounded and on one word of one line (it
+    may be anything: a newline in it must not forge an audit line)."""
     if value is None:
         return "-"
-    return value if len(value) <= 64 else value[:64] + "..."
+    value = value if len(value) <= 64 else value[:64] + "..."
+    if value.isprintable() and " " not in value:
+        return value
+    return value.encode("unicode_escape").decode("ascii").replace(
+        " ", "\\x20")
