@@ -74,3 +74,22 @@ def test_caller_is_the_certificate_subject(make_api, pki, caplog):  # noqa
         server.stop()
     assert audit_lines(caplog) == [("Host.ping", "commonName=engine", "-",
                                     "-", "ok")]
+
+
+def test_a_caller_cannot_forge_an_audit_line(make_api, tmp_path, caplog):
+    """A vmID with a newline (refused, but audited) stays on its line."""
+    api = make_api()
+    server = Server(api, Config(listen=f"unix:{tmp_path}/s.sock"))
+    server.start()
+    caplog.set_level(logging.INFO, logger="vmjobs")
+    forged = "x\naudit VM.destroy caller=uid:0 vm=y job=- result=ok ms=0.1"
+    try:
+        with Client(server.address) as client:
+            with pytest.raises(RemoteError):
+                client.call("VM.getStats", [forged])
+    finally:
+        server.stop()
+    (line,) = [r.getMessage() for r in caplog.records
+               if r.name == "vmjobs.audit"]
+    assert "\n" not in line and line.startswith("audit VM.getStats ")
+    assert LINE.match(line).group(3).startswith("x\\naudit\\x20VM")
