@@ -135,9 +135,13 @@ def test_the_default_listener(intruder, tmp_path):
 
 
 def serve_refused(*args):
-    result = subprocess.run(
-        [sys.executable, "-m", "vmjobs", "serve", "--log-file", "-", *args],
-        capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
+    # Not the host's /etc/vmjobs nor its lock in /run/vmjobs (as
+    # ServeProcess): a refusal must not depend on them.
+    with tempfile.TemporaryDirectory() as private:
+        result = subprocess.run(
+            [sys.executable, "-m", "vmjobs", "serve", "--log-file", "-",
+             "--config", os.devnull, "--lock-file", f"{private}/lock",
+             *args], capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
     assert result.returncode == 2, result
     assert "serving" not in result.stdout
     return result.stderr
