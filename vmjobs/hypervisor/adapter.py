@@ -114,7 +114,8 @@ class Hypervisor:
 
     def _remove_once(self, uuid, graceful_attempts=0):
         with self.connection() as conn, translated("remove"):
-            dom = lookup(conn, uuid)
+            # Looked up now: whether there is a domain is the answer.
+            dom = lookup(conn, uuid, fresh=True)
             if dom is None:
                 return False
             for attempt in range(graceful_attempts):

@@ -51,20 +51,22 @@ def remember(dom, uuid):
     _recent.dom, _recent.uuid = dom, uuid
 
 
-def find(conn, uuid):
-    """The domain with this UUID; libvirtError NO_DOMAIN if there is none."""
+def find(conn, uuid, fresh=False):
+    """The domain with this UUID; libvirtError NO_DOMAIN if there is none.
+    `fresh`: looked up now, even if this thread holds its handle."""
     dom = getattr(_recent, "dom", None)
-    if dom is not None and _recent.uuid == uuid and dom.connect() is conn:
+    if not fresh and dom is not None and _recent.uuid == uuid and \
+            dom.connect() is conn:
         return dom
     dom = conn.lookupByUUIDString(uuid)
     _recent.dom, _recent.uuid = dom, uuid
     return dom
 
 
-def lookup(conn, uuid):
+def lookup(conn, uuid, fresh=False):
     """The domain with this UUID, or None if there is none."""
     try:
-        return find(conn, uuid)
+        return find(conn, uuid, fresh)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == NO_DOMAIN:
             return None
