@@ -1,26 +1,39 @@
 """A fault-injecting wrapper around the libvirt adapter: it passes every
-call on to the real adapter, except the Nth, which fails as libvirt would
-(an error, or the connection lost) or hangs until released (past the job
-timeout). Used where a real failure cannot be provoked on demand."""
+call on to the real adapter, except the Nth, which fails as libvirt would,
+before or after it took effect, or hangs until released (past the job
+timeout). Used where a real failure cannot be provoked on demand.
+
+Kinds of fault:
+- "error": libvirt refuses the call (nothing done);
+- "lost": the connection is lost before the call reaches libvirt;
+- "after": the call is made, libvirt does it, and the reply is lost (the
+  connection dropped, the daemon restarted): ConnectionLost all the same;
+- "hang": the call waits until `release` is set, then is made."""
 
 import threading
 
 import libvirt
 
-from vmjobs.hypervisor import HypervisorError
+from vmjobs.hypervisor import ConnectionLost, HypervisorError
 
 # The adapter's verbs that talk to libvirt.
-CALLS = ("state", "define", "start", "remove", "list_domains", "metadata",
-         "save", "saved_domain_xml", "restore", "persist", "set_metadata",
-         "create_transient", "resume")
-
+CALLS = ("state", "state_reason", "define", "start", "remove", "stop",
+         "list_domains", "metadata", "save", "saved_domain_xml", "restore",
+         "persist", "set_metadata", "create_transient", "resume")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {
-    "error": (libvirt.VIR_ERR_INTERNAL_ERROR, "injected fault in {call}"),
-    "lost": (libvirt.VIR_ERR_INVALID_CONN,
+    "error": (HypervisorError, libvirt.VIR_ERR_INTERNAL_ERROR,
+              "injected fault in {call}"),
+    "lost": (ConnectionLost, libvirt.VIR_ERR_INVALID_CONN,
              "injected fault in {call}: client socket is closed"),
+    "after": (ConnectionLost, libvirt.VIR_ERR_INVALID_CONN,
+              "injected fault in {call}, after libvirt did it: client "
+              "socket is closed"),
 }
+
+# Every kind but "hang", which the timeout tests use.
+KINDS = ["error", "lost", "after"]
 
 
 class FaultyHypervisor:
@@ -28,7 +41,7 @@ class FaultyHypervisor:
         self._real = real
         self._fail_at = fail_at       # 1-based index of the call to fail
         self._fail_calls = fail_calls
-        self._kind = kind             # "error", "lost" or "hang"
+        self._kind = kind             # a key of FAULTS, or "hang"
         self._lock = threading.Lock()  # guards calls, failed, _fail_at
         self.calls = []               # names of the calls made, in order
         self.failed = None            # the call that was failed
@@ -56,11 +69,14 @@ class FaultyHypervisor:
                 fail = len(self.calls) == self._fail_at
                 if fail:
                     self.failed = name
-            if fail and self._kind == "hang":
+            if not fail:
+                return attr(*args, **kwargs)
+            if self._kind == "hang":
                 self.hanging.set()
                 assert self.release.wait(120), "hang never released"
-            elif fail:
-                code, message = FAULTS[self._kind]
-                raise HypervisorError(name, code, message.format(call=name))
-            return attr(*args, **kwargs)
+                return attr(*args, **kwargs)
+            cls, code, message = FAULTS[self._kind]
+            if self._kind == "after":
+                attr(*args, **kwargs)
+            raise cls(name, code, message.format(call=name))
         return call

@@ -46,6 +46,11 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: SHUTOFF,
 }
 
+# Why a paused domain is paused, where it matters: an incoming migration's
+# domain is paused for MIGRATION until the transfer is over.
+PAUSED_MIGRATION = "migration"
+PAUSED_OTHER = "other"
+
 # Undefine also what a domain may carry beside its definition; the test
 # driver knows only the first two flags.
 _UNDEFINE_FLAGS_TEST = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
@@ -325,6 +330,25 @@ class Hypervisor:
                 raise
             return _STATES.get(dom.state()[0], OTHER)
 
+    def state_reason(self, uuid):
+        """(state, reason): the domain's state, and for a paused one why
+        (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
+        there is no such domain."""
+        with self._connection() as conn, _translated("state"):
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    return None, None
+                raise
+            state, reason = dom.state()
+            state = _STATES.get(state, OTHER)
+            if state != PAUSED:
+                return state, None
+            return state, (PAUSED_MIGRATION if reason ==
+                           libvirt.VIR_DOMAIN_PAUSED_MIGRATION
+                           else PAUSED_OTHER)
+
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
         with self._connection() as conn, _translated("define"):
@@ -371,6 +395,19 @@ class Hypervisor:
             _ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
             _ignoring(lambda: dom.undefineFlags(self._undefine_flags),
                       NO_DOMAIN, OPERATION_INVALID)
+            return True
+
+    def stop(self, uuid):
+        """Destroy the domain if it runs, keeping its definition; True if
+        there was a domain."""
+        with self._connection() as conn, _translated("stop"):
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    return False
+                raise
+            _ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
             return True
 
     def save(self, uuid, path):
