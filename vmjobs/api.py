@@ -17,15 +17,16 @@ from . import domxml
 from .config import Config
 from .errors import (GeneralException, InvalidParams, JobNotActive,
                      JobNotDone, MigrateError, MissParam, NoSuchJob, NoVM,
-                     Recovering, ResourceExhausted, UnknownMethod, VdsmError)
+                     Recovering, ResourceExhausted, UnknownMethod, VdsmError,
+                     VmExists)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     RestoreJob)
-from .flows.hibernate import remove_state_file, reserve_state_file
 from .flows.steps import ensure_no_domain
-from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
+from .hypervisor import (SHUTOFF, DomainNotFound, Hypervisor,
+                         HypervisorError)
 from .params import parse_create, parse_migration, parse_path, parse_vm_id
 from .recovery import Recovery
-from .registry import SAVING_STATE, DestroyClaim, VmBusy, VmRegistry
+from .registry import DESTROYING, DestroyClaim, VmBusy, VmRegistry
 
 log = logging.getLogger("vmjobs.api")
 
@@ -167,12 +168,19 @@ class API:
         pool = self.pool.stats()
         counts = self.registry.counts()
         known = self.registry.known_ids()
-        external = stopped = 0
+        received = self._received_ids()
+        external = stopped = unowned = 0
         for domain in self.hv.list_domains(domxml.METADATA_NS):
-            if domain.metadata is None:
+            if domain.uuid in known:
+                continue
+            if domain.metadata is None and domain.uuid not in received:
                 external += 1
-            elif domain.state == SHUTOFF and domain.uuid not in known:
+            elif domain.state == SHUTOFF:
                 stopped += 1
+            else:
+                # Ours and running, in neither registry: a failed recovery,
+                # or an arrived migration its job could not commit.
+                unowned += 1
         return {
             "workers": pool["workers"],
             "queue_size": pool["queue_size"],
@@ -182,6 +190,7 @@ class API:
             "public": counts["public"],
             "external_domains": external,
             "stopped_domains": stopped,
+            "unowned_domains": unowned,
             "jobs_done": pool["done"],
             "jobs_failed": pool["failed"],
             "jobs_aborted": pool["aborted"],
@@ -236,28 +245,27 @@ class API:
         path = parse_path(hibernationVolHandle, "hibernationVolHandle")
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
-        try:
-            job.previous_status = self.registry.claim(
-                vm_id, SAVING_STATE, job).status
-        except VmBusy as exc:
-            raise MigrateError(f"cannot hibernate: {exc}") from None
-        try:
-            reserve_state_file(path)
-        except MigrateError:
-            self.registry.release(vm_id, job, job.previous_status)
-            raise
-
-        def undo():
-            self.registry.release(vm_id, job, job.previous_status)
-            remove_state_file(path)
-
-        self._queue(job, undo=undo)
+        job.reserve()
+        self._queue(job, undo=job.release)
         return {"jobId": job.id}
 
     def vm_destroy(self, vmID=None):
         vm_id = parse_vm_id(vmID)
-        vm = self.registry.get(vm_id)
+        found = False   # the VM was in a registry when we looked
         while True:
+            try:
+                vm = self.registry.get(vm_id)
+            except NoVM:
+                # In neither registry: a domain of ours left behind (stopped
+                # by a crash, a failed recovery, a migration that arrived
+                # without its job) is removed too, so no vmId is stuck.
+                removed = self._destroy_unowned(vm_id)
+                if removed is None:
+                    continue   # a job took the vmId meanwhile: look again
+                if removed or found:
+                    return True
+                raise
+            found = True
             if vm.job is not None:
                 # bz912390: a job is working on the VM (starting it, or
                 # hibernating it, or another destroy). Only that job touches
@@ -268,22 +276,17 @@ class API:
                 except workers.JobNotActive:
                     pass   # it is ending on its own
                 vm.job.wait()
-            else:
-                claim = DestroyClaim()
-                try:
-                    self.registry.claim(vm_id, vm.status, claim)
-                except VmBusy:
-                    pass   # a job got there first: look again
-                else:
-                    try:
-                        self._destroy_public(vm_id, vm.status, claim)
-                    finally:
-                        claim.done()
-                    return True
+                continue
+            claim = DestroyClaim()
             try:
-                vm = self.registry.get(vm_id)
-            except NoVM:
-                return True
+                self.registry.claim(vm_id, vm.status, claim)
+            except VmBusy:
+                continue   # a job got there first: look again
+            try:
+                self._destroy_public(vm_id, claim)
+            finally:
+                claim.done()
+            return True
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -336,16 +339,66 @@ class API:
             undo()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        if job.status is workers.JobStatus.ABORTED:
+            # Aborted (a VM.destroy) before the verb could answer: its end
+            # handling has undone it; answering success would tell an
+            # engine (a migration's source) to go on.
+            raise job.error_class(f"VM {job.vm_id} was destroyed before "
+                                  "its job could start")
 
-    def _destroy_public(self, vm_id, status, claim):
+    def _destroy_public(self, vm_id, claim):
         log.info("VM.destroy %s: destroying the public VM", vm_id)
         try:
             self.hv.remove(vm_id)
-        except HypervisorError as exc:
-            self.registry.release(vm_id, claim, status)
-            raise GeneralException(
-                f"destroy of VM {vm_id} failed: {exc}") from None
+        except BaseException as exc:
+            # Whatever the failure, the claim goes: a later destroy must
+            # find the VM free, not wait on a claim nobody ends.
+            self.registry.release(vm_id, claim)
+            if isinstance(exc, HypervisorError):
+                raise GeneralException(
+                    f"destroy of VM {vm_id} failed: {exc}") from None
+            raise
         self.registry.unpublish_claimed(vm_id, claim)
+
+    def _destroy_unowned(self, vm_id):
+        """Remove the domain of VM `vm_id`, in neither registry, if it is
+        ours: it carries vmjobs metadata, or has the UUID of a migration we
+        were asked to receive. True if it removed one, False if there is
+        none (a domain not ours is never touched), None if a job staged the
+        vmId first. The vmId is staged meanwhile, so no job can make a
+        domain with it."""
+        claim = DestroyClaim()
+        try:
+            self.registry.stage(vm_id, DESTROYING, {}, claim)
+        except VmExists:
+            claim.done()
+            return None
+        try:
+            try:
+                ours = self.hv.metadata(vm_id, domxml.METADATA_NS) is not None
+            except DomainNotFound:
+                return False
+            if not ours and vm_id not in self._received_ids():
+                return False
+            log.info("VM.destroy %s: removing its domain, in neither "
+                     "registry", vm_id)
+            try:
+                self.hv.remove(vm_id)
+            except HypervisorError as exc:
+                raise GeneralException(
+                    f"destroy of VM {vm_id} failed: {exc}") from None
+            return True
+        finally:
+            self.registry.unstage(vm_id, claim)
+            claim.done()
+
+    def _received_ids(self):
+        """The vmIds of the migrations still listed that we were asked to
+        receive and that did not commit: a domain with one of them is ours
+        even without metadata (it may have arrived after its job ended)."""
+        return {job.vm_id for job in self.jobs.jobs()
+                if job.job_type == MigrationDestinationJob.job_type and
+                job.status is not workers.JobStatus.DONE}
 
 
 class _Namespace:

@@ -2,41 +2,56 @@
 and take it out of the public registry.
 
 Not a startup flow but the inverse of restore, and the only job that runs
-on a public VM. VM.hibernate creates the state file, empty and exclusively
-(O_EXCL): an existing file is never overwritten, and two hibernations can
-never share one. Until the state is saved the VM stays public and running
-if anything fails; once saved, a failure or an abort brings it back from
-the file."""
+on a public VM. The job reserves its state file before it claims the VM
+(reserve(), done by the verb): the file is created empty and exclusively
+(O_EXCL), so an existing file is never overwritten and two hibernations
+never share one; and its inode is remembered, so the job only ever removes
+the very file it created. Until the state is saved the VM stays public and
+running if anything fails; once saved, a failure or an abort brings it
+back from the file. A save or restore whose reply is lost may have taken
+effect: the job then looks at the domain instead of assuming."""
 
 import logging
 import os
 
 from workers import JobStatus
 
-from ..errors import MigrateError
-from ..hypervisor import PAUSED, RUNNING
-from ..registry import PAUSED as STATUS_PAUSED
+from ..errors import MigrateError, NoVM
+from ..hypervisor import PAUSED, RUNNING, HypervisorError
+from ..registry import PAUSED as STATUS_PAUSED, SAVING_STATE, VmBusy
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
 
 
-def reserve_state_file(path):
-    """Create `path` empty, refusing (MigrateError) if it exists."""
+def create_state_file(path):
+    """Create `path` empty, refusing (MigrateError) if it exists; return
+    its identity (st_dev, st_ino)."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise MigrateError(f"{path} exists: refusing to overwrite it") \
             from None
     except OSError as exc:
         raise MigrateError(f"cannot create {path}: {exc.strerror}") from None
-
-
-def remove_state_file(path):
     try:
-        os.unlink(path)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
+
+
+def remove_own_file(path, identity):
+    """Unlink `path` if it is still the file of `identity` (st_dev, st_ino):
+    a file put in its place by someone else is never removed."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
-        pass
+        return
+    if (st.st_dev, st.st_ino) != identity:
+        log.warning("%s is no longer the file this job created: kept", path)
+        return
+    os.unlink(path)
 
 
 class HibernateJob(VmJob):
@@ -46,12 +61,32 @@ class HibernateJob(VmJob):
 
     def __init__(self, vm_id, path, hypervisor, registry, **kwargs):
         super().__init__(vm_id, hypervisor, registry, **kwargs)
-        self.path = path                # reserved by the verb: ours
-        self.previous_status = None     # set by the verb when it claims
+        self.path = path
+        self._file = None               # (st_dev, st_ino) once reserved
+        self.previous_status = None     # the VM's status, once claimed
         # Where the flow got to; read in on_ended, after run() returned.
         self._ran = False
-        self._saved = False             # the file holds the VM's state
+        self._saved = False             # the file may hold the VM's state
         self._brought_back = False      # ... and the VM runs again anyway
+
+    def reserve(self):
+        """Before the job is visible: create the state file, then claim the
+        VM (status Saving State). Raises MigrateError or NoVM, leaving
+        nothing behind."""
+        self._file = create_state_file(self.path)
+        try:
+            vm = self.registry.claim(self.vm_id, SAVING_STATE, self)
+        except (VmBusy, NoVM) as exc:
+            remove_own_file(self.path, self._file)
+            if isinstance(exc, NoVM):
+                raise
+            raise MigrateError(f"cannot hibernate: {exc}") from None
+        self.previous_status = vm.status
+
+    def release(self):
+        """Undo reserve() (the queue refused the job)."""
+        self.registry.release(self.vm_id, self)
+        remove_own_file(self.path, self._file)
 
     def run(self):
         vm_id = self.vm_id
@@ -64,8 +99,7 @@ class HibernateJob(VmJob):
                 raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
                                    "nothing to save")
             self.step("save")
-            self.hv.save(vm_id, self.path)
-            self._saved = True
+            self._save()
             self.step("undefine")
             self.hv.remove(vm_id)
             self.step("commit")
@@ -78,7 +112,7 @@ class HibernateJob(VmJob):
             return   # committed: the VM left the public registry
         if not self._ran:
             # Ended while queued: the reserved file is still empty.
-            remove_state_file(self.path)
+            remove_own_file(self.path, self._file)
         if self._saved and not self._brought_back:
             # The rollback could not bring the VM back: it is hibernated
             # after all, its only state in the file (kept), and a restore
@@ -88,14 +122,44 @@ class HibernateJob(VmJob):
             self.registry.unpublish_claimed(self.vm_id, self)
         else:
             # Not committed: the VM stays public, as it was before.
-            self.registry.release(self.vm_id, self, self.previous_status)
+            self.registry.release(self.vm_id, self)
+
+    def _save(self):
+        try:
+            self.hv.save(self.vm_id, self.path)
+        except HypervisorError:
+            # The reply may be lost after libvirt saved (the domain then
+            # stopped): look. If we cannot tell, the file may hold the
+            # only state, and is kept.
+            self._saved = self._domain_state() not in (RUNNING, PAUSED)
+            raise
+        self._saved = True
 
     def _undo(self):
         if self._saved:
-            # The file holds the VM's only state: it goes only once the VM
-            # runs again and is persistent (if this raises, it stays).
-            self.hv.restore(self.path, self.vm_id,
-                            paused=self.previous_status == STATUS_PAUSED)
+            # The file may hold the VM's only state: it goes only once the
+            # VM runs again and is persistent (if this raises, it stays).
+            self._bring_back()
             self._brought_back = True
             self.hv.persist(self.vm_id)
-        remove_state_file(self.path)
+        remove_own_file(self.path, self._file)
+
+    def _bring_back(self):
+        paused = self.previous_status == STATUS_PAUSED
+        try:
+            self.hv.restore(self.path, self.vm_id, paused=paused)
+        except HypervisorError:
+            # Its reply may be lost after libvirt restored; or the save
+            # never took effect: either way a running domain is back.
+            if self._domain_state() not in (RUNNING, PAUSED):
+                raise
+            log.warning("VM %s: restore failed but its domain runs",
+                        self.vm_id)
+
+    def _domain_state(self):
+        """The domain's state, or 'unknown' if it cannot be read."""
+        try:
+            return self.hv.state(self.vm_id)
+        except HypervisorError as exc:
+            log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
+            return "unknown"
