@@ -1,6 +1,7 @@
 """Every flow (create, restore, migration destination, hibernate, recover)
 with a fault at every adapter call it makes, of each kind (a libvirt error,
-the connection lost), and with a call hanging past the job timeout: each
+the connection lost before the call, the reply lost after libvirt acted),
+and with a call hanging past the job timeout: each
 case ends with the flow's code and the invariants hold. The number of
 fault points exercised is reported at the end of the run."""
 
@@ -12,10 +13,10 @@ from vmjobs.config import Config
 from vmjobs.hypervisor import HypervisorError
 
 from conftest import WAIT, new_id, vm_params
-from faults import FaultyHypervisor
+from faults import KINDS, FaultyHypervisor
 from invariants import check_invariants, digest
 
-KINDS = ["error", "lost"]
+
 
 
 def incoming_xml(vm_id):
@@ -81,6 +82,10 @@ class Hibernate(Scenario):
         self.vm_id = new_id()
         assert done(api, api.VM.create(self.vm_id, vm_params(
             self.vm_id))["jobId"])["status"] == "done"
+        # A file of the caller's beside the one the job makes.
+        theirs = self.tmp_path / "theirs.state"
+        theirs.write_bytes(b"the caller's")
+        self.state_files = {str(theirs): digest(theirs)}
 
     def start(self, api):
         path = str(self.tmp_path / f"{new_id()}.state")
@@ -122,6 +127,9 @@ def run_case(scenario, faulty, fail_at, kind):
         calls = list(faulty.calls)
         code = info["error"]["code"] if info["status"] == "failed" else None
         check_invariants(api, scenario.state_files)
+        # A failed flow leaves no stopped domain behind (reported, but a
+        # leak all the same): its undo came before the call that failed.
+        assert api.Host.getStats()["stopped_domains"] == 0
         return code, api, calls
     finally:
         api.close()
@@ -172,6 +180,9 @@ def test_recover_fault_at_every_call(hypervisor, kind, reliability_figures):
                     ("failed", 9)
                 assert api.Host.getVMList() == []
                 assert hypervisor.state(vm_id) == "running"   # untouched
+                # ... and reported: a failed recovery is counted.
+                assert api.Host.getStats()["unowned_domains"] == 1
+                check_invariants(api)
         reliability_figures["fault points"].add(("Recover", n, kind))
 
 
