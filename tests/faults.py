@@ -39,7 +39,9 @@ KINDS = ["error", "lost", "after"]
 class FaultyHypervisor:
     def __init__(self, real, fail_at=None, fail_calls=CALLS, kind="error"):
         self._real = real
-        self._fail_at = fail_at       # 1-based index of the call to fail
+        # 1-based index of the call to fail; or a set of them; or a dict
+        # of them to the kind of fault each gets.
+        self._fail_at = fail_at
         self._fail_calls = fail_calls
         self._kind = kind             # a key of FAULTS, or "hang"
         self._lock = threading.Lock()  # guards calls, failed, _fail_at
@@ -50,7 +52,8 @@ class FaultyHypervisor:
 
     def arm(self, fail_at, kind=None):
         """Start counting afresh (after the service started), and fail the
-        `fail_at`th call from now (None: fail none)."""
+        `fail_at`th call from now (or each of a set of them; None: fail
+        none). The kind of fault: `kind`, or the dict's."""
         with self._lock:
             self.calls = []
             self.failed = None
@@ -66,17 +69,25 @@ class FaultyHypervisor:
         def call(*args, **kwargs):
             with self._lock:
                 self.calls.append(name)
-                fail = len(self.calls) == self._fail_at
+                n = len(self.calls)
+                kind = self._kind
+                if isinstance(self._fail_at, dict):
+                    kind = self._fail_at.get(n)
+                    fail = kind is not None
+                elif isinstance(self._fail_at, (set, frozenset)):
+                    fail = n in self._fail_at
+                else:
+                    fail = n == self._fail_at
                 if fail:
                     self.failed = name
             if not fail:
                 return attr(*args, **kwargs)
-            if self._kind == "hang":
+            if kind == "hang":
                 self.hanging.set()
                 assert self.release.wait(120), "hang never released"
                 return attr(*args, **kwargs)
-            cls, code, message = FAULTS[self._kind]
-            if self._kind == "after":
+            cls, code, message = FAULTS[kind]
+            if kind == "after":
                 attr(*args, **kwargs)
             raise cls(name, code, message.format(call=name))
         return call
