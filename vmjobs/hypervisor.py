@@ -16,6 +16,7 @@ handed to subscribers by UUID; a subscriber's callback must not block.
 """
 
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -146,6 +147,20 @@ class _Borrowed:
             return False
         self.hv._idle.put(self.conn)
         return False
+
+
+def _read(method):
+    """A verb that only reads: if its connection is found lost (libvirtd
+    restarted since it was last used), it is made once more, on a new one.
+    Nothing was changed, so nothing can be done twice; a call that changes
+    something is never repeated (its caller must look, not assume)."""
+    @functools.wraps(method)
+    def read_once_more_if_lost(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectionLost:
+            return method(self, *args, **kwargs)
+    return read_once_more_if_lost
 
 
 def _alive(conn):
@@ -319,6 +334,7 @@ class Hypervisor:
 
     # -- verbs --------------------------------------------------------------
 
+    @_read
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
         with self._connection() as conn, _translated("state"):
@@ -330,6 +346,7 @@ class Hypervisor:
                 raise
             return _STATES.get(dom.state()[0], OTHER)
 
+    @_read
     def state_reason(self, uuid):
         """(state, reason): the domain's state, and for a paused one why
         (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
@@ -415,6 +432,7 @@ class Hypervisor:
         with self._connection() as conn, _translated("save"):
             conn.lookupByUUIDString(uuid).save(path)
 
+    @_read
     def saved_domain_xml(self, path):
         """The domain XML inside a saved-state file (the file is only read)."""
         with self._connection() as conn, _translated("read saved state"):
@@ -485,6 +503,7 @@ class Hypervisor:
             if not callbacks:
                 self._subscribers.pop(uuid, None)
 
+    @_read
     def list_domains(self, metadata_ns):
         """Every domain: running, paused and defined-but-stopped ones, with
         our metadata element where it carries one."""
@@ -492,6 +511,7 @@ class Hypervisor:
             domains = conn.listAllDomains(0)
             return [self._info(dom, metadata_ns) for dom in domains]
 
+    @_read
     def metadata(self, uuid, metadata_ns):
         with self._connection() as conn, _translated("metadata"):
             return _metadata(conn.lookupByUUIDString(uuid), metadata_ns)
