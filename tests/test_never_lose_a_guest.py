@@ -56,6 +56,15 @@ class BusyWorker:
         assert wait_job(self.api, self.blocker_job)["status"] == "done"
 
 
+def queued_migration(make_api):
+    """A migration job queued behind a busy worker: (busy, api, vm_id,
+    job_id)."""
+    busy = BusyWorker(make_api)
+    vm_id = new_id()
+    return (busy, busy.api, vm_id,
+            migrate_in(busy.api, vm_id)["params"]["jobId"])
+
+
 class OnQueueing:
     """Wraps the API's job table: when a verb lists its job (after staging
     or claiming, before queueing it), run `action(job)` there."""
@@ -77,10 +86,7 @@ class OnQueueing:
 
 def test_a_migration_destroyed_while_queued_removes_the_domain_in_transfer(
         make_api, hypervisor):
-    busy = BusyWorker(make_api)
-    api = busy.api
-    vm_id = new_id()
-    job_id = migrate_in(api, vm_id)["params"]["jobId"]
+    busy, api, vm_id, job_id = queued_migration(make_api)
     simulation.begin_incoming_migration(hypervisor, incoming_xml(vm_id))
     assert api.VM.destroy(vm_id) is True
     assert api.jobs.get(job_id).history() == ["pending", "aborted"]
@@ -93,10 +99,7 @@ def test_a_migration_destroyed_while_queued_after_arrival_is_destroyed(
         make_api, hypervisor):
     """The job, aborted while queued, never destroys an arrived guest; the
     VM.destroy that aborted it does, as it was asked to."""
-    busy = BusyWorker(make_api)
-    api = busy.api
-    vm_id = new_id()
-    job_id = migrate_in(api, vm_id)["params"]["jobId"]
+    busy, api, vm_id, job_id = queued_migration(make_api)
     simulation.simulate_incoming_migration(hypervisor, incoming_xml(vm_id))
     assert api.VM.destroy(vm_id) is True
     info = api.Host.getJobs(job_ids=[job_id])[job_id]
@@ -114,10 +117,7 @@ def test_a_migration_aborted_while_queued_never_leaves_a_guest_unowned(
     """Job.abort of a queued migration: a domain in transfer is removed;
     an arrived one is left running, ours, counted, and the next recovery
     adopts it."""
-    busy = BusyWorker(make_api)
-    api = busy.api
-    vm_id = new_id()
-    job_id = migrate_in(api, vm_id)["params"]["jobId"]
+    busy, api, vm_id, job_id = queued_migration(make_api)
     if arrived:
         simulation.simulate_incoming_migration(hypervisor,
                                                incoming_xml(vm_id))

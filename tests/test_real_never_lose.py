@@ -43,6 +43,17 @@ class Arrivals:
         self._hv.unsubscribe(self._vm_id, self._token)
 
 
+def source_vm(make_real_api, daemon, **extra):
+    """(A's API, vm_id, migratable XML) of one VM Up (or Paused) on A."""
+    api_a = make_real_api(sandbox=daemon)
+    conn_a = libvirt.open(daemon.uri)
+    try:
+        (vm_id, xml), = source_vms(api_a, conn_a, 1, **extra).items()
+    finally:
+        conn_a.close()
+    return api_a, vm_id, xml
+
+
 def domains_of(sandbox):
     conn = libvirt.open(sandbox.uri)
     try:
@@ -64,13 +75,7 @@ def test_a_paused_vm_migrated_in_commits_paused_on_arrival(
         make_real_api, daemon, daemon_b):
     """The safety-net lookup is an hour away: only the SUSPENDED event that
     ends a paused VM's migration can wake the job, which commits Paused."""
-    api_a = make_real_api(sandbox=daemon)
-    conn_a = libvirt.open(daemon.uri)
-    try:
-        (vm_id, xml), = source_vms(api_a, conn_a, 1,
-                                   launchPaused=True).items()
-    finally:
-        conn_a.close()
+    api_a, vm_id, xml = source_vm(make_real_api, daemon, launchPaused=True)
     assert api_a.VM.getStats(vm_id)["status"] == "Paused"
     api = make_real_api(sandbox=daemon_b, migration_check_interval=3600)
     arrivals = Arrivals(api.hv, vm_id)
@@ -96,12 +101,7 @@ def test_a_migration_aborted_while_queued_leaves_no_domain(
     """B's only worker is busy; the migration job waits in the queue while
     A sends. Job.abort removes the domain in transfer: the migration fails
     on A, which keeps the guest running, and B has nothing left."""
-    api_a = make_real_api(sandbox=daemon)
-    conn_a = libvirt.open(daemon.uri)
-    try:
-        (vm_id, xml), = source_vms(api_a, conn_a, 1, memSize=1024).items()
-    finally:
-        conn_a.close()
+    api_a, vm_id, xml = source_vm(make_real_api, daemon, memSize=1024)
     gate = StepGate("prepare")
     api = make_real_api(sandbox=daemon_b, workers=1, step_hook=gate,
                         migration_check_interval=3600)
@@ -133,12 +133,7 @@ def test_a_migration_stopped_by_sigterm_leaves_no_domain(
     """A vmjobs service on B (stop_mode=abort) gets SIGTERM while its
     migration job waits and A sends: the domain in transfer is removed,
     the migration fails on A, which keeps the guest."""
-    api_a = make_real_api(sandbox=daemon)
-    conn_a = libvirt.open(daemon.uri)
-    try:
-        (vm_id, xml), = source_vms(api_a, conn_a, 1, memSize=1024).items()
-    finally:
-        conn_a.close()
+    api_a, vm_id, xml = source_vm(make_real_api, daemon, memSize=1024)
     server = ServeProcess("--uri", daemon_b.uri, "--listen", "127.0.0.1:0",
                           "--stop-mode", "abort", tmp_path=tmp_path)
     watcher = Hypervisor(daemon_b.uri)

@@ -384,16 +384,16 @@ class Hypervisor:
             else:
                 dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
 
-    def remove(self, uuid):
-        """Destroy the domain if it runs and undefine it if it is defined.
-        Whatever part is already gone is fine: removal is idempotent, so
-        when the daemon is lost (restarting) it is tried again until it is
-        back, up to reconnect_timeout: an undo must not be left half done.
-        Returns True if there was a domain."""
+    def remove(self, uuid, keep_definition=False):
+        """Destroy the domain if it runs and undefine it if it is defined
+        (unless `keep_definition`). Whatever part is already gone is fine:
+        removal is idempotent, so when the daemon is lost (restarting) it
+        is tried again until it is back, up to reconnect_timeout: an undo
+        must not be left half done. Returns True if there was a domain."""
         deadline = time.monotonic() + self.reconnect_timeout
         while True:
             try:
-                return self._remove_once(uuid)
+                return self._remove_once(uuid, keep_definition)
             except ConnectionLost:
                 if time.monotonic() > deadline:
                     raise
@@ -401,7 +401,12 @@ class Hypervisor:
                             uuid)
                 time.sleep(0.2)
 
-    def _remove_once(self, uuid):
+    def stop(self, uuid):
+        """Destroy the domain if it runs, keeping its definition (as
+        remove() does, retried until the daemon is back)."""
+        return self.remove(uuid, keep_definition=True)
+
+    def _remove_once(self, uuid, keep_definition):
         with self._connection() as conn, _translated("remove"):
             try:
                 dom = conn.lookupByUUIDString(uuid)
@@ -410,21 +415,9 @@ class Hypervisor:
                     return False
                 raise
             _ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
-            _ignoring(lambda: dom.undefineFlags(self._undefine_flags),
-                      NO_DOMAIN, OPERATION_INVALID)
-            return True
-
-    def stop(self, uuid):
-        """Destroy the domain if it runs, keeping its definition; True if
-        there was a domain."""
-        with self._connection() as conn, _translated("stop"):
-            try:
-                dom = conn.lookupByUUIDString(uuid)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == NO_DOMAIN:
-                    return False
-                raise
-            _ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
+            if not keep_definition:
+                _ignoring(lambda: dom.undefineFlags(self._undefine_flags),
+                          NO_DOMAIN, OPERATION_INVALID)
             return True
 
     def save(self, uuid, path):
