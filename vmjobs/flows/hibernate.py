@@ -84,9 +84,11 @@ class HibernateJob(VmJob):
         self.previous_status = vm.status
 
     def release(self):
-        """Undo reserve() (the queue refused the job)."""
-        self.registry.release(self.vm_id, self)
+        """Undo reserve() (the queue refused the job). The file first: once
+        the VM is released another hibernation may claim it, and may want
+        the same path."""
         remove_own_file(self.path, self._file)
+        self.registry.release(self.vm_id, self)
 
     def run(self):
         vm_id = self.vm_id
