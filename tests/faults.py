@@ -19,7 +19,7 @@ from vmjobs.hypervisor import ConnectionLost, HypervisorError
 # The adapter's verbs that talk to libvirt.
 CALLS = ("state", "state_reason", "define", "start", "remove", "stop",
          "list_domains", "metadata", "save", "saved_domain_xml", "restore",
-         "persist", "set_metadata", "create_transient", "resume")
+         "persist", "set_metadata")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {

@@ -9,11 +9,12 @@ import threading
 import pytest
 import workers
 
-from vmjobs import domxml, simulation
+from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import CreateError, GeneralException, MigrateError, NoVM
 from vmjobs.params import parse_create
+from vmjobs.tools import simulation
 
 from conftest import StepGate, new_id, our_domains, vm_params, wait_job
 from faults import FaultyHypervisor
@@ -362,7 +363,8 @@ def test_destroy_removes_a_stopped_domain_a_crash_left(make_api, hypervisor):
 
 def test_destroy_removes_a_failed_recovery(make_api, hypervisor):
     vm_id = new_id()
-    hypervisor.create_transient(
+    simulation.create_transient(
+        hypervisor,
         f"<domain type='test'><name>damaged</name><uuid>{vm_id}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
         "<metadata><v:vm xmlns:v='urn:vmjobs:domain:1'>"
@@ -378,7 +380,7 @@ def test_destroy_removes_a_failed_recovery(make_api, hypervisor):
 
 def test_destroy_never_touches_a_domain_that_is_not_ours(api):
     vm_id = new_id()
-    api.hv.create_transient(incoming_xml(vm_id))
+    simulation.create_transient(api.hv, incoming_xml(vm_id))
     with pytest.raises(NoVM):
         api.VM.destroy(vm_id)
     assert api.hv.state(vm_id) == "running"

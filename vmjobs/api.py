@@ -5,28 +5,29 @@
 results and the same errors (VdsmError subclasses carrying VDSM's codes) as
 the JSON-RPC server gives.
 
-A request becomes a typed job here, is validated and staged before it is
-queued, and the verb returns at once; the pool runs the job's flow.
+A request is validated here and becomes a typed job (flows/), which
+reserves what it needs (job.reserve: its vmId staged, or the public VM
+claimed) before it is queued; the verb returns at once and the pool runs
+the job's flow. VM.destroy is not a job: destroy.py.
 """
 
 import logging
 
 import workers
 
-from . import domxml
+from . import domxml, hostfiles, policy
 from .config import Config
+from .destroy import destroy
 from .errors import (GeneralException, InvalidParams, JobNotActive,
-                     JobNotDone, MigrateError, MissParam, NoSuchJob, NoVM,
-                     Recovering, ResourceExhausted, UnknownMethod, VdsmError,
-                     VmExists)
+                     JobNotDone, MissParam, NoSuchJob, Recovering,
+                     ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     RestoreJob)
-from .flows.steps import ensure_no_domain
-from .hypervisor import (SHUTOFF, DomainNotFound, Hypervisor,
-                         HypervisorError)
-from .params import parse_create, parse_migration, parse_path, parse_vm_id
+from .host import host_stats
+from .hypervisor import Hypervisor
+from .params import parse_create, parse_migration, parse_vm_id, reject_surrogates
 from .recovery import Recovery
-from .registry import DESTROYING, DestroyClaim, VmBusy, VmRegistry
+from .registry import VmRegistry
 
 log = logging.getLogger("vmjobs.api")
 
@@ -108,22 +109,9 @@ class API:
             raise Recovering("recovering the VMs found at start-up: "
                              "try again when Host.getStats shows "
                              "recovering false")
-        if params is None:
-            params = {}
-        if isinstance(params, dict):
-            for key in params:
-                if key not in param_names:
-                    raise InvalidParams(key, f"{method} takes no such "
-                                        "parameter")
-            args, kwargs = (), params
-        elif isinstance(params, (list, tuple)):
-            if len(params) > len(param_names):
-                raise InvalidParams(param_names[-1] if param_names else
-                                    "params", f"{method} takes at most "
-                                    f"{len(param_names)} parameter(s)")
-            args, kwargs = tuple(params), {}
-        else:
-            raise InvalidParams("params", "must be an object or an array")
+        if params is not None:
+            reject_surrogates(params, param_names)
+        args, kwargs = _bind(method, param_names, params)
         try:
             return getattr(self, name)(*args, **kwargs)
         except VdsmError:
@@ -161,46 +149,14 @@ class API:
                 if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
-        # Read first: once recovery is over, the counts read after it show
-        # what recovery left (reading it last, after the libvirt listing,
-        # could report recovery over with the counts of a moment before).
-        recovering = not self.recovery.done
-        pool = self.pool.stats()
-        counts = self.registry.counts()
-        known = self.registry.known_ids()
-        received = self._received_ids()
-        external = stopped = unowned = 0
-        for domain in self.hv.list_domains(domxml.METADATA_NS):
-            if domain.uuid in known:
-                continue
-            if domain.metadata is None and domain.uuid not in received:
-                external += 1
-            elif domain.state == SHUTOFF:
-                stopped += 1
-            else:
-                # Ours and running, in neither registry: a failed recovery,
-                # or an arrived migration its job could not commit.
-                unowned += 1
-        return {
-            "workers": pool["workers"],
-            "queue_size": pool["queue_size"],
-            "queued": pool["queued"],
-            "running": pool["running"],
-            "staged": counts["staged"],
-            "public": counts["public"],
-            "external_domains": external,
-            "stopped_domains": stopped,
-            "unowned_domains": unowned,
-            "jobs_done": pool["done"],
-            "jobs_failed": pool["failed"],
-            "jobs_aborted": pool["aborted"],
-            "recovering": recovering,
-        }
+        return host_stats(self.pool, self.registry, self.recovery, self.hv,
+                          self.jobs)
 
     # -- VM -------------------------------------------------------------------
 
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
+        self._check_host_access(spec)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
         else:
@@ -210,83 +166,39 @@ class API:
                 raise InvalidParams("xml", str(exc)) from None
             job = CreateJob(spec, domain_xml, self.hv, self.registry,
                             **self._job_args())
-        job.stage()
-        self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
+        self._queue(job)
         return {"vmId": spec.vm_id, "status": job.staged_status,
                 "jobId": job.id}
 
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
+        self._check_host_access(spec)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidParams("incomingLimit", "must be an integer >= 1")
         job = MigrationDestinationJob(
-            spec, self.hv, self.registry,
+            spec, self.hv, self.registry, incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
             **self._job_args())
-        job.stage(max_with_status=limit)
-        try:
-            # Checked before answering, as the source starts sending once it
-            # has the answer; the vmId is staged, so no job of ours can make
-            # a domain with it meanwhile.
-            ensure_no_domain(self.hv, spec.vm_id, MigrateError)
-        except (VdsmError, HypervisorError) as exc:
-            self.registry.unstage(spec.vm_id, job)
-            raise MigrateError(str(exc)) from None
-        self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
+        self._queue(job)
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id, "status": job.staged_status,
                            "jobId": job.id}}
 
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
-        path = parse_path(hibernationVolHandle, "hibernationVolHandle")
+        path = hostfiles.state_path(hibernationVolHandle,
+                                    "hibernationVolHandle",
+                                    self.config.state_dirs)
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
-        job.reserve()
-        self._queue(job, undo=job.release)
+        self._queue(job)
         return {"jobId": job.id}
 
     def vm_destroy(self, vmID=None):
-        vm_id = parse_vm_id(vmID)
-        found = False   # the VM was in a registry when we looked
-        while True:
-            try:
-                vm = self.registry.get(vm_id)
-            except NoVM:
-                # In neither registry: a domain of ours left behind (stopped
-                # by a crash, a failed recovery, a migration that arrived
-                # without its job) is removed too, so no vmId is stuck.
-                removed = self._destroy_unowned(vm_id)
-                if removed is None:
-                    continue   # a job took the vmId meanwhile: look again
-                if removed or found:
-                    return True
-                raise
-            found = True
-            if vm.job is not None:
-                # bz912390: a job is working on the VM (starting it, or
-                # hibernating it, or another destroy). Only that job touches
-                # its domain: ask it to abort and wait until it rolled back.
-                log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
-                try:
-                    vm.job.abort()
-                except workers.JobNotActive:
-                    pass   # it is ending on its own
-                vm.job.wait()
-                continue
-            claim = DestroyClaim()
-            try:
-                self.registry.claim(vm_id, vm.status, claim)
-            except VmBusy:
-                continue   # a job got there first: look again
-            try:
-                self._destroy_public(vm_id, claim)
-            finally:
-                claim.done()
-            return True
+        return destroy(self.hv, self.registry, parse_vm_id(vmID), self.jobs)
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -324,19 +236,32 @@ class API:
         except workers.UnknownJob:
             raise NoSuchJob(f"no job {job_id}") from None
 
+    def _check_host_access(self, spec):
+        """What the request names on the host (policy.py): refused with
+        -32602 before anything is staged or queued."""
+        if spec.restore_state is not None:
+            hostfiles.state_path(spec.restore_state, "restoreState",
+                                 self.config.state_dirs)
+            policy.check_state_file(self.hv, spec.restore_state,
+                                    self.config.image_dirs)
+        elif spec.xml is not None:
+            policy.check_engine_xml(spec.xml, self.config.image_dirs)
+
     def _job_args(self):
         return {"on_step": self._step_hook,
                 "timeout": self.config.job_timeout}
 
-    def _queue(self, job, undo):
-        """List the job and queue it. If the queue refuses it, forget it and
-        `undo()` its reservation: a refused request leaves no trace."""
+    def _queue(self, job):
+        """Reserve what the job needs (refused: the job's own VdsmError),
+        list it and queue it. If the queue refuses it, forget it and
+        release its reservation: a refused request leaves no trace."""
+        job.reserve()
         self.jobs.add(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
             self.jobs.discard(job)
-            undo()
+            job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
         if job.status is workers.JobStatus.ABORTED:
@@ -346,59 +271,24 @@ class API:
             raise job.error_class(f"VM {job.vm_id} was destroyed before "
                                   "its job could start")
 
-    def _destroy_public(self, vm_id, claim):
-        log.info("VM.destroy %s: destroying the public VM", vm_id)
-        try:
-            self.hv.remove(vm_id)
-        except BaseException as exc:
-            # Whatever the failure, the claim goes: a later destroy must
-            # find the VM free, not wait on a claim nobody ends.
-            self.registry.release(vm_id, claim)
-            if isinstance(exc, HypervisorError):
-                raise GeneralException(
-                    f"destroy of VM {vm_id} failed: {exc}") from None
-            raise
-        self.registry.unpublish_claimed(vm_id, claim)
 
-    def _destroy_unowned(self, vm_id):
-        """Remove the domain of VM `vm_id`, in neither registry, if it is
-        ours: it carries vmjobs metadata, or has the UUID of a migration we
-        were asked to receive. True if it removed one, False if there is
-        none (a domain not ours is never touched), None if a job staged the
-        vmId first. The vmId is staged meanwhile, so no job can make a
-        domain with it."""
-        claim = DestroyClaim()
-        try:
-            self.registry.stage(vm_id, DESTROYING, {}, claim)
-        except VmExists:
-            claim.done()
-            return None
-        try:
-            try:
-                ours = self.hv.metadata(vm_id, domxml.METADATA_NS) is not None
-            except DomainNotFound:
-                return False
-            if not ours and vm_id not in self._received_ids():
-                return False
-            log.info("VM.destroy %s: removing its domain, in neither "
-                     "registry", vm_id)
-            try:
-                self.hv.remove(vm_id)
-            except HypervisorError as exc:
-                raise GeneralException(
-                    f"destroy of VM {vm_id} failed: {exc}") from None
-            return True
-        finally:
-            self.registry.unstage(vm_id, claim)
-            claim.done()
-
-    def _received_ids(self):
-        """The vmIds of the migrations still listed that we were asked to
-        receive and that did not commit: a domain with one of them is ours
-        even without metadata (it may have arrived after its job ended)."""
-        return {job.vm_id for job in self.jobs.jobs()
-                if job.job_type == MigrationDestinationJob.job_type and
-                job.status is not workers.JobStatus.DONE}
+def _bind(method, param_names, params):
+    """(args, kwargs) for verb `method`, taking `param_names`, called with
+    `params`: named (a dict), positional (a list) or none."""
+    if params is None:
+        return (), {}
+    if isinstance(params, dict):
+        for key in params:
+            if key not in param_names:
+                raise InvalidParams(key, f"{method} takes no such parameter")
+        return (), params
+    if isinstance(params, (list, tuple)):
+        if len(params) > len(param_names):
+            raise InvalidParams(param_names[-1] if param_names else
+                                "params", f"{method} takes at most "
+                                f"{len(param_names)} parameter(s)")
+        return tuple(params), {}
+    raise InvalidParams("params", "must be an object or an array")
 
 
 class _Namespace:

@@ -14,8 +14,8 @@ domain here may be the guest's only copy, and nothing destroys it."""
 import logging
 
 from .. import domxml
-from ..hypervisor import PAUSED, PAUSED_MIGRATION, RUNNING
-from ..registry import PAUSED as STATUS_PAUSED, UP
+from ..hypervisor import PAUSED_MIGRATION, DomainState
+from ..registry import VmStatus
 
 log = logging.getLogger("vmjobs.flows.arrival")
 
@@ -25,10 +25,10 @@ def arrived_status(hv, vm_id):
     migration has finished; None while it has not (no domain, a transfer
     still running, or a domain that does not run)."""
     state, reason = hv.state_reason(vm_id)
-    if state == RUNNING:
-        return UP
-    if state == PAUSED and reason != PAUSED_MIGRATION:
-        return STATUS_PAUSED
+    if state is DomainState.RUNNING:
+        return VmStatus.UP
+    if state is DomainState.PAUSED and reason != PAUSED_MIGRATION:
+        return VmStatus.PAUSED
     return None
 
 

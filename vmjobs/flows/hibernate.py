@@ -2,43 +2,39 @@
 and take it out of the public registry.
 
 Not a startup flow but the inverse of restore, and the only job that runs
-on a public VM. The job reserves its state file before it claims the VM
-(reserve(), done by the verb): the file is created empty and exclusively
-(O_EXCL), so an existing file is never overwritten and two hibernations
-never share one; and its inode is remembered, so the job only ever removes
-the very file it created. Until the state is saved the VM stays public and
-running if anything fails; once saved, a failure or an abort brings it
-back from the file. A save or restore whose reply is lost may have taken
-effect: the job then looks at the domain instead of assuming."""
+on a public VM. Its reservation creates the state file, empty and
+exclusively (O_EXCL), then claims the VM (Saving State): an existing file
+is never overwritten, two hibernations can never share one, and the file's
+inode is remembered, so the job only ever removes the very file it
+created. Until the state is saved the VM stays public and running if
+anything fails; once saved, a failure or an abort brings it back from the
+file. A save or restore whose reply is lost may have taken effect: the job
+then looks at the domain instead of assuming."""
 
 import logging
 import os
 
 from workers import JobStatus
 
+from .. import hostfiles
 from ..errors import MigrateError, NoVM
-from ..hypervisor import PAUSED, RUNNING, HypervisorError
-from ..registry import PAUSED as STATUS_PAUSED, SAVING_STATE, VmBusy
+from ..hypervisor import DomainState, HypervisorError
+from ..registry import VmBusy, VmStatus
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
 
 
 def create_state_file(path):
-    """Create `path` empty, refusing (MigrateError) if it exists; return
-    its identity (st_dev, st_ino)."""
+    """Create `path` empty, refusing (MigrateError) if anything, even a
+    dangling symlink, is there; return its identity (st_dev, st_ino)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return hostfiles.reserve(path)
     except FileExistsError:
         raise MigrateError(f"{path} exists: refusing to overwrite it") \
             from None
     except OSError as exc:
         raise MigrateError(f"cannot create {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return st.st_dev, st.st_ino
 
 
 def remove_own_file(path, identity):
@@ -63,7 +59,7 @@ class HibernateJob(VmJob):
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.path = path
         self._file = None               # (st_dev, st_ino) once reserved
-        self.previous_status = None     # the VM's status, once claimed
+        self.previous_status = None     # the VM's, when reserve() claimed it
         # Where the flow got to; read in on_ended, after run() returned.
         self._ran = False
         self._saved = False             # the file may hold the VM's state
@@ -71,11 +67,11 @@ class HibernateJob(VmJob):
 
     def reserve(self):
         """Before the job is visible: create the state file, then claim the
-        VM (status Saving State). Raises MigrateError or NoVM, leaving
-        nothing behind."""
+        public VM (raises MigrateError, or NoVM), leaving nothing behind if
+        either fails."""
         self._file = create_state_file(self.path)
         try:
-            vm = self.registry.claim(self.vm_id, SAVING_STATE, self)
+            vm = self.registry.claim(self.vm_id, VmStatus.SAVING_STATE, self)
         except (VmBusy, NoVM) as exc:
             remove_own_file(self.path, self._file)
             if isinstance(exc, NoVM):
@@ -84,9 +80,9 @@ class HibernateJob(VmJob):
         self.previous_status = vm.status
 
     def release(self):
-        """Undo reserve() (the queue refused the job). The file first: once
-        the VM is released another hibernation may claim it, and may want
-        the same path."""
+        # The file first: once the VM is released, another hibernation may
+        # claim it, and may want the same path. The registry puts back the
+        # status the VM had before the claim.
         remove_own_file(self.path, self._file)
         self.registry.release(self.vm_id, self)
 
@@ -97,7 +93,7 @@ class HibernateJob(VmJob):
             rollback.push(f"undo the hibernation of VM {vm_id}", self._undo)
             self.step("prepare")
             state = self.hv.state(vm_id)
-            if state not in (RUNNING, PAUSED):
+            if state not in (DomainState.RUNNING, DomainState.PAUSED):
                 raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
                                    "nothing to save")
             self.step("save")
@@ -114,8 +110,8 @@ class HibernateJob(VmJob):
             return   # committed: the VM left the public registry
         if not self._ran:
             # Ended while queued: the reserved file is still empty.
-            remove_own_file(self.path, self._file)
-        if self._saved and not self._brought_back:
+            self.release()
+        elif self._saved and not self._brought_back:
             # The rollback could not bring the VM back: it is hibernated
             # after all, its only state in the file (kept), and a restore
             # is what brings it back. Listing it Up would be a lie.
@@ -133,7 +129,8 @@ class HibernateJob(VmJob):
             # The reply may be lost after libvirt saved (the domain then
             # stopped): look. If we cannot tell, the file may hold the
             # only state, and is kept.
-            self._saved = self._domain_state() not in (RUNNING, PAUSED)
+            self._saved = self._domain_state() not in (DomainState.RUNNING,
+                                                       DomainState.PAUSED)
             raise
         self._saved = True
 
@@ -147,13 +144,14 @@ class HibernateJob(VmJob):
         remove_own_file(self.path, self._file)
 
     def _bring_back(self):
-        paused = self.previous_status == STATUS_PAUSED
+        paused = self.previous_status == VmStatus.PAUSED
         try:
             self.hv.restore(self.path, self.vm_id, paused=paused)
         except HypervisorError:
             # Its reply may be lost after libvirt restored; or the save
             # never took effect: either way a running domain is back.
-            if self._domain_state() not in (RUNNING, PAUSED):
+            if self._domain_state() not in (DomainState.RUNNING,
+                                            DomainState.PAUSED):
                 raise
             log.warning("VM %s: restore failed but its domain runs",
                         self.vm_id)

@@ -1,6 +1,6 @@
 """Migration destination: prepare, wait for the incoming domain, make it
-persistent and ours, commit. (VM.migrationCreate checks, before it
-answers, that no domain with the VM's UUID is here yet.)
+persistent and ours, commit. Its reservation also checks, before the
+verb answers, that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
 job only waits for it. Waiting is driven by libvirt's lifecycle events for
@@ -25,24 +25,28 @@ import time
 
 from workers import JobStatus
 
-from .. import registry
-from ..errors import MigrateError
+from ..errors import MigrateError, VdsmError
+from ..hypervisor import HypervisorError
+from ..registry import VmStatus
 from .arrival import (arrived_status, keep_for_recovery, make_ours,
                       remove_unarrived)
 from .base import StartupJob
+from .steps import ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):
     job_type = "migration-destination"
-    staged_status = registry.MIGRATION_DESTINATION
+    staged_status = VmStatus.MIGRATION_DESTINATION
     error_class = MigrateError
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
-                 check_interval=1.0, **kwargs):
+                 check_interval=1.0, incoming_limit=None, **kwargs):
         # The domain XML was needed only to check its UUID: the source
         # sends the domain.
         super().__init__(dataclasses.replace(spec, xml=None), hypervisor,
                          registry, **kwargs)
+        # At most this many migrations in at once (None: no limit).
+        self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval
         # Set on every lifecycle event of the VM and on abort: the waiting
@@ -51,6 +55,19 @@ class MigrationDestinationJob(StartupJob):
         # When the domain arrived (monotonic), set once by the job's thread
         # before any later step: from then on nothing destroys it.
         self.arrived_at = None
+
+    def reserve(self):
+        """Stage the vmId, refusing (MigrateLimit) beyond the incoming
+        limit, then check that no domain has the UUID yet: the source starts
+        sending once it has the verb's answer, so the job cannot check it
+        later; and once the vmId is staged no job of ours can make a domain
+        with it."""
+        super().reserve()
+        try:
+            ensure_no_domain(self.hv, self.vm_id, MigrateError)
+        except (VdsmError, HypervisorError) as exc:
+            self.release()
+            raise MigrateError(str(exc)) from None
 
     def abort(self):
         super().abort()

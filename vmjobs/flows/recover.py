@@ -7,9 +7,10 @@ undone, because nothing was done."""
 
 import logging
 
-from .. import domxml, registry
+from .. import domxml
 from ..errors import CreateError
-from ..hypervisor import SHUTOFF
+from ..hypervisor import DomainState
+from ..registry import VmStatus
 from .base import StartupJob
 from .steps import PUBLIC_STATUS
 
@@ -19,7 +20,7 @@ log = logging.getLogger("vmjobs.flows.recover")
 class RecoverJob(StartupJob):
     job_type = "recover"
     # Never seen through the verbs: they answer `recovery` meanwhile.
-    staged_status = registry.WAIT_FOR_LAUNCH
+    staged_status = VmStatus.WAIT_FOR_LAUNCH
     error_class = CreateError
 
     def run(self):
@@ -35,7 +36,7 @@ class RecoverJob(StartupJob):
                               f"{meta_vm_id}")
         self.step("inspect")
         state = self.hv.state(vm_id)
-        if state == SHUTOFF:
+        if state == DomainState.SHUTOFF:
             log.info("VM %s is defined but not running: left alone for the "
                      "engine to decide", vm_id)
             self.step("left-stopped")

@@ -3,16 +3,17 @@ it, restore it, make it persistent, check it runs, commit.
 
 The state file is only ever read: restored or not, it stays as it was."""
 
-from .. import domxml, registry
+from .. import domxml
 from ..errors import CreateError
-from ..hypervisor import SHUTOFF
+from ..hypervisor import DomainState
+from ..registry import VmStatus
 from .base import Rollback, StartupJob
 from .steps import check_readable_file, running_status
 
 
 class RestoreJob(StartupJob):
     job_type = "restore"
-    staged_status = registry.RESTORING_STATE
+    staged_status = VmStatus.RESTORING_STATE
     error_class = CreateError
 
     def run(self):
@@ -57,7 +58,7 @@ def over_a_stopped_definition(hv, vm_id):
     state = hv.state(vm_id)
     if state is None:
         return False
-    if state == SHUTOFF and hv.metadata(vm_id, domxml.METADATA_NS) \
+    if state is DomainState.SHUTOFF and hv.metadata(vm_id, domxml.METADATA_NS) \
             is not None:
         return True
     raise CreateError(f"a domain with UUID {vm_id} already exists here "

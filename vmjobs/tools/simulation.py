@@ -15,7 +15,17 @@ so the simulation stands in:
   one is then suspended (so it runs for a moment first: a test of a paused
   arrival holds the job's lookups meanwhile)."""
 
-from . import domxml
+from .. import domxml
+from ..hypervisor.errors import translated
+
+
+def create_transient(hv, domain_xml, paused=False):
+    """Create and start a transient domain (what an incoming migration
+    leaves on a destination)."""
+    with hv.connection() as conn, translated("create"):
+        dom = conn.createXML(domain_xml, 0)
+        if paused:
+            dom.suspend()
 
 
 def begin_incoming_migration(hv, domain_xml):
@@ -30,4 +40,4 @@ def finish_incoming_migration(hv, vm_id, paused=False):
 
 def simulate_incoming_migration(hv, domain_xml, paused=False):
     """A whole incoming migration of `domain_xml`'s domain."""
-    hv.create_transient(domain_xml, paused=paused)
+    create_transient(hv, domain_xml, paused=paused)

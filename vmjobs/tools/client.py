@@ -7,9 +7,9 @@ import json
 import socket
 import ssl
 
-from .config import parse_listen
+from ..config import parse_listen
 
-DEFAULT_SERVER = "127.0.0.1:54321"
+DEFAULT_SERVER = "unix:/run/vmjobs/vmjobs.sock"
 
 
 class RemoteError(Exception):

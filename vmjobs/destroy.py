@@ -1,0 +1,124 @@
+"""VM.destroy (bz912390): destroy a VM whatever works on it.
+
+A VM that a job works on (its startup job while staged, a hibernation
+while public) is that job's: only the job touches its domain. Destroy then
+aborts the job and waits until it rolled back; a startup job leaves
+nothing behind, a hibernation leaves the VM public again, and destroy looks
+again. A public VM nobody works on is claimed by a `Destruction` (so no
+job can start on it meanwhile), its domain removed, and it leaves the
+public registry.
+
+Not a job: it runs in the verb's thread, is never queued, has no id, and
+is not undone.
+"""
+
+import logging
+import threading
+
+import workers
+
+from . import domxml
+from .errors import GeneralException, NoVM, VmExists
+from .host import received_ids
+from .hypervisor import DomainNotFound, HypervisorError
+from .registry import VmBusy, VmStatus
+
+log = logging.getLogger("vmjobs.destroy")
+
+
+class Destruction:
+    """A VM.destroy's claim on a public VM while it removes the domain. A
+    second VM.destroy that finds it waits for it to end."""
+
+    def __init__(self, vm_id):
+        self.vm_id = vm_id
+        self._ended = threading.Event()
+
+    def wait(self, timeout=None):
+        return self._ended.wait(timeout)
+
+    def run(self, hv, registry):
+        """Remove the claimed VM's domain and drop the VM; if the removal
+        fails, whatever the failure, give the VM back as it was (a later
+        destroy must find it free, not wait on a claim nobody ends)."""
+        log.info("VM.destroy %s: destroying the public VM", self.vm_id)
+        try:
+            try:
+                hv.remove(self.vm_id)
+            except BaseException as exc:
+                registry.release(self.vm_id, self)
+                if isinstance(exc, HypervisorError):
+                    raise GeneralException(
+                        f"destroy of VM {self.vm_id} failed: {exc}") \
+                        from None
+                raise
+            registry.unpublish_claimed(self.vm_id, self)
+        finally:
+            self._ended.set()
+
+    def remove_unowned(self, hv, registry, jobs):
+        """VM `vm_id` is in neither registry: remove its domain if it is
+        ours. True if it removed one, False if there is none (a domain not
+        ours is never touched), None if a job staged the vmId first."""
+        try:
+            registry.stage(self.vm_id, VmStatus.DOWN, {}, self)
+        except VmExists:
+            self._ended.set()
+            return None
+        try:
+            try:
+                ours = hv.metadata(self.vm_id, domxml.METADATA_NS) \
+                    is not None
+            except DomainNotFound:
+                return False
+            if not ours and self.vm_id not in received_ids(jobs):
+                return False
+            log.info("VM.destroy %s: removing its domain, in neither "
+                     "registry", self.vm_id)
+            try:
+                hv.remove(self.vm_id)
+            except HypervisorError as exc:
+                raise GeneralException(
+                    f"destroy of VM {self.vm_id} failed: {exc}") from None
+            return True
+        finally:
+            registry.unstage(self.vm_id, self)
+            self._ended.set()
+
+    def __str__(self):
+        return f"VM.destroy of VM {self.vm_id}"
+
+
+def destroy(hv, registry, vm_id, jobs):
+    """Destroy VM `vm_id` (raises NoVM if there is none); returns True once
+    it is gone. `jobs`: the job table (the migrations we were asked to
+    receive)."""
+    found = False   # the VM was in a registry when we looked
+    while True:
+        try:
+            vm = registry.get(vm_id)
+        except NoVM:
+            removed = Destruction(vm_id).remove_unowned(hv, registry, jobs)
+            if removed is None:
+                continue   # a job took the vmId meanwhile: look again
+            if removed or found:
+                return True
+            raise
+        found = True
+        if isinstance(vm.job, Destruction):
+            vm.job.wait()   # another VM.destroy: see what it left
+        elif vm.job is not None:
+            log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
+            try:
+                vm.job.abort()
+            except workers.JobNotActive:
+                pass   # it is ending on its own
+            vm.job.wait()
+        else:
+            destruction = Destruction(vm_id)
+            try:
+                registry.claim(vm_id, vm.status, destruction)
+            except VmBusy:
+                continue   # a job got there first: look again
+            destruction.run(hv, registry)
+            return True

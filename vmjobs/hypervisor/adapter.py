@@ -1,0 +1,193 @@
+"""The adapter's verbs: a handful of calls by domain UUID (define, start,
+state, remove, stop, save, restore, list, metadata), each on a connection lent
+for the call, with libvirtError translated into HypervisorError."""
+
+import functools
+import logging
+import os
+import time
+
+import libvirt
+
+from .connections import Connections
+from .domains import (domain_info, guest_kind, lookup, metadata_of,
+                      state_and_reason_of, state_of)
+from .drivers import private_test_host
+from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
+                     translated)
+from .events import Events, start_event_loop
+
+log = logging.getLogger("vmjobs.hypervisor")
+
+
+def _read(method):
+    """A verb that only reads: if its connection is found lost (libvirtd
+    restarted since it was last used), it is made once more, on a new one.
+    Nothing was changed, so nothing can be done twice; a call that changes
+    something is never repeated (its caller must look, not assume)."""
+    @functools.wraps(method)
+    def read_once_more_if_lost(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectionLost:
+            return method(self, *args, **kwargs)
+    return read_once_more_if_lost
+
+
+class Hypervisor:
+    def __init__(self, uri=None, connections=1, domain_type=None):
+        """Connect to `uri`; None means a private instance of libvirt's
+        test driver, made for this object and removed by close().
+        `domain_type` picks the guests' type (kvm, qemu, test) where the
+        connection offers several; by default the fastest offered."""
+        start_event_loop()   # before any connection that is to have events
+        self._private_host = None
+        if uri is None:
+            uri, self._private_host = private_test_host()
+        self.uri = uri
+        # How long an undo (remove) waits for a lost daemon to come back.
+        self.reconnect_timeout = 60.0
+        self._connections = Connections(uri, connections)
+        self._driver = self._connections.driver
+        # The test driver's one connection (None on a daemon): tests use it
+        # to act on the host as another libvirt client would.
+        self.shared_connection = self._connections.shared
+        self._events = Events(self._connections)
+        self.subscribe = self._events.subscribe
+        self.unsubscribe = self._events.unsubscribe
+        with self.connection() as conn, translated("capabilities"):
+            capabilities = conn.getCapabilities()
+        self.guest = guest_kind(capabilities, uri, domain_type)
+        log.info("connected to %s (%d connection(s), guests: %s)",
+                 uri, len(self._connections), self.guest)
+
+    def close(self):
+        self._events.close()
+        self._connections.close()
+        if self._private_host is not None:
+            os.unlink(self._private_host)
+            self._private_host = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def connection(self):
+        """`with hv.connection() as conn:` a libvirt connection for one
+        call (for the verbs, and for tooling that plays another client)."""
+        return self._connections.lend()
+
+    @_read
+    def state(self, uuid):
+        """The domain's state, or None if there is no such domain."""
+        with self.connection() as conn, translated("state"):
+            dom = lookup(conn, uuid)
+            return None if dom is None else state_of(dom)
+
+    @_read
+    def state_reason(self, uuid):
+        """(state, reason): the domain's state, and for a paused one why
+        (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
+        there is no such domain."""
+        with self.connection() as conn, translated("state"):
+            dom = lookup(conn, uuid)
+            return (None, None) if dom is None else state_and_reason_of(dom)
+
+    def define(self, domain_xml):
+        """Define a persistent domain (does not start it)."""
+        with self.connection() as conn, translated("define"):
+            conn.defineXML(domain_xml)
+
+    def start(self, uuid, paused=False):
+        """Start a defined domain, paused if asked."""
+        with self.connection() as conn, translated("start"):
+            dom = conn.lookupByUUIDString(uuid)
+            if paused:
+                self._driver.start_paused(dom)
+            else:
+                dom.create()
+
+    def remove(self, uuid, keep_definition=False):
+        """Destroy the domain if it runs and undefine it if it is defined
+        (unless `keep_definition`). Whatever part is already gone is fine:
+        removal is idempotent, so when the daemon is lost (restarting) it
+        is tried again until it is back, up to reconnect_timeout: an undo
+        must not be left half done. Returns True if there was a domain."""
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                return self._remove_once(uuid, keep_definition)
+            except ConnectionLost:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("removing domain %s: daemon lost; trying again",
+                            uuid)
+                time.sleep(0.2)
+
+    def stop(self, uuid):
+        """Destroy the domain if it runs, keeping its definition (as
+        remove() does, retried until the daemon is back)."""
+        return self.remove(uuid, keep_definition=True)
+
+    def _remove_once(self, uuid, keep_definition):
+        with self.connection() as conn, translated("remove"):
+            dom = lookup(conn, uuid)
+            if dom is None:
+                return False
+            ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
+            if not keep_definition:
+                ignoring(lambda: dom.undefineFlags(
+                    self._driver.undefine_flags), NO_DOMAIN,
+                    OPERATION_INVALID)
+            return True
+
+    def save(self, uuid, path):
+        """Save the running domain's state to `path`; the domain stops."""
+        with self.connection() as conn, translated("save"):
+            conn.lookupByUUIDString(uuid).save(path)
+
+    @_read
+    def saved_domain_xml(self, path):
+        """The domain XML inside a saved-state file (the file is only read)."""
+        with self.connection() as conn, translated("read saved state"):
+            return conn.saveImageGetXMLDesc(path, 0)
+
+    def restore(self, path, uuid, paused=False):
+        """Restore the domain `uuid` saved in `path`, running or paused as
+        asked, whatever state it was saved in. The file is read, never
+        changed or removed."""
+        with self.connection() as conn, translated("restore"):
+            self._driver.restore(conn, path, uuid, paused)
+
+    def persist(self, uuid):
+        """Make a transient domain persistent with its current definition
+        (a restored or migrated-in domain may arrive transient)."""
+        with self.connection() as conn, translated("persist"):
+            dom = conn.lookupByUUIDString(uuid)
+            if not dom.isPersistent():
+                conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+
+    def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
+        """Set our metadata element, live and (if persistent) in the config."""
+        with self.connection() as conn, translated("set metadata"):
+            dom = conn.lookupByUUIDString(uuid)
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+            if dom.isPersistent():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
+                            prefix, metadata_ns, flags)
+
+    @_read
+    def list_domains(self, metadata_ns):
+        """Every domain: running, paused and defined-but-stopped ones, with
+        our metadata element where it carries one."""
+        with self.connection() as conn, translated("list"):
+            domains = conn.listAllDomains(0)
+            return [domain_info(dom, metadata_ns) for dom in domains]
+
+    @_read
+    def metadata(self, uuid, metadata_ns):
+        with self.connection() as conn, translated("metadata"):
+            return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)
