@@ -135,6 +135,7 @@ def test_a_migration_stopped_by_sigterm_leaves_no_domain(
     the migration fails on A, which keeps the guest."""
     api_a, vm_id, xml = source_vm(make_real_api, daemon, memSize=1024)
     server = ServeProcess("--uri", daemon_b.uri, "--listen", "127.0.0.1:0",
+                          "--insecure",
                           "--stop-mode", "abort", tmp_path=tmp_path)
     watcher = Hypervisor(daemon_b.uri)
     try:
