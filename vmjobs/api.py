@@ -257,6 +257,7 @@ class API:
         release its reservation: a refused request leaves no trace."""
         job.reserve()
         self.jobs.add(job)
+        _refuse_if_aborted(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
@@ -264,12 +265,16 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
-        if job.status is workers.JobStatus.ABORTED:
-            # Aborted (a VM.destroy) before the verb could answer: its end
-            # handling has undone it; answering success would tell an
-            # engine (a migration's source) to go on.
-            raise job.error_class(f"VM {job.vm_id} was destroyed before "
-                                  "its job could start")
+        _refuse_if_aborted(job)
+
+
+def _refuse_if_aborted(job):
+    """A job aborted (by a VM.destroy) before its verb answered has been
+    undone by its end handling: the verb answers the flow's error, never
+    success, which would tell an engine (a migration's source) to go on."""
+    if job.status is workers.JobStatus.ABORTED:
+        raise job.error_class(f"VM {job.vm_id} was destroyed before its "
+                              "job could start")
 
 
 def _bind(method, param_names, params):
