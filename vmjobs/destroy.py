@@ -37,14 +37,15 @@ class Destruction:
     def wait(self, timeout=None):
         return self._ended.wait(timeout)
 
-    def run(self, hv, registry):
-        """Remove the claimed VM's domain and drop the VM; if the removal
+    def run(self, hv, registry, graceful_attempts=0):
+        """Remove the claimed VM's domain (after `graceful_attempts`
+        graceful destroys, as VDSM's) and drop the VM; if the removal
         fails, whatever the failure, give the VM back as it was (a later
         destroy must find it free, not wait on a claim nobody ends)."""
         log.info("VM.destroy %s: destroying the public VM", self.vm_id)
         try:
             try:
-                hv.remove(self.vm_id)
+                hv.remove(self.vm_id, graceful_attempts)
             except BaseException as exc:
                 registry.release(self.vm_id, self)
                 if isinstance(exc, HypervisorError):
@@ -89,8 +90,9 @@ class Destruction:
         return f"VM.destroy of VM {self.vm_id}"
 
 
-def destroy(hv, registry, vm_id, jobs):
-    """Destroy VM `vm_id` (raises NoVM if there is none); returns True once
+def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs):
+    """Destroy VM `vm_id` (raises NoVM if there is none), its domain asked
+    `graceful_attempts` times to stop gracefully first; returns True once
     it is gone. `jobs`: the job table (the migrations we were asked to
     receive)."""
     found = False   # the VM was in a registry when we looked
@@ -120,5 +122,5 @@ def destroy(hv, registry, vm_id, jobs):
                 registry.claim(vm_id, vm.status, destruction)
             except VmBusy:
                 continue   # a job got there first: look again
-            destruction.run(hv, registry)
+            destruction.run(hv, registry, graceful_attempts)
             return True

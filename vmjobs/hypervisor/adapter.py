@@ -109,16 +109,20 @@ class Hypervisor:
             else:
                 dom.create()
 
-    def remove(self, uuid, keep_definition=False):
+    def remove(self, uuid, graceful_attempts=0, keep_definition=False):
         """Destroy the domain if it runs and undefine it if it is defined
-        (unless `keep_definition`). Whatever part is already gone is fine:
-        removal is idempotent, so when the daemon is lost (restarting) it
-        is tried again until it is back, up to reconnect_timeout: an undo
-        must not be left half done. Returns True if there was a domain."""
+        (unless `keep_definition`); with graceful_attempts, first that many
+        graceful destroys (QEMU asked to terminate, flushing its caches;
+        libvirt bounds each), as VDSM's destroy does, then the forced one.
+        Whatever part is already gone is fine: removal is idempotent, so
+        when the daemon is lost (restarting) it is tried again until it is
+        back, up to reconnect_timeout: an undo must not be left half done.
+        Returns True if there was a domain."""
         deadline = time.monotonic() + self.reconnect_timeout
         while True:
             try:
-                return self._remove_once(uuid, keep_definition)
+                return self._remove_once(uuid, graceful_attempts,
+                                         keep_definition)
             except ConnectionLost:
                 if time.monotonic() > deadline:
                     raise
@@ -131,11 +135,20 @@ class Hypervisor:
         remove() does, retried until the daemon is back)."""
         return self.remove(uuid, keep_definition=True)
 
-    def _remove_once(self, uuid, keep_definition):
+    def _remove_once(self, uuid, graceful_attempts, keep_definition):
         with self.connection() as conn, translated("remove"):
             dom = lookup(conn, uuid)
             if dom is None:
                 return False
+            for attempt in range(graceful_attempts):
+                try:
+                    dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+                    break
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                        break   # stopped already
+                    log.info("graceful destroy %d of %d of %s: %s",
+                             attempt + 1, graceful_attempts, uuid, exc)
             ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
             if not keep_definition:
                 ignoring(lambda: dom.undefineFlags(
