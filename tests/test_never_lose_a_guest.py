@@ -420,11 +420,11 @@ class RemoveRaises:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def remove(self, uuid):
+    def remove(self, uuid, *args, **kwargs):
         if self.armed:
             self.armed = False
             raise RuntimeError("not a HypervisorError")
-        return self._real.remove(uuid)
+        return self._real.remove(uuid, *args, **kwargs)
 
 
 def test_a_destroy_failing_unexpectedly_releases_the_vm(make_api,
