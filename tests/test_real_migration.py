@@ -38,8 +38,8 @@ def event_name(event, detail):
 
 class Looks:
     """Wraps B's adapter's state_reason() on the instance, to see the
-    migration jobs' own looks while they wait: `nothing(vm_id)` is set once a job
-    looked and found no domain; `after(vm_id, event)` once a job looked
+    migration jobs' own looks while they wait: `nothing(vm_id)` is set once
+    a job looked and found no domain; `after(vm_id, event)` once a job looked
     after that event reached Watch (subscribed before the job, so called
     first)."""
 

@@ -58,8 +58,8 @@ def over_a_stopped_definition(hv, vm_id):
     state = hv.state(vm_id)
     if state is None:
         return False
-    if state is DomainState.SHUTOFF and hv.metadata(vm_id, domxml.METADATA_NS) \
-            is not None:
+    if state is DomainState.SHUTOFF and \
+            hv.metadata(vm_id, domxml.METADATA_NS) is not None:
         return True
     raise CreateError(f"a domain with UUID {vm_id} already exists here "
                       f"({state}; if it is a vmjobs domain in no registry, "
