@@ -153,7 +153,8 @@ class API:
                 if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
-        return host_stats(self.pool, self.registry, self.recovery, self.hv)
+        return host_stats(self.pool, self.registry, self.recovery, self.hv,
+                          self.jobs)
 
     # -- VM -------------------------------------------------------------------
 
@@ -205,7 +206,8 @@ class API:
 
     def vm_destroy(self, vmID=None, gracefulAttempts=0):
         return destroy(self.hv, self.registry, parse_vm_id(vmID),
-                       parse_graceful_attempts(gracefulAttempts))
+                       parse_graceful_attempts(gracefulAttempts),
+                       jobs=self.jobs)
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -253,6 +255,7 @@ class API:
         release its reservation: a refused request leaves no trace."""
         job.reserve()
         self.jobs.add(job)
+        _refuse_if_aborted(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
@@ -260,6 +263,16 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        _refuse_if_aborted(job)
+
+
+def _refuse_if_aborted(job):
+    """A job aborted (by a VM.destroy) before its verb answered has been
+    undone by its end handling: the verb answers the flow's error, never
+    success, which would tell an engine (a migration's source) to go on."""
+    if job.status is workers.JobStatus.ABORTED:
+        raise job.error_class(f"VM {job.vm_id} was destroyed before its "
+                              "job could start")
 
 
 def _bind(method, param_names, params):

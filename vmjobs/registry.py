@@ -28,6 +28,9 @@ class VmStatus(StrEnum):
     WAIT_FOR_LAUNCH = "WaitForLaunch"
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
+    # A vmId held by VM.destroy while it removes a domain in neither
+    # registry (VDSM's word for a VM going away).
+    DOWN = "Down"
 
 
 class VmBusy(Exception):
@@ -43,6 +46,9 @@ class Vm:
     # What works on the VM: its startup job while staged; a hibernate job or
     # a destroy.Destruction while public; None when it is just up.
     job: object = None
+    # The status a claimed public VM had before its claim: release() puts
+    # it back, so a claim's end never needs it from the claimer.
+    status_before_claim: VmStatus | None = None
 
     def stats(self):
         """VM.getStats' answer."""
@@ -103,18 +109,19 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
-            self._public[vm_id] = dataclasses.replace(vm, status=status,
-                                                      job=job)
+            self._public[vm_id] = dataclasses.replace(
+                vm, status=status, job=job, status_before_claim=vm.status)
             return vm
 
-    def release(self, vm_id, job, status):
-        """End job's claim on the public VM, which keeps running as
-        `status`."""
+    def release(self, vm_id, job):
+        """End job's claim on the public VM, which keeps running with the
+        status it had before the claim."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is not None and vm.job is job:
-                self._public[vm_id] = dataclasses.replace(vm, status=status,
-                                                          job=None)
+                self._public[vm_id] = dataclasses.replace(
+                    vm, status=vm.status_before_claim, job=None,
+                    status_before_claim=None)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""
@@ -149,6 +156,12 @@ class VmRegistry:
     def staged(self):
         with self._lock:
             return list(self._staged.values())
+
+    def snapshot(self):
+        """(staged VMs, public VMs), read in one critical section: a VM
+        committed meanwhile is in one list, never in both."""
+        with self._lock:
+            return list(self._staged.values()), list(self._public.values())
 
     def known_ids(self):
         with self._lock:
