@@ -40,7 +40,8 @@ Which results it follows:
   ever decreases.
   The interval is also how long a slower host is taken for a passing
   neighbour (the limit stays down) before it is taken for the new normal
-  (the base follows it): two minutes.
+  (the base follows it): two minutes, or less if the limit reaches the
+  floor.
 - Congestion-window validation (RFC 7661): the limit grows only when it
   was reached (a job waited, or all slots were held), so an idle host does
   not drift to the ceiling and meet the next storm with it.
@@ -52,6 +53,12 @@ The band's default, grow below S = 2 and shrink above 3, is measured
 storage with latency but no contention) keeps S near 1 and the limit
 climbs to `high`; a neighbour that takes the cores raises S at every
 limit, and the limit drops.
+
+It reads time, not rate: when the host's other work grows, the limit
+backs off even where more starts at once would take a bigger share of the
+cores and finish sooner (docs/benchmarks.md, section 8). That is the
+politeness asked of it (a neighbour arrives: make room), and TCP Vegas'
+known trade-off against greedier senders.
 
 Gradient2's long-window/short-window latency ratio is not used: on a
 CPU-bound host time grows linearly past the knee, the long window follows
