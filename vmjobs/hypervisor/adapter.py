@@ -82,23 +82,26 @@ class Hypervisor:
     @_read
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
-        with self.connection() as conn, translated("state"):
-            dom = lookup(conn, uuid)
-            try:
-                return None if dom is None else state_of(dom)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == NO_DOMAIN:
-                    return None   # removed since it was found
-                raise
+        return self._read_state(uuid, state_of, None)
 
     @_read
     def state_reason(self, uuid):
         """(state, reason): the domain's state, and for a paused one why
         (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
         there is no such domain."""
+        return self._read_state(uuid, state_and_reason_of, (None, None))
+
+    def _read_state(self, uuid, read, missing):
         with self.connection() as conn, translated("state"):
-            dom = lookup(conn, uuid)
-            return (None, None) if dom is None else state_and_reason_of(dom)
+            try:
+                dom = lookup(conn, uuid)
+                return missing if dom is None else read(dom)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    # Removed since it was found (this thread may hold its
+                    # handle from an earlier call: domains.find).
+                    return missing
+                raise
 
     def define(self, domain_xml, uuid=None):
         """Define a persistent domain (does not start it). Given its `uuid`,
