@@ -44,8 +44,8 @@ class Looks:
     first)."""
 
     def __init__(self, hv):
-        self._real = hv.state
-        hv.state = self._state
+        self._real = hv.arrival
+        hv.arrival = self._state
         self._lock = threading.Lock()   # guards the dicts below
         self._nothing = {}
         self._after = {}

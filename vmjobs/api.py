@@ -14,18 +14,21 @@ import logging
 import workers
 
 from . import domxml
+from .client import Client
 from .config import Config
 from .errors import (GeneralException, InvalidParams, JobNotActive,
                      JobNotDone, MigrateError, MissParam, NoSuchJob, NoVM,
                      Recovering, ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
-                    RestoreJob)
+                    MigrationSourceJob, RestoreJob)
 from .flows.hibernate import remove_state_file, reserve_state_file
 from .flows.steps import ensure_no_domain
 from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
-from .params import parse_create, parse_migration, parse_path, parse_vm_id
+from .params import (parse_create, parse_migrate, parse_migration,
+                     parse_path, parse_vm_id)
 from .recovery import Recovery
-from .registry import SAVING_STATE, DestroyClaim, VmBusy, VmRegistry
+from .registry import (MIGRATION_SOURCE, SAVING_STATE, DestroyClaim, VmBusy,
+                       VmRegistry)
 
 log = logging.getLogger("vmjobs.api")
 
@@ -39,6 +42,7 @@ VERBS = {
     "VM.create": ("vm_create", ("vmID", "vmParams")),
     "VM.migrationCreate": ("vm_migration_create",
                            ("vmID", "params", "incomingLimit")),
+    "VM.migrate": ("vm_migrate", ("vmID", "params")),
     "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
     "VM.destroy": ("vm_destroy", ("vmID",)),
     "VM.getStats": ("vm_get_stats", ("vmID",)),
@@ -212,6 +216,8 @@ class API:
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidParams("incomingLimit", "must be an integer >= 1")
+        # A caller may ask for less than the host allows, never for more.
+        limit = min(limit, self.config.max_incoming)
         job = MigrationDestinationJob(
             spec, self.hv, self.registry,
             arrival_timeout=self.config.migration_destination_timeout,
@@ -230,6 +236,21 @@ class API:
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id, "status": job.staged_status,
                            "jobId": job.id}}
+
+    def vm_migrate(self, vmID=None, params=None):
+        vm_id, target = parse_migrate(vmID, params)
+        job = MigrationSourceJob(
+            vm_id, target, self.hv, self.registry, connect=self._peer,
+            default_timeout=self.config.migration_source_timeout,
+            **self._job_args())
+        try:
+            vm = self.registry.claim(vm_id, MIGRATION_SOURCE, job)
+        except VmBusy as exc:
+            raise MigrateError(f"cannot migrate: {exc}") from None
+        job.previous_status, job.params = vm.status, vm.params
+        self._queue(job, undo=lambda: self.registry.release(
+            vm_id, job, vm.status))
+        return {"jobId": job.id}
 
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
@@ -320,6 +341,13 @@ class API:
             return self.jobs.get(job_id)
         except workers.UnknownJob:
             raise NoSuchJob(f"no job {job_id}") from None
+
+    def _peer(self, server, timeout):
+        """A client of another vmjobs service (a migration's destination),
+        with this service's own TLS credentials when it has them."""
+        config = self.config
+        return Client(server, cert=config.tls_cert, key=config.tls_key,
+                      ca=config.tls_ca, timeout=timeout)
 
     def _job_args(self):
         return {"on_step": self._step_hook,

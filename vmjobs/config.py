@@ -42,6 +42,9 @@ class Config:
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
+    # Seconds an outgoing migration may take (VM.migrate's default
+    # timeout): retrying a busy destination and the transfer itself.
+    migration_source_timeout: float = 600.0
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
@@ -136,6 +139,8 @@ SETTINGS = [
     Setting("migration", "max_incoming", "max_incoming", int, 1),
     Setting("migration", "destination_timeout",
             "migration_destination_timeout", float, 0),
+    Setting("migration", "source_timeout", "migration_source_timeout",
+            float, 0),
     Setting("migration", "check_interval", "migration_check_interval",
             float, 0.01),
     Setting("rpc", "listen", "listen", str),

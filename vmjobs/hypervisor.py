@@ -30,12 +30,16 @@ log = logging.getLogger("vmjobs.hypervisor")
 
 NO_DOMAIN = libvirt.VIR_ERR_NO_DOMAIN
 OPERATION_INVALID = libvirt.VIR_ERR_OPERATION_INVALID
+NO_SUPPORT = libvirt.VIR_ERR_NO_SUPPORT
+OPERATION_UNSUPPORTED = libvirt.VIR_ERR_OPERATION_UNSUPPORTED
 
 # Domain states as vmjobs sees them.
 RUNNING = "running"
 PAUSED = "paused"
 SHUTOFF = "shutoff"
 OTHER = "other"
+# An incoming migration's domain while its transfer runs (see arrival()).
+INCOMING = "incoming"
 
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: RUNNING,
@@ -53,6 +57,19 @@ _UNDEFINE_FLAGS_TEST = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
 _UNDEFINE_FLAGS = (_UNDEFINE_FLAGS_TEST |
                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM |
                    libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+
+
+# Live, peer to peer (the source libvirtd drives it, as VDSM does), the
+# domain persistent on the destination (so that a destination whose service
+# is down meanwhile recovers it as it is) and undefined here once it left.
+MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
+                 libvirt.VIR_MIGRATE_PERSIST_DEST |
+                 libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+_MIGRATIONS = (libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN,
+               libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT)
+# Why a destination shows an incoming domain paused while it arrives.
+_PAUSED_INCOMING = (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
 
 
 class HypervisorError(Exception):
@@ -140,6 +157,26 @@ class _Borrowed:
                     from None
             return False
         self.hv._idle.put(self.conn)
+        return False
+
+
+class _Dedicated:
+    """A connection of its own for one call, closed after it."""
+    __slots__ = ("uri", "conn")
+
+    def __init__(self, uri):
+        self.uri = uri
+
+    def __enter__(self):
+        with _translated("open"):
+            self.conn = libvirt.open(self.uri)
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
         return False
 
 
@@ -432,6 +469,85 @@ class Hypervisor:
         with self._connection() as conn, _translated("resume"):
             conn.lookupByUUIDString(uuid).resume()
 
+    # -- live migration (the source side; the test driver cannot migrate) --
+
+    def migratable_xml(self, uuid):
+        """The domain's XML as a destination must receive it."""
+        with self._connection() as conn, _translated("migratable xml"):
+            return conn.lookupByUUIDString(uuid).XMLDesc(
+                libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+
+    def migrate(self, uuid, dst_uri, migration_uri=None):
+        """Migrate the domain live, peer to peer, to the libvirtd at
+        `dst_uri` (the data over `migration_uri` when given); return once it
+        runs there. The destination gets it persistent and the source's
+        definition goes (a vmjobs domain is persistent: without
+        UNDEFINE_SOURCE a shut-off copy would stay here). The call lasts as
+        long as the transfer, so it has a connection of its own: it must
+        not hold one that other callers borrow."""
+        params = {}
+        if migration_uri:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = migration_uri
+        with self._dedicated() as conn, _translated("migrate"):
+            conn.lookupByUUIDString(uuid).migrateToURI3(
+                dst_uri, params, MIGRATE_FLAGS)
+
+    def abort_job(self, uuid):
+        """Abort the domain's running job (a migration); False if it has
+        none yet or any more (or is gone)."""
+        with self._connection() as conn, _translated("abort job"):
+            try:
+                conn.lookupByUUIDString(uuid).abortJob()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                    return False
+                raise
+            return True
+
+    def migration_progress(self, uuid):
+        """Percent (0-99) of an outgoing migration of the domain, from
+        libvirt's job stats; None while it has no such job (not yet, or
+        no more). 100 is for the caller to say, once the migration
+        returned: data remaining reaches 0 before it has ended."""
+        stats = self._job_stats(uuid)
+        if stats is None or stats.get("operation") != \
+                libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT:
+            return None
+        total = stats.get(libvirt.VIR_DOMAIN_JOB_DATA_TOTAL, 0)
+        remaining = stats.get(libvirt.VIR_DOMAIN_JOB_DATA_REMAINING, 0)
+        if not total:
+            return 0
+        return min(99, 100 - 100 * remaining // total)
+
+    def migrating(self, uuid):
+        """True while the domain migrates, in or out (after a restart of
+        ours, say): its state will change when that ends."""
+        if self.is_test_driver:
+            return False
+        stats = self._job_stats(uuid)
+        if stats is not None and stats.get("operation") in _MIGRATIONS:
+            return True
+        return self.arrival(uuid) == INCOMING
+
+    def arrival(self, uuid):
+        """Where an incoming migration of the domain is: None (nothing here
+        yet, or no more), INCOMING (the transfer runs: libvirt shows it
+        paused for the migration), or RUNNING / PAUSED once it has ended
+        (a guest paused on the source arrives paused). The test driver
+        cannot migrate: there a paused domain is a simulated transfer."""
+        with self._connection() as conn, _translated("state"):
+            try:
+                state, reason = conn.lookupByUUIDString(uuid).state()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == NO_DOMAIN:
+                    return None
+                raise
+        state = _STATES.get(state, OTHER)
+        if state == PAUSED and (self.is_test_driver or
+                                reason in _PAUSED_INCOMING):
+            return INCOMING
+        return state
+
     def subscribe(self, uuid, callback):
         """Call `callback(event, detail)` on every lifecycle event of domain
         `uuid`, from libvirt's event thread (so it must not block). Returns
@@ -460,6 +576,29 @@ class Hypervisor:
             return _metadata(conn.lookupByUUIDString(uuid), metadata_ns)
 
     # -- internals ------------------------------------------------------------
+
+    def _job_stats(self, uuid):
+        """The domain's job stats; None if it has no job or is gone, or the
+        driver has none (the test driver)."""
+        with self._connection() as conn, _translated("job stats"):
+            try:
+                stats = conn.lookupByUUIDString(uuid).jobStats()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (NO_DOMAIN, NO_SUPPORT,
+                                            OPERATION_UNSUPPORTED):
+                    return None
+                raise
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == \
+                libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return stats
+
+    def _dedicated(self):
+        """A connection for one long call, closed after it (the test
+        driver's one connection is its whole host: shared instead)."""
+        if self._shared is not None:
+            return self._lend_shared
+        return _Dedicated(self.uri)
 
     def _on_lifecycle(self, conn, dom, event, detail, opaque):
         # On libvirt's event-loop thread: hand the event on, nothing more.

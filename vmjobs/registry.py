@@ -13,14 +13,15 @@ import threading
 
 from .errors import MigrateLimit, NoVM, VmExists
 
-# Statuses of staged VMs, per startup mode; public VMs are Up, Paused or
-# Saving State.
+# Statuses of staged VMs, per startup mode; public VMs are Up, Paused,
+# Saving State (hibernating) or Migration Source (migrating away).
 WAIT_FOR_LAUNCH = "WaitForLaunch"
 RESTORING_STATE = "Restoring state"
 MIGRATION_DESTINATION = "Migration Destination"
 UP = "Up"
 PAUSED = "Paused"
 SAVING_STATE = "Saving State"
+MIGRATION_SOURCE = "Migration Source"
 
 
 class VmBusy(Exception):
@@ -33,8 +34,9 @@ class Vm:
     status: str
     params: dict                 # the engine's parameters; never mutated
     staging: bool
-    # What works on the VM: its startup job while staged; a hibernate job or
-    # a DestroyClaim while public; None when it is just up.
+    # What works on the VM: its startup job while staged; a hibernate or
+    # migration-source job or a DestroyClaim while public; None when it is
+    # just up.
     job: object = None
 
     def stats(self):

@@ -13,8 +13,9 @@ import time
 
 from .. import domxml, registry
 from ..errors import MigrateError
-from ..hypervisor import RUNNING
+from ..hypervisor import PAUSED, RUNNING
 from .base import Rollback, StartupJob
+from .steps import PUBLIC_STATUS
 
 
 class MigrationDestinationJob(StartupJob):
@@ -47,7 +48,7 @@ class MigrationDestinationJob(StartupJob):
             rollback.push(f"remove incoming domain {vm_id}", self.hv.remove,
                           vm_id)
             self.step("wait-arrival")
-            self._wait_for_arrival()
+            arrived = self._wait_for_arrival()
             self.step("persist")
             self.hv.persist(vm_id)
             self.hv.set_metadata(vm_id, domxml.METADATA_NS,
@@ -55,10 +56,12 @@ class MigrationDestinationJob(StartupJob):
                                  domxml.metadata_element(vm_id,
                                                          self.spec.params))
             self.step("commit")
-            self.commit(registry.UP)
+            self.commit(PUBLIC_STATUS[arrived])
 
     def _wait_for_arrival(self):
-        """Return once the domain runs here; raise on abort or timeout."""
+        """Return the domain's state (running, or paused: a guest paused on
+        the source arrives paused) once its migration has ended here; raise
+        on abort or timeout."""
         token = self.hv.subscribe(self.vm_id,
                                   lambda event, detail: self._wake.set())
         try:
@@ -68,8 +71,9 @@ class MigrationDestinationJob(StartupJob):
                 # lost: it makes the next wait return at once.
                 self._wake.clear()
                 self.check_abort()
-                if self.hv.state(self.vm_id) == RUNNING:
-                    return
+                arrived = self.hv.arrival(self.vm_id)
+                if arrived in (RUNNING, PAUSED):
+                    return arrived
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise MigrateError(
