@@ -241,10 +241,12 @@ def test_unreachable_destination(make_api, tmp_path):
      "timeout"),
     ({"dst": "unix:/x.sock", "dstUri": "u", "migrationUri": ""},
      InvalidParams, "migrationUri"),
+    ({"dst": "unix:/x.sock", "dstUri": "u", "maxBandwidth": 0},
+     InvalidParams, "maxBandwidth"),
     ({"dst": "unix:/x.sock", "dstUri": "u", "speed": 1}, InvalidParams,
      "speed"),
 ], ids=["no-dst", "no-dstUri", "bad-dst", "bad-dstUri", "bad-timeout",
-        "bad-migrationUri", "unknown-key"])
+        "bad-migrationUri", "bad-maxBandwidth", "unknown-key"])
 def test_bad_params(api, params, error, param):
     vm_id = up_vm(api)
     with pytest.raises(error) as err:

@@ -477,10 +477,10 @@ class Hypervisor:
             return conn.lookupByUUIDString(uuid).XMLDesc(
                 libvirt.VIR_DOMAIN_XML_MIGRATABLE)
 
-    def migrate(self, uuid, dst_uri, migration_uri=None):
+    def migrate(self, uuid, dst_uri, migration_uri=None, max_bandwidth=None):
         """Migrate the domain live, peer to peer, to the libvirtd at
-        `dst_uri` (the data over `migration_uri` when given); return once it
-        runs there. The destination gets it persistent and the source's
+        `dst_uri` (the data over `migration_uri` when given, at most
+        `max_bandwidth` MiB/s); return once it runs there. The destination gets it persistent and the source's
         definition goes (a vmjobs domain is persistent: without
         UNDEFINE_SOURCE a shut-off copy would stay here). The call lasts as
         long as the transfer, so it has a connection of its own: it must
@@ -488,6 +488,8 @@ class Hypervisor:
         params = {}
         if migration_uri:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = migration_uri
+        if max_bandwidth:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = max_bandwidth
         with self._dedicated() as conn, _translated("migrate"):
             conn.lookupByUUIDString(uuid).migrateToURI3(
                 dst_uri, params, MIGRATE_FLAGS)

@@ -112,6 +112,7 @@ class MigrationTarget:
     dst_uri: str              # its libvirtd, as the source libvirtd sees it
     migration_uri: str | None = None   # where the data goes, if not dst_uri
     timeout: float | None = None       # seconds, default from the config
+    max_bandwidth: int | None = None   # MiB/s, VDSM's maxBandwidth
 
 
 def parse_migrate(vm_id, params):
@@ -119,7 +120,8 @@ def parse_migrate(vm_id, params):
     vm_id = parse_vm_id(vm_id)
     params = _params_dict(params, "params")
     for key in params:
-        if key not in ("dst", "dstUri", "migrationUri", "timeout"):
+        if key not in ("dst", "dstUri", "migrationUri", "timeout",
+                       "maxBandwidth"):
             raise InvalidParams(key, "VM.migrate takes no such parameter")
     for required in ("dst", "dstUri"):
         if required not in params:
@@ -138,8 +140,11 @@ def parse_migrate(vm_id, params):
                                 not 0 < timeout <= 7 * 86400):
         raise InvalidParams("timeout", "must be a number of seconds, "
                             "above 0 and at most a week")
+    max_bandwidth = None
+    if "maxBandwidth" in params:
+        max_bandwidth = _int_in_range(params, "maxBandwidth", 1, 1 << 20)
     return vm_id, MigrationTarget(dst, _text(params, "dstUri"),
-                                  migration_uri, timeout)
+                                  migration_uri, timeout, max_bandwidth)
 
 
 def _text(params, key):

@@ -220,7 +220,8 @@ class _Transfer(threading.Thread):
                 self.error = "aborted before it began"
             else:
                 job.hv.migrate(job.vm_id, job.target.dst_uri,
-                               job.target.migration_uri)
+                               job.target.migration_uri,
+                               job.target.max_bandwidth)
         except HypervisorError as exc:
             self.error = exc
         except Exception as exc:   # reported by the job, not lost here
