@@ -6,6 +6,10 @@ check what runs where).
 After every migration job has ended the VM must be public on exactly one
 host and run there only: `assert_only_on` checks it from both sides."""
 
+import os
+import re
+import subprocess
+import sys
 import time
 
 import libvirt
@@ -15,7 +19,7 @@ from vmjobs.client import Client, RemoteError
 
 from conftest import new_id
 from realdaemon import WAIT, real_params, require_daemon
-from serve import ServeProcess
+from serve import ROOT, ServeProcess
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
@@ -282,3 +286,30 @@ def test_source_service_killed_mid_transfer(hosts):
     assert_only_on(vm_id, b, a)
     print(f"A back and recovered {recovered:.2f} s after the kill")
     assert b.call("VM.destroy", vmID=vm_id) is True
+
+
+def test_loadtest_plays_the_engine_over_two_hosts(hosts, tmp_path):
+    """`vmjobs loadtest --server A --server B --mix create=60,migrate=40`:
+    VMs started on both hosts, some migrated to the other with VM.migrate;
+    every VM public on exactly one host at the end."""
+    a, b = hosts
+    command = [sys.executable, "-m", "vmjobs", "loadtest", "--vms", "10",
+               "--mem", "48", "--mix", "create=60,migrate=40",
+               "--migration-uri", "tcp://127.0.0.1",
+               "--log-file", str(tmp_path / "loadtest.log")]
+    for host in hosts:
+        command += ["--server", host.listen,
+                    "--dst-uri", host.migration_uri]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            timeout=WAIT, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Up           10/10" in result.stdout
+    assert "migrated     4/4" in result.stdout
+    assert re.search(r"migration +p50 [\d.]+ ms +p95 [\d.]+ ms +p99",
+                     result.stdout)
+    assert "every VM public on exactly one host" in result.stdout
+    # It destroyed what it made.
+    assert a.public() == {} and b.public() == {}
+    assert a.domains() == {} and b.domains() == {}

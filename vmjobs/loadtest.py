@@ -32,7 +32,8 @@ from .config import Config
 from .hypervisor import Hypervisor
 from .params import parse_create
 
-MODES = ("create", "restore", "migration")
+# `migrate` (VM.migrate between hosts) needs two servers: loadtest_hosts.
+MODES = ("create", "restore", "migration", "migrate")
 ENDED = ("done", "failed", "aborted")
 RETRIED = {1100: "ResourceExhausted", 82: "migrateLimit"}
 
@@ -110,6 +111,9 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         seed=0, domain_type=None):
     """Run the load test, print its summary, and return it."""
     counts = split(vms, mix or {"create": 1})
+    if counts.get("migrate"):
+        raise ValueError("migrate moves VMs between hosts: give two "
+                         "--server (and their --dst-uri)")
     if server is None:
         target = InProcess(Config(uri=uri, workers=workers,
                                   queue_size=queue_size,
