@@ -18,6 +18,8 @@ from vmjobs.server import Server
 
 from conftest import (DestroyAt, StepGate, assert_quiet_and_clean, new_id,
                       vm_params, wait_job)
+from faults import FaultyHypervisor
+from invariants import check_invariants
 from test_migration_destination import domain_xml, incoming
 
 
@@ -265,3 +267,41 @@ def test_only_a_public_vm_migrates(api):
     with pytest.raises(NoVM):   # staged, not public
         api.VM.migrate(vm_id, {"dst": "unix:/x.sock", "dstUri": "u"})
     assert api.VM.destroy(vm_id) is True
+
+
+# Fixed order on the test driver (the transfer fails at once): the XML, the
+# transfer, the look after it failed, the look before destroying the
+# destination's copy. (The monitor's looks are left out: how many it makes
+# depends on timing.)
+CALLS = ("migratable_xml", "migrate", "state")
+
+
+@pytest.mark.parametrize("kind", ["error", "lost"])
+def test_fault_at_every_call(hypervisor, host_b, kind, reliability_figures):
+    """Each case ends failed with migrateErr and the VM Up here. The
+    destination's copy is destroyed, except when the look that must come
+    first failed (the domain may have left): then it is kept."""
+    faulty = FaultyHypervisor(hypervisor, fail_calls=CALLS)
+    with API(Config(workers=2), hypervisor=faulty) as api:
+        vm_id = up_vm(api)
+        for n, call in enumerate(["migratable_xml", "migrate", "state",
+                                  "state"], start=1):
+            faulty.arm(n, kind)
+            info = wait_job(api, migrate(api, vm_id, host_b)["jobId"])
+            assert faulty.failed == call
+            assert (info["status"], info["error"]["code"]) == ("failed", 12)
+            assert "injected fault" in info["error"]["message"]
+            assert check_invariants(api) == {vm_id}
+            assert api.VM.getStats(vm_id)["status"] == "Up"
+            if n == 4:
+                # Not knowing whether the domain is still here, the
+                # rollback leaves the destination's copy alone.
+                assert "then rollback failed: destroy VM" in \
+                    info["error"]["message"]
+                assert host_b.VM.getStats(vm_id)["staging"] is True
+                assert host_b.VM.destroy(vm_id) is True
+            check_invariants(host_b)
+            assert host_b.Host.getVMList() == []
+            reliability_figures["fault points"].add(
+                ("MigrationSource", n, kind))
+        assert api.VM.destroy(vm_id) is True
