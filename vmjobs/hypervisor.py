@@ -580,13 +580,14 @@ class Hypervisor:
     # -- internals ------------------------------------------------------------
 
     def _job_stats(self, uuid):
-        """The domain's job stats; None if it has no job or is gone, or the
-        driver has none (the test driver)."""
+        """The domain's job stats; None if it has no job, is stopped or
+        gone, or the driver has none (the test driver)."""
         with self._connection() as conn, _translated("job stats"):
             try:
                 stats = conn.lookupByUUIDString(uuid).jobStats()
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() in (NO_DOMAIN, NO_SUPPORT,
+                if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID,
+                                            NO_SUPPORT,
                                             OPERATION_UNSUPPORTED):
                     return None
                 raise
