@@ -94,6 +94,28 @@ def test_the_vm_is_claimed_and_given_back_when_the_transfer_fails(
     assert api.VM.destroy(vm_id) is True
 
 
+def test_outgoing_migrations_are_bounded(make_api, host_b):
+    """Beyond migration.max_outgoing VM.migrate answers migrateLimit (82)
+    at once, and the VM is left as it was."""
+    gate = StepGate("prepare-destination")
+    api = make_api(step_hook=gate, max_outgoing=1)
+    first, second = up_vm(api), up_vm(api)
+    job_id = migrate(api, first, host_b)["jobId"]
+    assert gate.reached.wait(60)
+    with pytest.raises(MigrateLimit) as err:
+        migrate(api, second, host_b)
+    assert err.value.code == 82
+    assert api.VM.getStats(second)["status"] == "Up"
+    assert list(api.Host.getJobs(job_type="migration-source")) == [job_id]
+    gate.release.set()
+    assert wait_job(api, job_id)["status"] == "failed"   # the test driver
+    info = wait_job(api, migrate(api, second, host_b)["jobId"])
+    assert info["status"] == "failed" and info["step"] == "migrate"
+    for vm_id in (first, second):
+        assert api.VM.destroy(vm_id) is True
+    assert_quiet_and_clean(host_b)
+
+
 def test_a_paused_vm_stays_paused(make_api, host_b):
     api = make_api()
     vm_id = up_vm(api, launchPaused=True)

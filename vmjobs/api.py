@@ -244,7 +244,8 @@ class API:
             default_timeout=self.config.migration_source_timeout,
             **self._job_args())
         try:
-            vm = self.registry.claim(vm_id, MIGRATION_SOURCE, job)
+            vm = self.registry.claim(vm_id, MIGRATION_SOURCE, job,
+                                     self.config.max_outgoing)
         except VmBusy as exc:
             raise MigrateError(f"cannot migrate: {exc}") from None
         job.previous_status, job.params = vm.status, vm.params

@@ -42,6 +42,15 @@ class Config:
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
+    # Outgoing migrations at once (VM.migrate answers migrateLimit beyond
+    # it, as a destination does beyond max_incoming). Each holds a worker
+    # while it runs and while the destination is busy: kept below
+    # `workers`, the other workers stay free for the incoming migrations'
+    # commits. (Without the bound, two hosts migrating to each other could
+    # fill both pools with outgoing jobs waiting for each other's incoming
+    # slots, which only a job free to run can release: measured, jobs then
+    # waited out their whole timeout.)
+    max_outgoing: int = 2
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
     migration_source_timeout: float = 600.0
@@ -139,6 +148,7 @@ SETTINGS = [
     Setting("migration", "max_incoming", "max_incoming", int, 1),
     Setting("migration", "destination_timeout",
             "migration_destination_timeout", float, 0),
+    Setting("migration", "max_outgoing", "max_outgoing", int, 1),
     Setting("migration", "source_timeout", "migration_source_timeout",
             float, 0),
     Setting("migration", "check_interval", "migration_check_interval",

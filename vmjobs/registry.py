@@ -107,10 +107,12 @@ class VmRegistry:
                 vm, status=status, staging=False, job=None,
                 params=vm.params if params is None else params)
 
-    def claim(self, vm_id, status, job):
-        """Give the public VM a job to run on it (a hibernation, or a
-        destroy), with `status` meanwhile. Raises NoVM if it is not public,
-        VmBusy if it already has one. Returns the VM as it was."""
+    def claim(self, vm_id, status, job, max_with_status=None):
+        """Give the public VM a job to run on it (a hibernation, a
+        migration, or a destroy), with `status` meanwhile. Raises NoVM if
+        it is not public, VmBusy if it already has one, MigrateLimit if
+        `max_with_status` public VMs already have `status` (counted and
+        claimed in one step). Returns the VM as it was."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None:
@@ -118,6 +120,13 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} already has job {vm.job.id}")
+            if max_with_status is not None:
+                count = sum(1 for other in self._public.values()
+                            if other.status == status)
+                if count >= max_with_status:
+                    raise MigrateLimit(
+                        f"{count} VMs already {status}, the limit is "
+                        f"{max_with_status}")
             self._public[vm_id] = dataclasses.replace(vm, status=status,
                                                       job=job)
             return vm
