@@ -11,6 +11,7 @@ from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
+from workers import Job
 
 # The real-daemon fixtures (daemon, daemon_b, make_real_api).
 pytest_plugins = ["realdaemon"]
@@ -53,12 +54,14 @@ def hypervisor():
 
 
 @pytest.fixture
-def make_api(hypervisor):
-    """make_api(**config) -> an API on the test's private test driver."""
+def make_api(hypervisor, tmp_path):
+    """make_api(**config) -> an API on the test's private test driver, its
+    state files confined to the test's tmp_path."""
     apis = []
 
     def make(step_hook=None, hv=None, **config):
         config.setdefault("workers", 4)
+        config.setdefault("state_dirs", [str(tmp_path)])
         api = API(Config(**config), hypervisor=hv or hypervisor,
                   step_hook=step_hook)
         apis.append(api)
@@ -93,6 +96,23 @@ def assert_quiet_and_clean(api):
     public = {vm.vm_id for vm in api.registry.public()}
     in_libvirt = {d.uuid for d in our_domains(api.hv)}
     assert in_libvirt == public
+
+
+class GateJob(Job):
+    """A job that holds its worker until released, so a test can look at
+    (or act on) the pool while it runs; it appends itself to `order`."""
+
+    def __init__(self, order=None):
+        super().__init__()
+        self.order = order
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def run(self):
+        if self.order is not None:
+            self.order.append(self)
+        self.started.set()
+        assert self.release.wait(WAIT), "gate never released"
 
 
 class StepGate:

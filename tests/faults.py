@@ -12,8 +12,8 @@ from vmjobs.hypervisor import HypervisorError
 # The adapter's verbs that talk to libvirt.
 CALLS = ("state", "define", "start", "remove", "list_domains", "metadata",
          "save", "saved_domain_xml", "restore", "persist", "set_metadata",
-         "create_transient", "resume", "arrival", "migratable_xml",
-         "migrate", "abort_job", "migration_progress", "migrating")
+         "arrival", "migratable_xml", "migrate", "abort_job",
+         "migration_progress", "migrating")
 
 
 # What a failed call raises, by kind of fault.

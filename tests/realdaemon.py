@@ -1,5 +1,5 @@
 """Fixtures for the tests on a real libvirtd with QEMU: private daemons
-started by the suite itself (vmjobs.sandbox). On CI (CI=true) a missing
+started by the suite itself (vmjobs.tools.sandbox). On CI (CI=true) a missing
 requirement fails these tests; elsewhere they are skipped with the reason
 and what to install."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from vmjobs.api import API
 from vmjobs.config import Config
-from vmjobs.sandbox import Sandbox, missing_requirements
+from vmjobs.tools.sandbox import Sandbox, missing_requirements
 
 WAIT = 300   # seconds: real VMs on a 2-core machine
 
@@ -57,9 +57,10 @@ def daemon_b(tmp_path_factory):
 
 
 @pytest.fixture
-def make_real_api(daemon):
-    """make_real_api(**config) -> an API on the private daemon; every
-    domain is removed after the test, whatever it left."""
+def make_real_api(daemon, tmp_path):
+    """make_real_api(**config) -> an API on the private daemon, its state
+    files confined to tmp_path; every domain is removed after the test,
+    whatever it left."""
     apis, sandboxes = [], {daemon.dir: daemon}
 
     def make(sandbox=None, step_hook=None, **config):
@@ -68,6 +69,7 @@ def make_real_api(daemon):
         config.setdefault("workers", 4)
         # TCG: nested in a VM, an idle KVM guest costs ~8% of a core.
         config.setdefault("domain_type", "qemu")
+        config.setdefault("state_dirs", [str(tmp_path)])
         api = API(Config(uri=sandbox.uri, **config), step_hook=step_hook)
         apis.append(api)
         return api

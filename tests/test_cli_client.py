@@ -10,13 +10,17 @@ import uuid
 
 import pytest
 
-from serve import ROOT, ServeProcess, wait_job_ended
+from vmjobs.tools.client import Client
+
+from serve import ROOT, ServeProcess
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process = ServeProcess("--listen", "127.0.0.1:0",
-                           tmp_path=tmp_path_factory.mktemp("cli"))
+    """On a Unix socket, as by default (in a directory of the test's)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    process = ServeProcess("--listen", f"unix:{tmp}/vmjobs.sock",
+                           "--state-dir", str(tmp), tmp_path=tmp)
     yield process
     status, _, err = process.stop()
     assert status == 0, err
@@ -59,8 +63,12 @@ def test_vms_lists_public_vms(server):
     created = vmjobs(server, "call", "VM.create", f"vmID={vm_id}",
                      "vmParams=" + json.dumps({"vmId": vm_id, "vmName":
                                                "listed", "memSize": 64}))
-    assert wait_job_ended(server, json.loads(created.stdout)["jobId"]) == \
-        "done"
+    job_id = json.loads(created.stdout)["jobId"]
+    with Client(server.address) as client:
+        for _ in range(10000):   # each round is a request: no event here
+            if client.call("Host.getJobs", {"job_ids": [job_id]})[job_id][
+                    "status"] == "done":
+                break
     listed = vmjobs(server, "vms")
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
@@ -77,7 +85,8 @@ def readme_curl_examples():
 def test_readme_curl_examples(server):
     examples = readme_curl_examples()
     assert len(examples) >= 4
-    env = dict(os.environ, VMJOBS=server.address, VM=str(uuid.uuid4()))
+    env = dict(os.environ, SOCK=server.address[len("unix:"):],
+               VM=str(uuid.uuid4()))
     for example in examples:
         result = subprocess.run(["bash", "-c", example], capture_output=True,
                                 text=True, env=env, timeout=60)

@@ -52,14 +52,15 @@ def test_bad_file_stops_the_service_by_name(tmp_path, text, named):
     path = tmp_path / "vmjobs.conf"
     path.write_text(text)
     result = vmjobs("serve", "--config", str(path), "--listen",
-                    "127.0.0.1:0")
+                    "127.0.0.1:0", "--insecure")
     assert result.returncode == 2
     assert named in result.stderr
     assert "serving" not in result.stdout
 
 
 def test_bad_flag_value_is_refused(tmp_path):
-    result = vmjobs("serve", "--workers", "0", "--listen", "127.0.0.1:0")
+    result = vmjobs("serve", "--workers", "0", "--listen", "127.0.0.1:0",
+                    "--insecure")
     assert result.returncode == 2
     assert "pool.workers" in result.stderr
     result = vmjobs("serve", "--listen", "nowhere")

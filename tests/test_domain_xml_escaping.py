@@ -33,7 +33,7 @@ def create_up(api, vm_id, params):
 
 def domain_root(api, vm_id):
     """The domain as libvirt itself describes it, parsed."""
-    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    dom = api.hv.shared_connection.lookupByUUIDString(vm_id)
     return ET.fromstring(dom.XMLDesc())
 
 
@@ -66,7 +66,7 @@ def test_vm_name_is_stored_literally(api, baseline, name):
     root = domain_root(api, vm_id)
     assert len(root.findall("name")) == 1
     assert root.findtext("name") == name
-    assert api.hv._shared.lookupByUUIDString(vm_id).name() == name
+    assert api.hv.shared_connection.lookupByUUIDString(vm_id).name() == name
     assert root.findtext("uuid") == vm_id
     assert shape(root) == baseline
 
@@ -111,7 +111,7 @@ def test_engine_xml_keeps_its_metadata_and_gets_ours(api):
     create_up(api, vm_id, params)
     assert api.VM.getStats(vm_id)["status"] == "Up"
 
-    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    dom = api.hv.shared_connection.lookupByUUIDString(vm_id)
     root = ET.fromstring(dom.XMLDesc())
     assert root.get("type") == "test"
     assert root.findtext("name") == "engine-vm"

@@ -6,7 +6,7 @@ fault points exercised is reported at the end of the run."""
 
 import pytest
 
-from vmjobs import simulation
+from vmjobs.tools import simulation
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import HypervisorError
@@ -40,7 +40,8 @@ class Scenario:
         self.state_files = {}
 
     def make_api(self, faulty, **config):
-        return API(Config(workers=2, **config), hypervisor=faulty,
+        return API(Config(workers=2, state_dirs=[str(self.tmp_path)],
+                          **config), hypervisor=faulty,
                    step_hook=self.hook)
 
     hook = None
@@ -182,14 +183,14 @@ def test_call_hanging_past_the_job_timeout(hypervisor, tmp_path, flow,
     call returns, it ends as it would have."""
     scenario = flow(hypervisor, tmp_path)
     faulty = FaultyHypervisor(hypervisor, kind="hang")
-    api = API(Config(workers=2, job_timeout=0.0), hypervisor=faulty,
-              step_hook=scenario.hook)
+    api = scenario.make_api(faulty, job_timeout=0.0)
     try:
         assert api.wait_recovered(WAIT)
         scenario.prepare(api)
         faulty.arm(1, "hang")
-        # The verb itself may be the one to call first (migrationCreate).
-        if flow is Migration:
+        # The verb itself may be the one to call first (migrationCreate;
+        # restore reads the state file's domain XML to check it).
+        if flow in (Migration, Restore):
             faulty.arm(2, "hang")
         job_id = scenario.start(api)
         assert faulty.hanging.wait(WAIT)

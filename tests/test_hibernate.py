@@ -29,7 +29,7 @@ def up_vm(api, **extra):
 
 
 def domain_state(hv, vm_id):
-    return hv._shared.lookupByUUIDString(vm_id).state()[0]
+    return hv.shared_connection.lookupByUUIDString(vm_id).state()[0]
 
 
 def all_domains(hv):
@@ -44,7 +44,7 @@ def assert_public(api, vm_id, status):
     expected = (libvirt.VIR_DOMAIN_PAUSED if status == "Paused"
                 else libvirt.VIR_DOMAIN_RUNNING)
     assert domain_state(api.hv, vm_id) == expected
-    assert api.hv._shared.lookupByUUIDString(vm_id).isPersistent()
+    assert api.hv.shared_connection.lookupByUUIDString(vm_id).isPersistent()
 
 
 def assert_gone(api, vm_id):

@@ -61,7 +61,7 @@ def test_domain_refused_by_libvirt(api):
 def test_domain_uuid_taken_by_a_foreign_domain(api):
     """A domain we did not make is never redefined, nor removed."""
     vm_id = new_id()
-    api.hv._shared.defineXML(
+    api.hv.shared_connection.defineXML(
         f"<domain type='test'><name>foreign</name><uuid>{vm_id}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
     created = api.VM.create(vm_id, vm_params(vm_id))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vmjobs import loadtest, report
+from vmjobs.tools import loadtest, report
 
 
 def test_loadtest_command(tmp_path):
@@ -118,12 +118,14 @@ def test_rate_paces_the_requests(tmp_path):
 
 def test_loadtest_against_a_server(tmp_path):
     from serve import ServeProcess
-    server = ServeProcess("--listen", "127.0.0.1:0", "--workers", "3",
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          "--workers", "3", "--state-dir", str(tmp_path),
                           tmp_path=tmp_path)
     try:
         out = io.StringIO()
         summary = loadtest.run(vms=80, server=server.address, out=out,
-                               mix=loadtest.parse_mix("create=3,restore=1"))
+                               mix=loadtest.parse_mix("create=3,restore=1"),
+                               state_root=str(tmp_path))
         assert summary["up"] == 80 and summary["failed"] == 0
         assert "3 workers, queue 1000, served at" in out.getvalue()
         with pytest.raises(ValueError, match="--uri"):

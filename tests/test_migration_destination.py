@@ -1,11 +1,12 @@
-"""VM.migrationCreate on libvirt's test driver, the source host played by vmjobs.simulation: arrival, timeout, destroy, limits, refusals and faults."""
+"""VM.migrationCreate on libvirt's test driver, the source host played by vmjobs.tools.simulation: arrival, timeout, destroy, limits, refusals and faults."""
 
 import threading
 
 import libvirt
 import pytest
 
-from vmjobs import domxml, simulation
+from vmjobs import domxml
+from vmjobs.tools import simulation
 from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
                            MissParam, NoVM)
 from workers.job import current_job
@@ -66,7 +67,7 @@ class Watched:
     While the test holds `frozen`, lookups wait: a simulated arrival made
     under it is seen whole. (On the test driver the simulation creates the
     domain running and only then suspends it; a real incoming domain is
-    paused from the start. See the report on vmjobs.simulation.)"""
+    paused from the start. See the report on vmjobs.tools.simulation.)"""
 
     def __init__(self, real):
         self._real = real
@@ -94,7 +95,7 @@ def assert_committed(api, vm_id, params):
     assert (stats["status"], stats["staging"]) == ("Up", False)
     assert stats["params"] == params
     assert api.Host.getVMList() == [vm_id]
-    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    dom = api.hv.shared_connection.lookupByUUIDString(vm_id)
     assert dom.isPersistent()
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
@@ -405,7 +406,7 @@ def test_domain_already_running_here_is_refused_and_untouched(api):
     sending once it has the answer): nothing staged, no job, and the
     domain that was here keeps running, as it was."""
     vm_id = new_id()
-    dom = api.hv._shared.defineXML(domain_xml(vm_id))
+    dom = api.hv.shared_connection.defineXML(domain_xml(vm_id))
     dom.create()
     with pytest.raises(MigrateError) as err:
         api.VM.migrationCreate(vm_id, incoming(vm_id))
@@ -415,7 +416,7 @@ def test_domain_already_running_here_is_refused_and_untouched(api):
     assert api.Host.getVMList() == [] and api.registry.staged() == []
     assert api.pool.wait_idle(WAIT)
     assert api.hv.state(vm_id) == "running"
-    assert api.hv._shared.lookupByUUIDString(vm_id).isPersistent()
+    assert api.hv.shared_connection.lookupByUUIDString(vm_id).isPersistent()
     assert our_domains(api.hv) == []   # not made ours either
     api.hv.remove(vm_id)
     assert_nothing_left(api)

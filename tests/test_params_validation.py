@@ -196,7 +196,7 @@ def test_valid_extremes_start(api, extra, vcpus, mem_kib):
     assert job["status"] == "done", job
     assert api.VM.getStats(vm_id)["status"] == "Up"
     root = ET.fromstring(
-        api.hv._shared.lookupByUUIDString(vm_id).XMLDesc())
+        api.hv.shared_connection.lookupByUUIDString(vm_id).XMLDesc())
     assert int(root.findtext("vcpu")) == vcpus
     memory = root.find("memory")
     assert (memory.get("unit"), int(memory.text)) == ("KiB", mem_kib)

@@ -1,24 +1,12 @@
 """A full queue refuses at once; it never blocks the caller."""
 
-import threading
-
 import pytest
 
 from vmjobs.errors import ResourceExhausted
-from workers import Job, Pool, QueueFull
+from workers import Pool, QueueFull
 
 from conftest import WAIT, StepGate, new_id, vm_params
-
-
-class Blocker(Job):
-    def __init__(self):
-        super().__init__()
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def run(self):
-        self.started.set()
-        assert self.release.wait(WAIT)
+from conftest import GateJob as Blocker     # holds its worker until released
 
 
 def test_pool_refuses_when_queue_is_full():
@@ -32,7 +20,8 @@ def test_pool_refuses_when_queue_is_full():
         with pytest.raises(QueueFull):
             pool.submit(Blocker())
         assert pool.stats() == {"workers": 1, "queue_size": 2, "queued": 2,
-                                "running": 1, "done": 0, "failed": 0,
+                                "running": 1, "parked": 0,
+                                "admission_limit": 1, "done": 0, "failed": 0,
                                 "aborted": 0}
         for job in [running] + queued:
             job.release.set()

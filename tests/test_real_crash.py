@@ -16,7 +16,8 @@ MOMENTS = 5
 
 
 def serve(daemon, tmp_path, name):
-    return ServeProcess("--listen", "127.0.0.1:0", "--uri", daemon.uri,
+    return ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                        "--uri", daemon.uri,
                         "--config", _config(tmp_path), tmp_path=tmp_path,
                         log_name=name)
 

@@ -33,7 +33,10 @@ def test_domain_refused_by_the_daemon(make_real_api, daemon):
     xml = (f"<domain type='qemu'><name>bad-emulator</name>"
            f"<uuid>{vm_id}</uuid><memory unit='MiB'>48</memory>"
            "<os><type arch='x86_64'>hvm</type></os><devices>"
-           "<emulator>/nonexistent/qemu</emulator></devices></domain>")
+           # (A QEMU of the system by its path, as the policy asks, but
+           # one that is not there: libvirt refuses it.)
+           "<emulator>/usr/bin/qemu-system-nonexistent</emulator>"
+           "</devices></domain>")
     created = api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})
     assert api.jobs.get(created["jobId"]).wait(WAIT)
     info = api.Host.getJobs()[created["jobId"]]

@@ -14,7 +14,7 @@ FOREIGN = 5
 
 
 def foreign_domain(hv, name, start=True):
-    conn = hv._shared   # libvirt's test driver: one shared connection
+    conn = hv.shared_connection   # the test driver's one connection
     dom = conn.defineXML(
         f"<domain type='test'><name>{name}</name><uuid>{new_id()}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
@@ -85,7 +85,8 @@ def test_paused_vm_is_recovered_paused(make_api):
 
 def test_stopped_vmjobs_domain_is_left_alone(make_api, hypervisor):
     running, stopped = previous_run(make_api, 2)
-    hypervisor._shared.lookupByUUIDString(stopped).destroy()   # still defined
+    # Destroyed, still defined:
+    hypervisor.shared_connection.lookupByUUIDString(stopped).destroy()
     api = make_api()
     assert api.wait_recovered(WAIT)
     assert api.Host.getVMList() == [running]
@@ -105,7 +106,7 @@ def test_stopped_vmjobs_domain_is_left_alone(make_api, hypervisor):
 def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(
         make_api, hypervisor):
     vm_id = new_id()
-    hypervisor._shared.createXML(
+    hypervisor.shared_connection.createXML(
         f"<domain type='test'><name>damaged</name><uuid>{vm_id}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
         "<metadata><v:vm xmlns:v='urn:vmjobs:domain:1'>"

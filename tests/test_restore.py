@@ -8,6 +8,8 @@ import hashlib
 import pytest
 
 from vmjobs import domxml
+from vmjobs.errors import CreateError, InvalidParams
+from vmjobs.tools import simulation
 
 from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id, our_domains,
                       vm_params, wait_job)
@@ -50,7 +52,7 @@ def test_restore_brings_back_the_vm(api, tmp_path, paused):
     assert stats["status"] == ("Paused" if paused else "Up")
     assert stats["params"] == params
     assert checksum(path) == before
-    dom = api.hv._shared.lookupByUUIDString(vm_id)
+    dom = api.hv.shared_connection.lookupByUUIDString(vm_id)
     assert dom.isPersistent()
     assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
                                 ) == (vm_id, params)
@@ -70,23 +72,30 @@ def test_state_file_of_another_vm_is_refused(api, tmp_path):
     assert_quiet_and_clean(api)
 
 
-def test_missing_file_is_refused(api, tmp_path):
-    vm_id = new_id()
-    info = wait_job(api, restore(api, vm_id, tmp_path / "nothing")["jobId"])
-    assert (info["status"], info["step"]) == ("failed", "check-file")
-    assert info["error"]["code"] == 9
+def refused_by_the_verb(api, vm_id, path, error=InvalidParams):
+    """The verb refuses at once (-32602 naming restoreState, or createErr
+    when libvirt cannot read the file); nothing is staged."""
+    jobs_before = api.jobs.jobs()
+    with pytest.raises(error) as err:
+        restore(api, vm_id, path)
+    if error is InvalidParams:
+        assert err.value.data == {"param": "restoreState"}
+    assert api.jobs.jobs() == jobs_before
     assert_quiet_and_clean(api)
+    return err.value.message
+
+
+def test_missing_file_is_refused(api, tmp_path):
+    message = refused_by_the_verb(api, new_id(), tmp_path / "nothing")
+    assert "No such file" in message
 
 
 def test_not_a_state_file_is_refused(api, tmp_path):
     path = tmp_path / "garbage"
     path.write_bytes(b"not a libvirt state file" * 100)
     before = checksum(path)
-    info = wait_job(api, restore(api, new_id(), path)["jobId"])
-    assert (info["status"], info["step"]) == ("failed", "read-domain")
-    assert info["error"]["code"] == 9
+    refused_by_the_verb(api, new_id(), path, CreateError)
     assert checksum(path) == before
-    assert_quiet_and_clean(api)
 
 
 def test_plain_libvirt_save_file_is_restored_with_request_params(
@@ -95,8 +104,8 @@ def test_plain_libvirt_save_file_is_restored_with_request_params(
     vmjobs metadata: the VM gets the request's params, and the metadata,
     so the next start recovers it."""
     vm_id = new_id()
-    api.hv.create_transient(
-        f"<domain type='test'><name>outside</name><uuid>{vm_id}</uuid>"
+    simulation.create_transient(
+        api.hv, f"<domain type='test'><name>outside</name><uuid>{vm_id}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>")
     path = tmp_path / "outside.state"
     api.hv.save(vm_id, str(path))
@@ -133,14 +142,18 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor, tmp_path):
     assert wait_job(api, restore(api, vm_id, path)["jobId"])[
         "status"] == "done"
     calls = list(faulty.calls)
-    assert calls == ["saved_domain_xml", "state", "restore", "persist",
-                     "state"]
+    # The verb reads the state file's domain XML first, to check it.
+    assert calls == ["saved_domain_xml", "saved_domain_xml", "state",
+                     "restore", "persist", "state"]
     # Hibernate it again, to restore it once per fault.
     path.unlink()
     assert wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
         "status"] == "done"
     before = checksum(path)
-    for n, call in enumerate(calls, start=1):
+    faulty.arm(1)
+    message = refused_by_the_verb(api, vm_id, path, CreateError)
+    assert "injected fault in saved_domain_xml" in message
+    for n, call in enumerate(calls[1:], start=2):
         faulty.arm(n)
         info = wait_job(api, restore(api, vm_id, path)["jobId"])
         assert faulty.failed == call

@@ -125,7 +125,8 @@ def test_deep_nesting_and_huge_strings(dispatcher):
 
 
 def test_a_real_server_survives_hostile_bodies(tmp_path):
-    server = ServeProcess("--listen", "127.0.0.1:0", tmp_path=tmp_path)
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          tmp_path=tmp_path)
     try:
         hostile = [b"\xff\xfe\x00", b"[" * 50000, b'{"jsonrpc": "2.0"}',
                    b"[1, 2, 3]", b'{"jsonrpc": "2.0", "method": "VM.create",'

@@ -20,7 +20,8 @@ request_timeout = 1.0
 
 
 def test_limits(tmp_path):
-    server = ServeProcess("--listen", "127.0.0.1:0", config=CONFIG,
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          config=CONFIG,
                           tmp_path=tmp_path)
     try:
         oversize_is_refused_unparsed(server)
@@ -45,7 +46,9 @@ def oversize_is_refused_unparsed(server):
 def half_sent_request_does_not_block_others(server):
     host, port = server.address.rsplit(":", 1)
     slow = socket.create_connection((host, int(port)))
-    slow.sendall(b"POST / HTTP/1.1\r\nContent-Length: 500\r\n\r\n{\"jso")
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                 b"Content-Type: application/json\r\n"
+                 b"Content-Length: 500\r\n\r\n{\"jso")
     # Meanwhile the server answers others at once.
     assert rpc(server.url, "Host.ping")["result"] is True
     # And closes the half-sent one when its time is up.
@@ -89,7 +92,7 @@ def test_unix_socket(tmp_path):
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.connect(str(path))
         body = b'{"jsonrpc": "2.0", "method": "Host.ping", "id": 7}'
-        client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        client.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                        b"application/json\r\nContent-Length: " +
                        str(len(body)).encode() + b"\r\nConnection: close"
                        b"\r\n\r\n" + body)

@@ -12,7 +12,7 @@ from serve import ServeProcess, post, rpc
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process = ServeProcess("--listen", "127.0.0.1:0",
+    process = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
                            tmp_path=tmp_path_factory.mktemp("serve"))
     yield process
     status, out, _ = process.stop()

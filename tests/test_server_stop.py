@@ -17,7 +17,8 @@ VMS = 200
     ("abort", signal.SIGTERM), ("drain", signal.SIGTERM),
     ("abort", signal.SIGINT)])
 def test_stop_during_storm(tmp_path, mode, signum):
-    server = ServeProcess("--listen", "127.0.0.1:0", "--workers", "2",
+    server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          "--workers", "2",
                           "--stop-mode", mode, tmp_path=tmp_path)
     accepted, halfway = [], threading.Event()
     client = threading.Thread(target=storm, args=(

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from vmjobs.client import Client
+from vmjobs.tools.client import Client
 
 from serve import ServeProcess
 

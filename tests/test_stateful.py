@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
                                  rule)
 
-from vmjobs import simulation
+from vmjobs.tools import simulation
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import VdsmError
@@ -43,10 +43,11 @@ def incoming_xml(vm_id):
 class VmJobsMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="vmjobs-stateful-")
         self.api = API(Config(workers=2, queue_size=8,
                               migration_destination_timeout=0.3,
-                              migration_check_interval=0.05))
-        self.dir = tempfile.mkdtemp(prefix="vmjobs-stateful-")
+                              migration_check_interval=0.05,
+                              state_dirs=[self.dir]))
         self.vm_ids = []
         self.state_files = {}     # path -> sha256, once fully written
         self.hibernations = {}    # path -> (vm_id, job id)

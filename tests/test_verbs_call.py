@@ -129,7 +129,7 @@ def define_external(conn, name, start):
 
 
 def test_external_domains_are_counted_but_never_shown(api):
-    conn = api.hv._shared
+    conn = api.hv.shared_connection
     running = define_external(conn, "not-ours-running", start=True)
     stopped = define_external(conn, "not-ours-stopped", start=False)
     ours = new_id()
@@ -155,7 +155,7 @@ def test_external_domains_are_counted_but_never_shown(api):
 
 
 def test_create_over_an_external_domain_fails_and_leaves_it(api):
-    conn = api.hv._shared
+    conn = api.hv.shared_connection
     external = define_external(conn, "not-ours", start=True)
     job = wait_job(api, api.VM.create(external,
                                       vm_params(external))["jobId"])

@@ -5,30 +5,31 @@
 results and the same errors (VdsmError subclasses carrying VDSM's codes) as
 the JSON-RPC server gives.
 
-A request becomes a typed job here, is validated and staged before it is
-queued, and the verb returns at once; the pool runs the job's flow.
+A request is validated here and becomes a typed job (flows/), which
+reserves what it needs (job.reserve: its vmId staged, or the public VM
+claimed) before it is queued; the verb returns at once and the pool runs
+the job's flow. VM.destroy is not a job: destroy.py.
 """
 
 import logging
 
 import workers
 
-from . import domxml
+from . import domxml, hostfiles, policy
 from .client import Client
 from .config import Config
+from .destroy import destroy
 from .errors import (GeneralException, InvalidParams, JobNotActive,
-                     JobNotDone, MigrateError, MissParam, NoSuchJob, NoVM,
-                     Recovering, ResourceExhausted, UnknownMethod, VdsmError)
+                     JobNotDone, MissParam, NoSuchJob, Recovering,
+                     ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     MigrationSourceJob, RestoreJob)
-from .flows.hibernate import remove_state_file, reserve_state_file
-from .flows.steps import ensure_no_domain
-from .hypervisor import SHUTOFF, Hypervisor, HypervisorError
+from .host import host_stats
+from .hypervisor import Hypervisor
 from .params import (parse_create, parse_migrate, parse_migration,
-                     parse_path, parse_vm_id)
+                     parse_vm_id, reject_surrogates)
 from .recovery import Recovery
-from .registry import (MIGRATION_SOURCE, SAVING_STATE, DestroyClaim, VmBusy,
-                       VmRegistry)
+from .registry import VmRegistry
 
 log = logging.getLogger("vmjobs.api")
 
@@ -111,22 +112,9 @@ class API:
             raise Recovering("recovering the VMs found at start-up: "
                              "try again when Host.getStats shows "
                              "recovering false")
-        if params is None:
-            params = {}
-        if isinstance(params, dict):
-            for key in params:
-                if key not in param_names:
-                    raise InvalidParams(key, f"{method} takes no such "
-                                        "parameter")
-            args, kwargs = (), params
-        elif isinstance(params, (list, tuple)):
-            if len(params) > len(param_names):
-                raise InvalidParams(param_names[-1] if param_names else
-                                    "params", f"{method} takes at most "
-                                    f"{len(param_names)} parameter(s)")
-            args, kwargs = tuple(params), {}
-        else:
-            raise InvalidParams("params", "must be an object or an array")
+        if params is not None:
+            reject_surrogates(params, param_names)
+        args, kwargs = _bind(method, param_names, params)
         try:
             return getattr(self, name)(*args, **kwargs)
         except VdsmError:
@@ -164,38 +152,13 @@ class API:
                 if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
-        # Read first: once recovery is over, the counts read after it show
-        # what recovery left (reading it last, after the libvirt listing,
-        # could report recovery over with the counts of a moment before).
-        recovering = not self.recovery.done
-        pool = self.pool.stats()
-        counts = self.registry.counts()
-        known = self.registry.known_ids()
-        external = stopped = 0
-        for domain in self.hv.list_domains(domxml.METADATA_NS):
-            if domain.metadata is None:
-                external += 1
-            elif domain.state == SHUTOFF and domain.uuid not in known:
-                stopped += 1
-        return {
-            "workers": pool["workers"],
-            "queue_size": pool["queue_size"],
-            "queued": pool["queued"],
-            "running": pool["running"],
-            "staged": counts["staged"],
-            "public": counts["public"],
-            "external_domains": external,
-            "stopped_domains": stopped,
-            "jobs_done": pool["done"],
-            "jobs_failed": pool["failed"],
-            "jobs_aborted": pool["aborted"],
-            "recovering": recovering,
-        }
+        return host_stats(self.pool, self.registry, self.recovery, self.hv)
 
     # -- VM -------------------------------------------------------------------
 
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
+        self._check_host_access(spec)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
         else:
@@ -205,13 +168,13 @@ class API:
                 raise InvalidParams("xml", str(exc)) from None
             job = CreateJob(spec, domain_xml, self.hv, self.registry,
                             **self._job_args())
-        job.stage()
-        self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
+        self._queue(job)
         return {"vmId": spec.vm_id, "status": job.staged_status,
                 "jobId": job.id}
 
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
+        self._check_host_access(spec)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -219,20 +182,11 @@ class API:
         # A caller may ask for less than the host allows, never for more.
         limit = min(limit, self.config.max_incoming)
         job = MigrationDestinationJob(
-            spec, self.hv, self.registry,
+            spec, self.hv, self.registry, incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
             **self._job_args())
-        job.stage(max_with_status=limit)
-        try:
-            # Checked before answering, as the source starts sending once it
-            # has the answer; the vmId is staged, so no job of ours can make
-            # a domain with it meanwhile.
-            ensure_no_domain(self.hv, spec.vm_id, MigrateError)
-        except (VdsmError, HypervisorError) as exc:
-            self.registry.unstage(spec.vm_id, job)
-            raise MigrateError(str(exc)) from None
-        self._queue(job, undo=lambda: self.registry.unstage(spec.vm_id, job))
+        self._queue(job)
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id, "status": job.staged_status,
                            "jobId": job.id}}
@@ -242,70 +196,22 @@ class API:
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,
-            **self._job_args())
-        try:
-            vm = self.registry.claim(vm_id, MIGRATION_SOURCE, job,
-                                     self.config.max_outgoing)
-        except VmBusy as exc:
-            raise MigrateError(f"cannot migrate: {exc}") from None
-        job.previous_status, job.params = vm.status, vm.params
-        self._queue(job, undo=lambda: self.registry.release(
-            vm_id, job, vm.status))
+            outgoing_limit=self.config.max_outgoing, **self._job_args())
+        self._queue(job)
         return {"jobId": job.id}
 
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
-        path = parse_path(hibernationVolHandle, "hibernationVolHandle")
+        path = hostfiles.state_path(hibernationVolHandle,
+                                    "hibernationVolHandle",
+                                    self.config.state_dirs)
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
-        try:
-            job.previous_status = self.registry.claim(
-                vm_id, SAVING_STATE, job).status
-        except VmBusy as exc:
-            raise MigrateError(f"cannot hibernate: {exc}") from None
-        try:
-            reserve_state_file(path)
-        except MigrateError:
-            self.registry.release(vm_id, job, job.previous_status)
-            raise
-
-        def undo():
-            self.registry.release(vm_id, job, job.previous_status)
-            remove_state_file(path)
-
-        self._queue(job, undo=undo)
+        self._queue(job)
         return {"jobId": job.id}
 
     def vm_destroy(self, vmID=None):
-        vm_id = parse_vm_id(vmID)
-        vm = self.registry.get(vm_id)
-        while True:
-            if vm.job is not None:
-                # bz912390: a job is working on the VM (starting it, or
-                # hibernating it, or another destroy). Only that job touches
-                # its domain: ask it to abort and wait until it rolled back.
-                log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
-                try:
-                    vm.job.abort()
-                except workers.JobNotActive:
-                    pass   # it is ending on its own
-                vm.job.wait()
-            else:
-                claim = DestroyClaim()
-                try:
-                    self.registry.claim(vm_id, vm.status, claim)
-                except VmBusy:
-                    pass   # a job got there first: look again
-                else:
-                    try:
-                        self._destroy_public(vm_id, vm.status, claim)
-                    finally:
-                        claim.done()
-                    return True
-            try:
-                vm = self.registry.get(vm_id)
-            except NoVM:
-                return True
+        return destroy(self.hv, self.registry, parse_vm_id(vmID))
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -350,31 +256,53 @@ class API:
         return Client(server, cert=config.tls_cert, key=config.tls_key,
                       ca=config.tls_ca, timeout=timeout)
 
+    def _check_host_access(self, spec):
+        """What the request names on the host (policy.py): refused with
+        -32602 before anything is staged or queued."""
+        if spec.restore_state is not None:
+            hostfiles.state_path(spec.restore_state, "restoreState",
+                                 self.config.state_dirs)
+            policy.check_state_file(self.hv, spec.restore_state,
+                                    self.config.image_dirs)
+        elif spec.xml is not None:
+            policy.check_engine_xml(spec.xml, self.config.image_dirs)
+
     def _job_args(self):
         return {"on_step": self._step_hook,
                 "timeout": self.config.job_timeout}
 
-    def _queue(self, job, undo):
-        """List the job and queue it. If the queue refuses it, forget it and
-        `undo()` its reservation: a refused request leaves no trace."""
+    def _queue(self, job):
+        """Reserve what the job needs (refused: the job's own VdsmError),
+        list it and queue it. If the queue refuses it, forget it and
+        release its reservation: a refused request leaves no trace."""
+        job.reserve()
         self.jobs.add(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
             self.jobs.discard(job)
-            undo()
+            job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
 
-    def _destroy_public(self, vm_id, status, claim):
-        log.info("VM.destroy %s: destroying the public VM", vm_id)
-        try:
-            self.hv.remove(vm_id)
-        except HypervisorError as exc:
-            self.registry.release(vm_id, claim, status)
-            raise GeneralException(
-                f"destroy of VM {vm_id} failed: {exc}") from None
-        self.registry.unpublish_claimed(vm_id, claim)
+
+def _bind(method, param_names, params):
+    """(args, kwargs) for verb `method`, taking `param_names`, called with
+    `params`: named (a dict), positional (a list) or none."""
+    if params is None:
+        return (), {}
+    if isinstance(params, dict):
+        for key in params:
+            if key not in param_names:
+                raise InvalidParams(key, f"{method} takes no such parameter")
+        return (), params
+    if isinstance(params, (list, tuple)):
+        if len(params) > len(param_names):
+            raise InvalidParams(param_names[-1] if param_names else
+                                "params", f"{method} takes at most "
+                                f"{len(param_names)} parameter(s)")
+        return tuple(params), {}
+    raise InvalidParams("params", "must be an object or an array")
 
 
 class _Namespace:

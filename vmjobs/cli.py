@@ -9,14 +9,16 @@ import tempfile
 import time
 
 from . import config as configuration
-from . import loadtest, loadtest_hosts, logs, report
-from .client import DEFAULT_SERVER, Client, RemoteError
+from . import logs
+from .tools import loadtest, loadtest_hosts, report
+from .tools.client import DEFAULT_SERVER, Client, RemoteError
 
 # Flags that override the configuration file: flag -> Config field.
 SERVICE_FLAGS = {
     "uri": "uri", "listen": "listen", "workers": "workers",
     "queue_size": "queue_size", "log_file": "log_file",
-    "stop_mode": "stop_mode",
+    "stop_mode": "stop_mode", "insecure": "insecure",
+    "state_dir": "state_dirs", "image_dir": "image_dirs",
 }
 
 
@@ -76,6 +78,10 @@ def main(argv=None):
     lt.add_argument("--migration-uri",
                     help="with several --server: where migration data goes "
                     "(e.g. tcp://127.0.0.1 for sandboxes on one machine)")
+    lt.add_argument("--state-dir", help="where restores' state files go "
+                    "(a directory of their own is made in it): with "
+                    "--server, one of the server's --state-dir (default "
+                    "/var/lib/vmjobs/states); in process, a temporary one")
     lt.add_argument("--cert", help="client certificate (mutual TLS)")
     lt.add_argument("--key", help="its private key")
     lt.add_argument("--ca", help="CA of the server's certificate")
@@ -127,8 +133,18 @@ def _service_flags(parser):
                         "--show` for every key)")
     parser.add_argument("--uri", help="libvirt URI (default: a private "
                         "instance of libvirt's test driver)")
-    parser.add_argument("--listen", help="HOST:PORT or unix:/path "
-                        "(default 127.0.0.1:54321)")
+    parser.add_argument("--listen", help="unix:/path (default "
+                        "unix:/run/vmjobs/vmjobs.sock) or HOST:PORT (mutual "
+                        "TLS, or --insecure on loopback)")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="allow plain TCP (no authentication) on a "
+                        "loopback address")
+    parser.add_argument("--state-dir", action="append", help="a directory "
+                        "state files may be in (repeatable; default "
+                        "/var/lib/vmjobs/states)")
+    parser.add_argument("--image-dir", action="append", help="a directory "
+                        "a domain XML's host files may be in (repeatable; "
+                        "default /var/lib/vmjobs/images)")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--queue-size", type=int)
     parser.add_argument("--log-file", help="path, or '-' for stderr")
@@ -248,7 +264,8 @@ def _loadtest(args):
                 rate=args.rate, keep=args.keep,
                 server=args.server[0] if args.server else None,
                 tls=(args.cert, args.key, args.ca), json_path=args.json,
-                plot_path=args.plot, domain_type=args.domain_type)
+                plot_path=args.plot, domain_type=args.domain_type,
+                state_root=args.state_dir)
             ok = summary["failed"] == 0
     finally:
         logs.unconfigure(handler)
@@ -268,7 +285,7 @@ def _report(args):
 
 
 def _sandbox(args):
-    from .sandbox import Sandbox, SandboxError
+    from .tools.sandbox import Sandbox, SandboxError
     sandbox = Sandbox(args.dir)
     try:
         if args.action == "start":

@@ -1,5 +1,7 @@
 """A JSON-RPC client for vmjobs' server: over TCP or a Unix socket,
-optionally with a client certificate."""
+optionally with a client certificate. In the core because a migration's
+source calls its destination with it; the tools use it too
+(vmjobs.tools.client)."""
 
 import http.client
 import itertools
@@ -9,7 +11,7 @@ import ssl
 
 from .config import parse_listen
 
-DEFAULT_SERVER = "127.0.0.1:54321"
+DEFAULT_SERVER = "unix:/run/vmjobs/vmjobs.sock"
 
 
 class RemoteError(Exception):

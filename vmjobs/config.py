@@ -57,8 +57,10 @@ class Config:
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
-    # JSON-RPC: HOST:PORT or unix:/path; loopback unless chosen otherwise.
-    listen: str = "127.0.0.1:54321"
+    # JSON-RPC: unix:/path (only root reaches the default) or HOST:PORT,
+    # which needs mutual TLS (tls_*), or `insecure` and a loopback address.
+    listen: str = "unix:/run/vmjobs/vmjobs.sock"
+    insecure: bool = False
     max_request_bytes: int = 4 * 1024 * 1024
     # Seconds a client may take to send its request (or the TLS handshake).
     request_timeout: float = 30.0
@@ -68,6 +70,13 @@ class Config:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    # The only directories a caller may name state files in
+    # (hibernationVolHandle, restoreState), and the only ones a domain XML
+    # may name host files (disks, kernels, sockets...) in.
+    state_dirs: list = dataclasses.field(
+        default_factory=lambda: ["/var/lib/vmjobs/states"])
+    image_dirs: list = dataclasses.field(
+        default_factory=lambda: ["/var/lib/vmjobs/images"])
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
@@ -88,7 +97,26 @@ class Config:
         return self
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "text",
+               bool: "true or false", list: "a list of absolute paths"}
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
+             "false": False, "no": False, "off": False, "0": False}
+
+
+def _parse_bool(text):
+    try:
+        return _BOOLEANS[text.lower()]
+    except KeyError:
+        raise ValueError(text) from None
+
+
+def _parse_paths(text):
+    """Paths one per line or separated by commas."""
+    return [p.strip() for p in text.replace(",", "\n").splitlines()
+            if p.strip()]
+
+
+_PARSERS = {bool: _parse_bool, list: _parse_paths}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +139,7 @@ class Setting:
         if self.optional and text == "":
             return None
         try:
-            value = self.kind(text)
+            value = _PARSERS.get(self.kind, self.kind)(text)
         except ValueError:
             raise ConfigError(f"{self.name}: {text!r} is not "
                               f"{_KIND_NAMES[self.kind]}") from None
@@ -131,6 +159,14 @@ class Setting:
             raise ConfigError(f"{self.name}: {value} is below {self.low}")
         if self.high is not None and value > self.high:
             raise ConfigError(f"{self.name}: {value} is above {self.high}")
+        if self.kind is bool and not isinstance(value, bool):
+            raise ConfigError(f"{self.name}: {value!r} is not true or false")
+        if self.kind is list and (
+                not isinstance(value, (list, tuple)) or not value or
+                not all(isinstance(p, str) and os.path.isabs(p)
+                        for p in value)):
+            raise ConfigError(f"{self.name}: {value!r} is not a list of "
+                              "absolute paths")
         if self.choices and value not in self.choices:
             raise ConfigError(f"{self.name}: {value!r} is not one of "
                               f"{', '.join(self.choices)}")
@@ -154,12 +190,15 @@ SETTINGS = [
     Setting("migration", "check_interval", "migration_check_interval",
             float, 0.01),
     Setting("rpc", "listen", "listen", str),
+    Setting("rpc", "insecure", "insecure", bool),
     Setting("rpc", "max_request_bytes", "max_request_bytes", int, 1),
     Setting("rpc", "request_timeout", "request_timeout", float, 0.01),
     Setting("rpc", "max_connections", "max_connections", int, 1),
     Setting("rpc", "tls_cert", "tls_cert", str, optional=True),
     Setting("rpc", "tls_key", "tls_key", str, optional=True),
     Setting("rpc", "tls_ca", "tls_ca", str, optional=True),
+    Setting("storage", "state_dirs", "state_dirs", list),
+    Setting("storage", "image_dirs", "image_dirs", list),
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort")),
     Setting("log", "file", "log_file", str, optional=True),
@@ -228,6 +267,8 @@ def dump(config):
         lines.append(f"[{section}]")
         for key, setting in keys.items():
             value = getattr(config, setting.field)
+            if isinstance(value, list):
+                value = ", ".join(value)
             lines.append(f"{key} = {'' if value is None else value}")
         lines.append("")
     return "\n".join(lines)

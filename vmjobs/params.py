@@ -4,7 +4,6 @@ parameter named, and never reaches the pool or libvirt."""
 
 import dataclasses
 import json
-import os
 import re
 import uuid
 
@@ -22,6 +21,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # Nor a name: libvirt refuses line breaks in it, and a carriage return
 # would silently become a line feed on the way through XML.
 _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,17 +156,30 @@ def _text(params, key):
     return value
 
 
-def parse_path(value, param):
-    """An absolute file path in an existing directory."""
-    if value is None:
-        raise MissParam(f"missing parameter {param!r}")
-    if not isinstance(value, str) or not value or _NOT_XML.search(value):
-        raise InvalidParams(param, "must be a file path")
-    if not os.path.isabs(value):
-        raise InvalidParams(param, f"{value!r} is not an absolute path")
-    if not os.path.isdir(os.path.dirname(value)):
-        raise InvalidParams(param, f"no directory {os.path.dirname(value)}")
-    return value
+def reject_surrogates(params, param_names):
+    """-32602 naming the param if any text in it (keys included) holds a
+    lone surrogate: JSON lets one through, no encoding can carry it."""
+    items = params.items() if isinstance(params, dict) else \
+        zip(param_names, params) if isinstance(params, (list, tuple)) else ()
+    for name, value in items:
+        try:
+            found = _has_surrogate(name) or _has_surrogate(value)
+        except RecursionError:
+            raise InvalidParams(name, "nested too deep") from None
+        if found:
+            raise InvalidParams(name, "holds a lone surrogate (\\ud800-"
+                                "\\udfff), which is not Unicode text")
+
+
+def _has_surrogate(value):
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v)
+                   for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(map(_has_surrogate, value))
+    return False
 
 
 def _domain_xml(xml, vm_id):

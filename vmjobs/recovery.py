@@ -44,7 +44,7 @@ class Recovery:
         for domain in domains:
             job = RecoverJob(VmSpec(domain.uuid, {}), self._hv,
                              self._registry, **self._job_args)
-            job.stage()
+            job.reserve()
             self._jobs.add(job)
             jobs.append(job)
         log.info("recovery: %d vmjobs domains found", len(jobs))

@@ -11,17 +11,23 @@ out is a consistent snapshot that needs no lock to read.
 import dataclasses
 import threading
 
-from .errors import MigrateLimit, NoVM, VmExists
+import workers
 
-# Statuses of staged VMs, per startup mode; public VMs are Up, Paused,
-# Saving State (hibernating) or Migration Source (migrating away).
-WAIT_FOR_LAUNCH = "WaitForLaunch"
-RESTORING_STATE = "Restoring state"
-MIGRATION_DESTINATION = "Migration Destination"
-UP = "Up"
-PAUSED = "Paused"
-SAVING_STATE = "Saving State"
-MIGRATION_SOURCE = "Migration Source"
+from .errors import MigrateLimit, NoVM, VmExists
+from .strenum import StrEnum
+
+
+class VmStatus(StrEnum):
+    """A VM's status as the engine sees it (VDSM's words)."""
+    # Public VMs
+    UP = "Up"
+    PAUSED = "Paused"
+    SAVING_STATE = "Saving State"          # being hibernated
+    MIGRATION_SOURCE = "Migration Source"  # migrating away (VM.migrate)
+    # Staged VMs, per startup mode
+    WAIT_FOR_LAUNCH = "WaitForLaunch"
+    RESTORING_STATE = "Restoring state"
+    MIGRATION_DESTINATION = "Migration Destination"
 
 
 class VmBusy(Exception):
@@ -31,41 +37,21 @@ class VmBusy(Exception):
 @dataclasses.dataclass(frozen=True)
 class Vm:
     vm_id: str
-    status: str
+    status: VmStatus
     params: dict                 # the engine's parameters; never mutated
     staging: bool
     # What works on the VM: its startup job while staged; a hibernate or
-    # migration-source job or a DestroyClaim while public; None when it is
-    # just up.
+    # migration-source job or a destroy.Destruction while public; None when
+    # it is just up.
     job: object = None
 
     def stats(self):
         """VM.getStats' answer."""
         stats = {"vmId": self.vm_id, "status": self.status,
                  "staging": self.staging, "params": self.params}
-        if self.job is not None and self.job.id is not None:
+        if isinstance(self.job, workers.Job):
             stats["jobId"] = self.job.id
         return stats
-
-
-class DestroyClaim:
-    """VM.destroy's hold on a public VM while it removes the domain, so no
-    job can start on the VM meanwhile. Looks like a job to whoever finds it
-    there: a second VM.destroy waits for it; abort is a no-op (a destroy is
-    not undone); it has no job id."""
-    id = None
-
-    def __init__(self):
-        self._done = threading.Event()
-
-    def abort(self):
-        pass
-
-    def wait(self, timeout=None):
-        return self._done.wait(timeout)
-
-    def done(self):
-        self._done.set()
 
 
 class VmRegistry:
@@ -119,7 +105,7 @@ class VmRegistry:
                 raise NoVM(f"VM {vm_id} is not up" if vm_id in self._staged
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
-                raise VmBusy(f"VM {vm_id} already has job {vm.job.id}")
+                raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
             if max_with_status is not None:
                 count = sum(1 for other in self._public.values()
                             if other.status == status)

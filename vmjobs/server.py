@@ -1,24 +1,30 @@
-"""The JSON-RPC server: HTTP POST / on TCP or a Unix socket, optionally
-with mutual TLS.
+"""The JSON-RPC server: HTTP POST / on a Unix socket (the default), or on
+TCP with mutual TLS (plain TCP only on loopback, when asked: listener.py).
 
 Requests are read by the server's own threads, one per connection, never by
 the job pool: a full pool never stops Host.getJobs from answering. Each
-connection has `request_timeout` seconds to send its request (and finish
-the TLS handshake), so a slow or half-sent request cannot hold a thread;
-at most `max_connections` are served at once, more are closed at once; a
-body over `max_request_bytes` is refused without being read.
+request has one deadline, `request_timeout` seconds, for the TLS handshake,
+its headers and its body together, so a client that trickles bytes is cut
+off; at most `max_connections` are served at once, one more is answered 503
+with Retry-After; a body over `max_request_bytes` is refused unread.
 """
 
 import http.server
+import io
 import logging
 import os
 import socket
 import socketserver
 import ssl
 import threading
+import time
 
+from . import listener
 from .config import parse_listen
 from .rpc import Dispatcher
+
+# Seconds a client turned away (503) is asked to wait.
+RETRY_AFTER = 1
 
 log = logging.getLogger("vmjobs.server")
 
@@ -39,30 +45,62 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self):
-        self.timeout = self.server.request_timeout
         super().setup()
+        # Every read of the request runs against one deadline (set by the
+        # server at accept, then anew for each further request).
+        self.deadline = self.server.connection_deadline()
+        self.rfile = io.BufferedReader(_DeadlineReader(self),
+                                       io.DEFAULT_BUFFER_SIZE)
+
+    def handle_one_request(self):
+        super().handle_one_request()
+        self.deadline = time.monotonic() + self.server.request_timeout
 
     def do_POST(self):
-        if self.path != "/":
-            return self._send(404, b"not found: POST to /\n")
         length = self.headers.get("Content-Length")
         if length is None:
             return self._send(411, b"Content-Length required\n", close=True)
-        if not length.isdigit():
+        length = listener.parse_content_length(length)
+        if length is None:
             return self._send(400, b"bad Content-Length\n", close=True)
-        if int(length) > self.server.max_request_bytes:
+        if length > self.server.max_request_bytes:
             # Refused unread: the connection is closed with the body unread.
             return self._send(413, b"request body too large\n", close=True)
-        body = self.rfile.read(int(length))
-        if len(body) < int(length):
+        # Read even when it is refused below: closing on unread bytes would
+        # send the client a reset, perhaps before it read the answer.
+        body = self.rfile.read(length)
+        if len(body) < length:
             self.close_connection = True
             return   # the client went away mid-body
+        if self._refused():
+            return
+        if self.path != "/":
+            return self._send(404, b"not found: POST to /\n")
+        if not listener.content_type_allowed(self.headers.get(
+                "Content-Type")):
+            return self._send(415, b"Content-Type must be application/json"
+                              b"\n")
+        if self.server.overloaded():
+            return self._send(503, b"too many connections: retry later\n",
+                              close=True,
+                              extra={"Retry-After": str(RETRY_AFTER)})
         response = self.server.dispatcher.handle(body)
         if response is None:
             return self._send(204, b"")
         self._send(200, response, content_type="application/json")
 
+    def _refused(self):
+        """Answer 403 to a rebinding Host on plain TCP; True if refused."""
+        if self.server.check_host and not listener.host_header_allowed(
+                self.headers.get("Host")):
+            self._send(403, b"Host must be localhost or a loopback address"
+                       b"\n", close=True)
+            return True
+        return False
+
     def _other(self):
+        if self._refused():
+            return
         self._send(405, b"method not allowed: POST to /\n",
                    extra={"Allow": "POST"})
 
@@ -70,6 +108,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, status, body, content_type="text/plain", close=False,
               extra=None):
+        # Writing has its own bound: a client that reads nothing holds the
+        # thread no longer than a request may take.
+        self.connection.settimeout(self.server.request_timeout)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -91,36 +132,85 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), fmt % args)
 
 
-class _ServerMixin(socketserver.ThreadingMixIn):
-    daemon_threads = True
+class _DeadlineReader(io.RawIOBase):
+    """The connection's bytes, each read bounded by what is left of the
+    handler's deadline: a client sending a byte now and then gains no
+    time (a socket timeout alone would restart at every byte)."""
 
-    def configure(self, dispatcher, config, context):
+    def __init__(self, handler):
+        self._handler = handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self._handler.connection.settimeout(left)
+        return self._handler.connection.recv_into(buffer)
+
+
+class _ServerMixin:
+    """One thread per connection, within the connection slots."""
+
+    def configure(self, dispatcher, config, context, check_host):
         self.dispatcher = dispatcher
         self.request_timeout = config.request_timeout
         self.max_request_bytes = config.max_request_bytes
         self.ssl_context = context
-        # Free connection slots; a connection beyond them is closed at once.
+        self.check_host = check_host
+        # The backlog holds a burst of max_connections clients at once.
+        self.request_queue_size = max(128, 2 * config.max_connections)
+        # Free connection slots. A connection beyond them is still read (so
+        # closing it sends no reset) and answered 503, by one of as many
+        # again overflow slots; beyond those it is closed at once.
         self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._overflow = threading.BoundedSemaphore(config.max_connections)
+        # Per connection thread: its deadline, and whether it is overflow.
+        self._local = threading.local()
+
+    def connection_deadline(self):
+        return self._local.deadline
+
+    def overloaded(self):
+        return self._local.overflow
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
+        if self._slots.acquire(blocking=False):
+            slot = self._slots
+        elif self._overflow.acquire(blocking=False):
+            slot = self._overflow
+        else:
             log.warning("too many connections: closing one at once")
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        t = threading.Thread(target=self._serve_connection,
+                             args=(request, client_address, slot),
+                             daemon=True)
+        t.start()
 
-    def process_request_thread(self, request, client_address):
+    def _serve_connection(self, request, client_address, slot):
+        self._local.deadline = time.monotonic() + self.request_timeout
+        self._local.overflow = slot is self._overflow
+        if self._local.overflow:
+            log.warning("too many connections: answering 503")
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
-            self._slots.release()
+            self.shutdown_request(request)
+            slot.release()
 
     def finish_request(self, request, client_address):
         if self.ssl_context is None:
             return super().finish_request(request, client_address)
-        # The handshake runs here, in the connection's thread and under its
-        # timeout, so a client that never finishes it holds no one else up.
-        request.settimeout(self.request_timeout)
+        # The handshake runs here, in the connection's thread, under the
+        # request's deadline (CPython's handshake takes its timeout as one
+        # deadline), so a client that never finishes it holds no one up.
+        request.settimeout(max(0.001, self._local.deadline -
+                               time.monotonic()))
         try:
             tls = self.ssl_context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
@@ -147,7 +237,7 @@ class _TCPServer(_ServerMixin, http.server.HTTPServer):
 
 class _UnixServer(_ServerMixin, socketserver.UnixStreamServer):
     def server_bind(self):
-        _remove_stale_socket(self.server_address)
+        listener.prepare_unix_socket(self.server_address)
         # Created 0600 from the start: no window where others may connect.
         old = os.umask(0o177)
         try:
@@ -156,26 +246,11 @@ class _UnixServer(_ServerMixin, socketserver.UnixStreamServer):
             os.umask(old)
 
 
-def _remove_stale_socket(path):
-    """A socket file nobody accepts on is left by a server that died: it
-    may go. One that accepts belongs to a running server: refuse."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise OSError(f"{path}: another server is listening there")
-
-
 class Server:
     """Serves `api` on config.listen until stop()."""
 
     def __init__(self, api, config):
+        listener.check_listener(config)
         kind, address = parse_listen(config.listen)
         context = None
         if config.tls_cert:
@@ -183,8 +258,15 @@ class Server:
                                   config.tls_ca)
         cls = _UnixServer if kind == "unix" else _TCPServer
         self._unix_path = address if kind == "unix" else None
-        self._server = cls(address, _Handler)
-        self._server.configure(Dispatcher(api), config, context)
+        self._server = cls(address, _Handler, bind_and_activate=False)
+        self._server.configure(Dispatcher(api), config, context,
+                               check_host=kind == "tcp" and context is None)
+        try:
+            self._server.server_bind()
+            self._server.server_activate()
+        except BaseException:
+            self._server.server_close()
+            raise
         self._thread = None
         self.tls = context is not None
 

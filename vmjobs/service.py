@@ -5,8 +5,10 @@ import logging
 import signal
 import sys
 
-from . import domxml
+from . import hostfiles
 from .api import API
+from .host import our_domains_running
+from .listener import check_listener
 from .server import Server
 
 log = logging.getLogger("vmjobs.service")
@@ -22,6 +24,8 @@ def serve(config, out=sys.stdout):
     # only run once the main thread wakes up, which it may not do if the
     # kernel delivers the signal to another thread.)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    check_listener(config)   # an insecure listener: refused before all else
+    hostfiles.prepare_dirs(config, log)
     api = API(config)
     try:
         server = Server(api, config)
@@ -44,8 +48,7 @@ def stop_summary(api):
     """What a stop leaves: public VMs keep running (the next start recovers
     them); nothing staged; every vmjobs domain is a public VM."""
     counts = api.registry.counts()
-    running = sum(1 for d in api.hv.list_domains(domxml.METADATA_NS)
-                  if d.metadata is not None and d.state != "shutoff")
+    running = our_domains_running(api.hv)
     summary = (f"public={counts['public']} staged={counts['staged']} "
                f"vmjobs_domains_running={running}")
     log.info("stopped: %s", summary)

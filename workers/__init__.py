@@ -1,16 +1,22 @@
-"""A generic job runner: a fixed-size thread pool behind a bounded queue,
-jobs with a checked state machine, and a table of recent jobs.
+"""A generic job runner: a fixed-size thread pool behind a bounded queue
+with priority lanes, jobs with a checked state machine that may park (wait
+for an outside event on no thread), and a table of recent jobs.
 
 Knows nothing of VMs or libvirt; vmjobs builds on it.
 """
 
-from .job import Job, JobAborted, JobNotActive, current_job
+from .job import Job, current_job
+from .lanes import Priority
+from .park import ABORT_REQUESTED, TIMER, WOKEN, Park
 from .pool import ABORT, DRAIN, Pool, PoolClosed, QueueFull
-from .states import ENDED, TRANSITIONS, IllegalTransition, JobStatus
+from .states import (ENDED, EVENTS, TRANSITIONS, Event, IllegalTransition,
+                     JobAborted, JobEnded, JobNotActive, JobStatus)
 from .table import JobStillActive, JobTable, UnknownJob
 
 __all__ = [
-    "ABORT", "DRAIN", "ENDED", "TRANSITIONS", "IllegalTransition", "Job",
-    "JobAborted", "JobNotActive", "JobStatus", "JobStillActive", "JobTable",
-    "Pool", "PoolClosed", "QueueFull", "UnknownJob", "current_job",
+    "ABORT", "ABORT_REQUESTED", "DRAIN", "ENDED", "EVENTS", "Event",
+    "IllegalTransition", "Job", "JobAborted", "JobEnded", "JobNotActive",
+    "JobStatus", "JobStillActive", "JobTable", "Park", "Pool", "PoolClosed",
+    "Priority", "QueueFull", "TIMER", "TRANSITIONS", "UnknownJob", "WOKEN",
+    "current_job",
 ]

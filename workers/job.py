@@ -1,92 +1,69 @@
 """A job: one unit of work with a status, a current step, and an end.
 
-A job owns its state and the lock that guards it (as CPython's Future does);
-the pool only decides when it runs. Subclasses implement `run()` and call
-`step(name)` at each step boundary: that is where an abort requested from
-another thread takes effect, so a job is never interrupted in the middle of
-a call that has side effects.
+A job owns its state and the lock that guards it (as CPython's Future does;
+the record is core.py); the pool only decides when it runs. Subclasses
+implement `run()` and call `step(name)` at each step boundary: that is
+where an abort requested from another thread takes effect, so a job is
+never interrupted in the middle of a call that has side effects. A step
+may also park the job (park.py): it then waits for an outside event
+without holding a worker thread.
+
+Every change of status is an event (states.EVENTS) applied by
+core.JobRecord's `_path` and `_move_through`; nothing else moves a job.
 """
 
-import logging
-import random
-import threading
-import time
+from __future__ import annotations
 
-from .states import ENDED, JobStatus, check_transition
+import logging
+import threading
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .core import JobRecord
+from .lanes import Priority
+from .park import ABORT_REQUESTED, TIMER, WOKEN, Park, wake_time
+from .states import (ABORTING, EVENTS, PENDING, RUNNING, Event, JobAborted,
+                     JobEnded, JobNotActive, JobStatus)
+
+__all__ = ["Job", "JobAborted", "JobEnded", "JobNotActive", "current_job"]
 
 log = logging.getLogger("workers.job")
 
 _worker_context = threading.local()
 
 
-# Job ids need to be unique, not secret (Host.getJobs lists them all):
-# uuid.uuid4() asks the kernel for randomness at every call, which costs
-# more than the rest of a job's bookkeeping together.
-_ids = random.Random()
-
-
-def new_id():
-    """A random (version 4) UUID string."""
-    n = _ids.getrandbits(128)
-    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)       # version 4
-    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)       # RFC 4122 variant
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def current_job():
+def current_job() -> Optional["Job"]:
     """The job the calling thread is running, or None (for log context)."""
     return getattr(_worker_context, "job", None)
 
 
-class JobAborted(Exception):
-    """Raised inside `run()` once an abort was requested; the job then ends
-    `aborted` (or `failed`, if its rollback fails)."""
+class Job(JobRecord):
+    # Queued HIGH jobs run ahead of NORMAL ones (lanes.py says why a NORMAL
+    # one still cannot starve).
+    priority = Priority.NORMAL
+    # True: counts against the pool's admission limit while it runs.
+    admission = False
 
-
-class JobNotActive(Exception):
-    """The job already ended: it can no longer be aborted."""
-
-
-class Job:
-    job_type = "job"
-
-    def __init__(self, description="", timeout=None, on_step=None,
-                 job_id=None):
-        self.id = job_id or new_id()
-        self.description = description
-        # Past this many seconds of running the job is reported stuck. It is
-        # never abandoned: its calls have side effects that only it can undo.
-        self.timeout = timeout
+    def __init__(self, description: str = "", timeout: Optional[float] = None,
+                 on_step: Optional[Callable[["Job", str], None]] = None,
+                 job_id: Optional[str] = None) -> None:
+        super().__init__(description, timeout, job_id)
         # Called as on_step(job, name) at every step boundary, before the
         # abort check: tests use it to inject a destroy between two steps.
         self._on_step = on_step
-        self.created = time.time()
-        self._end_callbacks = []
-        # Guards every field below: status, history, step, progress, error,
-        # the start and end times, and `_finished` (the end hooks ran).
-        # `_changed`, on the same lock, is made by the first waiter (most
-        # jobs never have one) and notified when an abort is requested and
-        # when the job finished.
-        self._lock = threading.Lock()
-        self._changed = None
-        self._finished = False
-        self._final_info = None   # info() once finished (set once)
-        self._status = JobStatus.PENDING
-        self._history = [JobStatus.PENDING]
-        self._step = "queued"
-        self._progress = None
-        self._error = None
-        self._started_at = None
-        self._started_mono = None
-        self._ended_at = None
+        # Parking (park.py): the pool that runs the job (set by submit), the
+        # request it is parked on, the continuation a worker calls next, and
+        # a wake() that came while it was not parked.
+        self._runner: Any = None
+        self._parked: Optional[Park] = None
+        self._resume: Optional[Tuple[Callable[[str], Any], str]] = None
+        self._wake_pending = False
 
     # -- for subclasses ---------------------------------------------------
 
-    def run(self):
+    def run(self) -> Optional[Park]:
         raise NotImplementedError
 
-    def step(self, name):
+    def step(self, name: str) -> None:
         """Enter step `name`; raise JobAborted if an abort was requested."""
         with self._lock:
             self._step = name
@@ -94,18 +71,27 @@ class Job:
             self._on_step(self, name)
         self.check_abort()
 
-    def check_abort(self):
+    def park(self, step: str, then: Callable[[str], Any],
+             deadline: Optional[float] = None,
+             poll: Optional[float] = None) -> Park:
+        """Enter step `step` and return the request to park there (a step
+        returns it): `then(reason)` runs once woken, at `deadline`
+        (time.monotonic()) or every `poll` seconds. See park.py."""
+        self.step(step)
+        return Park(then, wake_time(deadline, poll))
+
+    def check_abort(self) -> None:
         """Raise JobAborted if an abort was requested (for a job that waits
         inside a step and must notice an abort there)."""
         with self._lock:
-            if self._status is JobStatus.ABORTING:
+            if self._status is ABORTING:
                 raise JobAborted(f"aborted in step {self._step!r}")
 
-    def set_progress(self, percent):
+    def set_progress(self, percent: Any) -> None:
         with self._lock:
             self._progress = percent
 
-    def complete(self, commit=None):
+    def complete(self, commit: Optional[Callable[[], None]] = None) -> None:
         """End the job `done`, running `commit()` under the job's lock.
 
         Doing both in one critical section means nobody sees the job done
@@ -114,217 +100,181 @@ class Job:
         must be short and must not block (a registry update, no I/O).
         """
         with self._lock:
-            if self._status is JobStatus.ABORTING:
-                raise JobAborted(f"aborted before step {self._step!r} ended")
+            path = self._path(Event.COMPLETE)
             if commit is not None:
                 commit()
-            self._move(JobStatus.DONE)
+            self._move_through(path)
 
-    def error_info(self, exc):
+    def error_info(self, exc: BaseException) -> Dict[str, Any]:
         """The `{"code", "message"}` a failure is reported as."""
         return {"code": getattr(exc, "code", None), "message": str(exc)}
 
-    def on_ended(self):
-        """Called once, outside the lock, when the job has ended (whether it
-        ran or was aborted while pending), before waiters are woken."""
-
     # -- for everybody ----------------------------------------------------
 
-    @property
-    def status(self):
-        with self._lock:
-            return self._status
-
-    @property
-    def ended(self):
-        """True once the job ended and its end hooks ran."""
-        return self._finished
-
-    def history(self):
-        with self._lock:
-            return list(self._history)
-
-    def abort(self):
+    def abort(self) -> None:
         """Request an abort. A pending job ends `aborted` at once and never
         runs; a running one moves to `aborting` and rolls back at its next
-        step boundary. Raises JobNotActive if the job already ended."""
+        step boundary (a parked one is woken for it). Raises JobEnded if
+        the job already ended."""
         with self._lock:
-            status = self._status
-            if status is JobStatus.PENDING:
-                self._move(JobStatus.ABORTED)
-            elif status is JobStatus.RUNNING:
-                self._move(JobStatus.ABORTING)
-            elif status is not JobStatus.ABORTING:
-                raise JobNotActive(f"job {self.id} already {status}")
-        if status is JobStatus.PENDING:
+            was = self._status
+            self._move_through(self._path(Event.ABORT))
+            runner = self._unpark(ABORT_REQUESTED) if was is not PENDING \
+                else self._runner
+        if was is PENDING:
+            if runner is not None:     # queued: it frees its room
+                runner._job_aborted_queued(self)
             self._finish()
+        elif runner is not None:
+            runner._job_resumed(self)
 
-    def wait_abort_requested(self, timeout=None):
-        """Wait until an abort was requested; True if one was. (A job that
-        waits on something outside, an incoming migration say, wakes up
-        for it.)"""
+    def wake(self) -> None:
+        """Resume the job if it is parked, or make its next park return at
+        once if it is running (from any thread; never waits for work)."""
         with self._lock:
-            return self._condition().wait_for(self._abort_requested, timeout)
-
-    def wait(self, timeout=None):
-        """Wait until the job ended and its end hooks ran; True if it did."""
-        with self._lock:
-            return self._condition().wait_for(lambda: self._finished,
-                                              timeout)
-
-    def add_end_callback(self, callback):
-        """Call `callback(job)` once the job ended (at once if it has)."""
-        with self._lock:
-            if self._status not in ENDED:
-                self._end_callbacks.append(callback)
-                return
-        callback(self)
-
-    def is_stuck(self, now=None):
-        with self._lock:
-            return self._is_stuck(now)
-
-    def info(self):
-        """A snapshot of the job as API.md's JobInfo, with the keys of
-        info_extra(). An ended job's never changes again: it is built once
-        (Host.getJobs over thousands of ended jobs copies them)."""
-        final = self._final_info
-        if final is not None:
-            return dict(final)
-        with self._lock:
-            info = self._snapshot()
-            finished = self._finished
-        info.update(self.info_extra())
-        if finished:
-            self._final_info = info
-            return dict(info)
-        return info
-
-    def info_extra(self):
-        """Keys a subclass adds to info(); they must not change."""
-        return {}
-
-    def _snapshot(self):
-        # Caller holds self._lock.
-        info = {
-            "id": self.id,
-            "job_type": self.job_type,
-            "status": self._status.value,
-            "description": self.description,
-            "step": self._step,
-            "created": self.created,
-        }
-        if self._is_stuck():
-            # Beyond API.md's JobInfo, and only when true: the job runs
-            # past its timeout (it is not abandoned; see __init__).
-            info["stuck"] = True
-        if self._progress is not None:
-            info["progress"] = self._progress
-        if self._error is not None:
-            info["error"] = self._error
-        if self._started_at is not None:
-            info["started"] = self._started_at
-        if self._ended_at is not None:
-            info["ended"] = self._ended_at
-        return info
+            runner = self._unpark(WOKEN)
+            if runner is None:
+                self._wake_pending = True
+        if runner is not None:
+            runner._job_resumed(self)
 
     # -- for the pool -----------------------------------------------------
 
-    def execute(self):
-        """Run the job in the calling worker thread, unless it was aborted
-        while pending. Never raises: the outcome is the job's status."""
+    def execute(self) -> Optional[JobStatus]:
+        """Run the job's next turn in the calling worker thread: run(), or
+        the continuation it parked with; nothing if it was aborted while
+        pending. Never raises: the outcome is the job's status, returned
+        once it ended (None if it parked)."""
         with self._lock:
-            if self._status is not JobStatus.PENDING:
-                return
-            self._move(JobStatus.RUNNING)
-            self._started_at = time.time()
-            self._started_mono = time.monotonic()
+            resume, self._resume = self._resume, None
+            self._wake_pending = False
+            if resume is None:
+                try:
+                    self._move_through(self._path(Event.START))
+                except JobEnded:
+                    return self._status   # aborted while queued: never runs
+        # Set until the end hooks ran: they log in the job's context, and
+        # the pool knows by it that the job ends in its own worker.
         _worker_context.job = self
         try:
-            self.run()
-            self._end_run()
-        except JobAborted as exc:
-            self._end(JobStatus.ABORTED, None)
-            log.info("job %s aborted: %s", self.id, exc)
-        except Exception as exc:
-            self._end(JobStatus.FAILED, self.error_info(exc))
-            if getattr(exc, "expected", False):
-                log.info("job %s failed: %s", self.id, exc)
-            else:
-                log.exception("job %s failed", self.id)
+            try:
+                ended = self._turn(resume)
+            except BaseException as exc:   # a bug of the runner, not the job
+                self._crash(exc)
+                ended = True
+            return self._finish() if ended else None
         finally:
             _worker_context.job = None
-        self._finish()
+
+    def _attach(self, runner: Any) -> None:
+        """The pool that runs the job: where it goes when woken."""
+        with self._lock:
+            self._runner = runner
+
+    def _crash(self, exc: BaseException) -> None:
+        """The runner failed (a bug): end the job failed, so that nothing
+        waits for it forever."""
+        log.error("job %s: internal error", self.id, exc_info=exc)
+        with self._lock:
+            if (self._status, Event.CRASHED) in EVENTS:
+                self._move_through(self._path(Event.CRASHED))
+            if self._error is None and self._status is JobStatus.FAILED:
+                self._error = {"code": None,
+                               "message": f"internal error: {exc!r}"}
 
     # -- internals --------------------------------------------------------
 
-    def _end_run(self):
-        """run() returned: the job is done, unless it completed itself (it
-        committed) or an abort was requested, which wins as it would have
-        at the next step boundary."""
-        with self._lock:
-            if self._status is JobStatus.RUNNING:
-                self._move(JobStatus.DONE)
-            elif self._status is JobStatus.ABORTING:
-                raise JobAborted(f"aborted during step {self._step!r}")
-
-    def _end(self, status, error):
-        with self._lock:
-            if self._status is JobStatus.RUNNING and \
-                    status is JobStatus.ABORTED:
-                # The job aborted itself (its commit was refused, say).
-                self._move(JobStatus.ABORTING)
-            self._move(status)
-            self._error = error
-
-    def _move(self, new):
-        # Caller holds self._lock.
-        self._status = check_transition(self._status, new)
-        self._history.append(new)
-        if new is JobStatus.ABORTING or new is JobStatus.ABORTED:
-            self._notify()
-        if new in ENDED:
-            self._ended_at = time.time()
-
-    def _condition(self):
-        # Caller holds self._lock.
-        if self._changed is None:
-            self._changed = threading.Condition(self._lock)
-        return self._changed
-
-    def _notify(self):
-        # Caller holds self._lock.
-        if self._changed is not None:
-            self._changed.notify_all()
-
-    def _abort_requested(self):
-        # Caller holds self._lock.
-        return JobStatus.ABORTING in self._history or \
-            self._status is JobStatus.ABORTED
-
-    def _is_stuck(self, now=None):
-        # Caller holds self._lock.
-        if self.timeout is None or self._started_mono is None or \
-                self._status.ended:
-            return False
-        now = time.monotonic() if now is None else now
-        return now - self._started_mono > self.timeout
-
-    def _finish(self):
-        with self._lock:
-            callbacks, self._end_callbacks = self._end_callbacks, []
-        try:
-            self.on_ended()
-        except Exception:
-            log.exception("job %s: end hook failed", self.id)
-        for callback in callbacks:
+    def _turn(self, resume: Optional[Tuple[Callable[[str], Any], str]]
+              ) -> bool:
+        """Run until the job ends (True) or parks (False)."""
+        call: Optional[Callable[[str], Any]] = None
+        reason = ""
+        if resume is not None:
+            call, reason = resume
+        while True:
             try:
-                callback(self)
-            except Exception:
-                log.exception("job %s: end callback failed", self.id)
-        with self._lock:
-            self._finished = True
-            self._notify()
+                result = self.run() if call is None else call(reason)
+            except JobAborted as exc:
+                self._end(Event.ABORTED_ITSELF, exc)
+                return True
+            except BaseException as exc:
+                self._end(Event.RAISED, exc)
+                return True
+            if not isinstance(result, Park):
+                self._end(Event.RETURNED, None)
+                return True
+            woken = self._park(result)
+            if woken is None:
+                return False
+            call, reason = result.then, woken   # woken before it parked
 
-    def __repr__(self):
-        return f"<{type(self).__name__} {self.id} {self.status}>"
+    def _park(self, request: Park) -> Optional[str]:
+        """Park on `request`; or, if woken or aborted meanwhile, return the
+        reason to go on at once."""
+        with self._lock:
+            if self._status is not RUNNING and self._status is not ABORTING:
+                raise ValueError(f"job {self.id} parks while {self._status}")
+            if self._runner is None:
+                raise ValueError(f"job {self.id} parks without a pool")
+            if self._status is ABORTING:
+                return ABORT_REQUESTED
+            if self._wake_pending:
+                self._wake_pending = False
+                return WOKEN
+            self._parked = request
+            # Lock order: job, then pool (the pool never calls a job while
+            # holding its own lock).
+            self._runner._job_parked(self, request)
+            return None
+
+    def _timer_fired(self, request: Park) -> None:
+        with self._lock:
+            runner = self._unpark(TIMER) if self._parked is request else None
+        if runner is not None:
+            runner._job_resumed(self)
+
+    def _unpark(self, reason: str) -> Any:
+        # Caller holds self._lock. Returns the pool to requeue the job on
+        # (outside the lock), or None if it is not parked.
+        parked = self._parked
+        if parked is None:
+            return None
+        self._parked = None
+        self._resume = (parked.then, reason)
+        return self._runner
+
+    def _end(self, event: Event, exc: Optional[BaseException]) -> None:
+        """Apply the event that ended run() (or its continuation)."""
+        if exc is None:
+            with self._lock:
+                self._move_through(self._path(event))
+                if self._status is not JobStatus.ABORTED:
+                    return   # done: nothing to log
+                step = self._step
+            log.info("job %s aborted during step %r", self.id, step)
+            return
+        error = self._error_of(exc) if event is Event.RAISED else None
+        with self._lock:
+            was = self._status
+            self._move_through(self._path(event))
+            if self._status is JobStatus.FAILED:
+                self._error = error
+            status = self._status
+        if was is JobStatus.DONE:
+            log.error("job %s raised after it completed", self.id,
+                      exc_info=exc)
+        elif status is JobStatus.ABORTED:
+            log.info("job %s aborted: %s", self.id, exc)
+        elif status is JobStatus.FAILED:
+            if getattr(exc, "expected", False):
+                log.info("job %s failed: %s", self.id, exc)
+            else:
+                log.error("job %s failed", self.id, exc_info=exc)
+
+    def _error_of(self, exc: BaseException) -> Dict[str, Any]:
+        try:
+            return self.error_info(exc)
+        except Exception:
+            log.exception("job %s: error_info failed", self.id)
+            return {"code": None, "message": str(exc)}
+

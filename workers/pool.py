@@ -8,16 +8,34 @@ the same; a thread per request behind a semaphore does not).
 
 Shape after CPython's concurrent.futures.thread: a plain worker loop over a
 C SimpleQueue, one lock owned by the pool held only to count, and shutdown
-that sets a flag under the lock, wakes every worker (one None each) and
-joins them.
+that sets a flag under the lock and joins the workers. The SimpleQueue only
+rings the bell (one token per job made ready); which job a woken worker
+takes is chosen under the pool's lock from lanes.py's priority lanes.
+
+Besides `queued` and `running` jobs there are `parked` ones (park.py):
+running jobs that wait for an outside event on no thread. A parked job is
+requeued ahead of everything when woken, and the pool does not stop (even
+on shutdown) while one is parked: it must still reach its end.
+
+The admission limit: of the jobs that ask for it (Job.admission), at most
+`admission_limit` run at once; the others wait in the queue, holding no
+thread, while other work passes them. An admitted job keeps its place
+while parked (its heavy steps are its whole run; a job that parks for long
+should not ask for admission).
 """
 
+from __future__ import annotations
+
+import functools
 import logging
 import queue
 import threading
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from .job import JobNotActive
-from .states import JobStatus
+from .job import Job, JobEnded
+from .lanes import RESUMED, Lanes, lane_of
+from .park import Park, Timer
+from .states import ENDED, JobStatus
 
 log = logging.getLogger("workers.pool")
 
@@ -34,7 +52,9 @@ class PoolClosed(Exception):
 
 
 class Pool:
-    def __init__(self, workers, queue_size, name="pool"):
+    def __init__(self, workers: int, queue_size: int, name: str = "pool",
+                 starvation_limit: int = 8,
+                 admission_limit: Optional[int] = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if queue_size < 1:
@@ -42,21 +62,29 @@ class Pool:
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
-        # Jobs for the workers, in order; a None tells a worker to stop.
-        # A job aborted while queued stays in it until a worker skips it.
-        self._queue = queue.SimpleQueue()
+        # The workers' bell: one token per job put in the lanes (and one
+        # None passed on by each worker that stops). A token may find no
+        # job (taken by another worker, or aborted while queued): harmless.
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._timer = Timer(name)
         # Guards the fields below. _changed is notified, when someone waits
         # on it (_waiters), as a queued job leaves the queue's count (room
-        # for submit(wait=True)) and as the pool goes idle (wait_idle).
+        # for submit(wait=True)) and as a job ends (wait_idle).
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._waiters = 0
         self._closed = False
         self._abort_queued = False
-        self._pending = {}    # id -> job, queued and counted in queue_size
-        self._current = {}    # worker thread id -> the job it executes
+        self._lanes = Lanes(starvation_limit)
+        self._pending: Dict[str, Job] = {}   # queued, counted in queue_size
+        self._running: Dict[str, Job] = {}   # on a worker thread
+        self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
+        self._admitted = 0                   # running jobs with admission
+        self._admission_limit = workers
         self._ended = {JobStatus.DONE: 0, JobStatus.FAILED: 0,
                        JobStatus.ABORTED: 0}
+        if admission_limit is not None:
+            self.set_admission_limit(admission_limit)
         self._threads = [
             threading.Thread(target=self._worker, name=f"{name}-{i}",
                              daemon=True)
@@ -64,11 +92,13 @@ class Pool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job, wait=False):
+    def submit(self, job: Job, wait: bool = False) -> None:
         """Queue `job`; raise QueueFull at once if there is no room.
 
         `wait=True` waits for room instead: only for the service's own
         producers (recovery at start-up), never for a caller's request."""
+        job._attach(self)     # before any worker can see it
+        lane = lane_of(job)
         with self._lock:
             while True:
                 if self._closed:
@@ -80,102 +110,183 @@ class Pool:
                         f"pool {self.name}: {self.queue_size} jobs queued")
                 self._wait_changed()
             self._pending[job.id] = job
-            self._queue.put(job)
-        job.add_end_callback(self._job_ended)
+            self._lanes.push(job, lane)
+            self._queue.put(True)
 
-    def shutdown(self, mode=DRAIN, wait=True):
+    def shutdown(self, mode: str = DRAIN, wait: bool = True) -> None:
         """Stop taking work. DRAIN runs what is queued; ABORT aborts it (and
-        asks running jobs to abort at their next step). Then, with `wait`,
-        join every worker."""
+        asks running and parked jobs to abort at their next step). Then,
+        with `wait`, join every worker: they stop once nothing is queued or
+        parked."""
         if mode not in (DRAIN, ABORT):
             raise ValueError(f"unknown shutdown mode {mode!r}")
         with self._lock:
             if not self._closed:
                 self._closed = True
-                for _ in self._threads:
-                    self._queue.put(None)
+                self._queue.put(None)    # wakes a worker to see it
             self._abort_queued = self._abort_queued or mode == ABORT
-            to_abort = (list(self._pending.values()) +
-                        list(self._current.values())) \
-                if mode == ABORT else []
+            to_abort = [*self._pending.values(), *self._running.values(),
+                        *self._parked.values()] if mode == ABORT else []
             self._changed.notify_all()
         for job in to_abort:
             _abort_quietly(job)
         if wait:
             for thread in self._threads:
                 thread.join()
+            self._timer.close()
 
-    def wait_idle(self, timeout=None):
-        """Wait until nothing is queued or running; True if so."""
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Wait until nothing is queued, running or parked; True if so."""
         with self._lock:
             return self._wait_changed(self._idle, timeout)
 
-    def stats(self):
+    @property
+    def admission_limit(self) -> int:
+        with self._lock:
+            return self._admission_limit
+
+    def set_admission_limit(self, limit: int) -> None:
+        """At most `limit` (1..workers) jobs with admission run at once;
+        takes effect for the next ones (running ones are not stopped)."""
+        if not 1 <= limit <= self.workers:
+            raise ValueError(f"admission limit must be in 1..{self.workers}"
+                             f", got {limit}")
+        with self._lock:
+            room = limit - self._admission_limit
+            self._admission_limit = limit
+            for _ in range(max(room, 0)):
+                self._queue.put(True)   # jobs that waited for room may go
+
+    def stats(self) -> Dict[str, int]:
         with self._lock:
             return {
                 "workers": self.workers,
                 "queue_size": self.queue_size,
                 "queued": len(self._pending),
-                "running": len(self._current),
+                "running": len(self._running),
+                "parked": len(self._parked),
+                "admission_limit": self._admission_limit,
                 "done": self._ended[JobStatus.DONE],
                 "failed": self._ended[JobStatus.FAILED],
                 "aborted": self._ended[JobStatus.ABORTED],
             }
 
-    def __enter__(self):
+    def __enter__(self) -> "Pool":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> None:
         self.shutdown(DRAIN)
 
     # -- internals --------------------------------------------------------
 
-    def _worker(self):
-        me = threading.get_ident()
-        finished = None   # the job this worker ended, not yet counted
+    def _worker(self) -> None:
+        finished = None   # (the job this worker ended, its status)
         while True:
             try:
-                job = self._queue.get_nowait()
+                self._queue.get_nowait()
             except queue.Empty:
                 # Nothing waiting: count the last job now (the pool may be
-                # idle), then sleep until there is something.
-                if finished is not None:
-                    self._take(me, finished, None)
-                    finished = None
-                job = self._queue.get()
+                # idle, or done), then sleep until there is something.
+                if self._settle(finished):
+                    return
+                finished = None
+                self._queue.get()
             # Under load, counting the job that ended and taking the next
             # one share one critical section.
-            start, abort = self._take(me, finished, job)
+            job, abort = self._take(finished)
             finished = None
-            if not start:
-                if job is None:
-                    return
-                continue   # aborted while queued: it never runs
+            if job is None:
+                continue
+            status: Optional[JobStatus]
             try:
                 if abort:
                     _abort_quietly(job)
+                    status = job.status
                 else:
-                    job.execute()
-            finally:
-                finished = job
+                    status = job.execute()
+            except BaseException:   # execute() never raises; if it did,
+                log.exception("pool %s: job %s", self.name, job.id)
+                status = job.status   # the worker lives on
+            if status in ENDED:
+                finished = job, status
 
-    def _take(self, me, finished, job):
-        """Count the job this worker ended (if any) and take `job` (None:
-        the signal to stop). Returns (start it?, abort it instead?)."""
-        finished_status = finished.status if finished is not None else None
+    def _take(self, finished: Optional[Tuple[Job, JobStatus]]
+              ) -> Tuple[Optional[Job], bool]:
+        """Count the job this worker ended (if any); return the next job
+        to run, if any, and whether to abort it instead."""
         with self._lock:
             if finished is not None:
-                del self._current[me]
-                self._ended[finished_status] += 1
-            start = job is not None and \
-                self._pending.pop(job.id, None) is not None
-            if start:
-                self._current[me] = job
-            if start or self._idle():
-                self._notify()
-            return start, self._abort_queued
+                self._count_ended(*finished)
+            while True:
+                lane, job = self._lanes.pop(
+                    self._admitted < self._admission_limit)
+                if job is None:
+                    if finished is not None and self._waiters:
+                        self._changed.notify_all()
+                    return None, False
+                if lane == RESUMED:
+                    del self._parked[job.id]
+                elif self._pending.pop(job.id, None) is None:
+                    continue     # aborted while queued: it never runs
+                elif job.admission:
+                    self._admitted += 1
+                self._running[job.id] = job
+                if self._waiters:    # room for submit(wait=True)
+                    self._changed.notify_all()
+                # A woken job runs (if aborted, its rollback); one queued
+                # after an ABORT shutdown is aborted instead.
+                return job, self._abort_queued and lane != RESUMED
 
-    def _wait_changed(self, predicate=None, timeout=None):
+    def _settle(self, finished: Optional[Tuple[Job, JobStatus]]) -> bool:
+        """Count the job this worker ended (if any); True if the worker may
+        stop: shut down, and nothing queued or parked. Passes the news on
+        to the next worker."""
+        with self._lock:
+            if finished is not None:
+                self._count_ended(*finished)
+                self._notify()
+            if not self._closed or self._pending or self._parked:
+                return False
+            self._queue.put(None)
+            return True
+
+    def _count_ended(self, job: Job, status: JobStatus) -> None:
+        # Caller holds _lock. The one place ended jobs are counted: a job a
+        # worker took, by that worker (in _take or _settle), a job aborted
+        # while queued by _job_aborted_queued.
+        self._ended[status] += 1
+        if self._running.pop(job.id, None) is not None and job.admission:
+            self._admitted -= 1
+            if self._lanes.waiting_for_admission():
+                self._queue.put(True)
+
+    def _job_parked(self, job: Job, request: Park) -> None:
+        # Called by the job, under its lock, in the worker that ran it.
+        with self._lock:
+            self._parked[job.id] = self._running.pop(job.id)
+            if request.wake_at is not None:
+                self._timer.call_at(
+                    request.wake_at,
+                    functools.partial(job._timer_fired, request))
+
+    def _job_resumed(self, job: Job) -> None:
+        # Called by the job (outside its lock) once it is woken; it stays
+        # counted parked until a worker takes it.
+        with self._lock:
+            self._lanes.push(job, RESUMED)
+            self._queue.put(True)
+
+    def _job_aborted_queued(self, job: Job) -> None:
+        # Called by a job aborted while pending (outside its lock). If it
+        # is still queued, it is counted here and its room is freed; if a
+        # worker took it meanwhile, that worker counts it (it will not run).
+        with self._lock:
+            if self._pending.pop(job.id, None) is not None:
+                self._count_ended(job, JobStatus.ABORTED)
+                self._notify()
+
+    def _wait_changed(self, predicate: Optional[Callable[[], bool]] = None,
+                      timeout: Optional[float] = None) -> bool:
         # Caller holds _lock.
         self._waiters += 1
         try:
@@ -185,30 +296,18 @@ class Pool:
         finally:
             self._waiters -= 1
 
-    def _notify(self):
+    def _notify(self) -> None:
         # Caller holds _lock. Most of the time nobody waits: skip the cost.
         if self._waiters:
             self._changed.notify_all()
 
-    def _idle(self):
+    def _idle(self) -> bool:
         # Caller holds _lock.
-        return not self._pending and not self._current
-
-    def _job_ended(self, job):
-        # A job a worker took is counted by that worker, under the lock it
-        # takes anyway (this runs in that worker, inside execute()). Only
-        # one aborted while queued is counted here, and its room freed.
-        if self._current.get(threading.get_ident()) is job:
-            return
-        status = job.status
-        with self._lock:
-            if self._pending.pop(job.id, None) is not None:
-                self._ended[status] += 1
-                self._notify()
+        return not self._pending and not self._running and not self._parked
 
 
-def _abort_quietly(job):
+def _abort_quietly(job: Job) -> None:
     try:
         job.abort()
-    except JobNotActive:
+    except JobEnded:
         pass  # it ended on its own meanwhile

@@ -3,15 +3,21 @@ ended ones for `autodelete_delay` seconds and at most `max_ended` of them
 (oldest out first), so a long-lived service answers about recent work
 without growing forever."""
 
+from __future__ import annotations
+
 import collections
 import threading
 import time
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List
+
+if TYPE_CHECKING:
+    from .job import Job
 
 
 class UnknownJob(KeyError):
     """No job with that id (never added, deleted or expired)."""
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"no job {self.args[0]}"
 
 
@@ -20,25 +26,28 @@ class JobStillActive(Exception):
 
 
 class JobTable:
-    def __init__(self, autodelete_delay=3600.0, max_ended=10000,
-                 clock=time.monotonic):
+    def __init__(self, autodelete_delay: float = 3600.0,
+                 max_ended: int = 10000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.autodelete_delay = autodelete_delay
         self.max_ended = max_ended
         self._clock = clock
         # Guards _jobs and _ended. Expiry is done lazily, on each access,
         # so there is no timer thread to manage.
         self._lock = threading.Lock()
-        self._jobs = {}                            # id -> job
-        self._ended = collections.OrderedDict()    # id -> end time, in end order
+        self._jobs: Dict[str, Job] = {}            # id -> job
+        # id -> end time, in end order
+        self._ended: collections.OrderedDict[str, float] = \
+            collections.OrderedDict()
 
-    def add(self, job):
+    def add(self, job: Job) -> None:
         with self._lock:
             if job.id in self._jobs:
                 raise ValueError(f"job {job.id} already added")
             self._jobs[job.id] = job
         job.add_end_callback(self._job_ended)
 
-    def get(self, job_id):
+    def get(self, job_id: str) -> Job:
         with self._lock:
             self._expire()
             try:
@@ -46,19 +55,19 @@ class JobTable:
             except KeyError:
                 raise UnknownJob(job_id) from None
 
-    def jobs(self):
+    def jobs(self) -> List[Job]:
         with self._lock:
             self._expire()
             return list(self._jobs.values())
 
-    def some(self, job_ids):
+    def some(self, job_ids: Iterable[str]) -> List[Job]:
         """The jobs of `job_ids` that are known (unknown ids are skipped)."""
         with self._lock:
             self._expire()
-            found = (self._jobs.get(job_id) for job_id in job_ids)
-            return [job for job in found if job is not None]
+            return [self._jobs[job_id] for job_id in job_ids
+                    if job_id in self._jobs]
 
-    def delete(self, job_id):
+    def delete(self, job_id: str) -> None:
         with self._lock:
             self._expire()
             if job_id not in self._jobs:
@@ -68,24 +77,24 @@ class JobTable:
             del self._jobs[job_id]
             del self._ended[job_id]
 
-    def discard(self, job):
+    def discard(self, job: Job) -> None:
         """Forget a job that never started (its submission was refused)."""
         with self._lock:
             if self._jobs.get(job.id) is job and job.id not in self._ended:
                 del self._jobs[job.id]
 
-    def counts(self):
+    def counts(self) -> Dict[str, int]:
         with self._lock:
             self._expire()
             return {"jobs": len(self._jobs), "ended": len(self._ended)}
 
-    def _job_ended(self, job):
+    def _job_ended(self, job: Job) -> None:
         with self._lock:
             if job.id in self._jobs:
                 self._ended[job.id] = self._clock()
                 self._expire()
 
-    def _expire(self):
+    def _expire(self) -> None:
         # Caller holds _lock.
         deadline = self._clock() - self.autodelete_delay
         while self._ended:

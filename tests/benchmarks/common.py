@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from vmjobs.report import percentile  # noqa: E402
+from vmjobs.tools.report import percentile  # noqa: E402
 
 
 def table(title, columns, rows):

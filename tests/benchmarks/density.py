@@ -14,8 +14,8 @@ import threading
 
 from common import table, write_json
 
-from vmjobs import loadtest
-from vmjobs.sandbox import Sandbox
+from vmjobs.tools import loadtest
+from vmjobs.tools.sandbox import Sandbox
 
 
 def used_mib():

@@ -44,7 +44,7 @@ def round_raw(n, workers):
     """The calls vmjobs' creation flow makes, by plain threads, with the
     XML built beforehand (vmjobs builds it inside its timing)."""
     with Hypervisor() as hv:
-        conn = hv._shared   # the test driver's one connection
+        conn = hv.shared_connection   # the test driver's one connection
         work = []
         for _ in range(n):
             vm_id = str(uuid.uuid4())

@@ -28,7 +28,7 @@ from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
 from vmjobs.params import parse_create
-from vmjobs.sandbox import Sandbox
+from vmjobs.tools.sandbox import Sandbox
 
 MEM_MIB = 32
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -51,8 +51,12 @@ class Rollback:
 
 
 class VmJob(workers.Job):
-    """A job working on one VM. Subclasses set `job_type` and `error_class`
-    (the VDSM error a hypervisor failure is reported as)."""
+    """A job working on one VM, owning its whole life: `reserve()` takes
+    what it needs before it is queued (refusing the request if it cannot),
+    `release()` gives it back if the queue refuses the job, `run()` is the
+    flow, `on_ended()` cleans up whatever the end. Subclasses set
+    `job_type` and `error_class` (the VDSM error a hypervisor failure is
+    reported as)."""
     job_type = None
     error_class = None
 
@@ -63,6 +67,15 @@ class VmJob(workers.Job):
         self.vm_id = vm_id
         self.hv = hypervisor
         self.registry = registry
+
+    def reserve(self):
+        """Take the VM for this job, before it is queued; raise a VdsmError
+        (and take nothing) if it cannot be had."""
+        raise NotImplementedError
+
+    def release(self):
+        """Give back what reserve() took, for a job that will never run."""
+        raise NotImplementedError
 
     def info_extra(self):
         return {"vm_id": self.vm_id}
@@ -81,15 +94,21 @@ class StartupJob(VmJob):
     to the public registry at its end, unstaged if it ends otherwise.
     Subclasses also set `staged_status` and write their flow in `run()`."""
     staged_status = None
+    # At most this many VMs staged with staged_status at once (None: no
+    # limit); a job beyond it is refused (MigrateLimit).
+    staging_limit = None
 
     def __init__(self, spec, hypervisor, registry, **kwargs):
         super().__init__(spec.vm_id, hypervisor, registry, **kwargs)
         self.spec = spec
 
-    def stage(self, max_with_status=None):
-        """Reserve the vmId (raises VmExists); done before queueing."""
+    def reserve(self):
+        """Stage the vmId (raises VmExists, or MigrateLimit)."""
         self.registry.stage(self.vm_id, self.staged_status, self.spec.params,
-                            self, max_with_status=max_with_status)
+                            self, max_with_status=self.staging_limit)
+
+    def release(self):
+        self.registry.unstage(self.vm_id, self)
 
     def commit(self, status, params=None):
         """Make the VM public with `status`, and end the job done, in one
@@ -101,4 +120,4 @@ class StartupJob(VmJob):
     def on_ended(self):
         # Whatever the end (done, failed, aborted, even aborted while still
         # queued) nothing of this job stays staged.
-        self.registry.unstage(self.vm_id, self)
+        self.release()

@@ -1,14 +1,14 @@
 """Creation: define the domain, start it, check it runs, commit."""
 
-from .. import registry
 from ..errors import CreateError
+from ..registry import VmStatus
 from .base import Rollback, StartupJob
 from .steps import ensure_no_domain, running_status
 
 
 class CreateJob(StartupJob):
     job_type = "create"
-    staged_status = registry.WAIT_FOR_LAUNCH
+    staged_status = VmStatus.WAIT_FOR_LAUNCH
     error_class = CreateError
 
     def __init__(self, spec, domain_xml, hypervisor, registry, **kwargs):

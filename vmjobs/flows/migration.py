@@ -1,6 +1,6 @@
 """Migration destination: prepare, wait for the incoming domain, make it
-persistent, commit. (VM.migrationCreate checks, before it answers, that no
-domain with the VM's UUID is here yet.)
+persistent, commit. Its reservation also checks, before the verb answers,
+that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
 job only waits for it. Waiting is driven by libvirt's lifecycle events for
@@ -11,26 +11,42 @@ timeout."""
 import threading
 import time
 
-from .. import domxml, registry
-from ..errors import MigrateError
-from ..hypervisor import PAUSED, RUNNING
+from .. import domxml
+from ..errors import MigrateError, VdsmError
+from ..hypervisor import HypervisorError
+from ..registry import VmStatus
 from .base import Rollback, StartupJob
-from .steps import PUBLIC_STATUS
+from .steps import PUBLIC_STATUS, ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):
     job_type = "migration-destination"
-    staged_status = registry.MIGRATION_DESTINATION
+    staged_status = VmStatus.MIGRATION_DESTINATION
     error_class = MigrateError
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
-                 check_interval=1.0, **kwargs):
+                 check_interval=1.0, incoming_limit=None, **kwargs):
         super().__init__(spec, hypervisor, registry, **kwargs)
+        # At most this many migrations in at once (None: no limit).
+        self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval
         # Set on every lifecycle event of the VM and on abort: the waiting
         # job then looks again.
         self._wake = threading.Event()
+
+    def reserve(self):
+        """Stage the vmId, refusing (MigrateLimit) beyond the incoming
+        limit, then check that no domain has the UUID yet: the source starts
+        sending once it has the verb's answer, so the job cannot check it
+        later; and once the vmId is staged no job of ours can make a domain
+        with it."""
+        super().reserve()
+        try:
+            ensure_no_domain(self.hv, self.vm_id, MigrateError)
+        except (VdsmError, HypervisorError) as exc:
+            self.release()
+            raise MigrateError(str(exc)) from None
 
     def abort(self):
         super().abort()
@@ -40,11 +56,9 @@ class MigrationDestinationJob(StartupJob):
         vm_id = self.vm_id
         with Rollback() as rollback:
             self.step("prepare")
-            # VM.migrationCreate checked that no domain had this UUID before
-            # it staged the VM (the source may start sending as soon as it
-            # has the answer, so the job cannot check it later): whatever
-            # has the UUID now is the incoming domain, ours to remove if the
-            # migration does not end in a commit.
+            # reserve() checked that no domain had this UUID once the VM was
+            # staged: whatever has the UUID now is the incoming domain, ours
+            # to remove if the migration does not end in a commit.
             rollback.push(f"remove incoming domain {vm_id}", self.hv.remove,
                           vm_id)
             self.step("wait-arrival")
@@ -72,7 +86,7 @@ class MigrationDestinationJob(StartupJob):
                 self._wake.clear()
                 self.check_abort()
                 arrived = self.hv.arrival(self.vm_id)
-                if arrived in (RUNNING, PAUSED):
+                if arrived in PUBLIC_STATUS:
                     return arrived
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

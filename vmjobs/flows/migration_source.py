@@ -28,7 +28,8 @@ from workers import JobAborted, JobStatus
 
 from ..client import RemoteError
 from ..errors import MigrateError, NoVM, VdsmError
-from ..hypervisor import PAUSED, RUNNING, HypervisorError
+from ..hypervisor import DomainState, HypervisorError
+from ..registry import VmBusy, VmStatus
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.migration_source")
@@ -57,14 +58,16 @@ class MigrationSourceJob(VmJob):
     retry_first, retry_max = 0.25, 10.0
 
     def __init__(self, vm_id, target, hypervisor, registry, connect,
-                 default_timeout, **kwargs):
+                 default_timeout, outgoing_limit=None, **kwargs):
         """`target`: a params.MigrationTarget; `connect(dst, timeout)`: a
-        client of the destination service (with call(method, params))."""
+        client of the destination service (with call(method, params));
+        `outgoing_limit`: at most this many VMs migrating out at once."""
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.target = target
         self.migration_timeout = target.timeout or default_timeout
+        self.outgoing_limit = outgoing_limit
         self._connect = connect
-        # Set by the verb when it claims the VM: what to give it back.
+        # Set by reserve() when it claims the VM: what to give it back.
         self.previous_status = None
         self.params = {}
         # Set on abort and when the transfer ends: the monitor looks again.
@@ -72,6 +75,20 @@ class MigrationSourceJob(VmJob):
         # The domain left for the destination (read in on_ended, after
         # run() returned).
         self._migrated = False
+
+    def reserve(self):
+        """Claim the public VM, Migration Source meanwhile (raises NoVM;
+        MigrateError if another job works on it; MigrateLimit beyond the
+        outgoing limit)."""
+        try:
+            vm = self.registry.claim(self.vm_id, VmStatus.MIGRATION_SOURCE,
+                                     self, self.outgoing_limit)
+        except VmBusy as exc:
+            raise MigrateError(f"cannot migrate: {exc}") from None
+        self.previous_status, self.params = vm.status, vm.params
+
+    def release(self):
+        self.registry.release(self.vm_id, self, self.previous_status)
 
     def abort(self):
         super().abort()
@@ -108,7 +125,7 @@ class MigrationSourceJob(VmJob):
                 self.registry.unpublish_claimed(self.vm_id, self)
         else:
             # Not migrated: the VM stays public, as it was before.
-            self.registry.release(self.vm_id, self, self.previous_status)
+            self.release()
 
     # -- the destination service --------------------------------------------
 
@@ -147,7 +164,7 @@ class MigrationSourceJob(VmJob):
         # Only while the domain runs here: if it left, the destination's
         # copy is the VM.
         state = self.hv.state(self.vm_id)
-        if state not in (RUNNING, PAUSED):
+        if state not in (DomainState.RUNNING, DomainState.PAUSED):
             raise MigrateError(f"VM {self.vm_id} is {state or 'gone'} "
                                "here: its copy on the destination is kept")
         deadline = time.monotonic() + 60.0

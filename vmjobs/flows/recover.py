@@ -16,9 +16,10 @@ arrives."""
 import logging
 import threading
 
-from .. import domxml, registry
+from .. import domxml
 from ..errors import CreateError
-from ..hypervisor import SHUTOFF
+from ..hypervisor import DomainState
+from ..registry import VmStatus
 from .base import StartupJob
 from .steps import PUBLIC_STATUS
 
@@ -28,7 +29,7 @@ log = logging.getLogger("vmjobs.flows.recover")
 class RecoverJob(StartupJob):
     job_type = "recover"
     # Never seen through the verbs: they answer `recovery` meanwhile.
-    staged_status = registry.WAIT_FOR_LAUNCH
+    staged_status = VmStatus.WAIT_FOR_LAUNCH
     error_class = CreateError
 
     # Seconds between looks while a domain migrates (lifecycle events wake
@@ -63,7 +64,7 @@ class RecoverJob(StartupJob):
                 self.step("migrated-away")
                 return
         state = self.hv.state(vm_id)
-        if state == SHUTOFF:
+        if state == DomainState.SHUTOFF:
             log.info("VM %s is defined but not running: left alone for the "
                      "engine to decide", vm_id)
             self.step("left-stopped")

@@ -3,15 +3,16 @@ it, restore it, make it persistent, check it runs, commit.
 
 The state file is only ever read: restored or not, it stays as it was."""
 
-from .. import domxml, registry
+from .. import domxml
 from ..errors import CreateError
+from ..registry import VmStatus
 from .base import Rollback, StartupJob
 from .steps import check_readable_file, ensure_no_domain, running_status
 
 
 class RestoreJob(StartupJob):
     job_type = "restore"
-    staged_status = registry.RESTORING_STATE
+    staged_status = VmStatus.RESTORING_STATE
     error_class = CreateError
 
     def run(self):

@@ -1,13 +1,13 @@
 """Steps more than one flow takes, as plain functions of the adapter."""
 
-import os
-
+from .. import hostfiles
 from ..errors import CreateError
-from ..hypervisor import PAUSED, RUNNING
-from ..registry import PAUSED as STATUS_PAUSED, UP
+from ..hypervisor import DomainState
+from ..registry import VmStatus
 
 # The public status of a VM whose domain is in a given state.
-PUBLIC_STATUS = {RUNNING: UP, PAUSED: STATUS_PAUSED}
+PUBLIC_STATUS = {DomainState.RUNNING: VmStatus.UP,
+                 DomainState.PAUSED: VmStatus.PAUSED}
 
 
 def ensure_no_domain(hv, vm_id, error_class=CreateError):
@@ -23,7 +23,7 @@ def running_status(hv, vm_id, paused, error_class=CreateError):
     """The public status of a domain that must now run (or be paused, when
     `paused`); raise if it does neither."""
     state = hv.state(vm_id)
-    expected = PAUSED if paused else RUNNING
+    expected = DomainState.PAUSED if paused else DomainState.RUNNING
     if state != expected:
         raise error_class(f"domain {vm_id} is {state or 'gone'}, "
                           f"expected {expected}")
@@ -31,7 +31,10 @@ def running_status(hv, vm_id, paused, error_class=CreateError):
 
 
 def check_readable_file(path, error_class=CreateError):
-    if not os.path.isfile(path):
-        raise error_class(f"{path} is not a file")
-    if not os.access(path, os.R_OK):
-        raise error_class(f"{path} is not readable")
+    """A readable regular file, not reached through a symlink."""
+    try:
+        hostfiles.check_regular_file(path)
+    except OSError as exc:
+        raise error_class(f"cannot open {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise error_class(str(exc)) from None

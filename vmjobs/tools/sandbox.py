@@ -20,7 +20,6 @@ Root is needed (mount namespaces, tmpfs).
     vmjobs sandbox stop DIR      # destroys its domains, stops the daemon
 """
 
-import ctypes
 import fcntl
 import os
 import signal
@@ -31,13 +30,11 @@ import uuid
 
 import libvirt
 
+from .supervisor import alive, children, comm
+
 SOCKET = "libvirt-sock"
 # Overmounted inside the namespace; never touched outside it.
-PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
-                "/etc/libvirt")
-CACHE_MOUNT = "/var/cache/libvirt"
 DEFAULT_CACHE = "/var/tmp/vmjobs-libvirt-cache"
-PR_SET_CHILD_SUBREAPER = 36
 PROGRAMS = ("libvirtd", "unshare", "mount")
 
 QEMU_CONF = """\
@@ -152,8 +149,8 @@ class Sandbox:
             # sandbox's until it stops.
             process = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private",
-                 sys.executable, "-m", "vmjobs.sandbox", "_supervise",
-                 self.dir, self.cache_dir],
+                 sys.executable, "-m", "vmjobs.tools.supervisor", self.dir,
+                 self.cache_dir],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                 start_new_session=True, env=_env_finding_this_package(),
                 pass_fds=(ports_lock,))
@@ -216,7 +213,7 @@ class Sandbox:
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
@@ -259,8 +256,8 @@ class Sandbox:
         """The QEMU processes of this daemon (children of its supervisor)."""
         pid = self._supervisor_pid()
         return [] if pid is None else [
-            child for child in _children(pid)
-            if _comm(child).startswith("qemu")]
+            child for child in children(pid)
+            if comm(child).startswith("qemu")]
 
     def __enter__(self):
         return self.start()
@@ -289,103 +286,8 @@ class Sandbox:
 def _env_finding_this_package():
     """The environment, with vmjobs importable even when run from a tree
     that is not installed."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.abspath(__file__)   # ROOT/vmjobs/tools/sandbox.py
+    root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     path = os.environ.get("PYTHONPATH")
     return dict(os.environ,
                 PYTHONPATH=root if not path else f"{root}:{path}")
-
-
-# -- inside the namespace ------------------------------------------------------
-
-def _supervise(directory, cache_dir):
-    """Runs as the namespace's first process: mounts, then libvirtd as a
-    child, reaping every orphan until libvirtd exits."""
-    for path in PRIVATE_DIRS:
-        os.makedirs(path, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs",
-                        path], check=True)
-    os.makedirs(CACHE_MOUNT, exist_ok=True)
-    subprocess.run(["mount", "--bind", cache_dir, CACHE_MOUNT], check=True)
-    with open(os.path.join(directory, "conf", "qemu.conf")) as src, \
-            open("/etc/libvirt/qemu.conf", "w") as dst:
-        dst.write(src.read())
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-    command = [
-        "libvirtd", "-f", os.path.join(directory, "conf", "libvirtd.conf"),
-        "-p", os.path.join(directory, "run", "libvirtd.pid")]
-    daemon = subprocess.Popen(command)
-    # SIGTERM stops the daemon and the sandbox; SIGHUP restarts the daemon
-    # alone, its QEMU processes running on (as after a libvirtd upgrade).
-    restarting = []
-    signal.signal(signal.SIGTERM,
-                  lambda *_: _kill(daemon.pid, signal.SIGTERM))
-
-    def restart(*_):
-        restarting.append(True)
-        _kill(daemon.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGHUP, restart)
-    while True:
-        try:
-            pid, _ = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        if pid != daemon.pid:
-            continue
-        if restarting:
-            restarting.clear()
-            daemon = subprocess.Popen(command)
-            continue
-        # QEMU processes outlive libvirtd: end them, then reap them.
-        for child in _children(os.getpid()):
-            _kill(child, signal.SIGKILL)
-
-
-def _children(pid):
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children
-
-
-def _comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _kill(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie counts as gone: our Popen never waits for it.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["_supervise"]:
-    _supervise(*sys.argv[2:4])

@@ -6,7 +6,7 @@ test driver) or a running `vmjobs serve` over JSON-RPC (`--server`). A
 storm can mix the startup modes (`--mix create=70,restore=20,
 migration=10`): restores need state files, which a preparation phase makes
 by creating and hibernating VMs; incoming migrations need a source, which
-the load test plays itself (vmjobs.simulation: the domain appears paused,
+the load test plays itself (tools.simulation: the domain appears paused,
 then resumes), as libvirt's test driver cannot migrate; it needs the
 libvirt the service uses (in-process, or `--uri` with `--server`).
 
@@ -16,25 +16,23 @@ migrateLimit answers are retried with backoff, counted, and never counted
 as failures of vmjobs.
 """
 
-import queue
 import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
-from . import domxml, report, simulation
-from .api import API
-from .client import Client
-from .config import Config
-from .hypervisor import Hypervisor
-from .params import parse_create
+from workers import ENDED, JobStatus
+
+from .. import domxml
+from ..config import Config
+from ..params import parse_create
+from . import report
+from .targets import InProcess, Remote, SimulatedSource
 
 # `migrate` (VM.migrate between hosts) needs two servers: loadtest_hosts.
 MODES = ("create", "restore", "migration", "migrate")
-ENDED = ("done", "failed", "aborted")
 RETRIED = {1100: "ResourceExhausted", 82: "migrateLimit"}
 
 
@@ -67,64 +65,34 @@ def split(vms, mix):
     return counts
 
 
-class InProcess:
-    """The verbs of an API object in this process."""
-
-    def __init__(self, config):
-        self.api = API(config)
-        self.hv = self.api.hv
-        self.description = (
-            f"{config.workers} workers, queue {config.queue_size}, on " +
-            (self.hv.uri if config.uri else
-             "a private instance of libvirt's test driver"))
-
-    def call(self, method, params=None):
-        return self.api.call(method, params)
-
-    def close(self):
-        self.api.close()
-
-
-class Remote:
-    """The verbs of a running `vmjobs serve`, over JSON-RPC."""
-
-    def __init__(self, server, uri=None, cert=None, key=None, ca=None):
-        self.client = Client(server, cert=cert, key=key, ca=ca)
-        # The libvirt the server uses, to play the source of migrations.
-        self.hv = Hypervisor(uri) if uri else None
-        stats = self.call("Host.getStats")
-        self.description = (f"{stats['workers']} workers, queue "
-                            f"{stats['queue_size']}, served at {server}")
-
-    def call(self, method, params=None):
-        return self.client.call(method, params)
-
-    def close(self):
-        self.client.close()
-        if self.hv is not None:
-            self.hv.close()
-
-
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         mix=None, rate=None, keep=False, server=None, tls=(None,) * 3,
         json_path=None, plot_path=None, out=sys.stdout, poll_interval=0.1,
-        seed=0, domain_type=None):
-    """Run the load test, print its summary, and return it."""
+        seed=0, domain_type=None, state_root=None):
+    """Run the load test, print its summary, and return it. State files
+    (for restores) go to a directory of their own in `state_root`: with a
+    server, one of its storage.state_dirs (default: the default one)."""
     counts = split(vms, mix or {"create": 1})
     if counts.get("migrate"):
         raise ValueError("migrate moves VMs between hosts: give two "
                          "--server (and their --dst-uri)")
-    if server is None:
-        target = InProcess(Config(uri=uri, workers=workers,
-                                  queue_size=queue_size,
-                                  domain_type=domain_type))
-    else:
-        target = Remote(server, uri, *tls)
-    if counts.get("migration") and target.hv is None:
-        target.close()
+    if counts.get("migration") and server is not None and uri is None:
         raise ValueError("migrations need the libvirt the server uses: "
                          "give --uri")
-    state_dir = tempfile.mkdtemp(prefix="vmjobs-loadtest-")
+    if server is not None and state_root is None:
+        state_root = Config().state_dirs[0]
+    state_dir = tempfile.mkdtemp(prefix="vmjobs-loadtest-", dir=state_root)
+    try:
+        if server is None:
+            target = InProcess(Config(uri=uri, workers=workers,
+                                      queue_size=queue_size,
+                                      domain_type=domain_type,
+                                      state_dirs=[state_dir]))
+        else:
+            target = Remote(server, uri, *tls)
+    except BaseException:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        raise
     try:
         modes = ", ".join(f"{n} {mode}" for mode, n in counts.items() if n)
         print(f"vmjobs loadtest: {vms} VMs ({modes}), "
@@ -144,7 +112,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
             print(f"plot: {plot_path}", file=out)
         if not keep:
             started = time.monotonic()
-            up = [r["vm_id"] for r in records if r["status"] == "done"]
+            up = [r["vm_id"] for r in records if r["status"] == JobStatus.DONE]
             for vm_id in up:
                 target.call("VM.destroy", [vm_id])
             summary["destroy_s"] = time.monotonic() - started
@@ -188,7 +156,7 @@ class Storm:
         progress = report.Progress(out, len(self.requests))
         records = {}
         retried = {name: 0 for name in RETRIED.values()}
-        source = _SimulatedSource(self.target.hv) \
+        source = SimulatedSource(self.target.hv) \
             if any(r[0] == "migration" for r in self.requests) else None
         started = time.monotonic()
         for i, (mode, vm_id, what) in enumerate(self.requests):
@@ -231,9 +199,9 @@ class Storm:
                 # From the jobs themselves: Host.getStats lists libvirt's
                 # domains at each call, too costly to ask ten times a second
                 # while the storm runs.
-                up = sum(1 for i in ended if i["status"] == "done")
+                up = sum(1 for i in ended if i["status"] == JobStatus.DONE)
                 queued = sum(1 for i in infos.values()
-                             if i["status"] == "pending")
+                             if i["status"] == JobStatus.PENDING)
                 progress.show("starting", len(ended), up, len(ended) - up,
                               queued, len(infos) - len(ended) - queued)
             if len(ended) == len(job_ids):
@@ -269,31 +237,10 @@ class Storm:
 
     def _check_prepared(self):
         infos = self._wait(self._prepared, None, 0.05)
-        failed = [i for i in infos.values() if i["status"] != "done"]
+        failed = [i for i in infos.values() if i["status"] != JobStatus.DONE]
         if failed:
             raise RuntimeError(f"preparing the storm failed: {failed[0]}")
         self._prepared = []
-
-
-class _SimulatedSource(threading.Thread):
-    """Plays the source host of every incoming migration, one at a time."""
-
-    def __init__(self, hv):
-        super().__init__(name="loadtest-source", daemon=True)
-        self.hv = hv
-        self._todo = queue.Queue()
-        self.start()
-
-    def migrate(self, domain_xml):
-        self._todo.put(domain_xml)
-
-    def stop(self):
-        self._todo.put(None)
-        self.join()
-
-    def run(self):
-        while (domain_xml := self._todo.get()) is not None:
-            simulation.simulate_incoming_migration(self.hv, domain_xml)
 
 
 def _retrying(request, retried):

@@ -4,6 +4,8 @@ extra: `pip install vmjobs[plot]`)."""
 
 import json
 
+from workers import JobStatus
+
 BAR_WIDTH = 30
 
 
@@ -47,7 +49,7 @@ class Progress:
 def summarize(records, total_s, retried):
     """The figures of a storm from its records (one per VM: mode, status,
     enqueued/started/ended times, verb latency)."""
-    done = [r for r in records if r["status"] == "done"]
+    done = [r for r in records if r["status"] == JobStatus.DONE]
     by_mode = {}
     for r in done:
         by_mode.setdefault(r["mode"], []).append(r["ended"] - r["enqueued"])
@@ -64,7 +66,7 @@ def summarize(records, total_s, retried):
                        if r.get("started") is not None],
         "verb_latency": [r["verb_latency"] for r in records],
         "errors": [r.get("error") or r["status"] for r in records
-                   if r["status"] != "done"],
+                   if r["status"] != JobStatus.DONE],
     }
 
 
@@ -123,7 +125,7 @@ def timeline(records):
                 events.append((r["ended"], "staged", -1))
             else:
                 events.append((r["ended"], "running", -1))
-            if r["status"] == "done":
+            if r["status"] == JobStatus.DONE:
                 events.append((r["ended"], "up", +1))
     events.sort(key=lambda e: e[0])
     if not events:
@@ -162,7 +164,7 @@ def plot(records, path):
     storm.set_title(f"storm of {len(records)} VMs")
     storm.legend()
     ups = [1000 * (r["ended"] - r["enqueued"]) for r in records
-           if r["status"] == "done"]
+           if r["status"] == JobStatus.DONE]
     spread.hist(ups, bins=50)
     spread.set_xlabel("time to Up (ms)")
     spread.set_ylabel("VMs")

@@ -12,17 +12,32 @@ that moment sees it running. A whole simulated migration ends running
 anyway; a test of a half-arrived domain must hold the job's lookups while
 begin_incoming_migration runs."""
 
-from . import domxml
+from .. import domxml
+from ..hypervisor.errors import translated
+
+
+def create_transient(hv, domain_xml, paused=False):
+    """Create and start a transient domain (what an incoming migration
+    leaves on a destination)."""
+    with hv.connection() as conn, translated("create"):
+        dom = conn.createXML(domain_xml, 0)
+        if paused:
+            dom.suspend()
+
+
+def resume(hv, uuid):
+    with hv.connection() as conn, translated("resume"):
+        conn.lookupByUUIDString(uuid).resume()
 
 
 def begin_incoming_migration(hv, domain_xml):
     """The domain appears here, transient and paused (transfer running)."""
-    hv.create_transient(domain_xml, paused=True)
+    create_transient(hv, domain_xml, paused=True)
 
 
 def finish_incoming_migration(hv, vm_id):
     """The transfer is over: the domain resumes here."""
-    hv.resume(vm_id)
+    resume(hv, vm_id)
 
 
 def simulate_incoming_migration(hv, domain_xml):

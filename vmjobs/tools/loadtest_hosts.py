@@ -19,8 +19,11 @@ import sys
 import time
 import uuid
 
+from workers import ENDED
+
 from . import report
-from .loadtest import ENDED, RETRIED, Remote, _retrying, split
+from .loadtest import RETRIED, _retrying, split
+from .targets import Remote
 
 MODES = ("create", "migrate")
 

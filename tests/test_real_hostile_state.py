@@ -1,0 +1,61 @@
+"""On the real daemon: a state file whose domain XML was rewritten (as
+`virsh save-image-define` does) to pass arguments to QEMU or to give the
+guest a host file is refused by the restore verb with -32602, before
+anything runs, and the file is left as it was."""
+
+import hashlib
+
+import libvirt
+import pytest
+
+from vmjobs.errors import InvalidParams
+
+from conftest import new_id, our_domains
+from realdaemon import WAIT, real_params
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+EDITS = {
+    "qemu-commandline": lambda xml, _: xml.replace(
+        "<domain ", f"<domain xmlns:qemu='{QEMU_NS}' ", 1).replace(
+        "</domain>", "<qemu:commandline><qemu:arg value='-S'/>"
+        "</qemu:commandline></domain>"),
+    "kernel-outside": lambda xml, victim: xml.replace(
+        "</os>", f"<kernel>{victim}</kernel></os>"),
+}
+
+
+def finished(api, job_id):
+    assert api.jobs.get(job_id).wait(WAIT)
+    return api.Host.getJobs(job_ids=[job_id])[job_id]
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_rewritten_state_file_is_refused(make_real_api, daemon, tmp_path,
+                                         edit):
+    api = make_real_api()
+    vm_id = new_id()
+    assert finished(api, api.VM.create(vm_id, real_params(vm_id))[
+        "jobId"])["status"] == "done"
+    path = tmp_path / "vm.state"
+    assert finished(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
+        "status"] == "done"
+    victim = tmp_path / "victim"
+    victim.write_text("not for the guest")
+    xml = api.hv.saved_domain_xml(str(path))
+    conn = libvirt.open(daemon.uri)   # as virsh save-image-define would
+    try:
+        conn.saveImageDefineXML(str(path), EDITS[edit](xml, victim), 0)
+    finally:
+        conn.close()
+    assert api.hv.saved_domain_xml(str(path)) != xml
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "restoreState": str(path)})
+    assert err.value.data == {"param": "restoreState"}
+    assert api.jobs.jobs() and all(j.job_type != "restore"
+                                   for j in api.jobs.jobs())
+    assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert victim.read_text() == "not for the guest"

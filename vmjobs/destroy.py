@@ -1,0 +1,83 @@
+"""VM.destroy (bz912390): destroy a VM whatever works on it.
+
+A VM that a job works on (its startup job while staged, a hibernation
+while public) is that job's: only the job touches its domain. Destroy then
+aborts the job and waits until it rolled back; a startup job leaves
+nothing behind, a hibernation leaves the VM public again, and destroy looks
+again. A public VM nobody works on is claimed by a `Destruction` (so no
+job can start on it meanwhile), its domain removed, and it leaves the
+public registry.
+
+Not a job: it runs in the verb's thread, is never queued, has no id, and
+is not undone.
+"""
+
+import logging
+import threading
+
+import workers
+
+from .errors import GeneralException, NoVM
+from .hypervisor import HypervisorError
+from .registry import VmBusy
+
+log = logging.getLogger("vmjobs.destroy")
+
+
+class Destruction:
+    """A VM.destroy's claim on a public VM while it removes the domain. A
+    second VM.destroy that finds it waits for it to end."""
+
+    def __init__(self, vm_id):
+        self.vm_id = vm_id
+        self._ended = threading.Event()
+
+    def wait(self, timeout=None):
+        return self._ended.wait(timeout)
+
+    def run(self, hv, registry, status):
+        """Remove the claimed VM's domain and drop the VM; if the removal
+        fails, give the VM back, still `status`."""
+        log.info("VM.destroy %s: destroying the public VM", self.vm_id)
+        try:
+            try:
+                hv.remove(self.vm_id)
+            except HypervisorError as exc:
+                registry.release(self.vm_id, self, status)
+                raise GeneralException(
+                    f"destroy of VM {self.vm_id} failed: {exc}") from None
+            registry.unpublish_claimed(self.vm_id, self)
+        finally:
+            self._ended.set()
+
+    def __str__(self):
+        return f"VM.destroy of VM {self.vm_id}"
+
+
+def destroy(hv, registry, vm_id):
+    """Destroy VM `vm_id` (raises NoVM if there is none); returns True once
+    it is gone."""
+    vm = registry.get(vm_id)
+    while True:
+        if isinstance(vm.job, Destruction):
+            vm.job.wait()   # another VM.destroy: see what it left
+        elif vm.job is not None:
+            log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
+            try:
+                vm.job.abort()
+            except workers.JobNotActive:
+                pass   # it is ending on its own
+            vm.job.wait()
+        else:
+            destruction = Destruction(vm_id)
+            try:
+                registry.claim(vm_id, vm.status, destruction)
+            except VmBusy:
+                pass   # a job got there first: look again
+            else:
+                destruction.run(hv, registry, vm.status)
+                return True
+        try:
+            vm = registry.get(vm_id)
+        except NoVM:
+            return True

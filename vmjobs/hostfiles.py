@@ -1,0 +1,101 @@
+"""Host paths a caller names: confined to the directories the operator
+configured, and opened without following a symlink in the last component.
+
+The service runs as root. A state file path (`hibernationVolHandle`,
+`restoreState`) must be inside `storage.state_dirs`; a host file a domain
+XML names must be inside `storage.image_dirs` (policy.py). A path is taken
+only as an absolute, normalized text without control characters, and its
+directory must really (symlinks resolved) be inside a configured one.
+"""
+
+import os
+import re
+import stat
+
+from .errors import InvalidParams
+
+# Control characters (forged log lines, split config files), and lone
+# surrogates, which no file system name can carry.
+_UNFIT = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+class OutsideDirs(ValueError):
+    """A path that is not an acceptable host path inside the given dirs."""
+
+
+def confine(path, dirs, what="the configured directories",
+            resolve_last=False):
+    """`path` if it is absolute, normalized, free of control characters and
+    inside one of `dirs`, its directory (and with `resolve_last` the path
+    itself) resolved of symlinks; else OutsideDirs."""
+    if not isinstance(path, str) or not path:
+        raise OutsideDirs("must be a non-empty path")
+    if _UNFIT.search(path):
+        raise OutsideDirs("must not contain control characters")
+    if not os.path.isabs(path):
+        raise OutsideDirs(f"{path!r} is not an absolute path")
+    if os.path.normpath(path) != path or path.startswith("//"):
+        raise OutsideDirs(f"{path!r} is not a normalized path (no '..', "
+                          "'.', '//' or trailing '/')")
+    real = os.path.realpath(path if resolve_last else os.path.dirname(path))
+    for d in dirs:
+        if _within(path, d) and _within(real, os.path.realpath(d)):
+            return path
+    raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
+
+
+def _within(path, directory):
+    directory = os.path.normpath(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def state_path(value, param, state_dirs):
+    """A state file path param, confined to `state_dirs`, or -32602."""
+    try:
+        path = confine(value, state_dirs, "storage.state_dirs")
+    except OutsideDirs as exc:
+        raise InvalidParams(param, str(exc)) from None
+    if path in (os.path.normpath(d) for d in state_dirs):
+        raise InvalidParams(param, f"{path!r} is a state directory, not a "
+                            "file in one")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise InvalidParams(param, f"no directory {os.path.dirname(path)}")
+    if os.path.islink(path):
+        # Refused by name here; the O_NOFOLLOW opens close the race.
+        raise InvalidParams(param, f"{path!r} is a symbolic link")
+    return path
+
+
+def reserve(path):
+    """Create `path` empty, exclusively and without following a symlink;
+    FileExistsError if anything is there."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                     os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+
+
+def check_regular_file(path):
+    """Refuse (OSError, ValueError) unless `path` is a readable regular
+    file, its last component not a symlink. Looked at before it is opened
+    (read-only, not read): a FIFO or a device is never opened."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                 os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+    finally:
+        os.close(fd)
+
+
+def prepare_dirs(config, log):
+    """Create the configured state and image directories that are missing:
+    state files 0700 (only the service reads them), images 0711 (QEMU,
+    which may run as another user, must reach the files it is given)."""
+    for dirs, mode in ((config.state_dirs, 0o700),
+                       (config.image_dirs, 0o711)):
+        for d in dirs:
+            if not os.path.isdir(d):
+                os.makedirs(d, mode=mode)
+                os.chmod(d, mode)   # makedirs' mode obeys the umask
+                log.info("created %s (mode %o)", d, mode)

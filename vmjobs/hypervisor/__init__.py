@@ -1,0 +1,18 @@
+"""The libvirt adapter: the one package of the core that imports libvirt.
+
+    adapter       Hypervisor: the verbs, by domain UUID
+    connections   the connections, and how a call gets one (pooled on a
+                  daemon, shared on the test driver, reopened when lost)
+    events        libvirt's event loop, lifecycle events to subscribers
+    drivers       what differs between a daemon and the test driver
+    domains       domain states, listings, guest kinds
+    migration     live migration: flags, job stats, an incoming arrival
+    errors        libvirtError translated into HypervisorError
+"""
+
+from .adapter import Hypervisor
+from .domains import DomainInfo, DomainState, GuestKind
+from .errors import ConnectionLost, DomainNotFound, HypervisorError
+
+__all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
+           "GuestKind", "Hypervisor", "HypervisorError"]

@@ -1,0 +1,188 @@
+"""The adapter's connections to libvirt, and how a call gets one.
+
+- on a daemon, a small set of connections that callers borrow one at a
+  time (drivers.Daemon says why); one found broken after a failed call
+  (the daemon stopped or restarted) is dropped, the failure reported as
+  ConnectionLost, and the next borrower opens a new one in its place;
+- on the test driver, one connection lent to every caller at once
+  (drivers.TestDriver says why).
+"""
+
+import logging
+import queue
+import threading
+
+import libvirt
+
+from .drivers import driver_of
+from .errors import ConnectionLost, HypervisorError, translated
+
+log = logging.getLogger("vmjobs.hypervisor")
+
+
+class Connections:
+    def __init__(self, uri, count=1):
+        """Open `count` connections to `uri` (one on the test driver)."""
+        self.uri = uri
+        with translated("open"):
+            first = libvirt.open(uri)
+        self.driver = driver_of(first)
+        # Called (with no argument, outside any lock of ours) once a lost
+        # connection was replaced: the events may have lost theirs too.
+        self.on_reconnect = None
+        self._lock = threading.Lock()   # guards _all (every open connection)
+        self._all = [first]
+        # Connections not in use (None: one to open anew); callers borrow
+        # one per call.
+        self._idle = queue.LifoQueue()
+        if self.driver.shares_one_connection:
+            self.shared = first   # the test driver's one connection
+            self._lend_shared = _Shared(first)
+        else:
+            self.shared = self._lend_shared = None
+            self._idle.put(first)
+            for _ in range(count - 1):
+                self._idle.put(self.open())
+
+    def __len__(self):
+        with self._lock:
+            return len(self._all)
+
+    def lend(self):
+        """`with connections.lend() as conn:` a connection for one call."""
+        if self._lend_shared is not None:
+            return self._lend_shared
+        return _Borrowed(self)
+
+    def own(self):
+        """`with connections.own() as conn:` a connection for one long
+        call, all its own, closed after it (on the test driver, the one
+        connection: it is the whole host)."""
+        if self._lend_shared is not None:
+            return self._lend_shared
+        return _Own(self.uri)
+
+    def open(self):
+        """A new connection, not lent to callers (the events' own); closed
+        by close()."""
+        with translated("open"):
+            conn = libvirt.open(self.uri)
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def take(self):
+        """An idle connection, all the caller's until give_back() or
+        drop(); a new one in place of one dropped before."""
+        conn = self._idle.get()
+        if conn is None:
+            try:
+                conn = self._reconnect()
+            except BaseException:
+                self._idle.put(None)
+                raise
+        return conn
+
+    def give_back(self, conn):
+        self._idle.put(conn)
+
+    def drop(self, conn):
+        """`conn` (taken) is broken: close it; the next taker opens a new
+        one in its place."""
+        log.warning("connection to %s lost", self.uri)
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+        self._idle.put(None)
+
+    def close(self):
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    def _reconnect(self):
+        """A new connection in place of a lost one."""
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise ConnectionLost("reconnect", exc.get_error_code(),
+                                 exc.get_error_message() or str(exc)) \
+                from None
+        with self._lock:
+            self._all.append(conn)
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+        log.info("reconnected to %s", self.uri)
+        return conn
+
+
+def alive(conn):
+    try:
+        return conn.isAlive() == 1
+    except libvirt.libvirtError:
+        return False
+
+
+class _Shared:
+    """The test driver's one connection, lent to every caller at once."""
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class _Own:
+    """A connection of its own for one call, closed after it."""
+    __slots__ = ("uri", "conn")
+
+    def __init__(self, uri):
+        self.uri = uri
+
+    def __enter__(self):
+        with translated("open"):
+            self.conn = libvirt.open(self.uri)
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+        return False
+
+
+class _Borrowed:
+    """A daemon connection, lent to one caller at a time, and dropped if
+    it is found broken after a failed call."""
+    __slots__ = ("connections", "conn")
+
+    def __init__(self, connections):
+        self.connections = connections
+
+    def __enter__(self):
+        self.conn = self.connections.take()
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not alive(self.conn):
+            self.connections.drop(self.conn)
+            if isinstance(exc, HypervisorError):
+                raise ConnectionLost(exc.call, exc.code, exc.message) \
+                    from None
+            return False
+        self.connections.give_back(self.conn)
+        return False

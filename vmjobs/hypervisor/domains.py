@@ -1,0 +1,113 @@
+"""Domains as vmjobs sees them: their states, what a listing says of
+each, and what a new guest is made of on a connection."""
+
+import dataclasses
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from ..strenum import StrEnum
+from .errors import NO_DOMAIN, HypervisorError
+
+
+class DomainState(StrEnum):
+    """A domain's state as vmjobs sees it (libvirt has eight)."""
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    OTHER = "other"
+    # An incoming migration's domain while its transfer runs (only
+    # Hypervisor.arrival says it).
+    INCOMING = "incoming"
+
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.SHUTOFF,
+}
+
+
+def state_of(dom):
+    return _STATES.get(dom.state()[0], DomainState.OTHER)
+
+
+def lookup(conn, uuid):
+    """The domain with this UUID, or None if there is none."""
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == NO_DOMAIN:
+            return None
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestKind:
+    """What a new minimal guest is made of on this connection."""
+    domain_type: str   # test, kvm or qemu
+    arch: str
+    machine: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: DomainState
+    persistent: bool
+    metadata: str | None   # our metadata element, if the domain has it
+
+
+def domain_info(dom, metadata_ns):
+    try:
+        return DomainInfo(
+            uuid=dom.UUIDString(), name=dom.name(), state=state_of(dom),
+            persistent=bool(dom.isPersistent()),
+            metadata=metadata_of(dom, metadata_ns))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != NO_DOMAIN:
+            raise
+        # Gone between the listing and this look: report it as stopped
+        # and transient, which is what is left of it.
+        return DomainInfo(dom.UUIDString(), dom.name(), DomainState.SHUTOFF,
+                          False, None)
+
+
+def metadata_of(dom, metadata_ns):
+    try:
+        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_ns)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None
+        raise
+
+
+def guest_kind(capabilities_xml, uri, wanted=None):
+    """The guest to make on a connection with these capabilities: of type
+    `wanted` (kvm, qemu, test), or the fastest offered; the host's own
+    architecture first."""
+    caps = ET.fromstring(capabilities_xml)
+    host_arch = caps.findtext("host/cpu/arch")
+    candidates = []
+    for guest in caps.findall("guest"):
+        if guest.findtext("os_type") != "hvm":
+            continue
+        arch = guest.find("arch")
+        types = {d.get("type") for d in arch.findall("domain")}
+        machines = [m.text for m in arch.findall("machine")]
+        for rank, kind in enumerate(("kvm", "qemu", "test")):
+            if kind in types and wanted in (None, kind):
+                machine = "pc" if "pc" in machines else (
+                    machines[0] if machines else None)
+                candidates.append(
+                    (arch.get("name") != host_arch, rank,
+                     GuestKind(kind, arch.get("name"), machine)))
+    if not candidates:
+        raise HypervisorError("capabilities", libvirt.VIR_ERR_NO_SUPPORT,
+                              f"{uri} offers no hvm guest of type "
+                              f"{wanted or 'kvm, qemu or test'}")
+    return min(candidates, key=lambda c: c[:2])[2]

@@ -1,0 +1,95 @@
+"""What differs between libvirt's drivers, in one place: a daemon's
+(libvirtd with QEMU: qemu:///system, a sandbox) full API, and the quirks
+of libvirt's test driver (test:///<file>), which the tests and the load
+test run on."""
+
+import os
+import tempfile
+
+import libvirt
+
+from .domains import DomainState, state_of
+
+# Undefine also what a domain may carry beside its definition; the test
+# driver knows only the first two flags.
+_UNDEFINE_FLAGS_TEST = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+_UNDEFINE_FLAGS = (_UNDEFINE_FLAGS_TEST |
+                   libvirt.VIR_DOMAIN_UNDEFINE_NVRAM |
+                   libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+
+
+class Daemon:
+    """libvirtd: every connection sees the same host, and serves at most 5
+    requests in flight (max_client_requests), so each caller borrows one of
+    a few connections."""
+    shares_one_connection = False
+    undefine_flags = _UNDEFINE_FLAGS
+
+    # It migrates; its job stats say when a migration runs.
+    migrates = True
+
+    @staticmethod
+    def start_paused(dom):
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+
+    @staticmethod
+    def paused_for_incoming(reason):
+        # An incoming domain shows paused while it arrives: starting up,
+        # then for the migration; once arrived it runs, or is paused for
+        # another reason (a guest paused on the source: USER).
+        return reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                          libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
+
+    @staticmethod
+    def restore(conn, path, uuid, paused):
+        conn.restoreFlags(path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED
+                          if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING)
+
+
+class TestDriver:
+    """libvirt's test driver: every connection to a `test:///<file>` URI is
+    a private host of its own, so all callers share one connection (else
+    they would not see each other's domains); and it takes fewer flags."""
+    shares_one_connection = True
+    undefine_flags = _UNDEFINE_FLAGS_TEST
+
+    # It cannot migrate (NO_SUPPORT, or ARGUMENT_UNSUPPORTED for peer to
+    # peer) and has no job stats.
+    migrates = False
+
+    @staticmethod
+    def paused_for_incoming(reason):
+        # No real incoming migration here: the tests and the load test
+        # simulate one as a domain that appears paused, then resumes.
+        return True
+
+    @staticmethod
+    def start_paused(dom):
+        # It refuses VIR_DOMAIN_START_PAUSED.
+        dom.create()
+        dom.suspend()
+
+    @staticmethod
+    def restore(conn, path, uuid, paused):
+        # It takes no flag: set the state by hand.
+        conn.restore(path)
+        dom = conn.lookupByUUIDString(uuid)
+        state = state_of(dom)
+        if paused and state == DomainState.RUNNING:
+            dom.suspend()
+        elif not paused and state == DomainState.PAUSED:
+            dom.resume()
+
+
+def driver_of(conn):
+    return TestDriver if conn.getType().lower() == "test" else Daemon
+
+
+def private_test_host():
+    """A new, empty private instance of the test driver: (its URI, the
+    file that holds it, for the caller to remove)."""
+    fd, path = tempfile.mkstemp(prefix="vmjobs-testhost-", suffix=".xml")
+    with os.fdopen(fd, "w") as f:
+        f.write("<node/>\n")
+    return "test://" + path, path

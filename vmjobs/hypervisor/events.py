@@ -1,0 +1,116 @@
+"""Domain lifecycle events: libvirt's event loop (one thread per process),
+and the events of one adapter handed to subscribers by the domain's UUID.
+A subscriber's callback runs on the event-loop thread: it must not block.
+
+On a daemon the events come on a connection of their own, so that a
+broken one can be replaced without waiting for a borrower; on the test
+driver, on its one shared connection."""
+
+import logging
+import threading
+
+import libvirt
+
+from .connections import alive
+from .errors import translated
+
+log = logging.getLogger("vmjobs.hypervisor")
+
+_loop_lock = threading.Lock()   # guards _loop_thread
+_loop_thread = None
+
+
+def start_event_loop():
+    """libvirt's default event loop, once per process: needed before any
+    connection can deliver domain events. libvirt itself makes this
+    global. (Also silences libvirt's error printer, which writes every
+    error to stderr.)"""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _loop_thread = threading.Thread(
+            target=loop, name="libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+class Events:
+    def __init__(self, connections):
+        """Listen to the lifecycle events of every domain on
+        `connections`' host, from now until close()."""
+        self._connections = connections
+        # Guards _subscribers; callbacks are called after it is released.
+        self._subscribers_lock = threading.Lock()
+        self._subscribers = {}   # uuid -> {token: callback}
+        self._conn_lock = threading.Lock()   # guards _conn and _id
+        self._conn = None
+        self._id = None
+        with self._conn_lock:
+            self._listen(connections.shared or connections.open())
+        connections.on_reconnect = self.reconnect_if_lost
+
+    def subscribe(self, uuid, callback):
+        """Call `callback(event, detail)` on every lifecycle event of domain
+        `uuid`, from libvirt's event thread (so it must not block). Returns
+        a token for unsubscribe()."""
+        token = object()
+        with self._subscribers_lock:
+            self._subscribers.setdefault(uuid, {})[token] = callback
+        return token
+
+    def unsubscribe(self, uuid, token):
+        with self._subscribers_lock:
+            callbacks = self._subscribers.get(uuid, {})
+            callbacks.pop(token, None)
+            if not callbacks:
+                self._subscribers.pop(uuid, None)
+
+    def reconnect_if_lost(self):
+        """Listen on a new connection if ours broke (the daemon stopped or
+        restarted)."""
+        with self._conn_lock:
+            if not alive(self._conn):
+                log.warning("events connection lost: opening a new one")
+                self._listen(self._connections.open())
+
+    def close(self):
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    self._conn.domainEventDeregisterAny(self._id)
+                except libvirt.libvirtError:
+                    pass
+
+    def _listen(self, conn):
+        # Caller holds _conn_lock.
+        with translated("events"):
+            self._id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                self._on_lifecycle, None)
+        self._conn = conn
+
+    def _on_lifecycle(self, conn, dom, event, detail, opaque):
+        # On libvirt's event-loop thread: hand the event on, nothing more.
+        if not self._subscribers:
+            # Nobody listens (read without the lock: a subscriber being
+            # added looks the domain up after subscribing, so an event it
+            # misses here is a state it sees there).
+            return
+        try:
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError:
+            return
+        with self._subscribers_lock:
+            callbacks = list(self._subscribers.get(uuid, {}).values())
+        for callback in callbacks:
+            try:
+                callback(event, detail)
+            except Exception:
+                log.exception("lifecycle subscriber of %s failed", uuid)

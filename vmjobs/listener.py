@@ -1,0 +1,105 @@
+"""Who may connect: the checks the server makes on its listener at start
+and on each request before anything runs.
+
+- A Unix socket (the default) is reached only by root: the socket is
+  created 0600 and its directory, if the service creates it, 0700.
+- A TCP listener needs mutual TLS. Plain TCP starts only with `insecure`,
+  and then only on a loopback address, where it answers 403 to a request
+  whose Host header is not loopback (DNS rebinding).
+- A POST must say `Content-Type: application/json`: a web page cannot send
+  one without a CORS preflight, which the server never grants.
+"""
+
+import ipaddress
+import os
+import socket
+import stat
+
+from .config import ConfigError, parse_listen
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def check_listener(config):
+    """Refuse (ConfigError, saying why) a listener that is not secure:
+    plain TCP without `insecure`, or plain TCP off loopback."""
+    kind, address = parse_listen(config.listen)
+    if kind == "unix" or config.tls_cert:
+        return
+    host = address[0]
+    if not config.insecure:
+        raise ConfigError(
+            f"listen {config.listen}: plain TCP lets anyone who reaches the "
+            "port act as root here; give rpc.tls_cert, tls_key and tls_ca "
+            "(mutual TLS), listen on unix:PATH, or pass --insecure "
+            "(rpc.insecure = true) to serve plain TCP on loopback")
+    if not is_loopback(host):
+        raise ConfigError(
+            f"listen {config.listen}: --insecure serves plain TCP only on a "
+            "loopback address (127.0.0.1, ::1, localhost); use mutual TLS "
+            "to listen elsewhere")
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_header_allowed(value):
+    """True if a Host header names loopback or localhost (any port)."""
+    if not value:
+        return False
+    value = value.strip()
+    if value.startswith("["):              # [::1]:port
+        host, bracket, _ = value[1:].partition("]")
+        if not bracket:
+            return False
+    elif value.count(":") == 1:            # host:port
+        host = value.partition(":")[0]
+    else:
+        host = value
+    return is_loopback(host.lower().rstrip("."))
+
+
+def content_type_allowed(value):
+    """True for application/json, with parameters (charset...) or not."""
+    media_type = (value or "").partition(";")[0].strip().lower()
+    return media_type == JSON_MEDIA_TYPE
+
+
+def parse_content_length(value):
+    """The length as an int, or None if it is not ASCII digits only
+    (str.isdigit() takes '²' and other digits int() then refuses)."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+def prepare_unix_socket(path):
+    """Make way for a socket at `path`: create its directory 0700 if it is
+    missing; remove a stale socket left by a server that died. Refuse
+    (OSError) if something else is there, or a live server listens."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700)
+        os.chmod(directory, 0o700)         # makedirs' mode obeys the umask
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"{path} exists and is not a socket: refusing to "
+                      "replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)   # nobody accepts on it: left by a dead server
+        return
+    finally:
+        probe.close()
+    raise OSError(f"{path}: another server is listening there")

@@ -1,0 +1,112 @@
+"""The sandbox's supervisor: the first process of the private libvirtd's
+mount namespace (`python -m vmjobs.tools.supervisor DIR CACHE_DIR`, started
+by Sandbox.start under unshare). It mounts tmpfs over libvirt's system
+directories, runs libvirtd as its child and, as a child subreaper, reaps
+the QEMU processes libvirtd daemonizes; SIGTERM stops the daemon and the
+sandbox, SIGHUP restarts the daemon alone. Also the /proc helpers the
+sandbox shares."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
+                "/etc/libvirt")
+CACHE_MOUNT = "/var/cache/libvirt"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def supervise(directory, cache_dir):
+    """Runs as the namespace's first process: mounts, then libvirtd as a
+    child, reaping every orphan until libvirtd exits."""
+    for path in PRIVATE_DIRS:
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs",
+                        path], check=True)
+    os.makedirs(CACHE_MOUNT, exist_ok=True)
+    subprocess.run(["mount", "--bind", cache_dir, CACHE_MOUNT], check=True)
+    with open(os.path.join(directory, "conf", "qemu.conf")) as src, \
+            open("/etc/libvirt/qemu.conf", "w") as dst:
+        dst.write(src.read())
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    command = [
+        "libvirtd", "-f", os.path.join(directory, "conf", "libvirtd.conf"),
+        "-p", os.path.join(directory, "run", "libvirtd.pid")]
+    daemon = subprocess.Popen(command)
+    # SIGTERM stops the daemon and the sandbox; SIGHUP restarts the daemon
+    # alone, its QEMU processes running on (as after a libvirtd upgrade).
+    restarting = []
+    signal.signal(signal.SIGTERM,
+                  lambda *_: kill(daemon.pid, signal.SIGTERM))
+
+    def restart(*_):
+        restarting.append(True)
+        kill(daemon.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGHUP, restart)
+    while True:
+        try:
+            pid, _ = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid != daemon.pid:
+            continue
+        if restarting:
+            restarting.clear()
+            daemon = subprocess.Popen(command)
+            continue
+        # QEMU processes outlive libvirtd: end them, then reap them.
+        for child in children(os.getpid()):
+            kill(child, signal.SIGKILL)
+
+
+def children(pid):
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie counts as gone: our Popen never waits for it.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    supervise(*sys.argv[1:3])
