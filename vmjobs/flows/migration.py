@@ -11,6 +11,8 @@ timeout."""
 import threading
 import time
 
+import workers
+
 from .. import domxml
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError
@@ -20,6 +22,10 @@ from .steps import PUBLIC_STATUS, ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):
+    # Ahead of queued creations and restores: a guest that arrives is
+    # committed at once, not after the whole queue (workers/lanes.py says
+    # why a creation still cannot starve).
+    priority = workers.Priority.HIGH
     job_type = "migration-destination"
     staged_status = VmStatus.MIGRATION_DESTINATION
     error_class = MigrateError

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 
+import workers
 from workers import JobAborted, JobStatus
 
 from ..client import RemoteError
@@ -49,6 +50,8 @@ class DestinationRefused(VdsmError):
 
 
 class MigrationSourceJob(VmJob):
+    # Ahead of queued creations and restores, as the destination's job.
+    priority = workers.Priority.HIGH
     job_type = "migration-source"
     error_class = MigrateError
     # Seconds between looks at libvirt's job while the transfer runs (for

@@ -16,6 +16,8 @@ arrives."""
 import logging
 import threading
 
+import workers
+
 from .. import domxml
 from ..errors import CreateError
 from ..hypervisor import DomainState
@@ -27,6 +29,8 @@ log = logging.getLogger("vmjobs.flows.recover")
 
 
 class RecoverJob(StartupJob):
+    # Ahead of anything queued: the verbs wait for recovery to end.
+    priority = workers.Priority.HIGH
     job_type = "recover"
     # Never seen through the verbs: they answer `recovery` meanwhile.
     staged_status = VmStatus.WAIT_FOR_LAUNCH
