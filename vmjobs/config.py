@@ -37,8 +37,9 @@ class Config:
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
     # Incoming migrations at once (VM.migrationCreate's incomingLimit
-    # default); each holds a worker while it waits, so keep it below
-    # `workers`.
+    # default, and its bound: a caller's higher limit is lowered to it). A
+    # migration waiting for its guest is parked and holds no worker, so
+    # this does not depend on `workers`.
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0

@@ -3,12 +3,12 @@ persistent, commit. Its reservation also checks, before the verb answers,
 that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
-job only waits for it. Waiting is driven by libvirt's lifecycle events for
-the VM's UUID, with a lookup every `check_interval` seconds as a safety net
-(an event can be lost with a connection), and ends on arrival, abort or
-timeout."""
+job only waits for it, parked (workers/park.py): it holds no worker while
+it waits, stays `running` in step wait-arrival, and can be aborted. It is
+woken by libvirt's lifecycle events for the VM's UUID, and every
+`check_interval` seconds as a safety net (an event can be lost with a
+connection); the wait ends on arrival, abort or timeout."""
 
-import threading
 import time
 
 import workers
@@ -37,9 +37,9 @@ class MigrationDestinationJob(StartupJob):
         self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval
-        # Set on every lifecycle event of the VM and on abort: the waiting
-        # job then looks again.
-        self._wake = threading.Event()
+        # The subscription to the VM's lifecycle events, while it waits.
+        self._events = None
+        self._deadline = None
 
     def reserve(self):
         """Stage the vmId, refusing (MigrateLimit) beyond the incoming
@@ -54,21 +54,43 @@ class MigrationDestinationJob(StartupJob):
             self.release()
             raise MigrateError(str(exc)) from None
 
-    def abort(self):
-        super().abort()
-        self._wake.set()
-
     def run(self):
+        self.step("prepare")
+        # Every lifecycle event of the VM wakes the job (a wake before it
+        # parks is not lost: it looks again at once).
+        self._events = self.hv.subscribe(
+            self.vm_id, lambda event, detail: self.wake())
+        self._deadline = time.monotonic() + self.arrival_timeout
+        return self._look()
+
+    def _look(self, reason=None):
+        """Look for the incoming domain: at first (`reason` None: the job
+        enters step wait-arrival), then each time the job is woken (an
+        event, the safety-net interval, the deadline, or an abort). Not there yet: park again, holding no worker. Arrived: make
+        it persistent and ours, and commit. Anything else first removes
+        whatever arrived."""
         vm_id = self.vm_id
         with Rollback() as rollback:
-            self.step("prepare")
             # reserve() checked that no domain had this UUID once the VM was
             # staged: whatever has the UUID now is the incoming domain, ours
             # to remove if the migration does not end in a commit.
             rollback.push(f"remove incoming domain {vm_id}", self.hv.remove,
                           vm_id)
-            self.step("wait-arrival")
-            arrived = self._wait_for_arrival()
+            if reason is None:
+                self.step("wait-arrival")
+            else:
+                self.check_abort()
+            arrived = self.hv.arrival(vm_id)
+            if arrived not in PUBLIC_STATUS:
+                now = time.monotonic()
+                if now >= self._deadline:
+                    raise MigrateError(
+                        f"VM {vm_id} did not arrive within "
+                        f"{self.arrival_timeout:g} s")
+                # Parked again in the same step (the step hooks ran once,
+                # when the job entered it).
+                return workers.Park(self._look, min(
+                    self._deadline, now + self.check_interval))
             self.step("persist")
             self.hv.persist(vm_id)
             self.hv.set_metadata(vm_id, domxml.METADATA_NS,
@@ -78,27 +100,7 @@ class MigrationDestinationJob(StartupJob):
             self.step("commit")
             self.commit(PUBLIC_STATUS[arrived])
 
-    def _wait_for_arrival(self):
-        """Return the domain's state (running, or paused: a guest paused on
-        the source arrives paused) once its migration has ended here; raise
-        on abort or timeout."""
-        token = self.hv.subscribe(self.vm_id,
-                                  lambda event, detail: self._wake.set())
-        try:
-            deadline = time.monotonic() + self.arrival_timeout
-            while True:
-                # Clear before looking, so an event during the look is not
-                # lost: it makes the next wait return at once.
-                self._wake.clear()
-                self.check_abort()
-                arrived = self.hv.arrival(self.vm_id)
-                if arrived in PUBLIC_STATUS:
-                    return arrived
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise MigrateError(
-                        f"VM {self.vm_id} did not arrive within "
-                        f"{self.arrival_timeout:g} s")
-                self._wake.wait(min(remaining, self.check_interval))
-        finally:
-            self.hv.unsubscribe(self.vm_id, token)
+    def on_ended(self):
+        if self._events is not None:
+            self.hv.unsubscribe(self.vm_id, self._events)
+        super().on_ended()
