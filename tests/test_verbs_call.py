@@ -7,8 +7,9 @@ from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
 from conftest import new_id, vm_params, wait_job
 
 STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
-              "public", "external_domains", "stopped_domains", "jobs_done",
-              "jobs_failed", "jobs_aborted", "recovering"}
+              "public", "external_domains", "stopped_domains",
+              "unowned_domains", "jobs_done", "jobs_failed", "jobs_aborted",
+              "recovering"}
 
 
 @pytest.mark.parametrize("method", ["VM.nosuch", "Nope.ping", "ping",

@@ -24,9 +24,11 @@ from .errors import (GeneralException, InvalidParams, JobNotActive,
                      ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     MigrationSourceJob, RestoreJob)
-from .host import host_stats
+from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
-from .params import (parse_create, parse_migrate, parse_migration,
+from .metrics import Metrics
+from .params import (parse_create, parse_graceful_attempts, parse_migrate,
+                     parse_migration,
                      parse_vm_id, reject_surrogates)
 from .recovery import Recovery
 from .registry import VmRegistry
@@ -36,7 +38,8 @@ log = logging.getLogger("vmjobs.api")
 # verb -> (method, parameter names in positional order)
 VERBS = {
     "Host.ping": ("host_ping", ()),
-    "Host.getVMList": ("host_get_vm_list", ("fullStatus",)),
+    "Host.getVMList": ("host_get_vm_list",
+                       ("fullStatus", "vmList", "onlyUUID")),
     "Host.getAllVmStats": ("host_get_all_vm_stats", ()),
     "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
     "Host.getStats": ("host_get_stats", ()),
@@ -45,7 +48,7 @@ VERBS = {
                            ("vmID", "params", "incomingLimit")),
     "VM.migrate": ("vm_migrate", ("vmID", "params")),
     "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
-    "VM.destroy": ("vm_destroy", ("vmID",)),
+    "VM.destroy": ("vm_destroy", ("vmID", "gracefulAttempts")),
     "VM.getStats": ("vm_get_stats", ("vmID",)),
     "Job.abort": ("job_abort", ("jobId",)),
     "Job.delete": ("job_delete", ("jobId",)),
@@ -68,8 +71,10 @@ class API:
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
         self.registry = VmRegistry()
+        self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
-                                     self.config.max_ended)
+                                     self.config.max_ended,
+                                     on_ended=self.metrics.job_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs")
         self._step_hook = step_hook
@@ -78,6 +83,7 @@ class API:
         self.Job = _Namespace(self, "Job")
         self.recovery = Recovery(self.hv, self.registry, self.jobs,
                                  self.pool, self._job_args())
+        self.metrics.watch(self)
         try:
             self.recovery.start()
         except BaseException:
@@ -128,13 +134,9 @@ class API:
     def host_ping(self):
         return True
 
-    def host_get_vm_list(self, fullStatus=False):
-        if not isinstance(fullStatus, bool):
-            raise InvalidParams("fullStatus", "must be true or false")
-        vms = self.registry.public()
-        if fullStatus:
-            return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
-        return [vm.vm_id for vm in vms]
+    def host_get_vm_list(self, fullStatus=False, vmList=None,
+                         onlyUUID=False):
+        return vm_list(self.registry, fullStatus, vmList, onlyUUID)
 
     def host_get_all_vm_stats(self):
         return [vm.stats() for vm in self.registry.public()]
@@ -152,13 +154,14 @@ class API:
                 if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
-        return host_stats(self.pool, self.registry, self.recovery, self.hv)
+        return host_stats(self.pool, self.registry, self.recovery, self.hv,
+                          self.jobs)
 
     # -- VM -------------------------------------------------------------------
 
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
-        self._check_host_access(spec)
+        policy.check_host_access(spec, self.hv, self.config)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
         else:
@@ -174,7 +177,7 @@ class API:
 
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
-        self._check_host_access(spec)
+        policy.check_host_access(spec, self.hv, self.config)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -210,8 +213,10 @@ class API:
         self._queue(job)
         return {"jobId": job.id}
 
-    def vm_destroy(self, vmID=None):
-        return destroy(self.hv, self.registry, parse_vm_id(vmID))
+    def vm_destroy(self, vmID=None, gracefulAttempts=0):
+        return destroy(self.hv, self.registry, parse_vm_id(vmID),
+                       parse_graceful_attempts(gracefulAttempts),
+                       jobs=self.jobs)
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -256,17 +261,6 @@ class API:
         return Client(server, cert=config.tls_cert, key=config.tls_key,
                       ca=config.tls_ca, timeout=timeout)
 
-    def _check_host_access(self, spec):
-        """What the request names on the host (policy.py): refused with
-        -32602 before anything is staged or queued."""
-        if spec.restore_state is not None:
-            hostfiles.state_path(spec.restore_state, "restoreState",
-                                 self.config.state_dirs)
-            policy.check_state_file(self.hv, spec.restore_state,
-                                    self.config.image_dirs)
-        elif spec.xml is not None:
-            policy.check_engine_xml(spec.xml, self.config.image_dirs)
-
     def _job_args(self):
         return {"on_step": self._step_hook,
                 "timeout": self.config.job_timeout}
@@ -277,6 +271,7 @@ class API:
         release its reservation: a refused request leaves no trace."""
         job.reserve()
         self.jobs.add(job)
+        _refuse_if_aborted(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
@@ -284,6 +279,16 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        _refuse_if_aborted(job)
+
+
+def _refuse_if_aborted(job):
+    """A job aborted (by a VM.destroy) before its verb answered has been
+    undone by its end handling: the verb answers the flow's error, never
+    success, which would tell an engine (a migration's source) to go on."""
+    if job.status is workers.JobStatus.ABORTED:
+        raise job.error_class(f"VM {job.vm_id} was destroyed before its "
+                              "job could start")
 
 
 def _bind(method, param_names, params):

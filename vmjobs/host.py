@@ -1,13 +1,52 @@
-"""What the host holds, counted: Host.getStats' answer, and what a stop
-leaves behind."""
+"""What the host holds, listed and counted: Host.getVMList's and
+Host.getStats' answers, and what a stop leaves behind."""
+
+from workers import JobStatus
 
 from . import domxml
+from .errors import InvalidParams
 from .hypervisor import DomainState
 
+MIGRATION_DESTINATION = "migration-destination"   # its job_type
 
-def host_stats(pool, registry, recovery, hv):
+
+def received_ids(jobs):
+    """The vmIds of the migrations still listed in `jobs` (the job table)
+    that we were asked to receive and that did not commit: a domain with
+    one of them is ours even without metadata (it may have arrived after
+    its job ended)."""
+    return {job.vm_id for job in jobs.jobs()
+            if job.job_type == MIGRATION_DESTINATION and
+            job.status is not JobStatus.DONE}
+
+
+def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
+    """Host.getVMList, as VDSM's: only the VMs of `vm_ids` (vmList) when it
+    is not empty (unknown ids skipped); only_uuid asks for ids, which is
+    what comes without full_status anyway (and, as in VDSM, full_status
+    wins)."""
+    for name, value in (("fullStatus", full_status),
+                        ("onlyUUID", only_uuid)):
+        if not isinstance(value, bool):
+            raise InvalidParams(name, "must be true or false")
+    vms = registry.public()
+    if vm_ids is not None:
+        if not isinstance(vm_ids, list) or \
+                not all(isinstance(v, str) for v in vm_ids):
+            raise InvalidParams("vmList", "must be a list of vmIds")
+        wanted = set(vm_ids)
+        vms = [vm for vm in vms if not wanted or vm.vm_id in wanted]
+    if full_status:
+        return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
+    return [vm.vm_id for vm in vms]
+
+
+def host_stats(pool, registry, recovery, hv, jobs):
     """Host.getStats: the pool's counts, the registries', and libvirt's
-    domains that are not (or no longer) VMs of ours."""
+    domains that are not (or no longer) VMs of ours: external (not ours),
+    stopped (ours, defined, not running: recovery leaves them alone) and
+    unowned (ours, running in no registry: a failed recovery, an arrived
+    migration its job could not commit)."""
     # Read first: once recovery is over, the counts read after it show
     # what recovery left (reading it last, after the libvirt listing,
     # could report recovery over with the counts of a moment before).
@@ -15,12 +54,17 @@ def host_stats(pool, registry, recovery, hv):
     pool_stats = pool.stats()
     counts = registry.counts()
     known = registry.known_ids()
-    external = stopped = 0
+    received = received_ids(jobs)
+    external = stopped = unowned = 0
     for domain in hv.list_domains(domxml.METADATA_NS):
-        if domain.metadata is None:
+        if domain.uuid in known:
+            continue
+        if domain.metadata is None and domain.uuid not in received:
             external += 1
-        elif domain.state == DomainState.SHUTOFF and domain.uuid not in known:
+        elif domain.state == DomainState.SHUTOFF:
             stopped += 1
+        else:
+            unowned += 1
     return {
         "workers": pool_stats["workers"],
         "queue_size": pool_stats["queue_size"],
@@ -30,6 +74,7 @@ def host_stats(pool, registry, recovery, hv):
         "public": counts["public"],
         "external_domains": external,
         "stopped_domains": stopped,
+        "unowned_domains": unowned,
         "jobs_done": pool_stats["done"],
         "jobs_failed": pool_stats["failed"],
         "jobs_aborted": pool_stats["aborted"],

@@ -28,6 +28,9 @@ class VmStatus(StrEnum):
     WAIT_FOR_LAUNCH = "WaitForLaunch"
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
+    # A vmId held by VM.destroy while it removes a domain in neither
+    # registry (VDSM's word for a VM going away).
+    DOWN = "Down"
 
 
 class VmBusy(Exception):
@@ -44,6 +47,9 @@ class Vm:
     # migration-source job or a destroy.Destruction while public; None when
     # it is just up.
     job: object = None
+    # The status a claimed public VM had before its claim: release() puts
+    # it back, so a claim's end never needs it from the claimer.
+    status_before_claim: VmStatus | None = None
 
     def stats(self):
         """VM.getStats' answer."""
@@ -113,18 +119,19 @@ class VmRegistry:
                     raise MigrateLimit(
                         f"{count} VMs already {status}, the limit is "
                         f"{max_with_status}")
-            self._public[vm_id] = dataclasses.replace(vm, status=status,
-                                                      job=job)
+            self._public[vm_id] = dataclasses.replace(
+                vm, status=status, job=job, status_before_claim=vm.status)
             return vm
 
-    def release(self, vm_id, job, status):
-        """End job's claim on the public VM, which keeps running as
-        `status`."""
+    def release(self, vm_id, job):
+        """End job's claim on the public VM, which keeps running with the
+        status it had before the claim."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is not None and vm.job is job:
-                self._public[vm_id] = dataclasses.replace(vm, status=status,
-                                                          job=None)
+                self._public[vm_id] = dataclasses.replace(
+                    vm, status=vm.status_before_claim, job=None,
+                    status_before_claim=None)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""

@@ -1,45 +1,65 @@
 """Migration destination: prepare, wait for the incoming domain, make it
-persistent, commit. Its reservation also checks, before the verb answers,
-that no domain with the VM's UUID is here yet.
+persistent and ours, commit. Its reservation also checks, before the
+verb answers, that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
-job only waits for it, parked (workers/park.py): it holds no worker while
-it waits, stays `running` in step wait-arrival, and can be aborted. It is
-woken by libvirt's lifecycle events for the VM's UUID, and every
-`check_interval` seconds as a safety net (an event can be lost with a
-connection); the wait ends on arrival, abort or timeout."""
+job only waits for it. Waiting is driven by libvirt's lifecycle events for
+the VM's UUID, with a lookup every `check_interval` seconds as a safety net
+(an event can be lost with a connection), and ends on arrival, abort or
+timeout. The rules of arrival and of the job's end are in arrival.py:
 
+- before arrival, any end but a commit removes what has the UUID, even if
+  the job never ran (the end handling does it, not run());
+- from arrival on, nothing destroys the domain: the job commits it, or
+  leaves it running and ours for recovery, and says so in its error.
+
+A domain that arrives after its job ended (the source began only after a
+timeout or an abort) is left running: it may be the guest's only copy. It
+is counted in Host.getStats' unowned_domains (its UUID is that of a
+migration job still listed), VM.destroy removes it, and the next recovery
+adopts it if it carries vmjobs metadata (the source was a vmjobs host)."""
+
+import dataclasses
+import threading
 import time
 
 import workers
+from workers import JobStatus
 
-from .. import domxml
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError
 from ..registry import VmStatus
-from .base import Rollback, StartupJob
-from .steps import PUBLIC_STATUS, ensure_no_domain
+from .arrival import (arrived_status, keep_for_recovery, make_ours,
+                      remove_unarrived)
+from .base import StartupJob
+from .steps import ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):
+    job_type = "migration-destination"
     # Ahead of queued creations and restores: a guest that arrives is
     # committed at once, not after the whole queue (workers/lanes.py says
     # why a creation still cannot starve).
     priority = workers.Priority.HIGH
-    job_type = "migration-destination"
     staged_status = VmStatus.MIGRATION_DESTINATION
     error_class = MigrateError
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
                  check_interval=1.0, incoming_limit=None, **kwargs):
-        super().__init__(spec, hypervisor, registry, **kwargs)
+        # The domain XML was needed only to check its UUID: the source
+        # sends the domain.
+        super().__init__(dataclasses.replace(spec, xml=None), hypervisor,
+                         registry, **kwargs)
         # At most this many migrations in at once (None: no limit).
         self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval
-        # The subscription to the VM's lifecycle events, while it waits.
-        self._events = None
-        self._deadline = None
+        # Set on every lifecycle event of the VM and on abort: the waiting
+        # job then looks again.
+        self._wake = threading.Event()
+        # When the domain arrived (monotonic), set once by the job's thread
+        # before any later step: from then on nothing destroys it.
+        self.arrived_at = None
 
     def reserve(self):
         """Stage the vmId, refusing (MigrateLimit) beyond the incoming
@@ -54,53 +74,71 @@ class MigrationDestinationJob(StartupJob):
             self.release()
             raise MigrateError(str(exc)) from None
 
+    def abort(self):
+        super().abort()
+        self._wake.set()
+
     def run(self):
         self.step("prepare")
-        # Every lifecycle event of the VM wakes the job (a wake before it
-        # parks is not lost: it looks again at once).
-        self._events = self.hv.subscribe(
-            self.vm_id, lambda event, detail: self.wake())
-        self._deadline = time.monotonic() + self.arrival_timeout
-        return self._look()
-
-    def _look(self, reason=None):
-        """Look for the incoming domain: at first (`reason` None: the job
-        enters step wait-arrival), then each time the job is woken (an
-        event, the safety-net interval, the deadline, or an abort). Not there yet: park again, holding no worker. Arrived: make
-        it persistent and ours, and commit. Anything else first removes
-        whatever arrived."""
-        vm_id = self.vm_id
-        with Rollback() as rollback:
-            # reserve() checked that no domain had this UUID once the VM was
-            # staged: whatever has the UUID now is the incoming domain, ours
-            # to remove if the migration does not end in a commit.
-            rollback.push(f"remove incoming domain {vm_id}", self.hv.remove,
-                          vm_id)
-            if reason is None:
-                self.step("wait-arrival")
-            else:
-                self.check_abort()
-            arrived = self.hv.arrival(vm_id)
-            if arrived not in PUBLIC_STATUS:
-                now = time.monotonic()
-                if now >= self._deadline:
-                    raise MigrateError(
-                        f"VM {vm_id} did not arrive within "
-                        f"{self.arrival_timeout:g} s")
-                # Parked again in the same step (the step hooks ran once,
-                # when the job entered it).
-                return workers.Park(self._look, min(
-                    self._deadline, now + self.check_interval))
+        self.step("wait-arrival")
+        status = self._wait_for_arrival()
+        try:
             self.step("persist")
-            self.hv.persist(vm_id)
-            self.hv.set_metadata(vm_id, domxml.METADATA_NS,
-                                 domxml.METADATA_PREFIX,
-                                 domxml.metadata_element(vm_id,
-                                                         self.spec.params))
+            make_ours(self.hv, self.vm_id, self.spec.params)
             self.step("commit")
-            self.commit(PUBLIC_STATUS[arrived])
+            self.commit(status)
+        except Exception as exc:   # a failure, or an abort (JobAborted)
+            why = str(exc) or type(exc).__name__
+            raise MigrateError(keep_for_recovery(
+                self.hv, self.vm_id, self.spec.params, why)) from None
 
     def on_ended(self):
-        if self._events is not None:
-            self.hv.unsubscribe(self.vm_id, self._events)
-        super().on_ended()
+        try:
+            if self.status is not JobStatus.DONE and self.arrived_at is None:
+                kept = remove_unarrived(self.hv, self.vm_id, self.spec.params,
+                                        f"job {self.status}")
+                if kept is not None:
+                    self.set_end_error(self.error_class.code, kept)
+        except Exception as exc:
+            self.set_end_error(
+                self.error_class.code,
+                f"removing incoming domain {self.vm_id} failed ({exc}): "
+                "Host.getStats counts it in unowned_domains; VM.destroy "
+                "removes it")
+        finally:
+            super().on_ended()
+
+    def _is_stuck(self, now=None):
+        # (workers.Job's, called under its lock.) Waiting for the source is
+        # not being stuck: arrival_timeout bounds the wait, and jobs.timeout
+        # counts from the arrival.
+        arrived_at = self.arrived_at
+        if arrived_at is None or self.timeout is None or self._status.ended:
+            return False
+        now = time.monotonic() if now is None else now
+        return now - arrived_at > self.timeout
+
+    def _wait_for_arrival(self):
+        """Return the VM's status once the domain arrived here; raise on
+        abort or timeout."""
+        token = self.hv.subscribe(self.vm_id,
+                                  lambda event, detail: self._wake.set())
+        try:
+            deadline = time.monotonic() + self.arrival_timeout
+            while True:
+                # Clear before looking, so an event during the look is not
+                # lost: it makes the next wait return at once.
+                self._wake.clear()
+                self.check_abort()
+                status = arrived_status(self.hv, self.vm_id)
+                if status is not None:
+                    self.arrived_at = time.monotonic()
+                    return status
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MigrateError(
+                        f"VM {self.vm_id} did not arrive within "
+                        f"{self.arrival_timeout:g} s")
+                self._wake.wait(min(remaining, self.check_interval))
+        finally:
+            self.hv.unsubscribe(self.vm_id, token)

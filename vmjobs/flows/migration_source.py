@@ -91,7 +91,7 @@ class MigrationSourceJob(VmJob):
         self.previous_status, self.params = vm.status, vm.params
 
     def release(self):
-        self.registry.release(self.vm_id, self, self.previous_status)
+        self.registry.release(self.vm_id, self)
 
     def abort(self):
         super().abort()

@@ -6,13 +6,15 @@
     events        libvirt's event loop, lifecycle events to subscribers
     drivers       what differs between a daemon and the test driver
     domains       domain states, listings, guest kinds
-    migration     live migration: flags, job stats, an incoming arrival
+    migration     live migration: flags, job stats, progress
     errors        libvirtError translated into HypervisorError
 """
 
 from .adapter import Hypervisor
-from .domains import DomainInfo, DomainState, GuestKind
+from .domains import (PAUSED_MIGRATION, PAUSED_OTHER, DomainInfo,
+                      DomainState, GuestKind)
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
 
 __all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
-           "GuestKind", "Hypervisor", "HypervisorError"]
+           "GuestKind", "Hypervisor", "HypervisorError", "PAUSED_MIGRATION",
+           "PAUSED_OTHER"]

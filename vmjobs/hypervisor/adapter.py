@@ -1,8 +1,9 @@
 """The adapter's verbs: a handful of calls by domain UUID (define, start,
-state, remove, save, restore, list, metadata, migrate), each on a
+state, remove, stop, save, restore, list, metadata, migrate), each on a
 connection lent for the call, with libvirtError translated into
 HypervisorError."""
 
+import functools
 import logging
 import os
 import time
@@ -10,16 +11,30 @@ import time
 import libvirt
 
 from .connections import Connections
-from .domains import (DomainState, domain_info, guest_kind, lookup,
-                      metadata_of, state_of)
+from .domains import (domain_info, guest_kind, lookup, metadata_of,
+                      state_and_reason_of, state_of)
 from .drivers import private_test_host
 from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
                      translated)
 from .events import Events, start_event_loop
-from .migration import (MIGRATE_FLAGS, arrival_of, is_migration, job_stats,
-                        migrate_params, outgoing_progress)
+from .migration import (MIGRATE_FLAGS, is_migration, job_stats,
+                        migrate_params, outgoing_progress, paused_incoming)
 
 log = logging.getLogger("vmjobs.hypervisor")
+
+
+def _read(method):
+    """A verb that only reads: if its connection is found lost (libvirtd
+    restarted since it was last used), it is made once more, on a new one.
+    Nothing was changed, so nothing can be done twice; a call that changes
+    something is never repeated (its caller must look, not assume)."""
+    @functools.wraps(method)
+    def read_once_more_if_lost(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectionLost:
+            return method(self, *args, **kwargs)
+    return read_once_more_if_lost
 
 
 class Hypervisor:
@@ -67,11 +82,21 @@ class Hypervisor:
         call (for the verbs, and for tooling that plays another client)."""
         return self._connections.lend()
 
+    @_read
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
             return None if dom is None else state_of(dom)
+
+    @_read
+    def state_reason(self, uuid):
+        """(state, reason): the domain's state, and for a paused one why
+        (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
+        there is no such domain."""
+        with self.connection() as conn, translated("state"):
+            dom = lookup(conn, uuid)
+            return (None, None) if dom is None else state_and_reason_of(dom)
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -87,8 +112,11 @@ class Hypervisor:
             else:
                 dom.create()
 
-    def remove(self, uuid):
-        """Destroy the domain if it runs and undefine it if it is defined.
+    def remove(self, uuid, graceful_attempts=0, keep_definition=False):
+        """Destroy the domain if it runs and undefine it if it is defined
+        (unless `keep_definition`); with graceful_attempts, first that many
+        graceful destroys (QEMU asked to terminate, flushing its caches;
+        libvirt bounds each), as VDSM's destroy does, then the forced one.
         Whatever part is already gone is fine: removal is idempotent, so
         when the daemon is lost (restarting) it is tried again until it is
         back, up to reconnect_timeout: an undo must not be left half done.
@@ -96,7 +124,8 @@ class Hypervisor:
         deadline = time.monotonic() + self.reconnect_timeout
         while True:
             try:
-                return self._remove_once(uuid)
+                return self._remove_once(uuid, graceful_attempts,
+                                         keep_definition)
             except ConnectionLost:
                 if time.monotonic() > deadline:
                     raise
@@ -104,14 +133,30 @@ class Hypervisor:
                             uuid)
                 time.sleep(0.2)
 
-    def _remove_once(self, uuid):
+    def stop(self, uuid):
+        """Destroy the domain if it runs, keeping its definition (as
+        remove() does, retried until the daemon is back)."""
+        return self.remove(uuid, keep_definition=True)
+
+    def _remove_once(self, uuid, graceful_attempts, keep_definition):
         with self.connection() as conn, translated("remove"):
             dom = lookup(conn, uuid)
             if dom is None:
                 return False
+            for attempt in range(graceful_attempts):
+                try:
+                    dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+                    break
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                        break   # stopped already
+                    log.info("graceful destroy %d of %d of %s: %s",
+                             attempt + 1, graceful_attempts, uuid, exc)
             ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
-            ignoring(lambda: dom.undefineFlags(self._driver.undefine_flags),
-                     NO_DOMAIN, OPERATION_INVALID)
+            if not keep_definition:
+                ignoring(lambda: dom.undefineFlags(
+                    self._driver.undefine_flags), NO_DOMAIN,
+                    OPERATION_INVALID)
             return True
 
     def save(self, uuid, path):
@@ -119,6 +164,7 @@ class Hypervisor:
         with self.connection() as conn, translated("save"):
             conn.lookupByUUIDString(uuid).save(path)
 
+    @_read
     def saved_domain_xml(self, path):
         """The domain XML inside a saved-state file (the file is only read)."""
         with self.connection() as conn, translated("read saved state"):
@@ -149,6 +195,7 @@ class Hypervisor:
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
                             prefix, metadata_ns, flags)
 
+    @_read
     def list_domains(self, metadata_ns):
         """Every domain: running, paused and defined-but-stopped ones, with
         our metadata element where it carries one."""
@@ -156,6 +203,7 @@ class Hypervisor:
             domains = conn.listAllDomains(0)
             return [domain_info(dom, metadata_ns) for dom in domains]
 
+    @_read
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
             return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)
@@ -209,13 +257,4 @@ class Hypervisor:
         with self.connection() as conn, translated("job stats"):
             if is_migration(job_stats(conn, uuid)):
                 return True
-        return self.arrival(uuid) == DomainState.INCOMING
-
-    def arrival(self, uuid):
-        """Where an incoming migration of the domain is: None (nothing here
-        yet, or no more), INCOMING (the transfer runs), or RUNNING / PAUSED
-        once it has ended here (a guest paused on the source arrives
-        paused: "arrived" is "the migration ended", not "running")."""
-        with self.connection() as conn, translated("state"):
-            dom = lookup(conn, uuid)
-            return None if dom is None else arrival_of(dom, self._driver)
+        return paused_incoming(*self.state_reason(uuid))

@@ -34,14 +34,6 @@ class Daemon:
         dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
 
     @staticmethod
-    def paused_for_incoming(reason):
-        # An incoming domain shows paused while it arrives: starting up,
-        # then for the migration; once arrived it runs, or is paused for
-        # another reason (a guest paused on the source: USER).
-        return reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
-                          libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
-
-    @staticmethod
     def restore(conn, path, uuid, paused):
         conn.restoreFlags(path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED
                           if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING)
@@ -57,12 +49,6 @@ class TestDriver:
     # It cannot migrate (NO_SUPPORT, or ARGUMENT_UNSUPPORTED for peer to
     # peer) and has no job stats.
     migrates = False
-
-    @staticmethod
-    def paused_for_incoming(reason):
-        # No real incoming migration here: the tests and the load test
-        # simulate one as a domain that appears paused, then resumes.
-        return True
 
     @staticmethod
     def start_paused(dom):

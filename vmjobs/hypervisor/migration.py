@@ -1,11 +1,11 @@
 """Live migration as the adapter sees it: the flags a source migrates
-with, and what libvirt's job stats and state reasons say about a migration
-under way (libvirt's facts: LIBVIRT.md's live-migration section, measured
+with, and what libvirt's job stats and a domain's pause reason say about a
+migration under way (libvirt's facts: LIBVIRT.md's live-migration section, measured
 on two sandboxes)."""
 
 import libvirt
 
-from .domains import DomainState, state_of
+from .domains import PAUSED_MIGRATION, DomainState
 from .errors import NO_DOMAIN, OPERATION_INVALID
 
 # Live, peer to peer (the source libvirtd drives it, as VDSM does), the
@@ -65,10 +65,6 @@ def is_migration(stats):
     return stats is not None and stats.get("operation") in _MIGRATIONS
 
 
-def arrival_of(dom, driver):
-    """An incoming domain's arrival (see Hypervisor.arrival)."""
-    state, reason = dom.state()
-    if state == libvirt.VIR_DOMAIN_PAUSED and \
-            driver.paused_for_incoming(reason):
-        return DomainState.INCOMING
-    return state_of(dom)
+def paused_incoming(state, reason):
+    """A destination shows an incoming domain paused while it arrives."""
+    return state is DomainState.PAUSED and reason == PAUSED_MIGRATION
