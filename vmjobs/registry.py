@@ -77,13 +77,7 @@ class VmRegistry:
         with self._lock:
             if vm_id in self._staged or vm_id in self._public:
                 raise VmExists(f"VM {vm_id} already exists")
-            if max_with_status is not None:
-                count = sum(1 for other in self._staged.values()
-                            if other.status == status)
-                if count >= max_with_status:
-                    raise MigrateLimit(
-                        f"{count} VMs already {status}, the limit is "
-                        f"{max_with_status}")
+            _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
 
     def publish(self, vm_id, status, job, params=None):
@@ -112,13 +106,7 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
-            if max_with_status is not None:
-                count = sum(1 for other in self._public.values()
-                            if other.status == status)
-                if count >= max_with_status:
-                    raise MigrateLimit(
-                        f"{count} VMs already {status}, the limit is "
-                        f"{max_with_status}")
+            _refuse_beyond(self._public, status, max_with_status)
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, job=job, status_before_claim=vm.status)
             return vm
@@ -174,3 +162,14 @@ class VmRegistry:
     def counts(self):
         with self._lock:
             return {"staged": len(self._staged), "public": len(self._public)}
+
+
+def _refuse_beyond(vms, status, limit):
+    """Raise MigrateLimit if `limit` (None: no limit) VMs of `vms` already
+    have `status`. (Caller holds the registry's lock.)"""
+    if limit is None:
+        return
+    count = sum(1 for other in vms.values() if other.status == status)
+    if count >= limit:
+        raise MigrateLimit(f"{count} VMs already {status}, the limit is "
+                           f"{limit}")
