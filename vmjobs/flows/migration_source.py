@@ -70,8 +70,8 @@ class MigrationSourceJob(VmJob):
         self.migration_timeout = target.timeout or default_timeout
         self.outgoing_limit = outgoing_limit
         self._connect = connect
-        # Set by reserve() when it claims the VM: what to give it back.
-        self.previous_status = None
+        # The VM's params, read by reserve() when it claims the VM: the
+        # destination keeps them.
         self.params = {}
         # Set on abort and when the transfer ends: the monitor looks again.
         self._wake = threading.Event()
@@ -88,7 +88,7 @@ class MigrationSourceJob(VmJob):
                                      self, self.outgoing_limit)
         except VmBusy as exc:
             raise MigrateError(f"cannot migrate: {exc}") from None
-        self.previous_status, self.params = vm.status, vm.params
+        self.params = vm.params
 
     def release(self):
         self.registry.release(self.vm_id, self)
