@@ -64,7 +64,7 @@ class API:
         self.hv = hypervisor or Hypervisor(
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
-        self.registry = VmRegistry()
+        self.registry = VmRegistry(self.config.publish)
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
@@ -128,13 +128,13 @@ class API:
     def host_get_vm_list(self, fullStatus=False):
         if not isinstance(fullStatus, bool):
             raise InvalidParams("fullStatus", "must be true or false")
-        vms = self.registry.public()
+        vms = self.registry.listed()
         if fullStatus:
             return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
         return [vm.vm_id for vm in vms]
 
     def host_get_all_vm_stats(self):
-        return [vm.stats() for vm in self.registry.public()]
+        return [vm.stats() for vm in self.registry.listed()]
 
     def host_get_jobs(self, job_type=None, job_ids=None):
         if job_type is not None and not isinstance(job_type, str):
@@ -253,7 +253,9 @@ class API:
     def _queue(self, job):
         """Reserve what the job needs (refused: the job's own VdsmError),
         list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace."""
+        release its reservation: a refused request leaves no trace, not
+        even in the list verbs of accept mode, which show a staged VM only
+        once its job is accepted here."""
         job.reserve()
         self.jobs.add(job)
         try:
@@ -263,6 +265,7 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        self.registry.accept(job.vm_id, job)
 
 
 def _bind(method, param_names, params):

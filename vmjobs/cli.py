@@ -19,6 +19,7 @@ SERVICE_FLAGS = {
     "queue_size": "queue_size", "log_file": "log_file",
     "stop_mode": "stop_mode", "insecure": "insecure",
     "state_dir": "state_dirs", "image_dir": "image_dirs",
+    "publish": "publish",
 }
 
 
@@ -140,6 +141,10 @@ def _service_flags(parser):
     parser.add_argument("--queue-size", type=int)
     parser.add_argument("--log-file", help="path, or '-' for stderr")
     parser.add_argument("--stop-mode", choices=("drain", "abort"))
+    parser.add_argument("--publish", choices=("commit", "accept"),
+                        help="list a VM from its job's commit (default) or "
+                        "from the moment its verb answers, with its staged "
+                        "status")
 
 
 def _client_flags(parser):

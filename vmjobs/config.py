@@ -68,6 +68,10 @@ class Config:
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
+    # When the list verbs show a VM: at its job's commit, or (accept) as
+    # soon as its verb answered, with its staged status, as VDSM did
+    # before the staging area. Nothing else differs (API.md "Publish mode").
+    publish: str = "commit"
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
     log_level: str = "INFO"
@@ -184,6 +188,8 @@ SETTINGS = [
     Setting("rpc", "tls_ca", "tls_ca", str, optional=True),
     Setting("storage", "state_dirs", "state_dirs", list),
     Setting("storage", "image_dirs", "image_dirs", list),
+    Setting("registry", "publish", "publish", str,
+            choices=("commit", "accept")),
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort")),
     Setting("log", "file", "log_file", str, optional=True),
