@@ -12,10 +12,12 @@ import pytest
 from vmjobs.errors import NoVM, VmExists
 from vmjobs.registry import PublishMode, VmRegistry, VmStatus
 from vmjobs.tools import simulation
+from vmjobs.tools.client import Client
 
 from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
                       our_domains, vm_params, wait_job)
 from test_migration_destination import domain_xml, incoming
+from serve import ServeProcess
 from test_restore import hibernated_vm, restore
 
 
@@ -166,6 +168,31 @@ def test_listed_staged_vm_is_neither_public_nor_free(make_api, tmp_path):
     gate.release.set()
     assert wait_job(api, created["jobId"])["status"] == "done"
     assert_quiet_and_clean(api)
+
+
+def test_serve_publish_accept_flag(tmp_path):
+    """`vmjobs serve --publish accept`: an incoming migration waiting for
+    its domain is listed over JSON-RPC, staged, until VM.destroy aborts
+    it; the stop summary counts registries, not the listing."""
+    server = ServeProcess("--listen", f"unix:{tmp_path}/vmjobs.sock",
+                          "--state-dir", str(tmp_path), "--publish",
+                          "accept", tmp_path=tmp_path)
+    try:
+        vm_id = new_id()
+        with Client(server.address) as client:
+            answer = client.call("VM.migrationCreate",
+                                 {"vmID": vm_id, "params": incoming(vm_id)})
+            assert client.call("Host.getVMList", {"fullStatus": True}) == [
+                {"vmId": vm_id, "status": "Migration Destination"}]
+            stats = client.call("Host.getAllVmStats")
+            assert [(s["vmId"], s["staging"], s["jobId"]) for s in stats] \
+                == [(vm_id, True, answer["params"]["jobId"])]
+            assert client.call("VM.destroy", {"vmID": vm_id}) is True
+            assert client.call("Host.getVMList") == []
+    finally:
+        status, out, err = server.stop()
+    assert status == 0, err
+    assert "public=0 staged=0" in out
 
 
 # -- the registry's listing, the only place the mode is read ---------------
