@@ -6,6 +6,7 @@ import uuid
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,19 +15,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class ServeProcess:
     """`vmjobs serve ARGS`, started and ready (it printed its address)."""
 
-    def __init__(self, *args, config=None, tmp_path=None, log_name="serve"):
+    def __init__(self, *args, config=None, tmp_path=None, log_name="serve",
+                 env=None):
         command = [sys.executable, "-m", "vmjobs", "serve", *args]
         if config is not None:
             path = tmp_path / "vmjobs.conf"
             path.write_text(config)
             command += ["--config", str(path)]
+        elif "--config" not in args:   # not the host's /etc/vmjobs
+            command += ["--config", os.devnull]
+        if "--lock-file" not in args:   # not the host's /run/vmjobs
+            self._lock_dir = tempfile.TemporaryDirectory()
+            command += ["--lock-file", os.path.join(self._lock_dir.name,
+                                                    "vmjobs.lock")]
         if "--log-file" not in args:
             command += ["--log-file", str(tmp_path / f"{log_name}.log")
                         if tmp_path else "-"]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT))
+            env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
         line = self.process.stdout.readline()   # blocks until ready
         if not line.startswith("vmjobs: serving on "):
             self.process.kill()

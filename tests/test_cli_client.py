@@ -43,8 +43,9 @@ def test_call_jobs_vms(server):
     job_id = json.loads(result.stdout)["jobId"]
     jobs = vmjobs(server, "jobs")
     assert jobs.returncode == 0
-    assert re.search(rf"{job_id[:8]}\s+create\s+{vm_id[:8]}\s+\w+",
-                     jobs.stdout)
+    assert re.search(rf"{job_id}\s+create\s+{vm_id}\s+\w+", jobs.stdout)
+    one = vmjobs(server, "jobs", job_id[:6])   # an id prefix
+    assert one.returncode == 0 and job_id in one.stdout
     waited = vmjobs(server, "call", "Host.getJobs", f'job_ids=["{job_id}"]')
     assert json.loads(waited.stdout)[job_id]["job_type"] == "create"
 
@@ -53,9 +54,15 @@ def test_call_failure_exits_non_zero_with_the_error(server):
     result = vmjobs(server, "call", "VM.getStats",
                     f"vmID={uuid.uuid4()}")
     assert result.returncode == 1
-    assert json.loads(result.stderr)["code"] == 1
+    assert result.stderr.startswith("vmjobs call: error 1 (noVM): ")
+    assert len(result.stderr.splitlines()) == 1
     result = vmjobs(server, "call", "VM.getStats", "vmID=nope")
-    assert json.loads(result.stderr)["data"] == {"param": "vmID"}
+    assert result.stderr.startswith("vmjobs call: error -32602 "
+                                    "(InvalidParams): ")
+    assert result.stderr.rstrip().endswith("[param: vmID]")
+    result = vmjobs(server, "call", "--json", "VM.getStats", "vmID=nope")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error"]["data"] == {"param": "vmID"}
 
 
 def test_vms_lists_public_vms(server):

@@ -79,6 +79,115 @@ def test_dump_reads_back():
     assert config.load_text(config.dump(defaults)) == defaults.validate()
 
 
+def readme_ini():
+    """The README's example configuration, verbatim."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    start = text.index("```ini\n") + len("```ini\n")
+    return text[start:text.index("```", start)]
+
+
+def test_readme_example_loads_verbatim(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text(readme_ini())
+    loaded = config.load(str(path))
+    assert loaded.workers == 4
+    assert loaded.uri is None and loaded.tls_cert is None
+    assert loaded.max_incoming == 2
+    assert loaded.origin("workers") == f"{path}:2"
+
+
+def test_inline_and_whole_line_comments():
+    loaded = config.load_text("# a comment\n[pool]   ; the pool\n"
+                              "workers = 3 # three\n; another\n"
+                              "queue_size = 9\t; nine\n"
+                              "[rpc]\nlisten = unix:/run/a#b.sock\n")
+    assert (loaded.workers, loaded.queue_size) == (3, 9)
+    # No blank before it: part of the value, not a comment.
+    assert loaded.listen == "unix:/run/a#b.sock"
+
+
+@pytest.mark.parametrize("line,allowed", [
+    ("workers = 0", "an integer from 1 to 1024"),
+    ("workers = 2000", "an integer from 1 to 1024"),
+    ("workers = many", "an integer from 1 to 1024"),
+    ("queue_size = 1.5", "an integer from 1 to 10000000"),
+])
+def test_error_names_file_line_key_and_range(tmp_path, line, allowed):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text(f"; pool\n[pool]\n\n{line}\n")
+    with pytest.raises(config.ConfigError) as error:
+        config.load(str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}:4: pool.")
+    assert line.split()[0] in message and allowed in message
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "infinity"])
+def test_nan_and_infinities_are_refused(value):
+    with pytest.raises(config.ConfigError, match="jobs.timeout.*finite"):
+        config.load_text(f"[jobs]\ntimeout = {value}\n")
+
+
+def test_a_key_twice_in_one_file_is_refused():
+    with pytest.raises(config.ConfigError, match="<config>:3.*line 2"):
+        config.load_text("[pool]\nworkers = 2\nworkers = 3\n")
+
+
+def test_flag_errors_name_the_flag():
+    result = vmjobs("config", "--show", "--config", os.devnull,
+                    "--workers", "0")
+    assert result.returncode == 2
+    assert "flag --workers: pool.workers = 0" in result.stderr
+
+
+def test_show_says_where_each_value_came_from(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[pool]\nqueue_size = 50   ; small\n")
+    result = vmjobs("config", "--show", "--config", str(path),
+                    "--stop-mode", "drain")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("=")[0].strip(): line
+             for line in result.stdout.splitlines() if " = " in line}
+    assert len(lines) == len(config.SETTINGS)   # every key
+    assert f"[{path}:2] jobs waiting" in lines["queue_size"]
+    assert "[flag --stop-mode]" in lines["stop_mode"]
+    assert f"[default: 2 x {os.cpu_count()} cores]" in lines["workers"]
+    assert lines["workers"].startswith(f"workers = {2 * os.cpu_count()} ")
+    for line in lines.values():   # a comment for each key
+        assert line.split("] ", 1)[1].strip()
+
+
+def test_default_file_then_conf_d_in_name_order(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    # Missing: the defaults, and the .d directory still read.
+    assert config.load_default(str(path)) == config.Config()
+    (tmp_path / "vmjobs.conf.d").mkdir()
+    (tmp_path / "vmjobs.conf.d" / "20-b.conf").write_text(
+        "[pool]\nworkers = 7\n")
+    (tmp_path / "vmjobs.conf.d" / "10-a.conf").write_text(
+        "[pool]\nworkers = 5\nqueue_size = 11\n")
+    (tmp_path / "vmjobs.conf.d" / "30-c.conf.orig").write_text("junk")
+    path.write_text("[pool]\nworkers = 3\n[jobs]\nmax_ended = 4\n")
+    loaded = config.load_default(str(path))
+    assert (loaded.workers, loaded.queue_size, loaded.max_ended) == \
+        (7, 11, 4)
+    assert loaded.origin("workers").endswith("20-b.conf:2")
+
+
+def test_bool_and_list_keys():
+    flag = config.Setting("rpc", "insecure", "insecure", bool)
+    assert flag.parse("yes", "f:1") is True
+    assert flag.parse("False", "f:1") is False
+    with pytest.raises(config.ConfigError, match="true or false"):
+        flag.parse("maybe", "f:1")
+    dirs = config.Setting("storage", "state_dirs", "state_dirs", list)
+    assert dirs.repeatable and dirs.parse(" /a ", "f:1") == "/a"
+    dirs.check(["/a", "/b"], "f:1")
+    with pytest.raises(config.ConfigError):
+        dirs.check(["/a", ""], "f:1")
+
+
 def test_publish_mode_from_file_flag_and_default(tmp_path):
     """registry.publish: commit by default, accept from the file, the flag
     over the file, and nothing else accepted."""

@@ -135,9 +135,13 @@ def test_the_default_listener(intruder, tmp_path):
 
 
 def serve_refused(*args):
-    result = subprocess.run(
-        [sys.executable, "-m", "vmjobs", "serve", "--log-file", "-", *args],
-        capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
+    # Not the host's /etc/vmjobs nor its lock in /run/vmjobs (as
+    # ServeProcess): a refusal must not depend on them.
+    with tempfile.TemporaryDirectory() as private:
+        result = subprocess.run(
+            [sys.executable, "-m", "vmjobs", "serve", "--log-file", "-",
+             "--config", os.devnull, "--lock-file", f"{private}/lock",
+             *args], capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
     assert result.returncode == 2, result
     assert "serving" not in result.stdout
     return result.stderr
@@ -243,9 +247,10 @@ def test_rebinding_host_gets_403(plain, host):
         f"POST / HTTP/1.1\r\n{host_header}Content-Type: application/json"
         f"\r\nContent-Length: {len(body)}\r\n").encode(), body)
     assert status == 403
-    status, _ = raw_request(plain.address,
-                            f"GET / HTTP/1.1\r\n{host_header}".encode())
-    assert status == 403
+    for path in ("/", "/metrics"):   # the metrics too (issue 13)
+        status, _ = raw_request(plain.address, f"GET {path} HTTP/1.1\r\n"
+                                f"{host_header}".encode())
+        assert status == 403, path
     nothing_ran(plain_call(plain))
 
 
@@ -820,6 +825,12 @@ def test_burst_at_the_connection_cap_gets_no_reset(tmp_path, capsys):
         response.read()
         assert response.status == 503
         assert response.getheader("Retry-After") == "1"
+        over.close()
+        over = http.client.HTTPConnection(host, int(port), timeout=WAIT)
+        over.request("GET", "/metrics")   # the same cap (issue 13's GET)
+        response = over.getresponse()
+        response.read()
+        assert response.status == 503
         over.close()
         for conn in held:
             conn.close()

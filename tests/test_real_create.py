@@ -64,3 +64,16 @@ def test_destroy_at_every_step(make_real_api, daemon, step):
     assert our_domains(api.hv) == []
     assert api.registry.staged() == [] and api.Host.getVMList() == []
     assert daemon.qemu_pids() == []
+
+
+def test_graceful_destroy(make_real_api, daemon):
+    """VDSM's VM.destroy(gracefulAttempts): QEMU is asked to terminate
+    (libvirt's graceful destroy) before the forced one; none left."""
+    api = make_real_api()
+    vm_id = new_id()
+    assert api.jobs.get(api.VM.create(vm_id, real_params(vm_id))[
+        "jobId"]).wait(WAIT)
+    assert len(daemon.qemu_pids()) == 1
+    assert api.VM.destroy(vm_id, 2) is True
+    assert our_domains(api.hv) == []
+    assert daemon.qemu_pids() == []

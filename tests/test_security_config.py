@@ -19,8 +19,9 @@ def test_defaults():
 def test_file_and_round_trip():
     loaded = config.load_text(
         "[rpc]\nlisten = 127.0.0.1:5000\ninsecure = yes\n"
-        "[storage]\nstate_dirs = /srv/a, /srv/b\nimage_dirs =\n"
-        "  /img/one\n  /img/two\n")
+        "[storage]\nstate_dirs = /srv/a\nstate_dirs = /srv/b\n"
+        "image_dirs = /img/one   ; a list: one path per line\n"
+        "image_dirs = /img/two\n")
     assert loaded.insecure is True
     assert loaded.state_dirs == ["/srv/a", "/srv/b"]
     assert loaded.image_dirs == ["/img/one", "/img/two"]

@@ -23,9 +23,11 @@ from .errors import (GeneralException, InvalidParams, JobNotActive,
                      ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
                     RestoreJob)
-from .host import host_stats
+from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
-from .params import parse_create, parse_migration, parse_vm_id, reject_surrogates
+from .metrics import Metrics
+from .params import (parse_create, parse_graceful_attempts, parse_migration,
+                     parse_vm_id, reject_surrogates)
 from .recovery import Recovery
 from .registry import VmRegistry
 
@@ -34,7 +36,8 @@ log = logging.getLogger("vmjobs.api")
 # verb -> (method, parameter names in positional order)
 VERBS = {
     "Host.ping": ("host_ping", ()),
-    "Host.getVMList": ("host_get_vm_list", ("fullStatus",)),
+    "Host.getVMList": ("host_get_vm_list",
+                       ("fullStatus", "vmList", "onlyUUID")),
     "Host.getAllVmStats": ("host_get_all_vm_stats", ()),
     "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
     "Host.getStats": ("host_get_stats", ()),
@@ -42,7 +45,7 @@ VERBS = {
     "VM.migrationCreate": ("vm_migration_create",
                            ("vmID", "params", "incomingLimit")),
     "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
-    "VM.destroy": ("vm_destroy", ("vmID",)),
+    "VM.destroy": ("vm_destroy", ("vmID", "gracefulAttempts")),
     "VM.getStats": ("vm_get_stats", ("vmID",)),
     "Job.abort": ("job_abort", ("jobId",)),
     "Job.delete": ("job_delete", ("jobId",)),
@@ -65,8 +68,10 @@ class API:
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
         self.registry = VmRegistry(self.config.publish)
+        self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
-                                     self.config.max_ended)
+                                     self.config.max_ended,
+                                     on_ended=self.metrics.job_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs")
         self._step_hook = step_hook
@@ -75,6 +80,7 @@ class API:
         self.Job = _Namespace(self, "Job")
         self.recovery = Recovery(self.hv, self.registry, self.jobs,
                                  self.pool, self._job_args())
+        self.metrics.watch(self)
         try:
             self.recovery.start()
         except BaseException:
@@ -125,13 +131,9 @@ class API:
     def host_ping(self):
         return True
 
-    def host_get_vm_list(self, fullStatus=False):
-        if not isinstance(fullStatus, bool):
-            raise InvalidParams("fullStatus", "must be true or false")
-        vms = self.registry.listed()
-        if fullStatus:
-            return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
-        return [vm.vm_id for vm in vms]
+    def host_get_vm_list(self, fullStatus=False, vmList=None,
+                         onlyUUID=False):
+        return vm_list(self.registry, fullStatus, vmList, onlyUUID)
 
     def host_get_all_vm_stats(self):
         return [vm.stats() for vm in self.registry.listed()]
@@ -155,7 +157,7 @@ class API:
 
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
-        self._check_host_access(spec)
+        policy.check_host_access(spec, self.hv, self.config)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
         else:
@@ -171,7 +173,7 @@ class API:
 
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
-        self._check_host_access(spec)
+        policy.check_host_access(spec, self.hv, self.config)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -196,8 +198,9 @@ class API:
         self._queue(job)
         return {"jobId": job.id}
 
-    def vm_destroy(self, vmID=None):
-        return destroy(self.hv, self.registry, parse_vm_id(vmID))
+    def vm_destroy(self, vmID=None, gracefulAttempts=0):
+        return destroy(self.hv, self.registry, parse_vm_id(vmID),
+                       parse_graceful_attempts(gracefulAttempts))
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -234,17 +237,6 @@ class API:
             return self.jobs.get(job_id)
         except workers.UnknownJob:
             raise NoSuchJob(f"no job {job_id}") from None
-
-    def _check_host_access(self, spec):
-        """What the request names on the host (policy.py): refused with
-        -32602 before anything is staged or queued."""
-        if spec.restore_state is not None:
-            hostfiles.state_path(spec.restore_state, "restoreState",
-                                 self.config.state_dirs)
-            policy.check_state_file(self.hv, spec.restore_state,
-                                    self.config.image_dirs)
-        elif spec.xml is not None:
-            policy.check_engine_xml(spec.xml, self.config.image_dirs)
 
     def _job_args(self):
         return {"on_step": self._step_hook,

@@ -1,18 +1,29 @@
-"""The service's settings: defaults, an INI file in the spirit of
-vdsm.conf, and command-line flags, each overriding the one before.
+"""The service's settings: defaults, INI files in the spirit of vdsm.conf
+(/etc/vmjobs/vmjobs.conf, then vmjobs.conf.d/*.conf in name order), and
+command-line flags, each overriding the one before.
 
-Every key the file may hold is in SETTINGS, with its section, type and
-bounds; an unknown section or key, or a bad value, is reported by name and
-the service does not start on it.
+Every key a file may hold is in SETTINGS, with its section, type, bounds
+and a one-line comment; an unknown section or key, or a bad value, is
+reported with its file, line, key and what is allowed, and the service
+does not start on it. Each value remembers where it came from, for
+`vmjobs config --show`.
 """
 
-import configparser
 import dataclasses
+import glob
 import os
 
+from .settings import ConfigError, Setting, read_ini
 
-class ConfigError(ValueError):
-    pass
+__all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text",
+           "load_default", "dump", "parse_listen", "DEFAULT_PATH"]
+
+DEFAULT_PATH = "/etc/vmjobs/vmjobs.conf"
+DEFAULT = "default"
+
+
+def default_workers():
+    return 2 * (os.cpu_count() or 1)
 
 
 @dataclasses.dataclass
@@ -28,7 +39,7 @@ class Config:
     # real VMs on 2 cores took 57 s with 1 worker, 34 s with 2, 32 s with 4
     # (the CPU bound is 30 s) and 38 s with 8: about two per core is
     # fastest; more only makes libvirtd and QEMU fight for the cores.
-    workers: int = 4
+    workers: int = dataclasses.field(default_factory=default_workers)
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
     # A job running longer than this (seconds) is reported stuck.
@@ -68,6 +79,8 @@ class Config:
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
+    # Held (fcntl) while serving, so a second instance refuses to start.
+    lock_file: str = "/run/vmjobs/vmjobs.lock"
     # When the list verbs show a VM: at its job's commit, or (accept) as
     # soon as its verb answered, with its staged status, as VDSM did
     # before the staging area. Nothing else differs (API.md "Publish mode").
@@ -77,126 +90,98 @@ class Config:
     log_level: str = "INFO"
     log_max_bytes: int = 20 * 1024 * 1024
     log_backups: int = 5
+    # field -> where its value came from: FILE:LINE or "flag --x"; absent:
+    # the default. The files read, in order (absent ones too).
+    origins: dict = dataclasses.field(default_factory=dict, compare=False,
+                                      repr=False)
+    sources: list = dataclasses.field(default_factory=list, compare=False,
+                                      repr=False)
+
+    def origin(self, field):
+        return self.origins.get(field, DEFAULT)
+
+    def set_flag(self, field, value, flag):
+        setattr(self, field, value)
+        self.origins[field] = f"flag {flag}"
 
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():
-            setting.check(getattr(self, name))
+            setting.check(getattr(self, name), self.origin(name))
         if len({self.tls_cert is None, self.tls_key is None,
                 self.tls_ca is None}) != 1:
-            raise ConfigError("rpc: tls_cert, tls_key and tls_ca go "
-                              "together: give all three or none")
-        parse_listen(self.listen)
+            where = ", ".join(sorted({self.origin(f) for f in (
+                "tls_cert", "tls_key", "tls_ca")}))
+            raise ConfigError(f"{where}: rpc.tls_cert, tls_key and tls_ca "
+                              "go together: give all three or none")
+        try:
+            parse_listen(self.listen)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.origin('listen')}: rpc.{exc}") \
+                from None
         return self
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", str: "text",
-               bool: "true or false", list: "a list of absolute paths"}
-_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
-             "false": False, "no": False, "off": False, "0": False}
-
-
-def _parse_bool(text):
-    try:
-        return _BOOLEANS[text.lower()]
-    except KeyError:
-        raise ValueError(text) from None
-
-
-def _parse_paths(text):
-    """Paths one per line or separated by commas."""
-    return [p.strip() for p in text.replace(",", "\n").splitlines()
-            if p.strip()]
-
-
-_PARSERS = {bool: _parse_bool, list: _parse_paths}
-
-
-@dataclasses.dataclass(frozen=True)
-class Setting:
-    section: str
-    key: str
-    field: str
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    choices: tuple = ()
-    optional: bool = False   # may be empty (None)
-
-    @property
-    def name(self):
-        return f"{self.section}.{self.key}"
-
-    def parse(self, text):
-        text = text.strip()
-        if self.optional and text == "":
-            return None
-        try:
-            value = _PARSERS.get(self.kind, self.kind)(text)
-        except ValueError:
-            raise ConfigError(f"{self.name}: {text!r} is not "
-                              f"{_KIND_NAMES[self.kind]}") from None
-        self.check(value)
-        return value
-
-    def check(self, value):
-        if value is None:
-            if self.optional:
-                return
-            raise ConfigError(f"{self.name}: a value is required")
-        if self.kind in (int, float) and (
-                isinstance(value, bool) or
-                not isinstance(value, (int, float))):
-            raise ConfigError(f"{self.name}: {value!r} is not a number")
-        if self.low is not None and value < self.low:
-            raise ConfigError(f"{self.name}: {value} is below {self.low}")
-        if self.high is not None and value > self.high:
-            raise ConfigError(f"{self.name}: {value} is above {self.high}")
-        if self.kind is bool and not isinstance(value, bool):
-            raise ConfigError(f"{self.name}: {value!r} is not true or false")
-        if self.kind is list and (
-                not isinstance(value, (list, tuple)) or not value or
-                not all(isinstance(p, str) and os.path.isabs(p)
-                        for p in value)):
-            raise ConfigError(f"{self.name}: {value!r} is not a list of "
-                              "absolute paths")
-        if self.choices and value not in self.choices:
-            raise ConfigError(f"{self.name}: {value!r} is not one of "
-                              f"{', '.join(self.choices)}")
-
-
 SETTINGS = [
-    Setting("pool", "workers", "workers", int, 1, 1024),
-    Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000),
-    Setting("libvirt", "uri", "uri", str, optional=True),
+    Setting("pool", "workers", "workers", int, 1, 1024,
+            comment="jobs running at once"),
+    Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000,
+            comment="jobs waiting; more are refused (1100)"),
+    Setting("libvirt", "uri", "uri", str, optional=True,
+            comment="empty: a private test driver"),
     Setting("libvirt", "domain_type", "domain_type", str,
-            choices=("kvm", "qemu", "test"), optional=True),
-    Setting("jobs", "timeout", "job_timeout", float, 0),
-    Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0),
-    Setting("jobs", "max_ended", "max_ended", int, 0),
-    Setting("migration", "max_incoming", "max_incoming", int, 1),
+            choices=("kvm", "qemu", "test"), optional=True,
+            comment="the guests' domain type; empty: the fastest offered"),
+    Setting("jobs", "timeout", "job_timeout", float, 0,
+            comment="seconds; a job running longer is reported stuck"),
+    Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0,
+            comment="seconds an ended job stays queryable"),
+    Setting("jobs", "max_ended", "max_ended", int, 0,
+            comment="ended jobs kept at most"),
+    Setting("migration", "max_incoming", "max_incoming", int, 1,
+            comment="incoming migrations at once (82 beyond)"),
     Setting("migration", "destination_timeout",
-            "migration_destination_timeout", float, 0),
+            "migration_destination_timeout", float, 0,
+            comment="seconds an incoming migration may take to arrive"),
     Setting("migration", "check_interval", "migration_check_interval",
-            float, 0.01),
-    Setting("rpc", "listen", "listen", str),
-    Setting("rpc", "insecure", "insecure", bool),
-    Setting("rpc", "max_request_bytes", "max_request_bytes", int, 1),
-    Setting("rpc", "request_timeout", "request_timeout", float, 0.01),
-    Setting("rpc", "max_connections", "max_connections", int, 1),
-    Setting("rpc", "tls_cert", "tls_cert", str, optional=True),
-    Setting("rpc", "tls_key", "tls_key", str, optional=True),
-    Setting("rpc", "tls_ca", "tls_ca", str, optional=True),
-    Setting("storage", "state_dirs", "state_dirs", list),
-    Setting("storage", "image_dirs", "image_dirs", list),
+            float, 0.01,
+            comment="safety-net lookup while waiting for an arrival"),
+    Setting("rpc", "listen", "listen", str,
+            comment="unix:/path, or HOST:PORT (mutual TLS or insecure)"),
+    Setting("rpc", "insecure", "insecure", bool,
+            comment="plain TCP without TLS, on a loopback address only"),
+    Setting("rpc", "max_request_bytes", "max_request_bytes", int, 1,
+            comment="larger request bodies are refused (413)"),
+    Setting("rpc", "request_timeout", "request_timeout", float, 0.01,
+            comment="seconds to send a request (and finish TLS)"),
+    Setting("rpc", "max_connections", "max_connections", int, 1,
+            comment="connections served at once"),
+    Setting("rpc", "tls_cert", "tls_cert", str, optional=True,
+            comment="mutual TLS: the server's certificate"),
+    Setting("rpc", "tls_key", "tls_key", str, optional=True,
+            comment="its private key"),
+    Setting("rpc", "tls_ca", "tls_ca", str, optional=True,
+            comment="the CA a client's certificate must be signed by"),
+    Setting("storage", "state_dirs", "state_dirs", list,
+            comment="where hibernationVolHandle/restoreState may be"),
+    Setting("storage", "image_dirs", "image_dirs", list,
+            comment="where a domain XML may name host files"),
     Setting("registry", "publish", "publish", str,
-            choices=("commit", "accept")),
+            choices=("commit", "accept"),
+            comment="list VMs from the commit, or (accept) the answer"),
     Setting("service", "stop_mode", "stop_mode", str,
-            choices=("drain", "abort")),
-    Setting("log", "file", "log_file", str, optional=True),
+            choices=("drain", "abort"),
+            comment="on SIGTERM: abort or drain the jobs"),
+    Setting("service", "lock_file", "lock_file", str,
+            comment="held while serving: one instance per host"),
+    Setting("log", "file", "log_file", str, optional=True,
+            comment="empty or '-': stderr"),
     Setting("log", "level", "log_level", str,
-            choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Setting("log", "max_bytes", "log_max_bytes", int, 1024),
-    Setting("log", "backups", "log_backups", int, 0),
+            choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+            comment="the least severe level logged"),
+    Setting("log", "max_bytes", "log_max_bytes", int, 1024,
+            comment="the log file is rotated at this size"),
+    Setting("log", "backups", "log_backups", int, 0,
+            comment="rotated log files kept"),
 ]
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 _BY_SECTION = {}
@@ -225,41 +210,71 @@ def load(path, config=None):
         with open(path) as f:
             text = f.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; give a "
+                          "readable file to --config") from None
     return load_text(text, config, path)
+
+
+def load_default(path=DEFAULT_PATH, config=None):
+    """The defaults, updated by `path` if it exists, then by each
+    PATH.d/*.conf in name order (as vdsm.conf and vdsm.conf.d)."""
+    config = config or Config()
+    if os.path.exists(path):
+        config = load(path, config)
+    else:
+        config.sources.append(f"{path} (absent)")
+    for extra in sorted(glob.glob(os.path.join(path + ".d", "*.conf"))):
+        config = load(extra, config)
+    return config.validate()
 
 
 def load_text(text, config=None, path="<config>"):
     config = config or Config()
-    parser = configparser.ConfigParser(interpolation=None,
-                                       default_section="__no_defaults__")
-    try:
-        parser.read_string(text, source=path)
-    except configparser.Error as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    for section in parser.sections():
+    config.sources.append(path)
+    seen = {}   # field -> line number, in this file
+    for section, key, value, number in read_ini(text, path):
         keys = _BY_SECTION.get(section)
         if keys is None:
-            raise ConfigError(f"{path}: unknown section [{section}] "
-                              f"(known: {', '.join(_BY_SECTION)})")
-        for key, text in parser.items(section):
-            setting = keys.get(key)
-            if setting is None:
-                raise ConfigError(f"{path}: unknown key {key!r} in "
-                                  f"[{section}] (known: {', '.join(keys)})")
-            setattr(config, setting.field, setting.parse(text))
+            raise ConfigError(f"{path}:{number}: unknown section "
+                              f"[{section}] (known: {', '.join(_BY_SECTION)})")
+        if key is None:
+            continue
+        setting = keys.get(key)
+        if setting is None:
+            raise ConfigError(f"{path}:{number}: unknown key {key!r} in "
+                              f"[{section}] (known: {', '.join(keys)})")
+        where = f"{path}:{number}"
+        parsed = setting.parse(value, where)
+        if setting.repeatable:
+            items = getattr(config, setting.field) \
+                if setting.field in seen else []
+            parsed = items + ([parsed] if parsed else [])
+        elif setting.field in seen:
+            raise ConfigError(f"{where}: {setting.name} is set twice in "
+                              f"this file (line {seen[setting.field]} too)")
+        seen[setting.field] = number
+        setattr(config, setting.field, parsed)
+        config.origins[setting.field] = where
     return config.validate()
 
 
 def dump(config):
-    """The effective configuration as an INI text that load() reads back."""
-    lines = []
+    """The effective configuration as an INI text that load() reads back:
+    every key, its value, where the value came from and what it is."""
+    lines = [f"; read: {', '.join(config.sources) or '(no file)'}"]
     for section, keys in _BY_SECTION.items():
         lines.append(f"[{section}]")
         for key, setting in keys.items():
             value = getattr(config, setting.field)
-            if isinstance(value, list):
-                value = ", ".join(value)
-            lines.append(f"{key} = {'' if value is None else value}")
+            values = value if setting.repeatable else [value]
+            origin = config.origin(setting.field)
+            if setting.field == "workers" and origin == DEFAULT:
+                origin += f": 2 x {os.cpu_count()} cores"
+            for item in values or [""]:
+                if isinstance(item, bool):
+                    item = str(item).lower()
+                assignment = f"{key} = {'' if item is None else item}"
+                lines.append(f"{assignment:<32} ; [{origin}] "
+                             f"{setting.comment}")
         lines.append("")
     return "\n".join(lines)

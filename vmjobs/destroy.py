@@ -35,13 +35,14 @@ class Destruction:
     def wait(self, timeout=None):
         return self._ended.wait(timeout)
 
-    def run(self, hv, registry, status):
-        """Remove the claimed VM's domain and drop the VM; if the removal
+    def run(self, hv, registry, status, graceful_attempts=0):
+        """Remove the claimed VM's domain (after `graceful_attempts`
+        graceful destroys, as VDSM's) and drop the VM; if the removal
         fails, give the VM back, still `status`."""
         log.info("VM.destroy %s: destroying the public VM", self.vm_id)
         try:
             try:
-                hv.remove(self.vm_id)
+                hv.remove(self.vm_id, graceful_attempts)
             except HypervisorError as exc:
                 registry.release(self.vm_id, self, status)
                 raise GeneralException(
@@ -54,8 +55,9 @@ class Destruction:
         return f"VM.destroy of VM {self.vm_id}"
 
 
-def destroy(hv, registry, vm_id):
-    """Destroy VM `vm_id` (raises NoVM if there is none); returns True once
+def destroy(hv, registry, vm_id, graceful_attempts=0):
+    """Destroy VM `vm_id` (raises NoVM if there is none), its domain asked
+    `graceful_attempts` times to stop gracefully first; returns True once
     it is gone."""
     vm = registry.get(vm_id)
     while True:
@@ -75,7 +77,7 @@ def destroy(hv, registry, vm_id):
             except VmBusy:
                 pass   # a job got there first: look again
             else:
-                destruction.run(hv, registry, vm.status)
+                destruction.run(hv, registry, vm.status, graceful_attempts)
                 return True
         try:
             vm = registry.get(vm_id)

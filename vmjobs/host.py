@@ -1,8 +1,30 @@
-"""What the host holds, counted: Host.getStats' answer, and what a stop
-leaves behind."""
+"""What the host holds, listed and counted: Host.getVMList's and
+Host.getStats' answers, and what a stop leaves behind."""
 
 from . import domxml
+from .errors import InvalidParams
 from .hypervisor import DomainState
+
+
+def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
+    """Host.getVMList, as VDSM's: only the VMs of `vm_ids` (vmList) when it
+    is not empty (unknown ids skipped); only_uuid asks for ids, which is
+    what comes without full_status anyway (and, as in VDSM, full_status
+    wins)."""
+    for name, value in (("fullStatus", full_status),
+                        ("onlyUUID", only_uuid)):
+        if not isinstance(value, bool):
+            raise InvalidParams(name, "must be true or false")
+    vms = registry.listed()   # the publish mode decides (registry.py)
+    if vm_ids is not None:
+        if not isinstance(vm_ids, list) or \
+                not all(isinstance(v, str) for v in vm_ids):
+            raise InvalidParams("vmList", "must be a list of vmIds")
+        wanted = set(vm_ids)
+        vms = [vm for vm in vms if not wanted or vm.vm_id in wanted]
+    if full_status:
+        return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
+    return [vm.vm_id for vm in vms]
 
 
 def host_stats(pool, registry, recovery, hv):

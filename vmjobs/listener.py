@@ -8,12 +8,17 @@ and on each request before anything runs.
   whose Host header is not loopback (DNS rebinding).
 - A POST must say `Content-Type: application/json`: a web page cannot send
   one without a CORS preflight, which the server never grants.
+- A request is read against one deadline (DeadlineReader), so a client
+  trickling bytes gains no time.
 """
 
+import io
 import ipaddress
 import os
 import socket
+import ssl
 import stat
+import time
 
 from .config import ConfigError, parse_listen
 
@@ -103,3 +108,32 @@ def prepare_unix_socket(path):
     finally:
         probe.close()
     raise OSError(f"{path}: another server is listening there")
+
+
+def tls_context(cert, key, ca):
+    """A server context that requires a client certificate signed by ca."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class DeadlineReader(io.RawIOBase):
+    """The connection's bytes, each read bounded by what is left of the
+    handler's deadline: a client sending a byte now and then gains no
+    time (a socket timeout alone would restart at every byte)."""
+
+    def __init__(self, handler):
+        self._handler = handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self._handler.connection.settimeout(left)
+        return self._handler.connection.recv_into(buffer)

@@ -2,6 +2,7 @@
 processes on one file), every line of a job's work tagged with its job id
 and vm id."""
 
+import datetime
 import logging
 import sys
 
@@ -11,6 +12,14 @@ import workers
 
 FORMAT = ("%(asctime)s %(levelname)-7s %(threadName)s %(name)s "
           "[job=%(job_id)s vm=%(vm_id)s] %(message)s")
+
+
+class IsoFormatter(logging.Formatter):
+    """ISO-8601 timestamps with the local offset, to the millisecond."""
+
+    def formatTime(self, record, datefmt=None):
+        return datetime.datetime.fromtimestamp(record.created).astimezone() \
+            .isoformat(timespec="milliseconds")
 
 
 class JobContext(logging.Filter):
@@ -32,7 +41,7 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5):
     else:
         handler = ConcurrentRotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(IsoFormatter(FORMAT))
     handler.addFilter(JobContext())
     for name in ("vmjobs", "workers"):
         logger = logging.getLogger(name)
@@ -45,3 +54,17 @@ def unconfigure(handler):
     for name in ("vmjobs", "workers"):
         logging.getLogger(name).removeHandler(handler)
     handler.close()
+
+
+def reopen():
+    """Close our log files; the next line reopens each by its path (after
+    logrotate moved it, say). Returns the paths."""
+    paths = []
+    for handler in logging.getLogger("vmjobs").handlers:
+        if isinstance(handler, ConcurrentRotatingFileHandler):
+            with handler.lock:   # no line is being written meanwhile
+                if handler.stream is not None:
+                    handler.stream.close()
+                    handler.stream = None
+            paths.append(handler.baseFilename)
+    return paths

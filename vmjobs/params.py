@@ -104,6 +104,23 @@ def parse_migration(vm_id, params):
     return VmSpec(vm_id, opaque, xml=xml)
 
 
+# VDSM's gracefulAttempts, bounded: each graceful try may take libvirt's
+# own timeout (about 10 s on QEMU).
+MAX_GRACEFUL_ATTEMPTS = 10
+
+
+def parse_graceful_attempts(value):
+    """VM.destroy's gracefulAttempts: graceful destroys tried before the
+    forced one (None: none)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value <= MAX_GRACEFUL_ATTEMPTS:
+        raise InvalidParams("gracefulAttempts", "must be an integer from 0 "
+                            f"to {MAX_GRACEFUL_ATTEMPTS}")
+    return value
+
+
 def reject_surrogates(params, param_names):
     """-32602 naming the param if any text in it (keys included) holds a
     lone surrogate: JSON lets one through, no encoding can carry it."""

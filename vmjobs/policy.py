@@ -84,6 +84,18 @@ class Refused(ValueError):
     """The domain XML asks the host for something a caller may not."""
 
 
+def check_host_access(spec, hv, config):
+    """What a VM.create or VM.migrationCreate request names on the host
+    (its restoreState, or its domain XML): refused with -32602 before
+    anything is staged or queued."""
+    if spec.restore_state is not None:
+        hostfiles.state_path(spec.restore_state, "restoreState",
+                             config.state_dirs)
+        check_state_file(hv, spec.restore_state, config.image_dirs)
+    elif spec.xml is not None:
+        check_engine_xml(spec.xml, config.image_dirs)
+
+
 def check_engine_xml(text, image_dirs):
     """vmParams.xml (or an incoming migration's xml) -> -32602 'xml'."""
     try:

@@ -5,6 +5,7 @@ and the verbs answer `recovery` (99) but for the few that only look."""
 
 import logging
 import threading
+import time
 
 import workers
 
@@ -25,6 +26,10 @@ class Recovery:
         self._done = threading.Event()
         self._lock = threading.Lock()   # guards _remaining
         self._remaining = 0
+        # For the metrics: vmjobs domains found, when recovery started and
+        # ended (time.monotonic(); set once each).
+        self.found = 0
+        self._started = self._ended = None
 
     @property
     def done(self):
@@ -33,11 +38,18 @@ class Recovery:
     def wait(self, timeout=None):
         return self._done.wait(timeout)
 
+    def seconds(self):
+        """How long recovery took, or has taken so far (0 before start)."""
+        if self._started is None:
+            return 0.0
+        return (self._ended or time.monotonic()) - self._started
+
     def start(self):
         """List the domains and stage a recover job for each of ours, here,
         before any verb is served (a failed listing raises: the service
         must not start without knowing what runs). The jobs are queued by a
         thread that waits for room, as the service's own producer."""
+        self._started = time.monotonic()
         domains = [d for d in self._hv.list_domains(domxml.METADATA_NS)
                    if d.metadata is not None]
         jobs = []
@@ -48,7 +60,9 @@ class Recovery:
             self._jobs.add(job)
             jobs.append(job)
         log.info("recovery: %d vmjobs domains found", len(jobs))
+        self.found = len(jobs)
         if not jobs:
+            self._ended = time.monotonic()
             self._done.set()
             return
         self._remaining = len(jobs)
@@ -71,4 +85,5 @@ class Recovery:
         if last:
             log.info("recovery ended: %d public VMs",
                      self._registry.counts()["public"])
+            self._ended = time.monotonic()
             self._done.set()

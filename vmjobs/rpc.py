@@ -8,7 +8,8 @@ failures with the standard ones."""
 import json
 import logging
 
-from .errors import VdsmError
+from .audit import Audit
+from .errors import GeneralException, VdsmError
 
 log = logging.getLogger("vmjobs.rpc")
 
@@ -20,10 +21,12 @@ INTERNAL_ERROR = -32603
 class Dispatcher:
     def __init__(self, api):
         self.api = api
+        self.audit = Audit(getattr(api, "metrics", None))
 
-    def handle(self, body):
-        """Answer the request `body` (bytes). Returns the response bytes,
-        or None when there is nothing to answer (only notifications)."""
+    def handle(self, body, caller="-"):
+        """Answer the request `body` (bytes) from `caller` (for the audit
+        log). Returns the response bytes, or None when there is nothing to
+        answer (only notifications)."""
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -34,12 +37,13 @@ class Dispatcher:
             if not request:
                 return _dump(_error(None, INVALID_REQUEST,
                                     "invalid request: empty batch"))
-            responses = [r for r in map(self._one, request) if r is not None]
+            responses = [r for r in (self._one(one, caller)
+                                     for one in request) if r is not None]
             return _dump(responses) if responses else None
-        response = self._one(request)
+        response = self._one(request, caller)
         return None if response is None else _dump(response)
 
-    def _one(self, request):
+    def _one(self, request, caller):
         if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" \
                 or not isinstance(request.get("method"), str) \
                 or not _valid_id(request.get("id")) \
@@ -53,17 +57,23 @@ class Dispatcher:
                           "id (string, number or null)")
         notification = "id" not in request
         request_id = request.get("id")
+        method, params = request["method"], request.get("params")
+        started = self.audit.start()
         try:
-            result = self.api.call(request["method"], request.get("params"))
+            result = self.api.call(method, params)
         except VdsmError as exc:
+            self.audit.verb(started, method, params, caller, error=exc)
             if notification:
                 return None
             return _error(request_id, exc.code, exc.message, exc.data)
         except Exception:
             log.exception("internal error answering %s", request["method"])
+            self.audit.verb(started, method, params, caller,
+                            error=GeneralException("internal error"))
             if notification:
                 return None
             return _error(request_id, INTERNAL_ERROR, "internal error")
+        self.audit.verb(started, method, params, caller, result)
         if notification:
             return None
         return {"jsonrpc": "2.0", "id": request_id, "result": result}

@@ -19,7 +19,8 @@ import ssl
 import threading
 import time
 
-from . import listener
+from . import listener, metrics
+from .audit import caller_of
 from .config import parse_listen
 from .rpc import Dispatcher
 
@@ -27,16 +28,6 @@ from .rpc import Dispatcher
 RETRY_AFTER = 1
 
 log = logging.getLogger("vmjobs.server")
-
-
-def tls_context(cert, key, ca):
-    """A server context that requires a client certificate signed by ca."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    context.load_verify_locations(ca)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -49,7 +40,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Every read of the request runs against one deadline (set by the
         # server at accept, then anew for each further request).
         self.deadline = self.server.connection_deadline()
-        self.rfile = io.BufferedReader(_DeadlineReader(self),
+        self.rfile = io.BufferedReader(listener.DeadlineReader(self),
                                        io.DEFAULT_BUFFER_SIZE)
 
     def handle_one_request(self):
@@ -80,11 +71,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "Content-Type")):
             return self._send(415, b"Content-Type must be application/json"
                               b"\n")
-        if self.server.overloaded():
-            return self._send(503, b"too many connections: retry later\n",
-                              close=True,
-                              extra={"Retry-After": str(RETRY_AFTER)})
-        response = self.server.dispatcher.handle(body)
+        if self._overloaded():
+            return
+        response = self.server.dispatcher.handle(
+            body, caller_of(self.connection, self.client_address))
         if response is None:
             return self._send(204, b"")
         self._send(200, response, content_type="application/json")
@@ -98,13 +88,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return True
         return False
 
+    def _overloaded(self):
+        """Answer 503 on a connection over max_connections; True if so."""
+        if self.server.overloaded():
+            self._send(503, b"too many connections: retry later\n",
+                       close=True, extra={"Retry-After": str(RETRY_AFTER)})
+            return True
+        return False
+
     def _other(self):
         if self._refused():
             return
         self._send(405, b"method not allowed: POST to /\n",
                    extra={"Allow": "POST"})
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
+    def do_GET(self):
+        """GET /metrics (Prometheus text), under the same rules as a POST:
+        Host header, authentication (the listener's), connection cap."""
+        if self.path != "/metrics":
+            return self._other()
+        if self._refused() or self._overloaded():
+            return
+        self._send(200, self.server.dispatcher.api.metrics.render(),
+                   content_type=metrics.CONTENT_TYPE)
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
 
     def _send(self, status, body, content_type="text/plain", close=False,
               extra=None):
@@ -130,25 +138,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The connection's bytes, each read bounded by what is left of the
-    handler's deadline: a client sending a byte now and then gains no
-    time (a socket timeout alone would restart at every byte)."""
-
-    def __init__(self, handler):
-        self._handler = handler
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        left = self._handler.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("request deadline passed")
-        self._handler.connection.settimeout(left)
-        return self._handler.connection.recv_into(buffer)
 
 
 class _ServerMixin:
@@ -254,8 +243,8 @@ class Server:
         kind, address = parse_listen(config.listen)
         context = None
         if config.tls_cert:
-            context = tls_context(config.tls_cert, config.tls_key,
-                                  config.tls_ca)
+            context = listener.tls_context(config.tls_cert, config.tls_key,
+                                           config.tls_ca)
         cls = _UnixServer if kind == "unix" else _TCPServer
         self._unix_path = address if kind == "unix" else None
         self._server = cls(address, _Handler, bind_and_activate=False)

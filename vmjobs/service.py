@@ -1,20 +1,25 @@
 """`vmjobs serve`: the verbs, recovery at start, the JSON-RPC server, and
-a clean stop on SIGTERM or SIGINT."""
+a clean stop on SIGTERM or SIGINT; one instance per host (a lock file),
+systemd told when it is ready and when it stops, SIGHUP to reopen the log
+file."""
 
 import logging
 import signal
 import sys
 
-from . import hostfiles
+from . import hostfiles, logs
 from .api import API
 from .host import our_domains_running
+from .instance_lock import InstanceLock
 from .listener import check_listener
+from .sdnotify import Readiness
 from .server import Server
 
 log = logging.getLogger("vmjobs.service")
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
 
 
 def serve(config, out=sys.stdout):
@@ -23,9 +28,14 @@ def serve(config, out=sys.stdout):
     # and the signal waits for sigwait() below. (A Python handler would
     # only run once the main thread wakes up, which it may not do if the
     # kernel delivers the signal to another thread.)
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     check_listener(config)   # an insecure listener: refused before all else
-    hostfiles.prepare_dirs(config, log)
+    with InstanceLock(config.lock_file):
+        return _serve_locked(config, out)
+
+
+def _serve_locked(config, out):
+    hostfiles.prepare_dirs(config, log)   # by the one instance only
     api = API(config)
     try:
         server = Server(api, config)
@@ -33,8 +43,15 @@ def serve(config, out=sys.stdout):
         api.close()
         raise
     server.start()
+    readiness = Readiness(api, server.address)
+    readiness.start()
     print(f"vmjobs: serving on {server.address}", file=out, flush=True)
-    signum = signal.sigwait(STOP_SIGNALS)
+    while (signum := signal.sigwait(SIGNALS)) == signal.SIGHUP:
+        paths = logs.reopen()
+        log.info("SIGHUP: log file reopened: %s",
+                 ", ".join(paths) or "(none: logging to stderr)")
+        readiness.status(f"serving on {server.address}; log file reopened")
+    readiness.stop()
     log.info("%s: stopping: no new requests; %s what is queued and running",
              signal.Signals(signum).name, config.stop_mode)
     server.stop()

@@ -267,7 +267,7 @@ class Job(JobRecord):
             log.info("job %s aborted: %s", self.id, exc)
         elif status is JobStatus.FAILED:
             if getattr(exc, "expected", False):
-                log.info("job %s failed: %s", self.id, exc)
+                log.warning("job %s failed: %s", self.id, exc)
             else:
                 log.error("job %s failed", self.id, exc_info=exc)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
 
 if TYPE_CHECKING:
     from .job import Job
@@ -28,8 +28,12 @@ class JobStillActive(Exception):
 class JobTable:
     def __init__(self, autodelete_delay: float = 3600.0,
                  max_ended: int = 10000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_ended: Optional[Callable[[Job], None]] = None) -> None:
+        """`on_ended(job)` is called as each job added ends (outside the
+        table's lock), e.g. to count them."""
         self.autodelete_delay = autodelete_delay
+        self._on_ended = on_ended
         self.max_ended = max_ended
         self._clock = clock
         # Guards _jobs and _ended. Expiry is done lazily, on each access,
@@ -93,6 +97,8 @@ class JobTable:
             if job.id in self._jobs:
                 self._ended[job.id] = self._clock()
                 self._expire()
+        if self._on_ended is not None:
+            self._on_ended(job)
 
     def _expire(self) -> None:
         # Caller holds _lock.

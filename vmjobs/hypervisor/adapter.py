@@ -83,8 +83,11 @@ class Hypervisor:
             else:
                 dom.create()
 
-    def remove(self, uuid):
-        """Destroy the domain if it runs and undefine it if it is defined.
+    def remove(self, uuid, graceful_attempts=0):
+        """Destroy the domain if it runs and undefine it if it is defined;
+        with graceful_attempts, first that many graceful destroys (QEMU
+        asked to terminate, flushing its caches; libvirt bounds each), as
+        VDSM's destroy does, then the forced one.
         Whatever part is already gone is fine: removal is idempotent, so
         when the daemon is lost (restarting) it is tried again until it is
         back, up to reconnect_timeout: an undo must not be left half done.
@@ -92,7 +95,7 @@ class Hypervisor:
         deadline = time.monotonic() + self.reconnect_timeout
         while True:
             try:
-                return self._remove_once(uuid)
+                return self._remove_once(uuid, graceful_attempts)
             except ConnectionLost:
                 if time.monotonic() > deadline:
                     raise
@@ -100,11 +103,20 @@ class Hypervisor:
                             uuid)
                 time.sleep(0.2)
 
-    def _remove_once(self, uuid):
+    def _remove_once(self, uuid, graceful_attempts=0):
         with self.connection() as conn, translated("remove"):
             dom = lookup(conn, uuid)
             if dom is None:
                 return False
+            for attempt in range(graceful_attempts):
+                try:
+                    dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+                    break
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                        break   # stopped already
+                    log.info("graceful destroy %d of %d of %s: %s",
+                             attempt + 1, graceful_attempts, uuid, exc)
             ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
             ignoring(lambda: dom.undefineFlags(self._driver.undefine_flags),
                      NO_DOMAIN, OPERATION_INVALID)

@@ -94,26 +94,29 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         print(f"vmjobs loadtest: {vms} VMs ({modes}), "
               f"{target.description}", file=out, flush=True)
         storm = Storm(target, mem_mib, state_dir, random.Random(seed))
-        storm.prepare(counts)
-        records, total, retried = storm.run(out, poll_interval, rate)
-        summary = report.summarize(records, total, retried)
-        report.print_summary(summary, out)
-        if json_path:
-            report.save(json_path, records, summary, {
-                "vms": vms, "mix": counts, "target": target.description,
-                "rate": rate})
-            print(f"timings of every VM: {json_path}", file=out)
-        if plot_path:
-            report.plot(records, plot_path)
-            print(f"plot: {plot_path}", file=out)
-        if not keep:
-            started = time.monotonic()
-            up = [r["vm_id"] for r in records if r["status"] == JobStatus.DONE]
-            for vm_id in up:
-                target.call("VM.destroy", [vm_id])
-            summary["destroy_s"] = time.monotonic() - started
-            print(f"destroyed {len(up)} VMs in {summary['destroy_s']:.2f} s",
-                  file=out)
+        summary = {}
+        try:
+            storm.prepare(counts)
+            records, total, retried = storm.run(out, poll_interval, rate)
+            summary = report.summarize(records, total, retried)
+            report.print_summary(summary, out)
+            if json_path:
+                report.save(json_path, records, summary, {
+                    "vms": vms, "mix": counts, "target": target.description,
+                    "rate": rate})
+                print(f"timings of every VM: {json_path}", file=out)
+            if plot_path:
+                report.plot(records, plot_path)
+                print(f"plot: {plot_path}", file=out)
+        finally:
+            # Whatever happened (a failure, ^C): nothing made is left
+            # running on a real --uri.
+            if not keep:
+                started = time.monotonic()
+                destroyed = storm.destroy_all()
+                summary["destroy_s"] = time.monotonic() - started
+                print(f"destroyed {destroyed} VMs in "
+                      f"{summary['destroy_s']:.2f} s", file=out)
         return summary
     finally:
         target.close()
@@ -130,6 +133,9 @@ class Storm:
         self.rng = rng
         self.requests = []   # (mode, vm_id, what the mode needs)
         self._prepared = []  # preparation jobs not yet checked
+        # (mode, vm_id, None) of VMs the preparation created, in case it
+        # fails before they are hibernated.
+        self._made = []
 
     def prepare(self, counts):
         """Make the requests; hibernate VMs for the restores to restore."""
@@ -145,6 +151,20 @@ class Storm:
                                         self.target.hv.guest)
             self.requests.append(("migration", vm_id, (params, domain_xml)))
         self.rng.shuffle(self.requests)
+
+    def destroy_all(self):
+        """Destroy every VM this storm asked for that exists (a staged
+        one's job is aborted and rolled back); returns how many."""
+        destroyed = 0
+        for _, vm_id, _ in self.requests + self._made:
+            try:
+                self.target.call("VM.destroy", [vm_id])
+            except Exception as exc:
+                if getattr(exc, "code", None) != 1:   # noVM: never made
+                    raise
+            else:
+                destroyed += 1
+        return destroyed
 
     def run(self, out, poll_interval, rate=None):
         """Send every request (at `rate` per second, or as fast as they are
@@ -219,6 +239,7 @@ class Storm:
             job_id, _ = _retrying(lambda: self.target.call(
                 "VM.create", [vm_id, self._params(vm_id)])["jobId"], retried)
             made.append(vm_id)
+            self._made.append(("prepare", vm_id, None))
             self._prepared.append(job_id)
         self._check_prepared()
         result = []

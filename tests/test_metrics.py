@@ -1,0 +1,127 @@
+"""GET /metrics: Prometheus' text format on the JSON-RPC listener, read
+with prometheus_client's own parser; each API has its own registry."""
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from vmjobs.tools.client import Client, RemoteError, _UnixConnection
+from vmjobs.config import Config
+from vmjobs.errors import CreateError
+from vmjobs.server import Server
+
+from conftest import WAIT, StepGate, new_id, vm_params, wait_job
+from test_recovery import previous_run
+
+
+def scrape(address):
+    connection = _UnixConnection(address[len("unix:"):], WAIT)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith("text/plain")
+        text = response.read().decode()
+    finally:
+        connection.close()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples}
+
+
+@pytest.fixture
+def serve(tmp_path):
+    servers = []
+
+    def start(api):
+        server = Server(api, Config(listen=f"unix:{tmp_path}/s.sock"))
+        server.start()
+        servers.append(server)
+        return server.address
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class FailAt:
+    """A step hook: the job of one vmId fails at `step`."""
+
+    def __init__(self, vm_id, step):
+        self.vm_id, self.step = vm_id, step
+
+    def __call__(self, job, step):
+        if getattr(job, "vm_id", None) == self.vm_id and step == self.step:
+            raise CreateError("libvirt said no (injected)")
+
+
+def test_metrics_of_a_run(make_api, serve):
+    previous_run(make_api, 3)
+    failing = new_id()
+    api = make_api(step_hook=FailAt(failing, "start"))
+    assert api.wait_recovered(WAIT)
+    address = serve(api)
+    vm_ids = [new_id() for _ in range(5)]
+    with Client(address) as client:
+        jobs = [client.call("VM.create", [vm_id, vm_params(vm_id)])["jobId"]
+                for vm_id in vm_ids + [failing]]
+        with pytest.raises(RemoteError) as refused:
+            client.call("VM.create", [vm_ids[0], vm_params(vm_ids[0])])
+        assert refused.value.code == 4
+        with pytest.raises(RemoteError):
+            client.call("VM.getStats", [new_id()])
+    for job_id in jobs:
+        wait_job(api, job_id)
+    m = scrape(address)
+    assert m[("vmjobs_jobs_total", (("job_type", "create"),
+                                    ("status", "done")))] == 5
+    assert m[("vmjobs_jobs_total", (("job_type", "create"),
+                                    ("status", "failed")))] == 1
+    assert m[("vmjobs_jobs_total", (("job_type", "recover"),
+                                    ("status", "done")))] == 3
+    assert m[("vmjobs_job_duration_seconds_count",
+              (("job_type", "create"),))] == 6
+    assert m[("vmjobs_job_duration_seconds_bucket",
+              (("job_type", "create"), ("le", "+Inf")))] == 6
+    assert m[("vmjobs_time_to_up_seconds_count",
+              (("job_type", "create"),))] == 5     # the failed one is not
+    assert m[("vmjobs_time_to_up_seconds_count",
+              (("job_type", "recover"),))] == 3
+    assert m[("vmjobs_refused_total", (("code", "4"),))] == 1
+    assert m[("vmjobs_refused_total", (("code", "1"),))] == 1
+    assert m[("vmjobs_vms", (("registry", "public"),))] == 8
+    assert m[("vmjobs_vms", (("registry", "staging"),))] == 0
+    assert m[("vmjobs_queued_jobs", ())] == 0
+    assert m[("vmjobs_running_jobs", ())] == 0
+    assert m[("vmjobs_workers", ())] == 4
+    assert m[("vmjobs_recovering", ())] == 0
+    assert m[("vmjobs_recovered_vms", ())] == 3
+    assert m[("vmjobs_stuck_jobs", ())] == 0
+    assert 0 < m[("vmjobs_recovery_seconds", ())] < WAIT
+
+
+def test_running_recovering_and_stuck_are_live(make_api, serve):
+    previous_run(make_api, 1)
+    gate = StepGate("commit")
+    api = make_api(step_hook=gate, job_timeout=0.0)
+    address = serve(api)
+    assert gate.reached.wait(WAIT)   # the recover job, held
+    m = scrape(address)
+    assert m[("vmjobs_recovering", ())] == 1
+    assert m[("vmjobs_running_jobs", ())] == 1
+    assert m[("vmjobs_stuck_jobs", ())] == 1   # past its 0 s timeout
+    assert m[("vmjobs_vms", (("registry", "staging"),))] == 1
+    gate.release.set()
+    assert api.wait_recovered(WAIT)
+    assert api.pool.wait_idle(WAIT)
+    m = scrape(address)
+    assert m[("vmjobs_recovering", ())] == 0
+    assert m[("vmjobs_stuck_jobs", ())] == 0
+    assert m[("vmjobs_vms", (("registry", "public"),))] == 1
+
+
+def test_each_api_counts_its_own(make_api, hypervisor):
+    first, second = make_api(), make_api()
+    vm_id = new_id()
+    wait_job(first, first.VM.create(vm_id, vm_params(vm_id))["jobId"])
+    assert b'vmjobs_jobs_total{job_type="create",status="done"} 1.0' in \
+        first.metrics.render()
+    assert b"vmjobs_jobs_total{" not in second.metrics.render()

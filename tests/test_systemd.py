@@ -1,0 +1,143 @@
+"""Running under systemd: READY=1 on $NOTIFY_SOCKET only once recovery
+has ended and the listener accepts, STOPPING=1 when a stop begins, SIGHUP
+reopens the log file, and a lock file keeps a second instance out."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from vmjobs.tools.client import Client
+from vmjobs.config import Config
+from vmjobs.instance_lock import InstanceLock, InstanceLocked
+from vmjobs.sdnotify import Readiness, notify
+from vmjobs.server import Server
+
+from conftest import WAIT, StepGate
+from serve import ROOT, ServeProcess
+from test_recovery import previous_run
+
+
+def notify_socket(path):
+    """A datagram socket as systemd's; `path` '@name' is abstract."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + path[1:] if path.startswith("@") else path)
+    sock.settimeout(WAIT)
+    return sock
+
+
+def messages(sock):
+    return dict(line.split("=", 1) for line in
+                sock.recv(4096).decode().splitlines())
+
+
+def test_ready_only_after_recovery_ended(make_api, tmp_path):
+    previous_run(make_api, 20)
+    gate = StepGate("commit")   # holds the first recover job
+    api = make_api(step_hook=gate)
+    server = Server(api, Config(listen=f"unix:{tmp_path}/vmjobs.sock"))
+    server.start()
+    sock = notify_socket(str(tmp_path / "notify"))
+    readiness = Readiness(api, server.address,
+                          {"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    try:
+        readiness.start()
+        assert gate.reached.wait(WAIT)
+        # The listener accepts, recovery runs: nothing sent.
+        with Client(server.address) as client:
+            assert client.call("Host.getStats")["recovering"] is True
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(4096)
+        sock.settimeout(WAIT)
+        gate.release.set()
+        ready = messages(sock)
+        assert ready["READY"] == "1"
+        assert "recovery ended with 20 public VMs" in ready["STATUS"]
+        assert api.recovery.done
+        with Client(server.address) as client:
+            assert len(client.call("Host.getVMList")) == 20
+        readiness.stop()
+        assert messages(sock)["STOPPING"] == "1"
+    finally:
+        gate.release.set()
+        server.stop()
+        sock.close()
+
+
+def test_no_ready_after_stopping(make_api, tmp_path):
+    previous_run(make_api, 1)
+    gate = StepGate("commit")
+    api = make_api(step_hook=gate)
+    sock = notify_socket(str(tmp_path / "notify"))
+    readiness = Readiness(api, "here",
+                          {"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    readiness.start()
+    assert gate.reached.wait(WAIT)
+    readiness.stop()
+    gate.release.set()
+    assert api.wait_recovered(WAIT)
+    assert messages(sock) == {"STOPPING": "1", "STATUS": "stopping"}
+    api.close()   # the readiness thread has nothing more to send
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
+
+
+def test_notify_without_socket_is_quiet():
+    assert notify("READY=1", {}) is False
+
+
+def test_serve_notifies_an_abstract_socket_and_reopens_its_log(tmp_path):
+    name = f"@vmjobs-test-{os.getpid()}-{id(tmp_path)}"
+    sock = notify_socket(name)
+    log = tmp_path / "serve.log"
+    server = ServeProcess("--listen", f"unix:{tmp_path}/s.sock",
+                          "--log-file", str(log), tmp_path=tmp_path,
+                          env={"NOTIFY_SOCKET": name})
+    try:
+        assert messages(sock)["READY"] == "1"
+        os.rename(log, tmp_path / "serve.log.1")   # as logrotate does
+        server.process.send_signal(signal.SIGHUP)
+        assert "log file reopened" in messages(sock)["STATUS"]
+        status, out, err = server.stop()
+        assert status == 0, err
+        assert messages(sock)["STOPPING"] == "1"
+    finally:
+        server.kill()
+        sock.close()
+    # The line about the reopen is the first of the new file.
+    assert "SIGHUP: log file reopened" in log.read_text()
+    assert "T" in log.read_text().split()[0]   # ISO-8601
+    assert not os.path.exists(tmp_path / "s.sock")
+
+
+def test_a_second_instance_names_the_pid_holding_the_lock(tmp_path):
+    lock = str(tmp_path / "run" / "vmjobs.lock")
+    first = ServeProcess("--listen", f"unix:{tmp_path}/a.sock",
+                         "--lock-file", lock, tmp_path=tmp_path)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "vmjobs", "serve", "--config", os.devnull,
+             "--listen", f"unix:{tmp_path}/b.sock", "--lock-file", lock],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env=dict(os.environ, PYTHONPATH=ROOT))
+        assert second.returncode == 2
+        assert f"PID {first.process.pid}" in second.stderr
+        assert lock in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        assert first.stop()[0] == 0
+    with InstanceLock(lock):   # free once the first stopped
+        with pytest.raises(InstanceLocked, match=f"PID {os.getpid()}"):
+            InstanceLock(lock)
+
+
+def test_a_lock_file_that_cannot_be_made_says_what_to_do(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InstanceLocked, match="cannot open the lock file .*"
+                       "--lock-file"):
+        InstanceLock(str(tmp_path / "file" / "vmjobs.lock"))

@@ -1,0 +1,57 @@
+"""VDSM's optional parameters: VM.destroy(gracefulAttempts) and
+Host.getVMList(vmList, onlyUUID) are accepted, and checked."""
+
+import pytest
+
+from vmjobs.errors import InvalidParams
+
+from conftest import our_domains, new_id, vm_params, wait_job
+
+
+def started(api, n):
+    vm_ids = [new_id() for _ in range(n)]
+    for vm_id in vm_ids:
+        assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))[
+            "jobId"])["status"] == "done"
+    return vm_ids
+
+
+def test_destroy_with_graceful_attempts(api):
+    a, b = started(api, 2)
+    assert api.VM.destroy(vmID=a, gracefulAttempts=3) is True
+    assert api.call("VM.destroy", [b, 1]) is True   # by position
+    assert our_domains(api.hv) == [] and api.Host.getVMList() == []
+
+
+@pytest.mark.parametrize("value", [-1, 11, "2", True, 1.5])
+def test_bad_graceful_attempts_are_refused(api, value):
+    (vm_id,) = started(api, 1)
+    with pytest.raises(InvalidParams) as error:
+        api.VM.destroy(vmID=vm_id, gracefulAttempts=value)
+    assert error.value.data == {"param": "gracefulAttempts"}
+    assert api.Host.getVMList() == [vm_id]   # untouched
+
+
+def test_get_vm_list_vm_list_and_only_uuid(api):
+    a, b, c = started(api, 3)
+    assert sorted(api.Host.getVMList(vmList=[a, c, new_id()])) == \
+        sorted([a, c])
+    assert api.Host.getVMList(fullStatus=True, vmList=[b]) == [
+        {"vmId": b, "status": "Up"}]
+    # As VDSM: onlyUUID gives ids only without fullStatus; an empty
+    # vmList means every VM.
+    assert api.Host.getVMList(fullStatus=True, vmList=[b],
+                              onlyUUID=True) == [{"vmId": b, "status": "Up"}]
+    assert api.call("Host.getVMList", [False, [a], True]) == [a]
+    assert sorted(api.Host.getVMList(vmList=[])) == sorted([a, b, c])
+
+
+@pytest.mark.parametrize("params,param", [
+    ({"vmList": "x"}, "vmList"),
+    ({"vmList": [1]}, "vmList"),
+    ({"onlyUUID": "yes"}, "onlyUUID"),
+])
+def test_bad_get_vm_list_params(api, params, param):
+    with pytest.raises(InvalidParams) as error:
+        api.call("Host.getVMList", params)
+    assert error.value.data == {"param": param}

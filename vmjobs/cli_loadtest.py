@@ -1,0 +1,169 @@
+"""The command line's load-test commands: `loadtest` (its flags checked,
+and its output paths and plot dependency, before the storm starts) and
+`report` (a saved run again)."""
+
+import argparse
+import os
+import sys
+import tempfile
+
+from . import logs
+from .cli_errors import CliError
+from .tools import loadtest as loadtest_module
+from .tools import report as report_module
+
+
+def add_flags(lt):
+    lt.add_argument("--vms", type=_at_least(1), default=500,
+                    help="VMs to start (default 500)")
+    lt.add_argument("--mix", default="create=100", type=_mix,
+                    help="startup modes and their weights, e.g. "
+                    "create=70,restore=20,migration=10 (default: create "
+                    "only); migrations are simulated (the load test plays "
+                    "the source host)")
+    lt.add_argument("--rate", type=_positive, default=None,
+                    help="requests per second (default: as fast as they "
+                    "are taken)")
+    lt.add_argument("--server", default=None,
+                    help="drive a running `vmjobs serve` at HOST:PORT or "
+                    "unix:/path (default: vmjobs in this process)")
+    lt.add_argument("--state-dir", help="where restores' state files go "
+                    "(a directory of their own is made in it): with "
+                    "--server, one of the server's --state-dir (default "
+                    "/var/lib/vmjobs/states); in process, a temporary one")
+    lt.add_argument("--cert", help="client certificate (mutual TLS)")
+    lt.add_argument("--key", help="its private key")
+    lt.add_argument("--ca", help="CA of the server's certificate")
+    lt.add_argument("--uri", default=None,
+                    help="libvirt URI (default: a private instance of "
+                    "libvirt's test driver); with --server, the one the "
+                    "server uses, needed to simulate migrations")
+    lt.add_argument("--workers", type=_at_least(1), default=4,
+                    help="jobs running at once, in process (default 4)")
+    lt.add_argument("--queue-size", type=_at_least(1), default=1000,
+                    help="jobs waiting at most, in process (default 1000)")
+    lt.add_argument("--domain-type", choices=("kvm", "qemu", "test"),
+                    help="guests' domain type (default: the fastest "
+                    "offered)")
+    lt.add_argument("--mem", type=_at_least(16), default=64,
+                    help="memory per VM in MiB (default 64)")
+    lt.add_argument("--keep", action="store_true",
+                    help="leave the VMs running at the end")
+    lt.add_argument("--json", metavar="FILE",
+                    help="write every VM's timings (enqueued, started, "
+                    "Up, verb latency) as JSON")
+    lt.add_argument("--plot", metavar="FILE.png",
+                    help="draw the storm (needs matplotlib: the 'plot' "
+                    "extra)")
+    lt.add_argument("--log-file", default=None,
+                    help="log file, '-' for stderr (default: a new file in "
+                    "a new directory under the temporary directory, named "
+                    "at the start)")
+
+
+def loadtest(args):
+    _check_loadtest(args)
+    if args.log_file is None:
+        args.log_file = os.path.join(
+            tempfile.mkdtemp(prefix="vmjobs-loadtest-"), "loadtest.log")
+    if args.log_file != "-":
+        print(f"log: {args.log_file}", flush=True)
+    handler = logs.configure(args.log_file)
+    try:
+        summary = loadtest_module.run(
+            vms=args.vms, workers=args.workers, uri=args.uri,
+            queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
+            rate=args.rate, keep=args.keep, server=args.server,
+            tls=(args.cert, args.key, args.ca), json_path=args.json,
+            plot_path=args.plot, domain_type=args.domain_type,
+            state_root=args.state_dir)
+    finally:
+        logs.unconfigure(handler)
+        if args.log_file != "-":
+            print(f"log: {args.log_file}")
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _check_loadtest(args):
+    """Everything that can be checked before the storm, so that nothing
+    fails after it."""
+    if args.cert and not args.ca:
+        raise CliError("--cert needs --ca (the CA that signed "
+                                  "the server's certificate)")
+    for flag, path in (("--json", args.json), ("--plot", args.plot),
+                       ("--log-file", args.log_file)):
+        if path and path != "-":
+            _check_writable(flag, path)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError(
+                "--plot needs matplotlib: pip install 'vmjobs[plot]' (or "
+                "drop --plot; --json saves the timings to plot later with "
+                "`vmjobs report`)") from None
+
+
+def _check_writable(flag, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CliError(f"{flag} {path}: is a directory; give a "
+                                  "file name")
+    if not os.path.isdir(directory):
+        raise CliError(f"{flag} {path}: no directory {directory}")
+    if not os.access(directory, os.W_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise CliError(f"{flag} {path}: not writable by this "
+                                  "user")
+
+
+def report(args):
+    try:
+        records, summary = report_module.load(args.json)
+    except OSError as exc:
+        raise CliError(f"{args.json}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CliError(
+            f"{args.json}: not a saved load test ({type(exc).__name__}: "
+            f"{exc}); give a file written by `vmjobs loadtest --json`") \
+            from None
+    if args.plot:
+        _check_writable("--plot", args.plot)
+    print(f"{args.json}: {summary['vms']} VMs")
+    report_module.print_summary(summary, sys.stdout)
+    if args.plot:
+        report_module.plot(records, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") \
+            from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got "
+                                         f"{text}")
+    return value
+
+
+def _mix(text):
+    try:
+        return loadtest_module.parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -1,0 +1,148 @@
+"""One configuration key: its section, type, bounds and a one-line
+comment; it parses a file's text into a value and checks a value from any
+source, with errors that say where the value came from and what is
+allowed."""
+
+import dataclasses
+import math
+import os
+
+
+class ConfigError(ValueError):
+    pass
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    field: str
+    kind: type            # int, float, str, bool, or list (of str)
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    optional: bool = False   # may be empty (None)
+    comment: str = ""
+
+    @property
+    def name(self):
+        return f"{self.section}.{self.key}"
+
+    @property
+    def repeatable(self):
+        """A list key: one item per line; a file that names it replaces
+        the list it had before that file."""
+        return self.kind is list
+
+    def allowed(self):
+        """What the key accepts, in words."""
+        if self.choices:
+            text = "one of " + ", ".join(self.choices)
+        elif self.kind is bool:
+            text = "true or false"
+        elif self.kind is list:
+            text = "one absolute path per line, the key repeated"
+        elif self.kind in (int, float):
+            text = "an integer" if self.kind is int else "a finite number"
+            if self.low is not None and self.high is not None:
+                text += f" from {_num(self.low)} to {_num(self.high)}"
+            elif self.low is not None:
+                text += f" >= {_num(self.low)}"
+        else:
+            text = "text"
+        return text + (", or empty" if self.optional else "")
+
+    def error(self, where, shown, problem):
+        return ConfigError(f"{where}: {self.name} = {shown}: {problem} "
+                           f"(allowed: {self.allowed()})")
+
+    def parse(self, text, where):
+        """The value of the file text `text` (comments already stripped);
+        `where` (FILE:LINE) names it in an error."""
+        text = text.strip()
+        if self.kind is list:
+            return text
+        if self.optional and text == "":
+            return None
+        if self.kind is bool:
+            if text.lower() not in _TRUE + _FALSE:
+                raise self.error(where, repr(text), "not true or false")
+            return text.lower() in _TRUE
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise self.error(where, repr(text), "not " + (
+                "an integer" if self.kind is int else "a number")) from None
+        self.check(value, where)
+        return value
+
+    def check(self, value, where):
+        if value is None:
+            if self.optional:
+                return
+            raise self.error(where, "(empty)", "a value is required")
+        if self.kind is list:
+            # Lists are of directories a caller is confined to: an empty
+            # list or a relative path would confine nothing sensible.
+            if not isinstance(value, list) or not value or \
+                    not all(isinstance(v, str) and os.path.isabs(v)
+                            for v in value):
+                raise self.error(where, repr(value),
+                                 "not a list of absolute paths")
+            return
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise self.error(where, repr(value), "not true or false")
+            return
+        if self.kind in (int, float):
+            if isinstance(value, bool) or \
+                    not isinstance(value, (int, float)):
+                raise self.error(where, repr(value), "not a number")
+            if not math.isfinite(value):
+                raise self.error(where, value, "not a finite number")
+            if self.low is not None and value < self.low:
+                raise self.error(where, value, "too small")
+            if self.high is not None and value > self.high:
+                raise self.error(where, value, "too large")
+        if self.choices and value not in self.choices:
+            raise self.error(where, repr(value), "not an allowed value")
+
+
+def _num(value):
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def read_ini(text, path):
+    """The (section, key, value, line number) of each assignment in an INI
+    text, in order. Whole-line comments start with ';' or '#'; an inline
+    comment is ';' or '#' after a blank. Keys may repeat (list keys)."""
+    section = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw).strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            yield section, None, None, number
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{path}:{number}: expected 'key = value' or "
+                              f"'[section]', found {raw.strip()!r}")
+        if section is None:
+            raise ConfigError(f"{path}:{number}: {key.strip()!r} comes "
+                              "before any [section]")
+        yield section, key.strip(), value.strip(), number
+
+
+def _strip_comment(line):
+    if line.lstrip()[:1] in (";", "#"):
+        return ""
+    for i, char in enumerate(line):
+        if char in ";#" and i > 0 and line[i - 1] in " \t":
+            return line[:i]
+    return line
