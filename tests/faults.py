@@ -1,33 +1,49 @@
 """A fault-injecting wrapper around the libvirt adapter: it passes every
-call on to the real adapter, except the Nth, which fails as libvirt would
-(an error, or the connection lost) or hangs until released (past the job
-timeout). Used where a real failure cannot be provoked on demand."""
+call on to the real adapter, except the Nth, which fails as libvirt would,
+before or after it took effect, or hangs until released (past the job
+timeout). Used where a real failure cannot be provoked on demand.
+
+Kinds of fault:
+- "error": libvirt refuses the call (nothing done);
+- "lost": the connection is lost before the call reaches libvirt;
+- "after": the call is made, libvirt does it, and the reply is lost (the
+  connection dropped, the daemon restarted): ConnectionLost all the same;
+- "hang": the call waits until `release` is set, then is made."""
 
 import threading
 
 import libvirt
 
-from vmjobs.hypervisor import HypervisorError
+from vmjobs.hypervisor import ConnectionLost, HypervisorError
 
 # The adapter's verbs that talk to libvirt.
-CALLS = ("state", "define", "start", "remove", "list_domains", "metadata",
-         "save", "saved_domain_xml", "restore", "persist", "set_metadata")
-
+CALLS = ("state", "state_reason", "define", "start", "remove", "stop",
+         "list_domains", "metadata", "save", "saved_domain_xml", "restore",
+         "persist", "set_metadata")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {
-    "error": (libvirt.VIR_ERR_INTERNAL_ERROR, "injected fault in {call}"),
-    "lost": (libvirt.VIR_ERR_INVALID_CONN,
+    "error": (HypervisorError, libvirt.VIR_ERR_INTERNAL_ERROR,
+              "injected fault in {call}"),
+    "lost": (ConnectionLost, libvirt.VIR_ERR_INVALID_CONN,
              "injected fault in {call}: client socket is closed"),
+    "after": (ConnectionLost, libvirt.VIR_ERR_INVALID_CONN,
+              "injected fault in {call}, after libvirt did it: client "
+              "socket is closed"),
 }
+
+# Every kind but "hang", which the timeout tests use.
+KINDS = ["error", "lost", "after"]
 
 
 class FaultyHypervisor:
     def __init__(self, real, fail_at=None, fail_calls=CALLS, kind="error"):
         self._real = real
-        self._fail_at = fail_at       # 1-based index of the call to fail
+        # 1-based index of the call to fail; or a set of them; or a dict
+        # of them to the kind of fault each gets.
+        self._fail_at = fail_at
         self._fail_calls = fail_calls
-        self._kind = kind             # "error", "lost" or "hang"
+        self._kind = kind             # a key of FAULTS, or "hang"
         self._lock = threading.Lock()  # guards calls, failed, _fail_at
         self.calls = []               # names of the calls made, in order
         self.failed = None            # the call that was failed
@@ -36,7 +52,8 @@ class FaultyHypervisor:
 
     def arm(self, fail_at, kind=None):
         """Start counting afresh (after the service started), and fail the
-        `fail_at`th call from now (None: fail none)."""
+        `fail_at`th call from now (or each of a set of them; None: fail
+        none). The kind of fault: `kind`, or the dict's."""
         with self._lock:
             self.calls = []
             self.failed = None
@@ -52,14 +69,25 @@ class FaultyHypervisor:
         def call(*args, **kwargs):
             with self._lock:
                 self.calls.append(name)
-                fail = len(self.calls) == self._fail_at
+                n = len(self.calls)
+                kind = self._kind
+                if isinstance(self._fail_at, dict):
+                    kind = self._fail_at.get(n)
+                    fail = kind is not None
+                elif isinstance(self._fail_at, (set, frozenset)):
+                    fail = n in self._fail_at
+                else:
+                    fail = n == self._fail_at
                 if fail:
                     self.failed = name
-            if fail and self._kind == "hang":
+            if not fail:
+                return attr(*args, **kwargs)
+            if kind == "hang":
                 self.hanging.set()
                 assert self.release.wait(120), "hang never released"
-            elif fail:
-                code, message = FAULTS[self._kind]
-                raise HypervisorError(name, code, message.format(call=name))
-            return attr(*args, **kwargs)
+                return attr(*args, **kwargs)
+            cls, code, message = FAULTS[kind]
+            if kind == "after":
+                attr(*args, **kwargs)
+            raise cls(name, code, message.format(call=name))
         return call

@@ -22,11 +22,15 @@ def check_invariants(api, state_files=None):
     - the staging registry is empty, and no VM is in both registries;
     - the list verbs show exactly the public VMs (in either publish mode:
       nothing is staged to be listed);
-    - every public VM has a domain in the matching state;
-    - every libvirt domain with vmjobs metadata is public, or defined but
-      stopped (which recovery reports and leaves alone);
+    - every public VM has a domain in the matching (running, paused) state;
+    - every libvirt domain that is ours (vmjobs metadata, or the UUID of a
+      migration we were asked to receive) is public, or reported by
+      Host.getStats: stopped_domains (defined, not running: recovery
+      leaves it alone) or unowned_domains (running in no registry: a
+      failed recovery, an arrived migration its job could not commit);
     - every job ended, in a legal state, by legal moves;
-    - the state files given to restores (path -> sha256) are unchanged.
+    - the caller's files (path -> sha256: state files given to restores,
+      files that were there before a hibernation) are unchanged.
     Returns the public VMs' ids."""
     assert api.pool.wait_idle(WAIT), "the pool never went quiet"
     assert api.registry.staged() == [], "a VM is still staged"
@@ -41,11 +45,18 @@ def check_invariants(api, state_files=None):
         assert domain.state == DOMAIN_STATE[vm.status], \
             f"VM {vm_id} is {vm.status} but its domain is {domain.state}"
         assert vm.job is None, f"public VM {vm_id} still has job {vm.job}"
+    received = {job.vm_id for job in api.jobs.jobs()
+                if job.job_type == "migration-destination"}
+    stopped, unowned = set(), set()
     for uuid, domain in domains.items():
-        if domain.metadata is None:
+        if uuid in public or (domain.metadata is None and
+                              uuid not in received):
             continue
-        assert uuid in public or domain.state == "shutoff", \
-            f"vmjobs domain {uuid} is {domain.state} but not public"
+        (stopped if domain.state == "shutoff" else unowned).add(uuid)
+    stats = api.Host.getStats()
+    assert (stats["stopped_domains"], stats["unowned_domains"]) == (
+        len(stopped), len(unowned)), \
+        f"domains of ours in no registry not all reported: {stats}"
     for job in api.jobs.jobs():
         assert job.wait(WAIT), f"job {job.id} never ended"
         history = job.history()

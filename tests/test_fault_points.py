@@ -1,6 +1,7 @@
 """Every flow (create, restore, migration destination, hibernate, recover)
 with a fault at every adapter call it makes, of each kind (a libvirt error,
-the connection lost), and with a call hanging past the job timeout: each
+the connection lost before the call, the reply lost after libvirt acted),
+and with a call hanging past the job timeout: each
 case ends with the flow's code and the invariants hold. The number of
 fault points exercised is reported at the end of the run."""
 
@@ -12,10 +13,10 @@ from vmjobs.config import Config
 from vmjobs.hypervisor import HypervisorError
 
 from conftest import WAIT, new_id, vm_params
-from faults import FaultyHypervisor
+from faults import KINDS, FaultyHypervisor
 from invariants import check_invariants, digest
 
-KINDS = ["error", "lost"]
+
 
 
 def incoming_xml(vm_id):
@@ -82,6 +83,10 @@ class Hibernate(Scenario):
         self.vm_id = new_id()
         assert done(api, api.VM.create(self.vm_id, vm_params(
             self.vm_id))["jobId"])["status"] == "done"
+        # A file of the caller's beside the one the job makes.
+        theirs = self.tmp_path / "theirs.state"
+        theirs.write_bytes(b"the caller's")
+        self.state_files = {str(theirs): digest(theirs)}
 
     def start(self, api):
         path = str(self.tmp_path / f"{new_id()}.state")
@@ -123,6 +128,9 @@ def run_case(scenario, faulty, fail_at, kind):
         calls = list(faulty.calls)
         code = info["error"]["code"] if info["status"] == "failed" else None
         check_invariants(api, scenario.state_files)
+        # A failed flow leaves no stopped domain behind (reported, but a
+        # leak all the same): its undo came before the call that failed.
+        assert api.Host.getStats()["stopped_domains"] == 0
         return code, api, calls
     finally:
         api.close()
@@ -173,6 +181,9 @@ def test_recover_fault_at_every_call(hypervisor, kind, reliability_figures):
                     ("failed", 9)
                 assert api.Host.getVMList() == []
                 assert hypervisor.state(vm_id) == "running"   # untouched
+                # ... and reported: a failed recovery is counted.
+                assert api.Host.getStats()["unowned_domains"] == 1
+                check_invariants(api)
         reliability_figures["fault points"].add(("Recover", n, kind))
 
 
@@ -189,9 +200,13 @@ def test_call_hanging_past_the_job_timeout(hypervisor, tmp_path, flow,
         scenario.prepare(api)
         faulty.arm(1, "hang")
         # The verb itself may be the one to call first (migrationCreate;
-        # restore reads the state file's domain XML to check it).
-        if flow in (Migration, Restore):
+        # restore reads the state file's domain XML to check it); and
+        # waiting for the source is not being stuck: a migration hangs once
+        # arrived, in persist.
+        if flow is Restore:
             faulty.arm(2, "hang")
+        if flow is Migration:
+            faulty.arm(3, "hang")
         job_id = scenario.start(api)
         assert faulty.hanging.wait(WAIT)
         info = api.Host.getJobs(job_ids=[job_id])[job_id]

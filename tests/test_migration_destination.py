@@ -13,7 +13,7 @@ from workers.job import current_job
 
 from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
                       our_domains, wait_job)
-from faults import FaultyHypervisor
+from faults import KINDS, FaultyHypervisor
 
 STEPS = ["prepare", "wait-arrival", "persist", "commit"]
 
@@ -62,42 +62,46 @@ class AtStep:
 class Watched:
     """The real adapter, telling the test what the waiting job saw: an
     event is set once a job in step wait-arrival looked and found no
-    domain, and once it found the domain paused.
+    domain, once it found one in transfer (defined, not running: see
+    vmjobs.tools.simulation), and once it found the domain paused.
 
     While the test holds `frozen`, lookups wait: a simulated arrival made
-    under it is seen whole. (On the test driver the simulation creates the
-    domain running and only then suspends it; a real incoming domain is
-    paused from the start. See the report on vmjobs.tools.simulation.)"""
+    under it is seen whole. (On the test driver a paused arrival runs for a
+    moment before it is paused; a real one is paused from the start.)"""
 
     def __init__(self, real):
         self._real = real
         self.saw_nothing = threading.Event()
+        self.saw_transfer = threading.Event()
         self.saw_paused = threading.Event()
         self.frozen = threading.Lock()
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
-    def state(self, uuid):
+    def state_reason(self, uuid):
         with self.frozen:
-            state = self._real.state(uuid)
+            state, reason = self._real.state_reason(uuid)
         job = current_job()
         if job is not None and job.info()["step"] == "wait-arrival":
             if state is None:
                 self.saw_nothing.set()
+            elif state == "shutoff":
+                self.saw_transfer.set()
             elif state == "paused":
                 self.saw_paused.set()
-        return state
+        return state, reason
 
 
-def assert_committed(api, vm_id, params):
+def assert_committed(api, vm_id, params, status="Up"):
     stats = api.VM.getStats(vm_id)
-    assert (stats["status"], stats["staging"]) == ("Up", False)
+    assert (stats["status"], stats["staging"]) == (status, False)
     assert stats["params"] == params
     assert api.Host.getVMList() == [vm_id]
     dom = api.hv.shared_connection.lookupByUUIDString(vm_id)
     assert dom.isPersistent()
-    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert dom.state()[0] == (libvirt.VIR_DOMAIN_RUNNING if status == "Up"
+                              else libvirt.VIR_DOMAIN_PAUSED)
     assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
                                 ) == (vm_id, params)
     # Also in the persistent definition, so the VM is still known as ours
@@ -156,23 +160,23 @@ def test_arrival_before_the_wait_starts(make_api, hypervisor):
     assert_quiet_and_clean(api)
 
 
-def paused_arrival(make_api, hypervisor):
-    """A migration whose domain has appeared, paused (transfer running),
-    and been seen so by the waiting job, which only events can wake."""
+def in_transfer(make_api, hypervisor):
+    """A migration whose domain has appeared but not arrived (transfer
+    running), and been seen so by the waiting job, which only events can
+    wake."""
     watched = Watched(hypervisor)
     api = make_api(hv=watched, migration_check_interval=3600)
     vm_id = new_id()
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
     assert watched.saw_nothing.wait(WAIT)
-    with watched.frozen:
-        simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
-    assert watched.saw_paused.wait(WAIT)
+    simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
+    assert watched.saw_transfer.wait(WAIT)
     return api, vm_id, job_id
 
 
-def test_paused_arrival_is_not_committed_until_it_resumes(make_api,
-                                                          hypervisor):
-    api, vm_id, job_id = paused_arrival(make_api, hypervisor)
+def test_a_domain_in_transfer_is_not_committed_until_it_arrives(
+        make_api, hypervisor):
+    api, vm_id, job_id = in_transfer(make_api, hypervisor)
 
     job = api.jobs.get(job_id)
     assert not job.ended
@@ -186,6 +190,41 @@ def test_paused_arrival_is_not_committed_until_it_resumes(make_api,
     assert wait_job(api, job_id)["status"] == "done"
     assert_committed(api, vm_id, {"vmId": vm_id})
     assert_quiet_and_clean(api)
+
+
+def test_a_vm_paused_on_the_source_arrives_and_commits_paused(make_api,
+                                                              hypervisor):
+    """Arrived is "the migration finished", not "running": a VM paused on
+    the source arrives paused (reason USER, not MIGRATION) and is
+    committed Paused, not left waiting until the timeout removes it."""
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_check_interval=3600)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert watched.saw_nothing.wait(WAIT)
+    with watched.frozen:
+        simulation.simulate_incoming_migration(hypervisor, domain_xml(vm_id),
+                                               paused=True)
+    assert wait_job(api, job_id)["status"] == "done"
+    assert_committed(api, vm_id, {"vmId": vm_id}, status="Paused")
+    assert_quiet_and_clean(api)
+
+
+def test_waiting_past_the_job_timeout_is_not_stuck(make_api, hypervisor):
+    """jobs.timeout bounds work, not the wait for the source (which
+    migration.destination_timeout bounds): a migration waiting longer is
+    not reported stuck."""
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_check_interval=3600,
+                   job_timeout=0.0)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert watched.saw_nothing.wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job_id])[job_id]
+    assert (info["status"], info["step"]) == ("running", "wait-arrival")
+    assert "stuck" not in info
+    assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)
 
 
 # -- timeout --------------------------------------------------------------
@@ -202,7 +241,8 @@ def test_nothing_arrives_before_the_timeout(make_api):
     assert_nothing_left(api)
 
 
-def test_paused_arrival_times_out_and_is_removed(make_api, hypervisor):
+def test_a_domain_in_transfer_at_the_timeout_is_removed(make_api,
+                                                         hypervisor):
     hook = AtStep("wait-arrival", lambda job: simulation.
                   begin_incoming_migration(hypervisor, domain_xml(job.vm_id)))
     api = make_api(step_hook=hook, migration_destination_timeout=0.3)
@@ -216,7 +256,12 @@ def test_paused_arrival_times_out_and_is_removed(make_api, hypervisor):
     assert_nothing_left(api)
 
 
-def test_arrival_after_the_timeout_is_not_made_public(make_api, hypervisor):
+def test_arrival_after_the_timeout_is_counted_and_destroyable(make_api,
+                                                              hypervisor):
+    """The source began only after the job timed out: the domain that
+    arrives then may be the guest's only copy, so it is not destroyed nor
+    made public; Host.getStats counts it unowned and VM.destroy removes
+    it."""
     api = make_api(migration_destination_timeout=0.3)
     vm_id = new_id()
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
@@ -229,8 +274,10 @@ def test_arrival_after_the_timeout_is_not_made_public(make_api, hypervisor):
     assert api.registry.staged() == []
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
-    assert hypervisor.state(vm_id) == "running"   # left to whoever sent it
-    assert api.hv.remove(vm_id)
+    assert hypervisor.state(vm_id) == "running"   # not destroyed
+    stats = api.Host.getStats()
+    assert (stats["unowned_domains"], stats["external_domains"]) == (1, 0)
+    assert api.VM.destroy(vm_id) is True
     assert_nothing_left(api)
 
 
@@ -274,9 +321,9 @@ def test_destroy_while_waiting(make_api, hypervisor):
     assert_nothing_left(api)
 
 
-def test_destroy_after_a_paused_arrival_removes_the_domain(make_api,
-                                                           hypervisor):
-    api, vm_id, job_id = paused_arrival(make_api, hypervisor)
+def test_destroy_during_the_transfer_removes_the_domain(make_api,
+                                                       hypervisor):
+    api, vm_id, job_id = in_transfer(make_api, hypervisor)
     assert destroy_in_thread(api, hypervisor, vm_id) == [True]
     assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "aborted"
     assert hypervisor.state(vm_id) is None
@@ -319,8 +366,17 @@ def test_destroy_at_every_step(make_api, hypervisor, step, arrive):
     hook.thread.join(WAIT)
     assert hook.result == [True]
     info = api.Host.getJobs(job_ids=[job_id])[job_id]
-    assert (info["status"], info["step"]) == ("aborted", step)
-    assert job.history() == ["pending", "running", "aborting", "aborted"]
+    if step in ("persist", "commit"):
+        # Arrived: the abort does not destroy it (it may be the only
+        # copy); the job leaves it ours and says so, and VM.destroy, which
+        # asked, removes it once the job has ended.
+        assert (info["status"], info["step"]) == ("failed", step)
+        assert "arrived but was not committed" in info["error"]["message"]
+        assert job.history() == ["pending", "running", "aborting", "failed"]
+    else:
+        assert (info["status"], info["step"]) == ("aborted", step)
+        assert job.history() == ["pending", "running", "aborting",
+                                 "aborted"]
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert_nothing_left(api)
@@ -446,10 +502,13 @@ def test_bad_incoming_limit(api, limit):
 
 # -- libvirt failures -------------------------------------------------------
 
-def test_libvirt_failure_at_every_call(make_api, hypervisor):
+@pytest.mark.parametrize("kind", KINDS)
+def test_libvirt_failure_at_every_call(make_api, hypervisor, kind):
     """The first call is the verb's own look for a domain already here;
     the domain arrives through the real adapter, so only vmjobs' own calls
-    are counted and failed."""
+    are counted and failed, before or after libvirt acted. Once the domain
+    has arrived no failure destroys it: the job fails saying it is left
+    running, Host.getStats counts it, and VM.destroy removes it."""
     def arrive(job):
         simulation.simulate_incoming_migration(hypervisor,
                                                domain_xml(job.vm_id))
@@ -462,11 +521,11 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
     assert wait_job(api, job_id)["status"] == "done"
     calls = list(faulty.calls)
-    assert calls == ["state", "state", "persist", "set_metadata"]
+    assert calls == ["state", "state_reason", "persist", "set_metadata"]
     assert api.VM.destroy(vm_id) is True
 
     for n, call in enumerate(calls, start=1):
-        faulty.arm(n)
+        faulty.arm(n, kind)
         vm_id = new_id()
         if n == 1:
             # The verb's own look for a domain already here, before it
@@ -483,6 +542,14 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
             assert info["status"] == "failed", (n, call, info)
             assert info["error"]["code"] == 12
             assert f"injected fault in {call}" in info["error"]["message"]
+            # It had arrived: kept, ours, and said so.
+            assert "arrived but was not committed" in \
+                info["error"]["message"]
+            assert hypervisor.state(vm_id) == "running"
+            assert api.Host.getStats()["unowned_domains"] == 1
+            assert api.registry.staged() == [] and \
+                api.Host.getVMList() == []
+            assert api.VM.destroy(vm_id) is True
         assert faulty.failed == call
         with pytest.raises(NoVM):
             api.VM.getStats(vm_id)

@@ -37,15 +37,15 @@ def event_name(event, detail):
 
 
 class Looks:
-    """Wraps B's adapter's state() on the instance, to see the migration
-    jobs' own looks while they wait: `nothing(vm_id)` is set once a job
-    looked and found no domain; `after(vm_id, event)` once a job looked
+    """Wraps B's adapter's state_reason() on the instance, to see the
+    migration jobs' own looks while they wait: `nothing(vm_id)` is set once
+    a job looked and found no domain; `after(vm_id, event)` once a job looked
     after that event reached Watch (subscribed before the job, so called
     first)."""
 
     def __init__(self, hv):
-        self._real = hv.state
-        hv.state = self._state
+        self._real = hv.state_reason
+        hv.state_reason = self._state_reason
         self._lock = threading.Lock()   # guards the dicts below
         self._nothing = {}
         self._after = {}
@@ -65,22 +65,23 @@ class Looks:
         with self._lock:
             self._armed.setdefault(vm_id, []).append(ready)
 
-    def _state(self, uuid):
+    def _state_reason(self, uuid):
         job = current_job()
         ours = (job is not None and job.vm_id == uuid and
                 job.info()["step"] == "wait-arrival")
         if ours:
             with self._lock:
                 armed = self._armed.pop(uuid, [])
-        state = self._real(uuid)
+        state, reason = self._real(uuid)
         if ours:
             with self._lock:
-                self.seen.setdefault(uuid, []).append(state)
+                self.seen.setdefault(uuid, []).append(
+                    state if reason is None else f"{state}/{reason}")
             if state is None:
                 self.nothing(uuid).set()
             for ready in armed:
                 ready.set()
-        return state
+        return state, reason
 
 
 class Watch:

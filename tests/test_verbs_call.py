@@ -10,8 +10,9 @@ from conftest import new_id, vm_params, wait_job
 pytestmark = pytest.mark.both_publish_modes
 
 STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
-              "public", "external_domains", "stopped_domains", "jobs_done",
-              "jobs_failed", "jobs_aborted", "recovering"}
+              "public", "external_domains", "stopped_domains",
+              "unowned_domains", "jobs_done", "jobs_failed", "jobs_aborted",
+              "recovering"}
 
 
 @pytest.mark.parametrize("method", ["VM.nosuch", "Nope.ping", "ping",

@@ -151,7 +151,8 @@ class API:
                 if job_type is None or job.job_type == job_type}
 
     def host_get_stats(self):
-        return host_stats(self.pool, self.registry, self.recovery, self.hv)
+        return host_stats(self.pool, self.registry, self.recovery, self.hv,
+                          self.jobs)
 
     # -- VM -------------------------------------------------------------------
 
@@ -200,7 +201,8 @@ class API:
 
     def vm_destroy(self, vmID=None, gracefulAttempts=0):
         return destroy(self.hv, self.registry, parse_vm_id(vmID),
-                       parse_graceful_attempts(gracefulAttempts))
+                       parse_graceful_attempts(gracefulAttempts),
+                       jobs=self.jobs)
 
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
@@ -245,11 +247,11 @@ class API:
     def _queue(self, job):
         """Reserve what the job needs (refused: the job's own VdsmError),
         list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace, not
-        even in the list verbs of accept mode, which show a staged VM only
-        once its job is accepted here."""
+        release its reservation: a refused request leaves no trace (and is
+        never listed: accept() comes only once the job is taken)."""
         job.reserve()
         self.jobs.add(job)
+        _refuse_if_aborted(job)
         try:
             self.pool.submit(job)
         except (workers.QueueFull, workers.PoolClosed) as exc:
@@ -257,7 +259,17 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)
+
+
+def _refuse_if_aborted(job):
+    """A job aborted (by a VM.destroy) before its verb answered has been
+    undone by its end handling: the verb answers the flow's error, never
+    success, which would tell an engine (a migration's source) to go on."""
+    if job.status is workers.JobStatus.ABORTED:
+        raise job.error_class(f"VM {job.vm_id} was destroyed before its "
+                              "job could start")
 
 
 def _bind(method, param_names, params):

@@ -17,9 +17,11 @@ import threading
 
 import workers
 
-from .errors import GeneralException, NoVM
-from .hypervisor import HypervisorError
-from .registry import VmBusy
+from . import domxml
+from .errors import GeneralException, NoVM, VmExists
+from .host import received_ids
+from .hypervisor import DomainNotFound, HypervisorError
+from .registry import VmBusy, VmStatus
 
 log = logging.getLogger("vmjobs.destroy")
 
@@ -35,32 +37,76 @@ class Destruction:
     def wait(self, timeout=None):
         return self._ended.wait(timeout)
 
-    def run(self, hv, registry, status, graceful_attempts=0):
+    def run(self, hv, registry, graceful_attempts=0):
         """Remove the claimed VM's domain (after `graceful_attempts`
         graceful destroys, as VDSM's) and drop the VM; if the removal
-        fails, give the VM back, still `status`."""
+        fails, whatever the failure, give the VM back as it was (a later
+        destroy must find it free, not wait on a claim nobody ends)."""
         log.info("VM.destroy %s: destroying the public VM", self.vm_id)
         try:
             try:
                 hv.remove(self.vm_id, graceful_attempts)
-            except HypervisorError as exc:
-                registry.release(self.vm_id, self, status)
-                raise GeneralException(
-                    f"destroy of VM {self.vm_id} failed: {exc}") from None
+            except BaseException as exc:
+                registry.release(self.vm_id, self)
+                if isinstance(exc, HypervisorError):
+                    raise GeneralException(
+                        f"destroy of VM {self.vm_id} failed: {exc}") \
+                        from None
+                raise
             registry.unpublish_claimed(self.vm_id, self)
         finally:
+            self._ended.set()
+
+    def remove_unowned(self, hv, registry, jobs):
+        """VM `vm_id` is in neither registry: remove its domain if it is
+        ours. True if it removed one, False if there is none (a domain not
+        ours is never touched), None if a job staged the vmId first."""
+        try:
+            registry.stage(self.vm_id, VmStatus.DOWN, {}, self)
+        except VmExists:
+            self._ended.set()
+            return None
+        try:
+            try:
+                ours = hv.metadata(self.vm_id, domxml.METADATA_NS) \
+                    is not None
+            except DomainNotFound:
+                return False
+            if not ours and self.vm_id not in received_ids(jobs):
+                return False
+            log.info("VM.destroy %s: removing its domain, in neither "
+                     "registry", self.vm_id)
+            try:
+                hv.remove(self.vm_id)
+            except HypervisorError as exc:
+                raise GeneralException(
+                    f"destroy of VM {self.vm_id} failed: {exc}") from None
+            return True
+        finally:
+            registry.unstage(self.vm_id, self)
             self._ended.set()
 
     def __str__(self):
         return f"VM.destroy of VM {self.vm_id}"
 
 
-def destroy(hv, registry, vm_id, graceful_attempts=0):
+def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs):
     """Destroy VM `vm_id` (raises NoVM if there is none), its domain asked
     `graceful_attempts` times to stop gracefully first; returns True once
-    it is gone."""
-    vm = registry.get(vm_id)
+    it is gone. `jobs`: the job table (the migrations we were asked to
+    receive)."""
+    found = False   # the VM was in a registry when we looked
     while True:
+        try:
+            vm = registry.get(vm_id)
+        except NoVM:
+            removed = Destruction(vm_id).remove_unowned(hv, registry, jobs)
+            if removed is None:
+                continue   # a job took the vmId meanwhile: look again
+            if removed or found:
+                return True
+            raise
+        found = True
         if isinstance(vm.job, Destruction):
             vm.job.wait()   # another VM.destroy: see what it left
         elif vm.job is not None:
@@ -75,11 +121,6 @@ def destroy(hv, registry, vm_id, graceful_attempts=0):
             try:
                 registry.claim(vm_id, vm.status, destruction)
             except VmBusy:
-                pass   # a job got there first: look again
-            else:
-                destruction.run(hv, registry, vm.status, graceful_attempts)
-                return True
-        try:
-            vm = registry.get(vm_id)
-        except NoVM:
+                continue   # a job got there first: look again
+            destruction.run(hv, registry, graceful_attempts)
             return True

@@ -1,9 +1,23 @@
 """What the host holds, listed and counted: Host.getVMList's and
 Host.getStats' answers, and what a stop leaves behind."""
 
+from workers import JobStatus
+
 from . import domxml
 from .errors import InvalidParams
 from .hypervisor import DomainState
+
+MIGRATION_DESTINATION = "migration-destination"   # its job_type
+
+
+def received_ids(jobs):
+    """The vmIds of the migrations still listed in `jobs` (the job table)
+    that we were asked to receive and that did not commit: a domain with
+    one of them is ours even without metadata (it may have arrived after
+    its job ended)."""
+    return {job.vm_id for job in jobs.jobs()
+            if job.job_type == MIGRATION_DESTINATION and
+            job.status is not JobStatus.DONE}
 
 
 def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
@@ -27,9 +41,12 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
     return [vm.vm_id for vm in vms]
 
 
-def host_stats(pool, registry, recovery, hv):
+def host_stats(pool, registry, recovery, hv, jobs):
     """Host.getStats: the pool's counts, the registries', and libvirt's
-    domains that are not (or no longer) VMs of ours."""
+    domains that are not (or no longer) VMs of ours: external (not ours),
+    stopped (ours, defined, not running: recovery leaves them alone) and
+    unowned (ours, running in no registry: a failed recovery, an arrived
+    migration its job could not commit)."""
     # Read first: once recovery is over, the counts read after it show
     # what recovery left (reading it last, after the libvirt listing,
     # could report recovery over with the counts of a moment before).
@@ -37,12 +54,17 @@ def host_stats(pool, registry, recovery, hv):
     pool_stats = pool.stats()
     counts = registry.counts()
     known = registry.known_ids()
-    external = stopped = 0
+    received = received_ids(jobs)
+    external = stopped = unowned = 0
     for domain in hv.list_domains(domxml.METADATA_NS):
-        if domain.metadata is None:
+        if domain.uuid in known:
+            continue
+        if domain.metadata is None and domain.uuid not in received:
             external += 1
-        elif domain.state == DomainState.SHUTOFF and domain.uuid not in known:
+        elif domain.state == DomainState.SHUTOFF:
             stopped += 1
+        else:
+            unowned += 1
     return {
         "workers": pool_stats["workers"],
         "queue_size": pool_stats["queue_size"],
@@ -52,6 +74,7 @@ def host_stats(pool, registry, recovery, hv):
         "public": counts["public"],
         "external_domains": external,
         "stopped_domains": stopped,
+        "unowned_domains": unowned,
         "jobs_done": pool_stats["done"],
         "jobs_failed": pool_stats["failed"],
         "jobs_aborted": pool_stats["aborted"],

@@ -68,9 +68,15 @@ def state_path(value, param, state_dirs):
 
 def reserve(path):
     """Create `path` empty, exclusively and without following a symlink;
-    FileExistsError if anything is there."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                     os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    FileExistsError if anything is there. Returns the file's identity
+    (st_dev, st_ino), by which its creator knows it later."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                 os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
 
 
 def check_regular_file(path):

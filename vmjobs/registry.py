@@ -29,6 +29,9 @@ class VmStatus(StrEnum):
     WAIT_FOR_LAUNCH = "WaitForLaunch"
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
+    # A vmId held by VM.destroy while it removes a domain in neither
+    # registry (VDSM's word for a VM going away).
+    DOWN = "Down"
 
 
 class PublishMode(StrEnum):
@@ -52,6 +55,9 @@ class Vm:
     # What works on the VM: its startup job while staged; a hibernate job or
     # a destroy.Destruction while public; None when it is just up.
     job: object = None
+    # The status a claimed public VM had before its claim: release() puts
+    # it back, so a claim's end never needs it from the claimer.
+    status_before_claim: VmStatus | None = None
     # A staged VM whose verb answered (accept()): listed in accept mode.
     # Read only while the VM is staged.
     accepted: bool = False
@@ -126,18 +132,19 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
-            self._public[vm_id] = dataclasses.replace(vm, status=status,
-                                                      job=job)
+            self._public[vm_id] = dataclasses.replace(
+                vm, status=status, job=job, status_before_claim=vm.status)
             return vm
 
-    def release(self, vm_id, job, status):
-        """End job's claim on the public VM, which keeps running as
-        `status`."""
+    def release(self, vm_id, job):
+        """End job's claim on the public VM, which keeps running with the
+        status it had before the claim."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is not None and vm.job is job:
-                self._public[vm_id] = dataclasses.replace(vm, status=status,
-                                                          job=None)
+                self._public[vm_id] = dataclasses.replace(
+                    vm, status=vm.status_before_claim, job=None,
+                    status_before_claim=None)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""

@@ -80,6 +80,14 @@ class VmJob(workers.Job):
     def info_extra(self):
         return {"vm_id": self.vm_id}
 
+    def set_end_error(self, code, message):
+        """Add to the job's error what its end handling (on_ended) found,
+        while the job's info can still change."""
+        with self._lock:
+            if self._error is not None:
+                message = f"{self._error['message']}; then {message}"
+            self._error = {"code": code, "message": message}
+
     def error_info(self, exc):
         if isinstance(exc, VdsmError):
             return exc.to_dict()
@@ -119,5 +127,7 @@ class StartupJob(VmJob):
 
     def on_ended(self):
         # Whatever the end (done, failed, aborted, even aborted while still
-        # queued) nothing of this job stays staged.
+        # queued) nothing of this job stays staged; and an ended job, kept
+        # listed for a while, keeps its JobInfo, not the request.
         self.release()
+        self.spec = None

@@ -20,15 +20,19 @@ class CreateJob(StartupJob):
         with Rollback() as rollback:
             self.step("prepare")
             ensure_no_domain(self.hv, vm_id)
+            # No domain had this UUID: whatever has it from now on is ours
+            # to remove. Pushed before define, whose reply can be lost
+            # after libvirt defined the domain.
+            rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
             self.step("define")
             self.hv.define(self.domain_xml)
-            # libvirt has it now; an ended job is kept for a while and need
-            # not carry it.
-            self.domain_xml = None
-            rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
             self.step("start")
             self.hv.start(vm_id, paused=paused)
             self.step("verify")
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")
             self.commit(status)
+
+    def on_ended(self):
+        self.domain_xml = None   # libvirt has it, or it was not wanted
+        super().on_ended()

@@ -2,11 +2,14 @@
 and take it out of the public registry.
 
 Not a startup flow but the inverse of restore, and the only job that runs
-on a public VM. Its reservation claims the VM (Saving State) and creates
-the state file, empty and exclusively (O_EXCL): an existing file is never
-overwritten, and two hibernations can never share one. Until the state is
-saved the VM stays public and running if anything fails; once saved, a
-failure or an abort brings it back from the file."""
+on a public VM. Its reservation creates the state file, empty and
+exclusively (O_EXCL), then claims the VM (Saving State): an existing file
+is never overwritten, two hibernations can never share one, and the file's
+inode is remembered, so the job only ever removes the very file it
+created. Until the state is saved the VM stays public and running if
+anything fails; once saved, a failure or an abort brings it back from the
+file. A save or restore whose reply is lost may have taken effect: the job
+then looks at the domain instead of assuming."""
 
 import logging
 import os
@@ -14,19 +17,19 @@ import os
 from workers import JobStatus
 
 from .. import hostfiles
-from ..errors import MigrateError
-from ..hypervisor import DomainState
+from ..errors import MigrateError, NoVM
+from ..hypervisor import DomainState, HypervisorError
 from ..registry import VmBusy, VmStatus
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
 
 
-def reserve_state_file(path):
+def create_state_file(path):
     """Create `path` empty, refusing (MigrateError) if anything, even a
-    dangling symlink, is there."""
+    dangling symlink, is there; return its identity (st_dev, st_ino)."""
     try:
-        hostfiles.reserve(path)
+        return hostfiles.reserve(path)
     except FileExistsError:
         raise MigrateError(f"{path} exists: refusing to overwrite it") \
             from None
@@ -34,11 +37,17 @@ def reserve_state_file(path):
         raise MigrateError(f"cannot create {path}: {exc.strerror}") from None
 
 
-def remove_state_file(path):
+def remove_own_file(path, identity):
+    """Unlink `path` if it is still the file of `identity` (st_dev, st_ino):
+    a file put in its place by someone else is never removed."""
     try:
-        os.unlink(path)
+        st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
-        pass
+        return
+    if (st.st_dev, st.st_ino) != identity:
+        log.warning("%s is no longer the file this job created: kept", path)
+        return
+    os.unlink(path)
 
 
 class HibernateJob(VmJob):
@@ -48,32 +57,34 @@ class HibernateJob(VmJob):
 
     def __init__(self, vm_id, path, hypervisor, registry, **kwargs):
         super().__init__(vm_id, hypervisor, registry, **kwargs)
-        self.path = path                # reserved by reserve(): ours
+        self.path = path
+        self._file = None               # (st_dev, st_ino) once reserved
         self.previous_status = None     # the VM's, when reserve() claimed it
         # Where the flow got to; read in on_ended, after run() returned.
         self._ran = False
-        self._saved = False             # the file holds the VM's state
+        self._saved = False             # the file may hold the VM's state
         self._brought_back = False      # ... and the VM runs again anyway
 
     def reserve(self):
-        """Claim the public VM (raises NoVM, or MigrateError if another job
-        works on it) and create the state file."""
+        """Before the job is visible: create the state file, then claim the
+        public VM (raises MigrateError, or NoVM), leaving nothing behind if
+        either fails."""
+        self._file = create_state_file(self.path)
         try:
-            self.previous_status = self.registry.claim(
-                self.vm_id, VmStatus.SAVING_STATE, self).status
-        except VmBusy as exc:
+            vm = self.registry.claim(self.vm_id, VmStatus.SAVING_STATE, self)
+        except (VmBusy, NoVM) as exc:
+            remove_own_file(self.path, self._file)
+            if isinstance(exc, NoVM):
+                raise
             raise MigrateError(f"cannot hibernate: {exc}") from None
-        try:
-            reserve_state_file(self.path)
-        except MigrateError:
-            self.registry.release(self.vm_id, self, self.previous_status)
-            raise
+        self.previous_status = vm.status
 
     def release(self):
         # The file first: once the VM is released, another hibernation may
-        # claim it, and may want the same path.
-        remove_state_file(self.path)
-        self.registry.release(self.vm_id, self, self.previous_status)
+        # claim it, and may want the same path. The registry puts back the
+        # status the VM had before the claim.
+        remove_own_file(self.path, self._file)
+        self.registry.release(self.vm_id, self)
 
     def run(self):
         vm_id = self.vm_id
@@ -86,8 +97,7 @@ class HibernateJob(VmJob):
                 raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
                                    "nothing to save")
             self.step("save")
-            self.hv.save(vm_id, self.path)
-            self._saved = True
+            self._save()
             self.step("undefine")
             self.hv.remove(vm_id)
             self.step("commit")
@@ -110,14 +120,46 @@ class HibernateJob(VmJob):
             self.registry.unpublish_claimed(self.vm_id, self)
         else:
             # Not committed: the VM stays public, as it was before.
-            self.registry.release(self.vm_id, self, self.previous_status)
+            self.registry.release(self.vm_id, self)
+
+    def _save(self):
+        try:
+            self.hv.save(self.vm_id, self.path)
+        except HypervisorError:
+            # The reply may be lost after libvirt saved (the domain then
+            # stopped): look. If we cannot tell, the file may hold the
+            # only state, and is kept.
+            self._saved = self._domain_state() not in (DomainState.RUNNING,
+                                                       DomainState.PAUSED)
+            raise
+        self._saved = True
 
     def _undo(self):
         if self._saved:
-            # The file holds the VM's only state: it goes only once the VM
-            # runs again and is persistent (if this raises, it stays).
-            self.hv.restore(self.path, self.vm_id,
-                            paused=self.previous_status == VmStatus.PAUSED)
+            # The file may hold the VM's only state: it goes only once the
+            # VM runs again and is persistent (if this raises, it stays).
+            self._bring_back()
             self._brought_back = True
             self.hv.persist(self.vm_id)
-        remove_state_file(self.path)
+        remove_own_file(self.path, self._file)
+
+    def _bring_back(self):
+        paused = self.previous_status == VmStatus.PAUSED
+        try:
+            self.hv.restore(self.path, self.vm_id, paused=paused)
+        except HypervisorError:
+            # Its reply may be lost after libvirt restored; or the save
+            # never took effect: either way a running domain is back.
+            if self._domain_state() not in (DomainState.RUNNING,
+                                            DomainState.PAUSED):
+                raise
+            log.warning("VM %s: restore failed but its domain runs",
+                        self.vm_id)
+
+    def _domain_state(self):
+        """The domain's state, or 'unknown' if it cannot be read."""
+        try:
+            return self.hv.state(self.vm_id)
+        except HypervisorError as exc:
+            log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
+            return "unknown"

@@ -1,21 +1,36 @@
 """Migration destination: prepare, wait for the incoming domain, make it
-persistent, commit. Its reservation also checks, before the verb answers,
-that no domain with the VM's UUID is here yet.
+persistent and ours, commit. Its reservation also checks, before the
+verb answers, that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
 job only waits for it. Waiting is driven by libvirt's lifecycle events for
 the VM's UUID, with a lookup every `check_interval` seconds as a safety net
 (an event can be lost with a connection), and ends on arrival, abort or
-timeout."""
+timeout. The rules of arrival and of the job's end are in arrival.py:
 
+- before arrival, any end but a commit removes what has the UUID, even if
+  the job never ran (the end handling does it, not run());
+- from arrival on, nothing destroys the domain: the job commits it, or
+  leaves it running and ours for recovery, and says so in its error.
+
+A domain that arrives after its job ended (the source began only after a
+timeout or an abort) is left running: it may be the guest's only copy. It
+is counted in Host.getStats' unowned_domains (its UUID is that of a
+migration job still listed), VM.destroy removes it, and the next recovery
+adopts it if it carries vmjobs metadata (the source was a vmjobs host)."""
+
+import dataclasses
 import threading
 import time
 
-from .. import domxml
+from workers import JobStatus
+
 from ..errors import MigrateError, VdsmError
-from ..hypervisor import DomainState, HypervisorError
+from ..hypervisor import HypervisorError
 from ..registry import VmStatus
-from .base import Rollback, StartupJob
+from .arrival import (arrived_status, keep_for_recovery, make_ours,
+                      remove_unarrived)
+from .base import StartupJob
 from .steps import ensure_no_domain
 
 
@@ -26,7 +41,10 @@ class MigrationDestinationJob(StartupJob):
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
                  check_interval=1.0, incoming_limit=None, **kwargs):
-        super().__init__(spec, hypervisor, registry, **kwargs)
+        # The domain XML was needed only to check its UUID: the source
+        # sends the domain.
+        super().__init__(dataclasses.replace(spec, xml=None), hypervisor,
+                         registry, **kwargs)
         # At most this many migrations in at once (None: no limit).
         self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
@@ -34,6 +52,9 @@ class MigrationDestinationJob(StartupJob):
         # Set on every lifecycle event of the VM and on abort: the waiting
         # job then looks again.
         self._wake = threading.Event()
+        # When the domain arrived (monotonic), set once by the job's thread
+        # before any later step: from then on nothing destroys it.
+        self.arrived_at = None
 
     def reserve(self):
         """Stage the vmId, refusing (MigrateLimit) beyond the incoming
@@ -53,27 +74,48 @@ class MigrationDestinationJob(StartupJob):
         self._wake.set()
 
     def run(self):
-        vm_id = self.vm_id
-        with Rollback() as rollback:
-            self.step("prepare")
-            # reserve() checked that no domain had this UUID once the VM was
-            # staged: whatever has the UUID now is the incoming domain, ours
-            # to remove if the migration does not end in a commit.
-            rollback.push(f"remove incoming domain {vm_id}", self.hv.remove,
-                          vm_id)
-            self.step("wait-arrival")
-            self._wait_for_arrival()
+        self.step("prepare")
+        self.step("wait-arrival")
+        status = self._wait_for_arrival()
+        try:
             self.step("persist")
-            self.hv.persist(vm_id)
-            self.hv.set_metadata(vm_id, domxml.METADATA_NS,
-                                 domxml.METADATA_PREFIX,
-                                 domxml.metadata_element(vm_id,
-                                                         self.spec.params))
+            make_ours(self.hv, self.vm_id, self.spec.params)
             self.step("commit")
-            self.commit(VmStatus.UP)
+            self.commit(status)
+        except Exception as exc:   # a failure, or an abort (JobAborted)
+            why = str(exc) or type(exc).__name__
+            raise MigrateError(keep_for_recovery(
+                self.hv, self.vm_id, self.spec.params, why)) from None
+
+    def on_ended(self):
+        try:
+            if self.status is not JobStatus.DONE and self.arrived_at is None:
+                kept = remove_unarrived(self.hv, self.vm_id, self.spec.params,
+                                        f"job {self.status}")
+                if kept is not None:
+                    self.set_end_error(self.error_class.code, kept)
+        except Exception as exc:
+            self.set_end_error(
+                self.error_class.code,
+                f"removing incoming domain {self.vm_id} failed ({exc}): "
+                "Host.getStats counts it in unowned_domains; VM.destroy "
+                "removes it")
+        finally:
+            super().on_ended()
+
+    def _is_stuck(self, now=None):
+        # (workers.Job's, called under its lock.) Waiting for the source is
+        # not being stuck: arrival_timeout bounds the wait, and jobs.timeout
+        # counts from the arrival.
+        arrived_at = self.arrived_at
+        if arrived_at is None or self.timeout is None or self._status.ended:
+            return False
+        now = time.monotonic() if now is None else now
+        return now - arrived_at > self.timeout
 
     def _wait_for_arrival(self):
-        """Return once the domain runs here; raise on abort or timeout."""
+        """Return the VM's status once the domain arrived here; raise on
+        abort or timeout."""
         token = self.hv.subscribe(self.vm_id,
                                   lambda event, detail: self._wake.set())
         try:
@@ -83,8 +125,10 @@ class MigrationDestinationJob(StartupJob):
                 # lost: it makes the next wait return at once.
                 self._wake.clear()
                 self.check_abort()
-                if self.hv.state(self.vm_id) == DomainState.RUNNING:
-                    return
+                status = arrived_status(self.hv, self.vm_id)
+                if status is not None:
+                    self.arrived_at = time.monotonic()
+                    return status
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise MigrateError(

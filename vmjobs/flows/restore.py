@@ -5,9 +5,10 @@ The state file is only ever read: restored or not, it stays as it was."""
 
 from .. import domxml
 from ..errors import CreateError
+from ..hypervisor import DomainState
 from ..registry import VmStatus
 from .base import Rollback, StartupJob
-from .steps import check_readable_file, ensure_no_domain, running_status
+from .steps import check_readable_file, running_status
 
 
 class RestoreJob(StartupJob):
@@ -25,10 +26,17 @@ class RestoreJob(StartupJob):
             params, ours = saved_vm_params(self.hv, path, vm_id,
                                            self.spec.params)
             self.step("prepare")
-            ensure_no_domain(self.hv, vm_id)
-            # No domain had this UUID: whatever has it from now on, even
-            # half-restored, is ours to remove.
-            rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
+            if over_a_stopped_definition(self.hv, vm_id):
+                # A hibernation interrupted between its save and its
+                # undefine (a crash) left the VM's definition: the state
+                # file restores over it, as libvirt does after a plain
+                # `virsh save`. It was there before: only stopped on undo.
+                rollback.push(f"stop domain {vm_id}", self.hv.stop, vm_id)
+            else:
+                # No domain had this UUID: whatever has it from now on,
+                # even half-restored, is ours to remove.
+                rollback.push(f"remove domain {vm_id}", self.hv.remove,
+                              vm_id)
             self.step("restore")
             self.hv.restore(path, vm_id, paused=paused)
             self.step("persist")
@@ -41,6 +49,21 @@ class RestoreJob(StartupJob):
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")
             self.commit(status, params=params)
+
+
+def over_a_stopped_definition(hv, vm_id):
+    """True if the VM's own definition is here, stopped (vmjobs metadata):
+    a restore goes over it. False if no domain has the UUID; any other
+    domain with it is refused (CreateError), never touched."""
+    state = hv.state(vm_id)
+    if state is None:
+        return False
+    if state is DomainState.SHUTOFF and \
+            hv.metadata(vm_id, domxml.METADATA_NS) is not None:
+        return True
+    raise CreateError(f"a domain with UUID {vm_id} already exists here "
+                      f"({state}; if it is a vmjobs domain in no registry, "
+                      "VM.destroy removes it)")
 
 
 def saved_vm_params(hv, path, vm_id, request_params):

@@ -16,7 +16,8 @@ def ensure_no_domain(hv, vm_id, error_class=CreateError):
     state = hv.state(vm_id)
     if state is not None:
         raise error_class(f"a domain with UUID {vm_id} already exists "
-                          f"here ({state})")
+                          f"here ({state}; if it is a vmjobs domain in no "
+                          "registry, VM.destroy removes it)")
 
 
 def running_status(hv, vm_id, paused, error_class=CreateError):

@@ -10,8 +10,10 @@
 """
 
 from .adapter import Hypervisor
-from .domains import DomainInfo, DomainState, GuestKind
+from .domains import (PAUSED_MIGRATION, PAUSED_OTHER, DomainInfo,
+                      DomainState, GuestKind)
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
 
 __all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
-           "GuestKind", "Hypervisor", "HypervisorError"]
+           "GuestKind", "Hypervisor", "HypervisorError", "PAUSED_MIGRATION",
+           "PAUSED_OTHER"]

@@ -1,7 +1,8 @@
 """The adapter's verbs: a handful of calls by domain UUID (define, start,
-state, remove, save, restore, list, metadata), each on a connection lent
+state, remove, stop, save, restore, list, metadata), each on a connection lent
 for the call, with libvirtError translated into HypervisorError."""
 
+import functools
 import logging
 import os
 import time
@@ -9,13 +10,28 @@ import time
 import libvirt
 
 from .connections import Connections
-from .domains import domain_info, guest_kind, lookup, metadata_of, state_of
+from .domains import (domain_info, guest_kind, lookup, metadata_of,
+                      state_and_reason_of, state_of)
 from .drivers import private_test_host
 from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
                      translated)
 from .events import Events, start_event_loop
 
 log = logging.getLogger("vmjobs.hypervisor")
+
+
+def _read(method):
+    """A verb that only reads: if its connection is found lost (libvirtd
+    restarted since it was last used), it is made once more, on a new one.
+    Nothing was changed, so nothing can be done twice; a call that changes
+    something is never repeated (its caller must look, not assume)."""
+    @functools.wraps(method)
+    def read_once_more_if_lost(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectionLost:
+            return method(self, *args, **kwargs)
+    return read_once_more_if_lost
 
 
 class Hypervisor:
@@ -63,11 +79,21 @@ class Hypervisor:
         call (for the verbs, and for tooling that plays another client)."""
         return self._connections.lend()
 
+    @_read
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
             return None if dom is None else state_of(dom)
+
+    @_read
+    def state_reason(self, uuid):
+        """(state, reason): the domain's state, and for a paused one why
+        (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
+        there is no such domain."""
+        with self.connection() as conn, translated("state"):
+            dom = lookup(conn, uuid)
+            return (None, None) if dom is None else state_and_reason_of(dom)
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -83,11 +109,11 @@ class Hypervisor:
             else:
                 dom.create()
 
-    def remove(self, uuid, graceful_attempts=0):
-        """Destroy the domain if it runs and undefine it if it is defined;
-        with graceful_attempts, first that many graceful destroys (QEMU
-        asked to terminate, flushing its caches; libvirt bounds each), as
-        VDSM's destroy does, then the forced one.
+    def remove(self, uuid, graceful_attempts=0, keep_definition=False):
+        """Destroy the domain if it runs and undefine it if it is defined
+        (unless `keep_definition`); with graceful_attempts, first that many
+        graceful destroys (QEMU asked to terminate, flushing its caches;
+        libvirt bounds each), as VDSM's destroy does, then the forced one.
         Whatever part is already gone is fine: removal is idempotent, so
         when the daemon is lost (restarting) it is tried again until it is
         back, up to reconnect_timeout: an undo must not be left half done.
@@ -95,7 +121,8 @@ class Hypervisor:
         deadline = time.monotonic() + self.reconnect_timeout
         while True:
             try:
-                return self._remove_once(uuid, graceful_attempts)
+                return self._remove_once(uuid, graceful_attempts,
+                                         keep_definition)
             except ConnectionLost:
                 if time.monotonic() > deadline:
                     raise
@@ -103,7 +130,12 @@ class Hypervisor:
                             uuid)
                 time.sleep(0.2)
 
-    def _remove_once(self, uuid, graceful_attempts=0):
+    def stop(self, uuid):
+        """Destroy the domain if it runs, keeping its definition (as
+        remove() does, retried until the daemon is back)."""
+        return self.remove(uuid, keep_definition=True)
+
+    def _remove_once(self, uuid, graceful_attempts, keep_definition):
         with self.connection() as conn, translated("remove"):
             dom = lookup(conn, uuid)
             if dom is None:
@@ -118,8 +150,10 @@ class Hypervisor:
                     log.info("graceful destroy %d of %d of %s: %s",
                              attempt + 1, graceful_attempts, uuid, exc)
             ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
-            ignoring(lambda: dom.undefineFlags(self._driver.undefine_flags),
-                     NO_DOMAIN, OPERATION_INVALID)
+            if not keep_definition:
+                ignoring(lambda: dom.undefineFlags(
+                    self._driver.undefine_flags), NO_DOMAIN,
+                    OPERATION_INVALID)
             return True
 
     def save(self, uuid, path):
@@ -127,6 +161,7 @@ class Hypervisor:
         with self.connection() as conn, translated("save"):
             conn.lookupByUUIDString(uuid).save(path)
 
+    @_read
     def saved_domain_xml(self, path):
         """The domain XML inside a saved-state file (the file is only read)."""
         with self.connection() as conn, translated("read saved state"):
@@ -157,6 +192,7 @@ class Hypervisor:
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
                             prefix, metadata_ns, flags)
 
+    @_read
     def list_domains(self, metadata_ns):
         """Every domain: running, paused and defined-but-stopped ones, with
         our metadata element where it carries one."""
@@ -164,6 +200,7 @@ class Hypervisor:
             domains = conn.listAllDomains(0)
             return [domain_info(dom, metadata_ns) for dom in domains]
 
+    @_read
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
             return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)

@@ -28,8 +28,25 @@ _STATES = {
 }
 
 
+# Why a paused domain is paused, where it matters: an incoming migration's
+# domain is paused for MIGRATION until the transfer is over.
+PAUSED_MIGRATION = "migration"
+PAUSED_OTHER = "other"
+
+
 def state_of(dom):
     return _STATES.get(dom.state()[0], DomainState.OTHER)
+
+
+def state_and_reason_of(dom):
+    """(state, reason): for a paused domain why (PAUSED_MIGRATION or
+    PAUSED_OTHER), else None."""
+    code, reason = dom.state()
+    state = _STATES.get(code, DomainState.OTHER)
+    if state is not DomainState.PAUSED:
+        return state, None
+    return state, (PAUSED_MIGRATION if reason ==
+                   libvirt.VIR_DOMAIN_PAUSED_MIGRATION else PAUSED_OTHER)
 
 
 def lookup(conn, uuid):

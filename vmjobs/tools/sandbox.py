@@ -185,11 +185,16 @@ class Sandbox:
             except FileNotFoundError:
                 new = None
             if new and new != old and os.path.exists(self.socket):
-                break
+                # The old daemon's socket file may still be there, or the
+                # new one not listen yet: back is "it answers".
+                try:
+                    self._first_call()
+                    return
+                except libvirt.libvirtError:
+                    pass
             if time.monotonic() > deadline:
                 raise SandboxError("libvirtd did not come back")
             time.sleep(0.02)
-        self._first_call()
 
     def remove_all_domains(self):
         conn = libvirt.open(self.uri)

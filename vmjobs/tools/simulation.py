@@ -2,15 +2,18 @@
 migrate. The tests and the load test use it to play the source host; the
 service never does.
 
-It leaves on the destination what a real incoming migration leaves, in the
-same order of events: the domain appears transient and paused while its
-memory is transferred (STARTED, SUSPENDED), then resumes (RESUMED).
+A real incoming migration leaves its domain here PAUSED, reason MIGRATION,
+while the memory is transferred, then RUNNING (RESUMED event), or PAUSED
+for another reason (SUSPENDED event) if the VM was paused on the source.
+The test driver can show neither that reason nor a domain started paused,
+so the simulation stands in:
 
-One difference remains: the test driver cannot start a domain paused, so
-the domain runs for a moment before it is paused, and a job that looks in
-that moment sees it running. A whole simulated migration ends running
-anyway; a test of a half-arrived domain must hold the job's lookups while
-begin_incoming_migration runs."""
+- during the transfer the domain is defined here and does not run (like
+  the real one, it has not arrived, and an end of the job before arrival
+  must remove it);
+- a whole migration creates the domain transient and running; a paused
+  one is then suspended (so it runs for a moment first: a test of a paused
+  arrival holds the job's lookups meanwhile)."""
 
 from .. import domxml
 from ..hypervisor.errors import translated
@@ -25,22 +28,16 @@ def create_transient(hv, domain_xml, paused=False):
             dom.suspend()
 
 
-def resume(hv, uuid):
-    with hv.connection() as conn, translated("resume"):
-        conn.lookupByUUIDString(uuid).resume()
-
-
 def begin_incoming_migration(hv, domain_xml):
-    """The domain appears here, transient and paused (transfer running)."""
-    create_transient(hv, domain_xml, paused=True)
+    """The domain appears here, not arrived yet (transfer running)."""
+    hv.define(domain_xml)
 
 
-def finish_incoming_migration(hv, vm_id):
-    """The transfer is over: the domain resumes here."""
-    resume(hv, vm_id)
+def finish_incoming_migration(hv, vm_id, paused=False):
+    """The transfer is over: the domain runs here (or is paused)."""
+    hv.start(vm_id, paused=paused)
 
 
-def simulate_incoming_migration(hv, domain_xml):
+def simulate_incoming_migration(hv, domain_xml, paused=False):
     """A whole incoming migration of `domain_xml`'s domain."""
-    begin_incoming_migration(hv, domain_xml)
-    finish_incoming_migration(hv, domxml.domain_uuid(domain_xml))
+    create_transient(hv, domain_xml, paused=paused)

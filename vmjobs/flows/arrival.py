@@ -1,0 +1,71 @@
+"""An incoming migration's rules, as small pieces of the adapter: when the
+domain has arrived, what ends a job that did not commit, and how an arrived
+domain is kept for recovery when it cannot be committed. (Plain functions,
+so that a job waiting without a thread can use them as well as one that
+waits in run().)
+
+"Arrived" is "the migration finished": the domain runs, or it is paused for
+any reason but MIGRATION (a VM paused on the source arrives PAUSED, reason
+USER, with a SUSPENDED event; during the transfer it is PAUSED, reason
+MIGRATION). Before arrival the source still holds the guest, and removing
+what is here only makes the source's migration fail; from arrival on, the
+domain here may be the guest's only copy, and nothing destroys it."""
+
+import logging
+
+from .. import domxml
+from ..hypervisor import PAUSED_MIGRATION, DomainState
+from ..registry import VmStatus
+
+log = logging.getLogger("vmjobs.flows.arrival")
+
+
+def arrived_status(hv, vm_id):
+    """The public status (Up, Paused) of the incoming domain once its
+    migration has finished; None while it has not (no domain, a transfer
+    still running, or a domain that does not run)."""
+    state, reason = hv.state_reason(vm_id)
+    if state is DomainState.RUNNING:
+        return VmStatus.UP
+    if state is DomainState.PAUSED and reason != PAUSED_MIGRATION:
+        return VmStatus.PAUSED
+    return None
+
+
+def make_ours(hv, vm_id, params):
+    """Make the arrived domain persistent and ours (vmjobs metadata, live
+    and in its definition), so that it is known as ours once it stops, and
+    recovered after a restart."""
+    hv.persist(vm_id)
+    hv.set_metadata(vm_id, domxml.METADATA_NS, domxml.METADATA_PREFIX,
+                    domxml.metadata_element(vm_id, params))
+
+
+def keep_for_recovery(hv, vm_id, params, why):
+    """An arrived domain that will not be committed (`why`): leave it
+    running, made ours if that can be done, and return what became of it
+    (for the job's error)."""
+    try:
+        make_ours(hv, vm_id, params)
+    except Exception as exc:
+        where = ("left running here without vmjobs metadata "
+                 f"({exc}): Host.getStats counts it in unowned_domains")
+    else:
+        where = ("left running here with vmjobs metadata: the next "
+                 "recovery adopts it")
+    message = (f"VM {vm_id} arrived but was not committed ({why}); it is "
+               f"{where}; VM.destroy removes it")
+    log.error("%s", message)
+    return message
+
+
+def remove_unarrived(hv, vm_id, params, why):
+    """The end of a migration job that did not commit, whenever it comes
+    (even while the job is queued): remove whatever has the UUID unless it
+    has arrived, which is kept for recovery. Returns None if nothing was
+    kept, else what keep_for_recovery said."""
+    if arrived_status(hv, vm_id) is None:
+        if hv.remove(vm_id):
+            log.info("incoming domain %s removed: %s", vm_id, why)
+        return None
+    return keep_for_recovery(hv, vm_id, params, why)
