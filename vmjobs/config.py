@@ -167,7 +167,7 @@ SETTINGS = [
             comment="where a domain XML may name host files"),
     Setting("registry", "publish", "publish", str,
             choices=("commit", "accept"),
-            comment="list VMs from the commit, or (accept) the answer"),
+            comment="accept: list a VM, staged, once its verb answered"),
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),
