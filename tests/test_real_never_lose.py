@@ -4,6 +4,8 @@ aborted while queued, and one stopped by SIGTERM, leave no domain on the
 destination and the guest running on the source; libvirtd restarted at
 each step of a create and of a hibernate leaves the invariants whole."""
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -60,6 +62,25 @@ def domains_of(sandbox):
         return [dom.UUIDString() for dom in conn.listAllDomains(0)]
     finally:
         conn.close()
+
+
+def qemu_pid_of(sandbox, vm_id):
+    """The pid of the sandbox's QEMU that runs domain `vm_id`."""
+    for pid in sandbox.qemu_pids():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if vm_id.encode() in f.read().split(b"\0"):
+                return pid
+    raise AssertionError(f"no QEMU of {vm_id} in {sandbox.dir}")
+
+
+@contextlib.contextmanager
+def held_still(pid):
+    """The process stopped (SIGSTOP) for the block, then continued."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def running_on(sandbox, vm_id):
@@ -148,7 +169,12 @@ def test_a_migration_stopped_by_sigterm_leaves_no_domain(
         migration = Migration(daemon, daemon_b, vm_id, max_speed=1)
         migration.start()
         assert arrivals.seen[libvirt.VIR_DOMAIN_EVENT_STARTED].wait(WAIT)
-        status, out, err = server.stop(signal.SIGTERM)
+        # The source's QEMU is held still, so the transfer cannot finish
+        # before the stop however slow the stop is (on a loaded machine a
+        # 1 MiB/s transfer of a fresh 1 GiB guest, mostly zero pages, once
+        # did); it goes on once B's service has stopped.
+        with held_still(qemu_pid_of(daemon, vm_id)):
+            status, out, err = server.stop(signal.SIGTERM)
         assert status == 0, err
         assert migration.finish().error is not None
         arrivals.close()

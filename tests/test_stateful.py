@@ -155,9 +155,10 @@ class VmJobsMachine(RuleBasedStateMachine):
 
     @invariant()
     def never_in_both_registries(self):
-        staged = {vm.vm_id for vm in self.api.registry.staged()}
-        public = {vm.vm_id for vm in self.api.registry.public()}
-        assert not staged & public
+        # One consistent view: read apart, a VM committed between the two
+        # reads would be seen in both.
+        staged, public = self.api.registry.snapshot()
+        assert not {vm.vm_id for vm in staged} & {vm.vm_id for vm in public}
 
     def teardown(self):
         try:

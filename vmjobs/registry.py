@@ -190,6 +190,12 @@ class VmRegistry:
         with self._lock:
             return list(self._staged.values())
 
+    def snapshot(self):
+        """(staged VMs, public VMs), read in one critical section: a VM
+        committed meanwhile is in one list, never in both."""
+        with self._lock:
+            return list(self._staged.values()), list(self._public.values())
+
     def known_ids(self):
         with self._lock:
             return self._staged.keys() | self._public.keys()
