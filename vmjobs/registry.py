@@ -180,11 +180,10 @@ class VmRegistry:
         """The VMs the list verbs show: the public ones, then, in accept
         mode, the accepted staged ones (status staged, `staging` true).
         One snapshot: a VM committing meanwhile is listed once."""
-        with self._lock:
-            vms = list(self._public.values())
-            if self._list_accepted:
-                vms += [vm for vm in self._staged.values() if vm.accepted]
-            return vms
+        staged, public = self.snapshot()
+        if not self._list_accepted:
+            return public
+        return public + [vm for vm in staged if vm.accepted]
 
     def staged(self):
         with self._lock:
