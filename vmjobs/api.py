@@ -70,7 +70,7 @@ class API:
         self.hv = hypervisor or Hypervisor(
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
-        self.registry = VmRegistry()
+        self.registry = VmRegistry(self.config.publish)
         self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended,
@@ -139,7 +139,7 @@ class API:
         return vm_list(self.registry, fullStatus, vmList, onlyUUID)
 
     def host_get_all_vm_stats(self):
-        return [vm.stats() for vm in self.registry.public()]
+        return [vm.stats() for vm in self.registry.listed()]
 
     def host_get_jobs(self, job_type=None, job_ids=None):
         if job_type is not None and not isinstance(job_type, str):
@@ -268,7 +268,8 @@ class API:
     def _queue(self, job):
         """Reserve what the job needs (refused: the job's own VdsmError),
         list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace."""
+        release its reservation: a refused request leaves no trace (and is
+        never listed: accept() comes only once the job is taken)."""
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)
@@ -280,6 +281,7 @@ class API:
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
         _refuse_if_aborted(job)
+        self.registry.accept(job.vm_id, job)
 
 
 def _refuse_if_aborted(job):

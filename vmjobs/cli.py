@@ -17,6 +17,7 @@ SERVICE_FLAGS = {
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
     "image_dir": "image_dirs",
+    "publish": "publish",
 }
 
 
@@ -145,6 +146,10 @@ def _service_flags(parser):
     parser.add_argument("--lock-file", help="held while serving, so that "
                         "a second instance refuses to start (default "
                         "/run/vmjobs/vmjobs.lock)")
+    parser.add_argument("--publish", choices=("commit", "accept"),
+                        help="list a VM from its job's commit (default) or "
+                        "from the moment its verb answers, with its staged "
+                        "status")
 
 
 def _client_flags(parser):

@@ -94,6 +94,10 @@ class Config:
     stop_mode: str = "abort"
     # Held (fcntl) while serving, so a second instance refuses to start.
     lock_file: str = "/run/vmjobs/vmjobs.lock"
+    # When the list verbs show a VM: at its job's commit, or (accept) as
+    # soon as its verb answered, with its staged status, as VDSM did
+    # before the staging area. Nothing else differs (API.md "Publish mode").
+    publish: str = "commit"
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
     log_level: str = "INFO"
@@ -178,6 +182,9 @@ SETTINGS = [
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,
             comment="where a domain XML may name host files"),
+    Setting("registry", "publish", "publish", str,
+            choices=("commit", "accept"),
+            comment="accept: list a VM, staged, once its verb answered"),
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),

@@ -1,5 +1,6 @@
 """Where VMs live: a private staging registry for VMs whose startup job
-still runs, and the public registry for VMs that are fully up.
+still runs, and the public registry for VMs that are fully up; and which
+of them the list verbs show (the publish mode, API.md "Publish mode").
 
 Both are guarded by one lock so that "is this vmId taken?" is checked
 against both, and a VM moved from one to the other, in one atomic step:
@@ -33,6 +34,14 @@ class VmStatus(StrEnum):
     DOWN = "Down"
 
 
+class PublishMode(StrEnum):
+    """When the list verbs (Host.getVMList, Host.getAllVmStats) start
+    showing a VM. Only listed() reads it: staging, commit, refusal and
+    rollback are the same in both modes, and the flows never see it."""
+    COMMIT = "commit"   # at its job's commit: staged VMs are never listed
+    ACCEPT = "accept"   # once its verb answered, with its staged status
+
+
 class VmBusy(Exception):
     """The public VM already has a job running on it."""
 
@@ -50,6 +59,9 @@ class Vm:
     # The status a claimed public VM had before its claim: release() puts
     # it back, so a claim's end never needs it from the claimer.
     status_before_claim: VmStatus | None = None
+    # A staged VM whose verb answered (accept()): listed in accept mode.
+    # Read only while the VM is staged.
+    accepted: bool = False
 
     def stats(self):
         """VM.getStats' answer."""
@@ -61,12 +73,13 @@ class Vm:
 
 
 class VmRegistry:
-    def __init__(self):
+    def __init__(self, publish_mode=PublishMode.COMMIT):
         # Guards _staged and _public. Held only for dict operations: no
         # libvirt call, no logging, no callback is made under it.
         self._lock = threading.Lock()
         self._staged = {}   # vm_id -> Vm, being started by vm.job
         self._public = {}   # vm_id -> Vm, fully up
+        self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
 
     def stage(self, vm_id, status, params, job, max_with_status=None):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
@@ -79,6 +92,16 @@ class VmRegistry:
                 raise VmExists(f"VM {vm_id} already exists")
             _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
+
+    def accept(self, vm_id, job):
+        """job's verb answered: its staged VM (if it is still staged, by
+        job) may now be listed. A job that already ended, or one that
+        stages nothing (a hibernation), leaves nothing to mark. Marked in
+        both modes; only listed() tells them apart."""
+        with self._lock:
+            vm = self._staged.get(vm_id)
+            if vm is not None and vm.job is job:
+                self._staged[vm_id] = dataclasses.replace(vm, accepted=True)
 
     def publish(self, vm_id, status, job, params=None):
         """The commit: move job's staged VM to the public registry (with
@@ -150,6 +173,15 @@ class VmRegistry:
     def public(self):
         with self._lock:
             return list(self._public.values())
+
+    def listed(self):
+        """The VMs the list verbs show: the public ones, then, in accept
+        mode, the accepted staged ones (status staged, `staging` true).
+        One snapshot: a VM committing meanwhile is listed once."""
+        staged, public = self.snapshot()
+        if not self._list_accepted:
+            return public
+        return public + [vm for vm in staged if vm.accepted]
 
     def staged(self):
         with self._lock:
