@@ -7,7 +7,8 @@ job only waits for it, parked (workers/park.py): it holds no worker while
 it waits, stays `running` in step wait-arrival, and can be aborted. It is
 woken by libvirt's lifecycle events for the VM's UUID and every
 `check_interval` seconds as a safety net (an event can be lost with a
-connection); the wait ends on arrival, abort or timeout. The rules of arrival and of the job's end are in arrival.py:
+connection); the wait ends on arrival, abort or timeout. The rules of
+arrival and of the job's end are in arrival.py:
 
 - before arrival, any end but a commit removes what has the UUID, even if
   the job never ran (the end handling does it, not run());

@@ -1,7 +1,6 @@
 """Live migration as the adapter sees it: the flags a source migrates
 with, and what libvirt's job stats and a domain's pause reason say about a
-migration under way (libvirt's facts: LIBVIRT.md's live-migration section, measured
-on two sandboxes)."""
+migration under way (measured on two sandboxes)."""
 
 import libvirt
 
