@@ -24,7 +24,7 @@ class VmStatus(StrEnum):
     UP = "Up"
     PAUSED = "Paused"
     SAVING_STATE = "Saving State"          # being hibernated
-    MIGRATION_SOURCE = "Migration Source"  # VDSM's; vmjobs never migrates out
+    MIGRATION_SOURCE = "Migration Source"  # migrating away (VM.migrate)
     # Staged VMs, per startup mode
     WAIT_FOR_LAUNCH = "WaitForLaunch"
     RESTORING_STATE = "Restoring state"
@@ -52,8 +52,9 @@ class Vm:
     status: VmStatus
     params: dict                 # the engine's parameters; never mutated
     staging: bool
-    # What works on the VM: its startup job while staged; a hibernate job or
-    # a destroy.Destruction while public; None when it is just up.
+    # What works on the VM: its startup job while staged; a hibernate or
+    # migration-source job or a destroy.Destruction while public; None when
+    # it is just up.
     job: object = None
     # The status a claimed public VM had before its claim: release() puts
     # it back, so a claim's end never needs it from the claimer.
@@ -89,13 +90,7 @@ class VmRegistry:
         with self._lock:
             if vm_id in self._staged or vm_id in self._public:
                 raise VmExists(f"VM {vm_id} already exists")
-            if max_with_status is not None:
-                count = sum(1 for other in self._staged.values()
-                            if other.status == status)
-                if count >= max_with_status:
-                    raise MigrateLimit(
-                        f"{count} VMs already {status}, the limit is "
-                        f"{max_with_status}")
+            _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
 
     def accept(self, vm_id, job):
@@ -121,10 +116,12 @@ class VmRegistry:
                 vm, status=status, staging=False, job=None,
                 params=vm.params if params is None else params)
 
-    def claim(self, vm_id, status, job):
-        """Give the public VM a job to run on it (a hibernation, or a
-        Destruction), with `status` meanwhile. Raises NoVM if it is not public,
-        VmBusy if it already has one. Returns the VM as it was."""
+    def claim(self, vm_id, status, job, max_with_status=None):
+        """Give the public VM a job to run on it (a hibernation, a
+        migration, or a destroy), with `status` meanwhile. Raises NoVM if
+        it is not public, VmBusy if it already has one, MigrateLimit if
+        `max_with_status` public VMs already have `status` (counted and
+        claimed in one step). Returns the VM as it was."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None:
@@ -132,6 +129,7 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
+            _refuse_beyond(self._public, status, max_with_status)
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, job=job, status_before_claim=vm.status)
             return vm
@@ -202,3 +200,14 @@ class VmRegistry:
     def counts(self):
         with self._lock:
             return {"staged": len(self._staged), "public": len(self._public)}
+
+
+def _refuse_beyond(vms, status, limit):
+    """Raise MigrateLimit if `limit` (None: no limit) VMs of `vms` already
+    have `status`. (Caller holds the registry's lock.)"""
+    if limit is None:
+        return
+    count = sum(1 for other in vms.values() if other.status == status)
+    if count >= limit:
+        raise MigrateLimit(f"{count} VMs already {status}, the limit is "
+                           f"{limit}")
