@@ -53,15 +53,43 @@ def hypervisor():
         yield hv
 
 
+# The publish modes (API.md "Publish mode"). A test module marked
+# `both_publish_modes` runs each of its tests that uses make_api (or api)
+# once per mode: the contract is the same in both, but for when the list
+# verbs start showing a VM.
+PUBLISH_MODES = ("commit", "accept")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "both_publish_modes: run the test once per publish "
+        "mode (registry.publish = commit, accept)")
+
+
+def pytest_generate_tests(metafunc):
+    if "publish" in metafunc.fixturenames and \
+            metafunc.definition.get_closest_marker("both_publish_modes"):
+        metafunc.parametrize("publish", PUBLISH_MODES, indirect=True)
+
+
 @pytest.fixture
-def make_api(hypervisor, tmp_path):
+def publish(request):
+    """The publish mode make_api's APIs run in: the default (commit), or
+    each mode in turn for a test marked both_publish_modes."""
+    return getattr(request, "param", "commit")
+
+
+@pytest.fixture
+def make_api(hypervisor, tmp_path, publish):
     """make_api(**config) -> an API on the test's private test driver, its
-    state files confined to the test's tmp_path."""
+    state files confined to the test's tmp_path, in the test's publish
+    mode."""
     apis = []
 
     def make(step_hook=None, hv=None, **config):
         config.setdefault("workers", 4)
         config.setdefault("state_dirs", [str(tmp_path)])
+        config.setdefault("publish", publish)
         api = API(Config(**config), hypervisor=hv or hypervisor,
                   step_hook=step_hook)
         apis.append(api)

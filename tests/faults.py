@@ -19,7 +19,8 @@ from vmjobs.hypervisor import ConnectionLost, HypervisorError
 # The adapter's verbs that talk to libvirt.
 CALLS = ("state", "state_reason", "define", "start", "remove", "stop",
          "list_domains", "metadata", "save", "saved_domain_xml", "restore",
-         "persist", "set_metadata")
+         "persist", "set_metadata", "migratable_xml", "migrate", "abort_job",
+         "migration_progress", "migrating")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {

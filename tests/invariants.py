@@ -20,6 +20,8 @@ def digest(path):
 def check_invariants(api, state_files=None):
     """Once the system is quiet:
     - the staging registry is empty, and no VM is in both registries;
+    - the list verbs show exactly the public VMs (in either publish mode:
+      nothing is staged to be listed);
     - every public VM has a domain in the matching (running, paused) state;
     - every libvirt domain that is ours (vmjobs metadata, or the UUID of a
       migration we were asked to receive) is public, or reported by
@@ -33,6 +35,9 @@ def check_invariants(api, state_files=None):
     assert api.pool.wait_idle(WAIT), "the pool never went quiet"
     assert api.registry.staged() == [], "a VM is still staged"
     public = {vm.vm_id: vm for vm in api.registry.public()}
+    listed = sorted(api.Host.getVMList())
+    assert listed == sorted(public), \
+        f"the list verbs show {listed}, the public VMs are {sorted(public)}"
     domains = {d.uuid: d for d in api.hv.list_domains(domxml.METADATA_NS)}
     for vm_id, vm in public.items():
         domain = domains.get(vm_id)

@@ -197,3 +197,21 @@ def test_adaptive_from_file_and_flag(tmp_path):
                     "--no-adaptive")
     assert result.returncode == 0, result.stderr
     assert config.load_text(result.stdout).adaptive is False
+
+
+def test_publish_mode_from_file_flag_and_default(tmp_path):
+    """registry.publish: commit by default, accept from the file, the flag
+    over the file, and nothing else accepted."""
+    assert config.Config().publish == "commit"
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[registry]\npublish = accept\n")
+    shown = vmjobs("config", "--show", "--config", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert config.load_text(shown.stdout).publish == "accept"
+    shown = vmjobs("config", "--show", "--config", str(path),
+                   "--publish", "commit")
+    assert config.load_text(shown.stdout).publish == "commit"
+    path.write_text("[registry]\npublish = later\n")
+    refused = vmjobs("config", "--show", "--config", str(path))
+    assert refused.returncode == 2
+    assert "registry.publish" in refused.stderr

@@ -9,6 +9,9 @@ from vmjobs.errors import NoVM
 from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
                       our_domains, vm_params)
 
+# The same contract in both publish modes (conftest.py).
+pytestmark = pytest.mark.both_publish_modes
+
 STEPS = ["prepare", "define", "start", "verify", "commit"]
 
 

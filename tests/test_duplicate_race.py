@@ -2,9 +2,14 @@
 
 import threading
 
+import pytest
+
 from vmjobs.errors import VmExists
 
 from conftest import WAIT, assert_quiet_and_clean, new_id, vm_params
+
+# The same contract in both publish modes (conftest.py).
+pytestmark = pytest.mark.both_publish_modes
 
 THREADS = 32
 

@@ -9,6 +9,9 @@ from vmjobs.errors import (InvalidParams, JobNotActive, JobNotDone,
 from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
                       vm_params, wait_job)
 
+# The same contract in both publish modes (conftest.py).
+pytestmark = pytest.mark.both_publish_modes
+
 # API.md's JobInfo, for a create job (no progress: creation reports none).
 ENDED_KEYS = {"id", "job_type", "vm_id", "status", "description", "step",
               "created", "started", "ended"}

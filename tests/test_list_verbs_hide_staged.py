@@ -1,14 +1,19 @@
-"""A staged VM is never shown by the list verbs; it is public only once
-its job committed, and then its job is done."""
+"""A staged VM is never shown by the list verbs in commit mode, and shown
+with its staged status in accept mode; in both it is public only once its
+job committed, and then its job is done."""
 
 import pytest
 
 from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params
 
+# The same contract in both publish modes (conftest.py).
+pytestmark = pytest.mark.both_publish_modes
+
 
 @pytest.mark.parametrize("step", ["prepare", "define", "start", "verify",
                                   "commit"])
-def test_staged_vm_is_hidden_at_every_step(make_api, step):
+def test_staged_vm_is_hidden_at_every_step(make_api, publish, step):
+    """(In accept mode: listed, staged, at every step.)"""
     gate = StepGate(step)
     api = make_api(step_hook=gate)
     vm_id = new_id()
@@ -16,13 +21,19 @@ def test_staged_vm_is_hidden_at_every_step(make_api, step):
     assert created["status"] == "WaitForLaunch"
     assert gate.reached.wait(WAIT)
 
-    assert api.Host.getVMList() == []
-    assert api.Host.getVMList(fullStatus=True) == []
-    assert api.Host.getAllVmStats() == []
     stats = api.VM.getStats(vm_id)
     assert stats["staging"] is True
     assert stats["status"] == "WaitForLaunch"
     assert stats["jobId"] == created["jobId"]
+    if publish == "commit":
+        assert api.Host.getVMList() == []
+        assert api.Host.getVMList(fullStatus=True) == []
+        assert api.Host.getAllVmStats() == []
+    else:
+        assert api.Host.getVMList() == [vm_id]
+        assert api.Host.getVMList(fullStatus=True) == [
+            {"vmId": vm_id, "status": "WaitForLaunch"}]
+        assert api.Host.getAllVmStats() == [stats]
     host = api.Host.getStats()
     assert (host["staged"], host["public"]) == (1, 0)
     assert api.Host.getJobs()[created["jobId"]]["status"] == "running"
@@ -40,13 +51,15 @@ def test_staged_vm_is_hidden_at_every_step(make_api, step):
 
 
 def test_public_vm_always_has_its_job_done(make_api):
-    """Commit and `done` are one step: whoever sees the VM public sees its
-    job done, checked from the step hook of the jobs that follow."""
+    """Commit and `done` are one step: whoever sees the VM public (listed,
+    and no longer staging) sees its job done, checked from the step hook of
+    the jobs that follow."""
     seen = []
 
     def check_others(job, step):
-        for vm in api.registry.public():
-            seen.append(vm.vm_id)
+        for stats in api.Host.getAllVmStats():
+            if not stats["staging"]:
+                seen.append(stats["vmId"])
         for info in api.Host.getJobs().values():
             if info["vm_id"] in seen:
                 assert info["status"] == "done"

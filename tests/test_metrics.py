@@ -4,7 +4,7 @@ with prometheus_client's own parser; each API has its own registry."""
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from vmjobs.tools.client import Client, RemoteError, _UnixConnection
+from vmjobs.client import Client, RemoteError, _UnixConnection
 from vmjobs.config import Config
 from vmjobs.errors import CreateError
 from vmjobs.server import Server

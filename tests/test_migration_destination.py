@@ -12,7 +12,7 @@ from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
 from workers.job import current_job
 
 from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
-                      our_domains, wait_job)
+                      our_domains, vm_params, wait_job)
 from faults import KINDS, FaultyHypervisor
 
 STEPS = ["prepare", "wait-arrival", "persist", "commit"]
@@ -397,13 +397,21 @@ def test_incoming_limit(make_api):
     with pytest.raises(NoVM):
         api.VM.getStats(third)
 
+    # A caller's limit above the host's is lowered to it, not refused.
+    with pytest.raises(MigrateLimit):
+        api.VM.migrationCreate(vmID=third, params=incoming(third),
+                               incomingLimit=100)
+    # One below it is honoured.
+    with pytest.raises(MigrateLimit):
+        api.VM.migrationCreate(vmID=third, params=incoming(third),
+                               incomingLimit=1)
+    assert api.VM.destroy(second) is True
     created = api.VM.migrationCreate(vmID=third, params=incoming(third),
-                                     incomingLimit=3)
+                                     incomingLimit=100)
     assert created["params"]["status"] == "Migration Destination"
-    assert {vm.vm_id for vm in api.registry.staged()} == {
-        first, second, third}
+    assert {vm.vm_id for vm in api.registry.staged()} == {first, third}
 
-    for vm_id in (first, second, third):
+    for vm_id in (first, third):
         assert api.VM.destroy(vm_id) is True
     assert_nothing_left(api)
 
@@ -554,3 +562,30 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor, kind):
         with pytest.raises(NoVM):
             api.VM.getStats(vm_id)
         assert_nothing_left(api)
+
+
+# -- waiting is not work --------------------------------------------------
+
+def test_waiting_migrations_hold_no_worker(make_api, hypervisor):
+    """One worker, five migrations waiting for their guests: they are
+    parked (running, step wait-arrival), and a creation queued behind them
+    runs meanwhile; then the guests arrive and each is committed."""
+    api = make_api(workers=1, max_incoming=5, migration_check_interval=3600)
+    waiting = [new_id() for _ in range(5)]
+    jobs = [api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+            for vm_id in waiting]
+    created = new_id()
+    info = wait_job(api, api.VM.create(created, vm_params(created))["jobId"])
+    assert info["status"] == "done"
+    for job_id in jobs:
+        info = api.Host.getJobs(job_ids=[job_id])[job_id]
+        assert (info["status"], info["step"]) == ("running", "wait-arrival")
+    assert api.pool.stats()["parked"] == 5
+    for vm_id in waiting:
+        simulation.simulate_incoming_migration(hypervisor, domain_xml(vm_id))
+    for job_id in jobs:
+        assert wait_job(api, job_id)["status"] == "done"
+    assert sorted(api.Host.getVMList()) == sorted(waiting + [created])
+    for vm_id in waiting + [created]:
+        assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)

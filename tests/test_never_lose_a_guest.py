@@ -143,7 +143,7 @@ def test_a_stop_with_abort_removes_queued_and_waiting_migrations(
         make_api, hypervisor):
     """SIGTERM with stop_mode=abort is api.close(ABORT): a migration still
     queued and one waiting for its domain both remove what is in transfer.
-    (Two workers: one held by a create, one by the waiting migration.)"""
+    (One worker, held by a create; the waiting migration is parked.)"""
     gate = StepGate("prepare")
     waits = threading.Event()
 
@@ -153,20 +153,23 @@ def test_a_stop_with_abort_removes_queued_and_waiting_migrations(
         elif step == "wait-arrival":
             waits.set()
 
-    api = make_api(workers=2, step_hook=hook, migration_check_interval=3600)
-    blocker = new_id()
-    api.VM.create(blocker, vm_params(blocker))
-    assert gate.reached.wait(60)
+    api = make_api(workers=1, step_hook=hook, migration_check_interval=3600)
     waiting, queued = new_id(), new_id()
     waiting_job = api.jobs.get(migrate_in(api, waiting)["params"]["jobId"])
     assert waits.wait(60)
+    # The create gets the only worker once the migration parked.
+    blocker = new_id()
+    api.VM.create(blocker, vm_params(blocker))
+    assert gate.reached.wait(60)
     queued_job = api.jobs.get(migrate_in(api, queued)["params"]["jobId"])
     for vm_id in (waiting, queued):
         simulation.begin_incoming_migration(hypervisor, incoming_xml(vm_id))
     closing = threading.Thread(target=api.close, args=(workers.ABORT,))
     closing.start()
-    assert queued_job.wait(60) and waiting_job.wait(60)
+    assert queued_job.wait(60)
+    # The parked one ends on a worker: the create's, once it goes on.
     gate.release.set()
+    assert waiting_job.wait(60)
     closing.join(60)
     assert not closing.is_alive()
     assert queued_job.history() == ["pending", "aborted"]

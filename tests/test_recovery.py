@@ -134,7 +134,7 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
     clean = FaultyHypervisor(hypervisor)
     api = make_api(hv=clean)
     assert api.wait_recovered(WAIT)
-    assert clean.calls == ["list_domains", "metadata", "state"]
+    assert clean.calls == ["list_domains", "metadata", "migrating", "state"]
     api.close()
 
     # Without the list of domains the service cannot know what runs: it
@@ -142,7 +142,7 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
     with pytest.raises(HypervisorError):
         make_api(hv=FaultyHypervisor(hypervisor, fail_at=1))
 
-    for n in (2, 3):
+    for n in (2, 3, 4):
         faulty = FaultyHypervisor(hypervisor, fail_at=n)
         api = make_api(hv=faulty)
         assert api.wait_recovered(WAIT)

@@ -58,29 +58,44 @@ def half_sent_request_does_not_block_others(server):
 
 
 def full_pool_still_answers_get_jobs(server):
-    # An incoming migration holds the only worker while it waits.
-    waiting = str(uuid.uuid4())
-    xml = (f"<domain type='test'><name>m</name><uuid>{waiting}</uuid>"
-           "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
-           "</domain>")
-    job_id = rpc(server.url, "VM.migrationCreate", [waiting, {
-        "vmId": waiting, "xml": xml}])["result"]["params"]["jobId"]
-    # Until the worker took it, the migration job is the one queued.
-    wait_job_info(server, job_id, lambda info: info["step"] == "wait-arrival")
-    queued = str(uuid.uuid4())
-    assert "result" in rpc(server.url, "VM.create", [queued, {
-        "vmId": queued, "vmName": "q", "memSize": 64}])
-    refused = str(uuid.uuid4())
-    answer = rpc(server.url, "VM.create", [refused, {
-        "vmId": refused, "vmName": "r", "memSize": 64}])
-    assert answer["error"]["code"] == 1100
-    jobs = rpc(server.url, "Host.getJobs")["result"]
-    assert sorted(i["vm_id"] for i in jobs.values()) == sorted(
-        [waiting, queued])
-    stats = rpc(server.url, "Host.getStats")["result"]
-    assert (stats["running"], stats["queued"]) == (1, 1)
-    # Destroy ends the wait: the queued job runs.
-    assert rpc(server.url, "VM.destroy", [waiting])["result"] is True
+    # A migration whose destination never answers holds the only worker
+    # (an incoming migration would not: it waits parked).
+    migrating = str(uuid.uuid4())
+    created = rpc(server.url, "VM.create", [migrating, {
+        "vmId": migrating, "vmName": "m", "memSize": 64}])["result"]
+    wait_job_info(server, created["jobId"],
+                  lambda info: info["status"] == "done")
+    silent = socket.socket()   # listens, never accepts nor answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        host, port = silent.getsockname()
+        job_id = rpc(server.url, "VM.migrate", [migrating, {
+            "dst": f"{host}:{port}", "dstUri": "qemu:///system",
+            "timeout": 120}])["result"]["jobId"]
+        # Until the worker took it, the migration job is the one queued.
+        wait_job_info(server, job_id,
+                      lambda info: info["step"] == "prepare-destination")
+        queued = str(uuid.uuid4())
+        assert "result" in rpc(server.url, "VM.create", [queued, {
+            "vmId": queued, "vmName": "q", "memSize": 64}])
+        refused = str(uuid.uuid4())
+        answer = rpc(server.url, "VM.create", [refused, {
+            "vmId": refused, "vmName": "r", "memSize": 64}])
+        assert answer["error"]["code"] == 1100
+        jobs = rpc(server.url, "Host.getJobs")["result"]
+        assert sorted(i["vm_id"] for i in jobs.values()) == sorted(
+            [migrating, migrating, queued])
+        stats = rpc(server.url, "Host.getStats")["result"]
+        assert (stats["running"], stats["queued"]) == (1, 1)
+    finally:
+        # The destination goes away: the migration fails, the VM stays,
+        # the queued job runs.
+        silent.close()
+    assert wait_job_info(server, job_id, lambda info: info["status"] in (
+        "done", "failed", "aborted"))["status"] == "failed"
+    for vm_id in (migrating, queued):
+        assert rpc(server.url, "VM.destroy", [vm_id])["result"] is True
 
 
 def test_unix_socket(tmp_path):

@@ -1,9 +1,10 @@
 """Random interleavings of create, destroy, hibernate, restore,
 migrationCreate (with or without the domain arriving), Job.abort and
 Host.getJobs, with the pool running concurrently, on the real test driver
-(hypothesis' stateful testing). The invariants hold at every quiet point.
+(hypothesis' stateful testing), in each publish mode (commit, accept). The
+invariants hold at every quiet point.
 
-VMJOBS_STATEFUL_EXAMPLES sets how many runs (default 200)."""
+VMJOBS_STATEFUL_EXAMPLES sets how many runs per mode (default 200)."""
 
 import os
 import shutil
@@ -41,10 +42,12 @@ def incoming_xml(vm_id):
 
 
 class VmJobsMachine(RuleBasedStateMachine):
+    publish = "commit"
+
     def __init__(self):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="vmjobs-stateful-")
-        self.api = API(Config(workers=2, queue_size=8,
+        self.api = API(Config(workers=2, queue_size=8, publish=self.publish,
                               migration_destination_timeout=0.3,
                               migration_check_interval=0.05,
                               state_dirs=[self.dir]))
@@ -62,6 +65,17 @@ class VmJobsMachine(RuleBasedStateMachine):
         self.answers += 1
         return result
 
+    def check_listing(self, vm_id, job_id):
+        """Right after its verb answered: in commit mode a listed VM's job
+        is done; in accept mode the VM is listed unless its job already
+        ended without a commit."""
+        listed = vm_id in self.api.Host.getVMList()
+        status = self.api.Host.getJobs(job_ids=[job_id])[job_id]["status"]
+        if self.publish == "commit":
+            assert not listed or status == "done", (vm_id, status)
+        else:
+            assert listed or status in ("failed", "aborted"), (vm_id, status)
+
     # Rules draw an index, never from what the system did: the pool runs
     # concurrently, so its state differs from one replay to the next, and
     # hypothesis needs the same draws to replay (and shrink) a failure.
@@ -73,8 +87,11 @@ class VmJobsMachine(RuleBasedStateMachine):
     def create(self, paused):
         vm_id = str(uuid.uuid4())
         self.vm_ids.append(vm_id)
-        self.call("VM.create", vm_id, {"vmId": vm_id, "vmName": vm_id[:13],
-                                       "memSize": 64, "launchPaused": paused})
+        result = self.call("VM.create", vm_id, {
+            "vmId": vm_id, "vmName": vm_id[:13], "memSize": 64,
+            "launchPaused": paused})
+        if result is not None:
+            self.check_listing(vm_id, result["jobId"])
 
     @precondition(lambda self: self.vm_ids)
     @rule(index=st.integers(0, 1000))
@@ -96,8 +113,10 @@ class VmJobsMachine(RuleBasedStateMachine):
         if path is None:
             return
         vm_id = self.hibernations[path][0]
-        self.call("VM.create", vm_id, {"vmId": vm_id, "restoreState": path,
-                                       "launchPaused": paused})
+        result = self.call("VM.create", vm_id, {
+            "vmId": vm_id, "restoreState": path, "launchPaused": paused})
+        if result is not None:
+            self.check_listing(vm_id, result["jobId"])
 
     @rule(arrives=st.booleans())
     def migration(self, arrives):
@@ -106,8 +125,10 @@ class VmJobsMachine(RuleBasedStateMachine):
         xml = incoming_xml(vm_id)
         result = self.call("VM.migrationCreate", vm_id,
                            {"vmId": vm_id, "xml": xml})
-        if result is not None and arrives:
-            simulation.simulate_incoming_migration(self.api.hv, xml)
+        if result is not None:
+            self.check_listing(vm_id, result["params"]["jobId"])
+            if arrives:
+                simulation.simulate_incoming_migration(self.api.hv, xml)
 
     @rule(index=st.integers(0, 1000))
     def abort_a_job(self, index):
@@ -147,7 +168,14 @@ class VmJobsMachine(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-VmJobsMachine.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=25, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow])
+class AcceptModeMachine(VmJobsMachine):
+    """The same rules and invariants with registry.publish = accept."""
+    publish = "accept"
+
+
+for _machine in (VmJobsMachine, AcceptModeMachine):
+    _machine.TestCase.settings = settings(
+        max_examples=EXAMPLES, stateful_step_count=25, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow])
 test_random_interleavings = VmJobsMachine.TestCase
+test_random_interleavings_accept_mode = AcceptModeMachine.TestCase

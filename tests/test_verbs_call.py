@@ -6,6 +6,9 @@ from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
 
 from conftest import new_id, vm_params, wait_job
 
+# The same contract in both publish modes (conftest.py).
+pytestmark = pytest.mark.both_publish_modes
+
 STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
               "public", "external_domains", "stopped_domains",
               "unowned_domains", "jobs_done", "jobs_failed", "jobs_aborted",

@@ -16,17 +16,19 @@ import logging
 import workers
 
 from . import domxml, hostfiles, policy
+from .client import Client
 from .config import Config
 from .destroy import destroy
 from .errors import (GeneralException, InvalidParams, JobNotActive,
                      JobNotDone, MissParam, NoSuchJob, Recovering,
                      ResourceExhausted, UnknownMethod, VdsmError)
 from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
-                    RestoreJob)
+                    MigrationSourceJob, RestoreJob)
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
-from .params import (parse_create, parse_graceful_attempts, parse_migration,
+from .params import (parse_create, parse_graceful_attempts, parse_migrate,
+                     parse_migration,
                      parse_vm_id, reject_surrogates)
 from .recovery import Recovery
 from .registry import VmRegistry
@@ -44,6 +46,7 @@ VERBS = {
     "VM.create": ("vm_create", ("vmID", "vmParams")),
     "VM.migrationCreate": ("vm_migration_create",
                            ("vmID", "params", "incomingLimit")),
+    "VM.migrate": ("vm_migrate", ("vmID", "params")),
     "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
     "VM.destroy": ("vm_destroy", ("vmID", "gracefulAttempts")),
     "VM.getStats": ("vm_get_stats", ("vmID",)),
@@ -67,7 +70,7 @@ class API:
         self.hv = hypervisor or Hypervisor(
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
-        self.registry = VmRegistry()
+        self.registry = VmRegistry(self.config.publish)
         self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended,
@@ -138,7 +141,7 @@ class API:
         return vm_list(self.registry, fullStatus, vmList, onlyUUID)
 
     def host_get_all_vm_stats(self):
-        return [vm.stats() for vm in self.registry.public()]
+        return [vm.stats() for vm in self.registry.listed()]
 
     def host_get_jobs(self, job_type=None, job_ids=None):
         if job_type is not None and not isinstance(job_type, str):
@@ -184,6 +187,8 @@ class API:
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidParams("incomingLimit", "must be an integer >= 1")
+        # A caller may ask for less than the host allows, never for more.
+        limit = min(limit, self.config.max_incoming)
         job = MigrationDestinationJob(
             spec, self.hv, self.registry, incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
@@ -193,6 +198,15 @@ class API:
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id, "status": job.staged_status,
                            "jobId": job.id}}
+
+    def vm_migrate(self, vmID=None, params=None):
+        vm_id, target = parse_migrate(vmID, params)
+        job = MigrationSourceJob(
+            vm_id, target, self.hv, self.registry, connect=self._peer,
+            default_timeout=self.config.migration_source_timeout,
+            outgoing_limit=self.config.max_outgoing, **self._job_args())
+        self._queue(job)
+        return {"jobId": job.id}
 
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
@@ -245,6 +259,13 @@ class API:
         except workers.UnknownJob:
             raise NoSuchJob(f"no job {job_id}") from None
 
+    def _peer(self, server, timeout):
+        """A client of another vmjobs service (a migration's destination),
+        with this service's own TLS credentials when it has them."""
+        config = self.config
+        return Client(server, cert=config.tls_cert, key=config.tls_key,
+                      ca=config.tls_ca, timeout=timeout)
+
     def _job_args(self):
         return {"on_step": self._step_hook,
                 "timeout": self.config.job_timeout}
@@ -252,7 +273,8 @@ class API:
     def _queue(self, job):
         """Reserve what the job needs (refused: the job's own VdsmError),
         list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace."""
+        release its reservation: a refused request leaves no trace (and is
+        never listed: accept() comes only once the job is taken)."""
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)
@@ -264,6 +286,7 @@ class API:
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
         _refuse_if_aborted(job)
+        self.registry.accept(job.vm_id, job)
 
 
 def _refuse_if_aborted(job):

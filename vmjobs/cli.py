@@ -16,7 +16,8 @@ SERVICE_FLAGS = {
     "queue_size": "queue_size", "log_file": "log_file",
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
-    "image_dir": "image_dirs", "adaptive": "adaptive",
+    "image_dir": "image_dirs",
+    "publish": "publish", "adaptive": "adaptive",
 }
 
 
@@ -148,6 +149,10 @@ def _service_flags(parser):
     parser.add_argument("--lock-file", help="held while serving, so that "
                         "a second instance refuses to start (default "
                         "/run/vmjobs/vmjobs.lock)")
+    parser.add_argument("--publish", choices=("commit", "accept"),
+                        help="list a VM from its job's commit (default) or "
+                        "from the moment its verb answers, with its staged "
+                        "status")
 
 
 def _client_flags(parser):

@@ -10,6 +10,7 @@ import tempfile
 from . import logs
 from .cli_errors import CliError
 from .tools import loadtest as loadtest_module
+from .tools import loadtest_hosts
 from .tools import report as report_module
 
 
@@ -20,13 +21,22 @@ def add_flags(lt):
                     help="startup modes and their weights, e.g. "
                     "create=70,restore=20,migration=10 (default: create "
                     "only); migrations are simulated (the load test plays "
-                    "the source host)")
+                    "the source host); over two servers or more: "
+                    "create=60,migrate=40 (VMs migrated between the hosts "
+                    "with VM.migrate)")
     lt.add_argument("--rate", type=_positive, default=None,
                     help="requests per second (default: as fast as they "
                     "are taken)")
-    lt.add_argument("--server", default=None,
+    lt.add_argument("--server", action="append",
                     help="drive a running `vmjobs serve` at HOST:PORT or "
-                    "unix:/path (default: vmjobs in this process)")
+                    "unix:/path (default: vmjobs in this process); give it "
+                    "twice or more to play the engine over several hosts")
+    lt.add_argument("--dst-uri", action="append", default=[],
+                    help="with several --server: each one's libvirtd as "
+                    "the others' reach it, in the same order")
+    lt.add_argument("--migration-uri",
+                    help="with several --server: where migration data goes "
+                    "(e.g. tcp://127.0.0.1 for sandboxes on one machine)")
     lt.add_argument("--state-dir", help="where restores' state files go "
                     "(a directory of their own is made in it): with "
                     "--server, one of the server's --state-dir (default "
@@ -74,18 +84,27 @@ def loadtest(args):
         print(f"log: {args.log_file}", flush=True)
     handler = logs.configure(args.log_file)
     try:
-        summary = loadtest_module.run(
-            vms=args.vms, workers=args.workers, uri=args.uri,
-            queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
-            rate=args.rate, keep=args.keep, server=args.server,
-            tls=(args.cert, args.key, args.ca), json_path=args.json,
-            plot_path=args.plot, domain_type=args.domain_type,
-            state_root=args.state_dir, adaptive=args.adaptive)
+        if args.server and len(args.server) > 1:
+            summary = loadtest_hosts.run_hosts(
+                args.server, args.dst_uri, vms=args.vms, mix=args.mix,
+                mem_mib=args.mem, migration_uri=args.migration_uri,
+                tls=(args.cert, args.key, args.ca), keep=args.keep)
+            ok = not summary["failed"] and not summary["misplaced"]
+        else:
+            summary = loadtest_module.run(
+                vms=args.vms, workers=args.workers, uri=args.uri,
+                queue_size=args.queue_size, mem_mib=args.mem, mix=args.mix,
+                rate=args.rate, keep=args.keep,
+                server=args.server[0] if args.server else None,
+                tls=(args.cert, args.key, args.ca), json_path=args.json,
+                plot_path=args.plot, domain_type=args.domain_type,
+                state_root=args.state_dir, adaptive=args.adaptive)
+            ok = summary["failed"] == 0
     finally:
         logs.unconfigure(handler)
         if args.log_file != "-":
             print(f"log: {args.log_file}")
-    return 0 if summary["failed"] == 0 else 1
+    return 0 if ok else 1
 
 
 def _check_loadtest(args):

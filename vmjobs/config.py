@@ -52,11 +52,24 @@ class Config:
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
     # Incoming migrations at once (VM.migrationCreate's incomingLimit
-    # default); each holds a worker while it waits, so keep it below
-    # `workers`.
+    # default, and its bound: a caller's higher limit is lowered to it). A
+    # migration waiting for its guest is parked and holds no worker, so
+    # this does not depend on `workers`.
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
+    # Outgoing migrations at once (VM.migrate answers migrateLimit beyond
+    # it, as a destination does beyond max_incoming). Each holds a worker
+    # while it runs and while the destination is busy: kept below
+    # `workers`, the other workers stay free for the incoming migrations'
+    # commits. (Without the bound, two hosts migrating to each other could
+    # fill both pools with outgoing jobs waiting for each other's incoming
+    # slots, which only a job free to run can release: measured, jobs then
+    # waited out their whole timeout.)
+    max_outgoing: int = 2
+    # Seconds an outgoing migration may take (VM.migrate's default
+    # timeout): retrying a busy destination and the transfer itself.
+    migration_source_timeout: float = 600.0
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
@@ -85,6 +98,10 @@ class Config:
     stop_mode: str = "abort"
     # Held (fcntl) while serving, so a second instance refuses to start.
     lock_file: str = "/run/vmjobs/vmjobs.lock"
+    # When the list verbs show a VM: at its job's commit, or (accept) as
+    # soon as its verb answered, with its staged status, as VDSM did
+    # before the staging area. Nothing else differs (API.md "Publish mode").
+    publish: str = "commit"
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
     log_level: str = "INFO"
@@ -144,6 +161,10 @@ SETTINGS = [
     Setting("migration", "destination_timeout",
             "migration_destination_timeout", float, 0,
             comment="seconds an incoming migration may take to arrive"),
+    Setting("migration", "max_outgoing", "max_outgoing", int, 1,
+            comment="outgoing migrations at once (82 beyond)"),
+    Setting("migration", "source_timeout", "migration_source_timeout",
+            float, 0, comment="seconds an outgoing migration may take"),
     Setting("migration", "check_interval", "migration_check_interval",
             float, 0.01,
             comment="safety-net lookup while waiting for an arrival"),
@@ -167,6 +188,9 @@ SETTINGS = [
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,
             comment="where a domain XML may name host files"),
+    Setting("registry", "publish", "publish", str,
+            choices=("commit", "accept"),
+            comment="accept: list a VM, staged, once its verb answered"),
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),

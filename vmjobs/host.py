@@ -29,7 +29,7 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
                         ("onlyUUID", only_uuid)):
         if not isinstance(value, bool):
             raise InvalidParams(name, "must be true or false")
-    vms = registry.public()
+    vms = registry.listed()   # the publish mode decides (registry.py)
     if vm_ids is not None:
         if not isinstance(vm_ids, list) or \
                 not all(isinstance(v, str) for v in vm_ids):

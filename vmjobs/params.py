@@ -8,6 +8,7 @@ import re
 import uuid
 
 from . import domxml
+from .config import ConfigError, parse_listen
 from .errors import InvalidParams, MissParam
 
 MEM_MIB_RANGE = (16, 4194304)
@@ -102,6 +103,57 @@ def parse_migration(vm_id, params):
     xml = _domain_xml(params["xml"], vm_id)
     opaque = {key: value for key, value in params.items() if key != "xml"}
     return VmSpec(vm_id, opaque, xml=xml)
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrationTarget:
+    """Where VM.migrate sends a VM."""
+    dst: str                  # the destination service: HOST:PORT or unix:
+    dst_uri: str              # its libvirtd, as the source libvirtd sees it
+    migration_uri: str | None = None   # where the data goes, if not dst_uri
+    timeout: float | None = None       # seconds, default from the config
+    max_bandwidth: int | None = None   # MiB/s, VDSM's maxBandwidth
+
+
+def parse_migrate(vm_id, params):
+    """Parse `VM.migrate`'s (vmID, params)."""
+    vm_id = parse_vm_id(vm_id)
+    params = _params_dict(params, "params")
+    for key in params:
+        if key not in ("dst", "dstUri", "migrationUri", "timeout",
+                       "maxBandwidth"):
+            raise InvalidParams(key, "VM.migrate takes no such parameter")
+    for required in ("dst", "dstUri"):
+        if required not in params:
+            raise MissParam(f"missing parameter {required!r} in params")
+    dst = _text(params, "dst")
+    try:
+        parse_listen(dst)
+    except ConfigError as exc:
+        raise InvalidParams("dst", str(exc)) from None
+    migration_uri = params.get("migrationUri")
+    if migration_uri is not None:
+        migration_uri = _text(params, "migrationUri")
+    timeout = params.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, (int, float)) or
+                                not 0 < timeout <= 7 * 86400):
+        raise InvalidParams("timeout", "must be a number of seconds, "
+                            "above 0 and at most a week")
+    max_bandwidth = None
+    if "maxBandwidth" in params:
+        max_bandwidth = _int_in_range(params, "maxBandwidth", 1, 1 << 20)
+    return vm_id, MigrationTarget(dst, _text(params, "dstUri"),
+                                  migration_uri, timeout, max_bandwidth)
+
+
+def _text(params, key):
+    value = params[key]
+    if not isinstance(value, str) or not value.strip() or \
+            _CONTROL.search(value):
+        raise InvalidParams(key, "must be a non-empty string without "
+                            "control characters")
+    return value
 
 
 # VDSM's gracefulAttempts, bounded: each graceful try may take libvirt's

@@ -1,5 +1,6 @@
 """Where VMs live: a private staging registry for VMs whose startup job
-still runs, and the public registry for VMs that are fully up.
+still runs, and the public registry for VMs that are fully up; and which
+of them the list verbs show (the publish mode, API.md "Publish mode").
 
 Both are guarded by one lock so that "is this vmId taken?" is checked
 against both, and a VM moved from one to the other, in one atomic step:
@@ -23,7 +24,7 @@ class VmStatus(StrEnum):
     UP = "Up"
     PAUSED = "Paused"
     SAVING_STATE = "Saving State"          # being hibernated
-    MIGRATION_SOURCE = "Migration Source"  # VDSM's; vmjobs never migrates out
+    MIGRATION_SOURCE = "Migration Source"  # migrating away (VM.migrate)
     # Staged VMs, per startup mode
     WAIT_FOR_LAUNCH = "WaitForLaunch"
     RESTORING_STATE = "Restoring state"
@@ -31,6 +32,14 @@ class VmStatus(StrEnum):
     # A vmId held by VM.destroy while it removes a domain in neither
     # registry (VDSM's word for a VM going away).
     DOWN = "Down"
+
+
+class PublishMode(StrEnum):
+    """When the list verbs (Host.getVMList, Host.getAllVmStats) start
+    showing a VM. Only listed() reads it: staging, commit, refusal and
+    rollback are the same in both modes, and the flows never see it."""
+    COMMIT = "commit"   # at its job's commit: staged VMs are never listed
+    ACCEPT = "accept"   # once its verb answered, with its staged status
 
 
 class VmBusy(Exception):
@@ -43,12 +52,16 @@ class Vm:
     status: VmStatus
     params: dict                 # the engine's parameters; never mutated
     staging: bool
-    # What works on the VM: its startup job while staged; a hibernate job or
-    # a destroy.Destruction while public; None when it is just up.
+    # What works on the VM: its startup job while staged; a hibernate or
+    # migration-source job or a destroy.Destruction while public; None when
+    # it is just up.
     job: object = None
     # The status a claimed public VM had before its claim: release() puts
     # it back, so a claim's end never needs it from the claimer.
     status_before_claim: VmStatus | None = None
+    # A staged VM whose verb answered (accept()): listed in accept mode.
+    # Read only while the VM is staged.
+    accepted: bool = False
 
     def stats(self):
         """VM.getStats' answer."""
@@ -60,12 +73,13 @@ class Vm:
 
 
 class VmRegistry:
-    def __init__(self):
+    def __init__(self, publish_mode=PublishMode.COMMIT):
         # Guards _staged and _public. Held only for dict operations: no
         # libvirt call, no logging, no callback is made under it.
         self._lock = threading.Lock()
         self._staged = {}   # vm_id -> Vm, being started by vm.job
         self._public = {}   # vm_id -> Vm, fully up
+        self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
 
     def stage(self, vm_id, status, params, job, max_with_status=None):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
@@ -76,14 +90,18 @@ class VmRegistry:
         with self._lock:
             if vm_id in self._staged or vm_id in self._public:
                 raise VmExists(f"VM {vm_id} already exists")
-            if max_with_status is not None:
-                count = sum(1 for other in self._staged.values()
-                            if other.status == status)
-                if count >= max_with_status:
-                    raise MigrateLimit(
-                        f"{count} VMs already {status}, the limit is "
-                        f"{max_with_status}")
+            _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
+
+    def accept(self, vm_id, job):
+        """job's verb answered: its staged VM (if it is still staged, by
+        job) may now be listed. A job that already ended, or one that
+        stages nothing (a hibernation), leaves nothing to mark. Marked in
+        both modes; only listed() tells them apart."""
+        with self._lock:
+            vm = self._staged.get(vm_id)
+            if vm is not None and vm.job is job:
+                self._staged[vm_id] = dataclasses.replace(vm, accepted=True)
 
     def publish(self, vm_id, status, job, params=None):
         """The commit: move job's staged VM to the public registry (with
@@ -98,10 +116,12 @@ class VmRegistry:
                 vm, status=status, staging=False, job=None,
                 params=vm.params if params is None else params)
 
-    def claim(self, vm_id, status, job):
-        """Give the public VM a job to run on it (a hibernation, or a
-        Destruction), with `status` meanwhile. Raises NoVM if it is not public,
-        VmBusy if it already has one. Returns the VM as it was."""
+    def claim(self, vm_id, status, job, max_with_status=None):
+        """Give the public VM a job to run on it (a hibernation, a
+        migration, or a destroy), with `status` meanwhile. Raises NoVM if
+        it is not public, VmBusy if it already has one, MigrateLimit if
+        `max_with_status` public VMs already have `status` (counted and
+        claimed in one step). Returns the VM as it was."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None:
@@ -109,6 +129,7 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
+            _refuse_beyond(self._public, status, max_with_status)
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, job=job, status_before_claim=vm.status)
             return vm
@@ -153,6 +174,15 @@ class VmRegistry:
         with self._lock:
             return list(self._public.values())
 
+    def listed(self):
+        """The VMs the list verbs show: the public ones, then, in accept
+        mode, the accepted staged ones (status staged, `staging` true).
+        One snapshot: a VM committing meanwhile is listed once."""
+        staged, public = self.snapshot()
+        if not self._list_accepted:
+            return public
+        return public + [vm for vm in staged if vm.accepted]
+
     def staged(self):
         with self._lock:
             return list(self._staged.values())
@@ -170,3 +200,14 @@ class VmRegistry:
     def counts(self):
         with self._lock:
             return {"staged": len(self._staged), "public": len(self._public)}
+
+
+def _refuse_beyond(vms, status, limit):
+    """Raise MigrateLimit if `limit` (None: no limit) VMs of `vms` already
+    have `status`. (Caller holds the registry's lock.)"""
+    if limit is None:
+        return
+    count = sum(1 for other in vms.values() if other.status == status)
+    if count >= limit:
+        raise MigrateLimit(f"{count} VMs already {status}, the limit is "
+                           f"{limit}")

@@ -6,13 +6,15 @@
                -> verify -> commit
     migration  prepare -> wait-arrival -> persist -> commit
     hibernate  prepare -> save -> undefine -> commit
+    migration-source  prepare -> prepare-destination -> migrate -> commit
 """
 
 from .create import CreateJob
 from .hibernate import HibernateJob
 from .migration import MigrationDestinationJob
+from .migration_source import MigrationSourceJob
 from .recover import RecoverJob
 from .restore import RestoreJob
 
 __all__ = ["CreateJob", "HibernateJob", "MigrationDestinationJob",
-           "RecoverJob", "RestoreJob"]
+           "MigrationSourceJob", "RecoverJob", "RestoreJob"]

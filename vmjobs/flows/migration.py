@@ -3,10 +3,12 @@ persistent and ours, commit. Its reservation also checks, before the
 verb answers, that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
-job only waits for it. Waiting is driven by libvirt's lifecycle events for
-the VM's UUID, with a lookup every `check_interval` seconds as a safety net
-(an event can be lost with a connection), and ends on arrival, abort or
-timeout. The rules of arrival and of the job's end are in arrival.py:
+job only waits for it, parked (workers/park.py): it holds no worker while
+it waits, stays `running` in step wait-arrival, and can be aborted. It is
+woken by libvirt's lifecycle events for the VM's UUID and every
+`check_interval` seconds as a safety net (an event can be lost with a
+connection); the wait ends on arrival, abort or timeout. The rules of
+arrival and of the job's end are in arrival.py:
 
 - before arrival, any end but a commit removes what has the UUID, even if
   the job never ran (the end handling does it, not run());
@@ -20,9 +22,9 @@ migration job still listed), VM.destroy removes it, and the next recovery
 adopts it if it carries vmjobs metadata (the source was a vmjobs host)."""
 
 import dataclasses
-import threading
 import time
 
+import workers
 from workers import JobStatus
 
 from ..errors import MigrateError, VdsmError
@@ -36,6 +38,10 @@ from .steps import ensure_no_domain
 
 class MigrationDestinationJob(StartupJob):
     job_type = "migration-destination"
+    # Ahead of queued creations and restores: a guest that arrives is
+    # committed at once, not after the whole queue (workers/lanes.py says
+    # why a creation still cannot starve).
+    priority = workers.Priority.HIGH
     staged_status = VmStatus.MIGRATION_DESTINATION
     error_class = MigrateError
 
@@ -49,9 +55,10 @@ class MigrationDestinationJob(StartupJob):
         self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval
-        # Set on every lifecycle event of the VM and on abort: the waiting
-        # job then looks again.
-        self._wake = threading.Event()
+        # The subscription to the VM's lifecycle events while it waits, and
+        # until when it waits (monotonic).
+        self._events = None
+        self._deadline = None
         # When the domain arrived (monotonic), set once by the job's thread
         # before any later step: from then on nothing destroys it.
         self.arrived_at = None
@@ -69,14 +76,32 @@ class MigrationDestinationJob(StartupJob):
             self.release()
             raise MigrateError(str(exc)) from None
 
-    def abort(self):
-        super().abort()
-        self._wake.set()
-
     def run(self):
         self.step("prepare")
+        # Every lifecycle event of the VM wakes the job (a wake before it
+        # parks is not lost: it looks again at once).
+        self._events = self.hv.subscribe(
+            self.vm_id, lambda event, detail: self.wake())
+        self._deadline = time.monotonic() + self.arrival_timeout
         self.step("wait-arrival")
-        status = self._wait_for_arrival()
+        return self._look()
+
+    def _look(self, reason=None):
+        """Look for the arrival: at first, then each time the job is woken
+        (an event, the safety-net interval, the deadline, an abort). Not
+        arrived: park again, holding no worker. Arrived: commit."""
+        if reason is not None:
+            self.check_abort()   # an abort while parked lands here
+        status = arrived_status(self.hv, self.vm_id)
+        if status is None:
+            now = time.monotonic()
+            if now >= self._deadline:
+                raise MigrateError(f"VM {self.vm_id} did not arrive within "
+                                   f"{self.arrival_timeout:g} s")
+            # Parked again in the same step (its step hooks ran once).
+            return workers.Park(self._look, min(
+                self._deadline, now + self.check_interval))
+        self.arrived_at = time.monotonic()
         try:
             self.step("persist")
             make_ours(self.hv, self.vm_id, self.spec.params)
@@ -88,6 +113,8 @@ class MigrationDestinationJob(StartupJob):
                 self.hv, self.vm_id, self.spec.params, why)) from None
 
     def on_ended(self):
+        if self._events is not None:
+            self.hv.unsubscribe(self.vm_id, self._events)
         try:
             if self.status is not JobStatus.DONE and self.arrived_at is None:
                 kept = remove_unarrived(self.hv, self.vm_id, self.spec.params,
@@ -112,28 +139,3 @@ class MigrationDestinationJob(StartupJob):
             return False
         now = time.monotonic() if now is None else now
         return now - arrived_at > self.timeout
-
-    def _wait_for_arrival(self):
-        """Return the VM's status once the domain arrived here; raise on
-        abort or timeout."""
-        token = self.hv.subscribe(self.vm_id,
-                                  lambda event, detail: self._wake.set())
-        try:
-            deadline = time.monotonic() + self.arrival_timeout
-            while True:
-                # Clear before looking, so an event during the look is not
-                # lost: it makes the next wait return at once.
-                self._wake.clear()
-                self.check_abort()
-                status = arrived_status(self.hv, self.vm_id)
-                if status is not None:
-                    self.arrived_at = time.monotonic()
-                    return status
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise MigrateError(
-                        f"VM {self.vm_id} did not arrive within "
-                        f"{self.arrival_timeout:g} s")
-                self._wake.wait(min(remaining, self.check_interval))
-        finally:
-            self.hv.unsubscribe(self.vm_id, token)

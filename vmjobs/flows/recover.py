@@ -3,9 +3,20 @@ params from the domain's metadata, map its state to a status, commit.
 
 Recovery never changes a domain: a running one becomes public as it is; a
 stopped one is left alone for the engine to decide; on failure nothing is
-undone, because nothing was done."""
+undone, because nothing was done.
+
+A domain caught migrating (the service stopped or was killed while a
+migration ran, which libvirt carries on alone) is looked at once the
+migration has ended, as VDSM's recovery does: if it left, there is nothing
+to recover here (it is the destination's); if it arrived, or stayed
+because the migration failed, it is recovered as it then is. Committing it
+earlier could list a VM that is about to leave, or one that never
+arrives."""
 
 import logging
+import threading
+
+import workers
 
 from .. import domxml
 from ..errors import CreateError
@@ -18,10 +29,24 @@ log = logging.getLogger("vmjobs.flows.recover")
 
 
 class RecoverJob(StartupJob):
+    # Ahead of anything queued: the verbs wait for recovery to end.
+    priority = workers.Priority.HIGH
     job_type = "recover"
     # Never seen through the verbs: they answer `recovery` meanwhile.
     staged_status = VmStatus.WAIT_FOR_LAUNCH
     error_class = CreateError
+
+    # Seconds between looks while a domain migrates (lifecycle events wake
+    # the job sooner).
+    migration_check_interval = 0.5
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._wake = threading.Event()   # set on events and on abort
+
+    def abort(self):
+        super().abort()
+        self._wake.set()
 
     def run(self):
         vm_id = self.vm_id
@@ -35,6 +60,13 @@ class RecoverJob(StartupJob):
             raise CreateError(f"domain {vm_id} carries the metadata of VM "
                               f"{meta_vm_id}")
         self.step("inspect")
+        if self.hv.migrating(vm_id):
+            self.step("wait-migration")
+            self._wait_migration_ended()
+            if self.hv.state(vm_id) is None:
+                log.info("VM %s migrated away while we were down", vm_id)
+                self.step("migrated-away")
+                return
         state = self.hv.state(vm_id)
         if state == DomainState.SHUTOFF:
             log.info("VM %s is defined but not running: left alone for the "
@@ -45,3 +77,18 @@ class RecoverJob(StartupJob):
             raise CreateError(f"domain {vm_id} is {state or 'gone'}")
         self.step("commit")
         self.commit(PUBLIC_STATUS[state], params=params)
+
+    def _wait_migration_ended(self):
+        token = self.hv.subscribe(self.vm_id,
+                                  lambda event, detail: self._wake.set())
+        try:
+            while True:
+                # Clear before looking: an event during the look makes the
+                # next wait return at once.
+                self._wake.clear()
+                self.check_abort()
+                if not self.hv.migrating(self.vm_id):
+                    return
+                self._wake.wait(self.migration_check_interval)
+        finally:
+            self.hv.unsubscribe(self.vm_id, token)

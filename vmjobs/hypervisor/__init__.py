@@ -6,6 +6,7 @@
     events        libvirt's event loop, lifecycle events to subscribers
     drivers       what differs between a daemon and the test driver
     domains       domain states, listings, guest kinds
+    migration     live migration: flags, job stats, progress
     errors        libvirtError translated into HypervisorError
 """
 

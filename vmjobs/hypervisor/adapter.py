@@ -1,6 +1,7 @@
 """The adapter's verbs: a handful of calls by domain UUID (define, start,
-state, remove, stop, save, restore, list, metadata), each on a connection lent
-for the call, with libvirtError translated into HypervisorError."""
+state, remove, stop, save, restore, list, metadata, migrate), each on a
+connection lent for the call, with libvirtError translated into
+HypervisorError."""
 
 import functools
 import logging
@@ -16,6 +17,8 @@ from .drivers import private_test_host
 from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
                      translated)
 from .events import Events, start_event_loop
+from .migration import (MIGRATE_FLAGS, is_migration, job_stats,
+                        migrate_params, outgoing_progress, paused_incoming)
 
 log = logging.getLogger("vmjobs.hypervisor")
 
@@ -216,3 +219,54 @@ class Hypervisor:
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
             return metadata_of(find(conn, uuid), metadata_ns)
+
+    # -- live migration (the test driver cannot migrate) ---------------------
+
+    def migratable_xml(self, uuid):
+        """The domain's XML as a destination must receive it."""
+        with self.connection() as conn, translated("migratable xml"):
+            return conn.lookupByUUIDString(uuid).XMLDesc(
+                libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+
+    def migrate(self, uuid, dst_uri, migration_uri=None, max_bandwidth=None):
+        """Migrate the domain live, peer to peer, to the libvirtd at
+        `dst_uri` (the data over `migration_uri` when given, at most
+        `max_bandwidth` MiB/s); return once it runs there. The call lasts
+        as long as the transfer: it has a connection of its own rather than
+        hold one the other callers borrow."""
+        with self._connections.own() as conn, translated("migrate"):
+            conn.lookupByUUIDString(uuid).migrateToURI3(
+                dst_uri, migrate_params(migration_uri, max_bandwidth),
+                MIGRATE_FLAGS)
+
+    def abort_job(self, uuid):
+        """Abort the domain's running job (a migration); False if it has
+        none yet or any more, or is gone."""
+        with self.connection() as conn, translated("abort job"):
+            dom = lookup(conn, uuid)
+            if dom is None:
+                return False
+            try:
+                dom.abortJob()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == OPERATION_INVALID:
+                    return False
+                raise
+            return True
+
+    def migration_progress(self, uuid):
+        """Percent (0-99) of the domain's outgoing migration, from libvirt's
+        job stats; None while there is none (not yet, or no more)."""
+        with self.connection() as conn, translated("job stats"):
+            return outgoing_progress(job_stats(conn, uuid))
+
+    def migrating(self, uuid):
+        """True while the domain migrates, in or out (libvirt carries a
+        migration on while our service is down): its state then changes
+        once the migration ends."""
+        if not self._driver.migrates:
+            return False
+        with self.connection() as conn, translated("job stats"):
+            if is_migration(job_stats(conn, uuid)):
+                return True
+        return paused_incoming(*self.state_reason(uuid))

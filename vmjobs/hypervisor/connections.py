@@ -54,6 +54,14 @@ class Connections:
             return self._lend_shared
         return _Borrowed(self)
 
+    def own(self):
+        """`with connections.own() as conn:` a connection for one long
+        call, all its own, closed after it (on the test driver, the one
+        connection: it is the whole host)."""
+        if self._lend_shared is not None:
+            return self._lend_shared
+        return _Own(self.uri)
+
     def open(self):
         """A new connection, not lent to callers (the events' own); closed
         by close()."""
@@ -134,6 +142,26 @@ class _Shared:
         return self.conn
 
     def __exit__(self, *exc_info):
+        return False
+
+
+class _Own:
+    """A connection of its own for one call, closed after it."""
+    __slots__ = ("uri", "conn")
+
+    def __init__(self, uri):
+        self.uri = uri
+
+    def __enter__(self):
+        with translated("open"):
+            self.conn = libvirt.open(self.uri)
+        return self.conn
+
+    def __exit__(self, *exc_info):
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
         return False
 
 

@@ -33,6 +33,8 @@ _STATES = {
 # domain is paused for MIGRATION until the transfer is over.
 PAUSED_MIGRATION = "migration"
 PAUSED_OTHER = "other"
+_ARRIVING = (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+             libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
 
 
 def state_of(dom):
@@ -46,8 +48,10 @@ def state_and_reason_of(dom):
     state = _STATES.get(code, DomainState.OTHER)
     if state is not DomainState.PAUSED:
         return state, None
-    return state, (PAUSED_MIGRATION if reason ==
-                   libvirt.VIR_DOMAIN_PAUSED_MIGRATION else PAUSED_OTHER)
+    # An incoming domain is paused STARTING_UP before it is paused for the
+    # MIGRATION (measured on two sandboxes: B shows [3, 11], then [3, 2]):
+    # both mean "still arriving".
+    return state, (PAUSED_MIGRATION if reason in _ARRIVING else PAUSED_OTHER)
 
 
 # The domain each thread defined or found last, and its UUID. A flow works

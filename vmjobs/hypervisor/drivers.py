@@ -26,6 +26,9 @@ class Daemon:
     shares_one_connection = False
     undefine_flags = _UNDEFINE_FLAGS
 
+    # It migrates; its job stats say when a migration runs.
+    migrates = True
+
     @staticmethod
     def start_paused(dom):
         dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
@@ -42,6 +45,10 @@ class TestDriver:
     they would not see each other's domains); and it takes fewer flags."""
     shares_one_connection = True
     undefine_flags = _UNDEFINE_FLAGS_TEST
+
+    # It cannot migrate (NO_SUPPORT, or ARGUMENT_UNSUPPORTED for peer to
+    # peer) and has no job stats.
+    migrates = False
 
     @staticmethod
     def start_paused(dom):

@@ -31,7 +31,8 @@ from ..params import parse_create
 from . import report
 from .targets import InProcess, Remote, SimulatedSource
 
-MODES = ("create", "restore", "migration")
+# `migrate` (VM.migrate between hosts) needs two servers: loadtest_hosts.
+MODES = ("create", "restore", "migration", "migrate")
 RETRIED = {1100: "ResourceExhausted", 82: "migrateLimit"}
 
 
@@ -72,6 +73,9 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
     (for restores) go to a directory of their own in `state_root`: with a
     server, one of its storage.state_dirs (default: the default one)."""
     counts = split(vms, mix or {"create": 1})
+    if counts.get("migrate"):
+        raise ValueError("migrate moves VMs between hosts: give two "
+                         "--server (and their --dst-uri)")
     if counts.get("migration") and server is not None and uri is None:
         raise ValueError("migrations need the libvirt the server uses: "
                          "give --uri")

@@ -74,7 +74,7 @@ def _ms(seconds):
     return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
-def _pcts(values, *pcts):
+def pcts(values, *pcts):
     return "  ".join(f"p{p} {_ms(percentile(values, p))}" for p in pcts)
 
 
@@ -84,13 +84,13 @@ def print_summary(f, out):
           file=out)
     print(f"Up           {f['up']}/{f['vms']}, failures {f['failed']}, "
           f"retried: {retried}", file=out)
-    print(f"time-to-Up   {_pcts(f['time_to_up'], 50, 95, 99)}", file=out)
+    print(f"time-to-Up   {pcts(f['time_to_up'], 50, 95, 99)}", file=out)
     if len(f["time_to_up_by_mode"]) > 1:
         for mode, values in sorted(f["time_to_up_by_mode"].items()):
             print(f"  {mode:10} {len(values):5} Up  "
-                  f"{_pcts(values, 50, 95, 99)}", file=out)
-    print(f"queue wait   {_pcts(f['queue_wait'], 50, 99)}", file=out)
-    print(f"verb call    {_pcts(f['verb_latency'], 50, 99)}", file=out)
+                  f"{pcts(values, 50, 95, 99)}", file=out)
+    print(f"queue wait   {pcts(f['queue_wait'], 50, 99)}", file=out)
+    print(f"verb call    {pcts(f['verb_latency'], 50, 99)}", file=out)
     for message in sorted(set(f["errors"]))[:5]:
         print(f"  failure: {message}", file=out)
 

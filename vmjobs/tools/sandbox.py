@@ -20,6 +20,7 @@ Root is needed (mount namespaces, tmpfs).
     vmjobs sandbox stop DIR      # destroys its domains, stops the daemon
 """
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -47,6 +48,10 @@ cgroup_controllers = [ ]
 security_driver = "none"
 namespaces = [ ]
 remember_owner = 0
+# Incoming migrations listen on ports of this sandbox's own (see
+# migration_ports).
+migration_port_min = {port_min}
+migration_port_max = {port_max}
 """
 
 LIBVIRTD_CONF = """\
@@ -59,8 +64,36 @@ log_outputs = "3:file:{log}"
 """
 
 
+# Sandboxes share the machine's network: two daemons picking incoming
+# migration ports from libvirt's one default range (49152-49215) can both
+# pick a port before either QEMU listens on it, and a source then streams
+# a guest into the other daemon's incoming QEMU (measured: transfers that
+# hang until aborted, or "Address already in use"). Each sandbox takes a
+# block of its own, above the kernel's ephemeral ports (32768-60999), held
+# by a lock on a file for as long as its supervisor lives.
+PORT_BLOCKS = range(61000, 65536 - 64, 64)
+PORT_LOCKS = "/var/tmp/vmjobs-migration-ports"
+
+
 class SandboxError(RuntimeError):
     pass
+
+
+def migration_ports():
+    """(first port, last port, the locked file's descriptor) of a block
+    of 64 ports no other sandbox holds."""
+    os.makedirs(PORT_LOCKS, exist_ok=True)
+    for first in PORT_BLOCKS:
+        fd = os.open(os.path.join(PORT_LOCKS, f"{first}.lock"),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return first, first + 63, fd
+    raise SandboxError("every block of migration ports is held by a "
+                       "running sandbox")
 
 
 def missing_requirements():
@@ -106,17 +139,24 @@ class Sandbox:
                 sock=os.path.join(self.dir, "sock"),
                 host_uuid=uuid.uuid4(),
                 log=self._path("log", "libvirtd.log")))
+        port_min, port_max, ports_lock = migration_ports()
         with open(self._path("conf", "qemu.conf"), "w") as f:
-            f.write(QEMU_CONF)
+            f.write(QEMU_CONF.format(port_min=port_min, port_max=port_max))
         output = open(self._path("log", "supervisor.log"), "ab")
         started = time.monotonic()
-        process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private",
-             sys.executable, "-m", "vmjobs.tools.supervisor", self.dir,
-             self.cache_dir],
-            stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-            start_new_session=True, env=_env_finding_this_package())
-        output.close()
+        try:
+            # The supervisor inherits the lock: the ports are this
+            # sandbox's until it stops.
+            process = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private",
+                 sys.executable, "-m", "vmjobs.tools.supervisor", self.dir,
+                 self.cache_dir],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                start_new_session=True, env=_env_finding_this_package(),
+                pass_fds=(ports_lock,))
+        finally:
+            output.close()
+            os.close(ports_lock)
         with open(self._supervisor_pidfile, "w") as f:
             f.write(str(process.pid))
         try:
@@ -135,7 +175,16 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise SandboxError(f"libvirtd did not start ({self._tail()})")
             time.sleep(0.02)
-        self._first_call()
+        # The socket file appears when libvirtd binds it, a moment before
+        # it listens: until then a connection is refused.
+        while True:
+            try:
+                self._first_call()
+                return
+            except libvirt.libvirtError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _first_call(self):
         """Ready is not "the socket accepts": the first real call returns

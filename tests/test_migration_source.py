@@ -1,0 +1,329 @@
+"""VM.migrate on libvirt's test driver, between two vmjobs hosts talking
+JSON-RPC over a Unix socket: the claim, the destination's refusals, the
+rollback, VM.destroy and Job.abort during the job. The test driver cannot
+migrate (ARGUMENT_UNSUPPORTED for a peer-to-peer migration), so every
+transfer here fails, as a real one can: the real transfers are in
+test_real_migration_source.py, on two private libvirtds."""
+
+import threading
+
+import pytest
+
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
+                           MissParam, NoVM)
+from vmjobs.hypervisor import Hypervisor
+from vmjobs.server import Server
+
+from conftest import (DestroyAt, StepGate, assert_quiet_and_clean, new_id,
+                      vm_params, wait_job)
+from faults import FaultyHypervisor
+from invariants import check_invariants
+from test_migration_destination import domain_xml, incoming
+
+
+@pytest.fixture
+def host_b(tmp_path):
+    """Another vmjobs host, on its own test driver, served on a socket."""
+    with Hypervisor() as hv:
+        api = API(Config(workers=2, max_incoming=2,
+                         listen=f"unix:{tmp_path}/b.sock",
+                         migration_check_interval=3600), hypervisor=hv)
+        server = Server(api, api.config)
+        server.start()
+        api.address = server.address
+        yield api
+        server.stop()
+        api.close()
+
+
+def up_vm(api, **extra):
+    vm_id = new_id()
+    job_id = api.VM.create(vm_id, vm_params(vm_id, **extra))["jobId"]
+    assert wait_job(api, job_id)["status"] == "done"
+    return vm_id
+
+
+def migrate(api, vm_id, host_b, **params):
+    return api.VM.migrate(vm_id, {"dst": host_b.address,
+                                  "dstUri": "qemu+unix:///system", **params})
+
+
+def destination_jobs(host_b):
+    return {info["vm_id"]: info for info in host_b.Host.getJobs(
+        job_type="migration-destination").values()}
+
+
+def test_the_vm_is_claimed_and_given_back_when_the_transfer_fails(
+        make_api, host_b):
+    gate = StepGate("migrate")
+    api = make_api(step_hook=gate)
+    vm_id = up_vm(api, owner="ops")
+    job_id = migrate(api, vm_id, host_b)["jobId"]
+    assert gate.reached.wait(60)
+
+    # While the job runs: public here as Migration Source, staged there.
+    stats = api.VM.getStats(vm_id)
+    assert (stats["status"], stats["jobId"]) == ("Migration Source", job_id)
+    assert api.Host.getVMList(fullStatus=True) == [
+        {"vmId": vm_id, "status": "Migration Source"}]
+    with pytest.raises(MigrateError):
+        migrate(api, vm_id, host_b)   # one job per VM
+    staged = host_b.VM.getStats(vm_id)
+    assert (staged["status"], staged["staging"]) == (
+        "Migration Destination", True)
+    # The destination got the VM's own params and its domain XML.
+    assert staged["params"] == {"vmId": vm_id, "vmName": f"vm-{vm_id[:8]}",
+                                "memSize": 64, "owner": "ops"}
+    gate.release.set()
+
+    info = wait_job(api, job_id)
+    assert (info["job_type"], info["status"], info["step"]) == (
+        "migration-source", "failed", "migrate")
+    assert info["error"]["code"] == 12
+    assert "migrate" in info["error"]["message"]
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.hv.state(vm_id) == "running"
+    # The destination's copy was destroyed over RPC: its job aborted.
+    assert destination_jobs(host_b)[vm_id]["status"] == "aborted"
+    with pytest.raises(NoVM):
+        host_b.VM.getStats(vm_id)
+    assert_quiet_and_clean(api)
+    assert_quiet_and_clean(host_b)
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_outgoing_migrations_are_bounded(make_api, host_b):
+    """Beyond migration.max_outgoing VM.migrate answers migrateLimit (82)
+    at once, and the VM is left as it was."""
+    gate = StepGate("prepare-destination")
+    api = make_api(step_hook=gate, max_outgoing=1)
+    first, second = up_vm(api), up_vm(api)
+    job_id = migrate(api, first, host_b)["jobId"]
+    assert gate.reached.wait(60)
+    with pytest.raises(MigrateLimit) as err:
+        migrate(api, second, host_b)
+    assert err.value.code == 82
+    assert api.VM.getStats(second)["status"] == "Up"
+    assert list(api.Host.getJobs(job_type="migration-source")) == [job_id]
+    gate.release.set()
+    assert wait_job(api, job_id)["status"] == "failed"   # the test driver
+    info = wait_job(api, migrate(api, second, host_b)["jobId"])
+    assert info["status"] == "failed" and info["step"] == "migrate"
+    for vm_id in (first, second):
+        assert api.VM.destroy(vm_id) is True
+    assert_quiet_and_clean(host_b)
+
+
+def test_a_paused_vm_stays_paused(make_api, host_b):
+    api = make_api()
+    vm_id = up_vm(api, launchPaused=True)
+    info = wait_job(api, migrate(api, vm_id, host_b)["jobId"])
+    assert info["status"] == "failed"
+    assert api.VM.getStats(vm_id)["status"] == "Paused"
+    assert api.hv.state(vm_id) == "paused"
+    assert api.VM.destroy(vm_id) is True
+    assert_quiet_and_clean(api)
+
+
+def test_the_destination_refuses_a_vm_it_has(make_api, host_b):
+    """exist (4) from the destination: the job's error carries it, the VM
+    stays Up here, and the destination's own VM is left alone."""
+    api = make_api()
+    vm_id = up_vm(api)
+    job_id = host_b.VM.create(vm_id, vm_params(vm_id))["jobId"]
+    assert wait_job(host_b, job_id)["status"] == "done"
+
+    info = wait_job(api, migrate(api, vm_id, host_b)["jobId"])
+    assert (info["status"], info["step"]) == ("failed",
+                                              "prepare-destination")
+    assert info["error"]["code"] == 4
+    assert "refused" in info["error"]["message"]
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.hv.state(vm_id) == "running"
+    for host in (api, host_b):
+        assert host.VM.destroy(vm_id) is True
+        assert_quiet_and_clean(host)
+
+
+def test_a_busy_destination_is_retried_until_the_timeout(make_api, host_b):
+    """migrateLimit (82) again and again: retried with backoff, then the job
+    fails with 82 once its timeout passed."""
+    api = make_api()
+    vm_id = up_vm(api)
+    others = [new_id(), new_id()]   # fill the destination's two slots
+    for other in others:
+        host_b.VM.migrationCreate(other, incoming(other))
+    info = wait_job(api, migrate(api, vm_id, host_b, timeout=1.5)["jobId"])
+    assert (info["status"], info["step"]) == ("failed",
+                                              "prepare-destination")
+    assert info["error"]["code"] == 82
+    assert info["ended"] - info["started"] >= 1.5
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert vm_id not in destination_jobs(host_b)
+    for other in others:
+        assert host_b.VM.destroy(other) is True
+    assert_quiet_and_clean(host_b)
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_a_destination_that_frees_up_is_taken(make_api, host_b):
+    """Busy first, then a slot frees: the retry gets it (and the transfer
+    then fails on the test driver, which rolls the copy back)."""
+    gate = StepGate("prepare-destination")
+    api = make_api(step_hook=gate)
+    vm_id = up_vm(api)
+    others = [new_id(), new_id()]
+    for other in others:
+        host_b.VM.migrationCreate(other, incoming(other))
+    refused = threading.Event()
+    real = host_b.vm_migration_create
+
+    def spy(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except MigrateLimit:
+            refused.set()
+            raise
+
+    host_b.vm_migration_create = spy
+    job_id = migrate(api, vm_id, host_b, timeout=60)["jobId"]
+    assert gate.reached.wait(60)
+    gate.job.retry_first = 0.01
+    gate.release.set()
+    # Free a slot once the job was refused.
+    assert refused.wait(60)
+    assert host_b.VM.destroy(others[0]) is True
+    info = wait_job(api, job_id)
+    assert (info["status"], info["step"]) == ("failed", "migrate")
+    assert destination_jobs(host_b)[vm_id]["status"] == "aborted"
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.VM.destroy(others[1]) is True
+    assert_quiet_and_clean(host_b)
+    assert api.VM.destroy(vm_id) is True
+
+
+@pytest.mark.parametrize("step", ["prepare", "prepare-destination",
+                                  "migrate"])
+def test_destroy_during_the_job(make_api, host_b, step):
+    """bz912390 for the source: VM.destroy aborts the job, waits for its
+    rollback (the destination's copy destroyed), then destroys the VM."""
+    destroy = DestroyAt(step, job_type="migration-source")
+    api = make_api(step_hook=destroy)
+    destroy.api = api
+    vm_id = up_vm(api)
+    job_id = migrate(api, vm_id, host_b)["jobId"]
+    info = wait_job(api, job_id)
+    destroy.thread.join(60)
+    assert destroy.result == [True]
+    assert (info["status"], info["step"]) == ("aborted", step)
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert api.hv.state(vm_id) is None
+    with pytest.raises(NoVM):
+        host_b.VM.getStats(vm_id)
+    assert_quiet_and_clean(api)
+    assert_quiet_and_clean(host_b)
+
+
+def test_job_abort_keeps_the_vm(make_api, host_b):
+    gate = StepGate("migrate")
+    api = make_api(step_hook=gate)
+    vm_id = up_vm(api)
+    job_id = migrate(api, vm_id, host_b)["jobId"]
+    assert gate.reached.wait(60)
+    assert api.Job.abort(job_id) is True
+    gate.release.set()
+    info = wait_job(api, job_id)
+    assert (info["status"], info["step"]) == ("aborted", "migrate")
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert destination_jobs(host_b)[vm_id]["status"] == "aborted"
+    assert_quiet_and_clean(host_b)
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_unreachable_destination(make_api, tmp_path):
+    api = make_api()
+    vm_id = up_vm(api)
+    info = wait_job(api, api.VM.migrate(vm_id, {
+        "dst": f"unix:{tmp_path}/nobody.sock",
+        "dstUri": "qemu:///system"})["jobId"])
+    assert (info["status"], info["error"]["code"]) == ("failed", 12)
+    assert "cannot reach" in info["error"]["message"]
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.VM.destroy(vm_id) is True
+
+
+@pytest.mark.parametrize("params, error, param", [
+    ({"dstUri": "qemu:///system"}, MissParam, None),
+    ({"dst": "unix:/x.sock"}, MissParam, None),
+    ({"dst": "no-port", "dstUri": "qemu:///system"}, InvalidParams, "dst"),
+    ({"dst": "unix:/x.sock", "dstUri": 3}, InvalidParams, "dstUri"),
+    ({"dst": "unix:/x.sock", "dstUri": "u", "timeout": 0}, InvalidParams,
+     "timeout"),
+    ({"dst": "unix:/x.sock", "dstUri": "u", "migrationUri": ""},
+     InvalidParams, "migrationUri"),
+    ({"dst": "unix:/x.sock", "dstUri": "u", "maxBandwidth": 0},
+     InvalidParams, "maxBandwidth"),
+    ({"dst": "unix:/x.sock", "dstUri": "u", "speed": 1}, InvalidParams,
+     "speed"),
+], ids=["no-dst", "no-dstUri", "bad-dst", "bad-dstUri", "bad-timeout",
+        "bad-migrationUri", "bad-maxBandwidth", "unknown-key"])
+def test_bad_params(api, params, error, param):
+    vm_id = up_vm(api)
+    with pytest.raises(error) as err:
+        api.VM.migrate(vm_id, params)
+    if param is not None:
+        assert err.value.data == {"param": param}
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.Host.getJobs(job_type="migration-source") == {}
+
+
+def test_only_a_public_vm_migrates(api):
+    with pytest.raises(NoVM):
+        api.VM.migrate(new_id(), {"dst": "unix:/x.sock", "dstUri": "u"})
+    vm_id = new_id()
+    api.VM.migrationCreate(vm_id, {"vmId": vm_id, "xml": domain_xml(vm_id)})
+    with pytest.raises(NoVM):   # staged, not public
+        api.VM.migrate(vm_id, {"dst": "unix:/x.sock", "dstUri": "u"})
+    assert api.VM.destroy(vm_id) is True
+
+
+# Fixed order on the test driver (the transfer fails at once): the XML, the
+# transfer, the look after it failed, the look before destroying the
+# destination's copy. (The monitor's looks are left out: how many it makes
+# depends on timing.)
+CALLS = ("migratable_xml", "migrate", "state")
+
+
+@pytest.mark.parametrize("kind", ["error", "lost"])
+def test_fault_at_every_call(hypervisor, host_b, kind, reliability_figures):
+    """Each case ends failed with migrateErr and the VM Up here. The
+    destination's copy is destroyed, except when the look that must come
+    first failed (the domain may have left): then it is kept."""
+    faulty = FaultyHypervisor(hypervisor, fail_calls=CALLS)
+    with API(Config(workers=2), hypervisor=faulty) as api:
+        vm_id = up_vm(api)
+        for n, call in enumerate(["migratable_xml", "migrate", "state",
+                                  "state"], start=1):
+            faulty.arm(n, kind)
+            info = wait_job(api, migrate(api, vm_id, host_b)["jobId"])
+            assert faulty.failed == call
+            assert (info["status"], info["error"]["code"]) == ("failed", 12)
+            assert "injected fault" in info["error"]["message"]
+            assert check_invariants(api) == {vm_id}
+            assert api.VM.getStats(vm_id)["status"] == "Up"
+            if n == 4:
+                # Not knowing whether the domain is still here, the
+                # rollback leaves the destination's copy alone.
+                assert "then rollback failed: destroy VM" in \
+                    info["error"]["message"]
+                assert host_b.VM.getStats(vm_id)["staging"] is True
+                assert host_b.VM.destroy(vm_id) is True
+            check_invariants(host_b)
+            assert host_b.Host.getVMList() == []
+            reliability_figures["fault points"].add(
+                ("MigrationSource", n, kind))
+        assert api.VM.destroy(vm_id) is True

@@ -1,0 +1,328 @@
+"""VM.migrate end to end between two real hosts: two private libvirtds
+(A and B), each with its own `vmjobs serve` process on a Unix socket, the
+test talking to them through the verbs only (libvirt is only looked at, to
+check what runs where).
+
+After every migration job has ended the VM must be public on exactly one
+host and run there only: `assert_only_on` checks it from both sides."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import libvirt
+import pytest
+
+from vmjobs.client import Client, RemoteError
+
+from conftest import new_id
+from realdaemon import WAIT, real_params, require_daemon
+from serve import ROOT, ServeProcess
+
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+ENDED = ("done", "failed", "aborted")
+POLL = 0.005   # seconds between two looks at a job in another process
+# Slow transfers, for what must happen while one runs: at 1 MiB/s a guest
+# of zero pages still moves about 0.4 GiB/s of it (zero pages are sent as
+# headers): 1 GiB takes about 3 s, 4 GiB about 10 s.
+SLOW = 1
+
+
+class Host:
+    """A private libvirtd and its own `vmjobs serve`."""
+
+    def __init__(self, name, sandbox, directory, workers=6, max_incoming=4):
+        self.name, self.sandbox = name, sandbox
+        self.dir = directory
+        self.dir.mkdir(exist_ok=True)
+        self.listen = f"unix:{directory}/vmjobs.sock"
+        self.config = (f"[libvirt]\ndomain_type = qemu\n[pool]\nworkers = "
+                       f"{workers}\n[migration]\nmax_incoming = "
+                       f"{max_incoming}\n")
+        # The URI A's libvirtd migrates to, for B (and the other way).
+        self.migration_uri = f"qemu+unix:///system?socket={sandbox.socket}"
+        self.starts = 0
+        self.start()
+
+    def start(self):
+        self.starts += 1
+        self.serve = ServeProcess("--uri", self.sandbox.uri, "--listen",
+                                  self.listen, config=self.config,
+                                  tmp_path=self.dir,
+                                  log_name=f"serve-{self.starts}")
+        self.client = Client(self.serve.address, timeout=WAIT)
+
+    def kill(self):
+        self.client.close()
+        self.serve.kill()
+
+    def stop(self):
+        self.client.close()
+        status, _, err = self.serve.stop()
+        assert status == 0, err
+
+    def call(self, method, **params):
+        return self.client.call(method, params)
+
+    def job(self, job_id):
+        return self.call("Host.getJobs", job_ids=[job_id])[job_id]
+
+    def wait_job(self, job_id, reached=lambda info: info["status"] in ENDED):
+        """The job's info once `reached(info)`, asked again and again (no
+        event crosses processes), a few milliseconds apart: asking without
+        a pause would take a core from the guests being migrated."""
+        deadline = time.monotonic() + WAIT
+        while not reached(info := self.job(job_id)):
+            assert time.monotonic() < deadline, info
+            time.sleep(POLL)
+        return info
+
+    def wait_recovered(self):
+        deadline = time.monotonic() + WAIT
+        while self.call("Host.getStats")["recovering"]:
+            assert time.monotonic() < deadline
+            time.sleep(POLL)
+
+    def create(self, count, **extra):
+        vm_ids = [new_id() for _ in range(count)]
+        jobs = [self.call("VM.create", vmID=vm_id,
+                          vmParams=real_params(vm_id, **extra))["jobId"]
+                for vm_id in vm_ids]
+        for job_id in jobs:
+            assert self.wait_job(job_id)["status"] == "done"
+        return vm_ids
+
+    def migrate(self, vm_id, to, **params):
+        return self.call("VM.migrate", vmID=vm_id, params={
+            "dst": to.listen, "dstUri": to.migration_uri,
+            "migrationUri": "tcp://127.0.0.1", **params})["jobId"]
+
+    def public(self):
+        return {vm["vmId"]: vm["status"] for vm in
+                self.call("Host.getVMList", fullStatus=True)}
+
+    def domains(self):
+        """{uuid: (state, persistent)} of every domain in its libvirtd."""
+        conn = libvirt.open(self.sandbox.uri)
+        try:
+            return {dom.UUIDString(): (dom.state()[0], dom.isPersistent())
+                    for dom in conn.listAllDomains(0)}
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def hosts(daemon, daemon_b, tmp_path):
+    require_daemon()
+    a = Host("A", daemon, tmp_path / "a")
+    b = Host("B", daemon_b, tmp_path / "b")
+    yield a, b
+    for host in (a, b):
+        if host.serve.process.poll() is None:
+            host.stop()
+        host.sandbox.remove_all_domains()
+
+
+def assert_only_on(vm_id, here, there, status="Up"):
+    """Public on `here` only, with `status`; its domain runs (persistent)
+    on `here` only; nothing staged for it anywhere."""
+    assert here.public().get(vm_id) == status
+    assert vm_id not in there.public()
+    with pytest.raises(RemoteError) as err:
+        there.call("VM.getStats", vmID=vm_id)
+    assert err.value.code == 1
+    assert here.call("VM.getStats", vmID=vm_id)["staging"] is False
+    state = (libvirt.VIR_DOMAIN_RUNNING if status == "Up"
+             else libvirt.VIR_DOMAIN_PAUSED)
+    assert here.domains()[vm_id] == (state, True)
+    assert vm_id not in there.domains()
+
+
+def assert_nothing_staged(*hosts):
+    for host in hosts:
+        assert host.call("Host.getStats")["staged"] == 0
+
+
+def transfer_started(info):
+    """libvirt's migration job has begun (the job reports progress from
+    it), or the job already ended."""
+    return "progress" in info or info["status"] in ENDED
+
+
+def test_ten_vms_there_and_back(hosts):
+    a, b = hosts
+    vm_ids = a.create(10, batch="ten")
+    seconds = []
+    for source, destination in ((a, b), (b, a)):
+        # As an engine: VM.migrate answers migrateLimit beyond the host's
+        # max_outgoing; the next goes once one has ended.
+        running, infos = [], []
+        for vm_id in vm_ids:
+            while True:
+                try:
+                    running.append(source.migrate(vm_id, destination))
+                    break
+                except RemoteError as exc:
+                    assert exc.code == 82, exc
+                    infos.append(source.wait_job(running.pop(0)))
+        infos += [source.wait_job(job_id) for job_id in running]
+        for info in infos:
+            assert (info["status"], info["step"], info["progress"]) == (
+                "done", "commit", 100), info
+            seconds.append(info["ended"] - info["created"])
+        for vm_id in vm_ids:
+            assert_only_on(vm_id, destination, source)
+            assert destination.call("VM.getStats", vmID=vm_id)[
+                "params"] == real_params(vm_id, batch="ten")
+        assert_nothing_staged(a, b)
+    seconds.sort()
+    print(f"20 migrations, 2 at a time: each {seconds[0]:.2f}-"
+          f"{seconds[-1]:.2f} s, median {seconds[10]:.2f} s")
+    for vm_id in vm_ids:
+        assert a.call("VM.destroy", vmID=vm_id) is True
+    assert a.domains() == {} and b.domains() == {}
+
+
+def test_a_paused_vm_arrives_paused(hosts):
+    a, b = hosts
+    vm_id, = a.create(1, launchPaused=True)
+    assert a.public() == {vm_id: "Paused"}
+    info = a.wait_job(a.migrate(vm_id, b))
+    assert info["status"] == "done", info
+    assert_only_on(vm_id, b, a, status="Paused")
+    assert b.call("VM.destroy", vmID=vm_id) is True
+
+
+@pytest.mark.parametrize("end", ["abort", "destroy"])
+def test_abort_or_destroy_mid_transfer(hosts, end):
+    """Job.abort (or VM.destroy) on A while libvirt transfers: libvirt's
+    job is aborted, B's staged copy destroyed; the VM stays Up on A (or,
+    with VM.destroy, is then destroyed there)."""
+    a, b = hosts
+    vm_id, = a.create(1, memSize=1024)
+    job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
+    info = a.wait_job(job_id, transfer_started)
+    assert info["status"] == "running" and info["step"] == "migrate", info
+    assert a.public() == {vm_id: "Migration Source"}
+    assert b.call("VM.getStats", vmID=vm_id)["status"] == \
+        "Migration Destination"
+    if end == "abort":
+        assert a.call("Job.abort", jobId=job_id) is True
+    else:
+        assert a.call("VM.destroy", vmID=vm_id) is True
+    info = a.wait_job(job_id)
+    assert (info["status"], info["step"]) == ("aborted", "migrate"), info
+    print(f"aborted at {info['progress']}%")
+    if end == "abort":
+        assert_only_on(vm_id, a, b)
+        assert a.call("VM.destroy", vmID=vm_id) is True
+    else:
+        assert a.public() == {} and a.domains() == {}
+    assert b.public() == {} and b.domains() == {}
+    dest_job, = b.call("Host.getJobs",
+                       job_type="migration-destination").values()
+    assert dest_job["status"] == "aborted"
+    assert_nothing_staged(a, b)
+
+
+def test_the_destination_refuses(hosts):
+    """exist: B has the VM already; migrateLimit: B's incoming slots are
+    taken until A's timeout. Each time the job fails with B's code, the VM
+    stays Up on A, and B's own VMs are left alone."""
+    a, b = hosts
+    vm_id, = a.create(1)
+    assert b.wait_job(b.call("VM.create", vmID=vm_id, vmParams=real_params(
+        vm_id))["jobId"])["status"] == "done"
+    info = a.wait_job(a.migrate(vm_id, b))
+    assert (info["status"], info["error"]["code"]) == ("failed", 4), info
+    assert a.public() == {vm_id: "Up"} and b.public() == {vm_id: "Up"}
+    assert b.call("VM.destroy", vmID=vm_id) is True
+
+    busy = [new_id() for _ in range(4)]   # B's max_incoming
+    for other in busy:
+        b.call("VM.migrationCreate", vmID=other, params={
+            "vmId": other, "xml": f"<domain><uuid>{other}</uuid></domain>"})
+    info = a.wait_job(a.migrate(vm_id, b, timeout=2))
+    assert (info["status"], info["error"]["code"]) == ("failed", 82), info
+    assert info["ended"] - info["started"] >= 2
+    for other in busy:
+        assert b.call("VM.destroy", vmID=other) is True
+    assert_only_on(vm_id, a, b)
+    assert_nothing_staged(a, b)
+    assert a.call("VM.destroy", vmID=vm_id) is True
+
+
+def test_destination_service_killed_mid_transfer(hosts):
+    """kill -9 of B's service: B's libvirtd carries the migration on, so
+    A's job ends done; B's next start recovers the VM, which arrived
+    persistent."""
+    a, b = hosts
+    vm_id, = a.create(1, memSize=1024)
+    job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
+    a.wait_job(job_id, transfer_started)
+    b.kill()
+    info = a.wait_job(job_id)
+    assert info["status"] == "done", info
+    assert a.public() == {}
+    b.start()
+    b.wait_recovered()
+    recover, = b.call("Host.getJobs", job_type="recover").values()
+    assert (recover["status"], recover["step"]) == ("done", "commit")
+    assert_only_on(vm_id, b, a)
+    assert b.call("VM.destroy", vmID=vm_id) is True
+
+
+def test_source_service_killed_mid_transfer(hosts):
+    """kill -9 of A's service mid-transfer: A's libvirtd carries the
+    migration on; A's next start finds the domain still migrating, waits
+    for the end, and finds it gone (it is B's); B commits it on arrival."""
+    a, b = hosts
+    vm_id, = a.create(1, memSize=4096)
+    job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
+    a.wait_job(job_id, transfer_started)
+    killed = time.monotonic()
+    a.kill()
+    a.start()
+    a.wait_recovered()
+    recovered = time.monotonic() - killed
+    recover, = a.call("Host.getJobs", job_type="recover").values()
+    assert (recover["status"], recover["step"]) == ("done",
+                                                    "migrated-away")
+    assert a.public() == {}
+    dest_job, = b.call("Host.getJobs",
+                       job_type="migration-destination").values()
+    b.wait_job(dest_job["id"])
+    assert b.job(dest_job["id"])["status"] == "done"
+    assert_only_on(vm_id, b, a)
+    print(f"A back and recovered {recovered:.2f} s after the kill")
+    assert b.call("VM.destroy", vmID=vm_id) is True
+
+
+def test_loadtest_plays_the_engine_over_two_hosts(hosts, tmp_path):
+    """`vmjobs loadtest --server A --server B --mix create=60,migrate=40`:
+    VMs started on both hosts, some migrated to the other with VM.migrate;
+    every VM public on exactly one host at the end."""
+    a, b = hosts
+    command = [sys.executable, "-m", "vmjobs", "loadtest", "--vms", "10",
+               "--mem", "48", "--mix", "create=60,migrate=40",
+               "--migration-uri", "tcp://127.0.0.1",
+               "--log-file", str(tmp_path / "loadtest.log")]
+    for host in hosts:
+        command += ["--server", host.listen,
+                    "--dst-uri", host.migration_uri]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            timeout=WAIT, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Up           10/10" in result.stdout
+    assert "migrated     4/4" in result.stdout
+    assert re.search(r"migration +p50 [\d.]+ ms +p95 [\d.]+ ms +p99",
+                     result.stdout)
+    assert "every VM public on exactly one host" in result.stdout
+    # It destroyed what it made.
+    assert a.public() == {} and b.public() == {}
+    assert a.domains() == {} and b.domains() == {}

@@ -1,0 +1,87 @@
+"""A JSON-RPC client for vmjobs' server: over TCP or a Unix socket,
+optionally with a client certificate. In the core because a migration's
+source calls its destination with it; the tools use it too
+(vmjobs.tools.client)."""
+
+import http.client
+import itertools
+import json
+import socket
+import ssl
+
+from .config import parse_listen
+
+DEFAULT_SERVER = "unix:/run/vmjobs/vmjobs.sock"
+
+
+class RemoteError(Exception):
+    """The server answered with a JSON-RPC error."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(f"{message} (code {code})")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class Client:
+    def __init__(self, server=DEFAULT_SERVER, cert=None, key=None, ca=None,
+                 timeout=60.0):
+        kind, address = parse_listen(server)
+        if kind == "unix":
+            self._connection = _UnixConnection(address, timeout)
+        elif ca is not None:
+            context = ssl.create_default_context(cafile=ca)
+            context.check_hostname = False   # the CA is the identity
+            if cert is not None:
+                context.load_cert_chain(cert, key)
+            self._connection = http.client.HTTPSConnection(
+                *address, timeout=timeout, context=context)
+        else:
+            self._connection = http.client.HTTPConnection(*address,
+                                                          timeout=timeout)
+        self._ids = itertools.count(1)
+
+    def call(self, method, params=None):
+        """The verb's result; raises RemoteError with its code."""
+        request = {"jsonrpc": "2.0", "method": method,
+                   "id": next(self._ids)}
+        if params is not None:
+            request["params"] = params
+        response = self.post(json.dumps(request).encode())
+        if "error" in response:
+            error = response["error"]
+            raise RemoteError(error["code"], error["message"],
+                              error.get("data"))
+        return response["result"]
+
+    def post(self, body):
+        """POST raw bytes; the decoded JSON answer."""
+        self._connection.request("POST", "/", body=body, headers={
+            "Content-Type": "application/json"})
+        response = self._connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RemoteError(response.status,
+                              f"HTTP {response.status}: {data[:200]!r}")
+        return json.loads(data)
+
+    def close(self):
+        self._connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
