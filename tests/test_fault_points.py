@@ -6,14 +6,13 @@ fault points exercised is reported at the end of the run."""
 
 import pytest
 
-from vmjobs.tools import simulation
-from vmjobs.api import API
-from vmjobs.config import Config
-from vmjobs.hypervisor import HypervisorError
-
 from conftest import WAIT, new_id, vm_params
 from faults import FaultyHypervisor
 from invariants import check_invariants, digest
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.hypervisor import HypervisorError
+from vmjobs.tools import simulation
 
 KINDS = ["error", "lost"]
 

@@ -2,12 +2,16 @@
 
 import pytest
 
+from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params, wait_job
 from vmjobs import domxml
-from vmjobs.errors import (InvalidParams, JobNotActive, JobNotDone,
-                           MissParam, NoSuchJob, NoVM)
-
-from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
-                      vm_params, wait_job)
+from vmjobs.errors import (
+    InvalidParams,
+    JobNotActive,
+    JobNotDone,
+    MissParam,
+    NoSuchJob,
+    NoVM,
+)
 
 # API.md's JobInfo, for a create job (no progress: creation reports none).
 ENDED_KEYS = {"id", "job_type", "vm_id", "status", "description", "step",

@@ -11,8 +11,7 @@ import libvirt
 from .connections import Connections
 from .domains import domain_info, guest_kind, lookup, metadata_of, state_of
 from .drivers import private_test_host
-from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
-                     translated)
+from .errors import NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring, translated
 from .events import Events, start_event_loop
 
 log = logging.getLogger("vmjobs.hypervisor")
