@@ -6,12 +6,11 @@ import time
 import libvirt
 import pytest
 
+from conftest import assert_quiet_and_clean, new_id, our_domains
+from realdaemon import WAIT, real_params
 from vmjobs import domxml
 from vmjobs.errors import MigrateError, MigrateLimit, NoVM
 from workers.job import current_job
-
-from conftest import assert_quiet_and_clean, new_id, our_domains
-from realdaemon import WAIT, real_params
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
@@ -512,7 +511,7 @@ def test_ten_live_migrations_at_once(make_real_api, connect, daemon,
         migration.start()
     for migration in migrations:
         assert migration.finish().error is None, migration.error
-    for vm_id, job_id in job_ids.items():
+    for job_id in job_ids.values():
         info = finished(api, job_id)
         assert (info["status"], info["step"]) == ("done", "commit"), info
     elapsed = time.monotonic() - started

@@ -19,17 +19,36 @@ from . import domxml, hostfiles, policy
 from .client import Client
 from .config import Config
 from .destroy import destroy
-from .errors import (GeneralException, InvalidParams, JobNotActive,
-                     JobNotDone, MissParam, NoSuchJob, Recovering,
-                     ResourceExhausted, UnknownMethod, VdsmError)
-from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
-                    MigrationSourceJob, RestoreJob)
+from .errors import (
+    GeneralException,
+    InvalidParams,
+    JobNotActive,
+    JobNotDone,
+    MissParam,
+    NoSuchJob,
+    Recovering,
+    ResourceExhausted,
+    UnknownMethod,
+    VdsmError,
+)
+from .flows import (
+    CreateJob,
+    HibernateJob,
+    MigrationDestinationJob,
+    MigrationSourceJob,
+    RestoreJob,
+)
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
-from .params import (parse_create, parse_graceful_attempts, parse_migrate,
-                     parse_migration,
-                     parse_vm_id, reject_surrogates)
+from .params import (
+    parse_create,
+    parse_graceful_attempts,
+    parse_migrate,
+    parse_migration,
+    parse_vm_id,
+    reject_surrogates,
+)
 from .recovery import Recovery
 from .registry import VmRegistry
 

@@ -125,6 +125,6 @@ def format_table(rows):
     widths = [max(len(str(row[i])) for row in rows)
               for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width)
-                               for cell, width in zip(row, widths)).rstrip()
+                               for cell, width in zip(row, widths, strict=False)).rstrip()
                      for row in rows)
 
