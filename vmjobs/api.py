@@ -19,46 +19,41 @@ from . import domxml, hostfiles, policy
 from .client import Client
 from .config import Config
 from .destroy import destroy
-from .errors import (GeneralException, InvalidParams, JobNotActive,
-                     JobNotDone, MissParam, NoSuchJob, Recovering,
-                     ResourceExhausted, UnknownMethod, VdsmError)
-from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
-                    MigrationSourceJob, RestoreJob)
+from .errors import (
+    GeneralException,
+    InvalidParams,
+    JobNotActive,
+    JobNotDone,
+    MissParam,
+    NoSuchJob,
+    Recovering,
+    ResourceExhausted,
+    UnknownMethod,
+    VdsmError,
+)
+from .flows import (
+    CreateJob,
+    HibernateJob,
+    MigrationDestinationJob,
+    MigrationSourceJob,
+    RestoreJob,
+)
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
-from .params import (parse_create, parse_graceful_attempts, parse_migrate,
-                     parse_migration,
-                     parse_vm_id, reject_surrogates)
+from .params import (
+    parse_create,
+    parse_graceful_attempts,
+    parse_migrate,
+    parse_migration,
+    parse_vm_id,
+    reject_surrogates,
+)
 from .recovery import Recovery
 from .registry import VmRegistry
+from .verbs import OPEN_DURING_RECOVERY, VERBS, Namespace, bind
 
 log = logging.getLogger("vmjobs.api")
-
-# verb -> (method, parameter names in positional order)
-VERBS = {
-    "Host.ping": ("host_ping", ()),
-    "Host.getVMList": ("host_get_vm_list",
-                       ("fullStatus", "vmList", "onlyUUID")),
-    "Host.getAllVmStats": ("host_get_all_vm_stats", ()),
-    "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
-    "Host.getStats": ("host_get_stats", ()),
-    "VM.create": ("vm_create", ("vmID", "vmParams")),
-    "VM.migrationCreate": ("vm_migration_create",
-                           ("vmID", "params", "incomingLimit")),
-    "VM.migrate": ("vm_migrate", ("vmID", "params")),
-    "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
-    "VM.destroy": ("vm_destroy", ("vmID", "gracefulAttempts")),
-    "VM.getStats": ("vm_get_stats", ("vmID",)),
-    "Job.abort": ("job_abort", ("jobId",)),
-    "Job.delete": ("job_delete", ("jobId",)),
-}
-
-# What answers while recovery at start-up runs; everything else answers
-# `recovery` (99) until every recover job has ended.
-OPEN_DURING_RECOVERY = frozenset({"Host.ping", "Host.getJobs",
-                                  "Host.getStats"})
-
 
 class API:
     def __init__(self, config=None, *, hypervisor=None, step_hook=None):
@@ -78,9 +73,9 @@ class API:
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs")
         self._step_hook = step_hook
-        self.Host = _Namespace(self, "Host")
-        self.VM = _Namespace(self, "VM")
-        self.Job = _Namespace(self, "Job")
+        self.Host = Namespace(self, "Host")
+        self.VM = Namespace(self, "VM")
+        self.Job = Namespace(self, "Job")
         self.recovery = Recovery(self.hv, self.registry, self.jobs,
                                  self.pool, self._job_args())
         self.metrics.watch(self)
@@ -120,7 +115,7 @@ class API:
                              "recovering false")
         if params is not None:
             reject_surrogates(params, param_names)
-        args, kwargs = _bind(method, param_names, params)
+        args, kwargs = bind(method, param_names, params)
         try:
             return getattr(self, name)(*args, **kwargs)
         except VdsmError:
@@ -291,43 +286,3 @@ def _refuse_if_aborted(job):
     if job.status is workers.JobStatus.ABORTED:
         raise job.error_class(f"VM {job.vm_id} was destroyed before its "
                               "job could start")
-
-
-def _bind(method, param_names, params):
-    """(args, kwargs) for verb `method`, taking `param_names`, called with
-    `params`: named (a dict), positional (a list) or none."""
-    if params is None:
-        return (), {}
-    if isinstance(params, dict):
-        for key in params:
-            if key not in param_names:
-                raise InvalidParams(key, f"{method} takes no such parameter")
-        return (), params
-    if isinstance(params, (list, tuple)):
-        if len(params) > len(param_names):
-            raise InvalidParams(param_names[-1] if param_names else
-                                "params", f"{method} takes at most "
-                                f"{len(param_names)} parameter(s)")
-        return tuple(params), {}
-    raise InvalidParams("params", "must be an object or an array")
-
-
-class _Namespace:
-    """`api.VM.create(...)` for `api.call("VM.create", ...)`."""
-
-    def __init__(self, api, prefix):
-        self._api = api
-        self._prefix = prefix
-
-    def __getattr__(self, name):
-        method = f"{self._prefix}.{name}"
-        if method not in VERBS:
-            raise AttributeError(method)
-
-        def verb(*args, **kwargs):
-            if args and kwargs:
-                raise TypeError("give params by name or by position, "
-                                "not both")
-            return self._api.call(method, kwargs if kwargs else list(args))
-        verb.__name__ = name
-        return verb

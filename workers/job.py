@@ -21,8 +21,17 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from .core import JobRecord
 from .lanes import Priority
 from .park import ABORT_REQUESTED, TIMER, WOKEN, Park, wake_time
-from .states import (ABORTING, EVENTS, PENDING, RUNNING, Event, JobAborted,
-                     JobEnded, JobNotActive, JobStatus)
+from .states import (
+    ABORTING,
+    EVENTS,
+    PENDING,
+    RUNNING,
+    Event,
+    JobAborted,
+    JobEnded,
+    JobNotActive,
+    JobStatus,
+)
 
 __all__ = ["Job", "JobAborted", "JobEnded", "JobNotActive", "current_job"]
 

@@ -11,14 +11,25 @@ import time
 import libvirt
 
 from .connections import Connections
-from .domains import (domain_info, guest_kind, lookup, metadata_of,
-                      state_and_reason_of, state_of)
+from .domains import (
+    domain_info,
+    guest_kind,
+    lookup,
+    metadata_of,
+    state_and_reason_of,
+    state_of,
+)
 from .drivers import private_test_host
-from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
-                     translated)
+from .errors import NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring, translated
 from .events import Events, start_event_loop
-from .migration import (MIGRATE_FLAGS, is_migration, job_stats,
-                        migrate_params, outgoing_progress, paused_incoming)
+from .migration import (
+    MIGRATE_FLAGS,
+    is_migration,
+    job_stats,
+    migrate_params,
+    outgoing_progress,
+    paused_incoming,
+)
 
 log = logging.getLogger("vmjobs.hypervisor")
 
