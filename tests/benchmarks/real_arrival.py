@@ -20,18 +20,15 @@ import uuid
 
 import libvirt
 
+from arrival import LANES, migrations_in
 from common import ms, percentile, table, write_json
 from vmjobs.api import API
 from vmjobs.config import Config
-from vmjobs.flows import MigrationDestinationJob
 from vmjobs.tools.sandbox import Sandbox
-from workers import Priority
 
 MEM_MIB = 32
 FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
          libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
-LANES = {"HIGH (shipped)": Priority.HIGH,
-         "NORMAL (queue order)": Priority.NORMAL}
 
 
 def params(vm_id, name):
@@ -81,7 +78,11 @@ def migrate(conn_a, b, vm_id):
 
 
 def one_round(a, b, args, priority):
-    MigrationDestinationJob.priority = priority
+    with migrations_in(priority):
+        return _round(a, b, args)
+
+
+def _round(a, b, args):
     api_a = api_on(a, args.migrations, args.workers)
     api_b = api_on(b, args.creations + args.migrations, args.workers)
     conn_a = libvirt.open(a.uri)
@@ -108,7 +109,6 @@ def one_round(a, b, args, priority):
                    if i["job_type"] == "create"]
         return waits, storm, creates
     finally:
-        MigrationDestinationJob.priority = Priority.HIGH
         conn_a.close()
         api_a.close()
         api_b.close()
