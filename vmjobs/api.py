@@ -8,24 +8,21 @@ the JSON-RPC server gives.
 A request is validated here and becomes a typed job (flows/), which
 reserves what it needs (job.reserve: its vmId staged, or the public VM
 claimed) before it is queued; the verb returns at once and the pool runs
-the job's flow. VM.destroy is not a job: destroy.py.
+the job's flow. VM.destroy is not a job: destroy.py; the verbs on jobs
+(Host.getJobs, Job.*) are in jobverbs.py.
 """
 
 import logging
 
 import workers
 
-from . import domxml, hostfiles, policy
+from . import domxml, hostfiles, jobverbs, policy
 from .client import Client
 from .config import Config
 from .destroy import destroy
 from .errors import (
     GeneralException,
     InvalidParams,
-    JobNotActive,
-    JobNotDone,
-    MissParam,
-    NoSuchJob,
     Recovering,
     ResourceExhausted,
     UnknownMethod,
@@ -137,16 +134,7 @@ class API:
         return [vm.stats() for vm in self.registry.listed()]
 
     def host_get_jobs(self, job_type=None, job_ids=None):
-        if job_type is not None and not isinstance(job_type, str):
-            raise InvalidParams("job_type", "must be a string")
-        if job_ids is not None and (
-                not isinstance(job_ids, list) or
-                not all(isinstance(i, str) for i in job_ids)):
-            raise InvalidParams("job_ids", "must be a list of job ids")
-        jobs = self.jobs.jobs() if job_ids is None else \
-            self.jobs.some(job_ids)
-        return {job.id: job.info() for job in jobs
-                if job_type is None or job.job_type == job_type}
+        return jobverbs.get_jobs(self.jobs, job_type, job_ids)
 
     def host_get_stats(self):
         return host_stats(self.pool, self.registry, self.recovery, self.hv,
@@ -219,35 +207,12 @@ class API:
     # -- Job ------------------------------------------------------------------
 
     def job_abort(self, jobId=None):
-        job = self._job(jobId)
-        try:
-            job.abort()
-        except workers.JobNotActive:
-            raise JobNotActive(f"job {jobId} already ended "
-                               f"({job.status})") from None
-        return True
+        return jobverbs.abort(self.jobs, jobId)
 
     def job_delete(self, jobId=None):
-        self._job(jobId)
-        try:
-            self.jobs.delete(jobId)
-        except workers.JobStillActive:
-            raise JobNotDone(f"job {jobId} has not ended yet") from None
-        except workers.UnknownJob:
-            raise NoSuchJob(f"no job {jobId}") from None
-        return True
+        return jobverbs.delete(self.jobs, jobId)
 
     # -- internals --------------------------------------------------------------
-
-    def _job(self, job_id):
-        if job_id is None:
-            raise MissParam("missing parameter 'jobId'")
-        if not isinstance(job_id, str):
-            raise InvalidParams("jobId", "must be a string")
-        try:
-            return self.jobs.get(job_id)
-        except workers.UnknownJob:
-            raise NoSuchJob(f"no job {job_id}") from None
 
     def _peer(self, server, timeout):
         """A client of another vmjobs service (a migration's destination),

@@ -16,14 +16,17 @@ from .domains import (
     guest_kind,
     lookup,
     metadata_of,
+    remove_domain,
+    set_metadata_of,
     state_and_reason_of,
     state_of,
 )
 from .drivers import private_test_host
-from .errors import NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring, translated
+from .errors import ConnectionLost, translated
 from .events import Events, start_event_loop
 from .migration import (
     MIGRATE_FLAGS,
+    abort_migration,
     is_migration,
     job_stats,
     migrate_params,
@@ -154,20 +157,9 @@ class Hypervisor:
             dom = lookup(conn, uuid)
             if dom is None:
                 return False
-            for attempt in range(graceful_attempts):
-                try:
-                    dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
-                    break
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
-                        break   # stopped already
-                    log.info("graceful destroy %d of %d of %s: %s",
-                             attempt + 1, graceful_attempts, uuid, exc)
-            ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
-            if not keep_definition:
-                ignoring(lambda: dom.undefineFlags(
-                    self._driver.undefine_flags), NO_DOMAIN,
-                    OPERATION_INVALID)
+            remove_domain(dom, graceful_attempts,
+                          None if keep_definition
+                          else self._driver.undefine_flags)
             return True
 
     def save(self, uuid, path):
@@ -199,12 +191,8 @@ class Hypervisor:
     def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
         """Set our metadata element, live and (if persistent) in the config."""
         with self.connection() as conn, translated("set metadata"):
-            dom = conn.lookupByUUIDString(uuid)
-            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
-            if dom.isPersistent():
-                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
-                            prefix, metadata_ns, flags)
+            set_metadata_of(conn.lookupByUUIDString(uuid), metadata_ns,
+                            prefix, element_xml)
 
     @_read
     def list_domains(self, metadata_ns):
@@ -243,15 +231,7 @@ class Hypervisor:
         none yet or any more, or is gone."""
         with self.connection() as conn, translated("abort job"):
             dom = lookup(conn, uuid)
-            if dom is None:
-                return False
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == OPERATION_INVALID:
-                    return False
-                raise
-            return True
+            return dom is not None and abort_migration(dom)
 
     def migration_progress(self, uuid):
         """Percent (0-99) of the domain's outgoing migration, from libvirt's

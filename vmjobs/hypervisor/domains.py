@@ -1,13 +1,17 @@
 """Domains as vmjobs sees them: their states, what a listing says of
-each, and what a new guest is made of on a connection."""
+each, what a new guest is made of on a connection, and how one is
+removed."""
 
 import dataclasses
+import logging
 import xml.etree.ElementTree as ET
 
 import libvirt
 
 from ..strenum import StrEnum
-from .errors import NO_DOMAIN, HypervisorError
+from .errors import NO_DOMAIN, OPERATION_INVALID, HypervisorError, ignoring
+
+log = logging.getLogger("vmjobs.hypervisor")
 
 
 class DomainState(StrEnum):
@@ -63,6 +67,26 @@ def lookup(conn, uuid):
         raise
 
 
+def remove_domain(dom, graceful_attempts, undefine_flags):
+    """Stop `dom` (first `graceful_attempts` graceful destroys, then the
+    forced one) and, unless `undefine_flags` is None, undefine it with
+    them. A part already gone is fine: removal is idempotent, so that a
+    caller may repeat it after a lost connection."""
+    for attempt in range(graceful_attempts):
+        try:
+            dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+            break
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                break   # stopped already
+            log.info("graceful destroy %d of %d of %s: %s",
+                     attempt + 1, graceful_attempts, dom.UUIDString(), exc)
+    ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
+    if undefine_flags is not None:
+        ignoring(lambda: dom.undefineFlags(undefine_flags), NO_DOMAIN,
+                 OPERATION_INVALID)
+
+
 @dataclasses.dataclass(frozen=True)
 class GuestKind:
     """What a new minimal guest is made of on this connection."""
@@ -102,6 +126,15 @@ def metadata_of(dom, metadata_ns):
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None
         raise
+
+
+def set_metadata_of(dom, metadata_ns, prefix, element_xml):
+    """Set our metadata element, live and (if persistent) in the config."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+    if dom.isPersistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
+                    prefix, metadata_ns, flags)
 
 
 def guest_kind(capabilities_xml, uri, wanted=None):
