@@ -10,7 +10,7 @@ APT_PACKAGES := libvirt-dev pkg-config python3-venv openssl curl \
 	libvirt-clients util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system run test clean
+.PHONY: setup system run lint test clean
 
 # System packages, and the user libvirtd's QEMU driver looks up before it
 # reads qemu.conf (Debian's libvirt-daemon-system would create it; the
@@ -37,7 +37,12 @@ setup: system $(VENV)/.installed
 run: setup
 	$(VENV)/bin/vmjobs loadtest $(ARGS)
 
-test: setup
+# Zero findings, or the tests do not run (settings in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy workers vmjobs/flows/base.py
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

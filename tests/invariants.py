@@ -62,7 +62,7 @@ def check_invariants(api, state_files=None):
         history = job.history()
         assert history[0] is JobStatus.PENDING, history
         assert history[-1] in ENDED, history
-        for old, new in zip(history, history[1:]):
+        for old, new in zip(history, history[1:], strict=False):
             assert new in TRANSITIONS[old], f"job {job.id}: {history}"
     for path, sha in (state_files or {}).items():
         assert digest(path) == sha, f"state file {path} was changed"

@@ -2,12 +2,12 @@
 
 import json
 import os
-import uuid
 import signal
 import subprocess
 import sys
 import tempfile
 import urllib.request
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

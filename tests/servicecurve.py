@@ -30,7 +30,7 @@ def measured_2_cores():
     def rate(c):
         if c >= points[-1]:
             return rates[points[-1]] * points[-1] / c * 1.0
-        for a, b in zip(points, points[1:]):
+        for a, b in zip(points, points[1:], strict=False):
             if a <= c <= b:
                 return rates[a] + (rates[b] - rates[a]) * (c - a) / (b - a)
         return rates[points[0]]

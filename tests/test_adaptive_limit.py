@@ -9,8 +9,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servicecurve import (knee, limits_between, measured_2_cores, slowed,
-                          storm)
+from servicecurve import knee, limits_between, measured_2_cores, slowed, storm
 from workers.adaptive import AdaptiveLimit
 
 START_S = 0.573   # one start alone, on the measured host

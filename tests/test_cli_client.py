@@ -10,9 +10,8 @@ import uuid
 
 import pytest
 
-from vmjobs.tools.client import Client
-
 from serve import ROOT, ServeProcess
+from vmjobs.tools.client import Client
 
 
 @pytest.fixture(scope="module")

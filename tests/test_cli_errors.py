@@ -10,10 +10,9 @@ import uuid
 
 import pytest
 
+from serve import ROOT, ServeProcess, wait_job_ended
 from vmjobs import cli
 from vmjobs.tools import loadtest
-
-from serve import ROOT, ServeProcess, wait_job_ended
 
 
 def vmjobs(*args, env=None):

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from vmjobs import config
-
 from serve import ROOT
+from vmjobs import config
 
 
 def vmjobs(*args):

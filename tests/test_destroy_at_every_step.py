@@ -4,10 +4,15 @@ defined, stays behind and both registries are empty."""
 
 import pytest
 
+from conftest import (
+    WAIT,
+    DestroyAt,
+    assert_quiet_and_clean,
+    new_id,
+    our_domains,
+    vm_params,
+)
 from vmjobs.errors import NoVM
-
-from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
-                      our_domains, vm_params)
 
 # The same contract in both publish modes (conftest.py).
 pytestmark = pytest.mark.both_publish_modes

@@ -5,9 +5,8 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from vmjobs import domxml
-
 from conftest import new_id, vm_params, wait_job
+from vmjobs import domxml
 
 NASTY = [
     'a<b>&c"\'',

@@ -7,16 +7,13 @@ fault points exercised is reported at the end of the run."""
 
 import pytest
 
-from vmjobs.tools import simulation
-from vmjobs.api import API
-from vmjobs.config import Config
-from vmjobs.hypervisor import HypervisorError
-
 from conftest import WAIT, new_id, vm_params
 from faults import KINDS, FaultyHypervisor
 from invariants import check_invariants, digest
-
-
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.hypervisor import HypervisorError
+from vmjobs.tools import simulation
 
 
 def incoming_xml(vm_id):

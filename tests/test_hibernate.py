@@ -5,12 +5,19 @@ import hashlib
 import libvirt
 import pytest
 
+from conftest import (
+    WAIT,
+    DestroyAt,
+    StepGate,
+    assert_quiet_and_clean,
+    new_id,
+    our_domains,
+    vm_params,
+    wait_job,
+)
+from faults import FaultyHypervisor
 from vmjobs import domxml
 from vmjobs.errors import InvalidParams, MigrateError, NoVM
-
-from conftest import (WAIT, DestroyAt, StepGate, assert_quiet_and_clean,
-                      new_id, our_domains, vm_params, wait_job)
-from faults import FaultyHypervisor
 
 STEPS = ["prepare", "save", "undefine", "commit"]
 

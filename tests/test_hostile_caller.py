@@ -25,10 +25,9 @@ import uuid
 
 import pytest
 
-from vmjobs.tools.client import Client, RemoteError
-
 from serve import ROOT, ServeProcess
 from test_server_tls import make_ca, make_cert
+from vmjobs.tools.client import Client, RemoteError
 
 INTRUDER = "vmjobs-intruder"
 WAIT = 60

@@ -5,13 +5,17 @@ import threading
 
 import pytest
 
-from workers import (EVENTS, JobAborted, JobEnded, JobNotActive, JobStatus,
-                     Pool)
-from workers.job import Job
-from workers.states import (ENDED, TRANSITIONS, Event, IllegalTransition,
-                            check_transition, moves)
-
 from conftest import WAIT
+from workers import EVENTS, JobAborted, JobEnded, JobNotActive, JobStatus, Pool
+from workers.job import Job
+from workers.states import (
+    ENDED,
+    TRANSITIONS,
+    Event,
+    IllegalTransition,
+    check_transition,
+    moves,
+)
 
 
 def test_every_path_is_a_chain_of_legal_moves():

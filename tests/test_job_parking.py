@@ -8,10 +8,18 @@ look, park until an event or a deadline, look again."""
 import threading
 import time
 
-from workers import (ABORT, ABORT_REQUESTED, DRAIN, TIMER, WOKEN, Job,
-                     JobAborted, Pool, Priority)
-
 from conftest import WAIT, GateJob
+from workers import (
+    ABORT,
+    ABORT_REQUESTED,
+    DRAIN,
+    TIMER,
+    WOKEN,
+    Job,
+    JobAborted,
+    Pool,
+    Priority,
+)
 
 
 class Arrival(Job):
@@ -208,6 +216,11 @@ def test_poll_looks_again_until_it_arrives():
     assert job.reasons == [None, TIMER, TIMER, TIMER]
 
 
+def wake_at(barrier, job):
+    barrier.wait(WAIT)
+    job.wake()
+
+
 def test_wake_and_abort_racing_end_the_job_once():
     with Pool(workers=2, queue_size=4) as pool:
         for _ in range(50):
@@ -215,11 +228,7 @@ def test_wake_and_abort_racing_end_the_job_once():
             park_one(pool, job)
             start = threading.Barrier(2)
 
-            def wake():
-                start.wait(WAIT)
-                job.wake()
-
-            waker = threading.Thread(target=wake)
+            waker = threading.Thread(target=wake_at, args=(start, job))
             waker.start()
             start.wait(WAIT)
             job.abort()

@@ -6,8 +6,15 @@ import threading
 
 import pytest
 
-from workers import (ENDED, TRANSITIONS, IllegalTransition, Job, JobAborted,
-                     JobNotActive, JobStatus)
+from workers import (
+    ENDED,
+    TRANSITIONS,
+    IllegalTransition,
+    Job,
+    JobAborted,
+    JobNotActive,
+    JobStatus,
+)
 from workers.states import check_transition
 
 LEGAL = {

@@ -4,9 +4,8 @@ replaced: it still ends the way it would have."""
 import threading
 import time
 
-from workers import Job, Pool
-
 from conftest import WAIT
+from workers import Job, Pool
 
 
 class Slow(Job):

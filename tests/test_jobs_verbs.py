@@ -2,12 +2,16 @@
 
 import pytest
 
+from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params, wait_job
 from vmjobs import domxml
-from vmjobs.errors import (InvalidParams, JobNotActive, JobNotDone,
-                           MissParam, NoSuchJob, NoVM)
-
-from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
-                      vm_params, wait_job)
+from vmjobs.errors import (
+    InvalidParams,
+    JobNotActive,
+    JobNotDone,
+    MissParam,
+    NoSuchJob,
+    NoVM,
+)
 
 # The same contract in both publish modes (conftest.py).
 pytestmark = pytest.mark.both_publish_modes

@@ -4,8 +4,7 @@ libvirt or in either registry."""
 
 import pytest
 
-from conftest import (WAIT, assert_quiet_and_clean, new_id, our_domains,
-                      vm_params)
+from conftest import WAIT, assert_quiet_and_clean, new_id, our_domains, vm_params
 from faults import FaultyHypervisor
 
 

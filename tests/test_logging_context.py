@@ -5,9 +5,8 @@ import logging
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
-from vmjobs import logs
-
 from conftest import WAIT, new_id, vm_params
+from vmjobs import logs
 
 
 def test_job_lines_carry_job_and_vm_id(make_api, tmp_path):

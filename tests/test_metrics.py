@@ -4,13 +4,12 @@ with prometheus_client's own parser; each API has its own registry."""
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import WAIT, StepGate, new_id, vm_params, wait_job
+from test_recovery import previous_run
 from vmjobs.client import Client, RemoteError, _UnixConnection
 from vmjobs.config import Config
 from vmjobs.errors import CreateError
 from vmjobs.server import Server
-
-from conftest import WAIT, StepGate, new_id, vm_params, wait_job
-from test_recovery import previous_run
 
 
 def scrape(address):

@@ -5,15 +5,20 @@ import threading
 import libvirt
 import pytest
 
-from vmjobs import domxml
-from vmjobs.tools import simulation
-from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
-                           MissParam, NoVM)
-from workers.job import current_job
-
-from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id,
-                      our_domains, vm_params, wait_job)
+from conftest import (
+    WAIT,
+    DestroyAt,
+    assert_quiet_and_clean,
+    new_id,
+    our_domains,
+    vm_params,
+    wait_job,
+)
 from faults import KINDS, FaultyHypervisor
+from vmjobs import domxml
+from vmjobs.errors import InvalidParams, MigrateError, MigrateLimit, MissParam, NoVM
+from vmjobs.tools import simulation
+from workers.job import current_job
 
 STEPS = ["prepare", "wait-arrival", "persist", "commit"]
 

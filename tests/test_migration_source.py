@@ -9,18 +9,22 @@ import threading
 
 import pytest
 
-from vmjobs.api import API
-from vmjobs.config import Config
-from vmjobs.errors import (InvalidParams, MigrateError, MigrateLimit,
-                           MissParam, NoVM)
-from vmjobs.hypervisor import Hypervisor
-from vmjobs.server import Server
-
-from conftest import (DestroyAt, StepGate, assert_quiet_and_clean, new_id,
-                      vm_params, wait_job)
+from conftest import (
+    DestroyAt,
+    StepGate,
+    assert_quiet_and_clean,
+    new_id,
+    vm_params,
+    wait_job,
+)
 from faults import FaultyHypervisor
 from invariants import check_invariants
 from test_migration_destination import domain_xml, incoming
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.errors import InvalidParams, MigrateError, MigrateLimit, MissParam, NoVM
+from vmjobs.hypervisor import Hypervisor
+from vmjobs.server import Server
 
 
 @pytest.fixture

@@ -7,18 +7,17 @@ import os
 import threading
 
 import pytest
-import workers
 
+import workers
+from conftest import StepGate, new_id, vm_params, wait_job
+from faults import FaultyHypervisor
+from invariants import check_invariants, digest
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import CreateError, GeneralException, MigrateError, NoVM
 from vmjobs.params import parse_create
 from vmjobs.tools import simulation
-
-from conftest import StepGate, new_id, our_domains, vm_params, wait_job
-from faults import FaultyHypervisor
-from invariants import check_invariants, digest
 
 
 def incoming_xml(vm_id):

@@ -4,10 +4,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from conftest import new_id, vm_params, wait_job
 from vmjobs import domxml
 from vmjobs.errors import InvalidParams, MissParam, NoVM, VmExists
-
-from conftest import new_id, vm_params, wait_job
 
 
 # Both ways of calling the verb: they must behave the same.

@@ -4,9 +4,8 @@ other work passes them; the limit moves at run time within 1..workers."""
 
 import pytest
 
-from workers import Pool
-
 from conftest import WAIT, GateJob
+from workers import Pool
 
 
 class Heavy(GateJob):

@@ -4,9 +4,8 @@ HIGH work never stops coming (lanes.py states the rule)."""
 
 import pytest
 
-from workers import Job, Pool, Priority, QueueFull
-
 from conftest import WAIT, GateJob
+from workers import Job, Pool, Priority, QueueFull
 
 
 class Recorded(Job):

@@ -2,11 +2,10 @@
 
 import pytest
 
+from conftest import WAIT, StepGate, new_id, vm_params
+from conftest import GateJob as Blocker  # holds its worker until released
 from vmjobs.errors import ResourceExhausted
 from workers import Pool, QueueFull
-
-from conftest import WAIT, StepGate, new_id, vm_params
-from conftest import GateJob as Blocker     # holds its worker until released
 
 
 def test_pool_refuses_when_queue_is_full():

@@ -5,9 +5,8 @@ import threading
 
 import pytest
 
-from workers import ABORT, DRAIN, Job, Pool, PoolClosed
-
 from conftest import WAIT
+from workers import ABORT, DRAIN, Job, Pool, PoolClosed
 
 
 class Recorder(Job):

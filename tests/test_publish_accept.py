@@ -9,16 +9,22 @@ import threading
 
 import pytest
 
+from conftest import (
+    WAIT,
+    StepGate,
+    assert_quiet_and_clean,
+    new_id,
+    our_domains,
+    vm_params,
+    wait_job,
+)
+from serve import ServeProcess
+from test_migration_destination import domain_xml, incoming
+from test_restore import hibernated_vm, restore
 from vmjobs.errors import NoVM, VmExists
 from vmjobs.registry import PublishMode, VmRegistry, VmStatus
 from vmjobs.tools import simulation
 from vmjobs.tools.client import Client
-
-from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
-                      our_domains, vm_params, wait_job)
-from test_migration_destination import domain_xml, incoming
-from serve import ServeProcess
-from test_restore import hibernated_vm, restore
 
 
 def listing(api):

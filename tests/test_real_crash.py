@@ -8,8 +8,8 @@ import random
 import signal
 import threading
 
-from serve import ServeProcess, rpc, storm
 from realdaemon import require_daemon
+from serve import ServeProcess, rpc, storm
 
 VMS = 100
 MOMENTS = 5
@@ -79,6 +79,7 @@ def test_kill_9_at_five_moments(daemon, tmp_path, reliability_figures):
 
 def daemon_vmjobs_domains(daemon):
     import libvirt
+
     from vmjobs import domxml
     conn = libvirt.open(daemon.uri)
     try:

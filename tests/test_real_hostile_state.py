@@ -8,10 +8,9 @@ import hashlib
 import libvirt
 import pytest
 
-from vmjobs.errors import InvalidParams
-
 from conftest import new_id, our_domains
 from realdaemon import WAIT, real_params
+from vmjobs.errors import InvalidParams
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 

@@ -6,12 +6,11 @@ import time
 import libvirt
 import pytest
 
+from conftest import StepGate, assert_quiet_and_clean, new_id, our_domains
+from realdaemon import WAIT, real_params
 from vmjobs import domxml
 from vmjobs.errors import MigrateError, MigrateLimit, NoVM
 from workers.job import current_job
-
-from conftest import assert_quiet_and_clean, new_id, our_domains
-from realdaemon import WAIT, real_params
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
@@ -275,22 +274,29 @@ def test_source_aborts_mid_migration(make_real_api, connect, daemon,
                                      daemon_b, end):
     """A aborts once B shows the incoming domain: the migration fails on A,
     which keeps running; B's job looks again after the domain stopped and
-    keeps waiting, until VM.destroy (aborted) or its timeout (failed, 12)."""
+    keeps waiting, until VM.destroy (aborted) or its timeout (failed, 12).
+    (For the timeout, B's job is held before its wait begins until A's
+    abort is over: its clock then cannot run out first, however loaded
+    the machine, and end the transfer from B's side instead.)"""
     api_a = make_real_api(sandbox=daemon)
     conn_a = connect(daemon)
     # 1 GiB at 1 MiB/s: mostly zero pages, so the transfer still takes only
     # about 2.5 s after B shows the domain, but the abort comes within ms.
     (vm_id, xml), = source_vms(api_a, conn_a, 1, memSize=1024).items()
     config = {"migration_check_interval": 3600}
+    gate = StepGate("prepare") if end == "timeout" else None
     if end == "timeout":
         config["migration_destination_timeout"] = ARRIVAL_TIMEOUT
-    api = make_real_api(sandbox=daemon_b, **config)
+    api = make_real_api(sandbox=daemon_b, step_hook=gate, **config)
     looks = Looks(api.hv)
     watch = Watch(api.hv, vm_id, looks)   # before the job subscribes
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id, xml))[
         "params"]["jobId"]
     job = api.jobs.get(job_id)
-    assert looks.nothing(vm_id).wait(WAIT)
+    if gate is not None:
+        assert gate.reached.wait(WAIT)
+    else:
+        assert looks.nothing(vm_id).wait(WAIT)
 
     migration = Migration(daemon, daemon_b, vm_id, max_speed=1)
     migration.start()
@@ -304,6 +310,8 @@ def test_source_aborts_mid_migration(make_real_api, connect, daemon,
     assert api_a.VM.getStats(vm_id)["status"] == "Up"
 
     assert watch.seen("STOPPED/FAILED").wait(WAIT)
+    if gate is not None:
+        gate.release.set()
     assert looks.after(vm_id, "STOPPED/FAILED").wait(WAIT)
     print(f"B events {watch.events}; job's looks {looks.seen[vm_id]}; "
           f"migrate call {migration.seconds:.2f} s")
@@ -512,7 +520,7 @@ def test_ten_live_migrations_at_once(make_real_api, connect, daemon,
         migration.start()
     for migration in migrations:
         assert migration.finish().error is None, migration.error
-    for vm_id, job_id in job_ids.items():
+    for job_id in job_ids.values():
         info = finished(api, job_id)
         assert (info["status"], info["step"]) == ("done", "commit"), info
     elapsed = time.monotonic() - started

@@ -15,11 +15,10 @@ import time
 import libvirt
 import pytest
 
-from vmjobs.client import Client, RemoteError
-
 from conftest import new_id
 from realdaemon import WAIT, real_params, require_daemon
 from serve import ROOT, ServeProcess
+from vmjobs.client import Client, RemoteError
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 

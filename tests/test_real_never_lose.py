@@ -13,13 +13,12 @@ import time
 import libvirt
 import pytest
 
-from vmjobs.hypervisor import Hypervisor
-
 from conftest import StepGate, new_id, our_domains
 from invariants import check_invariants, digest
 from realdaemon import WAIT, real_params
 from serve import ServeProcess, rpc, wait_job_info
 from test_real_migration import Migration, finished, incoming, source_vms
+from vmjobs.hypervisor import Hypervisor
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 

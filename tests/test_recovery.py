@@ -5,10 +5,8 @@ everything but Host.ping, Host.getJobs and Host.getStats until done."""
 
 import pytest
 
+from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params
 from vmjobs.errors import Recovering
-
-from conftest import (WAIT, StepGate, assert_quiet_and_clean, new_id,
-                      vm_params)
 
 FOREIGN = 5
 

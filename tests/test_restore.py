@@ -7,13 +7,19 @@ import hashlib
 
 import pytest
 
+from conftest import (
+    WAIT,
+    DestroyAt,
+    assert_quiet_and_clean,
+    new_id,
+    our_domains,
+    vm_params,
+    wait_job,
+)
+from faults import FaultyHypervisor
 from vmjobs import domxml
 from vmjobs.errors import CreateError, InvalidParams
 from vmjobs.tools import simulation
-
-from conftest import (WAIT, DestroyAt, assert_quiet_and_clean, new_id, our_domains,
-                      vm_params, wait_job)
-from faults import FaultyHypervisor
 
 STEPS = ["check-file", "read-domain", "prepare", "restore", "persist",
          "verify", "commit"]

@@ -10,11 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmjobs.api import VERBS, API
+from serve import ServeProcess, post, rpc
+from vmjobs.api import API, VERBS
 from vmjobs.config import Config
 from vmjobs.rpc import Dispatcher
-
-from serve import ServeProcess, post, rpc
 
 # Every code API.md documents; GeneralException (100) and -32603 are left
 # out on purpose: they mean a bug.

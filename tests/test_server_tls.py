@@ -9,9 +9,8 @@ import subprocess
 
 import pytest
 
-from vmjobs.tools.client import Client
-
 from serve import ServeProcess
+from vmjobs.tools.client import Client
 
 
 def openssl(*args, cwd):

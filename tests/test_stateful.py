@@ -13,15 +13,13 @@ import uuid
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from vmjobs.tools import simulation
+from invariants import check_invariants, digest
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import VdsmError
-
-from invariants import check_invariants, digest
+from vmjobs.tools import simulation
 
 EXAMPLES = int(os.environ.get("VMJOBS_STATEFUL_EXAMPLES", "200"))
 
@@ -146,7 +144,7 @@ class VmJobsMachine(RuleBasedStateMachine):
     def quiet(self):
         """Let everything end, then check the invariants."""
         self.api.pool.wait_idle(60)
-        for path, (vm_id, job_id) in self.hibernations.items():
+        for path, (_vm_id, job_id) in self.hibernations.items():
             info = self.api.Host.getJobs(job_ids=[job_id]).get(job_id)
             if path not in self.state_files and info and \
                     info["status"] == "done":

@@ -3,9 +3,8 @@ Host.getVMList(vmList, onlyUUID) are accepted, and checked."""
 
 import pytest
 
+from conftest import new_id, our_domains, vm_params, wait_job
 from vmjobs.errors import InvalidParams
-
-from conftest import our_domains, new_id, vm_params, wait_job
 
 
 def started(api, n):

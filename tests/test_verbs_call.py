@@ -2,9 +2,8 @@
 
 import pytest
 
-from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
-
 from conftest import new_id, vm_params, wait_job
+from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
 
 # The same contract in both publish modes (conftest.py).
 pytestmark = pytest.mark.both_publish_modes
@@ -25,7 +24,7 @@ def test_unknown_method(api, method):
 
 def test_unknown_method_as_attribute(api):
     with pytest.raises(AttributeError):
-        api.VM.nosuch
+        _ = api.VM.nosuch
 
 
 @pytest.mark.parametrize("method,params,param", [

@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from workers import Job, JobStatus, Pool
-
 from conftest import WAIT
+from workers import Job, JobStatus, Pool
 
 
 class Fatal(BaseException):

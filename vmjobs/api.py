@@ -8,57 +8,49 @@ the JSON-RPC server gives.
 A request is validated here and becomes a typed job (flows/), which
 reserves what it needs (job.reserve: its vmId staged, or the public VM
 claimed) before it is queued; the verb returns at once and the pool runs
-the job's flow. VM.destroy is not a job: destroy.py.
+the job's flow. VM.destroy is not a job: destroy.py; the verbs on jobs
+(Host.getJobs, Job.*) are in jobverbs.py.
 """
 
 import logging
 
 import workers
 
-from . import domxml, hostfiles, policy
+from . import domxml, hostfiles, jobverbs, policy
 from .client import Client
 from .config import Config
 from .destroy import destroy
-from .errors import (GeneralException, InvalidParams, JobNotActive,
-                     JobNotDone, MissParam, NoSuchJob, Recovering,
-                     ResourceExhausted, UnknownMethod, VdsmError)
-from .flows import (CreateJob, HibernateJob, MigrationDestinationJob,
-                    MigrationSourceJob, RestoreJob)
+from .errors import (
+    GeneralException,
+    InvalidParams,
+    Recovering,
+    ResourceExhausted,
+    UnknownMethod,
+    VdsmError,
+)
+from .flows import (
+    CreateJob,
+    HibernateJob,
+    MigrationDestinationJob,
+    MigrationSourceJob,
+    RestoreJob,
+)
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
-from .params import (parse_create, parse_graceful_attempts, parse_migrate,
-                     parse_migration,
-                     parse_vm_id, reject_surrogates)
+from .params import (
+    parse_create,
+    parse_graceful_attempts,
+    parse_migrate,
+    parse_migration,
+    parse_vm_id,
+    reject_surrogates,
+)
 from .recovery import Recovery
 from .registry import VmRegistry
+from .verbs import OPEN_DURING_RECOVERY, VERBS, Namespace, bind
 
 log = logging.getLogger("vmjobs.api")
-
-# verb -> (method, parameter names in positional order)
-VERBS = {
-    "Host.ping": ("host_ping", ()),
-    "Host.getVMList": ("host_get_vm_list",
-                       ("fullStatus", "vmList", "onlyUUID")),
-    "Host.getAllVmStats": ("host_get_all_vm_stats", ()),
-    "Host.getJobs": ("host_get_jobs", ("job_type", "job_ids")),
-    "Host.getStats": ("host_get_stats", ()),
-    "VM.create": ("vm_create", ("vmID", "vmParams")),
-    "VM.migrationCreate": ("vm_migration_create",
-                           ("vmID", "params", "incomingLimit")),
-    "VM.migrate": ("vm_migrate", ("vmID", "params")),
-    "VM.hibernate": ("vm_hibernate", ("vmID", "hibernationVolHandle")),
-    "VM.destroy": ("vm_destroy", ("vmID", "gracefulAttempts")),
-    "VM.getStats": ("vm_get_stats", ("vmID",)),
-    "Job.abort": ("job_abort", ("jobId",)),
-    "Job.delete": ("job_delete", ("jobId",)),
-}
-
-# What answers while recovery at start-up runs; everything else answers
-# `recovery` (99) until every recover job has ended.
-OPEN_DURING_RECOVERY = frozenset({"Host.ping", "Host.getJobs",
-                                  "Host.getStats"})
-
 
 class API:
     def __init__(self, config=None, *, hypervisor=None, step_hook=None):
@@ -80,9 +72,9 @@ class API:
                                  admission_controller=_controller(
                                      self.config))
         self._step_hook = step_hook
-        self.Host = _Namespace(self, "Host")
-        self.VM = _Namespace(self, "VM")
-        self.Job = _Namespace(self, "Job")
+        self.Host = Namespace(self, "Host")
+        self.VM = Namespace(self, "VM")
+        self.Job = Namespace(self, "Job")
         self.recovery = Recovery(self.hv, self.registry, self.jobs,
                                  self.pool, self._job_args())
         self.metrics.watch(self)
@@ -122,7 +114,7 @@ class API:
                              "recovering false")
         if params is not None:
             reject_surrogates(params, param_names)
-        args, kwargs = _bind(method, param_names, params)
+        args, kwargs = bind(method, param_names, params)
         try:
             return getattr(self, name)(*args, **kwargs)
         except VdsmError:
@@ -144,16 +136,7 @@ class API:
         return [vm.stats() for vm in self.registry.listed()]
 
     def host_get_jobs(self, job_type=None, job_ids=None):
-        if job_type is not None and not isinstance(job_type, str):
-            raise InvalidParams("job_type", "must be a string")
-        if job_ids is not None and (
-                not isinstance(job_ids, list) or
-                not all(isinstance(i, str) for i in job_ids)):
-            raise InvalidParams("job_ids", "must be a list of job ids")
-        jobs = self.jobs.jobs() if job_ids is None else \
-            self.jobs.some(job_ids)
-        return {job.id: job.info() for job in jobs
-                if job_type is None or job.job_type == job_type}
+        return jobverbs.get_jobs(self.jobs, job_type, job_ids)
 
     def host_get_stats(self):
         return host_stats(self.pool, self.registry, self.recovery, self.hv,
@@ -229,35 +212,12 @@ class API:
     # -- Job ------------------------------------------------------------------
 
     def job_abort(self, jobId=None):
-        job = self._job(jobId)
-        try:
-            job.abort()
-        except workers.JobNotActive:
-            raise JobNotActive(f"job {jobId} already ended "
-                               f"({job.status})") from None
-        return True
+        return jobverbs.abort(self.jobs, jobId)
 
     def job_delete(self, jobId=None):
-        self._job(jobId)
-        try:
-            self.jobs.delete(jobId)
-        except workers.JobStillActive:
-            raise JobNotDone(f"job {jobId} has not ended yet") from None
-        except workers.UnknownJob:
-            raise NoSuchJob(f"no job {jobId}") from None
-        return True
+        return jobverbs.delete(self.jobs, jobId)
 
     # -- internals --------------------------------------------------------------
-
-    def _job(self, job_id):
-        if job_id is None:
-            raise MissParam("missing parameter 'jobId'")
-        if not isinstance(job_id, str):
-            raise InvalidParams("jobId", "must be a string")
-        try:
-            return self.jobs.get(job_id)
-        except workers.UnknownJob:
-            raise NoSuchJob(f"no job {job_id}") from None
 
     def _peer(self, server, timeout):
         """A client of another vmjobs service (a migration's destination),
@@ -298,47 +258,7 @@ def _refuse_if_aborted(job):
                               "job could start")
 
 
-def _bind(method, param_names, params):
-    """(args, kwargs) for verb `method`, taking `param_names`, called with
-    `params`: named (a dict), positional (a list) or none."""
-    if params is None:
-        return (), {}
-    if isinstance(params, dict):
-        for key in params:
-            if key not in param_names:
-                raise InvalidParams(key, f"{method} takes no such parameter")
-        return (), params
-    if isinstance(params, (list, tuple)):
-        if len(params) > len(param_names):
-            raise InvalidParams(param_names[-1] if param_names else
-                                "params", f"{method} takes at most "
-                                f"{len(param_names)} parameter(s)")
-        return tuple(params), {}
-    raise InvalidParams("params", "must be an object or an array")
-
-
 def _controller(config):
     """With `adaptive`, what moves the admission limit of startups between 1
     and `workers` (workers.adaptive); without, nothing: `workers` at once."""
     return workers.AdaptiveLimit(config.workers) if config.adaptive else None
-
-
-class _Namespace:
-    """`api.VM.create(...)` for `api.call("VM.create", ...)`."""
-
-    def __init__(self, api, prefix):
-        self._api = api
-        self._prefix = prefix
-
-    def __getattr__(self, name):
-        method = f"{self._prefix}.{name}"
-        if method not in VERBS:
-            raise AttributeError(method)
-
-        def verb(*args, **kwargs):
-            if args and kwargs:
-                raise TypeError("give params by name or by position, "
-                                "not both")
-            return self._api.call(method, kwargs if kwargs else list(args))
-        verb.__name__ = name
-        return verb

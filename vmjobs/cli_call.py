@@ -56,7 +56,7 @@ def parse_params(items, path=None):
 
 def call(args):
     if args.list:
-        from .api import VERBS
+        from .verbs import VERBS
         for verb, (_, names) in sorted(VERBS.items()):
             print(f"{verb:22} {' '.join(names)}".rstrip())
         return 0
@@ -125,6 +125,6 @@ def format_table(rows):
     widths = [max(len(str(row[i])) for row in rows)
               for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(cell).ljust(width)
-                               for cell, width in zip(row, widths)).rstrip()
+                               for cell, width in zip(row, widths, strict=False)).rstrip()
                      for row in rows)
 

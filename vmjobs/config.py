@@ -207,7 +207,7 @@ SETTINGS = [
             comment="rotated log files kept"),
 ]
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
-_BY_SECTION = {}
+_BY_SECTION: dict[str, dict[str, Setting]] = {}
 for _s in SETTINGS:
     _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
 

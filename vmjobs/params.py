@@ -177,7 +177,7 @@ def reject_surrogates(params, param_names):
     """-32602 naming the param if any text in it (keys included) holds a
     lone surrogate: JSON lets one through, no encoding can carry it."""
     items = params.items() if isinstance(params, dict) else \
-        zip(param_names, params) if isinstance(params, (list, tuple)) else ()
+        zip(param_names, params, strict=False) if isinstance(params, (list, tuple)) else ()
     for name, value in items:
         try:
             found = _has_surrogate(name) or _has_surrogate(value)

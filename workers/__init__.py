@@ -10,8 +10,17 @@ from .job import Job, current_job
 from .lanes import Priority
 from .park import ABORT_REQUESTED, TIMER, WOKEN, Park
 from .pool import ABORT, DRAIN, Pool, PoolClosed, QueueFull
-from .states import (ENDED, EVENTS, TRANSITIONS, Event, IllegalTransition,
-                     JobAborted, JobEnded, JobNotActive, JobStatus)
+from .states import (
+                     ENDED,
+                     EVENTS,
+                     TRANSITIONS,
+                     Event,
+                     IllegalTransition,
+                     JobAborted,
+                     JobEnded,
+                     JobNotActive,
+                     JobStatus,
+)
 from .table import JobStillActive, JobTable, UnknownJob
 
 __all__ = [

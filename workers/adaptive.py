@@ -56,7 +56,7 @@ limit, and the limit drops.
 
 It reads time, not rate: when the host's other work grows, the limit
 backs off even where more starts at once would take a bigger share of the
-cores and finish sooner (docs/benchmarks.md, section 9). That is the
+cores and finish sooner (docs/benchmarks.md, section 10). That is the
 politeness asked of it (a neighbour arrives: make room), and TCP Vegas'
 known trade-off against greedier senders.
 

@@ -14,8 +14,16 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .states import (ABORTING, ENDED, EVENTS, PENDING, RUNNING, Event,
-                     IllegalTransition, JobStatus)
+from .states import (
+    ABORTING,
+    ENDED,
+    EVENTS,
+    PENDING,
+    RUNNING,
+    Event,
+    IllegalTransition,
+    JobStatus,
+)
 
 log = logging.getLogger("workers.job")
 
@@ -219,7 +227,8 @@ class JobRecord:
             with self._lock:
                 self._finished = True
                 self._notify()
-                return self._status
+                status = self._status
+        return status
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.status}>"

@@ -20,9 +20,18 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from .core import JobRecord
 from .lanes import Priority
-from .park import ABORT_REQUESTED, TIMER, WOKEN, Park, wake_time
-from .states import (ABORTING, EVENTS, PENDING, RUNNING, Event, JobAborted,
-                     JobEnded, JobNotActive, JobStatus)
+from .park import ABORT_REQUESTED, TIMER, WOKEN, Park, Parking, wake_time
+from .states import (
+    ABORTING,
+    EVENTS,
+    PENDING,
+    RUNNING,
+    Event,
+    JobAborted,
+    JobEnded,
+    JobNotActive,
+    JobStatus,
+)
 
 __all__ = ["Job", "JobAborted", "JobEnded", "JobNotActive", "current_job"]
 
@@ -50,13 +59,7 @@ class Job(JobRecord):
         # Called as on_step(job, name) at every step boundary, before the
         # abort check: tests use it to inject a destroy between two steps.
         self._on_step = on_step
-        # Parking (park.py): the pool that runs the job (set by submit), the
-        # request it is parked on, the continuation a worker calls next, and
-        # a wake() that came while it was not parked.
-        self._runner: Any = None
-        self._parked: Optional[Park] = None
-        self._resume: Optional[Tuple[Callable[[str], Any], str]] = None
-        self._wake_pending = False
+        self._parking = Parking()   # guarded by self._lock
 
     # -- for subclasses ---------------------------------------------------
 
@@ -119,8 +122,8 @@ class Job(JobRecord):
         with self._lock:
             was = self._status
             self._move_through(self._path(Event.ABORT))
-            runner = self._unpark(ABORT_REQUESTED) if was is not PENDING \
-                else self._runner
+            runner = self._parking.unpark(ABORT_REQUESTED) \
+                if was is not PENDING else self._parking.runner
         if was is PENDING:
             if runner is not None:     # queued: it frees its room
                 runner._job_aborted_queued(self)
@@ -132,9 +135,9 @@ class Job(JobRecord):
         """Resume the job if it is parked, or make its next park return at
         once if it is running (from any thread; never waits for work)."""
         with self._lock:
-            runner = self._unpark(WOKEN)
+            runner = self._parking.unpark(WOKEN)
             if runner is None:
-                self._wake_pending = True
+                self._parking.wake_pending = True
         if runner is not None:
             runner._job_resumed(self)
 
@@ -146,8 +149,7 @@ class Job(JobRecord):
         pending. Never raises: the outcome is the job's status, returned
         once it ended (None if it parked)."""
         with self._lock:
-            resume, self._resume = self._resume, None
-            self._wake_pending = False
+            resume = self._parking.take_resume()
             if resume is None:
                 try:
                     self._move_through(self._path(Event.START))
@@ -169,7 +171,7 @@ class Job(JobRecord):
     def _attach(self, runner: Any) -> None:
         """The pool that runs the job: where it goes when woken."""
         with self._lock:
-            self._runner = runner
+            self._parking.runner = runner
 
     def _crash(self, exc: BaseException) -> None:
         """The runner failed (a bug): end the job failed, so that nothing
@@ -187,10 +189,8 @@ class Job(JobRecord):
     def _turn(self, resume: Optional[Tuple[Callable[[str], Any], str]]
               ) -> bool:
         """Run until the job ends (True) or parks (False)."""
-        call: Optional[Callable[[str], Any]] = None
-        reason = ""
-        if resume is not None:
-            call, reason = resume
+        call: Optional[Callable[[str], Any]]
+        call, reason = resume if resume is not None else (None, "")
         while True:
             try:
                 result = self.run() if call is None else call(reason)
@@ -214,34 +214,18 @@ class Job(JobRecord):
         with self._lock:
             if self._status is not RUNNING and self._status is not ABORTING:
                 raise ValueError(f"job {self.id} parks while {self._status}")
-            if self._runner is None:
+            if self._parking.runner is None:
                 raise ValueError(f"job {self.id} parks without a pool")
             if self._status is ABORTING:
                 return ABORT_REQUESTED
-            if self._wake_pending:
-                self._wake_pending = False
-                return WOKEN
-            self._parked = request
-            # Lock order: job, then pool (the pool never calls a job while
-            # holding its own lock).
-            self._runner._job_parked(self, request)
-            return None
+            return self._parking.park(self, request)
 
     def _timer_fired(self, request: Park) -> None:
         with self._lock:
-            runner = self._unpark(TIMER) if self._parked is request else None
+            runner = self._parking.unpark(TIMER) \
+                if self._parking.request is request else None
         if runner is not None:
             runner._job_resumed(self)
-
-    def _unpark(self, reason: str) -> Any:
-        # Caller holds self._lock. Returns the pool to requeue the job on
-        # (outside the lock), or None if it is not parked.
-        parked = self._parked
-        if parked is None:
-            return None
-        self._parked = None
-        self._resume = (parked.then, reason)
-        return self._runner
 
     def _end(self, event: Event, exc: Optional[BaseException]) -> None:
         """Apply the event that ended run() (or its continuation)."""
@@ -253,28 +237,37 @@ class Job(JobRecord):
                 step = self._step
             log.info("job %s aborted during step %r", self.id, step)
             return
-        error = self._error_of(exc) if event is Event.RAISED else None
+        error = _error_of(self, exc) if event is Event.RAISED else None
         with self._lock:
             was = self._status
             self._move_through(self._path(event))
             if self._status is JobStatus.FAILED:
                 self._error = error
             status = self._status
-        if was is JobStatus.DONE:
-            log.error("job %s raised after it completed", self.id,
-                      exc_info=exc)
-        elif status is JobStatus.ABORTED:
-            log.info("job %s aborted: %s", self.id, exc)
-        elif status is JobStatus.FAILED:
-            if getattr(exc, "expected", False):
-                log.warning("job %s failed: %s", self.id, exc)
-            else:
-                log.error("job %s failed", self.id, exc_info=exc)
+        _log_raised(self.id, was, status, exc)
 
-    def _error_of(self, exc: BaseException) -> Dict[str, Any]:
-        try:
-            return self.error_info(exc)
-        except Exception:
-            log.exception("job %s: error_info failed", self.id)
-            return {"code": None, "message": str(exc)}
 
+
+def _log_raised(job_id: str, was: JobStatus, status: JobStatus,
+                exc: BaseException) -> None:
+    """Log how run() raising `exc` ended the job (it was `was`, and is now
+    `status`): an expected failure is a warning, anything else an error."""
+    if was is JobStatus.DONE:
+        log.error("job %s raised after it completed", job_id, exc_info=exc)
+    elif status is JobStatus.ABORTED:
+        log.info("job %s aborted: %s", job_id, exc)
+    elif status is JobStatus.FAILED:
+        if getattr(exc, "expected", False):
+            log.warning("job %s failed: %s", job_id, exc)
+        else:
+            log.error("job %s failed", job_id, exc_info=exc)
+
+
+def _error_of(job: Job, exc: BaseException) -> Dict[str, Any]:
+    """The job's error_info(exc); a subclass's error_info that fails must
+    not hide the failure it was asked to describe."""
+    try:
+        return job.error_info(exc)
+    except Exception:
+        log.exception("job %s: error_info failed", job.id)
+        return {"code": None, "message": str(exc)}

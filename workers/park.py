@@ -132,3 +132,45 @@ class Timer:
                 fn()    # outside the lock: it takes the job's and pool's
             except Exception:
                 log.exception("timer %s: wake-up failed", self._name)
+
+
+class Parking:
+    """A job's parking state, guarded by the job's lock (every method is
+    called under it): the pool that runs the job (set by submit), the
+    request it is parked on, the continuation a worker calls next, and a
+    wake() that came while it was not parked."""
+
+    def __init__(self) -> None:
+        self.runner: Any = None
+        self.request: Optional[Park] = None
+        self.resume: Optional[Tuple[Callable[[str], Any], str]] = None
+        self.wake_pending = False
+
+    def park(self, job: Any, request: Park) -> Optional[str]:
+        """Park `job` (running, with a pool) on `request`; or, if woken
+        meanwhile, return the reason to go on at once."""
+        if self.wake_pending:
+            self.wake_pending = False
+            return WOKEN
+        self.request = request
+        # Lock order: job, then pool (the pool never calls a job while
+        # holding its own lock).
+        self.runner._job_parked(job, request)
+        return None
+
+    def unpark(self, reason: str) -> Any:
+        """The pool to requeue the job on (outside the job's lock), or
+        None if it is not parked."""
+        request = self.request
+        if request is None:
+            return None
+        self.request = None
+        self.resume = (request.then, reason)
+        return self.runner
+
+    def take_resume(self) -> Optional[Tuple[Callable[[str], Any], str]]:
+        """The continuation a worker calls next (None: run() from the
+        start); a wake() that came before is spent by this turn."""
+        resume, self.resume = self.resume, None
+        self.wake_pending = False
+        return resume

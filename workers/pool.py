@@ -17,12 +17,9 @@ running jobs that wait for an outside event on no thread. A parked job is
 requeued ahead of everything when woken, and the pool does not stop (even
 on shutdown) while one is parked: it must still reach its end.
 
-The admission limit: of the jobs that ask for it (Job.admission), at most
-`admission_limit` run at once; the others wait in the queue, holding no
-thread, while other work passes them. An admitted job keeps its place
-while parked (its heavy steps are its whole run; a job that parks for long
-should not ask for admission). With an admission controller (adaptive.py)
-the limit moves by itself, from how long the admitted jobs take.
+The admission limit (admission.py) bounds how many of the jobs that ask
+for it run at once; the others wait in the queue, holding no thread. An
+admission controller (adaptive.py) may move it.
 """
 
 from __future__ import annotations
@@ -31,10 +28,11 @@ import functools
 import logging
 import queue
 import threading
-import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .adaptive import AdaptiveLimit
+from .admission import Admission
+from .changes import Changes
 from .job import Job, JobEnded
 from .lanes import RESUMED, Lanes, lane_of
 from .park import Park, Timer
@@ -44,6 +42,10 @@ log = logging.getLogger("workers.pool")
 
 DRAIN = "drain"
 ABORT = "abort"
+
+
+# The ended statuses in the order stats() lists them.
+_ENDED_ORDER = (JobStatus.DONE, JobStatus.FAILED, JobStatus.ABORTED)
 
 
 class QueueFull(Exception):
@@ -60,12 +62,7 @@ class Pool:
                  admission_limit: Optional[int] = None,
                  admission_controller: Optional[AdaptiveLimit] = None
                  ) -> None:
-        """`admission_controller` (an AdaptiveLimit) moves the admission
-        limit from the run times of the admitted jobs that end done."""
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        _check_at_least_one(workers=workers, queue_size=queue_size)
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
@@ -74,34 +71,21 @@ class Pool:
         # job (taken by another worker, or aborted while queued): harmless.
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._timer = Timer(name)
-        # Guards the fields below. _changed is notified, when someone waits
-        # on it (_waiters), as a queued job leaves the queue's count (room
-        # for submit(wait=True)) and as a job ends (wait_idle).
+        # Guards the fields below. _changes is notified as a queued job
+        # leaves the queue's count (room for submit(wait=True)) and as a
+        # job ends (wait_idle).
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._waiters = 0
+        self._changes = Changes(self._lock)
         self._closed = False
         self._abort_queued = False
         self._lanes = Lanes(starvation_limit)
         self._pending: Dict[str, Job] = {}   # queued, counted in queue_size
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
-        self._admitted = 0                   # running jobs with admission
-        self._admission_limit = workers
-        # A plain object, fed under _lock (adaptive.py).
-        self._controller = admission_controller
-        if admission_controller is not None and admission_limit is None:
-            admission_limit = admission_controller.limit
-        self._ended = {JobStatus.DONE: 0, JobStatus.FAILED: 0,
-                       JobStatus.ABORTED: 0}
-        if admission_limit is not None:
-            self.set_admission_limit(admission_limit)
-        self._threads = [
-            threading.Thread(target=self._worker, name=f"{name}-{i}",
-                             daemon=True)
-            for i in range(workers)]
-        for thread in self._threads:
-            thread.start()
+        self._admission = Admission(workers, admission_limit,
+                                    admission_controller)
+        self._ended = dict.fromkeys(_ENDED_ORDER, 0)   # jobs ended, by status
+        self._threads = _start_threads(self._worker, name, workers)
 
     def submit(self, job: Job, wait: bool = False) -> None:
         """Queue `job`; raise QueueFull at once if there is no room.
@@ -119,7 +103,7 @@ class Pool:
                 if not wait:
                     raise QueueFull(
                         f"pool {self.name}: {self.queue_size} jobs queued")
-                self._wait_changed()
+                self._changes.wait()
             self._pending[job.id] = job
             self._lanes.push(job, lane)
             self._queue.put(True)
@@ -138,7 +122,7 @@ class Pool:
             self._abort_queued = self._abort_queued or mode == ABORT
             to_abort = [*self._pending.values(), *self._running.values(),
                         *self._parked.values()] if mode == ABORT else []
-            self._changed.notify_all()
+            self._changes.notify()
         for job in to_abort:
             _abort_quietly(job)
         if wait:
@@ -149,21 +133,21 @@ class Pool:
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued, running or parked; True if so."""
         with self._lock:
-            return self._wait_changed(self._idle, timeout)
+            return self._changes.wait(lambda: not (
+                self._pending or self._running or self._parked), timeout)
 
     @property
     def admission_limit(self) -> int:
         with self._lock:
-            return self._admission_limit
+            return self._admission.limit
 
     def set_admission_limit(self, limit: int) -> None:
         """At most `limit` (1..workers) jobs with admission run at once;
         takes effect for the next ones (running ones are not stopped)."""
-        if not 1 <= limit <= self.workers:
-            raise ValueError(f"admission limit must be in 1..{self.workers}"
-                             f", got {limit}")
+        self._admission.check(limit)
         with self._lock:
-            self._set_admission_limit(limit)
+            for _ in range(self._admission.set_limit(limit)):
+                self._queue.put(True)   # jobs that waited for room may go
 
     def stats(self) -> Dict[str, int]:
         with self._lock:
@@ -173,10 +157,8 @@ class Pool:
                 "queued": len(self._pending),
                 "running": len(self._running),
                 "parked": len(self._parked),
-                "admission_limit": self._admission_limit,
-                "done": self._ended[JobStatus.DONE],
-                "failed": self._ended[JobStatus.FAILED],
-                "aborted": self._ended[JobStatus.ABORTED],
+                "admission_limit": self._admission.limit,
+                **{status.value: n for status, n in self._ended.items()},
             }
 
     def __enter__(self) -> "Pool":
@@ -202,21 +184,7 @@ class Pool:
             # Under load, counting the job that ended and taking the next
             # one share one critical section.
             job, abort = self._take(finished)
-            finished = None
-            if job is None:
-                continue
-            status: Optional[JobStatus]
-            try:
-                if abort:
-                    _abort_quietly(job)
-                    status = job.status
-                else:
-                    status = job.execute()
-            except BaseException:   # execute() never raises; if it did,
-                log.exception("pool %s: job %s", self.name, job.id)
-                status = job.status   # the worker lives on
-            if status in ENDED:
-                finished = job, status
+            finished = None if job is None else _run(job, abort, self.name)
 
     def _take(self, finished: Optional[Tuple[Job, JobStatus]]
               ) -> Tuple[Optional[Job], bool]:
@@ -226,21 +194,19 @@ class Pool:
             if finished is not None:
                 self._count_ended(*finished)
             while True:
-                lane, job = self._lanes.pop(
-                    self._admitted < self._admission_limit)
+                lane, job = self._lanes.pop(self._admission.has_room())
                 if job is None:
-                    if finished is not None and self._waiters:
-                        self._changed.notify_all()
+                    if finished is not None:
+                        self._changes.notify()
                     return None, False
                 if lane == RESUMED:
                     del self._parked[job.id]
                 elif self._pending.pop(job.id, None) is None:
                     continue     # aborted while queued: it never runs
-                elif job.admission:
-                    self._admitted += 1
+                else:
+                    self._admission.started(job)
                 self._running[job.id] = job
-                if self._waiters:    # room for submit(wait=True)
-                    self._changed.notify_all()
+                self._changes.notify()   # room for submit(wait=True)
                 # A woken job runs (if aborted, its rollback); one queued
                 # after an ABORT shutdown is aborted instead.
                 return job, self._abort_queued and lane != RESUMED
@@ -252,7 +218,7 @@ class Pool:
         with self._lock:
             if finished is not None:
                 self._count_ended(*finished)
-                self._notify()
+                self._changes.notify()
             if not self._closed or self._pending or self._parked:
                 return False
             self._queue.put(None)
@@ -263,30 +229,11 @@ class Pool:
         # worker took, by that worker (in _take or _settle), a job aborted
         # while queued by _job_aborted_queued.
         self._ended[status] += 1
-        if self._running.pop(job.id, None) is not None and job.admission:
-            if self._controller is not None and status is JobStatus.DONE:
-                self._adapt(job)
-            self._admitted -= 1
-            if self._lanes.waiting_for_admission():
-                self._queue.put(True)
-
-    def _adapt(self, job: Job) -> None:
-        # Caller holds _lock; `job`, admitted, ended done and is still
-        # counted in _admitted. (_started_mono: the job's own, this
-        # package's.)
-        now = time.monotonic()
-        limit = self._controller.sample(
-            now, now - job._started_mono, self._admitted,
-            int(self._lanes.waiting_for_admission()), job.job_type)
-        if limit != self._admission_limit:
-            self._set_admission_limit(max(1, min(self.workers, limit)))
-
-    def _set_admission_limit(self, limit: int) -> None:
-        # Caller holds _lock.
-        room = limit - self._admission_limit
-        self._admission_limit = limit
-        for _ in range(max(room, 0)):
-            self._queue.put(True)   # jobs that waited for room may go
+        if self._running.pop(job.id, None) is not None:
+            waiting = self._lanes.waiting_for_admission()
+            freed = self._admission.ended(job, status, waiting)
+            for _ in range(freed if waiting else 0):
+                self._queue.put(True)   # jobs that waited for room may go
 
     def _job_parked(self, job: Job, request: Park) -> None:
         # Called by the job, under its lock, in the worker that ran it.
@@ -311,27 +258,40 @@ class Pool:
         with self._lock:
             if self._pending.pop(job.id, None) is not None:
                 self._count_ended(job, JobStatus.ABORTED)
-                self._notify()
+                self._changes.notify()
 
-    def _wait_changed(self, predicate: Optional[Callable[[], bool]] = None,
-                      timeout: Optional[float] = None) -> bool:
-        # Caller holds _lock.
-        self._waiters += 1
-        try:
-            if predicate is None:
-                return self._changed.wait(timeout)
-            return self._changed.wait_for(predicate, timeout)
-        finally:
-            self._waiters -= 1
 
-    def _notify(self) -> None:
-        # Caller holds _lock. Most of the time nobody waits: skip the cost.
-        if self._waiters:
-            self._changed.notify_all()
+def _check_at_least_one(**sizes: int) -> None:
+    for name, size in sizes.items():
+        if size < 1:
+            raise ValueError(f"{name} must be >= 1, got {size}")
 
-    def _idle(self) -> bool:
-        # Caller holds _lock.
-        return not self._pending and not self._running and not self._parked
+
+def _start_threads(target: Callable[[], None], name: str, count: int
+                   ) -> List[threading.Thread]:
+    """`count` daemon threads running `target`, named name-0, name-1..."""
+    threads = [threading.Thread(target=target, name=f"{name}-{i}",
+                                daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _run(job: Job, abort: bool, pool_name: str
+         ) -> Optional[Tuple[Job, JobStatus]]:
+    """Run the job's next turn (or abort it) in the calling worker; return
+    (job, status) if it ended, None if it parked."""
+    status: Optional[JobStatus]
+    try:
+        if abort:
+            _abort_quietly(job)
+            status = job.status
+        else:
+            status = job.execute()
+    except BaseException:   # execute() never raises; if it did,
+        log.exception("pool %s: job %s", pool_name, job.id)
+        status = job.status   # the worker lives on
+    return (job, status) if status in ENDED else None
 
 
 def _abort_quietly(job: Job) -> None:

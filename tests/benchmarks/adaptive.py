@@ -31,9 +31,9 @@ import time
 import uuid
 
 import libvirt
+
 from common import table, write_json
 from real_storm import MEM_MIB, destroy_all
-
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
@@ -296,7 +296,7 @@ def plot(cases, directory):
         figure, axes = plt.subplots(len(results), 1, sharex=True,
                                     figsize=(9, 2.2 * len(results)),
                                     squeeze=False)
-        for ax, (label, r) in zip(axes[:, 0], results.items()):
+        for ax, (label, r) in zip(axes[:, 0], results.items(), strict=True):
             curve = rate_curve(r["ends"])
             ax.plot([t for t, _ in curve], [v for _, v in curve],
                     color="tab:blue", label="completed starts/s")

@@ -22,7 +22,7 @@ def table(title, columns, rows):
     print(f"\n{title}")
     for i, row in enumerate(cells):
         print("  ".join(c.rjust(w) if j else c.ljust(w)
-                        for j, (c, w) in enumerate(zip(row, widths))))
+                        for j, (c, w) in enumerate(zip(row, widths, strict=True))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
 

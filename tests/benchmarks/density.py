@@ -13,7 +13,6 @@ import tempfile
 import threading
 
 from common import table, write_json
-
 from vmjobs.tools import loadtest
 from vmjobs.tools.sandbox import Sandbox
 

@@ -12,9 +12,8 @@ import concurrent.futures
 import statistics
 import time
 
-from common import ms, percentile, table, write_json
-
 import workers
+from common import ms, percentile, table, write_json
 
 
 class Noop(workers.Job):

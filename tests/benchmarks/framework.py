@@ -15,8 +15,8 @@ import time
 import uuid
 
 import libvirt
-from common import table, write_json
 
+from common import table, write_json
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config

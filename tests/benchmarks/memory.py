@@ -17,7 +17,6 @@ import tracemalloc
 import uuid
 
 from common import table, write_json
-
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor

@@ -26,8 +26,8 @@ import time
 import uuid
 
 import libvirt
-from common import ms, percentile, table, write_json
 
+from common import ms, percentile, table, write_json
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config

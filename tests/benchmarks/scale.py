@@ -15,7 +15,6 @@ import tracemalloc
 import uuid
 
 from common import ms, percentile, table, write_json
-
 from vmjobs.api import API
 from vmjobs.config import Config
 

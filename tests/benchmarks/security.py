@@ -17,7 +17,6 @@ import time
 import uuid
 
 from common import ms, percentile, table, write_json
-
 from vmjobs import domxml, policy
 from vmjobs.api import API
 from vmjobs.config import Config

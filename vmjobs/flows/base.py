@@ -2,12 +2,21 @@
 is queued, committed at its end, unstaged when it ends without a commit;
 and the rollback stack that undoes, newest first, whatever a flow made."""
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import workers
 
 from ..errors import GeneralException, VdsmError
 from ..hypervisor import HypervisorError
+
+if TYPE_CHECKING:
+    from ..hypervisor import Hypervisor
+    from ..params import VmSpec
+    from ..registry import VmRegistry, VmStatus
 
 log = logging.getLogger("vmjobs.flows")
 
@@ -23,16 +32,18 @@ class Rollback:
     `with` block ends with an exception (a failure, or an abort at a step
     boundary), never if it ends normally (the flow committed)."""
 
-    def __init__(self):
-        self._undo = []
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
 
-    def push(self, description, action, *args):
+    def push(self, description: str, action: Callable[..., Any],
+             *args: Any) -> None:
         self._undo.append((description, action, args))
 
-    def __enter__(self):
+    def __enter__(self) -> Rollback:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Any, exc: BaseException | None,
+                 tb: Any) -> Literal[False]:
         if exc is None:
             return False
         failures = []
@@ -57,30 +68,32 @@ class VmJob(workers.Job):
     flow, `on_ended()` cleans up whatever the end. Subclasses set
     `job_type` and `error_class` (the VDSM error a hypervisor failure is
     reported as)."""
-    job_type = None
-    error_class = None
+    job_type: str = "vm"
+    error_class: type[VdsmError] = GeneralException
 
-    def __init__(self, vm_id, hypervisor, registry, on_step=None,
-                 timeout=None):
+    def __init__(self, vm_id: str, hypervisor: Hypervisor,
+                 registry: VmRegistry,
+                 on_step: Callable[[workers.Job, str], None] | None = None,
+                 timeout: float | None = None) -> None:
         super().__init__(description=f"{self.job_type} VM {vm_id}",
                          timeout=timeout, on_step=on_step)
         self.vm_id = vm_id
         self.hv = hypervisor
         self.registry = registry
 
-    def reserve(self):
+    def reserve(self) -> None:
         """Take the VM for this job, before it is queued; raise a VdsmError
         (and take nothing) if it cannot be had."""
         raise NotImplementedError
 
-    def release(self):
+    def release(self) -> None:
         """Give back what reserve() took, for a job that will never run."""
         raise NotImplementedError
 
-    def info_extra(self):
+    def info_extra(self) -> dict[str, Any]:
         return {"vm_id": self.vm_id}
 
-    def set_end_error(self, code, message):
+    def set_end_error(self, code: int, message: str) -> None:
         """Add to the job's error what its end handling (on_ended) found,
         while the job's info can still change."""
         with self._lock:
@@ -88,7 +101,7 @@ class VmJob(workers.Job):
                 message = f"{self._error['message']}; then {message}"
             self._error = {"code": code, "message": message}
 
-    def error_info(self, exc):
+    def error_info(self, exc: BaseException) -> dict[str, Any]:
         if isinstance(exc, VdsmError):
             return exc.to_dict()
         if isinstance(exc, (HypervisorError, RollbackFailed)):
@@ -101,33 +114,36 @@ class StartupJob(VmJob):
     """A job that brings one VM up: staged before it is queued, committed
     to the public registry at its end, unstaged if it ends otherwise.
     Subclasses also set `staged_status` and write their flow in `run()`."""
-    staged_status = None
+    staged_status: VmStatus
     # At most this many VMs staged with staged_status at once (None: no
     # limit); a job beyond it is refused (MigrateLimit).
-    staging_limit = None
+    staging_limit: int | None = None
 
-    def __init__(self, spec, hypervisor, registry, **kwargs):
+    def __init__(self, spec: VmSpec, hypervisor: Hypervisor,
+                 registry: VmRegistry, **kwargs: Any) -> None:
         super().__init__(spec.vm_id, hypervisor, registry, **kwargs)
         self.spec = spec
 
-    def reserve(self):
+    def reserve(self) -> None:
         """Stage the vmId (raises VmExists, or MigrateLimit)."""
         self.registry.stage(self.vm_id, self.staged_status, self.spec.params,
                             self, max_with_status=self.staging_limit)
 
-    def release(self):
+    def release(self) -> None:
         self.registry.unstage(self.vm_id, self)
 
-    def commit(self, status, params=None):
+    def commit(self, status: VmStatus,
+               params: dict[str, Any] | None = None) -> None:
         """Make the VM public with `status`, and end the job done, in one
         step; refused (JobAborted) if an abort came first."""
         self.complete(lambda: self.registry.publish(self.vm_id, status, self,
                                                     params=params))
         log.info("VM %s committed %s", self.vm_id, status)
 
-    def on_ended(self):
+    def on_ended(self) -> None:
         # Whatever the end (done, failed, aborted, even aborted while still
         # queued) nothing of this job stays staged; and an ended job, kept
         # listed for a while, keeps its JobInfo, not the request.
         self.release()
-        self.spec = None
+        # Nothing reads the spec once the job ended (the flow is over).
+        self.spec = None  # type: ignore[assignment]

@@ -25,7 +25,7 @@ class CreateJob(StartupJob):
             # after libvirt defined the domain.
             rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
             self.step("define")
-            self.hv.define(self.domain_xml, vm_id)
+            self.hv.define(self.domain_xml)
             self.step("start")
             self.hv.start(vm_id, paused=paused)
             self.step("verify")

@@ -30,8 +30,7 @@ from workers import JobStatus
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError
 from ..registry import VmStatus
-from .arrival import (arrived_status, keep_for_recovery, make_ours,
-                      remove_unarrived)
+from .arrival import arrived_status, keep_for_recovery, make_ours, remove_unarrived
 from .base import StartupJob
 from .steps import ensure_no_domain
 

@@ -11,8 +11,7 @@
 """
 
 from .adapter import Hypervisor
-from .domains import (PAUSED_MIGRATION, PAUSED_OTHER, DomainInfo,
-                      DomainState, GuestKind)
+from .domains import PAUSED_MIGRATION, PAUSED_OTHER, DomainInfo, DomainState, GuestKind
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
 
 __all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",

@@ -11,14 +11,28 @@ import time
 import libvirt
 
 from .connections import Connections
-from .domains import (domain_info, find, guest_kind, lookup, metadata_of,
-                      remember, state_and_reason_of, state_of)
+from .domains import (
+    domain_info,
+    guest_kind,
+    lookup,
+    metadata_of,
+    remove_domain,
+    set_metadata_of,
+    state_and_reason_of,
+    state_of,
+)
 from .drivers import private_test_host
-from .errors import (NO_DOMAIN, OPERATION_INVALID, ConnectionLost, ignoring,
-                     translated)
+from .errors import ConnectionLost, translated
 from .events import Events, start_event_loop
-from .migration import (MIGRATE_FLAGS, is_migration, job_stats,
-                        migrate_params, outgoing_progress, paused_incoming)
+from .migration import (
+    MIGRATE_FLAGS,
+    abort_migration,
+    is_migration,
+    job_stats,
+    migrate_params,
+    outgoing_progress,
+    paused_incoming,
+)
 
 log = logging.getLogger("vmjobs.hypervisor")
 
@@ -85,39 +99,28 @@ class Hypervisor:
     @_read
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
-        return self._read_state(uuid, state_of, None)
+        with self.connection() as conn, translated("state"):
+            dom = lookup(conn, uuid)
+            return None if dom is None else state_of(dom)
 
     @_read
     def state_reason(self, uuid):
         """(state, reason): the domain's state, and for a paused one why
         (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
         there is no such domain."""
-        return self._read_state(uuid, state_and_reason_of, (None, None))
-
-    def _read_state(self, uuid, read, missing):
         with self.connection() as conn, translated("state"):
-            try:
-                dom = lookup(conn, uuid)
-                return missing if dom is None else read(dom)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == NO_DOMAIN:
-                    # Removed since it was found (this thread may hold its
-                    # handle from an earlier call: domains.find).
-                    return missing
-                raise
+            dom = lookup(conn, uuid)
+            return (None, None) if dom is None else state_and_reason_of(dom)
 
-    def define(self, domain_xml, uuid=None):
-        """Define a persistent domain (does not start it). Given its `uuid`,
-        the next calls on it in this thread need no lookup."""
+    def define(self, domain_xml):
+        """Define a persistent domain (does not start it)."""
         with self.connection() as conn, translated("define"):
-            dom = conn.defineXML(domain_xml)
-            if uuid is not None:
-                remember(dom, uuid)
+            conn.defineXML(domain_xml)
 
     def start(self, uuid, paused=False):
         """Start a defined domain, paused if asked."""
         with self.connection() as conn, translated("start"):
-            dom = find(conn, uuid)
+            dom = conn.lookupByUUIDString(uuid)
             if paused:
                 self._driver.start_paused(dom)
             else:
@@ -151,30 +154,18 @@ class Hypervisor:
 
     def _remove_once(self, uuid, graceful_attempts, keep_definition):
         with self.connection() as conn, translated("remove"):
-            # Looked up now: whether there is a domain is the answer.
-            dom = lookup(conn, uuid, fresh=True)
+            dom = lookup(conn, uuid)
             if dom is None:
                 return False
-            for attempt in range(graceful_attempts):
-                try:
-                    dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
-                    break
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
-                        break   # stopped already
-                    log.info("graceful destroy %d of %d of %s: %s",
-                             attempt + 1, graceful_attempts, uuid, exc)
-            ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
-            if not keep_definition:
-                ignoring(lambda: dom.undefineFlags(
-                    self._driver.undefine_flags), NO_DOMAIN,
-                    OPERATION_INVALID)
+            remove_domain(dom, graceful_attempts,
+                          None if keep_definition
+                          else self._driver.undefine_flags)
             return True
 
     def save(self, uuid, path):
         """Save the running domain's state to `path`; the domain stops."""
         with self.connection() as conn, translated("save"):
-            find(conn, uuid).save(path)
+            conn.lookupByUUIDString(uuid).save(path)
 
     @_read
     def saved_domain_xml(self, path):
@@ -193,19 +184,15 @@ class Hypervisor:
         """Make a transient domain persistent with its current definition
         (a restored or migrated-in domain may arrive transient)."""
         with self.connection() as conn, translated("persist"):
-            dom = find(conn, uuid)
+            dom = conn.lookupByUUIDString(uuid)
             if not dom.isPersistent():
                 conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
 
     def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
         """Set our metadata element, live and (if persistent) in the config."""
         with self.connection() as conn, translated("set metadata"):
-            dom = find(conn, uuid)
-            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
-            if dom.isPersistent():
-                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
-            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
-                            prefix, metadata_ns, flags)
+            set_metadata_of(conn.lookupByUUIDString(uuid), metadata_ns,
+                            prefix, element_xml)
 
     @_read
     def list_domains(self, metadata_ns):
@@ -218,7 +205,7 @@ class Hypervisor:
     @_read
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
-            return metadata_of(find(conn, uuid), metadata_ns)
+            return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)
 
     # -- live migration (the test driver cannot migrate) ---------------------
 
@@ -244,15 +231,7 @@ class Hypervisor:
         none yet or any more, or is gone."""
         with self.connection() as conn, translated("abort job"):
             dom = lookup(conn, uuid)
-            if dom is None:
-                return False
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == OPERATION_INVALID:
-                    return False
-                raise
-            return True
+            return dom is not None and abort_migration(dom)
 
     def migration_progress(self, uuid):
         """Percent (0-99) of the domain's outgoing migration, from libvirt's

@@ -3,7 +3,10 @@
 - on a daemon, a small set of connections that callers borrow one at a
   time (drivers.Daemon says why); one found broken after a failed call
   (the daemon stopped or restarted) is dropped, the failure reported as
-  ConnectionLost, and the next borrower opens a new one in its place;
+  ConnectionLost, and the next borrower opens a new one in its place,
+  waiting up to `reconnect_wait` for a restarting daemon to come back
+  (opening a connection has no effect to undo, so waiting is safe; failing
+  instead made every job that started during a restart fail);
 - on the test driver, one connection lent to every caller at once
   (drivers.TestDriver says why).
 """
@@ -11,6 +14,7 @@
 import logging
 import queue
 import threading
+import time
 
 import libvirt
 
@@ -30,6 +34,9 @@ class Connections:
         # Called (with no argument, outside any lock of ours) once a lost
         # connection was replaced: the events may have lost theirs too.
         self.on_reconnect = None
+        # Seconds a borrower waits for a lost daemon to come back before
+        # its call fails (ConnectionLost).
+        self.reconnect_wait = 60.0
         self._lock = threading.Lock()   # guards _all (every open connection)
         self._all = [first]
         # Connections not in use (None: one to open anew); callers borrow
@@ -109,13 +116,19 @@ class Connections:
                 pass
 
     def _reconnect(self):
-        """A new connection in place of a lost one."""
-        try:
-            conn = libvirt.open(self.uri)
-        except libvirt.libvirtError as exc:
-            raise ConnectionLost("reconnect", exc.get_error_code(),
-                                 exc.get_error_message() or str(exc)) \
-                from None
+        """A new connection in place of a lost one, opened as soon as the
+        daemon answers again (within reconnect_wait)."""
+        deadline = time.monotonic() + self.reconnect_wait
+        while True:
+            try:
+                conn = libvirt.open(self.uri)
+                break
+            except libvirt.libvirtError as exc:
+                if time.monotonic() >= deadline:
+                    raise ConnectionLost(
+                        "reconnect", exc.get_error_code(),
+                        exc.get_error_message() or str(exc)) from None
+            time.sleep(0.2)   # the daemon is (re)starting: look again
         with self._lock:
             self._all.append(conn)
         if self.on_reconnect is not None:

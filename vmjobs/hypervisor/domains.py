@@ -1,14 +1,17 @@
 """Domains as vmjobs sees them: their states, what a listing says of
-each, and what a new guest is made of on a connection."""
+each, what a new guest is made of on a connection, and how one is
+removed."""
 
 import dataclasses
-import threading
+import logging
 import xml.etree.ElementTree as ET
 
 import libvirt
 
 from ..strenum import StrEnum
-from .errors import NO_DOMAIN, HypervisorError
+from .errors import NO_DOMAIN, OPERATION_INVALID, HypervisorError, ignoring
+
+log = logging.getLogger("vmjobs.hypervisor")
 
 
 class DomainState(StrEnum):
@@ -54,44 +57,34 @@ def state_and_reason_of(dom):
     return state, (PAUSED_MIGRATION if reason in _ARRIVING else PAUSED_OTHER)
 
 
-# The domain each thread defined or found last, and its UUID. A flow works
-# on one domain at a time, so its next call on it (start after define, the
-# state check after start) needs no lookup: a round trip to the daemon,
-# which on a host busy starting guests waits for a core like everything
-# else (docs/benchmarks.md, the pool's own cost). A handle is as good as a
-# lookup: libvirt finds its domain by UUID at every call (the remote
-# protocol carries the UUID, the drivers look it up), so a domain removed
-# since answers NO_DOMAIN either way. It is used only on the connection it
-# came from (a lost connection is replaced by another).
-_recent = threading.local()
-
-
-def remember(dom, uuid):
-    """`dom` (domain `uuid`) is the one find() and lookup() return next on
-    its connection, in this thread, for that UUID."""
-    _recent.dom, _recent.uuid = dom, uuid
-
-
-def find(conn, uuid, fresh=False):
-    """The domain with this UUID; libvirtError NO_DOMAIN if there is none.
-    `fresh`: looked up now, even if this thread holds its handle."""
-    dom = getattr(_recent, "dom", None)
-    if not fresh and dom is not None and _recent.uuid == uuid and \
-            dom.connect() is conn:
-        return dom
-    dom = conn.lookupByUUIDString(uuid)
-    _recent.dom, _recent.uuid = dom, uuid
-    return dom
-
-
-def lookup(conn, uuid, fresh=False):
+def lookup(conn, uuid):
     """The domain with this UUID, or None if there is none."""
     try:
-        return find(conn, uuid, fresh)
+        return conn.lookupByUUIDString(uuid)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == NO_DOMAIN:
             return None
         raise
+
+
+def remove_domain(dom, graceful_attempts, undefine_flags):
+    """Stop `dom` (first `graceful_attempts` graceful destroys, then the
+    forced one) and, unless `undefine_flags` is None, undefine it with
+    them. A part already gone is fine: removal is idempotent, so that a
+    caller may repeat it after a lost connection."""
+    for attempt in range(graceful_attempts):
+        try:
+            dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+            break
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                break   # stopped already
+            log.info("graceful destroy %d of %d of %s: %s",
+                     attempt + 1, graceful_attempts, dom.UUIDString(), exc)
+    ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
+    if undefine_flags is not None:
+        ignoring(lambda: dom.undefineFlags(undefine_flags), NO_DOMAIN,
+                 OPERATION_INVALID)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +126,15 @@ def metadata_of(dom, metadata_ns):
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None
         raise
+
+
+def set_metadata_of(dom, metadata_ns, prefix, element_xml):
+    """Set our metadata element, live and (if persistent) in the config."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+    if dom.isPersistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
+                    prefix, metadata_ns, flags)
 
 
 def guest_kind(capabilities_xml, uri, wanted=None):

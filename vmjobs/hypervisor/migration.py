@@ -32,6 +32,18 @@ def migrate_params(migration_uri=None, max_bandwidth=None):
     return params
 
 
+def abort_migration(dom):
+    """Abort the domain's running job; False if it has none (not yet, or
+    no more): libvirt answers OPERATION_INVALID then."""
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == OPERATION_INVALID:
+            return False
+        raise
+    return True
+
+
 def job_stats(conn, uuid):
     """The domain's job stats, or None if it has no job (or no stats)."""
     try:

@@ -16,6 +16,7 @@ migrateLimit answers are retried with backoff, counted, and never counted
 as failures of vmjobs.
 """
 
+import functools
 import random
 import shutil
 import sys
@@ -185,8 +186,8 @@ class Storm:
         for i, (mode, vm_id, what) in enumerate(self.requests):
             if rate:
                 _sleep_until(started + i / rate)
-            job_id, latency = _retrying(lambda: self._request(mode, vm_id,
-                                                              what), retried)
+            job_id, latency = _retrying(
+                functools.partial(self._request, mode, vm_id, what), retried)
             records[job_id] = {"vm_id": vm_id, "mode": mode,
                                "job_id": job_id, "verb_latency": latency}
             if mode == "migration":
@@ -204,6 +205,9 @@ class Storm:
                           ended=info.get("ended"),
                           error=info.get("error", {}).get("message"))
         return list(records.values()), total, retried
+
+    def _job_id(self, verb, params):
+        return self.target.call(verb, params)["jobId"]
 
     def _request(self, mode, vm_id, what):
         if mode == "create":
@@ -257,8 +261,9 @@ class Storm:
         made = []
         for _ in range(n):
             vm_id = str(uuid.uuid4())
-            job_id, _ = _retrying(lambda: self.target.call(
-                "VM.create", [vm_id, self._params(vm_id)])["jobId"], retried)
+            job_id, _ = _retrying(functools.partial(
+                self._job_id, "VM.create", [vm_id, self._params(vm_id)]),
+                retried)
             made.append(vm_id)
             self._made.append(("prepare", vm_id, None))
             self._prepared.append(job_id)
@@ -266,8 +271,8 @@ class Storm:
         result = []
         for vm_id in made:
             path = f"{self.state_dir}/{vm_id}.state"
-            job_id, _ = _retrying(lambda: self.target.call(
-                "VM.hibernate", [vm_id, path])["jobId"], retried)
+            job_id, _ = _retrying(functools.partial(
+                self._job_id, "VM.hibernate", [vm_id, path]), retried)
             self._prepared.append(job_id)
             result.append((vm_id, path))
         self._check_prepared()

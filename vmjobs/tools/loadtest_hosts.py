@@ -14,6 +14,7 @@ the order of `--server`); `--migration-uri` where the data goes (needed
 when the hosts' names do not resolve to where their libvirtds listen, as
 for two sandboxes on one machine)."""
 
+import functools
 import random
 import sys
 import time
@@ -84,8 +85,9 @@ class _HostsStorm:
             vm_id, home = str(uuid.uuid4()), i % len(self.hosts)
             params = {"vmId": vm_id, "vmName": f"loadtest-{vm_id}",
                       "memSize": self.mem_mib}
-            job_id, _ = _retrying(lambda: self.hosts[home].call(
-                "VM.create", [vm_id, params])["jobId"], self.retried)
+            job_id, _ = _retrying(functools.partial(
+                _job_id, self.hosts[home], "VM.create", [vm_id, params]),
+                self.retried)
             record = {"vm_id": vm_id, "home": home, "move": move,
                       "host": None, "create": None, "migrate": None}
             watched[home][job_id] = (record, "create")
@@ -197,3 +199,7 @@ def _print(f, out):
             print(f"  {line}", file=out)
     else:
         print("placement    every VM public on exactly one host", file=out)
+
+
+def _job_id(host, verb, params):
+    return host.call(verb, params)["jobId"]

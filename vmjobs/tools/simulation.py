@@ -15,7 +15,6 @@ so the simulation stands in:
   one is then suspended (so it runs for a moment first: a test of a paused
   arrival holds the job's lookups meanwhile)."""
 
-from .. import domxml
 from ..hypervisor.errors import translated
 
 
