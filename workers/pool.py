@@ -17,6 +17,12 @@ running jobs that wait for an outside event on no thread. A parked job is
 requeued ahead of everything when woken, and the pool does not stop (even
 on shutdown) while one is parked: it must still reach its end.
 
+The reserve: while a job is parked, NORMAL jobs hold at most workers - 1
+threads. The one left is for the parked job's wake-up and for HIGH work,
+which then wait for no NORMAL job's whole run (an incoming migration's
+arrival waits for no creation to finish before it commits). A pool of one
+worker has none to spare.
+
 The admission limit (admission.py) bounds how many of the jobs that ask
 for it run at once; the others wait in the queue, holding no thread. An
 admission controller (adaptive.py) may move it.
@@ -25,20 +31,18 @@ admission controller (adaptive.py) may move it.
 from __future__ import annotations
 
 import functools
-import logging
 import queue
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .adaptive import AdaptiveLimit
 from .admission import Admission
 from .changes import Changes
-from .job import Job, JobEnded
-from .lanes import RESUMED, Lanes, lane_of
+from .job import Job
+from .lanes import RESUMED, Lanes, Priority, lane_of
 from .park import Park, Timer
-from .states import ENDED, JobStatus
-
-log = logging.getLogger("workers.pool")
+from .states import JobStatus
+from .turns import abort_quietly, check_at_least_one, run_turn, start_threads
 
 DRAIN = "drain"
 ABORT = "abort"
@@ -62,7 +66,7 @@ class Pool:
                  admission_limit: Optional[int] = None,
                  admission_controller: Optional[AdaptiveLimit] = None
                  ) -> None:
-        _check_at_least_one(workers=workers, queue_size=queue_size)
+        check_at_least_one(workers=workers, queue_size=queue_size)
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
@@ -85,7 +89,7 @@ class Pool:
         self._admission = Admission(workers, admission_limit,
                                     admission_controller)
         self._ended = dict.fromkeys(_ENDED_ORDER, 0)   # jobs ended, by status
-        self._threads = _start_threads(self._worker, name, workers)
+        self._threads = start_threads(self._worker, name, workers)
 
     def submit(self, job: Job, wait: bool = False) -> None:
         """Queue `job`; raise QueueFull at once if there is no room.
@@ -124,7 +128,7 @@ class Pool:
                         *self._parked.values()] if mode == ABORT else []
             self._changes.notify()
         for job in to_abort:
-            _abort_quietly(job)
+            abort_quietly(job)
         if wait:
             for thread in self._threads:
                 thread.join()
@@ -184,7 +188,7 @@ class Pool:
             # Under load, counting the job that ended and taking the next
             # one share one critical section.
             job, abort = self._take(finished)
-            finished = None if job is None else _run(job, abort, self.name)
+            finished = None if job is None else run_turn(job, abort, self.name)
 
     def _take(self, finished: Optional[Tuple[Job, JobStatus]]
               ) -> Tuple[Optional[Job], bool]:
@@ -194,13 +198,16 @@ class Pool:
             if finished is not None:
                 self._count_ended(*finished)
             while True:
-                lane, job = self._lanes.pop(self._admission.has_room())
+                lane, job = self._lanes.pop(self._admission.has_room(),
+                                            self._normal_may_run())
                 if job is None:
                     if finished is not None:
                         self._changes.notify()
                     return None, False
                 if lane == RESUMED:
                     del self._parked[job.id]
+                    if not self._parked:
+                        self._queue.put(True)   # the reserve is lifted
                 elif self._pending.pop(job.id, None) is None:
                     continue     # aborted while queued: it never runs
                 else:
@@ -219,10 +226,20 @@ class Pool:
             if finished is not None:
                 self._count_ended(*finished)
                 self._changes.notify()
+            if self._lanes.eligible(self._admission.has_room(),
+                                    self._normal_may_run()):
+                self._queue.put(True)   # held back, it may run now
+                return False
             if not self._closed or self._pending or self._parked:
                 return False
             self._queue.put(None)
             return True
+
+    def _normal_may_run(self) -> bool:
+        # Caller holds _lock. The reserve (see the module's docstring).
+        return not self._parked or self.workers == 1 or sum(
+            1 for job in self._running.values()
+            if job.priority is Priority.NORMAL) < self.workers - 1
 
     def _count_ended(self, job: Job, status: JobStatus) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
@@ -259,43 +276,3 @@ class Pool:
             if self._pending.pop(job.id, None) is not None:
                 self._count_ended(job, JobStatus.ABORTED)
                 self._changes.notify()
-
-
-def _check_at_least_one(**sizes: int) -> None:
-    for name, size in sizes.items():
-        if size < 1:
-            raise ValueError(f"{name} must be >= 1, got {size}")
-
-
-def _start_threads(target: Callable[[], None], name: str, count: int
-                   ) -> List[threading.Thread]:
-    """`count` daemon threads running `target`, named name-0, name-1..."""
-    threads = [threading.Thread(target=target, name=f"{name}-{i}",
-                                daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    return threads
-
-
-def _run(job: Job, abort: bool, pool_name: str
-         ) -> Optional[Tuple[Job, JobStatus]]:
-    """Run the job's next turn (or abort it) in the calling worker; return
-    (job, status) if it ended, None if it parked."""
-    status: Optional[JobStatus]
-    try:
-        if abort:
-            _abort_quietly(job)
-            status = job.status
-        else:
-            status = job.execute()
-    except BaseException:   # execute() never raises; if it did,
-        log.exception("pool %s: job %s", pool_name, job.id)
-        status = job.status   # the worker lives on
-    return (job, status) if status in ENDED else None
-
-
-def _abort_quietly(job: Job) -> None:
-    try:
-        job.abort()
-    except JobEnded:
-        pass  # it ended on its own meanwhile
