@@ -90,11 +90,10 @@ class Lanes:
         busy = self._busy if admit else self._busy & ~_ADMISSION_MASK
         return busy if normal else busy & ~_NORMAL_MASK
 
-    def pop(self, admit: bool = True, normal: bool = True
-            ) -> Tuple[int, Optional[Any]]:
-        """The next job to run and its lane ((-1, None) if no job is
-        eligible, as eligible() says)."""
-        busy = self.eligible(admit, normal)
+    def pop(self, eligible: int = -1) -> Tuple[int, Optional[Any]]:
+        """The next job to run and its lane ((-1, None) if none); only
+        from the lanes in `eligible` (bits, as eligible() gives them)."""
+        busy = self._busy & eligible
         if not busy:
             return -1, None
         if busy & (busy - 1):          # two lanes or more: one may starve

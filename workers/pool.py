@@ -110,7 +110,11 @@ class Pool:
                 self._changes.wait()
             self._pending[job.id] = job
             self._lanes.push(job, lane)
-            self._queue.put(True)
+            if not (self._parked or job.admission) or \
+                    self._eligible() >> lane & 1:
+                # Else no worker could take it yet: a worker whose job
+                # ends looks for it (_worker), and a lifted limit rings.
+                self._queue.put(True)
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True) -> None:
         """Stop taking work. DRAIN runs what is queued; ABORT aborts it (and
@@ -178,16 +182,19 @@ class Pool:
         while True:
             try:
                 self._queue.get_nowait()
+                rung = True
             except queue.Empty:
-                # Nothing waiting: count the last job now (the pool may be
-                # idle, or done), then sleep until there is something.
-                if self._settle(finished):
-                    return
-                finished = None
-                self._queue.get()
-            # Under load, counting the job that ended and taking the next
-            # one share one critical section.
+                rung = False
+            # Counting the job that ended and taking the next share one
+            # critical section. Unrung, look all the same: a job held back
+            # (by the reserve or the admission limit) rang no bell, and the
+            # job that ended here may have let it run.
             job, abort = self._take(finished)
+            if job is None and not rung:
+                if self._may_stop():
+                    return
+                self._queue.get()        # sleep until something is rung
+                job, abort = self._take(None)
             finished = None if job is None else run_turn(job, abort, self.name)
 
     def _take(self, finished: Optional[Tuple[Job, JobStatus]]
@@ -198,8 +205,7 @@ class Pool:
             if finished is not None:
                 self._count_ended(*finished)
             while True:
-                lane, job = self._lanes.pop(self._admission.has_room(),
-                                            self._normal_may_run())
+                lane, job = self._lanes.pop(self._eligible())
                 if job is None:
                     if finished is not None:
                         self._changes.notify()
@@ -218,32 +224,26 @@ class Pool:
                 # after an ABORT shutdown is aborted instead.
                 return job, self._abort_queued and lane != RESUMED
 
-    def _settle(self, finished: Optional[Tuple[Job, JobStatus]]) -> bool:
-        """Count the job this worker ended (if any); True if the worker may
-        stop: shut down, and nothing queued or parked. Passes the news on
-        to the next worker."""
+    def _may_stop(self) -> bool:
+        """True if the worker may stop: shut down, and nothing queued or
+        parked. Passes the news on to the next worker."""
         with self._lock:
-            if finished is not None:
-                self._count_ended(*finished)
-                self._changes.notify()
-            if self._lanes.eligible(self._admission.has_room(),
-                                    self._normal_may_run()):
-                self._queue.put(True)   # held back, it may run now
-                return False
             if not self._closed or self._pending or self._parked:
                 return False
             self._queue.put(None)
             return True
 
-    def _normal_may_run(self) -> bool:
-        # Caller holds _lock. The reserve (see the module's docstring).
-        return not self._parked or self.workers == 1 or sum(
+    def _eligible(self) -> int:
+        # Caller holds _lock. The lanes whose head may start now: within
+        # the admission limit, and the reserve (the module's docstring).
+        normal = not self._parked or self.workers == 1 or sum(
             1 for job in self._running.values()
             if job.priority is Priority.NORMAL) < self.workers - 1
+        return self._lanes.eligible(self._admission.has_room(), normal)
 
     def _count_ended(self, job: Job, status: JobStatus) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
-        # worker took, by that worker (in _take or _settle), a job aborted
+        # worker took, by that worker (in _take), a job aborted
         # while queued by _job_aborted_queued.
         self._ended[status] += 1
         if self._running.pop(job.id, None) is not None:
