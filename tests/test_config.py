@@ -41,6 +41,7 @@ def test_show_defaults_file_and_flags(tmp_path):
     ("[pool]\nworkers = many\n", "pool.workers"),
     ("[pool]\nworkers = 0\n", "pool.workers"),
     ("[pool]\nthreads = 4\n", "threads"),
+    ("[pool]\nadaptive = maybe\n", "pool.adaptive"),
     ("[pools]\nworkers = 4\n", "[pools]"),
     ("[service]\nstop_mode = later\n", "service.stop_mode"),
     ("[rpc]\nmax_request_bytes = -1\n", "rpc.max_request_bytes"),
@@ -185,6 +186,16 @@ def test_bool_and_list_keys():
     dirs.check(["/a", "/b"], "f:1")
     with pytest.raises(config.ConfigError):
         dirs.check(["/a", ""], "f:1")
+
+
+def test_adaptive_from_file_and_flag(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[pool]\nadaptive = yes\n")
+    assert config.load(str(path)).adaptive is True
+    result = vmjobs("config", "--show", "--config", str(path),
+                    "--no-adaptive")
+    assert result.returncode == 0, result.stderr
+    assert config.load_text(result.stdout).adaptive is False
 
 
 def test_publish_mode_from_file_flag_and_default(tmp_path):

@@ -150,6 +150,35 @@ def test_woken_job_runs_ahead_of_queued_work():
     assert order == [job, gate, job] + queued
 
 
+def test_a_parked_job_keeps_a_worker_free_of_normal_work():
+    # The reserve: while a job is parked, NORMAL work holds at most
+    # workers - 1 threads, so the woken job waits for no NORMAL job's run.
+    order = []
+    with Pool(workers=2, queue_size=10) as pool:
+        held = GateJob(order=order)             # NORMAL, on one worker
+        pool.submit(held)
+        assert held.started.wait(WAIT)
+        job = Arrival(order=order)
+        pool.submit(job)
+        probe = GateJob(order=order)
+        probe.priority = Priority.HIGH
+        pool.submit(probe)      # runs on the other worker once job parked
+        assert probe.started.wait(WAIT)
+        second = GateJob(order=order)           # NORMAL: held back
+        second.release.set()
+        pool.submit(second)
+        probe.release.set()
+        assert probe.wait(WAIT)
+        job.arrived = True
+        job.wake()
+        assert job.wait(WAIT)
+        assert second.wait(WAIT)    # the reserve is lifted: it runs now
+        held.release.set()
+    # `second`, queued while the job was parked, ran only after it ended,
+    # although a worker was free all along: the reserve held it back.
+    assert order == [held, job, probe, job, second]
+
+
 def test_drain_waits_for_parked_jobs():
     pool = Pool(workers=2, queue_size=4)
     job = Arrival()

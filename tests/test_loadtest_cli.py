@@ -93,6 +93,16 @@ def test_json_report_and_plot(tmp_path):
     assert (tmp_path / "again.png").stat().st_size > 0
 
 
+def test_adaptive_storm_plots_its_admission_limit(tmp_path):
+    png = tmp_path / "storm.png"
+    summary = loadtest.run(vms=40, workers=3, adaptive=True,
+                           plot_path=str(png), out=io.StringIO())
+    assert summary["failed"] == 0
+    limits = summary["admission_limits"]
+    assert limits and all(1 <= limit <= 3 for _, limit in limits)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_timeline_counts():
     records = [
         {"enqueued": 10.0, "started": 11.0, "ended": 12.0, "status": "done"},

@@ -91,6 +91,7 @@ def test_metrics_of_a_run(make_api, serve):
     assert m[("vmjobs_queued_jobs", ())] == 0
     assert m[("vmjobs_running_jobs", ())] == 0
     assert m[("vmjobs_workers", ())] == 4
+    assert m[("vmjobs_admission_limit", ())] == 4   # not adaptive
     assert m[("vmjobs_recovering", ())] == 0
     assert m[("vmjobs_recovered_vms", ())] == 3
     assert m[("vmjobs_stuck_jobs", ())] == 0

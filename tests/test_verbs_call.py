@@ -11,7 +11,7 @@ pytestmark = pytest.mark.both_publish_modes
 STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
               "public", "external_domains", "stopped_domains",
               "unowned_domains", "jobs_done", "jobs_failed", "jobs_aborted",
-              "recovering"}
+              "recovering", "admission_limit"}
 
 
 @pytest.mark.parametrize("method", ["VM.nosuch", "Nope.ping", "ping",
@@ -104,7 +104,10 @@ def test_get_stats_keys(api):
     assert stats["recovering"] is False
     assert stats["workers"] == api.config.workers
     assert stats["queue_size"] == api.config.queue_size
-    counters = STATS_KEYS - {"workers", "queue_size", "recovering"}
+    # Not adaptive (the default): the limit is the workers.
+    assert stats["admission_limit"] == api.config.workers
+    counters = STATS_KEYS - {"workers", "queue_size", "recovering",
+                             "admission_limit"}
     assert {key: stats[key] for key in counters} == dict.fromkeys(counters, 0)
 
     vm_id = new_id()

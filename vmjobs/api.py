@@ -68,7 +68,9 @@ class API:
                                      self.config.max_ended,
                                      on_ended=self.metrics.job_ended)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
-                                 name="vmjobs")
+                                 name="vmjobs",
+                                 admission_controller=_controller(
+                                     self.config))
         self._step_hook = step_hook
         self.Host = Namespace(self, "Host")
         self.VM = Namespace(self, "VM")
@@ -154,6 +156,9 @@ class API:
                 raise InvalidParams("xml", str(exc)) from None
             job = CreateJob(spec, domain_xml, self.hv, self.registry,
                             **self._job_args())
+        # Adaptive: a startup counts against the moving admission limit
+        # for its whole run, and its run time is what moves it.
+        job.admission = self.config.adaptive
         self._queue(job)
         return {"vmId": spec.vm_id, "status": job.staged_status,
                 "jobId": job.id}
@@ -251,3 +256,9 @@ def _refuse_if_aborted(job):
     if job.status is workers.JobStatus.ABORTED:
         raise job.error_class(f"VM {job.vm_id} was destroyed before its "
                               "job could start")
+
+
+def _controller(config):
+    """With `adaptive`, what moves the admission limit of startups between 1
+    and `workers` (workers.adaptive); without, nothing: `workers` at once."""
+    return workers.AdaptiveLimit(config.workers) if config.adaptive else None

@@ -17,7 +17,7 @@ SERVICE_FLAGS = {
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
     "image_dir": "image_dirs",
-    "publish": "publish",
+    "publish": "publish", "adaptive": "adaptive",
 }
 
 
@@ -139,6 +139,9 @@ def _service_flags(parser):
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "
                         "most; more are refused (1100)")
+    parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
+                        help="move the startups' admission limit by what it "
+                        "measures ([pool] adaptive)")
     parser.add_argument("--log-file", help="path, or '-' for stderr")
     parser.add_argument("--stop-mode", choices=("drain", "abort"),
                         help="on SIGTERM: abort the jobs (rolled back) or "

@@ -50,6 +50,10 @@ def add_flags(lt):
                     "server uses, needed to simulate migrations")
     lt.add_argument("--workers", type=_at_least(1), default=4,
                     help="jobs running at once, in process (default 4)")
+    lt.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
+                    default=False, help="in process: the admission limit "
+                    "of startups moves by what it measures ([pool] "
+                    "adaptive)")
     lt.add_argument("--queue-size", type=_at_least(1), default=1000,
                     help="jobs waiting at most, in process (default 1000)")
     lt.add_argument("--domain-type", choices=("kvm", "qemu", "test"),
@@ -94,7 +98,7 @@ def loadtest(args):
                 server=args.server[0] if args.server else None,
                 tls=(args.cert, args.key, args.ca), json_path=args.json,
                 plot_path=args.plot, domain_type=args.domain_type,
-                state_root=args.state_dir)
+                state_root=args.state_dir, adaptive=args.adaptive)
             ok = summary["failed"] == 0
     finally:
         logs.unconfigure(handler)

@@ -42,6 +42,10 @@ class Config:
     workers: int = dataclasses.field(default_factory=default_workers)
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
+    # Let the startups (create, restore) run at most an admission limit at
+    # once, moved between 1 and `workers` by what it measures
+    # (workers.adaptive); false: `workers` at once, as before.
+    adaptive: bool = False
     # A job running longer than this (seconds) is reported stuck.
     job_timeout: float = 600.0
     # Ended jobs stay queryable this long (seconds), at most max_ended.
@@ -139,6 +143,8 @@ SETTINGS = [
             comment="jobs running at once"),
     Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000,
             comment="jobs waiting; more are refused (1100)"),
+    Setting("pool", "adaptive", "adaptive", bool,
+            comment="startups at most a measured limit at once"),
     Setting("libvirt", "uri", "uri", str, optional=True,
             comment="empty: a private test driver"),
     Setting("libvirt", "domain_type", "domain_type", str,

@@ -8,6 +8,7 @@ expanded. XML we build goes through ElementTree, which escapes every value:
 a vmName like `</name><devices>` stays text.
 """
 
+import functools
 import json
 import uuid
 import xml.etree.ElementTree as ET
@@ -76,13 +77,23 @@ _MINIMAL_DOMAIN = (
 
 
 def _minimal_domain(spec, guest):
-    machine = f" machine={quoteattr(guest.machine)}" if guest.machine else ""
-    return _MINIMAL_DOMAIN.format(
-        type=quoteattr(guest.domain_type), name=escape(spec.name),
-        uuid=escape(spec.vm_id), mem=int(spec.mem_mib), smp=int(spec.smp),
-        arch=quoteattr(guest.arch), machine=machine,
-        ns=quoteattr(METADATA_NS),
+    return _guest_template(guest).format(
+        name=escape(spec.name), uuid=escape(spec.vm_id),
+        mem=int(spec.mem_mib), smp=int(spec.smp),
         params=escape(json.dumps(spec.params, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def _guest_template(guest):
+    """_MINIMAL_DOMAIN with what depends only on the connection's kind of
+    guest filled in, once per kind instead of once per VM."""
+    def attr(value):
+        return quoteattr(value).replace("{", "{{").replace("}", "}}")
+    machine = f" machine={attr(guest.machine)}" if guest.machine else ""
+    return _MINIMAL_DOMAIN.format(
+        type=attr(guest.domain_type), arch=attr(guest.arch),
+        machine=machine, ns=attr(METADATA_NS), name="{name}",
+        uuid="{uuid}", mem="{mem}", smp="{smp}", params="{params}")
 
 
 def _set_metadata(root, vm_id, params):

@@ -70,6 +70,7 @@ def host_stats(pool, registry, recovery, hv, jobs):
         "queue_size": pool_stats["queue_size"],
         "queued": pool_stats["queued"],
         "running": pool_stats["running"],
+        "admission_limit": pool_stats["admission_limit"],
         "staged": counts["staged"],
         "public": counts["public"],
         "external_domains": external,

@@ -101,6 +101,9 @@ class _Live:
                      pool["workers"])
         yield _gauge("vmjobs_queue_size", "Jobs that may wait at once.",
                      pool["queue_size"])
+        yield _gauge("vmjobs_admission_limit", "Startups that may run at "
+                     "once ([pool] adaptive moves it; else the workers).",
+                     pool["admission_limit"])
         vms = GaugeMetricFamily(
             "vmjobs_vms", "VMs by registry: staging (a job is starting "
             "them) or public.", labels=["registry"])

@@ -5,6 +5,7 @@ for an outside event on no thread), and a table of recent jobs.
 Knows nothing of VMs or libvirt; vmjobs builds on it.
 """
 
+from .adaptive import AdaptiveLimit
 from .job import Job, current_job
 from .lanes import Priority
 from .park import ABORT_REQUESTED, TIMER, WOKEN, Park
@@ -23,7 +24,7 @@ from .states import (
 from .table import JobStillActive, JobTable, UnknownJob
 
 __all__ = [
-    "ABORT", "ABORT_REQUESTED", "DRAIN", "ENDED", "EVENTS", "Event",
+    "ABORT", "ABORT_REQUESTED", "AdaptiveLimit", "DRAIN", "ENDED", "EVENTS", "Event",
     "IllegalTransition", "Job", "JobAborted", "JobEnded", "JobNotActive",
     "JobStatus", "JobStillActive", "JobTable", "Park", "Pool", "PoolClosed",
     "Priority", "QueueFull", "TIMER", "TRANSITIONS", "UnknownJob", "WOKEN",

@@ -20,8 +20,9 @@ lane being FIFO and bounded (the pool's queue_size; the resumed lane by
 the parked jobs), every queued job runs after a bounded number of takes
 whatever the load of higher classes. With the default of 8 and only HIGH
 work passing it, a waiting NORMAL job gets every ninth take (and every
-take while no HIGH job waits). A job that waits for admission is not
-eligible, so not bypassed, until the admission limit has room.
+take while no HIGH job waits). A job that waits for admission, or a
+NORMAL job held back for the pool's reserve (pool.py), is not eligible,
+so not bypassed, until it may run.
 
 Not thread-safe: the pool's lock guards it.
 """
@@ -56,6 +57,8 @@ def needs_admission(lane: int) -> bool:
 
 _ADMISSION_MASK = sum(1 << lane for lane in range(_LANES)
                       if needs_admission(lane))
+_NORMAL_MASK = sum(1 << lane for lane in range(1, _LANES)
+                   if (lane - 1) // 2 == Priority.NORMAL)
 
 
 class Lanes:
@@ -81,10 +84,16 @@ class Lanes:
     def waiting_for_admission(self) -> bool:
         return bool(self._busy & _ADMISSION_MASK)
 
-    def pop(self, admit: bool = True) -> Tuple[int, Optional[Any]]:
-        """The next job to run and its lane ((-1, None) if no job is
-        eligible); with `admit` False, jobs needing admission are not."""
+    def eligible(self, admit: bool = True, normal: bool = True) -> int:
+        """The lanes (a bit each) whose head may run now: with `admit`
+        False none needing admission, with `normal` False no NORMAL one."""
         busy = self._busy if admit else self._busy & ~_ADMISSION_MASK
+        return busy if normal else busy & ~_NORMAL_MASK
+
+    def pop(self, eligible: int = -1) -> Tuple[int, Optional[Any]]:
+        """The next job to run and its lane ((-1, None) if none); only
+        from the lanes in `eligible` (bits, as eligible() gives them)."""
+        busy = self._busy & eligible
         if not busy:
             return -1, None
         if busy & (busy - 1):          # two lanes or more: one may starve

@@ -17,26 +17,32 @@ running jobs that wait for an outside event on no thread. A parked job is
 requeued ahead of everything when woken, and the pool does not stop (even
 on shutdown) while one is parked: it must still reach its end.
 
+The reserve: while a job is parked, NORMAL jobs hold at most workers - 1
+threads. The one left is for the parked job's wake-up and for HIGH work,
+which then wait for no NORMAL job's whole run (an incoming migration's
+arrival waits for no creation to finish before it commits). A pool of one
+worker has none to spare.
+
 The admission limit (admission.py) bounds how many of the jobs that ask
-for it run at once; the others wait in the queue, holding no thread.
+for it run at once; the others wait in the queue, holding no thread. An
+admission controller (adaptive.py) may move it.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import queue
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+from .adaptive import AdaptiveLimit
 from .admission import Admission
 from .changes import Changes
-from .job import Job, JobEnded
-from .lanes import RESUMED, Lanes, lane_of
+from .job import Job
+from .lanes import RESUMED, Lanes, Priority, lane_of
 from .park import Park, Timer
-from .states import ENDED, JobStatus
-
-log = logging.getLogger("workers.pool")
+from .states import JobStatus
+from .turns import abort_quietly, check_at_least_one, run_turn, start_threads
 
 DRAIN = "drain"
 ABORT = "abort"
@@ -57,8 +63,10 @@ class PoolClosed(Exception):
 class Pool:
     def __init__(self, workers: int, queue_size: int, name: str = "pool",
                  starvation_limit: int = 8,
-                 admission_limit: Optional[int] = None) -> None:
-        _check_at_least_one(workers=workers, queue_size=queue_size)
+                 admission_limit: Optional[int] = None,
+                 admission_controller: Optional[AdaptiveLimit] = None
+                 ) -> None:
+        check_at_least_one(workers=workers, queue_size=queue_size)
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
@@ -78,9 +86,10 @@ class Pool:
         self._pending: Dict[str, Job] = {}   # queued, counted in queue_size
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
-        self._admission = Admission(workers, admission_limit)
+        self._admission = Admission(workers, admission_limit,
+                                    admission_controller)
         self._ended = dict.fromkeys(_ENDED_ORDER, 0)   # jobs ended, by status
-        self._threads = _start_threads(self._worker, name, workers)
+        self._threads = start_threads(self._worker, name, workers)
 
     def submit(self, job: Job, wait: bool = False) -> None:
         """Queue `job`; raise QueueFull at once if there is no room.
@@ -101,7 +110,11 @@ class Pool:
                 self._changes.wait()
             self._pending[job.id] = job
             self._lanes.push(job, lane)
-            self._queue.put(True)
+            if not (self._parked or job.admission) or \
+                    self._eligible() >> lane & 1:
+                # Else no worker could take it yet: a worker whose job
+                # ends looks for it (_worker), and a lifted limit rings.
+                self._queue.put(True)
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True) -> None:
         """Stop taking work. DRAIN runs what is queued; ABORT aborts it (and
@@ -119,7 +132,7 @@ class Pool:
                         *self._parked.values()] if mode == ABORT else []
             self._changes.notify()
         for job in to_abort:
-            _abort_quietly(job)
+            abort_quietly(job)
         if wait:
             for thread in self._threads:
                 thread.join()
@@ -169,17 +182,20 @@ class Pool:
         while True:
             try:
                 self._queue.get_nowait()
+                rung = True
             except queue.Empty:
-                # Nothing waiting: count the last job now (the pool may be
-                # idle, or done), then sleep until there is something.
-                if self._settle(finished):
-                    return
-                finished = None
-                self._queue.get()
-            # Under load, counting the job that ended and taking the next
-            # one share one critical section.
+                rung = False
+            # Counting the job that ended and taking the next share one
+            # critical section. Unrung, look all the same: a job held back
+            # (by the reserve or the admission limit) rang no bell, and the
+            # job that ended here may have let it run.
             job, abort = self._take(finished)
-            finished = None if job is None else _run(job, abort, self.name)
+            if job is None and not rung:
+                if self._may_stop():
+                    return
+                self._queue.get()        # sleep until something is rung
+                job, abort = self._take(None)
+            finished = None if job is None else run_turn(job, abort, self.name)
 
     def _take(self, finished: Optional[Tuple[Job, JobStatus]]
               ) -> Tuple[Optional[Job], bool]:
@@ -189,13 +205,15 @@ class Pool:
             if finished is not None:
                 self._count_ended(*finished)
             while True:
-                lane, job = self._lanes.pop(self._admission.has_room())
+                lane, job = self._lanes.pop(self._eligible())
                 if job is None:
                     if finished is not None:
                         self._changes.notify()
                     return None, False
                 if lane == RESUMED:
                     del self._parked[job.id]
+                    if not self._parked:
+                        self._queue.put(True)   # the reserve is lifted
                 elif self._pending.pop(job.id, None) is None:
                     continue     # aborted while queued: it never runs
                 else:
@@ -206,28 +224,33 @@ class Pool:
                 # after an ABORT shutdown is aborted instead.
                 return job, self._abort_queued and lane != RESUMED
 
-    def _settle(self, finished: Optional[Tuple[Job, JobStatus]]) -> bool:
-        """Count the job this worker ended (if any); True if the worker may
-        stop: shut down, and nothing queued or parked. Passes the news on
-        to the next worker."""
+    def _may_stop(self) -> bool:
+        """True if the worker may stop: shut down, and nothing queued or
+        parked. Passes the news on to the next worker."""
         with self._lock:
-            if finished is not None:
-                self._count_ended(*finished)
-                self._changes.notify()
             if not self._closed or self._pending or self._parked:
                 return False
             self._queue.put(None)
             return True
 
+    def _eligible(self) -> int:
+        # Caller holds _lock. The lanes whose head may start now: within
+        # the admission limit, and the reserve (the module's docstring).
+        normal = not self._parked or self.workers == 1 or sum(
+            1 for job in self._running.values()
+            if job.priority is Priority.NORMAL) < self.workers - 1
+        return self._lanes.eligible(self._admission.has_room(), normal)
+
     def _count_ended(self, job: Job, status: JobStatus) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
-        # worker took, by that worker (in _take or _settle), a job aborted
+        # worker took, by that worker (in _take), a job aborted
         # while queued by _job_aborted_queued.
         self._ended[status] += 1
-        if self._running.pop(job.id, None) is not None and \
-                self._admission.ended(job) and \
-                self._lanes.waiting_for_admission():
-            self._queue.put(True)
+        if self._running.pop(job.id, None) is not None:
+            waiting = self._lanes.waiting_for_admission()
+            freed = self._admission.ended(job, status, waiting)
+            for _ in range(freed if waiting else 0):
+                self._queue.put(True)   # jobs that waited for room may go
 
     def _job_parked(self, job: Job, request: Park) -> None:
         # Called by the job, under its lock, in the worker that ran it.
@@ -253,43 +276,3 @@ class Pool:
             if self._pending.pop(job.id, None) is not None:
                 self._count_ended(job, JobStatus.ABORTED)
                 self._changes.notify()
-
-
-def _check_at_least_one(**sizes: int) -> None:
-    for name, size in sizes.items():
-        if size < 1:
-            raise ValueError(f"{name} must be >= 1, got {size}")
-
-
-def _start_threads(target: Callable[[], None], name: str, count: int
-                   ) -> List[threading.Thread]:
-    """`count` daemon threads running `target`, named name-0, name-1..."""
-    threads = [threading.Thread(target=target, name=f"{name}-{i}",
-                                daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    return threads
-
-
-def _run(job: Job, abort: bool, pool_name: str
-         ) -> Optional[Tuple[Job, JobStatus]]:
-    """Run the job's next turn (or abort it) in the calling worker; return
-    (job, status) if it ended, None if it parked."""
-    status: Optional[JobStatus]
-    try:
-        if abort:
-            _abort_quietly(job)
-            status = job.status
-        else:
-            status = job.execute()
-    except BaseException:   # execute() never raises; if it did,
-        log.exception("pool %s: job %s", pool_name, job.id)
-        status = job.status   # the worker lives on
-    return (job, status) if status in ENDED else None
-
-
-def _abort_quietly(job: Job) -> None:
-    try:
-        job.abort()
-    except JobEnded:
-        pass  # it ended on its own meanwhile

@@ -57,9 +57,9 @@ def round_raw(n, workers):
                     conn.lookupByUUIDString(vm_id)
                 except libvirt.libvirtError:
                     pass
-                conn.defineXML(xml)
-                conn.lookupByUUIDString(vm_id).create()
-                conn.lookupByUUIDString(vm_id).state()
+                dom = conn.defineXML(xml)
+                dom.create()
+                dom.state()
 
         threads = [threading.Thread(target=run, args=(work[i::workers],))
                    for i in range(workers)]

@@ -1,13 +1,18 @@
 """Benchmark 3, a real storm: tiny VMs (TCG, 32 MiB, no disk) on a private
 libvirtd with QEMU, started by vmjobs with pools of 1, 2, 4 and 8 workers,
-by plain libvirt threads (1, 4, 8, one per VM), and by VDSM's model (a
-thread per VM behind a semaphore of 4).
+by as many plain libvirt threads, by a thread per VM, and by VDSM's model
+(a thread per VM behind a semaphore of 4).
 
     python tests/benchmarks/real_storm.py [--vms 100] [--dir DIR]
 
-Every configuration makes the same calls (define, start) on the same
-daemon, one after the other, in an order that alternates; each storm
-starts from an empty host and is destroyed before the next. Figures:
+Every configuration defines and starts the same guests on the same
+daemon (vmjobs' flow also looks the UUID up before and checks the state
+after: it must not redefine a domain it did not make, nor report Up one
+that died), one after the other, each pool size next to as many plain
+threads, which of the two goes first alternating, after an untimed
+warm-up storm; each storm starts from an empty host and is destroyed
+before the next. The ratio of a pool to as many plain threads is the
+pool's own cost. Figures:
 total time, time-to-Up p50/p95/p99 (from the storm's start), for vmjobs
 the VM.create latency p99 during the storm, and the CPU the daemon and
 its QEMU processes used per VM, which bounds what any configuration can
@@ -31,6 +36,8 @@ from vmjobs.params import parse_create
 from vmjobs.tools.sandbox import Sandbox
 
 MEM_MIB = 32
+SIZES = (1, 2, 4, 8)   # pool sizes, each against as many plain threads
+WARM_UP = 8
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -140,14 +147,14 @@ def main():
     args = parser.parse_args()
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
     n = args.vms
-    configs = [
-        ("vmjobs, 1 worker", lambda s: storm_vmjobs(s, n, 1)),
-        ("plain threads, 1", lambda s: storm_raw(s, n, 1)),
-        ("vmjobs, 2 workers", lambda s: storm_vmjobs(s, n, 2)),
-        ("plain threads, 4", lambda s: storm_raw(s, n, 4)),
-        ("vmjobs, 4 workers", lambda s: storm_vmjobs(s, n, 4)),
-        ("plain threads, 8", lambda s: storm_raw(s, n, 8)),
-        ("vmjobs, 8 workers", lambda s: storm_vmjobs(s, n, 8)),
+    configs = []
+    for i, size in enumerate(SIZES):
+        pair = [(f"vmjobs, {size} worker{'s' if size > 1 else ''}",
+                 lambda s, k=size: storm_vmjobs(s, n, k)),
+                (f"plain threads, {size}",
+                 lambda s, k=size: storm_raw(s, n, k))]
+        configs += pair if i % 2 == 0 else pair[::-1]
+    configs += [
         ("plain threads, one per VM", lambda s: storm_raw(s, n, n)),
         ("VDSM model (thread per VM, semaphore 4)",
          lambda s: storm_raw(s, n, n, threading.Semaphore(4))),
@@ -156,6 +163,10 @@ def main():
     sandbox = Sandbox(directory).start()
     rows, data = [], {"args": vars(args), "configs": {}}
     try:
+        # Untimed: the first guests on a fresh daemon load QEMU and its
+        # firmware from disk; whichever configuration came first paid it.
+        storm_raw(sandbox, WARM_UP, WARM_UP)
+        destroy_all(sandbox)
         for name, storm in configs:
             cpu_before = cpu_seconds(daemon_pids(sandbox))
             total, ups, latencies = storm(sandbox)
@@ -188,7 +199,14 @@ def main():
                       if name.startswith("vmjobs"))
     vdsm = data["configs"]["VDSM model (thread per VM, semaphore 4)"][
         "total_s"]
+    same_size = {}
+    for size in SIZES:
+        ours = [c for name, c in data["configs"].items()
+                if name.startswith(f"vmjobs, {size} worker")][0]
+        theirs = data["configs"][f"plain threads, {size}"]
+        same_size[size] = ours["total_s"] / theirs["total_s"]
     data.update(cores=cores, physical_limit_s=limit,
+                vmjobs_to_plain_same_size=same_size,
                 best_vmjobs_to_best_raw=best_vmjobs / best_raw,
                 best_vmjobs_to_vdsm=best_vmjobs / vdsm)
     table(f"real storm: {n} VMs (TCG, {MEM_MIB} MiB, no disk), private "
@@ -199,6 +217,9 @@ def main():
           f"cores = {limit:.1f} s")
     print(f"best vmjobs / best plain threads: {best_vmjobs / best_raw:.2f}; "
           f"best vmjobs / VDSM model: {best_vmjobs / vdsm:.2f}")
+    print("vmjobs / plain threads at the same size (the pool's own "
+          "cost): " + ", ".join(f"{size}: {r:.2f}"
+                                for size, r in same_size.items()))
     write_json("real_storm", data)
 
 

@@ -43,23 +43,34 @@ def start_event_loop():
 
 class Events:
     def __init__(self, connections):
-        """Listen to the lifecycle events of every domain on
-        `connections`' host, from now until close()."""
+        """Hand the lifecycle events of every domain on `connections`' host
+        to subscribers, from the first subscribe() until close().
+
+        Nothing listens before that: a storm of creations has no
+        subscriber, and each event would cost the daemon a message, and
+        this process a wake-up of the event thread, a domain object and a
+        turn of the GIL taken from the workers (three events per VM
+        started; docs/benchmarks.md, the pool's own cost)."""
         self._connections = connections
         # Guards _subscribers; callbacks are called after it is released.
         self._subscribers_lock = threading.Lock()
         self._subscribers = {}   # uuid -> {token: callback}
-        self._conn_lock = threading.Lock()   # guards _conn and _id
+        # Guards _conn and _id (set by the first subscribe(), then only
+        # replaced by another connection).
+        self._conn_lock = threading.Lock()
         self._conn = None
         self._id = None
-        with self._conn_lock:
-            self._listen(connections.shared or connections.open())
         connections.on_reconnect = self.reconnect_if_lost
 
     def subscribe(self, uuid, callback):
         """Call `callback(event, detail)` on every lifecycle event of domain
-        `uuid`, from libvirt's event thread (so it must not block). Returns
-        a token for unsubscribe()."""
+        `uuid` from now on, from libvirt's event thread (so it must not
+        block). Returns a token for unsubscribe()."""
+        if self._conn is None:
+            with self._conn_lock:
+                if self._conn is None:
+                    self._listen(self._connections.shared or
+                                 self._connections.open())
         token = object()
         with self._subscribers_lock:
             self._subscribers.setdefault(uuid, {})[token] = callback
@@ -76,7 +87,7 @@ class Events:
         """Listen on a new connection if ours broke (the daemon stopped or
         restarted)."""
         with self._conn_lock:
-            if not alive(self._conn):
+            if self._conn is not None and not alive(self._conn):
                 log.warning("events connection lost: opening a new one")
                 self._listen(self._connections.open())
 

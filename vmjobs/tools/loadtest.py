@@ -69,7 +69,7 @@ def split(vms, mix):
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         mix=None, rate=None, keep=False, server=None, tls=(None,) * 3,
         json_path=None, plot_path=None, out=sys.stdout, poll_interval=0.1,
-        seed=0, domain_type=None, state_root=None):
+        seed=0, domain_type=None, state_root=None, adaptive=False):
     """Run the load test, print its summary, and return it. State files
     (for restores) go to a directory of their own in `state_root`: with a
     server, one of its storage.state_dirs (default: the default one)."""
@@ -88,7 +88,8 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
             target = InProcess(Config(uri=uri, workers=workers,
                                       queue_size=queue_size,
                                       domain_type=domain_type,
-                                      state_dirs=[state_dir]))
+                                      state_dirs=[state_dir],
+                                      adaptive=adaptive))
         else:
             target = Remote(server, uri, *tls)
     except BaseException:
@@ -104,6 +105,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
             storm.prepare(counts)
             records, total, retried = storm.run(out, poll_interval, rate)
             summary = report.summarize(records, total, retried)
+            summary["admission_limits"] = storm.limits
             report.print_summary(summary, out)
             if json_path:
                 report.save(json_path, records, summary, {
@@ -111,7 +113,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
                     "rate": rate})
                 print(f"timings of every VM: {json_path}", file=out)
             if plot_path:
-                report.plot(records, plot_path)
+                report.plot(records, plot_path, storm.limits)
                 print(f"plot: {plot_path}", file=out)
         finally:
             # Whatever happened (a failure, ^C): nothing made is left
@@ -141,6 +143,7 @@ class Storm:
         # (mode, vm_id, None) of VMs the preparation created, in case it
         # fails before they are hibernated.
         self._made = []
+        self.limits = []     # (time, admission limit) while the storm ran
 
     def prepare(self, counts):
         """Make the requests; hibernate VMs for the restores to restore."""
@@ -189,7 +192,8 @@ class Storm:
                                "job_id": job_id, "verb_latency": latency}
             if mode == "migration":
                 source.migrate(what[1])
-        infos = self._wait(list(records), progress, poll_interval)
+        infos = self._wait(list(records), progress, poll_interval,
+                           self.limits)
         total = time.monotonic() - started
         if source is not None:
             source.stop()
@@ -215,8 +219,14 @@ class Storm:
         return self.target.call("VM.migrationCreate", [
             vm_id, {**params, "xml": domain_xml}])["params"]["jobId"]
 
-    def _wait(self, job_ids, progress, poll_interval):
+    def _wait(self, job_ids, progress, poll_interval, limits=None):
+        """Poll the jobs until all ended; every second, also the admission
+        limit into `limits`."""
+        limit_due = 0.0
         while True:
+            if limits is not None and time.monotonic() >= limit_due:
+                limit_due = time.monotonic() + 1.0
+                self._record_limit(limits)
             infos = self.target.call("Host.getJobs", {"job_ids": job_ids})
             ended = [i for i in infos.values() if i["status"] in ENDED]
             if progress is not None:
@@ -231,6 +241,13 @@ class Storm:
             if len(ended) == len(job_ids):
                 return infos
             time.sleep(poll_interval)
+
+    def _record_limit(self, limits):
+        # Host.getStats lists libvirt's domains at each call: once a
+        # second, not at every poll.
+        limit = self.target.call("Host.getStats").get("admission_limit")
+        if limit is not None and (not limits or limits[-1][1] != limit):
+            limits.append((time.time(), limit))
 
     def _params(self, vm_id):
         return {"vmId": vm_id, "vmName": f"loadtest-{vm_id}",

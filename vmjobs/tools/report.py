@@ -140,8 +140,9 @@ def timeline(records):
     return points
 
 
-def plot(records, path):
-    """The storm: VMs staged, running and Up over time, and the time-to-Up
+def plot(records, path, limits=None):
+    """The storm: VMs staged, running and Up over time (and `limits`, the
+    admission limit as [(time, limit)], if given), and the time-to-Up
     distribution, as a PNG."""
     try:
         import matplotlib
@@ -162,7 +163,17 @@ def plot(records, path):
     storm.set_xlabel("seconds since the first request")
     storm.set_ylabel("VMs")
     storm.set_title(f"storm of {len(records)} VMs")
-    storm.legend()
+    storm.legend(loc="upper left")
+    if limits and records:
+        origin = min(r["enqueued"] for r in records)
+        limit_axis = storm.twinx()
+        limit_axis.step([t - origin for t, _ in limits],
+                        [limit for _, limit in limits], where="post",
+                        color="black", linestyle=":",
+                        label="admission limit")
+        limit_axis.set_ylabel("admission limit")
+        limit_axis.set_ylim(0, max(limit for _, limit in limits) + 1)
+        limit_axis.legend(loc="lower right")
     ups = [1000 * (r["ended"] - r["enqueued"]) for r in records
            if r["status"] == JobStatus.DONE]
     spread.hist(ups, bins=50)
