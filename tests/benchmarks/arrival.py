@@ -111,12 +111,16 @@ def arrival_round(args, priority):
         return waits, storm - started
 
 
-def storm_round(args, with_migrations):
-    """The storm's creations' total time (s), with or without `incoming`
-    migrations parked from before it; and the process CPU of the run."""
+def storm_round(args, case):
+    """The storm's creations' total time (s) in `case`: "alone", "events"
+    (alone, with the lifecycle events a migration's subscription turns on:
+    a subscriber to a domain that never comes) or "with" (`incoming`
+    migrations parked from before it); and the process CPU of the run."""
     with new_api(args, args.creations + args.incoming) as api:
         migrations = []
-        if with_migrations:
+        if case == "events":
+            api.hv.subscribe(str(uuid.uuid4()), lambda *event: None)
+        if case == "with":
             migrations = incoming(api, args.incoming)
             wait_parked(api, [j for _, j in migrations])
         cpu = time.process_time()
@@ -201,11 +205,12 @@ def main():
     print(f"p99 HIGH: {high:.1f} ms (goal < 200 ms); NORMAL / HIGH: "
           f"{normal / high:.0f}x")
 
-    totals = {"alone": [], "with": []}
-    cpus = {"alone": [], "with": [], "migrations": []}
+    totals = {"alone": [], "events": [], "with": []}
+    cpus = {"alone": [], "events": [], "with": [], "migrations": []}
     for r in range(args.rounds):
-        for case in (("alone", "with") if r % 2 == 0 else ("with", "alone")):
-            total, cpu = storm_round(args, case == "with")
+        cases = list(totals)
+        for case in (cases if r % 2 == 0 else cases[::-1]):
+            total, cpu = storm_round(args, case)
             totals[case].append(total)
             cpus[case].append(cpu)
         cpus["migrations"].append(migrations_alone(args))
@@ -224,6 +229,8 @@ def main():
            "process CPU s"],
           [("storm alone", alone, median["alone"], span(totals["alone"]),
             span(cpus["alone"])),
+           ("storm alone, events on", min(totals["events"]),
+            median["events"], span(totals["events"]), span(cpus["events"])),
            (f"storm + {args.incoming} migrations", with_, median["with"],
             span(totals["with"]), span(cpus["with"])),
            (f"{args.incoming} migrations alone", "-", "-", "-",
@@ -232,6 +239,10 @@ def main():
           f"{median['with'] / median['alone']:.2f} median; growth (best) "
           f"{ms(with_ - alone):.0f} ms against the migrations' own CPU "
           f"{ms(mig_cpu):.0f} ms")
+    events = min(totals["events"])
+    print(f"against the storm with events on: {with_ / events:.2f} best, "
+          f"{median['with'] / median['events']:.2f} median; growth (best) "
+          f"{ms(with_ - events):.0f} ms")
     write_json("arrival", data)
 
 
