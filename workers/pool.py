@@ -243,8 +243,8 @@ class Pool:
 
     def _count_ended(self, job: Job, status: JobStatus) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
-        # worker took, by that worker (in _take), a job aborted
-        # while queued by _job_aborted_queued.
+        # worker took, by that worker (in _take); a job aborted while
+        # queued, by _job_aborted_queued.
         self._ended[status] += 1
         if self._running.pop(job.id, None) is not None:
             waiting = self._lanes.waiting_for_admission()
