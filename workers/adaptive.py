@@ -67,12 +67,17 @@ is not used either: it cannot tell our own starts from a neighbour's
 work, and the time per start already shows both.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Dict, Hashable, Optional, Tuple
 
 
 class AdaptiveLimit:
-    def __init__(self, high, low=1, initial=None, grow_below=2.0,
-                 shrink_above=3.0, min_samples=3, probe_interval=120.0):
+    def __init__(self, high: int, low: int = 1,
+                 initial: Optional[int] = None, grow_below: float = 2.0,
+                 shrink_above: float = 3.0, min_samples: int = 3,
+                 probe_interval: float = 120.0) -> None:
         if not 1 <= low <= high:
             raise ValueError(f"need 1 <= low <= high, got {low}, {high}")
         if not 1 <= grow_below < shrink_above:
@@ -85,12 +90,17 @@ class AdaptiveLimit:
         self.limit = low if initial is None else max(low, min(high, initial))
         self.slowdown = 1.0       # the last round's S, for observers
         self.rate = 0.0           # the last round's completions per second
-        self._base = {}           # kind -> uncontended seconds
-        self._base_at = None      # when the bases were last probed
-        self._probing_from = None  # the limit to go back to after a probe
+        self._base: Dict[Hashable, float] = {}   # kind -> uncontended s
+        self._base_at: Optional[float] = None    # when last probed
+        # The limit to go back to after a probe.
+        self._probing_from: Optional[int] = None
+        self._round_start: Optional[float] = None
+        self._sums: Dict[Hashable, Tuple[float, int]] = {}
+        self._binding: bool   # the limit was reached this round
         self._new_round(None)
 
-    def sample(self, now, seconds, inflight, waiting=0, kind=None):
+    def sample(self, now: float, seconds: float, inflight: int,
+               waiting: int = 0, kind: Hashable = None) -> int:
         """A job held admission for `seconds`, leaving at `now`, while
         `inflight` jobs (itself included) held it and `waiting` waited.
         Returns the limit."""
@@ -105,22 +115,22 @@ class AdaptiveLimit:
         self._inflight += inflight
         self._binding = self._binding or waiting > 0 or inflight >= self.limit
         if self._count >= max(self.min_samples, self.limit):
-            self._end_round(now)
+            self._end_round(now, self._round_start)
         return self.limit
 
     # -- internals --------------------------------------------------------
 
-    def _new_round(self, now):
+    def _new_round(self, now: Optional[float]) -> None:
         self._round_start = now
         self._sums = {}           # kind -> (seconds, samples) this round
         self._count = 0
         self._inflight = 0
         self._binding = False
 
-    def _end_round(self, now):
+    def _end_round(self, now: float, start: float) -> None:
         means = {kind: total / count
                  for kind, (total, count) in self._sums.items()}
-        self.rate = self._count / max(now - self._round_start, 1e-9)
+        self.rate = self._count / max(now - start, 1e-9)
         alone = self._inflight <= self._count   # never two at once
         if self._probing_from is not None or alone:
             # Times taken with no other job of ours running are the
@@ -147,6 +157,7 @@ class AdaptiveLimit:
         elif self.slowdown < self.grow_below and self._binding:
             wanted = math.ceil(inflight * self.grow_below / self.slowdown)
             self.limit = min(self.high, max(self.limit + 1, wanted))
+        assert self._base_at is not None   # set with the first round
         if now - self._base_at >= self.probe_interval and \
                 self.limit > self.low:
             self._probing_from = self.limit
