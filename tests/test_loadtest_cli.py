@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vmjobs.tools import loadtest, report
+from vmjobs.tools import loadtest, mix, report
 
 
 def test_loadtest_command(tmp_path):
@@ -48,7 +48,7 @@ def test_percentile(values, pct, expected):
 def test_loadtest_mixes_the_startup_modes():
     out = io.StringIO()
     figures = loadtest.run(vms=100, workers=4,
-                           mix=loadtest.parse_mix(
+                           mix=mix.parse_mix(
                                "create=50,restore=30,migration=20"),
                            out=out)
     assert figures["up"] == 100 and figures["failed"] == 0
@@ -64,14 +64,14 @@ def test_loadtest_mixes_the_startup_modes():
     ("create=0", "no weight"), ("create=-1", ">= 0")])
 def test_bad_mix_is_refused(text, error):
     with pytest.raises(ValueError, match=error):
-        loadtest.parse_mix(text)
+        mix.parse_mix(text)
 
 
 def test_split_gives_every_vm_a_mode():
-    assert loadtest.split(10, {"create": 70, "restore": 20,
+    assert mix.split(10, {"create": 70, "restore": 20,
                                "migration": 10}) == {
         "create": 7, "restore": 2, "migration": 1}
-    assert sum(loadtest.split(7, {"create": 1, "restore": 1}).values()) == 7
+    assert sum(mix.split(7, {"create": 1, "restore": 1}).values()) == 7
 
 
 def test_json_report_and_plot(tmp_path):
@@ -134,13 +134,13 @@ def test_loadtest_against_a_server(tmp_path):
     try:
         out = io.StringIO()
         summary = loadtest.run(vms=80, server=server.address, out=out,
-                               mix=loadtest.parse_mix("create=3,restore=1"),
+                               mix=mix.parse_mix("create=3,restore=1"),
                                state_root=str(tmp_path))
         assert summary["up"] == 80 and summary["failed"] == 0
         assert "3 workers, queue 1000, served at" in out.getvalue()
         with pytest.raises(ValueError, match="--uri"):
             loadtest.run(vms=5, server=server.address, out=out,
-                         mix=loadtest.parse_mix("migration=1"))
+                         mix=mix.parse_mix("migration=1"))
     finally:
         status, stopped, err = server.stop()
     assert status == 0, err

@@ -12,6 +12,7 @@ from .cli_errors import CliError
 from .tools import loadtest as loadtest_module
 from .tools import loadtest_hosts
 from .tools import report as report_module
+from .tools.mix import parse_mix
 
 
 def add_flags(lt):
@@ -187,6 +188,6 @@ def _positive(text):
 
 def _mix(text):
     try:
-        return loadtest_module.parse_mix(text)
+        return parse_mix(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

@@ -30,40 +30,9 @@ from .. import domxml
 from ..config import Config
 from ..params import parse_create
 from . import report
+from .mix import split
+from .retry import no_retries, retrying
 from .targets import InProcess, Remote, SimulatedSource
-
-# `migrate` (VM.migrate between hosts) needs two servers: loadtest_hosts.
-MODES = ("create", "restore", "migration", "migrate")
-RETRIED = {1100: "ResourceExhausted", 82: "migrateLimit"}
-
-
-def parse_mix(text):
-    """'create=70,restore=20,migration=10' -> {mode: weight}."""
-    mix = {}
-    for part in text.split(","):
-        mode, _, weight = part.partition("=")
-        mode = mode.strip()
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r} (modes: "
-                             f"{', '.join(MODES)})")
-        try:
-            mix[mode] = int(weight)
-        except ValueError:
-            raise ValueError(f"weight of {mode} must be an integer") from None
-        if mix[mode] < 0:
-            raise ValueError(f"weight of {mode} must be >= 0")
-    if not sum(mix.values()):
-        raise ValueError("the mix has no weight")
-    return mix
-
-
-def split(vms, mix):
-    """How many of `vms` each mode gets; rounding goes to the first mode."""
-    total = sum(mix.values())
-    counts = {mode: vms * weight // total for mode, weight in mix.items()}
-    first = next(iter(mix))
-    counts[first] += vms - sum(counts.values())
-    return counts
 
 
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
@@ -179,14 +148,14 @@ class Storm:
         taken); wait for every job. Returns (records, seconds, retried)."""
         progress = report.Progress(out, len(self.requests))
         records = {}
-        retried = {name: 0 for name in RETRIED.values()}
+        retried = no_retries()
         source = SimulatedSource(self.target.hv) \
             if any(r[0] == "migration" for r in self.requests) else None
         started = time.monotonic()
         for i, (mode, vm_id, what) in enumerate(self.requests):
             if rate:
                 _sleep_until(started + i / rate)
-            job_id, latency = _retrying(
+            job_id, latency = retrying(
                 functools.partial(self._request, mode, vm_id, what), retried)
             records[job_id] = {"vm_id": vm_id, "mode": mode,
                                "job_id": job_id, "verb_latency": latency}
@@ -257,11 +226,11 @@ class Storm:
         """n VMs created and hibernated through the verbs (not timed)."""
         if not n:
             return []
-        retried = {name: 0 for name in RETRIED.values()}
+        retried = no_retries()
         made = []
         for _ in range(n):
             vm_id = str(uuid.uuid4())
-            job_id, _ = _retrying(functools.partial(
+            job_id, _ = retrying(functools.partial(
                 self._job_id, "VM.create", [vm_id, self._params(vm_id)]),
                 retried)
             made.append(vm_id)
@@ -271,7 +240,7 @@ class Storm:
         result = []
         for vm_id in made:
             path = f"{self.state_dir}/{vm_id}.state"
-            job_id, _ = _retrying(functools.partial(
+            job_id, _ = retrying(functools.partial(
                 self._job_id, "VM.hibernate", [vm_id, path]), retried)
             self._prepared.append(job_id)
             result.append((vm_id, path))
@@ -284,25 +253,6 @@ class Storm:
         if failed:
             raise RuntimeError(f"preparing the storm failed: {failed[0]}")
         self._prepared = []
-
-
-def _retrying(request, retried):
-    """(result, latency of the call that was taken), retrying the refusals
-    an engine is expected to retry."""
-    backoff = 0.001
-    while True:
-        t0 = time.perf_counter()
-        try:
-            result = request()
-        except Exception as exc:
-            name = RETRIED.get(getattr(exc, "code", None))
-            if name is None:
-                raise
-            retried[name] += 1
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 0.1)
-            continue
-        return result, time.perf_counter() - t0
 
 
 def _sleep_until(deadline):

@@ -23,7 +23,8 @@ import uuid
 from workers import ENDED
 
 from . import report
-from .loadtest import RETRIED, _retrying, split
+from .mix import split
+from .retry import no_retries, retrying
 from .targets import Remote
 
 MODES = ("create", "migrate")
@@ -74,7 +75,7 @@ class _HostsStorm:
         self.dst_uris = dst_uris
         self.migration_uri = migration_uri
         self.mem_mib = mem_mib
-        self.retried = {name: 0 for name in RETRIED.values()}
+        self.retried = no_retries()
 
     def run(self, moves, out, poll_interval):
         """Create a VM per entry of `moves` (round robin over the hosts);
@@ -85,7 +86,7 @@ class _HostsStorm:
             vm_id, home = str(uuid.uuid4()), i % len(self.hosts)
             params = {"vmId": vm_id, "vmName": f"loadtest-{vm_id}",
                       "memSize": self.mem_mib}
-            job_id, _ = _retrying(functools.partial(
+            job_id, _ = retrying(functools.partial(
                 _job_id, self.hosts[home], "VM.create", [vm_id, params]),
                 self.retried)
             record = {"vm_id": vm_id, "home": home, "move": move,
@@ -130,7 +131,7 @@ class _HostsStorm:
         params = {"dst": self.servers[to], "dstUri": self.dst_uris[to]}
         if self.migration_uri:
             params["migrationUri"] = self.migration_uri
-        job_id, _ = _retrying(lambda: self.hosts[index].call(
+        job_id, _ = retrying(lambda: self.hosts[index].call(
             "VM.migrate", [record["vm_id"], params])["jobId"], self.retried)
         watched[index][job_id] = (record, "migrate")
 
