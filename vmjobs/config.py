@@ -13,7 +13,7 @@ import dataclasses
 import glob
 import os
 
-from .settings import ConfigError, Setting, read_ini
+from .settings import ConfigError, Setting, parse_listen, read_ini
 
 __all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text",
            "load_default", "dump", "parse_listen", "DEFAULT_PATH"]
@@ -210,21 +210,6 @@ SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 _BY_SECTION: dict[str, dict[str, Setting]] = {}
 for _s in SETTINGS:
     _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
-
-
-def parse_listen(text):
-    """'HOST:PORT' -> ('tcp', (host, port)); 'unix:/path' -> ('unix', path)."""
-    if text.startswith("unix:"):
-        path = text[len("unix:"):]
-        if not os.path.isabs(path):
-            raise ConfigError(f"listen {text!r}: the socket path must be "
-                             "absolute")
-        return "unix", path
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"listen {text!r}: expected HOST:PORT or "
-                         "unix:/path")
-    return "tcp", (host.strip("[]") or "127.0.0.1", int(port))
 
 
 def load(path, config=None):

@@ -1,7 +1,8 @@
 """One configuration key: its section, type, bounds and a one-line
 comment; it parses a file's text into a value and checks a value from any
 source, with errors that say where the value came from and what is
-allowed."""
+allowed. Also the syntax of the one key whose value is an address
+(`listen`), which the client and the listener read too."""
 
 import dataclasses
 import math
@@ -110,6 +111,21 @@ class Setting:
                 raise self.error(where, value, "too large")
         if self.choices and value not in self.choices:
             raise self.error(where, repr(value), "not an allowed value")
+
+
+def parse_listen(text):
+    """'HOST:PORT' -> ('tcp', (host, port)); 'unix:/path' -> ('unix', path)."""
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not os.path.isabs(path):
+            raise ConfigError(f"listen {text!r}: the socket path must be "
+                             "absolute")
+        return "unix", path
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen {text!r}: expected HOST:PORT or "
+                         "unix:/path")
+    return "tcp", (host.strip("[]") or "127.0.0.1", int(port))
 
 
 def _num(value):
