@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from serve import ROOT, ServeProcess, wait_job_ended
+from serve import ROOT, TEST_URI, ServeProcess, wait_job_ended
 from vmjobs import cli
 from vmjobs.tools import loadtest
 
@@ -69,8 +69,8 @@ def test_port_in_use_names_the_address(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         address = "127.0.0.1:%d" % busy.getsockname()[1]
-        result = vmjobs("serve", "--config", os.devnull, "--listen", address,
-                        "--insecure", "--lock-file", str(tmp_path / "lock"),
+        result = vmjobs("serve", "--config", os.devnull, "--uri", TEST_URI,
+                        "--listen", address, "--insecure", "--lock-file", str(tmp_path / "lock"),
                         "--state-dir", str(tmp_path),
                         "--image-dir", str(tmp_path),
                         "--log-file", str(tmp_path / "log"))

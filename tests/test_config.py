@@ -92,7 +92,7 @@ def test_readme_example_loads_verbatim(tmp_path):
     path.write_text(readme_ini())
     loaded = config.load(str(path))
     assert loaded.workers == 4
-    assert loaded.uri is None and loaded.tls_cert is None
+    assert loaded.uri == config.DEFAULT_URI and loaded.tls_cert is None
     assert loaded.max_incoming == 2
     assert loaded.origin("workers") == f"{path}:2"
 

@@ -121,8 +121,10 @@ def _service_flags(parser):
     parser.add_argument("--config", help="INI file, read instead of "
                         f"{configuration.DEFAULT_PATH} and its .d directory "
                         "(see `vmjobs config --show` for every key)")
-    parser.add_argument("--uri", help="libvirt URI (default: a private "
-                        "instance of libvirt's test driver)")
+    parser.add_argument("--uri", help="libvirt URI (default "
+                        f"{configuration.DEFAULT_URI}, the host's "
+                        "hypervisor; test:///default for libvirt's test "
+                        "driver, whose VMs are not real)")
     parser.add_argument("--listen", help="unix:/path (default "
                         "unix:/run/vmjobs/vmjobs.sock) or HOST:PORT (mutual "
                         "TLS, or --insecure on loopback)")
@@ -138,7 +140,9 @@ def _service_flags(parser):
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "
-                        "most; more are refused (1100)")
+                        f"most (default {configuration.Config.queue_size}); "
+                        "more are refused at once with error 1100, "
+                        "ResourceExhausted")
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
                         help="move the startups' admission limit by what it "
                         "measures ([pool] adaptive)")

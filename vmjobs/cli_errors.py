@@ -54,7 +54,8 @@ def explain(exc, args):
             return (f"cannot connect to libvirt at {uri}: {exc.message} "
                     f"(libvirt error {exc.code}); is libvirtd running "
                     "(systemctl status libvirtd) and may this user use it "
-                    "(root)? Or give another --uri")
+                    "(root)? Or give another --uri (test:///default: libvirt's "
+                    "test driver, whose VMs are not real)")
         return f"libvirt at {uri}: {exc}"
     server = getattr(args, "server", None)
     if args.command == "serve" and isinstance(exc, OSError) and \

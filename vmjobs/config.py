@@ -16,9 +16,12 @@ import os
 from .settings import ConfigError, Setting, parse_listen, read_ini
 
 __all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text",
-           "load_default", "dump", "parse_listen", "DEFAULT_PATH"]
+           "load_default", "dump", "parse_listen", "DEFAULT_PATH",
+           "DEFAULT_URI"]
 
 DEFAULT_PATH = "/etc/vmjobs/vmjobs.conf"
+# The host's hypervisor, as libvirtd's and VDSM's own tools default to.
+DEFAULT_URI = "qemu:///system"
 DEFAULT = "default"
 
 
@@ -28,8 +31,12 @@ def default_workers():
 
 @dataclasses.dataclass
 class Config:
-    # libvirt URI; None: a private instance of libvirt's test driver.
-    uri: str | None = None
+    # libvirt URI: the host's hypervisor unless asked otherwise; libvirt's
+    # test driver (test:///default) serves only when named, and the service
+    # then says so. None, from Python only (the load test's in-process
+    # service and the tests), is a private instance of the test driver; no
+    # file or flag can give it.
+    uri: str | None = DEFAULT_URI
     # The guests' domain type: kvm, qemu (TCG) or test; empty: the fastest
     # the connection offers (kvm where available). Nested in a VM, as on
     # the machines measured here, an idle KVM guest costs about 8% of a
@@ -142,11 +149,11 @@ SETTINGS = [
     Setting("pool", "workers", "workers", int, 1, 1024,
             comment="jobs running at once"),
     Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000,
-            comment="jobs waiting; more are refused (1100)"),
+            comment="jobs waiting; more are refused at once (error 1100)"),
     Setting("pool", "adaptive", "adaptive", bool,
             comment="startups at most a measured limit at once"),
-    Setting("libvirt", "uri", "uri", str, optional=True,
-            comment="empty: a private test driver"),
+    Setting("libvirt", "uri", "uri", str,
+            comment="test:///default: libvirt's test driver, no real VM"),
     Setting("libvirt", "domain_type", "domain_type", str,
             choices=("kvm", "qemu", "test"), optional=True,
             comment="the guests' domain type; empty: the fastest offered"),

@@ -66,7 +66,7 @@ def main():
     n = max(50, args.rounds // 10)
     states = tempfile.mkdtemp(prefix="vmjobs-bench-")
     verbs = {"create (vmName)": [], "create (xml)": [], "restore": []}
-    with API(Config(workers=4, queue_size=10 * n, state_dirs=[states],
+    with API(Config(uri=None, workers=4, queue_size=10 * n, state_dirs=[states],
                     image_dirs=[IMAGES])) as api:
         paths = []
         for _ in range(n):   # hibernated VMs to restore (not timed)
