@@ -67,7 +67,7 @@ def _serve_locked(config, out):
 def warn_test_driver(uri, out):
     """Said at start, on the console and in the log: on libvirt's test
     driver the verbs answer and VMs are "Up", but none runs anywhere."""
-    message = (f"serving libvirt's test driver ({uri}): its VMs are not "
+    message = (f"libvirt's test driver ({uri}): its VMs are not "
                "real and run nowhere; give --uri (default "
                f"{DEFAULT_URI}) for the host's hypervisor")
     log.warning("%s", message)
