@@ -153,7 +153,7 @@ SETTINGS = [
     Setting("pool", "adaptive", "adaptive", bool,
             comment="startups at most a measured limit at once"),
     Setting("libvirt", "uri", "uri", str,
-            comment="test:///default: libvirt's test driver, no real VM"),
+            comment="libvirt URI; test:///default: the test driver, no real VM"),
     Setting("libvirt", "domain_type", "domain_type", str,
             choices=("kvm", "qemu", "test"), optional=True,
             comment="the guests' domain type; empty: the fastest offered"),
