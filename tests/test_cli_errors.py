@@ -113,7 +113,8 @@ def test_call_params_from_a_file_and_the_verb_list(server, tmp_path):
     assert isinstance(json.loads(listed.stdout), list)
     verbs = vmjobs("call", "--list")
     assert verbs.returncode == 0
-    assert "VM.destroy             vmID gracefulAttempts" in verbs.stdout
+    assert "VM.destroy          vmID: UUID, [gracefulAttempts: int]" in \
+        verbs.stdout
     one_line(vmjobs("call", "Host.ping", "-f", str(tmp_path / "none")),
              "call", "none", "No such file")
 

@@ -92,7 +92,8 @@ def _connection_error(exc, server, args):
         return (f"{where}: permission denied; the socket is its owner's "
                 "only: run as root")
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f"{where}: no answer in time; is the address right?"
+        return (f"{where}: no answer in time; is the address right? "
+                "(`vmjobs call --timeout SECONDS` waits longer)")
     if isinstance(exc, ssl.SSLError) or (
             isinstance(exc, ConnectionResetError) and
             getattr(args, "ca", None)):

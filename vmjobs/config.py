@@ -2,11 +2,10 @@
 (/etc/vmjobs/vmjobs.conf, then vmjobs.conf.d/*.conf in name order), and
 command-line flags, each overriding the one before.
 
-Every key a file may hold is in SETTINGS, with its section, type, bounds
-and a one-line comment; an unknown section or key, or a bad value, is
-reported with its file, line, key and what is allowed, and the service
-does not start on it. Each value remembers where it came from, for
-`vmjobs config --show`.
+Every key a file may hold is in SETTINGS (section, type, bounds, comment);
+an unknown section or key, or a bad value, is reported with its file,
+line, key and what is allowed, and the service does not start on it. Each
+value remembers where it came from, for `vmjobs config --show`.
 """
 
 import dataclasses
@@ -15,9 +14,8 @@ import os
 
 from .settings import ConfigError, Setting, parse_listen, read_ini
 
-__all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text",
-           "load_default", "dump", "parse_listen", "DEFAULT_PATH",
-           "DEFAULT_URI"]
+__all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text", "dump",
+           "load_default", "parse_listen", "DEFAULT_PATH", "DEFAULT_URI"]
 
 DEFAULT_PATH = "/etc/vmjobs/vmjobs.conf"
 # The host's hypervisor, as libvirtd's and VDSM's own tools default to.
@@ -25,17 +23,14 @@ DEFAULT_URI = "qemu:///system"
 DEFAULT = "default"
 
 
-def default_workers():
+def default_workers():   # measured: see Config.workers
     return 2 * (os.cpu_count() or 1)
 
 
 @dataclasses.dataclass
 class Config:
-    # libvirt URI: the host's hypervisor unless asked otherwise; libvirt's
-    # test driver (test:///default) serves only when named, and the service
-    # then says so. None, from Python only (the load test's in-process
-    # service and the tests), is a private instance of the test driver; no
-    # file or flag can give it.
+    # libvirt URI. None (from Python only: the load test, the tests) is a
+    # private instance of the test driver; no file or flag can give it.
     uri: str | None = DEFAULT_URI
     # The guests' domain type: kvm, qemu (TCG) or test; empty: the fastest
     # the connection offers (kvm where available). Nested in a VM, as on
@@ -44,8 +39,7 @@ class Config:
     domain_type: str | None = None
     # Jobs running at once. Measured (docs/benchmarks.md, real storm): 100
     # real VMs on 2 cores took 57 s with 1 worker, 34 s with 2, 32 s with 4
-    # (the CPU bound is 30 s) and 38 s with 8: about two per core is
-    # fastest; more only makes libvirtd and QEMU fight for the cores.
+    # and 38 s with 8: about two per core is fastest.
     workers: int = dataclasses.field(default_factory=default_workers)
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
@@ -103,11 +97,9 @@ class Config:
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
-    # Held (fcntl) while serving, so a second instance refuses to start.
     lock_file: str = "/run/vmjobs/vmjobs.lock"
-    # When the list verbs show a VM: at its job's commit, or (accept) as
-    # soon as its verb answered, with its staged status, as VDSM did
-    # before the staging area. Nothing else differs (API.md "Publish mode").
+    # When the list verbs show a VM: at its job's commit, or (accept) once
+    # its verb answered, with its staged status, as VDSM did before staging.
     publish: str = "commit"
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
@@ -118,6 +110,9 @@ class Config:
     # the default. The files read, in order (absent ones too).
     origins: dict = dataclasses.field(default_factory=dict, compare=False,
                                       repr=False)
+    # A list key's field -> where each item came from (FILE:LINE).
+    item_origins: dict = dataclasses.field(default_factory=dict,
+                                           compare=False, repr=False)
     sources: list = dataclasses.field(default_factory=list, compare=False,
                                       repr=False)
 
@@ -127,6 +122,7 @@ class Config:
     def set_flag(self, field, value, flag):
         setattr(self, field, value)
         self.origins[field] = f"flag {flag}"
+        self.item_origins.pop(field, None)
 
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():
@@ -202,7 +198,7 @@ SETTINGS = [
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),
     Setting("service", "lock_file", "lock_file", str,
-            comment="held while serving: one instance per host"),
+            comment="held (fcntl) while serving: one instance per host"),
     Setting("log", "file", "log_file", str, optional=True,
             comment="empty or '-': stderr"),
     Setting("log", "level", "log_level", str,
@@ -238,7 +234,10 @@ def load_default(path=DEFAULT_PATH, config=None):
         config = load(path, config)
     else:
         config.sources.append(f"{path} (absent)")
-    for extra in sorted(glob.glob(os.path.join(path + ".d", "*.conf"))):
+    extras = sorted(glob.glob(os.path.join(path + ".d", "*.conf")))
+    if not extras:
+        config.sources.append(f"{path}.d/*.conf (none)")
+    for extra in extras:
         config = load(extra, config)
     return config.validate()
 
@@ -261,9 +260,13 @@ def load_text(text, config=None, path="<config>"):
         where = f"{path}:{number}"
         parsed = setting.parse(value, where)
         if setting.repeatable:
-            items = getattr(config, setting.field) \
-                if setting.field in seen else []
-            parsed = items + ([parsed] if parsed else [])
+            if setting.field not in seen:   # this file replaces the list
+                setattr(config, setting.field, [])
+                config.item_origins[setting.field] = []
+            parsed = getattr(config, setting.field) + (
+                [parsed] if parsed else [])
+            if parsed:
+                config.item_origins[setting.field].append(where)
         elif setting.field in seen:
             raise ConfigError(f"{where}: {setting.name} is set twice in "
                               f"this file (line {seen[setting.field]} too)")
@@ -285,9 +288,11 @@ def dump(config):
             origin = config.origin(setting.field)
             if setting.field == "workers" and origin == DEFAULT:
                 origin += f": 2 x {os.cpu_count()} cores"
-            for item in values or [""]:
-                if isinstance(item, bool):
-                    item = str(item).lower()
+            lines_of = config.item_origins.get(setting.field, [])
+            for number, item in enumerate(values or [""]):
+                item = str(item).lower() if isinstance(item, bool) else item
+                origin = lines_of[number] if number < len(lines_of) \
+                    else origin   # a list's item: its own line
                 assignment = f"{key} = {'' if item is None else item}"
                 lines.append(f"{assignment:<32} ; [{origin}] "
                              f"{setting.comment}")

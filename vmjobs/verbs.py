@@ -23,6 +23,22 @@ VERBS = {
     "Job.delete": ("job_delete", ("jobId",)),
 }
 
+# What each param is, for `vmjobs call --list` (API.md "Verbs"): name ->
+# its JSON type; and the params a verb may go without.
+PARAM_TYPES = {
+    "vmID": "UUID", "vmParams": "object", "params": "object",
+    "incomingLimit": "int", "hibernationVolHandle": "path",
+    "gracefulAttempts": "int", "fullStatus": "bool",
+    "vmList": "list of UUIDs", "onlyUUID": "bool", "job_type": "string",
+    "job_ids": "list of job ids", "jobId": "job id",
+}
+OPTIONAL = {
+    "Host.getVMList": {"fullStatus", "vmList", "onlyUUID"},
+    "Host.getJobs": {"job_type", "job_ids"},
+    "VM.migrationCreate": {"incomingLimit"},
+    "VM.destroy": {"gracefulAttempts"},
+}
+
 # What answers while recovery at start-up runs; everything else answers
 # `recovery` (99) until every recover job has ended.
 OPEN_DURING_RECOVERY = frozenset({"Host.ping", "Host.getJobs",

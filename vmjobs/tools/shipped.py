@@ -230,7 +230,8 @@ def bash_completion():
         if positional:
             extra = " ".join(positional[0].choices)
         if name == "call":
-            extra = "$(vmjobs call --list 2>/dev/null | cut -d' ' -f1)"
+            extra = ("$(vmjobs call --list 2>/dev/null | tail -n +2 | "
+                     "cut -d' ' -f1)")
         cases.append(f"    {name})\n        case \"$prev\" in\n"
                      + "\n".join(body + ["    esac"]).replace(
                          "    esac", "        esac")
