@@ -12,11 +12,13 @@ RUN_PACKAGES := libvirt-dev pkg-config gcc libc6-dev python3-dev python3-venv
 # Debian package (debhelper, dh-python...), checks it with lintian and
 # systemd-analyze, renders the man pages (groff) and runs the installed
 # command on Debian's python3 with the packages it depends on.
+# What `make deb` needs: Debian's packaging tools (debian/control's
+# Build-Depends).
+DEB_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
+	python3-all python3-setuptools python3-wheel
 TEST_PACKAGES := openssl curl libvirt-daemon libvirt-daemon-driver-qemu \
-	qemu-system-x86 libvirt-clients util-linux \
-	dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
-	python3-setuptools python3-wheel lintian systemd groff-base \
-	python3-libvirt python3-defusedxml python3-prometheus-client \
+	qemu-system-x86 libvirt-clients util-linux $(DEB_PACKAGES) \
+	lintian systemd groff-base python3-libvirt python3-defusedxml python3-prometheus-client \
 	python3-concurrent-log-handler python3-portalocker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -68,16 +70,17 @@ lint: setup
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The Debian package, built offline from Debian's own packages (DEB_PACKAGES,
-# installed by `make test`), in build/deb/ (dpkg-buildpackage writes next to
+# The Debian package, built offline from Debian's own packages
+# (DEB_PACKAGES), in build/deb/ (dpkg-buildpackage writes next to
 # the tree it builds, so it builds a copy).
 DEB_VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null || echo 0)
 deb:
+	$(call apt_install,$(DEB_PACKAGES))
 	rm -rf build/deb && mkdir -p build/deb/vmjobs
 	tar -c --exclude=./.venv --exclude=./build --exclude=./.git \
 		--exclude='*.egg-info' --exclude=__pycache__ \
 		--exclude=.pytest_cache --exclude=.mypy_cache \
-		--exclude=.ruff_cache . | tar -x -C build/deb/vmjobs
+		--exclude=.ruff_cache --exclude=.hypothesis . | tar -x -C build/deb/vmjobs
 	# Debian's python3, not another one earlier on PATH (pyenv...).
 	cd build/deb/vmjobs && env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		dpkg-buildpackage -us -uc -b

@@ -1,5 +1,5 @@
 """`vmjobs call`, `vmjobs jobs` and `vmjobs vms` against a real server,
-and the README's curl examples, run as written."""
+and docs/api.md's curl examples, run as written."""
 
 import json
 import os
@@ -192,14 +192,14 @@ def test_call_list_gives_types_and_optional_params():
     assert set(rows) == set(VERBS)
 
 
-def readme_curl_examples():
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    block = readme.split("<!-- curl examples -->", 1)[1].split("```", 2)[1]
+def api_curl_examples():
+    text = open(os.path.join(ROOT, "docs", "api.md")).read()
+    block = text.split("<!-- curl examples -->", 1)[1].split("```", 2)[1]
     return [line for line in block.splitlines() if line.startswith("curl")]
 
 
-def test_readme_curl_examples(server):
-    examples = readme_curl_examples()
+def test_api_curl_examples(server):
+    examples = api_curl_examples()
     assert len(examples) >= 4
     env = dict(os.environ, SOCK=server.address[len("unix:"):],
                VM=str(uuid.uuid4()))

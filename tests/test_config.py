@@ -79,17 +79,17 @@ def test_dump_reads_back():
     assert config.load_text(config.dump(defaults)) == defaults.validate()
 
 
-def readme_ini():
-    """The README's example configuration, verbatim."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+def configuration_example():
+    """docs/configuration.md's example configuration, verbatim."""
+    with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
         text = f.read()
     start = text.index("```ini\n") + len("```ini\n")
     return text[start:text.index("```", start)]
 
 
-def test_readme_example_loads_verbatim(tmp_path):
+def test_configuration_example_loads_verbatim(tmp_path):
     path = tmp_path / "vmjobs.conf"
-    path.write_text(readme_ini())
+    path.write_text(configuration_example())
     loaded = config.load(str(path))
     assert loaded.workers == 4
     assert loaded.uri == config.DEFAULT_URI and loaded.tls_cert is None

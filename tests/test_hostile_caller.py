@@ -1,4 +1,4 @@
-"""A hostile caller against the real defaults (README, Security): who can
+"""A hostile caller against the real defaults (docs/security.md): who can
 reach the service, and what a caller can make the host do.
 
 Every case runs against a real `vmjobs serve` process. Another local user
