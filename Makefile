@@ -73,7 +73,6 @@ test: lint
 # The Debian package, built offline from Debian's own packages
 # (DEB_PACKAGES), in build/deb/ (dpkg-buildpackage writes next to
 # the tree it builds, so it builds a copy).
-DEB_VERSION := $(shell dpkg-parsechangelog -S Version 2>/dev/null || echo 0)
 deb:
 	$(call apt_install,$(DEB_PACKAGES))
 	rm -rf build/deb && mkdir -p build/deb/vmjobs
@@ -84,7 +83,7 @@ deb:
 	# Debian's python3, not another one earlier on PATH (pyenv...).
 	cd build/deb/vmjobs && env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		dpkg-buildpackage -us -uc -b
-	@ls build/deb/vmjobs_$(DEB_VERSION)_all.deb
+	@ls build/deb/vmjobs_*_all.deb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -31,7 +31,8 @@ DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 @pytest.fixture(scope="module")
 def deb():
     result = subprocess.run(["make", "-s", "deb"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+                            stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     path = os.path.join(ROOT, "build", "deb", f"vmjobs_{__version__}_all.deb")
     assert os.path.exists(path), os.listdir(os.path.dirname(path))
