@@ -84,10 +84,15 @@ def run_privately(script):
     """`script` under bash -e in a mount namespace with tmpfs over the
     service's default directories, from the checkout, with the running
     venv's commands first on PATH."""
-    for directory in ("/run/vmjobs", "/var/lib/vmjobs", "/etc/vmjobs"):
+    # The service makes its runtime and state directories where they are
+    # missing (here, as mount points); a host's configuration, if any, is
+    # hidden, and where there is none there is nothing to hide.
+    private = ["/run/vmjobs", "/var/lib/vmjobs"]
+    for directory in private:
         os.makedirs(directory, exist_ok=True)
-    mounts = "".join(f"mount -t tmpfs tmpfs {d}\n" for d in (
-        "/run/vmjobs", "/var/lib/vmjobs", "/etc/vmjobs"))
+    if os.path.isdir("/etc/vmjobs"):
+        private.append("/etc/vmjobs")
+    mounts = "".join(f"mount -t tmpfs tmpfs {d}\n" for d in private)
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     return subprocess.run(
