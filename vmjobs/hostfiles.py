@@ -49,13 +49,18 @@ def _within(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+def is_one_of(path, dirs):
+    """Whether `path` is (names) one of `dirs` itself."""
+    return os.path.normpath(path) in (os.path.normpath(d) for d in dirs)
+
+
 def state_path(value, param, state_dirs):
     """A state file path param, confined to `state_dirs`, or -32602."""
     try:
         path = confine(value, state_dirs, "storage.state_dirs")
     except OutsideDirs as exc:
         raise InvalidParams(param, str(exc)) from None
-    if path in (os.path.normpath(d) for d in state_dirs):
+    if is_one_of(path, state_dirs):
         raise InvalidParams(param, f"{path!r} is a state directory, not a "
                             "file in one")
     if not os.path.isdir(os.path.dirname(path)):
