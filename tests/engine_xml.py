@@ -200,8 +200,6 @@ def i440fx_desktop(vm_id, images, domain_type="kvm"):
   <vcpu placement="static">2</vcpu>
   <os>
     <type arch="x86_64" machine="pc-i440fx-rhel7.6.0">hvm</type>
-    <boot dev="cdrom"/>
-    <boot dev="hd"/>
     <bootmenu enable="yes" timeout="10000"/>
   </os>
   <features>

@@ -607,6 +607,7 @@ def check(root, ctx):
         raise Refused(f"the root element is <{_local(root.tag)}>, not "
                       "<domain>")
     stack = [(root, "domain", None)]
+    rules = []    # run once every value is known to be of its type
     while stack:
         element, key, parent = stack.pop()
         spec = _spec(element, key)
@@ -634,9 +635,11 @@ def check(root, ctx):
                               "none")
             spec.text.check(text, where, parent, ctx)
         if spec.rule is not None:
-            spec.rule(element, ctx)
+            rules.append((spec.rule, element))
         for child in element:
             stack.append((child, f"{key}/{child.tag}", element))
+    for rule, element in rules:
+        rule(element, ctx)
 
 
 def _spec(element, key):
