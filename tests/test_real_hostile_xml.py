@@ -1,0 +1,127 @@
+"""On the real daemon, where the harm would show (issue 19): a hostile
+domain XML is refused at the verb and QEMU never starts, so it never opens
+the outside file; its legitimate form runs, and QEMU's command line and
+open files (/proc/PID/cmdline, /proc/PID/fd) show the file inside the
+image directory and nothing of the victim's."""
+
+import os
+import time
+
+import pytest
+
+from conftest import new_id, our_domains
+from engine_xml import qcow2
+from realdaemon import WAIT
+from vmjobs.errors import InvalidParams
+
+
+def domain(vm_id, devices):
+    return (f"<domain type='qemu'><name>rh-{vm_id[:8]}</name><uuid>{vm_id}"
+            "</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu><os><type "
+            "arch='x86_64'>hvm</type></os><devices>"
+            f"{devices}<serial type='pty'/><memballoon model='none'/>"
+            "</devices></domain>")
+
+
+def disk(path, fmt):
+    return (f"<disk type='file' device='disk'><driver name='qemu' "
+            f"type='{fmt}'/><source file='{path}'/><target dev='vda' "
+            "bus='virtio'/></disk>")
+
+
+def rng(text):
+    return (f"<rng model='virtio'><backend model='random'>{text}</backend>"
+            "</rng>")
+
+
+# name -> (refused devices, control devices, the file the control's QEMU
+# must have open)
+CASES = {
+    "rng-split-text": (
+        rng("{images}/<b/>../victim/secret"), rng("{images}/entropy"),
+        "entropy"),
+    "rng-split-text-tail": (
+        rng("{images}/entropy<b/>/../../victim/secret"),
+        rng("{images}/entropy"), "entropy"),
+    "qcow2-backing-outside": (
+        disk("{images}/top-outside.qcow2", "qcow2"),
+        disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
+    "qcow2-declared-raw-with-backing": (
+        disk("{images}/top-outside.qcow2", "raw"),
+        disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
+}
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    images, victim = tmp_path / "images", tmp_path / "victim"
+    images.mkdir()
+    victim.mkdir()
+    (victim / "secret").write_bytes(b"not for the guest\n" * 512)
+    (images / "entropy").write_bytes(os.urandom(1 << 20))
+    (images / "base.raw").write_bytes(b"\0" * (1 << 20))
+    qcow2(f"{images}/top-inside.qcow2", f"{images}/base.raw")
+    qcow2(f"{images}/top-outside.qcow2", f"{victim}/secret", unsafe=True)
+    return images, victim
+
+
+def fill(text, images, victim):
+    return text.replace("{images}", str(images)).replace("{victim}",
+                                                         str(victim))
+
+
+def open_files(pid):
+    fds = f"/proc/{pid}/fd"
+    targets = set()
+    for fd in os.listdir(fds):
+        try:
+            targets.add(os.readlink(f"{fds}/{fd}"))
+        except OSError:
+            pass        # closed meanwhile
+    return targets
+
+
+def command_line(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_refused_qemu_never_starts(make_real_api, daemon, dirs, case):
+    images, victim = dirs
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    atime = os.stat(victim / "secret").st_atime_ns
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, fill(CASES[case][0], images, victim))})
+    assert err.value.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and api.registry.staged() == []
+    assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
+    assert os.stat(victim / "secret").st_atime_ns == atime
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
+                                           case):
+    images, victim = dirs
+    _, control, expected = CASES[case]
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, fill(control, images, victim))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    [pid] = daemon.qemu_pids()
+    expected_path = str(images / expected)
+    # QEMU opens a backing file when the guest's disk is first set up:
+    # look until it shows (bounded), not for a fixed time.
+    deadline = time.monotonic() + WAIT
+    while expected_path not in open_files(pid):
+        assert time.monotonic() < deadline, open_files(pid)
+        time.sleep(0.05)
+    files = open_files(pid)
+    assert not any(f.startswith(str(victim)) for f in files), files
+    assert str(victim) not in command_line(pid)
+    assert api.VM.destroy(vm_id) is True
