@@ -38,9 +38,16 @@ class Refused(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Confinement:
-    """Where a domain XML may reach on the host (from the config)."""
+    """Where a domain XML may reach on the host (from the config); made
+    per request, so the image dirs' own symlinks are resolved once per
+    request, not once per path."""
     image_dirs: tuple
     network_hosts: tuple = ()
+    real_image_dirs: tuple = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "real_image_dirs", tuple(
+            os.path.realpath(d) for d in self.image_dirs))
 
 
 # -- the types of a value --------------------------------------------------
@@ -174,12 +181,11 @@ def confine(path, where, ctx):
     image directory itself; else Refused."""
     try:
         hostfiles.confine(path, ctx.image_dirs, "storage.image_dirs",
-                          resolve_last=True)
+                          resolve_last=True, real_dirs=ctx.real_image_dirs)
     except hostfiles.OutsideDirs as exc:
         raise Refused(f"{where} names a host path: {exc}") from None
     if hostfiles.is_one_of(path, ctx.image_dirs) or \
-            hostfiles.is_one_of(os.path.realpath(path),
-                                [os.path.realpath(d) for d in ctx.image_dirs]):
+            hostfiles.is_one_of(os.path.realpath(path), ctx.real_image_dirs):
         raise Refused(f"{where} {path!r} is an image directory itself, not "
                       "a file in one")
 
@@ -602,16 +608,18 @@ TABLE = {
 def check(root, ctx):
     """Refuse (Refused, naming what) the parsed <domain> `root` unless
     everything in it is in TABLE and of its type."""
-    check_depth(root)
     if root.tag != "domain":
         raise Refused(f"the root element is <{_local(root.tag)}>, not "
                       "<domain>")
-    stack = [(root, "domain", None)]
+    stack = [(root, "domain", None, 1)]
     rules = []    # run once every value is known to be of its type
     while stack:
-        element, key, parent = stack.pop()
+        element, key, parent, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise Refused(f"nesting deeper than {MAX_DEPTH} levels")
         spec = _spec(element, key)
         if spec.opaque:
+            check_depth(element, depth)
             continue
         where = f"<{key.rpartition('/')[2]}>"
         for name, value in element.attrib.items():
@@ -637,7 +645,7 @@ def check(root, ctx):
         if spec.rule is not None:
             rules.append((spec.rule, element))
         for child in element:
-            stack.append((child, f"{key}/{child.tag}", element))
+            stack.append((child, f"{key}/{child.tag}", element, depth + 1))
     for rule, element in rules:
         rule(element, ctx)
 
@@ -659,10 +667,10 @@ def _spec(element, key):
     return spec
 
 
-def check_depth(root):
+def check_depth(root, depth=1):
     """Nesting deeper than MAX_DEPTH (counted without recursion, so XML as
-    deep as the parser took is refused, not a crash)."""
-    stack = [(root, 1)]
+    deep as the parser took is refused, not a crash); `depth`: root's."""
+    stack = [(root, depth)]
     while stack:
         element, depth = stack.pop()
         if depth > MAX_DEPTH:
