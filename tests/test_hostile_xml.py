@@ -201,9 +201,9 @@ CASES = {
              "name='169.254.169.254' port='80'/></source><target dev='vda'/>"
              "</disk>"),
         dict(devices="<disk type='network' device='disk'><driver name="
-             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
-             "name='nbd.example' port='10809'/></source><target dev='vda'/>"
-             "</disk>")),
+             "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
+             "<host name='nbd.example' port='6789'/></source><target "
+             "dev='vda'/></disk>")),
     "network-disk-no-host": (
         dict(devices="<disk type='network' device='disk'><driver name="
              "'qemu' type='raw'/><source protocol='nbd' name='x'/><target "

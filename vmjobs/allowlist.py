@@ -165,6 +165,10 @@ TOKEN = Pattern("a name: letters, digits and `_ . : , + = @ - ^ ~`",
 NUMBER = Pattern("a number (decimal or 0x hex)",
                  r"[+-]?(0x[0-9a-fA-F]{1,16}|[0-9]{1,20}(\.[0-9]{1,9})?)")
 UUID = Pattern("a UUID", r"[0-9a-fA-F-]{32,36}")
+# A network disk's volume on its (allowed) host: ceph's pool/image, an nbd
+# export, an iSCSI target/lun; never a path on this host.
+REMOTE_NAME = Pattern("a volume name on the network host",
+                      r"[A-Za-z0-9_.:,+=@-][A-Za-z0-9_.:,+=@/-]{0,1023}")
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
@@ -452,7 +456,7 @@ TABLE = {
         "source": E({"file": IMAGE, "dev": IMAGE, "startupPolicy": Enum(
             "mandatory", "requisite", "optional"), "index": NUMBER,
             "protocol": Enum("nbd", "iscsi", "rbd", "gluster"),
-            "name": TOKEN}),
+            "name": REMOTE_NAME}),
         "source/host": E({"name": NETWORK_HOST, "port": NUMBER,
                           "transport": Enum("tcp")}),
         "backingStore": E({"type": Enum("file"), "index": NUMBER},
