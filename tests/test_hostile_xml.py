@@ -34,6 +34,10 @@ def disk(source, kind="file", driver="raw", extra="", dev="vda"):
             f"<target dev='{dev}' bus='virtio'/></disk>")
 
 
+NUMA = ("<maxMemory slots='4' unit='MiB'>1024</maxMemory><cpu><numa><cell "
+        "id='0' cpus='0' memory='64' unit='MiB'/></numa></cpu>")
+
+
 def nested(levels):
     return "<x:a xmlns:x='urn:x'>" * levels + "</x:a>" * levels
 
@@ -156,6 +160,35 @@ CASES = {
              "/dev/mem</backend></rng>"),
         dict(devices="<rng model='virtio'><backend model='random'>"
              "/dev/random</backend></rng>")),
+    "nvdimm-split-path": (
+        dict(top=NUMA,
+             devices="<memory model='nvdimm'><source><path>{images}/<b/>"
+             "../victim/shadow</path></source><target><size unit='MiB'>16"
+             "</size><node>0</node></target></memory>"),
+        dict(top=NUMA,
+             devices="<memory model='nvdimm'><source><path>{images}/nvdimm"
+             "</path></source><target><size unit='MiB'>16</size><node>0"
+             "</node></target></memory>")),
+    "vdpa-interface": (
+        dict(devices="<interface type='vdpa'><source dev='/dev/vhost-vdpa-0'"
+             "/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "</interface>")),
+    "vdpa-disk": (
+        dict(devices="<disk type='vhostvdpa' device='disk'><source dev="
+             "'/dev/vhost-vdpa-0'/><target dev='vda'/></disk>"),
+        dict(devices=disk("{images}/disk.img"))),
+    "audio-file": (
+        dict(devices="<audio id='1' type='file' path='{victim}/shadow'/>"),
+        dict(devices="<audio id='1' type='none'/>")),
+    "sdl-xauth": (
+        dict(devices="<graphics type='sdl' display=':0' xauth='{victim}/"
+             "Xauthority'/>"),
+        dict(devices="<graphics type='vnc' port='-1' autoport='yes'/>")),
+    "gl-rendernode": (
+        dict(devices="<graphics type='spice'><gl enable='yes' rendernode="
+             "'/dev/dri/renderD128'/></graphics>"),
+        dict(devices="<graphics type='spice' autoport='yes'/>")),
     # -- images ----------------------------------------------------------
     "qcow2-backing-outside": (
         dict(devices=disk("{images}/back-outside.qcow2", driver="qcow2")),
@@ -278,7 +311,7 @@ def dirs(tmp_path):
         d.mkdir()
     (victim / "shadow").write_text("root:secret:19000::::::\n")
     for name in ("disk.img", "block", "vmlinuz", "base.raw", "leases",
-                 "vars.fd", "nvram.fd", "efi.rom"):
+                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
     os.symlink(images / "disk.img", images / "link-in")
