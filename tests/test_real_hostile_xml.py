@@ -12,6 +12,7 @@ import pytest
 from conftest import new_id, our_domains
 from engine_xml import qcow2
 from realdaemon import WAIT
+from vmjobs import policy
 from vmjobs.errors import InvalidParams
 
 
@@ -124,4 +125,28 @@ def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
     files = open_files(pid)
     assert not any(f.startswith(str(victim)) for f in files), files
     assert str(victim) not in command_line(pid)
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_a_running_guests_migratable_xml_passes(make_real_api, daemon,
+                                                dirs):
+    """What a source host sends an incoming migration (libvirt's
+    migratable XML of the running guest: ptys, aliases, addresses,
+    controllers libvirt added) is accepted by the destination's policy."""
+    images, victim = dirs
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    devices = (disk(f"{images}/top-inside.qcow2", "qcow2") +
+               rng(f"{images}/entropy") +
+               "<console type='pty'/><channel type='unix'><source "
+               f"mode='bind' path='{images}/agent.sock'/><target "
+               "type='virtio' name='org.qemu.guest_agent.0'/></channel>")
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(vm_id,
+                                                             devices)})
+    assert api.jobs.get(job["jobId"]).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job["jobId"]])[job["jobId"]][
+        "status"] == "done"
+    xml = api.hv.migratable_xml(vm_id)
+    assert "<address" in xml      # libvirt's reading, not ours
+    policy.check_domain_xml(xml, policy.confinement(api.config))
     assert api.VM.destroy(vm_id) is True
