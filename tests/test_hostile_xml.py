@@ -38,6 +38,9 @@ NUMA = ("<maxMemory slots='4' unit='MiB'>1024</maxMemory><cpu><numa><cell "
         "id='0' cpus='0' memory='64' unit='MiB'/></numa></cpu>")
 
 
+DEFAULT_LABEL = "<seclabel type='dynamic' model='dac' relabel='yes'/>"
+
+
 def nested(levels):
     return "<x:a xmlns:x='urn:x'>" * levels + "</x:a>" * levels
 
@@ -219,9 +222,23 @@ CASES = {
             "<backingStore type='file'><format type='raw'/><source file="
             "'{images}/base.raw'/></backingStore>")))),
     # -- labels ----------------------------------------------------------
+    # The control: libvirt's own default form (a state file of a guest
+    # whose libvirtd restarted carries it).
     "seclabel-none": (
         dict(tail="<seclabel type='none'/>"),
-        dict()),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-static": (
+        dict(tail="<seclabel type='static' model='dac' relabel='yes'>"
+             "<label>+1000:+1000</label></seclabel>"),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-baselabel": (
+        dict(tail="<seclabel type='dynamic' model='selinux' relabel='yes'>"
+             "<baselabel>system_u:system_r:unconfined_t:s0</baselabel>"
+             "</seclabel>"),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-no-relabel": (
+        dict(tail="<seclabel type='dynamic' model='dac' relabel='no'/>"),
+        dict(tail=DEFAULT_LABEL)),
     "seclabel-device": (
         dict(devices=disk("{images}/disk.img").replace(
             "disk.img'/>", "disk.img'><seclabel model='dac' relabel='yes'>"

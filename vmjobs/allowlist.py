@@ -264,7 +264,9 @@ class E:
 # table, so the refusal says why).
 REFUSED = {
     "seclabel": "chooses how the guest is confined: guests run under the "
-                "host's default labels",
+                "host's default labels (only <domain>'s <seclabel "
+                "type='dynamic' relabel='yes'/>, which says just that, is "
+                "accepted)",
     "hostdev": "assigns a host device",
     "script": "runs a host script",
     "downscript": "runs a host script",
@@ -444,6 +446,13 @@ TABLE = {
     "domain/pm/suspend-to-disk": E({"enabled": YESNO}),
     "domain/perf": E(),
     "domain/perf/event": E({"name": TOKEN, "enabled": YESNO}),
+    # Only the host's default confinement, as libvirt itself writes it in a
+    # running guest's migratable XML and in a state file: a label libvirt
+    # chooses (dynamic), files relabelled, nothing named. Any other form,
+    # and any seclabel on a device, is refused (REFUSED).
+    "domain/seclabel": E({"type": Enum("dynamic"),
+                          "model": Enum("dac", "selinux", "apparmor"),
+                          "relabel": Enum("yes")}),
     "domain/devices": E(),
     "domain/devices/emulator": E(text=EMULATOR),
     **device("disk", {"type": Enum("file", "block", "network"),
