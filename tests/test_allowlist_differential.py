@@ -46,7 +46,8 @@ SLOTS = [
     "<target type='virtio' name='a'/></channel></devices>",
     "<devices><lease><lockspace>s</lockspace><key>k</key>"
     "<target path='{p}'/></lease></devices>",
-    "<devices><filesystem type='mount'><source dir='{p}'/>"
+    "<devices><filesystem type='mount' accessmode='mapped'><source "
+    "dir='{p}'/>"
     "<target dir='t'/></filesystem></devices>",
     "<devices><graphics type='vnc' socket='{p}'/></devices>",
     "<devices><rng model='virtio'><backend model='random'>{p}</backend>"

@@ -149,10 +149,16 @@ CASES = {
         dict(devices="<lease><lockspace>s</lockspace><key>k</key><target "
              "path='{images}/leases'/></lease>")),
     "filesystem-image-dir-itself": (
-        dict(devices="<filesystem type='mount'><source dir='{images}'/>"
-             "<target dir='share'/></filesystem>"),
-        dict(devices="<filesystem type='mount'><source dir='{images}/"
-             "share'/><target dir='share'/></filesystem>")),
+        dict(devices="<filesystem type='mount' accessmode='mapped'><source "
+             "dir='{images}'/><target dir='share'/></filesystem>"),
+        dict(devices="<filesystem type='mount' accessmode='mapped'><source "
+             "dir='{images}/share'/><target dir='share'/></filesystem>")),
+    # passthrough (the default): root QEMU would mknod for the guest
+    "filesystem-passthrough": (
+        dict(devices="<filesystem type='mount'><source dir='{images}/share'"
+             "/><target dir='share'/></filesystem>"),
+        dict(devices="<filesystem type='mount' accessmode='squash'><source "
+             "dir='{images}/share'/><target dir='share'/></filesystem>")),
     "interface-rom-outside": (
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<rom file='{victim}/shadow'/></interface>"),

@@ -229,6 +229,15 @@ def disk_rule(element, ctx):
     _check_image(path, declared, ctx)
 
 
+def filesystem_rule(element, ctx):
+    """A shared directory only in `mapped` or `squash` mode: in
+    `passthrough` (libvirt's default) a root QEMU creates what the guest
+    asks, device nodes included, which a later XML could name."""
+    if element.get("accessmode") is None:
+        raise Refused("<filesystem> without accessmode is passthrough: "
+                      "only 'mapped' or 'squash' is accepted")
+
+
 def backing_store_rule(element, ctx):
     source = element.find("source")
     if source is None:
@@ -601,13 +610,12 @@ TABLE = {
         "target": E({"path": PATH, "offset": NUMBER}),
     }),
     **device("filesystem", {"type": Enum("mount"),
-                            "accessmode": Enum("passthrough", "mapped",
-                                               "squash")}, {
+                            "accessmode": Enum("mapped", "squash")}, {
         "driver": E({"type": Enum("path"), "wrpolicy": TOKEN}),
         "source": E({"dir": PATH}),
         "target": E({"dir": TOKEN}),
         "readonly": E(),
-    }),
+    }, rule=filesystem_rule),
     **device("shmem", {"name": TOKEN}, {
         "model": E({"type": TOKEN}),
         "size": E({"unit": TOKEN}, NUMBER),
