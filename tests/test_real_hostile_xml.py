@@ -5,6 +5,8 @@ open files (/proc/PID/cmdline, /proc/PID/fd) show the file inside the
 image directory and nothing of the victim's."""
 
 import os
+import stat
+import subprocess
 import time
 
 import pytest
@@ -30,6 +32,12 @@ def disk(path, fmt):
             "bus='virtio'/></disk>")
 
 
+def block(path):
+    return (f"<disk type='block' device='disk'><driver name='qemu' "
+            f"type='raw'/><source dev='{path}'/><target dev='vda' "
+            "bus='virtio'/></disk>")
+
+
 def rng(text):
     return (f"<rng model='virtio'><backend model='random'>{text}</backend>"
             "</rng>")
@@ -44,6 +52,9 @@ CASES = {
     "rng-split-text-tail": (
         rng("{images}/entropy<b/>/../../victim/secret"),
         rng("{images}/entropy"), "entropy"),
+    # Relative: QEMU, started from /, would open the victim itself.
+    "block-relative": (
+        block("{victim_relative}/secret"), block("{images}/blk"), "blk"),
     "qcow2-backing-outside": (
         disk("{images}/top-outside.qcow2", "qcow2"),
         disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
@@ -63,12 +74,24 @@ def dirs(tmp_path):
     (images / "base.raw").write_bytes(b"\0" * (1 << 20))
     qcow2(f"{images}/top-inside.qcow2", f"{images}/base.raw")
     qcow2(f"{images}/top-outside.qcow2", f"{victim}/secret", unsafe=True)
-    return images, victim
+    # A block device in the image dir, as an engine's block disk: a loop
+    # device over a file there, its node made in the image dir.
+    (tmp_path / "lv").write_bytes(b"\0" * (1 << 20))
+    loop = subprocess.run(["losetup", "--find", "--show", tmp_path / "lv"],
+                          check=True, capture_output=True,
+                          text=True).stdout.strip()
+    try:
+        os.mknod(images / "blk", stat.S_IFBLK | 0o600,
+                 os.stat(loop).st_rdev)
+        yield images, victim
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=True)
 
 
 def fill(text, images, victim):
-    return text.replace("{images}", str(images)).replace("{victim}",
-                                                         str(victim))
+    return text.replace("{images}", str(images)).replace(
+        "{victim_relative}", str(victim).lstrip("/")).replace(
+        "{victim}", str(victim))
 
 
 def open_files(pid):
