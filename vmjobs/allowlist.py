@@ -9,17 +9,20 @@ an unknown element, an unknown attribute, any namespace outside
 all of an element's text, around its children, so text beside a child
 element would be read differently by libvirt and by us).
 
-The types keep a host path where it belongs: only a slot typed PATH,
-IMAGE, ENTROPY, CHARDEV_PATH or EMULATOR may hold a '/', and each of those
-is confined (hostfiles.py; images.py for what an image file names).
-TOKEN, the type of most names (models, buses, aliases...), cannot hold a
-'/'. TEXT is free text for what libvirt never reads as a path (a VM's
-name, its description, a kernel command line).
+The types keep a host path where it belongs: a slot libvirt reads as a
+host path is typed PATH, IMAGE, ENTROPY, CHARDEV_PATH or EMULATOR, each
+confined (hostfiles.py; images.py for what an image file names). TOKEN,
+the type of most names (models, buses, aliases...), cannot hold a '/'.
+Beside those, a '/' is taken only where libvirt reads no local path: TEXT
+(a VM's name, its description, a kernel command line), PTY (`/dev/pts/N`,
+ignored on input), REMOTE_NAME (a network disk's volume) and the cgroup
+partition `/machine`.
 
 To teach vmjobs an element: add its row, and a test beside the engine
-XMLs in tests/test_allowlist.py; then `python -m vmjobs.tools.allowlist_doc`
-regenerates docs/allowlist.md (tests/test_allowlist_doc.py fails while it
-is stale).
+XMLs in tests/test_allowlist.py (and, if it names anything on the host, a
+refused case with its control in tests/test_hostile_xml.py); then
+`python -m vmjobs.tools.allowlist_doc` regenerates docs/allowlist.md
+(test_allowlist.py fails while it is stale).
 """
 
 import dataclasses
