@@ -115,8 +115,11 @@ CASES = {
     "disk-symlink-out": (
         dict(devices=disk("{images}/link-out")),
         dict(devices=disk("{images}/link-in"))),
-    "disk-missing": (
-        dict(devices=disk("{images}/absent.img")),
+    "disk-missing-outside": (
+        dict(devices=disk("{victim}/absent.img")),
+        dict(devices=disk("{images}/absent.img"))),
+    "disk-unreadable": (
+        dict(devices=disk("{images}/share")),
         dict(devices=disk("{images}/disk.img"))),
     "nvram-template-relative": (
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
