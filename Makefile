@@ -6,20 +6,22 @@ PY := $(VENV)/bin/python
 # libvirt-dev (pkg-config finds it; gcc and the Python headers build it),
 # and the venv holds vmjobs with its run dependencies.
 RUN_PACKAGES := libvirt-dev pkg-config gcc libc6-dev python3-dev python3-venv
-# What `make test` adds: the real-daemon tests run a private libvirtd with
-# QEMU (vmjobs sandbox); the TLS tests make their certificates with
-# openssl; the README's examples use curl; the package test builds the
-# Debian package (debhelper, dh-python...), checks it with lintian and
-# systemd-analyze, renders the man pages (groff) and runs the installed
-# command on Debian's python3 with the packages it depends on.
 # What `make deb` needs: Debian's packaging tools (debian/control's
 # Build-Depends).
 DEB_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
 	python3-all python3-setuptools python3-wheel
+# What `make test` adds: the real-daemon tests run a private libvirtd with
+# QEMU (vmjobs sandbox); the TLS tests make their certificates with
+# openssl; the API's curl examples use curl; the image tests make qcow2
+# images with qemu-img (qemu-utils; vmjobs itself reads image headers
+# without it); the package test builds the Debian package, checks it with
+# lintian and systemd-analyze, renders the man pages (groff) and runs the
+# installed command on Debian's python3 with the packages it depends on.
 TEST_PACKAGES := openssl curl libvirt-daemon libvirt-daemon-driver-qemu \
-	qemu-system-x86 libvirt-clients util-linux $(DEB_PACKAGES) \
-	lintian systemd groff-base python3-libvirt python3-defusedxml python3-prometheus-client \
-	python3-concurrent-log-handler python3-portalocker
+	qemu-system-x86 libvirt-clients util-linux qemu-utils $(DEB_PACKAGES) \
+	lintian systemd groff-base python3-libvirt python3-defusedxml \
+	python3-prometheus-client python3-concurrent-log-handler \
+	python3-portalocker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system system-run run lint test clean deb

@@ -48,12 +48,7 @@ def test_readme_links_lead_somewhere():
     for target in re.findall(r"\]\(([^)#]+)\)", readme()):
         if target.startswith("http"):
             continue
-        path = os.path.join(ROOT, target)
-        if target == "docs/security.md" and not os.path.exists(path):
-            # Written beside this change by the security work; the two
-            # meet in main.
-            continue
-        assert os.path.exists(path), target
+        assert os.path.exists(os.path.join(ROOT, target)), target
 
 
 @pytest.mark.parametrize("path", ["README.md"] + sorted(

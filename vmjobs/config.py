@@ -43,36 +43,29 @@ class Config:
     workers: int = dataclasses.field(default_factory=default_workers)
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
-    # Let the startups (create, restore) run at most an admission limit at
-    # once, moved between 1 and `workers` by what it measures
-    # (workers.adaptive); false: `workers` at once, as before.
+    # Startups (create, restore) at most an admission limit at once, moved
+    # between 1 and `workers` by what it measures (workers.adaptive).
     adaptive: bool = False
     # A job running longer than this (seconds) is reported stuck.
     job_timeout: float = 600.0
     # Ended jobs stay queryable this long (seconds), at most max_ended.
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
-    # Incoming migrations at once (VM.migrationCreate's incomingLimit
-    # default, and its bound: a caller's higher limit is lowered to it). A
-    # migration waiting for its guest is parked and holds no worker, so
-    # this does not depend on `workers`.
+    # Incoming migrations at once (incomingLimit's default and bound). A
+    # parked migration holds no worker: this does not depend on `workers`.
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
     # Outgoing migrations at once (VM.migrate answers migrateLimit beyond
-    # it, as a destination does beyond max_incoming). Each holds a worker
-    # while it runs and while the destination is busy: kept below
-    # `workers`, the other workers stay free for the incoming migrations'
-    # commits. (Without the bound, two hosts migrating to each other could
-    # fill both pools with outgoing jobs waiting for each other's incoming
-    # slots, which only a job free to run can release: measured, jobs then
-    # waited out their whole timeout.)
+    # it). Each holds a worker while it runs: kept below `workers`, the
+    # others stay free for incoming commits (unbounded, two hosts migrating
+    # to each other filled both pools with jobs waiting for each other).
     max_outgoing: int = 2
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
     migration_source_timeout: float = 600.0
-    # Seconds between safety-net lookups while waiting for an arrival (the
-    # wait is driven by libvirt's events; this only covers a lost event).
+    # Seconds between lookups while waiting for an arrival (events drive
+    # the wait; this only covers a lost event).
     migration_check_interval: float = 1.0
     # JSON-RPC: unix:/path (only root reaches the default) or HOST:PORT,
     # which needs mutual TLS (tls_*), or `insecure` and a loopback address.
@@ -94,6 +87,9 @@ class Config:
         default_factory=lambda: ["/var/lib/vmjobs/states"])
     image_dirs: list = dataclasses.field(
         default_factory=lambda: ["/var/lib/vmjobs/images"])
+    # The only hosts a network disk may name (the host connects to them on
+    # the guest's behalf): none by default.
+    network_hosts: list = dataclasses.field(default_factory=list)
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
@@ -191,6 +187,9 @@ SETTINGS = [
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,
             comment="where a domain XML may name host files"),
+    Setting("storage", "network_hosts", "network_hosts", list,
+            optional=True, items="host",
+            comment="hosts a network disk may name (default none)"),
     Setting("registry", "publish", "publish", str,
             choices=("commit", "accept"),
             comment="accept: list a VM, staged, once its verb answered"),

@@ -195,7 +195,7 @@ def example_config():
             lines.append(f"[{section}]")
         lines.append(f"# {setting.comment}; {setting.allowed()}")
         values = getattr(defaults, setting.field)
-        for value in (values if setting.repeatable else [None]):
+        for value in ((values or [""]) if setting.repeatable else [None]):
             shown = value if setting.repeatable else \
                 _default(defaults, setting)
             if setting.field == "workers":   # the default depends on cores
