@@ -17,9 +17,20 @@ from workers import (
     WOKEN,
     Job,
     JobAborted,
+    Park,
     Pool,
     Priority,
 )
+
+
+def park(job, step, then, deadline=None, poll=None):
+    """Enter `step` and park there: `then(reason)` once woken, at the
+    earlier of `deadline` and now + `poll` (the primitive beneath
+    Job.wait_for)."""
+    job.step(step)
+    times = [t for t in (deadline, poll and time.monotonic() + poll)
+             if t is not None]
+    return Park(then, min(times) if times else None)
 
 
 class Arrival(Job):
@@ -46,8 +57,8 @@ class Arrival(Job):
             if not self.arrived:
                 if time.monotonic() >= self.deadline:
                     raise TimeoutError("did not arrive")
-                return self.park("wait-arrival", then=self.wait_arrival,
-                                 deadline=self.deadline)
+                return park(self, "wait-arrival", then=self.wait_arrival,
+                            deadline=self.deadline)
         except JobAborted:
             self.rolled_back = True
             raise
@@ -120,7 +131,7 @@ def test_wake_before_the_job_parks_is_not_lost():
         def wait_arrival(self, reason):
             if reason is None:   # it looked before the event: not there
                 self.reasons.append(reason)
-                return self.park("wait-arrival", then=self.wait_arrival)
+                return park(self, "wait-arrival", then=self.wait_arrival)
             return super().wait_arrival(reason)
 
     with Pool(workers=1, queue_size=4) as pool:
@@ -231,8 +242,8 @@ def test_poll_looks_again_until_it_arrives():
         def wait_arrival(self, reason):
             self.reasons.append(reason)
             if len(self.reasons) < 4:     # found at the fourth look
-                return self.park("wait-arrival", then=self.wait_arrival,
-                                 deadline=self.deadline, poll=0.001)
+                return park(self, "wait-arrival", then=self.wait_arrival,
+                            deadline=self.deadline, poll=0.001)
             self.step("commit")
             self.complete()
             return None

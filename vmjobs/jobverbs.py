@@ -29,7 +29,7 @@ def abort(jobs, job_id):
     job = lookup(jobs, job_id)
     try:
         job.abort()
-    except workers.JobNotActive:
+    except workers.JobEnded:
         raise JobNotActive(f"job {job_id} already ended "
                            f"({job.status})") from None
     return True

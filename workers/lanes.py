@@ -3,7 +3,7 @@ with a rule that keeps a lower class from starving.
 
 Lanes, highest first:
 
-    resumed    parked jobs woken up (park.py): they are already running
+    resumed    parked jobs woken up (job.py, wait_for): already running
     HIGH       e.g. incoming migrations and recovery
     NORMAL     e.g. creations and restores
 

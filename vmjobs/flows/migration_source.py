@@ -97,6 +97,10 @@ class MigrationSourceJob(VmJob):
         super().abort()
         self._wake.set()
 
+    def transfer_ended(self):
+        """Called by the transfer's thread: the monitor looks again."""
+        self._wake.set()
+
     def run(self):
         vm_id = self.vm_id
         deadline = time.monotonic() + self.migration_timeout
@@ -249,4 +253,4 @@ class _Transfer(threading.Thread):
             self.error = exc
         finally:
             self.done = True
-            job._wake.set()
+            job.transfer_ended()
