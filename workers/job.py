@@ -228,17 +228,19 @@ class Job:
             self._on_step(self, name)
         self.check_abort()
 
-    def wait_for(self, step: str, ready: Callable[[], Any],
+    def wait_for(self, step: Optional[str], ready: Callable[[], Any],
                  then: Callable[[Any], Any], *,
                  deadline: Optional[float] = None,
                  poll: Optional[float] = None,
                  expired: Optional[Callable[[], Any]] = None,
                  abortable: bool = True) -> Any:
-        """Enter step `step` and wait, parked, until `ready()` returns a
-        value (not None or False), then go on with `then(value)`; at
-        `deadline` (time.monotonic()) with `expired()`. The module's
-        docstring says what wakes it. Return its result from the step."""
-        self.step(step)
+        """Enter step `step` (None: stay in the current one) and wait,
+        parked, until `ready()` returns a value (not None or False), then
+        go on with `then(value)`; at `deadline` (time.monotonic()) with
+        `expired()`. The module's docstring says what wakes it. Return its
+        result from the step."""
+        if step is not None:
+            self.step(step)
         return _Wait(self, ready, then, deadline, poll, expired,
                      abortable).look()
 

@@ -6,15 +6,16 @@
                -> verify -> commit
     migration  prepare -> wait-arrival -> persist -> commit
     hibernate  prepare -> save -> undefine -> commit
-    migration-source  prepare -> prepare-destination -> migrate -> commit
+    migration-source  wait-turn -> prepare -> prepare-destination -> migrate
+               -> commit
 """
 
 from .create import CreateJob
 from .hibernate import HibernateJob
 from .migration import MigrationDestinationJob
-from .migration_source import MigrationSourceJob
+from .migration_source import MigrationSourceJob, OutgoingTurns
 from .recover import RecoverJob
 from .restore import RestoreJob
 
 __all__ = ["CreateJob", "HibernateJob", "MigrationDestinationJob",
-           "MigrationSourceJob", "RecoverJob", "RestoreJob"]
+           "MigrationSourceJob", "OutgoingTurns", "RecoverJob", "RestoreJob"]

@@ -1,12 +1,18 @@
 """Migration source: hand a public VM over to another vmjobs host.
 
-    prepare -> prepare-destination -> migrate -> commit
+    wait-turn -> prepare -> prepare-destination -> migrate -> commit
 
 VM.migrate claims the public VM (status Migration Source) and queues this
-job. The job asks the destination service to expect the VM
+job. The job waits its turn among the outgoing migrations (OutgoingTurns:
+at most `migration.max_outgoing` at once, the others in the order they
+were called), asks the destination service to expect the VM
 (VM.migrationCreate, retried with backoff while the destination is busy,
 within the timeout), then has this host's libvirtd migrate the domain
-live, peer to peer, following the transfer in libvirt's job stats.
+live, peer to peer, following the transfer in libvirt's job stats. Every
+wait (for a turn, for a busy destination, for the transfer) is
+Job.wait_for: the job is parked and holds no worker; libvirt's migration
+call runs on a thread of its own (_Transfer) that wakes the job when it
+returns.
 
 - Success: the domain left; the VM leaves this host's public registry (it
   is public on the destination, whose job committed it).
@@ -49,6 +55,37 @@ class DestinationRefused(VdsmError):
         self.code = code
 
 
+class OutgoingTurns:
+    """The outgoing migrations in the order VM.migrate was called, until
+    each job ends: the first `limit` (None: all) have their turn, the
+    others wait for it, parked."""
+
+    def __init__(self, limit=None):
+        self.limit = limit
+        self._lock = threading.Lock()   # guards _order
+        self._order = []
+
+    def join(self, job):
+        with self._lock:
+            self._order.append(job)
+
+    def has_turn(self, job):
+        with self._lock:
+            return self.limit is None or \
+                job in self._order[:self.limit]
+
+    def leave(self, job):
+        """`job` ended (or never runs): the next in line gets its turn."""
+        with self._lock:
+            if job not in self._order:
+                return
+            self._order.remove(job)
+            turns = self._order if self.limit is None else \
+                self._order[:self.limit]
+        for waiting in turns:    # outside the lock: wake takes the job's
+            waiting.wake()
+
+
 class MigrationSourceJob(VmJob):
     # Ahead of queued creations and restores, as the destination's job.
     priority = workers.Priority.HIGH
@@ -61,73 +98,95 @@ class MigrationSourceJob(VmJob):
     retry_first, retry_max = 0.25, 10.0
 
     def __init__(self, vm_id, target, hypervisor, registry, connect,
-                 default_timeout, outgoing_limit=None, **kwargs):
+                 default_timeout, turns=None, **kwargs):
         """`target`: a params.MigrationTarget; `connect(dst, timeout)`: a
         client of the destination service (with call(method, params));
-        `outgoing_limit`: at most this many VMs migrating out at once."""
+        `turns`: the host's OutgoingTurns (None: no limit)."""
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.target = target
         self.migration_timeout = target.timeout or default_timeout
-        self.outgoing_limit = outgoing_limit
+        self.turns = turns or OutgoingTurns()
         self._connect = connect
         # The VM's params, read by reserve() when it claims the VM: the
         # destination keeps them.
         self.params = {}
-        # Set on abort and when the transfer ends: the monitor looks again.
-        self._wake = threading.Event()
+        # Set by the job's continuations, one after the other: the undo
+        # of what it made, its deadline (from its turn on), the domain XML,
+        # the next backoff, the transfer and how its following went.
+        self._rollback = Rollback()
+        self._deadline = None
+        self._xml = None
+        self._delay = self.retry_first
+        self._transfer = None
+        self._aborting = self._timed_out = False
         # The domain left for the destination (read in on_ended, after
         # run() returned).
         self._migrated = False
 
     def reserve(self):
-        """Claim the public VM, Migration Source meanwhile (raises NoVM;
-        MigrateError if another job works on it; MigrateLimit beyond the
-        outgoing limit)."""
+        """Claim the public VM, Migration Source meanwhile, and take a
+        place in the outgoing turns (raises NoVM; MigrateError if another
+        job works on it)."""
         try:
             vm = self.registry.claim(self.vm_id, VmStatus.MIGRATION_SOURCE,
-                                     self, self.outgoing_limit)
+                                     self)
         except VmBusy as exc:
             raise MigrateError(f"cannot migrate: {exc}") from None
         self.params = vm.params
+        self.turns.join(self)
 
     def release(self):
+        self.turns.leave(self)
         self.registry.release(self.vm_id, self)
 
-    def abort(self):
-        super().abort()
-        self._wake.set()
-
-    def transfer_ended(self):
-        """Called by the transfer's thread: the monitor looks again."""
-        self._wake.set()
-
     def run(self):
-        vm_id = self.vm_id
-        deadline = time.monotonic() + self.migration_timeout
-        with Rollback() as rollback:
-            self.step("prepare")
-            domain_xml = self.hv.migratable_xml(vm_id)
-            self.step("prepare-destination")
-            self._create_on_destination(domain_xml, deadline)
-            rollback.push(f"destroy VM {vm_id} on {self.target.dst}",
-                          self._destroy_on_destination)
-            self.step("migrate")
-            self._transfer(deadline)
+        return self.wait_for("wait-turn", lambda: self.turns.has_turn(self),
+                             self._guarded(self._prepare))
+
+    def _guarded(self, continuation):
+        """`continuation`, run so that a failure or an abort in it undoes
+        what the job made (newest first)."""
+        def guarded(*args):
+            with self._rollback:
+                return continuation(*args)
+        return guarded
+
+    def _prepare(self, _turn):
+        self._deadline = time.monotonic() + self.migration_timeout
+        self.step("prepare")
+        self._xml = self.hv.migratable_xml(self.vm_id)
+        self.step("prepare-destination")
+        return self._create_on_destination()
+
+    def _migrate(self):
+        self.step("migrate")
+        self._transfer = _Transfer(self)
+        self._transfer.start()
+        # Not abortable: an abort is handed to libvirt (_follow_transfer)
+        # and the job ends only once the migration call has returned.
+        return self.wait_for(None, self._guarded(self._follow_transfer),
+                             self._transferred, poll=self.monitor_interval,
+                             abortable=False)
+
+    def _transferred(self, _done):
+        with self._rollback:
+            self._check_transfer()
         # The domain runs on the destination now: whatever happens next,
         # this host lets the VM go.
         self._migrated = True
         try:
             self.step("commit")
             self.complete(
-                lambda: self.registry.unpublish_claimed(vm_id, self))
+                lambda: self.registry.unpublish_claimed(self.vm_id, self))
         except JobAborted:
             raise MigrateError(
-                f"too late to abort: VM {vm_id} had already migrated to "
-                f"{self.target.dst}") from None
-        log.info("VM %s migrated to %s", vm_id, self.target.dst)
+                f"too late to abort: VM {self.vm_id} had already migrated "
+                f"to {self.target.dst}") from None
+        log.info("VM %s migrated to %s", self.vm_id, self.target.dst)
 
     def on_ended(self):
         if self._migrated:
+            self.turns.leave(self)
             if self.status is not JobStatus.DONE:
                 self.registry.unpublish_claimed(self.vm_id, self)
         else:
@@ -145,27 +204,30 @@ class MigrationSourceJob(VmJob):
             raise MigrateError(f"cannot reach the destination "
                                f"{self.target.dst}: {exc}") from None
 
-    def _create_on_destination(self, domain_xml, deadline):
-        """VM.migrationCreate on the destination, again while it is busy."""
-        params = {**self.params, "vmId": self.vm_id, "xml": domain_xml}
-        delay = self.retry_first
-        while True:
-            try:
-                self._call_destination("VM.migrationCreate", {
-                    "vmID": self.vm_id, "params": params}, deadline)
-                return
-            except RemoteError as exc:
-                remaining = deadline - time.monotonic()
-                if exc.code not in BUSY or remaining <= 0:
-                    raise DestinationRefused(
-                        exc.code, f"the destination {self.target.dst} "
-                        f"refused VM {self.vm_id}: {exc.message}") from None
-                log.info("destination %s busy (%s): trying again in "
-                         "%.2f s", self.target.dst, exc.code, delay)
-            # An abort ends the wait at once.
-            if self.wait_abort_requested(min(delay, remaining)):
-                self.check_abort()
-            delay = min(delay * 2, self.retry_max)
+    def _create_on_destination(self):
+        """VM.migrationCreate on the destination; while it is busy, again
+        after a backoff (parked), within the deadline."""
+        params = {**self.params, "vmId": self.vm_id, "xml": self._xml}
+        try:
+            self._call_destination("VM.migrationCreate", {
+                "vmID": self.vm_id, "params": params}, self._deadline)
+        except RemoteError as exc:
+            remaining = self._deadline - time.monotonic()
+            if exc.code not in BUSY or remaining <= 0:
+                raise DestinationRefused(
+                    exc.code, f"the destination {self.target.dst} "
+                    f"refused VM {self.vm_id}: {exc.message}") from None
+            delay, self._delay = self._delay, min(self._delay * 2,
+                                                  self.retry_max)
+            log.info("destination %s busy (%s): trying again in %.2f s",
+                     self.target.dst, exc.code, delay)
+            return self.wait_for(
+                None, lambda: None, None,
+                deadline=time.monotonic() + min(delay, remaining),
+                expired=self._guarded(self._create_on_destination))
+        self._rollback.push(f"destroy VM {self.vm_id} on {self.target.dst}",
+                            self._destroy_on_destination)
+        return self._migrate()
 
     def _destroy_on_destination(self):
         # Only while the domain runs here: if it left, the destination's
@@ -185,51 +247,52 @@ class MigrationSourceJob(VmJob):
 
     # -- the transfer ---------------------------------------------------------
 
-    def _transfer(self, deadline):
-        """Migrate; return once the domain left. Abort libvirt's job on
-        Job.abort or when the deadline passes, and raise once the migration
-        call has returned, never before."""
-        transfer = _Transfer(self)
-        transfer.start()
-        aborting = timed_out = False
-        while not transfer.done:
-            aborting = aborting or self.wait_abort_requested(0)
-            timed_out = timed_out or time.monotonic() > deadline
-            try:
-                if aborting or timed_out:
-                    # Again at every round: libvirt refuses an abort until
-                    # its migration job has begun.
-                    self.hv.abort_job(self.vm_id)
-                else:
-                    progress = self.hv.migration_progress(self.vm_id)
-                    if progress is not None:
-                        self.set_progress(progress)
-            except HypervisorError as exc:
-                log.warning("VM %s: following the migration: %s",
-                            self.vm_id, exc)
-            self._wake.wait(self.monitor_interval)
-            self._wake.clear()
-        transfer.join()
-        aborting = aborting or self.wait_abort_requested(0)
-        if transfer.error is not None and self.hv.state(self.vm_id) is None:
+    def _follow_transfer(self):
+        """True once libvirt's migration call returned. Until then, each
+        look (woken by the call's end, an abort, or the poll) reads the
+        progress; on Job.abort, or past the deadline, aborts libvirt's job,
+        again at every look: libvirt refuses an abort until its migration
+        job has begun."""
+        if self._transfer.done:
+            return True
+        self._aborting = self._aborting or self.abort_requested()
+        self._timed_out = self._timed_out or \
+            time.monotonic() > self._deadline
+        try:
+            if self._aborting or self._timed_out:
+                self.hv.abort_job(self.vm_id)
+            else:
+                progress = self.hv.migration_progress(self.vm_id)
+                if progress is not None:
+                    self.set_progress(progress)
+        except HypervisorError as exc:
+            log.warning("VM %s: following the migration: %s",
+                        self.vm_id, exc)
+        return False
+
+    def _check_transfer(self):
+        """Return if the domain left; else raise why it did not."""
+        self._transfer.join()
+        error = self._transfer.error
+        aborting = self._aborting or self.abort_requested()
+        if error is not None and self.hv.state(self.vm_id) is None:
             log.warning("VM %s: the migration call failed (%s) but the "
-                        "domain left: it migrated", self.vm_id,
-                        transfer.error)
-        elif transfer.error is not None:
+                        "domain left: it migrated", self.vm_id, error)
+        elif error is not None:
             if aborting:
                 raise JobAborted("aborted during the transfer")
-            if timed_out:
+            if self._timed_out:
                 raise MigrateError(f"VM {self.vm_id} did not migrate "
                                    f"within {self.migration_timeout:g} s")
             raise MigrateError(f"migration of VM {self.vm_id} to "
-                               f"{self.target.dst_uri} failed: "
-                               f"{transfer.error}")
+                               f"{self.target.dst_uri} failed: {error}")
         self.set_progress(100)
 
 
 class _Transfer(threading.Thread):
     """libvirt's migration call, which lasts as long as the transfer, on a
-    thread of its own, so that the job can follow it and abort it."""
+    thread of its own (not a worker), so that the job can follow it and
+    abort it; it wakes the job when the call returns."""
 
     def __init__(self, job):
         super().__init__(name=f"migrate-{job.vm_id[:8]}", daemon=True)
@@ -240,7 +303,7 @@ class _Transfer(threading.Thread):
     def run(self):
         job = self.job
         try:
-            if job.wait_abort_requested(0):
+            if job.abort_requested():
                 self.error = "aborted before it began"
             else:
                 job.hv.migrate(job.vm_id, job.target.dst_uri,
@@ -253,4 +316,4 @@ class _Transfer(threading.Thread):
             self.error = exc
         finally:
             self.done = True
-            job.transfer_ended()
+            job.wake()
