@@ -162,7 +162,7 @@ def test_woken_job_runs_ahead_of_queued_work():
 
 
 def test_a_parked_job_keeps_a_worker_free_of_normal_work():
-    # The reserve: while a job is parked, NORMAL work holds at most
+    # The spare worker: while a job is parked, NORMAL work holds at most
     # workers - 1 threads, so the woken job waits for no NORMAL job's run.
     order = []
     with Pool(workers=2, queue_size=10) as pool:
@@ -183,10 +183,10 @@ def test_a_parked_job_keeps_a_worker_free_of_normal_work():
         job.arrived = True
         job.wake()
         assert job.wait(WAIT)
-        assert second.wait(WAIT)    # the reserve is lifted: it runs now
+        assert second.wait(WAIT)    # the spare worker is free: it runs now
         held.release.set()
     # `second`, queued while the job was parked, ran only after it ended,
-    # although a worker was free all along: the reserve held it back.
+    # although a worker was free all along: the spare worker held it back.
     assert order == [held, job, probe, job, second]
 
 

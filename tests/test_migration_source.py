@@ -101,7 +101,7 @@ def test_the_vm_is_claimed_and_given_back_when_the_transfer_fails(
 def test_outgoing_migrations_beyond_the_limit_wait_their_turn(make_api,
                                                               host_b):
     """Beyond migration.max_outgoing VM.migrate is accepted (API.md): the
-    job waits in step wait-turn, parked (holding no worker: a creation
+    job waits in step wait-slot, parked (holding no worker: a creation
     runs meanwhile on the only one), in call order, and goes once the
     migration ahead of it ended."""
     gate = StepGate("prepare-destination")
@@ -120,7 +120,7 @@ def test_outgoing_migrations_beyond_the_limit_wait_their_turn(make_api,
     assert gate.job.id == job_ids[0]
     for vm_id, job_id in zip((second, third), job_ids[1:], strict=True):
         info = api.Host.getJobs(job_ids=[job_id])[job_id]
-        assert (info["status"], info["step"]) == ("running", "wait-turn")
+        assert (info["status"], info["step"]) == ("running", "wait-slot")
         assert api.VM.getStats(vm_id)["status"] == "Migration Source"
     stats = api.pool.stats()
     assert (stats["running"], stats["parked"]) == (1, 2)   # the gated one

@@ -201,7 +201,7 @@ def test_three_at_once_two_out_and_a_creation_on_the_only_worker(
         infos = a.call("Host.getJobs", job_ids=job_ids)
         past_turn = [info for info in infos.values()
                      if info["status"] == "running"
-                     and info["step"] != "wait-turn"]
+                     and info["step"] != "wait-slot"]
         assert len(past_turn) <= 2, infos
         transferring = [info for info in past_turn if "progress" in info]
         if transferring:

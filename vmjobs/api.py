@@ -33,7 +33,7 @@ from .flows import (
     HibernateJob,
     MigrationDestinationJob,
     MigrationSourceJob,
-    OutgoingTurns,
+    OutgoingSlots,
     RestoreJob,
 )
 from .host import host_stats, vm_list
@@ -65,7 +65,7 @@ class API:
             domain_type=self.config.domain_type)
         self.registry = VmRegistry(self.config.publish)
         # VM.migrate's jobs in call order: max_outgoing migrate at once.
-        self.outgoing = OutgoingTurns(self.config.max_outgoing)
+        self.outgoing = OutgoingSlots(self.config.max_outgoing)
         self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended,
@@ -190,7 +190,7 @@ class API:
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,
-            turns=self.outgoing, **self._job_args())
+            slots=self.outgoing, **self._job_args())
         self._queue(job)
         return {"jobId": job.id}
 

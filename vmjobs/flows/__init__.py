@@ -6,16 +6,16 @@
                -> verify -> commit
     migration  prepare -> wait-arrival -> persist -> commit
     hibernate  prepare -> save -> undefine -> commit
-    migration-source  wait-turn -> prepare -> prepare-destination -> migrate
+    migration-source  wait-slot -> prepare -> prepare-destination -> migrate
                -> commit
 """
 
 from .create import CreateJob
 from .hibernate import HibernateJob
 from .migration import MigrationDestinationJob
-from .migration_source import MigrationSourceJob, OutgoingTurns
+from .migration_source import MigrationSourceJob, OutgoingSlots
 from .recover import RecoverJob
 from .restore import RestoreJob
 
 __all__ = ["CreateJob", "HibernateJob", "MigrationDestinationJob",
-           "MigrationSourceJob", "OutgoingTurns", "RecoverJob", "RestoreJob"]
+           "MigrationSourceJob", "OutgoingSlots", "RecoverJob", "RestoreJob"]

@@ -1,15 +1,15 @@
 """Migration source: hand a public VM over to another vmjobs host.
 
-    wait-turn -> prepare -> prepare-destination -> migrate -> commit
+    wait-slot -> prepare -> prepare-destination -> migrate -> commit
 
 VM.migrate claims the public VM (status Migration Source) and queues this
-job. The job waits its turn among the outgoing migrations (OutgoingTurns:
-at most `migration.max_outgoing` at once, the others in the order they
-were called), asks the destination service to expect the VM
+job. The job waits for an outgoing slot (OutgoingSlots: at most
+`migration.max_outgoing` migrate at once, the others wait their turn in
+the order they were called), asks the destination service to expect the VM
 (VM.migrationCreate, retried with backoff while the destination is busy,
 within the timeout), then has this host's libvirtd migrate the domain
 live, peer to peer, following the transfer in libvirt's job stats. Every
-wait (for a turn, for a busy destination, for the transfer) is
+wait (for a slot, for a busy destination, for the transfer) is
 Job.wait_for: the job is parked and holds no worker; libvirt's migration
 call runs on a thread of its own (_Transfer) that wakes the job when it
 returns.
@@ -55,10 +55,10 @@ class DestinationRefused(VdsmError):
         self.code = code
 
 
-class OutgoingTurns:
+class OutgoingSlots:
     """The outgoing migrations in the order VM.migrate was called, until
-    each job ends: the first `limit` (None: all) have their turn, the
-    others wait for it, parked."""
+    each job ends: the first `limit` (None: all) have a slot, the others
+    wait for one, parked."""
 
     def __init__(self, limit=None):
         self.limit = limit
@@ -69,20 +69,20 @@ class OutgoingTurns:
         with self._lock:
             self._order.append(job)
 
-    def has_turn(self, job):
+    def has_slot(self, job):
         with self._lock:
             return self.limit is None or \
                 job in self._order[:self.limit]
 
     def leave(self, job):
-        """`job` ended (or never runs): the next in line gets its turn."""
+        """`job` ended (or never runs): the next in line gets its slot."""
         with self._lock:
             if job not in self._order:
                 return
             self._order.remove(job)
-            turns = self._order if self.limit is None else \
+            holders = self._order if self.limit is None else \
                 self._order[:self.limit]
-        for waiting in turns:    # outside the lock: wake takes the job's
+        for waiting in holders:    # outside the lock: wake takes the job's
             waiting.wake()
 
 
@@ -98,20 +98,20 @@ class MigrationSourceJob(VmJob):
     retry_first, retry_max = 0.25, 10.0
 
     def __init__(self, vm_id, target, hypervisor, registry, connect,
-                 default_timeout, turns=None, **kwargs):
+                 default_timeout, slots=None, **kwargs):
         """`target`: a params.MigrationTarget; `connect(dst, timeout)`: a
         client of the destination service (with call(method, params));
-        `turns`: the host's OutgoingTurns (None: no limit)."""
+        `slots`: the host's OutgoingSlots (None: no limit)."""
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.target = target
         self.migration_timeout = target.timeout or default_timeout
-        self.turns = turns or OutgoingTurns()
+        self.slots = slots or OutgoingSlots()
         self._connect = connect
         # The VM's params, read by reserve() when it claims the VM: the
         # destination keeps them.
         self.params = {}
         # Set by the job's continuations, one after the other: the undo
-        # of what it made, its deadline (from its turn on), the domain XML,
+        # of what it made, its deadline (from its slot on), the domain XML,
         # the next backoff, the transfer and how its following went.
         self._rollback = Rollback()
         self._deadline = None
@@ -125,7 +125,7 @@ class MigrationSourceJob(VmJob):
 
     def reserve(self):
         """Claim the public VM, Migration Source meanwhile, and take a
-        place in the outgoing turns (raises NoVM; MigrateError if another
+        place in line for an outgoing slot (raises NoVM; MigrateError if another
         job works on it)."""
         try:
             vm = self.registry.claim(self.vm_id, VmStatus.MIGRATION_SOURCE,
@@ -133,14 +133,14 @@ class MigrationSourceJob(VmJob):
         except VmBusy as exc:
             raise MigrateError(f"cannot migrate: {exc}") from None
         self.params = vm.params
-        self.turns.join(self)
+        self.slots.join(self)
 
     def release(self):
-        self.turns.leave(self)
+        self.slots.leave(self)
         self.registry.release(self.vm_id, self)
 
     def run(self):
-        return self.wait_for("wait-turn", lambda: self.turns.has_turn(self),
+        return self.wait_for("wait-slot", lambda: self.slots.has_slot(self),
                              self._guarded(self._prepare))
 
     def _guarded(self, continuation):
@@ -151,7 +151,7 @@ class MigrationSourceJob(VmJob):
                 return continuation(*args)
         return guarded
 
-    def _prepare(self, _turn):
+    def _prepare(self, _slot):
         self._deadline = time.monotonic() + self.migration_timeout
         self.step("prepare")
         self._xml = self.hv.migratable_xml(self.vm_id)
@@ -186,7 +186,7 @@ class MigrationSourceJob(VmJob):
 
     def on_ended(self):
         if self._migrated:
-            self.turns.leave(self)
+            self.slots.leave(self)
             if self.status is not JobStatus.DONE:
                 self.registry.unpublish_claimed(self.vm_id, self)
         else:
