@@ -13,7 +13,7 @@ import re
 import pytest
 
 from vmjobs import config as vmjobs_config
-from vmjobs.verbs import VERBS
+from vmjobs.api import VERBS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "architecture.md"
@@ -153,9 +153,9 @@ def test_every_cited_code_name_exists():
                 missing.append(span)
         elif span.endswith(".py"):       # a file, or files (cli*.py)
             file = span.rsplit("/", 1)[-1]
-            if not any(fnmatch.fnmatch(p.relative_to(ROOT).as_posix(),
-                                       f"*{span}")
-                       for p in SOURCES + TESTS):
+            paths = [p.relative_to(ROOT).as_posix() for p in SOURCES + TESTS]
+            if not any(fnmatch.fnmatch(p, span) or
+                       fnmatch.fnmatch(p, f"*/{span}") for p in paths):
                 missing.append(span)
         elif span.endswith("/"):         # a package
             if not any((base / span).is_dir()
