@@ -142,7 +142,10 @@ class Pool:
                 self._wait_change()
             self._pending[job.id] = job
             self._lanes.push(job, lane)
-            if self._startable() >> lane & 1:
+            # (Nothing parked and no admission asked: the rule lets it
+            # start, and the hot path skips computing it.)
+            if not (self._parked or job.admission) or \
+                    self._startable() >> lane & 1:
                 # Else no worker could take it yet: a worker whose job
                 # ends looks for it (_worker), and a lifted limit rings.
                 self._queue.put(True)
