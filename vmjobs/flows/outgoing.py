@@ -39,7 +39,7 @@ from ..hypervisor import DomainState, HypervisorError
 from ..registry import VmBusy, VmStatus
 from .base import Rollback, VmJob
 
-log = logging.getLogger("vmjobs.flows.migration_source")
+log = logging.getLogger("vmjobs.flows.outgoing")
 
 # The destination's answers that mean "not now": migrateLimit,
 # ResourceExhausted, and HTTP 503 (all its connections busy).
