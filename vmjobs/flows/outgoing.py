@@ -125,8 +125,8 @@ class MigrationSourceJob(VmJob):
 
     def reserve(self):
         """Claim the public VM, Migration Source meanwhile, and take a
-        place in line for an outgoing slot (raises NoVM; MigrateError if another
-        job works on it)."""
+        place in line for an outgoing slot (raises NoVM; MigrateError if
+        another job works on it)."""
         try:
             vm = self.registry.claim(self.vm_id, VmStatus.MIGRATION_SOURCE,
                                      self)
