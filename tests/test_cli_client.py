@@ -188,7 +188,7 @@ def test_call_list_gives_types_and_optional_params():
     assert rows["VM.create"] == "vmID: UUID, vmParams: object"
     assert rows["VM.destroy"] == "vmID: UUID, [gracefulAttempts: int]"
     assert rows["Host.ping"] == "-"
-    from vmjobs.verbs import VERBS
+    from vmjobs.api import VERBS
     assert set(rows) == set(VERBS)
 
 

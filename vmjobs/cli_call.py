@@ -89,10 +89,28 @@ def call(args):
     return 0
 
 
+# What each param of a verb is, for `vmjobs call --list` (API.md "Verbs"):
+# name -> its JSON type; and the params a verb may go without. A verb
+# declared with a param not named here fails test_cli_client's --list test.
+PARAM_TYPES = {
+    "vmID": "UUID", "vmParams": "object", "params": "object",
+    "incomingLimit": "int", "hibernationVolHandle": "path",
+    "gracefulAttempts": "int", "fullStatus": "bool",
+    "vmList": "list of UUIDs", "onlyUUID": "bool", "job_type": "string",
+    "job_ids": "list of job ids", "jobId": "job id",
+}
+OPTIONAL = {
+    "Host.getVMList": {"fullStatus", "vmList", "onlyUUID"},
+    "Host.getJobs": {"job_type", "job_ids"},
+    "VM.migrationCreate": {"incomingLimit"},
+    "VM.destroy": {"gracefulAttempts"},
+}
+
+
 def verb_list():
     """Each verb and its params in order (as positional params take
     them), with their types; [optional] ones in brackets."""
-    from .verbs import OPTIONAL, PARAM_TYPES, VERBS
+    from .api import VERBS
     rows = [("VERB", "PARAMS")]
     for verb, (_, names) in sorted(VERBS.items()):
         shown = []

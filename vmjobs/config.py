@@ -56,10 +56,9 @@ class Config:
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
-    # Outgoing migrations at once (VM.migrate answers migrateLimit beyond
-    # it). Each holds a worker while it runs: kept below `workers`, the
-    # others stay free for incoming commits (unbounded, two hosts migrating
-    # to each other filled both pools with jobs waiting for each other).
+    # Outgoing migrations at once; more VM.migrate calls wait their turn,
+    # parked (no worker held). The bound keeps the destinations' incoming
+    # slots and the network from being flooded.
     max_outgoing: int = 2
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
@@ -161,7 +160,7 @@ SETTINGS = [
             "migration_destination_timeout", float, 0,
             comment="seconds an incoming migration may take to arrive"),
     Setting("migration", "max_outgoing", "max_outgoing", int, 1,
-            comment="outgoing migrations at once (82 beyond)"),
+            comment="outgoing migrations at once (more wait their turn)"),
     Setting("migration", "source_timeout", "migration_source_timeout",
             float, 0, comment="seconds an outgoing migration may take"),
     Setting("migration", "check_interval", "migration_check_interval",
