@@ -48,6 +48,10 @@ class Config:
     adaptive: bool = False
     # A job running longer than this (seconds) is reported stuck.
     job_timeout: float = 600.0
+    # Seconds recovery waits for a domain that libvirt is migrating or
+    # saving to settle; past it that VM's recover job fails and the rest of
+    # the host is served (docs/recovery.md).
+    recovery_settle_timeout: float = 120.0
     # Ended jobs stay queryable this long (seconds), at most max_ended.
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
@@ -152,6 +156,9 @@ SETTINGS = [
             comment="the guests' domain type; empty: the fastest offered"),
     Setting("jobs", "timeout", "job_timeout", float, 0,
             comment="seconds; a job running longer is reported stuck"),
+    Setting("recovery", "settle_timeout", "recovery_settle_timeout", float,
+            0, comment="seconds recovery waits for a migrating or saving "
+            "domain"),
     Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0,
             comment="seconds an ended job stays queryable"),
     Setting("jobs", "max_ended", "max_ended", int, 0,

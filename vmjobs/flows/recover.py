@@ -5,22 +5,29 @@ Recovery never changes a domain: a running one becomes public as it is; a
 stopped one is left alone for the engine to decide; on failure nothing is
 undone, because nothing was done.
 
-A domain caught migrating (the service stopped or was killed while a
-migration ran, which libvirt carries on alone) is looked at once the
-migration has ended, as VDSM's recovery does: if it left, there is nothing
-to recover here (it is the destination's); if it arrived, or stayed
-because the migration failed, it is recovered as it then is. Committing it
-earlier could list a VM that is about to leave, or one that never
-arrives."""
+A domain caught migrating or being saved (the service stopped or was
+killed while a migration or a hibernation ran, which libvirt carries on
+alone) is looked at once that has ended, as VDSM's recovery does: if it
+left, there is nothing to recover here (it is the destination's); if it
+arrived, or stayed because the migration failed, it is recovered as it
+then is; a saved one is shut off, and left for the engine to restore.
+Committing it earlier could list a VM that is about to leave, one that
+never arrives, or one whose domain is about to vanish. Which of these is
+under way is libvirt's job info's to say (hypervisor.Activity), not the
+pause reason's: a domain restored paused has the pause reason of an
+arriving migration. The wait has a bound (settle_timeout): past it the job
+fails, the domain is left as it is (counted by Host.getStats), and the rest
+of the host does not wait for it any longer."""
 
 import logging
 import threading
+import time
 
 import workers
 
 from .. import domxml
 from ..errors import CreateError
-from ..hypervisor import DomainState
+from ..hypervisor import Activity, DomainState
 from ..registry import VmStatus
 from .base import StartupJob
 from .steps import PUBLIC_STATUS
@@ -40,9 +47,12 @@ class RecoverJob(StartupJob):
     # the job sooner).
     migration_check_interval = 0.5
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, settle_timeout=120.0, **kwargs):
         super().__init__(*args, **kwargs)
         self._wake = threading.Event()   # set on events and on abort
+        # How long a domain may stay migrating or saving before recovery
+        # gives up on it (recovery.settle_timeout).
+        self.settle_timeout = settle_timeout
 
     def abort(self):
         super().abort()
@@ -60,11 +70,13 @@ class RecoverJob(StartupJob):
             raise CreateError(f"domain {vm_id} carries the metadata of VM "
                               f"{meta_vm_id}")
         self.step("inspect")
-        if self.hv.migrating(vm_id):
-            self.step("wait-migration")
-            self._wait_migration_ended()
+        activity = self.hv.activity(vm_id)
+        if activity is not Activity.SETTLED:
+            self.step(f"wait-{activity}")
+            self._wait_settled(activity)
             if self.hv.state(vm_id) is None:
-                log.info("VM %s migrated away while we were down", vm_id)
+                log.info("VM %s left while we were down (it was %s)", vm_id,
+                         activity)
                 self.step("migrated-away")
                 return
         state = self.hv.state(vm_id)
@@ -78,17 +90,29 @@ class RecoverJob(StartupJob):
         self.step("commit")
         self.commit(PUBLIC_STATUS[state], params=params)
 
-    def _wait_migration_ended(self):
+    def _wait_settled(self, activity):
+        """Wait until libvirt's migration or save on the domain has ended,
+        at most settle_timeout (CreateError past it)."""
         token = self.hv.subscribe(self.vm_id,
                                   lambda event, detail: self._wake.set())
+        deadline = time.monotonic() + self.settle_timeout
         try:
             while True:
                 # Clear before looking: an event during the look makes the
                 # next wait return at once.
                 self._wake.clear()
                 self.check_abort()
-                if not self.hv.migrating(self.vm_id):
+                activity = self.hv.activity(self.vm_id)
+                if activity is Activity.SETTLED:
                     return
-                self._wake.wait(self.migration_check_interval)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CreateError(
+                        f"domain {self.vm_id} still {activity} after "
+                        f"{self.settle_timeout:g} s: its state cannot be "
+                        "settled; left as it is (Host.getStats counts it "
+                        "in unowned_domains until a restart recovers it or "
+                        "VM.destroy removes it)")
+                self._wake.wait(min(self.migration_check_interval, left))
         finally:
             self.hv.unsubscribe(self.vm_id, token)
