@@ -100,6 +100,10 @@ class Config:
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
+    # Seconds a stop waits for the running jobs to reach a safe end; past
+    # it the service exits with them still running (below the unit's
+    # TimeoutStopSec, 15 min, so that systemd never kills it -9).
+    stop_timeout: float = 840.0
     # Held (fcntl) while serving, so a second instance refuses to start.
     lock_file: str = "/run/vmjobs/vmjobs.lock"
     # When the list verbs show a VM: at its job's commit, or (accept) as
@@ -201,6 +205,8 @@ SETTINGS = [
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),
+    Setting("service", "stop_timeout", "stop_timeout", float, 0,
+            comment="seconds a stop waits for running jobs"),
     Setting("service", "lock_file", "lock_file", str,
             comment="held while serving: one instance per host"),
     Setting("log", "file", "log_file", str, optional=True,

@@ -16,8 +16,10 @@ live, peer to peer, following the transfer in libvirt's job stats.
   previous status.
 
 Never twice: the destination's copy is destroyed only once the domain is
-known to run here still, and the job never ends while libvirt's migration
-call runs. A migration that completed although its call failed, or that an
+known to run here still, and the job does not end while libvirt's migration
+call runs, unless libvirt has not ended it `cancel_timeout` after its abort
+(a migration QEMU cannot cancel): the job then fails rather than wait for
+ever. A migration that completed although its call failed, or that an
 abort reached too late, is a migration: the VM is on the destination."""
 
 import logging
@@ -57,6 +59,11 @@ class MigrationSourceJob(VmJob):
     # Seconds between looks at libvirt's job while the transfer runs (for
     # the progress, and to repeat an abort libvirt could not take yet).
     monitor_interval = 0.2
+    # Seconds libvirt has to end its migration once the job aborted it (on
+    # Job.abort, VM.destroy or the timeout); past it the job fails and the
+    # domain is left to libvirt, as it is (docs/recovery.md, "A migration
+    # libvirt cannot cancel").
+    cancel_timeout = 30.0
     # Backoff while the destination is busy (VDSM waits 10 s each time).
     retry_first, retry_max = 0.25, 10.0
 
@@ -188,9 +195,16 @@ class MigrationSourceJob(VmJob):
         transfer = _Transfer(self)
         transfer.start()
         aborting = timed_out = False
+        cancel_deadline = None
         while not transfer.done:
             aborting = aborting or self.wait_abort_requested(0)
             timed_out = timed_out or time.monotonic() > deadline
+            if (aborting or timed_out) and cancel_deadline is None:
+                cancel_deadline = time.monotonic() + self.cancel_timeout
+            if cancel_deadline is not None and \
+                    time.monotonic() > cancel_deadline:
+                raise uncancellable(self.vm_id, self.cancel_timeout,
+                                    self.hv.state(self.vm_id))
             try:
                 if aborting or timed_out:
                     # Again at every round: libvirt refuses an abort until
@@ -221,6 +235,17 @@ class MigrationSourceJob(VmJob):
                                f"{self.target.dst_uri} failed: "
                                f"{transfer.error}")
         self.set_progress(100)
+
+
+def uncancellable(vm_id, cancel_timeout, state):
+    """The error of a migration that libvirt did not end within
+    `cancel_timeout` of its abort (QEMU stuck in `cancelling`)."""
+    return MigrateError(
+        f"libvirt did not end the migration of VM {vm_id} within "
+        f"{cancel_timeout:g} s of its abort: the job gives up; the domain is "
+        f"left to libvirt as it is ({state or 'gone'}), the VM stays listed "
+        "here and its copy on the destination is destroyed; VM.destroy "
+        "destroys it by force")
 
 
 class _Transfer(threading.Thread):
