@@ -25,12 +25,18 @@ import dataclasses
 import time
 
 import workers
-from workers import JobStatus
+from workers import JobAborted, JobStatus
 
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError
 from ..registry import VmStatus
-from .arrival import arrived_status, keep_for_recovery, make_ours, remove_unarrived
+from .arrival import (
+    arrived_status,
+    keep_for_recovery,
+    make_ours,
+    publish_arrived,
+    remove_unarrived,
+)
 from .base import StartupJob
 from .steps import ensure_no_domain
 
@@ -89,10 +95,10 @@ class MigrationDestinationJob(StartupJob):
         """Look for the arrival: at first, then each time the job is woken
         (an event, the safety-net interval, the deadline, an abort). Not
         arrived: park again, holding no worker. Arrived: commit."""
-        if reason is not None:
-            self.check_abort()   # an abort while parked lands here
         status = arrived_status(self.hv, self.vm_id)
         if status is None:
+            if reason is not None:
+                self.check_abort()   # an abort while parked lands here
             now = time.monotonic()
             if now >= self._deadline:
                 raise MigrateError(f"VM {self.vm_id} did not arrive within "
@@ -106,7 +112,12 @@ class MigrationDestinationJob(StartupJob):
             make_ours(self.hv, self.vm_id, self.spec.params)
             self.step("commit")
             self.commit(status)
-        except Exception as exc:   # a failure, or an abort (JobAborted)
+        except JobAborted:
+            # Too late to abort: the source's migration has completed (its
+            # job may have ended done), and this may be the guest's only
+            # copy. It is listed here all the same, and the job says so.
+            raise MigrateError(publish_arrived(self, status)) from None
+        except Exception as exc:   # a failure
             why = str(exc) or type(exc).__name__
             raise MigrateError(keep_for_recovery(
                 self.hv, self.vm_id, self.spec.params, why)) from None

@@ -85,6 +85,9 @@ class MigrationSourceJob(VmJob):
         # The domain left for the destination (read in on_ended, after
         # run() returned).
         self._migrated = False
+        self.previous_status = None   # the VM's, when reserve() claimed it
+        # The destination's copy is known destroyed (set by the rollback).
+        self._destination_cleared = False
 
     def reserve(self):
         """Claim the public VM, Migration Source meanwhile (raises NoVM;
@@ -96,6 +99,7 @@ class MigrationSourceJob(VmJob):
         except VmBusy as exc:
             raise MigrateError(f"cannot migrate: {exc}") from None
         self.params = vm.params
+        self.previous_status = vm.status
 
     def release(self):
         self.registry.release(self.vm_id, self)
@@ -112,6 +116,10 @@ class MigrationSourceJob(VmJob):
             domain_xml = self.hv.migratable_xml(vm_id)
             self.step("prepare-destination")
             self._create_on_destination(domain_xml, deadline)
+            # Undone newest first: the guest is resumed here only once its
+            # copy there is destroyed.
+            rollback.push(f"resume VM {vm_id} if the migration stopped it",
+                          self._resume_if_stopped)
             rollback.push(f"destroy VM {vm_id} on {self.target.dst}",
                           self._destroy_on_destination)
             self.step("migrate")
@@ -185,6 +193,21 @@ class MigrationSourceJob(VmJob):
             if exc.code != NoVM.code:
                 raise MigrateError(f"VM.destroy on {self.target.dst}: "
                                    f"{exc.message}") from None
+        self._destination_cleared = True
+
+    def _resume_if_stopped(self):
+        # An end after the switch-over began leaves the vCPUs here stopped
+        # (QEMU's postmigrate): resumed if it ran before and its copy on
+        # the destination is gone (never twice).
+        if self.previous_status != VmStatus.UP or \
+                not self._destination_cleared:
+            return
+        if self.hv.resume_if_stopped_by_migration(self.vm_id):
+            log.warning("VM %s: its migration had stopped its vCPUs: "
+                        "resumed", self.vm_id)
+            if self.hv.state(self.vm_id) != DomainState.RUNNING:
+                raise MigrateError(f"VM {self.vm_id} was resumed after its "
+                                   "failed migration but does not run")
 
     # -- the transfer ---------------------------------------------------------
 
@@ -238,8 +261,7 @@ class MigrationSourceJob(VmJob):
 
 
 def uncancellable(vm_id, cancel_timeout, state):
-    """The error of a migration that libvirt did not end within
-    `cancel_timeout` of its abort (QEMU stuck in `cancelling`)."""
+    # A migration libvirt did not end in time after its abort.
     return MigrateError(
         f"libvirt did not end the migration of VM {vm_id} within "
         f"{cancel_timeout:g} s of its abort: the job gives up; the domain is "

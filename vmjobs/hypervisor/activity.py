@@ -65,3 +65,20 @@ def activity_of(dom):
             libvirt.VIR_DOMAIN_JOB_NONE:
         return Activity.SETTLED
     return _BY_OPERATION.get(stats.get("operation"), Activity.SETTLED)
+
+
+def resume_if_stopped_by_migration(dom):
+    """A source domain whose migration failed or was aborted after its
+    vCPUs were stopped (the switch-over had begun: QEMU's `postmigrate`)
+    stays paused, reason MIGRATION, with no job: the guest then runs
+    nowhere. Resume it; True if it was resumed. Left alone: a domain with a
+    job (the migration still under way), or paused for another reason (a
+    user's pause is the engine's)."""
+    code, reason = dom.state()
+    if code != libvirt.VIR_DOMAIN_PAUSED or \
+            reason != libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
+        return False
+    if activity_of(dom) is not Activity.SETTLED:
+        return False
+    dom.resume()
+    return True

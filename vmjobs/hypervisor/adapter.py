@@ -10,7 +10,7 @@ import time
 
 import libvirt
 
-from .activity import Activity, activity_of
+from .activity import Activity, activity_of, resume_if_stopped_by_migration
 from .connections import Connections
 from .domains import (
     domain_info,
@@ -249,6 +249,14 @@ class Hypervisor:
         with self.connection() as conn, translated("job stats"):
             dom = lookup(conn, uuid)
             return Activity.SETTLED if dom is None else activity_of(dom)
+
+    def resume_if_stopped_by_migration(self, uuid):
+        """Resume the domain if a migration that did not complete left its
+        vCPUs stopped (paused, reason MIGRATION, no job); True if it did.
+        The caller must know the guest runs nowhere else."""
+        with self.connection() as conn, translated("resume"):
+            dom = lookup(conn, uuid)
+            return dom is not None and resume_if_stopped_by_migration(dom)
 
     def migrating(self, uuid):
         """True while the domain migrates, in or out: its state then
