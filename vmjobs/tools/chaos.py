@@ -277,7 +277,8 @@ class ChaosRun:
                 # have kept the VM in its file: see what is there.
                 self.uncertain.add(vm_id)
                 self.expected.discard(vm_id)
-                if kind == "hibernate" and os.path.getsize(path) > 0:
+                if kind == "hibernate" and os.path.exists(path) and \
+                        os.path.getsize(path) > 0:
                     self.files[path] = vm_id
 
     def _resolve_uncertain(self):
