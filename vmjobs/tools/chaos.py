@@ -76,6 +76,9 @@ class ChaosRun:
         self.expected = set()    # VMs that must be public on a host
         self.uncertain = set()   # VMs whose last operation's outcome is lost
         self.files = {}          # unconsumed state file -> its VM
+        # Files a queued restore is reading: never restored twice at once
+        # (libvirt would run the guest on both hosts: the engine's rule).
+        self.restoring = set()
         self.inflight = {}       # job id -> (host index, kind, vm, path)
         self.log = []
         self.ops = collections.Counter()     # (kind, outcome)
@@ -188,12 +191,19 @@ class ChaosRun:
         return self._queue(h, "hibernate", vm_id, entry, answer, path)
 
     def _op_restore(self, h, draw, entry):
-        path = pick(self.files, draw)
+        path = pick(set(self.files) - self.restoring, draw)
         if path is None:
             return "skipped"
         vm_id = self.files[path]
-        answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
-            "vmId": vm_id, "restoreState": path})
+        # Taken even if the answer is lost (it may have been queued); free
+        # again once both hosts are quiet.
+        self.restoring.add(path)
+        try:
+            answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
+                "vmId": vm_id, "restoreState": path})
+        except RemoteError:
+            self.restoring.discard(path)
+            raise
         return self._queue(h, "restore", vm_id, entry, answer, path)
 
     def _op_abort(self, h, draw, entry):
@@ -264,6 +274,7 @@ class ChaosRun:
             except RemoteError:
                 info = None   # unknown: its service restarted since
             del self.inflight[job_id]
+            self.restoring.discard(path)
             status = info["status"] if info else "lost"
             self.ops[(f"{kind} job", status)] += 1
             if status == "done" and kind in ("create", "restore"):
@@ -289,6 +300,7 @@ class ChaosRun:
             if vm_id in public:
                 self.expected.add(vm_id)
         self.uncertain.clear()
+        self.restoring.clear()   # quiet: no restore reads a file any more
         # A file whose VM runs again was consumed by the restore that did
         # it, or was never the VM's only state.
         for path, vm_id in list(self.files.items()):
