@@ -96,7 +96,9 @@ def build_parser():
     chaos.add_argument("--minutes", type=float, default=None,
                        help="stop after this long (default: 10 min unless "
                        "--steps)")
-    chaos.add_argument("--max-vms", type=int, default=6)
+    chaos.add_argument("--max-vms", type=int, default=6,
+                       help="VMs (and unconsumed state files) at most "
+                       "(default 6)")
     chaos.add_argument("--mem", type=int, default=32, help="MiB per guest")
     chaos.add_argument("--fault-rate", type=float, default=0.03,
                        help="probability that a step is a fault")
