@@ -79,7 +79,9 @@ class ChaosRun:
         # Files a queued restore is reading: never restored twice at once
         # (libvirt would run the guest on both hosts: the engine's rule).
         self.restoring = set()
-        self.inflight = {}       # job id -> (host index, kind, vm, path)
+        # job id -> (host index, kind, vm, path, step)
+        self.inflight = {}
+        self.destroyed = {}      # VM -> the step of its last VM.destroy
         self.log = []
         self.ops = collections.Counter()     # (kind, outcome)
         self.faults = collections.Counter()
@@ -142,7 +144,7 @@ class ChaosRun:
     def _queue(self, h, kind, vm_id, entry, answer, path=None):
         job_id = answer["jobId"] if "jobId" in answer else \
             answer["params"]["jobId"]
-        self.inflight[job_id] = (h, kind, vm_id, path)
+        self.inflight[job_id] = (h, kind, vm_id, path, entry["step"])
         entry.update(vm=vm_id, job=job_id)
         return "queued"
 
@@ -168,6 +170,7 @@ class ChaosRun:
             self.expected.discard(vm_id)
             raise
         self.expected.discard(vm_id)
+        self.destroyed[vm_id] = entry["step"]
         return "done"
 
     def _op_migrate(self, h, draw, entry):
@@ -267,7 +270,8 @@ class ChaosRun:
             raise Violation(f"step {i}: " + "; ".join(found))
 
     def _collect_outcomes(self):
-        for job_id, (h, kind, vm_id, path) in list(self.inflight.items()):
+        for job_id, (h, kind, vm_id, path, step) in \
+                list(self.inflight.items()):
             try:
                 info = self.hosts[h].call("Host.getJobs",
                                           job_ids=[job_id]).get(job_id)
@@ -278,8 +282,10 @@ class ChaosRun:
             status = info["status"] if info else "lost"
             self.ops[(f"{kind} job", status)] += 1
             if status == "done" and kind in ("create", "restore"):
-                self.expected.add(vm_id)
                 self.files.pop(path, None)
+                # Unless a VM.destroy after the verb removed it since.
+                if self.destroyed.get(vm_id, -1) < step:
+                    self.expected.add(vm_id)
             elif status == "done" and kind == "hibernate":
                 self.expected.discard(vm_id)
                 self.files[path] = vm_id
