@@ -7,17 +7,17 @@ The schedule is the seed's alone: a failure here replays with
 import itertools
 
 from realdaemon import require_daemon
-from vmjobs.tools.chaos import ChaosRun, schedule
+from vmjobs.tools.chaos import ChaosRun
+from vmjobs.tools.chaos_schedule import schedule
 
 SEED = 24
 STEPS = 80
 
 
 def test_the_schedule_is_the_seeds_alone():
-    schedule.fault_rate = 0.1
-    first = list(itertools.islice(schedule(SEED), 200))
-    again = list(itertools.islice(schedule(SEED), 200))
-    other = list(itertools.islice(schedule(SEED + 1), 200))
+    first = list(itertools.islice(schedule(SEED, 0.1), 200))
+    again = list(itertools.islice(schedule(SEED, 0.1), 200))
+    other = list(itertools.islice(schedule(SEED + 1, 0.1), 200))
     assert first == again
     assert first != other   # the positive control: a seed changes it
     assert {step[0] for step in first} == {"op", "fault"}

@@ -22,36 +22,13 @@ import uuid
 from ..client import RemoteError
 from .chaos_checks import check_quiet
 from .chaos_host import ChaosHost, ServiceDown
+from .chaos_ledger import Ledger
+from .chaos_schedule import pick, schedule
 
-# Operations by weight; faults drawn with probability fault_rate.
-OPS = {"create": 4, "destroy": 2, "migrate": 4, "hibernate": 2,
-       "restore": 2, "abort": 1}
-FAULTS = ("kill9", "sigterm", "libvirtd", "sigstop")
 ENDED = ("done", "failed", "aborted")
 QUIET_BOUND = 300.0     # seconds both hosts may take to end every job
 RECOVERY_BOUND = 120.0  # seconds a restarted service may take to recover
 STOP_BOUND = 120.0      # seconds a SIGTERM may take (the run's TimeoutStopSec)
-
-
-def schedule(seed):
-    """The endless schedule of a seed: (what, kind, host, draw)."""
-    rng = random.Random(seed)
-    kinds = [kind for kind, weight in OPS.items() for _ in range(weight)]
-    fault_draw = random.Random(seed * 7919 + 1)
-    while True:
-        if fault_draw.random() < schedule.fault_rate:
-            yield ("fault", rng.choice(FAULTS), rng.randrange(2),
-                   rng.random())
-        else:
-            yield ("op", rng.choice(kinds), rng.randrange(2), rng.random())
-
-
-schedule.fault_rate = 0.03
-
-
-def pick(items, draw):
-    items = sorted(items)
-    return items[int(draw * len(items))] if items else None
 
 
 class Violation(Exception):
@@ -66,22 +43,16 @@ class ChaosRun:
         self.steps, self.duration = steps, duration
         self.max_vms, self.mem_mib = max_vms, mem_mib
         self.quiet_every = quiet_every
-        schedule.fault_rate = fault_rate
+        self.fault_rate = fault_rate
         state_dir = os.path.join(self.workdir, "states")
         os.makedirs(state_dir, exist_ok=True)
         self.state_dir = state_dir
         self.hosts = [ChaosHost(name, os.path.join(self.workdir, name),
                                 state_dir) for name in ("a", "b")]
         self._ids = random.Random(seed + 1)   # VM ids, from the seed too
-        self.expected = set()    # VMs that must be public on a host
-        self.uncertain = set()   # VMs whose last operation's outcome is lost
-        self.files = {}          # unconsumed state file -> its VM
-        # Files a queued restore is reading: never restored twice at once
-        # (libvirt would run the guest on both hosts: the engine's rule).
-        self.restoring = set()
+        self.ledger = Ledger()
         # job id -> (host index, kind, vm, path, step)
         self.inflight = {}
-        self.destroyed = {}      # VM -> the step of its last VM.destroy
         self.log = []
         self.ops = collections.Counter()     # (kind, outcome)
         self.faults = collections.Counter()
@@ -98,7 +69,7 @@ class ChaosRun:
             for host in self.hosts:
                 host.start_daemon()
                 host.start_service()
-            for i, step in enumerate(schedule(self.seed)):
+            for i, step in enumerate(schedule(self.seed, self.fault_rate)):
                 if self.steps is not None and i >= self.steps:
                     break
                 if self.duration is not None and \
@@ -149,7 +120,8 @@ class ChaosRun:
         return "queued"
 
     def _op_create(self, h, draw, entry):
-        if len(self.expected | self.uncertain) + len(self.files) >= \
+        ledger = self.ledger
+        if len(ledger.expected | ledger.uncertain) + len(ledger.files) >= \
                 self.max_vms:
             return "skipped"
         vm_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
@@ -166,11 +138,9 @@ class ChaosRun:
         try:
             self.hosts[h].call("VM.destroy", vmID=vm_id)
         except ServiceDown:
-            self.uncertain.add(vm_id)
-            self.expected.discard(vm_id)
+            self.ledger.destroy_lost(vm_id)
             raise
-        self.expected.discard(vm_id)
-        self.destroyed[vm_id] = entry["step"]
+        self.ledger.destroy_answered(vm_id, entry["step"])
         return "done"
 
     def _op_migrate(self, h, draw, entry):
@@ -194,18 +164,18 @@ class ChaosRun:
         return self._queue(h, "hibernate", vm_id, entry, answer, path)
 
     def _op_restore(self, h, draw, entry):
-        path = pick(set(self.files) - self.restoring, draw)
+        path = pick(self.ledger.restorable(), draw)
         if path is None:
             return "skipped"
-        vm_id = self.files[path]
+        vm_id = self.ledger.files[path]
         # Taken even if the answer is lost (it may have been queued); free
         # again once both hosts are quiet.
-        self.restoring.add(path)
+        self.ledger.restoring.add(path)
         try:
             answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
                 "vmId": vm_id, "restoreState": path})
         except RemoteError:
-            self.restoring.discard(path)
+            self.ledger.restoring.discard(path)
             raise
         return self._queue(h, "restore", vm_id, entry, answer, path)
 
@@ -265,7 +235,7 @@ class ChaosRun:
         self._collect_outcomes()
         self._resolve_uncertain()
         self.checks += 1
-        found = check_quiet(self.hosts, self.expected)
+        found = check_quiet(self.hosts, self.ledger.expected)
         if found:
             raise Violation(f"step {i}: " + "; ".join(found))
 
@@ -278,46 +248,21 @@ class ChaosRun:
             except RemoteError:
                 info = None   # unknown: its service restarted since
             del self.inflight[job_id]
-            self.restoring.discard(path)
             status = info["status"] if info else "lost"
             self.ops[(f"{kind} job", status)] += 1
-            if status == "done" and kind in ("create", "restore"):
-                self.files.pop(path, None)
-                # Unless a VM.destroy after the verb removed it since.
-                if self.destroyed.get(vm_id, -1) < step:
-                    self.expected.add(vm_id)
-            elif status == "done" and kind == "hibernate":
-                self.expected.discard(vm_id)
-                self.files[path] = vm_id
-            elif status == "lost" or kind == "hibernate":
-                # A job lost with its service, or a hibernation that may
-                # have kept the VM in its file: see what is there.
-                self.uncertain.add(vm_id)
-                self.expected.discard(vm_id)
-                if kind == "hibernate" and os.path.exists(path) and \
-                        os.path.getsize(path) > 0:
-                    self.files[path] = vm_id
+            self.ledger.job_ended(kind, vm_id, path, step, status)
 
     def _resolve_uncertain(self):
         public = set()
         for h in range(len(self.hosts)):
             public.update(self._public(h))
-        for vm_id in self.uncertain:
-            if vm_id in public:
-                self.expected.add(vm_id)
-        self.uncertain.clear()
-        self.restoring.clear()   # quiet: no restore reads a file any more
-        # A file whose VM runs again was consumed by the restore that did
-        # it, or was never the VM's only state.
-        for path, vm_id in list(self.files.items()):
-            if vm_id in public:
-                del self.files[path]
+        self.ledger.resolve(public)
 
     def _check_files(self):
         """Every unconsumed state file still restores (on host a), then
         its VM is destroyed."""
         host = self.hosts[0]
-        for path, vm_id in sorted(self.files.items()):
+        for path, vm_id in sorted(self.ledger.files.items()):
             answer = host.call("VM.create", vmID=vm_id, vmParams={
                 "vmId": vm_id, "restoreState": path})
             job_id = answer["jobId"]
