@@ -16,7 +16,7 @@ from vmjobs import destroy as destroy_module
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import NoVM
-from vmjobs.flows.migration_source import MigrationSourceJob
+from vmjobs.flows.outgoing import MigrationSourceJob
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ fails, the domain is left as it is (counted by Host.getStats), and the rest
 of the host does not wait for it any longer."""
 
 import logging
-import threading
 import time
 
 import workers
@@ -49,14 +48,14 @@ class RecoverJob(StartupJob):
 
     def __init__(self, *args, settle_timeout=120.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self._wake = threading.Event()   # set on events and on abort
+        # The subscription to the VM's lifecycle events while it waits for
+        # a migration or a save to end, and the VM's params read from its
+        # metadata.
+        self._events = None
+        self._params = None
         # How long a domain may stay migrating or saving before recovery
         # gives up on it (recovery.settle_timeout).
         self.settle_timeout = settle_timeout
-
-    def abort(self):
-        super().abort()
-        self._wake.set()
 
     def run(self):
         vm_id = self.vm_id
@@ -69,16 +68,40 @@ class RecoverJob(StartupJob):
         if meta_vm_id != vm_id:
             raise CreateError(f"domain {vm_id} carries the metadata of VM "
                               f"{meta_vm_id}")
+        self._params = params
         self.step("inspect")
         activity = self.hv.activity(vm_id)
         if activity is not Activity.SETTLED:
-            self.step(f"wait-{activity}")
-            self._wait_settled(activity)
-            if self.hv.state(vm_id) is None:
-                log.info("VM %s left while we were down (it was %s)", vm_id,
-                         activity)
-                self.step("migrated-away")
-                return
+            # Every lifecycle event of the VM wakes the job (subscribed
+            # before the first look: none is lost).
+            self._events = self.hv.subscribe(
+                vm_id, lambda event, detail: self.wake())
+            return self.wait_for(
+                f"wait-{activity}",
+                lambda: self.hv.activity(vm_id) is Activity.SETTLED,
+                self._settled,
+                deadline=time.monotonic() + self.settle_timeout,
+                expired=self._unsettled, poll=self.migration_check_interval)
+        return self._recover()
+
+    def _settled(self, _ended):
+        self.hv.unsubscribe(self.vm_id, self._events)
+        self._events = None
+        if self.hv.state(self.vm_id) is None:
+            log.info("VM %s left while we were down", self.vm_id)
+            self.step("migrated-away")
+            return None
+        return self._recover()
+
+    def _unsettled(self):
+        raise CreateError(
+            f"domain {self.vm_id} still {self.hv.activity(self.vm_id)} after "
+            f"{self.settle_timeout:g} s: its state cannot be settled; left "
+            "as it is (Host.getStats counts it in unowned_domains until a "
+            "restart recovers it or VM.destroy removes it)")
+
+    def _recover(self):
+        vm_id, params = self.vm_id, self._params
         state = self.hv.state(vm_id)
         if state == DomainState.SHUTOFF:
             log.info("VM %s is defined but not running: left alone for the "
@@ -90,29 +113,8 @@ class RecoverJob(StartupJob):
         self.step("commit")
         self.commit(PUBLIC_STATUS[state], params=params)
 
-    def _wait_settled(self, activity):
-        """Wait until libvirt's migration or save on the domain has ended,
-        at most settle_timeout (CreateError past it)."""
-        token = self.hv.subscribe(self.vm_id,
-                                  lambda event, detail: self._wake.set())
-        deadline = time.monotonic() + self.settle_timeout
-        try:
-            while True:
-                # Clear before looking: an event during the look makes the
-                # next wait return at once.
-                self._wake.clear()
-                self.check_abort()
-                activity = self.hv.activity(self.vm_id)
-                if activity is Activity.SETTLED:
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CreateError(
-                        f"domain {self.vm_id} still {activity} after "
-                        f"{self.settle_timeout:g} s: its state cannot be "
-                        "settled; left as it is (Host.getStats counts it "
-                        "in unowned_domains until a restart recovers it or "
-                        "VM.destroy removes it)")
-                self._wake.wait(min(self.migration_check_interval, left))
-        finally:
-            self.hv.unsubscribe(self.vm_id, token)
+    def on_ended(self):
+        if self._events is not None:
+            self.hv.unsubscribe(self.vm_id, self._events)
+        self._params = None
+        super().on_ended()
