@@ -3,6 +3,7 @@ report, sandbox. An error is one line saying what failed and what to try
 (vmjobs.cli_errors); --debug shows its traceback."""
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -226,8 +227,12 @@ def effective_config(args):
 def _serve(args):
     from .service import serve
     config = effective_config(args)
+    # The log's lock file goes beside the instance lock: the run directory,
+    # private to the service (0700), not the log directory.
     handler = logs.configure(config.log_file or "-", config.log_level,
-                             config.log_max_bytes, config.log_backups)
+                             config.log_max_bytes, config.log_backups,
+                             lock_dir=os.path.dirname(
+                                 os.path.abspath(config.lock_file)))
     try:
         return serve(config)
     finally:

@@ -4,6 +4,7 @@ and its output paths and plot dependency, before the storm starts) and
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
@@ -63,7 +64,8 @@ def add_flags(lt):
     lt.add_argument("--mem", type=_at_least(16), default=64,
                     help="memory per VM in MiB (default 64)")
     lt.add_argument("--keep", action="store_true",
-                    help="leave the VMs running at the end")
+                    help="leave the VMs running at the end, and the run's "
+                    "directory (its log) under the temporary directory")
     lt.add_argument("--json", metavar="FILE",
                     help="write every VM's timings (enqueued, started, "
                     "Up, verb latency) as JSON")
@@ -78,12 +80,20 @@ def add_flags(lt):
 
 def loadtest(args):
     _check_loadtest(args)
+    # The run's own private directory (0700): the log unless --log-file
+    # says where, and the log's lock file. Removed at the end unless --keep
+    # or the run failed (then its log is what tells why).
+    run_dir = tempfile.mkdtemp(prefix="vmjobs-loadtest-")
     if args.log_file is None:
-        args.log_file = os.path.join(
-            tempfile.mkdtemp(prefix="vmjobs-loadtest-"), "loadtest.log")
+        args.log_file = os.path.join(run_dir, "loadtest.log")
     if args.log_file != "-":
         print(f"log: {args.log_file}", flush=True)
-    handler = logs.configure(args.log_file)
+    ok = False
+    try:
+        handler = logs.configure(args.log_file, lock_dir=run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     try:
         if args.server and len(args.server) > 1:
             summary = loadtest_hosts.run_hosts(
@@ -103,7 +113,12 @@ def loadtest(args):
             ok = summary["failed"] == 0
     finally:
         logs.unconfigure(handler)
-        if args.log_file != "-":
+        in_run_dir = args.log_file.startswith(run_dir + os.sep)
+        if ok and not args.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if in_run_dir:
+                print(f"log: removed with {run_dir} (--keep keeps it)")
+        if args.log_file != "-" and (args.keep or not ok or not in_run_dir):
             print(f"log: {args.log_file}")
     return 0 if ok else 1
 

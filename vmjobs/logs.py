@@ -4,6 +4,7 @@ and vm id."""
 
 import datetime
 import logging
+import os
 import sys
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
@@ -33,14 +34,25 @@ class JobContext(logging.Filter):
         return True
 
 
-def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5):
+def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
+              lock_dir=None):
     """Send vmjobs' and workers' logs to `path` ("-": stderr). Returns the
-    handler, to be passed to `unconfigure`."""
+    handler, to be passed to `unconfigure`.
+
+    concurrent-log-handler serialises its writers with a lock file, by
+    default a hidden `.__NAME.lock` beside the log, world-readable, in a
+    directory meant for logs. `lock_dir` puts it where a process's private
+    files go instead (the service's run directory); it is made 0700 if it
+    does not exist. Every process writing one log must give the same
+    `lock_dir`, as they do by sharing a configuration."""
     if path == "-":
         handler = logging.StreamHandler(sys.stderr)
     else:
+        if lock_dir is not None:
+            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
         handler = ConcurrentRotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backups)
+            path, maxBytes=max_bytes, backupCount=backups,
+            lock_file_directory=lock_dir)
     handler.setFormatter(IsoFormatter(FORMAT))
     handler.addFilter(JobContext())
     for name in ("vmjobs", "workers"):

@@ -33,7 +33,10 @@ log = logging.getLogger("vmjobs.server")
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vmjobs"
-    sys_version = ""
+
+    def version_string(self):
+        # The base class appends " " + sys_version: a trailing space.
+        return self.server_version
 
     def setup(self):
         super().setup()
