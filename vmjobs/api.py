@@ -16,6 +16,7 @@ dispatcher, `api.VM.create(...)` and `vmjobs call --list` read.
 """
 
 import logging
+import threading
 
 import workers
 
@@ -99,6 +100,8 @@ class API:
                                  admission_controller=_controller(
                                      self.config))
         self._step_hook = step_hook
+        # Set once the service starts stopping (GET /healthz answers 503).
+        self.stopping = threading.Event()
         self.Host = Namespace(self, "Host")
         self.VM = Namespace(self, "VM")
         self.Job = Namespace(self, "Job")
@@ -121,6 +124,7 @@ class API:
     def close(self, stop_mode=workers.ABORT):
         """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
         reach a safe end; public VMs are left running."""
+        self.stopping.set()
         self.pool.shutdown(stop_mode)
         if self._owns_hypervisor:
             self.hv.close()

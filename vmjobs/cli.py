@@ -13,7 +13,8 @@ from .tools.client import DEFAULT_SERVER, RemoteError
 
 # Flags that override the configuration file: flag -> Config field.
 SERVICE_FLAGS = {
-    "uri": "uri", "listen": "listen", "workers": "workers",
+    "uri": "uri", "listen": "listen",
+    "metrics_listen": "metrics_listen", "workers": "workers",
     "queue_size": "queue_size", "log_file": "log_file",
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
@@ -166,6 +167,9 @@ def _service_flags(parser):
     parser.add_argument("--listen", help="unix:/path (default "
                         "unix:/run/vmjobs/vmjobs.sock) or HOST:PORT (mutual "
                         "TLS, or --insecure on loopback)")
+    parser.add_argument("--metrics-listen", help="a second listener for "
+                        "GET /metrics and /healthz only (no verbs): "
+                        "unix:/path (made 0666) or a loopback HOST:PORT")
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="allow plain TCP (no authentication) on a "
                         "loopback address")

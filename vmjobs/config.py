@@ -74,6 +74,9 @@ class Config:
     # which needs mutual TLS (tls_*), or `insecure` and a loopback address.
     listen: str = "unix:/run/vmjobs/vmjobs.sock"
     insecure: bool = False
+    # A second listener serving GET /metrics and /healthz only, never a
+    # verb: unix:/path (made 0666) or plain TCP on a loopback HOST:PORT.
+    metrics_listen: str | None = None
     max_request_bytes: int = 4 * 1024 * 1024
     # Seconds a client may take to send its request (or the TLS handshake).
     request_timeout: float = 30.0
@@ -141,6 +144,12 @@ class Config:
         except ConfigError as exc:
             raise ConfigError(f"{self.origin('listen')}: rpc.{exc}") \
                 from None
+        if self.metrics_listen is not None:
+            try:
+                parse_listen(self.metrics_listen)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.origin('metrics_listen')}: "
+                                  f"rpc.metrics_{exc}") from None
         return self
 
 
@@ -181,6 +190,9 @@ SETTINGS = [
             comment="unix:/path, or HOST:PORT (mutual TLS or insecure)"),
     Setting("rpc", "insecure", "insecure", bool,
             comment="plain TCP without TLS, on a loopback address only"),
+    Setting("rpc", "metrics_listen", "metrics_listen", str, optional=True,
+            comment="GET /metrics and /healthz only: unix:/path (0666) "
+            "or loopback HOST:PORT"),
     Setting("rpc", "max_request_bytes", "max_request_bytes", int, 1,
             comment="larger request bodies are refused (413)"),
     Setting("rpc", "request_timeout", "request_timeout", float, 0.01,

@@ -8,6 +8,9 @@ and on each request before anything runs.
   whose Host header is not loopback (DNS rebinding).
 - A POST must say `Content-Type: application/json`: a web page cannot send
   one without a CORS preflight, which the server never grants.
+- The metrics listener (rpc.metrics_listen) serves GET /metrics and
+  /healthz only, never a verb: a Unix socket made 0666, or plain TCP on a
+  loopback address only.
 - A request is read against one deadline (DeadlineReader), so a client
   trickling bytes gains no time.
 """
@@ -43,6 +46,22 @@ def check_listener(config):
             f"listen {config.listen}: --insecure serves plain TCP only on a "
             "loopback address (127.0.0.1, ::1, localhost); use mutual TLS "
             "to listen elsewhere")
+
+
+def check_metrics_listener(config):
+    """Refuse (ConfigError) a metrics listener on plain TCP off loopback.
+    It serves no verb, but its figures (VM counts, job rates, the
+    version) are the host's business: on TCP it listens on loopback only,
+    without TLS; a Unix socket is open to every local user."""
+    if config.metrics_listen is None:
+        return
+    kind, address = parse_listen(config.metrics_listen)
+    if kind == "tcp" and not is_loopback(address[0]):
+        raise ConfigError(
+            f"metrics_listen {config.metrics_listen}: the metrics listener "
+            "is plain TCP, so it listens only on a loopback address "
+            "(127.0.0.1, ::1, localhost); scrape from another host "
+            "through a proxy or the main listener's mutual TLS")
 
 
 def is_loopback(host):
@@ -84,14 +103,14 @@ def parse_content_length(value):
     return int(value)
 
 
-def prepare_unix_socket(path):
-    """Make way for a socket at `path`: create its directory 0700 if it is
-    missing; remove a stale socket left by a server that died. Refuse
+def prepare_unix_socket(path, dir_mode=0o700):
+    """Make way for a socket at `path`: create its directory (`dir_mode`,
+    0700 by default) if it is missing; remove a stale socket left by a server that died. Refuse
     (OSError) if something else is there, or a live server listens."""
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700)
-        os.chmod(directory, 0o700)         # makedirs' mode obeys the umask
+        os.makedirs(directory, mode=dir_mode)
+        os.chmod(directory, dir_mode)      # makedirs' mode obeys the umask
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

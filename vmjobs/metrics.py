@@ -11,12 +11,19 @@ ended jobs (one callback per job, from the job table) and refused verbs.
 import threading
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from workers import JobStatus
 
+from . import __version__
 from .flows import CreateJob, MigrationDestinationJob, RecoverJob, RestoreJob
 
 # Job types that start a VM: their successful end is the VM being Up (or
@@ -47,6 +54,11 @@ class Metrics:
         self._refused = Counter(
             "vmjobs_refused", "Verbs answered with an error, by code.",
             ["code"], registry=self.registry)
+        # process_* (CPU, memory, open files, start time) of this process.
+        ProcessCollector(registry=self.registry)
+        Gauge("vmjobs_build_info", "Always 1; its label says which vmjobs "
+              "runs.", ["version"], registry=self.registry) \
+            .labels(__version__).set(1)
         # (job_type, status) -> its children; labels() takes a lock and
         # builds a key each time, this is one dict lookup on the hot path.
         self._children = {}

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 
-from . import listener, metrics
+from . import health, listener, metrics
 from .audit import caller_of
 from .config import parse_listen
 from .rpc import Dispatcher
@@ -51,6 +51,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.deadline = time.monotonic() + self.server.request_timeout
 
     def do_POST(self):
+        if self.server.dispatcher is None:
+            # The metrics listener: it has no dispatcher, no verb runs.
+            return self._send(405, b"method not allowed: this listener "
+                              b"serves GET /metrics and /healthz only\n",
+                              close=True, extra={"Allow": "GET"})
         length = self.headers.get("Content-Length")
         if length is None:
             return self._send(411, b"Content-Length required\n", close=True)
@@ -102,17 +107,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _other(self):
         if self._refused():
             return
+        if self.server.dispatcher is None:
+            return self._send(405, b"method not allowed: GET /metrics or "
+                              b"/healthz\n", extra={"Allow": "GET"})
         self._send(405, b"method not allowed: POST to /\n",
                    extra={"Allow": "POST"})
 
     def do_GET(self):
-        """GET /metrics (Prometheus text), under the same rules as a POST:
-        Host header, authentication (the listener's), connection cap."""
-        if self.path != "/metrics":
+        """GET /metrics (Prometheus text) and /healthz (200 once ready, 503
+        while recovering or stopping), under the same rules as a POST: Host
+        header, authentication (the listener's), connection cap."""
+        if self.path not in ("/metrics", "/healthz"):
             return self._other()
         if self._refused() or self._overloaded():
             return
-        self._send(200, self.server.dispatcher.api.metrics.render(),
+        if self.path == "/healthz":
+            ready, text = health.state(self.server.api)
+            return self._send(200 if ready else 503, text.encode() + b"\n")
+        self._send(200, self.server.api.metrics.render(),
                    content_type=metrics.CONTENT_TYPE)
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
@@ -146,8 +158,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _ServerMixin:
     """One thread per connection, within the connection slots."""
 
-    def configure(self, dispatcher, config, context, check_host):
-        self.dispatcher = dispatcher
+    def configure(self, api, dispatcher, config, context, check_host):
+        self.api = api
+        self.dispatcher = dispatcher   # None: metrics and health only
         self.request_timeout = config.request_timeout
         self.max_request_bytes = config.max_request_bytes
         self.ssl_context = context
@@ -229,9 +242,17 @@ class _TCPServer(_ServerMixin, http.server.HTTPServer):
 
 class _UnixServer(_ServerMixin, socketserver.UnixStreamServer):
     def server_bind(self):
-        listener.prepare_unix_socket(self.server_address)
-        # Created 0600 from the start: no window where others may connect.
-        old = os.umask(0o177)
+        if self.dispatcher is None:
+            # Metrics only: any local user may connect (connecting needs
+            # write permission on the socket), and reach its directory.
+            listener.prepare_unix_socket(self.server_address, 0o755)
+            umask = 0o111
+        else:
+            listener.prepare_unix_socket(self.server_address)
+            umask = 0o177
+        # Created with its mode from the start: no window where others may
+        # connect to the verbs' socket.
+        old = os.umask(umask)
         try:
             super().server_bind()
         finally:
@@ -239,20 +260,27 @@ class _UnixServer(_ServerMixin, socketserver.UnixStreamServer):
 
 
 class Server:
-    """Serves `api` on config.listen until stop()."""
+    """Serves `api` on config.listen until stop(); with metrics_only, serves
+    GET /metrics and /healthz on config.metrics_listen, and no verb."""
 
-    def __init__(self, api, config):
-        listener.check_listener(config)
-        kind, address = parse_listen(config.listen)
+    def __init__(self, api, config, metrics_only=False):
+        if metrics_only:
+            listener.check_metrics_listener(config)
+            kind, address = parse_listen(config.metrics_listen)
+        else:
+            listener.check_listener(config)
+            kind, address = parse_listen(config.listen)
+        self.metrics_only = metrics_only
         context = None
-        if config.tls_cert:
+        if config.tls_cert and not metrics_only:
             context = listener.tls_context(config.tls_cert, config.tls_key,
                                            config.tls_ca)
         cls = _UnixServer if kind == "unix" else _TCPServer
         self._unix_path = address if kind == "unix" else None
         self._server = cls(address, _Handler, bind_and_activate=False)
-        self._server.configure(Dispatcher(api), config, context,
-                               check_host=kind == "tcp" and context is None)
+        self._server.configure(
+            api, None if metrics_only else Dispatcher(api), config, context,
+            check_host=kind == "tcp" and context is None)
         try:
             self._server.server_bind()
             self._server.server_activate()
@@ -274,6 +302,9 @@ class Server:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="vmjobs-rpc", daemon=True)
         self._thread.start()
+        if self.metrics_only:
+            log.info("serving metrics and health on %s", self.address)
+            return
         log.info("serving JSON-RPC on %s%s", self.address,
                  " (mutual TLS)" if self.tls else "")
 

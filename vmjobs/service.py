@@ -12,7 +12,7 @@ from .api import API
 from .config import DEFAULT_URI
 from .host import our_domains_running
 from .instance_lock import InstanceLock
-from .listener import check_listener
+from .listener import check_listener, check_metrics_listener
 from .sdnotify import Readiness
 from .server import Server
 
@@ -31,6 +31,7 @@ def serve(config, out=sys.stdout):
     # kernel delivers the signal to another thread.)
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     check_listener(config)   # an insecure listener: refused before all else
+    check_metrics_listener(config)
     with InstanceLock(config.lock_file):
         return _serve_locked(config, out)
 
@@ -40,12 +41,21 @@ def _serve_locked(config, out):
     api = API(config)
     if api.hv.is_test_driver:
         warn_test_driver(api.hv.uri, out)
+    servers = []
     try:
         server = Server(api, config)
+        servers.append(server)
+        # The metrics listener stays open until the jobs have stopped, so
+        # that /healthz says "stopping" (503) meanwhile.
+        if config.metrics_listen is not None:
+            servers.append(Server(api, config, metrics_only=True))
     except Exception:
+        for opened in servers:
+            opened.stop()
         api.close()
         raise
-    server.start()
+    for started in servers:
+        started.start()
     readiness = Readiness(api, server.address)
     readiness.start()
     print(f"vmjobs: serving on {server.address}", file=out, flush=True)
@@ -54,6 +64,7 @@ def _serve_locked(config, out):
         log.info("SIGHUP: log file reopened: %s",
                  ", ".join(paths) or "(none: logging to stderr)")
         readiness.status(f"serving on {server.address}; log file reopened")
+    api.stopping.set()
     readiness.stop()
     log.info("%s: stopping: no new requests; %s what is queued and running",
              signal.Signals(signum).name, config.stop_mode)
@@ -67,10 +78,17 @@ def _serve_locked(config, out):
                       if not j.status.ended))
         print(f"vmjobs: stopped with jobs still running; "
               f"{stop_summary(api)}", file=out, flush=True)
+        stop_metrics(servers)
         return 1
     print(f"vmjobs: stopped; {stop_summary(api)}", file=out, flush=True)
+    stop_metrics(servers)
     api.close()
     return 0
+
+
+def stop_metrics(servers):
+    for metrics_server in servers[1:]:
+        metrics_server.stop()
 
 
 def warn_test_driver(uri, out):
