@@ -58,7 +58,20 @@ $(VENV)/.installed: $(VENV)/.run
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-setup: system $(VENV)/.installed
+# promtool, for the test that checks contrib/'s Prometheus alert rules:
+# Debian ships it only in the `prometheus` package (19 MB), which would
+# also install and start a Prometheus server; its promtool alone is
+# extracted from the downloaded package into the venv instead.
+$(VENV)/bin/promtool: | $(VENV)/.run
+	rm -rf build/promtool && mkdir -p build/promtool
+	cd build/promtool && (apt-get download prometheus 2>/dev/null || \
+		($(SUDO) apt-get update -qq && apt-get download prometheus))
+	dpkg-deb --fsys-tarfile build/promtool/prometheus_*.deb | \
+		tar -x -C build/promtool ./usr/bin/promtool
+	install -m 0755 build/promtool/usr/bin/promtool $@
+	rm -rf build/promtool
+
+setup: system $(VENV)/.installed $(VENV)/bin/promtool
 
 # The main job: 500 VMs on a private instance of libvirt's test driver.
 run: system-run $(VENV)/.run
