@@ -66,6 +66,8 @@ def test_package_holds_what_an_operator_needs(deb):
                  "/etc/logrotate.d/vmjobs",
                  "/usr/share/doc/vmjobs/README.md.gz",
                  "/usr/share/doc/vmjobs/copyright",
+                 "/usr/share/doc/vmjobs/examples/vmjobs.rules.yml",
+                 "/usr/share/doc/vmjobs/examples/grafana-dashboard.json",
                  "/usr/lib/python3/dist-packages/vmjobs/service.py",
                  "/usr/lib/python3/dist-packages/workers/pool.py",
                  "/var/lib/vmjobs/states/", "/var/lib/vmjobs/images/"):
