@@ -7,11 +7,13 @@ import json
 import os
 import stat
 import threading
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import WAIT, StepGate, new_id, vm_params
+from serve import ServeProcess
 from test_recovery import previous_run
 from vmjobs import __version__
 from vmjobs.client import _UnixConnection
@@ -159,3 +161,39 @@ def test_metrics_socket_is_open_to_local_users(api, listeners, tmp_path):
     assert stat.S_IMODE(os.stat(main[len("unix:"):]).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "main").st_mode) == 0o700
     assert request(metrics, "GET", "/healthz")[0] == 200
+
+
+def test_serve_with_a_metrics_listener(tmp_path):
+    """`vmjobs serve --metrics-listen`, as run: health on both listeners,
+    no verb on the metrics one, and the log's lock file in the run
+    directory (beside the instance lock), not beside the log."""
+    (tmp_path / "log").mkdir()
+    service = ServeProcess(
+        "--listen", f"unix:{tmp_path}/main/s.sock",
+        "--metrics-listen", "127.0.0.1:0",
+        "--log-file", str(tmp_path / "log" / "serve.log"),
+        "--lock-file", str(tmp_path / "run" / "vmjobs.lock"))
+    try:
+        line = service.process.stdout.readline()
+        assert line.startswith("vmjobs: metrics and health on 127.0.0.1:")
+        metrics = line.rsplit(" ", 1)[1].strip()
+        assert wait_ready(metrics)
+        assert request(service.address, "GET", "/healthz")[0] == 200
+        assert request(metrics, "POST", "/", create_body(new_id()),
+                       {"Content-Type": "application/json"})[0] == 405
+        status, out, err = service.stop()
+    finally:
+        service.kill()
+    assert status == 0, out + err
+    assert [p.name for p in (tmp_path / "log").iterdir()] == ["serve.log"]
+    assert ".__serve.lock" in {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def wait_ready(address):
+    """Wait (a generous deadline, no fixed sleep) for /healthz's 200."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if request(address, "GET", "/healthz")[0] == 200:
+            return True
+        threading.Event().wait(0.05)
+    return False

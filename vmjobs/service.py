@@ -59,6 +59,9 @@ def _serve_locked(config, out):
     readiness = Readiness(api, server.address)
     readiness.start()
     print(f"vmjobs: serving on {server.address}", file=out, flush=True)
+    for metrics_server in servers[1:]:
+        print(f"vmjobs: metrics and health on {metrics_server.address}",
+              file=out, flush=True)
     while (signum := signal.sigwait(SIGNALS)) == signal.SIGHUP:
         paths = logs.reopen()
         log.info("SIGHUP: log file reopened: %s",
