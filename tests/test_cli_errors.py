@@ -179,7 +179,9 @@ def test_loadtest_destroys_what_it_made_even_when_it_fails(server, tmp_path):
 
 
 def test_loadtest_log_is_its_own_and_named(tmp_path):
-    result = vmjobs("loadtest", "--vms", "3", env={"TMPDIR": str(tmp_path)})
+    # --keep keeps the run's directory (test_leftovers.py: removed without).
+    result = vmjobs("loadtest", "--vms", "3", "--keep",
+                    env={"TMPDIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     logs = [line.split(": ", 1)[1] for line in result.stdout.splitlines()
             if line.startswith("log: ")]
