@@ -17,6 +17,7 @@ SERVICE_FLAGS = {
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
     "image_dir": "image_dirs",
+    "migration_socket_dir": "migration_socket_dirs",
     "publish": "publish", "adaptive": "adaptive",
 }
 
@@ -135,6 +136,9 @@ def _service_flags(parser):
     parser.add_argument("--image-dir", action="append", help="a directory "
                         "a domain XML's host files may be in (repeatable; "
                         "default /var/lib/vmjobs/images)")
+    parser.add_argument("--migration-socket-dir", action="append",
+                        help="a directory VM.migrate's dst and dstUri may "
+                        "name a unix socket in (repeatable; default none)")
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "

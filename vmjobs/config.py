@@ -70,6 +70,10 @@ class Config:
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
     migration_source_timeout: float = 600.0
+    # The only directories VM.migrate's dst and dstUri may name a unix
+    # socket in (a second libvirtd or vmjobs on the same host, as the
+    # tests run); none by default: only TCP (and TLS) destinations.
+    migration_socket_dirs: list = dataclasses.field(default_factory=list)
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
@@ -168,6 +172,9 @@ SETTINGS = [
     Setting("migration", "check_interval", "migration_check_interval",
             float, 0.01,
             comment="safety-net lookup while waiting for an arrival"),
+    Setting("migration", "socket_dirs", "migration_socket_dirs", list,
+            optional=True,
+            comment="where dst/dstUri may name a unix socket (none)"),
     Setting("rpc", "listen", "listen", str,
             comment="unix:/path, or HOST:PORT (mutual TLS or insecure)"),
     Setting("rpc", "insecure", "insecure", bool,

@@ -47,6 +47,8 @@ class Setting:
             text = "true or false"
         elif self.kind is list:
             text = "one absolute path per line, the key repeated"
+            if self.optional:
+                return text + ", or none"
         elif self.kind in (int, float):
             text = "an integer" if self.kind is int else "a finite number"
             if self.low is not None and self.high is not None:
@@ -89,7 +91,8 @@ class Setting:
         if self.kind is list:
             # Lists are of directories a caller is confined to: an empty
             # list or a relative path would confine nothing sensible.
-            if not isinstance(value, list) or not value or \
+            if not isinstance(value, list) or \
+                    (not value and not self.optional) or \
                     not all(isinstance(v, str) and os.path.isabs(v)
                             for v in value):
                 raise self.error(where, repr(value),
