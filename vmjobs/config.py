@@ -70,9 +70,8 @@ class Config:
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
     migration_source_timeout: float = 600.0
-    # The only directories VM.migrate's dst and dstUri may name a unix
-    # socket in (a second libvirtd or vmjobs on the same host, as the
-    # tests run); none by default: only TCP (and TLS) destinations.
+    # Where VM.migrate's dst and dstUri may name a unix socket (a second
+    # host on this machine, as in the tests); none by default.
     migration_socket_dirs: list = dataclasses.field(default_factory=list)
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
@@ -84,8 +83,10 @@ class Config:
     max_request_bytes: int = 4 * 1024 * 1024
     # Seconds a client may take to send its request (or the TLS handshake).
     request_timeout: float = 30.0
-    # Connections served at once; more are refused (503) at once.
+    # Connections served at once (at the cap the longest idle makes room).
     max_connections: int = 64
+    max_batch: int = 100      # calls in a batch; the largest answer built:
+    max_response_bytes: int = 16 * 1024 * 1024   # rpc.py
     # Mutual TLS: all three, or none.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -185,6 +186,10 @@ SETTINGS = [
             comment="seconds to send a request (and finish TLS)"),
     Setting("rpc", "max_connections", "max_connections", int, 1,
             comment="connections served at once"),
+    Setting("rpc", "max_batch", "max_batch", int, 1,
+            comment="calls in one batch; more: -32600, none runs"),
+    Setting("rpc", "max_response_bytes", "max_response_bytes", int, 1024,
+            comment="largest answer; calls past it answer -32603"),
     Setting("rpc", "tls_cert", "tls_cert", str, optional=True,
             comment="mutual TLS: the server's certificate"),
     Setting("rpc", "tls_key", "tls_key", str, optional=True,

@@ -305,7 +305,9 @@ class Server:
         cls = _UnixServer if kind == "unix" else _TCPServer
         self._unix_path = address if kind == "unix" else None
         self._server = cls(address, _Handler, bind_and_activate=False)
-        self._server.configure(Dispatcher(api), config, context,
+        dispatcher = Dispatcher(api, config.max_batch,
+                                config.max_response_bytes)
+        self._server.configure(dispatcher, config, context,
                                check_host=kind == "tcp" and context is None)
         try:
             self._server.server_bind()
