@@ -6,7 +6,7 @@ Knows nothing of VMs or libvirt; vmjobs builds on it.
 """
 
 from .adaptive import AdaptiveLimit
-from .job import Job, current_job
+from .job import MAX_ERROR_MESSAGE, Job, bounded_error, current_job
 from .lanes import Priority
 from .park import ABORT_REQUESTED, TIMER, WOKEN, Park
 from .pool import ABORT, DRAIN, Pool, PoolClosed, QueueFull
@@ -28,5 +28,5 @@ __all__ = [
     "IllegalTransition", "Job", "JobAborted", "JobEnded", "JobNotActive",
     "JobStatus", "JobStillActive", "JobTable", "Park", "Pool", "PoolClosed",
     "Priority", "QueueFull", "TIMER", "TRANSITIONS", "UnknownJob", "WOKEN",
-    "current_job",
+    "MAX_ERROR_MESSAGE", "bounded_error", "current_job",
 ]
