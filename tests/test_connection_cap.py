@@ -25,6 +25,8 @@ import time
 import pytest
 
 from serve import ServeProcess
+from test_server_tls import make_ca, make_cert
+from vmjobs.client import Client, RemoteError
 from vmjobs.config import Config
 from vmjobs.server import Server
 
@@ -241,3 +243,42 @@ def test_a_connection_running_a_verb_is_never_closed_for_another():
         server.stop()
     assert [status for status, _ in answers] == [200, 200]
     assert all(answer["result"] is True for _, answer in answers)
+
+
+def test_over_mutual_tls_handshakes_never_finished_do_not_lock_out(
+        tmp_path):
+    """64 connections that never finish (or begin) their TLS handshake:
+    evictable during the handshake too; an engine with its certificate
+    is answered."""
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", server=True)
+    make_cert(tmp_path, "engine", "ca")
+    served = ServeProcess("--listen", "127.0.0.1:0", config=(
+        f"[rpc]\ntls_cert = {tmp_path}/server.pem\n"
+        f"tls_key = {tmp_path}/server.key\ntls_ca = {tmp_path}/ca.pem\n"),
+        tmp_path=tmp_path)
+    held = []
+    try:
+        for i in range(HOSTILE):
+            s = idle(served)
+            if i % 2:
+                s.sendall(b"\x16\x03\x01\x40\x00")   # a record begun
+            held.append(s)
+        deadline = time.monotonic() + BOUND
+        answer = None
+        while answer is None and time.monotonic() < deadline:
+            with Client(served.address, cert=f"{tmp_path}/engine.pem",
+                        key=f"{tmp_path}/engine.key",
+                        ca=f"{tmp_path}/ca.pem", timeout=WAIT) as client:
+                try:
+                    answer = client.call("Host.ping")
+                except RemoteError as exc:
+                    assert exc.code == 503      # every slot in its grace
+                    time.sleep(1)               # Retry-After: 1
+        assert answer is True
+        assert one_closed(held, WAIT)           # one made room for it
+    finally:
+        for s in held:
+            s.close()
+        status, _, err = served.stop()
+    assert status == 0, err
