@@ -142,9 +142,9 @@ def test_keep_alive_pingers_do_not_lock_a_caller_out(server):
     stop = threading.Event()
 
     def ping_now_and_then():
-        # Every pinger sends one complete request a second, as an
-        # engine's poller would; one closed for the caller stops.
-        while not stop.wait(1):
+        # Every pinger sends one complete request every few tenths of a
+        # second (an eager poller); one closed for the caller stops.
+        while not stop.wait(0.2):
             for conn in held:
                 try:
                     conn.request("POST", "/", PING, HEADERS)

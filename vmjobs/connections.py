@@ -7,13 +7,13 @@ included). At the cap, a new connection closes the evictable one that has
 gone longest without completing a request (since it was accepted or last
 answered), and takes its slot: trickling bytes does not count as
 progress, only a complete request does. A connection is left alone for
-its first GRACE seconds after it was accepted or answered: a client that
-just connected is about to send its request, one just answered is about
-to send the next or to close. A connection whose request has
+its first GRACE seconds: a client that just connected is about to send
+its request. (Not after each answer: keep-alive pingers quicker than
+that would hold every slot.) A connection whose request has
 been read is never closed for another (its verb runs, its answer is
 written): so a closed connection never had a request run, and its client
 may send it again on a new connection. Only when every slot runs a verb
-(or is in its grace) is a new connection turned away (the server answers
+(or is in its first GRACE seconds) is a new connection turned away (the server answers
 it 503 with Retry-After).
 """
 
@@ -22,7 +22,7 @@ import threading
 import time
 
 # Seconds a connection keeps its slot, whatever others want, after it was
-# accepted or answered (see above). Short beside the 5 s within which no
+# accepted (see above). Short beside the 5 s within which no
 # caller may be kept from an answer (API.md, Transport).
 GRACE = 1.0
 
@@ -32,7 +32,8 @@ class Connection:
 
     def __init__(self, sock):
         self.sock = sock          # what to shut down to evict it
-        self.since = time.monotonic()   # accepted or last answered
+        self.accepted = time.monotonic()
+        self.since = self.accepted      # accepted or last answered
         self.busy = False         # a request was read: not evictable
         self.evicted = False
 
@@ -55,7 +56,7 @@ class ConnectionTable:
             if len(self._open) >= self.limit:
                 old = time.monotonic() - self.grace
                 idle = [c for c in self._open
-                        if not c.busy and c.since <= old]
+                        if not c.busy and c.accepted <= old]
                 if not idle:
                     return None   # answered 503: retry after a second
                 victim = min(idle, key=lambda c: c.since)
