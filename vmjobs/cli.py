@@ -114,7 +114,10 @@ def main(argv=None):
         if line is None:
             line = (f"unexpected error: {type(exc).__name__}: {exc} "
                     "(a bug: please report it with the traceback above)")
-        print(f"vmjobs {args.command}: {line}", file=sys.stderr)
+        # The line may quote the server (a job's error echoes what a
+        # caller sent): no control character reaches the terminal.
+        print(f"vmjobs {args.command}: {logs.one_line(line)}",
+              file=sys.stderr)
         return 1 if isinstance(exc, RemoteError) else 2
 
 
