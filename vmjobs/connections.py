@@ -6,24 +6,23 @@ idle keep-alive connections, and requests still arriving (trickled ones
 included). At the cap, a new connection closes the evictable one that has
 gone longest without completing a request (since it was accepted or last
 answered), and takes its slot: trickling bytes does not count as
-progress, only a complete request does. A connection is left alone for
-its first GRACE seconds: a client that just connected is about to send
-its request. (Not after each answer: keep-alive pingers quicker than
-that would hold every slot.) A connection whose request has
-been read is never closed for another (its verb runs, its answer is
-written): so a closed connection never had a request run, and its client
-may send it again on a new connection. Only when every slot runs a verb
-(or is in its first GRACE seconds) is a new connection turned away (the server answers
-it 503 with Retry-After).
+progress, only a complete request does. A connection in its first GRACE
+seconds that was never answered goes last: its client just connected and
+is about to send its request (in a burst of new connections, the ones
+already answered and closing make room first). A connection whose
+request has been read is never closed for another (its verb runs, its
+answer is written): so a closed connection never had a request run, and
+its client may send it again on a new connection. Only when every slot
+runs a verb is a new connection turned away (the server answers it 503
+with Retry-After).
 """
 
 import socket
 import threading
 import time
 
-# Seconds a connection keeps its slot, whatever others want, after it was
-# accepted (see above). Short beside the 5 s within which no
-# caller may be kept from an answer (API.md, Transport).
+# Seconds after its accept during which a connection never answered is
+# closed for another only if no other can be (see above).
 GRACE = 1.0
 
 
@@ -34,6 +33,7 @@ class Connection:
         self.sock = sock          # what to shut down to evict it
         self.accepted = time.monotonic()
         self.since = self.accepted      # accepted or last answered
+        self.answered = False     # at least one request answered
         self.busy = False         # a request was read: not evictable
         self.evicted = False
 
@@ -54,12 +54,12 @@ class ConnectionTable:
         when every slot is busy."""
         with self._lock:
             if len(self._open) >= self.limit:
-                old = time.monotonic() - self.grace
-                idle = [c for c in self._open
-                        if not c.busy and c.accepted <= old]
+                idle = [c for c in self._open if not c.busy]
                 if not idle:
                     return None   # answered 503: retry after a second
-                victim = min(idle, key=lambda c: c.since)
+                young = time.monotonic() - self.grace
+                victim = min(idle, key=lambda c: (
+                    not c.answered and c.accepted > young, c.since))
                 self._evict(victim)
             connection = Connection(sock)
             self._open.add(connection)
@@ -95,6 +95,7 @@ class ConnectionTable:
         """Answered: evictable again, idle from now."""
         with self._lock:
             connection.busy = False
+            connection.answered = True
             connection.since = time.monotonic()
 
     def leave(self, connection):
