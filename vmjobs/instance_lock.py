@@ -40,11 +40,13 @@ class InstanceLock:
         except OSError as exc:
             if isinstance(exc, InstanceLocked):
                 raise
-            reason = exc.strerror
             if exc.errno == errno.ELOOP:
-                reason = "it is a symlink, which the lock never follows"
+                raise InstanceLocked(
+                    f"{path} is a symlink, which the lock file never "
+                    "follows (its target was left alone): remove it, or "
+                    "give another --lock-file") from None
             raise InstanceLocked(
-                f"cannot open the lock file {path}: {reason}; run as "
+                f"cannot open the lock file {path}: {exc.strerror}; run as "
                 "root, or give a --lock-file this user may write") from None
         try:
             # flock, not lockf: a lock per open file, so a second take in
