@@ -6,9 +6,12 @@ controls: a fresh path, and a file a previous instance left (empty, or a
 stale PID), are taken, the PID written, and a second take refused."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
+from serve import ROOT
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
 
 SECRET = b"root:$6$secret:19000:0:99999:7:::\n"
@@ -87,3 +90,23 @@ def test_a_fifo_is_refused(tmp_path):
     os.mkfifo(path)
     with pytest.raises(InstanceLocked, match="not a regular file"):
         InstanceLock(str(path))
+
+
+def test_serve_refuses_a_symlinked_lock_file(tmp_path):
+    """`vmjobs serve` itself: a one-line refusal, the target untouched,
+    nothing served."""
+    target = tmp_path / "shadow"
+    target.write_bytes(SECRET)
+    before = snapshot(target)
+    (tmp_path / "vmjobs.lock").symlink_to(target)
+    result = subprocess.run(
+        [sys.executable, "-m", "vmjobs", "serve", "--config", os.devnull,
+         "--listen", f"unix:{tmp_path}/vmjobs.sock", "--state-dir",
+         str(tmp_path), "--lock-file", str(tmp_path / "vmjobs.lock")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 2, result
+    assert "is a symlink" in result.stderr
+    assert "serving on" not in result.stdout
+    assert snapshot(target) == before
+    assert not (tmp_path / "vmjobs.sock").exists()
