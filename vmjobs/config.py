@@ -98,6 +98,9 @@ class Config:
         default_factory=lambda: ["/var/lib/vmjobs/states"])
     image_dirs: list = dataclasses.field(
         default_factory=lambda: ["/var/lib/vmjobs/images"])
+    # The only hosts a network disk may name (the host connects to them on
+    # the guest's behalf): none by default.
+    network_hosts: list = dataclasses.field(default_factory=list)
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
@@ -200,6 +203,9 @@ SETTINGS = [
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,
             comment="where a domain XML may name host files"),
+    Setting("storage", "network_hosts", "network_hosts", list,
+            optional=True, items="host",
+            comment="hosts a network disk may name (default none)"),
     Setting("registry", "publish", "publish", str,
             choices=("commit", "accept"),
             comment="accept: list a VM, staged, once its verb answered"),
