@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from conftest import WAIT
 from invariants import check_invariants, digest
 from vmjobs.api import API
 from vmjobs.config import Config
@@ -143,7 +144,7 @@ class VmJobsMachine(RuleBasedStateMachine):
     @rule()
     def quiet(self):
         """Let everything end, then check the invariants."""
-        self.api.pool.wait_idle(60)
+        assert self.api.pool.wait_idle(WAIT), self.api.pool.stats()
         for path, (_vm_id, job_id) in self.hibernations.items():
             info = self.api.Host.getJobs(job_ids=[job_id]).get(job_id)
             if path not in self.state_files and info and \
