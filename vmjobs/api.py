@@ -231,7 +231,8 @@ class API:
 
     @verb("VM.migrate", "vmID", "params")
     def vm_migrate(self, vmID=None, params=None):
-        vm_id, target = parse_migrate(vmID, params)
+        vm_id, target = parse_migrate(vmID, params,
+                                      self.config.migration_socket_dirs)
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,

@@ -17,6 +17,7 @@ SERVICE_FLAGS = {
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
     "image_dir": "image_dirs", "network_host": "network_hosts",
+    "migration_socket_dir": "migration_socket_dirs",
     "publish": "publish", "adaptive": "adaptive",
 }
 
@@ -150,7 +151,10 @@ def main(argv=None):
         if line is None:
             line = (f"unexpected error: {type(exc).__name__}: {exc} "
                     "(a bug: please report it with the traceback above)")
-        print(f"vmjobs {args.command}: {line}", file=sys.stderr)
+        # The line may quote the server (a job's error echoes what a
+        # caller sent): no control character reaches the terminal.
+        print(f"vmjobs {args.command}: {logs.one_line(line)}",
+              file=sys.stderr)
         return 1 if isinstance(exc, RemoteError) else 2
 
 
@@ -176,6 +180,9 @@ def _service_flags(parser):
                         "default /var/lib/vmjobs/images)")
     parser.add_argument("--network-host", action="append", help="a host a "
                         "network disk may name (repeatable; default none)")
+    parser.add_argument("--migration-socket-dir", action="append",
+                        help="a directory VM.migrate's dst and dstUri may "
+                        "name a unix socket in (repeatable; default none)")
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "

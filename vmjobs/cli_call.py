@@ -6,6 +6,7 @@ import sys
 import time
 
 from .cli_errors import CliError, remote_error_json
+from .logs import one_line
 from .tools.client import Client, RemoteError
 
 # A value starting with one of these is meant as JSON and must parse.
@@ -200,9 +201,12 @@ def vm_name(params):
 
 
 def format_table(rows):
-    widths = [max(len(str(row[i])) for row in rows)
+    # A cell may hold what a caller sent (a job's error echoes it): its
+    # control characters are escaped, so none reaches the terminal.
+    rows = [[one_line(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows)
               for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width)
+    return "\n".join("  ".join(cell.ljust(width)
                                for cell, width in zip(row, widths, strict=False)).rstrip()
                      for row in rows)
 

@@ -14,6 +14,11 @@ from .config import parse_listen
 DEFAULT_SERVER = "unix:/run/vmjobs/vmjobs.sock"
 
 
+# A kept connection the server closed, as http.client reports it.
+CLOSED = (http.client.RemoteDisconnected, ConnectionResetError,
+          BrokenPipeError)
+
+
 class RemoteError(Exception):
     """The server answered with a JSON-RPC error."""
 
@@ -52,6 +57,9 @@ class Client:
             self._connection = http.client.HTTPConnection(*address,
                                                           timeout=timeout)
         self._ids = itertools.count(1)
+        # The connection was answered before: the server may have closed
+        # it since (idle past its deadline, or to make room at its cap).
+        self._kept = False
 
     def call(self, method, params=None):
         """The verb's result; raises RemoteError with its code."""
@@ -68,14 +76,27 @@ class Client:
 
     def post(self, body):
         """POST raw bytes; the decoded JSON answer."""
-        self._connection.request("POST", "/", body=body, headers={
-            "Content-Type": "application/json"})
-        response = self._connection.getresponse()
+        kept, self._kept = self._kept, False
+        try:
+            response = self._send(body)
+        except CLOSED:
+            if not kept:
+                raise
+            # The server closes a kept connection only before it read a
+            # request (never one whose verb runs): send it again, once.
+            self._connection.close()
+            response = self._send(body)
+        self._kept = not response.will_close
         data = response.read()
         if response.status != 200:
             raise RemoteError(response.status,
                               f"HTTP {response.status}: {data[:200]!r}")
         return json.loads(data)
+
+    def _send(self, body):
+        self._connection.request("POST", "/", body=body, headers={
+            "Content-Type": "application/json"})
+        return self._connection.getresponse()
 
     def close(self):
         self._connection.close()

@@ -5,8 +5,15 @@ Requests are read by the server's own threads, one per connection, never by
 the job pool: a full pool never stops Host.getJobs from answering. Each
 request has one deadline, `request_timeout` seconds, for the TLS handshake,
 its headers and its body together, so a client that trickles bytes is cut
-off; at most `max_connections` are served at once, one more is answered 503
-with Retry-After; a body over `max_request_bytes` is refused unread.
+off; at most `max_connections` are served at once: at the cap the one that
+has gone longest without a complete request is closed to make room
+(connections.py), and only when every slot runs a verb is one more
+answered 503 with Retry-After; a body over `max_request_bytes` is refused
+unread.
+
+Each answer leaves in one write (status line, headers and body), and TCP
+sockets have TCP_NODELAY: an answer never waits for the client's delayed
+ACK of an earlier piece (Nagle), which cost 40 ms a keep-alive call.
 """
 
 import http.server
@@ -22,6 +29,7 @@ import time
 from . import listener, metrics
 from .audit import caller_of
 from .config import parse_listen
+from .connections import ConnectionTable
 from .rpc import Dispatcher
 
 # Seconds a client turned away (503) is asked to wait.
@@ -45,6 +53,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         super().handle_one_request()
+        self.server.request_ended()
         self.deadline = time.monotonic() + self.server.request_timeout
 
     def do_POST(self):
@@ -71,7 +80,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "Content-Type")):
             return self._send(415, b"Content-Type must be application/json"
                               b"\n")
-        if self._overloaded():
+        if self._overloaded() or not self._started():
             return
         response = self.server.dispatcher.handle(
             body, caller_of(self.connection, self.client_address))
@@ -86,6 +95,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(403, b"Host must be localhost or a loopback address"
                        b"\n", close=True)
             return True
+        return False
+
+    def _started(self):
+        """The request was read: its connection keeps its slot until it is
+        answered. False (and the connection closed, the request not run)
+        if another connection took the slot first."""
+        if self.server.request_started():
+            return True
+        self.close_connection = True
         return False
 
     def _overloaded(self):
@@ -107,7 +125,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         Host header, authentication (the listener's), connection cap."""
         if self.path != "/metrics":
             return self._other()
-        if self._refused() or self._overloaded():
+        if self._refused() or self._overloaded() or not self._started():
             return
         self._send(200, self.server.dispatcher.api.metrics.render(),
                    content_type=metrics.CONTENT_TYPE)
@@ -127,9 +145,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
+        # One write for the whole answer (not end_headers' flush, then the
+        # body): two small writes wait on the client's delayed ACK.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        answer = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        self.wfile.write(answer)
 
     def address_string(self):
         if isinstance(self.client_address, tuple) and self.client_address:
@@ -151,46 +174,70 @@ class _ServerMixin:
         self.check_host = check_host
         # The backlog holds a burst of max_connections clients at once.
         self.request_queue_size = max(128, 2 * config.max_connections)
-        # Free connection slots. A connection beyond them is still read (so
-        # closing it sends no reset) and answered 503, by one of as many
-        # again overflow slots; beyond those it is closed at once.
-        self._slots = threading.BoundedSemaphore(config.max_connections)
+        # The connection slots; at the cap the longest idle makes room.
+        self.connections = ConnectionTable(config.max_connections)
+        # When every slot runs a verb, a connection beyond them is still
+        # read (so closing it sends no reset) and answered 503, by one of
+        # as many again overflow slots; beyond those it is closed at once.
         self._overflow = threading.BoundedSemaphore(config.max_connections)
-        # Per connection thread: its deadline, and whether it is overflow.
+        # Per connection thread: its deadline, and its Connection (None
+        # for an overflow connection).
         self._local = threading.local()
 
     def connection_deadline(self):
         return self._local.deadline
 
     def overloaded(self):
-        return self._local.overflow
+        return self._local.connection is None
+
+    def request_started(self):
+        connection = self._local.connection
+        return connection is None or self.connections.start_request(
+            connection)
+
+    def request_ended(self):
+        if self._local.connection is not None:
+            self.connections.end_request(self._local.connection)
 
     def process_request(self, request, client_address):
-        if self._slots.acquire(blocking=False):
-            slot = self._slots
-        elif self._overflow.acquire(blocking=False):
-            slot = self._overflow
-        else:
+        if request.family in (socket.AF_INET, socket.AF_INET6):
+            # Each answer is one write; this makes sure no piece of it
+            # waits for the ACK of an earlier one either.
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        before = self.connections.evictions
+        connection = self.connections.admit(request)
+        if connection is None and not self._overflow.acquire(
+                blocking=False):
             log.warning("too many connections: closing one at once")
             self.shutdown_request(request)
             return
+        if self.connections.evictions != before:
+            log.debug("at the connection cap: closed the longest idle one")
         t = threading.Thread(target=self._serve_connection,
-                             args=(request, client_address, slot),
+                             args=(request, client_address, connection),
                              daemon=True)
         t.start()
 
-    def _serve_connection(self, request, client_address, slot):
+    def _serve_connection(self, request, client_address, connection):
         self._local.deadline = time.monotonic() + self.request_timeout
-        self._local.overflow = slot is self._overflow
-        if self._local.overflow:
-            log.warning("too many connections: answering 503")
+        self._local.connection = connection
+        if connection is None:
+            log.warning("too many connections, every one busy: answering "
+                        "503")
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            self._leave()
             self.shutdown_request(request)
-            slot.release()
+            if connection is None:
+                self._overflow.release()
+
+    def _leave(self):
+        """Give the slot back, before the socket is closed."""
+        if self._local.connection is not None:
+            self.connections.leave(self._local.connection)
 
     def finish_request(self, request, client_address):
         if self.ssl_context is None:
@@ -201,13 +248,23 @@ class _ServerMixin:
         request.settimeout(max(0.001, self._local.deadline -
                                time.monotonic()))
         try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
+            tls = self.ssl_context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
             log.info("TLS handshake refused: %s", exc)
             return
         try:
+            if self._local.connection is not None:
+                # Evictable during the handshake too.
+                self.connections.rebind(self._local.connection, tls)
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.info("TLS handshake refused: %s", exc)
+                return
             super().finish_request(tls, client_address)
         finally:
+            self._leave()
             tls.close()
 
     def handle_error(self, request, client_address):
@@ -248,7 +305,9 @@ class Server:
         cls = _UnixServer if kind == "unix" else _TCPServer
         self._unix_path = address if kind == "unix" else None
         self._server = cls(address, _Handler, bind_and_activate=False)
-        self._server.configure(Dispatcher(api), config, context,
+        dispatcher = Dispatcher(api, config.max_batch,
+                                config.max_response_bytes)
+        self._server.configure(dispatcher, config, context,
                                check_host=kind == "tcp" and context is None)
         try:
             self._server.server_bind()

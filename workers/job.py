@@ -74,9 +74,22 @@ from .states import (
 )
 
 __all__ = ["ABORT_REQUESTED", "Job", "Park", "Runner", "TIMER", "WOKEN",
-           "current_job"]
+           "current_job", "bounded_error", "MAX_ERROR_MESSAGE"]
 
 log = logging.getLogger("workers.job")
+
+# Characters of a job's error message: it is kept as long as the job (an
+# hour, thousands of jobs) and may echo what the caller sent.
+MAX_ERROR_MESSAGE = 4096
+
+
+def bounded_error(error: Dict[str, Any]) -> Dict[str, Any]:
+    """`error` with its message cut at MAX_ERROR_MESSAGE, with a mark."""
+    message = str(error.get("message", ""))
+    if len(message) <= MAX_ERROR_MESSAGE:
+        return error
+    return {**error, "message": f"{message[:MAX_ERROR_MESSAGE]}...[cut: "
+            f"{len(message)} characters in all]"}
 
 # Why a parked job goes on.
 WOKEN = "woken"
@@ -553,8 +566,8 @@ class Job:
             if (self._status, Event.CRASHED) in EVENTS:
                 self._move_through(self._path(Event.CRASHED))
             if self._error is None and self._status is JobStatus.FAILED:
-                self._error = {"code": None,
-                               "message": f"internal error: {exc!r}"}
+                self._error = bounded_error({
+                    "code": None, "message": f"internal error: {exc!r}"})
 
     def _end(self, event: Event, exc: Optional[BaseException]) -> None:
         """Apply the event that ended run() (or its continuation)."""
@@ -620,7 +633,7 @@ def _error_of(job: Job, exc: BaseException) -> Dict[str, Any]:
     """The job's error_info(exc); a subclass's error_info that fails must
     not hide the failure it was asked to describe."""
     try:
-        return job.error_info(exc)
+        return bounded_error(job.error_info(exc))
     except Exception:
         log.exception("job %s: error_info failed", job.id)
-        return {"code": None, "message": str(exc)}
+        return bounded_error({"code": None, "message": str(exc)})

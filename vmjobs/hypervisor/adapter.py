@@ -23,7 +23,7 @@ from .domains import (
     state_of,
 )
 from .drivers import TestDriver, private_test_host
-from .errors import ConnectionLost, translated
+from .errors import NO_DOMAIN, ConnectionLost, translated
 from .events import Events, start_event_loop
 from .migration import (
     MIGRATE_FLAGS,
@@ -102,7 +102,7 @@ class Hypervisor:
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
-            return None if dom is None else state_of(dom)
+            return None if dom is None else _unless_gone(state_of, dom)
 
     @_read
     def state_reason(self, uuid):
@@ -111,7 +111,9 @@ class Hypervisor:
         there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
-            return (None, None) if dom is None else state_and_reason_of(dom)
+            found = None if dom is None else _unless_gone(
+                state_and_reason_of, dom)
+            return (None, None) if found is None else found
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -264,3 +266,14 @@ class Hypervisor:
         """True while the domain migrates, in or out: its state then
         changes once the migration ends."""
         return self.activity(uuid) in (Activity.ARRIVING, Activity.LEAVING)
+
+
+def _unless_gone(look, dom):
+    """look(dom), or None if the domain is gone since it was looked up (a
+    migration leaving, say, between the lookup and the look)."""
+    try:
+        return look(dom)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == NO_DOMAIN:
+            return None
+        raise

@@ -12,7 +12,10 @@ last job left it on, and the test says which are not.
 `--dst-uri` is each server's libvirtd as the other libvirtds reach it (in
 the order of `--server`); `--migration-uri` where the data goes (needed
 when the hosts' names do not resolve to where their libvirtds listen, as
-for two sandboxes on one machine)."""
+for two sandboxes on one machine). Servers on one machine that reach
+each other over Unix sockets must be started with those sockets'
+directories in `migration.socket_dirs` (`--migration-socket-dir A
+--migration-socket-dir B`): VM.migrate refuses any other socket."""
 
 import functools
 import random
