@@ -38,6 +38,7 @@ from .flows import (
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
+from .notifications import Notifications
 from .params import (
     parse_create,
     parse_graceful_attempts,
@@ -62,7 +63,9 @@ class API:
         self.hv = hypervisor or Hypervisor(
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
-        self.registry = VmRegistry(self.config.publish)
+        self.notifications = Notifications(self.config.events_buffer)
+        self.subscribe = self.notifications.subscribe  # GET /events, here
+        self.registry = VmRegistry(self.config.publish, self.notifications)
         self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended,
@@ -76,7 +79,8 @@ class API:
         self.VM = Namespace(self, "VM")
         self.Job = Namespace(self, "Job")
         self.recovery = Recovery(self.hv, self.registry, self.jobs,
-                                 self.pool, self._job_args())
+                                 self.pool, self._job_args(),
+                                 self.notifications.job_changed)
         self.metrics.watch(self)
         try:
             self.recovery.start()
@@ -93,6 +97,7 @@ class API:
         """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
         reach a safe end; public VMs are left running."""
         self.pool.shutdown(stop_mode)
+        self.notifications.close()
         if self._owns_hypervisor:
             self.hv.close()
 
@@ -232,9 +237,9 @@ class API:
 
     def _queue(self, job):
         """Reserve what the job needs (refused: the job's own VdsmError),
-        list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace (and is
-        never listed: accept() comes only once the job is taken)."""
+        queue it, observe it (notifications) and list it. If the queue
+        refuses it, forget it and release its reservation: a refused request
+        leaves no trace (never observed nor listed, as it was never taken)."""
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)
@@ -245,6 +250,7 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        job.observe(self.notifications.job_changed)
         _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)
 

@@ -82,6 +82,10 @@ class Config:
     request_timeout: float = 30.0
     # Connections served at once; more are refused (503) at once.
     max_connections: int = 64
+    # GET /events: notifications kept for a resume (a subscriber this far
+    # behind is cut off), and streams open at once (apart from the above).
+    events_buffer: int = 10_000
+    max_subscribers: int = 16
     # Mutual TLS: all three, or none.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -184,6 +188,10 @@ SETTINGS = [
             comment="its private key"),
     Setting("rpc", "tls_ca", "tls_ca", str, optional=True,
             comment="the CA a client's certificate must be signed by"),
+    Setting("events", "buffer", "events_buffer", int, 1, 10_000_000,
+            comment="notifications kept for Last-Event-ID"),
+    Setting("events", "max_subscribers", "max_subscribers", int, 1,
+            comment="GET /events streams open at once"),
     Setting("storage", "state_dirs", "state_dirs", list,
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,

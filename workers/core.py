@@ -70,6 +70,9 @@ class JobRecord:
         self._started_at: Optional[float] = None
         self._started_mono: Optional[float] = None
         self._ended_at: Optional[float] = None
+        # Told of every change (observe()); called under the lock.
+        self._observer: Optional[Callable[[Any, Dict[str, Any]], None]] = \
+            None
 
     def on_ended(self) -> None:
         """Called once, outside the lock, when the job has ended (whether it
@@ -108,6 +111,19 @@ class JobRecord:
                 self._end_callbacks.append(callback)
                 return
         callback(self)
+
+    def observe(self, observer: Callable[[Any, Dict[str, Any]], None]
+                ) -> None:
+        """Call `observer(job, info)` with the job's info now, then at each
+        change of its status or step; the ended status once, when the end
+        hooks ran, with the final info. It runs under the job's lock, so
+        the calls come in the order of the changes: it must be quick, never
+        block and never touch the job (e.g. append to a buffer of its
+        own). info_extra() is called under the lock too."""
+        with self._lock:
+            self._observer = observer
+            if self._status not in ENDED or self._finished:
+                self._observed()
 
     def is_stuck(self, now: Optional[float] = None) -> bool:
         with self._lock:
@@ -159,6 +175,13 @@ class JobRecord:
             info["ended"] = self._ended_at
         return info
 
+    def _observed(self) -> None:
+        # Caller holds self._lock.
+        if self._observer is not None:
+            info = self._snapshot()
+            info.update(self.info_extra())
+            self._observer(self, info)
+
     def _path(self, event: Event) -> Tuple[JobStatus, ...]:
         # Caller holds self._lock. (moves(), inlined: it is on every job's
         # path twice, and the dispatch benchmark counts the calls.)
@@ -183,6 +206,8 @@ class JobRecord:
                 self._notify()
             if new in ENDED:
                 self._ended_at = time.time()
+            elif self._observer is not None:
+                self._observed()
 
     def _condition(self) -> threading.Condition:
         # Caller holds self._lock.
@@ -227,6 +252,7 @@ class JobRecord:
             with self._lock:
                 self._finished = True
                 self._notify()
+                self._observed()
                 status = self._status
         return status
 

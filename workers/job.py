@@ -69,7 +69,9 @@ class Job(JobRecord):
     def step(self, name: str) -> None:
         """Enter step `name`; raise JobAborted if an abort was requested."""
         with self._lock:
-            self._step = name
+            if name != self._step:
+                self._step = name
+                self._observed()
         if self._on_step is not None:
             self._on_step(self, name)
         self.check_abort()
