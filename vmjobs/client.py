@@ -9,7 +9,9 @@ import json
 import socket
 import ssl
 
+from . import sse
 from .config import parse_listen
+from .notifications import SubscriptionCut
 
 DEFAULT_SERVER = "unix:/run/vmjobs/vmjobs.sock"
 
@@ -77,6 +79,24 @@ class Client:
                               f"HTTP {response.status}: {data[:200]!r}")
         return json.loads(data)
 
+    def events(self, last_event_id=None):
+        """GET /events: the notifications (notifications.Notification, with
+        the time each was read) after `last_event_id` (None: the live ones
+        only), until the service ends the stream. Raises SubscriptionCut if
+        the stream is cut short (the subscriber fell behind, or the
+        connection broke): resume from its last_id. The client's
+        connection is the stream's from now on."""
+        headers = {"Accept": sse.CONTENT_TYPE}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self._connection.request("GET", "/events", headers=headers)
+        response = self._connection.getresponse()
+        if response.status != 200:
+            data = response.read()
+            raise RemoteError(response.status,
+                              f"HTTP {response.status}: {data[:200]!r}")
+        return _events(response, last_event_id)
+
     def close(self):
         self._connection.close()
 
@@ -85,3 +105,14 @@ class Client:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def _events(response, last_id):
+    try:
+        for notification in sse.read(response.readline):
+            last_id = notification.id
+            yield notification
+    except (http.client.HTTPException, OSError) as exc:
+        raise SubscriptionCut(last_id) from exc
+    finally:
+        response.close()

@@ -226,6 +226,11 @@ class Subscription:
         with self._feed._lock:
             return self._cut
 
+    @property
+    def closed(self):
+        with self._feed._lock:
+            return self._closed
+
     def close(self):
         self._feed._leave(self)
 

@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 
-from . import listener, metrics
+from . import eventstream, listener, metrics
 from .audit import caller_of
 from .config import parse_listen
 from .rpc import Dispatcher
@@ -105,6 +105,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         """GET /metrics (Prometheus text), under the same rules as a POST:
         Host header, authentication (the listener's), connection cap."""
+        if self.path == "/events":   # eventstream.py, with its own cap
+            return self._refused() or self.server.streams.serve(self)
         if self.path != "/metrics":
             return self._other()
         if self._refused() or self._overloaded():
@@ -165,6 +167,11 @@ class _ServerMixin:
     def overloaded(self):
         return self._local.overflow
 
+    def leave_connection_slots(self):
+        """An event stream is bounded by events.max_subscribers instead."""
+        slot, self._local.slot = self._local.slot, None
+        slot.release()
+
     def process_request(self, request, client_address):
         if self._slots.acquire(blocking=False):
             slot = self._slots
@@ -182,6 +189,7 @@ class _ServerMixin:
     def _serve_connection(self, request, client_address, slot):
         self._local.deadline = time.monotonic() + self.request_timeout
         self._local.overflow = slot is self._overflow
+        self._local.slot = slot   # None once given back
         if self._local.overflow:
             log.warning("too many connections: answering 503")
         try:
@@ -190,7 +198,8 @@ class _ServerMixin:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
-            slot.release()
+            if self._local.slot is not None:
+                self._local.slot.release()
 
     def finish_request(self, request, client_address):
         if self.ssl_context is None:
@@ -250,6 +259,8 @@ class Server:
         self._server = cls(address, _Handler, bind_and_activate=False)
         self._server.configure(Dispatcher(api), config, context,
                                check_host=kind == "tcp" and context is None)
+        self._server.streams = eventstream.Streams(api.notifications,
+                                                   config.max_subscribers)
         try:
             self._server.server_bind()
             self._server.server_activate()
@@ -275,7 +286,8 @@ class Server:
                  " (mutual TLS)" if self.tls else "")
 
     def stop(self):
-        """Stop accepting; the socket file of a Unix socket is removed."""
+        """Stop accepting, end the event streams; a Unix socket's file goes."""
+        self._server.streams.stop()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
