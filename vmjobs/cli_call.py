@@ -80,19 +80,11 @@ def call(args):
 
 
 def jobs(args):
+    """The job table once (--watch: cli_events.watch_jobs)."""
     with client(args) as c:
-        while True:
-            table = job_table(c.call("Host.getJobs"), time.time(),
-                              args.prefix)
-            if args.watch:
-                print("\x1b[H\x1b[2J", end="")
-            print(table, flush=True)
-            if not args.watch:
-                return 0
-            try:
-                time.sleep(1)
-            except KeyboardInterrupt:
-                return 0
+        print(job_table(c.call("Host.getJobs"), time.time(), args.prefix),
+              flush=True)
+    return 0
 
 
 def job_table(jobs, now, prefix=None):
