@@ -54,6 +54,7 @@ class Client:
             self._connection = http.client.HTTPConnection(*address,
                                                           timeout=timeout)
         self._ids = itertools.count(1)
+        self._stream_socket = None   # the socket of events(), once called
 
     def call(self, method, params=None):
         """The verb's result; raises RemoteError with its code."""
@@ -90,6 +91,7 @@ class Client:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         self._connection.request("GET", "/events", headers=headers)
+        self._stream_socket = self._connection.sock
         response = self._connection.getresponse()
         if response.status != 200:
             data = response.read()
@@ -98,6 +100,13 @@ class Client:
         return _events(response, last_event_id)
 
     def close(self):
+        """Close the connection; a stream read in another thread ends (its
+        reader gets SubscriptionCut)."""
+        if self._stream_socket is not None:
+            try:
+                self._stream_socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._connection.close()
 
     def __enter__(self):
@@ -116,3 +125,7 @@ def _events(response, last_id):
         raise SubscriptionCut(last_id) from exc
     finally:
         response.close()
+    # http.client reads a chunked body cut short as its end, but only the
+    # last chunk (a clean end) clears chunk_left.
+    if response.chunked and response.chunk_left is not None:
+        raise SubscriptionCut(last_id)

@@ -14,7 +14,9 @@ thread only; every WRITE_POLL seconds it looks whether it was cut.
 """
 
 import logging
+import select
 import socket
+import ssl
 import threading
 
 from . import sse
@@ -22,6 +24,9 @@ from .notifications import SubscriptionCut
 
 # Seconds between keep-alive comments on an idle stream.
 KEEPALIVE_INTERVAL = 15.0
+# Seconds between two looks, on an idle stream, whether the subscriber
+# closed its end (so that its slot is free again soon).
+GONE_POLL = 1.0
 # Seconds a blocked write waits before it looks whether it was cut.
 WRITE_POLL = 0.25
 # Seconds a stop waits for the streams to send their end.
@@ -100,12 +105,20 @@ def _stream(handler, subscription):
     handler.send_header("Connection", "close")
     handler.end_headers()
     sock.settimeout(WRITE_POLL)
+    idle = 0.0
     try:
         while True:
-            events = subscription.get(KEEPALIVE_INTERVAL)
+            events = subscription.get(GONE_POLL)
             if events is None:
                 _write(sock, b"0\r\n\r\n", subscription)
                 return
+            if not events:
+                idle += GONE_POLL
+                if _gone(sock):
+                    return
+                if idle < KEEPALIVE_INTERVAL:
+                    continue
+            idle = 0.0
             data = b"".join(map(sse.frame, events)) if events \
                 else sse.KEEPALIVE
             if not _write(sock, b"%x\r\n%s\r\n" % (len(data), data),
@@ -116,6 +129,26 @@ def _stream(handler, subscription):
                     "(after event %d)", cut.last_id)
     except OSError as exc:
         log.debug("event stream ended by the subscriber: %s", exc)
+
+
+def _gone(sock):
+    """True if the subscriber closed its end. It sends nothing after its
+    request, so anything readable is its end (or bytes it had no business
+    sending, which end the stream too)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        sock.settimeout(0)
+        try:
+            sock.recv(1)   # b"": its end; anything else: a stray byte
+            return True
+        finally:
+            sock.settimeout(WRITE_POLL)
+    except ssl.SSLWantReadError:
+        return False   # a TLS record that was no data (e.g. a ticket)
+    except OSError:
+        return True
 
 
 def _write(sock, data, subscription):
