@@ -48,7 +48,7 @@ class SubscriptionCut(Exception):
 class Notification:
     """One JSON-RPC notification, numbered; `time` is when it was
     published (time.monotonic()). Immutable once published."""
-    __slots__ = ("id", "method", "params", "time", "_json")
+    __slots__ = ("id", "method", "params", "time", "_json", "sse")
 
     def __init__(self, id, method, params, at):
         self.id = id
@@ -56,6 +56,7 @@ class Notification:
         self.params = params
         self.time = at
         self._json = None
+        self.sse = None   # its SSE frame, made once by sse.frame()
 
     def message(self):
         return {"jsonrpc": "2.0", "method": self.method,
@@ -174,11 +175,11 @@ class Notifications:
                 self._arrived.wait_for(ready, timeout)
             if sub._cut:
                 raise SubscriptionCut(sub._next - 1)
-            if sub._closed:
-                return None
+            # Closed (by a stop, or the feed's): what was published before
+            # is still handed out, then the end.
             new = self._last_id - sub._next + 1
             if new <= 0:
-                return None if self._closed else []
+                return None if sub._closed or self._closed else []
             # From the right: the reader is near the newest end, and a
             # deque's islice walks from the left.
             events = list(itertools.islice(reversed(self._kept), new))
@@ -208,7 +209,7 @@ class Subscription:
 
     def get(self, timeout=None):
         """The notifications not read yet, waiting up to `timeout` seconds
-        for one: a list ([] on timeout), or None once closed."""
+        for one: a list ([] on timeout), or None once closed and read."""
         if self._resync is not None:
             resync, self._resync = self._resync, None
             return [resync]

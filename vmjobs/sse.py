@@ -14,9 +14,14 @@ KEEPALIVE = b": keep-alive\n\n"
 
 
 def frame(notification):
-    """The notification as one SSE frame (bytes)."""
-    return (f"id: {notification.id}\nevent: {notification.method}\n"
+    """The notification as one SSE frame (bytes), made once for all the
+    streams (a race makes it twice at worst, the same)."""
+    text = notification.sse
+    if text is None:
+        text = notification.sse = (
+            f"id: {notification.id}\nevent: {notification.method}\n"
             f"data: {notification.json()}\n\n").encode()
+    return text
 
 
 def read(readline):

@@ -78,6 +78,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
             storm.prepare(counts)
             records, total, retried = storm.run(out, rate)
             summary = report.summarize(records, total, retried)
+            summary["started"] = storm.started   # wall time, first request
             summary["admission_limits"] = storm.limits
             report.print_summary(summary, out)
             if json_path:
@@ -159,7 +160,7 @@ class Storm:
         retried = no_retries()
         source = SimulatedSource(self.target.hv) \
             if any(r[0] == "migration" for r in self.requests) else None
-        started = time.monotonic()
+        started, self.started = time.monotonic(), time.time()
         for i, (mode, vm_id, what) in enumerate(self.requests):
             if rate:
                 _sleep_until(started + i / rate)
