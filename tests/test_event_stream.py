@@ -392,3 +392,36 @@ def test_the_client_reports_a_cut(serve):
         rest = Reader(c.events(reader.ended.last_id))
         rest.wait_for(lambda ev: ev, "the events after the cut")
         assert rest.events[0].id == reader.ended.last_id + 1
+
+
+def test_readme_events_examples_run_as_written(tmp_path):
+    """The README's way for an engine to subscribe, run as written: each
+    prints the events as they come and exits 0 when the service stops."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("<!-- events examples -->", 1)[1].split("```", 2)[1]
+    examples = [line for line in block.splitlines()
+                if line.startswith(("curl", "vmjobs"))]
+    assert len(examples) == 2
+    path = tmp_path / "vmjobs.sock"
+    server = ServeProcess("--listen", f"unix:{path}", tmp_path=tmp_path)
+    env = dict(os.environ, SOCK=str(path), PYTHONPATH=ROOT,
+               PATH=os.path.dirname(sys.executable) + ":" +
+               os.environ["PATH"])
+    try:
+        running = [subprocess.Popen(["bash", "-c", example], cwd=ROOT,
+                                    env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+                   for example in examples]
+        wait_for(lambda: b"vmjobs_event_subscribers 2.0" in _metrics(path),
+                 "both subscribed")
+        vm_id = new_id()
+        with Client(server.address) as c:
+            c.call("VM.create", [vm_id, vm_params(vm_id)])
+        assert server.stop()[0] == 0
+        outputs = [p.communicate(timeout=WAIT) for p in running]
+    finally:
+        server.kill()
+    for example, process, (out, err) in zip(examples, running, outputs,
+                                            strict=True):
+        assert process.returncode == 0, (example, err)
+        assert vm_id in out and "Up" in out, (example, out)
