@@ -9,13 +9,17 @@ connection slot back and takes one of `events.max_subscribers` instead
 tells a clean end (the last chunk, sent when the service stops) from a
 cut (the connection closed without it: the subscriber fell
 `events.buffer` notifications behind, and resumes with Last-Event-ID).
-A write that cannot go on (a subscriber that reads nothing) holds its own
-thread only; every WRITE_POLL seconds it looks whether it was cut.
+
+One thread writes every stream of a server (the dispatcher), with
+non-blocking sends: a burst of notifications is one wake-up and one write
+per stream, however many streams there are, and a subscriber that reads
+nothing holds nobody up. Such a stream takes nothing more from the feed
+until what it was given is sent, so it stays behind and the feed cuts it
+off. (The connection's own thread only waits for its stream's end.)
 """
 
 import logging
 import select
-import socket
 import ssl
 import threading
 import time
@@ -25,14 +29,17 @@ from .notifications import SubscriptionCut
 
 # Seconds between keep-alive comments on an idle stream.
 KEEPALIVE_INTERVAL = 15.0
-# Seconds between two looks, on an idle stream, whether the subscriber
-# closed its end (so that its slot is free again soon).
+# Seconds between two looks whether the subscribers of idle streams closed
+# their end (so that their slots are free again soon).
 GONE_POLL = 1.0
-# Seconds a stream waits, once a notification came, for those that follow
-# it in the same burst: one write and one wake-up for many, at the cost
-# of that much latency (a storm publishes thousands a second).
+# Seconds the dispatcher waits, once a notification came, for those that
+# follow it in the same burst: one write for many, at that much latency.
 LINGER = 0.001
-# Seconds a blocked write waits before it looks whether it was cut.
+# Seconds between two tries of a stream whose subscriber has not read
+# what it was sent: soon while it may just be slow, then less often (its
+# subscriber reads nothing: it waits to be cut off).
+WRITE_RETRY = 0.005
+SLOW = 1.0
 WRITE_POLL = 0.25
 # Seconds a stop waits for the streams to send their end.
 STOP_WAIT = 5.0
@@ -47,11 +54,14 @@ class Streams:
     def __init__(self, notifications, max_subscribers):
         self._notifications = notifications
         self._slots = threading.BoundedSemaphore(max_subscribers)
-        # Guards _open and _stopping; _ended is notified as one ends.
+        # Guards everything below; _changed is notified as a stream opens
+        # or ends, and at a stop.
         self._lock = threading.Lock()
-        self._ended = threading.Condition(self._lock)
-        self._open = set()     # subscriptions being streamed
-        self._stopping = False
+        self._changed = threading.Condition(self._lock)
+        self._open = set()       # subscriptions of the connections served
+        self._streams = set()    # their _Streams, once answered
+        self._stopping = None    # time.monotonic() of the stop
+        self._dispatcher = None
 
     def serve(self, handler):
         """Answer GET /events on `handler`'s connection, until the stream
@@ -76,31 +86,132 @@ class Streams:
                 return _busy(handler, b"the service is stopping\n")
             handler.server.leave_connection_slots()
             try:
-                _stream(handler, subscription)
+                stream = _open_stream(handler, subscription)
+                with self._lock:
+                    self._streams.add(stream)
+                    self._start_dispatcher()
+                    self._changed.notify_all()
+                stream.done.wait()
             finally:
                 subscription.close()
                 with self._lock:
                     self._open.discard(subscription)
-                    self._ended.notify_all()
+                    self._changed.notify_all()
         finally:
             self._slots.release()
 
     def stop(self, timeout=STOP_WAIT):
-        """End every stream cleanly (its last chunk sent), waiting up to
-        `timeout` seconds for them; no new stream opens."""
+        """End every stream cleanly (what was published, then its last
+        chunk), waiting up to `timeout` seconds for them; no new stream
+        opens."""
         with self._lock:
-            self._stopping = True
+            self._stopping = time.monotonic()
             for subscription in self._open:
                 subscription.close()
-            self._ended.wait_for(lambda: not self._open, timeout)
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: not self._open, timeout)
+
+    def _start_dispatcher(self):
+        # Caller holds _lock.
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="vmjobs-events", daemon=True)
+            self._dispatcher.start()
+
+    def _dispatch(self):
+        """Write every stream until the stop has ended them all."""
+        seen = None
+        gone_due = time.monotonic() + GONE_POLL
+        while True:
+            with self._lock:
+                self._changed.wait_for(
+                    lambda: self._streams or self._stopping, None)
+                if not self._streams:
+                    self._dispatcher = None
+                    return
+                streams = list(self._streams)
+                stopping = self._stopping
+            now = time.monotonic()
+            blocked = [s for s in streams if s.pending]
+            slow = any(now - s.blocked_since < SLOW for s in blocked)
+            if slow or len(blocked) == len(streams):
+                select.select([], [s.sock for s in blocked], [],
+                              WRITE_RETRY if slow else WRITE_POLL)
+            else:
+                # A notification, a stream's end (a stop), or time to look.
+                seen = self._notifications.wait_past(seen, GONE_POLL)
+                time.sleep(LINGER)
+            now = time.monotonic()
+            look = now >= gone_due
+            if look:
+                gone_due = now + GONE_POLL
+            for stream in streams:
+                if not stream.turn(now, look) or (
+                        stopping and now - stopping > STOP_WAIT):
+                    with self._lock:
+                        self._streams.discard(stream)
+                    stream.done.set()
 
 
-def _busy(handler, text):
-    handler._send(503, text, close=True,
-                  extra={"Retry-After": str(RETRY_AFTER)})
+class _Stream:
+    """One subscriber's stream: its socket (non-blocking) and what is to
+    be sent on it. Used by the dispatcher only."""
+
+    def __init__(self, sock, subscription):
+        self.sock = sock
+        self.subscription = subscription
+        self.pending = memoryview(b"")   # bytes not sent yet
+        self.ending = False              # its last chunk is in pending
+        self.sent_at = time.monotonic()  # for the keep-alives
+        self.blocked_since = None        # pending, its socket full
+        self.done = threading.Event()    # it ended (the connection goes)
+
+    def turn(self, now, look):
+        """Take what was published (once all given before is sent) and
+        send what the socket takes. False when the stream is over: sent
+        its end, cut off, or its subscriber is gone."""
+        if not self.pending and not self.ending:
+            try:
+                events = self.subscription.get(0)
+            except SubscriptionCut as cut:
+                log.warning("event stream cut off: the subscriber fell "
+                            "behind (after event %d)", cut.last_id)
+                return False
+            if events is None:
+                self._queue(b"0\r\n\r\n")
+                self.ending = True
+            elif events:
+                data = b"".join(map(sse.frame, events))
+                self._queue(b"%x\r\n%s\r\n" % (len(data), data))
+            elif now - self.sent_at >= KEEPALIVE_INTERVAL:
+                self._queue(b"%x\r\n%s\r\n" % (len(sse.KEEPALIVE),
+                                                  sse.KEEPALIVE))
+            elif look and _gone(self.sock):
+                return False
+        elif self.pending and self.subscription.was_cut:
+            log.warning("event stream cut off: the subscriber reads nothing")
+            return False
+        try:
+            while self.pending:
+                self.pending = self.pending[self.sock.send(self.pending):]
+                self.sent_at = now
+            self.blocked_since = None
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            if self.blocked_since is None:
+                self.blocked_since = now
+            return True   # its subscriber has not read yet
+        except OSError as exc:
+            log.debug("event stream ended by the subscriber: %s", exc)
+            return False
+        return not self.ending
+
+    def _queue(self, data):
+        self.pending = memoryview(data)
 
 
-def _stream(handler, subscription):
+def _open_stream(handler, subscription):
+    """Answer 200 with the stream's headers (in the connection's thread,
+    under the request's timeout); the stream, from then on non-blocking."""
     sock = handler.connection
     sock.settimeout(handler.server.request_timeout)
     handler.send_response(200)
@@ -109,34 +220,13 @@ def _stream(handler, subscription):
     handler.send_header("Transfer-Encoding", "chunked")
     handler.send_header("Connection", "close")
     handler.end_headers()
-    sock.settimeout(WRITE_POLL)
-    idle = 0.0
-    try:
-        while True:
-            events = subscription.get(GONE_POLL)
-            if events is None:
-                _write(sock, b"0\r\n\r\n", subscription)
-                return
-            if not events:
-                idle += GONE_POLL
-                if _gone(sock):
-                    return
-                if idle < KEEPALIVE_INTERVAL:
-                    continue
-            idle = 0.0
-            if events:
-                time.sleep(LINGER)
-                events += subscription.get(0) or []
-            data = b"".join(map(sse.frame, events)) if events \
-                else sse.KEEPALIVE
-            if not _write(sock, b"%x\r\n%s\r\n" % (len(data), data),
-                          subscription):
-                return
-    except SubscriptionCut as cut:
-        log.warning("event stream cut off: the subscriber fell behind "
-                    "(after event %d)", cut.last_id)
-    except OSError as exc:
-        log.debug("event stream ended by the subscriber: %s", exc)
+    sock.setblocking(False)
+    return _Stream(sock, subscription)
+
+
+def _busy(handler, text):
+    handler._send(503, text, close=True,
+                  extra={"Retry-After": str(RETRY_AFTER)})
 
 
 def _gone(sock):
@@ -147,32 +237,9 @@ def _gone(sock):
     if not readable:
         return False
     try:
-        sock.settimeout(0)
-        try:
-            sock.recv(1)   # b"": its end; anything else: a stray byte
-            return True
-        finally:
-            sock.settimeout(WRITE_POLL)
-    except ssl.SSLWantReadError:
+        sock.recv(1)   # b"": its end; anything else: a stray byte
+    except (BlockingIOError, ssl.SSLWantReadError):
         return False   # a TLS record that was no data (e.g. a ticket)
     except OSError:
-        return True
-
-
-def _write(sock, data, subscription):
-    """Send all of `data`; False if the subscriber was cut off while it
-    waited, or the stream was closed (a stop) and it still waits
-    STOP_WAIT seconds later."""
-    view = memoryview(data)
-    waits_closed = 0
-    while view:
-        try:
-            view = view[sock.send(view):]
-        except socket.timeout:
-            if subscription.was_cut:
-                return False
-            if subscription.closed:
-                waits_closed += 1
-                if waits_closed * WRITE_POLL >= STOP_WAIT:
-                    return False
+        pass
     return True

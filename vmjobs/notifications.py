@@ -159,6 +159,15 @@ class Notifications:
             self._closed = True
             self._arrived.notify_all()
 
+    def wait_past(self, last_id, timeout):
+        """Wait up to `timeout` seconds for a notification after
+        `last_id` (None: any), for a subscriber's end, or for the close;
+        returns the newest id."""
+        with self._lock:
+            if last_id is None or self._last_id == last_id:
+                self._arrived.wait(timeout)
+            return self._last_id
+
     def stats(self):
         with self._lock:
             return {"subscribers": len(self._subscribers), "cut": self.cut,
