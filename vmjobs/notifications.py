@@ -114,11 +114,11 @@ class Notifications:
                 params["notify_time"] = int(now * 1000)
             self._last_id += 1
             kept = self._kept
-            if len(kept) == self.buffer:
-                self._cut_behind(kept[0].id)
-            kept.append(Notification(self._last_id, method, params, now))
             if self._subscribers:
+                if len(kept) == self.buffer:
+                    self._cut_behind(kept[0].id)
                 self._arrived.notify_all()
+            kept.append(Notification(self._last_id, method, params, now))
 
     def _cut_behind(self, evicted_id):
         # Caller holds _lock: `evicted_id` leaves the buffer now; whoever
