@@ -133,7 +133,7 @@ class Streams:
                 stopping = self._stopping
             now = time.monotonic()
             blocked = [s for s in streams if s.pending]
-            slow = any(now - s.blocked_since < SLOW for s in blocked)
+            slow = any(now - (s.blocked_since or now) < SLOW for s in blocked)
             if slow or len(blocked) == len(streams):
                 select.select([], [s.sock for s in blocked], [],
                               WRITE_RETRY if slow else WRITE_POLL)
@@ -146,8 +146,13 @@ class Streams:
             if look:
                 gone_due = now + GONE_POLL
             for stream in streams:
-                if not stream.turn(now, look) or (
-                        stopping and now - stopping > STOP_WAIT):
+                try:
+                    going_on = stream.turn(now, look) and not (
+                        stopping and now - stopping > STOP_WAIT)
+                except Exception:   # a bug: end this stream, not all
+                    log.exception("event stream failed")
+                    going_on = False
+                if not going_on:
                     with self._lock:
                         self._streams.discard(stream)
                     stream.done.set()
