@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -90,6 +91,10 @@ def statuses(events, vm_id):
 
 def test_the_frames_on_the_wire(serve):
     api, server = serve()
+    # The listener's own protection: only root reaches the socket (and
+    # the stream is served on it as every verb is).
+    path = server.address[len("unix:"):]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     connection = http.client.HTTPConnection("localhost")
     connection.sock = socket.socket(socket.AF_UNIX)
     connection.sock.connect(server.address[len("unix:"):])

@@ -296,3 +296,25 @@ def test_close_ends_the_subscriptions(make_api):
     threading.Thread(target=lambda: (list(sub), ended.set())).start()
     api.close()
     assert ended.wait(WAIT)
+
+
+def test_recovery_at_start_is_notified(make_api):
+    """The VMs recovery finds at start are notified as any startup: staged,
+    then Up, before their recover job's done (read from the buffer: the
+    service published them before anyone could subscribe)."""
+    first = make_api()
+    vm_id = new_id()
+    assert wait_job(first, first.VM.create(vm_id, vm_params(vm_id))[
+        "jobId"])["status"] == "done"
+    first.close()   # its public VMs keep running, for the next start
+    second = make_api()
+    assert second.wait_recovered(WAIT)
+    assert second.pool.wait_idle(WAIT)
+    oldest = second.notifications._kept[0].id
+    with second.subscribe(oldest - 1) as sub:
+        events = sub.get(0)
+    EventOrder().check_all(events)
+    assert events[0].id == oldest
+    assert vm_statuses(events, vm_id) == ["WaitForLaunch", "Up"]
+    (job_id,) = second.Host.getJobs(job_type="recover")
+    assert job_statuses(events, job_id)[-1] == "done"
