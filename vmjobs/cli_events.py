@@ -116,9 +116,11 @@ def watch_jobs(args, out=sys.stdout):
         try:
             for notification in follow(args, subscribed=subscribed):
                 changes.put(notification)
+            changes.put(None)
+        except Exception as exc:   # raised again in the main thread
+            changes.put(exc)
         finally:
             subscribed.set()
-            changes.put(None)
 
     with client(args) as c:
         # Subscribed first, then read: nothing that changes in between is
@@ -126,6 +128,8 @@ def watch_jobs(args, out=sys.stdout):
         threading.Thread(target=read, name="vmjobs-watch",
                          daemon=True).start()
         subscribed.wait()
+        if not changes.empty() and isinstance(changes.queue[0], Exception):
+            raise changes.get()
         table = c.call("Host.getJobs")
         dirty, drawn = True, 0.0
         while True:
@@ -136,6 +140,8 @@ def watch_jobs(args, out=sys.stdout):
                 notification = False
             if notification is None:
                 return 0
+            if isinstance(notification, Exception):
+                raise notification
             if notification:
                 method = notification.method
                 if method.startswith(JOB_STATUS):
