@@ -236,10 +236,9 @@ class API:
                 "timeout": self.config.job_timeout}
 
     def _queue(self, job):
-        """Reserve what the job needs (refused: the job's own VdsmError),
-        queue it, observe it (notifications) and list it. If the queue
-        refuses it, forget it and release its reservation: a refused request
-        leaves no trace (never observed nor listed, as it was never taken)."""
+        """Reserve what the job needs (refused: its own VdsmError), queue,
+        observe (notifications) and list it; if the queue refuses it, forget
+        it and release it: a refused request leaves no trace, unlisted."""
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)
