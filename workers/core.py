@@ -118,8 +118,8 @@ class JobRecord:
         change of its status or step; the ended status once, when the end
         hooks ran, with the final info. It runs under the job's lock, so
         the calls come in the order of the changes: it must be quick, never
-        block and never touch the job (e.g. append to a buffer of its
-        own). info_extra() is called under the lock too."""
+        block, never raise and never touch the job (e.g. append to a buffer
+        of its own). info_extra() is called under the lock too."""
         with self._lock:
             self._observer = observer
             if self._status not in ENDED or self._finished:
