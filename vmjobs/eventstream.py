@@ -78,8 +78,11 @@ class Streams:
             return _busy(handler, b"too many event streams: retry later\n")
         try:
             with self._lock:
-                subscription = None if self._stopping else \
-                    self._notifications.subscribe(last_id)
+                try:
+                    subscription = None if self._stopping else \
+                        self._notifications.subscribe(last_id)
+                except RuntimeError:   # closed: the service stops
+                    subscription = None
                 if subscription is not None:
                     self._open.add(subscription)
             if subscription is None:
@@ -135,8 +138,11 @@ class Streams:
             blocked = [s for s in streams if s.pending]
             slow = any(now - (s.blocked_since or now) < SLOW for s in blocked)
             if slow or len(blocked) == len(streams):
-                select.select([], [s.sock for s in blocked], [],
-                              WRITE_RETRY if slow else WRITE_POLL)
+                try:
+                    select.select([], [s.sock for s in blocked], [],
+                                  WRITE_RETRY if slow else WRITE_POLL)
+                except (OSError, ValueError):
+                    pass   # a socket closed under it: its turn ends it
             else:
                 # A notification, a stream's end (a stop), or time to look.
                 seen = self._notifications.wait_past(seen, GONE_POLL)
