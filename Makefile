@@ -4,10 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # libvirt-python builds against libvirt-dev; the real-daemon tests run a
 # private libvirtd with QEMU (vmjobs sandbox); the TLS tests make their
-# certificates with openssl; the README's examples use curl.
+# certificates with openssl; the README's examples use curl; the image
+# tests make qcow2 images with qemu-img (qemu-utils; vmjobs itself reads
+# image headers without it).
 APT_PACKAGES := libvirt-dev pkg-config python3-venv openssl curl \
 	libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 \
-	libvirt-clients util-linux
+	libvirt-clients util-linux qemu-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system run lint test clean

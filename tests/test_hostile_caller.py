@@ -626,6 +626,27 @@ XML_CASES = {
     "seclabel-root": dict(tail=(
         "<seclabel type='static' model='dac' relabel='no'>"
         "<label>+0:+0</label></seclabel>")),
+    # issue 19: libvirt's reading, labels, the host's network
+    "kernel-split-text": dict(
+        os_extra="<kernel>{images}/<b/>../victim/shadow</kernel>"),
+    "seclabel-device": dict(devices=(
+        "<disk type='file' device='disk'><source file='{images}/disk.img'>"
+        "<seclabel model='dac' relabel='yes'><label>+0:+0</label>"
+        "</seclabel></source><target dev='vda'/></disk>")),
+    "network-disk": dict(devices=(
+        "<disk type='network' device='disk'><source protocol='nbd' "
+        "name='x'><host name='127.0.0.1' port='10809'/></source>"
+        "<target dev='vda'/></disk>")),
+    "serial-tcp": dict(devices=(
+        "<serial type='tcp'><source mode='connect' host='169.254.169.254' "
+        "service='80'/></serial>")),
+    "interface-direct": dict(devices=(
+        "<interface type='direct'><source dev='lo' mode='bridge'/>"
+        "</interface>")),
+    "smartcard-host-certificates": dict(devices=(
+        "<smartcard mode='host-certificates'><certificate>a</certificate>"
+        "<certificate>b</certificate><certificate>c</certificate>"
+        "<database>{victim}</database></smartcard>")),
     "volume": dict(devices=(
         "<disk type='volume' device='disk'><source pool='default' "
         "volume='shadow'/><target dev='vda'/></disk>")),

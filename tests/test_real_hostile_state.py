@@ -21,7 +21,50 @@ EDITS = {
         "</qemu:commandline></domain>"),
     "kernel-outside": lambda xml, victim: xml.replace(
         "</os>", f"<kernel>{victim}</kernel></os>"),
+    # libvirt joins the text around the child: the kernel is the victim
+    # (save-image-define takes no new device, so an rng cannot be added)
+    "kernel-split-text": lambda xml, victim: xml.replace(
+        "</os>", f"<kernel>{victim.parent}/<b/>{victim.name}</kernel>"
+        "</os>"),
+    "seclabel": lambda xml, _: xml.replace(
+        "</devices>", "</devices><seclabel type='none'/>"),
 }
+
+# The legitimate edit beside them: a description, restored as usual.
+CONTROL = lambda xml, _: xml.replace(    # noqa: E731
+    "</name>", "</name><description>edited</description>", 1)
+
+
+def hibernated(api, tmp_path):
+    vm_id = new_id()
+    assert finished(api, api.VM.create(vm_id, real_params(vm_id))[
+        "jobId"])["status"] == "done"
+    path = tmp_path / "vm.state"
+    assert finished(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
+        "status"] == "done"
+    return vm_id, path
+
+
+def define_image(daemon, path, xml):
+    conn = libvirt.open(daemon.uri)   # as virsh save-image-define would
+    try:
+        conn.saveImageDefineXML(str(path), xml, 0)
+    finally:
+        conn.close()
+
+
+def test_legitimately_edited_state_file_is_restored(make_real_api, daemon,
+                                                    tmp_path):
+    """The control: the same edit path, with an edit the policy takes."""
+    api = make_real_api()
+    vm_id, path = hibernated(api, tmp_path)
+    define_image(daemon, path, CONTROL(api.hv.saved_domain_xml(str(path)),
+                                       None))
+    assert "edited" in api.hv.saved_domain_xml(str(path))
+    job = api.VM.create(vm_id, {"vmId": vm_id, "restoreState": str(path)})
+    assert finished(api, job["jobId"])["status"] == "done"
+    assert len(daemon.qemu_pids()) == 1
+    assert api.VM.destroy(vm_id) is True
 
 
 def finished(api, job_id):

@@ -79,3 +79,23 @@ def test_listener_policy(listen, insecure, tls, refused):
 ])
 def test_host_header(host, allowed):
     assert host_header_allowed(host) is allowed
+
+
+def test_network_hosts(capsys):
+    """storage.network_hosts (issue 19): empty by default, host names or
+    addresses from the file and from --network-host, nothing else."""
+    assert config.Config().network_hosts == []
+    loaded = config.load_text("[storage]\nnetwork_hosts = ceph1.example\n"
+                              "network_hosts = 10.0.0.2\n")
+    assert loaded.network_hosts == ["ceph1.example", "10.0.0.2"]
+    assert config.load_text(config.dump(loaded)) == loaded
+    assert config.load_text("[storage]\nnetwork_hosts =\n").network_hosts \
+        == []
+    for bad in ("/etc/ceph", "a b", "host;rm"):
+        with pytest.raises(config.ConfigError,
+                           match="storage.network_hosts"):
+            config.load_text(f"[storage]\nnetwork_hosts = {bad}\n")
+    assert cli.main(["config", "--show", "--network-host", "nbd1",
+                     "--network-host", "::1"]) == 0
+    effective = config.load_text(capsys.readouterr().out)
+    assert effective.network_hosts == ["nbd1", "::1"]

@@ -16,7 +16,7 @@ SERVICE_FLAGS = {
     "queue_size": "queue_size", "log_file": "log_file",
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
-    "image_dir": "image_dirs",
+    "image_dir": "image_dirs", "network_host": "network_hosts",
     "publish": "publish", "adaptive": "adaptive",
 }
 
@@ -140,6 +140,8 @@ def _service_flags(parser):
     parser.add_argument("--image-dir", action="append", help="a directory "
                         "a domain XML's host files may be in (repeatable; "
                         "default /var/lib/vmjobs/images)")
+    parser.add_argument("--network-host", action="append", help="a host a "
+                        "network disk may name (repeatable; default none)")
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "

@@ -82,10 +82,8 @@ class Config:
     request_timeout: float = 30.0
     # Connections served at once; more are refused (503) at once.
     max_connections: int = 64
-    # GET /events: notifications kept for a resume (a subscriber this far
-    # behind is cut off), and streams open at once (apart from the above).
-    events_buffer: int = 10_000
-    max_subscribers: int = 16
+    events_buffer: int = 10_000   # GET /events: kept for Last-Event-ID
+    max_subscribers: int = 16     # GET /events streams open at once
     # Mutual TLS: all three, or none.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -97,6 +95,9 @@ class Config:
         default_factory=lambda: ["/var/lib/vmjobs/states"])
     image_dirs: list = dataclasses.field(
         default_factory=lambda: ["/var/lib/vmjobs/images"])
+    # The only hosts a network disk may name (the host connects to them on
+    # the guest's behalf): none by default.
+    network_hosts: list = dataclasses.field(default_factory=list)
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
@@ -196,6 +197,9 @@ SETTINGS = [
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,
             comment="where a domain XML may name host files"),
+    Setting("storage", "network_hosts", "network_hosts", list,
+            optional=True, items="host",
+            comment="hosts a network disk may name (default none)"),
     Setting("registry", "publish", "publish", str,
             choices=("commit", "accept"),
             comment="accept: list a VM, staged, once its verb answered"),

@@ -24,10 +24,11 @@ class OutsideDirs(ValueError):
 
 
 def confine(path, dirs, what="the configured directories",
-            resolve_last=False):
+            resolve_last=False, real_dirs=None):
     """`path` if it is absolute, normalized, free of control characters and
     inside one of `dirs`, its directory (and with `resolve_last` the path
-    itself) resolved of symlinks; else OutsideDirs."""
+    itself) resolved of symlinks; else OutsideDirs. `real_dirs`: `dirs`
+    already resolved (a caller checking many paths resolves them once)."""
     if not isinstance(path, str) or not path:
         raise OutsideDirs("must be a non-empty path")
     if _UNFIT.search(path):
@@ -38,8 +39,10 @@ def confine(path, dirs, what="the configured directories",
         raise OutsideDirs(f"{path!r} is not a normalized path (no '..', "
                           "'.', '//' or trailing '/')")
     real = os.path.realpath(path if resolve_last else os.path.dirname(path))
-    for d in dirs:
-        if _within(path, d) and _within(real, os.path.realpath(d)):
+    if real_dirs is None:
+        real_dirs = [os.path.realpath(d) for d in dirs]
+    for d, real_d in zip(dirs, real_dirs, strict=True):
+        if _within(path, d) and _within(real, real_d):
             return path
     raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
 
@@ -49,13 +52,18 @@ def _within(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+def is_one_of(path, dirs):
+    """Whether `path` is (names) one of `dirs` itself."""
+    return os.path.normpath(path) in (os.path.normpath(d) for d in dirs)
+
+
 def state_path(value, param, state_dirs):
     """A state file path param, confined to `state_dirs`, or -32602."""
     try:
         path = confine(value, state_dirs, "storage.state_dirs")
     except OutsideDirs as exc:
         raise InvalidParams(param, str(exc)) from None
-    if path in (os.path.normpath(d) for d in state_dirs):
+    if is_one_of(path, state_dirs):
         raise InvalidParams(param, f"{path!r} is a state directory, not a "
                             "file in one")
     if not os.path.isdir(os.path.dirname(path)):

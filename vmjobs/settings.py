@@ -7,6 +7,7 @@ allowed. Also the syntax of the one key whose value is an address
 import dataclasses
 import math
 import os
+import re
 
 
 class ConfigError(ValueError):
@@ -15,6 +16,10 @@ class ConfigError(ValueError):
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
+
+
+# A host name, an IPv4 address or an IPv6 address (a network disk's host).
+_HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +31,9 @@ class Setting:
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
-    optional: bool = False   # may be empty (None)
+    optional: bool = False   # may be empty (None, or an empty list)
     comment: str = ""
+    items: str = "path"      # a list's items: absolute paths, or hosts
 
     @property
     def name(self):
@@ -46,7 +52,8 @@ class Setting:
         elif self.kind is bool:
             text = "true or false"
         elif self.kind is list:
-            text = "one absolute path per line, the key repeated"
+            text = (f"one {'host name or address' if self.items == 'host' else 'absolute path'}"
+                    " per line, the key repeated")
         elif self.kind in (int, float):
             text = "an integer" if self.kind is int else "a finite number"
             if self.low is not None and self.high is not None:
@@ -86,6 +93,13 @@ class Setting:
             if self.optional:
                 return
             raise self.error(where, "(empty)", "a value is required")
+        if self.kind is list and self.items == "host":
+            if not isinstance(value, list) or not all(
+                    isinstance(v, str) and _HOST.fullmatch(v)
+                    for v in value) or (not value and not self.optional):
+                raise self.error(where, repr(value),
+                                 "not a list of host names or addresses")
+            return
         if self.kind is list:
             # Lists are of directories a caller is confined to: an empty
             # list or a relative path would confine nothing sensible.

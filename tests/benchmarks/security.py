@@ -1,10 +1,14 @@
-"""Benchmark, security: what the checks of issue 10 cost a verb.
+"""Benchmark, security: what the checks of issues 10 and 19 cost a verb.
 
     python tests/benchmarks/security.py [--rounds 2000]
 
-- the domain XML policy (vmjobs/policy.py) on an engine-sized domain XML
-  (disks, NICs, channels, a kernel) next to the defusedxml parse the verb
-  did before it;
+- the domain XML policy (vmjobs/policy.py: the allowlist, its paths
+  confined and its images' headers read) on engine-style domain XMLs
+  (tests/engine_xml.py, their images made in a temporary image dir), next
+  to the defusedxml parse alone, the denylist it replaced
+  (denylist_policy.py, kept here only), and what letting libvirt itself
+  parse the XML would add (define, dumpxml and undefine on a private
+  in-process test driver: the differential guard, not in the verb);
 - VM.create's answer with an engine XML (policy checked) next to one with
   vmName (no XML to check), and a restore's answer (the state file
   confined, opened with O_NOFOLLOW and its domain XML read from libvirt
@@ -12,29 +16,40 @@
 Rounds alternate, so both sides see the same machine."""
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 import uuid
 
-from common import ms, percentile, table, write_json
+import libvirt
+
+import denylist_policy
+from common import ROOT, ms, percentile, table, write_json
 from vmjobs import domxml, policy
 from vmjobs.api import API
 from vmjobs.config import Config
 
-IMAGES = "/var/lib/vmjobs/images"
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from engine_xml import ENGINE_XMLS, make_images  # noqa: E402
+
+DISKS = (("os.qcow2", "qcow2"), ("data.raw", "raw"), ("block-lv", "raw"),
+         ("virtio-win.iso", "raw"))
 
 
-def engine_xml(vm_id):
+def engine_xml(vm_id, images):
+    """Issue 10's engine-sized XML: four disks (files made by
+    make_images), four NICs, channels, a kernel."""
     disks = "".join(
-        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{IMAGES}/{vm_id}-{i}.qcow2'/><target dev='vd{c}' "
-        "bus='virtio'/></disk>" for i, c in enumerate("abcd"))
+        f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/>"
+        f"<source file='{images}/{name}'/><target dev='vd{c}' "
+        "bus='virtio'/></disk>" for (name, fmt), c in zip(DISKS, "abcd", strict=True))
     nics = "".join(
         f"<interface type='bridge'><source bridge='br{i}'/><model "
         "type='virtio'/></interface>" for i in range(4))
     return (f"<domain type='test'><name>b-{vm_id[:8]}</name><uuid>{vm_id}"
             "</uuid><memory unit='MiB'>64</memory><vcpu>2</vcpu><os><type>"
-            f"hvm</type><kernel>{IMAGES}/vmlinuz</kernel></os><devices>"
+            f"hvm</type><kernel>{images}/vmlinuz</kernel></os><devices>"
             f"{disks}{nics}<serial type='pty'/><console type='pty'/>"
             "<channel type='unix'><target type='virtio' name='org.qemu.guest_"
             "agent.0'/></channel><rng model='virtio'><backend model='random'"
@@ -48,26 +63,64 @@ def timed(function, *args):
     return time.perf_counter() - started
 
 
+def libvirt_reading(conn, xml):
+    """What the differential guard would add: libvirt's own parse."""
+    dom = conn.defineXML(xml)
+    try:
+        dom.XMLDesc(0)
+    finally:
+        dom.undefine()
+
+
+def policy_costs(rounds):
+    images = tempfile.mkdtemp(prefix="vmjobs-bench-images-")
+    make_images(images)
+    node = os.path.join(images, "node.xml")
+    with open(node, "w") as f:
+        f.write("<node/>")
+    conn = libvirt.open(f"test://{node}")
+    xmls = {"bench (issue 10's)": engine_xml(str(uuid.uuid4()), images)}
+    xmls.update({name: make(str(uuid.uuid4()), images, "test")
+                 for name, make in ENGINE_XMLS.items()})
+    rows, samples = [], {}
+    for name, xml in xmls.items():
+        times = {"parse": [], "denylist": [], "allowlist": [],
+                 "libvirt parse": []}
+        for _ in range(rounds):     # interleaved: the same machine for all
+            times["parse"].append(timed(domxml.domain_uuid, xml))
+            times["denylist"].append(timed(
+                denylist_policy.check_domain_xml, xml, [images]))
+            times["allowlist"].append(timed(policy.check_domain_xml, xml,
+                                            [images]))
+            times["libvirt parse"].append(timed(libvirt_reading, conn,
+                                                xml))
+        p50 = {k: percentile(v, 50) for k, v in times.items()}
+        rows.append((name, len(xml), ms(p50["parse"]), ms(p50["denylist"]),
+                     ms(p50["allowlist"]),
+                     p50["allowlist"] / p50["denylist"],
+                     ms(p50["libvirt parse"]),
+                     ms(p50["allowlist"] + p50["libvirt parse"])))
+        samples[name] = times
+    conn.close()
+    samples["images"] = images
+    table(f"policy per domain XML, p50 of {rounds} interleaved rounds",
+          ("XML", "bytes", "parse ms", "denylist ms", "allowlist ms",
+           "x denylist", "libvirt parse ms", "allowlist+libvirt ms"), rows)
+    return samples
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args()
-    xml = engine_xml(str(uuid.uuid4()))
-    parse, check = [], []
-    for _ in range(args.rounds):
-        parse.append(timed(domxml.domain_uuid, xml))
-        check.append(timed(policy.check_domain_xml, xml, [IMAGES]))
-    rows = [("parse (defusedxml)", ms(percentile(parse, 50)), 1.0),
-            ("policy check", ms(percentile(check, 50)),
-             percentile(check, 50) / percentile(parse, 50))]
-    table(f"domain XML of {len(xml)} bytes, {args.rounds} rounds",
-          ("", "p50 ms", "x parse"), rows)
+    samples = policy_costs(args.rounds)
+    images = samples.pop("images")
 
     n = max(50, args.rounds // 10)
     states = tempfile.mkdtemp(prefix="vmjobs-bench-")
     verbs = {"create (vmName)": [], "create (xml)": [], "restore": []}
     with API(Config(workers=4, queue_size=10 * n, state_dirs=[states],
-                    image_dirs=[IMAGES])) as api:
+                    image_dirs=[images])) as api:
         paths = []
         for _ in range(n):   # hibernated VMs to restore (not timed)
             vm_id = str(uuid.uuid4())
@@ -83,7 +136,7 @@ def main():
             verbs["create (vmName)"].append(timed(api.VM.create, a, {
                 "vmId": a, "vmName": a, "memSize": 64}))
             verbs["create (xml)"].append(timed(api.VM.create, b, {
-                "vmId": b, "xml": engine_xml(b)}))
+                "vmId": b, "xml": engine_xml(b, images)}))
             verbs["restore"].append(timed(api.VM.create, vm_id, {
                 "vmId": vm_id, "restoreState": path}))
         assert api.pool.wait_idle(60)
@@ -92,8 +145,7 @@ def main():
                                                   "p99 ms", "x vmName"),
           [(name, ms(percentile(v, 50)), ms(percentile(v, 99)),
             percentile(v, 50) / base) for name, v in verbs.items()])
-    write_json("security", {"xml_parse_s": parse, "xml_check_s": check,
-                            "verbs_s": verbs})
+    write_json("security", {"policy_s": samples, "verbs_s": verbs})
 
 
 if __name__ == "__main__":

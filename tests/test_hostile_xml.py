@@ -1,0 +1,409 @@
+"""A hostile caller's domain XML, class by class, at the verb on libvirt's
+test driver (issue 19): every refused case is answered -32602 (param
+`xml`), nothing is staged or defined and no file changes; beside each, its
+legitimate form (the positive control) is accepted and runs, so that a
+refusal for the wrong reason cannot pass.
+
+The same XML texts reach the real daemon in test_real_hostile_xml.py,
+where QEMU's command line and open files show the harm that is avoided."""
+
+import hashlib
+import os
+import stat
+
+import pytest
+
+from conftest import new_id, our_domains, wait_job
+from engine_xml import qcow2
+from vmjobs.errors import InvalidParams
+
+DEEP = 100000
+
+
+def domain(vm_id, devices="", os_extra="", head="", tail="", top=""):
+    return (f"<domain type='test' {head}><name>h-{vm_id[:8]}</name>"
+            f"<uuid>{vm_id}</uuid><memory unit='MiB'>64</memory>{top}"
+            f"<os><type>hvm</type>{os_extra}</os>"
+            f"<devices>{devices}</devices>{tail}</domain>")
+
+
+def disk(source, kind="file", driver="raw", extra="", dev="vda"):
+    attr = "file" if kind == "file" else "dev"
+    return (f"<disk type='{kind}' device='disk'><driver name='qemu' "
+            f"type='{driver}'/><source {attr}='{source}'/>{extra}"
+            f"<target dev='{dev}' bus='virtio'/></disk>")
+
+
+NUMA = ("<maxMemory slots='4' unit='MiB'>1024</maxMemory><cpu><numa><cell "
+        "id='0' cpus='0' memory='64' unit='MiB'/></numa></cpu>")
+
+
+DEFAULT_LABEL = "<seclabel type='dynamic' model='dac' relabel='yes'/>"
+
+
+def nested(levels):
+    return "<x:a xmlns:x='urn:x'>" * levels + "</x:a>" * levels
+
+
+# name -> (refused, control): keyword arguments of domain(), formatted
+# with {images} and {victim}.
+CASES = {
+    # -- libvirt's reading: mixed content, namespaces, depth, unknowns ----
+    "split-kernel": (
+        dict(os_extra="<kernel>{images}/<b/>../victim/shadow</kernel>"),
+        dict(os_extra="<kernel>{images}/vmlinuz</kernel>")),
+    "split-initrd": (
+        dict(os_extra="<initrd>{images}/<b/>../victim/shadow</initrd>"),
+        dict(os_extra="<initrd>{images}/vmlinuz</initrd>")),
+    "split-loader-tail": (
+        dict(os_extra="<loader>{images}/vmlinuz<b/>x</loader>"),
+        dict(os_extra="<loader>{images}/vmlinuz</loader>")),
+    "split-rng": (
+        dict(devices="<rng model='virtio'><backend model='random'>"
+             "/dev/<b/>../{victim}/shadow</backend></rng>"),
+        dict(devices="<rng model='virtio'><backend model='random'>"
+             "/dev/urandom</backend></rng>")),
+    "split-acpi-table": (
+        dict(os_extra="<acpi><table type='slic'>{images}/<b/>../victim/"
+             "shadow</table></acpi>"),
+        dict(os_extra="<acpi><table type='slic'>{images}/vmlinuz</table>"
+             "</acpi>")),
+    "split-blkiotune": (
+        dict(top="<blkiotune><device><path>{images}/<b/>../victim/shadow"
+             "</path><weight>500</weight></device></blkiotune>"),
+        dict(top="<blkiotune><device><path>{images}/block</path>"
+             "<weight>500</weight></device></blkiotune>")),
+    "namespaced-attribute": (
+        dict(devices=disk("{images}/disk.img", extra="").replace(
+            "<source ", "<source xmlns:x='urn:x' x:file='{victim}/shadow' ")),
+        dict(devices=disk("{images}/disk.img"))),
+    "namespaced-element": (
+        dict(devices=disk("{images}/disk.img").replace(
+            "<source ", "<x:source xmlns:x='urn:x' ").replace(
+            "disk.img'/>", "disk.img'/><x:source xmlns:x='urn:x' file="
+            "'{victim}/shadow'/>")),
+        dict(devices=disk("{images}/disk.img"))),
+    "qemu-commandline": (
+        dict(head="xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'",
+             tail="<qemu:commandline><qemu:arg value='-evil'/>"
+                  "</qemu:commandline>"),
+        dict(tail="<metadata><q:x xmlns:q='urn:x'>ok</q:x></metadata>")),
+    "depth-65": (
+        dict(tail=f"<metadata>{nested(63)}</metadata>"),
+        dict(tail=f"<metadata>{nested(62)}</metadata>")),
+    "depth-100000": (
+        dict(tail=f"<metadata>{nested(DEEP)}</metadata>"),
+        dict(tail=f"<metadata>{nested(62)}</metadata>")),
+    "unknown-element": (
+        dict(devices="<vdpa/>" + disk("{images}/disk.img")),
+        dict(devices=disk("{images}/disk.img"))),
+    "unknown-attribute": (
+        dict(devices=disk("{images}/disk.img").replace(
+            "<disk ", "<disk rawio='yes' ")),
+        dict(devices=disk("{images}/disk.img"))),
+    "text-where-none": (
+        dict(devices="<memballoon model='none'>{victim}/shadow"
+             "</memballoon>"),
+        dict(devices="<memballoon model='none'/>")),
+    # -- host paths ------------------------------------------------------
+    "block-relative": (
+        dict(devices=disk("sda", kind="block")),
+        dict(devices=disk("{images}/block", kind="block"))),
+    "disk-dot-dot": (
+        dict(devices=disk("{images}/../victim/shadow")),
+        dict(devices=disk("{images}/disk.img"))),
+    "disk-symlink-out": (
+        dict(devices=disk("{images}/link-out")),
+        dict(devices=disk("{images}/link-in"))),
+    "disk-missing-outside": (
+        dict(devices=disk("{victim}/absent.img")),
+        dict(devices=disk("{images}/absent.img"))),
+    "disk-unreadable": (
+        dict(devices=disk("{images}/share")),
+        dict(devices=disk("{images}/disk.img"))),
+    "nvram-template-relative": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='OVMF_VARS.fd'>{images}/"
+             "nvram.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/nvram.fd</nvram>")),
+    "graphics-socket-relative": (
+        dict(devices="<graphics type='vnc' socket='vnc.sock'/>"),
+        dict(devices="<graphics type='vnc' socket='{images}/vnc.sock'/>")),
+    "serial-log-outside": (
+        dict(devices="<serial type='pty'><log file='{victim}/serial.log'/>"
+             "</serial>"),
+        dict(devices="<serial type='pty'><log file='{images}/serial.log'/>"
+             "</serial>")),
+    "serial-file-outside": (
+        dict(devices="<serial type='file'><source path='{victim}/out'/>"
+             "</serial>"),
+        dict(devices="<serial type='file'><source path='{images}/out'/>"
+             "</serial>")),
+    "pty-path-not-a-pty": (
+        dict(devices="<serial type='pty'><source path='{victim}/shadow'/>"
+             "</serial>"),
+        dict(devices="<serial type='pty'><source path='/dev/pts/3'/>"
+             "</serial>")),
+    "lease-target-outside": (
+        dict(devices="<lease><lockspace>s</lockspace><key>k</key><target "
+             "path='{victim}/leases'/></lease>"),
+        dict(devices="<lease><lockspace>s</lockspace><key>k</key><target "
+             "path='{images}/leases'/></lease>")),
+    "filesystem-image-dir-itself": (
+        dict(devices="<filesystem type='mount' accessmode='mapped'><source "
+             "dir='{images}'/><target dir='share'/></filesystem>"),
+        dict(devices="<filesystem type='mount' accessmode='mapped'><source "
+             "dir='{images}/share'/><target dir='share'/></filesystem>")),
+    # passthrough (the default): root QEMU would mknod for the guest
+    "filesystem-passthrough": (
+        dict(devices="<filesystem type='mount'><source dir='{images}/share'"
+             "/><target dir='share'/></filesystem>"),
+        dict(devices="<filesystem type='mount' accessmode='squash'><source "
+             "dir='{images}/share'/><target dir='share'/></filesystem>")),
+    "interface-rom-outside": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<rom file='{victim}/shadow'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<rom file='{images}/efi.rom'/></interface>")),
+    "rng-device-node": (
+        dict(devices="<rng model='virtio'><backend model='random'>"
+             "/dev/mem</backend></rng>"),
+        dict(devices="<rng model='virtio'><backend model='random'>"
+             "/dev/random</backend></rng>")),
+    "nvdimm-split-path": (
+        dict(top=NUMA,
+             devices="<memory model='nvdimm'><source><path>{images}/<b/>"
+             "../victim/shadow</path></source><target><size unit='MiB'>16"
+             "</size><node>0</node></target></memory>"),
+        dict(top=NUMA,
+             devices="<memory model='nvdimm'><source><path>{images}/nvdimm"
+             "</path></source><target><size unit='MiB'>16</size><node>0"
+             "</node></target></memory>")),
+    "vdpa-interface": (
+        dict(devices="<interface type='vdpa'><source dev='/dev/vhost-vdpa-0'"
+             "/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "</interface>")),
+    "vdpa-disk": (
+        dict(devices="<disk type='vhostvdpa' device='disk'><source dev="
+             "'/dev/vhost-vdpa-0'/><target dev='vda'/></disk>"),
+        dict(devices=disk("{images}/disk.img"))),
+    "audio-file": (
+        dict(devices="<audio id='1' type='file' path='{victim}/shadow'/>"),
+        dict(devices="<audio id='1' type='none'/>")),
+    "sdl-xauth": (
+        dict(devices="<graphics type='sdl' display=':0' xauth='{victim}/"
+             "Xauthority'/>"),
+        dict(devices="<graphics type='vnc' port='-1' autoport='yes'/>")),
+    "gl-rendernode": (
+        dict(devices="<graphics type='spice'><gl enable='yes' rendernode="
+             "'/dev/dri/renderD128'/></graphics>"),
+        dict(devices="<graphics type='spice' autoport='yes'/>")),
+    # -- images ----------------------------------------------------------
+    "qcow2-backing-outside": (
+        dict(devices=disk("{images}/back-outside.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    "qcow2-backing-relative-out": (
+        dict(devices=disk("{images}/back-dotdot.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-relative.qcow2", driver="qcow2"))),
+    "qcow2-backing-json": (
+        dict(devices=disk("{images}/back-json.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    "qcow2-chain-outside": (
+        dict(devices=disk("{images}/chain-top.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    "qcow2-data-file-outside": (
+        dict(devices=disk("{images}/data-outside.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/data-inside.qcow2", driver="qcow2"))),
+    "qcow2-declared-raw": (
+        dict(devices=disk("{images}/back-inside.qcow2", driver="raw")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    "raw-declared-qcow2": (
+        dict(devices=disk("{images}/disk.img", driver="qcow2")),
+        dict(devices=disk("{images}/disk.img", driver="raw"))),
+    "backing-store-outside": (
+        dict(devices=disk("{images}/disk.img", extra=(
+            "<backingStore type='file'><format type='raw'/><source file="
+            "'{victim}/shadow'/></backingStore>"))),
+        dict(devices=disk("{images}/disk.img", extra=(
+            "<backingStore type='file'><format type='raw'/><source file="
+            "'{images}/base.raw'/></backingStore>")))),
+    # -- labels ----------------------------------------------------------
+    # The control: libvirt's own default form (a state file of a guest
+    # whose libvirtd restarted carries it).
+    "seclabel-none": (
+        dict(tail="<seclabel type='none'/>"),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-static": (
+        dict(tail="<seclabel type='static' model='dac' relabel='yes'>"
+             "<label>+1000:+1000</label></seclabel>"),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-baselabel": (
+        dict(tail="<seclabel type='dynamic' model='selinux' relabel='yes'>"
+             "<baselabel>system_u:system_r:unconfined_t:s0</baselabel>"
+             "</seclabel>"),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-no-relabel": (
+        dict(tail="<seclabel type='dynamic' model='dac' relabel='no'/>"),
+        dict(tail=DEFAULT_LABEL)),
+    "seclabel-device": (
+        dict(devices=disk("{images}/disk.img").replace(
+            "disk.img'/>", "disk.img'><seclabel model='dac' relabel='yes'>"
+            "<label>+1000:+1000</label></seclabel></source>")),
+        dict(devices=disk("{images}/disk.img"))),
+    # -- the host's network on the guest's behalf -------------------------
+    "network-disk-not-allowed": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='169.254.169.254' port='80'/></source><target dev='vda'/>"
+             "</disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
+             "<host name='nbd.example' port='6789'/></source><target "
+             "dev='vda'/></disk>")),
+    "network-disk-no-host": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'/><target "
+             "dev='vda'/></disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>")),
+    "serial-tcp": (
+        dict(devices="<serial type='tcp'><source mode='connect' host="
+             "'127.0.0.1' service='22'/></serial>"),
+        dict(devices="<serial type='pty'/>")),
+    "serial-udp": (
+        dict(devices="<serial type='udp'><source mode='connect' host="
+             "'10.0.0.1' service='53'/></serial>"),
+        dict(devices="<serial type='pty'/>")),
+    "channel-unix-connect": (
+        dict(devices="<channel type='unix'><source mode='connect' path="
+             "'{images}/agent.sock'/><target type='virtio' name='a'/>"
+             "</channel>"),
+        dict(devices="<channel type='unix'><source mode='bind' path="
+             "'{images}/agent.sock'/><target type='virtio' name='a'/>"
+             "</channel>")),
+    "channel-unix-no-mode": (
+        dict(devices="<channel type='unix'><source path='{images}/a.sock'/>"
+             "<target type='virtio' name='a'/></channel>"),
+        dict(devices="<channel type='unix'><source mode='bind' path="
+             "'{images}/a.sock'/><target type='virtio' name='a'/>"
+             "</channel>")),
+    "interface-direct": (
+        dict(devices="<interface type='direct'><source dev='eth0' mode="
+             "'bridge'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "</interface>")),
+    "interface-ethernet": (
+        dict(devices="<interface type='ethernet'><target dev='tap9'/>"
+             "</interface>"),
+        dict(devices="<interface type='network'><source network='default'/>"
+             "</interface>")),
+    "interface-user": (
+        dict(devices="<interface type='user'/>"),
+        dict(devices="<interface type='network'><source network='default'/>"
+             "</interface>")),
+    "interface-tap-backend": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<backend tap='{victim}/shadow'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "</interface>")),
+    # -- host devices, scripts, certificate stores -------------------------
+    "hostdev": (
+        dict(devices="<hostdev mode='subsystem' type='pci' managed='yes'>"
+             "<source><address domain='0' bus='0' slot='2' function='0'/>"
+             "</source></hostdev>"),
+        dict()),
+    "smartcard-host": (
+        dict(devices="<smartcard mode='host'/>"),
+        dict(devices="<smartcard mode='passthrough' type='spicevmc'/>")),
+    "smartcard-host-certificates": (
+        dict(devices="<smartcard mode='host-certificates'><certificate>a"
+             "</certificate><certificate>b</certificate><certificate>c"
+             "</certificate><database>{victim}</database></smartcard>"),
+        dict(devices="<smartcard mode='passthrough' type='spicevmc'/>")),
+    "emulator-shell": (
+        dict(devices="<emulator>/bin/sh</emulator>"),
+        dict()),
+}
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    images, victim = tmp_path / "images", tmp_path / "victim"
+    for d in (images, victim, images / "share"):
+        d.mkdir()
+    (victim / "shadow").write_text("root:secret:19000::::::\n")
+    for name in ("disk.img", "block", "vmlinuz", "base.raw", "leases",
+                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):
+        (images / name).write_bytes(b"\0" * 65536)
+    os.symlink(victim / "shadow", images / "link-out")
+    os.symlink(images / "disk.img", images / "link-in")
+    qcow2(f"{images}/back-inside.qcow2", f"{images}/base.raw")
+    qcow2(f"{images}/back-relative.qcow2", "base.raw")
+    qcow2(f"{images}/back-outside.qcow2", f"{victim}/shadow", unsafe=True)
+    qcow2(f"{images}/back-dotdot.qcow2", "../victim/shadow", unsafe=True)
+    qcow2(f"{images}/back-json.qcow2", 'json:{"file.driver":"file",'
+          f'"file.filename":"{victim}/shadow"}}', unsafe=True)
+    qcow2(f"{images}/chain-top.qcow2", f"{images}/back-outside.qcow2",
+          backing_fmt="qcow2", unsafe=True)
+    qcow2(f"{images}/data-inside.qcow2", data_file=f"{images}/data.bin")
+    qcow2(f"{victim}/made.qcow2", data_file=f"{victim}/data.bin")
+    os.rename(victim / "made.qcow2", images / "data-outside.qcow2")
+    return images, victim
+
+
+def snapshot(*directories):
+    files = {}
+    for d in directories:
+        for root, names, files_ in os.walk(d):
+            for name in names + files_:
+                path = os.path.join(root, name)
+                st = os.lstat(path)
+                digest = None
+                if stat.S_ISREG(st.st_mode):
+                    with open(path, "rb") as f:
+                        digest = hashlib.sha256(f.read()).hexdigest()
+                files[path] = (st.st_ino, st.st_mtime_ns, digest)
+    return files
+
+
+def build(parts, images, victim):
+    vm_id = new_id()
+    return vm_id, domain(vm_id, **{
+        key: value.replace("{images}", str(images)).replace(
+            "{victim}", str(victim)) for key, value in parts.items()})
+
+
+@pytest.fixture
+def api(make_api, dirs):
+    return make_api(image_dirs=[str(dirs[0])],
+                    network_hosts=["nbd.example"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_refused_at_the_verb_nothing_staged_no_file_touched(api, dirs,
+                                                            case):
+    images, victim = dirs
+    vm_id, xml = build(CASES[case][0], images, victim)
+    before = snapshot(images, victim)
+    for verb in (api.VM.create, api.VM.migrationCreate):
+        with pytest.raises(InvalidParams) as err:
+            verb(vm_id, {"vmId": vm_id, "xml": xml})
+        assert err.value.data == {"param": "xml"}
+        assert "domain XML refused" in str(err.value)
+    assert snapshot(images, victim) == before
+    assert api.registry.staged() == [] and api.jobs.jobs() == []
+    assert our_domains(api.hv) == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_its_legitimate_form_is_accepted_and_runs(api, dirs, case):
+    images, victim = dirs
+    vm_id, xml = build(CASES[case][1], images, victim)
+    info = wait_job(api, api.VM.create(vm_id, {"vmId": vm_id,
+                                               "xml": xml})["jobId"])
+    assert info["status"] == "done", info
+    assert api.VM.destroy(vm_id) is True

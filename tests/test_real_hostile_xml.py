@@ -1,0 +1,175 @@
+"""On the real daemon, where the harm would show (issue 19): a hostile
+domain XML is refused at the verb and QEMU never starts, so it never opens
+the outside file; its legitimate form runs, and QEMU's command line and
+open files (/proc/PID/cmdline, /proc/PID/fd) show the file inside the
+image directory and nothing of the victim's."""
+
+import os
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import new_id, our_domains
+from engine_xml import qcow2
+from realdaemon import WAIT
+from vmjobs import policy
+from vmjobs.errors import InvalidParams
+
+
+def domain(vm_id, devices):
+    return (f"<domain type='qemu'><name>rh-{vm_id[:8]}</name><uuid>{vm_id}"
+            "</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu><os><type "
+            "arch='x86_64'>hvm</type></os><devices>"
+            f"{devices}<serial type='pty'/><memballoon model='none'/>"
+            "</devices></domain>")
+
+
+def disk(path, fmt):
+    return (f"<disk type='file' device='disk'><driver name='qemu' "
+            f"type='{fmt}'/><source file='{path}'/><target dev='vda' "
+            "bus='virtio'/></disk>")
+
+
+def block(path):
+    return (f"<disk type='block' device='disk'><driver name='qemu' "
+            f"type='raw'/><source dev='{path}'/><target dev='vda' "
+            "bus='virtio'/></disk>")
+
+
+def rng(text):
+    return (f"<rng model='virtio'><backend model='random'>{text}</backend>"
+            "</rng>")
+
+
+# name -> (refused devices, control devices, the file the control's QEMU
+# must have open)
+CASES = {
+    "rng-split-text": (
+        rng("{images}/<b/>../victim/secret"), rng("{images}/entropy"),
+        "entropy"),
+    "rng-split-text-tail": (
+        rng("{images}/entropy<b/>/../../victim/secret"),
+        rng("{images}/entropy"), "entropy"),
+    # Relative: QEMU, started from /, would open the victim itself.
+    "block-relative": (
+        block("{victim_relative}/secret"), block("{images}/blk"), "blk"),
+    "qcow2-backing-outside": (
+        disk("{images}/top-outside.qcow2", "qcow2"),
+        disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
+    "qcow2-declared-raw-with-backing": (
+        disk("{images}/top-outside.qcow2", "raw"),
+        disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
+}
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    images, victim = tmp_path / "images", tmp_path / "victim"
+    images.mkdir()
+    victim.mkdir()
+    (victim / "secret").write_bytes(b"not for the guest\n" * 512)
+    (images / "entropy").write_bytes(os.urandom(1 << 20))
+    (images / "base.raw").write_bytes(b"\0" * (1 << 20))
+    qcow2(f"{images}/top-inside.qcow2", f"{images}/base.raw")
+    qcow2(f"{images}/top-outside.qcow2", f"{victim}/secret", unsafe=True)
+    # A block device in the image dir, as an engine's block disk: a loop
+    # device over a file there, its node made in the image dir.
+    (tmp_path / "lv").write_bytes(b"\0" * (1 << 20))
+    loop = subprocess.run(["losetup", "--find", "--show", tmp_path / "lv"],
+                          check=True, capture_output=True,
+                          text=True).stdout.strip()
+    try:
+        os.mknod(images / "blk", stat.S_IFBLK | 0o600,
+                 os.stat(loop).st_rdev)
+        yield images, victim
+    finally:
+        subprocess.run(["losetup", "--detach", loop], check=True)
+
+
+def fill(text, images, victim):
+    return text.replace("{images}", str(images)).replace(
+        "{victim_relative}", str(victim).lstrip("/")).replace(
+        "{victim}", str(victim))
+
+
+def open_files(pid):
+    fds = f"/proc/{pid}/fd"
+    targets = set()
+    for fd in os.listdir(fds):
+        try:
+            targets.add(os.readlink(f"{fds}/{fd}"))
+        except OSError:
+            pass        # closed meanwhile
+    return targets
+
+
+def command_line(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_refused_qemu_never_starts(make_real_api, daemon, dirs, case):
+    images, victim = dirs
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    atime = os.stat(victim / "secret").st_atime_ns
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, fill(CASES[case][0], images, victim))})
+    assert err.value.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and api.registry.staged() == []
+    assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
+    assert os.stat(victim / "secret").st_atime_ns == atime
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
+                                           case):
+    images, victim = dirs
+    _, control, expected = CASES[case]
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, fill(control, images, victim))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    [pid] = daemon.qemu_pids()
+    expected_path = str(images / expected)
+    # QEMU opens a backing file when the guest's disk is first set up:
+    # look until it shows (bounded), not for a fixed time.
+    deadline = time.monotonic() + WAIT
+    while expected_path not in open_files(pid):
+        assert time.monotonic() < deadline, open_files(pid)
+        time.sleep(0.05)
+    files = open_files(pid)
+    assert not any(f.startswith(str(victim)) for f in files), files
+    assert str(victim) not in command_line(pid)
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_a_running_guests_migratable_xml_passes(make_real_api, daemon,
+                                                dirs):
+    """What a source host sends an incoming migration (libvirt's
+    migratable XML of the running guest: ptys, aliases, addresses,
+    controllers libvirt added) is accepted by the destination's policy."""
+    images, victim = dirs
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    devices = (disk(f"{images}/top-inside.qcow2", "qcow2") +
+               rng(f"{images}/entropy") +
+               "<console type='pty'/><channel type='unix'><source "
+               f"mode='bind' path='{images}/agent.sock'/><target "
+               "type='virtio' name='org.qemu.guest_agent.0'/></channel>")
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(vm_id,
+                                                             devices)})
+    assert api.jobs.get(job["jobId"]).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job["jobId"]])[job["jobId"]][
+        "status"] == "done"
+    xml = api.hv.migratable_xml(vm_id)
+    assert "<address" in xml      # libvirt's reading, not ours
+    policy.check_domain_xml(xml, policy.confinement(api.config))
+    assert api.VM.destroy(vm_id) is True

@@ -1,0 +1,728 @@
+"""The domain XML vmjobs accepts: an allowlist of elements, each with the
+attributes it may carry, each attribute (and each element's text) typed.
+
+A domain XML from a caller (vmParams.xml, VM.migrationCreate's xml, the
+XML inside a state file) is walked against TABLE, keyed by the element's
+path from <domain>. Whatever is not in the table is refused, naming it:
+an unknown element, an unknown attribute, any namespace outside
+<metadata>, text where none is expected, and mixed content (libvirt joins
+all of an element's text, around its children, so text beside a child
+element would be read differently by libvirt and by us).
+
+The types keep a host path where it belongs: a slot libvirt reads as a
+host path is typed PATH, IMAGE, ENTROPY, CHARDEV_PATH or EMULATOR, each
+confined (hostfiles.py; images.py for what an image file names). TOKEN,
+the type of most names (models, buses, aliases...), cannot hold a '/'.
+Beside those, a '/' is taken only where libvirt reads no local path: TEXT
+(a VM's name, its description, a kernel command line), PTY (`/dev/pts/N`,
+ignored on input), REMOTE_NAME (a network disk's volume) and the cgroup
+partition `/machine`.
+
+To teach vmjobs an element: add its row, and a test beside the engine
+XMLs in tests/test_allowlist.py (and, if it names anything on the host, a
+refused case with its control in tests/test_hostile_xml.py); then
+`python -m vmjobs.tools.allowlist_doc` regenerates docs/allowlist.md
+(test_allowlist.py fails while it is stale).
+"""
+
+import dataclasses
+import os
+import re
+
+from . import hostfiles, images
+
+MAX_DEPTH = 64
+QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+class Refused(ValueError):
+    """The domain XML asks the host for something a caller may not."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Confinement:
+    """Where a domain XML may reach on the host (from the config); made
+    per request, so the image dirs' own symlinks are resolved once per
+    request, not once per path."""
+    image_dirs: tuple
+    network_hosts: tuple = ()
+    real_image_dirs: tuple = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "real_image_dirs", tuple(
+            os.path.realpath(d) for d in self.image_dirs))
+
+
+# -- the types of a value --------------------------------------------------
+
+class Kind:
+    """A value's type: `doc` describes it, check() refuses what it is not.
+    `where` names the value in a refusal; `parent` is the parent of the
+    element the value is on (a chardev's path depends on its type)."""
+    doc = ""
+
+    def check(self, value, where, parent, ctx):
+        raise NotImplementedError
+
+
+class Enum(Kind):
+    def __init__(self, *values):
+        self.values = frozenset(values)
+        self.doc = "one of " + ", ".join(f"`{v}`" for v in sorted(values))
+
+    def check(self, value, where, parent, ctx):
+        if value.strip() not in self.values:
+            raise Refused(f"{where} {value!r} is not one of "
+                          f"{', '.join(sorted(self.values))}")
+
+
+class Pattern(Kind):
+    def __init__(self, doc, regex):
+        self.doc = doc
+        self.regex = re.compile(regex)
+
+    def check(self, value, where, parent, ctx):
+        if not self.regex.fullmatch(value.strip()):
+            raise Refused(f"{where} {value!r} is not {self.doc}")
+
+
+class Text(Kind):
+    doc = "free text (no control characters), never read as a path"
+
+    def check(self, value, where, parent, ctx):
+        if _CONTROL.search(value):
+            raise Refused(f"{where} holds control characters")
+
+
+class Path(Kind):
+    """A host file libvirt or QEMU opens: confined to storage.image_dirs."""
+    doc = "host path inside `storage.image_dirs`"
+
+    def check(self, value, where, parent, ctx):
+        confine(value, where, ctx)
+
+
+class Image(Path):
+    """A disk image: confined, and what its header names too (images.py,
+    checked by the disk's rule, where its declared format is known)."""
+    doc = ("disk image inside `storage.image_dirs` (format read from the "
+           "file; its backing and data files confined too); empty: no "
+           "medium, for a cdrom or floppy only")
+
+    def check(self, value, where, parent, ctx):
+        if value:          # empty: the disk's rule says whether it may be
+            confine(value, where, ctx)
+
+
+class Entropy(Path):
+    doc = "`/dev/urandom`, `/dev/random`, or a host path"
+    HOST_SOURCES = frozenset({"/dev/urandom", "/dev/random"})
+
+    def check(self, value, where, parent, ctx):
+        if value not in self.HOST_SOURCES:
+            confine(value, where, ctx)
+
+
+class ChardevPath(Path):
+    """A chardev's source path: a host file or socket, but for a pty, where
+    libvirt shows the pty it allocated (and ignores the value on input)."""
+    doc = "for a `pty`: `/dev/pts/N`; else a host path"
+
+    def check(self, value, where, parent, ctx):
+        if parent is not None and parent.get("type", "pty") == "pty":
+            PTY.check(value, where, parent, ctx)
+        else:
+            confine(value, where, ctx)
+
+
+class Emulator(Kind):
+    doc = "`/usr/bin/qemu-system-*`, `/usr/bin/qemu-kvm` or in /usr/libexec"
+    DIRS = ("/usr/bin", "/usr/libexec", "/usr/local/bin")
+    NAME = re.compile(r"qemu-system-[a-z0-9_]+|qemu-kvm")
+
+    def check(self, value, where, parent, ctx):
+        real = os.path.realpath(value)
+        if value != os.path.normpath(value) or \
+                os.path.dirname(real) not in self.DIRS or \
+                not self.NAME.fullmatch(os.path.basename(real)):
+            raise Refused(f"{where} {value!r} is not a QEMU binary in "
+                          f"{', '.join(self.DIRS)}")
+
+
+class NetworkHost(Kind):
+    doc = "a host named in `storage.network_hosts`"
+
+    def check(self, value, where, parent, ctx):
+        if value not in ctx.network_hosts:
+            raise Refused(f"{where} {value!r} is not in storage."
+                          "network_hosts (the host connects to it for the "
+                          "guest)")
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+TOKEN = Pattern("a name: letters, digits and `_ . : , + = @ - ^ ~`",
+                r"[A-Za-z0-9_.:,+=@^~-]{1,256}")
+NUMBER = Pattern("a number (decimal or 0x hex)",
+                 r"[+-]?(0x[0-9a-fA-F]{1,16}|[0-9]{1,20}(\.[0-9]{1,9})?)")
+UUID = Pattern("a UUID", r"[0-9a-fA-F-]{32,36}")
+# A network disk's volume on its (allowed) host: ceph's pool/image, an nbd
+# export, an iSCSI target/lun; never a path on this host.
+REMOTE_NAME = Pattern("a volume name on the network host",
+                      r"[A-Za-z0-9_.:,+=@-][A-Za-z0-9_.:,+=@/-]{0,1023}")
+# The pty libvirt allocated, as a running domain's XML shows it (an
+# incoming migration's XML); libvirt ignores it on input.
+PTY = Pattern("`/dev/pts/N`", r"/dev/pts/[0-9]{1,7}")
+ONOFF = Enum("on", "off")
+YESNO = Enum("yes", "no")
+TEXT = Text()
+PATH = Path()
+IMAGE = Image()
+ENTROPY = Entropy()
+CHARDEV_PATH = ChardevPath()
+EMULATOR = Emulator()
+NETWORK_HOST = NetworkHost()
+
+
+def confine(path, where, ctx):
+    """A host path (hostfiles.confine, its target resolved) that is not an
+    image directory itself; else Refused."""
+    try:
+        hostfiles.confine(path, ctx.image_dirs, "storage.image_dirs",
+                          resolve_last=True, real_dirs=ctx.real_image_dirs)
+    except hostfiles.OutsideDirs as exc:
+        raise Refused(f"{where} names a host path: {exc}") from None
+    if hostfiles.is_one_of(path, ctx.image_dirs) or \
+            hostfiles.is_one_of(os.path.realpath(path), ctx.real_image_dirs):
+        raise Refused(f"{where} {path!r} is an image directory itself, not "
+                      "a file in one")
+
+
+# -- rules across attributes ------------------------------------------------
+
+def chardev_rule(element, ctx):
+    """A unix chardev must listen (mode='bind'): one that connects reaches
+    any socket of the host on the guest's behalf."""
+    source = element.find("source")
+    if element.get("type") == "unix" and source is not None and \
+            source.get("mode") != "bind":
+        raise Refused(f"<{element.tag} type='unix'> connects to a host "
+                      "socket: only mode='bind' is accepted")
+
+
+def disk_rule(element, ctx):
+    """A disk's image (read from its header) is the declared format and
+    names no file outside; a network disk names its host."""
+    source = element.find("source")
+    kind = element.get("type", "file")
+    if kind == "network":
+        if source is None or source.find("host") is None:
+            raise Refused("<disk type='network'> names no <host>: libvirt "
+                          "would connect to a default one")
+        return
+    if source is None:
+        return
+    path = source.get("file" if kind == "file" else "dev")
+    driver = element.find("driver")
+    declared = driver.get("type", "raw") if driver is not None else "raw"
+    if not path:
+        if element.get("device") in ("cdrom", "floppy"):
+            return          # no medium
+        raise Refused(f"<disk type='{kind}'> names no image")
+    _check_image(path, declared, ctx)
+
+
+def filesystem_rule(element, ctx):
+    """A shared directory only in `mapped` or `squash` mode: in
+    `passthrough` (libvirt's default) a root QEMU creates what the guest
+    asks, device nodes included, which a later XML could name."""
+    if element.get("accessmode") is None:
+        raise Refused("<filesystem> without accessmode is passthrough: "
+                      "only 'mapped' or 'squash' is accepted")
+
+
+def backing_store_rule(element, ctx):
+    source = element.find("source")
+    if source is None:
+        return
+    if not source.get("file"):
+        raise Refused("<backingStore> names no image")
+    fmt = element.find("format")
+    _check_image(source.get("file"),
+                 fmt.get("type", "raw") if fmt is not None else "raw", ctx)
+
+
+def _check_image(path, declared, ctx):
+    try:
+        images.check(path, declared, ctx.image_dirs)
+    except images.BadImage as exc:
+        raise Refused(str(exc)) from None
+
+
+# -- the table ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class E:
+    """An element: its attributes (name -> Kind), the type of its text
+    (None: none allowed), a rule across them, and opaque (its subtree is
+    not libvirt's: <metadata>)."""
+    attrs: dict = dataclasses.field(default_factory=dict)
+    text: Kind | None = None
+    rule: object = None
+    opaque: bool = False
+
+
+# Elements refused with a reason, wherever they appear (checked before the
+# table, so the refusal says why).
+REFUSED = {
+    "seclabel": "chooses how the guest is confined: guests run under the "
+                "host's default labels (only <domain>'s <seclabel "
+                "type='dynamic' relabel='yes'/>, which says just that, is "
+                "accepted)",
+    "hostdev": "assigns a host device",
+    "script": "runs a host script",
+    "downscript": "runs a host script",
+    "binary": "runs a host program",
+    "backend": "names host devices (tap, vhost) of an interface",
+    "certificate": "hands QEMU a host certificate store",
+    "database": "hands QEMU a host certificate store",
+    "auth": "uses a host secret",
+    "encryption": "uses a host secret",
+}
+
+DEVICE_COMMON = {
+    "alias": E({"name": TOKEN}),
+    "address": E({"type": Enum("pci", "drive", "virtio-serial", "ccid",
+                               "usb", "isa", "dimm", "unassigned"),
+                  **{a: TOKEN for a in (
+                      "domain", "bus", "slot", "function", "multifunction",
+                      "controller", "target", "unit", "port", "reg", "base",
+                      "iobase", "irq")}}),
+    "boot": E({"order": NUMBER, "loadparm": TOKEN}),
+    "acpi": E({"index": NUMBER}),
+}
+
+
+def device(name, attrs=None, children=None, **element):
+    """Rows for a device under <devices>: its own, its children's, and the
+    alias, address and boot order every device may carry."""
+    base = f"domain/devices/{name}"
+    rows = {base: E(attrs or {}, **element)}
+    for child, spec in {**DEVICE_COMMON, **(children or {})}.items():
+        rows[f"{base}/{child}"] = spec
+    return rows
+
+
+def chardev(name, target):
+    """A character device: pty, a unix socket it listens on, a file, spice
+    or nothing; never tcp, udp or a host device."""
+    return device(name, {"type": Enum("pty", "unix", "file", "spicevmc",
+                                      "null"), "tty": PTY}, {
+        "source": E({"mode": Enum("bind"), "path": CHARDEV_PATH,
+                     "append": ONOFF}),
+        "log": E({"file": PATH, "append": ONOFF}),
+        "target": E(target),
+        "target/model": E({"name": TOKEN}),
+    }, rule=chardev_rule)
+
+
+IOTUNE = {f"iotune/{name}": E(text=NUMBER) for name in (
+    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+    "total_iops_sec", "read_iops_sec", "write_iops_sec",
+    "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
+    "total_iops_sec_max", "read_iops_sec_max", "write_iops_sec_max",
+    "size_iops_sec", "group_name")}
+
+HYPERV = ("relaxed", "vapic", "vpindex", "runtime", "synic", "reset",
+          "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs",
+          "avic")
+
+TABLE = {
+    "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER}),
+    "domain/name": E(text=TEXT),
+    "domain/uuid": E(text=UUID),
+    "domain/title": E(text=TEXT),
+    "domain/description": E(text=TEXT),
+    "domain/metadata": E(opaque=True),
+    "domain/maxMemory": E({"slots": NUMBER, "unit": TOKEN}, NUMBER),
+    "domain/memory": E({"unit": TOKEN, "dumpCore": ONOFF}, NUMBER),
+    "domain/currentMemory": E({"unit": TOKEN}, NUMBER),
+    "domain/vcpu": E({"placement": Enum("static", "auto"), "cpuset": TOKEN,
+                      "current": NUMBER}, NUMBER),
+    "domain/vcpus": E(),
+    "domain/vcpus/vcpu": E({"id": NUMBER, "enabled": YESNO,
+                            "hotpluggable": YESNO, "order": NUMBER}),
+    "domain/iothreads": E(text=NUMBER),
+    "domain/cputune": E(),
+    "domain/cputune/shares": E(text=NUMBER),
+    "domain/cputune/period": E(text=NUMBER),
+    "domain/cputune/quota": E(text=NUMBER),
+    "domain/cputune/vcpupin": E({"vcpu": NUMBER, "cpuset": TOKEN}),
+    "domain/cputune/emulatorpin": E({"cpuset": TOKEN}),
+    "domain/numatune": E(),
+    "domain/numatune/memory": E({"mode": Enum("strict", "interleave",
+                                              "preferred", "restrictive"),
+                                 "nodeset": TOKEN, "placement": TOKEN}),
+    "domain/numatune/memnode": E({"cellid": NUMBER, "mode": TOKEN,
+                                  "nodeset": TOKEN}),
+    "domain/memoryBacking": E(),
+    "domain/memoryBacking/hugepages": E(),
+    "domain/memoryBacking/hugepages/page": E({"size": NUMBER, "unit": TOKEN,
+                                              "nodeset": TOKEN}),
+    "domain/memoryBacking/nosharepages": E(),
+    "domain/memoryBacking/locked": E(),
+    "domain/memoryBacking/source": E({"type": Enum("anonymous", "memfd")}),
+    "domain/memoryBacking/access": E({"mode": Enum("shared", "private")}),
+    "domain/memoryBacking/allocation": E({"mode": Enum("immediate",
+                                                       "ondemand")}),
+    "domain/blkiotune": E(),
+    "domain/blkiotune/weight": E(text=NUMBER),
+    "domain/blkiotune/device": E(),
+    "domain/blkiotune/device/path": E(text=PATH),
+    "domain/blkiotune/device/weight": E(text=NUMBER),
+    "domain/resource": E(),
+    "domain/resource/partition": E(text=Enum("/machine")),
+    "domain/sysinfo": E({"type": Enum("smbios")}),
+    **{f"domain/sysinfo/{part}": E() for part in (
+        "bios", "system", "baseBoard", "chassis", "oemStrings")},
+    **{f"domain/sysinfo/{part}/entry": E({"name": TOKEN}, TEXT) for part in (
+        "bios", "system", "baseBoard", "chassis", "oemStrings")},
+    "domain/os": E({"firmware": Enum("bios", "efi")}),
+    "domain/os/type": E({"arch": TOKEN, "machine": TOKEN}, Enum("hvm")),
+    "domain/os/loader": E({"readonly": YESNO, "secure": YESNO,
+                           "type": Enum("rom", "pflash")}, PATH),
+    "domain/os/nvram": E({"template": PATH}, PATH),
+    "domain/os/kernel": E(text=PATH),
+    "domain/os/initrd": E(text=PATH),
+    "domain/os/dtb": E(text=PATH),
+    "domain/os/cmdline": E(text=TEXT),
+    "domain/os/boot": E({"dev": Enum("hd", "cdrom", "network", "fd")}),
+    "domain/os/bootmenu": E({"enable": YESNO, "timeout": NUMBER}),
+    "domain/os/smbios": E({"mode": Enum("sysinfo", "host", "emulate")}),
+    "domain/os/bios": E({"useserial": YESNO, "rebootTimeout": NUMBER}),
+    "domain/os/acpi": E(),
+    "domain/os/acpi/table": E({"type": Enum("slic", "raw")}, PATH),
+    "domain/features": E(),
+    **{f"domain/features/{name}": E() for name in (
+        "acpi", "pae", "hap", "vmcoreinfo", "pvspinlock", "vmport")},
+    "domain/features/apic": E({"eoi": ONOFF}),
+    "domain/features/smm": E({"state": ONOFF}),
+    "domain/features/ioapic": E({"driver": Enum("kvm", "qemu")}),
+    "domain/features/hyperv": E({"mode": Enum("custom", "passthrough")}),
+    **{f"domain/features/hyperv/{name}": E({"state": ONOFF})
+       for name in HYPERV},
+    "domain/features/hyperv/spinlocks": E({"state": ONOFF,
+                                           "retries": NUMBER}),
+    "domain/features/hyperv/stimer": E({"state": ONOFF}),
+    "domain/features/hyperv/stimer/direct": E({"state": ONOFF}),
+    "domain/features/hyperv/vendor_id": E({"state": ONOFF, "value": TOKEN}),
+    "domain/features/kvm": E(),
+    **{f"domain/features/kvm/{name}": E({"state": ONOFF}) for name in (
+        "hidden", "hint-dedicated", "poll-control")},
+    "domain/cpu": E({"mode": Enum("custom", "host-model", "host-passthrough",
+                                  "maximum"),
+                     "match": Enum("minimum", "exact", "strict"),
+                     "check": Enum("none", "partial", "full"),
+                     "migratable": ONOFF}),
+    "domain/cpu/model": E({"fallback": Enum("allow", "forbid"),
+                           "vendor_id": TOKEN}, TOKEN),
+    "domain/cpu/vendor": E(text=TOKEN),
+    "domain/cpu/topology": E({name: NUMBER for name in (
+        "sockets", "dies", "clusters", "cores", "threads")}),
+    "domain/cpu/feature": E({"policy": Enum("force", "require", "optional",
+                                            "disable", "forbid"),
+                             "name": TOKEN}),
+    "domain/cpu/cache": E({"level": NUMBER, "mode": Enum(
+        "emulate", "passthrough", "disable")}),
+    "domain/cpu/numa": E(),
+    "domain/cpu/numa/cell": E({"id": NUMBER, "cpus": TOKEN, "memory": NUMBER,
+                               "unit": TOKEN, "memAccess": Enum(
+                                   "shared", "private"),
+                               "discard": YESNO}),
+    "domain/clock": E({"offset": Enum("utc", "localtime", "variable",
+                                      "timezone"),
+                       "adjustment": TOKEN, "basis": Enum("utc",
+                                                          "localtime")}),
+    "domain/clock/timer": E({"name": TOKEN, "present": YESNO,
+                             "tickpolicy": Enum("delay", "catchup", "merge",
+                                                "discard"),
+                             "track": TOKEN}),
+    **{f"domain/{event}": E(text=Enum(
+        "destroy", "restart", "preserve", "rename-restart",
+        "coredump-destroy", "coredump-restart"))
+       for event in ("on_poweroff", "on_reboot", "on_crash")},
+    "domain/on_lockfailure": E(text=Enum("poweroff", "restart", "pause",
+                                         "ignore")),
+    "domain/pm": E(),
+    "domain/pm/suspend-to-mem": E({"enabled": YESNO}),
+    "domain/pm/suspend-to-disk": E({"enabled": YESNO}),
+    "domain/perf": E(),
+    "domain/perf/event": E({"name": TOKEN, "enabled": YESNO}),
+    # Only the host's default confinement, as libvirt itself writes it in a
+    # running guest's migratable XML and in a state file: a label libvirt
+    # chooses (dynamic), files relabelled, nothing named. Any other form,
+    # and any seclabel on a device, is refused (REFUSED).
+    "domain/seclabel": E({"type": Enum("dynamic"),
+                          "model": Enum("dac", "selinux", "apparmor"),
+                          "relabel": Enum("yes")}),
+    "domain/devices": E(),
+    "domain/devices/emulator": E(text=EMULATOR),
+    **device("disk", {"type": Enum("file", "block", "network"),
+                      "device": Enum("disk", "cdrom", "floppy"),
+                      "snapshot": TOKEN, "model": TOKEN}, {
+        "driver": E({"name": Enum("qemu"), "type": Enum("raw", "qcow2"),
+                     **{a: TOKEN for a in (
+                         "cache", "error_policy", "rerror_policy", "io",
+                         "ioeventfd", "event_idx", "copy_on_read", "discard",
+                         "iothread", "detect_zeroes", "queues")}}),
+        "source": E({"file": IMAGE, "dev": IMAGE, "startupPolicy": Enum(
+            "mandatory", "requisite", "optional"), "index": NUMBER,
+            "protocol": Enum("nbd", "iscsi", "rbd", "gluster"),
+            "name": REMOTE_NAME}),
+        "source/host": E({"name": NETWORK_HOST, "port": NUMBER,
+                          "transport": Enum("tcp")}),
+        "backingStore": E({"type": Enum("file"), "index": NUMBER},
+                          rule=backing_store_rule),
+        "backingStore/format": E({"type": Enum("raw", "qcow2")}),
+        "backingStore/source": E({"file": IMAGE}),
+        "backingStore/backingStore": E(),
+        "target": E({"dev": TOKEN, "bus": Enum("virtio", "scsi", "sata",
+                                               "ide", "usb", "fdc"),
+                     "tray": Enum("open", "closed"), "removable": ONOFF,
+                     "rotation_rate": NUMBER}),
+        "readonly": E(),
+        "shareable": E(),
+        "transient": E(),
+        "serial": E(text=TOKEN),
+        "wwn": E(text=TOKEN),
+        "blockio": E({"logical_block_size": NUMBER,
+                      "physical_block_size": NUMBER}),
+        "iotune": E(),
+        **IOTUNE,
+    }, rule=disk_rule),
+    **device("interface", {"type": Enum("network", "bridge"),
+                           "trustGuestRxFilters": YESNO}, {
+        "mac": E({"address": Pattern("a MAC address",
+                                     r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")}),
+        "source": E({"network": TOKEN, "bridge": TOKEN,
+                     "portgroup": TOKEN}),
+        "model": E({"type": TOKEN}),
+        "driver": E({"name": Enum("vhost", "qemu"), "queues": NUMBER,
+                     "txmode": TOKEN, "ioeventfd": ONOFF, "event_idx": ONOFF,
+                     "rx_queue_size": NUMBER, "tx_queue_size": NUMBER}),
+        "filterref": E({"filter": TOKEN}),
+        "filterref/parameter": E({"name": TOKEN, "value": TOKEN}),
+        "link": E({"state": Enum("up", "down")}),
+        "mtu": E({"size": NUMBER}),
+        "target": E({"dev": TOKEN}),
+        "bandwidth": E(),
+        "bandwidth/inbound": E({"average": NUMBER, "peak": NUMBER,
+                                "burst": NUMBER, "floor": NUMBER}),
+        "bandwidth/outbound": E({"average": NUMBER, "peak": NUMBER,
+                                 "burst": NUMBER}),
+        "vlan": E(),
+        "vlan/tag": E({"id": NUMBER}),
+        "virtualport": E({"type": Enum("openvswitch")}),
+        "virtualport/parameters": E({"interfaceid": UUID,
+                                     "profileid": TOKEN}),
+        "tune": E(),
+        "tune/sndbuf": E(text=NUMBER),
+        "rom": E({"bar": ONOFF, "enabled": YESNO, "file": PATH}),
+    }),
+    **chardev("serial", {"type": TOKEN, "port": NUMBER}),
+    **chardev("console", {"type": Enum("serial", "virtio"), "port": NUMBER}),
+    **chardev("channel", {"type": Enum("virtio"), "name": TOKEN,
+                          "state": Enum("connected", "disconnected")}),
+    **device("graphics", {"type": Enum("vnc", "spice"), "port": NUMBER,
+                          "autoport": YESNO, "tlsPort": NUMBER,
+                          "listen": TOKEN, "passwd": TEXT,
+                          "passwdValidTo": TOKEN, "connected": TOKEN,
+                          "keymap": TOKEN, "defaultMode": TOKEN,
+                          "sharePolicy": TOKEN, "socket": PATH}, {
+        "listen": E({"type": Enum("address", "network", "none", "socket"),
+                     "address": TOKEN, "network": TOKEN, "socket": PATH,
+                     "autoGenerated": YESNO}),
+        "channel": E({"name": TOKEN, "mode": Enum("secure", "insecure",
+                                                  "any")}),
+        **{name: E({attr: TOKEN}) for name, attr in (
+            ("image", "compression"), ("jpeg", "compression"),
+            ("zlib", "compression"), ("playback", "compression"),
+            ("streaming", "mode"), ("clipboard", "copypaste"),
+            ("mouse", "mode"), ("filetransfer", "enable"))},
+    }),
+    **device("video", children={
+        "model": E({"type": Enum("qxl", "vga", "cirrus", "virtio", "bochs",
+                                 "ramfb", "none"),
+                    **{a: NUMBER for a in ("vram", "ram", "vgamem", "heads",
+                                           "vram64")},
+                    "primary": YESNO}),
+        "model/acceleration": E({"accel3d": YESNO, "accel2d": YESNO}),
+    }),
+    **device("input", {"type": Enum("mouse", "keyboard", "tablet"),
+                       "bus": Enum("ps2", "usb", "virtio")}),
+    **device("sound", {"model": TOKEN}, {"audio": E({"id": NUMBER})}),
+    **device("audio", {"id": NUMBER, "type": Enum("none", "spice")}),
+    **device("memballoon", {"model": Enum("virtio", "virtio-transitional",
+                                          "virtio-non-transitional", "none"),
+                            "autodeflate": ONOFF,
+                            "freePageReporting": ONOFF},
+             {"stats": E({"period": NUMBER})}),
+    **device("rng", {"model": Enum("virtio", "virtio-transitional",
+                                   "virtio-non-transitional")}, {
+        "rate": E({"bytes": NUMBER, "period": NUMBER}),
+        "backend": E({"model": Enum("random", "builtin")}, ENTROPY),
+    }),
+    **device("controller", {"type": Enum("usb", "pci", "scsi",
+                                         "virtio-serial", "ide", "sata",
+                                         "fdc", "ccid"),
+                            "index": NUMBER, "model": TOKEN,
+                            "ports": NUMBER, "vectors": NUMBER}, {
+        "driver": E({"queues": NUMBER, "iothread": NUMBER,
+                     "cmd_per_lun": NUMBER, "max_sectors": NUMBER}),
+        "master": E({"startport": NUMBER}),
+        "model": E({"name": TOKEN}),
+        "target": E({"chassisNr": NUMBER, "chassis": NUMBER,
+                     "port": TOKEN, "busNr": NUMBER, "hotplug": ONOFF,
+                     "index": NUMBER}),
+    }),
+    **device("watchdog", {"model": TOKEN, "action": TOKEN}),
+    **device("panic", {"model": TOKEN}),
+    **device("vsock", {"model": TOKEN}, {"cid": E({"auto": YESNO,
+                                                  "address": NUMBER})}),
+    **device("tpm", {"model": TOKEN}, {
+        "backend": E({"type": Enum("emulator"), "version": TOKEN})}),
+    **device("redirdev", {"bus": Enum("usb"), "type": Enum("spicevmc")}),
+    **device("smartcard", {"mode": Enum("passthrough"),
+                           "type": Enum("spicevmc")}),
+    **device("hub", {"type": Enum("usb")}),
+    **device("iommu", {"model": TOKEN}),
+    **device("memory", {"model": Enum("dimm", "nvdimm"),
+                        "access": Enum("shared", "private")}, {
+        "source": E(),
+        "source/path": E(text=PATH),
+        "source/pagesize": E({"unit": TOKEN}, NUMBER),
+        "target": E(),
+        "target/size": E({"unit": TOKEN}, NUMBER),
+        "target/node": E(text=NUMBER),
+        "target/label": E(),
+        "target/label/size": E({"unit": TOKEN}, NUMBER),
+    }),
+    **device("lease", children={
+        "lockspace": E(text=TOKEN),
+        "key": E(text=TOKEN),
+        "target": E({"path": PATH, "offset": NUMBER}),
+    }),
+    **device("filesystem", {"type": Enum("mount"),
+                            "accessmode": Enum("mapped", "squash")}, {
+        "driver": E({"type": Enum("path"), "wrpolicy": TOKEN}),
+        "source": E({"dir": PATH}),
+        "target": E({"dir": TOKEN}),
+        "readonly": E(),
+    }, rule=filesystem_rule),
+    **device("shmem", {"name": TOKEN}, {
+        "model": E({"type": TOKEN}),
+        "size": E({"unit": TOKEN}, NUMBER),
+        "server": E({"path": PATH}),
+        "msi": E({"vectors": NUMBER, "ioeventfd": ONOFF}),
+    }),
+}
+
+
+# -- the walk ----------------------------------------------------------------
+
+def check(root, ctx):
+    """Refuse (Refused, naming what) the parsed <domain> `root` unless
+    everything in it is in TABLE and of its type."""
+    if root.tag != "domain":
+        raise Refused(f"the root element is <{_local(root.tag)}>, not "
+                      "<domain>")
+    stack = [(root, "domain", None, 1)]
+    rules = []    # run once every value is known to be of its type
+    while stack:
+        element, key, parent, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise Refused(f"nesting deeper than {MAX_DEPTH} levels")
+        spec = _spec(element, key)
+        if spec.opaque:
+            check_depth(element, depth)
+            continue
+        where = f"<{key.rpartition('/')[2]}>"
+        for name, value in element.attrib.items():
+            if name.startswith("{"):
+                _refuse_namespace(name, f"attribute {_local(name)!r} of "
+                                  f"{where}")
+            kind = spec.attrs.get(name)
+            if kind is None:
+                raise Refused(f"{where} has an attribute {name!r} vmjobs "
+                              "does not know")
+            kind.check(value, f"{where} {name}=", parent, ctx)
+        text = element.text or ""
+        if len(element):
+            if text.strip() or any((child.tail or "").strip()
+                                   for child in element):
+                raise Refused(f"{where} mixes text and elements (libvirt "
+                              "joins the text around the elements)")
+        elif text.strip() or (text and spec.text is not None):
+            if spec.text is None:
+                raise Refused(f"{where} holds text, where vmjobs knows "
+                              "none")
+            spec.text.check(text, where, parent, ctx)
+        if spec.rule is not None:
+            rules.append((spec.rule, element))
+        for child in element:
+            stack.append((child, f"{key}/{child.tag}", element, depth + 1))
+    for rule, element in rules:
+        rule(element, ctx)
+
+
+def _spec(element, key):
+    tag = element.tag
+    if not isinstance(tag, str):
+        raise Refused("a comment or processing instruction where an "
+                      "element is expected")
+    if tag.startswith("{"):
+        _refuse_namespace(tag, f"<{_local(tag)}>")
+    spec = TABLE.get(key)
+    if spec is None:
+        why = REFUSED.get(tag)
+        if why:
+            raise Refused(f"<{tag}> {why}")
+        raise Refused(f"<{tag}> at {key} is an element vmjobs does not "
+                      "know")
+    return spec
+
+
+def check_depth(root, depth=1):
+    """Nesting deeper than MAX_DEPTH (counted without recursion, so XML as
+    deep as the parser took is refused, not a crash); `depth`: root's."""
+    stack = [(root, depth)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise Refused(f"nesting deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in element)
+
+
+def _refuse_namespace(name, what):
+    namespace = name[1:].partition("}")[0]
+    if namespace == QEMU_NAMESPACE:
+        raise Refused(f"{what} passes arguments to QEMU directly (the qemu: "
+                      "namespace)")
+    raise Refused(f"{what} is in namespace {namespace!r}: outside "
+                  "<metadata> only libvirt's own elements are accepted")
+
+
+def _local(tag):
+    return tag.rpartition("}")[2]
+
+
+def host_path_slots():
+    """(element path, attribute or None for text, Kind) of every slot that
+    holds a host path: what the differential test and the doc list."""
+    for key, spec in TABLE.items():
+        for name, kind in spec.attrs.items():
+            if isinstance(kind, (Path, Emulator)):
+                yield key, name, kind
+        if isinstance(spec.text, (Path, Emulator)):
+            yield key, None, spec.text
+
