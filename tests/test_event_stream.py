@@ -111,6 +111,12 @@ def test_the_frames_on_the_wire(serve):
             lines.append(line)
         frames.append("".join(lines))
     connection.close()
+    # First, where the stream starts: an id alone (SSE: no event), the
+    # id before the first event it sends.
+    start = frames.pop(0)
+    assert start.startswith("id: ") and "\n" == start[-1] and \
+        start.count("\n") == 1
+    assert int(start[4:]) + 1 == int(frames[0].splitlines()[0][4:])
     first = frames[0].splitlines()
     assert first[0].startswith("id: ") and int(first[0][4:]) > 0
     assert first[1] == f"event: |virt|VM_status|{vm_id}"

@@ -117,15 +117,24 @@ class Client:
 
 
 def _events(response, last_id):
+    lines = _lines(response)
+    where = [last_id]   # the last id the stream set: where it is
     try:
-        for notification in sse.read(response.readline):
-            last_id = notification.id
-            yield notification
+        yield from sse.read(lambda: next(lines, b""), where)
     except (http.client.HTTPException, OSError) as exc:
-        raise SubscriptionCut(last_id) from exc
+        raise SubscriptionCut(where[0]) from exc
     finally:
         response.close()
-    # http.client reads a chunked body cut short as its end, but only the
-    # last chunk (a clean end) clears chunk_left.
-    if response.chunked and response.chunk_left is not None:
-        raise SubscriptionCut(last_id)
+
+
+def _lines(response):
+    """The lines of a response's body as they come. read1() raises
+    IncompleteRead on a chunked body cut short (readline() would take it
+    for the end): the cut is told apart from the last chunk."""
+    pending = b""
+    while data := response.read1(65536):
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending

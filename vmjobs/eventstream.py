@@ -171,7 +171,11 @@ class _Stream:
     def __init__(self, sock, subscription):
         self.sock = sock
         self.subscription = subscription
-        self.pending = memoryview(b"")   # bytes not sent yet
+        # Bytes not sent yet: first, where the stream starts (a client
+        # cut off before any event resumes from there).
+        position = sse.position(subscription.last_id)
+        self.pending = memoryview(b"%x\r\n%s\r\n" % (len(position),
+                                                      position))
         self.ending = False              # its last chunk is in pending
         self.sent_at = time.monotonic()  # for the keep-alives
         self.blocked_since = None        # pending, its socket full

@@ -24,12 +24,20 @@ def frame(notification):
     return text
 
 
-def read(readline):
+def position(event_id):
+    """A frame of an id alone: it sets where the client is (its
+    Last-Event-ID) without an event, as SSE has it."""
+    return f"id: {event_id}\n\n".encode()
+
+
+def read(readline, where=None):
     """The notifications of a stream, as `readline()` (bytes, b"" at the
     end) gives its lines; each with the time it was read
     (time.monotonic()). Comments are skipped; a frame without data or
     whose data is not a JSON-RPC notification is skipped, as SSE says
-    of what a client does not understand."""
+    of what a client does not understand. `where` (a list of one), if
+    given, is set to the id of every frame that has one, data or not:
+    where the client is, to resume from."""
     fields = {}
     data = []
     while True:
@@ -46,6 +54,8 @@ def read(readline):
                 else:
                     fields[name] = value
             continue
+        if where is not None and fields.get("id", "").isdigit():
+            where[0] = int(fields["id"])
         if data:
             notification = _parse(fields, "\n".join(data))
             if notification is not None:
