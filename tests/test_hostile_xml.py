@@ -231,23 +231,22 @@ CASES = {
             "<backingStore type='file'><format type='raw'/><source file="
             "'{images}/base.raw'/></backingStore>")))),
     # -- labels ----------------------------------------------------------
-    # The control: libvirt's own default form (a state file of a guest
-    # whose libvirtd restarted carries it).
+    # The control: no label at all (the host's default confinement).
     "seclabel-none": (
         dict(tail="<seclabel type='none'/>"),
-        dict(tail=DEFAULT_LABEL)),
+        dict()),
     "seclabel-static": (
         dict(tail="<seclabel type='static' model='dac' relabel='yes'>"
              "<label>+1000:+1000</label></seclabel>"),
-        dict(tail=DEFAULT_LABEL)),
+        dict()),
     "seclabel-baselabel": (
         dict(tail="<seclabel type='dynamic' model='selinux' relabel='yes'>"
              "<baselabel>system_u:system_r:unconfined_t:s0</baselabel>"
              "</seclabel>"),
-        dict(tail=DEFAULT_LABEL)),
+        dict()),
     "seclabel-no-relabel": (
         dict(tail="<seclabel type='dynamic' model='dac' relabel='no'/>"),
-        dict(tail=DEFAULT_LABEL)),
+        dict()),
     "seclabel-device": (
         dict(devices=disk("{images}/disk.img").replace(
             "disk.img'/>", "disk.img'><seclabel model='dac' relabel='yes'>"
@@ -397,6 +396,25 @@ def test_refused_at_the_verb_nothing_staged_no_file_touched(api, dirs,
     assert snapshot(images, victim) == before
     assert api.registry.staged() == [] and api.jobs.jobs() == []
     assert our_domains(api.hv) == []
+
+
+def test_the_default_label_only_in_xml_libvirt_wrote(api, dirs):
+    """libvirt writes <seclabel type='dynamic' relabel='yes'/> into a
+    running guest's XML (after a libvirtd restart): an incoming migration,
+    whose XML the source libvirtd wrote, may carry it; an engine's
+    VM.create may not (it names no label)."""
+    images, victim = dirs
+    vm_id, xml = build(dict(tail=DEFAULT_LABEL), images, victim)
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})
+    assert err.value.data == {"param": "xml"}
+    assert "<seclabel>" in str(err.value)
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+    # The control: the same XML as an incoming migration is accepted.
+    answer = api.VM.migrationCreate(vm_id, {"vmId": vm_id, "xml": xml})
+    assert answer["params"]["status"] == "Migration Destination"
+    assert api.Job.abort(answer["params"]["jobId"]) is True
+    assert wait_job(api, answer["params"]["jobId"])["status"] == "aborted"
 
 
 @pytest.mark.parametrize("case", CASES)

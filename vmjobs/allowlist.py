@@ -46,6 +46,10 @@ class Confinement:
     request, not once per path."""
     image_dirs: tuple
     network_hosts: tuple = ()
+    # True for XML libvirt itself wrote (a state file, an incoming
+    # migration's XML from the source libvirtd): it may carry the default
+    # <seclabel> libvirt adds to a running guest; an engine's never does.
+    written_by_libvirt: bool = False
     real_image_dirs: tuple = dataclasses.field(init=False)
 
     def __post_init__(self):
@@ -232,6 +236,15 @@ def disk_rule(element, ctx):
     _check_image(path, declared, ctx)
 
 
+def seclabel_rule(element, ctx):
+    """The domain's default label is libvirt's own writing, not a
+    caller's choice: accepted only in XML libvirt wrote."""
+    if not ctx.written_by_libvirt:
+        raise Refused("<seclabel> chooses how the guest is confined: an "
+                      "engine's domain XML names none (guests run under the "
+                      "host's default labels)")
+
+
 def filesystem_rule(element, ctx):
     """A shared directory only in `mapped` or `squash` mode: in
     `passthrough` (libvirt's default) a root QEMU creates what the guest
@@ -278,7 +291,8 @@ REFUSED = {
     "seclabel": "chooses how the guest is confined: guests run under the "
                 "host's default labels (only <domain>'s <seclabel "
                 "type='dynamic' relabel='yes'/>, which says just that, is "
-                "accepted)",
+                "accepted, and only in XML libvirt wrote: a state file or "
+                "an incoming migration's)",
     "hostdev": "assigns a host device",
     "script": "runs a host script",
     "downscript": "runs a host script",
@@ -464,7 +478,7 @@ TABLE = {
     # and any seclabel on a device, is refused (REFUSED).
     "domain/seclabel": E({"type": Enum("dynamic"),
                           "model": Enum("dac", "selinux", "apparmor"),
-                          "relabel": Enum("yes")}),
+                          "relabel": Enum("yes")}, rule=seclabel_rule),
     "domain/devices": E(),
     "domain/devices/emulator": E(text=EMULATOR),
     **device("disk", {"type": Enum("file", "block", "network"),

@@ -170,7 +170,7 @@ class API:
 
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
-        policy.check_host_access(spec, self.hv, self.config)
+        policy.check_host_access(spec, self.hv, self.config, incoming=True)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

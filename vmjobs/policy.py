@@ -21,21 +21,24 @@ __all__ = ["Refused", "check_host_access", "check_engine_xml",
            "check_state_file", "check_domain_xml"]
 
 
-def confinement(config):
+def confinement(config, written_by_libvirt=False):
     return allowlist.Confinement(tuple(config.image_dirs),
-                                 tuple(config.network_hosts))
+                                 tuple(config.network_hosts),
+                                 written_by_libvirt)
 
 
-def check_host_access(spec, hv, config):
-    """What a VM.create or VM.migrationCreate request names on the host
-    (its restoreState, or its domain XML): refused with -32602 before
-    anything is staged or queued."""
+def check_host_access(spec, hv, config, incoming=False):
+    """What a VM.create or VM.migrationCreate (`incoming`: its XML is the
+    source libvirtd's) request names on the host (its restoreState, or its
+    domain XML): refused with -32602 before anything is staged or
+    queued."""
     if spec.restore_state is not None:
         hostfiles.state_path(spec.restore_state, "restoreState",
                              config.state_dirs)
-        check_state_file(hv, spec.restore_state, confinement(config))
+        check_state_file(hv, spec.restore_state,
+                         confinement(config, written_by_libvirt=True))
     elif spec.xml is not None:
-        check_engine_xml(spec.xml, confinement(config))
+        check_engine_xml(spec.xml, confinement(config, incoming))
 
 
 def check_engine_xml(text, ctx):
