@@ -427,7 +427,9 @@ def test_readme_events_examples_run_as_written(tmp_path):
                  "both subscribed")
         vm_id = new_id()
         with Client(server.address) as c:
-            c.call("VM.create", [vm_id, vm_params(vm_id)])
+            job_id = c.call("VM.create", [vm_id, vm_params(vm_id)])["jobId"]
+            wait_for(lambda: c.call("Host.getJobs", {"job_ids": [job_id]})[
+                job_id]["status"] == "done", "the VM Up")
         assert server.stop()[0] == 0
         outputs = [p.communicate(timeout=WAIT) for p in running]
     finally:
