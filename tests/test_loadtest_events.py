@@ -76,7 +76,9 @@ def test_a_cut_follower_resumes_and_resyncs(make_api, tmp_path):
     finally:
         server.stop()
     records = json.loads(path.read_text())["vms"]
-    assert summary["up"] == 50 and summary["failed"] == 0
+    assert summary["up"] == 50 and summary["failed"] == 0, \
+        [(r["status"], r.get("error")) for r in records
+         if r["status"] != "done"]
     assert sorted(r["vm_id"] for r in records) == sorted(
         {r["vm_id"] for r in records})
     assert all(r["status"] == "done" and r["up"] <= r["ended"] + 0.001

@@ -147,6 +147,10 @@ class Jobs:
 
     def _job(self, job_id, info, when):
         record = self.records[job_id]
+        if record.get("status") in ENDED:
+            # Ended (a resync read it from Host.getJobs): what the events
+            # queued before that reading say is older.
+            return
         record.update(status=info["status"], enqueued=info["created"],
                       started=info.get("started"), ended=info.get("ended"),
                       error=info.get("error", {}).get("message"))
