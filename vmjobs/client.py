@@ -121,7 +121,9 @@ def _events(response, last_id):
     where = [last_id]   # the last id the stream set: where it is
     try:
         yield from sse.read(lambda: next(lines, b""), where)
-    except (http.client.HTTPException, OSError) as exc:
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        # (http.client reports some bodies cut short as a chunk size
+        # that is no number.)
         raise SubscriptionCut(where[0]) from exc
     finally:
         response.close()

@@ -53,6 +53,10 @@ class Follower(threading.Thread):
                     break
                 last_id = cut.last_id
                 stream = self._subscribe(last_id)
+            except Exception:
+                if self._closing:   # its connection closed under it
+                    break
+                raise
         self._sink(None)
 
     def close(self):
