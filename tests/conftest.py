@@ -120,8 +120,8 @@ def assert_quiet_and_clean(api):
     """Nothing staged, nothing in libvirt that is not public, no VM in both
     registries."""
     assert api.pool.wait_idle(WAIT)
-    assert api.registry.staged() == []
-    public = {vm.vm_id for vm in api.registry.public()}
+    assert api.registry.snapshot()[0] == []
+    public = {vm.vm_id for vm in api.registry.snapshot()[1]}
     in_libvirt = {d.uuid for d in our_domains(api.hv)}
     assert in_libvirt == public
 

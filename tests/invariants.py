@@ -33,8 +33,8 @@ def check_invariants(api, state_files=None):
       files that were there before a hibernation) are unchanged.
     Returns the public VMs' ids."""
     assert api.pool.wait_idle(WAIT), "the pool never went quiet"
-    assert api.registry.staged() == [], "a VM is still staged"
-    public = {vm.vm_id: vm for vm in api.registry.public()}
+    assert api.registry.snapshot()[0] == [], "a VM is still staged"
+    public = {vm.vm_id: vm for vm in api.registry.snapshot()[1]}
     listed = sorted(api.Host.getVMList())
     assert listed == sorted(public), \
         f"the list verbs show {listed}, the public VMs are {sorted(public)}"

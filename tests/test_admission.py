@@ -8,6 +8,7 @@ real run times, which a test cannot fix); test_adaptive_limit.py tests the
 adaptive one on simulated hosts."""
 
 import threading
+import time
 
 from conftest import WAIT, GateJob, new_id, vm_params
 from workers import Job, Pool
@@ -52,6 +53,7 @@ def test_each_done_job_is_a_sample_and_its_answer_the_new_limit():
             pool.submit(job)
         assert jobs[0].started.wait(WAIT)
         assert not jobs[1].started.is_set()       # the limit is 1
+        released = time.monotonic()
         jobs[0].release.set()
         for job in jobs[1:4]:                     # now 3 at once
             assert job.started.wait(WAIT)
@@ -65,7 +67,9 @@ def test_each_done_job_is_a_sample_and_its_answer_the_new_limit():
             job.release.set()
         assert pool.wait_idle(WAIT)
     seconds, inflight, waiting, kind = controller.samples[0]
-    assert seconds >= 0 and kind == "heavy"
+    # It ran from its start until at least its release.
+    assert seconds >= released - jobs[0].started_monotonic
+    assert kind == "heavy"
     assert inflight == 1 and waiting == 1         # jobs[0], with 3 queued
     assert len(controller.samples) == 4
 
@@ -98,3 +102,25 @@ def test_without_adaptive_nothing_asks_for_admission(make_api):
     assert api.pool.wait_idle(WAIT)
     assert api.jobs.get(job_id).admission is False
     assert api.Host.getStats()["admission_limit"] == 3
+
+
+def test_a_lower_limit_takes_effect_for_the_next_jobs():
+    controller = Scripted(2, [1])
+    with Pool(3, 10, admission_controller=controller) as pool:
+        running = [Heavy(), Heavy()]
+        for job in running:
+            pool.submit(job)
+        for job in running:
+            assert job.started.wait(WAIT)
+        running[0].release.set()      # its sample lowers the limit to 1
+        assert running[0].wait(WAIT)
+        assert pool.admission_limit == 1
+        waiting, light = Heavy(), GateJob()
+        pool.submit(waiting)
+        pool.submit(light)
+        assert light.started.wait(WAIT)      # a worker was free
+        assert not waiting.started.is_set()  # still 1 admitted: running[1]
+        running[1].release.set()
+        assert waiting.started.wait(WAIT)
+        for job in (light, waiting):
+            job.release.set()

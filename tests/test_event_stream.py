@@ -394,7 +394,7 @@ def test_the_client_reports_a_cut(serve):
     with api.notifications._lock:
         (subscription,) = api.notifications._subscribers
         api.notifications._subscribers.discard(subscription)
-        subscription._cut = True
+        subscription.cut_off = True
     create(api)
     reader.join(WAIT)
     assert isinstance(reader.ended, SubscriptionCut)

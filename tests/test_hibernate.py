@@ -59,7 +59,7 @@ def assert_gone(api, vm_id):
         api.VM.getStats(vm_id)
     assert err.value.code == 1
     assert api.Host.getVMList() == []
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     assert all_domains(api.hv) == []
 
 

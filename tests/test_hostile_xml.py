@@ -394,7 +394,7 @@ def test_refused_at_the_verb_nothing_staged_no_file_touched(api, dirs,
         assert err.value.data == {"param": "xml"}
         assert "domain XML refused" in str(err.value)
     assert snapshot(images, victim) == before
-    assert api.registry.staged() == [] and api.jobs.jobs() == []
+    assert api.registry.snapshot()[0] == [] and api.jobs.jobs() == []
     assert our_domains(api.hv) == []
 
 

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from conftest import WAIT
-from workers import EVENTS, JobAborted, JobEnded, JobNotActive, JobStatus, Pool
+from workers import EVENTS, JobAborted, JobEnded, JobStatus, Pool
 from workers.job import Job
 from workers.states import (
     ENDED,
@@ -14,7 +14,6 @@ from workers.states import (
     Event,
     IllegalTransition,
     check_transition,
-    moves,
 )
 
 
@@ -33,27 +32,64 @@ def test_every_path_is_a_chain_of_legal_moves():
 def test_every_end_of_run_is_covered(status, event):
     # run() may end in any of these statuses (DONE: it completed itself);
     # none may find a hole in the table, or the worker would raise.
-    path = moves(status, event)
+    path = EVENTS[(status, event)]
+    assert isinstance(path, tuple)
     end = path[-1] if path else status
     assert end in ENDED
 
 
+class Ends(Job):
+    """Runs `body(self)` in a real pool, and records what it raised."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+        self.raised = None
+
+    def run(self):
+        try:
+            self.body(self)
+        except Exception as exc:
+            self.raised = exc
+            raise
+
+
+def run_in_pool(body):
+    job = Ends(body)
+    with Pool(workers=1, queue_size=1) as pool:
+        pool.submit(job)
+        assert job.wait(WAIT)
+    return job
+
+
 def test_a_job_that_aborts_itself_goes_through_aborting():
-    assert moves(JobStatus.RUNNING, Event.ABORTED_ITSELF) == (
-        JobStatus.ABORTING, JobStatus.ABORTED)
+    def abort_itself(job):
+        raise JobAborted("told to")
+    assert run_in_pool(abort_itself).history() == [
+        JobStatus.PENDING, JobStatus.RUNNING, JobStatus.ABORTING,
+        JobStatus.ABORTED]
 
 
 def test_refusals_raise_what_the_table_names():
+    # Through a real job's moves (Job._path), each refusal and a positive
+    # control beside it.
+    def aborted_then_complete(job):
+        job.abort()
+        job.complete()
+    job = run_in_pool(aborted_then_complete)
+    assert isinstance(job.raised, JobAborted) and job.status == "aborted"
+
+    def complete_twice(job):
+        job.complete()
+        job.complete()
+    job = run_in_pool(complete_twice)
+    assert isinstance(job.raised, IllegalTransition)
+    assert job.status == "done"       # the first complete() stands
+
+    job = run_in_pool(lambda job: job.complete())
+    assert job.raised is None and job.status == "done"
     with pytest.raises(JobEnded):
-        moves(JobStatus.DONE, Event.ABORT)
-    with pytest.raises(JobAborted):
-        moves(JobStatus.ABORTING, Event.COMPLETE)
-    with pytest.raises(IllegalTransition):
-        moves(JobStatus.DONE, Event.COMPLETE)
-
-
-def test_job_not_active_is_job_ended():
-    assert JobNotActive is JobEnded
+        job.abort()
 
 
 class Outcome(Job):

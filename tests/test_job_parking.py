@@ -17,9 +17,20 @@ from workers import (
     WOKEN,
     Job,
     JobAborted,
+    Park,
     Pool,
     Priority,
 )
+
+
+def park(job, step, then, deadline=None, poll=None):
+    """Enter `step` and park there: `then(reason)` once woken, at the
+    earlier of `deadline` and now + `poll` (the primitive beneath
+    Job.wait_for)."""
+    job.step(step)
+    times = [t for t in (deadline, poll and time.monotonic() + poll)
+             if t is not None]
+    return Park(then, min(times) if times else None)
 
 
 class Arrival(Job):
@@ -46,8 +57,8 @@ class Arrival(Job):
             if not self.arrived:
                 if time.monotonic() >= self.deadline:
                     raise TimeoutError("did not arrive")
-                return self.park("wait-arrival", then=self.wait_arrival,
-                                 deadline=self.deadline)
+                return park(self, "wait-arrival", then=self.wait_arrival,
+                            deadline=self.deadline)
         except JobAborted:
             self.rolled_back = True
             raise
@@ -120,7 +131,7 @@ def test_wake_before_the_job_parks_is_not_lost():
         def wait_arrival(self, reason):
             if reason is None:   # it looked before the event: not there
                 self.reasons.append(reason)
-                return self.park("wait-arrival", then=self.wait_arrival)
+                return park(self, "wait-arrival", then=self.wait_arrival)
             return super().wait_arrival(reason)
 
     with Pool(workers=1, queue_size=4) as pool:
@@ -151,7 +162,7 @@ def test_woken_job_runs_ahead_of_queued_work():
 
 
 def test_a_parked_job_keeps_a_worker_free_of_normal_work():
-    # The reserve: while a job is parked, NORMAL work holds at most
+    # The spare worker: while a job is parked, NORMAL work holds at most
     # workers - 1 threads, so the woken job waits for no NORMAL job's run.
     order = []
     with Pool(workers=2, queue_size=10) as pool:
@@ -172,10 +183,10 @@ def test_a_parked_job_keeps_a_worker_free_of_normal_work():
         job.arrived = True
         job.wake()
         assert job.wait(WAIT)
-        assert second.wait(WAIT)    # the reserve is lifted: it runs now
+        assert second.wait(WAIT)    # the spare worker is free: it runs now
         held.release.set()
     # `second`, queued while the job was parked, ran only after it ended,
-    # although a worker was free all along: the reserve held it back.
+    # although a worker was free all along: the spare worker held it back.
     assert order == [held, job, probe, job, second]
 
 
@@ -231,8 +242,8 @@ def test_poll_looks_again_until_it_arrives():
         def wait_arrival(self, reason):
             self.reasons.append(reason)
             if len(self.reasons) < 4:     # found at the fourth look
-                return self.park("wait-arrival", then=self.wait_arrival,
-                                 deadline=self.deadline, poll=0.001)
+                return park(self, "wait-arrival", then=self.wait_arrival,
+                            deadline=self.deadline, poll=0.001)
             self.step("commit")
             self.complete()
             return None

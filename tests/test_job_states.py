@@ -12,7 +12,7 @@ from workers import (
     IllegalTransition,
     Job,
     JobAborted,
-    JobNotActive,
+    JobEnded,
     JobStatus,
 )
 from workers.states import check_transition
@@ -103,7 +103,7 @@ def test_abort_of_ended_job_raises():
     job = Steps()
     job.go_on.set()
     job.execute()
-    with pytest.raises(JobNotActive):
+    with pytest.raises(JobEnded):
         job.abort()
 
 

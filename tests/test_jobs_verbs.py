@@ -137,7 +137,7 @@ def test_abort_queued_job_never_runs(make_api):
     assert (info["status"], info["step"]) == ("aborted", "queued")
     assert "started" not in info and "ended" in info
     assert api.jobs.get(second).history() == ["pending", "aborted"]
-    assert second_vm not in {vm.vm_id for vm in api.registry.staged()}
+    assert second_vm not in {vm.vm_id for vm in api.registry.snapshot()[0]}
     with pytest.raises(NoVM) as err:
         api.VM.getStats(second_vm)
     assert err.value.code == 1

@@ -69,4 +69,4 @@ def test_domain_uuid_taken_by_a_foreign_domain(api):
     assert (info["status"], info["step"]) == ("failed", "prepare")
     assert info["error"]["code"] == 9
     assert api.hv.state(vm_id) == "shutoff"   # still there, untouched
-    assert api.registry.staged() == [] and api.Host.getVMList() == []
+    assert api.registry.snapshot()[0] == [] and api.Host.getVMList() == []

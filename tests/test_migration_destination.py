@@ -276,7 +276,7 @@ def test_arrival_after_the_timeout_is_counted_and_destroyable(make_api,
     assert api.pool.wait_idle(WAIT)
     assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "failed"
     assert api.Host.getVMList() == []
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert hypervisor.state(vm_id) == "running"   # not destroyed
@@ -320,7 +320,7 @@ def test_destroy_while_waiting(make_api, hypervisor):
     assert (info["status"], info["step"]) == ("aborted", "wait-arrival")
     assert api.jobs.get(job_id).history() == [
         "pending", "running", "aborting", "aborted"]
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert_nothing_left(api)
@@ -397,7 +397,7 @@ def test_incoming_limit(make_api):
     with pytest.raises(MigrateLimit) as err:
         api.VM.migrationCreate(third, incoming(third))
     assert err.value.code == 82
-    assert {vm.vm_id for vm in api.registry.staged()} == {first, second}
+    assert {vm.vm_id for vm in api.registry.snapshot()[0]} == {first, second}
     assert len(api.Host.getJobs()) == 2
     with pytest.raises(NoVM):
         api.VM.getStats(third)
@@ -414,7 +414,7 @@ def test_incoming_limit(make_api):
     created = api.VM.migrationCreate(vmID=third, params=incoming(third),
                                      incomingLimit=100)
     assert created["params"]["status"] == "Migration Destination"
-    assert {vm.vm_id for vm in api.registry.staged()} == {first, third}
+    assert {vm.vm_id for vm in api.registry.snapshot()[0]} == {first, third}
 
     for vm_id in (first, third):
         assert api.VM.destroy(vm_id) is True
@@ -453,7 +453,7 @@ def test_incoming_limit_holds_under_a_race(make_api):
     assert other == []
     assert len(accepted) == 2
     assert refused == [82] * 30
-    assert {vm.vm_id for vm in api.registry.staged()} == set(accepted)
+    assert {vm.vm_id for vm in api.registry.snapshot()[0]} == set(accepted)
     assert len(api.Host.getJobs()) == 2
     for vm_id in accepted:
         assert api.VM.destroy(vm_id) is True
@@ -474,7 +474,7 @@ def test_domain_already_running_here_is_refused_and_untouched(api):
     assert err.value.code == 12
     assert "already exists" in str(err.value)
     assert api.Host.getJobs() == {}
-    assert api.Host.getVMList() == [] and api.registry.staged() == []
+    assert api.Host.getVMList() == [] and api.registry.snapshot()[0] == []
     assert api.pool.wait_idle(WAIT)
     assert api.hv.state(vm_id) == "running"
     assert api.hv.shared_connection.lookupByUUIDString(vm_id).isPersistent()
@@ -488,7 +488,7 @@ def test_missing_xml(api):
     with pytest.raises(MissParam) as err:
         api.VM.migrationCreate(vm_id, {"vmId": vm_id})
     assert err.value.code == 11
-    assert api.registry.staged() == [] and api.Host.getJobs() == {}
+    assert api.registry.snapshot()[0] == [] and api.Host.getJobs() == {}
 
 
 def test_xml_of_another_vm(api):
@@ -498,7 +498,7 @@ def test_xml_of_another_vm(api):
         api.VM.migrationCreate(vm_id, params)
     assert err.value.code == -32602
     assert err.value.data == {"param": "xml"}
-    assert api.registry.staged() == [] and api.Host.getJobs() == {}
+    assert api.registry.snapshot()[0] == [] and api.Host.getJobs() == {}
 
 
 @pytest.mark.parametrize("limit", [0, -1, "2", 2.0, True],
@@ -510,7 +510,7 @@ def test_bad_incoming_limit(api, limit):
                                incomingLimit=limit)
     assert err.value.code == -32602
     assert err.value.data == {"param": "incomingLimit"}
-    assert api.registry.staged() == [] and api.Host.getJobs() == {}
+    assert api.registry.snapshot()[0] == [] and api.Host.getJobs() == {}
 
 
 # -- libvirt failures -------------------------------------------------------
@@ -560,7 +560,7 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor, kind):
                 info["error"]["message"]
             assert hypervisor.state(vm_id) == "running"
             assert api.Host.getStats()["unowned_domains"] == 1
-            assert api.registry.staged() == [] and \
+            assert api.registry.snapshot()[0] == [] and \
                 api.Host.getVMList() == []
             assert api.VM.destroy(vm_id) is True
         assert faulty.failed == call

@@ -98,24 +98,42 @@ def test_the_vm_is_claimed_and_given_back_when_the_transfer_fails(
     assert api.VM.destroy(vm_id) is True
 
 
-def test_outgoing_migrations_are_bounded(make_api, host_b):
-    """Beyond migration.max_outgoing VM.migrate answers migrateLimit (82)
-    at once, and the VM is left as it was."""
+def test_outgoing_migrations_beyond_the_limit_wait_their_turn(make_api,
+                                                              host_b):
+    """Beyond migration.max_outgoing VM.migrate is accepted (API.md): the
+    job waits in step wait-slot, parked (holding no worker: a creation
+    runs meanwhile on the only one), in call order, and goes once the
+    migration ahead of it ended."""
     gate = StepGate("prepare-destination")
-    api = make_api(step_hook=gate, max_outgoing=1)
-    first, second = up_vm(api), up_vm(api)
-    job_id = migrate(api, first, host_b)["jobId"]
+    prepared = []     # the jobs in the order they got their turn
+
+    def hook(job, step):
+        if (job.job_type, step) == ("migration-source", "prepare"):
+            prepared.append(job.id)
+        gate(job, step)
+
+    api = make_api(step_hook=hook, max_outgoing=1, workers=2)
+    first, second, third = up_vm(api), up_vm(api), up_vm(api)
+    job_ids = [migrate(api, vm_id, host_b)["jobId"]
+               for vm_id in (first, second, third)]
     assert gate.reached.wait(60)
-    with pytest.raises(MigrateLimit) as err:
-        migrate(api, second, host_b)
-    assert err.value.code == 82
-    assert api.VM.getStats(second)["status"] == "Up"
-    assert list(api.Host.getJobs(job_type="migration-source")) == [job_id]
+    assert gate.job.id == job_ids[0]
+    for vm_id, job_id in zip((second, third), job_ids[1:], strict=True):
+        info = api.Host.getJobs(job_ids=[job_id])[job_id]
+        assert (info["status"], info["step"]) == ("running", "wait-slot")
+        assert api.VM.getStats(vm_id)["status"] == "Migration Source"
+    stats = api.pool.stats()
+    assert (stats["running"], stats["parked"]) == (1, 2)   # the gated one
+    # The other worker is free for a creation.
+    fourth = up_vm(api)
     gate.release.set()
-    assert wait_job(api, job_id)["status"] == "failed"   # the test driver
-    info = wait_job(api, migrate(api, second, host_b)["jobId"])
-    assert info["status"] == "failed" and info["step"] == "migrate"
-    for vm_id in (first, second):
+    ended = [wait_job(api, job_id) for job_id in job_ids]
+    # The test driver cannot migrate: each fails in its transfer, in turn.
+    assert [(info["status"], info["step"]) for info in ended] == \
+        [("failed", "migrate")] * 3
+    assert prepared == job_ids           # in call order
+    for vm_id in (first, second, third, fourth):
+        assert api.VM.getStats(vm_id)["status"] == "Up"
         assert api.VM.destroy(vm_id) is True
     assert_quiet_and_clean(host_b)
 

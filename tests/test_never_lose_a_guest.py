@@ -308,7 +308,7 @@ def test_a_hibernation_aborted_before_its_verb_answers_leaves_the_vm_up(
     check_invariants(api)
 
 
-def test_a_file_put_in_place_of_the_reserved_one_is_never_removed(
+def test_a_file_put_in_place_of_the_created_one_is_never_removed(
         make_api, tmp_path):
     """The job removes only the file it created (same inode), not
     whatever is at its path when it ends."""

@@ -196,7 +196,7 @@ def test_order_under_concurrency(make_api, tmp_path):
     order.check_all(drain(sub))
     sub.close()
     assert order.count > 600
-    public = {vm.vm_id: vm.status for vm in api.registry.public()}
+    public = {vm.vm_id: vm.status for vm in api.registry.snapshot()[1]}
     for vm_id in vm_ids:
         last = order.statuses(vm_id)[-1]
         assert last == public.get(vm_id, "Down"), (vm_id,

@@ -24,8 +24,8 @@ CALLERS = pytest.mark.parametrize("create", [by_call, by_method],
 
 def assert_no_trace(api):
     """A refused request staged nothing, listed no job, defined nothing."""
-    assert api.registry.staged() == []
-    assert api.registry.public() == []
+    assert api.registry.snapshot()[0] == []
+    assert api.registry.snapshot()[1] == []
     assert api.Host.getJobs() == {}
     assert api.hv.list_domains(domxml.METADATA_NS) == []
     stats = api.Host.getStats()
@@ -219,7 +219,7 @@ def test_xml_refused_by_libvirt_fails_with_create_error_and_leaves_nothing(
     assert job["status"] == "failed"
     assert job["step"] == "define"
     assert job["error"]["code"] == 9
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     assert api.hv.list_domains(domxml.METADATA_NS) == []
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)

@@ -1,6 +1,6 @@
 """The admission limit: of the jobs that ask for admission, at most
 `admission_limit` run at once; the others wait queued, on no thread, while
-other work passes them; the limit moves at run time within 1..workers."""
+other work passes them; the limit is within 1..workers (test_admission.py moves it)."""
 
 import pytest
 
@@ -40,42 +40,9 @@ def test_limit_holds_admission_jobs_back_and_lets_others_pass():
         second.release.set()
 
 
-def test_raising_the_limit_admits_waiting_jobs_at_once():
-    with Pool(workers=2, queue_size=10, admission_limit=1) as pool:
-        first, second = one_admitted_one_waiting(pool)
-        pool.set_admission_limit(2)
-        assert second.started.wait(WAIT)        # while `first` still runs
-        assert pool.stats()["admission_limit"] == 2
-        first.release.set()
-        second.release.set()
-
-
-def test_lowering_the_limit_takes_effect_for_the_next_jobs():
-    with Pool(workers=3, queue_size=10) as pool:
-        running = [Heavy(), Heavy()]
-        for job in running:
-            pool.submit(job)
-        for job in running:
-            assert job.started.wait(WAIT)
-        pool.set_admission_limit(1)
-        waiting = Heavy()
-        pool.submit(waiting)
-        light = Light()
-        pool.submit(light)
-        assert light.started.wait(WAIT)     # the third worker was free
-        assert not waiting.started.is_set()
-        running[0].release.set()
-        assert running[0].wait(WAIT)
-        assert not waiting.started.is_set()  # still 1 admitted: running[1]
-        running[1].release.set()
-        assert waiting.started.wait(WAIT)
-        for job in (light, waiting):
-            job.release.set()
-
-
 @pytest.mark.parametrize("limit", [0, 3])
 def test_limit_is_bounded_by_one_and_workers(limit):
-    with Pool(workers=2, queue_size=1) as pool:
-        with pytest.raises(ValueError):
-            pool.set_admission_limit(limit)
-        assert pool.admission_limit == 2
+    with pytest.raises(ValueError):
+        Pool(workers=2, queue_size=1, admission_limit=limit)
+    with Pool(workers=2, queue_size=1, admission_limit=2) as pool:
+        assert pool.admission_limit == 2      # the positive control

@@ -56,7 +56,7 @@ def test_create_maps_full_queue_to_resource_exhausted(make_api):
         api.VM.create(third, vm_params(third))
     assert err.value.code == 1100
     # The refused request left no trace: not staged, no job.
-    staged = {vm.vm_id for vm in api.registry.staged()}
+    staged = {vm.vm_id for vm in api.registry.snapshot()[0]}
     assert staged == {first, second}
     assert all(info["vm_id"] != third
                for info in api.Host.getJobs().values())

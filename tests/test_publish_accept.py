@@ -230,4 +230,4 @@ def test_registry_accept_of_an_ended_job_marks_nothing():
     assert registry.unstage("a", job)
     registry.accept("a", job)
     registry.accept("b", job)   # a job that staged nothing (hibernate)
-    assert registry.listed() == [] and registry.staged() == []
+    assert registry.listed() == [] and registry.snapshot()[0] == []

@@ -44,7 +44,7 @@ def test_domain_refused_by_the_daemon(make_real_api, daemon):
     assert info["error"]["code"] == 9
     assert "libvirt error" in info["error"]["message"]
     assert our_domains(api.hv) == []
-    assert api.registry.staged() == [] and api.Host.getVMList() == []
+    assert api.registry.snapshot()[0] == [] and api.Host.getVMList() == []
     assert daemon.qemu_pids() == []
 
 
@@ -62,7 +62,7 @@ def test_destroy_at_every_step(make_real_api, daemon, step):
     info = api.Host.getJobs()[created["jobId"]]
     assert (info["status"], info["step"]) == ("aborted", step)
     assert our_domains(api.hv) == []
-    assert api.registry.staged() == [] and api.Host.getVMList() == []
+    assert api.registry.snapshot()[0] == [] and api.Host.getVMList() == []
     assert daemon.qemu_pids() == []
 
 

@@ -120,7 +120,7 @@ def test_refused_qemu_never_starts(make_real_api, daemon, dirs, case):
         api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
             vm_id, fill(CASES[case][0], images, victim))})
     assert err.value.data == {"param": "xml"}
-    assert api.jobs.jobs() == [] and api.registry.staged() == []
+    assert api.jobs.jobs() == [] and api.registry.snapshot()[0] == []
     assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
     assert os.stat(victim / "secret").st_atime_ns == atime
 

@@ -327,7 +327,7 @@ def test_source_aborts_mid_migration(make_real_api, connect, daemon,
         stats = api.VM.getStats(vm_id)
         assert (stats["status"], stats["staging"]) == (
             "Migration Destination", True)
-        assert [vm.vm_id for vm in api.registry.staged()] == [vm_id]
+        assert [vm.vm_id for vm in api.registry.snapshot()[0]] == [vm_id]
         assert api.Host.getVMList() == []
         assert api.hv.state(vm_id) is None
         assert api.VM.destroy(vm_id) is True
@@ -420,7 +420,7 @@ def test_incoming_limit(make_real_api, connect, daemon, daemon_b):
     error, seconds = answers[third]
     assert error.code == 82
     assert seconds < 2.0, seconds   # refused before any libvirt call
-    assert {vm.vm_id for vm in api.registry.staged()} == set(accepted)
+    assert {vm.vm_id for vm in api.registry.snapshot()[0]} == set(accepted)
     assert sorted(info["vm_id"] for info in api.Host.getJobs().values()) == \
         sorted(accepted)
     with pytest.raises(NoVM):
@@ -481,7 +481,7 @@ def test_domain_already_running_here_is_refused(make_real_api, connect,
     assert err.value.code == 12
     assert "already exists" in str(err.value)
     assert api.Host.getJobs() == {}
-    assert api.registry.staged() == [] and api.Host.getVMList() == []
+    assert api.registry.snapshot()[0] == [] and api.Host.getVMList() == []
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert api.pool.wait_idle(WAIT)
@@ -515,7 +515,7 @@ def test_ten_live_migrations_at_once(make_real_api, connect, daemon,
         for vm_id, xml in xmls.items()}
     for vm_id in xmls:
         assert looks.nothing(vm_id).wait(WAIT)
-    assert len(api.registry.staged()) == VMS
+    assert len(api.registry.snapshot()[0]) == VMS
 
     barrier = threading.Barrier(VMS)
     migrations = [Migration(daemon, daemon_b, vm_id, start_together=barrier)

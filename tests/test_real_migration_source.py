@@ -113,16 +113,26 @@ class Host:
             conn.close()
 
 
-@pytest.fixture
-def hosts(daemon, daemon_b, tmp_path):
+def two_hosts(daemon, daemon_b, tmp_path, workers_a=6):
     require_daemon()
-    a = Host("A", daemon, tmp_path / "a")
+    a = Host("A", daemon, tmp_path / "a", workers=workers_a)
     b = Host("B", daemon_b, tmp_path / "b")
     yield a, b
     for host in (a, b):
         if host.serve.process.poll() is None:
             host.stop()
         host.sandbox.remove_all_domains()
+
+
+@pytest.fixture
+def hosts(daemon, daemon_b, tmp_path):
+    yield from two_hosts(daemon, daemon_b, tmp_path)
+
+
+@pytest.fixture
+def one_worker_hosts(daemon, daemon_b, tmp_path):
+    """A with a single worker (and the default max_outgoing, 2), B."""
+    yield from two_hosts(daemon, daemon_b, tmp_path, workers_a=1)
 
 
 def assert_only_on(vm_id, here, there, status="Up"):
@@ -156,18 +166,10 @@ def test_ten_vms_there_and_back(hosts):
     vm_ids = a.create(10, batch="ten")
     seconds = []
     for source, destination in ((a, b), (b, a)):
-        # As an engine: VM.migrate answers migrateLimit beyond the host's
-        # max_outgoing; the next goes once one has ended.
-        running, infos = [], []
-        for vm_id in vm_ids:
-            while True:
-                try:
-                    running.append(source.migrate(vm_id, destination))
-                    break
-                except RemoteError as exc:
-                    assert exc.code == 82, exc
-                    infos.append(source.wait_job(running.pop(0)))
-        infos += [source.wait_job(job_id) for job_id in running]
+        # All ten at once: beyond the host's max_outgoing (2) they wait
+        # their turn (API.md), where VDSM and KubeVirt queue them too.
+        running = [source.migrate(vm_id, destination) for vm_id in vm_ids]
+        infos = [source.wait_job(job_id) for job_id in running]
         for info in infos:
             assert (info["status"], info["step"], info["progress"]) == (
                 "done", "commit", 100), info
@@ -183,6 +185,48 @@ def test_ten_vms_there_and_back(hosts):
     for vm_id in vm_ids:
         assert a.call("VM.destroy", vmID=vm_id) is True
     assert a.domains() == {} and b.domains() == {}
+
+
+def test_three_at_once_two_out_and_a_creation_on_the_only_worker(
+        one_worker_hosts):
+    """Three VM.migrate at once with max_outgoing 2, on a host with one
+    worker: all three are accepted and succeed, never more than two past
+    their turn at once; a transferring migration holds no worker, so a
+    VM.create runs on the only one while they transfer."""
+    a, b = one_worker_hosts
+    vm_ids = a.create(3, memSize=1024)   # about 3 s each at SLOW
+    job_ids = [a.migrate(vm_id, b, maxBandwidth=SLOW) for vm_id in vm_ids]
+    deadline = time.monotonic() + WAIT
+    while True:    # until one transfers
+        infos = a.call("Host.getJobs", job_ids=job_ids)
+        past_turn = [info for info in infos.values()
+                     if info["status"] == "running"
+                     and info["step"] != "wait-slot"]
+        assert len(past_turn) <= 2, infos
+        transferring = [info for info in past_turn if "progress" in info]
+        if transferring:
+            break
+        assert not any(info["status"] in ENDED
+                       for info in infos.values()), infos
+        assert time.monotonic() < deadline, infos
+        time.sleep(POLL)
+    created = new_id()
+    create_id = a.call("VM.create", vmID=created,
+                       vmParams=real_params(created))["jobId"]
+    infos = {job_id: a.wait_job(job_id) for job_id in job_ids}
+    create_info = a.wait_job(create_id)
+    assert create_info["status"] == "done", create_info
+    # The creation started (on the only worker) before the transfer it
+    # was submitted during had ended.
+    assert create_info["started"] < infos[transferring[0]["id"]]["ended"]
+    for vm_id, info in zip(vm_ids, infos.values(), strict=True):
+        assert (info["status"], info["step"], info["progress"]) == (
+            "done", "commit", 100), info
+        assert_only_on(vm_id, b, a)
+    assert_nothing_staged(a, b)
+    for vm_id in vm_ids:
+        assert b.call("VM.destroy", vmID=vm_id) is True
+    assert a.call("VM.destroy", vmID=created) is True
 
 
 def test_a_paused_vm_arrives_paused(hosts):

@@ -64,7 +64,7 @@ def assert_documented(responses):
 
 
 def assert_nothing_changed(api):
-    assert api.registry.staged() == [] and api.registry.public() == []
+    assert api.registry.snapshot()[0] == [] and api.registry.snapshot()[1] == []
     assert api.Host.getJobs() == {}
 
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from serve import ServeProcess, post, rpc
+from serve import ServeProcess, post, rpc, wait_job_ended
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +18,23 @@ def server(tmp_path_factory):
     status, out, _ = process.stop()
     assert status == 0
     assert "staged=0" in out
+
+
+@pytest.fixture
+def quiet_server(server):
+    """The shared server once every job on it has ended, for a test that
+    compares its state before and after a request: no job of an earlier
+    test may commit meanwhile (a VM.create's commit changed the VM list
+    under such a test once)."""
+    settle(server)
+    return server
+
+
+def settle(server):
+    """Wait until every job on the server has ended."""
+    for job_id, info in rpc(server.url, "Host.getJobs")["result"].items():
+        if info["status"] not in ("done", "failed", "aborted"):
+            wait_job_ended(server, job_id)
 
 
 def new_vm():
@@ -47,6 +64,7 @@ def test_create_by_name_and_by_position(server):
     jobs = rpc(server.url, "Host.getJobs", {"job_ids": [
         answer["result"]["jobId"]]})["result"]
     assert list(jobs) == [answer["result"]["jobId"]]
+    settle(server)    # its jobs end within the test
 
 
 @pytest.mark.parametrize("body,code", [
@@ -62,7 +80,8 @@ def test_create_by_name_and_by_position(server):
     (b"[]", -32600),
     (b'{"jsonrpc": "2.0", "method": "VM.explode", "id": 1}', -32601),
 ])
-def test_protocol_errors(server, body, code):
+def test_protocol_errors(quiet_server, body, code):
+    server = quiet_server
     before = state(server)
     status, answer = post(server.url, body)
     assert status == 200
@@ -85,7 +104,8 @@ def test_protocol_errors(server, body, code):
     ({"vmID": "UUID", "vmParams": [1, 2]}, -32602, "vmParams"),
     ({"vmID": "UUID", "vmParams": {}, "extra": 1}, -32602, "extra"),
 ])
-def test_bad_params(server, params, code, param):
+def test_bad_params(quiet_server, params, code, param):
+    server = quiet_server
     vm_id = str(uuid.uuid4())
     params = {key: (vm_id if value == "UUID" else
                     {k: vm_id if v == "UUID" else v for k, v in
@@ -108,6 +128,7 @@ def test_verb_failures_carry_vdsm_codes(server):
     rpc(server.url, "VM.create", [vm_id, params])
     assert rpc(server.url, "VM.create", [vm_id, params])["error"][
         "code"] == 4
+    settle(server)
 
 
 def test_batch_mixing_good_and_bad_calls(server):
@@ -135,6 +156,7 @@ def test_batch_mixing_good_and_bad_calls(server):
         vm_id
     assert set(before) <= set(rpc(server.url, "Host.getVMList")["result"]) \
         | {vm_id}
+    settle(server)
 
 
 def test_notifications_run_and_get_no_answer(server):
@@ -148,6 +170,7 @@ def test_notifications_run_and_get_no_answer(server):
     status, answer = post(server.url, [{"jsonrpc": "2.0",
                                         "method": "Host.ping"}])
     assert (status, answer) == (204, None)
+    settle(server)
 
 
 def test_http_level_refusals(server):

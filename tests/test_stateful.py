@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from conftest import WAIT
 from event_order import EventOrder
 from invariants import check_invariants, digest
 from vmjobs.api import API
@@ -147,7 +148,7 @@ class VmJobsMachine(RuleBasedStateMachine):
     @rule()
     def quiet(self):
         """Let everything end, then check the invariants."""
-        self.api.pool.wait_idle(60)
+        assert self.api.pool.wait_idle(WAIT), self.api.pool.stats()
         for path, (_vm_id, job_id) in self.hibernations.items():
             info = self.api.Host.getJobs(job_ids=[job_id]).get(job_id)
             if path not in self.state_files and info and \
@@ -155,7 +156,8 @@ class VmJobsMachine(RuleBasedStateMachine):
                 self.state_files[path] = digest(path)
         check_invariants(self.api, self.state_files)
         self.event_order.check_all(self.events.get(0))
-        public = {vm.vm_id: vm.status for vm in self.api.registry.public()}
+        public = {vm.vm_id: vm.status
+                  for vm in self.api.registry.snapshot()[1]}
         for vm_id in self.vm_ids:   # nothing staged: Down if not public
             statuses = self.event_order.statuses(vm_id) or ["Down"]
             assert statuses[-1] == public.get(vm_id, "Down"), (vm_id,

@@ -45,7 +45,7 @@ def test_unknown_named_param_creates_nothing(api):
         api.call("VM.create", {"vmID": vm_id, "vmParams": vm_params(vm_id),
                                "extra": True})
     assert err.value.data == {"param": "extra"}
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     assert api.Host.getJobs() == {}
 
 
@@ -64,7 +64,7 @@ def test_too_many_positional_params_creates_nothing(api):
     vm_id = new_id()
     with pytest.raises(InvalidParams):
         api.call("VM.create", [vm_id, vm_params(vm_id), {}])
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     assert api.Host.getJobs() == {}
 
 
@@ -170,5 +170,5 @@ def test_create_over_an_external_domain_fails_and_leaves_it(api):
     dom = conn.lookupByUUIDString(external)
     assert dom.isActive() and dom.name() == "not-ours"
     assert api.Host.getVMList() == []
-    assert api.registry.staged() == []
+    assert api.registry.snapshot()[0] == []
     assert api.Host.getStats()["external_domains"] == 1

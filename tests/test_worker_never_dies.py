@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from conftest import WAIT
-from workers import Job, JobStatus, Pool
+from workers import Job, JobStatus, Park, Pool
 
 
 class Fatal(BaseException):
@@ -50,7 +50,8 @@ def complete_twice(job):
 
 
 def park_without_pool(job):
-    return job.park("wait", then=lambda reason: None)
+    job.step("wait")
+    return Park(lambda reason: None, None)
 
 
 CASES = {

@@ -8,21 +8,28 @@ the JSON-RPC server gives.
 A request is validated here and becomes a typed job (flows/), which
 reserves what it needs (job.reserve: its vmId staged, or the public VM
 claimed) before it is queued; the verb returns at once and the pool runs
-the job's flow. VM.destroy is not a job: destroy.py; the verbs on jobs
-(Host.getJobs, Job.*) are in jobverbs.py.
+the job's flow. VM.destroy is not a job: destroy.py.
+
+Each verb is declared where it is implemented: `@verb(name, params...)`
+on the API method builds the verb table (VERBS), which the JSON-RPC
+dispatcher, `api.VM.create(...)` and `vmjobs call --list` read.
 """
 
 import logging
 
 import workers
 
-from . import domxml, hostfiles, jobverbs, policy
+from . import domxml, hostfiles, policy
 from .client import Client
 from .config import Config
 from .destroy import destroy
 from .errors import (
     GeneralException,
     InvalidParams,
+    JobNotActive,
+    JobNotDone,
+    MissParam,
+    NoSuchJob,
     Recovering,
     ResourceExhausted,
     UnknownMethod,
@@ -33,6 +40,7 @@ from .flows import (
     HibernateJob,
     MigrationDestinationJob,
     MigrationSourceJob,
+    OutgoingSlots,
     RestoreJob,
 )
 from .host import host_stats, vm_list
@@ -49,9 +57,26 @@ from .params import (
 )
 from .recovery import Recovery
 from .registry import VmRegistry
-from .verbs import OPEN_DURING_RECOVERY, VERBS, Namespace, bind
 
 log = logging.getLogger("vmjobs.api")
+
+# verb -> (API method, parameter names in positional order), built by
+# @verb below; and the verbs that answer while recovery at start-up runs
+# (everything else answers `recovery` (99) until every recover job ended).
+VERBS = {}
+OPEN_DURING_RECOVERY = set()
+
+
+def verb(name, *param_names, during_recovery=False):
+    """Declare the API method it decorates as verb `name` of API.md,
+    taking `param_names` (by name, or by position in this order)."""
+    def declare(method):
+        VERBS[name] = (method.__name__, param_names)
+        if during_recovery:
+            OPEN_DURING_RECOVERY.add(name)
+        return method
+    return declare
+
 
 class API:
     def __init__(self, config=None, *, hypervisor=None, step_hook=None):
@@ -66,6 +91,8 @@ class API:
         self.notifications = Notifications(self.config.events_buffer)
         self.subscribe = self.notifications.subscribe  # GET /events, here
         self.registry = VmRegistry(self.config.publish, self.notifications)
+        # VM.migrate's jobs in call order: max_outgoing migrate at once.
+        self.outgoing = OutgoingSlots(self.config.max_outgoing)
         self.metrics = Metrics()
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended,
@@ -130,25 +157,42 @@ class API:
 
     # -- Host -----------------------------------------------------------------
 
+    @verb("Host.ping", during_recovery=True)
     def host_ping(self):
         return True
 
+    @verb("Host.getVMList", "fullStatus", "vmList", "onlyUUID")
     def host_get_vm_list(self, fullStatus=False, vmList=None,
                          onlyUUID=False):
         return vm_list(self.registry, fullStatus, vmList, onlyUUID)
 
+    @verb("Host.getAllVmStats")
     def host_get_all_vm_stats(self):
         return [vm.stats() for vm in self.registry.listed()]
 
+    @verb("Host.getJobs", "job_type", "job_ids", during_recovery=True)
     def host_get_jobs(self, job_type=None, job_ids=None):
-        return jobverbs.get_jobs(self.jobs, job_type, job_ids)
+        """{id: info} of the listed jobs, optionally only those of
+        `job_type` or among `job_ids`."""
+        if job_type is not None and not isinstance(job_type, str):
+            raise InvalidParams("job_type", "must be a string")
+        if job_ids is not None and (
+                not isinstance(job_ids, list) or
+                not all(isinstance(i, str) for i in job_ids)):
+            raise InvalidParams("job_ids", "must be a list of job ids")
+        found = self.jobs.jobs() if job_ids is None else \
+            self.jobs.some(job_ids)
+        return {job.id: job.info() for job in found
+                if job_type is None or job.job_type == job_type}
 
+    @verb("Host.getStats", during_recovery=True)
     def host_get_stats(self):
         return host_stats(self.pool, self.registry, self.recovery, self.hv,
                           self.jobs)
 
     # -- VM -------------------------------------------------------------------
 
+    @verb("VM.create", "vmID", "vmParams")
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
         policy.check_host_access(spec, self.hv, self.config)
@@ -168,6 +212,7 @@ class API:
         return {"vmId": spec.vm_id, "status": job.staged_status,
                 "jobId": job.id}
 
+    @verb("VM.migrationCreate", "vmID", "params", "incomingLimit")
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
         policy.check_host_access(spec, self.hv, self.config, incoming=True)
@@ -187,15 +232,17 @@ class API:
                 "params": {"vmId": spec.vm_id, "status": job.staged_status,
                            "jobId": job.id}}
 
+    @verb("VM.migrate", "vmID", "params")
     def vm_migrate(self, vmID=None, params=None):
         vm_id, target = parse_migrate(vmID, params)
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,
-            outgoing_limit=self.config.max_outgoing, **self._job_args())
+            slots=self.outgoing, **self._job_args())
         self._queue(job)
         return {"jobId": job.id}
 
+    @verb("VM.hibernate", "vmID", "hibernationVolHandle")
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
         path = hostfiles.state_path(hibernationVolHandle,
@@ -206,21 +253,43 @@ class API:
         self._queue(job)
         return {"jobId": job.id}
 
+    @verb("VM.destroy", "vmID", "gracefulAttempts")
     def vm_destroy(self, vmID=None, gracefulAttempts=0):
         return destroy(self.hv, self.registry, parse_vm_id(vmID),
                        parse_graceful_attempts(gracefulAttempts),
                        jobs=self.jobs)
 
+    @verb("VM.getStats", "vmID")
     def vm_get_stats(self, vmID=None):
         return self.registry.get(parse_vm_id(vmID)).stats()
 
     # -- Job ------------------------------------------------------------------
 
-    def job_abort(self, jobId=None):
-        return jobverbs.abort(self.jobs, jobId)
+    # They look jobs up in the job table and translate the table's and the
+    # job's exceptions (workers/ knows no VDSM codes) into VdsmErrors.
 
+    @verb("Job.abort", "jobId")
+    def job_abort(self, jobId=None):
+        """Ask the job to stop; an ended job answers JobNotActive."""
+        job = _lookup(self.jobs, jobId)
+        try:
+            job.abort()
+        except workers.JobEnded:
+            raise JobNotActive(f"job {jobId} already ended "
+                               f"({job.status})") from None
+        return True
+
+    @verb("Job.delete", "jobId")
     def job_delete(self, jobId=None):
-        return jobverbs.delete(self.jobs, jobId)
+        """Forget an ended job; an active one answers JobNotDone."""
+        _lookup(self.jobs, jobId)
+        try:
+            self.jobs.delete(jobId)
+        except workers.JobStillActive:
+            raise JobNotDone(f"job {jobId} has not ended yet") from None
+        except workers.UnknownJob:
+            raise NoSuchJob(f"no job {jobId}") from None
+        return True
 
     # -- internals --------------------------------------------------------------
 
@@ -252,6 +321,58 @@ class API:
         job.observe(self.notifications.job_changed)
         _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)
+
+
+def _lookup(jobs, job_id):
+    """The job `job_id` of table `jobs`, or the verb's documented error."""
+    if job_id is None:
+        raise MissParam("missing parameter 'jobId'")
+    if not isinstance(job_id, str):
+        raise InvalidParams("jobId", "must be a string")
+    try:
+        return jobs.get(job_id)
+    except workers.UnknownJob:
+        raise NoSuchJob(f"no job {job_id}") from None
+
+
+def bind(method, param_names, params):
+    """(args, kwargs) for verb `method`, taking `param_names`, called with
+    `params`: named (a dict), positional (a list) or none."""
+    if params is None:
+        return (), {}
+    if isinstance(params, dict):
+        for key in params:
+            if key not in param_names:
+                raise InvalidParams(key, f"{method} takes no such parameter")
+        return (), params
+    if isinstance(params, (list, tuple)):
+        if len(params) > len(param_names):
+            raise InvalidParams(param_names[-1] if param_names else
+                                "params", f"{method} takes at most "
+                                f"{len(param_names)} parameter(s)")
+        return tuple(params), {}
+    raise InvalidParams("params", "must be an object or an array")
+
+
+class Namespace:
+    """`api.VM.create(...)` for `api.call("VM.create", ...)`."""
+
+    def __init__(self, api, prefix):
+        self._api = api
+        self._prefix = prefix
+
+    def __getattr__(self, name):
+        method = f"{self._prefix}.{name}"
+        if method not in VERBS:
+            raise AttributeError(method)
+
+        def call(*args, **kwargs):
+            if args and kwargs:
+                raise TypeError("give params by name or by position, "
+                                "not both")
+            return self._api.call(method, kwargs if kwargs else list(args))
+        call.__name__ = name
+        return call
 
 
 def _refuse_if_aborted(job):

@@ -56,7 +56,7 @@ def parse_params(items, path=None):
 
 def call(args):
     if args.list:
-        from .verbs import VERBS
+        from .api import VERBS
         for verb, (_, names) in sorted(VERBS.items()):
             print(f"{verb:22} {' '.join(names)}".rstrip())
         return 0

@@ -58,14 +58,11 @@ class Config:
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
-    # Outgoing migrations at once (VM.migrate answers migrateLimit beyond
-    # it, as a destination does beyond max_incoming). Each holds a worker
-    # while it runs and while the destination is busy: kept below
-    # `workers`, the other workers stay free for the incoming migrations'
-    # commits. (Without the bound, two hosts migrating to each other could
-    # fill both pools with outgoing jobs waiting for each other's incoming
-    # slots, which only a job free to run can release: measured, jobs then
-    # waited out their whole timeout.)
+    # Outgoing migrations at once; more VM.migrate calls are accepted and
+    # wait their turn in call order, parked (holding no worker). The bound
+    # keeps the destinations' incoming slots and the network from being
+    # flooded (measured, when source jobs held workers: two hosts migrating
+    # to each other with no bound waited out their whole timeout).
     max_outgoing: int = 2
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
@@ -167,7 +164,7 @@ SETTINGS = [
             "migration_destination_timeout", float, 0,
             comment="seconds an incoming migration may take to arrive"),
     Setting("migration", "max_outgoing", "max_outgoing", int, 1,
-            comment="outgoing migrations at once (82 beyond)"),
+            comment="outgoing migrations at once (more wait their turn)"),
     Setting("migration", "source_timeout", "migration_source_timeout",
             float, 0, comment="seconds an outgoing migration may take"),
     Setting("migration", "check_interval", "migration_check_interval",

@@ -113,7 +113,7 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs):
             log.info("VM.destroy %s: aborting job %s", vm_id, vm.job.id)
             try:
                 vm.job.abort()
-            except workers.JobNotActive:
+            except workers.JobEnded:
                 pass   # it is ending on its own
             vm.job.wait()
         else:

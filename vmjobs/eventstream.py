@@ -72,8 +72,8 @@ class Streams:
             try:
                 last_id = int(last_id.strip())
             except ValueError:
-                return handler._send(400, b"Last-Event-ID must be the id "
-                                     b"of an event (an integer)\n")
+                return _answer(handler, 400, b"Last-Event-ID must be the "
+                               b"id of an event (an integer)\n")
         if not self._slots.acquire(blocking=False):
             return _busy(handler, b"too many event streams: retry later\n")
         try:
@@ -240,8 +240,20 @@ def _open_stream(handler, subscription):
 
 
 def _busy(handler, text):
-    handler._send(503, text, close=True,
-                  extra={"Retry-After": str(RETRY_AFTER)})
+    _answer(handler, 503, text, {"Retry-After": str(RETRY_AFTER)})
+
+
+def _answer(handler, status, text, headers=None):
+    """A refusal, as plain text; the connection closes after it."""
+    handler.connection.settimeout(handler.server.request_timeout)
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/plain")
+    handler.send_header("Content-Length", str(len(text)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(text)
 
 
 def _gone(sock):

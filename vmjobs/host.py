@@ -5,9 +5,8 @@ from workers import JobStatus
 
 from . import domxml
 from .errors import InvalidParams
+from .flows import MigrationDestinationJob
 from .hypervisor import DomainState
-
-MIGRATION_DESTINATION = "migration-destination"   # its job_type
 
 
 def received_ids(jobs):
@@ -16,7 +15,7 @@ def received_ids(jobs):
     one of them is ours even without metadata (it may have arrived after
     its job ended)."""
     return {job.vm_id for job in jobs.jobs()
-            if job.job_type == MIGRATION_DESTINATION and
+            if job.job_type == MigrationDestinationJob.job_type and
             job.status is not JobStatus.DONE}
 
 

@@ -74,7 +74,7 @@ def state_path(value, param, state_dirs):
     return path
 
 
-def reserve(path):
+def create_new(path):
     """Create `path` empty, exclusively and without following a symlink;
     FileExistsError if anything is there. Returns the file's identity
     (st_dev, st_ino), by which its creator knows it later."""

@@ -17,9 +17,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from workers import JobStatus
 
+from .flows import CreateJob, MigrationDestinationJob, RecoverJob, RestoreJob
+
 # Job types that start a VM: their successful end is the VM being Up (or
 # Paused, if asked to start paused).
-STARTUPS = ("create", "restore", "migration-destination", "recover")
+STARTUPS = frozenset(cls.job_type for cls in (
+    CreateJob, RestoreJob, MigrationDestinationJob, RecoverJob))
 # From a test driver's milliseconds to a real restore's minutes.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
            60.0, 120.0, 300.0, 600.0, float("inf"))

@@ -123,11 +123,11 @@ class Notifications:
     def _cut_behind(self, evicted_id):
         # Caller holds _lock: `evicted_id` leaves the buffer now; whoever
         # still needs it is cut off.
-        for sub in [s for s in self._subscribers if s._next <= evicted_id]:
+        for sub in [s for s in self._subscribers if s.position <= evicted_id]:
             self._subscribers.discard(sub)
-            sub._cut = True
+            sub.cut_off = True
             self.cut += 1
-            self.dropped += self._last_id - sub._next + 1
+            self.dropped += self._last_id - sub.position + 1
 
     # -- subscribing ------------------------------------------------------
 
@@ -168,37 +168,44 @@ class Notifications:
                 self._arrived.wait(timeout)
             return self._last_id
 
+    def state(self, sub):
+        """(cut off, closed) of subscription `sub`."""
+        with self._lock:
+            return sub.cut_off, sub.left
+
     def stats(self):
         with self._lock:
             return {"subscribers": len(self._subscribers), "cut": self.cut,
                     "dropped": self.dropped, "last_id": self._last_id}
 
-    def _read(self, sub, timeout):
-        """The notifications `sub` has not read; wait up to `timeout` for
-        one. [] on timeout, None once it is closed (or the feed)."""
+    def take(self, sub, timeout):
+        """(Subscription.get's.) The notifications `sub` has not read; wait
+        up to `timeout` for one. [] on timeout, None once it is closed (or
+        the feed) and read."""
         with self._lock:
             def ready():
-                return (sub._cut or sub._closed or self._closed or
-                        self._last_id >= sub._next)
+                return (sub.cut_off or sub.left or self._closed or
+                        self._last_id >= sub.position)
             if not ready():
                 self._arrived.wait_for(ready, timeout)
-            if sub._cut:
-                raise SubscriptionCut(sub._next - 1)
+            if sub.cut_off:
+                raise SubscriptionCut(sub.position - 1)
             # Closed (by a stop, or the feed's): what was published before
             # is still handed out, then the end.
-            new = self._last_id - sub._next + 1
+            new = self._last_id - sub.position + 1
             if new <= 0:
-                return None if sub._closed or self._closed else []
+                return None if sub.left or self._closed else []
             # From the right: the reader is near the newest end, and a
             # deque's islice walks from the left.
             events = list(itertools.islice(reversed(self._kept), new))
             events.reverse()
-            sub._next = self._last_id + 1
+            sub.position = self._last_id + 1
             return events
 
-    def _leave(self, sub):
+    def leave(self, sub):
+        """(Subscription.close's.) `sub` reads no more."""
         with self._lock:
-            sub._closed = True
+            sub.left = True
             self._subscribers.discard(sub)
             self._arrived.notify_all()
 
@@ -210,9 +217,11 @@ class Subscription:
 
     def __init__(self, feed, start, resync=None):
         self._feed = feed
-        self._next = start          # guarded by the feed's lock
-        self._cut = False           # guarded by the feed's lock
-        self._closed = False        # guarded by the feed's lock
+        # Guarded by the feed's lock, written by the feed: the next id to
+        # read, cut off, closed.
+        self.position = start
+        self.cut_off = False
+        self.left = False
         self._resync = resync       # read by the reading thread only
         self.last_id = start - 1    # the last id handed out
 
@@ -222,7 +231,7 @@ class Subscription:
         if self._resync is not None:
             resync, self._resync = self._resync, None
             return [resync]
-        events = self._feed._read(self, timeout)
+        events = self._feed.take(self, timeout)
         if events:
             self.last_id = events[-1].id
         return events
@@ -233,16 +242,14 @@ class Subscription:
 
     @property
     def was_cut(self):
-        with self._feed._lock:
-            return self._cut
+        return self._feed.state(self)[0]
 
     @property
     def closed(self):
-        with self._feed._lock:
-            return self._closed
+        return self._feed.state(self)[1]
 
     def close(self):
-        self._feed._leave(self)
+        self._feed.leave(self)
 
     def __enter__(self):
         return self

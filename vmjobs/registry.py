@@ -126,12 +126,11 @@ class VmRegistry:
                 params=vm.params if params is None else params)
             self._changed(vm_id, status, False)
 
-    def claim(self, vm_id, status, job, max_with_status=None):
+    def claim(self, vm_id, status, job):
         """Give the public VM a job to run on it (a hibernation, a
         migration, or a destroy), with `status` meanwhile. Raises NoVM if
-        it is not public, VmBusy if it already has one, MigrateLimit if
-        `max_with_status` public VMs already have `status` (counted and
-        claimed in one step). Returns the VM as it was."""
+        it is not public, VmBusy if it already has one. Returns the VM as
+        it was."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None:
@@ -139,7 +138,6 @@ class VmRegistry:
                            else f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
-            _refuse_beyond(self._public, status, max_with_status)
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, job=job, status_before_claim=vm.status)
             if status != vm.status:
@@ -187,10 +185,6 @@ class VmRegistry:
             raise NoVM(f"VM {vm_id} does not exist")
         return vm
 
-    def public(self):
-        with self._lock:
-            return list(self._public.values())
-
     def listed(self):
         """The VMs the list verbs show: the public ones, then, in accept
         mode, the accepted staged ones (status staged, `staging` true).
@@ -199,10 +193,6 @@ class VmRegistry:
         if not self._list_accepted:
             return public
         return public + [vm for vm in staged if vm.accepted]
-
-    def staged(self):
-        with self._lock:
-            return list(self._staged.values())
 
     def snapshot(self):
         """(staged VMs, public VMs), read in one critical section: a VM

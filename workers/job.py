@@ -1,43 +1,103 @@
 """A job: one unit of work with a status, a current step, and an end.
 
-A job owns its state and the lock that guards it (as CPython's Future does;
-the record is core.py); the pool only decides when it runs. Subclasses
-implement `run()` and call `step(name)` at each step boundary: that is
-where an abort requested from another thread takes effect, so a job is
-never interrupted in the middle of a call that has side effects. A step
-may also park the job (park.py): it then waits for an outside event
-without holding a worker thread.
+A job owns its state and the lock that guards it (as CPython's Future
+does); the pool only decides when it runs. Subclasses implement `run()`
+and call `step(name)` at each step boundary: that is where an abort
+requested from another thread takes effect, so a job is never interrupted
+in the middle of a call that has side effects.
 
-Every change of status is an event (states.EVENTS) applied by
-core.JobRecord's `_path` and `_move_through`; nothing else moves a job.
+Every change of status is an event (states.EVENTS) applied by `_path` and
+`_move_through`; nothing else moves a job.
+
+Waiting (`wait_for`): a step that must wait for something outside (a
+guest to arrive, a turn, a transfer to end) does not block its worker. It
+returns what `wait_for` gives:
+
+    def run(self):
+        self.step("prepare")
+        unsubscribe = subscribe(lambda: self.wake())  # events wake it
+        return self.wait_for("wait-arrival", ready=looked_and_found,
+                             then=self.arrived, deadline=..., poll=5,
+                             expired=self.timed_out)
+
+The job is then *parked*: the worker thread is free, the job stays
+`running` (its step shows what it waits for) and abortable; the pool
+counts it `parked`. `ready()` is looked at first, then each time the job
+is woken: by `job.wake()` (from any thread: it never waits for work), by
+the pool's timer (every `poll` seconds, and at `deadline`), or by an
+abort. Once `ready()` returns a value other than None or False, a worker
+calls `then(value)`; at the deadline, `expired()` (or TimeoutError); on
+abort, JobAborted is raised in the job (with `abortable=False` the job
+sees the abort itself, with `abort_requested()`, e.g. to stop something
+it must wait for before it can end). A wake() that comes before the job
+parks is not lost: it looks again at once. So: subscribe, look, park;
+every event after the look wakes it.
+
+Continuations are plain bound methods: the job's state lives on the job
+(as with concurrent.futures' callbacks, no coroutine machinery). Beneath
+`wait_for` a step may return a `Park` itself: `then(reason)` runs when
+woken, with reason WOKEN, TIMER or ABORT_REQUESTED.
+
+Locks: a job's lock is taken before its pool's (the job tells the pool it
+parks under its own lock), and the pool's before its timer's; nothing
+calls a job while holding a pool's or a timer's lock.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+import time
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+)
 
-from .core import JobRecord
 from .lanes import Priority
-from .park import ABORT_REQUESTED, TIMER, WOKEN, Park, Parking, wake_time
 from .states import (
     ABORTING,
+    ENDED,
     EVENTS,
     PENDING,
     RUNNING,
     Event,
+    IllegalTransition,
     JobAborted,
     JobEnded,
-    JobNotActive,
     JobStatus,
 )
 
-__all__ = ["Job", "JobAborted", "JobEnded", "JobNotActive", "current_job"]
+__all__ = ["ABORT_REQUESTED", "Job", "Park", "Runner", "TIMER", "WOKEN",
+           "current_job"]
 
 log = logging.getLogger("workers.job")
 
+# Why a parked job goes on.
+WOKEN = "woken"
+TIMER = "timer"
+ABORT_REQUESTED = "abort"
+
 _worker_context = threading.local()
+
+# Job ids need to be unique, not secret (Host.getJobs lists them all):
+# uuid.uuid4() asks the kernel for randomness at every call, which costs
+# more than the rest of a job's bookkeeping together.
+_ids = random.Random()
+
+
+def new_id() -> str:
+    """A random (version 4) UUID string."""
+    n = _ids.getrandbits(128)
+    n = (n & ~(0xF000 << 64)) | (0x4000 << 64)       # version 4
+    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)       # RFC 4122 variant
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def current_job() -> Optional["Job"]:
@@ -45,7 +105,69 @@ def current_job() -> Optional["Job"]:
     return getattr(_worker_context, "job", None)
 
 
-class Job(JobRecord):
+class Park:
+    """A step's request to wait: go on with `then(reason)` once woken, at
+    the latest at `wake_at` (time.monotonic(); None: no timer)."""
+    __slots__ = ("then", "wake_at")
+
+    def __init__(self, then: Callable[[str], Any],
+                 wake_at: Optional[float]) -> None:
+        self.then = then
+        self.wake_at = wake_at
+
+
+class Runner(Protocol):
+    """What a job asks of the pool that runs it (pool.Pool)."""
+
+    def job_parked(self, job: Job, request: Park) -> None:
+        """`job` parked on `request`; called under the job's lock, in the
+        worker that ran it."""
+
+    def job_woken(self, job: Job) -> None:
+        """A parked `job` was woken: run its continuation (called outside
+        the job's lock)."""
+
+    def job_dropped(self, job: Job) -> None:
+        """`job` was aborted while queued: it will never run (called
+        outside the job's lock)."""
+
+
+class _Wait:
+    """One wait_for: what the job waits for, until when, and what next."""
+    __slots__ = ("job", "ready", "then", "deadline", "poll", "expired",
+                 "abortable")
+
+    def __init__(self, job: Job, ready: Callable[[], Any],
+                 then: Callable[[Any], Any], deadline: Optional[float],
+                 poll: Optional[float],
+                 expired: Optional[Callable[[], Any]],
+                 abortable: bool) -> None:
+        self.job, self.ready, self.then = job, ready, then
+        self.deadline, self.poll = deadline, poll
+        self.expired, self.abortable = expired, abortable
+
+    def look(self, reason: Optional[str] = None) -> Any:
+        if self.abortable:
+            self.job.check_abort()   # an abort while parked lands here
+        value = self.ready()
+        if value is not None and value is not False:
+            return self.then(value)
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            if self.expired is None:
+                raise TimeoutError(f"job {self.job.id}: still waiting in "
+                                   f"step {self.job.step_name!r} at its "
+                                   "deadline")
+            return self.expired()
+        wake_at = self.deadline
+        if self.poll is not None:
+            wake_at = now + self.poll if wake_at is None else \
+                min(wake_at, now + self.poll)
+        return Park(self.look, wake_at)
+
+
+class Job:
+    job_type = "job"
     # Queued HIGH jobs run ahead of NORMAL ones (lanes.py says why a NORMAL
     # one still cannot starve).
     priority = Priority.NORMAL
@@ -53,18 +175,53 @@ class Job(JobRecord):
     admission = False
 
     def __init__(self, description: str = "", timeout: Optional[float] = None,
-                 on_step: Optional[Callable[["Job", str], None]] = None,
+                 on_step: Optional[Callable[[Job, str], None]] = None,
                  job_id: Optional[str] = None) -> None:
-        super().__init__(description, timeout, job_id)
+        self.id = job_id or new_id()
+        self.description = description
+        # Past this many seconds of running the job is reported stuck. It is
+        # never abandoned: its calls have side effects that only it can undo.
+        self.timeout = timeout
+        self.created = time.time()
         # Called as on_step(job, name) at every step boundary, before the
         # abort check: tests use it to inject a destroy between two steps.
         self._on_step = on_step
-        self._parking = Parking()   # guarded by self._lock
+        self._end_callbacks: List[Callable[[Any], None]] = []
+        # Guards every field below. `_changed`, on the same lock, is made
+        # by the first waiter (most jobs never have one) and notified when
+        # an abort is requested and when the job finished.
+        self._lock = threading.Lock()
+        self._changed: Optional[threading.Condition] = None
+        self._finished = False    # ended, and the end hooks ran
+        self._final_info: Optional[Dict[str, Any]] = None  # once finished
+        self._status = PENDING
+        self._history = [PENDING]
+        self._step = "queued"
+        self._progress: Optional[Any] = None
+        self._error: Optional[Dict[str, Any]] = None
+        self._started_at: Optional[float] = None
+        self._started_mono: Optional[float] = None
+        self._ended_at: Optional[float] = None
+        # Parking: the pool that runs the job (set by submit), the request
+        # it is parked on, the continuation a worker calls next, and a
+        # wake() that came while it was not parked.
+        self._runner: Optional[Runner] = None
+        self._parked_on: Optional[Park] = None
+        self._resume: Optional[Tuple[Callable[[str], Any], str]] = None
+        self._wake_pending = False
+        # Told of every change (observe()); called under the lock.
+        self._observer: Optional[Callable[[Any, Dict[str, Any]], None]] = \
+            None
 
     # -- for subclasses ---------------------------------------------------
 
-    def run(self) -> Optional[Park]:
+    def run(self) -> Any:
+        """The job's work; may return what wait_for gives (a Park)."""
         raise NotImplementedError
+
+    def on_ended(self) -> None:
+        """Called once, outside the lock, when the job has ended (whether it
+        ran or was aborted while pending), before waiters are woken."""
 
     def step(self, name: str) -> None:
         """Enter step `name`; raise JobAborted if an abort was requested."""
@@ -76,14 +233,21 @@ class Job(JobRecord):
             self._on_step(self, name)
         self.check_abort()
 
-    def park(self, step: str, then: Callable[[str], Any],
-             deadline: Optional[float] = None,
-             poll: Optional[float] = None) -> Park:
-        """Enter step `step` and return the request to park there (a step
-        returns it): `then(reason)` runs once woken, at `deadline`
-        (time.monotonic()) or every `poll` seconds. See park.py."""
-        self.step(step)
-        return Park(then, wake_time(deadline, poll))
+    def wait_for(self, step: Optional[str], ready: Callable[[], Any],
+                 then: Callable[[Any], Any], *,
+                 deadline: Optional[float] = None,
+                 poll: Optional[float] = None,
+                 expired: Optional[Callable[[], Any]] = None,
+                 abortable: bool = True) -> Any:
+        """Enter step `step` (None: stay in the current one) and wait,
+        parked, until `ready()` returns a value (not None or False), then
+        go on with `then(value)`; at `deadline` (time.monotonic()) with
+        `expired()`. The module's docstring says what wakes it. Return its
+        result from the step."""
+        if step is not None:
+            self.step(step)
+        return _Wait(self, ready, then, deadline, poll, expired,
+                     abortable).look()
 
     def check_abort(self) -> None:
         """Raise JobAborted if an abort was requested (for a job that waits
@@ -91,6 +255,11 @@ class Job(JobRecord):
         with self._lock:
             if self._status is ABORTING:
                 raise JobAborted(f"aborted in step {self._step!r}")
+
+    def abort_requested(self) -> bool:
+        """True once an abort was requested (it stays true)."""
+        with self._lock:
+            return self._abort_requested()
 
     def set_progress(self, percent: Any) -> None:
         with self._lock:
@@ -114,7 +283,91 @@ class Job(JobRecord):
         """The `{"code", "message"}` a failure is reported as."""
         return {"code": getattr(exc, "code", None), "message": str(exc)}
 
+    def info_extra(self) -> Dict[str, Any]:
+        """Keys a subclass adds to info(); they must not change."""
+        return {}
+
     # -- for everybody ----------------------------------------------------
+
+    @property
+    def status(self) -> JobStatus:
+        with self._lock:
+            return self._status
+
+    @property
+    def step_name(self) -> str:
+        with self._lock:
+            return self._step
+
+    @property
+    def ended(self) -> bool:
+        """True once the job ended and its end hooks ran."""
+        with self._lock:
+            return self._finished
+
+    @property
+    def started_monotonic(self) -> Optional[float]:
+        """When it started running (time.monotonic()), or None."""
+        with self._lock:
+            return self._started_mono
+
+    def history(self) -> List[JobStatus]:
+        with self._lock:
+            return list(self._history)
+
+    def wait_abort_requested(self, timeout: Optional[float] = None) -> bool:
+        """Wait until an abort was requested; True if one was."""
+        with self._lock:
+            return self._condition().wait_for(self._abort_requested, timeout)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the job ended and its end hooks ran; True if it did."""
+        with self._lock:
+            return self._condition().wait_for(lambda: self._finished,
+                                              timeout)
+
+    def add_end_callback(self, callback: Callable[[Any], None]) -> None:
+        """Call `callback(job)` once the job ended (at once if it has)."""
+        with self._lock:
+            if self._status not in ENDED:
+                self._end_callbacks.append(callback)
+                return
+        callback(self)
+
+    def observe(self, observer: Callable[[Any, Dict[str, Any]], None]
+                ) -> None:
+        """Call `observer(job, info)` with the job's info now, then at each
+        change of its status or step; the ended status once, when the end
+        hooks ran, with the final info. It runs under the job's lock, so
+        the calls come in the order of the changes: it must be quick, never
+        block, never raise and never touch the job (e.g. append to a buffer
+        of its own). info_extra() is called under the lock too."""
+        with self._lock:
+            self._observer = observer
+            if self._status not in ENDED or self._finished:
+                self._observed()
+
+    def is_stuck(self, now: Optional[float] = None) -> bool:
+        with self._lock:
+            return self._is_stuck(now)
+
+    def info(self) -> Dict[str, Any]:
+        """A snapshot of the job as API.md's JobInfo, with the keys of
+        info_extra(). An ended job's never changes again: it is built once
+        (Host.getJobs over thousands of ended jobs copies them)."""
+        with self._lock:
+            final = self._final_info
+            if final is None:
+                info = self._snapshot()
+                finished = self._finished
+        if final is not None:
+            return dict(final)
+        info.update(self.info_extra())
+        if finished:
+            with self._lock:
+                self._final_info = info
+            return dict(info)
+        return info
 
     def abort(self) -> None:
         """Request an abort. A pending job ends `aborted` at once and never
@@ -124,26 +377,31 @@ class Job(JobRecord):
         with self._lock:
             was = self._status
             self._move_through(self._path(Event.ABORT))
-            runner = self._parking.unpark(ABORT_REQUESTED) \
-                if was is not PENDING else self._parking.runner
+            runner = self._unpark(ABORT_REQUESTED) \
+                if was is not PENDING else self._runner
         if was is PENDING:
             if runner is not None:     # queued: it frees its room
-                runner._job_aborted_queued(self)
+                runner.job_dropped(self)
             self._finish()
         elif runner is not None:
-            runner._job_resumed(self)
+            runner.job_woken(self)
 
     def wake(self) -> None:
         """Resume the job if it is parked, or make its next park return at
         once if it is running (from any thread; never waits for work)."""
         with self._lock:
-            runner = self._parking.unpark(WOKEN)
+            runner = self._unpark(WOKEN)
             if runner is None:
-                self._parking.wake_pending = True
+                self._wake_pending = True
         if runner is not None:
-            runner._job_resumed(self)
+            runner.job_woken(self)
 
     # -- for the pool -----------------------------------------------------
+
+    def attach(self, runner: Runner) -> None:
+        """The pool that runs the job: where it goes when woken."""
+        with self._lock:
+            self._runner = runner
 
     def execute(self) -> Optional[JobStatus]:
         """Run the job's next turn in the calling worker thread: run(), or
@@ -151,7 +409,8 @@ class Job(JobRecord):
         pending. Never raises: the outcome is the job's status, returned
         once it ended (None if it parked)."""
         with self._lock:
-            resume = self._parking.take_resume()
+            resume, self._resume = self._resume, None
+            self._wake_pending = False   # spent by this turn
             if resume is None:
                 try:
                     self._move_through(self._path(Event.START))
@@ -170,21 +429,14 @@ class Job(JobRecord):
         finally:
             _worker_context.job = None
 
-    def _attach(self, runner: Any) -> None:
-        """The pool that runs the job: where it goes when woken."""
+    def timer_fired(self, request: Park) -> None:
+        """The pool's timer: `request`'s wake-up time passed (ignored if
+        the job no longer waits on it)."""
         with self._lock:
-            self._parking.runner = runner
-
-    def _crash(self, exc: BaseException) -> None:
-        """The runner failed (a bug): end the job failed, so that nothing
-        waits for it forever."""
-        log.error("job %s: internal error", self.id, exc_info=exc)
-        with self._lock:
-            if (self._status, Event.CRASHED) in EVENTS:
-                self._move_through(self._path(Event.CRASHED))
-            if self._error is None and self._status is JobStatus.FAILED:
-                self._error = {"code": None,
-                               "message": f"internal error: {exc!r}"}
+            runner = self._unpark(TIMER) \
+                if self._parked_on is request else None
+        if runner is not None:
+            runner.job_woken(self)
 
     # -- internals --------------------------------------------------------
 
@@ -216,18 +468,120 @@ class Job(JobRecord):
         with self._lock:
             if self._status is not RUNNING and self._status is not ABORTING:
                 raise ValueError(f"job {self.id} parks while {self._status}")
-            if self._parking.runner is None:
+            if self._runner is None:
                 raise ValueError(f"job {self.id} parks without a pool")
             if self._status is ABORTING:
                 return ABORT_REQUESTED
-            return self._parking.park(self, request)
+            if self._wake_pending:
+                self._wake_pending = False
+                return WOKEN
+            self._parked_on = request
+            self._runner.job_parked(self, request)   # lock order: job, pool
+            return None
 
-    def _timer_fired(self, request: Park) -> None:
+    def _unpark(self, reason: str) -> Optional[Runner]:
+        # Caller holds self._lock. The pool to requeue the job on (outside
+        # the lock), or None if it is not parked.
+        request = self._parked_on
+        if request is None:
+            return None
+        self._parked_on = None
+        self._resume = (request.then, reason)
+        return self._runner
+
+    def _snapshot(self) -> Dict[str, Any]:
+        # Caller holds self._lock.
+        info: Dict[str, Any] = {
+            "id": self.id,
+            "job_type": self.job_type,
+            "status": self._status.value,
+            "description": self.description,
+            "step": self._step,
+            "created": self.created,
+        }
+        if self._is_stuck():
+            # Beyond API.md's JobInfo, and only when true: the job runs
+            # past its timeout (it is not abandoned; see __init__).
+            info["stuck"] = True
+        if self._progress is not None:
+            info["progress"] = self._progress
+        if self._error is not None:
+            info["error"] = self._error
+        if self._started_at is not None:
+            info["started"] = self._started_at
+        if self._ended_at is not None:
+            info["ended"] = self._ended_at
+        return info
+
+    def _observed(self) -> None:
+        # Caller holds self._lock.
+        if self._observer is not None:
+            info = self._snapshot()
+            info.update(self.info_extra())
+            self._observer(self, info)
+
+    def _path(self, event: Event) -> Tuple[JobStatus, ...]:
+        # Caller holds self._lock. The moves `event` makes (EVENTS), or the
+        # refusal it names; on every job's path twice (the dispatch
+        # benchmark counts the calls).
+        path = EVENTS.get((self._status, event))
+        if isinstance(path, tuple):
+            return path
+        if path is None:
+            raise IllegalTransition(self._status, event)
+        raise path(f"job {self.id} {self._status.value} in step "
+                   f"{self._step!r}: {event.value} refused")
+
+    def _move_through(self, path: Tuple[JobStatus, ...]) -> None:
+        # Caller holds self._lock. Every path of EVENTS is legal (states.py
+        # checks it on import), so the moves need no check here.
+        for new in path:
+            self._status = new
+            self._history.append(new)
+            if new is RUNNING:
+                self._started_at = time.time()
+                self._started_mono = time.monotonic()
+            elif new is ABORTING or new is JobStatus.ABORTED:
+                self._notify()
+            if new in ENDED:
+                self._ended_at = time.time()
+            elif self._observer is not None:
+                self._observed()
+
+    def _condition(self) -> threading.Condition:
+        # Caller holds self._lock.
+        if self._changed is None:
+            self._changed = threading.Condition(self._lock)
+        return self._changed
+
+    def _notify(self) -> None:
+        # Caller holds self._lock.
+        if self._changed is not None:
+            self._changed.notify_all()
+
+    def _abort_requested(self) -> bool:
+        # Caller holds self._lock.
+        return ABORTING in self._history or \
+            self._status is JobStatus.ABORTED
+
+    def _is_stuck(self, now: Optional[float] = None) -> bool:
+        # Caller holds self._lock.
+        if self.timeout is None or self._started_mono is None or \
+                self._status.ended:
+            return False
+        now = time.monotonic() if now is None else now
+        return now - self._started_mono > self.timeout
+
+    def _crash(self, exc: BaseException) -> None:
+        """The runner failed (a bug): end the job failed, so that nothing
+        waits for it forever."""
+        log.error("job %s: internal error", self.id, exc_info=exc)
         with self._lock:
-            runner = self._parking.unpark(TIMER) \
-                if self._parking.request is request else None
-        if runner is not None:
-            runner._job_resumed(self)
+            if (self._status, Event.CRASHED) in EVENTS:
+                self._move_through(self._path(Event.CRASHED))
+            if self._error is None and self._status is JobStatus.FAILED:
+                self._error = {"code": None,
+                               "message": f"internal error: {exc!r}"}
 
     def _end(self, event: Event, exc: Optional[BaseException]) -> None:
         """Apply the event that ended run() (or its continuation)."""
@@ -248,6 +602,31 @@ class Job(JobRecord):
             status = self._status
         _log_raised(self.id, was, status, exc)
 
+    def _finish(self) -> JobStatus:
+        """Run the end hooks, then wake the waiters, whatever the hooks do.
+        Returns the final status."""
+        with self._lock:
+            callbacks, self._end_callbacks = self._end_callbacks, []
+        try:
+            try:
+                self.on_ended()
+            except BaseException:   # a bug must not keep waiters waiting
+                log.exception("job %s: end hook failed", self.id)
+            for callback in callbacks:
+                try:
+                    callback(self)
+                except BaseException:
+                    log.exception("job %s: end callback failed", self.id)
+        finally:
+            with self._lock:
+                self._finished = True
+                self._notify()
+                self._observed()
+                status = self._status
+        return status
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.status}>"
 
 
 def _log_raised(job_id: str, was: JobStatus, status: JobStatus,

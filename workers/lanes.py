@@ -3,7 +3,7 @@ with a rule that keeps a lower class from starving.
 
 Lanes, highest first:
 
-    resumed    parked jobs woken up (park.py): they are already running
+    resumed    parked jobs woken up (job.py, wait_for): already running
     HIGH       e.g. incoming migrations and recovery
     NORMAL     e.g. creations and restores
 
@@ -21,7 +21,7 @@ the parked jobs), every queued job runs after a bounded number of takes
 whatever the load of higher classes. With the default of 8 and only HIGH
 work passing it, a waiting NORMAL job gets every ninth take (and every
 take while no HIGH job waits). A job that waits for admission, or a
-NORMAL job held back for the pool's reserve (pool.py), is not eligible,
+NORMAL job held back for the pool's spare worker (pool.py), is not eligible,
 so not bypassed, until it may run.
 
 Not thread-safe: the pool's lock guards it.

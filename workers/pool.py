@@ -12,37 +12,49 @@ that sets a flag under the lock and joins the workers. The SimpleQueue only
 rings the bell (one token per job made ready); which job a woken worker
 takes is chosen under the pool's lock from lanes.py's priority lanes.
 
-Besides `queued` and `running` jobs there are `parked` ones (park.py):
-running jobs that wait for an outside event on no thread. A parked job is
-requeued ahead of everything when woken, and the pool does not stop (even
-on shutdown) while one is parked: it must still reach its end.
+Besides `queued` and `running` jobs there are `parked` ones (job.py,
+wait_for): running jobs that wait for an outside event on no thread. A
+parked job is requeued ahead of everything when woken, and the pool does
+not stop (even on shutdown) while one is parked: it must still reach its
+end.
 
-The reserve: while a job is parked, NORMAL jobs hold at most workers - 1
-threads. The one left is for the parked job's wake-up and for HIGH work,
-which then wait for no NORMAL job's whole run (an incoming migration's
-arrival waits for no creation to finish before it commits). A pool of one
-worker has none to spare.
+The start rule, in one place (`_startable`): the head of a lane may start
+when
 
-The admission limit (admission.py) bounds how many of the jobs that ask
-for it run at once; the others wait in the queue, holding no thread. An
-admission controller (adaptive.py) may move it.
+- the spare worker allows it: while a job is parked, NORMAL jobs hold at
+  most workers - 1 threads. The one left is for the parked job's wake-up
+  and for HIGH work, which then wait for no NORMAL job's whole run (an
+  incoming migration's arrival waits for no creation to finish before it
+  commits). A pool of one worker has none to spare;
+- admission allows it: at most `admission_limit` of the jobs that ask for
+  it (Job.admission) run at once; the others wait in the queue, holding
+  no thread, while other work passes them. An admitted job keeps its place
+  while parked (a job that parks for long should not ask for admission).
+  With a controller (adaptive.py) the limit moves by itself: each
+  admitted job that ends done is a sample of how long a job takes at the
+  parallelism it ran with;
+- and, among the lanes that may start, lanes.py's order picks one.
+
+A worker never dies of a job: a job that raises past its own handling is
+logged and the worker takes the next one.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import threading
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .adaptive import AdaptiveLimit
-from .admission import Admission
-from .changes import Changes
-from .job import Job
+from .job import Job, Park
 from .lanes import RESUMED, Lanes, Priority, lane_of
-from .park import Park, Timer
-from .states import JobStatus
-from .turns import abort_quietly, check_at_least_one, run_turn, start_threads
+from .states import ENDED, JobEnded, JobStatus
+from .timer import Timer
+
+log = logging.getLogger("workers.pool")
 
 DRAIN = "drain"
 ABORT = "abort"
@@ -61,12 +73,23 @@ class PoolClosed(Exception):
 
 
 class Pool:
+    """Implements job.Runner: jobs tell it when they park, are woken, or
+    are dropped while queued."""
+
     def __init__(self, workers: int, queue_size: int, name: str = "pool",
                  starvation_limit: int = 8,
                  admission_limit: Optional[int] = None,
                  admission_controller: Optional[AdaptiveLimit] = None
                  ) -> None:
-        check_at_least_one(workers=workers, queue_size=queue_size)
+        for what, size in (("workers", workers), ("queue_size", queue_size)):
+            if size < 1:
+                raise ValueError(f"{what} must be >= 1, got {size}")
+        if admission_controller is not None and admission_limit is None:
+            admission_limit = min(admission_controller.limit, workers)
+        if admission_limit is not None and \
+                not 1 <= admission_limit <= workers:
+            raise ValueError(f"admission limit must be in 1..{workers}, "
+                             f"got {admission_limit}")
         self.name = name
         self.workers = workers
         self.queue_size = queue_size
@@ -75,28 +98,37 @@ class Pool:
         # job (taken by another worker, or aborted while queued): harmless.
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._timer = Timer(name)
-        # Guards the fields below. _changes is notified as a queued job
-        # leaves the queue's count (room for submit(wait=True)) and as a
-        # job ends (wait_idle).
+        self._controller = admission_controller
+        # Guards the fields below. _changed is notified, when somebody
+        # waits (_waiters), as a queued job leaves the queue's count (room
+        # for submit(wait=True)) and as a job ends (wait_idle).
         self._lock = threading.Lock()
-        self._changes = Changes(self._lock)
+        self._changed = threading.Condition(self._lock)
+        self._waiters = 0
         self._closed = False
         self._abort_queued = False
         self._lanes = Lanes(starvation_limit)
         self._pending: Dict[str, Job] = {}   # queued, counted in queue_size
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
-        self._admission = Admission(workers, admission_limit,
-                                    admission_controller)
+        # At most _admission_limit jobs with admission run (or are parked)
+        # at once; _admitted do.
+        self._admission_limit = workers if admission_limit is None \
+            else admission_limit
+        self._admitted = 0
         self._ended = dict.fromkeys(_ENDED_ORDER, 0)   # jobs ended, by status
-        self._threads = start_threads(self._worker, name, workers)
+        self._threads = [threading.Thread(target=self._worker,
+                                          name=f"{name}-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, job: Job, wait: bool = False) -> None:
         """Queue `job`; raise QueueFull at once if there is no room.
 
         `wait=True` waits for room instead: only for the service's own
         producers (recovery at start-up), never for a caller's request."""
-        job._attach(self)     # before any worker can see it
+        job.attach(self)     # before any worker can see it
         lane = lane_of(job)
         with self._lock:
             while True:
@@ -107,11 +139,13 @@ class Pool:
                 if not wait:
                     raise QueueFull(
                         f"pool {self.name}: {self.queue_size} jobs queued")
-                self._changes.wait()
+                self._wait_change()
             self._pending[job.id] = job
             self._lanes.push(job, lane)
+            # (Nothing parked and no admission asked: the rule lets it
+            # start, and the hot path skips computing it.)
             if not (self._parked or job.admission) or \
-                    self._eligible() >> lane & 1:
+                    self._startable() >> lane & 1:
                 # Else no worker could take it yet: a worker whose job
                 # ends looks for it (_worker), and a lifted limit rings.
                 self._queue.put(True)
@@ -130,9 +164,9 @@ class Pool:
             self._abort_queued = self._abort_queued or mode == ABORT
             to_abort = [*self._pending.values(), *self._running.values(),
                         *self._parked.values()] if mode == ABORT else []
-            self._changes.notify()
+            self._notify_change()
         for job in to_abort:
-            abort_quietly(job)
+            _abort_quietly(job)
         if wait:
             for thread in self._threads:
                 thread.join()
@@ -141,21 +175,13 @@ class Pool:
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued, running or parked; True if so."""
         with self._lock:
-            return self._changes.wait(lambda: not (
+            return self._wait_change(lambda: not (
                 self._pending or self._running or self._parked), timeout)
 
     @property
     def admission_limit(self) -> int:
         with self._lock:
-            return self._admission.limit
-
-    def set_admission_limit(self, limit: int) -> None:
-        """At most `limit` (1..workers) jobs with admission run at once;
-        takes effect for the next ones (running ones are not stopped)."""
-        self._admission.check(limit)
-        with self._lock:
-            for _ in range(self._admission.set_limit(limit)):
-                self._queue.put(True)   # jobs that waited for room may go
+            return self._admission_limit
 
     def stats(self) -> Dict[str, int]:
         with self._lock:
@@ -165,7 +191,7 @@ class Pool:
                 "queued": len(self._pending),
                 "running": len(self._running),
                 "parked": len(self._parked),
-                "admission_limit": self._admission.limit,
+                "admission_limit": self._admission_limit,
                 **{status.value: n for status, n in self._ended.items()},
             }
 
@@ -174,6 +200,32 @@ class Pool:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown(DRAIN)
+
+    # -- job.Runner: called by the jobs -----------------------------------
+
+    def job_parked(self, job: Job, request: Park) -> None:
+        # Called by the job, under its lock, in the worker that ran it.
+        with self._lock:
+            self._parked[job.id] = self._running.pop(job.id)
+            if request.wake_at is not None:
+                self._timer.call_at(request.wake_at, functools.partial(
+                    job.timer_fired, request))
+
+    def job_woken(self, job: Job) -> None:
+        # Called by the job (outside its lock) once it is woken; it stays
+        # counted parked until a worker takes it.
+        with self._lock:
+            self._lanes.push(job, RESUMED)
+            self._queue.put(True)
+
+    def job_dropped(self, job: Job) -> None:
+        # Called by a job aborted while pending (outside its lock). If it
+        # is still queued, it is counted here and its room is freed; if a
+        # worker took it meanwhile, that worker counts it (it will not run).
+        with self._lock:
+            if self._pending.pop(job.id, None) is not None:
+                self._count_ended(job, JobStatus.ABORTED)
+                self._notify_change()
 
     # -- internals --------------------------------------------------------
 
@@ -187,15 +239,31 @@ class Pool:
                 rung = False
             # Counting the job that ended and taking the next share one
             # critical section. Unrung, look all the same: a job held back
-            # (by the reserve or the admission limit) rang no bell, and the
-            # job that ended here may have let it run.
+            # (by the spare worker or admission) rang no bell, and the job
+            # that ended here may have let it run.
             job, abort = self._take(finished)
             if job is None and not rung:
                 if self._may_stop():
                     return
                 self._queue.get()        # sleep until something is rung
                 job, abort = self._take(None)
-            finished = None if job is None else run_turn(job, abort, self.name)
+            finished = None if job is None else self._run_turn(job, abort)
+
+    def _run_turn(self, job: Job, abort: bool
+                  ) -> Optional[Tuple[Job, JobStatus]]:
+        """Run the job's next turn (or abort it) in this worker; return
+        (job, status) if it ended, None if it parked."""
+        status: Optional[JobStatus]
+        try:
+            if abort:
+                _abort_quietly(job)
+                status = job.status
+            else:
+                status = job.execute()
+        except BaseException:   # execute() never raises; if it did,
+            log.exception("pool %s: job %s", self.name, job.id)
+            status = job.status   # the worker lives on
+        return (job, status) if status in ENDED else None
 
     def _take(self, finished: Optional[Tuple[Job, JobStatus]]
               ) -> Tuple[Optional[Job], bool]:
@@ -205,24 +273,33 @@ class Pool:
             if finished is not None:
                 self._count_ended(*finished)
             while True:
-                lane, job = self._lanes.pop(self._eligible())
+                lane, job = self._lanes.pop(self._startable())
                 if job is None:
                     if finished is not None:
-                        self._changes.notify()
+                        self._notify_change()
                     return None, False
                 if lane == RESUMED:
                     del self._parked[job.id]
                     if not self._parked:
-                        self._queue.put(True)   # the reserve is lifted
+                        self._queue.put(True)   # the spare worker is free
                 elif self._pending.pop(job.id, None) is None:
                     continue     # aborted while queued: it never runs
-                else:
-                    self._admission.started(job)
+                elif job.admission:
+                    self._admitted += 1
                 self._running[job.id] = job
-                self._changes.notify()   # room for submit(wait=True)
+                self._notify_change()   # room for submit(wait=True)
                 # A woken job runs (if aborted, its rollback); one queued
                 # after an ABORT shutdown is aborted instead.
                 return job, self._abort_queued and lane != RESUMED
+
+    def _startable(self) -> int:
+        # Caller holds _lock. The start rule (the module's docstring): the
+        # lanes (a bit each) whose head may start now.
+        normal = not self._parked or self.workers == 1 or sum(
+            1 for job in self._running.values()
+            if job.priority is Priority.NORMAL) < self.workers - 1
+        return self._lanes.eligible(
+            self._admitted < self._admission_limit, normal)
 
     def _may_stop(self) -> bool:
         """True if the worker may stop: shut down, and nothing queued or
@@ -233,46 +310,50 @@ class Pool:
             self._queue.put(None)
             return True
 
-    def _eligible(self) -> int:
-        # Caller holds _lock. The lanes whose head may start now: within
-        # the admission limit, and the reserve (the module's docstring).
-        normal = not self._parked or self.workers == 1 or sum(
-            1 for job in self._running.values()
-            if job.priority is Priority.NORMAL) < self.workers - 1
-        return self._lanes.eligible(self._admission.has_room(), normal)
-
     def _count_ended(self, job: Job, status: JobStatus) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
         # worker took, by that worker (in _take); a job aborted while
-        # queued, by _job_aborted_queued.
+        # queued, by job_dropped.
         self._ended[status] += 1
-        if self._running.pop(job.id, None) is not None:
-            waiting = self._lanes.waiting_for_admission()
-            freed = self._admission.ended(job, status, waiting)
-            for _ in range(freed if waiting else 0):
-                self._queue.put(True)   # jobs that waited for room may go
+        if self._running.pop(job.id, None) is None or not job.admission:
+            return
+        waiting = self._lanes.waiting_for_admission()
+        freed = 1
+        started = job.started_monotonic
+        if self._controller is not None and status is JobStatus.DONE and \
+                started is not None:
+            # Counted in _admitted still: it ran with that many.
+            now = time.monotonic()
+            limit = self._controller.sample(
+                now, now - started, self._admitted, int(waiting),
+                job.job_type)
+            limit = max(1, min(self.workers, limit))
+            freed += max(limit - self._admission_limit, 0)
+            self._admission_limit = limit
+        self._admitted -= 1
+        for _ in range(freed if waiting else 0):
+            self._queue.put(True)   # jobs that waited for room may go
 
-    def _job_parked(self, job: Job, request: Park) -> None:
-        # Called by the job, under its lock, in the worker that ran it.
-        with self._lock:
-            self._parked[job.id] = self._running.pop(job.id)
-            if request.wake_at is not None:
-                self._timer.call_at(
-                    request.wake_at,
-                    functools.partial(job._timer_fired, request))
+    def _wait_change(self, predicate: Optional[Callable[[], bool]] = None,
+                     timeout: Optional[float] = None) -> bool:
+        # Caller holds _lock. Waits are rare and changes many: counting
+        # the waiters lets the hot path skip notify_all() most of the time.
+        self._waiters += 1
+        try:
+            if predicate is None:
+                return self._changed.wait(timeout)
+            return self._changed.wait_for(predicate, timeout)
+        finally:
+            self._waiters -= 1
 
-    def _job_resumed(self, job: Job) -> None:
-        # Called by the job (outside its lock) once it is woken; it stays
-        # counted parked until a worker takes it.
-        with self._lock:
-            self._lanes.push(job, RESUMED)
-            self._queue.put(True)
+    def _notify_change(self) -> None:
+        # Caller holds _lock.
+        if self._waiters:
+            self._changed.notify_all()
 
-    def _job_aborted_queued(self, job: Job) -> None:
-        # Called by a job aborted while pending (outside its lock). If it
-        # is still queued, it is counted here and its room is freed; if a
-        # worker took it meanwhile, that worker counts it (it will not run).
-        with self._lock:
-            if self._pending.pop(job.id, None) is not None:
-                self._count_ended(job, JobStatus.ABORTED)
-                self._changes.notify()
+
+def _abort_quietly(job: Job) -> None:
+    try:
+        job.abort()
+    except JobEnded:
+        pass  # it ended on its own meanwhile

@@ -1,5 +1,5 @@
 """The job state machine in two tables: every legal move, and the move each
-event makes. A job applies events (Job._apply) and nothing else moves it.
+event makes. A job applies events (Job._path, Job._move_through) and nothing else moves it.
 
 The statuses and moves are VDSM's (see API.md, JobInfo):
 
@@ -57,10 +57,6 @@ class Event(str, enum.Enum):
 
 class JobEnded(Exception):
     """The job already ended: it can no longer be aborted (or started)."""
-
-
-# The older name, kept so both spellings work.
-JobNotActive = JobEnded
 
 
 class JobAborted(Exception):
@@ -128,17 +124,6 @@ def check_transition(old: JobStatus, new: JobStatus) -> JobStatus:
     if new not in TRANSITIONS[old]:
         raise IllegalTransition(old, new)
     return new
-
-
-def moves(status: JobStatus, event: Event) -> Tuple[JobStatus, ...]:
-    """The statuses `event` moves a job in `status` through, in order;
-    raises the exception EVENTS names when the event is refused."""
-    outcome = EVENTS.get((status, event))
-    if outcome is None:
-        raise IllegalTransition(status, event)
-    if isinstance(outcome, tuple):
-        return outcome
-    raise outcome(f"{event.value} refused: job {status.value}")
 
 
 def _check_events() -> None:

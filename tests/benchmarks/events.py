@@ -1,4 +1,4 @@
-"""Benchmark 13, the event stream (issue 21), on libvirt's test driver:
+"""Benchmark 14, the event stream (issue 21), on libvirt's test driver:
 
     python tests/benchmarks/events.py [--vms 1000] [--subscribers 16]
                                       [--rounds 3] [--small 50]

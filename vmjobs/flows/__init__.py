@@ -1,20 +1,24 @@
-"""The startup flows, one module each, and hibernation (restore's inverse).
+"""The startup flows, one module each, and hibernation (restore's inverse);
+a migration's two ends are named by direction (incoming, outgoing).
 
     create     prepare -> define -> start -> verify -> commit
-    recover    read-metadata -> inspect -> commit (or left-stopped)
+    recover    read-metadata -> inspect (-> wait-migration) -> commit
+               (or left-stopped, migrated-away)
     restore    check-file -> read-domain -> prepare -> restore -> persist
                -> verify -> commit
-    migration  prepare -> wait-arrival -> persist -> commit
+    incoming   prepare -> wait-arrival -> persist -> commit
+               (job_type migration-destination)
+    outgoing   wait-slot -> prepare -> prepare-destination -> migrate
+               -> commit (job_type migration-source)
     hibernate  prepare -> save -> undefine -> commit
-    migration-source  prepare -> prepare-destination -> migrate -> commit
 """
 
 from .create import CreateJob
 from .hibernate import HibernateJob
-from .migration import MigrationDestinationJob
-from .migration_source import MigrationSourceJob
+from .incoming import MigrationDestinationJob
+from .outgoing import MigrationSourceJob, OutgoingSlots
 from .recover import RecoverJob
 from .restore import RestoreJob
 
 __all__ = ["CreateJob", "HibernateJob", "MigrationDestinationJob",
-           "MigrationSourceJob", "RecoverJob", "RestoreJob"]
+           "MigrationSourceJob", "OutgoingSlots", "RecoverJob", "RestoreJob"]

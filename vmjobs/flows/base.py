@@ -28,9 +28,10 @@ class RollbackFailed(Exception):
 
 
 class Rollback:
-    """Undo actions, pushed as a flow makes things; run newest first if the
+    """Undo actions, pushed as a flow makes things; run newest first if a
     `with` block ends with an exception (a failure, or an abort at a step
-    boundary), never if it ends normally (the flow committed)."""
+    boundary), never if it ends normally (the flow committed, or goes on
+    in a continuation)."""
 
     def __init__(self) -> None:
         self._undo: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
@@ -46,8 +47,11 @@ class Rollback:
                  tb: Any) -> Literal[False]:
         if exc is None:
             return False
+        # Once: a flow that goes on in continuations may leave two nested
+        # `with` blocks of its rollback with the same exception.
+        undo, self._undo = self._undo, []
         failures = []
-        for description, action, args in reversed(self._undo):
+        for description, action, args in reversed(undo):
             try:
                 action(*args)
                 log.info("rolled back: %s", description)

@@ -29,7 +29,7 @@ def create_state_file(path):
     """Create `path` empty, refusing (MigrateError) if anything, even a
     dangling symlink, is there; return its identity (st_dev, st_ino)."""
     try:
-        return hostfiles.reserve(path)
+        return hostfiles.create_new(path)
     except FileExistsError:
         raise MigrateError(f"{path} exists: refusing to overwrite it") \
             from None
@@ -58,7 +58,7 @@ class HibernateJob(VmJob):
     def __init__(self, vm_id, path, hypervisor, registry, **kwargs):
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.path = path
-        self._file = None               # (st_dev, st_ino) once reserved
+        self._file = None               # (st_dev, st_ino) once created
         self.previous_status = None     # the VM's, when reserve() claimed it
         # Where the flow got to; read in on_ended, after run() returned.
         self._ran = False
@@ -109,7 +109,7 @@ class HibernateJob(VmJob):
         if self.status is JobStatus.DONE:
             return   # committed: the VM left the public registry
         if not self._ran:
-            # Ended while queued: the reserved file is still empty.
+            # Ended while queued: the file it created is still empty.
             self.release()
         elif self._saved and not self._brought_back:
             # The rollback could not bring the VM back: it is hibernated

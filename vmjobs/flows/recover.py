@@ -14,7 +14,6 @@ earlier could list a VM that is about to leave, or one that never
 arrives."""
 
 import logging
-import threading
 
 import workers
 
@@ -42,11 +41,10 @@ class RecoverJob(StartupJob):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._wake = threading.Event()   # set on events and on abort
-
-    def abort(self):
-        super().abort()
-        self._wake.set()
+        # The subscription to the VM's lifecycle events while it waits for
+        # a migration to end, and the VM's params read from its metadata.
+        self._events = None
+        self._params = None
 
     def run(self):
         vm_id = self.vm_id
@@ -59,14 +57,29 @@ class RecoverJob(StartupJob):
         if meta_vm_id != vm_id:
             raise CreateError(f"domain {vm_id} carries the metadata of VM "
                               f"{meta_vm_id}")
+        self._params = params
         self.step("inspect")
         if self.hv.migrating(vm_id):
-            self.step("wait-migration")
-            self._wait_migration_ended()
-            if self.hv.state(vm_id) is None:
-                log.info("VM %s migrated away while we were down", vm_id)
-                self.step("migrated-away")
-                return
+            # Every lifecycle event of the VM wakes the job (subscribed
+            # before the first look: none is lost).
+            self._events = self.hv.subscribe(
+                vm_id, lambda event, detail: self.wake())
+            return self.wait_for(
+                "wait-migration", lambda: not self.hv.migrating(vm_id),
+                self._migration_ended, poll=self.migration_check_interval)
+        return self._recover()
+
+    def _migration_ended(self, _ended):
+        self.hv.unsubscribe(self.vm_id, self._events)
+        self._events = None
+        if self.hv.state(self.vm_id) is None:
+            log.info("VM %s migrated away while we were down", self.vm_id)
+            self.step("migrated-away")
+            return None
+        return self._recover()
+
+    def _recover(self):
+        vm_id, params = self.vm_id, self._params
         state = self.hv.state(vm_id)
         if state == DomainState.SHUTOFF:
             log.info("VM %s is defined but not running: left alone for the "
@@ -78,17 +91,8 @@ class RecoverJob(StartupJob):
         self.step("commit")
         self.commit(PUBLIC_STATUS[state], params=params)
 
-    def _wait_migration_ended(self):
-        token = self.hv.subscribe(self.vm_id,
-                                  lambda event, detail: self._wake.set())
-        try:
-            while True:
-                # Clear before looking: an event during the look makes the
-                # next wait return at once.
-                self._wake.clear()
-                self.check_abort()
-                if not self.hv.migrating(self.vm_id):
-                    return
-                self._wake.wait(self.migration_check_interval)
-        finally:
-            self.hv.unsubscribe(self.vm_id, token)
+    def on_ended(self):
+        if self._events is not None:
+            self.hv.unsubscribe(self.vm_id, self._events)
+        self._params = None
+        super().on_ended()

@@ -98,25 +98,21 @@ class GuestKind:
 @dataclasses.dataclass(frozen=True)
 class DomainInfo:
     uuid: str
-    name: str
     state: DomainState
-    persistent: bool
     metadata: str | None   # our metadata element, if the domain has it
 
 
 def domain_info(dom, metadata_ns):
     try:
         return DomainInfo(
-            uuid=dom.UUIDString(), name=dom.name(), state=state_of(dom),
-            persistent=bool(dom.isPersistent()),
+            uuid=dom.UUIDString(), state=state_of(dom),
             metadata=metadata_of(dom, metadata_ns))
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != NO_DOMAIN:
             raise
-        # Gone between the listing and this look: report it as stopped
-        # and transient, which is what is left of it.
-        return DomainInfo(dom.UUIDString(), dom.name(), DomainState.SHUTOFF,
-                          False, None)
+        # Gone between the listing and this look: report it as stopped,
+        # which is what is left of it.
+        return DomainInfo(dom.UUIDString(), DomainState.SHUTOFF, None)
 
 
 def metadata_of(dom, metadata_ns):

@@ -3,7 +3,7 @@ persistent and ours, commit. Its reservation also checks, before the
 verb answers, that no domain with the VM's UUID is here yet.
 
 The domain is brought here by the source host's libvirt, not by us: the
-job only waits for it, parked (workers/park.py): it holds no worker while
+job only waits for it (Job.wait_for, parked): it holds no worker while
 it waits, stays `running` in step wait-arrival, and can be aborted. It is
 woken by libvirt's lifecycle events for the VM's UUID and every
 `check_interval` seconds as a safety net (an event can be lost with a
@@ -54,10 +54,8 @@ class MigrationDestinationJob(StartupJob):
         self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval
-        # The subscription to the VM's lifecycle events while it waits, and
-        # until when it waits (monotonic).
+        # The subscription to the VM's lifecycle events while it waits.
         self._events = None
-        self._deadline = None
         # When the domain arrived (monotonic), set once by the job's thread
         # before any later step: from then on nothing destroys it.
         self.arrived_at = None
@@ -81,25 +79,21 @@ class MigrationDestinationJob(StartupJob):
         # parks is not lost: it looks again at once).
         self._events = self.hv.subscribe(
             self.vm_id, lambda event, detail: self.wake())
-        self._deadline = time.monotonic() + self.arrival_timeout
-        self.step("wait-arrival")
-        return self._look()
+        # Looked at first, then each time the job is woken (an event, the
+        # safety-net interval, the deadline, an abort).
+        return self.wait_for(
+            "wait-arrival", lambda: arrived_status(self.hv, self.vm_id),
+            self._arrived, poll=self.check_interval,
+            deadline=time.monotonic() + self.arrival_timeout,
+            expired=self._not_arrived)
 
-    def _look(self, reason=None):
-        """Look for the arrival: at first, then each time the job is woken
-        (an event, the safety-net interval, the deadline, an abort). Not
-        arrived: park again, holding no worker. Arrived: commit."""
-        if reason is not None:
-            self.check_abort()   # an abort while parked lands here
-        status = arrived_status(self.hv, self.vm_id)
-        if status is None:
-            now = time.monotonic()
-            if now >= self._deadline:
-                raise MigrateError(f"VM {self.vm_id} did not arrive within "
-                                   f"{self.arrival_timeout:g} s")
-            # Parked again in the same step (its step hooks ran once).
-            return workers.Park(self._look, min(
-                self._deadline, now + self.check_interval))
+    def _not_arrived(self):
+        raise MigrateError(f"VM {self.vm_id} did not arrive within "
+                           f"{self.arrival_timeout:g} s")
+
+    def _arrived(self, status):
+        """The domain arrived (Up or Paused): from now on nothing destroys
+        it; make it ours and commit."""
         self.arrived_at = time.monotonic()
         try:
             self.step("persist")

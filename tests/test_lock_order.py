@@ -1,0 +1,153 @@
+"""The lock order docs/architecture.md states is the one the code takes.
+
+Every threading.Lock made while the test runs is a recording lock, named
+by the class of the object that made it (the caller's `self`). A creation
+that commits, a migration destination that parks (the pool's timer), wakes
+on an event and is aborted, and a migration source that waits for its slot
+run through the verbs; each time a lock is taken while others are held,
+the pairs (held, taken) are recorded. Every pair seen must be one the page
+allows, and the pairs the page names must all be seen (so the test cannot
+pass by recording nothing)."""
+
+import pathlib
+import re
+import sys
+import threading
+
+from conftest import WAIT, new_id, vm_params, wait_job
+from test_migration_destination import incoming
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# The order of docs/architecture.md ("Lock order"), as (outer, inner).
+ALLOWED = {
+    ("Job", "Pool"),
+    ("Job", "Timer"),
+    ("Pool", "Timer"),
+    ("Job", "VmRegistry"),
+    ("Job", "Notifications"),
+    ("VmRegistry", "Notifications"),
+}
+TRACKED = {"Job", "Pool", "Timer", "VmRegistry", "JobTable",
+           "OutgoingSlots", "Notifications"}
+
+_held = threading.local()
+
+
+class RecordingLock:
+    def __init__(self, name, seen):
+        self._lock = _real_lock()
+        self.name = name
+        self._seen = seen
+
+    def acquire(self, blocking=True, timeout=-1):
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            stack = getattr(_held, "stack", None)
+            if stack is None:
+                stack = _held.stack = []
+            for outer in stack:
+                if outer != self.name:
+                    self._seen.add((outer, self.name))
+            stack.append(self.name)
+        return got
+
+    def release(self):
+        _held.stack.remove(self.name)
+        self._lock.release()
+
+    def locked(self):
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
+_real_lock = threading.Lock
+
+
+def owner_name(frame):
+    """The tracked class whose __init__ (or method) made the lock."""
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if owner is not None:
+            for cls in type(owner).__mro__:
+                if cls.__name__ in TRACKED:
+                    return cls.__name__
+        frame = frame.f_back
+        if frame is not None and frame.f_code.co_filename == __file__:
+            return None
+    return None
+
+
+class CountingLooks:
+    """The test's adapter, counting the destination job's looks for its
+    guest (each after a wake-up by the pool's timer, but the first)."""
+
+    def __init__(self, hv):
+        self._hv = hv
+        self.looks = threading.Semaphore(0)
+
+    def __getattr__(self, name):
+        return getattr(self._hv, name)
+
+    def state_reason(self, vm_id):
+        try:
+            return self._hv.state_reason(vm_id)
+        finally:
+            self.looks.release()
+
+
+def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
+                                                 hypervisor):
+    seen = set()
+
+    def make_lock():
+        name = owner_name(sys._getframe(1))
+        return _real_lock() if name is None else RecordingLock(name, seen)
+
+    monkeypatch.setattr(threading, "Lock", make_lock)
+    hv = CountingLooks(hypervisor)
+    api = make_api(workers=2, migration_check_interval=0.05, hv=hv)
+    # A creation: its commit takes the registry's lock under the job's.
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))[
+        "jobId"])["status"] == "done"
+    # A destination job parks (the timer, under the pool, under the job),
+    # is woken by its poll a few times, then aborted.
+    other = new_id()
+    job_id = api.VM.migrationCreate(other, incoming(other))["params"][
+        "jobId"]
+    job = api.jobs.get(job_id)
+    for _ in range(2):       # the first look, and one after a timer wake
+        assert hv.looks.acquire(timeout=WAIT)
+    assert api.Job.abort(job_id) is True
+    assert job.wait(WAIT) and job.status == "aborted"
+    assert api.pool.wait_idle(WAIT)
+    assert api.VM.destroy(vm_id) is True
+
+    documented = doc_pairs()
+    assert documented == ALLOWED, "the test and the page disagree"
+    assert seen <= ALLOWED, f"taken out of order: {seen - ALLOWED}"
+    assert {("Job", "Pool"), ("Pool", "Timer"), ("Job", "VmRegistry"),
+            ("Job", "Notifications"), ("VmRegistry", "Notifications")} \
+        <= seen, f"not exercised: {seen}"
+
+
+def doc_pairs():
+    """The (outer, inner) pairs of the tracked locks that the chains of
+    docs/architecture.md's "Lock order" state (`A._lock` → `B._lock` →
+    ...: every earlier one before every later one)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Lock order", 1)[1].split("\n## ", 1)[0]
+    pairs = set()
+    for chain in re.findall(r"(?:`[\w.]+\._lock`\s*→\s*)+`[\w.]+\._lock`",
+                            section):
+        names = [name.rsplit(".", 1)[-1]
+                 for name in re.findall(r"`([\w.]+)\._lock`", chain)]
+        for i, outer in enumerate(names):
+            pairs.update((outer, inner) for inner in names[i + 1:]
+                         if {outer, inner} <= TRACKED)
+    return pairs

@@ -1,0 +1,319 @@
+"""Migration source: hand a public VM over to another vmjobs host.
+
+    wait-slot -> prepare -> prepare-destination -> migrate -> commit
+
+VM.migrate claims the public VM (status Migration Source) and queues this
+job. The job waits for an outgoing slot (OutgoingSlots: at most
+`migration.max_outgoing` migrate at once, the others wait their turn in
+the order they were called), asks the destination service to expect the VM
+(VM.migrationCreate, retried with backoff while the destination is busy,
+within the timeout), then has this host's libvirtd migrate the domain
+live, peer to peer, following the transfer in libvirt's job stats. Every
+wait (for a slot, for a busy destination, for the transfer) is
+Job.wait_for: the job is parked and holds no worker; libvirt's migration
+call runs on a thread of its own (_Transfer) that wakes the job when it
+returns.
+
+- Success: the domain left; the VM leaves this host's public registry (it
+  is public on the destination, whose job committed it).
+- Anything else (a refusal, a failed transfer, the timeout, Job.abort,
+  VM.destroy): libvirt's job is aborted, the destination's staged copy is
+  destroyed (VM.destroy there) and the VM stays public here, in its
+  previous status.
+
+Never twice: the destination's copy is destroyed only once the domain is
+known to run here still, and the job never ends while libvirt's migration
+call runs. A migration that completed although its call failed, or that an
+abort reached too late, is a migration: the VM is on the destination."""
+
+import logging
+import threading
+import time
+
+import workers
+from workers import JobAborted, JobStatus
+
+from ..client import RemoteError
+from ..errors import MigrateError, NoVM, VdsmError
+from ..hypervisor import DomainState, HypervisorError
+from ..registry import VmBusy, VmStatus
+from .base import Rollback, VmJob
+
+log = logging.getLogger("vmjobs.flows.outgoing")
+
+# The destination's answers that mean "not now": migrateLimit,
+# ResourceExhausted, and HTTP 503 (all its connections busy).
+BUSY = (82, 1100, 503)
+
+
+class DestinationRefused(VdsmError):
+    """The destination refused the VM; the job's error carries its code."""
+    name = "destination"
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+class OutgoingSlots:
+    """The outgoing migrations in the order VM.migrate was called, until
+    each job ends: the first `limit` (None: all) have a slot, the others
+    wait for one, parked."""
+
+    def __init__(self, limit=None):
+        self.limit = limit
+        self._lock = threading.Lock()   # guards _order
+        self._order = []
+
+    def join(self, job):
+        with self._lock:
+            self._order.append(job)
+
+    def has_slot(self, job):
+        with self._lock:
+            return self.limit is None or \
+                job in self._order[:self.limit]
+
+    def leave(self, job):
+        """`job` ended (or never runs): the next in line gets its slot."""
+        with self._lock:
+            if job not in self._order:
+                return
+            self._order.remove(job)
+            holders = self._order if self.limit is None else \
+                self._order[:self.limit]
+        for waiting in holders:    # outside the lock: wake takes the job's
+            waiting.wake()
+
+
+class MigrationSourceJob(VmJob):
+    # Ahead of queued creations and restores, as the destination's job.
+    priority = workers.Priority.HIGH
+    job_type = "migration-source"
+    error_class = MigrateError
+    # Seconds between looks at libvirt's job while the transfer runs (for
+    # the progress, and to repeat an abort libvirt could not take yet).
+    monitor_interval = 0.2
+    # Backoff while the destination is busy (VDSM waits 10 s each time).
+    retry_first, retry_max = 0.25, 10.0
+
+    def __init__(self, vm_id, target, hypervisor, registry, connect,
+                 default_timeout, slots=None, **kwargs):
+        """`target`: a params.MigrationTarget; `connect(dst, timeout)`: a
+        client of the destination service (with call(method, params));
+        `slots`: the host's OutgoingSlots (None: no limit)."""
+        super().__init__(vm_id, hypervisor, registry, **kwargs)
+        self.target = target
+        self.migration_timeout = target.timeout or default_timeout
+        self.slots = slots or OutgoingSlots()
+        self._connect = connect
+        # The VM's params, read by reserve() when it claims the VM: the
+        # destination keeps them.
+        self.params = {}
+        # Set by the job's continuations, one after the other: the undo
+        # of what it made, its deadline (from its slot on), the domain XML,
+        # the next backoff, the transfer and how its following went.
+        self._rollback = Rollback()
+        self._deadline = None
+        self._xml = None
+        self._delay = self.retry_first
+        self._transfer = None
+        self._aborting = self._timed_out = False
+        # The domain left for the destination (read in on_ended, after
+        # run() returned).
+        self._migrated = False
+
+    def reserve(self):
+        """Claim the public VM, Migration Source meanwhile, and take a
+        place in line for an outgoing slot (raises NoVM; MigrateError if
+        another job works on it)."""
+        try:
+            vm = self.registry.claim(self.vm_id, VmStatus.MIGRATION_SOURCE,
+                                     self)
+        except VmBusy as exc:
+            raise MigrateError(f"cannot migrate: {exc}") from None
+        self.params = vm.params
+        self.slots.join(self)
+
+    def release(self):
+        self.slots.leave(self)
+        self.registry.release(self.vm_id, self)
+
+    def run(self):
+        return self.wait_for("wait-slot", lambda: self.slots.has_slot(self),
+                             self._guarded(self._prepare))
+
+    def _guarded(self, continuation):
+        """`continuation`, run so that a failure or an abort in it undoes
+        what the job made (newest first)."""
+        def guarded(*args):
+            with self._rollback:
+                return continuation(*args)
+        return guarded
+
+    def _prepare(self, _slot):
+        self._deadline = time.monotonic() + self.migration_timeout
+        self.step("prepare")
+        self._xml = self.hv.migratable_xml(self.vm_id)
+        self.step("prepare-destination")
+        return self._create_on_destination()
+
+    def _migrate(self):
+        self.step("migrate")
+        self._transfer = _Transfer(self)
+        self._transfer.start()
+        # Not abortable: an abort is handed to libvirt (_follow_transfer)
+        # and the job ends only once the migration call has returned.
+        return self.wait_for(None, self._guarded(self._follow_transfer),
+                             self._transferred, poll=self.monitor_interval,
+                             abortable=False)
+
+    def _transferred(self, _done):
+        with self._rollback:
+            self._check_transfer()
+        # The domain runs on the destination now: whatever happens next,
+        # this host lets the VM go.
+        self._migrated = True
+        try:
+            self.step("commit")
+            self.complete(
+                lambda: self.registry.unpublish_claimed(self.vm_id, self))
+        except JobAborted:
+            raise MigrateError(
+                f"too late to abort: VM {self.vm_id} had already migrated "
+                f"to {self.target.dst}") from None
+        log.info("VM %s migrated to %s", self.vm_id, self.target.dst)
+
+    def on_ended(self):
+        if self._migrated:
+            self.slots.leave(self)
+            if self.status is not JobStatus.DONE:
+                self.registry.unpublish_claimed(self.vm_id, self)
+        else:
+            # Not migrated: the VM stays public, as it was before.
+            self.release()
+
+    # -- the destination service --------------------------------------------
+
+    def _call_destination(self, method, params, deadline):
+        timeout = max(1.0, min(60.0, deadline - time.monotonic()))
+        try:
+            with self._connect(self.target.dst, timeout) as peer:
+                return peer.call(method, params)
+        except OSError as exc:
+            raise MigrateError(f"cannot reach the destination "
+                               f"{self.target.dst}: {exc}") from None
+
+    def _create_on_destination(self):
+        """VM.migrationCreate on the destination; while it is busy, again
+        after a backoff (parked), within the deadline."""
+        params = {**self.params, "vmId": self.vm_id, "xml": self._xml}
+        try:
+            self._call_destination("VM.migrationCreate", {
+                "vmID": self.vm_id, "params": params}, self._deadline)
+        except RemoteError as exc:
+            remaining = self._deadline - time.monotonic()
+            if exc.code not in BUSY or remaining <= 0:
+                raise DestinationRefused(
+                    exc.code, f"the destination {self.target.dst} "
+                    f"refused VM {self.vm_id}: {exc.message}") from None
+            delay, self._delay = self._delay, min(self._delay * 2,
+                                                  self.retry_max)
+            log.info("destination %s busy (%s): trying again in %.2f s",
+                     self.target.dst, exc.code, delay)
+            return self.wait_for(
+                None, lambda: None, None,
+                deadline=time.monotonic() + min(delay, remaining),
+                expired=self._guarded(self._create_on_destination))
+        self._rollback.push(f"destroy VM {self.vm_id} on {self.target.dst}",
+                            self._destroy_on_destination)
+        return self._migrate()
+
+    def _destroy_on_destination(self):
+        # Only while the domain runs here: if it left, the destination's
+        # copy is the VM.
+        state = self.hv.state(self.vm_id)
+        if state not in (DomainState.RUNNING, DomainState.PAUSED):
+            raise MigrateError(f"VM {self.vm_id} is {state or 'gone'} "
+                               "here: its copy on the destination is kept")
+        deadline = time.monotonic() + 60.0
+        try:
+            self._call_destination("VM.destroy", {"vmID": self.vm_id},
+                                   deadline)
+        except RemoteError as exc:
+            if exc.code != NoVM.code:
+                raise MigrateError(f"VM.destroy on {self.target.dst}: "
+                                   f"{exc.message}") from None
+
+    # -- the transfer ---------------------------------------------------------
+
+    def _follow_transfer(self):
+        """True once libvirt's migration call returned. Until then, each
+        look (woken by the call's end, an abort, or the poll) reads the
+        progress; on Job.abort, or past the deadline, aborts libvirt's job,
+        again at every look: libvirt refuses an abort until its migration
+        job has begun."""
+        if self._transfer.done:
+            return True
+        self._aborting = self._aborting or self.abort_requested()
+        self._timed_out = self._timed_out or \
+            time.monotonic() > self._deadline
+        try:
+            if self._aborting or self._timed_out:
+                self.hv.abort_job(self.vm_id)
+            else:
+                progress = self.hv.migration_progress(self.vm_id)
+                if progress is not None:
+                    self.set_progress(progress)
+        except HypervisorError as exc:
+            log.warning("VM %s: following the migration: %s",
+                        self.vm_id, exc)
+        return False
+
+    def _check_transfer(self):
+        """Return if the domain left; else raise why it did not."""
+        self._transfer.join()
+        error = self._transfer.error
+        aborting = self._aborting or self.abort_requested()
+        if error is not None and self.hv.state(self.vm_id) is None:
+            log.warning("VM %s: the migration call failed (%s) but the "
+                        "domain left: it migrated", self.vm_id, error)
+        elif error is not None:
+            if aborting:
+                raise JobAborted("aborted during the transfer")
+            if self._timed_out:
+                raise MigrateError(f"VM {self.vm_id} did not migrate "
+                                   f"within {self.migration_timeout:g} s")
+            raise MigrateError(f"migration of VM {self.vm_id} to "
+                               f"{self.target.dst_uri} failed: {error}")
+        self.set_progress(100)
+
+
+class _Transfer(threading.Thread):
+    """libvirt's migration call, which lasts as long as the transfer, on a
+    thread of its own (not a worker), so that the job can follow it and
+    abort it; it wakes the job when the call returns."""
+
+    def __init__(self, job):
+        super().__init__(name=f"migrate-{job.vm_id[:8]}", daemon=True)
+        self.job = job
+        self.error = None
+        self.done = False
+
+    def run(self):
+        job = self.job
+        try:
+            if job.abort_requested():
+                self.error = "aborted before it began"
+            else:
+                job.hv.migrate(job.vm_id, job.target.dst_uri,
+                               job.target.migration_uri,
+                               job.target.max_bandwidth)
+        except HypervisorError as exc:
+            self.error = exc
+        except Exception as exc:   # reported by the job, not lost here
+            log.exception("VM %s: migration call failed", job.vm_id)
+            self.error = exc
+        finally:
+            self.done = True
+            job.wake()
