@@ -105,9 +105,11 @@ class API:
         self.Host = Namespace(self, "Host")
         self.VM = Namespace(self, "VM")
         self.Job = Namespace(self, "Job")
-        self.recovery = Recovery(self.hv, self.registry, self.jobs,
-                                 self.pool, self._job_args(),
-                                 self.notifications.job_changed)
+        self.recovery = Recovery(
+            self.hv, self.registry, self.jobs, self.pool,
+            dict(self._job_args(),
+                 settle_timeout=self.config.recovery_settle_timeout),
+            self.notifications.job_changed)
         self.metrics.watch(self)
         try:
             self.recovery.start()

@@ -46,15 +46,16 @@ def build_parser():
         return sub
 
     _service_flags(command("serve", "run the service (JSON-RPC)"))
-    show = command("config", "print the effective configuration")
-    show.add_argument("--show", action="store_true", required=True,
-                      help="print every key: its value, where it came from "
-                      "and what it does (INI, as --config reads it)")
+    show = command("config", "print the effective configuration: every "
+                   "key, its value, where it came from and what it does "
+                   "(INI, as --config reads it), and the files read")
+    show.add_argument("--show", action="store_true",
+                      help="the same (the default, and the only action)")
     _service_flags(show)
 
     call = command("call", "call one verb on a running service")
     call.add_argument("method", nargs="?", help="the verb, e.g. "
-                      "Host.getVMList")
+                      "Host.getVMList, or as vdsm-client: Host getVMList")
     call.add_argument("params", nargs="*", metavar="key=value",
                       help="named params; a value is JSON when it parses "
                       "as JSON (numbers, true, lists...), else a string; "
@@ -66,14 +67,30 @@ def build_parser():
                       "answer as one JSON object, {\"result\": ...} or "
                       "{\"error\": ...} (for scripts)")
     call.add_argument("--list", action="store_true",
-                      help="list the verbs and their params")
+                      help="list the verbs and their params, with their "
+                      "types ([optional])")
+    call.add_argument("--timeout", type=float, default=60.0,
+                      metavar="SECONDS", help="give up on an answer after "
+                      "this long (default %(default)s)")
     _client_flags(call)
     jobs = command("jobs", "the job table of a running service")
     jobs.add_argument("prefix", nargs="?", metavar="ID_PREFIX",
                       help="only the jobs whose id starts with this")
     jobs.add_argument("--watch", action="store_true",
                       help="keep it up to date from the service's events "
-                      "until interrupted")
+                      "until interrupted; ended jobs are shown for "
+                      f"{cli_call.WATCH_ENDED_WITHIN:.0f} s (--ended-within)")
+    jobs.add_argument("--ended-within", type=float, metavar="SECONDS",
+                      help="show the ended jobs that ended at most this "
+                      "long ago (default: all, or "
+                      f"{cli_call.WATCH_ENDED_WITHIN:.0f} with --watch)")
+    jobs.add_argument("--all", action="store_true", help="show every "
+                      "ended job, with --watch too")
+    jobs.add_argument("--active", action="store_true", help="show only "
+                      "the jobs that have not ended")
+    jobs.add_argument("--type", metavar="JOB_TYPE", help="only the jobs of "
+                      "this type (create, restore, recover, "
+                      "migration-destination, migration-source, hibernate)")
     _client_flags(jobs)
     events = command("events", "print a running service's events (GET "
                      "/events) as they come, one line each")
@@ -88,6 +105,25 @@ def build_parser():
                          "alone (its VMs run on), or stop it (destroys its "
                          "domains)")
     sandbox.add_argument("dir", help="its directory (socket, config, logs)")
+
+    chaos = command("chaos", "a seeded random run of every verb under "
+                    "faults over two private libvirtds, checking the "
+                    "invariants (root; docs/chaos.md)")
+    chaos.add_argument("dir", help="its directory (daemons, logs, state "
+                       "files, the violation file)")
+    chaos.add_argument("--seed", type=int, default=None,
+                       help="the schedule's seed (default: drawn, printed)")
+    chaos.add_argument("--steps", type=int, default=None,
+                       help="stop after this many steps")
+    chaos.add_argument("--minutes", type=float, default=None,
+                       help="stop after this long (default: 10 min unless "
+                       "--steps)")
+    chaos.add_argument("--max-vms", type=int, default=6,
+                       help="VMs (and unconsumed state files) at most "
+                       "(default 6)")
+    chaos.add_argument("--mem", type=int, default=32, help="MiB per guest")
+    chaos.add_argument("--fault-rate", type=float, default=0.03,
+                       help="probability that a step is a fault")
 
     cli_loadtest.add_flags(command("loadtest", "start many VMs through the "
                                    "verbs, summarise, destroy them"))
@@ -126,8 +162,10 @@ def _service_flags(parser):
     parser.add_argument("--config", help="INI file, read instead of "
                         f"{configuration.DEFAULT_PATH} and its .d directory "
                         "(see `vmjobs config --show` for every key)")
-    parser.add_argument("--uri", help="libvirt URI (default: a private "
-                        "instance of libvirt's test driver)")
+    parser.add_argument("--uri", help="libvirt URI (default "
+                        f"{configuration.DEFAULT_URI}, the host's "
+                        "hypervisor; test:///default for libvirt's test "
+                        "driver, whose VMs are not real)")
     parser.add_argument("--listen", help="unix:/path (default "
                         "unix:/run/vmjobs/vmjobs.sock) or HOST:PORT (mutual "
                         "TLS, or --insecure on loopback)")
@@ -145,7 +183,9 @@ def _service_flags(parser):
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "
-                        "most; more are refused (1100)")
+                        f"most (default {configuration.Config.queue_size}); "
+                        "more are refused at once with error 1100, "
+                        "ResourceExhausted")
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
                         help="move the startups' admission limit by what it "
                         "measures ([pool] adaptive)")
@@ -220,7 +260,25 @@ def _sandbox(args):
     return 0
 
 
-COMMANDS = {"serve": _serve, "config": _config, "call": cli_call.call,
+def _chaos(args):
+    import json
+    import random
+
+    from .tools.chaos import ChaosRun
+    seed = args.seed if args.seed is not None else random.randrange(10**6)
+    minutes = args.minutes if args.minutes is not None or args.steps else 10
+    print(f"vmjobs chaos: seed {seed} (replay: vmjobs chaos {args.dir} "
+          f"--seed {seed})", flush=True)
+    run = ChaosRun(args.dir, seed, steps=args.steps,
+                   duration=minutes * 60 if minutes else None,
+                   max_vms=args.max_vms, mem_mib=args.mem,
+                   fault_rate=args.fault_rate)
+    ok = run.run()
+    print(json.dumps(run.figures(), indent=1))
+    return 0 if ok else 1
+
+
+COMMANDS = {"serve": _serve, "chaos": _chaos, "config": _config, "call": cli_call.call,
             "jobs": lambda args: (cli_events.watch_jobs if args.watch
                                   else cli_call.jobs)(args),
             "events": cli_events.events, "vms": cli_call.vms,

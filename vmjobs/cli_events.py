@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from .cli_call import client, job_table
+from .cli_call import client, jobs_params, visible_table
 from .notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 
 # Seconds: the table is redrawn once the stream has been quiet this long,
@@ -130,7 +130,7 @@ def watch_jobs(args, out=sys.stdout):
         subscribed.wait()
         if not changes.empty() and isinstance(changes.queue[0], Exception):
             raise changes.get()
-        table = c.call("Host.getJobs")
+        table = c.call("Host.getJobs", jobs_params(args))
         dirty, drawn = True, 0.0
         while True:
             timeout = REDRAW_QUIET if dirty else None
@@ -147,12 +147,12 @@ def watch_jobs(args, out=sys.stdout):
                 if method.startswith(JOB_STATUS):
                     table.update(notification.params)
                 elif method == RESYNC:
-                    table = c.call("Host.getJobs")
+                    table = c.call("Host.getJobs", jobs_params(args))
                 dirty = True
             now = time.monotonic()
             if dirty and (notification is False or
                           now - drawn >= REDRAW_BUSY):
-                print("\x1b[H\x1b[2J" + job_table(table, time.time(),
-                                                  args.prefix),
+                print("\x1b[H\x1b[2J" + visible_table(table, args,
+                                                      time.time()),
                       file=out, flush=True)
                 dirty, drawn = False, now

@@ -9,6 +9,7 @@ import sys
 
 from . import hostfiles, logs
 from .api import API
+from .config import DEFAULT_URI
 from .host import our_domains_running
 from .instance_lock import InstanceLock
 from .listener import check_listener
@@ -37,6 +38,8 @@ def serve(config, out=sys.stdout):
 def _serve_locked(config, out):
     hostfiles.prepare_dirs(config, log)   # by the one instance only
     api = API(config)
+    if api.hv.is_test_driver:
+        warn_test_driver(api.hv.uri, out)
     try:
         server = Server(api, config)
     except Exception:
@@ -55,10 +58,29 @@ def _serve_locked(config, out):
     log.info("%s: stopping: no new requests; %s what is queued and running",
              signal.Signals(signum).name, config.stop_mode)
     server.stop()
-    api.pool.shutdown(config.stop_mode)   # every job reaches a safe end
+    # Every job reaches a safe end, within stop_timeout: a job stuck behind
+    # libvirt (a hung call) must not keep the service from stopping.
+    if not api.pool.shutdown(config.stop_mode, timeout=config.stop_timeout):
+        log.error("stop: jobs still running after %g s: exiting without "
+                  "them: %s", config.stop_timeout, ", ".join(
+                      f"{j.id} ({j.job_type})" for j in api.jobs.jobs()
+                      if not j.status.ended))
+        print(f"vmjobs: stopped with jobs still running; "
+              f"{stop_summary(api)}", file=out, flush=True)
+        return 1
     print(f"vmjobs: stopped; {stop_summary(api)}", file=out, flush=True)
     api.close()
     return 0
+
+
+def warn_test_driver(uri, out):
+    """Said at start, on the console and in the log: on libvirt's test
+    driver the verbs answer and VMs are "Up", but none runs anywhere."""
+    message = (f"libvirt's test driver ({uri}): its VMs are not "
+               "real and run nowhere; give --uri (default "
+               f"{DEFAULT_URI}) for the host's hypervisor")
+    log.warning("%s", message)
+    print(f"vmjobs: warning: {message}", file=out, flush=True)
 
 
 def stop_summary(api):
