@@ -61,8 +61,12 @@ class EventOrder:
         assert body["staging"] is (status in STAGED), body
         job_id = self.startup.get(vm_id)
         if status in UP and before in STAGED and job_id in self.jobs:
-            # Its job, if seen already, has entered its commit step.
-            assert self.jobs[job_id][-1] == (JobStatus.RUNNING, "commit"), \
+            # Its job, if seen already, has entered its commit step; or,
+            # for an incoming migration whose guest arrived, it commits
+            # while aborting (an arrived guest is never destroyed).
+            job_status, step = self.jobs[job_id][-1]
+            assert (job_status, step) == (JobStatus.RUNNING, "commit") or \
+                job_status is JobStatus.ABORTING, \
                 f"{vm_id} {status} before its commit: {self.jobs[job_id]}"
         history.append(status)
 
