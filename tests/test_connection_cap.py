@@ -27,6 +27,7 @@ from serve import ServeProcess
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
 from vmjobs.config import Config
+from vmjobs.notifications import Notifications
 from vmjobs.server import Server
 
 HOSTILE = 64                # rpc.max_connections' default
@@ -193,6 +194,7 @@ class SlowVerbs:
     metrics = None
 
     def __init__(self):
+        self.notifications = Notifications()   # GET /events' source
         self.release = threading.Event()
         self.running = threading.Semaphore(0)
 

@@ -46,6 +46,7 @@ from .flows import (
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
+from .notifications import Notifications
 from .params import (
     parse_create,
     parse_graceful_attempts,
@@ -87,7 +88,9 @@ class API:
         self.hv = hypervisor or Hypervisor(
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
-        self.registry = VmRegistry(self.config.publish)
+        self.notifications = Notifications(self.config.events_buffer)
+        self.subscribe = self.notifications.subscribe  # GET /events, here
+        self.registry = VmRegistry(self.config.publish, self.notifications)
         # VM.migrate's jobs in call order: max_outgoing migrate at once.
         self.outgoing = OutgoingSlots(self.config.max_outgoing)
         self.metrics = Metrics()
@@ -105,7 +108,8 @@ class API:
         self.recovery = Recovery(
             self.hv, self.registry, self.jobs, self.pool,
             dict(self._job_args(),
-                 settle_timeout=self.config.recovery_settle_timeout))
+                 settle_timeout=self.config.recovery_settle_timeout),
+            self.notifications.job_changed)
         self.metrics.watch(self)
         try:
             self.recovery.start()
@@ -122,6 +126,7 @@ class API:
         """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
         reach a safe end; public VMs are left running."""
         self.pool.shutdown(stop_mode)
+        self.notifications.close()
         if self._owns_hypervisor:
             self.hv.close()
 
@@ -303,10 +308,9 @@ class API:
                 "timeout": self.config.job_timeout}
 
     def _queue(self, job):
-        """Reserve what the job needs (refused: the job's own VdsmError),
-        list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace (and is
-        never listed: accept() comes only once the job is taken)."""
+        """Reserve what the job needs (refused: its own VdsmError), queue,
+        observe (notifications) and list it; if the queue refuses it, forget
+        it and release it: a refused request leaves no trace, unlisted."""
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)
@@ -317,6 +321,7 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        job.observe(self.notifications.job_changed)
         _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)
 

@@ -1,12 +1,12 @@
-"""The `vmjobs` command line: serve, config, call, jobs, vms, loadtest,
-report, sandbox. An error is one line saying what failed and what to try
+"""The `vmjobs` command line: serve, config, call, jobs, events, vms,
+loadtest, report, sandbox. An error is one line saying what failed and what to try
 (vmjobs.cli_errors); --debug shows its traceback."""
 
 import argparse
 import sys
 import traceback
 
-from . import __version__, cli_call, cli_errors, cli_loadtest, logs
+from . import __version__, cli_call, cli_errors, cli_events, cli_loadtest, logs
 from . import config as configuration
 from .tools.client import DEFAULT_SERVER, RemoteError
 
@@ -78,8 +78,8 @@ def build_parser():
     jobs.add_argument("prefix", nargs="?", metavar="ID_PREFIX",
                       help="only the jobs whose id starts with this")
     jobs.add_argument("--watch", action="store_true",
-                      help="refresh every second until interrupted; ended "
-                      "jobs are shown for "
+                      help="keep it up to date from the service's events "
+                      "until interrupted; ended jobs are shown for "
                       f"{cli_call.WATCH_ENDED_WITHIN:.0f} s (--ended-within)")
     jobs.add_argument("--ended-within", type=float, metavar="SECONDS",
                       help="show the ended jobs that ended at most this "
@@ -93,6 +93,10 @@ def build_parser():
                       "this type (create, restore, recover, "
                       "migration-destination, migration-source, hibernate)")
     _client_flags(jobs)
+    events = command("events", "print a running service's events (GET "
+                     "/events) as they come, one line each")
+    cli_events.add_flags(events)
+    _client_flags(events)
     _client_flags(command("vms", "the public VMs of a running service"))
 
     sandbox = command("sandbox", "a private libvirtd with QEMU (root; for "
@@ -282,7 +286,9 @@ def _chaos(args):
 
 
 COMMANDS = {"serve": _serve, "chaos": _chaos, "config": _config, "call": cli_call.call,
-            "jobs": cli_call.jobs, "vms": cli_call.vms,
+            "jobs": lambda args: (cli_events.watch_jobs if args.watch
+                                  else cli_call.jobs)(args),
+            "events": cli_events.events, "vms": cli_call.vms,
             "loadtest": cli_loadtest.loadtest, "sandbox": _sandbox,
             "report": cli_loadtest.report}
 

@@ -84,6 +84,8 @@ class Config:
     max_connections: int = 64
     max_batch: int = 100      # calls in a batch; the largest answer built:
     max_response_bytes: int = 16 * 1024 * 1024   # rpc.py
+    events_buffer: int = 10_000   # GET /events: kept for Last-Event-ID
+    max_subscribers: int = 16     # GET /events streams open at once
     # Mutual TLS: all three, or none.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -205,6 +207,10 @@ SETTINGS = [
             comment="its private key"),
     Setting("rpc", "tls_ca", "tls_ca", str, optional=True,
             comment="the CA a client's certificate must be signed by"),
+    Setting("events", "buffer", "events_buffer", int, 1, 10_000_000,
+            comment="notifications kept for Last-Event-ID"),
+    Setting("events", "max_subscribers", "max_subscribers", int, 1,
+            comment="GET /events streams open at once"),
     Setting("storage", "state_dirs", "state_dirs", list,
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,

@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 
-from . import listener, metrics
+from . import eventstream, listener, metrics
 from .audit import caller_of
 from .config import parse_listen
 from .connections import ConnectionTable
@@ -123,6 +123,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         """GET /metrics (Prometheus text), under the same rules as a POST:
         Host header, authentication (the listener's), connection cap."""
+        if self.path == "/events":   # eventstream.py, with its own cap
+            return self._refused() or self.server.streams.serve(self)
         if self.path != "/metrics":
             return self._other()
         if self._refused() or self._overloaded() or not self._started():
@@ -188,7 +190,7 @@ class _ServerMixin:
         return self._local.deadline
 
     def overloaded(self):
-        return self._local.connection is None
+        return self._local.overflow
 
     def request_started(self):
         connection = self._local.connection
@@ -198,6 +200,15 @@ class _ServerMixin:
     def request_ended(self):
         if self._local.connection is not None:
             self.connections.end_request(self._local.connection)
+
+    def leave_connection_slots(self):
+        """An event stream is bounded by events.max_subscribers instead: its
+        connection leaves the table (or the 503 overflow) now."""
+        self._leave()
+        self._local.connection = None
+        if self._local.overflow:
+            self._local.overflow = False
+            self._overflow.release()
 
     def process_request(self, request, client_address):
         if request.family in (socket.AF_INET, socket.AF_INET6):
@@ -221,6 +232,8 @@ class _ServerMixin:
     def _serve_connection(self, request, client_address, connection):
         self._local.deadline = time.monotonic() + self.request_timeout
         self._local.connection = connection
+        # Not in the table: answered 503, holding one of the overflow's.
+        self._local.overflow = connection is None
         if connection is None:
             log.warning("too many connections, every one busy: answering "
                         "503")
@@ -231,7 +244,7 @@ class _ServerMixin:
         finally:
             self._leave()
             self.shutdown_request(request)
-            if connection is None:
+            if self._local.overflow:
                 self._overflow.release()
 
     def _leave(self):
@@ -309,6 +322,8 @@ class Server:
                                 config.max_response_bytes)
         self._server.configure(dispatcher, config, context,
                                check_host=kind == "tcp" and context is None)
+        self._server.streams = eventstream.Streams(api.notifications,
+                                                   config.max_subscribers)
         try:
             self._server.server_bind()
             self._server.server_activate()
@@ -334,7 +349,8 @@ class Server:
                  " (mutual TLS)" if self.tls else "")
 
     def stop(self):
-        """Stop accepting; the socket file of a Unix socket is removed."""
+        """Stop accepting, end the event streams; a Unix socket's file goes."""
+        self._server.streams.stop()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
