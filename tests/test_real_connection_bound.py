@@ -7,8 +7,7 @@ on it (the domains it hands out count against it too)."""
 
 import threading
 
-import libvirt
-
+from libvirt_counting import counting_open
 from vmjobs.hypervisor import Hypervisor, connections
 
 LIBVIRTD_MAX_CLIENT_REQUESTS = 5
@@ -17,58 +16,9 @@ ROUNDS = 20
 WAIT = 120
 
 
-class InFlight:
-    """The calls in flight on one real connection, and their maximum."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.now = self.most = self.calls = 0
-
-    def call(self, method, *args, **kwargs):
-        with self.lock:
-            self.now += 1
-            self.calls += 1
-            self.most = max(self.most, self.now)
-        try:
-            return wrap(method(*args, **kwargs), self)
-        finally:
-            with self.lock:
-                self.now -= 1
-
-
-class Counted:
-    """A libvirt connection or domain whose calls are counted on its
-    connection's InFlight."""
-
-    def __init__(self, real, counter):
-        self._real = real
-        self._counter = counter
-
-    def __getattr__(self, name):
-        attr = getattr(self._real, name)
-        if not callable(attr):
-            return attr
-        return lambda *a, **kw: self._counter.call(attr, *a, **kw)
-
-
-def wrap(result, counter):
-    if isinstance(result, libvirt.virDomain):
-        return Counted(result, counter)
-    if isinstance(result, list):
-        return [wrap(r, counter) for r in result]
-    return result
-
-
 def test_calls_in_flight_per_connection_stay_bounded(daemon, monkeypatch):
     counters = []
-    real_open = libvirt.open
-
-    def counted_open(uri):
-        counter = InFlight()
-        counters.append(counter)
-        return Counted(real_open(uri), counter)
-
-    monkeypatch.setattr(connections.libvirt, "open", counted_open)
+    monkeypatch.setattr(connections.libvirt, "open", counting_open(counters))
     hv = Hypervisor(daemon.uri, connections=3)
     try:
         token = hv.subscribe("00000000-0000-0000-0000-000000000000",
