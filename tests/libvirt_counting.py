@@ -6,7 +6,6 @@ import threading
 
 import libvirt
 
-
 # What libvirt answers from the handle itself, sending no request.
 LOCAL = frozenset({"UUIDString", "UUID", "name", "ID", "connect"})
 
