@@ -41,7 +41,18 @@ class Counted:
         attr = getattr(self._real, name)
         if not callable(attr) or name in LOCAL:
             return attr
-        return lambda *a, **kw: self._counter.call(attr, *a, **kw)
+        return lambda *a, **kw: self._counter.call(
+            attr, *[unwrap(v) for v in a], **kw)
+
+
+def unwrap(arg):
+    """libvirt's own objects for the wrapped ones among a call's arguments
+    (libvirt checks their types)."""
+    if isinstance(arg, Counted):
+        return arg._real
+    if isinstance(arg, list):
+        return [unwrap(a) for a in arg]
+    return arg
 
 
 def wrap(result, counter):

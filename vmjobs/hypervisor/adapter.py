@@ -20,6 +20,7 @@ from .domains import (
     set_metadata_of,
     state_and_reason_of,
     state_of,
+    states_of,
 )
 from .drivers import private_test_host
 from .errors import ConnectionLost, translated
@@ -202,9 +203,11 @@ class Hypervisor:
         with the listing: a full host of VMs already known costs one
         listing, not two calls per domain)."""
         with self.connection() as conn, translated("list"):
-            domains = conn.listAllDomains(0)
-            return [domain_info(dom, metadata_ns) for dom in domains
-                    if not skip or dom.UUIDString() not in skip]
+            domains = [dom for dom in conn.listAllDomains(0)
+                       if not skip or dom.UUIDString() not in skip]
+            states = states_of(conn, domains) if domains else {}
+            return [domain_info(dom, states.get(dom.UUIDString()),
+                                metadata_ns) for dom in domains]
 
     @_read
     def metadata(self, uuid, metadata_ns):
