@@ -23,6 +23,7 @@ from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
+from vmjobs.hypervisor.domains import metadata_of, state_of
 
 WAIT = 600
 ROUNDS = 30
@@ -56,15 +57,21 @@ def p50_of(call, rounds=ROUNDS):
 
 
 def counted_as_before(api):
-    """What Host.getStats did for its domain counts before the registries'
-    VMs were left out of the listing (the baseline, run side by side): two
-    libvirt calls per domain, and a scan of the whole job table."""
+    """What Host.getStats did for its domain counts before (the baseline,
+    run side by side): two libvirt requests (state, metadata) per domain
+    on the host, ours included, and a scan of the whole job table."""
     known = api.registry.known_ids()
     received = {job.vm_id for job in api.jobs.jobs()
                 if job.job_type == "migration-destination"}
-    return sum(1 for d in api.hv.list_domains(domxml.METADATA_NS)
-               if d.uuid not in known and d.metadata is None
-               and d.uuid not in received)
+    count = 0
+    for dom in api.hv.shared_connection.listAllDomains(0):
+        uuid_ = dom.UUIDString()
+        state_of(dom)
+        metadata = metadata_of(dom, domxml.METADATA_NS)
+        if uuid_ not in known and metadata is None and \
+                uuid_ not in received:
+            count += 1
+    return count
 
 
 def add_external(hv, count):
