@@ -10,6 +10,10 @@ import urllib.request
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the tests serve unless they name a URI: libvirt's test driver, asked
+# for by name (the service's default is the host's hypervisor).
+TEST_URI = "test:///default"
+WARNING = "vmjobs: warning: "
 
 
 class ServeProcess:
@@ -18,6 +22,8 @@ class ServeProcess:
     def __init__(self, *args, config=None, tmp_path=None, log_name="serve",
                  env=None):
         command = [sys.executable, "-m", "vmjobs", "serve", *args]
+        if "--uri" not in args and "uri =" not in (config or ""):
+            command += ["--uri", TEST_URI]
         if config is not None:
             path = tmp_path / "vmjobs.conf"
             path.write_text(config)
@@ -36,6 +42,10 @@ class ServeProcess:
             text=True, cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
         line = self.process.stdout.readline()   # blocks until ready
+        self.warnings = []   # what it said before it was ready
+        while line.startswith(WARNING):
+            self.warnings.append(line[len(WARNING):].strip())
+            line = self.process.stdout.readline()
         if not line.startswith("vmjobs: serving on "):
             self.process.kill()
             raise RuntimeError(f"serve did not start: {line!r} "

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from serve import ROOT, ServeProcess, wait_job_ended
+from serve import ROOT, TEST_URI, ServeProcess, wait_job_ended
 from vmjobs import cli
 from vmjobs.tools import loadtest
 
@@ -69,8 +69,8 @@ def test_port_in_use_names_the_address(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         address = "127.0.0.1:%d" % busy.getsockname()[1]
-        result = vmjobs("serve", "--config", os.devnull, "--listen", address,
-                        "--insecure", "--lock-file", str(tmp_path / "lock"),
+        result = vmjobs("serve", "--config", os.devnull, "--uri", TEST_URI,
+                        "--listen", address, "--insecure", "--lock-file", str(tmp_path / "lock"),
                         "--state-dir", str(tmp_path),
                         "--image-dir", str(tmp_path),
                         "--log-file", str(tmp_path / "log"))
@@ -113,7 +113,8 @@ def test_call_params_from_a_file_and_the_verb_list(server, tmp_path):
     assert isinstance(json.loads(listed.stdout), list)
     verbs = vmjobs("call", "--list")
     assert verbs.returncode == 0
-    assert "VM.destroy             vmID gracefulAttempts" in verbs.stdout
+    assert "VM.destroy          vmID: UUID, [gracefulAttempts: int]" in \
+        verbs.stdout
     one_line(vmjobs("call", "Host.ping", "-f", str(tmp_path / "none")),
              "call", "none", "No such file")
 

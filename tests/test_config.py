@@ -79,20 +79,20 @@ def test_dump_reads_back():
     assert config.load_text(config.dump(defaults)) == defaults.validate()
 
 
-def readme_ini():
-    """The README's example configuration, verbatim."""
-    with open(os.path.join(ROOT, "README.md")) as f:
+def configuration_example():
+    """docs/configuration.md's example configuration, verbatim."""
+    with open(os.path.join(ROOT, "docs", "configuration.md")) as f:
         text = f.read()
     start = text.index("```ini\n") + len("```ini\n")
     return text[start:text.index("```", start)]
 
 
-def test_readme_example_loads_verbatim(tmp_path):
+def test_configuration_example_loads_verbatim(tmp_path):
     path = tmp_path / "vmjobs.conf"
-    path.write_text(readme_ini())
+    path.write_text(configuration_example())
     loaded = config.load(str(path))
     assert loaded.workers == 4
-    assert loaded.uri is None and loaded.tls_cert is None
+    assert loaded.uri == config.DEFAULT_URI and loaded.tls_cert is None
     assert loaded.max_incoming == 2
     assert loaded.origin("workers") == f"{path}:2"
 
@@ -214,3 +214,52 @@ def test_publish_mode_from_file_flag_and_default(tmp_path):
     refused = vmjobs("config", "--show", "--config", str(path))
     assert refused.returncode == 2
     assert "registry.publish" in refused.stderr
+
+
+def test_config_alone_shows_the_configuration(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[pool]\nqueue_size = 50\n")
+    alone = vmjobs("config", "--config", str(path))
+    assert alone.returncode == 0, alone.stderr
+    shown = vmjobs("config", "--show", "--config", str(path))
+    assert alone.stdout == shown.stdout   # --show still accepted
+    assert config.load_text(alone.stdout).queue_size == 50
+
+
+def test_show_names_the_files_read_conf_d_included(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[pool]\nworkers = 3\n")
+    loaded = config.load_default(str(path))
+    assert config.dump(loaded).splitlines()[0] == (
+        f"; read: {path}, {path}.d/*.conf (none)")
+    (tmp_path / "vmjobs.conf.d").mkdir()
+    extra = tmp_path / "vmjobs.conf.d" / "10-a.conf"
+    extra.write_text("[pool]\nqueue_size = 11\n")
+    loaded = config.load_default(str(path))
+    assert config.dump(loaded).splitlines()[0] == (
+        f"; read: {path}, {extra}")
+    absent = config.load_default(str(tmp_path / "none.conf"))
+    assert config.dump(absent).splitlines()[0] == (
+        f"; read: {tmp_path}/none.conf (absent), "
+        f"{tmp_path}/none.conf.d/*.conf (none)")
+
+
+def test_show_gives_each_item_of_a_repeated_key_its_own_line(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_text("[storage]\n; two state directories\nstate_dirs = /a\n"
+                    "\nstate_dirs = /b\n")
+    shown = [line for line in config.dump(config.load(str(path)))
+             .splitlines() if line.startswith("state_dirs")]
+    assert len(shown) == 2
+    assert shown[0].startswith("state_dirs = /a ")
+    assert f"[{path}:3]" in shown[0]
+    assert shown[1].startswith("state_dirs = /b ")
+    assert f"[{path}:5]" in shown[1]
+    # A later file replaces the list, and its lines are named.
+    later = tmp_path / "later.conf"
+    later.write_text("[storage]\nstate_dirs = /c\n")
+    replaced = config.load(str(later), config.load(str(path)))
+    assert replaced.state_dirs == ["/c"]
+    shown = [line for line in config.dump(replaced).splitlines()
+             if line.startswith("state_dirs")]
+    assert len(shown) == 1 and f"[{later}:2]" in shown[0]

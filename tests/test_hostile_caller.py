@@ -1,4 +1,4 @@
-"""A hostile caller against the real defaults (README, Security): who can
+"""A hostile caller against the real defaults (docs/security.md): who can
 reach the service, and what a caller can make the host do.
 
 Every case runs against a real `vmjobs serve` process. Another local user
@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from serve import ROOT, ServeProcess
+from serve import ROOT, TEST_URI, ServeProcess
 from test_server_tls import make_ca, make_cert
 from vmjobs.tools.client import Client, RemoteError
 
@@ -139,7 +139,8 @@ def serve_refused(*args):
     with tempfile.TemporaryDirectory() as private:
         result = subprocess.run(
             [sys.executable, "-m", "vmjobs", "serve", "--log-file", "-",
-             "--config", os.devnull, "--lock-file", f"{private}/lock",
+             "--config", os.devnull, "--uri", TEST_URI,
+             "--lock-file", f"{private}/lock",
              *args], capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
     assert result.returncode == 2, result
     assert "serving" not in result.stdout

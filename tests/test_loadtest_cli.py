@@ -145,3 +145,74 @@ def test_loadtest_against_a_server(tmp_path):
         status, stopped, err = server.stop()
     assert status == 0, err
     assert "public=0 staged=0 vmjobs_domains_running=0" in stopped
+
+
+def storm_records(modes, per_mode=6):
+    """A made-up storm's records: `per_mode` VMs of each mode, Up at
+    different times, one failed."""
+    records = []
+    for m, mode in enumerate(modes):
+        for i in range(per_mode):
+            records.append({"mode": mode, "enqueued": 100.0 + 0.01 * i,
+                            "started": 100.5 + i, "ended": 101.0 + i + m,
+                            "status": "done"})
+    records[-1]["status"] = "failed"
+    return records
+
+
+def test_plot_legend_below_the_storm_and_integer_counts():
+    import matplotlib.pyplot as plt
+    figure = report.draw(storm_records(["create"]))
+    try:
+        storm, spread = figure.axes   # no admission-limit axis
+        legend = storm.get_legend()
+        # Outside the axes (below them), so it covers no curve.
+        anchor = legend.get_bbox_to_anchor().transformed(
+            storm.transAxes.inverted())
+        assert anchor.y1 <= 0
+        assert [t.get_text() for t in legend.get_texts()] == [
+            "staged (queued)", "running", "Up"]
+        figure.canvas.draw()
+        for axis in (storm, spread):
+            ticks = [t for t in axis.get_yticks()
+                     if axis.get_ylim()[0] <= t <= axis.get_ylim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks)
+        assert spread.get_legend() is None
+    finally:
+        plt.close(figure)
+
+
+def test_plot_draws_the_admission_limit_only_when_it_moved():
+    import matplotlib.pyplot as plt
+    records = storm_records(["create"])
+    fixed = report.draw(records, [(100.0, 4)])
+    moved = report.draw(records, [(100.0, 1), (101.0, 2), (102.0, 4)])
+    try:
+        assert len(fixed.axes) == 2
+        assert len(moved.axes) == 3
+        assert moved.axes[2].get_ylabel() == "admission limit"
+        labels = [t.get_text()
+                  for t in moved.axes[0].get_legend().get_texts()]
+        assert labels[-1] == "admission limit"
+    finally:
+        plt.close(fixed)
+        plt.close(moved)
+
+
+def test_plot_splits_a_mixed_storm_by_mode():
+    import matplotlib.pyplot as plt
+    single = report.draw(storm_records(["create"]))
+    mixed = report.draw(storm_records(["create", "restore", "migration"]))
+    try:
+        storm, spread = mixed.axes
+        assert [t.get_text() for t in spread.get_legend().get_texts()] == [
+            "create", "migration", "restore"]
+        labels = [t.get_text() for t in storm.get_legend().get_texts()]
+        assert {"Up: create", "Up: migration", "Up: restore"} <= set(labels)
+        assert spread.get_title() == "time to Up by mode"
+        assert not any(label.startswith("Up: ") for label in
+                       [t.get_text() for t in
+                        single.axes[0].get_legend().get_texts()])
+    finally:
+        plt.close(single)
+        plt.close(mixed)

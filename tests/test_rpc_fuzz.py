@@ -43,7 +43,7 @@ HOSTILE_XML = [
 
 @pytest.fixture(scope="module")
 def dispatcher():
-    api = API(Config(workers=2))
+    api = API(Config(uri=None, workers=2))
     yield Dispatcher(api)
     api.close()
 

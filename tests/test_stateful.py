@@ -46,7 +46,7 @@ class VmJobsMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="vmjobs-stateful-")
-        self.api = API(Config(workers=2, queue_size=8, publish=self.publish,
+        self.api = API(Config(uri=None, workers=2, queue_size=8, publish=self.publish,
                               migration_destination_timeout=0.3,
                               migration_check_interval=0.05,
                               state_dirs=[self.dir]))

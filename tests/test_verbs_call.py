@@ -11,7 +11,7 @@ pytestmark = pytest.mark.both_publish_modes
 STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
               "public", "external_domains", "stopped_domains",
               "unowned_domains", "jobs_done", "jobs_failed", "jobs_aborted",
-              "recovering", "admission_limit"}
+              "recovering", "admission_limit", "uri"}
 
 
 @pytest.mark.parametrize("method", ["VM.nosuch", "Nope.ping", "ping",
@@ -106,8 +106,10 @@ def test_get_stats_keys(api):
     assert stats["queue_size"] == api.config.queue_size
     # Not adaptive (the default): the limit is the workers.
     assert stats["admission_limit"] == api.config.workers
+    # The libvirt URI served (here the fixture's private test driver).
+    assert stats["uri"] == api.hv.uri and stats["uri"].startswith("test://")
     counters = STATS_KEYS - {"workers", "queue_size", "recovering",
-                             "admission_limit"}
+                             "admission_limit", "uri"}
     assert {key: stats[key] for key in counters} == dict.fromkeys(counters, 0)
 
     vm_id = new_id()

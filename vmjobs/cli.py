@@ -46,15 +46,16 @@ def build_parser():
         return sub
 
     _service_flags(command("serve", "run the service (JSON-RPC)"))
-    show = command("config", "print the effective configuration")
-    show.add_argument("--show", action="store_true", required=True,
-                      help="print every key: its value, where it came from "
-                      "and what it does (INI, as --config reads it)")
+    show = command("config", "print the effective configuration: every "
+                   "key, its value, where it came from and what it does "
+                   "(INI, as --config reads it), and the files read")
+    show.add_argument("--show", action="store_true",
+                      help="the same (the default, and the only action)")
     _service_flags(show)
 
     call = command("call", "call one verb on a running service")
     call.add_argument("method", nargs="?", help="the verb, e.g. "
-                      "Host.getVMList")
+                      "Host.getVMList, or as vdsm-client: Host getVMList")
     call.add_argument("params", nargs="*", metavar="key=value",
                       help="named params; a value is JSON when it parses "
                       "as JSON (numbers, true, lists...), else a string; "
@@ -66,13 +67,30 @@ def build_parser():
                       "answer as one JSON object, {\"result\": ...} or "
                       "{\"error\": ...} (for scripts)")
     call.add_argument("--list", action="store_true",
-                      help="list the verbs and their params")
+                      help="list the verbs and their params, with their "
+                      "types ([optional])")
+    call.add_argument("--timeout", type=float, default=60.0,
+                      metavar="SECONDS", help="give up on an answer after "
+                      "this long (default %(default)s)")
     _client_flags(call)
     jobs = command("jobs", "the job table of a running service")
     jobs.add_argument("prefix", nargs="?", metavar="ID_PREFIX",
                       help="only the jobs whose id starts with this")
     jobs.add_argument("--watch", action="store_true",
-                      help="refresh every second until interrupted")
+                      help="refresh every second until interrupted; ended "
+                      "jobs are shown for "
+                      f"{cli_call.WATCH_ENDED_WITHIN:.0f} s (--ended-within)")
+    jobs.add_argument("--ended-within", type=float, metavar="SECONDS",
+                      help="show the ended jobs that ended at most this "
+                      "long ago (default: all, or "
+                      f"{cli_call.WATCH_ENDED_WITHIN:.0f} with --watch)")
+    jobs.add_argument("--all", action="store_true", help="show every "
+                      "ended job, with --watch too")
+    jobs.add_argument("--active", action="store_true", help="show only "
+                      "the jobs that have not ended")
+    jobs.add_argument("--type", metavar="JOB_TYPE", help="only the jobs of "
+                      "this type (create, restore, recover, "
+                      "migration-destination, migration-source, hibernate)")
     _client_flags(jobs)
     _client_flags(command("vms", "the public VMs of a running service"))
 
@@ -121,8 +139,10 @@ def _service_flags(parser):
     parser.add_argument("--config", help="INI file, read instead of "
                         f"{configuration.DEFAULT_PATH} and its .d directory "
                         "(see `vmjobs config --show` for every key)")
-    parser.add_argument("--uri", help="libvirt URI (default: a private "
-                        "instance of libvirt's test driver)")
+    parser.add_argument("--uri", help="libvirt URI (default "
+                        f"{configuration.DEFAULT_URI}, the host's "
+                        "hypervisor; test:///default for libvirt's test "
+                        "driver, whose VMs are not real)")
     parser.add_argument("--listen", help="unix:/path (default "
                         "unix:/run/vmjobs/vmjobs.sock) or HOST:PORT (mutual "
                         "TLS, or --insecure on loopback)")
@@ -140,7 +160,9 @@ def _service_flags(parser):
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "
-                        "most; more are refused (1100)")
+                        f"most (default {configuration.Config.queue_size}); "
+                        "more are refused at once with error 1100, "
+                        "ResourceExhausted")
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
                         help="move the startups' admission limit by what it "
                         "measures ([pool] adaptive)")

@@ -12,13 +12,21 @@ from .tools.client import Client, RemoteError
 _JSON_STARTS = ("{", "[", '"')
 
 
+# `vmjobs jobs --watch` shows a job that ended this long ago (seconds), no
+# older (--ended-within, --all): a storm's thousand ended jobs would bury
+# the running ones for the hour they stay queryable.
+WATCH_ENDED_WITHIN = 60.0
+_ENDED = ("done", "failed", "aborted")
+
+
 def client(args):
     if args.cert and not args.ca:
         raise CliError("--cert needs --ca (the CA that signed the server's "
                        "certificate): TLS is on only with --ca")
     if bool(args.cert) != bool(args.key):
         raise CliError("--cert and --key go together")
-    return Client(args.server, cert=args.cert, key=args.key, ca=args.ca)
+    return Client(args.server, cert=args.cert, key=args.key, ca=args.ca,
+                  timeout=getattr(args, "timeout", 60.0))
 
 
 def parse_params(items, path=None):
@@ -56,13 +64,15 @@ def parse_params(items, path=None):
 
 def call(args):
     if args.list:
-        from .api import VERBS
-        for verb, (_, names) in sorted(VERBS.items()):
-            print(f"{verb:22} {' '.join(names)}".rstrip())
+        print(verb_list())
         return 0
     if not args.method:
         raise CliError("give a verb, e.g. `vmjobs call Host.ping` "
                        "(`vmjobs call --list` lists them)")
+    if "." not in args.method and args.params and \
+            "=" not in args.params[0]:
+        # vdsm-client's form: `vmjobs call VM getStats vmID=...`.
+        args.method = f"{args.method}.{args.params.pop(0)}"
     params = parse_params(args.params, args.file)
     with client(args) as c:
         try:
@@ -79,11 +89,54 @@ def call(args):
     return 0
 
 
+# What each param of a verb is, for `vmjobs call --list` (API.md "Verbs"):
+# name -> its JSON type; and the params a verb may go without. A verb
+# declared with a param not named here fails test_cli_client's --list test.
+PARAM_TYPES = {
+    "vmID": "UUID", "vmParams": "object", "params": "object",
+    "incomingLimit": "int", "hibernationVolHandle": "path",
+    "gracefulAttempts": "int", "fullStatus": "bool",
+    "vmList": "list of UUIDs", "onlyUUID": "bool", "job_type": "string",
+    "job_ids": "list of job ids", "jobId": "job id",
+}
+OPTIONAL = {
+    "Host.getVMList": {"fullStatus", "vmList", "onlyUUID"},
+    "Host.getJobs": {"job_type", "job_ids"},
+    "VM.migrationCreate": {"incomingLimit"},
+    "VM.destroy": {"gracefulAttempts"},
+}
+
+
+def verb_list():
+    """Each verb and its params in order (as positional params take
+    them), with their types; [optional] ones in brackets."""
+    from .api import VERBS
+    rows = [("VERB", "PARAMS")]
+    for verb, (_, names) in sorted(VERBS.items()):
+        shown = []
+        for name in names:
+            item = f"{name}: {PARAM_TYPES[name]}"
+            shown.append(f"[{item}]" if name in OPTIONAL.get(verb, ())
+                         else item)
+        rows.append((verb, ", ".join(shown) or "-"))
+    return format_table(rows)
+
+
 def jobs(args):
+    ended_within = args.ended_within
+    if args.all:
+        ended_within = None
+    elif ended_within is None and args.watch:
+        ended_within = WATCH_ENDED_WITHIN
+    params = {"job_type": args.type} if args.type else None
     with client(args) as c:
         while True:
-            table = job_table(c.call("Host.getJobs"), time.time(),
-                              args.prefix)
+            now = time.time()
+            listed = c.call("Host.getJobs", params)
+            shown = {job_id: info for job_id, info in listed.items()
+                     if shown_job(info, now, ended_within, args.active)}
+            table = job_table(shown, now, args.prefix,
+                              hidden=len(listed) - len(shown))
             if args.watch:
                 print("\x1b[H\x1b[2J", end="")
             print(table, flush=True)
@@ -95,13 +148,25 @@ def jobs(args):
                 return 0
 
 
-def job_table(jobs, now, prefix=None):
+def shown_job(info, now, ended_within=None, active_only=False):
+    """Whether `vmjobs jobs` shows the job: not an ended one with
+    active_only, nor one that ended more than `ended_within` s ago."""
+    if info["status"] not in _ENDED:
+        return True
+    if active_only:
+        return False
+    ended = info.get("ended", info["created"])
+    return ended_within is None or now - ended <= ended_within
+
+
+def job_table(jobs, now, prefix=None, hidden=0):
     """Every job (whose id starts with `prefix`), ids whole (Job.abort
-    needs them), with the error of a failed one."""
+    needs them), with the error of a failed one; `hidden` ended jobs left
+    out are counted under it."""
     rows = [("ID", "TYPE", "VM", "STATUS", "STEP", "AGE", "ERROR")]
     shown = [info for info in jobs.values()
              if prefix is None or info["id"].startswith(prefix)]
-    if prefix is not None and not shown:
+    if prefix is not None and not shown and not hidden:
         raise CliError(f"no job id starts with {prefix!r} (`vmjobs jobs` "
                        "lists them all)")
     for info in sorted(shown, key=lambda i: i["created"]):
@@ -110,15 +175,28 @@ def job_table(jobs, now, prefix=None):
                                        ""),
                      info["step"], f"{now - info['created']:.0f}s",
                      info.get("error", {}).get("message", "")))
-    return format_table(rows)
+    table = format_table(rows)
+    if hidden:
+        table += (f"\n({hidden} ended job(s) not shown: --all shows "
+                  "them)")
+    return table
 
 
 def vms(args):
     with client(args) as c:
-        listed = c.call("Host.getVMList", {"fullStatus": True})
-    print(format_table([("VM", "STATUS")] + [(vm["vmId"], vm["status"])
-                                             for vm in listed]))
+        listed = c.call("Host.getAllVmStats")
+    print(format_table([("VM", "NAME", "STATUS")] + [
+        (vm["vmId"], vm_name(vm.get("params") or {}), vm["status"])
+        for vm in sorted(listed, key=lambda vm: vm_name(
+            vm.get("params") or {}))]))
     return 0
+
+
+def vm_name(params):
+    """The VM's name as its engine gave it (vmParams' vmName); a VM made
+    from a domain XML keeps no copy of it in its params: '-'."""
+    name = params.get("vmName")
+    return name if isinstance(name, str) and name else "-"
 
 
 def format_table(rows):

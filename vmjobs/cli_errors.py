@@ -54,7 +54,8 @@ def explain(exc, args):
             return (f"cannot connect to libvirt at {uri}: {exc.message} "
                     f"(libvirt error {exc.code}); is libvirtd running "
                     "(systemctl status libvirtd) and may this user use it "
-                    "(root)? Or give another --uri")
+                    "(root)? Or give another --uri (test:///default: libvirt's "
+                    "test driver, whose VMs are not real)")
         return f"libvirt at {uri}: {exc}"
     server = getattr(args, "server", None)
     if args.command == "serve" and isinstance(exc, OSError) and \
@@ -91,7 +92,8 @@ def _connection_error(exc, server, args):
         return (f"{where}: permission denied; the socket is its owner's "
                 "only: run as root")
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return f"{where}: no answer in time; is the address right?"
+        return (f"{where}: no answer in time; is the address right? "
+                "(`vmjobs call --timeout SECONDS` waits longer)")
     if isinstance(exc, ssl.SSLError) or (
             isinstance(exc, ConnectionResetError) and
             getattr(args, "ca", None)):

@@ -2,11 +2,10 @@
 (/etc/vmjobs/vmjobs.conf, then vmjobs.conf.d/*.conf in name order), and
 command-line flags, each overriding the one before.
 
-Every key a file may hold is in SETTINGS, with its section, type, bounds
-and a one-line comment; an unknown section or key, or a bad value, is
-reported with its file, line, key and what is allowed, and the service
-does not start on it. Each value remembers where it came from, for
-`vmjobs config --show`.
+Every key a file may hold is in SETTINGS (section, type, bounds, comment);
+an unknown section or key, or a bad value, is reported with its file,
+line, key and what is allowed, and the service does not start on it. Each
+value remembers where it came from, for `vmjobs config --show`.
 """
 
 import dataclasses
@@ -15,21 +14,24 @@ import os
 
 from .settings import ConfigError, Setting, parse_listen, read_ini
 
-__all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text",
-           "load_default", "dump", "parse_listen", "DEFAULT_PATH"]
+__all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text", "dump",
+           "load_default", "parse_listen", "DEFAULT_PATH", "DEFAULT_URI"]
 
 DEFAULT_PATH = "/etc/vmjobs/vmjobs.conf"
+# The host's hypervisor, as libvirtd's and VDSM's own tools default to.
+DEFAULT_URI = "qemu:///system"
 DEFAULT = "default"
 
 
-def default_workers():
+def default_workers():   # measured: see Config.workers
     return 2 * (os.cpu_count() or 1)
 
 
 @dataclasses.dataclass
 class Config:
-    # libvirt URI; None: a private instance of libvirt's test driver.
-    uri: str | None = None
+    # libvirt URI. None (from Python only: the load test, the tests) is a
+    # private instance of the test driver; no file or flag can give it.
+    uri: str | None = DEFAULT_URI
     # The guests' domain type: kvm, qemu (TCG) or test; empty: the fastest
     # the connection offers (kvm where available). Nested in a VM, as on
     # the machines measured here, an idle KVM guest costs about 8% of a
@@ -37,38 +39,32 @@ class Config:
     domain_type: str | None = None
     # Jobs running at once. Measured (docs/benchmarks.md, real storm): 100
     # real VMs on 2 cores took 57 s with 1 worker, 34 s with 2, 32 s with 4
-    # (the CPU bound is 30 s) and 38 s with 8: about two per core is
-    # fastest; more only makes libvirtd and QEMU fight for the cores.
+    # and 38 s with 8: about two per core is fastest.
     workers: int = dataclasses.field(default_factory=default_workers)
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000
-    # Let the startups (create, restore) run at most an admission limit at
-    # once, moved between 1 and `workers` by what it measures
-    # (workers.adaptive); false: `workers` at once, as before.
+    # Startups (create, restore) at most an admission limit at once, moved
+    # between 1 and `workers` by what it measures (workers.adaptive).
     adaptive: bool = False
     # A job running longer than this (seconds) is reported stuck.
     job_timeout: float = 600.0
     # Ended jobs stay queryable this long (seconds), at most max_ended.
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
-    # Incoming migrations at once (VM.migrationCreate's incomingLimit
-    # default, and its bound: a caller's higher limit is lowered to it). A
-    # migration waiting for its guest is parked and holds no worker, so
-    # this does not depend on `workers`.
+    # Incoming migrations at once (incomingLimit's default and bound). A
+    # parked migration holds no worker: this does not depend on `workers`.
     max_incoming: int = 2
     # Seconds an incoming migration may take to arrive.
     migration_destination_timeout: float = 21600.0
-    # Outgoing migrations at once; more VM.migrate calls are accepted and
-    # wait their turn in call order, parked (holding no worker). The bound
-    # keeps the destinations' incoming slots and the network from being
-    # flooded (measured, when source jobs held workers: two hosts migrating
-    # to each other with no bound waited out their whole timeout).
+    # Outgoing migrations at once; more VM.migrate calls wait their turn,
+    # parked (no worker held). The bound keeps the destinations' incoming
+    # slots and the network from being flooded.
     max_outgoing: int = 2
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
     migration_source_timeout: float = 600.0
-    # Seconds between safety-net lookups while waiting for an arrival (the
-    # wait is driven by libvirt's events; this only covers a lost event).
+    # Seconds between lookups while waiting for an arrival (events drive
+    # the wait; this only covers a lost event).
     migration_check_interval: float = 1.0
     # JSON-RPC: unix:/path (only root reaches the default) or HOST:PORT,
     # which needs mutual TLS (tls_*), or `insecure` and a loopback address.
@@ -96,11 +92,9 @@ class Config:
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
-    # Held (fcntl) while serving, so a second instance refuses to start.
     lock_file: str = "/run/vmjobs/vmjobs.lock"
-    # When the list verbs show a VM: at its job's commit, or (accept) as
-    # soon as its verb answered, with its staged status, as VDSM did
-    # before the staging area. Nothing else differs (API.md "Publish mode").
+    # When the list verbs show a VM: at its job's commit, or (accept) once
+    # its verb answered, with its staged status, as VDSM did before staging.
     publish: str = "commit"
     # Logging: a file path, "-" for stderr, None for no handler of ours.
     log_file: str | None = None
@@ -111,6 +105,9 @@ class Config:
     # the default. The files read, in order (absent ones too).
     origins: dict = dataclasses.field(default_factory=dict, compare=False,
                                       repr=False)
+    # A list key's field -> where each item came from (FILE:LINE).
+    item_origins: dict = dataclasses.field(default_factory=dict,
+                                           compare=False, repr=False)
     sources: list = dataclasses.field(default_factory=list, compare=False,
                                       repr=False)
 
@@ -120,6 +117,7 @@ class Config:
     def set_flag(self, field, value, flag):
         setattr(self, field, value)
         self.origins[field] = f"flag {flag}"
+        self.item_origins.pop(field, None)
 
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():
@@ -142,11 +140,11 @@ SETTINGS = [
     Setting("pool", "workers", "workers", int, 1, 1024,
             comment="jobs running at once"),
     Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000,
-            comment="jobs waiting; more are refused (1100)"),
+            comment="jobs waiting; more are refused at once (error 1100)"),
     Setting("pool", "adaptive", "adaptive", bool,
             comment="startups at most a measured limit at once"),
-    Setting("libvirt", "uri", "uri", str, optional=True,
-            comment="empty: a private test driver"),
+    Setting("libvirt", "uri", "uri", str,
+            comment="libvirt URI; test:///default: the test driver, no real VM"),
     Setting("libvirt", "domain_type", "domain_type", str,
             choices=("kvm", "qemu", "test"), optional=True,
             comment="the guests' domain type; empty: the fastest offered"),
@@ -198,7 +196,7 @@ SETTINGS = [
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),
     Setting("service", "lock_file", "lock_file", str,
-            comment="held while serving: one instance per host"),
+            comment="held (fcntl) while serving: one instance per host"),
     Setting("log", "file", "log_file", str, optional=True,
             comment="empty or '-': stderr"),
     Setting("log", "level", "log_level", str,
@@ -234,7 +232,10 @@ def load_default(path=DEFAULT_PATH, config=None):
         config = load(path, config)
     else:
         config.sources.append(f"{path} (absent)")
-    for extra in sorted(glob.glob(os.path.join(path + ".d", "*.conf"))):
+    extras = sorted(glob.glob(os.path.join(path + ".d", "*.conf")))
+    if not extras:
+        config.sources.append(f"{path}.d/*.conf (none)")
+    for extra in extras:
         config = load(extra, config)
     return config.validate()
 
@@ -257,9 +258,13 @@ def load_text(text, config=None, path="<config>"):
         where = f"{path}:{number}"
         parsed = setting.parse(value, where)
         if setting.repeatable:
-            items = getattr(config, setting.field) \
-                if setting.field in seen else []
-            parsed = items + ([parsed] if parsed else [])
+            if setting.field not in seen:   # this file replaces the list
+                setattr(config, setting.field, [])
+                config.item_origins[setting.field] = []
+            parsed = getattr(config, setting.field) + (
+                [parsed] if parsed else [])
+            if parsed:
+                config.item_origins[setting.field].append(where)
         elif setting.field in seen:
             raise ConfigError(f"{where}: {setting.name} is set twice in "
                               f"this file (line {seen[setting.field]} too)")
@@ -281,9 +286,11 @@ def dump(config):
             origin = config.origin(setting.field)
             if setting.field == "workers" and origin == DEFAULT:
                 origin += f": 2 x {os.cpu_count()} cores"
-            for item in values or [""]:
-                if isinstance(item, bool):
-                    item = str(item).lower()
+            lines_of = config.item_origins.get(setting.field, [])
+            for number, item in enumerate(values or [""]):
+                item = str(item).lower() if isinstance(item, bool) else item
+                origin = lines_of[number] if number < len(lines_of) \
+                    else origin   # a list's item: its own line
                 assignment = f"{key} = {'' if item is None else item}"
                 lines.append(f"{assignment:<32} ; [{origin}] "
                              f"{setting.comment}")

@@ -69,6 +69,8 @@ def host_stats(pool, registry, recovery, hv, jobs):
         else:
             unowned += 1
     return {
+        # The libvirt URI served: a test:// one means no VM is real.
+        "uri": hv.uri,
         "workers": pool_stats["workers"],
         "queue_size": pool_stats["queue_size"],
         "queued": pool_stats["queued"],

@@ -1,4 +1,4 @@
-"""Prometheus metrics for `GET /metrics` (names in the README's Metrics
+"""Prometheus metrics for `GET /metrics` (names in docs/service.md's Metrics
 section), on a registry of each API's own (tests run many APIs in one
 process).
 

@@ -9,6 +9,7 @@ import sys
 
 from . import hostfiles, logs
 from .api import API
+from .config import DEFAULT_URI
 from .host import our_domains_running
 from .instance_lock import InstanceLock
 from .listener import check_listener
@@ -37,6 +38,8 @@ def serve(config, out=sys.stdout):
 def _serve_locked(config, out):
     hostfiles.prepare_dirs(config, log)   # by the one instance only
     api = API(config)
+    if api.hv.is_test_driver:
+        warn_test_driver(api.hv.uri, out)
     try:
         server = Server(api, config)
     except Exception:
@@ -59,6 +62,16 @@ def _serve_locked(config, out):
     print(f"vmjobs: stopped; {stop_summary(api)}", file=out, flush=True)
     api.close()
     return 0
+
+
+def warn_test_driver(uri, out):
+    """Said at start, on the console and in the log: on libvirt's test
+    driver the verbs answer and VMs are "Up", but none runs anywhere."""
+    message = (f"libvirt's test driver ({uri}): its VMs are not "
+               "real and run nowhere; give --uri (default "
+               f"{DEFAULT_URI}) for the host's hypervisor")
+    log.warning("%s", message)
+    print(f"vmjobs: warning: {message}", file=out, flush=True)
 
 
 def stop_summary(api):

@@ -89,7 +89,7 @@ class Setting:
         return value
 
     def check(self, value, where):
-        if value is None:
+        if value is None or (value == "" and self.kind is str):
             if self.optional:
                 return
             raise self.error(where, "(empty)", "a value is required")

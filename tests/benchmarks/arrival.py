@@ -57,7 +57,7 @@ def domain_xml(vm_id):
 
 
 def new_api(args, queued):
-    return API(Config(workers=args.workers, queue_size=queued,
+    return API(Config(uri=None, workers=args.workers, queue_size=queued,
                       max_incoming=max(args.migrations, args.incoming)))
 
 

@@ -29,7 +29,7 @@ def params(vm_id):
 
 
 def round_vmjobs(n, workers):
-    with API(Config(workers=workers, queue_size=n)) as api:
+    with API(Config(uri=None, workers=workers, queue_size=n)) as api:
         ids = [str(uuid.uuid4()) for _ in range(n)]
         started = time.perf_counter()
         for vm_id in ids:

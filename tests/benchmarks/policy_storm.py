@@ -56,7 +56,7 @@ def storm(check, n, workers, images, shape):
     for _ in range(n):
         vm_id = str(uuid.uuid4())
         xmls.append((vm_id, ENGINE_XMLS[shape](vm_id, images, "test")))
-    with side(check), API(Config(workers=workers, queue_size=n,
+    with side(check), API(Config(uri=None, workers=workers, queue_size=n,
                                  image_dirs=[images])) as api:
         started = time.perf_counter()
         for vm_id, xml in xmls:

@@ -54,7 +54,7 @@ def main():
     n = args.vms
     rows, data = [], {"args": vars(args)}
 
-    with API(Config(workers=args.workers, queue_size=n)) as api:
+    with API(Config(uri=None, workers=args.workers, queue_size=n)) as api:
         ids, elapsed = storm(api, n)
         assert len(api.Host.getVMList()) == n
         data["vms_per_s"] = n / elapsed
@@ -81,7 +81,7 @@ def main():
     # Memory, in a second run traced from its start (a freed object counts
     # only if its allocation was traced; tracing slows everything down, so
     # the latencies above come from the untraced run).
-    with API(Config(workers=args.workers, queue_size=n)) as api:
+    with API(Config(uri=None, workers=args.workers, queue_size=n)) as api:
         tracemalloc.start()
         base = traced()
         ids, _ = storm(api, n)
@@ -104,7 +104,7 @@ def main():
                      f"goal < {GOAL_BYTES_PER_JOB} B"))
 
     cap = max(1, n // 10)
-    with API(Config(workers=args.workers, queue_size=n,
+    with API(Config(uri=None, workers=args.workers, queue_size=n,
                     max_ended=cap)) as api:
         tracemalloc.start()
         base = traced()

@@ -79,7 +79,7 @@ def policy_costs(rounds):
     with open(node, "w") as f:
         f.write("<node/>")
     conn = libvirt.open(f"test://{node}")
-    xmls = {"bench (issue 10's)": engine_xml(str(uuid.uuid4()), images)}
+    xmls = {"bench": engine_xml(str(uuid.uuid4()), images)}
     xmls.update({name: make(str(uuid.uuid4()), images, "test")
                  for name, make in ENGINE_XMLS.items()})
     rows, samples = [], {}
@@ -119,8 +119,8 @@ def main():
     n = max(50, args.rounds // 10)
     states = tempfile.mkdtemp(prefix="vmjobs-bench-")
     verbs = {"create (vmName)": [], "create (xml)": [], "restore": []}
-    with API(Config(workers=4, queue_size=10 * n, state_dirs=[states],
-                    image_dirs=[images])) as api:
+    with API(Config(uri=None, workers=4, queue_size=10 * n,
+                    state_dirs=[states], image_dirs=[images])) as api:
         paths = []
         for _ in range(n):   # hibernated VMs to restore (not timed)
             vm_id = str(uuid.uuid4())

@@ -22,7 +22,7 @@ from .domains import (
     state_of,
     states_of,
 )
-from .drivers import private_test_host
+from .drivers import TestDriver, private_test_host
 from .errors import ConnectionLost, translated
 from .events import Events, start_event_loop
 from .migration import (
@@ -67,6 +67,8 @@ class Hypervisor:
         self.reconnect_timeout = 60.0
         self._connections = Connections(uri, connections)
         self._driver = self._connections.driver
+        # libvirt's test driver: its VMs exist nowhere (the service says so).
+        self.is_test_driver = self._driver is TestDriver
         # The test driver's one connection (None on a daemon): tests use it
         # to act on the host as another libvirt client would.
         self.shared_connection = self._connections.shared

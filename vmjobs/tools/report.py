@@ -141,9 +141,18 @@ def timeline(records):
 
 
 def plot(records, path, limits=None):
-    """The storm: VMs staged, running and Up over time (and `limits`, the
-    admission limit as [(time, limit)], if given), and the time-to-Up
-    distribution, as a PNG."""
+    """draw()'s figure, as a PNG."""
+    import matplotlib.pyplot as plt
+    figure = draw(records, limits)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def draw(records, limits=None):
+    """The storm: VMs staged, running and Up over time (Up by startup mode
+    when the storm mixed them), the admission limit as [(time, limit)]
+    when it moved (adaptive admission; a fixed one draws no axis), and
+    the time-to-Up distribution (stacked by mode)."""
     try:
         import matplotlib
     except ImportError:
@@ -151,20 +160,13 @@ def plot(records, path, limits=None):
                            "'vmjobs[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    points = timeline(records)
-    figure, (storm, spread) = plt.subplots(1, 2, figsize=(12, 4.5))
-    if points:
-        t = [p[0] for p in points]
-        for column, label in ((1, "staged (queued)"), (2, "running"),
-                              (3, "Up")):
-            storm.step(t, [p[column] for p in points], where="post",
-                       label=label)
-    storm.set_xlabel("seconds since the first request")
-    storm.set_ylabel("VMs")
-    storm.set_title(f"storm of {len(records)} VMs")
-    storm.legend(loc="upper left")
-    if limits and records:
+    modes = sorted({r["mode"] for r in records})
+    figure, (storm, spread) = plt.subplots(1, 2, figsize=(12, 5))
+    _plot_storm(storm, records, modes)
+    handles, labels = storm.get_legend_handles_labels()
+    if limits and records and len({limit for _, limit in limits}) > 1:
         origin = min(r["enqueued"] for r in records)
         limit_axis = storm.twinx()
         limit_axis.step([t - origin for t, _ in limits],
@@ -173,10 +175,52 @@ def plot(records, path, limits=None):
                         label="admission limit")
         limit_axis.set_ylabel("admission limit")
         limit_axis.set_ylim(0, max(limit for _, limit in limits) + 1)
-        limit_axis.legend(loc="lower right")
-    ups = [1000 * (r["ended"] - r["enqueued"]) for r in records
-           if r["status"] == JobStatus.DONE]
-    spread.hist(ups, bins=50)
+        limit_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+        more = limit_axis.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    # Below the axes: a legend inside covered the queued curve's peak.
+    storm.legend(handles, labels, loc="upper center", ncol=3,
+                 bbox_to_anchor=(0.5, -0.14), frameon=False)
+    storm.yaxis.set_major_locator(MaxNLocator(integer=True))
+    _plot_spread(spread, records, modes)
+    spread.yaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.tight_layout()
+    return figure
+
+
+def _plot_storm(storm, records, modes):
+    points = timeline(records)
+    if points:
+        t = [p[0] for p in points]
+        for column, label in ((1, "staged (queued)"), (2, "running"),
+                              (3, "Up")):
+            storm.step(t, [p[column] for p in points], where="post",
+                       label=label)
+        if len(modes) > 1:
+            origin = min(r["enqueued"] for r in records)
+            for mode in modes:
+                ups = sorted(r["ended"] - origin for r in records
+                             if r["mode"] == mode
+                             and r["status"] == JobStatus.DONE)
+                storm.step([0.0] + ups, range(len(ups) + 1), where="post",
+                           linestyle="--", linewidth=1, label=f"Up: {mode}")
+    storm.set_xlabel("seconds since the first request")
+    storm.set_ylabel("VMs")
+    storm.set_title(f"storm of {len(records)} VMs")
+
+
+def _plot_spread(spread, records, modes):
+    by_mode = [[1000 * (r["ended"] - r["enqueued"]) for r in records
+                if r["mode"] == mode and r["status"] == JobStatus.DONE]
+               for mode in modes]
+    ups = [value for values in by_mode for value in values]
+    if len(modes) > 1:
+        spread.hist(by_mode, bins=50, stacked=True, label=modes)
+        # Below, as the storm's: inside it covered the percentiles' marks.
+        spread.legend(loc="upper center", ncol=len(modes),
+                      bbox_to_anchor=(0.5, -0.14), frameon=False)
+    else:
+        spread.hist(ups, bins=50)
     spread.set_xlabel("time to Up (ms)")
     spread.set_ylabel("VMs")
     for pct in (50, 95, 99):
@@ -185,7 +229,4 @@ def plot(records, path, limits=None):
             spread.axvline(value, linestyle="--", color="grey")
             spread.text(value, spread.get_ylim()[1] * 0.95, f"p{pct}",
                         rotation=90, va="top")
-    spread.set_title("time to Up")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    spread.set_title("time to Up" + (" by mode" if len(modes) > 1 else ""))

@@ -1,0 +1,137 @@
+"""The Debian package: `make deb` builds it offline from Debian's own
+packages; it holds the command, the unit (with the paths it installs),
+the man pages, the example configuration, the bash completion and the
+logrotate file; lintian finds nothing but what debian/ explains. Then,
+installed into a scratch root: the command runs (`vmjobs --version`,
+`vmjobs config --show` on the shipped configuration, with Debian's own
+python3 and its packaged dependencies) and `systemd-analyze verify`
+accepts the installed unit."""
+
+import glob
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from serve import ROOT
+from vmjobs import __version__, config
+
+NEEDED = ("dpkg-buildpackage", "dh", "systemd-analyze", "lintian")
+missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+pytestmark = pytest.mark.skipif(
+    bool(missing) and not os.environ.get("CI"),
+    reason=f"not installed: {', '.join(missing)} (`make test` installs "
+    "them; on CI they must be there)")
+
+# Debian's python3, not another one earlier on PATH.
+DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture(scope="module")
+def deb():
+    result = subprocess.run(["make", "-s", "deb"], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    path = os.path.join(ROOT, "build", "deb", f"vmjobs_{__version__}_all.deb")
+    assert os.path.exists(path), os.listdir(os.path.dirname(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def root(deb, tmp_path_factory):
+    """The package unpacked into a scratch root, with what systemd-analyze
+    needs of a system beside it (the host's targets, kill)."""
+    root = tmp_path_factory.mktemp("root")
+    subprocess.run(["dpkg-deb", "-x", deb, str(root)], check=True)
+    units = root / "lib" / "systemd" / "system"
+    for target in glob.glob("/lib/systemd/system/*.target"):
+        shutil.copy(target, units)
+    (root / "bin").mkdir(exist_ok=True)
+    shutil.copy("/bin/kill", root / "bin" / "kill")
+    return root
+
+
+def test_package_holds_what_an_operator_needs(deb):
+    listing = subprocess.run(["dpkg-deb", "-c", deb], check=True,
+                             capture_output=True, text=True).stdout
+    files = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    for path in ("/usr/bin/vmjobs",
+                 "/lib/systemd/system/vmjobs.service",
+                 "/usr/share/man/man8/vmjobs.8.gz",
+                 "/usr/share/man/man5/vmjobs.conf.5.gz",
+                 "/etc/vmjobs/vmjobs.conf",
+                 "/usr/share/bash-completion/completions/vmjobs",
+                 "/etc/logrotate.d/vmjobs",
+                 "/usr/share/doc/vmjobs/README.md.gz",
+                 "/usr/share/doc/vmjobs/copyright",
+                 "/usr/lib/python3/dist-packages/vmjobs/service.py",
+                 "/usr/lib/python3/dist-packages/workers/pool.py",
+                 "/var/lib/vmjobs/states/", "/var/lib/vmjobs/images/"):
+        assert path in files, path
+    modes = {line.split()[-1].lstrip("."): line.split()[0]
+             for line in listing.splitlines()}
+    assert modes["/var/lib/vmjobs/states/"] == "drwx------"
+    assert modes["/var/lib/vmjobs/images/"] == "drwx--x--x"
+    fields = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], check=True,
+                            capture_output=True, text=True).stdout
+    # Debian's own packages, not a bundled copy.
+    for package in ("python3-libvirt", "python3-defusedxml",
+                    "python3-portalocker",
+                    "python3-prometheus-client",
+                    "python3-concurrent-log-handler"):
+        assert package in fields
+
+
+def test_lintian_is_clean_but_for_what_debian_explains(deb):
+    changes = glob.glob(os.path.join(os.path.dirname(deb), "*.changes"))[0]
+    result = subprocess.run(["lintian", "--fail-on", "error,warning",
+                             changes], capture_output=True, text=True,
+                            timeout=600)
+    tags = [line for line in result.stdout.splitlines()
+            if line[:2] in ("E:", "W:")]
+    assert result.returncode == 0 and not tags, result.stdout
+
+
+def test_installed_command_runs_on_debians_python(root):
+    env = dict(os.environ, PATH=DEBIAN_PATH, PYTHONPATH=str(
+        root / "usr" / "lib" / "python3" / "dist-packages"))
+    env.pop("VIRTUAL_ENV", None)
+    command = str(root / "usr" / "bin" / "vmjobs")
+    with open(command) as f:
+        assert f.readline().strip() == "#!/usr/bin/python3"
+    version = subprocess.run([command, "--version"], env=env, cwd="/",
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"vmjobs {__version__}"
+    conf = str(root / "etc" / "vmjobs" / "vmjobs.conf")
+    shown = subprocess.run([command, "config", "--show", "--config", conf],
+                           env=env, cwd="/", capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert f"; read: {conf}" in shown.stdout
+    assert f"uri = {config.DEFAULT_URI}" in shown.stdout
+
+
+def test_systemd_analyze_verify_accepts_the_installed_unit(root):
+    def verify():
+        return subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", f"--root={root}",
+             "/lib/systemd/system/vmjobs.service"],
+            capture_output=True, text=True, timeout=60)
+    result = verify()
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    unit = (root / "lib/systemd/system/vmjobs.service").read_text()
+    assert "ExecStart=/usr/bin/vmjobs serve\n" in unit
+    assert "Documentation=man:vmjobs(8) man:vmjobs.conf(5)\n" in unit
+    # Negative control: a unit whose ExecStart is not installed is refused
+    # (as the old /usr/local/bin one was).
+    command = root / "usr" / "bin" / "vmjobs"
+    command.rename(root / "usr" / "bin" / "vmjobs.moved")
+    try:
+        refused = verify()
+    finally:
+        (root / "usr" / "bin" / "vmjobs.moved").rename(command)
+    assert refused.returncode != 0
+    assert "/usr/bin/vmjobs is not executable" in refused.stderr
