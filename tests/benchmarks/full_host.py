@@ -1,4 +1,4 @@
-"""Benchmark: a full host on libvirt's test driver (issue 22, item 5).
+"""Benchmark: a full host on libvirt's test driver.
 The verbs' cost as the host fills (100, 1,000, 4,096 VMs), a destroy in a
 full host, recovery at start-up with that many vmjobs domains present,
 and the memory one public VM and one ended job cost at the largest size.
