@@ -20,7 +20,7 @@ from vmjobs.hypervisor import ConnectionLost, HypervisorError
 CALLS = ("state", "state_reason", "define", "start", "remove", "stop",
          "list_domains", "metadata", "save", "saved_domain_xml", "restore",
          "persist", "set_metadata", "migratable_xml", "migrate", "abort_job",
-         "migration_progress", "migrating")
+         "migration_progress", "migrating", "activity")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {

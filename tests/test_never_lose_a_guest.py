@@ -194,11 +194,11 @@ def test_a_migration_destroyed_before_its_verb_answers_is_refused(
     check_invariants(api)
 
 
-def test_an_abort_after_arrival_leaves_the_guest_for_recovery(make_api,
-                                                              hypervisor):
+def test_an_abort_after_arrival_lists_the_guest(make_api, hypervisor):
     """Job.abort at the persist step, after arrival: the guest is not
-    destroyed (the source's copy is gone); it is left running with vmjobs
-    metadata, the job says so, and the next recovery makes it public."""
+    destroyed (the source's copy is gone) and not left unlisted (issue 24,
+    hole 3: the source's job may have ended done): the job lists it all the
+    same, with vmjobs metadata, says so, and a restart recovers it."""
     def hook(job, step):
         if step == "wait-arrival":
             simulation.simulate_incoming_migration(hypervisor,
@@ -210,8 +210,8 @@ def test_an_abort_after_arrival_leaves_the_guest_for_recovery(make_api,
     vm_id = new_id()
     info = wait_job(api, migrate_in(api, vm_id)["params"]["jobId"])
     assert (info["status"], info["step"]) == ("failed", "persist")
-    assert "left running here with vmjobs metadata" in \
-        info["error"]["message"]
+    assert "too late to abort" in info["error"]["message"]
+    assert api.VM.getStats(vm_id)["status"] == "Up"
     assert hypervisor.state(vm_id) == "running"
     assert hypervisor.metadata(vm_id, domxml.METADATA_NS) is not None
     check_invariants(api)

@@ -78,3 +78,23 @@ def test_context_manager_drains_and_joins():
     assert not any(t.is_alive() for t in pool._threads)
     with pytest.raises(PoolClosed):
         pool.submit(Recorder(ran))
+
+
+def test_a_stop_has_a_bound_whatever_runs():
+    # A job stuck behind libvirt (a hung call: it cannot see its abort)
+    # must not keep the service from stopping: shutdown gives up on it
+    # after its timeout (the service's stop_timeout, below the unit's
+    # TimeoutStopSec) and says so.
+    ran, block = [], threading.Event()
+    pool = Pool(workers=2, queue_size=10)
+    stuck = Recorder(ran, block)
+    pool.submit(stuck)
+    assert stuck.started.wait(WAIT)
+    assert pool.shutdown(ABORT, timeout=0.2) is False
+    assert not stuck.status.ended
+    block.set()
+    # Once the job reaches its end, a shutdown joins every worker (the
+    # positive control: the same call, nothing stuck).
+    assert pool.shutdown(ABORT, timeout=WAIT) is True
+    assert stuck.status.ended
+    assert not any(t.is_alive() for t in pool._threads)

@@ -132,7 +132,7 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
     clean = FaultyHypervisor(hypervisor)
     api = make_api(hv=clean)
     assert api.wait_recovered(WAIT)
-    assert clean.calls == ["list_domains", "metadata", "migrating", "state"]
+    assert clean.calls == ["list_domains", "metadata", "activity", "state"]
     api.close()
 
     # Without the list of domains the service cannot know what runs: it

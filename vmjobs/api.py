@@ -102,8 +102,10 @@ class API:
         self.Host = Namespace(self, "Host")
         self.VM = Namespace(self, "VM")
         self.Job = Namespace(self, "Job")
-        self.recovery = Recovery(self.hv, self.registry, self.jobs,
-                                 self.pool, self._job_args())
+        self.recovery = Recovery(
+            self.hv, self.registry, self.jobs, self.pool,
+            dict(self._job_args(),
+                 settle_timeout=self.config.recovery_settle_timeout))
         self.metrics.watch(self)
         try:
             self.recovery.start()

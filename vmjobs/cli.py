@@ -102,6 +102,25 @@ def build_parser():
                          "domains)")
     sandbox.add_argument("dir", help="its directory (socket, config, logs)")
 
+    chaos = command("chaos", "a seeded random run of every verb under "
+                    "faults over two private libvirtds, checking the "
+                    "invariants (root; docs/chaos.md)")
+    chaos.add_argument("dir", help="its directory (daemons, logs, state "
+                       "files, the violation file)")
+    chaos.add_argument("--seed", type=int, default=None,
+                       help="the schedule's seed (default: drawn, printed)")
+    chaos.add_argument("--steps", type=int, default=None,
+                       help="stop after this many steps")
+    chaos.add_argument("--minutes", type=float, default=None,
+                       help="stop after this long (default: 10 min unless "
+                       "--steps)")
+    chaos.add_argument("--max-vms", type=int, default=6,
+                       help="VMs (and unconsumed state files) at most "
+                       "(default 6)")
+    chaos.add_argument("--mem", type=int, default=32, help="MiB per guest")
+    chaos.add_argument("--fault-rate", type=float, default=0.03,
+                       help="probability that a step is a fault")
+
     cli_loadtest.add_flags(command("loadtest", "start many VMs through the "
                                    "verbs, summarise, destroy them"))
     rep = command("report", "the summary (and plot) of a saved load test")
@@ -237,7 +256,25 @@ def _sandbox(args):
     return 0
 
 
-COMMANDS = {"serve": _serve, "config": _config, "call": cli_call.call,
+def _chaos(args):
+    import json
+    import random
+
+    from .tools.chaos import ChaosRun
+    seed = args.seed if args.seed is not None else random.randrange(10**6)
+    minutes = args.minutes if args.minutes is not None or args.steps else 10
+    print(f"vmjobs chaos: seed {seed} (replay: vmjobs chaos {args.dir} "
+          f"--seed {seed})", flush=True)
+    run = ChaosRun(args.dir, seed, steps=args.steps,
+                   duration=minutes * 60 if minutes else None,
+                   max_vms=args.max_vms, mem_mib=args.mem,
+                   fault_rate=args.fault_rate)
+    ok = run.run()
+    print(json.dumps(run.figures(), indent=1))
+    return 0 if ok else 1
+
+
+COMMANDS = {"serve": _serve, "chaos": _chaos, "config": _config, "call": cli_call.call,
             "jobs": cli_call.jobs, "vms": cli_call.vms,
             "loadtest": cli_loadtest.loadtest, "sandbox": _sandbox,
             "report": cli_loadtest.report}

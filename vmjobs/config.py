@@ -48,6 +48,10 @@ class Config:
     adaptive: bool = False
     # A job running longer than this (seconds) is reported stuck.
     job_timeout: float = 600.0
+    # Seconds recovery waits for a domain that libvirt is migrating or
+    # saving to settle; past it that VM's recover job fails and the rest of
+    # the host is served (docs/recovery.md).
+    recovery_settle_timeout: float = 120.0
     # Ended jobs stay queryable this long (seconds), at most max_ended.
     autodelete_delay: float = 3600.0
     max_ended: int = 10000
@@ -92,6 +96,10 @@ class Config:
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
     # its next step) or drain it. Public VMs keep running either way.
     stop_mode: str = "abort"
+    # Seconds a stop waits for the running jobs to reach a safe end; past
+    # it the service exits with them still running (below the unit's
+    # TimeoutStopSec, 15 min, so that systemd never kills it -9).
+    stop_timeout: float = 840.0
     lock_file: str = "/run/vmjobs/vmjobs.lock"
     # When the list verbs show a VM: at its job's commit, or (accept) once
     # its verb answered, with its staged status, as VDSM did before staging.
@@ -150,6 +158,9 @@ SETTINGS = [
             comment="the guests' domain type; empty: the fastest offered"),
     Setting("jobs", "timeout", "job_timeout", float, 0,
             comment="seconds; a job running longer is reported stuck"),
+    Setting("recovery", "settle_timeout", "recovery_settle_timeout", float,
+            0, comment="seconds recovery waits for a migrating or saving "
+            "domain"),
     Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0,
             comment="seconds an ended job stays queryable"),
     Setting("jobs", "max_ended", "max_ended", int, 0,
@@ -195,6 +206,8 @@ SETTINGS = [
     Setting("service", "stop_mode", "stop_mode", str,
             choices=("drain", "abort"),
             comment="on SIGTERM: abort or drain the jobs"),
+    Setting("service", "stop_timeout", "stop_timeout", float, 0,
+            comment="seconds a stop waits for running jobs"),
     Setting("service", "lock_file", "lock_file", str,
             comment="held (fcntl) while serving: one instance per host"),
     Setting("log", "file", "log_file", str, optional=True,

@@ -8,6 +8,12 @@ again. A public VM nobody works on is claimed by a `Destruction` (so no
 job can start on it meanwhile), its domain removed, and it leaves the
 public registry.
 
+A job that does not end within `job_wait` seconds of its abort (stuck
+behind libvirt: a migration QEMU cannot cancel, a hung call) does not hold
+destroy back: its domain is destroyed by force (virDomainDestroy, as VDSM
+does), which ends whatever libvirt was doing with it, and destroy waits for
+the job once more, then drops the VM as above.
+
 Not a job: it runs in the verb's thread, is never queued, has no id, and
 is not undone.
 """
@@ -90,11 +96,18 @@ class Destruction:
         return f"VM.destroy of VM {self.vm_id}"
 
 
-def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs):
+# Seconds VM.destroy waits for an aborted job before it destroys the
+# domain by force, and again after.
+JOB_WAIT = 30.0
+
+
+def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
+            job_wait=None):
     """Destroy VM `vm_id` (raises NoVM if there is none), its domain asked
     `graceful_attempts` times to stop gracefully first; returns True once
     it is gone. `jobs`: the job table (the migrations we were asked to
-    receive)."""
+    receive); `job_wait`: JOB_WAIT by default."""
+    job_wait = JOB_WAIT if job_wait is None else job_wait
     found = False   # the VM was in a registry when we looked
     while True:
         try:
@@ -115,7 +128,14 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs):
                 vm.job.abort()
             except workers.JobEnded:
                 pass   # it is ending on its own
-            vm.job.wait()
+            if not vm.job.wait(job_wait):
+                force_destroy(hv, vm_id, vm.job)
+                if not vm.job.wait(job_wait):
+                    raise GeneralException(
+                        f"destroy of VM {vm_id}: its domain was destroyed, "
+                        f"but job {vm.job.id} has not ended {2 * job_wait:g}"
+                        " s after its abort; the VM leaves the registry "
+                        "when it ends")
         else:
             destruction = Destruction(vm_id)
             try:
@@ -124,3 +144,17 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs):
                 continue   # a job got there first: look again
             destruction.run(hv, registry, graceful_attempts)
             return True
+
+
+def force_destroy(hv, vm_id, job):
+    """The job working on VM `vm_id` did not end after its abort: destroy
+    its domain by force, keeping the definition (the job's rollback and
+    the next look of destroy() remove the rest)."""
+    log.warning("VM.destroy %s: job %s has not ended after its abort: "
+                "destroying the domain by force", vm_id, job.id)
+    try:
+        hv.stop(vm_id)
+    except HypervisorError as exc:
+        raise GeneralException(
+            f"destroy of VM {vm_id} failed: job {job.id} did not end after "
+            f"its abort, and the forced destroy failed: {exc}") from None

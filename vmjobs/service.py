@@ -58,7 +58,16 @@ def _serve_locked(config, out):
     log.info("%s: stopping: no new requests; %s what is queued and running",
              signal.Signals(signum).name, config.stop_mode)
     server.stop()
-    api.pool.shutdown(config.stop_mode)   # every job reaches a safe end
+    # Every job reaches a safe end, within stop_timeout: a job stuck behind
+    # libvirt (a hung call) must not keep the service from stopping.
+    if not api.pool.shutdown(config.stop_mode, timeout=config.stop_timeout):
+        log.error("stop: jobs still running after %g s: exiting without "
+                  "them: %s", config.stop_timeout, ", ".join(
+                      f"{j.id} ({j.job_type})" for j in api.jobs.jobs()
+                      if not j.status.ended))
+        print(f"vmjobs: stopped with jobs still running; "
+              f"{stop_summary(api)}", file=out, flush=True)
+        return 1
     print(f"vmjobs: stopped; {stop_summary(api)}", file=out, flush=True)
     api.close()
     return 0

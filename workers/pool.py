@@ -150,11 +150,13 @@ class Pool:
                 # ends looks for it (_worker), and a lifted limit rings.
                 self._queue.put(True)
 
-    def shutdown(self, mode: str = DRAIN, wait: bool = True) -> None:
+    def shutdown(self, mode: str = DRAIN, wait: bool = True,
+                 timeout: Optional[float] = None) -> bool:
         """Stop taking work. DRAIN runs what is queued; ABORT aborts it (and
         asks running and parked jobs to abort at their next step). Then,
         with `wait`, join every worker: they stop once nothing is queued or
-        parked."""
+        parked; at most `timeout` seconds in all. True if every worker
+        stopped (False: a job still runs, on a daemon thread)."""
         if mode not in (DRAIN, ABORT):
             raise ValueError(f"unknown shutdown mode {mode!r}")
         with self._lock:
@@ -167,10 +169,16 @@ class Pool:
             self._notify_change()
         for job in to_abort:
             _abort_quietly(job)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-            self._timer.close()
+        if not wait:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None
+                        else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+        self._timer.close()
+        return True
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Wait until nothing is queued, running or parked; True if so."""

@@ -59,6 +59,25 @@ def keep_for_recovery(hv, vm_id, params, why):
     return message
 
 
+def publish_arrived(job, status):
+    """An abort reached the job of an arrived domain (JobAborted at its
+    commit): list the VM all the same, outside the job's commit, so that
+    once the source's job ended the guest is public on one host; returns
+    what became of it (the job's error). If that fails too, it is kept for
+    recovery (keep_for_recovery)."""
+    vm_id, params = job.vm_id, job.spec.params
+    try:
+        make_ours(job.hv, vm_id, params)
+        job.registry.publish(vm_id, status, job)
+    except Exception as exc:
+        return keep_for_recovery(job.hv, vm_id, params,
+                                 f"aborted after arrival, then {exc}")
+    message = (f"too late to abort: VM {vm_id} had arrived; it is listed "
+               f"here, {status}")
+    log.warning("%s", message)
+    return message
+
+
 def remove_unarrived(hv, vm_id, params, why):
     """The end of a migration job that did not commit, whenever it comes
     (even while the job is queued): remove whatever has the UUID unless it

@@ -25,12 +25,18 @@ import dataclasses
 import time
 
 import workers
-from workers import JobStatus
+from workers import JobAborted, JobStatus
 
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError
 from ..registry import VmStatus
-from .arrival import arrived_status, keep_for_recovery, make_ours, remove_unarrived
+from .arrival import (
+    arrived_status,
+    keep_for_recovery,
+    make_ours,
+    publish_arrived,
+    remove_unarrived,
+)
 from .base import StartupJob
 from .steps import ensure_no_domain
 
@@ -81,11 +87,21 @@ class MigrationDestinationJob(StartupJob):
             self.vm_id, lambda event, detail: self.wake())
         # Looked at first, then each time the job is woken (an event, the
         # safety-net interval, the deadline, an abort).
+        # Not abortable by the wait itself: an arrived domain is committed
+        # even when an abort came meanwhile (_arrival).
         return self.wait_for(
-            "wait-arrival", lambda: arrived_status(self.hv, self.vm_id),
+            "wait-arrival", self._arrival,
             self._arrived, poll=self.check_interval,
             deadline=time.monotonic() + self.arrival_timeout,
-            expired=self._not_arrived)
+            expired=self._not_arrived, abortable=False)
+
+    def _arrival(self):
+        """The arrived domain's status; before arrival, an abort while
+        parked lands here. After it, an abort is too late (_arrived)."""
+        status = arrived_status(self.hv, self.vm_id)
+        if status is None:
+            self.check_abort()
+        return status
 
     def _not_arrived(self):
         raise MigrateError(f"VM {self.vm_id} did not arrive within "
@@ -100,7 +116,12 @@ class MigrationDestinationJob(StartupJob):
             make_ours(self.hv, self.vm_id, self.spec.params)
             self.step("commit")
             self.commit(status)
-        except Exception as exc:   # a failure, or an abort (JobAborted)
+        except JobAborted:
+            # Too late to abort: the source's migration has completed (its
+            # job may have ended done), and this may be the guest's only
+            # copy. It is listed here all the same, and the job says so.
+            raise MigrateError(publish_arrived(self, status)) from None
+        except Exception as exc:   # a failure
             why = str(exc) or type(exc).__name__
             raise MigrateError(keep_for_recovery(
                 self.hv, self.vm_id, self.spec.params, why)) from None

@@ -22,8 +22,10 @@ returns.
   previous status.
 
 Never twice: the destination's copy is destroyed only once the domain is
-known to run here still, and the job never ends while libvirt's migration
-call runs. A migration that completed although its call failed, or that an
+known to run here still, and the job does not end while libvirt's
+migration call runs, unless libvirt has not ended it `cancel_timeout` after
+its abort (a migration QEMU cannot cancel): the job then fails rather than
+wait for ever. A migration that completed although its call failed, or that an
 abort reached too late, is a migration: the VM is on the destination."""
 
 import logging
@@ -96,6 +98,11 @@ class MigrationSourceJob(VmJob):
     monitor_interval = 0.2
     # Backoff while the destination is busy (VDSM waits 10 s each time).
     retry_first, retry_max = 0.25, 10.0
+    # Seconds libvirt has to end its migration once the job aborted it (on
+    # Job.abort, VM.destroy or the timeout); past it the job fails and the
+    # domain is left to libvirt, as it is (docs/recovery.md, "A migration
+    # libvirt cannot cancel").
+    cancel_timeout = 30.0
 
     def __init__(self, vm_id, target, hypervisor, registry, connect,
                  default_timeout, slots=None, **kwargs):
@@ -122,6 +129,11 @@ class MigrationSourceJob(VmJob):
         # The domain left for the destination (read in on_ended, after
         # run() returned).
         self._migrated = False
+        self.previous_status = None   # the VM's, when reserve() claimed it
+        # The destination's copy is known destroyed (set by the rollback);
+        # until when libvirt may take to end an aborted migration.
+        self._destination_cleared = False
+        self._cancel_deadline = None
 
     def reserve(self):
         """Claim the public VM, Migration Source meanwhile, and take a
@@ -133,6 +145,7 @@ class MigrationSourceJob(VmJob):
         except VmBusy as exc:
             raise MigrateError(f"cannot migrate: {exc}") from None
         self.params = vm.params
+        self.previous_status = vm.status
         self.slots.join(self)
 
     def release(self):
@@ -225,6 +238,10 @@ class MigrationSourceJob(VmJob):
                 None, lambda: None, None,
                 deadline=time.monotonic() + min(delay, remaining),
                 expired=self._guarded(self._create_on_destination))
+        # Undone newest first: the guest is resumed here only once its
+        # copy there is destroyed.
+        self._rollback.push(f"resume VM {self.vm_id} if the migration "
+                            "stopped it", self._resume_if_stopped)
         self._rollback.push(f"destroy VM {self.vm_id} on {self.target.dst}",
                             self._destroy_on_destination)
         return self._migrate()
@@ -244,6 +261,21 @@ class MigrationSourceJob(VmJob):
             if exc.code != NoVM.code:
                 raise MigrateError(f"VM.destroy on {self.target.dst}: "
                                    f"{exc.message}") from None
+        self._destination_cleared = True
+
+    def _resume_if_stopped(self):
+        # An end after the switch-over began leaves the vCPUs here stopped
+        # (QEMU's postmigrate): resumed if it ran before and its copy on
+        # the destination is gone (never twice).
+        if self.previous_status != VmStatus.UP or \
+                not self._destination_cleared:
+            return
+        if self.hv.resume_if_stopped_by_migration(self.vm_id):
+            log.warning("VM %s: its migration had stopped its vCPUs: "
+                        "resumed", self.vm_id)
+            if self.hv.state(self.vm_id) != DomainState.RUNNING:
+                raise MigrateError(f"VM {self.vm_id} was resumed after its "
+                                   "failed migration but does not run")
 
     # -- the transfer ---------------------------------------------------------
 
@@ -258,6 +290,13 @@ class MigrationSourceJob(VmJob):
         self._aborting = self._aborting or self.abort_requested()
         self._timed_out = self._timed_out or \
             time.monotonic() > self._deadline
+        if (self._aborting or self._timed_out) and \
+                self._cancel_deadline is None:
+            self._cancel_deadline = time.monotonic() + self.cancel_timeout
+        if self._cancel_deadline is not None and \
+                time.monotonic() > self._cancel_deadline:
+            raise uncancellable(self.vm_id, self.cancel_timeout,
+                                self.hv.state(self.vm_id))
         try:
             if self._aborting or self._timed_out:
                 self.hv.abort_job(self.vm_id)
@@ -287,6 +326,16 @@ class MigrationSourceJob(VmJob):
             raise MigrateError(f"migration of VM {self.vm_id} to "
                                f"{self.target.dst_uri} failed: {error}")
         self.set_progress(100)
+
+
+def uncancellable(vm_id, cancel_timeout, state):
+    # A migration libvirt did not end in time after its abort.
+    return MigrateError(
+        f"libvirt did not end the migration of VM {vm_id} within "
+        f"{cancel_timeout:g} s of its abort: the job gives up; the domain is "
+        f"left to libvirt as it is ({state or 'gone'}), the VM stays listed "
+        "here and its copy on the destination is destroyed; VM.destroy "
+        "destroys it by force")
 
 
 class _Transfer(threading.Thread):

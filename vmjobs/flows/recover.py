@@ -5,21 +5,28 @@ Recovery never changes a domain: a running one becomes public as it is; a
 stopped one is left alone for the engine to decide; on failure nothing is
 undone, because nothing was done.
 
-A domain caught migrating (the service stopped or was killed while a
-migration ran, which libvirt carries on alone) is looked at once the
-migration has ended, as VDSM's recovery does: if it left, there is nothing
-to recover here (it is the destination's); if it arrived, or stayed
-because the migration failed, it is recovered as it then is. Committing it
-earlier could list a VM that is about to leave, or one that never
-arrives."""
+A domain caught migrating or being saved (the service stopped or was
+killed while a migration or a hibernation ran, which libvirt carries on
+alone) is looked at once that has ended, as VDSM's recovery does: if it
+left, there is nothing to recover here (it is the destination's); if it
+arrived, or stayed because the migration failed, it is recovered as it
+then is; a saved one is shut off, and left for the engine to restore.
+Committing it earlier could list a VM that is about to leave, one that
+never arrives, or one whose domain is about to vanish. Which of these is
+under way is libvirt's job info's to say (hypervisor.Activity), not the
+pause reason's: a domain restored paused has the pause reason of an
+arriving migration. The wait has a bound (settle_timeout): past it the job
+fails, the domain is left as it is (counted by Host.getStats), and the rest
+of the host does not wait for it any longer."""
 
 import logging
+import time
 
 import workers
 
 from .. import domxml
 from ..errors import CreateError
-from ..hypervisor import DomainState
+from ..hypervisor import Activity, DomainState
 from ..registry import VmStatus
 from .base import StartupJob
 from .steps import PUBLIC_STATUS
@@ -39,12 +46,16 @@ class RecoverJob(StartupJob):
     # the job sooner).
     migration_check_interval = 0.5
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, settle_timeout=120.0, **kwargs):
         super().__init__(*args, **kwargs)
         # The subscription to the VM's lifecycle events while it waits for
-        # a migration to end, and the VM's params read from its metadata.
+        # a migration or a save to end, and the VM's params read from its
+        # metadata.
         self._events = None
         self._params = None
+        # How long a domain may stay migrating or saving before recovery
+        # gives up on it (recovery.settle_timeout).
+        self.settle_timeout = settle_timeout
 
     def run(self):
         vm_id = self.vm_id
@@ -59,24 +70,35 @@ class RecoverJob(StartupJob):
                               f"{meta_vm_id}")
         self._params = params
         self.step("inspect")
-        if self.hv.migrating(vm_id):
+        activity = self.hv.activity(vm_id)
+        if activity is not Activity.SETTLED:
             # Every lifecycle event of the VM wakes the job (subscribed
             # before the first look: none is lost).
             self._events = self.hv.subscribe(
                 vm_id, lambda event, detail: self.wake())
             return self.wait_for(
-                "wait-migration", lambda: not self.hv.migrating(vm_id),
-                self._migration_ended, poll=self.migration_check_interval)
+                f"wait-{activity}",
+                lambda: self.hv.activity(vm_id) is Activity.SETTLED,
+                self._settled,
+                deadline=time.monotonic() + self.settle_timeout,
+                expired=self._unsettled, poll=self.migration_check_interval)
         return self._recover()
 
-    def _migration_ended(self, _ended):
+    def _settled(self, _ended):
         self.hv.unsubscribe(self.vm_id, self._events)
         self._events = None
         if self.hv.state(self.vm_id) is None:
-            log.info("VM %s migrated away while we were down", self.vm_id)
+            log.info("VM %s left while we were down", self.vm_id)
             self.step("migrated-away")
             return None
         return self._recover()
+
+    def _unsettled(self):
+        raise CreateError(
+            f"domain {self.vm_id} still {self.hv.activity(self.vm_id)} after "
+            f"{self.settle_timeout:g} s: its state cannot be settled; left "
+            "as it is (Host.getStats counts it in unowned_domains until a "
+            "restart recovers it or VM.destroy removes it)")
 
     def _recover(self):
         vm_id, params = self.vm_id, self._params

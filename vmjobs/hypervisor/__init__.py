@@ -7,13 +7,16 @@
     drivers       what differs between a daemon and the test driver
     domains       domain states, listings, guest kinds
     migration     live migration: flags, job stats, progress
+    activity      what libvirt is doing to a domain (arriving, leaving,
+                  saving, settled): the one rule that tells them apart
     errors        libvirtError translated into HypervisorError
 """
 
+from .activity import Activity
 from .adapter import Hypervisor
 from .domains import PAUSED_MIGRATION, PAUSED_OTHER, DomainInfo, DomainState, GuestKind
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
 
-__all__ = ["ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
+__all__ = ["Activity", "ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
            "GuestKind", "Hypervisor", "HypervisorError", "PAUSED_MIGRATION",
            "PAUSED_OTHER"]

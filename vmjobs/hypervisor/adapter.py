@@ -10,6 +10,7 @@ import time
 
 import libvirt
 
+from .activity import Activity, activity_of, resume_if_stopped_by_migration
 from .connections import Connections
 from .domains import (
     domain_info,
@@ -28,11 +29,9 @@ from .events import Events, start_event_loop
 from .migration import (
     MIGRATE_FLAGS,
     abort_migration,
-    is_migration,
     job_stats,
     migrate_params,
     outgoing_progress,
-    paused_incoming,
 )
 
 log = logging.getLogger("vmjobs.hypervisor")
@@ -248,13 +247,27 @@ class Hypervisor:
         with self.connection() as conn, translated("job stats"):
             return outgoing_progress(job_stats(conn, uuid))
 
-    def migrating(self, uuid):
-        """True while the domain migrates, in or out (libvirt carries a
-        migration on while our service is down): its state then changes
-        once the migration ends."""
+    @_read
+    def activity(self, uuid):
+        """What libvirt is doing to the domain (hypervisor.Activity):
+        SETTLED when nothing under way will change its state, or there is
+        no such domain; ARRIVING, LEAVING or SAVING while a migration or a
+        save runs (libvirt carries them on while our service is down)."""
         if not self._driver.migrates:
-            return False
+            return Activity.SETTLED   # the test driver's jobs are instant
         with self.connection() as conn, translated("job stats"):
-            if is_migration(job_stats(conn, uuid)):
-                return True
-        return paused_incoming(*self.state_reason(uuid))
+            dom = lookup(conn, uuid)
+            return Activity.SETTLED if dom is None else activity_of(dom)
+
+    def resume_if_stopped_by_migration(self, uuid):
+        """Resume the domain if a migration that did not complete left its
+        vCPUs stopped (paused, reason MIGRATION, no job); True if it did.
+        The caller must know the guest runs nowhere else."""
+        with self.connection() as conn, translated("resume"):
+            dom = lookup(conn, uuid)
+            return dom is not None and resume_if_stopped_by_migration(dom)
+
+    def migrating(self, uuid):
+        """True while the domain migrates, in or out: its state then
+        changes once the migration ends."""
+        return self.activity(uuid) in (Activity.ARRIVING, Activity.LEAVING)

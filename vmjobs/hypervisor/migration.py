@@ -4,7 +4,6 @@ migration under way (measured on two sandboxes)."""
 
 import libvirt
 
-from .domains import PAUSED_MIGRATION, DomainState
 from .errors import NO_DOMAIN, OPERATION_INVALID
 
 # Live, peer to peer (the source libvirtd drives it, as VDSM does), the
@@ -70,12 +69,3 @@ def outgoing_progress(stats):
     if not total:
         return 0
     return min(99, 100 - 100 * remaining // total)
-
-
-def is_migration(stats):
-    return stats is not None and stats.get("operation") in _MIGRATIONS
-
-
-def paused_incoming(state, reason):
-    """A destination shows an incoming domain paused while it arrives."""
-    return state is DomainState.PAUSED and reason == PAUSED_MIGRATION

@@ -1,0 +1,81 @@
+"""Nothing waits for ever behind libvirt (issue 24, hole 2): a migration that
+libvirt does not end after its abort (a source QEMU stuck in `cancelling`,
+which cannot be provoked on demand) fails its job after a bound, and
+VM.destroy destroys a VM whose job does not end, by force. The migration
+call is held by the fault-injecting adapter (tests/faults.py, "hang"): an
+abort of libvirt's job then ends nothing, as with the stuck QEMU."""
+
+import threading
+
+import pytest
+
+from conftest import wait_job
+from faults import FaultyHypervisor
+from test_migration_source import destination_jobs, host_b, migrate, up_vm  # noqa: F401
+from vmjobs import destroy as destroy_module
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.errors import NoVM
+from vmjobs.flows.outgoing import MigrationSourceJob
+
+
+@pytest.fixture
+def stuck_migrate(hypervisor):
+    faulty = FaultyHypervisor(hypervisor, fail_calls=("migrate",),
+                              kind="hang")
+    yield faulty
+    faulty.release.set()
+
+
+def test_a_migration_libvirt_cannot_cancel_fails_after_a_bound(
+        stuck_migrate, host_b, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 0.5)
+    with API(Config(workers=2), hypervisor=stuck_migrate) as api:
+        vm_id = up_vm(api)
+        stuck_migrate.arm(1)
+        job_id = migrate(api, vm_id, host_b)["jobId"]
+        assert stuck_migrate.hanging.wait(60)
+        assert api.Job.abort(job_id) is True
+        info = wait_job(api, job_id)
+        assert (info["status"], info["step"]) == ("failed", "migrate"), info
+        assert "did not end the migration" in info["error"]["message"]
+        # The documented state: the VM stays listed here, its domain as it
+        # is; the destination's copy is destroyed.
+        assert api.VM.getStats(vm_id)["status"] == "Up"
+        assert api.hv.state(vm_id) == "running"
+        assert destination_jobs(host_b)[vm_id]["status"] == "aborted"
+        assert host_b.Host.getVMList() == []
+        stuck_migrate.release.set()
+        assert api.VM.destroy(vm_id) is True
+
+
+def test_destroy_destroys_a_vm_whose_job_does_not_end(
+        stuck_migrate, host_b, monkeypatch):  # noqa: F811
+    # The job would wait for libvirt for an hour; destroy waits for it at
+    # most JOB_WAIT, then destroys the domain by force, which (as with a
+    # real QEMU) ends libvirt's migration call.
+    monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 3600.0)
+    monkeypatch.setattr(destroy_module, "JOB_WAIT", 0.5)
+    with API(Config(workers=2), hypervisor=stuck_migrate) as api:
+        vm_id = up_vm(api)
+        stuck_migrate.arm(1)
+        job_id = migrate(api, vm_id, host_b)["jobId"]
+        assert stuck_migrate.hanging.wait(60)
+
+        def release_once_destroyed():
+            # The forced destroy is what ends the stuck call.
+            while api.hv.state(vm_id) == "running":
+                threading.Event().wait(0.05)
+            stuck_migrate.release.set()
+
+        releaser = threading.Thread(target=release_once_destroyed)
+        releaser.start()
+        assert api.VM.destroy(vm_id) is True
+        releaser.join(60)
+        assert api.jobs.get(job_id).wait(60)
+        with pytest.raises(NoVM):
+            api.VM.getStats(vm_id)
+        assert api.hv.state(vm_id) is None
+        # The test driver's destination never hears of the forced destroy
+        # (a real one sees its incoming migration fail): removed by hand.
+        host_b.VM.destroy(vm_id)

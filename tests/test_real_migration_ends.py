@@ -1,0 +1,140 @@
+"""Migration ends are atomic across both hosts, on two private libvirtds
+(issue 24, holes 3 and 4): once the transfer has completed, an abort of
+the destination's job cannot leave the guest unlisted; a migration that
+fails after the source's vCPUs were stopped leaves the guest running on
+the source."""
+
+import libvirt
+import pytest
+
+from conftest import StepGate, new_id
+from faults import FaultyHypervisor
+from realdaemon import WAIT, real_params
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.hypervisor import Activity, Hypervisor, HypervisorError
+from vmjobs.server import Server
+
+
+def finished(api, job_id):
+    assert api.jobs.get(job_id).wait(WAIT)
+    return api.Host.getJobs(job_ids=[job_id])[job_id]
+
+
+@pytest.fixture
+def host_b(daemon_b, tmp_path):
+    """A vmjobs host on the second daemon, served on a socket; `gate`
+    holds its jobs at a step when set."""
+    holder = {"gate": None}
+
+    def hook(job, step):
+        if holder["gate"] is not None:
+            holder["gate"](job, step)
+
+    api = API(Config(uri=daemon_b.uri, workers=2, domain_type="qemu",
+                     listen=f"unix:{tmp_path}/b.sock"), step_hook=hook)
+    server = Server(api, api.config)
+    server.start()
+    api.address = server.address
+    api.holder = holder
+    yield api
+    server.stop()
+    api.close()
+    daemon_b.remove_all_domains()
+
+
+def migrate(api, vm_id, host_b, daemon_b):
+    return api.VM.migrate(vm_id, {
+        "dst": host_b.address,
+        "dstUri": f"qemu+unix:///system?socket={daemon_b.socket}",
+        "migrationUri": "tcp://127.0.0.1"})["jobId"]
+
+
+def up_vm(api):
+    vm_id = new_id()
+    assert finished(api, api.VM.create(
+        vm_id, real_params(vm_id, memSize=32))["jobId"])["status"] == "done"
+    return vm_id
+
+
+def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
+        make_real_api, host_b, daemon_b):
+    a = make_real_api()
+    vm_id = up_vm(a)
+    gate = StepGate("persist")   # B's job: arrived, not committed yet
+    host_b.holder["gate"] = gate
+    source = finished(a, migrate(a, vm_id, host_b, daemon_b))
+    assert source["status"] == "done", source
+    assert gate.reached.wait(WAIT)
+    assert host_b.Job.abort(gate.job.id) is True
+    gate.release.set()
+    dest = finished(host_b, gate.job.id)
+    assert dest["status"] == "failed", dest
+    assert "too late to abort" in dest["error"]["message"]
+    # Public on exactly one host, and running there.
+    assert host_b.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.hv.state(vm_id) == "running"
+    assert vm_id not in a.Host.getVMList()
+    assert a.hv.state(vm_id) is None
+    host_b.VM.destroy(vm_id)
+
+
+def stop_vcpus_as_a_switch_over_does(hv, vm_id, path):
+    """Leave the domain as a migration aborted after its switch-over began
+    leaves it on the source: paused, reason MIGRATION, no job (a restore
+    with SAVE_PAUSED gives exactly that state, measured)."""
+    with hv.connection() as conn:
+        conn.lookupByUUIDString(vm_id).save(path)
+        conn.restoreFlags(path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+    assert hv.state_reason(vm_id) == ("paused", "migration")
+    assert hv.activity(vm_id) is Activity.SETTLED
+
+
+class _FailsAfterSwitchOver(FaultyHypervisor):
+    """The real adapter, except that the migration call stops the
+    domain's vCPUs as a switch-over does, then fails as libvirt does when
+    the destination's domain is removed meanwhile (hole 4)."""
+
+    def __init__(self, real, path):
+        super().__init__(real, fail_calls=())
+        self._path = path
+
+    def migrate(self, uuid, *args, **kwargs):
+        stop_vcpus_as_a_switch_over_does(self._real, uuid, self._path)
+        raise HypervisorError("migrate", libvirt.VIR_ERR_OPERATION_FAILED,
+                              "domain disappeared on the destination")
+
+
+def test_a_migration_failed_after_the_switch_over_leaves_the_guest_running(
+        daemon, host_b, daemon_b, tmp_path):
+    hv = Hypervisor(daemon.uri, domain_type="qemu")
+    try:
+        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
+                         state_dirs=[str(tmp_path)]),
+                  hypervisor=_FailsAfterSwitchOver(hv, str(tmp_path / "s")))
+        try:
+            vm_id = up_vm(api)
+            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+            assert info["status"] == "failed", info
+            assert "disappeared" in info["error"]["message"]
+            assert api.VM.getStats(vm_id)["status"] == "Up"
+            assert hv.state_reason(vm_id) == ("running", None)
+            assert host_b.Host.getVMList() == []
+            api.VM.destroy(vm_id)
+        finally:
+            api.close()
+    finally:
+        hv.close()
+        daemon.remove_all_domains()
+
+
+def test_a_user_pause_is_never_resumed(make_real_api):
+    # The positive control of the rule above: a VM its user paused stays
+    # paused (only a migration's stop of the vCPUs is undone).
+    api = make_real_api()
+    vm_id = up_vm(api)
+    with api.hv.connection() as conn:
+        conn.lookupByUUIDString(vm_id).suspend()
+    assert api.hv.resume_if_stopped_by_migration(vm_id) is False
+    assert api.hv.state_reason(vm_id) == ("paused", "other")
+    api.VM.destroy(vm_id)

@@ -1,0 +1,117 @@
+"""The chaos run's invariants, checked once both hosts are quiet (every job
+ended), through the verbs, libvirt and /proc. Each returns the violations
+it found, as sentences."""
+
+import os
+
+import libvirt
+
+from .. import domxml
+from ..hypervisor.activity import Activity, activity_of
+from .chaos_host import ServiceDown
+
+
+def qemu_uuids(hosts):
+    """{uuid: number of QEMU processes running it}, from /proc: those of
+    the hosts' daemons (other QEMUs on the machine are not the run's)."""
+    counts = {}
+    for pid in [p for host in hosts for p in host.sandbox.qemu_pids()]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not args or b"qemu-system" not in os.path.basename(args[0]):
+            continue
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag == b"-uuid":
+                uuid = value.decode()
+                counts[uuid] = counts.get(uuid, 0) + 1
+    return counts
+
+
+def host_view(host):
+    """(public {vmId: status}, jobs [JobInfo], domains {uuid: (state code,
+    reason, ours, activity)}) of one host."""
+    public = {vm["vmId"]: vm["status"] for vm in
+              host.call("Host.getVMList", fullStatus=True)}
+    jobs = list(host.call("Host.getJobs").values())
+    domains = {}
+    conn = host.connect()
+    try:
+        for dom in conn.listAllDomains(0):
+            try:
+                code, reason = dom.state()
+                ours = _has_metadata(dom)
+                activity = activity_of(dom)
+            except libvirt.libvirtError:
+                continue   # gone meanwhile
+            domains[dom.UUIDString()] = (code, reason, ours, activity)
+    finally:
+        conn.close()
+    return public, jobs, domains
+
+
+def _has_metadata(dom):
+    try:
+        dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NS)
+        return True
+    except libvirt.libvirtError:
+        return False
+
+
+_LIVE = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED,
+         libvirt.VIR_DOMAIN_BLOCKED)
+
+
+def check_quiet(hosts, expected):
+    """Every invariant of a quiet pair of hosts. `expected`: the VMs that
+    must be public somewhere (their last operation's outcome is known)."""
+    violations = []
+    views = {}
+    for host in hosts:
+        try:
+            views[host.name] = host_view(host)
+        except ServiceDown as exc:
+            violations.append(f"{host.name} does not answer: {exc}")
+    if violations:
+        return violations
+    where = {}
+    for name, (public, jobs, domains) in views.items():
+        for job in jobs:
+            if job.get("stuck"):
+                violations.append(f"{name}: job {job['id']} "
+                                  f"({job['job_type']}) outlived its timeout")
+            if job["status"] in ("pending", "running", "aborting"):
+                violations.append(f"{name}: job {job['id']} "
+                                  f"({job['job_type']}) still "
+                                  f"{job['status']} when quiet")
+        for vm_id, status in public.items():
+            where.setdefault(vm_id, []).append(name)
+            domain = domains.get(vm_id)
+            if domain is None or domain[0] not in _LIVE:
+                violations.append(f"{name}: VM {vm_id} listed {status} "
+                                  "without a running domain")
+                continue
+            running = domain[0] != libvirt.VIR_DOMAIN_PAUSED
+            if status == "Up" and not running:
+                violations.append(f"{name}: VM {vm_id} listed Up but its "
+                                  f"domain is paused (reason {domain[1]})")
+        for uuid, (code, _reason, ours, activity) in domains.items():
+            if code in _LIVE and uuid not in public:
+                violations.append(f"{name}: domain {uuid} runs in no "
+                                  f"registry (ours: {ours})")
+            if activity is not Activity.SETTLED:
+                violations.append(f"{name}: domain {uuid} stuck {activity}")
+    for vm_id, names in where.items():
+        if len(names) > 1:
+            violations.append(f"VM {vm_id} public on {' and '.join(names)}")
+    for vm_id in sorted(expected):
+        if vm_id not in where:
+            violations.append(f"VM {vm_id} lost: public on no host")
+    for uuid, count in qemu_uuids(hosts).items():
+        if count > 1:
+            violations.append(f"VM {uuid} runs {count} times (QEMU)")
+        elif uuid not in where:
+            violations.append(f"QEMU of {uuid} runs, known to no registry")
+    return violations

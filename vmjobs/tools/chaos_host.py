@@ -1,0 +1,148 @@
+"""One host of the chaos run: a private libvirtd (Sandbox) and its own
+`vmjobs serve` process, which the run kills, stops, freezes and restarts."""
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import libvirt
+
+from ..client import Client, RemoteError
+from .sandbox import Sandbox
+
+# The services' settings: short bounds, so that a run sees them pass.
+CONFIG = """\
+[libvirt]
+domain_type = qemu
+[pool]
+workers = 4
+[jobs]
+timeout = 120
+[migration]
+source_timeout = 30
+destination_timeout = 45
+[recovery]
+settle_timeout = 30
+"""
+
+CALL_TIMEOUT = 60.0
+
+
+class ServiceDown(Exception):
+    """The service did not answer (stopped, killed, or frozen)."""
+
+
+class ChaosHost:
+    def __init__(self, name, directory, state_dir):
+        self.name = name
+        self.dir = os.path.abspath(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        self.state_dir = state_dir   # shared: a file restores on either
+        self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"))
+        self.listen = f"unix:{self.dir}/vmjobs.sock"
+        self.migration_uri = \
+            f"qemu+unix:///system?socket={self.sandbox.socket}"
+        self.process = None
+        self.client = None
+        self.starts = 0
+
+    # -- the service ----------------------------------------------------------
+
+    def start_daemon(self):
+        self.sandbox.start()
+
+    def start_service(self):
+        self.starts += 1
+        config = os.path.join(self.dir, "vmjobs.conf")
+        with open(config, "w") as f:
+            f.write(CONFIG)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vmjobs", "serve", "--config", config,
+             "--uri", self.sandbox.uri, "--listen", self.listen,
+             "--state-dir", self.state_dir,
+             "--lock-file", os.path.join(self.dir, "vmjobs.lock"),
+             "--log-file", os.path.join(self.dir,
+                                        f"serve-{self.starts}.log")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("vmjobs: serving on "):
+            self.process.kill()
+            raise RuntimeError(f"{self.name}: serve did not start: {line!r}")
+        self.client = Client(self.listen, timeout=CALL_TIMEOUT)
+
+    def wait_recovered(self, bound):
+        """True once the service says recovery ended, within `bound` s."""
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            try:
+                if not self.call("Host.getStats")["recovering"]:
+                    return True
+            except ServiceDown:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+        self._closed()
+
+    def terminate(self, bound):
+        """SIGTERM; True if the service exited within `bound` seconds (else
+        it is killed -9, as systemd does after TimeoutStopSec)."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(bound)
+            stopped = True
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            stopped = False
+        self._closed()
+        return stopped
+
+    def freeze(self, seconds):
+        self.process.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.process.send_signal(signal.SIGCONT)
+
+    def _closed(self):
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+
+    def call(self, method, **params):
+        """The verb's result (RemoteError for its error); ServiceDown if the
+        service does not answer."""
+        if self.client is None:
+            raise ServiceDown(self.name)
+        for attempt in (1, 2):
+            try:
+                return self.client.call(method, params)
+            except RemoteError:
+                raise
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                # The service closed an idle connection, or is down: once
+                # more on a new connection, then it is down.
+                self.client.close()
+                self.client = Client(self.listen, timeout=CALL_TIMEOUT)
+                if attempt == 2:
+                    raise ServiceDown(f"{self.name}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.terminate(60)
+        self.sandbox.stop()
+
+    # -- libvirt, as another client ---------------------------------------------
+
+    def connect(self):
+        # libvirt prints every error to stderr by default; the checks
+        # expect some (a domain gone meanwhile).
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
+        return libvirt.open(self.sandbox.uri)
