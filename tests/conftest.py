@@ -82,13 +82,16 @@ def publish(request):
 @pytest.fixture
 def make_api(hypervisor, tmp_path, publish):
     """make_api(**config) -> an API on the test's private test driver, its
-    state files confined to the test's tmp_path, in the test's publish
+    state files and migration sockets confined to the test's tmp_path, in the test's publish
     mode."""
     apis = []
 
     def make(step_hook=None, hv=None, **config):
         config.setdefault("workers", 4)
         config.setdefault("state_dirs", [str(tmp_path)])
+        # Where VM.migrate's dst and dstUri may name unix sockets: the
+        # test's other hosts listen in tmp_path.
+        config.setdefault("migration_socket_dirs", [str(tmp_path)])
         config.setdefault("publish", publish)
         api = API(Config(**config), hypervisor=hv or hypervisor,
                   step_hook=step_hook)

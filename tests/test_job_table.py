@@ -67,3 +67,31 @@ def test_delete_only_ended():
     table.delete(done.id)
     with pytest.raises(UnknownJob):
         table.delete(done.id)
+
+
+class Other(Noop):
+    job_type = "other"
+
+
+def test_of_type_lists_the_listed_jobs_of_one_type():
+    clock = Clock()
+    table = JobTable(autodelete_delay=60, max_ended=2, clock=clock)
+    others = [Other() for _ in range(3)]
+    noop = Noop()
+    for job in others + [noop]:
+        table.add(job)
+    assert {j.id for j in table.of_type("other")} == {j.id for j in others}
+    assert table.of_type("job") == [noop]
+    assert table.of_type("none") == []
+    # Deleted, pushed out by max_ended, expired, discarded: gone from it
+    # as from the table.
+    for job in others:
+        job.execute()
+    assert {j.id for j in table.of_type("other")} == \
+        {j.id for j in others[1:]}
+    table.delete(others[1].id)
+    assert table.of_type("other") == [others[2]]
+    clock.now += 61
+    assert table.of_type("other") == []
+    table.discard(noop)
+    assert table.of_type("job") == [] == table.jobs()

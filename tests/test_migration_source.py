@@ -5,6 +5,7 @@ migrate (ARGUMENT_UNSUPPORTED for a peer-to-peer migration), so every
 transfer here fails, as a real one can: the real transfers are in
 test_real_migration_source.py, on two private libvirtds."""
 
+import os
 import threading
 
 import pytest
@@ -50,8 +51,11 @@ def up_vm(api, **extra):
 
 
 def migrate(api, vm_id, host_b, **params):
-    return api.VM.migrate(vm_id, {"dst": host_b.address,
-                                  "dstUri": "qemu+unix:///system", **params})
+    sockets = os.path.dirname(host_b.address[len("unix:"):])
+    return api.VM.migrate(vm_id, {
+        "dst": host_b.address,
+        "dstUri": f"qemu+unix:///system?socket={sockets}/libvirt-sock",
+        **params})
 
 
 def destination_jobs(host_b):
@@ -118,12 +122,14 @@ def test_outgoing_migrations_beyond_the_limit_wait_their_turn(make_api,
                for vm_id in (first, second, third)]
     assert gate.reached.wait(60)
     assert gate.job.id == job_ids[0]
+    # The gated one runs; the two others park, each once a worker took it.
+    assert api.pool.wait_stats(
+        lambda stats: (stats["running"], stats["parked"]) == (1, 2), 60), \
+        api.pool.stats()
     for vm_id, job_id in zip((second, third), job_ids[1:], strict=True):
         info = api.Host.getJobs(job_ids=[job_id])[job_id]
         assert (info["status"], info["step"]) == ("running", "wait-slot")
         assert api.VM.getStats(vm_id)["status"] == "Migration Source"
-    stats = api.pool.stats()
-    assert (stats["running"], stats["parked"]) == (1, 2)   # the gated one
     # The other worker is free for a creation.
     fourth = up_vm(api)
     gate.release.set()
@@ -271,25 +277,28 @@ def test_unreachable_destination(make_api, tmp_path):
     vm_id = up_vm(api)
     info = wait_job(api, api.VM.migrate(vm_id, {
         "dst": f"unix:{tmp_path}/nobody.sock",
-        "dstUri": "qemu:///system"})["jobId"])
+        "dstUri": "qemu+tcp://nobody.invalid/system"})["jobId"])
     assert (info["status"], info["error"]["code"]) == ("failed", 12)
     assert "cannot reach" in info["error"]["message"]
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert api.VM.destroy(vm_id) is True
 
 
+GOOD_URI = "qemu+tls://b/system"
+
+
 @pytest.mark.parametrize("params, error, param", [
-    ({"dstUri": "qemu:///system"}, MissParam, None),
-    ({"dst": "unix:/x.sock"}, MissParam, None),
-    ({"dst": "no-port", "dstUri": "qemu:///system"}, InvalidParams, "dst"),
-    ({"dst": "unix:/x.sock", "dstUri": 3}, InvalidParams, "dstUri"),
-    ({"dst": "unix:/x.sock", "dstUri": "u", "timeout": 0}, InvalidParams,
+    ({"dstUri": GOOD_URI}, MissParam, None),
+    ({"dst": "b:8000"}, MissParam, None),
+    ({"dst": "no-port", "dstUri": GOOD_URI}, InvalidParams, "dst"),
+    ({"dst": "b:8000", "dstUri": 3}, InvalidParams, "dstUri"),
+    ({"dst": "b:8000", "dstUri": GOOD_URI, "timeout": 0}, InvalidParams,
      "timeout"),
-    ({"dst": "unix:/x.sock", "dstUri": "u", "migrationUri": ""},
+    ({"dst": "b:8000", "dstUri": GOOD_URI, "migrationUri": ""},
      InvalidParams, "migrationUri"),
-    ({"dst": "unix:/x.sock", "dstUri": "u", "maxBandwidth": 0},
+    ({"dst": "b:8000", "dstUri": GOOD_URI, "maxBandwidth": 0},
      InvalidParams, "maxBandwidth"),
-    ({"dst": "unix:/x.sock", "dstUri": "u", "speed": 1}, InvalidParams,
+    ({"dst": "b:8000", "dstUri": GOOD_URI, "speed": 1}, InvalidParams,
      "speed"),
 ], ids=["no-dst", "no-dstUri", "bad-dst", "bad-dstUri", "bad-timeout",
         "bad-migrationUri", "bad-maxBandwidth", "unknown-key"])
@@ -305,11 +314,11 @@ def test_bad_params(api, params, error, param):
 
 def test_only_a_public_vm_migrates(api):
     with pytest.raises(NoVM):
-        api.VM.migrate(new_id(), {"dst": "unix:/x.sock", "dstUri": "u"})
+        api.VM.migrate(new_id(), {"dst": "b:8000", "dstUri": GOOD_URI})
     vm_id = new_id()
     api.VM.migrationCreate(vm_id, {"vmId": vm_id, "xml": domain_xml(vm_id)})
     with pytest.raises(NoVM):   # staged, not public
-        api.VM.migrate(vm_id, {"dst": "unix:/x.sock", "dstUri": "u"})
+        api.VM.migrate(vm_id, {"dst": "b:8000", "dstUri": GOOD_URI})
     assert api.VM.destroy(vm_id) is True
 
 
@@ -326,7 +335,9 @@ def test_fault_at_every_call(hypervisor, host_b, kind, reliability_figures):
     destination's copy is destroyed, except when the look that must come
     first failed (the domain may have left): then it is kept."""
     faulty = FaultyHypervisor(hypervisor, fail_calls=CALLS)
-    with API(Config(workers=2), hypervisor=faulty) as api:
+    sockets = os.path.dirname(host_b.address[len("unix:"):])
+    with API(Config(workers=2, migration_socket_dirs=[sockets]),
+             hypervisor=faulty) as api:
         vm_id = up_vm(api)
         for n, call in enumerate(["migratable_xml", "migrate", "state",
                                   "state"], start=1):

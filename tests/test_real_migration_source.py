@@ -33,14 +33,18 @@ SLOW = 1
 class Host:
     """A private libvirtd and its own `vmjobs serve`."""
 
-    def __init__(self, name, sandbox, directory, workers=6, max_incoming=4):
+    def __init__(self, name, sandbox, directory, socket_dirs, workers=6,
+                 max_incoming=4):
+        """`socket_dirs`: where the other host's sockets are (its
+        libvirtd's and its service's), for VM.migrate's dstUri and dst."""
         self.name, self.sandbox = name, sandbox
         self.dir = directory
         self.dir.mkdir(exist_ok=True)
         self.listen = f"unix:{directory}/vmjobs.sock"
         self.config = (f"[libvirt]\ndomain_type = qemu\n[pool]\nworkers = "
                        f"{workers}\n[migration]\nmax_incoming = "
-                       f"{max_incoming}\n")
+                       f"{max_incoming}\n" + "".join(
+                           f"socket_dirs = {d}\n" for d in socket_dirs))
         # The URI A's libvirtd migrates to, for B (and the other way).
         self.migration_uri = f"qemu+unix:///system?socket={sandbox.socket}"
         self.starts = 0
@@ -115,8 +119,10 @@ class Host:
 
 def two_hosts(daemon, daemon_b, tmp_path, workers_a=6):
     require_daemon()
-    a = Host("A", daemon, tmp_path / "a", workers=workers_a)
-    b = Host("B", daemon_b, tmp_path / "b")
+    sockets = [tmp_path, os.path.dirname(daemon.socket),
+               os.path.dirname(daemon_b.socket)]
+    a = Host("A", daemon, tmp_path / "a", sockets, workers=workers_a)
+    b = Host("B", daemon_b, tmp_path / "b", sockets)
     yield a, b
     for host in (a, b):
         if host.serve.process.poll() is None:

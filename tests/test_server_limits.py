@@ -71,7 +71,7 @@ def full_pool_still_answers_get_jobs(server):
     try:
         host, port = silent.getsockname()
         job_id = rpc(server.url, "VM.migrate", [migrating, {
-            "dst": f"{host}:{port}", "dstUri": "qemu:///system",
+            "dst": f"{host}:{port}", "dstUri": "qemu+tcp://127.0.0.1/system",
             "timeout": 120}])["result"]["jobId"]
         # Until the worker took it, the migration job is the one queued.
         wait_job_info(server, job_id,

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from conftest import WAIT
+from event_order import EventOrder
 from invariants import check_invariants, digest
 from vmjobs.api import API
 from vmjobs.config import Config
@@ -54,6 +55,9 @@ class VmJobsMachine(RuleBasedStateMachine):
         self.state_files = {}     # path -> sha256, once fully written
         self.hibernations = {}    # path -> (vm_id, job id)
         self.answers = 0
+        # Every notification, checked in order as it comes (API.md Events).
+        self.events = self.api.subscribe()
+        self.event_order = EventOrder()
 
     def call(self, method, *params):
         try:
@@ -151,6 +155,17 @@ class VmJobsMachine(RuleBasedStateMachine):
                     info["status"] == "done":
                 self.state_files[path] = digest(path)
         check_invariants(self.api, self.state_files)
+        self.event_order.check_all(self.events.get(0))
+        public = {vm.vm_id: vm.status
+                  for vm in self.api.registry.snapshot()[1]}
+        for vm_id in self.vm_ids:   # nothing staged: Down if not public
+            statuses = self.event_order.statuses(vm_id) or ["Down"]
+            assert statuses[-1] == public.get(vm_id, "Down"), (vm_id,
+                                                               statuses)
+
+    @invariant()
+    def notifications_in_a_legal_order(self):
+        self.event_order.check_all(self.events.get(0))
 
     @invariant()
     def never_in_both_registries(self):

@@ -47,6 +47,7 @@ from .flows import (
 from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
+from .notifications import Notifications
 from .params import (
     parse_create,
     parse_graceful_attempts,
@@ -88,7 +89,9 @@ class API:
         self.hv = hypervisor or Hypervisor(
             self.config.uri, connections=self.config.workers + 1,
             domain_type=self.config.domain_type)
-        self.registry = VmRegistry(self.config.publish)
+        self.notifications = Notifications(self.config.events_buffer)
+        self.subscribe = self.notifications.subscribe  # GET /events, here
+        self.registry = VmRegistry(self.config.publish, self.notifications)
         # VM.migrate's jobs in call order: max_outgoing migrate at once.
         self.outgoing = OutgoingSlots(self.config.max_outgoing)
         self.metrics = Metrics()
@@ -108,7 +111,8 @@ class API:
         self.recovery = Recovery(
             self.hv, self.registry, self.jobs, self.pool,
             dict(self._job_args(),
-                 settle_timeout=self.config.recovery_settle_timeout))
+                 settle_timeout=self.config.recovery_settle_timeout),
+            self.notifications.job_changed)
         self.metrics.watch(self)
         try:
             self.recovery.start()
@@ -126,6 +130,7 @@ class API:
         reach a safe end; public VMs are left running."""
         self.stopping.set()
         self.pool.shutdown(stop_mode)
+        self.notifications.close()
         if self._owns_hypervisor:
             self.hv.close()
 
@@ -235,7 +240,8 @@ class API:
 
     @verb("VM.migrate", "vmID", "params")
     def vm_migrate(self, vmID=None, params=None):
-        vm_id, target = parse_migrate(vmID, params)
+        vm_id, target = parse_migrate(vmID, params,
+                                      self.config.migration_socket_dirs)
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,
@@ -306,10 +312,9 @@ class API:
                 "timeout": self.config.job_timeout}
 
     def _queue(self, job):
-        """Reserve what the job needs (refused: the job's own VdsmError),
-        list it and queue it. If the queue refuses it, forget it and
-        release its reservation: a refused request leaves no trace (and is
-        never listed: accept() comes only once the job is taken)."""
+        """Reserve what the job needs (refused: its own VdsmError), queue,
+        observe (notifications) and list it; if the queue refuses it, forget
+        it and release it: a refused request leaves no trace, unlisted."""
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)
@@ -320,6 +325,7 @@ class API:
             job.release()
             raise ResourceExhausted(f"cannot take the job now: {exc}; "
                                     "try again later") from None
+        job.observe(self.notifications.job_changed)
         _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)
 

@@ -5,12 +5,24 @@ called what on which VM and job, with what result, in how long:
     audit VM.create caller=10.0.0.5:40212 vm=5f0c... job=- result=4 (exist) ms=0.3
 
 The caller is the client certificate's subject under mutual TLS, the
-peer's uid on a Unix socket (SO_PEERCRED), else the peer's address."""
+peer's uid on a Unix socket (SO_PEERCRED), else the peer's address.
+
+An audit line is at most about 2 KiB: what came from the caller (the
+method, the ids, the error message, which may echo a value) is escaped
+onto one line and cut with a mark (logs.one_line), so a request can
+neither forge a line nor push earlier ones out with a few large ones."""
 
 import logging
 import socket
 import struct
 import time
+
+from .logs import one_line
+
+# Characters of each part of an audit line.
+MAX_METHOD = 128
+MAX_CALLER = 256
+MAX_OUTCOME = 1024
 
 log = logging.getLogger("vmjobs.audit")
 
@@ -58,11 +70,13 @@ class Audit:
         if error is None:
             outcome = "ok"
         else:
-            outcome = f"{error.code} ({error.name}): {error.message}"
+            outcome = one_line(f"{error.code} ({error.name}): "
+                               f"{error.message}", MAX_OUTCOME)
             if self._metrics is not None:
                 self._metrics.refused(error.code)
         log.info("audit %s caller=%s vm=%s job=%s result=%s ms=%.1f",
-                 method, caller, _short(vm_id), _short(job_id), outcome, ms)
+                 _word(method, MAX_METHOD), _word(caller, MAX_CALLER),
+                 _short(vm_id), _short(job_id), outcome, ms)
 
 
 def _param(params, name, position):
@@ -81,7 +95,17 @@ def _short(value):
     if value is None:
         return "-"
     value = value if len(value) <= 64 else value[:64] + "..."
-    if value.isprintable() and " " not in value:
+    return _word(value, 128)
+
+
+def _word(value, limit):
+    """`value` as one word of one line, at most `limit` characters and a
+    mark saying it was cut."""
+    value = str(value)
+    if len(value) <= limit and value.isprintable() and " " not in value:
         return value
-    return value.encode("unicode_escape").decode("ascii").replace(
+    word = value[:limit].encode("unicode_escape").decode("ascii").replace(
         " ", "\\x20")
+    if len(value) > limit or len(word) > limit:
+        word = f"{word[:limit]}...[cut:{len(value)}-characters-in-all]"
+    return word

@@ -1,5 +1,5 @@
-"""The `vmjobs` command line: serve, config, call, jobs, vms, loadtest,
-report, sandbox. An error is one line saying what failed and what to try
+"""The `vmjobs` command line: serve, config, call, jobs, events, vms,
+loadtest, report, sandbox. An error is one line saying what failed and what to try
 (vmjobs.cli_errors); --debug shows its traceback."""
 
 import argparse
@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from . import __version__, cli_call, cli_errors, cli_loadtest, logs
+from . import __version__, cli_call, cli_errors, cli_events, cli_loadtest, logs
 from . import config as configuration
 from .tools.client import DEFAULT_SERVER, RemoteError
 
@@ -19,6 +19,7 @@ SERVICE_FLAGS = {
     "stop_mode": "stop_mode", "lock_file": "lock_file",
     "insecure": "insecure", "state_dir": "state_dirs",
     "image_dir": "image_dirs", "network_host": "network_hosts",
+    "migration_socket_dir": "migration_socket_dirs",
     "publish": "publish", "adaptive": "adaptive",
 }
 
@@ -79,8 +80,8 @@ def build_parser():
     jobs.add_argument("prefix", nargs="?", metavar="ID_PREFIX",
                       help="only the jobs whose id starts with this")
     jobs.add_argument("--watch", action="store_true",
-                      help="refresh every second until interrupted; ended "
-                      "jobs are shown for "
+                      help="keep it up to date from the service's events "
+                      "until interrupted; ended jobs are shown for "
                       f"{cli_call.WATCH_ENDED_WITHIN:.0f} s (--ended-within)")
     jobs.add_argument("--ended-within", type=float, metavar="SECONDS",
                       help="show the ended jobs that ended at most this "
@@ -94,6 +95,10 @@ def build_parser():
                       "this type (create, restore, recover, "
                       "migration-destination, migration-source, hibernate)")
     _client_flags(jobs)
+    events = command("events", "print a running service's events (GET "
+                     "/events) as they come, one line each")
+    cli_events.add_flags(events)
+    _client_flags(events)
     _client_flags(command("vms", "the public VMs of a running service"))
 
     sandbox = command("sandbox", "a private libvirtd with QEMU (root; for "
@@ -152,7 +157,10 @@ def main(argv=None):
         if line is None:
             line = (f"unexpected error: {type(exc).__name__}: {exc} "
                     "(a bug: please report it with the traceback above)")
-        print(f"vmjobs {args.command}: {line}", file=sys.stderr)
+        # The line may quote the server (a job's error echoes what a
+        # caller sent): no control character reaches the terminal.
+        print(f"vmjobs {args.command}: {logs.one_line(line)}",
+              file=sys.stderr)
         return 1 if isinstance(exc, RemoteError) else 2
 
 
@@ -181,6 +189,9 @@ def _service_flags(parser):
                         "default /var/lib/vmjobs/images)")
     parser.add_argument("--network-host", action="append", help="a host a "
                         "network disk may name (repeatable; default none)")
+    parser.add_argument("--migration-socket-dir", action="append",
+                        help="a directory VM.migrate's dst and dstUri may "
+                        "name a unix socket in (repeatable; default none)")
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "
@@ -284,7 +295,9 @@ def _chaos(args):
 
 
 COMMANDS = {"serve": _serve, "chaos": _chaos, "config": _config, "call": cli_call.call,
-            "jobs": cli_call.jobs, "vms": cli_call.vms,
+            "jobs": lambda args: (cli_events.watch_jobs if args.watch
+                                  else cli_call.jobs)(args),
+            "events": cli_events.events, "vms": cli_call.vms,
             "loadtest": cli_loadtest.loadtest, "sandbox": _sandbox,
             "report": cli_loadtest.report}
 

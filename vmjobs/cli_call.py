@@ -6,6 +6,7 @@ import sys
 import time
 
 from .cli_errors import CliError, remote_error_json
+from .logs import one_line
 from .tools.client import Client, RemoteError
 
 # A value starting with one of these is meant as JSON and must parse.
@@ -123,29 +124,29 @@ def verb_list():
 
 
 def jobs(args):
+    with client(args) as c:
+        listed = c.call("Host.getJobs", jobs_params(args))
+    print(visible_table(listed, args, time.time()), flush=True)
+    return 0
+
+
+def jobs_params(args):
+    """Host.getJobs' params for `vmjobs jobs`' flags."""
+    return {"job_type": args.type} if args.type else None
+
+
+def visible_table(listed, args, now):
+    """The table of the jobs `vmjobs jobs`' flags show, of `listed`."""
     ended_within = args.ended_within
     if args.all:
         ended_within = None
     elif ended_within is None and args.watch:
         ended_within = WATCH_ENDED_WITHIN
-    params = {"job_type": args.type} if args.type else None
-    with client(args) as c:
-        while True:
-            now = time.time()
-            listed = c.call("Host.getJobs", params)
-            shown = {job_id: info for job_id, info in listed.items()
-                     if shown_job(info, now, ended_within, args.active)}
-            table = job_table(shown, now, args.prefix,
-                              hidden=len(listed) - len(shown))
-            if args.watch:
-                print("\x1b[H\x1b[2J", end="")
-            print(table, flush=True)
-            if not args.watch:
-                return 0
-            try:
-                time.sleep(1)
-            except KeyboardInterrupt:
-                return 0
+    shown = {job_id: info for job_id, info in listed.items()
+             if shown_job(info, now, ended_within, args.active) and
+             (not args.type or info["job_type"] == args.type)}
+    return job_table(shown, now, args.prefix,
+                     hidden=len(listed) - len(shown))
 
 
 def shown_job(info, now, ended_within=None, active_only=False):
@@ -200,9 +201,12 @@ def vm_name(params):
 
 
 def format_table(rows):
-    widths = [max(len(str(row[i])) for row in rows)
+    # A cell may hold what a caller sent (a job's error echoes it): its
+    # control characters are escaped, so none reaches the terminal.
+    rows = [[one_line(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows)
               for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width)
+    return "\n".join("  ".join(cell.ljust(width)
                                for cell, width in zip(row, widths, strict=False)).rstrip()
                      for row in rows)
 

@@ -9,9 +9,16 @@ import json
 import socket
 import ssl
 
+from . import sse
 from .config import parse_listen
+from .notifications import SubscriptionCut
 
 DEFAULT_SERVER = "unix:/run/vmjobs/vmjobs.sock"
+
+
+# A kept connection the server closed, as http.client reports it.
+CLOSED = (http.client.RemoteDisconnected, ConnectionResetError,
+          BrokenPipeError)
 
 
 class RemoteError(Exception):
@@ -52,6 +59,10 @@ class Client:
             self._connection = http.client.HTTPConnection(*address,
                                                           timeout=timeout)
         self._ids = itertools.count(1)
+        # The connection was answered before: the server may have closed
+        # it since (idle past its deadline, or to make room at its cap).
+        self._kept = False
+        self._stream_socket = None   # the socket of events(), once called
 
     def call(self, method, params=None):
         """The verb's result; raises RemoteError with its code."""
@@ -68,16 +79,55 @@ class Client:
 
     def post(self, body):
         """POST raw bytes; the decoded JSON answer."""
-        self._connection.request("POST", "/", body=body, headers={
-            "Content-Type": "application/json"})
-        response = self._connection.getresponse()
+        kept, self._kept = self._kept, False
+        try:
+            response = self._send(body)
+        except CLOSED:
+            if not kept:
+                raise
+            # The server closes a kept connection only before it read a
+            # request (never one whose verb runs): send it again, once.
+            self._connection.close()
+            response = self._send(body)
+        self._kept = not response.will_close
         data = response.read()
         if response.status != 200:
             raise RemoteError(response.status,
                               f"HTTP {response.status}: {data[:200]!r}")
         return json.loads(data)
 
+    def _send(self, body):
+        self._connection.request("POST", "/", body=body, headers={
+            "Content-Type": "application/json"})
+        return self._connection.getresponse()
+
+    def events(self, last_event_id=None):
+        """GET /events: the notifications (notifications.Notification, with
+        the time each was read) after `last_event_id` (None: the live ones
+        only), until the service ends the stream. Raises SubscriptionCut if
+        the stream is cut short (the subscriber fell behind, or the
+        connection broke): resume from its last_id. The client's
+        connection is the stream's from now on."""
+        headers = {"Accept": sse.CONTENT_TYPE}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self._connection.request("GET", "/events", headers=headers)
+        self._stream_socket = self._connection.sock
+        response = self._connection.getresponse()
+        if response.status != 200:
+            data = response.read()
+            raise RemoteError(response.status,
+                              f"HTTP {response.status}: {data[:200]!r}")
+        return _events(response, last_event_id)
+
     def close(self):
+        """Close the connection; a stream read in another thread ends (its
+        reader gets SubscriptionCut)."""
+        if self._stream_socket is not None:
+            try:
+                self._stream_socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._connection.close()
 
     def __enter__(self):
@@ -85,3 +135,29 @@ class Client:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def _events(response, last_id):
+    lines = _lines(response)
+    where = [last_id]   # the last id the stream set: where it is
+    try:
+        yield from sse.read(lambda: next(lines, b""), where)
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        # (http.client reports some bodies cut short as a chunk size
+        # that is no number.)
+        raise SubscriptionCut(where[0]) from exc
+    finally:
+        response.close()
+
+
+def _lines(response):
+    """The lines of a response's body as they come. read1() raises
+    IncompleteRead on a chunked body cut short (readline() would take it
+    for the end): the cut is told apart from the last chunk."""
+    pending = b""
+    while data := response.read1(65536):
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending

@@ -67,8 +67,11 @@ class Config:
     # Seconds an outgoing migration may take (VM.migrate's default
     # timeout): retrying a busy destination and the transfer itself.
     migration_source_timeout: float = 600.0
-    # Seconds between lookups while waiting for an arrival (events drive
-    # the wait; this only covers a lost event).
+    # Where VM.migrate's dst and dstUri may name a unix socket (a second
+    # host on this machine, as in the tests); none by default.
+    migration_socket_dirs: list = dataclasses.field(default_factory=list)
+    # Seconds between safety-net lookups while waiting for an arrival (the
+    # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
     # JSON-RPC: unix:/path (only root reaches the default) or HOST:PORT,
     # which needs mutual TLS (tls_*), or `insecure` and a loopback address.
@@ -80,8 +83,12 @@ class Config:
     max_request_bytes: int = 4 * 1024 * 1024
     # Seconds a client may take to send its request (or the TLS handshake).
     request_timeout: float = 30.0
-    # Connections served at once; more are refused (503) at once.
+    # Connections served at once (at the cap the longest idle makes room).
     max_connections: int = 64
+    max_batch: int = 100      # calls in a batch; the largest answer built:
+    max_response_bytes: int = 16 * 1024 * 1024   # rpc.py
+    events_buffer: int = 10_000   # GET /events: kept for Last-Event-ID
+    max_subscribers: int = 16     # GET /events streams open at once
     # Mutual TLS: all three, or none.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -186,6 +193,9 @@ SETTINGS = [
     Setting("migration", "check_interval", "migration_check_interval",
             float, 0.01,
             comment="safety-net lookup while waiting for an arrival"),
+    Setting("migration", "socket_dirs", "migration_socket_dirs", list,
+            optional=True,
+            comment="where dst/dstUri may name a unix socket (none)"),
     Setting("rpc", "listen", "listen", str,
             comment="unix:/path, or HOST:PORT (mutual TLS or insecure)"),
     Setting("rpc", "insecure", "insecure", bool,
@@ -199,12 +209,20 @@ SETTINGS = [
             comment="seconds to send a request (and finish TLS)"),
     Setting("rpc", "max_connections", "max_connections", int, 1,
             comment="connections served at once"),
+    Setting("rpc", "max_batch", "max_batch", int, 1,
+            comment="calls in one batch; more: -32600, none runs"),
+    Setting("rpc", "max_response_bytes", "max_response_bytes", int, 1024,
+            comment="largest answer; calls past it answer -32603"),
     Setting("rpc", "tls_cert", "tls_cert", str, optional=True,
             comment="mutual TLS: the server's certificate"),
     Setting("rpc", "tls_key", "tls_key", str, optional=True,
             comment="its private key"),
     Setting("rpc", "tls_ca", "tls_ca", str, optional=True,
             comment="the CA a client's certificate must be signed by"),
+    Setting("events", "buffer", "events_buffer", int, 1, 10_000_000,
+            comment="notifications kept for Last-Event-ID"),
+    Setting("events", "max_subscribers", "max_subscribers", int, 1,
+            comment="GET /events streams open at once"),
     Setting("storage", "state_dirs", "state_dirs", list,
             comment="where hibernationVolHandle/restoreState may be"),
     Setting("storage", "image_dirs", "image_dirs", list,

@@ -13,10 +13,10 @@ def received_ids(jobs):
     """The vmIds of the migrations still listed in `jobs` (the job table)
     that we were asked to receive and that did not commit: a domain with
     one of them is ours even without metadata (it may have arrived after
-    its job ended)."""
-    return {job.vm_id for job in jobs.jobs()
-            if job.job_type == MigrationDestinationJob.job_type and
-            job.status is not JobStatus.DONE}
+    its job ended). Only those jobs are read, not the whole table."""
+    return {job.vm_id
+            for job in jobs.of_type(MigrationDestinationJob.job_type)
+            if job.status is not JobStatus.DONE}
 
 
 def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
@@ -52,12 +52,16 @@ def host_stats(pool, registry, recovery, hv, jobs):
     recovering = not recovery.done
     pool_stats = pool.stats()
     counts = registry.counts()
-    known = registry.known_ids()
-    received = received_ids(jobs)
+    # The registries' VMs are left out of the listing before any call of
+    # their own, and the received migrations are read only if a domain
+    # without metadata asks: what a call costs grows with the domains
+    # that are not VMs of ours, not with the host's VMs or jobs.
+    received = None
     external = stopped = unowned = 0
-    for domain in hv.list_domains(domxml.METADATA_NS):
-        if domain.uuid in known:
-            continue
+    for domain in hv.list_domains(domxml.METADATA_NS,
+                                  skip=registry.known_ids()):
+        if domain.metadata is None and received is None:
+            received = received_ids(jobs)
         if domain.metadata is None and domain.uuid not in received:
             external += 1
         elif domain.state == DomainState.SHUTOFF:

@@ -1,27 +1,50 @@
 """One service per host: a lock file (flock) held while serving, with the
-holder's PID in it, so that a second instance says who is running."""
+holder's PID in it, so that a second instance says who is running.
+
+The service runs as root, and the lock path may be in a directory others
+can write (a --lock-file under /tmp, say): the file is opened without
+following a symlink (O_NOFOLLOW) and not inherited by children
+(O_CLOEXEC), and a file the service did not create is never truncated or
+written: an existing file is taken only if it is a regular file, of one
+link, owned by this user, and holds nothing but a PID line (what a
+previous instance left); anything else is refused, saying why."""
 
 import errno
 import fcntl
 import os
+import re
+import stat
 
 
 class InstanceLocked(OSError):
     pass
 
 
+# What a lock file of ours holds: nothing (released), or a holder's PID.
+_OURS = re.compile(rb"(\d{1,10}\n)?")
+_FLAGS = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
 class InstanceLock:
     def __init__(self, path):
         """Take the lock at `path` (its directory made 0700 if missing);
-        InstanceLocked if another process holds it."""
+        InstanceLocked if another process holds it, or if the path is
+        not a lock file of ours."""
         self.path = path
+        self._fd = None
         directory = os.path.dirname(path)
         try:
             if directory:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                               0o644)
+            fd = self._open(path)
         except OSError as exc:
+            if isinstance(exc, InstanceLocked):
+                raise
+            if exc.errno == errno.ELOOP:
+                raise InstanceLocked(
+                    f"{path} is a symlink, which the lock file never "
+                    "follows (its target was left alone): remove it, or "
+                    "give another --lock-file") from None
             raise InstanceLocked(
                 f"cannot open the lock file {path}: {exc.strerror}; run as "
                 "root, or give a --lock-file this user may write") from None
@@ -29,10 +52,10 @@ class InstanceLock:
             # flock, not lockf: a lock per open file, so a second take in
             # the same process is refused too (tests), and closing some
             # other descriptor of the file never drops it.
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace")
-            os.close(self._fd)
+            holder = os.pread(fd, 32, 0).decode(errors="replace")
+            os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             raise InstanceLocked(
@@ -40,8 +63,41 @@ class InstanceLock:
                 f"{holder.strip() or 'unknown'}): stop it first (systemctl "
                 "stop vmjobs), or give this one its own --lock-file") \
                 from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    @staticmethod
+    def _open(path):
+        """A descriptor of the lock file: created here, or an existing
+        lock file of ours (else InstanceLocked, the file untouched)."""
+        try:
+            return os.open(path, _FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        fd = os.open(path, _FLAGS | os.O_NONBLOCK)   # a FIFO: no hang
+        try:
+            info = os.fstat(fd)
+            problem = None
+            if not stat.S_ISREG(info.st_mode):
+                problem = "not a regular file"
+            elif info.st_nlink != 1:
+                problem = "a file with other hard links"
+            elif info.st_uid != os.geteuid():
+                problem = "owned by another user"
+            elif not _OURS.fullmatch(os.pread(fd, 64, 0)):
+                problem = "not a vmjobs lock file (it holds something " \
+                    "else than a PID)"
+            if problem is not None:
+                raise InstanceLocked(
+                    f"{path} exists and is {problem}: refusing to take it "
+                    "as the lock file (nothing in it was changed); remove "
+                    "it, or give another --lock-file")
+            os.set_blocking(fd, True)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
 
     def release(self):
         """Drop the lock. The file stays (empty): removing it could let a

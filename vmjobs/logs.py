@@ -1,10 +1,22 @@
 """Logging: concurrent-log-handler's rotating file (safe with several
 processes on one file), every line of a job's work tagged with its job id
-and vm id."""
+and vm id.
+
+One record is one line, whatever a caller sent: the message has every
+control character (newline, carriage return, escape, DEL, C1, the Unicode
+line and paragraph separators) written as an escape, and is cut at
+MAX_MESSAGE characters with a mark; a traceback's lines are each prefixed
+with TRACEBACK_PREFIX, and the traceback is cut at MAX_TRACEBACK. So no
+value (a method name, a libvirt message echoing an XML value, an
+exception's text) can forge a log or audit line, and no request can make
+a line larger than these bounds: flushing the log and its backups (the
+audit trail) takes thousands of requests, each of which leaves its own
+audit line (docs/security.md)."""
 
 import datetime
 import logging
 import os
+import re
 import sys
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
@@ -14,13 +26,61 @@ import workers
 FORMAT = ("%(asctime)s %(levelname)-7s %(threadName)s %(name)s "
           "[job=%(job_id)s vm=%(vm_id)s] %(message)s")
 
+MAX_MESSAGE = 8 * 1024          # characters of one record's message
+MAX_TRACEBACK = 16 * 1024       # characters of its traceback
+TRACEBACK_PREFIX = "  | "
+# What cannot appear raw in a line: C0 and C1 controls, DEL, and what
+# str.splitlines() and some viewers also break lines at.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text, limit=MAX_MESSAGE):
+    """`text` on one line (control characters escaped as \\n, \\x1b...),
+    at most `limit` characters and a mark saying it was cut."""
+    text = str(text)
+    line = _CONTROL.sub(_escape, text[:limit])
+    if len(text) <= limit and len(line) <= limit:
+        return line
+    return f"{line[:limit]}...[cut: {len(text)} characters in all]"
+
+
+def _escape(match):
+    return match.group().encode("unicode_escape").decode("ascii")
+
 
 class IsoFormatter(logging.Formatter):
-    """ISO-8601 timestamps with the local offset, to the millisecond."""
+    """ISO-8601 timestamps with the local offset, to the millisecond; one
+    line per record (see above)."""
 
     def formatTime(self, record, datefmt=None):
         return datetime.datetime.fromtimestamp(record.created).astimezone() \
             .isoformat(timespec="milliseconds")
+
+    def format(self, record):
+        # The record is shared with other handlers: restored after.
+        saved = record.msg, record.args
+        record.msg, record.args = one_line(record.getMessage()), None
+        try:
+            return super().format(record)
+        finally:
+            record.msg, record.args = saved
+
+    def formatException(self, ei):
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info):
+        return _indented(stack_info)
+
+
+def _indented(text):
+    """A traceback, each line escaped and prefixed: none can pass for a
+    record of its own."""
+    cut = len(text) - MAX_TRACEBACK
+    if cut > 0:
+        text = text[:MAX_TRACEBACK // 2] + f"\n...[{cut} characters cut]\n" \
+            + text[-MAX_TRACEBACK // 2:]
+    return "\n".join(TRACEBACK_PREFIX + one_line(line, MAX_TRACEBACK)
+                     for line in text.split("\n"))
 
 
 class JobContext(logging.Filter):

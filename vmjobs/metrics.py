@@ -18,7 +18,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from workers import JobStatus
@@ -132,6 +132,18 @@ class _Live:
         yield _gauge("vmjobs_recovery_seconds", "Seconds recovery at "
                      "start-up took (so far, while it runs).",
                      recovery.seconds())
+        events = api.notifications.stats()
+        yield _gauge("vmjobs_event_subscribers", "Subscribers to the "
+                     "notifications (GET /events streams and in-process).",
+                     events["subscribers"])
+        yield CounterMetricFamily(
+            "vmjobs_event_subscribers_cut", "Subscribers cut off because "
+            "they fell events.buffer notifications behind.",
+            value=events["cut"])
+        yield CounterMetricFamily(
+            "vmjobs_events_dropped", "Notifications a subscriber had not "
+            "read when it was cut off (it resumes with Last-Event-ID).",
+            value=events["dropped"])
         yield _gauge("vmjobs_recovered_vms", "vmjobs domains found at "
                      "start-up (each one a recover job).", recovery.found)
 

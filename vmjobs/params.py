@@ -7,8 +7,7 @@ import json
 import re
 import uuid
 
-from . import domxml
-from .config import ConfigError, parse_listen
+from . import domxml, endpoints
 from .errors import InvalidParams, MissParam
 
 MEM_MIB_RANGE = (16, 4194304)
@@ -115,8 +114,10 @@ class MigrationTarget:
     max_bandwidth: int | None = None   # MiB/s, VDSM's maxBandwidth
 
 
-def parse_migrate(vm_id, params):
-    """Parse `VM.migrate`'s (vmID, params)."""
+def parse_migrate(vm_id, params, socket_dirs=()):
+    """Parse `VM.migrate`'s (vmID, params); `dst`, `dstUri` and
+    `migrationUri` are judged by endpoints.py, unix sockets confined to
+    `socket_dirs` (migration.socket_dirs)."""
     vm_id = parse_vm_id(vm_id)
     params = _params_dict(params, "params")
     for key in params:
@@ -126,14 +127,11 @@ def parse_migrate(vm_id, params):
     for required in ("dst", "dstUri"):
         if required not in params:
             raise MissParam(f"missing parameter {required!r} in params")
-    dst = _text(params, "dst")
-    try:
-        parse_listen(dst)
-    except ConfigError as exc:
-        raise InvalidParams("dst", str(exc)) from None
+    dst = endpoints.dst(params["dst"], socket_dirs)
+    dst_uri = endpoints.dst_uri(params["dstUri"], socket_dirs)
     migration_uri = params.get("migrationUri")
     if migration_uri is not None:
-        migration_uri = _text(params, "migrationUri")
+        migration_uri = endpoints.migration_uri(migration_uri)
     timeout = params.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or
                                 not isinstance(timeout, (int, float)) or
@@ -143,17 +141,8 @@ def parse_migrate(vm_id, params):
     max_bandwidth = None
     if "maxBandwidth" in params:
         max_bandwidth = _int_in_range(params, "maxBandwidth", 1, 1 << 20)
-    return vm_id, MigrationTarget(dst, _text(params, "dstUri"),
-                                  migration_uri, timeout, max_bandwidth)
-
-
-def _text(params, key):
-    value = params[key]
-    if not isinstance(value, str) or not value.strip() or \
-            _CONTROL.search(value):
-        raise InvalidParams(key, "must be a non-empty string without "
-                            "control characters")
-    return value
+    return vm_id, MigrationTarget(dst, dst_uri, migration_uri, timeout,
+                                  max_bandwidth)
 
 
 # VDSM's gracefulAttempts, bounded: each graceful try may take libvirt's
@@ -221,7 +210,9 @@ def _params_dict(vm_params, param="vmParams"):
     try:
         # Kept in the domain's metadata and returned by VM.getStats: it must
         # survive a JSON round trip unchanged.
-        return json.loads(json.dumps(vm_params))
+        # allow_nan=False: NaN and Infinity are not JSON; kept, they would
+        # make every later answer that returns them invalid.
+        return json.loads(json.dumps(vm_params, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InvalidParams(param, f"not JSON: {exc}") from None
 

@@ -17,12 +17,13 @@ log = logging.getLogger("vmjobs.recovery")
 
 
 class Recovery:
-    def __init__(self, hv, registry, jobs, pool, job_args):
+    def __init__(self, hv, registry, jobs, pool, job_args, observe=None):
         self._hv = hv
         self._registry = registry
         self._jobs = jobs
         self._pool = pool
         self._job_args = job_args
+        self._observe = observe   # told of each job's changes (observe())
         self._done = threading.Event()
         self._lock = threading.Lock()   # guards _remaining
         self._remaining = 0
@@ -58,6 +59,8 @@ class Recovery:
                              self._registry, **self._job_args)
             job.reserve()
             self._jobs.add(job)
+            if self._observe is not None:
+                job.observe(self._observe)
             jobs.append(job)
         log.info("recovery: %d vmjobs domains found", len(jobs))
         self.found = len(jobs)

@@ -7,6 +7,11 @@ against both, and a VM moved from one to the other, in one atomic step:
 a VM is never in both, and never in neither while its job still runs.
 Records are immutable; an update replaces the record, so a record handed
 out is a consistent snapshot that needs no lock to read.
+
+Every change of a VM's status, and its leaving (`Down`), is published to
+the notifications (notifications.py) in the same critical section: the
+feed's lock is innermost and calls nothing out, so the notifications of a
+VM come in the order of its changes.
 """
 
 import dataclasses
@@ -73,10 +78,12 @@ class Vm:
 
 
 class VmRegistry:
-    def __init__(self, publish_mode=PublishMode.COMMIT):
-        # Guards _staged and _public. Held only for dict operations: no
-        # libvirt call, no logging, no callback is made under it.
+    def __init__(self, publish_mode=PublishMode.COMMIT, notifications=None):
+        # Guards _staged and _public. Held only for dict operations and the
+        # append of a notification: no libvirt call, no logging, no
+        # callback is made under it.
         self._lock = threading.Lock()
+        self._notifications = notifications
         self._staged = {}   # vm_id -> Vm, being started by vm.job
         self._public = {}   # vm_id -> Vm, fully up
         self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
@@ -92,6 +99,8 @@ class VmRegistry:
                 raise VmExists(f"VM {vm_id} already exists")
             _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
+            if status != VmStatus.DOWN:   # not a destroy's placeholder
+                self._changed(vm_id, status, True)
 
     def accept(self, vm_id, job):
         """job's verb answered: its staged VM (if it is still staged, by
@@ -115,6 +124,7 @@ class VmRegistry:
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, staging=False, job=None,
                 params=vm.params if params is None else params)
+            self._changed(vm_id, status, False)
 
     def claim(self, vm_id, status, job):
         """Give the public VM a job to run on it (a hibernation, a
@@ -130,6 +140,8 @@ class VmRegistry:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, job=job, status_before_claim=vm.status)
+            if status != vm.status:
+                self._changed(vm_id, status, False)
             return vm
 
     def release(self, vm_id, job):
@@ -141,6 +153,8 @@ class VmRegistry:
                 self._public[vm_id] = dataclasses.replace(
                     vm, status=vm.status_before_claim, job=None,
                     status_before_claim=None)
+                if vm.status != vm.status_before_claim:
+                    self._changed(vm_id, vm.status_before_claim, False)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""
@@ -149,6 +163,7 @@ class VmRegistry:
             if vm is None or vm.job is not job:
                 raise RuntimeError(f"VM {vm_id} is not claimed by {job}")
             del self._public[vm_id]
+            self._changed(vm_id, VmStatus.DOWN, False)
 
     def unstage(self, vm_id, job):
         """Drop job's staged VM, if it is still there (rollback, or the end
@@ -158,6 +173,8 @@ class VmRegistry:
             if vm is None or vm.job is not job:
                 return False
             del self._staged[vm_id]
+            if vm.status != VmStatus.DOWN:
+                self._changed(vm_id, VmStatus.DOWN, False)
             return True
 
     def get(self, vm_id):
@@ -190,6 +207,12 @@ class VmRegistry:
     def counts(self):
         with self._lock:
             return {"staged": len(self._staged), "public": len(self._public)}
+
+    def _changed(self, vm_id, status, staging):
+        # Caller holds _lock: the notification's place in the feed is the
+        # change's place among this VM's changes.
+        if self._notifications is not None:
+            self._notifications.vm_changed(vm_id, status, staging)
 
 
 def _refuse_beyond(vms, status, limit):

@@ -3,10 +3,18 @@ request bytes in, response bytes (or nothing, for notifications) out.
 Knows nothing of the transport.
 
 Verb failures answer with VDSM's codes (VdsmError.code); the protocol's own
-failures with the standard ones."""
+failures with the standard ones.
+
+Bounds: a batch holds at most `max_batch` calls (more: -32600, none runs);
+an answer is never built larger than `max_response_bytes`: once the calls
+answered so far (plus a -32603 for each call left) would pass it, the
+calls left do not run and each answers -32603 "answer too large". Every
+answer is strict JSON (no NaN or Infinity), and an `id` that is NaN or
+Infinity makes the request invalid."""
 
 import json
 import logging
+import math
 
 from .audit import Audit
 from .errors import GeneralException, VdsmError
@@ -17,11 +25,18 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INTERNAL_ERROR = -32603
 
+MAX_BATCH = 100
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+TOO_LARGE = "answer too large"
+
 
 class Dispatcher:
-    def __init__(self, api):
+    def __init__(self, api, max_batch=MAX_BATCH,
+                 max_response_bytes=MAX_RESPONSE_BYTES):
         self.api = api
         self.audit = Audit(getattr(api, "metrics", None))
+        self.max_batch = max_batch
+        self.max_response_bytes = max_response_bytes
 
     def handle(self, body, caller="-"):
         """Answer the request `body` (bytes) from `caller` (for the audit
@@ -37,17 +52,63 @@ class Dispatcher:
             if not request:
                 return _dump(_error(None, INVALID_REQUEST,
                                     "invalid request: empty batch"))
-            responses = [r for r in (self._one(one, caller)
-                                     for one in request) if r is not None]
-            return _dump(responses) if responses else None
-        response = self._one(request, caller)
-        return None if response is None else _dump(response)
+            if len(request) > self.max_batch:
+                return _dump(_error(None, INVALID_REQUEST, (
+                    f"invalid request: a batch of {len(request)} calls; "
+                    f"at most {self.max_batch} (rpc.max_batch)")))
+            return self._batch(request, caller)
+        response = self._encoded(self._one(request, caller))
+        if response is not None and \
+                len(response) > self.max_response_bytes:
+            response = _dump(_too_large(request))
+        return response
+
+    def _batch(self, requests, caller):
+        """The batch's answer, within max_response_bytes: a call runs only
+        if what is answered so far, its own -32603 and one for each call
+        after it still fit; once an answer does not fit (it becomes its
+        -32603), the calls after it do not run either."""
+        # What each call answers if it does not run (None: nothing, it is
+        # a notification), and the room they take, commas included.
+        fallback = [_dump(_too_large(one)) if _answered(one) else None
+                    for one in requests]
+        reserve = sum(len(f) + 1 for f in fallback if f is not None)
+        size = 2                              # the brackets
+        full = False
+        answers = []
+        for one, too_large in zip(requests, fallback, strict=True):
+            room = self.max_response_bytes - size
+            if too_large is not None:
+                reserve -= len(too_large) + 1  # now counted as its own
+                full = full or len(too_large) + 1 + reserve > room
+            if full:
+                answer = too_large             # not run
+            else:
+                answer = self._encoded(self._one(one, caller))
+                if answer is not None and too_large is not None and \
+                        len(answer) + 1 + reserve > room:
+                    answer, full = too_large, True
+            if answer is not None:
+                answers.append(answer)
+                size += len(answer) + 1
+        if not answers:
+            return None
+        return b"[" + b",".join(answers) + b"]"
+
+    def _encoded(self, response):
+        """`response` as strict JSON bytes (None stays None); a result
+        JSON cannot carry (NaN...) answers -32603."""
+        if response is None:
+            return None
+        try:
+            return _dump(response)
+        except (ValueError, TypeError):
+            log.exception("an answer is not JSON: answering -32603")
+            return _dump(_error(response.get("id"), INTERNAL_ERROR,
+                                "internal error: the answer is not JSON"))
 
     def _one(self, request, caller):
-        if not isinstance(request, dict) or request.get("jsonrpc") != "2.0" \
-                or not isinstance(request.get("method"), str) \
-                or not _valid_id(request.get("id")) \
-                or not isinstance(request.get("params", []), (list, dict)):
+        if not isinstance(request, dict) or not _well_formed(request):
             request_id = request.get("id") if isinstance(request, dict) and \
                 _valid_id(request.get("id")) else None
             return _error(request_id, INVALID_REQUEST,
@@ -80,8 +141,29 @@ class Dispatcher:
 
 
 def _valid_id(value):
-    return value is None or (isinstance(value, (str, int, float)) and
+    if isinstance(value, float):
+        return math.isfinite(value)       # NaN, Infinity: not JSON
+    return value is None or (isinstance(value, (str, int)) and
                              not isinstance(value, bool))
+
+
+def _answered(request):
+    """Would this batch member get an answer (it is no notification)?"""
+    return not isinstance(request, dict) or "id" in request or \
+        not _well_formed(request)
+
+
+def _well_formed(request):
+    return request.get("jsonrpc") == "2.0" and \
+        isinstance(request.get("method"), str) and \
+        _valid_id(request.get("id")) and \
+        isinstance(request.get("params", []), (list, dict))
+
+
+def _too_large(request):
+    request_id = request.get("id") if isinstance(request, dict) and \
+        _valid_id(request.get("id")) else None
+    return _error(request_id, INTERNAL_ERROR, TOO_LARGE)
 
 
 def _error(request_id, code, message, data=None):
@@ -92,4 +174,4 @@ def _error(request_id, code, message, data=None):
 
 
 def _dump(response):
-    return json.dumps(response).encode()
+    return json.dumps(response, allow_nan=False).encode()

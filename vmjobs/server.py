@@ -5,8 +5,15 @@ Requests are read by the server's own threads, one per connection, never by
 the job pool: a full pool never stops Host.getJobs from answering. Each
 request has one deadline, `request_timeout` seconds, for the TLS handshake,
 its headers and its body together, so a client that trickles bytes is cut
-off; at most `max_connections` are served at once, one more is answered 503
-with Retry-After; a body over `max_request_bytes` is refused unread.
+off; at most `max_connections` are served at once: at the cap the one that
+has gone longest without a complete request is closed to make room
+(connections.py), and only when every slot runs a verb is one more
+answered 503 with Retry-After; a body over `max_request_bytes` is refused
+unread.
+
+Each answer leaves in one write (status line, headers and body), and TCP
+sockets have TCP_NODELAY: an answer never waits for the client's delayed
+ACK of an earlier piece (Nagle), which cost 40 ms a keep-alive call.
 """
 
 import http.server
@@ -19,9 +26,10 @@ import ssl
 import threading
 import time
 
-from . import health, listener, metrics
+from . import eventstream, health, listener, metrics
 from .audit import caller_of
 from .config import parse_listen
+from .connections import ConnectionTable
 from .rpc import Dispatcher
 
 # Seconds a client turned away (503) is asked to wait.
@@ -48,6 +56,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         super().handle_one_request()
+        self.server.request_ended()
         self.deadline = time.monotonic() + self.server.request_timeout
 
     def do_POST(self):
@@ -79,7 +88,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "Content-Type")):
             return self._send(415, b"Content-Type must be application/json"
                               b"\n")
-        if self._overloaded():
+        if self._overloaded() or not self._started():
             return
         response = self.server.dispatcher.handle(
             body, caller_of(self.connection, self.client_address))
@@ -94,6 +103,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(403, b"Host must be localhost or a loopback address"
                        b"\n", close=True)
             return True
+        return False
+
+    def _started(self):
+        """The request was read: its connection keeps its slot until it is
+        answered. False (and the connection closed, the request not run)
+        if another connection took the slot first."""
+        if self.server.request_started():
+            return True
+        self.close_connection = True
         return False
 
     def _overloaded(self):
@@ -116,10 +134,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         """GET /metrics (Prometheus text) and /healthz (200 once ready, 503
         while recovering or stopping), under the same rules as a POST: Host
-        header, authentication (the listener's), connection cap."""
+        header, authentication (the listener's), connection cap; GET /events
+        on the main listener only."""
+        if self.path == "/events" and self.server.dispatcher is not None:
+            # eventstream.py, with its own cap
+            return self._refused() or self.server.streams.serve(self)
         if self.path not in ("/metrics", "/healthz"):
             return self._other()
-        if self._refused() or self._overloaded():
+        if self._refused() or self._overloaded() or not self._started():
             return
         if self.path == "/healthz":
             ready, text = health.state(self.server.api)
@@ -142,9 +164,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
+        # One write for the whole answer (not end_headers' flush, then the
+        # body): two small writes wait on the client's delayed ACK.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        answer = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        self.wfile.write(answer)
 
     def address_string(self):
         if isinstance(self.client_address, tuple) and self.client_address:
@@ -167,12 +194,14 @@ class _ServerMixin:
         self.check_host = check_host
         # The backlog holds a burst of max_connections clients at once.
         self.request_queue_size = max(128, 2 * config.max_connections)
-        # Free connection slots. A connection beyond them is still read (so
-        # closing it sends no reset) and answered 503, by one of as many
-        # again overflow slots; beyond those it is closed at once.
-        self._slots = threading.BoundedSemaphore(config.max_connections)
+        # The connection slots; at the cap the longest idle makes room.
+        self.connections = ConnectionTable(config.max_connections)
+        # When every slot runs a verb, a connection beyond them is still
+        # read (so closing it sends no reset) and answered 503, by one of
+        # as many again overflow slots; beyond those it is closed at once.
         self._overflow = threading.BoundedSemaphore(config.max_connections)
-        # Per connection thread: its deadline, and whether it is overflow.
+        # Per connection thread: its deadline, and its Connection (None
+        # for an overflow connection).
         self._local = threading.local()
 
     def connection_deadline(self):
@@ -181,32 +210,65 @@ class _ServerMixin:
     def overloaded(self):
         return self._local.overflow
 
+    def request_started(self):
+        connection = self._local.connection
+        return connection is None or self.connections.start_request(
+            connection)
+
+    def request_ended(self):
+        if self._local.connection is not None:
+            self.connections.end_request(self._local.connection)
+
+    def leave_connection_slots(self):
+        """An event stream is bounded by events.max_subscribers instead: its
+        connection leaves the table (or the 503 overflow) now."""
+        self._leave()
+        self._local.connection = None
+        if self._local.overflow:
+            self._local.overflow = False
+            self._overflow.release()
+
     def process_request(self, request, client_address):
-        if self._slots.acquire(blocking=False):
-            slot = self._slots
-        elif self._overflow.acquire(blocking=False):
-            slot = self._overflow
-        else:
+        if request.family in (socket.AF_INET, socket.AF_INET6):
+            # Each answer is one write; this makes sure no piece of it
+            # waits for the ACK of an earlier one either.
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        before = self.connections.evictions
+        connection = self.connections.admit(request)
+        if connection is None and not self._overflow.acquire(
+                blocking=False):
             log.warning("too many connections: closing one at once")
             self.shutdown_request(request)
             return
+        if self.connections.evictions != before:
+            log.debug("at the connection cap: closed the longest idle one")
         t = threading.Thread(target=self._serve_connection,
-                             args=(request, client_address, slot),
+                             args=(request, client_address, connection),
                              daemon=True)
         t.start()
 
-    def _serve_connection(self, request, client_address, slot):
+    def _serve_connection(self, request, client_address, connection):
         self._local.deadline = time.monotonic() + self.request_timeout
-        self._local.overflow = slot is self._overflow
-        if self._local.overflow:
-            log.warning("too many connections: answering 503")
+        self._local.connection = connection
+        # Not in the table: answered 503, holding one of the overflow's.
+        self._local.overflow = connection is None
+        if connection is None:
+            log.warning("too many connections, every one busy: answering "
+                        "503")
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            self._leave()
             self.shutdown_request(request)
-            slot.release()
+            if self._local.overflow:
+                self._overflow.release()
+
+    def _leave(self):
+        """Give the slot back, before the socket is closed."""
+        if self._local.connection is not None:
+            self.connections.leave(self._local.connection)
 
     def finish_request(self, request, client_address):
         if self.ssl_context is None:
@@ -217,13 +279,23 @@ class _ServerMixin:
         request.settimeout(max(0.001, self._local.deadline -
                                time.monotonic()))
         try:
-            tls = self.ssl_context.wrap_socket(request, server_side=True)
+            tls = self.ssl_context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
             log.info("TLS handshake refused: %s", exc)
             return
         try:
+            if self._local.connection is not None:
+                # Evictable during the handshake too.
+                self.connections.rebind(self._local.connection, tls)
+            try:
+                tls.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.info("TLS handshake refused: %s", exc)
+                return
             super().finish_request(tls, client_address)
         finally:
+            self._leave()
             tls.close()
 
     def handle_error(self, request, client_address):
@@ -278,9 +350,12 @@ class Server:
         cls = _UnixServer if kind == "unix" else _TCPServer
         self._unix_path = address if kind == "unix" else None
         self._server = cls(address, _Handler, bind_and_activate=False)
-        self._server.configure(
-            api, None if metrics_only else Dispatcher(api), config, context,
-            check_host=kind == "tcp" and context is None)
+        dispatcher = None if metrics_only else Dispatcher(
+            api, config.max_batch, config.max_response_bytes)
+        self._server.configure(api, dispatcher, config, context,
+                               check_host=kind == "tcp" and context is None)
+        self._server.streams = eventstream.Streams(api.notifications,
+                                                   config.max_subscribers)
         try:
             self._server.server_bind()
             self._server.server_activate()
@@ -309,7 +384,8 @@ class Server:
                  " (mutual TLS)" if self.tls else "")
 
     def stop(self):
-        """Stop accepting; the socket file of a Unix socket is removed."""
+        """Stop accepting, end the event streams; a Unix socket's file goes."""
+        self._server.streams.stop()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

@@ -103,7 +103,8 @@ class Setting:
         if self.kind is list:
             # Lists are of directories a caller is confined to: an empty
             # list or a relative path would confine nothing sensible.
-            if not isinstance(value, list) or not value or \
+            if not isinstance(value, list) or \
+                    (not value and not self.optional) or \
                     not all(isinstance(v, str) and os.path.isabs(v)
                             for v in value):
                 raise self.error(where, repr(value),

@@ -11,7 +11,16 @@ Knows nothing of VMs or libvirt; vmjobs builds on it.
 """
 
 from .adaptive import AdaptiveLimit
-from .job import ABORT_REQUESTED, TIMER, WOKEN, Job, Park, current_job
+from .job import (
+    ABORT_REQUESTED,
+    MAX_ERROR_MESSAGE,
+    TIMER,
+    WOKEN,
+    Job,
+    Park,
+    bounded_error,
+    current_job,
+)
 from .lanes import Priority
 from .pool import ABORT, DRAIN, Pool, PoolClosed, QueueFull
 from .states import (
@@ -31,5 +40,5 @@ __all__ = [
     "Event", "IllegalTransition", "Job", "JobAborted", "JobEnded",
     "JobStatus", "JobStillActive", "JobTable", "Park", "Pool", "PoolClosed",
     "Priority", "QueueFull", "TIMER", "TRANSITIONS", "UnknownJob", "WOKEN",
-    "current_job",
+    "MAX_ERROR_MESSAGE", "bounded_error", "current_job",
 ]

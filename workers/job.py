@@ -74,9 +74,22 @@ from .states import (
 )
 
 __all__ = ["ABORT_REQUESTED", "Job", "Park", "Runner", "TIMER", "WOKEN",
-           "current_job"]
+           "current_job", "bounded_error", "MAX_ERROR_MESSAGE"]
 
 log = logging.getLogger("workers.job")
+
+# Characters of a job's error message: it is kept as long as the job (an
+# hour, thousands of jobs) and may echo what the caller sent.
+MAX_ERROR_MESSAGE = 4096
+
+
+def bounded_error(error: Dict[str, Any]) -> Dict[str, Any]:
+    """`error` with its message cut at MAX_ERROR_MESSAGE, with a mark."""
+    message = str(error.get("message", ""))
+    if len(message) <= MAX_ERROR_MESSAGE:
+        return error
+    return {**error, "message": f"{message[:MAX_ERROR_MESSAGE]}...[cut: "
+            f"{len(message)} characters in all]"}
 
 # Why a parked job goes on.
 WOKEN = "woken"
@@ -209,6 +222,9 @@ class Job:
         self._parked_on: Optional[Park] = None
         self._resume: Optional[Tuple[Callable[[str], Any], str]] = None
         self._wake_pending = False
+        # Told of every change (observe()); called under the lock.
+        self._observer: Optional[Callable[[Any, Dict[str, Any]], None]] = \
+            None
 
     # -- for subclasses ---------------------------------------------------
 
@@ -223,7 +239,9 @@ class Job:
     def step(self, name: str) -> None:
         """Enter step `name`; raise JobAborted if an abort was requested."""
         with self._lock:
-            self._step = name
+            if name != self._step:
+                self._step = name
+                self._observed()
         if self._on_step is not None:
             self._on_step(self, name)
         self.check_abort()
@@ -328,6 +346,19 @@ class Job:
                 self._end_callbacks.append(callback)
                 return
         callback(self)
+
+    def observe(self, observer: Callable[[Any, Dict[str, Any]], None]
+                ) -> None:
+        """Call `observer(job, info)` with the job's info now, then at each
+        change of its status or step; the ended status once, when the end
+        hooks ran, with the final info. It runs under the job's lock, so
+        the calls come in the order of the changes: it must be quick, never
+        block, never raise and never touch the job (e.g. append to a buffer
+        of its own). info_extra() is called under the lock too."""
+        with self._lock:
+            self._observer = observer
+            if self._status not in ENDED or self._finished:
+                self._observed()
 
     def is_stuck(self, now: Optional[float] = None) -> bool:
         with self._lock:
@@ -495,6 +526,13 @@ class Job:
             info["ended"] = self._ended_at
         return info
 
+    def _observed(self) -> None:
+        # Caller holds self._lock.
+        if self._observer is not None:
+            info = self._snapshot()
+            info.update(self.info_extra())
+            self._observer(self, info)
+
     def _path(self, event: Event) -> Tuple[JobStatus, ...]:
         # Caller holds self._lock. The moves `event` makes (EVENTS), or the
         # refusal it names; on every job's path twice (the dispatch
@@ -520,6 +558,8 @@ class Job:
                 self._notify()
             if new in ENDED:
                 self._ended_at = time.time()
+            elif self._observer is not None:
+                self._observed()
 
     def _condition(self) -> threading.Condition:
         # Caller holds self._lock.
@@ -553,8 +593,8 @@ class Job:
             if (self._status, Event.CRASHED) in EVENTS:
                 self._move_through(self._path(Event.CRASHED))
             if self._error is None and self._status is JobStatus.FAILED:
-                self._error = {"code": None,
-                               "message": f"internal error: {exc!r}"}
+                self._error = bounded_error({
+                    "code": None, "message": f"internal error: {exc!r}"})
 
     def _end(self, event: Event, exc: Optional[BaseException]) -> None:
         """Apply the event that ended run() (or its continuation)."""
@@ -594,6 +634,7 @@ class Job:
             with self._lock:
                 self._finished = True
                 self._notify()
+                self._observed()
                 status = self._status
         return status
 
@@ -620,7 +661,7 @@ def _error_of(job: Job, exc: BaseException) -> Dict[str, Any]:
     """The job's error_info(exc); a subclass's error_info that fails must
     not hide the failure it was asked to describe."""
     try:
-        return job.error_info(exc)
+        return bounded_error(job.error_info(exc))
     except Exception:
         log.exception("job %s: error_info failed", job.id)
-        return {"code": None, "message": str(exc)}
+        return bounded_error({"code": None, "message": str(exc)})

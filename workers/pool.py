@@ -193,15 +193,28 @@ class Pool:
 
     def stats(self) -> Dict[str, int]:
         with self._lock:
-            return {
-                "workers": self.workers,
-                "queue_size": self.queue_size,
-                "queued": len(self._pending),
-                "running": len(self._running),
-                "parked": len(self._parked),
-                "admission_limit": self._admission_limit,
-                **{status.value: n for status, n in self._ended.items()},
-            }
+            return self._stats()
+
+    def wait_stats(self, predicate: Callable[[Dict[str, int]], bool],
+                   timeout: Optional[float] = None) -> bool:
+        """Wait until predicate(stats()) holds; True if so. Every change of
+        the figures (a job queued, taken, parked, ended) wakes the waiters,
+        so an observer waits for a state, not for a while."""
+        with self._lock:
+            return self._wait_change(lambda: predicate(self._stats()),
+                                     timeout)
+
+    def _stats(self) -> Dict[str, int]:
+        # Caller holds _lock.
+        return {
+            "workers": self.workers,
+            "queue_size": self.queue_size,
+            "queued": len(self._pending),
+            "running": len(self._running),
+            "parked": len(self._parked),
+            "admission_limit": self._admission_limit,
+            **{status.value: n for status, n in self._ended.items()},
+        }
 
     def __enter__(self) -> "Pool":
         return self
@@ -218,6 +231,7 @@ class Pool:
             if request.wake_at is not None:
                 self._timer.call_at(request.wake_at, functools.partial(
                     job.timer_fired, request))
+            self._notify_change()
 
     def job_woken(self, job: Job) -> None:
         # Called by the job (outside its lock) once it is woken; it stays

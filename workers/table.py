@@ -43,12 +43,16 @@ class JobTable:
         # id -> end time, in end order
         self._ended: collections.OrderedDict[str, float] = \
             collections.OrderedDict()
+        # job_type -> {id: job}, the same jobs as _jobs, so that the jobs
+        # of one type are read without a scan of the whole table.
+        self._by_type: Dict[str, Dict[str, Job]] = {}
 
     def add(self, job: Job) -> None:
         with self._lock:
             if job.id in self._jobs:
                 raise ValueError(f"job {job.id} already added")
             self._jobs[job.id] = job
+            self._by_type.setdefault(job.job_type, {})[job.id] = job
         job.add_end_callback(self._job_ended)
 
     def get(self, job_id: str) -> Job:
@@ -64,6 +68,12 @@ class JobTable:
             self._expire()
             return list(self._jobs.values())
 
+    def of_type(self, job_type: str) -> List[Job]:
+        """The listed jobs of `job_type`."""
+        with self._lock:
+            self._expire()
+            return list(self._by_type.get(job_type, {}).values())
+
     def some(self, job_ids: Iterable[str]) -> List[Job]:
         """The jobs of `job_ids` that are known (unknown ids are skipped)."""
         with self._lock:
@@ -78,14 +88,14 @@ class JobTable:
                 raise UnknownJob(job_id)
             if job_id not in self._ended:
                 raise JobStillActive(f"job {job_id} has not ended")
-            del self._jobs[job_id]
+            self._forget(self._jobs.pop(job_id))
             del self._ended[job_id]
 
     def discard(self, job: Job) -> None:
         """Forget a job that never started (its submission was refused)."""
         with self._lock:
             if self._jobs.get(job.id) is job and job.id not in self._ended:
-                del self._jobs[job.id]
+                self._forget(self._jobs.pop(job.id))
 
     def counts(self) -> Dict[str, int]:
         with self._lock:
@@ -108,4 +118,11 @@ class JobTable:
             if len(self._ended) <= self.max_ended and ended > deadline:
                 break
             del self._ended[job_id]
-            del self._jobs[job_id]
+            self._forget(self._jobs.pop(job_id))
+
+    def _forget(self, job: Job) -> None:
+        # Caller holds _lock and has removed `job` from _jobs.
+        of_type = self._by_type[job.job_type]
+        del of_type[job.id]
+        if not of_type:
+            del self._by_type[job.job_type]

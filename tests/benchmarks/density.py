@@ -56,8 +56,7 @@ def main():
         out = io.StringIO()
         summary = loadtest.run(vms=args.vms, workers=args.workers,
                                uri=sandbox.uri, mem_mib=args.mem,
-                               domain_type="qemu", out=out,
-                               poll_interval=0.5)
+                               domain_type="qemu", out=out)
         peak = sampler.stop()
         print(out.getvalue())
         left = sandbox.qemu_pids()

@@ -103,7 +103,8 @@ class VmJob(workers.Job):
         with self._lock:
             if self._error is not None:
                 message = f"{self._error['message']}; then {message}"
-            self._error = {"code": code, "message": message}
+            self._error = workers.bounded_error({"code": code,
+                                                 "message": message})
 
     def error_info(self, exc: BaseException) -> dict[str, Any]:
         if isinstance(exc, VdsmError):

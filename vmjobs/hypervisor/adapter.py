@@ -21,9 +21,10 @@ from .domains import (
     set_metadata_of,
     state_and_reason_of,
     state_of,
+    states_of,
 )
 from .drivers import TestDriver, private_test_host
-from .errors import ConnectionLost, translated
+from .errors import NO_DOMAIN, ConnectionLost, translated
 from .events import Events, start_event_loop
 from .migration import (
     MIGRATE_FLAGS,
@@ -102,7 +103,7 @@ class Hypervisor:
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
-            return None if dom is None else state_of(dom)
+            return None if dom is None else _unless_gone(state_of, dom)
 
     @_read
     def state_reason(self, uuid):
@@ -111,7 +112,9 @@ class Hypervisor:
         there is no such domain."""
         with self.connection() as conn, translated("state"):
             dom = lookup(conn, uuid)
-            return (None, None) if dom is None else state_and_reason_of(dom)
+            found = None if dom is None else _unless_gone(
+                state_and_reason_of, dom)
+            return (None, None) if found is None else found
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -196,12 +199,18 @@ class Hypervisor:
                             prefix, element_xml)
 
     @_read
-    def list_domains(self, metadata_ns):
+    def list_domains(self, metadata_ns, skip=frozenset()):
         """Every domain: running, paused and defined-but-stopped ones, with
-        our metadata element where it carries one."""
+        our metadata element where it carries one; but those whose UUID is
+        in `skip`, left out before any call of their own (their UUID comes
+        with the listing: a full host of VMs already known costs one
+        listing, not two calls per domain)."""
         with self.connection() as conn, translated("list"):
-            domains = conn.listAllDomains(0)
-            return [domain_info(dom, metadata_ns) for dom in domains]
+            domains = [dom for dom in conn.listAllDomains(0)
+                       if not skip or dom.UUIDString() not in skip]
+            states = states_of(conn, domains) if domains else {}
+            return [domain_info(dom, states.get(dom.UUIDString()),
+                                metadata_ns) for dom in domains]
 
     @_read
     def metadata(self, uuid, metadata_ns):
@@ -264,3 +273,14 @@ class Hypervisor:
         """True while the domain migrates, in or out: its state then
         changes once the migration ends."""
         return self.activity(uuid) in (Activity.ARRIVING, Activity.LEAVING)
+
+
+def _unless_gone(look, dom):
+    """look(dom), or None if the domain is gone since it was looked up (a
+    migration leaving, say, between the lookup and the look)."""
+    try:
+        return look(dom)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == NO_DOMAIN:
+            return None
+        raise

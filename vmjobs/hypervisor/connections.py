@@ -9,6 +9,17 @@
   instead made every job that started during a restart fail);
 - on the test driver, one connection lent to every caller at once
   (drivers.TestDriver says why).
+
+How many, on a daemon: the API opens `workers` + 1 (one per worker, one
+for the verbs that look, recovery's listing and the undos), the events one
+of their own, and each outgoing migration one for its call (at most
+`max_outgoing`). A borrowed connection carries one call at a time, so no
+connection ever has more than one request in flight, well under the 5
+libvirtd serves per client by default (max_client_requests), beyond which
+its keepalive replies queue behind the calls. More callers than
+connections (the RPC server's threads, the workers, recovery) wait for an
+idle one here, not in libvirtd's queue
+(tests/test_real_connection_bound.py).
 """
 
 import logging

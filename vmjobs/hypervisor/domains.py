@@ -102,17 +102,37 @@ class DomainInfo:
     metadata: str | None   # our metadata element, if the domain has it
 
 
-def domain_info(dom, metadata_ns):
+# Domains per state request: libvirt takes at most 16,384 in one.
+_STATES_PER_REQUEST = 1024
+
+
+def states_of(conn, domains):
+    """{uuid: DomainState} of `domains`, in one request per
+    _STATES_PER_REQUEST of them rather than one each; a domain gone since
+    it was listed is missing from it."""
+    states = {}
+    for i in range(0, len(domains), _STATES_PER_REQUEST):
+        for dom, stats in conn.domainListGetStats(
+                domains[i:i + _STATES_PER_REQUEST],
+                libvirt.VIR_DOMAIN_STATS_STATE):
+            states[dom.UUIDString()] = _STATES.get(
+                stats.get("state.state"), DomainState.OTHER)
+    return states
+
+
+def domain_info(dom, state, metadata_ns):
+    """What a listing says of `dom`, whose `state` was read with the
+    others' (None: it was gone by then)."""
     try:
-        return DomainInfo(
-            uuid=dom.UUIDString(), state=state_of(dom),
-            metadata=metadata_of(dom, metadata_ns))
+        if state is not None:
+            return DomainInfo(uuid=dom.UUIDString(), state=state,
+                              metadata=metadata_of(dom, metadata_ns))
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != NO_DOMAIN:
             raise
-        # Gone between the listing and this look: report it as stopped,
-        # which is what is left of it.
-        return DomainInfo(dom.UUIDString(), DomainState.SHUTOFF, None)
+    # Gone between the listing and this look: report it as stopped,
+    # which is what is left of it.
+    return DomainInfo(dom.UUIDString(), DomainState.SHUTOFF, None)
 
 
 def metadata_of(dom, metadata_ns):

@@ -10,8 +10,12 @@ the load test plays itself (tools.simulation: the domain appears paused,
 then resumes), as libvirt's test driver cannot migrate; it needs the
 libvirt the service uses (in-process, or `--uri` with `--server`).
 
-Every figure comes from the jobs themselves (JobInfo's created, started
-and ended times) and from timing each verb call. ResourceExhausted and
+It plays the engine as an engine should: it follows the service's events
+(GET /events, or api.subscribe in process; tools.follow) instead of
+polling. A VM's time-to-Up ends at its `Up` event, and the total at the
+last VM's Up (or the last failure's end); the other figures come from the
+jobs themselves (JobInfo's created, started and ended times, carried by
+the events) and from timing each verb call. ResourceExhausted and
 migrateLimit answers are retried with backoff, counted, and never counted
 as failures of vmjobs.
 """
@@ -24,12 +28,13 @@ import tempfile
 import time
 import uuid
 
-from workers import ENDED, JobStatus
+from workers import JobStatus
 
 from .. import domxml
 from ..config import Config
 from ..params import parse_create
 from . import report
+from .follow import Jobs
 from .mix import split
 from .retry import no_retries, retrying
 from .targets import InProcess, Remote, SimulatedSource
@@ -37,8 +42,7 @@ from .targets import InProcess, Remote, SimulatedSource
 
 def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         mix=None, rate=None, keep=False, server=None, tls=(None,) * 3,
-        json_path=None, plot_path=None, out=sys.stdout, poll_interval=0.1,
-        seed=0, domain_type=None, state_root=None, adaptive=False):
+        json_path=None, plot_path=None, out=sys.stdout, seed=0, domain_type=None, state_root=None, adaptive=False):
     """Run the load test, print its summary, and return it. State files
     (for restores) go to a directory of their own in `state_root`: with a
     server, one of its storage.state_dirs (default: the default one)."""
@@ -72,8 +76,9 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
         summary = {}
         try:
             storm.prepare(counts)
-            records, total, retried = storm.run(out, poll_interval, rate)
+            records, total, retried = storm.run(out, rate)
             summary = report.summarize(records, total, retried)
+            summary["started"] = storm.started   # wall time, first request
             summary["admission_limits"] = storm.limits
             report.print_summary(summary, out)
             if json_path:
@@ -93,6 +98,7 @@ def run(vms=500, workers=4, uri=None, queue_size=1000, mem_mib=64,
                 summary["destroy_s"] = time.monotonic() - started
                 print(f"destroyed {destroyed} VMs in "
                       f"{summary['destroy_s']:.2f} s", file=out)
+            storm.follower.close()
         return summary
     finally:
         target.close()
@@ -113,6 +119,8 @@ class Storm:
         # fails before they are hibernated.
         self._made = []
         self.limits = []     # (time, admission limit) while the storm ran
+        # The service's events, subscribed before the first request.
+        self.follower = target.follower()
 
     def prepare(self, counts):
         """Make the requests; hibernate VMs for the restores to restore."""
@@ -143,37 +151,31 @@ class Storm:
                 destroyed += 1
         return destroyed
 
-    def run(self, out, poll_interval, rate=None):
+    def run(self, out, rate=None):
         """Send every request (at `rate` per second, or as fast as they are
-        taken); wait for every job. Returns (records, seconds, retried)."""
+        taken); follow every job to its end. Returns (records, seconds from
+        the first request to the last Up, retried)."""
         progress = report.Progress(out, len(self.requests))
-        records = {}
+        jobs = Jobs(self.follower, self.target.call)
         retried = no_retries()
         source = SimulatedSource(self.target.hv) \
             if any(r[0] == "migration" for r in self.requests) else None
-        started = time.monotonic()
+        started, self.started = time.monotonic(), time.time()
         for i, (mode, vm_id, what) in enumerate(self.requests):
             if rate:
                 _sleep_until(started + i / rate)
             job_id, latency = retrying(
                 functools.partial(self._request, mode, vm_id, what), retried)
-            records[job_id] = {"vm_id": vm_id, "mode": mode,
-                               "job_id": job_id, "verb_latency": latency}
+            jobs.add(job_id, {"vm_id": vm_id, "mode": mode,
+                              "verb_latency": latency})
             if mode == "migration":
                 source.migrate(what[1])
-        infos = self._wait(list(records), progress, poll_interval,
-                           self.limits)
-        total = time.monotonic() - started
+        self._follow(jobs, progress, self.limits)
+        total = (jobs.last or time.monotonic()) - started
         if source is not None:
             source.stop()
         progress.done()
-        for job_id, record in records.items():
-            info = infos[job_id]
-            record.update(status=info["status"], enqueued=info["created"],
-                          started=info.get("started"),
-                          ended=info.get("ended"),
-                          error=info.get("error", {}).get("message"))
-        return list(records.values()), total, retried
+        return list(jobs.records.values()), total, retried
 
     def _job_id(self, verb, params):
         return self.target.call(verb, params)["jobId"]
@@ -188,28 +190,19 @@ class Storm:
         return self.target.call("VM.migrationCreate", [
             vm_id, {**params, "xml": domain_xml}])["params"]["jobId"]
 
-    def _wait(self, job_ids, progress, poll_interval, limits=None):
-        """Poll the jobs until all ended; every second, also the admission
-        limit into `limits`."""
+    def _follow(self, jobs, progress=None, limits=None):
+        """Take the events until every job of `jobs` ended; every second,
+        also the admission limit into `limits`."""
         limit_due = 0.0
-        while True:
+        while not jobs.ended():
             if limits is not None and time.monotonic() >= limit_due:
                 limit_due = time.monotonic() + 1.0
                 self._record_limit(limits)
-            infos = self.target.call("Host.getJobs", {"job_ids": job_ids})
-            ended = [i for i in infos.values() if i["status"] in ENDED]
+            if not jobs.wait(1.0):
+                raise RuntimeError("the service ended its event stream "
+                                   "(it stops?)")
             if progress is not None:
-                # From the jobs themselves: Host.getStats lists libvirt's
-                # domains at each call, too costly to ask ten times a second
-                # while the storm runs.
-                up = sum(1 for i in ended if i["status"] == JobStatus.DONE)
-                queued = sum(1 for i in infos.values()
-                             if i["status"] == JobStatus.PENDING)
-                progress.show("starting", len(ended), up, len(ended) - up,
-                              queued, len(infos) - len(ended) - queued)
-            if len(ended) == len(job_ids):
-                return infos
-            time.sleep(poll_interval)
+                progress.show("starting", *jobs.counts())
 
     def _record_limit(self, limits):
         # Host.getStats lists libvirt's domains at each call: once a
@@ -235,21 +228,25 @@ class Storm:
                 retried)
             made.append(vm_id)
             self._made.append(("prepare", vm_id, None))
-            self._prepared.append(job_id)
+            self._prepared.append((job_id, vm_id))
         self._check_prepared()
         result = []
         for vm_id in made:
             path = f"{self.state_dir}/{vm_id}.state"
             job_id, _ = retrying(functools.partial(
                 self._job_id, "VM.hibernate", [vm_id, path]), retried)
-            self._prepared.append(job_id)
+            self._prepared.append((job_id, vm_id))
             result.append((vm_id, path))
         self._check_prepared()
         return result
 
     def _check_prepared(self):
-        infos = self._wait(self._prepared, None, 0.05)
-        failed = [i for i in infos.values() if i["status"] != JobStatus.DONE]
+        jobs = Jobs(self.follower, self.target.call)
+        for job_id, vm_id in self._prepared:
+            jobs.add(job_id, {"vm_id": vm_id, "mode": "prepare"})
+        self._follow(jobs)
+        failed = [r for r in jobs.records.values()
+                  if r["status"] != JobStatus.DONE]
         if failed:
             raise RuntimeError(f"preparing the storm failed: {failed[0]}")
         self._prepared = []

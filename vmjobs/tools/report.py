@@ -46,13 +46,19 @@ class Progress:
             self.out.write("\n")
 
 
+def time_to_up(record):
+    """From the verb's answer to the VM's Up event (a record saved before
+    the load test followed events: to its job's end)."""
+    return record.get("up", record["ended"]) - record["enqueued"]
+
+
 def summarize(records, total_s, retried):
     """The figures of a storm from its records (one per VM: mode, status,
-    enqueued/started/ended times, verb latency)."""
+    enqueued/started/ended times, its Up event's, verb latency)."""
     done = [r for r in records if r["status"] == JobStatus.DONE]
     by_mode = {}
     for r in done:
-        by_mode.setdefault(r["mode"], []).append(r["ended"] - r["enqueued"])
+        by_mode.setdefault(r["mode"], []).append(time_to_up(r))
     return {
         "vms": len(records),
         "total_s": total_s,
@@ -60,7 +66,7 @@ def summarize(records, total_s, retried):
         "up": len(done),
         "failed": len(records) - len(done),
         "retried": dict(retried),
-        "time_to_up": [r["ended"] - r["enqueued"] for r in done],
+        "time_to_up": [time_to_up(r) for r in done],
         "time_to_up_by_mode": by_mode,
         "queue_wait": [r["started"] - r["enqueued"] for r in records
                        if r.get("started") is not None],
@@ -113,10 +119,12 @@ def load(path):
 
 def timeline(records):
     """[(t, staged, running, up)] at every moment something changed, t in
-    seconds from the first request."""
+    seconds from the first request: each VM staged from its staged event
+    (or its verb's answer), running from its job's start, Up from its Up
+    event (or its job's end)."""
     events = []
     for r in records:
-        events.append((r["enqueued"], "staged", +1))
+        events.append((r.get("staged", r["enqueued"]), "staged", +1))
         if r.get("started") is not None:
             events.append((r["started"], "staged", -1))
             events.append((r["started"], "running", +1))
@@ -126,7 +134,7 @@ def timeline(records):
             else:
                 events.append((r["ended"], "running", -1))
             if r["status"] == JobStatus.DONE:
-                events.append((r["ended"], "up", +1))
+                events.append((r.get("up", r["ended"]), "up", +1))
     events.sort(key=lambda e: e[0])
     if not events:
         return []
@@ -199,7 +207,7 @@ def _plot_storm(storm, records, modes):
         if len(modes) > 1:
             origin = min(r["enqueued"] for r in records)
             for mode in modes:
-                ups = sorted(r["ended"] - origin for r in records
+                ups = sorted(r.get("up", r["ended"]) - origin for r in records
                              if r["mode"] == mode
                              and r["status"] == JobStatus.DONE)
                 storm.step([0.0] + ups, range(len(ups) + 1), where="post",
@@ -210,7 +218,7 @@ def _plot_storm(storm, records, modes):
 
 
 def _plot_spread(spread, records, modes):
-    by_mode = [[1000 * (r["ended"] - r["enqueued"]) for r in records
+    by_mode = [[1000 * time_to_up(r) for r in records
                 if r["mode"] == mode and r["status"] == JobStatus.DONE]
                for mode in modes]
     ups = [value for values in by_mode for value in values]

@@ -9,6 +9,7 @@ from ..api import API
 from ..hypervisor import Hypervisor
 from . import simulation
 from .client import Client
+from .follow import Follower
 
 
 class InProcess:
@@ -25,6 +26,16 @@ class InProcess:
     def call(self, method, params=None):
         return self.api.call(method, params)
 
+    def follower(self):
+        """A Follower of the API's notifications (api.subscribe)."""
+        subscriptions = []
+
+        def subscribe(last_id):
+            subscriptions.append(self.api.subscribe(last_id))
+            return subscriptions[-1]
+        return Follower(subscribe, lambda: [s.close() for s in
+                                            subscriptions], precise=True)
+
     def close(self):
         self.api.close()
 
@@ -34,6 +45,7 @@ class Remote:
 
     def __init__(self, server, uri=None, cert=None, key=None, ca=None):
         self.client = Client(server, cert=cert, key=key, ca=ca)
+        self._connect = lambda: Client(server, cert=cert, key=key, ca=ca)
         # The libvirt the server uses, to play the source of migrations.
         self.hv = Hypervisor(uri) if uri else None
         stats = self.call("Host.getStats")
@@ -42,6 +54,17 @@ class Remote:
 
     def call(self, method, params=None):
         return self.client.call(method, params)
+
+    def follower(self, sink=None):
+        """A Follower of the server's GET /events, on a connection of its
+        own (a new one for each resume)."""
+        clients = []
+
+        def subscribe(last_id):
+            clients.append(self._connect())
+            return clients[-1].events(last_id)
+        return Follower(subscribe, lambda: [c.close() for c in clients],
+                        precise=False, sink=sink)
 
     def close(self):
         self.client.close()

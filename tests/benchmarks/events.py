@@ -1,0 +1,211 @@
+"""Benchmark 14, the event stream (issue 21), on libvirt's test driver:
+
+    python tests/benchmarks/events.py [--vms 1000] [--subscribers 16]
+                                      [--rounds 3] [--small 50]
+
+1. The storm with events: `--vms` VM.create on an API served on a Unix
+   socket (4 workers), timed from the first VM.create to the last job's
+   end, in interleaved rounds on fresh hosts:
+   - "16 subscribers": `--subscribers` GET /events streams open, read by
+     another process (this file with --subscriber) that notes when each
+     VM's Up reached it (time.monotonic(), one clock for the machine);
+   - "no subscriber": the same service, no stream open;
+   - "events off": no notification published at all (the registry given
+     no feed, workers.Job.observe a no-op): what publishing costs.
+   From a VM's commit (its Up notification's publish time, from the
+   service's buffer) to that Up reaching each subscriber: p50, p99.
+2. The load test's total against the storm's real end: `vmjobs loadtest`
+   in process, `--small` and `--vms` VMs; its total (first request to the
+   last Up event) against the real end (first request to the last job's
+   `ended`, from JobInfo), and the end a 0.1 s poll of Host.getJobs (the
+   load test before events) would have seen at best: the next poll after
+   the real end.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from common import ms, percentile, table, write_json
+from vmjobs.api import API
+from vmjobs.config import Config
+from vmjobs.server import Server
+from vmjobs.tools import loadtest
+from workers import Job
+
+CASES = ("no subscriber", "16 subscribers", "events off")
+
+
+UP_FRAME = re.compile(rb"id: (\d+)\nevent: \|virt\|VM_status\|[^\n]*\n"
+                      rb'data: [^\n]*"status":"Up"')
+
+
+def subscriber(address, n, out_path):
+    """--subscriber: open n streams; print "ready"; note when each VM's Up
+    reached each (time.monotonic() as recv() returned it, found with a
+    regular expression: a reader as light as can be, so that what is
+    measured is the service's delivery, not this process' parsing), until
+    the service ends the streams; write the notes out."""
+    socks = []
+    for _ in range(n):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(address[len("unix:"):])
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)   # the headers only: answered = subscribed
+        assert head.startswith(b"HTTP/1.1 200"), head
+        socks.append(sock)
+    print("ready", flush=True)
+    got = [[] for _ in range(n)]
+
+    def read(i):
+        rest = b""
+        while data := socks[i].recv(1 << 20):
+            at = time.monotonic()
+            rest += data
+            cut = rest.rfind(b"\n\n")
+            if cut < 0:
+                continue
+            got[i] += [(int(m.group(1)), at)
+                       for m in UP_FRAME.finditer(rest, 0, cut)]
+            rest = rest[cut + 2:]
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with open(out_path, "w") as f:
+        json.dump(got, f)
+
+
+def storm(vms, case, subscribers):
+    """One storm on a fresh host; (seconds, CPU seconds of this process,
+    [latency of each Up to each subscriber, seconds])."""
+    directory = tempfile.mkdtemp(prefix="vmjobs-bench-events-")
+    config = Config(workers=4, queue_size=vms, events_buffer=20 * vms,
+                    listen=f"unix:{directory}/vmjobs.sock",
+                    max_subscribers=max(subscribers, 1))
+    observe = Job.observe
+    if case == "events off":
+        Job.observe = lambda self, observer: None
+    api = API(config)
+    if case == "events off":
+        api.registry._notifications = None
+    server = Server(api, config)
+    server.start()
+    reader = None
+    out_path = os.path.join(directory, "got.json")
+    try:
+        if case == "16 subscribers":
+            reader = subprocess.Popen(
+                [sys.executable, __file__, "--subscriber", server.address,
+                 str(subscribers), out_path], stdout=subprocess.PIPE,
+                text=True)
+            assert reader.stdout.readline() == "ready\n"
+        vm_ids = [str(uuid.uuid4()) for _ in range(vms)]
+        started, cpu = time.monotonic(), time.process_time()
+        jobs = [api.VM.create(vm_id, {"vmId": vm_id, "vmName": vm_id[:8],
+                                      "memSize": 64})["jobId"]
+                for vm_id in vm_ids]
+        for job_id in jobs:
+            assert api.jobs.get(job_id).wait(600)
+        seconds = time.monotonic() - started
+        cpu = time.process_time() - cpu
+        published = {n.id: n.time for n in api.notifications._kept}
+    finally:
+        server.stop()   # ends the streams: the reader writes its notes
+        api.close()
+        Job.observe = observe
+    latencies = []
+    if reader is not None:
+        reader.wait(120)
+        with open(out_path) as f:
+            for notes in json.load(f):
+                assert len(notes) == vms, len(notes)
+                latencies += [at - published[i] for i, at in notes]
+    return seconds, cpu, latencies
+
+
+def storms(args):
+    times = {case: [] for case in CASES}
+    cpus = {case: [] for case in CASES}
+    latencies = []
+    for _ in range(args.rounds):
+        for case in CASES:
+            seconds, cpu, lat = storm(args.vms, case, args.subscribers)
+            times[case].append(seconds)
+            cpus[case].append(cpu)
+            latencies += lat
+    base = statistics.median(times["no subscriber"])
+    cpu_base = statistics.median(cpus["no subscriber"])
+    rows = [(case, f"{statistics.median(t):.3f} s",
+             " ".join(f"{x:.3f}" for x in t),
+             f"{statistics.median(t) / base:.3f}",
+             f"{statistics.median(cpus[case]):.3f} s",
+             f"{statistics.median(cpus[case]) / cpu_base:.3f}")
+            for case, t in times.items()]
+    table(f"storm of {args.vms} VM.create (test driver, 4 workers), "
+          f"{args.rounds} interleaved rounds; CPU: the service's process",
+          ["case", "median", "rounds", "ratio", "CPU", "CPU ratio"], rows)
+    table(f"commit to Up at each of {args.subscribers} subscribers "
+          f"(another process, GET /events), {len(latencies)} Ups",
+          ["p50", "p99", "max"],
+          [(f"{ms(percentile(latencies, 50)):.2f} ms",
+            f"{ms(percentile(latencies, 99)):.2f} ms",
+            f"{ms(max(latencies)):.2f} ms")])
+    return {"times": times, "cpu": cpus, "latency_p50_ms": ms(percentile(latencies, 50)),
+            "latency_p99_ms": ms(percentile(latencies, 99))}
+
+
+def totals(args):
+    rows, data = [], []
+    for vms in (args.small, args.vms):
+        for _ in range(args.rounds):
+            path = os.path.join(tempfile.mkdtemp(), "run.json")
+            with open(os.devnull, "w") as out:
+                summary = loadtest.run(vms=vms, workers=4, out=out,
+                                       json_path=path)
+            with open(path) as f:
+                records = json.load(f)["vms"]
+            real = max(r["ended"] for r in records) - summary["started"]
+            poll = math.ceil(real / 0.1) * 0.1
+            rows.append((vms, f"{summary['total_s'] * 1000:.2f} ms",
+                         f"{real * 1000:.2f} ms",
+                         f"{(summary['total_s'] - real) * 1000:+.3f} ms",
+                         f"{poll * 1000:.0f} ms"))
+            data.append({"vms": vms, "total_s": summary["total_s"],
+                         "real_s": real})
+    table("the load test's total (to the last Up event) against the real "
+          "end (the last job's end, JobInfo)", ["VMs", "total", "real end",
+                                                "difference",
+                                                "a 0.1 s poll, at best"],
+          rows)
+    return data
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--subscriber":
+        return subscriber(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vms", type=int, default=1000)
+    parser.add_argument("--subscribers", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--small", type=int, default=50)
+    args = parser.parse_args()
+    write_json("events", {"args": vars(args), "storms": storms(args),
+                          "totals": totals(args)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""GET /events (API.md "Events") on the service's own listener: the SSE
+frames on the wire, resume with Last-Event-ID and resync (after the
+buffer, after a restart), a stalled subscriber cut off while the service
+goes on, the subscriber cap apart from the connection cap, the same
+authentication as the verbs on each listener kind, and a stop that ends
+every stream cleanly (curl, as the README shows it, exits 0)."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import WAIT, new_id, vm_params, wait_job
+from event_order import EventOrder
+from serve import ROOT, ServeProcess
+from test_server_tls import pki  # noqa: F401 (a fixture)
+from vmjobs.client import Client, RemoteError
+from vmjobs.notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
+from vmjobs.server import Server
+
+
+@pytest.fixture
+def serve(make_api, tmp_path):
+    """serve(**config) -> (api, server) on a Unix socket of the test's."""
+    servers = []
+
+    def start(**config):
+        api = make_api(listen=f"unix:{tmp_path}/vmjobs.sock", **config)
+        server = Server(api, api.config)
+        server.start()
+        servers.append(server)
+        return api, server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def wait_for(predicate, what):
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def subscribers(api, n):
+    wait_for(lambda: api.notifications.stats()["subscribers"] == n,
+             f"{n} subscribers")
+
+
+def create(api, vm_id=None):
+    vm_id = vm_id or new_id()
+    return vm_id, api.VM.create(vm_id, vm_params(vm_id))["jobId"]
+
+
+class Reader(threading.Thread):
+    """Reads a stream into `events`; `ended` is how it ended: "clean", or
+    the exception."""
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.events = []
+        self.ended = None
+        self.start()
+
+    def run(self):
+        try:
+            for notification in self.stream:
+                self.events.append(notification)
+            self.ended = "clean"
+        except Exception as exc:
+            self.ended = exc
+
+    def wait_for(self, predicate, what):
+        wait_for(lambda: predicate(self.events), what)
+
+
+def statuses(events, vm_id):
+    return [e.params[vm_id]["status"] for e in events
+            if e.method == VM_STATUS + vm_id]
+
+
+def test_the_frames_on_the_wire(serve):
+    api, server = serve()
+    # The listener's own protection: only root reaches the socket (and
+    # the stream is served on it as every verb is).
+    path = server.address[len("unix:"):]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    connection = http.client.HTTPConnection("localhost")
+    connection.sock = socket.socket(socket.AF_UNIX)
+    connection.sock.connect(server.address[len("unix:"):])
+    connection.request("GET", "/events")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/event-stream"
+    vm_id, job_id = create(api)
+    frames = []
+    while not any(f"|virt|VM_status|{vm_id}" in f and '"Up"' in f
+                  for f in frames):
+        lines = []
+        while (line := response.readline().decode()) != "\n":
+            lines.append(line)
+        frames.append("".join(lines))
+    connection.close()
+    # First, where the stream starts: an id alone (SSE: no event), the
+    # id before the first event it sends.
+    start = frames.pop(0)
+    assert start.startswith("id: ") and "\n" == start[-1] and \
+        start.count("\n") == 1
+    assert int(start[4:]) + 1 == int(frames[0].splitlines()[0][4:])
+    first = frames[0].splitlines()
+    assert first[0].startswith("id: ") and int(first[0][4:]) > 0
+    assert first[1] == f"event: |virt|VM_status|{vm_id}"
+    assert first[2].startswith("data: ")
+    message = json.loads(first[2][6:])
+    assert message["jsonrpc"] == "2.0"
+    assert message["method"] == f"|virt|VM_status|{vm_id}"
+    assert message["params"][vm_id] == {"vmId": vm_id, "staging": True,
+                                        "status": "WaitForLaunch"}
+    assert isinstance(message["params"]["notify_time"], int)
+    assert "id" not in message   # a notification: no answer expected
+    ids = [int(f.splitlines()[0][4:]) for f in frames]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    job = [json.loads(f.splitlines()[2][6:]) for f in frames
+           if f"event: |jobs|status|{job_id}" in f]
+    assert job[0]["params"][job_id]["id"] == job_id
+
+
+def test_resume_and_resync_over_http(serve):
+    api, server = serve(events_buffer=30)
+    first = Reader(Client(server.address).events())
+    subscribers(api, 1)
+    vm_id, job_id = create(api)
+    first.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "Up")
+    middle = first.events[1].id
+    resumed = Reader(Client(server.address).events(middle))
+    resumed.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "resumed Up")
+    assert resumed.events[0].id == middle + 1
+    assert [e.id for e in resumed.events] == \
+        [e.id for e in first.events if e.id > middle][:len(resumed.events)]
+    for _ in range(4):   # more than the buffer holds
+        assert wait_job(api, create(api)[1])["status"] == "done"
+    late = Reader(Client(server.address).events(middle))
+    late.wait_for(lambda ev: ev, "a resync")
+    assert late.events[0].method == RESYNC
+    # A bad id is refused, not taken for a resync.
+    with pytest.raises(RemoteError) as err:
+        Client(server.address).events("yesterday")
+    assert err.value.code == 400
+
+
+def test_a_restarted_service_answers_resync(tmp_path):
+    listen = f"unix:{tmp_path}/vmjobs.sock"
+    first = ServeProcess("--listen", listen, tmp_path=tmp_path)
+    try:
+        with Client(first.address) as c:
+            vm_id = new_id()
+            stream = Client(first.address).events()
+            c.call("VM.create", [vm_id, vm_params(vm_id)])
+            last = next(iter(stream)).id
+            stream.close()
+    finally:
+        assert first.stop()[0] == 0
+    second = ServeProcess("--listen", listen, tmp_path=tmp_path,
+                          log_name="serve-2")
+    try:
+        resumed = Reader(Client(second.address).events(last))
+        resumed.wait_for(lambda ev: ev, "a resync")
+        assert resumed.events[0].method == RESYNC
+        assert resumed.events[0].id > last
+    finally:
+        assert second.stop()[0] == 0
+
+
+def test_a_stalled_stream_is_cut_and_the_service_goes_on(serve):
+    """A subscriber that reads nothing fills its socket, falls
+    events.buffer behind and is cut off (its connection closed without the
+    stream's last chunk); meanwhile every verb answers and every VM comes
+    up, and a subscriber that reads gets every event, uncut."""
+    api, server = serve(events_buffer=100, workers=4)
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(server.address[len("unix:"):])
+    stalled.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    subscribers(api, 1)
+    reader = Reader(Client(server.address).events())
+    subscribers(api, 2)
+    vm_ids = []
+    while api.notifications.stats()["cut"] == 0:
+        assert len(vm_ids) < 2000, "the stalled subscriber was never cut"
+        # Four at once (about 40 events), then the reader catches up (so
+        # it stays within the buffer whatever the machine's load).
+        batch = [create(api) for _ in range(4)]
+        for _, job_id in batch:
+            assert wait_job(api, job_id)["status"] == "done"
+        vm_ids += [vm_id for vm_id, _ in batch]
+        reader.wait_for(lambda ev, last=batch[-1][0]: "Up" in statuses(
+            ev, last), "the reader's Up")
+        assert Client(server.address).call("Host.ping") is True
+    # Cut: its connection ends without the stream's last chunk.
+    stalled.settimeout(WAIT)
+    received = b""
+    while chunk := stalled.recv(65536):
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 200")
+    assert not received.endswith(b"\r\n0\r\n\r\n")
+    assert api.notifications.stats()["cut"] == 1
+    metrics = api.metrics.render().decode()
+    assert "vmjobs_event_subscribers_cut_total 1.0" in metrics
+    assert reader.ended is None   # still reading, never cut
+    order = EventOrder()
+    order.check_all(reader.events)
+    assert all(order.statuses(vm_id) == ["WaitForLaunch", "Up"]
+               for vm_id in vm_ids)
+
+
+def test_the_subscriber_cap_apart_from_the_connection_cap(serve):
+    api, server = serve(max_subscribers=2, max_connections=1)
+    streams = [Client(server.address) for _ in range(2)]
+    readers = [Reader(c.events()) for c in streams]
+    subscribers(api, 2)
+    # The streams hold no connection slot: a verb is answered...
+    assert Client(server.address).call("Host.ping") is True
+    # ...but a third stream is not.
+    with pytest.raises(RemoteError) as err:
+        Client(server.address).events()
+    assert err.value.code == 503
+    # Positive control: once one ends, a new stream is taken.
+    streams[0].close()
+    subscribers(api, 1)
+    wait_for(lambda: _stream_opens(server.address), "a stream opens")
+    assert readers[1].ended is None
+
+
+def _stream_opens(address):
+    try:
+        Client(address).events()
+    except RemoteError as exc:
+        assert exc.code == 503
+        return False
+    return True
+
+
+def test_plain_tcp_checks_the_host_header(make_api):
+    api = make_api(listen="127.0.0.1:0", insecure=True)
+    server = Server(api, api.config)
+    server.start()
+    try:
+        host, port = server.address.rsplit(":", 1)
+        for header, status in (("evil.example", 403), ("localhost", 200),
+                               (f"127.0.0.1:{port}", 200)):
+            connection = http.client.HTTPConnection(host, int(port),
+                                                    timeout=WAIT)
+            connection.putrequest("GET", "/events", skip_host=True)
+            connection.putheader("Host", header)
+            connection.endheaders()
+            response = connection.getresponse()
+            assert response.status == status, header
+            connection.close()
+    finally:
+        server.stop()
+
+
+def test_mutual_tls_as_for_the_verbs(pki, tmp_path):  # noqa: F811
+    config = (f"[rpc]\ntls_cert = {pki}/server.pem\n"
+              f"tls_key = {pki}/server.key\ntls_ca = {pki}/ca.pem\n")
+    server = ServeProcess("--listen", "127.0.0.1:0", config=config,
+                          tmp_path=tmp_path)
+    try:
+        for cert in (None, "intruder"):
+            client = Client(server.address, ca=str(pki / "ca.pem"),
+                            cert=cert and str(pki / f"{cert}.pem"),
+                            key=cert and str(pki / f"{cert}.key"))
+            with pytest.raises((OSError, http.client.HTTPException)):
+                client.events()
+        engine = Client(server.address, ca=str(pki / "ca.pem"),
+                        cert=str(pki / "engine.pem"),
+                        key=str(pki / "engine.key"))
+        reader = Reader(engine.events())
+        vm_id = new_id()
+        with Client(server.address, ca=str(pki / "ca.pem"),
+                    cert=str(pki / "engine.pem"),
+                    key=str(pki / "engine.key")) as c:
+            c.call("VM.create", [vm_id, vm_params(vm_id)])
+        reader.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "Up")
+    finally:
+        assert server.stop()[0] == 0
+    reader.join(WAIT)
+    assert reader.ended == "clean"
+
+
+def test_a_stop_ends_every_stream_cleanly(tmp_path):
+    """SIGTERM with streams open: each gets the stream's end (curl exits
+    0, as it does not for a cut-off chunked stream) and the service
+    exits 0."""
+    path = tmp_path / "vmjobs.sock"
+    server = ServeProcess("--listen", f"unix:{path}", tmp_path=tmp_path)
+    try:
+        curl = subprocess.Popen(["curl", "-sN", "--unix-socket", str(path),
+                                 "http://localhost/events"],
+                                stdout=subprocess.PIPE, text=True)
+        reader = Reader(Client(server.address).events())
+        wait_for(lambda: b"vmjobs_event_subscribers 2.0" in
+                 _metrics(path), "curl's stream open")
+        vm_id = new_id()
+        with Client(server.address) as c:
+            c.call("VM.create", [vm_id, vm_params(vm_id)])
+        reader.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "Up")
+        status, _, err = server.stop(signal.SIGTERM)
+        assert status == 0, err
+        out, _ = curl.communicate(timeout=WAIT)
+    finally:
+        server.kill()
+    assert curl.returncode == 0
+    assert f"event: |virt|VM_status|{vm_id}" in out
+    reader.join(WAIT)
+    assert reader.ended == "clean"
+
+
+def _metrics(path):
+    return subprocess.run(["curl", "-s", "--unix-socket", str(path),
+                           "http://localhost/metrics"], check=True,
+                          capture_output=True).stdout
+
+
+def test_vmjobs_events_prints_a_line_per_event(serve):
+    api, server = serve()
+    vm_id, other = new_id(), new_id()
+    command = [sys.executable, "-m", "vmjobs", "events", "--server",
+               server.address, "--vm", vm_id]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    lines = subprocess.Popen(command + ["--count", "3"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True)
+    as_json = subprocess.Popen(command + ["--json", "--count", "2"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               text=True)
+    subscribers(api, 2)
+    create(api, other)   # filtered out
+    _, job_id = create(api, vm_id)
+    assert wait_job(api, job_id)["status"] == "done"
+    out, _ = lines.communicate(timeout=WAIT)
+    assert lines.returncode == 0
+    printed = out.splitlines()
+    assert len(printed) == 3 and other not in out
+    assert printed[0].endswith(f"VM {vm_id} WaitForLaunch (staged)")
+    assert f"job {job_id} create pending step queued VM {vm_id}" in \
+        printed[1] or f"job {job_id} create running" in printed[1]
+    out, _ = as_json.communicate(timeout=WAIT)
+    messages = [json.loads(line) for line in out.splitlines()]
+    assert messages[0]["method"] == VM_STATUS + vm_id
+    assert messages[1]["method"] == JOB_STATUS + job_id
+
+
+def test_jobs_watch_follows_the_events(serve):
+    api, server = serve()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "vmjobs", "jobs", "--watch", "--server",
+         server.address], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.PIPE, text=True)
+    try:
+        subscribers(api, 1)
+        _, job_id = create(api)
+        assert wait_job(api, job_id)["status"] == "done"
+        seen = ""
+        while not any(job_id in line and " done " in line
+                      for line in seen.splitlines()):
+            line = watch.stdout.readline()
+            assert line, "vmjobs jobs --watch ended"
+            seen += line
+    finally:
+        watch.send_signal(signal.SIGINT)
+        watch.communicate(timeout=WAIT)
+
+
+def test_the_client_reports_a_cut(serve):
+    """A stream that ends without its last chunk raises SubscriptionCut
+    with the last id read, from which the client resumes."""
+    api, server = serve()
+    reader = Reader(Client(server.address).events())
+    subscribers(api, 1)
+    vm_id, _ = create(api)
+    reader.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "Up")
+    # Cut it as the service does: the subscription is dropped, and the
+    # stream's thread closes the connection at its next look.
+    with api.notifications._lock:
+        (subscription,) = api.notifications._subscribers
+        api.notifications._subscribers.discard(subscription)
+        subscription.cut_off = True
+    create(api)
+    reader.join(WAIT)
+    assert isinstance(reader.ended, SubscriptionCut)
+    assert reader.ended.last_id == reader.events[-1].id
+    with Client(server.address) as c:
+        rest = Reader(c.events(reader.ended.last_id))
+        rest.wait_for(lambda ev: ev, "the events after the cut")
+        assert rest.events[0].id == reader.ended.last_id + 1
+
+
+def test_readme_events_examples_run_as_written(tmp_path):
+    """The README's way for an engine to subscribe, run as written: each
+    prints the events as they come and exits 0 when the service stops."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("<!-- events examples -->", 1)[1].split("```", 2)[1]
+    examples = [line for line in block.splitlines()
+                if line.startswith(("curl", "vmjobs"))]
+    assert len(examples) == 2
+    path = tmp_path / "vmjobs.sock"
+    server = ServeProcess("--listen", f"unix:{path}", tmp_path=tmp_path)
+    env = dict(os.environ, SOCK=str(path), PYTHONPATH=ROOT,
+               PATH=os.path.dirname(sys.executable) + ":" +
+               os.environ["PATH"])
+    try:
+        running = [subprocess.Popen(["bash", "-c", example], cwd=ROOT,
+                                    env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+                   for example in examples]
+        wait_for(lambda: b"vmjobs_event_subscribers 2.0" in _metrics(path),
+                 "both subscribed")
+        vm_id = new_id()
+        with Client(server.address) as c:
+            job_id = c.call("VM.create", [vm_id, vm_params(vm_id)])["jobId"]
+            wait_for(lambda: c.call("Host.getJobs", {"job_ids": [job_id]})[
+                job_id]["status"] == "done", "the VM Up")
+        assert server.stop()[0] == 0
+        outputs = [p.communicate(timeout=WAIT) for p in running]
+    finally:
+        server.kill()
+    for example, process, (out, err) in zip(examples, running, outputs,
+                                            strict=True):
+        assert process.returncode == 0, (example, err)
+        assert vm_id in out and "Up" in out, (example, out)

@@ -1,0 +1,153 @@
+"""VM.migrate's dst, dstUri and migrationUri against their allowlist
+(vmjobs.endpoints, docs/security.md): every refused form answers -32602
+naming the parameter before anything runs (no job, the VM Up, no program
+run), and beside each refusal the legitimate form of the same parameter
+is accepted (a job is queued), so a refusal for the wrong reason cannot
+pass."""
+
+import pytest
+
+from conftest import new_id, vm_params, wait_job
+from vmjobs.errors import InvalidParams
+
+# No service listens on port 9 of loopback: an accepted job fails at once.
+GOOD = {"dst": "127.0.0.1:9", "dstUri": "qemu+tls://b.example/system"}
+
+
+@pytest.fixture
+def setup(make_api, tmp_path):
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    api = make_api(migration_socket_dirs=[str(sockets)])
+    vm_id = new_id()
+    job_id = api.VM.create(vm_id, vm_params(vm_id))["jobId"]
+    assert wait_job(api, job_id)["status"] == "done"
+    yield api, vm_id, str(sockets), tmp_path
+    api.VM.destroy(vm_id)
+
+
+def refused(api, vm_id, param, **params):
+    before = api.Host.getJobs(job_type="migration-source")
+    with pytest.raises(InvalidParams) as err:
+        api.VM.migrate(vm_id, {**GOOD, **params})
+    assert err.value.data == {"param": param}, err.value
+    assert api.Host.getJobs(job_type="migration-source") == before
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    return err.value.message
+
+
+def accepted(api, vm_id, **params):
+    job_id = api.VM.migrate(vm_id, {**GOOD, **params})["jobId"]
+    # No destination answers: the job fails, the VM stays Up here.
+    assert wait_job(api, job_id)["status"] == "failed"
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+
+
+def good_uris(sockets):
+    return ["qemu+tls://b.example/system", "qemu+tcp://b.example/system",
+            "qemu+tls://10.0.0.2:16514/system", "qemu+tcp://[fd00::2]/system",
+            f"qemu+unix:///system?socket={sockets}/libvirt-sock"]
+
+
+def test_the_legitimate_dst_uris_are_accepted(setup):
+    api, vm_id, sockets, _ = setup
+    for uri in good_uris(sockets):
+        accepted(api, vm_id, dstUri=uri)
+
+
+BAD_URIS = {
+    # libvirt's ext transport runs the command as root.
+    "ext-command": "qemu+ext:///system?command={mark}",
+    "ssh": "qemu+ssh://root@b.example/system",
+    "ssh-no-user": "qemu+ssh://b.example/system",
+    "libssh": "qemu+libssh://b.example/system",
+    "libssh2": "qemu+libssh2://b.example/system?known_hosts=/root/x",
+    "no-transport-local": "qemu:///system",
+    "default-transport": "qemu://b.example/system",
+    "unix-default-socket": "qemu+unix:///system",
+    "tcp-command": "qemu+tcp://b.example/system?command={mark}",
+    "tls-netcat": "qemu+tls://b.example/system?netcat={mark}",
+    "tls-no-verify": "qemu+tls://b.example/system?no_verify=1",
+    "tls-pkipath": "qemu+tls://b.example/system?pkipath=/root",
+    "tls-keyfile": "qemu+tls://b.example/system?keyfile=/root/.ssh/id",
+    "unix-and-command": "qemu+unix:///system?socket={sockets}/s&command=x",
+    "unix-semicolon": "qemu+unix:///system?socket={sockets}/s;command=x",
+    "unix-outside": "qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
+    "unix-dotdot": "qemu+unix:///system?socket={sockets}/../s",
+    "unix-encoded-dotdot": "qemu+unix:///system?socket={sockets}/%2e%2e/s",
+    "unix-encoded-newline": "qemu+unix:///system?socket={sockets}/s%0a",
+    "unix-relative": "qemu+unix:///system?socket=s",
+    "unix-host": "qemu+unix://b.example/system?socket={sockets}/s",
+    "session": "qemu+tls://b.example/session",
+    "other-driver": "xen+tls://b.example/system",
+    "test-driver": "test:///default",
+    "user-info": "qemu+tcp://user@b.example/system",
+    "fragment": "qemu+tcp://b.example/system#x",
+    "newline": "qemu+tcp://b.example/system\n",
+    "tab-in-scheme": "qemu+t\tcp://b.example/system",
+    "blank": "qemu+tcp://b example/system",
+    "upper-case-scheme": "QEMU+EXT:///system?command={mark}",
+    "bad-port": "qemu+tcp://b.example:99999/system",
+    "bad-host": "qemu+tcp://-b/system",
+    "ipv6-zone": "qemu+tcp://[fe80::1%25eth0]/system",
+    "not-a-string": 3,
+}
+
+
+@pytest.mark.parametrize("name", BAD_URIS)
+def test_a_dst_uri_outside_the_allowlist_is_refused(setup, name):
+    api, vm_id, sockets, tmp_path = setup
+    mark = tmp_path / "ran"
+    uri = BAD_URIS[name]
+    if isinstance(uri, str):
+        uri = uri.format(mark=f"/usr/bin/touch {mark}", sockets=sockets)
+    refused(api, vm_id, "dstUri", dstUri=uri)
+    assert not mark.exists()
+
+
+def test_no_unix_socket_without_socket_dirs(make_api, tmp_path):
+    """The default, migration.socket_dirs empty: no unix dst or dstUri;
+    TCP ones are taken (positive control)."""
+    api = make_api(migration_socket_dirs=[])
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))[
+        "jobId"])["status"] == "done"
+    refused(api, vm_id, "dstUri",
+            dstUri=f"qemu+unix:///system?socket={tmp_path}/s")
+    refused(api, vm_id, "dst", dst=f"unix:{tmp_path}/vmjobs.sock")
+    accepted(api, vm_id)
+    api.VM.destroy(vm_id)
+
+
+def test_dst(setup):
+    api, vm_id, sockets, _ = setup
+    for good in ("localhost:9", "127.0.0.1:9", "[::1]:9",
+                 f"unix:{sockets}/vmjobs.sock"):
+        accepted(api, vm_id, dst=good)
+    for bad in ("b.example", "b.example:0", "b.example:x", ":8000",
+                "b example:8000", "user@b:8000", "[nope]:8000",
+                "unix:/run/vmjobs/vmjobs.sock", f"unix:{sockets}/../x",
+                f"unix:{sockets}", "unix:relative", f"unix:{sockets}/a\n",
+                "http://b.example:8000", 8000):
+        refused(api, vm_id, "dst", dst=bad)
+
+
+def test_migration_uri(setup):
+    api, vm_id, _, _ = setup
+    for good in ("tcp://10.0.0.2", "tcp://b.example:49152",
+                 "tcp://[fd00::2]:49152"):
+        accepted(api, vm_id, migrationUri=good)
+    for bad in ("", "rdma://10.0.0.2", "unix:///tmp/x", "tcp://",
+                "tcp://10.0.0.2/path", "tcp://10.0.0.2?x=1",
+                "tcp://u@10.0.0.2", "tcp://10.0.0.2:0", "fd:3",
+                "exec:/usr/bin/touch /tmp/x", "TCP://10.0.0.2"):
+        refused(api, vm_id, "migrationUri", migrationUri=bad)
+
+
+def test_a_symlink_out_of_the_socket_dir_is_refused(setup):
+    """The socket is judged once symlinks are resolved."""
+    api, vm_id, sockets, tmp_path = setup
+    (tmp_path / "sockets" / "link").symlink_to("/run/libvirt/libvirt-sock")
+    refused(api, vm_id, "dstUri",
+            dstUri=f"qemu+unix:///system?socket={sockets}/link")
+    refused(api, vm_id, "dst", dst=f"unix:{sockets}/link")

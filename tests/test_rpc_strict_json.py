@@ -1,0 +1,81 @@
+"""Every answer is strict JSON (RFC 8259: no NaN, no Infinity), parsed
+here with a parser that refuses them; a JSON-RPC `id` that is NaN or
+Infinity makes the request invalid (-32600, id null), while a finite
+number is a valid id (the positive control)."""
+
+import json
+
+import pytest
+
+from conftest import new_id, vm_params
+from vmjobs.rpc import Dispatcher
+
+
+def strict(raw):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(raw, parse_constant=refuse)
+
+
+@pytest.fixture
+def dispatcher(api):
+    return Dispatcher(api)
+
+
+@pytest.mark.parametrize("bad_id", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_id_is_an_invalid_request(dispatcher, bad_id):
+    body = ('{"jsonrpc": "2.0", "method": "Host.ping", "id": %s}'
+            % bad_id).encode()
+    answer = strict(dispatcher.handle(body))
+    assert answer["error"]["code"] == -32600
+    assert answer["id"] is None
+    # In a batch too, beside a valid call that runs.
+    answers = strict(dispatcher.handle(
+        b'[' + body + b', {"jsonrpc": "2.0", "method": "Host.ping", '
+        b'"id": 2}]'))
+    assert answers[0]["error"]["code"] == -32600
+    assert answers[1] == {"jsonrpc": "2.0", "id": 2, "result": True}
+
+
+@pytest.mark.parametrize("good_id", ["1.5", "1e300", "-0.0", "7", '"x"'])
+def test_a_finite_id_is_answered(dispatcher, good_id):
+    body = ('{"jsonrpc": "2.0", "method": "Host.ping", "id": %s}'
+            % good_id).encode()
+    answer = strict(dispatcher.handle(body))
+    assert answer["result"] is True
+    assert answer["id"] == json.loads(good_id)
+
+
+def test_non_finite_params_never_reach_an_answer(api, dispatcher):
+    """A vmParams value that is NaN would come back in VM.getStats'
+    params: refused at the verb (-32602); the finite value is kept."""
+    vm_id = new_id()
+    params = json.dumps(vm_params(vm_id))[:-1] + ', "ratio": %s}'
+    request = ('{"jsonrpc": "2.0", "method": "VM.create", "id": 1, '
+               '"params": ["%s", %s]}')
+    answer = strict(dispatcher.handle(
+        (request % (vm_id, params % "NaN")).encode()))
+    assert answer["error"]["code"] == -32602
+    assert api.Host.getJobs() == {}
+    answer = strict(dispatcher.handle(
+        (request % (vm_id, params % "0.5")).encode()))
+    assert "jobId" in answer["result"]
+
+
+def test_an_answer_json_cannot_carry_is_an_internal_error(api):
+    """Should a verb's result hold NaN, the answer is -32603, valid JSON,
+    not an invalid document."""
+    class NaNVerbs:
+        metrics = None
+
+        def call(self, method, params):
+            return {"load": float("nan")} if method == "Host.load" \
+                else api.call(method, params)
+
+    dispatcher = Dispatcher(NaNVerbs())
+    answer = strict(dispatcher.handle(
+        b'{"jsonrpc": "2.0", "method": "Host.load", "id": 1}'))
+    assert answer["error"]["code"] == -32603
+    answer = strict(dispatcher.handle(
+        b'{"jsonrpc": "2.0", "method": "Host.ping", "id": 1}'))
+    assert answer["result"] is True

@@ -1,0 +1,109 @@
+"""The connections the server serves at once, at most `rpc.max_connections`,
+and who makes room at the cap, so that no caller locks the others out.
+
+A connection is evictable while it waits for a request or reads one:
+idle keep-alive connections, and requests still arriving (trickled ones
+included). At the cap, a new connection closes the evictable one that has
+gone longest without completing a request (since it was accepted or last
+answered), and takes its slot: trickling bytes does not count as
+progress, only a complete request does. A connection in its first GRACE
+seconds that was never answered goes last: its client just connected and
+is about to send its request (in a burst of new connections, the ones
+already answered and closing make room first). A connection whose
+request has been read is never closed for another (its verb runs, its
+answer is written): so a closed connection never had a request run, and
+its client may send it again on a new connection. Only when every slot
+runs a verb is a new connection turned away (the server answers it 503
+with Retry-After).
+"""
+
+import socket
+import threading
+import time
+
+# Seconds after its accept during which a connection never answered is
+# closed for another only if no other can be (see above).
+GRACE = 1.0
+
+
+class Connection:
+    """One connection's slot. Its fields are guarded by the table's lock."""
+
+    def __init__(self, sock):
+        self.sock = sock          # what to shut down to evict it
+        self.accepted = time.monotonic()
+        self.since = self.accepted      # accepted or last answered
+        self.answered = False     # at least one request answered
+        self.busy = False         # a request was read: not evictable
+        self.evicted = False
+
+
+class ConnectionTable:
+    def __init__(self, limit, grace=GRACE):
+        self.limit = limit
+        self.grace = grace
+        # Guards _open and every Connection's fields. Held across the
+        # shutdown(2) of an evicted socket (never blocks), so the socket
+        # cannot be closed, and its descriptor reused, meanwhile.
+        self._lock = threading.Lock()
+        self._open = set()
+        self.evictions = 0
+
+    def admit(self, sock):
+        """A slot for `sock` (a Connection), making room if need be; None
+        when every slot is busy."""
+        with self._lock:
+            if len(self._open) >= self.limit:
+                idle = [c for c in self._open if not c.busy]
+                if not idle:
+                    return None   # answered 503: retry after a second
+                young = time.monotonic() - self.grace
+                victim = min(idle, key=lambda c: (
+                    not c.answered and c.accepted > young, c.since))
+                self._evict(victim)
+            connection = Connection(sock)
+            self._open.add(connection)
+            return connection
+
+    def _evict(self, connection):
+        connection.evicted = True
+        self._open.discard(connection)
+        self.evictions += 1
+        try:
+            # The base class' shutdown, not SSLSocket's (which would
+            # touch the TLS state its own thread is using): the thread
+            # blocked reading it sees the end of the stream.
+            socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass                  # already gone
+
+    def rebind(self, connection, sock):
+        """The connection is now read through `sock` (its TLS layer)."""
+        with self._lock:
+            connection.sock = sock
+
+    def start_request(self, connection):
+        """Its request was read: not evictable from now on. False if it
+        was evicted first (the request must then not run)."""
+        with self._lock:
+            if connection.evicted:
+                return False
+            connection.busy = True
+            return True
+
+    def end_request(self, connection):
+        """Answered: evictable again, idle from now."""
+        with self._lock:
+            connection.busy = False
+            connection.answered = True
+            connection.since = time.monotonic()
+
+    def leave(self, connection):
+        """The connection is about to be closed: its slot is free. Called
+        before the socket is closed (see the lock's comment)."""
+        with self._lock:
+            self._open.discard(connection)
+
+    def __len__(self):
+        with self._lock:
+            return len(self._open)

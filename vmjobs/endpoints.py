@@ -1,0 +1,180 @@
+"""The places a caller may make this host connect to, for VM.migrate:
+judged against an allowlist, as libvirt (or our client) will read them.
+
+- `dstUri`, the destination libvirtd as this host's libvirtd reaches it:
+  `qemu+tls://HOST[:PORT]/system` or `qemu+tcp://HOST[:PORT]/system`, or
+  `qemu+unix:///system?socket=PATH` with PATH inside
+  `migration.socket_dirs`. Nothing else: libvirt's `ext` transport runs a
+  program (`command=`), `ssh` and `libssh` run one or read host keys, and
+  query parameters choose programs, key files or turn checks off
+  (`netcat`, `keyfile`, `no_verify`, `pkipath`...). A URI without a
+  transport (`qemu:///system`) is this host's own libvirtd.
+- `dst`, the destination vmjobs service: `HOST:PORT`, or `unix:PATH`
+  with PATH inside `migration.socket_dirs`.
+- `migrationUri`, where the migration data goes: `tcp://HOST[:PORT]`.
+
+A URI is taken apart by hand where Python's parser and libvirt's differ:
+libvirt splits a query on ';' as well as '&' and decodes %XX but not '+';
+urllib drops tabs and newlines silently. So a URI with anything but
+printable ASCII without blanks, a ';', a '#' or user info is refused
+outright, before it is split.
+"""
+
+import ipaddress
+import re
+import urllib.parse
+
+from . import hostfiles
+from .errors import InvalidParams
+
+LIBVIRT_SCHEMES = ("qemu+tls", "qemu+tcp", "qemu+unix")
+MIGRATION_SCHEMES = ("tcp",)
+# A DNS name: dot-separated labels of letters, digits and inner hyphens.
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# Printable ASCII, no blank: what a URI or address may hold at all.
+_URI_CHARS = re.compile(r"[!-~]+")
+
+
+def dst_uri(value, socket_dirs):
+    """VM.migrate's `dstUri`, checked (InvalidParams naming it)."""
+    return _uri("dstUri", value, socket_dirs, LIBVIRT_SCHEMES)
+
+
+def migration_uri(value):
+    """VM.migrate's `migrationUri`: tcp://HOST[:PORT]."""
+    return _uri("migrationUri", value, (), MIGRATION_SCHEMES)
+
+
+def dst(value, socket_dirs):
+    """VM.migrate's `dst`: HOST:PORT, or unix:PATH inside socket_dirs."""
+    param = "dst"
+    text = _chars(param, value)
+    if text.startswith("unix:"):
+        _socket(param, text[len("unix:"):], socket_dirs)
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise InvalidParams(param, f"{text!r}: expected HOST:PORT or "
+                            "unix:PATH")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ipv6(host):
+            raise InvalidParams(param, f"{text!r}: [{host}] is not an "
+                                "IPv6 address")
+    else:
+        _host(param, host)
+    _port(param, port)
+    return text
+
+
+def _uri(param, value, socket_dirs, schemes):
+    text = _chars(param, value)
+    for bad, why in ((";", "';' (libvirt splits parameters on it)"),
+                     ("#", "a fragment"), ("@", "user information"),
+                     ("\\", "a backslash")):
+        if bad in text:
+            raise InvalidParams(param, f"{text!r}: must not contain {why}")
+    scheme, colon, rest = text.partition(":")
+    if not colon or scheme not in schemes:
+        raise InvalidParams(param, f"{text!r}: the scheme must be one of "
+                            f"{', '.join(s + '://' for s in schemes)}; "
+                            "other transports are refused")
+    if not rest.startswith("//"):
+        raise InvalidParams(param, f"{text!r}: expected {scheme}://...")
+    parts = urllib.parse.urlsplit(text)
+    if scheme == "qemu+unix":
+        if parts.netloc:
+            raise InvalidParams(param, f"{text!r}: a unix URI names no "
+                                "host (qemu+unix:///system?socket=PATH)")
+        _system(param, text, parts.path)
+        _socket(param, _only_socket(param, text, parts.query), socket_dirs)
+        return text
+    if parts.query or "?" in text:
+        raise InvalidParams(param, f"{text!r}: takes no query parameter "
+                            "(command, netcat, keyfile, no_verify... are "
+                            "refused)")
+    netloc = parts.netloc
+    if netloc.startswith("["):
+        host, bracket, port = netloc[1:].partition("]")
+        if not bracket or not _is_ipv6(host) or \
+                (port and not port.startswith(":")):
+            raise InvalidParams(param, f"{text!r}: a bad [IPv6] host")
+        port = port[1:] if port else None
+    else:
+        host, colon, port = netloc.partition(":")
+        _host(param, host)
+        port = port if colon else None
+    if port is not None:
+        _port(param, port)
+    if scheme == "tcp":
+        if parts.path not in ("", "/"):
+            raise InvalidParams(param, f"{text!r}: expected "
+                                "tcp://HOST[:PORT]")
+    else:
+        _system(param, text, parts.path)
+    return text
+
+
+def _chars(param, value):
+    if not isinstance(value, str) or not _URI_CHARS.fullmatch(value):
+        raise InvalidParams(param, "must be a non-empty string of "
+                            "printable ASCII without blanks")
+    return value
+
+
+def _system(param, text, path):
+    if path != "/system":
+        raise InvalidParams(param, f"{text!r}: the path must be /system "
+                            "(the destination's system libvirtd)")
+
+
+def _only_socket(param, text, query):
+    """The PATH of a query that is exactly `socket=PATH` (decoded as
+    libvirt decodes it: %XX, '+' kept)."""
+    name, equals, path = query.partition("=")
+    if name != "socket" or not equals or "&" in path:
+        raise InvalidParams(param, f"{text!r}: a unix URI takes one query "
+                            "parameter, socket=PATH, and no other")
+    return urllib.parse.unquote(path, errors="strict")
+
+
+def _socket(param, path, socket_dirs):
+    if not socket_dirs:
+        raise InvalidParams(param, f"{path!r}: no unix socket may be named "
+                            "(migration.socket_dirs is empty; flag "
+                            "--migration-socket-dir)")
+    try:
+        hostfiles.confine(path, socket_dirs, "migration.socket_dirs",
+                          resolve_last=True)
+    except (hostfiles.OutsideDirs, UnicodeDecodeError) as exc:
+        raise InvalidParams(param, str(exc)) from None
+    if path in socket_dirs:
+        raise InvalidParams(param, f"{path!r} is a socket directory, not a "
+                            "socket in one")
+
+
+def _host(param, host):
+    try:
+        ipaddress.IPv4Address(host)
+        return
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".") if host else []
+    if not labels or len(host) > 253 or \
+            not all(_LABEL.fullmatch(label) for label in labels):
+        raise InvalidParams(param, f"{host!r} is not a host name or an "
+                            "IPv4 address (IPv6 goes in brackets)")
+
+
+def _is_ipv6(host):
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return "%" not in host    # no zone: it names a host interface
+
+
+def _port(param, port):
+    if not (port.isascii() and port.isdigit()) or \
+            not 1 <= int(port) <= 65535:
+        raise InvalidParams(param, f"port {port!r} is not from 1 to 65535")

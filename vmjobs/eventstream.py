@@ -1,0 +1,272 @@
+"""GET /events: the notifications (notifications.py) as a Server-Sent
+Events stream on one connection of the JSON-RPC server, after the same
+checks as a verb (the listener's authentication, the Host header on plain
+TCP: server.py makes them before it hands the connection here).
+
+A stream does not count against rpc.max_connections: it gives its
+connection slot back and takes one of `events.max_subscribers` instead
+(one more is answered 503, Retry-After). The body is chunked, so a client
+tells a clean end (the last chunk, sent when the service stops) from a
+cut (the connection closed without it: the subscriber fell
+`events.buffer` notifications behind, and resumes with Last-Event-ID).
+
+One thread writes every stream of a server (the dispatcher), with
+non-blocking sends: a burst of notifications is one wake-up and one write
+per stream, however many streams there are, and a subscriber that reads
+nothing holds nobody up. Such a stream takes nothing more from the feed
+until what it was given is sent, so it stays behind and the feed cuts it
+off. (The connection's own thread only waits for its stream's end.)
+"""
+
+import logging
+import select
+import ssl
+import threading
+import time
+
+from . import sse
+from .notifications import SubscriptionCut
+
+# Seconds between keep-alive comments on an idle stream.
+KEEPALIVE_INTERVAL = 15.0
+# Seconds between two looks whether the subscribers of idle streams closed
+# their end (so that their slots are free again soon).
+GONE_POLL = 1.0
+# Seconds the dispatcher waits, once a notification came, for those that
+# follow it in the same burst: one write for many, at that much latency.
+LINGER = 0.001
+# Seconds between two tries of a stream whose subscriber has not read
+# what it was sent: soon while it may just be slow, then less often (its
+# subscriber reads nothing: it waits to be cut off).
+WRITE_RETRY = 0.005
+SLOW = 1.0
+WRITE_POLL = 0.25
+# Seconds a stop waits for the streams to send their end.
+STOP_WAIT = 5.0
+RETRY_AFTER = 1
+
+log = logging.getLogger("vmjobs.server")
+
+
+class Streams:
+    """The event streams of one server, at most `max_subscribers`."""
+
+    def __init__(self, notifications, max_subscribers):
+        self._notifications = notifications
+        self._slots = threading.BoundedSemaphore(max_subscribers)
+        # Guards everything below; _changed is notified as a stream opens
+        # or ends, and at a stop.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._open = set()       # subscriptions of the connections served
+        self._streams = set()    # their _Streams, once answered
+        self._stopping = None    # time.monotonic() of the stop
+        self._dispatcher = None
+
+    def serve(self, handler):
+        """Answer GET /events on `handler`'s connection, until the stream
+        ends (the service stops, the subscriber is cut or goes away)."""
+        handler.close_connection = True   # the stream is the last answer
+        last_id = handler.headers.get("Last-Event-ID")
+        if last_id is not None:
+            try:
+                last_id = int(last_id.strip())
+            except ValueError:
+                return _answer(handler, 400, b"Last-Event-ID must be the "
+                               b"id of an event (an integer)\n")
+        if not self._slots.acquire(blocking=False):
+            return _busy(handler, b"too many event streams: retry later\n")
+        try:
+            with self._lock:
+                try:
+                    subscription = None if self._stopping else \
+                        self._notifications.subscribe(last_id)
+                except RuntimeError:   # closed: the service stops
+                    subscription = None
+                if subscription is not None:
+                    self._open.add(subscription)
+            if subscription is None:
+                return _busy(handler, b"the service is stopping\n")
+            handler.server.leave_connection_slots()
+            try:
+                stream = _open_stream(handler, subscription)
+                with self._lock:
+                    self._streams.add(stream)
+                    self._start_dispatcher()
+                    self._changed.notify_all()
+                stream.done.wait()
+            finally:
+                subscription.close()
+                with self._lock:
+                    self._open.discard(subscription)
+                    self._changed.notify_all()
+        finally:
+            self._slots.release()
+
+    def stop(self, timeout=STOP_WAIT):
+        """End every stream cleanly (what was published, then its last
+        chunk), waiting up to `timeout` seconds for them; no new stream
+        opens."""
+        with self._lock:
+            self._stopping = time.monotonic()
+            for subscription in self._open:
+                subscription.close()
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: not self._open, timeout)
+
+    def _start_dispatcher(self):
+        # Caller holds _lock.
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="vmjobs-events", daemon=True)
+            self._dispatcher.start()
+
+    def _dispatch(self):
+        """Write every stream until the stop has ended them all."""
+        seen = None
+        gone_due = time.monotonic() + GONE_POLL
+        while True:
+            with self._lock:
+                self._changed.wait_for(
+                    lambda: self._streams or self._stopping, None)
+                if not self._streams:
+                    self._dispatcher = None
+                    return
+                streams = list(self._streams)
+                stopping = self._stopping
+            now = time.monotonic()
+            blocked = [s for s in streams if s.pending]
+            slow = any(now - (s.blocked_since or now) < SLOW for s in blocked)
+            if slow or len(blocked) == len(streams):
+                try:
+                    select.select([], [s.sock for s in blocked], [],
+                                  WRITE_RETRY if slow else WRITE_POLL)
+                except (OSError, ValueError):
+                    pass   # a socket closed under it: its turn ends it
+            else:
+                # A notification, a stream's end (a stop), or time to look.
+                seen = self._notifications.wait_past(seen, GONE_POLL)
+                time.sleep(LINGER)
+            now = time.monotonic()
+            look = now >= gone_due
+            if look:
+                gone_due = now + GONE_POLL
+            for stream in streams:
+                try:
+                    going_on = stream.turn(now, look) and not (
+                        stopping and now - stopping > STOP_WAIT)
+                except Exception:   # a bug: end this stream, not all
+                    log.exception("event stream failed")
+                    going_on = False
+                if not going_on:
+                    with self._lock:
+                        self._streams.discard(stream)
+                    stream.done.set()
+
+
+class _Stream:
+    """One subscriber's stream: its socket (non-blocking) and what is to
+    be sent on it. Used by the dispatcher only."""
+
+    def __init__(self, sock, subscription):
+        self.sock = sock
+        self.subscription = subscription
+        # Bytes not sent yet: first, where the stream starts (a client
+        # cut off before any event resumes from there).
+        position = sse.position(subscription.last_id)
+        self.pending = memoryview(b"%x\r\n%s\r\n" % (len(position),
+                                                      position))
+        self.ending = False              # its last chunk is in pending
+        self.sent_at = time.monotonic()  # for the keep-alives
+        self.blocked_since = None        # pending, its socket full
+        self.done = threading.Event()    # it ended (the connection goes)
+
+    def turn(self, now, look):
+        """Take what was published (once all given before is sent) and
+        send what the socket takes. False when the stream is over: sent
+        its end, cut off, or its subscriber is gone."""
+        if not self.pending and not self.ending:
+            try:
+                events = self.subscription.get(0)
+            except SubscriptionCut as cut:
+                log.warning("event stream cut off: the subscriber fell "
+                            "behind (after event %d)", cut.last_id)
+                return False
+            if events is None:
+                self._queue(b"0\r\n\r\n")
+                self.ending = True
+            elif events:
+                data = b"".join(map(sse.frame, events))
+                self._queue(b"%x\r\n%s\r\n" % (len(data), data))
+            elif now - self.sent_at >= KEEPALIVE_INTERVAL:
+                self._queue(b"%x\r\n%s\r\n" % (len(sse.KEEPALIVE),
+                                                  sse.KEEPALIVE))
+            elif look and _gone(self.sock):
+                return False
+        elif self.pending and self.subscription.was_cut:
+            log.warning("event stream cut off: the subscriber reads nothing")
+            return False
+        try:
+            while self.pending:
+                self.pending = self.pending[self.sock.send(self.pending):]
+                self.sent_at = now
+            self.blocked_since = None
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            if self.blocked_since is None:
+                self.blocked_since = now
+            return True   # its subscriber has not read yet
+        except OSError as exc:
+            log.debug("event stream ended by the subscriber: %s", exc)
+            return False
+        return not self.ending
+
+    def _queue(self, data):
+        self.pending = memoryview(data)
+
+
+def _open_stream(handler, subscription):
+    """Answer 200 with the stream's headers (in the connection's thread,
+    under the request's timeout); the stream, from then on non-blocking."""
+    sock = handler.connection
+    sock.settimeout(handler.server.request_timeout)
+    handler.send_response(200)
+    handler.send_header("Content-Type", sse.CONTENT_TYPE)
+    handler.send_header("Cache-Control", "no-cache")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    sock.setblocking(False)
+    return _Stream(sock, subscription)
+
+
+def _busy(handler, text):
+    _answer(handler, 503, text, {"Retry-After": str(RETRY_AFTER)})
+
+
+def _answer(handler, status, text, headers=None):
+    """A refusal, as plain text; the connection closes after it."""
+    handler.connection.settimeout(handler.server.request_timeout)
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/plain")
+    handler.send_header("Content-Length", str(len(text)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(text)
+
+
+def _gone(sock):
+    """True if the subscriber closed its end. It sends nothing after its
+    request, so anything readable is its end (or bytes it had no business
+    sending, which end the stream too)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        sock.recv(1)   # b"": its end; anything else: a stray byte
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False   # a TLS record that was no data (e.g. a ticket)
+    except OSError:
+        pass
+    return True

@@ -1,0 +1,75 @@
+"""Server-Sent Events, the wire format of GET /events (API.md "Events"):
+a notification as a frame of `id:`, `event:` and `data:` lines, and the
+frames of a stream read back into notifications (for the client)."""
+
+import json
+import time
+
+from .notifications import Notification
+
+CONTENT_TYPE = "text/event-stream"
+# A comment line: keeps an idle stream's connection (and proxies) awake
+# and lets the service notice a subscriber that went away.
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def frame(notification):
+    """The notification as one SSE frame (bytes), made once for all the
+    streams (a race makes it twice at worst, the same)."""
+    text = notification.sse
+    if text is None:
+        text = notification.sse = (
+            f"id: {notification.id}\nevent: {notification.method}\n"
+            f"data: {notification.json()}\n\n").encode()
+    return text
+
+
+def position(event_id):
+    """A frame of an id alone: it sets where the client is (its
+    Last-Event-ID) without an event, as SSE has it."""
+    return f"id: {event_id}\n\n".encode()
+
+
+def read(readline, where=None):
+    """The notifications of a stream, as `readline()` (bytes, b"" at the
+    end) gives its lines; each with the time it was read
+    (time.monotonic()). Comments are skipped; a frame without data or
+    whose data is not a JSON-RPC notification is skipped, as SSE says
+    of what a client does not understand. `where` (a list of one), if
+    given, is set to the id of every frame that has one, data or not:
+    where the client is, to resume from."""
+    fields = {}
+    data = []
+    while True:
+        line = readline()
+        if not line:
+            return
+        line = line.decode("utf-8").rstrip("\r\n")
+        if line:
+            if not line.startswith(":"):
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "data":
+                    data.append(value)
+                else:
+                    fields[name] = value
+            continue
+        if where is not None and fields.get("id", "").isdigit():
+            where[0] = int(fields["id"])
+        if data:
+            notification = _parse(fields, "\n".join(data))
+            if notification is not None:
+                yield notification
+        fields, data = {}, []
+
+
+def _parse(fields, data):
+    try:
+        message = json.loads(data)
+        event_id = int(fields.get("id", ""))
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or "method" not in message:
+        return None
+    return Notification(event_id, message["method"],
+                        message.get("params", {}), time.monotonic())
