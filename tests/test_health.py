@@ -75,6 +75,14 @@ def test_metrics_listener_never_takes_a_verb(api, listeners):
     for method in ("PUT", "DELETE"):
         assert request(metrics, method, "/")[0] == 405
     assert request(metrics, "GET", "/")[0] == 405
+    # No event stream either; the main listener's answers (the control).
+    assert request(metrics, "GET", "/events")[0] == 405
+    connection = connect(main)
+    try:
+        connection.request("GET", "/events")
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
     # Positive control: the same request on the main listener runs.
     created_vm = new_id()
     status, _, body = request(main, "POST", "/", create_body(created_vm),
