@@ -35,3 +35,7 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path):
     assert figures["invariant_checks"] >= 5
     assert sum(figures["faults"].values()) >= 3
     assert any(key.endswith("job done") for key in figures["operations"])
+    # A verb refused as malformed exercises nothing (the run's own
+    # requests must pass the service's checks, migrations' sockets too).
+    assert not [key for key in figures["operations"] if "-32602" in key]
+    assert figures["operations"].get("migrate job done", 0) >= 1

@@ -5,6 +5,7 @@ VM.destroy destroys a VM whose job does not end, by force. The migration
 call is held by the fault-injecting adapter (tests/faults.py, "hang"): an
 abort of libvirt's job then ends nothing, as with the stuck QEMU."""
 
+import os
 import threading
 
 import pytest
@@ -19,6 +20,11 @@ from vmjobs.errors import NoVM
 from vmjobs.flows.outgoing import MigrationSourceJob
 
 
+def sockets_of(host):
+    """Where the destination service listens: VM.migrate names it there."""
+    return os.path.dirname(host.address[len("unix:"):])
+
+
 @pytest.fixture
 def stuck_migrate(hypervisor):
     faulty = FaultyHypervisor(hypervisor, fail_calls=("migrate",),
@@ -30,7 +36,8 @@ def stuck_migrate(hypervisor):
 def test_a_migration_libvirt_cannot_cancel_fails_after_a_bound(
         stuck_migrate, host_b, monkeypatch):  # noqa: F811
     monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 0.5)
-    with API(Config(workers=2), hypervisor=stuck_migrate) as api:
+    with API(Config(workers=2, migration_socket_dirs=[sockets_of(host_b)]),
+             hypervisor=stuck_migrate) as api:
         vm_id = up_vm(api)
         stuck_migrate.arm(1)
         job_id = migrate(api, vm_id, host_b)["jobId"]
@@ -56,7 +63,8 @@ def test_destroy_destroys_a_vm_whose_job_does_not_end(
     # real QEMU) ends libvirt's migration call.
     monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 3600.0)
     monkeypatch.setattr(destroy_module, "JOB_WAIT", 0.5)
-    with API(Config(workers=2), hypervisor=stuck_migrate) as api:
+    with API(Config(workers=2, migration_socket_dirs=[sockets_of(host_b)]),
+             hypervisor=stuck_migrate) as api:
         vm_id = up_vm(api)
         stuck_migrate.arm(1)
         job_id = migrate(api, vm_id, host_b)["jobId"]

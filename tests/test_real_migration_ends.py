@@ -4,6 +4,8 @@ the destination's job cannot leave the guest unlisted; a migration that
 fails after the source's vCPUs were stopped leaves the guest running on
 the source."""
 
+import os
+
 import libvirt
 import pytest
 
@@ -57,9 +59,15 @@ def up_vm(api):
     return vm_id
 
 
+def sockets(tmp_path, daemon_b):
+    """Where VM.migrate may name unix sockets: the destination service's
+    (in tmp_path) and its libvirtd's."""
+    return [str(tmp_path), os.path.dirname(daemon_b.socket)]
+
+
 def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
-        make_real_api, host_b, daemon_b):
-    a = make_real_api()
+        make_real_api, host_b, daemon_b, tmp_path):
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b))
     vm_id = up_vm(a)
     gate = StepGate("persist")   # B's job: arrived, not committed yet
     host_b.holder["gate"] = gate
@@ -110,7 +118,8 @@ def test_a_migration_failed_after_the_switch_over_leaves_the_guest_running(
     hv = Hypervisor(daemon.uri, domain_type="qemu")
     try:
         api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
-                         state_dirs=[str(tmp_path)]),
+                         state_dirs=[str(tmp_path)],
+                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
                   hypervisor=_FailsAfterSwitchOver(hv, str(tmp_path / "s")))
         try:
             vm_id = up_vm(api)

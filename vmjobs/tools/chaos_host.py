@@ -63,6 +63,9 @@ class ChaosHost:
             [sys.executable, "-m", "vmjobs", "serve", "--config", config,
              "--uri", self.sandbox.uri, "--listen", self.listen,
              "--state-dir", self.state_dir,
+             # Both hosts' sockets (service and libvirtd) are under the
+             # run's directory: VM.migrate may name them there.
+             "--migration-socket-dir", os.path.dirname(self.dir),
              "--lock-file", os.path.join(self.dir, "vmjobs.lock"),
              "--log-file", os.path.join(self.dir,
                                         f"serve-{self.starts}.log")],
