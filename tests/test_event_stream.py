@@ -158,6 +158,42 @@ def test_resume_and_resync_over_http(serve):
     assert err.value.code == 400
 
 
+def test_streams_at_different_positions_each_get_their_own(serve):
+    """The dispatcher makes one chunk for the streams of a turn that read
+    the same notifications: streams resumed from different ids, live ones
+    and a resync (whose id is a real notification's) read side by side
+    each get exactly what follows their own position, in order."""
+    api, server = serve(events_buffer=400, workers=4)
+    assert wait_job(api, create(api)[1])["status"] == "done"
+    last = api.notifications.stats()["last_id"]
+    positions = [None, None, last - 3, last - 3, last - 1, last]
+    readers = [Reader(Client(server.address).events(at))
+               for at in positions]
+    gone = last - 100   # out of the buffer: a resync, numbered `last`
+    readers.append(Reader(Client(server.address).events(gone)))
+    subscribers(api, len(readers))
+    # Their backlogs, nothing new published: [last] for the reader at
+    # last - 1 and [resync] (id `last`) most likely in one turn.
+    for reader in readers[2:5] + readers[-1:]:
+        reader.wait_for(lambda ev: ev, "the backlog")
+    assert [e.method for e in readers[4].events] != [RESYNC]
+    jobs = [create(api)[1] for _ in range(12)]
+    for job_id in jobs:
+        assert wait_job(api, job_id)["status"] == "done"
+    end = api.notifications.stats()["last_id"]
+    for reader in readers:
+        reader.wait_for(lambda ev: ev and ev[-1].id == end, "the last event")
+    for at, reader in zip(positions, readers):
+        ids = [e.id for e in reader.events]
+        first = last + 1 if at is None else at + 1
+        assert ids == list(range(first, end + 1)), (at, ids[:5])
+        assert RESYNC not in [e.method for e in reader.events]
+    resync = readers[-1].events
+    assert resync[0].method == RESYNC and resync[0].id == last
+    assert [e.id for e in resync[1:]] == list(range(last + 1, end + 1))
+    assert RESYNC not in [e.method for e in resync[1:]]
+
+
 def test_a_restarted_service_answers_resync(tmp_path):
     listen = f"unix:{tmp_path}/vmjobs.sock"
     first = ServeProcess("--listen", listen, tmp_path=tmp_path)

@@ -151,9 +151,10 @@ class Streams:
             look = now >= gone_due
             if look:
                 gone_due = now + GONE_POLL
+            chunks = {}   # this turn's chunks by (first, last notification)
             for stream in streams:
                 try:
-                    going_on = stream.turn(now, look) and not (
+                    going_on = stream.turn(now, look, chunks) and not (
                         stopping and now - stopping > STOP_WAIT)
                 except Exception:   # a bug: end this stream, not all
                     log.exception("event stream failed")
@@ -181,10 +182,14 @@ class _Stream:
         self.blocked_since = None        # pending, its socket full
         self.done = threading.Event()    # it ended (the connection goes)
 
-    def turn(self, now, look):
+    def turn(self, now, look, chunks):
         """Take what was published (once all given before is sent) and
         send what the socket takes. False when the stream is over: sent
-        its end, cut off, or its subscriber is gone."""
+        its end, cut off, or its subscriber is gone. `chunks`: the chunks
+        the turn's other streams made, by their first and last
+        notification (the objects: a resync has the id of a real one):
+        the streams that keep up read the same notifications, made into
+        one chunk once."""
         if not self.pending and not self.ending:
             try:
                 events = self.subscription.get(0)
@@ -196,8 +201,13 @@ class _Stream:
                 self._queue(b"0\r\n\r\n")
                 self.ending = True
             elif events:
-                data = b"".join(map(sse.frame, events))
-                self._queue(b"%x\r\n%s\r\n" % (len(data), data))
+                span = (events[0], events[-1])
+                chunk = chunks.get(span)
+                if chunk is None:
+                    data = b"".join(map(sse.frame, events))
+                    chunk = chunks[span] = b"%x\r\n%s\r\n" % (len(data),
+                                                                 data)
+                self._queue(chunk)
             elif now - self.sent_at >= KEEPALIVE_INTERVAL:
                 self._queue(b"%x\r\n%s\r\n" % (len(sse.KEEPALIVE),
                                                   sse.KEEPALIVE))

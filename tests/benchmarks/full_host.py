@@ -130,7 +130,7 @@ def traced():
 
 
 def memory_at(n, args):
-    with API(Config(workers=args.workers, queue_size=n)) as api:
+    with API(Config(uri=None, workers=args.workers, queue_size=n)) as api:
         assert api.wait_recovered(WAIT)
         create_all(api, 50)   # what is allocated once is not growth
         tracemalloc.start()
