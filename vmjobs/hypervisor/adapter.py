@@ -22,6 +22,7 @@ from .errors import (
     ConnectionLost,
     HypervisorError,
     ignoring,
+    silence_error_printer,
     translated,
 )
 from .events import Events, start_event_loop
@@ -61,6 +62,7 @@ class Hypervisor:
         test driver, made for this object and removed by close().
         `domain_type` picks the guests' type (kvm, qemu, test) where the
         connection offers several; by default the fastest offered."""
+        silence_error_printer()
         start_event_loop()   # before any connection that is to have events
         self._private_host = None
         if uri is None:
