@@ -7,8 +7,7 @@ from .. import domxml
 from ..errors import CreateError
 from ..hypervisor import DomainState
 from ..registry import VmStatus
-from .base import Rollback, StartupJob
-from .steps import check_readable_file, running_status
+from .base import Rollback, StartupJob, check_readable_file, running_status
 
 
 class RestoreJob(StartupJob):
