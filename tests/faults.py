@@ -17,10 +17,10 @@ import libvirt
 from vmjobs.hypervisor import ConnectionLost, HypervisorError
 
 # The adapter's verbs that talk to libvirt.
-CALLS = ("state", "state_reason", "define", "start", "remove", "stop",
+CALLS = ("state", "state_reason", "define", "start", "remove",
          "list_domains", "metadata", "save", "saved_domain_xml", "restore",
          "persist", "set_metadata", "migratable_xml", "migrate", "abort_job",
-         "migration_progress", "migrating", "activity")
+         "migration_progress", "activity")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {

@@ -11,7 +11,7 @@ import pytest
 from conftest import new_id, our_domains, wait_job
 from engine_xml import ENGINE_XMLS, make_images
 from vmjobs import allowlist, domxml, policy
-from vmjobs.hypervisor.domains import GuestKind
+from vmjobs.hypervisor.adapter import GuestKind
 from vmjobs.params import parse_create
 from vmjobs.tools import allowlist_doc
 

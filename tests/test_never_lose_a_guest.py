@@ -410,6 +410,33 @@ def test_a_vm_hibernated_as_the_service_crashed_can_be_restored(
     check_invariants(api, {str(path): sha})
 
 
+
+def test_a_failed_restore_over_a_stopped_definition_keeps_it(
+        make_api, hypervisor, tmp_path):
+    """Its undo stops what the restore started and leaves the definition
+    (and the state file) as they were: a later restore still works."""
+    before = make_api()
+    vm_id = up_vm(before)
+    path = tmp_path / "state"
+    hypervisor.save(vm_id, str(path))      # ... and the service died
+    before.close()
+    sha = digest(path)
+    faulty = FaultyHypervisor(hypervisor, fail_calls=("restore",),
+                              kind="after")
+    api = make_api(hv=faulty)
+    assert api.wait_recovered(60)
+    faulty.arm(1)
+    params = {"vmId": vm_id, "restoreState": str(path)}
+    info = wait_job(api, api.VM.create(vm_id, params)["jobId"])
+    assert (info["status"], faulty.failed) == ("failed", "restore"), info
+    assert hypervisor.state(vm_id) == "shutoff"    # stopped, still defined
+    assert api.Host.getStats()["stopped_domains"] == 1
+    check_invariants(api, {str(path): sha})
+    info = wait_job(api, api.VM.create(vm_id, params)["jobId"])
+    assert info["status"] == "done", info      # the control
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    check_invariants(api, {str(path): sha})
+
 # -- threads ------------------------------------------------------------------
 
 class RemoveRaises:

@@ -153,7 +153,7 @@ def force_destroy(hv, vm_id, job):
     log.warning("VM.destroy %s: job %s has not ended after its abort: "
                 "destroying the domain by force", vm_id, job.id)
     try:
-        hv.stop(vm_id)
+        hv.remove(vm_id, keep_definition=True)
     except HypervisorError as exc:
         raise GeneralException(
             f"destroy of VM {vm_id} failed: job {job.id} did not end after "

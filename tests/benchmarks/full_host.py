@@ -23,7 +23,7 @@ from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
-from vmjobs.hypervisor.domains import metadata_of, state_of
+from vmjobs.hypervisor.adapter import metadata_of
 
 WAIT = 600
 ROUNDS = 30
@@ -66,7 +66,7 @@ def counted_as_before(api):
     count = 0
     for dom in api.hv.shared_connection.listAllDomains(0):
         uuid_ = dom.UUIDString()
-        state_of(dom)
+        dom.state()
         metadata = metadata_of(dom, domxml.METADATA_NS)
         if uuid_ not in known and metadata is None and \
                 uuid_ not in received:

@@ -4,17 +4,15 @@ domain is kept for recovery when it cannot be committed. (Plain functions,
 so that a job waiting without a thread can use them as well as one that
 waits in run().)
 
-"Arrived" is "the migration finished": the domain runs, or it is paused for
-any reason but MIGRATION (a VM paused on the source arrives PAUSED, reason
-USER, with a SUSPENDED event; during the transfer it is PAUSED, reason
-MIGRATION). Before arrival the source still holds the guest, and removing
+"Arrived" is "the migration finished", hypervisor.has_arrived's rule (a VM
+paused on the source arrives paused, with a SUSPENDED event). Before arrival the source still holds the guest, and removing
 what is here only makes the source's migration fail; from arrival on, the
 domain here may be the guest's only copy, and nothing destroys it."""
 
 import logging
 
 from .. import domxml
-from ..hypervisor import PAUSED_MIGRATION, DomainState
+from ..hypervisor import DomainState, has_arrived
 from ..registry import VmStatus
 
 log = logging.getLogger("vmjobs.flows.arrival")
@@ -25,11 +23,9 @@ def arrived_status(hv, vm_id):
     migration has finished; None while it has not (no domain, a transfer
     still running, or a domain that does not run)."""
     state, reason = hv.state_reason(vm_id)
-    if state is DomainState.RUNNING:
-        return VmStatus.UP
-    if state is DomainState.PAUSED and reason != PAUSED_MIGRATION:
-        return VmStatus.PAUSED
-    return None
+    if not has_arrived(state, reason):
+        return None
+    return VmStatus.UP if state is DomainState.RUNNING else VmStatus.PAUSED
 
 
 def make_ours(hv, vm_id, params):

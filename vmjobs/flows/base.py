@@ -1,6 +1,7 @@
 """What every startup flow shares: a job bound to one VM, staged before it
 is queued, committed at its end, unstaged when it ends without a commit;
-and the rollback stack that undoes, newest first, whatever a flow made."""
+the rollback stack that undoes, newest first, whatever a flow made; and
+the steps more than one flow takes, as plain functions of the adapter."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import workers
 
-from ..errors import GeneralException, VdsmError
-from ..hypervisor import HypervisorError
+from .. import hostfiles
+from ..errors import CreateError, GeneralException, VdsmError
+from ..hypervisor import DomainState, HypervisorError
+from ..registry import VmStatus
 
 if TYPE_CHECKING:
     from ..hypervisor import Hypervisor
     from ..params import VmSpec
-    from ..registry import VmRegistry, VmStatus
+    from ..registry import VmRegistry
 
 log = logging.getLogger("vmjobs.flows")
 
@@ -152,3 +155,44 @@ class StartupJob(VmJob):
         self.release()
         # Nothing reads the spec once the job ended (the flow is over).
         self.spec = None  # type: ignore[assignment]
+
+
+# -- steps more than one flow takes ------------------------------------------
+
+# The public status of a VM whose domain is in a given state.
+PUBLIC_STATUS = {DomainState.RUNNING: VmStatus.UP,
+                 DomainState.PAUSED: VmStatus.PAUSED}
+
+
+def ensure_no_domain(hv: Hypervisor, vm_id: str,
+                     error_class: type[VdsmError] = CreateError) -> None:
+    """Refuse to touch a domain we did not make: defining over an existing
+    one would redefine it, and a rollback would then remove it."""
+    state = hv.state(vm_id)
+    if state is not None:
+        raise error_class(f"a domain with UUID {vm_id} already exists "
+                          f"here ({state}; if it is a vmjobs domain in no "
+                          "registry, VM.destroy removes it)")
+
+
+def running_status(hv: Hypervisor, vm_id: str, paused: bool,
+                   error_class: type[VdsmError] = CreateError) -> VmStatus:
+    """The public status of a domain that must now run (or be paused, when
+    `paused`); raise if it does neither."""
+    state = hv.state(vm_id)
+    expected = DomainState.PAUSED if paused else DomainState.RUNNING
+    if state != expected:
+        raise error_class(f"domain {vm_id} is {state or 'gone'}, "
+                          f"expected {expected}")
+    return PUBLIC_STATUS[state]
+
+
+def check_readable_file(path: str,
+                        error_class: type[VdsmError] = CreateError) -> None:
+    """A readable regular file, not reached through a symlink."""
+    try:
+        hostfiles.check_regular_file(path)
+    except OSError as exc:
+        raise error_class(f"cannot open {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise error_class(str(exc)) from None

@@ -2,8 +2,7 @@
 
 from ..errors import CreateError
 from ..registry import VmStatus
-from .base import Rollback, StartupJob
-from .steps import ensure_no_domain, running_status
+from .base import Rollback, StartupJob, ensure_no_domain, running_status
 
 
 class CreateJob(StartupJob):

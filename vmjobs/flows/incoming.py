@@ -37,8 +37,7 @@ from .arrival import (
     publish_arrived,
     remove_unarrived,
 )
-from .base import StartupJob
-from .steps import ensure_no_domain
+from .base import StartupJob, ensure_no_domain
 
 
 class MigrationDestinationJob(StartupJob):

@@ -28,8 +28,7 @@ from .. import domxml
 from ..errors import CreateError
 from ..hypervisor import Activity, DomainState
 from ..registry import VmStatus
-from .base import StartupJob
-from .steps import PUBLIC_STATUS
+from .base import PUBLIC_STATUS, StartupJob
 
 log = logging.getLogger("vmjobs.flows.recover")
 

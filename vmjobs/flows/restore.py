@@ -7,8 +7,7 @@ from .. import domxml
 from ..errors import CreateError
 from ..hypervisor import DomainState
 from ..registry import VmStatus
-from .base import Rollback, StartupJob
-from .steps import check_readable_file, running_status
+from .base import Rollback, StartupJob, check_readable_file, running_status
 
 
 class RestoreJob(StartupJob):
@@ -31,7 +30,9 @@ class RestoreJob(StartupJob):
                 # undefine (a crash) left the VM's definition: the state
                 # file restores over it, as libvirt does after a plain
                 # `virsh save`. It was there before: only stopped on undo.
-                rollback.push(f"stop domain {vm_id}", self.hv.stop, vm_id)
+                rollback.push(f"stop domain {vm_id}",
+                              lambda: self.hv.remove(vm_id,
+                                                     keep_definition=True))
             else:
                 # No domain had this UUID: whatever has it from now on,
                 # even half-restored, is ours to remove.

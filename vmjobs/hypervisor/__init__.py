@@ -1,22 +1,22 @@
 """The libvirt adapter: the one package of the core that imports libvirt.
 
-    adapter       Hypervisor: the verbs, by domain UUID
+    adapter       Hypervisor: every call on a domain, by UUID (define,
+                  start, state, remove, save, restore, list, metadata,
+                  migrate, abort, job stats, resume)
+    states        what libvirt's answers mean: domain states, pause
+                  reasons, Activity (arriving, leaving, saving, settled)
+                  and the one rule that tells them apart (has_arrived)
     connections   the connections, and how a call gets one (pooled on a
-                  daemon, shared on the test driver, reopened when lost)
+                  daemon, shared on the test driver, reopened when lost:
+                  the only reconnect policy, reconnect_wait)
     events        libvirt's event loop, lifecycle events to subscribers
     drivers       what differs between a daemon and the test driver
-    domains       domain states, listings, guest kinds
-    migration     live migration: flags, job stats, progress
-    activity      what libvirt is doing to a domain (arriving, leaving,
-                  saving, settled): the one rule that tells them apart
     errors        libvirtError translated into HypervisorError
 """
 
-from .activity import Activity
-from .adapter import Hypervisor
-from .domains import PAUSED_MIGRATION, PAUSED_OTHER, DomainInfo, DomainState, GuestKind
+from .adapter import DomainInfo, GuestKind, Hypervisor
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
+from .states import Activity, DomainState, has_arrived
 
 __all__ = ["Activity", "ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
-           "GuestKind", "Hypervisor", "HypervisorError", "PAUSED_MIGRATION",
-           "PAUSED_OTHER"]
+           "GuestKind", "Hypervisor", "HypervisorError", "has_arrived"]

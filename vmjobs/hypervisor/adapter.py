@@ -1,37 +1,42 @@
-"""The adapter's verbs: a handful of calls by domain UUID (define, start,
-state, remove, stop, save, restore, list, metadata, migrate), each on a
-connection lent for the call, with libvirtError translated into
-HypervisorError."""
+"""The adapter: every call vmjobs makes on a domain. Hypervisor's verbs,
+by domain UUID (define, start, state, remove, save, restore, list,
+metadata, migrate, abort, job stats, resume), each on a connection lent
+for the call, with libvirtError translated into HypervisorError; and the
+module's functions they are made of, on a domain already looked up. What
+the answers mean is states'."""
 
+import dataclasses
 import functools
 import logging
 import os
 import time
+import xml.etree.ElementTree as ET
 
 import libvirt
 
-from .activity import Activity, activity_of, resume_if_stopped_by_migration
 from .connections import Connections
-from .domains import (
-    domain_info,
-    guest_kind,
-    lookup,
-    metadata_of,
-    remove_domain,
-    set_metadata_of,
-    state_and_reason_of,
-    state_of,
-    states_of,
-)
 from .drivers import TestDriver, private_test_host
-from .errors import NO_DOMAIN, ConnectionLost, translated
+from .errors import (
+    NO_DOMAIN,
+    OPERATION_INVALID,
+    ConnectionLost,
+    HypervisorError,
+    ignoring,
+    silence_error_printer,
+    translated,
+)
 from .events import Events, start_event_loop
-from .migration import (
-    MIGRATE_FLAGS,
-    abort_migration,
-    job_stats,
-    migrate_params,
+from .states import (
+    PAUSED_MIGRATION,
+    Activity,
+    DomainState,
+    activity_by_job,
+    activity_by_job_error,
+    activity_by_state,
+    domain_state,
+    has_job,
     outgoing_progress,
+    pause_reason,
 )
 
 log = logging.getLogger("vmjobs.hypervisor")
@@ -57,13 +62,12 @@ class Hypervisor:
         test driver, made for this object and removed by close().
         `domain_type` picks the guests' type (kvm, qemu, test) where the
         connection offers several; by default the fastest offered."""
+        silence_error_printer()
         start_event_loop()   # before any connection that is to have events
         self._private_host = None
         if uri is None:
             uri, self._private_host = private_test_host()
         self.uri = uri
-        # How long an undo (remove) waits for a lost daemon to come back.
-        self.reconnect_timeout = 60.0
         self._connections = Connections(uri, connections)
         self._driver = self._connections.driver
         # libvirt's test driver: its VMs exist nowhere (the service says so).
@@ -76,7 +80,7 @@ class Hypervisor:
         self.unsubscribe = self._events.unsubscribe
         with self.connection() as conn, translated("capabilities"):
             capabilities = conn.getCapabilities()
-        self.guest = guest_kind(capabilities, uri, domain_type)
+        self.guest = _guest_kind(capabilities, uri, domain_type)
         log.info("connected to %s (%d connection(s), guests: %s)",
                  uri, len(self._connections), self.guest)
 
@@ -102,8 +106,9 @@ class Hypervisor:
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
         with self.connection() as conn, translated("state"):
-            dom = lookup(conn, uuid)
-            return None if dom is None else _unless_gone(state_of, dom)
+            dom = _lookup(conn, uuid)
+            return None if dom is None else _unless_gone(
+                lambda: domain_state(dom.state()[0]))
 
     @_read
     def state_reason(self, uuid):
@@ -111,10 +116,11 @@ class Hypervisor:
         (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
         there is no such domain."""
         with self.connection() as conn, translated("state"):
-            dom = lookup(conn, uuid)
-            found = None if dom is None else _unless_gone(
-                state_and_reason_of, dom)
-            return (None, None) if found is None else found
+            dom = _lookup(conn, uuid)
+            found = None if dom is None else _unless_gone(dom.state)
+            if found is None:
+                return None, None
+            return domain_state(found[0]), pause_reason(*found)
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -137,9 +143,10 @@ class Hypervisor:
         libvirt bounds each), as VDSM's destroy does, then the forced one.
         Whatever part is already gone is fine: removal is idempotent, so
         when the daemon is lost (restarting) it is tried again until it is
-        back, up to reconnect_timeout: an undo must not be left half done.
+        back, up to the connections' reconnect_wait: an undo must not be
+        left half done.
         Returns True if there was a domain."""
-        deadline = time.monotonic() + self.reconnect_timeout
+        deadline = time.monotonic() + self._connections.reconnect_wait
         while True:
             try:
                 return self._remove_once(uuid, graceful_attempts,
@@ -151,17 +158,12 @@ class Hypervisor:
                             uuid)
                 time.sleep(0.2)
 
-    def stop(self, uuid):
-        """Destroy the domain if it runs, keeping its definition (as
-        remove() does, retried until the daemon is back)."""
-        return self.remove(uuid, keep_definition=True)
-
     def _remove_once(self, uuid, graceful_attempts, keep_definition):
         with self.connection() as conn, translated("remove"):
-            dom = lookup(conn, uuid)
+            dom = _lookup(conn, uuid)
             if dom is None:
                 return False
-            remove_domain(dom, graceful_attempts,
+            _remove_domain(dom, graceful_attempts,
                           None if keep_definition
                           else self._driver.undefine_flags)
             return True
@@ -195,8 +197,8 @@ class Hypervisor:
     def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
         """Set our metadata element, live and (if persistent) in the config."""
         with self.connection() as conn, translated("set metadata"):
-            set_metadata_of(conn.lookupByUUIDString(uuid), metadata_ns,
-                            prefix, element_xml)
+            _set_metadata(conn.lookupByUUIDString(uuid), metadata_ns,
+                          prefix, element_xml)
 
     @_read
     def list_domains(self, metadata_ns, skip=frozenset()):
@@ -208,9 +210,9 @@ class Hypervisor:
         with self.connection() as conn, translated("list"):
             domains = [dom for dom in conn.listAllDomains(0)
                        if not skip or dom.UUIDString() not in skip]
-            states = states_of(conn, domains) if domains else {}
-            return [domain_info(dom, states.get(dom.UUIDString()),
-                                metadata_ns) for dom in domains]
+            states = _states_of(conn, domains) if domains else {}
+            return [_domain_info(dom, states.get(dom.UUIDString()),
+                                 metadata_ns) for dom in domains]
 
     @_read
     def metadata(self, uuid, metadata_ns):
@@ -233,21 +235,21 @@ class Hypervisor:
         hold one the other callers borrow."""
         with self._connections.own() as conn, translated("migrate"):
             conn.lookupByUUIDString(uuid).migrateToURI3(
-                dst_uri, migrate_params(migration_uri, max_bandwidth),
-                MIGRATE_FLAGS)
+                dst_uri, _migrate_params(migration_uri, max_bandwidth),
+                _MIGRATE_FLAGS)
 
     def abort_job(self, uuid):
         """Abort the domain's running job (a migration); False if it has
         none yet or any more, or is gone."""
         with self.connection() as conn, translated("abort job"):
-            dom = lookup(conn, uuid)
-            return dom is not None and abort_migration(dom)
+            dom = _lookup(conn, uuid)
+            return dom is not None and _abort_job(dom)
 
     def migration_progress(self, uuid):
         """Percent (0-99) of the domain's outgoing migration, from libvirt's
         job stats; None while there is none (not yet, or no more)."""
         with self.connection() as conn, translated("job stats"):
-            return outgoing_progress(job_stats(conn, uuid))
+            return outgoing_progress(_job_stats(conn, uuid))
 
     @_read
     def activity(self, uuid):
@@ -258,7 +260,7 @@ class Hypervisor:
         if not self._driver.migrates:
             return Activity.SETTLED   # the test driver's jobs are instant
         with self.connection() as conn, translated("job stats"):
-            dom = lookup(conn, uuid)
+            dom = _lookup(conn, uuid)
             return Activity.SETTLED if dom is None else activity_of(dom)
 
     def resume_if_stopped_by_migration(self, uuid):
@@ -266,21 +268,224 @@ class Hypervisor:
         vCPUs stopped (paused, reason MIGRATION, no job); True if it did.
         The caller must know the guest runs nowhere else."""
         with self.connection() as conn, translated("resume"):
-            dom = lookup(conn, uuid)
-            return dom is not None and resume_if_stopped_by_migration(dom)
-
-    def migrating(self, uuid):
-        """True while the domain migrates, in or out: its state then
-        changes once the migration ends."""
-        return self.activity(uuid) in (Activity.ARRIVING, Activity.LEAVING)
+            dom = _lookup(conn, uuid)
+            return dom is not None and _resume_if_stopped_by_migration(dom)
 
 
-def _unless_gone(look, dom):
-    """look(dom), or None if the domain is gone since it was looked up (a
+def _unless_gone(look):
+    """look(), or None if the domain is gone since it was looked up (a
     migration leaving, say, between the lookup and the look)."""
     try:
-        return look(dom)
+        return look()
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == NO_DOMAIN:
             return None
         raise
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestKind:
+    """What a new minimal guest is made of on this connection."""
+    domain_type: str   # test, kvm or qemu
+    arch: str
+    machine: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    state: DomainState
+    metadata: str | None   # our metadata element, if the domain has it
+
+
+def _guest_kind(capabilities_xml, uri, wanted=None):
+    """The guest to make on a connection with these capabilities: of type
+    `wanted` (kvm, qemu, test), or the fastest offered; the host's own
+    architecture first."""
+    caps = ET.fromstring(capabilities_xml)
+    host_arch = caps.findtext("host/cpu/arch")
+    candidates = []
+    for guest in caps.findall("guest"):
+        if guest.findtext("os_type") != "hvm":
+            continue
+        arch = guest.find("arch")
+        types = {d.get("type") for d in arch.findall("domain")}
+        machines = [m.text for m in arch.findall("machine")]
+        for rank, kind in enumerate(("kvm", "qemu", "test")):
+            if kind in types and wanted in (None, kind):
+                machine = "pc" if "pc" in machines else (
+                    machines[0] if machines else None)
+                candidates.append(
+                    (arch.get("name") != host_arch, rank,
+                     GuestKind(kind, arch.get("name"), machine)))
+    if not candidates:
+        raise HypervisorError("capabilities", libvirt.VIR_ERR_NO_SUPPORT,
+                              f"{uri} offers no hvm guest of type "
+                              f"{wanted or 'kvm, qemu or test'}")
+    return min(candidates, key=lambda c: c[:2])[2]
+
+
+def _lookup(conn, uuid):
+    """The domain with this UUID, or None if there is none."""
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == NO_DOMAIN:
+            return None
+        raise
+
+
+def _remove_domain(dom, graceful_attempts, undefine_flags):
+    """Stop `dom` (first `graceful_attempts` graceful destroys, then the
+    forced one) and, unless `undefine_flags` is None, undefine it with
+    them. A part already gone is fine: removal is idempotent, so that a
+    caller may repeat it after a lost connection."""
+    for attempt in range(graceful_attempts):
+        try:
+            dom.destroyFlags(libvirt.VIR_DOMAIN_DESTROY_GRACEFUL)
+            break
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (NO_DOMAIN, OPERATION_INVALID):
+                break   # stopped already
+            log.info("graceful destroy %d of %d of %s: %s",
+                     attempt + 1, graceful_attempts, dom.UUIDString(), exc)
+    ignoring(dom.destroy, NO_DOMAIN, OPERATION_INVALID)
+    if undefine_flags is not None:
+        ignoring(lambda: dom.undefineFlags(undefine_flags), NO_DOMAIN,
+                 OPERATION_INVALID)
+
+
+# Domains per state request: libvirt takes at most 16,384 in one.
+_STATES_PER_REQUEST = 1024
+
+
+def _states_of(conn, domains):
+    """{uuid: DomainState} of `domains`, in one request per
+    _STATES_PER_REQUEST of them rather than one each; a domain gone since
+    it was listed is missing from it."""
+    states = {}
+    for i in range(0, len(domains), _STATES_PER_REQUEST):
+        for dom, stats in conn.domainListGetStats(
+                domains[i:i + _STATES_PER_REQUEST],
+                libvirt.VIR_DOMAIN_STATS_STATE):
+            states[dom.UUIDString()] = domain_state(stats.get("state.state"))
+    return states
+
+
+def _domain_info(dom, state, metadata_ns):
+    """What a listing says of `dom`, whose `state` was read with the
+    others' (None: it was gone by then)."""
+    try:
+        if state is not None:
+            return DomainInfo(uuid=dom.UUIDString(), state=state,
+                              metadata=metadata_of(dom, metadata_ns))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != NO_DOMAIN:
+            raise
+    # Gone between the listing and this look: report it as stopped,
+    # which is what is left of it.
+    return DomainInfo(dom.UUIDString(), DomainState.SHUTOFF, None)
+
+
+def metadata_of(dom, metadata_ns):
+    """Our metadata element on `dom`, or None if it carries none."""
+    try:
+        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_ns)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None
+        raise
+
+
+def _set_metadata(dom, metadata_ns, prefix, element_xml):
+    """Set our metadata element, live and (if persistent) in the config."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+    if dom.isPersistent():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element_xml,
+                    prefix, metadata_ns, flags)
+
+
+# -- live migration ------------------------------------------------------
+
+# Live, peer to peer (the source libvirtd drives it, as VDSM does), the
+# domain persistent on the destination (so that a destination whose service
+# is down meanwhile recovers it as it is) and undefined here once it left
+# (a vmjobs domain is persistent: without it a shut-off copy would stay).
+_MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
+                  libvirt.VIR_MIGRATE_PERSIST_DEST |
+                  libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+
+# No job stats: the domain is gone or stopped, or the driver has none.
+_NO_STATS = (NO_DOMAIN, OPERATION_INVALID, libvirt.VIR_ERR_NO_SUPPORT,
+             libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
+
+
+def _migrate_params(migration_uri=None, max_bandwidth=None):
+    params = {}
+    if migration_uri:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = migration_uri
+    if max_bandwidth:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = max_bandwidth
+    return params
+
+
+def _abort_job(dom):
+    """Abort the domain's running job; False if it has none (not yet, or
+    no more): libvirt answers OPERATION_INVALID then."""
+    try:
+        dom.abortJob()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == OPERATION_INVALID:
+            return False
+        raise
+    return True
+
+
+def _job_stats(conn, uuid):
+    """The domain's job stats, or None if it has no job (or no stats)."""
+    try:
+        stats = conn.lookupByUUIDString(uuid).jobStats()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _NO_STATS:
+            return None
+        raise
+    return stats if has_job(stats) else None
+
+
+def activity_of(dom):
+    """The domain's Activity, read from its state and, when that does not
+    say, its job (states' rule). A domain gone meanwhile is SETTLED: there
+    is nothing left to wait for."""
+    try:
+        code, reason = dom.state()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == NO_DOMAIN:
+            return Activity.SETTLED
+        raise
+    activity = activity_by_state(code, reason)
+    if activity is not None:
+        return activity
+    try:
+        stats = dom.jobStats()
+    except libvirt.libvirtError as exc:
+        activity = activity_by_job_error(exc.get_error_code())
+        if activity is None:
+            raise
+        return activity
+    return activity_by_job(stats)
+
+
+def _resume_if_stopped_by_migration(dom):
+    """Resume `dom` if a migration that failed or was aborted after its
+    vCPUs were stopped (the switch-over had begun: QEMU's `postmigrate`)
+    left it paused for the migration with no job: the guest then runs
+    nowhere. True if it was resumed. Left alone: a domain with a job (the
+    migration still under way), or paused for another reason (a user's
+    pause is the engine's)."""
+    if pause_reason(*dom.state()) != PAUSED_MIGRATION:
+        return False
+    if activity_of(dom) is not Activity.SETTLED:
+        return False
+    dom.resume()
+    return True

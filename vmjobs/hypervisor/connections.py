@@ -46,7 +46,8 @@ class Connections:
         # connection was replaced: the events may have lost theirs too.
         self.on_reconnect = None
         # Seconds a borrower waits for a lost daemon to come back before
-        # its call fails (ConnectionLost).
+        # its call fails (ConnectionLost): the adapter's one reconnect
+        # policy (an undo, Hypervisor.remove, retries within it too).
         self.reconnect_wait = 60.0
         self._lock = threading.Lock()   # guards _all (every open connection)
         self._all = [first]

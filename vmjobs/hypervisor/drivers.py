@@ -8,7 +8,7 @@ import tempfile
 
 import libvirt
 
-from .domains import DomainState, state_of
+from .states import DomainState, domain_state
 
 # Undefine also what a domain may carry beside its definition; the test
 # driver knows only the first two flags.
@@ -61,7 +61,7 @@ class TestDriver:
         # It takes no flag: set the state by hand.
         conn.restore(path)
         dom = conn.lookupByUUIDString(uuid)
-        state = state_of(dom)
+        state = domain_state(dom.state()[0])
         if paused and state == DomainState.RUNNING:
             dom.suspend()
         elif not paused and state == DomainState.PAUSED:

@@ -47,6 +47,17 @@ class translated:
             from None
 
 
+def silence_error_printer():
+    """libvirt writes every error to stderr, handled or not, unless a
+    handler is registered (once per process, libvirt makes it global):
+    the adapter translates or handles each error itself."""
+    libvirt.registerErrorHandler(_no_print, None)
+
+
+def _no_print(ctx, err):
+    pass   # the error is raised as a libvirtError all the same
+
+
 def ignoring(call, *codes):
     """call(), but a libvirtError with one of `codes` is no failure."""
     try:

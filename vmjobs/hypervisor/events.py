@@ -23,13 +23,11 @@ _loop_thread = None
 def start_event_loop():
     """libvirt's default event loop, once per process: needed before any
     connection can deliver domain events. libvirt itself makes this
-    global. (Also silences libvirt's error printer, which writes every
-    error to stderr.)"""
+    global."""
     global _loop_thread
     with _loop_lock:
         if _loop_thread is not None:
             return
-        libvirt.registerErrorHandler(lambda ctx, err: None, None)
         libvirt.virEventRegisterDefaultImpl()
 
         def loop():

@@ -7,7 +7,8 @@ import os
 import libvirt
 
 from .. import domxml
-from ..hypervisor.activity import Activity, activity_of
+from ..hypervisor import Activity
+from ..hypervisor.adapter import activity_of
 from .chaos_host import ServiceDown
 
 
