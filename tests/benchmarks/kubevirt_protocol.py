@@ -28,8 +28,7 @@ import uuid
 import libvirt
 
 from common import percentile, table, write_json
-from real_storm import (MEM_MIB, WARM_UP, destroy_all, params, pause_until,
-                        storm_raw)
+from real_storm import MEM_MIB, WARM_UP, destroy_all, params, pause_until, storm_raw
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.notifications import VM_STATUS
