@@ -27,7 +27,7 @@ import uuid
 
 import libvirt
 
-from common import percentile, table, write_json
+from common import percentile, pyplot, save_plot, table, write_json
 from real_storm import MEM_MIB, WARM_UP, destroy_all, params, pause_until, storm_raw
 from vmjobs.api import API
 from vmjobs.config import Config
@@ -96,13 +96,9 @@ def summary(ups):
 
 
 def plot(samples, n, interval, path):
-    try:
-        import matplotlib
-    except ImportError:
-        print("plot: matplotlib is not installed (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     figure, ax = plt.subplots(figsize=(7, 4))
     for name, ups in samples.items():
         ordered = sorted(ups)
@@ -116,10 +112,7 @@ def plot(samples, n, interval, path):
                  f"{os.cpu_count()} cores)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    print(f"plot: {path}")
+    save_plot(plt, figure, path)
 
 
 def main():

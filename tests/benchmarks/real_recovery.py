@@ -23,7 +23,7 @@ import uuid
 
 import libvirt
 
-from common import percentile, table, write_json
+from common import percentile, pyplot, save_plot, table, write_json
 from real_storm import MEM_MIB, WARM_UP, destroy_all, params, storm_raw
 from vmjobs.api import API
 from vmjobs.config import Config, default_workers
@@ -59,13 +59,9 @@ def recovery_seconds(sandbox, workers, expected):
 
 
 def plot(sizes, medians, path):
-    try:
-        import matplotlib
-    except ImportError:
-        print("plot: matplotlib is not installed (pip install matplotlib)")
+    plt = pyplot()
+    if plt is None:
         return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     figure, ax = plt.subplots(figsize=(7, 4))
     for name, by_size in medians.items():
         ax.plot(sizes, [by_size[n] for n in sizes], marker="o", label=name)
@@ -75,10 +71,7 @@ def plot(sizes, medians, path):
                  f"{os.cpu_count()} cores", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    print(f"plot: {path}")
+    save_plot(plt, figure, path)
 
 
 def main():
