@@ -123,6 +123,8 @@ def storm_raw(sandbox, n, threads, semaphore=None, interval=None):
         else:
             runners = [threading.Thread(target=worker, args=(i, [i]))
                        for i in range(n)]
+        if interval is not None and len(runners) != n:
+            raise ValueError("a schedule needs a thread per VM")
         for i, runner in enumerate(runners):
             if interval is not None:
                 pause_until(started + i * interval)
