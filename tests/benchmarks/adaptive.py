@@ -32,7 +32,7 @@ import uuid
 
 import libvirt
 
-from common import table, write_json
+from common import pyplot, save_plot, table, write_json
 from real_storm import MEM_MIB, destroy_all
 from vmjobs import domxml
 from vmjobs.api import API
@@ -288,9 +288,9 @@ def summarize(case, results):
 
 
 def plot(cases, directory):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
     os.makedirs(directory, exist_ok=True)
     for case, results in cases.items():
         figure, axes = plt.subplots(len(results), 1, sharex=True,
@@ -316,11 +316,8 @@ def plot(cases, directory):
             ax.legend(loc="upper left", fontsize=7)
             limit_ax.legend(loc="upper right", fontsize=7)
         axes[-1, 0].set_xlabel("seconds since the storm's start")
-        figure.tight_layout()
-        path = os.path.join(directory, f"adaptive-{case}.png")
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
-        print(f"plot: {path}")
+        save_plot(plt, figure, os.path.join(directory, f"adaptive-{case}.png"),
+                  dpi=90)
 
 
 def main():

@@ -44,8 +44,30 @@ def write_json(name, data):
     return path
 
 
+def pyplot():
+    """matplotlib.pyplot drawing to files, or None (saying so) when
+    matplotlib, an optional extra, is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot: matplotlib is not installed (pip install matplotlib)")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_plot(plt, figure, path, dpi=100):
+    """Lay out `figure`, write it to `path` and free it."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    print(f"plot: {path}")
+
+
 def ms(seconds):
     return None if seconds is None else seconds * 1000
 
 
-__all__ = ["percentile", "table", "write_json", "ms", "ROOT"]
+__all__ = ["percentile", "table", "write_json", "pyplot", "save_plot", "ms",
+           "ROOT"]

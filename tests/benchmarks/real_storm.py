@@ -81,9 +81,14 @@ def storm_vmjobs(sandbox, n, workers):
     return total, ups, latencies
 
 
-def storm_raw(sandbox, n, threads, semaphore=None):
+def storm_raw(sandbox, n, threads, semaphore=None, interval=None):
     """Plain libvirt: `threads` threads share the VMs (or one thread per
-    VM, behind `semaphore` if given: VDSM's model)."""
+    VM, behind `semaphore` if given: VDSM's model). A VM is Up when its
+    start returned and libvirt says it runs. With `interval`, a thread per
+    VM is started at storm start + i x interval (KubeVirt's protocol), and
+    each VM's time-to-Up counts from its own request; without, all are
+    requested at once and it counts from the storm's start. Returns
+    (total seconds, the times-to-Up, None)."""
     with Hypervisor(sandbox.uri, domain_type="qemu") as hv:
         work = []
         for _ in range(n):
@@ -92,38 +97,53 @@ def storm_raw(sandbox, n, threads, semaphore=None):
                                        hv.guest))
         ups, lock = [], threading.Lock()
         conns = [libvirt.open(sandbox.uri) for _ in range(min(threads, 32))]
-        started = time.time()
+        requested = [None] * n   # when each VM was requested
+        started = time.monotonic()
 
-        def start_one(conn, xml):
-            dom = conn.defineXML(xml)
-            dom.create()
+        def start_one(conn, i):
+            dom = conn.defineXML(work[i])
+            dom.createWithFlags(0)
+            assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
             with lock:
-                ups.append(time.time() - started)
+                ups.append(time.monotonic() - (requested[i] or started))
 
-        def worker(i, items):
-            conn = conns[i % len(conns)]
-            for xml in items:
+        def worker(which, items):
+            conn = conns[which % len(conns)]
+            for i in items:
                 if semaphore is None:
-                    start_one(conn, xml)
+                    start_one(conn, i)
                 else:
                     with semaphore:
-                        start_one(conn, xml)
+                        start_one(conn, i)
 
         if semaphore is None and threads < n:
             runners = [threading.Thread(target=worker,
-                                        args=(i, work[i::threads]))
+                                        args=(i, range(i, n, threads)))
                        for i in range(threads)]
         else:
-            runners = [threading.Thread(target=worker, args=(i, [xml]))
-                       for i, xml in enumerate(work)]
-        for runner in runners:
+            runners = [threading.Thread(target=worker, args=(i, [i]))
+                       for i in range(n)]
+        if interval is not None and len(runners) != n:
+            raise ValueError("a schedule needs a thread per VM")
+        for i, runner in enumerate(runners):
+            if interval is not None:
+                pause_until(started + i * interval)
+                requested[i] = time.monotonic()
             runner.start()
         for runner in runners:
             runner.join()
-        total = time.time() - started
+        total = time.monotonic() - started
         for conn in conns:
             conn.close()
     return total, ups, None
+
+
+def pause_until(deadline):
+    """Sleep until time.monotonic() reaches `deadline` (a steady schedule:
+    a late request does not delay the ones after it)."""
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def destroy_all(sandbox):
