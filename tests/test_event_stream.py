@@ -183,7 +183,7 @@ def test_streams_at_different_positions_each_get_their_own(serve):
     end = api.notifications.stats()["last_id"]
     for reader in readers:
         reader.wait_for(lambda ev: ev and ev[-1].id == end, "the last event")
-    for at, reader in zip(positions, readers, strict=True):
+    for at, reader in zip(positions, readers[:-1], strict=True):
         ids = [e.id for e in reader.events]
         first = last + 1 if at is None else at + 1
         assert ids == list(range(first, end + 1)), (at, ids[:5])
