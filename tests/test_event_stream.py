@@ -400,8 +400,10 @@ def test_jobs_watch_follows_the_events(serve):
     api, server = serve()
     watch = subprocess.Popen(
         [sys.executable, "-m", "vmjobs", "jobs", "--watch", "--server",
-         server.address], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        stdout=subprocess.PIPE, text=True)
+         server.address], cwd=ROOT,
+        # (faulthandler: on SIGABRT it prints every thread's stack.)
+        env=dict(os.environ, PYTHONPATH=ROOT, PYTHONFAULTHANDLER="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         subscribers(api, 1)
         _, job_id = create(api)
@@ -414,7 +416,16 @@ def test_jobs_watch_follows_the_events(serve):
             seen += line
     finally:
         watch.send_signal(signal.SIGINT)
-        watch.communicate(timeout=WAIT)
+        try:
+            watch.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            # Seen once in a full run, never alone: say where it waited.
+            with open(f"/proc/{watch.pid}/status") as status:
+                signals = [s for s in status if s.startswith("Sig")]
+            watch.send_signal(signal.SIGABRT)
+            _, err = watch.communicate(timeout=WAIT)
+            pytest.fail(f"^C did not end it: {signals}\n{err}")
+    assert watch.returncode == 130, watch.returncode
 
 
 def test_the_client_reports_a_cut(serve):
