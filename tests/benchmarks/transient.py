@@ -8,11 +8,12 @@ with QEMU (tiny TCG guests, as real_storm.py starts them).
 
 The sequences, each starting one new guest and checking it runs:
 
-  (i)   vmjobs (the flow's calls before this benchmark): look the UUID up
-        (there must be no domain), define, look up and create, look up and
-        read the state: 6 calls;
-  (ii)  define, the handle reused: look the UUID up, define, create and
-        read the state on the handle define returned: 4 calls;
+  (i)   vmjobs' flow before section 20: look the UUID up (there must be
+        no domain), define, look up and create, look up and read the
+        state: 6 calls;
+  (ii)  vmjobs' flow now, define's handle reused: look the UUID up,
+        define, create and read the state on the handle define returned:
+        4 calls;
   (iii) transient: createXML, the state on its handle: 2 calls (VDSM's
         way; nothing is left defined once the guest stops);
   (iv)  createXML then defineXML (persistent from then on), the state:
@@ -94,9 +95,10 @@ def seq_create_define(conn, vm_id, xml):
 
 
 SEQUENCES = [
-    ("(i) vmjobs: lookup, define, lookup+create, lookup+state",
+    ("(i) vmjobs before: lookup, define, lookup+create, lookup+state",
      seq_vmjobs),
-    ("(ii) lookup, define, create+state on its handle", seq_define_reused),
+    ("(ii) vmjobs now: lookup, define, create+state on its handle",
+     seq_define_reused),
     ("(iii) transient: createXML, state", seq_transient),
     ("(iv) createXML, defineXML, state", seq_create_define),
 ]
@@ -280,6 +282,30 @@ def probe(host):
     return results
 
 
+def call_costs(host, n=2000):
+    """On the real daemon, libvirtd's CPU and the wall time per request of
+    the calls the sequences differ by, made `n` times in a row on one
+    connection: {call: (libvirtd CPU us, wall us)}."""
+    (vm_id, xml), = new_guests(host, 1)
+    dom = host.conn.createXML(xml, 0)
+    missing = str(uuid.uuid4())
+    calls = {
+        "lookup, no such UUID": lambda: _must_be_none(host.conn, missing),
+        "lookup, a running domain": lambda: host.conn.lookupByUUIDString(
+            vm_id),
+        "state, on a handle": dom.state,
+    }
+    costs = {}
+    for name, call in calls.items():
+        cpu0, wall0 = host.daemon_cpu(), time.perf_counter()
+        for _ in range(n):
+            call()
+        costs[name] = ((host.daemon_cpu() - cpu0) / n * 1e6,
+                       (time.perf_counter() - wall0) / n * 1e6)
+    host.remove_all()
+    return costs
+
+
 def run(host, n, rounds, threads):
     results = {"vms": n, "threads": threads, "rounds": rounds,
                "probe": probe(host), "sequences": {}}
@@ -298,6 +324,8 @@ def run(host, n, rounds, threads):
     vms = n * rounds
     base = totals[SEQUENCES[0][0]]
     real = host.daemon_cpu() is not None
+    if real:
+        results["call_costs_us"] = call_costs(host)
     rows = []
     for name, _ in SEQUENCES:
         wall, cpu, daemon, qemu = (t / vms for t in totals[name])
@@ -322,6 +350,10 @@ def run(host, n, rounds, threads):
           [(case, r["createXML"], r["defineXML"])
            for case, r in results["probe"].items()])
     if real:
+        table(f"{host.name}: one request, made 2,000 times in a row",
+              ["call", "libvirtd CPU us", "wall us"],
+              [(name, cpu, wall) for name, (cpu, wall)
+               in results["call_costs_us"].items()])
         table(f"{host.name}: {n} tiny TCG guests x {rounds} rounds, "
               f"{threads} threads (a connection each)",
               ["sequence", "calls/VM", "wall ms/VM", "/ (i)",
