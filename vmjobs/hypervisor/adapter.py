@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from .connections import Connections
+from .connections import Connections, alive
 from .drivers import TestDriver, private_test_host
 from .errors import (
     NO_DOMAIN,
@@ -132,7 +132,7 @@ class Hypervisor:
         earlier job answered for a domain removed since. The connection
         still carries one request at a time; held, it is the one a worker
         has of the workers + 1 (connections.py)."""
-        return NewDomain(self._connections.lend(), self._driver)
+        return NewDomain(self, self._connections.lend(), self._driver)
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -290,9 +290,10 @@ class NewDomain:
     state on define's handle. Errors are translated as the verbs' are; a
     connection found broken at the block's end is dropped and the failure
     reported as ConnectionLost (connections._Borrowed)."""
-    __slots__ = ("_lent", "_driver", "_conn", "_dom")
+    __slots__ = ("_hv", "_lent", "_driver", "_conn", "_dom")
 
-    def __init__(self, lent, driver):
+    def __init__(self, hv, lent, driver):
+        self._hv = hv
         self._lent = lent
         self._driver = driver
         self._conn = self._dom = None
@@ -320,9 +321,21 @@ class NewDomain:
 
     def state(self):
         """The domain's state, or None if it is gone since it was defined
-        (removed by another caller or tool)."""
-        with translated("state"):
-            return _unless_gone(lambda: domain_state(self._dom.state()[0]))
+        (removed by another caller or tool). It only reads: if the
+        connection is found lost (libvirtd restarted since the start; the
+        guest runs on), it is read once more on a new one, as the verb
+        Hypervisor.state is (_read), and the lost one is dropped."""
+        try:
+            with translated("state"):
+                return _unless_gone(
+                    lambda: domain_state(self._dom.state()[0]))
+        except HypervisorError:
+            if alive(self._conn):
+                raise
+        uuid = self._dom.UUIDString()
+        self._lent.drop()
+        self._conn = self._dom = None
+        return self._hv.state(uuid)
 
 
 def _unless_gone(look):
