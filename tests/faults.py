@@ -16,7 +16,8 @@ import libvirt
 
 from vmjobs.hypervisor import ConnectionLost, HypervisorError
 
-# The adapter's verbs that talk to libvirt.
+# The adapter's verbs that talk to libvirt (define, start and state also
+# NewDomain's, Hypervisor.new_domain()).
 CALLS = ("state", "state_reason", "define", "start", "remove",
          "list_domains", "metadata", "save", "saved_domain_xml", "restore",
          "persist", "set_metadata", "migratable_xml", "migrate", "abort_job",
@@ -64,8 +65,15 @@ class FaultyHypervisor:
 
     def __getattr__(self, name):
         attr = getattr(self._real, name)
+        if name == "new_domain":
+            return lambda: _FaultyNewDomain(self, attr())
         if name not in self._fail_calls:
             return attr
+        return self.faulty(name, attr)
+
+    def faulty(self, name, attr):
+        """`attr`, counted as the call `name` and failed when it is the
+        one armed."""
 
         def call(*args, **kwargs):
             with self._lock:
@@ -92,3 +100,25 @@ class FaultyHypervisor:
                 attr(*args, **kwargs)
             raise cls(name, code, message.format(call=name))
         return call
+
+
+class _FaultyNewDomain:
+    """The adapter's NewDomain, its calls (define, start, state) counted
+    and failed as the verbs of the same names are."""
+
+    def __init__(self, faulty, real):
+        self._faulty = faulty
+        self._real = real
+
+    def __enter__(self):
+        self._real.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._real.__exit__(*exc_info)
+
+    def __getattr__(self, name):
+        attr = getattr(self._real, name)
+        if name not in self._faulty._fail_calls:
+            return attr
+        return self._faulty.faulty(name, attr)

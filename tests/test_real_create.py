@@ -77,3 +77,29 @@ def test_graceful_destroy(make_real_api, daemon):
     assert api.VM.destroy(vm_id, 2) is True
     assert our_domains(api.hv) == []
     assert daemon.qemu_pids() == []
+
+
+def test_a_daemon_restart_before_the_state_check_still_commits(
+        make_real_api, daemon):
+    """libvirtd restarted between the start and the state check (the
+    guest runs on): the check only reads, so it is made once more on a new
+    connection, as every read is, and the VM is committed Up; the lost
+    connection is dropped, not lent again."""
+    def restart_at_verify(job, step):
+        if step == "verify":
+            daemon.restart_daemon()
+
+    api = make_real_api(step_hook=restart_at_verify, workers=1)
+    vm_id = new_id()
+    created = api.VM.create(vm_id, real_params(vm_id))
+    assert api.jobs.get(created["jobId"]).wait(WAIT)
+    info = api.Host.getJobs()[created["jobId"]]
+    assert info["status"] == "done", info
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    # The lost connection was dropped, not given back: the next one lent
+    # works the first time (a call that changes something is never made
+    # twice, so a dead one lent would fail it).
+    with api.hv.connection() as conn:
+        assert conn.getLibVersion() > 0
+    assert api.VM.destroy(vm_id) is True
+    assert daemon.qemu_pids() == []

@@ -179,7 +179,14 @@ def running_status(hv: Hypervisor, vm_id: str, paused: bool,
                    error_class: type[VdsmError] = CreateError) -> VmStatus:
     """The public status of a domain that must now run (or be paused, when
     `paused`); raise if it does neither."""
-    state = hv.state(vm_id)
+    return status_of(hv.state(vm_id), vm_id, paused, error_class)
+
+
+def status_of(state: DomainState | None, vm_id: str, paused: bool,
+              error_class: type[VdsmError] = CreateError) -> VmStatus:
+    """The public status of a domain found in `state` (None: gone) that
+    must now run (or be paused, when `paused`); raise if it does
+    neither."""
     expected = DomainState.PAUSED if paused else DomainState.RUNNING
     if state != expected:
         raise error_class(f"domain {vm_id} is {state or 'gone'}, "

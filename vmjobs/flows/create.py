@@ -1,8 +1,9 @@
-"""Creation: define the domain, start it, check it runs, commit."""
+"""Creation: check the UUID is free, define the domain, start it, check it
+runs (the last two on define's handle), commit."""
 
 from ..errors import CreateError
 from ..registry import VmStatus
-from .base import Rollback, StartupJob, ensure_no_domain, running_status
+from .base import Rollback, StartupJob, ensure_no_domain, status_of
 
 
 class CreateJob(StartupJob):
@@ -23,12 +24,16 @@ class CreateJob(StartupJob):
             # to remove. Pushed before define, whose reply can be lost
             # after libvirt defined the domain.
             rollback.push(f"remove domain {vm_id}", self.hv.remove, vm_id)
-            self.step("define")
-            self.hv.define(self.domain_xml)
-            self.step("start")
-            self.hv.start(vm_id, paused=paused)
-            self.step("verify")
-            status = running_status(self.hv, vm_id, paused)
+            # Start and check on define's handle: two lookups fewer per VM
+            # (docs/benchmarks.md, section 20). Left before the undo runs:
+            # the undo takes a connection of its own.
+            with self.hv.new_domain() as new:
+                self.step("define")
+                new.define(self.domain_xml)
+                self.step("start")
+                new.start(paused=paused)
+                self.step("verify")
+                status = status_of(new.state(), vm_id, paused)
             self.step("commit")
             self.commit(status)
 

@@ -1,9 +1,10 @@
 """The adapter: every call vmjobs makes on a domain. Hypervisor's verbs,
 by domain UUID (define, start, state, remove, save, restore, list,
 metadata, migrate, abort, job stats, resume), each on a connection lent
-for the call, with libvirtError translated into HypervisorError; and the
-module's functions they are made of, on a domain already looked up. What
-the answers mean is states'."""
+for the call, with libvirtError translated into HypervisorError; a new
+domain's calls (NewDomain: define, start, state) on one connection held
+for them; and the module's functions they are made of, on a domain
+already looked up. What the answers mean is states'."""
 
 import dataclasses
 import functools
@@ -14,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from .connections import Connections
+from .connections import Connections, alive
 from .drivers import TestDriver, private_test_host
 from .errors import (
     NO_DOMAIN,
@@ -121,6 +122,17 @@ class Hypervisor:
             if found is None:
                 return None, None
             return domain_state(found[0]), pause_reason(*found)
+
+    def new_domain(self):
+        """`with hv.new_domain() as new:` one connection, held for the
+        calls that make one domain: new.define(xml), then new.start() and
+        new.state() on the handle define returned, with no lookup (the
+        calls' count, and why not fewer: docs/benchmarks.md, section 20).
+        The handle is the caller's for this block only: one kept from an
+        earlier job answered for a domain removed since. The connection
+        still carries one request at a time; held, it is the one a worker
+        has of the workers + 1 (connections.py)."""
+        return NewDomain(self, self._connections.lend(), self._driver)
 
     def define(self, domain_xml):
         """Define a persistent domain (does not start it)."""
@@ -270,6 +282,60 @@ class Hypervisor:
         with self.connection() as conn, translated("resume"):
             dom = _lookup(conn, uuid)
             return dom is not None and _resume_if_stopped_by_migration(dom)
+
+
+class NewDomain:
+    """A domain being made by one caller, on a connection it holds for the
+    block (Hypervisor.new_domain): define it, then start it and read its
+    state on define's handle. Errors are translated as the verbs' are; a
+    connection found broken at the block's end is dropped and the failure
+    reported as ConnectionLost (connections._Borrowed)."""
+    __slots__ = ("_hv", "_lent", "_driver", "_conn", "_dom")
+
+    def __init__(self, hv, lent, driver):
+        self._hv = hv
+        self._lent = lent
+        self._driver = driver
+        self._conn = self._dom = None
+
+    def __enter__(self):
+        self._conn = self._lent.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._conn = self._dom = None   # never used past the block
+        return self._lent.__exit__(*exc_info)
+
+    def define(self, domain_xml):
+        """Define the persistent domain (does not start it)."""
+        with translated("define"):
+            self._dom = self._conn.defineXML(domain_xml)
+
+    def start(self, paused=False):
+        """Start the domain defined, paused if asked."""
+        with translated("start"):
+            if paused:
+                self._driver.start_paused(self._dom)
+            else:
+                self._dom.create()
+
+    def state(self):
+        """The domain's state, or None if it is gone since it was defined
+        (removed by another caller or tool). It only reads: if the
+        connection is found lost (libvirtd restarted since the start; the
+        guest runs on), it is read once more on a new one, as the verb
+        Hypervisor.state is (_read), and the lost one is dropped."""
+        try:
+            with translated("state"):
+                return _unless_gone(
+                    lambda: domain_state(self._dom.state()[0]))
+        except HypervisorError:
+            if alive(self._conn):
+                raise
+        uuid = self._dom.UUIDString()
+        self._lent.drop()
+        self._conn = self._dom = None
+        return self._hv.state(uuid)
 
 
 def _unless_gone(look):

@@ -202,7 +202,16 @@ class _Borrowed:
         self.conn = self.connections.take()
         return self.conn
 
+    def drop(self):
+        """The connection was found broken inside the block, and the
+        caller goes on without it: drop it now (the next taker opens a new
+        one); the block's end then has nothing to give back."""
+        self.connections.drop(self.conn)
+        self.conn = None
+
     def __exit__(self, exc_type, exc, tb):
+        if self.conn is None:
+            return False   # dropped inside the block
         if exc_type is not None and not alive(self.conn):
             self.connections.drop(self.conn)
             if isinstance(exc, HypervisorError):
