@@ -109,23 +109,50 @@ DAEMON_LINES = {
     "keepalive pongs received": ("RPC_KEEPALIVE_RECEIVED", "proc=2"),
 }
 CLIENT = re.compile(r"client[= ](0x[0-9a-f]+)")
+# The daemon's warning when a client has max_client_requests in flight
+# (libvirt 9.0 says: "This may result in keep-alive timeouts").
+MAX_REQUESTS = "Client hit max requests limit"
+# A client's own close: the remote program's (536903814) CONNECT_CLOSE
+# (procedure 2) request, as the daemon logs what it reads.
+CLOSE_REQUEST = "prog=536903814 vers=1 proc=2 "
 
 
 def daemon_figures(lines):
     """{what: count} of DAEMON_LINES among `lines`, for the clients the
-    daemon opened among them; and the keepalive timeouts' lines."""
-    opened = {m.group(1) for line in lines
-              if "RPC_SERVER_CLIENT_NEW" in line
-              for m in [CLIENT.search(line)] if m}
-    figures = {"clients opened": len(opened)}
-    for name, patterns in DAEMON_LINES.items():
-        figures[name] = sum(
-            1 for line in lines
-            if all(p in line for p in patterns)
-            and (m := CLIENT.search(line)) and m.group(1) in opened)
-    timeouts = [line for line in lines
-                if DAEMON_LINES["keepalive timeouts"][0] in line]
-    # Any client's keepalive timeout counts, ours or not.
+    daemon opened among them (a client's address is reused after it
+    closed: a line counts between its client's opening and closing), and
+    of those clients the ones the daemon closed without their asking;
+    and the keepalive timeouts' lines."""
+    figures = dict.fromkeys(DAEMON_LINES, 0)
+    figures.update({"clients opened": 0, "closed by the daemon": 0,
+                    "max requests warnings": 0})
+    timeouts = []
+    open_clients = {}   # address -> True once it asked to close
+    for line in lines:
+        if DAEMON_LINES["keepalive timeouts"][0] in line:
+            timeouts.append(line)   # any client's, ours or not
+            continue
+        if MAX_REQUESTS in line:   # it names no client
+            figures["max requests warnings"] += 1
+            continue
+        m = CLIENT.search(line)
+        if m is None:
+            continue
+        client = m.group(1)
+        if "RPC_SERVER_CLIENT_NEW" in line:
+            open_clients[client] = False
+            figures["clients opened"] += 1
+            continue
+        if client not in open_clients:
+            continue
+        if CLOSE_REQUEST in line:
+            open_clients[client] = True
+        for name, patterns in DAEMON_LINES.items():
+            if all(p in line for p in patterns):
+                figures[name] += 1
+        if DAEMON_LINES["clients closed"][0] in line:
+            if not open_clients.pop(client):
+                figures["closed by the daemon"] += 1
     figures["keepalive timeouts"] = len(timeouts)
     return figures, timeouts[:5]
 
@@ -189,7 +216,8 @@ class Watch:
         self.sandbox = sandbox
         self.counters = []
         self.closed = Counter()
-        self._lock = threading.Lock()   # guards closed
+        self._conns = []   # the real connections opened meanwhile
+        self._lock = threading.Lock()   # guards closed and _conns
         self.warnings = []
         self._handler = _ListHandler(self.warnings)
 
@@ -200,6 +228,8 @@ class Watch:
         def open_watched(uri):
             conn = counted(uri)
             conn._real.registerCloseCallback(self._on_close, None)
+            with self._lock:
+                self._conns.append(conn._real)
             return conn
         libvirt.open = open_watched
         logging.getLogger("vmjobs").addHandler(self._handler)
@@ -210,6 +240,15 @@ class Watch:
     def storm_ended(self):
         """The storm is over; its client has not closed its connections
         yet: what the daemon did so far is the storm's."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            # A close callback holds a reference on its connection, which
+            # would keep it open after the client closed it.
+            try:
+                conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass   # closed already
         self.daemon_cpu_s = (cpu_seconds([daemon_pid(self.sandbox)]) -
                              self._cpu_at)
         with open(self.sandbox.log, errors="replace") as f:
@@ -343,7 +382,11 @@ def storm_plain(sandbox, n, tag, timeout, guest, watch=None):
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     total = time.monotonic() - started
-    unfinished = sum(thread.is_alive() for thread in threads)
+    with lock:
+        # What ended by now: the threads still in a call end later, some
+        # of them failing as the teardown destroys their guests.
+        ended_ups, ended_failures = list(ups), Counter(failures)
+    unfinished = n - len(ended_ups) - sum(ended_failures.values())
     if watch is not None:
         watch.storm_ended()
     if not unfinished:   # else left open under the threads still in it
@@ -351,7 +394,7 @@ def storm_plain(sandbox, n, tag, timeout, guest, watch=None):
             conn.close()
         except libvirt.libvirtError:
             pass
-    return total, ups, None, failures, unfinished
+    return total, ended_ups, None, ended_failures, unfinished
 
 
 def destroy_all(sandbox, connections=4):
@@ -479,7 +522,8 @@ def main():
                 daemon_log["keepalive timeouts"],
                 result["closed_under_client"].get("keepalive", 0),
                 sum(result["closed_under_client"].values()),
-                daemon_log["clients closed"],
+                daemon_log["max requests warnings"],
+                daemon_log["closed by the daemon"],
                 result["daemon_cpu_s"]))
     finally:
         sandbox.stop()
@@ -498,7 +542,8 @@ def main():
           ["configuration", "Up", "failed", "total s", "connections",
            "most in flight/conn", "daemon keepalive timeouts",
            "client keepalive closes", "client saw closed",
-           "daemon closed clients", "libvirtd CPU s"], rows)
+           "daemon max-requests warnings", "daemon closed clients",
+           "libvirtd CPU s"], rows)
     for name, result in data["storms"].items():
         print(f"{name}: failures {result['failures'] or 'none'}; vmjobs "
               f"warnings {dict(result['client_warnings']) or 'none'}; "
