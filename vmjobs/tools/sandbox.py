@@ -60,8 +60,9 @@ auth_unix_rw = "none"
 auth_unix_ro = "none"
 # Live migration refuses to go to "the same host": each daemon its own.
 host_uuid = "{host_uuid}"
-log_outputs = "3:file:{log}"
 """
+# Warnings and errors; a sandbox's `settings` may log more.
+LOG_OUTPUTS = "3:file:{log}"
 
 
 # Sandboxes share the machine's network: two daemons picking incoming
@@ -116,10 +117,28 @@ def missing_requirements():
     return None
 
 
+def conf_value(value):
+    """`value` as libvirt's configuration files write it."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    value = str(value)
+    if '"' in value:   # libvirt's parser has no escape: it would end there
+        raise ValueError(f"a libvirtd.conf string cannot hold a quote: "
+                         f"{value!r}")
+    return f'"{value}"'
+
+
 class Sandbox:
-    def __init__(self, directory, cache_dir=DEFAULT_CACHE):
+    def __init__(self, directory, cache_dir=DEFAULT_CACHE, settings=None):
+        """`settings`: more libvirtd.conf keys, {key: value}, written after
+        the sandbox's own (a benchmark's limits, log filters); in a
+        log_outputs, {log} is the daemon's log file."""
         self.dir = os.path.abspath(directory)
         self.cache_dir = cache_dir
+        self.settings = dict(settings or {})
+        self.log = os.path.join(self.dir, "log", "libvirtd.log")
         self.socket = os.path.join(self.dir, "sock", SOCKET)
         self.uri = f"qemu:///system?socket={self.socket}"
         self._supervisor_pidfile = os.path.join(self.dir, "supervisor.pid")
@@ -134,11 +153,14 @@ class Sandbox:
         for sub in ("sock", "conf", "log", "run"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         os.makedirs(self.cache_dir, exist_ok=True)
+        settings = {"log_outputs": LOG_OUTPUTS, **self.settings}
+        settings["log_outputs"] = settings["log_outputs"].format(log=self.log)
         with open(self._path("conf", "libvirtd.conf"), "w") as f:
             f.write(LIBVIRTD_CONF.format(
                 sock=os.path.join(self.dir, "sock"),
-                host_uuid=uuid.uuid4(),
-                log=self._path("log", "libvirtd.log")))
+                host_uuid=uuid.uuid4()))
+            for key, value in settings.items():
+                f.write(f"{key} = {conf_value(value)}\n")
         port_min, port_max, ports_lock = migration_ports()
         with open(self._path("conf", "qemu.conf"), "w") as f:
             f.write(QEMU_CONF.format(port_min=port_min, port_max=port_max))
