@@ -32,7 +32,7 @@ import uuid
 
 import libvirt
 
-from common import pyplot, save_plot, table, write_json
+from common import daemon_pid, pyplot, save_plot, table, write_json
 from real_storm import MEM_MIB, destroy_all
 from vmjobs import domxml
 from vmjobs.api import API
@@ -345,11 +345,10 @@ def main():
     # is private, later mounts would not reach it.
     disk = ThrottledDisk(base, args.iops) if "storage" in wanted else None
     sandbox = Sandbox(os.path.join(base, "sandbox"))
-    daemon_pid, cases = None, {}
+    pid, cases = None, {}
     try:
         sandbox.start()
-        with open(os.path.join(sandbox.dir, "run", "libvirtd.pid")) as f:
-            daemon_pid = int(f.read())
+        pid = daemon_pid(sandbox)
         with Hypervisor(sandbox.uri, domain_type="qemu"):
             pass   # warm: the first connection's capabilities probe
         if "ceiling" in wanted:
@@ -362,12 +361,12 @@ def main():
         if disk is not None:
             print(f"storage: {args.vms} VMs, a disk each, {args.iops} "
                   f"IOPS", flush=True)
-            disk.throttle(daemon_pid)
+            disk.throttle(pid)
             cases["storage"] = storage_case(sandbox, args, disk)
     finally:
         sandbox.stop()
         if disk is not None:
-            disk.close(daemon_pid)
+            disk.close(pid)
     for case, results in cases.items():
         summarize(case, results)
     write_json("adaptive", {"args": vars(args), "cases": cases})

@@ -27,7 +27,7 @@ import uuid
 
 import libvirt
 
-from common import ms, percentile, table, write_json
+from common import cpu_seconds, daemon_pid, ms, percentile, table, write_json
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
@@ -38,24 +38,6 @@ from vmjobs.tools.sandbox import Sandbox
 MEM_MIB = 32
 SIZES = (1, 2, 4, 8)   # pool sizes, each against as many plain threads
 WARM_UP = 8
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime + stime
-        except OSError:
-            pass
-    return total / TICKS
-
-
-def daemon_pids(sandbox):
-    with open(os.path.join(sandbox.dir, "run", "libvirtd.pid")) as f:
-        return [int(f.read())]
 
 
 def params(vm_id):
@@ -188,9 +170,9 @@ def main():
         storm_raw(sandbox, WARM_UP, WARM_UP)
         destroy_all(sandbox)
         for name, storm in configs:
-            cpu_before = cpu_seconds(daemon_pids(sandbox))
+            cpu_before = cpu_seconds([daemon_pid(sandbox)])
             total, ups, latencies = storm(sandbox)
-            cpu = (cpu_seconds(daemon_pids(sandbox) + sandbox.qemu_pids())
+            cpu = (cpu_seconds([daemon_pid(sandbox)] + sandbox.qemu_pids())
                    - cpu_before)
             destroy_all(sandbox)
             result = {

@@ -41,7 +41,7 @@ from collections import Counter
 
 import libvirt
 
-from common import ROOT, ms, percentile, table, write_json
+from common import ROOT, cpu_seconds, daemon_pid, ms, percentile, table, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -67,7 +67,6 @@ RESERVE_MIB = 2048
 # two, so the default is fewer (docs/benchmarks.md, section 21).
 IDLE_CORES_PER_GUEST = 0.0045
 DEFAULT_VMS = 300
-TICKS = os.sysconf("SC_CLK_TCK")
 
 # libvirtd.conf as libvirt ships it (libvirt 9.0's libvirtd.conf, where
 # each is commented out at its built-in default): written out so that a
@@ -155,23 +154,6 @@ def daemon_figures(lines):
                 figures["closed by the daemon"] += 1
     figures["keepalive timeouts"] = len(timeouts)
     return figures, timeouts[:5]
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime + stime
-        except OSError:
-            pass
-    return total / TICKS
-
-
-def daemon_pid(sandbox):
-    with open(os.path.join(sandbox.dir, "run", "libvirtd.pid")) as f:
-        return int(f.read())
 
 
 def meminfo_mib(key):

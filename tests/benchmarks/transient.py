@@ -44,7 +44,7 @@ import uuid
 
 import libvirt
 
-from common import ROOT, table, write_json
+from common import ROOT, cpu_seconds, daemon_pid, table, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -55,7 +55,6 @@ from vmjobs.params import parse_create  # noqa: E402
 from vmjobs.tools.sandbox import Sandbox  # noqa: E402
 
 MEM_MIB = 32
-TICKS = os.sysconf("SC_CLK_TCK")
 RUNNING = libvirt.VIR_DOMAIN_RUNNING
 
 
@@ -104,18 +103,6 @@ SEQUENCES = [
 ]
 
 
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime + stime
-        except OSError:
-            pass
-    return total / TICKS
-
-
 class TestHost:
     """A private test-driver host: one connection shared by every thread
     (each connection to it would be a host of its own)."""
@@ -158,9 +145,7 @@ class RealHost:
         with Hypervisor(self.sandbox.uri, domain_type="qemu") as hv:
             self.guest = hv.guest
         self.conn = libvirt.open(self.sandbox.uri)
-        with open(os.path.join(self.sandbox.dir, "run",
-                               "libvirtd.pid")) as f:
-            self.pid = int(f.read())
+        self.pid = daemon_pid(self.sandbox)
 
     def connections(self, threads):
         return [libvirt.open(self.sandbox.uri) for _ in range(threads)]
