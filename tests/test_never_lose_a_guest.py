@@ -389,16 +389,23 @@ def test_destroy_never_touches_a_domain_that_is_not_ours(api):
     api.hv.remove(vm_id)
 
 
-def test_a_vm_hibernated_as_the_service_crashed_can_be_restored(
-        make_api, hypervisor, tmp_path):
-    """The save was done, the undefine was not: recovery leaves the stopped
-    definition alone, and a restore goes over it."""
+def saved_as_the_service_died(make_api, hypervisor, tmp_path):
+    """An Up VM whose domain libvirt saved as the service died (before its
+    undefine): (vm_id, the state file, its digest)."""
     before = make_api()
     vm_id = up_vm(before)
     path = tmp_path / "state"
     hypervisor.save(vm_id, str(path))      # ... and the service died
     before.close()
-    sha = digest(path)
+    return vm_id, path, digest(path)
+
+
+def test_a_vm_hibernated_as_the_service_crashed_can_be_restored(
+        make_api, hypervisor, tmp_path):
+    """The save was done, the undefine was not: recovery leaves the stopped
+    definition alone, and a restore goes over it."""
+    vm_id, path, sha = saved_as_the_service_died(make_api, hypervisor,
+                                                 tmp_path)
     api = make_api()
     assert api.wait_recovered(60)
     assert api.Host.getStats()["stopped_domains"] == 1
@@ -415,12 +422,8 @@ def test_a_failed_restore_over_a_stopped_definition_keeps_it(
         make_api, hypervisor, tmp_path):
     """Its undo stops what the restore started and leaves the definition
     (and the state file) as they were: a later restore still works."""
-    before = make_api()
-    vm_id = up_vm(before)
-    path = tmp_path / "state"
-    hypervisor.save(vm_id, str(path))      # ... and the service died
-    before.close()
-    sha = digest(path)
+    vm_id, path, sha = saved_as_the_service_died(make_api, hypervisor,
+                                                 tmp_path)
     faulty = FaultyHypervisor(hypervisor, fail_calls=("restore",),
                               kind="after")
     api = make_api(hv=faulty)
