@@ -5,9 +5,10 @@ so that a job waiting without a thread can use them as well as one that
 waits in run().)
 
 "Arrived" is "the migration finished", hypervisor.has_arrived's rule (a VM
-paused on the source arrives paused, with a SUSPENDED event). Before arrival the source still holds the guest, and removing
-what is here only makes the source's migration fail; from arrival on, the
-domain here may be the guest's only copy, and nothing destroys it."""
+paused on the source arrives paused, with a SUSPENDED event). Before
+arrival the source still holds the guest, and removing what is here only
+makes the source's migration fail; from arrival on, the domain here may be
+the guest's only copy, and nothing destroys it."""
 
 import logging
 
