@@ -53,12 +53,15 @@ def serve(root, d, tls):
                              "insecure = true\n"))
     process = subprocess.Popen(
         [sys.executable, "-m", "vmjobs", "serve", "--config", config,
+         "--uri", "test:///default",   # (the default: the host's QEMU)
          "--listen", "127.0.0.1:0", "--state-dir", d,
          "--lock-file", os.path.join(d, f"{name}.lock"),
          "--log-file", os.path.join(d, f"{name}.log")],
         stdout=subprocess.PIPE, text=True, cwd=root,
         env=dict(os.environ, PYTHONPATH=root))
     line = process.stdout.readline()
+    while line.startswith("vmjobs: warning: "):   # the test driver's
+        line = process.stdout.readline()
     if "serving on " not in line:
         process.kill()
         raise RuntimeError(f"serve did not start: {line!r}")
