@@ -3,7 +3,7 @@ limits (64 connections, a 30 s request deadline): while 64 hostile
 connections sit idle, ping now and then on a kept connection, or trickle a
 request, a new caller is answered (200, the verb's result) well within the
 request deadline: at the cap the connection that has gone longest
-without a complete request is closed to make room (vmjobs.connections).
+without a complete request is closed to make room (vmjobs.connection_table).
 
 Each case first shows that the hostile connections really hold every slot
 (the positive control: a 65th connection is served by closing one of

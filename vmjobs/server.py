@@ -7,7 +7,7 @@ request has one deadline, `request_timeout` seconds, for the TLS handshake,
 its headers and its body together, so a client that trickles bytes is cut
 off; at most `max_connections` are served at once: at the cap the one that
 has gone longest without a complete request is closed to make room
-(connections.py), and only when every slot runs a verb is one more
+(connection_table.py), and only when every slot runs a verb is one more
 answered 503 with Retry-After; a body over `max_request_bytes` is refused
 unread.
 
@@ -29,7 +29,7 @@ import time
 from . import eventstream, health, listener, metrics
 from .audit import caller_of
 from .config import parse_listen
-from .connections import ConnectionTable
+from .connection_table import ConnectionTable
 from .rpc import Dispatcher
 
 # Seconds a client turned away (503) is asked to wait.
