@@ -264,7 +264,7 @@ def _sandbox(args):
     sandbox = Sandbox(args.dir)
     try:
         if args.action == "start":
-            sandbox.start()
+            sandbox.start(detached=True)   # for later commands to use
             print(sandbox.uri)
         elif args.action == "restart":
             sandbox.restart_daemon()

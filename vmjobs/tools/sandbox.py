@@ -142,11 +142,16 @@ class Sandbox:
         self.socket = os.path.join(self.dir, "sock", SOCKET)
         self.uri = f"qemu:///system?socket={self.socket}"
         self._supervisor_pidfile = os.path.join(self.dir, "supervisor.pid")
+        self._lifeline = None   # our end of the supervisor's lifeline
 
     # -- start --------------------------------------------------------------
 
-    def start(self, timeout=120):
-        """Start the daemon; return once it answers a real call."""
+    def start(self, timeout=120, detached=False):
+        """Start the daemon; return once it answers a real call. Unless
+        `detached` (`vmjobs sandbox start`: the sandbox outlives the
+        command), the sandbox ends with this process, however it ends: a
+        benchmark or test killed before its `stop()` leaves no daemon and
+        no guest running behind it."""
         reason = missing_requirements()
         if reason is not None:
             raise SandboxError(f"cannot start a private libvirtd: {reason}")
@@ -165,6 +170,10 @@ class Sandbox:
         with open(self._path("conf", "qemu.conf"), "w") as f:
             f.write(QEMU_CONF.format(port_min=port_min, port_max=port_max))
         output = open(self._path("log", "supervisor.log"), "ab")
+        # The lifeline: the supervisor reads a pipe whose other end only
+        # this process holds (not inheritable, so no child of ours keeps
+        # it), and the kernel closes that end when this process ends.
+        lifeline = [] if detached else list(os.pipe())
         started = time.monotonic()
         try:
             # The supervisor inherits the lock: the ports are this
@@ -172,13 +181,20 @@ class Sandbox:
             process = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private",
                  sys.executable, "-m", "vmjobs.tools.supervisor", self.dir,
-                 self.cache_dir],
+                 self.cache_dir, *map(str, lifeline[:1])],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=output,
                 start_new_session=True, env=_env_finding_this_package(),
-                pass_fds=(ports_lock,))
+                pass_fds=(ports_lock, *lifeline[:1]))
+        except BaseException:
+            for fd in lifeline:
+                os.close(fd)
+            raise
         finally:
             output.close()
             os.close(ports_lock)
+        if lifeline:
+            os.close(lifeline[0])
+            self._lifeline = lifeline[1]
         with open(self._supervisor_pidfile, "w") as f:
             f.write(str(process.pid))
         try:
@@ -240,6 +256,9 @@ class Sandbox:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
         os.unlink(self._supervisor_pidfile)
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def restart_daemon(self, timeout=120):
         """Restart libvirtd alone; its QEMU processes keep running and the

@@ -1,9 +1,11 @@
 """The sandbox's supervisor: the first process of the private libvirtd's
-mount namespace (`python -m vmjobs.tools.supervisor DIR CACHE_DIR`, started
-by Sandbox.start under unshare). It mounts tmpfs over libvirt's system
-directories, runs libvirtd as its child and, as a child subreaper, reaps
-the QEMU processes libvirtd daemonizes; SIGTERM stops the daemon and the
-sandbox, SIGHUP restarts the daemon alone. Also the /proc helpers the
+mount namespace (`python -m vmjobs.tools.supervisor DIR CACHE_DIR
+[LIFELINE_FD]`, started by Sandbox.start under unshare). It mounts tmpfs
+over libvirt's system directories, runs libvirtd as its child and, as a
+child subreaper, reaps the QEMU processes libvirtd daemonizes; SIGTERM
+stops the daemon and the sandbox, SIGHUP restarts the daemon alone. With
+a lifeline (a pipe's read end whose write end only the sandbox's owner
+holds), the end of the owner is a SIGTERM too. Also the /proc helpers the
 sandbox shares."""
 
 import ctypes
@@ -11,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
                 "/etc/libvirt")
@@ -18,7 +21,7 @@ CACHE_MOUNT = "/var/cache/libvirt"
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def supervise(directory, cache_dir):
+def supervise(directory, cache_dir, lifeline=None):
     """Runs as the namespace's first process: mounts, then libvirtd as a
     child, reaping every orphan until libvirtd exits."""
     for path in PRIVATE_DIRS:
@@ -48,6 +51,9 @@ def supervise(directory, cache_dir):
         kill(daemon.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGHUP, restart)
+    if lifeline is not None:
+        threading.Thread(target=stop_at_eof, args=(int(lifeline),),
+                         daemon=True).start()
     while True:
         try:
             pid, _ = os.wait()
@@ -64,6 +70,15 @@ def supervise(directory, cache_dir):
         # QEMU processes outlive libvirtd: end them, then reap them.
         for child in children(os.getpid()):
             kill(child, signal.SIGKILL)
+
+
+def stop_at_eof(fd):
+    """Nothing is ever written to the lifeline: its end of file is the
+    owner's end (even by SIGKILL). Stop as a SIGTERM would: the handler
+    runs in the main thread, between its waits."""
+    while os.read(fd, 1):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def children(pid):
@@ -109,4 +124,4 @@ def alive(pid):
 
 
 if __name__ == "__main__":
-    supervise(*sys.argv[1:3])
+    supervise(*sys.argv[1:4])
