@@ -37,9 +37,11 @@ class Config:
     # the machines measured here, an idle KVM guest costs about 8% of a
     # core and an idle TCG one well under 1%: qemu packs more tiny VMs.
     domain_type: str | None = None
-    # Jobs running at once. Measured (docs/benchmarks.md, real storm): 100
-    # real VMs on 2 cores took 57 s with 1 worker, 34 s with 2, 32 s with 4
-    # and 38 s with 8: about two per core is fastest.
+    # Jobs running at once. Measured (docs/benchmarks.md, section 3, the
+    # median of three rounds): 100 real VMs on 2 cores took 32.6 s with 1
+    # worker, 23.2 with 2, 24.2 with 3, 23.2 with 4, 24.0 with 6 and 24.3
+    # with 8; the best plain libvirt threads 23.4: two per core is as fast
+    # as any, and the steadiest from round to round.
     workers: int = dataclasses.field(default_factory=default_workers)
     # Jobs waiting; more are refused at once with ResourceExhausted.
     queue_size: int = 1000

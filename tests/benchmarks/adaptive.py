@@ -3,10 +3,11 @@ libvirtd with fixed pools and with the adaptive limit, side by side, in
 three cases.
 
     python tests/benchmarks/adaptive.py [--vms 100] [--cases ceiling,
-        neighbour,storage] [--plot DIR]
+        neighbour,storage] [--rounds 1] [--plot DIR]
 
 - ceiling: `--vms` VMs with workers = 4, 8, 16 and 32, adaptive off and
-  on (in alternating order);
+  on (in alternating order), `--rounds` times (each configuration's
+  median run is its figure);
 - neighbour: twice `--vms` VMs; when half are Up a CPU hog (one busy
   process per core) starts, and it stops `--hog-seconds` later. Adaptive
   (workers 16) against fixed 4 and fixed 8 under the same hog;
@@ -33,11 +34,10 @@ import uuid
 import libvirt
 
 from common import daemon_pid, pyplot, save_plot, table, write_json
-from real_storm import MEM_MIB, destroy_all
+from real_storm import MEM_MIB, WARM_UP, destroy_all, storm_raw
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
-from vmjobs.hypervisor import Hypervisor
 from vmjobs.params import parse_create
 from vmjobs.tools.sandbox import Sandbox
 
@@ -241,8 +241,29 @@ def ceiling(sandbox, args):
     for i, workers in enumerate(args.sizes):
         pair = [(workers, False), (workers, True)]
         configs += pair if i % 2 == 0 else pair[::-1]
-    return run_case(sandbox, configs, lambda w, a: storm(
-        sandbox, args.vms, w, a))
+    rounds = []
+    for round_ in range(args.rounds):
+        if args.rounds > 1:
+            print(f" round {round_ + 1}", flush=True)
+        # Every other round backwards: no configuration always runs
+        # first or always follows the same one.
+        rounds.append(run_case(
+            sandbox, configs if round_ % 2 == 0 else configs[::-1],
+            lambda w, a: storm(sandbox, args.vms, w, a)))
+    return median_runs(rounds)
+
+
+def median_runs(rounds):
+    """Per configuration, its median run (by total time) of the rounds,
+    with every round's total beside it: one round's differences between
+    configurations are the size of the noise on a real daemon."""
+    merged = {}
+    for label in rounds[0]:
+        runs = sorted((r[label] for r in rounds), key=lambda r: r["total_s"])
+        median = dict(runs[(len(runs) - 1) // 2])
+        median["rounds_s"] = [r[label]["total_s"] for r in rounds]
+        merged[label] = median
+    return merged
 
 
 def neighbour_case(sandbox, args):
@@ -278,9 +299,11 @@ def summarize(case, results):
         r["to_best_fixed"] = r["total_s"] / best_fixed
         limits = [limit for _, limit in r["limits"]]
         rows.append((label, r["total_s"], r["to_best_fixed"],
-                     f"{min(limits)}-{max(limits)}"))
+                     f"{min(limits)}-{max(limits)}",
+                     " ".join(f"{t:.1f}" for t in r.get("rounds_s", ()))))
     table(f"{case}: total time, and its ratio to the best fixed pool",
-          ["configuration", "total s", "/ best fixed", "limit range"], rows)
+          ["configuration", "total s", "/ best fixed", "limit range",
+           "each round"], rows)
     for label, r in results.items():
         extra = r.get("extra")
         if extra:
@@ -327,6 +350,9 @@ def main():
     parser.add_argument("--sizes", default=(4, 8, 16, 32),
                         type=lambda text: [int(w) for w in text.split(",")],
                         help="the ceiling case's pool sizes (4,8,16,32)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="the ceiling case this many times; its "
+                        "figures are each configuration's median run")
     parser.add_argument("--hog-seconds", type=float, default=60.0)
     parser.add_argument("--iops", type=int, default=40)
     parser.add_argument("--plot", metavar="DIR", default=None)
@@ -349,8 +375,10 @@ def main():
     try:
         sandbox.start()
         pid = daemon_pid(sandbox)
-        with Hypervisor(sandbox.uri, domain_type="qemu"):
-            pass   # warm: the first connection's capabilities probe
+        # Untimed: the first guests on a fresh daemon load QEMU and its
+        # firmware from disk; whichever configuration came first paid it.
+        storm_raw(sandbox, WARM_UP, WARM_UP)
+        destroy_all(sandbox)
         if "ceiling" in wanted:
             print(f"ceiling: {args.vms} VMs", flush=True)
             cases["ceiling"] = ceiling(sandbox, args)
