@@ -46,7 +46,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .adaptive import AdaptiveLimit
 from .job import Job, Park
@@ -99,12 +99,13 @@ class Pool:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._timer = Timer(name)
         self._controller = admission_controller
-        # Guards the fields below. _changed is notified, when somebody
-        # waits (_waiters), as a queued job leaves the queue's count (room
-        # for submit(wait=True)) and as a job ends (wait_idle).
+        # Guards the fields below. Each waiter (_waiters: its predicate
+        # and its condition on this lock) is notified when a change (a
+        # queued job taken, a job parked or ended, a shutdown) makes its
+        # predicate true (_notify_change).
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._waiters = 0
+        self._waiters: List[Tuple[Callable[[], bool],
+                                  threading.Condition]] = []
         self._closed = False
         self._abort_queued = False
         self._lanes = Lanes(starvation_limit)
@@ -139,7 +140,8 @@ class Pool:
                 if not wait:
                     raise QueueFull(
                         f"pool {self.name}: {self.queue_size} jobs queued")
-                self._wait_change()
+                self._wait_change(lambda: self._closed or
+                                  len(self._pending) < self.queue_size)
             self._pending[job.id] = job
             self._lanes.push(job, lane)
             # (Nothing parked and no admission asked: the rule lets it
@@ -356,22 +358,31 @@ class Pool:
         for _ in range(freed if waiting else 0):
             self._queue.put(True)   # jobs that waited for room may go
 
-    def _wait_change(self, predicate: Optional[Callable[[], bool]] = None,
+    def _wait_change(self, predicate: Callable[[], bool],
                      timeout: Optional[float] = None) -> bool:
-        # Caller holds _lock. Waits are rare and changes many: counting
-        # the waiters lets the hot path skip notify_all() most of the time.
-        self._waiters += 1
+        # Caller holds _lock. The waiter's condition is notified only once
+        # a change makes its predicate true, evaluated by whoever made the
+        # change: a storm makes two changes per job, and a waiter woken by
+        # each (wait_idle, while 5,000 VMs start) took a context switch
+        # and a turn of the GIL from the workers twice per job
+        # (docs/benchmarks.md, section 2).
+        waiter = (predicate, threading.Condition(self._lock))
+        self._waiters.append(waiter)
         try:
-            if predicate is None:
-                return self._changed.wait(timeout)
-            return self._changed.wait_for(predicate, timeout)
+            return waiter[1].wait_for(predicate, timeout)
         finally:
-            self._waiters -= 1
+            self._waiters.remove(waiter)
 
     def _notify_change(self) -> None:
-        # Caller holds _lock.
-        if self._waiters:
-            self._changed.notify_all()
+        # Caller holds _lock. A predicate that raises wakes its waiter,
+        # whose own check then raises it in its own thread.
+        for predicate, condition in self._waiters:
+            try:
+                ready = predicate()
+            except Exception:
+                ready = True
+            if ready:
+                condition.notify()
 
 
 def _abort_quietly(job: Job) -> None:
