@@ -5,7 +5,14 @@
 
 1. The storm with events: `--vms` VM.create on an API served on a Unix
    socket (4 workers), timed from the first VM.create to the last job's
-   end, in interleaved rounds on fresh hosts:
+   end, in interleaved rounds on fresh hosts, sent by one of two
+   engines:
+   - "in process": a loop in the service's process calls the API (it
+     holds the service's GIL while it submits);
+   - "over the socket": another process (this file with --engine) sends
+     them as an engine does, JSON-RPC on `--connections` keep-alive
+     connections, a thread each;
+   and in one of three cases:
    - "16 subscribers": `--subscribers` GET /events streams open, read by
      another process (this file with --subscriber) that notes when each
      VM's Up reached it (time.monotonic(), one clock for the machine);
@@ -33,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -44,6 +52,7 @@ from vmjobs.tools import loadtest
 from workers import Job
 
 CASES = ("no subscriber", "16 subscribers", "events off")
+ENGINES = ("in process", "over the socket")
 
 
 UP_FRAME = re.compile(rb"id: (\d+)\nevent: \|virt\|VM_status\|[^\n]*\n"
@@ -96,7 +105,58 @@ def subscriber(address, n, out_path):
         json.dump(got, f)
 
 
-def storm(vms, case, subscribers):
+def engine(address, vms, connections):
+    """--engine: send `vms` VM.create to the service at `address` on
+    `connections` keep-alive connections, a thread each. Prints "ready"
+    once connected, sends at a line on stdin, then prints the job ids."""
+    from vmjobs.client import Client
+    clients = [Client(address) for _ in range(connections)]
+    for client in clients:
+        client.call("Host.getStats")   # connected before the storm
+    vm_ids = [str(uuid.uuid4()) for _ in range(vms)]
+    jobs = [None] * vms
+
+    def send(k):
+        for i in range(k, vms, connections):
+            jobs[i] = clients[k].call("VM.create", [vm_ids[i], {
+                "vmId": vm_ids[i], "vmName": vm_ids[i][:8],
+                "memSize": 64}])["jobId"]
+
+    threads = [threading.Thread(target=send, args=(k,))
+               for k in range(connections)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps(jobs), flush=True)
+
+
+def submit(api, server, vms, engine_name, connections):
+    """The storm's VM.create, sent by `engine_name`; (the time.time()
+    before the first, the job ids)."""
+    if engine_name == "in process":
+        vm_ids = [str(uuid.uuid4()) for _ in range(vms)]
+        started = time.time()
+        return started, [
+            api.VM.create(vm_id, {"vmId": vm_id, "vmName": vm_id[:8],
+                                  "memSize": 64})["jobId"]
+            for vm_id in vm_ids]
+    sender = subprocess.Popen(
+        [sys.executable, __file__, "--engine", server.address, str(vms),
+         str(connections)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    assert sender.stdout.readline() == "ready\n"
+    started = time.time()
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+    jobs = json.loads(sender.stdout.readline())
+    assert sender.wait(60) == 0
+    return started, jobs
+
+
+def storm(vms, case, subscribers, engine_name="in process", connections=4):
     """One storm on a fresh host; (seconds, CPU seconds of this process,
     [latency of each Up to each subscriber, seconds])."""
     directory = tempfile.mkdtemp(prefix="vmjobs-bench-events-")
@@ -120,14 +180,14 @@ def storm(vms, case, subscribers):
                  str(subscribers), out_path], stdout=subprocess.PIPE,
                 text=True)
             assert reader.stdout.readline() == "ready\n"
-        vm_ids = [str(uuid.uuid4()) for _ in range(vms)]
-        started, cpu = time.monotonic(), time.process_time()
-        jobs = [api.VM.create(vm_id, {"vmId": vm_id, "vmName": vm_id[:8],
-                                      "memSize": 64})["jobId"]
-                for vm_id in vm_ids]
+        cpu = time.process_time()
+        started, jobs = submit(api, server, vms, engine_name, connections)
         for job_id in jobs:
             assert api.jobs.get(job_id).wait(600)
-        seconds = time.monotonic() - started
+        # From the first request to the last job's end, on the wall
+        # clock JobInfo stamps.
+        seconds = max(api.jobs.get(job_id).info()["ended"]
+                      for job_id in jobs) - started
         cpu = time.process_time() - cpu
         published = {n.id: n.time for n in api.notifications._kept}
     finally:
@@ -145,34 +205,44 @@ def storm(vms, case, subscribers):
 
 
 def storms(args):
-    times = {case: [] for case in CASES}
-    cpus = {case: [] for case in CASES}
-    latencies = []
-    for _ in range(args.rounds):
-        for case in CASES:
-            seconds, cpu, lat = storm(args.vms, case, args.subscribers)
-            times[case].append(seconds)
-            cpus[case].append(cpu)
-            latencies += lat
-    base = statistics.median(times["no subscriber"])
-    cpu_base = statistics.median(cpus["no subscriber"])
-    rows = [(case, f"{statistics.median(t):.3f} s",
-             " ".join(f"{x:.3f}" for x in t),
-             f"{statistics.median(t) / base:.3f}",
-             f"{statistics.median(cpus[case]):.3f} s",
-             f"{statistics.median(cpus[case]) / cpu_base:.3f}")
-            for case, t in times.items()]
+    runs = [(e, c) for e in ENGINES for c in CASES]
+    times = {run: [] for run in runs}
+    cpus = {run: [] for run in runs}
+    latencies = {e: [] for e in ENGINES}
+    for i in range(args.rounds):
+        for engine_name, case in runs if i % 2 == 0 else runs[::-1]:
+            seconds, cpu, lat = storm(args.vms, case, args.subscribers,
+                                      engine_name, args.connections)
+            times[engine_name, case].append(seconds)
+            cpus[engine_name, case].append(cpu)
+            latencies[engine_name] += lat
+    rows = []
+    for engine_name, case in runs:
+        base = statistics.median(times[engine_name, "no subscriber"])
+        cpu_base = statistics.median(cpus[engine_name, "no subscriber"])
+        t, c = times[engine_name, case], cpus[engine_name, case]
+        rows.append((engine_name, case, f"{statistics.median(t):.3f} s",
+                     " ".join(f"{x:.3f}" for x in t),
+                     f"{statistics.median(t) / base:.3f}",
+                     f"{statistics.median(c):.3f} s",
+                     f"{statistics.median(c) / cpu_base:.3f}"))
     table(f"storm of {args.vms} VM.create (test driver, 4 workers), "
-          f"{args.rounds} interleaved rounds; CPU: the service's process",
-          ["case", "median", "rounds", "ratio", "CPU", "CPU ratio"], rows)
+          f"{args.rounds} interleaved rounds; ratio against no subscriber "
+          f"with the same engine; CPU: the service's process",
+          ["engine", "case", "median", "rounds", "ratio", "CPU",
+           "CPU ratio"], rows)
     table(f"commit to Up at each of {args.subscribers} subscribers "
-          f"(another process, GET /events), {len(latencies)} Ups",
-          ["p50", "p99", "max"],
-          [(f"{ms(percentile(latencies, 50)):.2f} ms",
-            f"{ms(percentile(latencies, 99)):.2f} ms",
-            f"{ms(max(latencies)):.2f} ms")])
-    return {"times": times, "cpu": cpus, "latency_p50_ms": ms(percentile(latencies, 50)),
-            "latency_p99_ms": ms(percentile(latencies, 99))}
+          f"(another process, GET /events)",
+          ["engine", "Ups", "p50", "p99", "max"],
+          [(e, len(lat), f"{ms(percentile(lat, 50)):.2f} ms",
+            f"{ms(percentile(lat, 99)):.2f} ms", f"{ms(max(lat)):.2f} ms")
+           for e, lat in latencies.items()])
+    return {
+        "times": {f"{e}, {c}": t for (e, c), t in times.items()},
+        "cpu": {f"{e}, {c}": t for (e, c), t in cpus.items()},
+        "latency_ms": {e: {"p50": ms(percentile(lat, 50)),
+                           "p99": ms(percentile(lat, 99))}
+                       for e, lat in latencies.items()}}
 
 
 def totals(args):
@@ -204,11 +274,15 @@ def totals(args):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--subscriber":
         return subscriber(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    if len(sys.argv) > 1 and sys.argv[1] == "--engine":
+        return engine(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     parser = argparse.ArgumentParser()
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--subscribers", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--small", type=int, default=50)
+    parser.add_argument("--connections", type=int, default=4,
+                        help="the socket engine's connections")
     args = parser.parse_args()
     write_json("events", {"args": vars(args), "storms": storms(args),
                           "totals": totals(args)})
