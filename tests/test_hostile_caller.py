@@ -282,6 +282,42 @@ def test_content_length_that_is_not_ascii_digits_gets_400(plain, length):
     nothing_ran(plain_call(plain))
 
 
+@pytest.mark.parametrize("fields,status", [
+    # Two lengths, two hosts, a chunked body: how one request is read as
+    # another; a folded line, a space before the colon: what the email
+    # parser took and HTTP forbids.
+    ("Content-Length: {n}\r\nContent-Length: 0\r\nHost: localhost\r\n",
+     400),
+    ("Content-Length: {n}\r\nHost: localhost\r\nHost: evil.example\r\n",
+     400),
+    ("Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n"
+     "Host: localhost\r\n", 501),
+    ("Content-Length: {n}\r\nHost: localhost\r\nX-A: a\r\n b\r\n", 400),
+    ("Content-Length : {n}\r\nHost: localhost\r\n", 400),
+    # The same request, kept to the rules (the positive control).
+    ("Content-Length: {n}\r\nHost: localhost\r\nX-A: a, b\r\n", 200),
+])
+def test_a_head_that_breaks_http_is_refused_before_anything_runs(
+        plain, fields, status):
+    body = method_body("Host.getVMList")
+    head = ("POST / HTTP/1.1\r\nContent-Type: application/json\r\n" +
+            fields.format(n=len(body))).encode()
+    got, answer = raw_request(plain.address, head, body)
+    assert got == status, answer
+    nothing_ran(plain_call(plain))
+
+
+@pytest.mark.parametrize("request_line,status", [
+    ("GET /healthz", 400), ("GET /healthz HTTP/2.0", 505),
+    ("GET http://evil.example/healthz HTTP/1.1", 400),
+    ("GET /healthz HTTP/1.1", 200)])
+def test_request_lines_beyond_http_1_are_refused(plain, request_line,
+                                                 status):
+    got, answer = raw_request(plain.address, (
+        f"{request_line}\r\nHost: localhost\r\n").encode())
+    assert got == status, answer
+
+
 # -- TCP with mutual TLS ------------------------------------------------------
 
 def test_tls_client_without_certificate_is_refused_before_a_request(

@@ -2,7 +2,9 @@
 TCP with mutual TLS (plain TCP only on loopback, when asked: listener.py).
 
 Requests are read by the server's own threads, one per connection, never by
-the job pool: a full pool never stops Host.getJobs from answering. Each
+the job pool: a full pool never stops Host.getJobs from answering. A
+request's head is read by request_head.py's rules, strictly: one that
+breaks them is answered 4xx or 5xx and the connection closed. Each
 request has one deadline, `request_timeout` seconds, for the TLS handshake,
 its headers and its body together, so a client that trickles bytes is cut
 off; at most `max_connections` are served at once: at the cap the one that
@@ -26,7 +28,7 @@ import ssl
 import threading
 import time
 
-from . import eventstream, health, listener, metrics
+from . import eventstream, health, listener, metrics, request_head
 from .audit import caller_of
 from .config import parse_listen
 from .connection_table import ConnectionTable
@@ -53,6 +55,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.deadline = self.server.connection_deadline()
         self.rfile = io.BufferedReader(listener.DeadlineReader(self),
                                        io.DEFAULT_BUFFER_SIZE)
+
+    def parse_request(self):
+        """The request's head, read by request_head.py's rules (in place
+        of http.server's own reading): False, the refusal answered and the
+        connection closed, if it breaks them."""
+        self.command = None      # (the refusal is no answer to a HEAD)
+        self.request_version = "HTTP/1.1"   # a refusal has a status line
+        self.requestline = str(self.raw_requestline,
+                               "iso-8859-1").rstrip("\r\n")
+        try:
+            head = request_head.read(self.raw_requestline,
+                                     self.rfile.readline)
+        except request_head.Refused as refused:
+            self._send(refused.status, refused.text.encode() + b"\n",
+                       close=True)
+            return False
+        if head is None:
+            self.close_connection = True
+            return False
+        self.command, self.path = head.method, head.target
+        self.request_version, self.headers = head.version, head.headers
+        self.close_connection = not head.keep_alive
+        return self.handle_expect_100() if head.expects_continue else True
 
     def handle_one_request(self):
         super().handle_one_request()
