@@ -10,6 +10,7 @@ Figures: jobs/s (submit to last end) and submit latency p50/p99."""
 import argparse
 import concurrent.futures
 import statistics
+import sys
 import time
 
 import workers
@@ -57,7 +58,12 @@ def main():
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--switch-interval", type=float,
+                        help="sys.setswitchinterval for the run (seconds; "
+                        "CPython's default is 0.005)")
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     per_round = args.jobs // args.rounds
     results = {"workers.Pool": ([], []), "ThreadPoolExecutor": ([], [])}
     for i in range(args.rounds):
