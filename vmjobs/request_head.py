@@ -84,9 +84,6 @@ class Fields:
     def get(self, name, default=None):
         return self._fields.get(name.lower(), default)
 
-    def __contains__(self, name):
-        return name.lower() in self._fields
-
 
 def read(request_line, readline):
     """The head whose request line (bytes, with its line end) was read,

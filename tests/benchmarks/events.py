@@ -105,6 +105,10 @@ def subscriber(address, n, out_path):
         json.dump(got, f)
 
 
+def vm_params(vm_id):
+    return {"vmId": vm_id, "vmName": vm_id[:8], "memSize": 64}
+
+
 def engine(address, vms, connections):
     """--engine: send `vms` VM.create to the service at `address` on
     `connections` keep-alive connections, a thread each. Prints "ready"
@@ -118,9 +122,8 @@ def engine(address, vms, connections):
 
     def send(k):
         for i in range(k, vms, connections):
-            jobs[i] = clients[k].call("VM.create", [vm_ids[i], {
-                "vmId": vm_ids[i], "vmName": vm_ids[i][:8],
-                "memSize": 64}])["jobId"]
+            jobs[i] = clients[k].call(
+                "VM.create", [vm_ids[i], vm_params(vm_ids[i])])["jobId"]
 
     threads = [threading.Thread(target=send, args=(k,))
                for k in range(connections)]
@@ -140,8 +143,7 @@ def submit(api, server, vms, engine_name, connections):
         vm_ids = [str(uuid.uuid4()) for _ in range(vms)]
         started = time.time()
         return started, [
-            api.VM.create(vm_id, {"vmId": vm_id, "vmName": vm_id[:8],
-                                  "memSize": 64})["jobId"]
+            api.VM.create(vm_id, vm_params(vm_id))["jobId"]
             for vm_id in vm_ids]
     sender = subprocess.Popen(
         [sys.executable, __file__, "--engine", server.address, str(vms),

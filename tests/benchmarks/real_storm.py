@@ -163,13 +163,12 @@ def configurations(n, sizes, default_workers):
     configs = []
     for i, size in enumerate(sizes):
         pair = [(vmjobs_name(size), lambda s, k=size: storm_vmjobs(s, n, k)),
-                (f"plain threads, {size}",
-                 lambda s, k=size: storm_raw(s, n, k))]
+                (plain_name(size), lambda s, k=size: storm_raw(s, n, k))]
         configs += pair if i % 2 == 0 else pair[::-1]
     configs += [
-        (f"vmjobs, adaptive up to {default_workers}",
+        (adaptive_name(default_workers),
          lambda s: storm_vmjobs(s, n, default_workers, adaptive=True)),
-        ("plain threads, one per VM", lambda s: storm_raw(s, n, n)),
+        (ONE_PER_VM, lambda s: storm_raw(s, n, n)),
         (VDSM, lambda s: storm_raw(s, n, n, threading.Semaphore(4))),
     ]
     return configs
@@ -179,6 +178,15 @@ def vmjobs_name(size):
     return f"vmjobs, {size} worker{'s' if size > 1 else ''}"
 
 
+def plain_name(size):
+    return f"plain threads, {size}"
+
+
+def adaptive_name(workers):
+    return f"vmjobs, adaptive up to {workers}"
+
+
+ONE_PER_VM = "plain threads, one per VM"
 VDSM = "VDSM model (thread per VM, semaphore 4)"
 
 
@@ -190,15 +198,14 @@ def plot(sizes, medians, rounds, default_workers, path):
         return
     figure, ax = plt.subplots(figsize=(7, 4))
     for label, name_of, marker in (("vmjobs", vmjobs_name, "o"),
-                                   ("plain threads",
-                                    lambda k: f"plain threads, {k}", "s")):
+                                   ("plain threads", plain_name, "s")):
         ax.plot(sizes, [medians[name_of(k)] for k in sizes], marker=marker,
                 label=f"{label} (median)")
         for k in sizes:
             ax.scatter([k] * len(rounds[name_of(k)]), rounds[name_of(k)],
                        s=8, alpha=0.4, color=ax.lines[-1].get_color())
-    for name, style in ((f"vmjobs, adaptive up to {default_workers}", ":"),
-                        ("plain threads, one per VM", "--"), (VDSM, "-.")):
+    for name, style in ((adaptive_name(default_workers), ":"),
+                        (ONE_PER_VM, "--"), (VDSM, "-.")):
         ax.axhline(medians[name], linestyle=style, color="grey",
                    label=f"{name}: {medians[name]:.1f} s")
     ax.axvline(default_workers, color="green", alpha=0.3,
@@ -283,9 +290,9 @@ def main():
                       if name.startswith("vmjobs"))
     default = medians[vmjobs_name(default_workers)] \
         if default_workers in sizes else None
-    adaptive = medians[f"vmjobs, adaptive up to {default_workers}"]
+    adaptive = medians[adaptive_name(default_workers)]
     same_size = {size: medians[vmjobs_name(size)]
-                 / medians[f"plain threads, {size}"] for size in sizes}
+                 / medians[plain_name(size)] for size in sizes}
     data = {"args": vars(args), "cores": cores,
             "default_workers": default_workers, "configs": results,
             "median_total_s": medians, "physical_limit_s": limit,
