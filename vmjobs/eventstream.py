@@ -18,8 +18,12 @@ until what it was given is sent, so it stays behind and the feed cuts it
 off. (The connection's own thread only waits for its stream's end.)
 """
 
+import ctypes
+import errno
 import logging
+import os
 import select
+import socket
 import ssl
 import threading
 import time
@@ -172,11 +176,13 @@ class _Stream:
     def __init__(self, sock, subscription):
         self.sock = sock
         self.subscription = subscription
-        # Bytes not sent yet: first, where the stream starts (a client
-        # cut off before any event resumes from there).
+        # Bytes to send, of which pending[sent:] are not sent yet: first,
+        # where the stream starts (a client cut off before any event
+        # resumes from there).
         position = sse.position(subscription.last_id)
-        self.pending = memoryview(b"%x\r\n%s\r\n" % (len(position),
-                                                      position))
+        self.pending = b"%x\r\n%s\r\n" % (len(position), position)
+        self.sent = 0
+        self._send = _sender(sock)
         self.ending = False              # its last chunk is in pending
         self.sent_at = time.monotonic()  # for the keep-alives
         self.blocked_since = None        # pending, its socket full
@@ -218,7 +224,9 @@ class _Stream:
             return False
         try:
             while self.pending:
-                self.pending = self.pending[self.sock.send(self.pending):]
+                self.sent += self._send(self.pending, self.sent)
+                if self.sent == len(self.pending):
+                    self.pending, self.sent = b"", 0
                 self.sent_at = now
             self.blocked_since = None
         except (BlockingIOError, ssl.SSLWantWriteError):
@@ -231,7 +239,47 @@ class _Stream:
         return not self.ending
 
     def _queue(self, data):
-        self.pending = memoryview(data)
+        self.pending, self.sent = data, 0
+
+
+def _sender(sock):
+    """How the dispatcher sends on `sock`: send(data, offset) sends what
+    the socket takes of data[offset:] and returns how much it took.
+
+    On a plain socket (Unix, TCP), libc's send(2) through ctypes.PyDLL,
+    which keeps the GIL: socket.send lets go of it for the call, and under
+    a storm getting it back costs the dispatcher a wait behind the workers
+    (up to CPython's switch interval, 5 ms) for each stream of each turn,
+    where the send itself, non-blocking, takes a microsecond or two
+    (docs/benchmarks.md, section 14). A TLS stream encrypts in the ssl
+    module, so it uses that module's send."""
+    if isinstance(sock, ssl.SSLSocket):
+        return lambda data, offset: sock.send(memoryview(data)[offset:])
+    fd = sock.fileno()
+
+    def send(data, offset):
+        # data is bytes, alive for the call: its buffer's address is
+        # c_void_p's conversion of it, and the socket copies what it takes.
+        address = ctypes.cast(data, ctypes.c_void_p).value + offset
+        while (taken := _libc_send(fd, address, len(data) - offset,
+                                   _SEND_FLAGS)) < 0:
+            error = ctypes.get_errno()
+            if error in (errno.EAGAIN, errno.EWOULDBLOCK):
+                raise BlockingIOError(error, os.strerror(error))
+            if error != errno.EINTR:
+                raise OSError(error, os.strerror(error))
+        return taken
+    return send
+
+
+# send(2) from the process' own symbols (libc), called with the GIL held.
+_libc_send = ctypes.PyDLL(None, use_errno=True).send
+_libc_send.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
+                       ctypes.c_int)
+_libc_send.restype = ctypes.c_ssize_t
+# Never wait (the socket is non-blocking anyway), never SIGPIPE: a
+# subscriber that went away is an EPIPE, as with socket.send.
+_SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 
 
 def _open_stream(handler, subscription):
