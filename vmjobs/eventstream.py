@@ -249,9 +249,9 @@ def _sender(sock):
     On a plain socket (Unix, TCP), libc's send(2) through ctypes.PyDLL,
     which keeps the GIL: socket.send lets go of it for the call, and under
     a storm getting it back costs the dispatcher a wait behind the workers
-    (up to CPython's switch interval, 5 ms) for each stream of each turn,
-    where the send itself, non-blocking, takes a microsecond or two
-    (docs/benchmarks.md, section 14). A TLS stream encrypts in the ssl
+    (milliseconds, measured) for each stream of each turn, where the send
+    itself, non-blocking, takes a microsecond or two (docs/benchmarks.md,
+    section 14). A TLS stream encrypts in the ssl
     module, so it uses that module's send."""
     if isinstance(sock, ssl.SSLSocket):
         return lambda data, offset: sock.send(memoryview(data)[offset:])
