@@ -251,8 +251,8 @@ def _sender(sock):
     a storm getting it back costs the dispatcher a wait behind the workers
     (milliseconds, measured) for each stream of each turn, where the send
     itself, non-blocking, takes a microsecond or two (docs/benchmarks.md,
-    section 14). A TLS stream encrypts in the ssl
-    module, so it uses that module's send."""
+    section 14). A TLS stream encrypts in the ssl module, so it uses that
+    module's send."""
     if isinstance(sock, ssl.SSLSocket):
         return lambda data, offset: sock.send(memoryview(data)[offset:])
     fd = sock.fileno()
