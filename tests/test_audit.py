@@ -11,9 +11,9 @@ import pytest
 from conftest import new_id, vm_params, wait_job
 from test_metrics import FailAt
 from test_server_tls import pki  # noqa: F401 (a fixture)
+from vmjobs.client import Client, RemoteError
 from vmjobs.config import Config
 from vmjobs.server import Server
-from vmjobs.tools.client import Client, RemoteError
 
 LINE = re.compile(r"audit (\S+) caller=(\S+) vm=(\S+) job=(\S+) "
                   r"result=(.+) ms=\d+\.\d$")

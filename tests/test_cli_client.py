@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from serve import ROOT, ServeProcess
-from vmjobs.tools.client import Client
+from vmjobs.client import Client
 
 
 @pytest.fixture(scope="module")

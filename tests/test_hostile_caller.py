@@ -28,7 +28,7 @@ import pytest
 
 from serve import ROOT, TEST_URI, ServeProcess
 from test_server_tls import make_ca, make_cert
-from vmjobs.tools.client import Client, RemoteError
+from vmjobs.client import Client, RemoteError
 
 INTRUDER = "vmjobs-intruder"
 WAIT = 60

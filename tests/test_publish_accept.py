@@ -21,10 +21,10 @@ from conftest import (
 from serve import ServeProcess
 from test_migration_destination import domain_xml, incoming
 from test_restore import hibernated_vm, restore
+from vmjobs.client import Client
 from vmjobs.errors import NoVM, VmExists
 from vmjobs.registry import PublishMode, VmRegistry, VmStatus
 from vmjobs.tools import simulation
-from vmjobs.tools.client import Client
 
 
 def listing(api):

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from serve import ServeProcess
-from vmjobs.tools.client import Client
+from vmjobs.client import Client
 
 
 def openssl(*args, cwd):

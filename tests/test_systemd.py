@@ -13,11 +13,11 @@ import pytest
 from conftest import WAIT, StepGate
 from serve import ROOT, ServeProcess
 from test_recovery import previous_run
+from vmjobs.client import Client
 from vmjobs.config import Config
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
 from vmjobs.sdnotify import Readiness, notify
 from vmjobs.server import Server
-from vmjobs.tools.client import Client
 
 
 def notify_socket(path):

@@ -9,7 +9,7 @@ import traceback
 
 from . import __version__, cli_call, cli_errors, cli_events, cli_loadtest, logs
 from . import config as configuration
-from .tools.client import DEFAULT_SERVER, RemoteError
+from .client import DEFAULT_SERVER, RemoteError
 
 # Flags that override the configuration file: flag -> Config field.
 SERVICE_FLAGS = {

@@ -6,8 +6,8 @@ import sys
 import time
 
 from .cli_errors import CliError, remote_error_json
+from .client import Client, RemoteError
 from .logs import one_line
-from .tools.client import Client, RemoteError
 
 # A value starting with one of these is meant as JSON and must parse.
 _JSON_STARTS = ("{", "[", '"')

@@ -9,9 +9,9 @@ import socket
 import ssl
 
 from . import errors
+from .client import RemoteError
 from .config import ConfigError
 from .hypervisor import HypervisorError
-from .tools.client import RemoteError
 
 # VDSM's code -> its name, for `error 4 (exist): ...`.
 CODE_NAMES = {cls.code: cls.name for cls in vars(errors).values()

@@ -1,7 +1,6 @@
 """A JSON-RPC client for vmjobs' server: over TCP or a Unix socket,
 optionally with a client certificate. In the core because a migration's
-source calls its destination with it; the tools use it too
-(vmjobs.tools.client)."""
+source calls its destination with it; the command line uses it too."""
 
 import http.client
 import itertools

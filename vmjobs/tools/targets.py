@@ -6,9 +6,9 @@ import queue
 import threading
 
 from ..api import API
+from ..client import Client
 from ..hypervisor import Hypervisor
 from . import simulation
-from .client import Client
 from .follow import Follower
 
 
