@@ -25,6 +25,7 @@ def test_limits(tmp_path):
                           tmp_path=tmp_path)
     try:
         oversize_is_refused_unparsed(server)
+        only_a_wanted_body_is_invited(server)
         half_sent_request_does_not_block_others(server)
         full_pool_still_answers_get_jobs(server)
     finally:
@@ -41,6 +42,34 @@ def oversize_is_refused_unparsed(server):
     status, _ = post(server.url, body)
     assert status == 413
     assert rpc(server.url, "Host.getJobs")["result"] == {}
+
+
+def only_a_wanted_body_is_invited(server):
+    """`Expect: 100-continue` (curl sends it for large bodies): an
+    oversize body is refused at once, never invited first; a body within
+    the limit is invited, then answered."""
+    host, port = server.address.rsplit(":", 1)
+
+    def first_answers(length, body=b""):
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                      b"Content-Type: application/json\r\n"
+                      b"Expect: 100-continue\r\n"
+                      b"Content-Length: %d\r\n\r\n" % length)
+            reader = s.makefile("rb")
+            first = reader.readline()
+            if not body:
+                return [first]
+            while reader.readline() not in (b"\r\n", b""):
+                pass   # the interim answer's (empty) header block
+            s.sendall(body)
+            return [first, reader.readline()]
+
+    assert first_answers(5000) == [b"HTTP/1.1 413 Request Entity Too "
+                                   b"Large\r\n"]
+    ping = b'{"jsonrpc": "2.0", "method": "Host.ping", "id": 1}'
+    assert first_answers(len(ping), ping) == [b"HTTP/1.1 100 Continue\r\n",
+                                              b"HTTP/1.1 200 OK\r\n"]
 
 
 def half_sent_request_does_not_block_others(server):

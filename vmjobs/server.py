@@ -43,6 +43,7 @@ log = logging.getLogger("vmjobs.server")
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vmjobs"
+    expects_continue = False    # the request's head asked "100 Continue"
 
     def version_string(self):
         # The base class appends " " + sys_version: a trailing space.
@@ -77,7 +78,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.command, self.path = head.method, head.target
         self.request_version, self.headers = head.version, head.headers
         self.close_connection = not head.keep_alive
-        return self.handle_expect_100() if head.expects_continue else True
+        # "100 Continue" is sent by do_POST, once the body is known to be
+        # wanted: a body refused unread is never invited first.
+        self.expects_continue = head.expects_continue
+        return True
 
     def handle_one_request(self):
         super().handle_one_request()
@@ -99,6 +103,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if length > self.server.max_request_bytes:
             # Refused unread: the connection is closed with the body unread.
             return self._send(413, b"request body too large\n", close=True)
+        if self.expects_continue:
+            self.handle_expect_100()
         # Read even when it is refused below: closing on unread bytes would
         # send the client a reset, perhaps before it read the answer.
         body = self.rfile.read(length)
