@@ -17,7 +17,7 @@ from conftest import (
 )
 from faults import FaultyHypervisor
 from vmjobs import domxml
-from vmjobs.errors import InvalidParams, MigrateError, NoVM
+from vmjobs.errors import InvalidParams, MigrateError, MissParam, NoVM
 
 STEPS = ["prepare", "save", "undefine", "commit"]
 
@@ -152,6 +152,18 @@ def test_bad_path(api, tmp_path, handle):
     assert_quiet_and_clean(api)
 
 
+def test_missing_path_is_miss_param(api):
+    vm_id, _ = up_vm(api)
+    with pytest.raises(MissParam) as err:
+        api.VM.hibernate(vm_id)
+    assert err.value.code == 11
+    with pytest.raises(InvalidParams) as err:   # present, but empty
+        api.VM.hibernate(vm_id, "")
+    assert err.value.data == {"param": "hibernationVolHandle"}
+    assert_public(api, vm_id, "Up")
+    assert_quiet_and_clean(api)
+
+
 def test_unknown_vm(api, tmp_path):
     path = tmp_path / "state"
     with pytest.raises(NoVM) as err:
@@ -169,10 +181,17 @@ def test_staged_vm_is_not_hibernated(make_api, tmp_path):
     assert gate.reached.wait(WAIT)
     path = tmp_path / "state"
     try:
-        with pytest.raises(NoVM) as err:
+        # Neither noVM (it is staged) nor a second job on it: its startup
+        # job works on it, as a busy public VM's would.
+        with pytest.raises(MigrateError, match="not up yet") as err:
             api.VM.hibernate(vm_id, str(path))
-        assert err.value.code == 1
+        assert err.value.code == 12
+        with pytest.raises(MigrateError, match="not up yet") as err:
+            api.VM.migrate(vm_id, {"dst": "127.0.0.1:1",
+                                   "dstUri": "qemu+tcp://127.0.0.1/system"})
+        assert err.value.code == 12
         assert api.VM.getStats(vm_id)["status"] == "WaitForLaunch"
+        assert list(api.Host.getJobs()) == [job_id]
     finally:
         gate.release.set()
     assert wait_job(api, job_id)["status"] == "done"

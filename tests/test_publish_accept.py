@@ -22,7 +22,7 @@ from serve import ServeProcess
 from test_migration_destination import domain_xml, incoming
 from test_restore import hibernated_vm, restore
 from vmjobs.client import Client
-from vmjobs.errors import NoVM, VmExists
+from vmjobs.errors import MigrateError, NoVM, VmExists
 from vmjobs.registry import PublishMode, VmRegistry, VmStatus
 from vmjobs.tools import simulation
 
@@ -157,8 +157,8 @@ def test_destroy_of_a_listed_staged_vm_aborts_its_job(make_api):
 
 
 def test_listed_staged_vm_is_neither_public_nor_free(make_api, tmp_path):
-    """Its vmId is taken (VmExists) and it cannot be hibernated (NoVM),
-    exactly as in commit mode."""
+    """Its vmId is taken (VmExists) and it cannot be hibernated (its
+    startup job works on it: migrateErr), exactly as in commit mode."""
     gate = StepGate("start")
     api = make_api(publish="accept", step_hook=gate)
     vm_id = new_id()
@@ -167,9 +167,9 @@ def test_listed_staged_vm_is_neither_public_nor_free(make_api, tmp_path):
     assert api.Host.getVMList() == [vm_id]
     with pytest.raises(VmExists):
         api.VM.create(vm_id, vm_params(vm_id))
-    with pytest.raises(NoVM) as err:
+    with pytest.raises(MigrateError) as err:
         api.VM.hibernate(vm_id, str(tmp_path / "x.state"))
-    assert err.value.code == 1
+    assert err.value.code == 12
     assert not (tmp_path / "x.state").exists()
     gate.release.set()
     assert wait_job(api, created["jobId"])["status"] == "done"

@@ -65,6 +65,24 @@ def test_restore_brings_back_the_vm(api, tmp_path, paused):
     assert_quiet_and_clean(api)
 
 
+def test_restore_keeps_the_engines_own_keys(api, tmp_path):
+    """The VM's saved params come back, with the engine's own keys of the
+    restore's request on top (API.md: unknown keys are kept); the keys
+    vmjobs reads (the path, launchPaused) are the restore's, not the VM's.
+    A restart would recover the same: they are in the domain's
+    metadata."""
+    vm_id, path, params = hibernated_vm(api, tmp_path, owner="ops",
+                                        engineKey="E0")
+    info = wait_job(api, restore(api, vm_id, path, launchPaused=False,
+                                 engineKey="E1", ticket=7)["jobId"])
+    assert info["status"] == "done", info
+    expected = {**params, "engineKey": "E1", "ticket": 7}
+    assert api.VM.getStats(vm_id)["params"] == expected
+    assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
+                                ) == (vm_id, expected)
+    assert_quiet_and_clean(api)
+
+
 def test_state_file_of_another_vm_is_refused(api, tmp_path):
     _, path, _ = hibernated_vm(api, tmp_path)
     before = checksum(path)

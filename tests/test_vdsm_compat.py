@@ -43,11 +43,14 @@ def test_get_vm_list_vm_list_and_only_uuid(api):
                               onlyUUID=True) == [{"vmId": b, "status": "Up"}]
     assert api.call("Host.getVMList", [False, [a], True]) == [a]
     assert sorted(api.Host.getVMList(vmList=[])) == sorted([a, b, c])
+    # A vmId in capitals names the same VM, as VM.getStats takes it.
+    assert api.Host.getVMList(vmList=[b.upper()]) == [b]
 
 
 @pytest.mark.parametrize("params,param", [
     ({"vmList": "x"}, "vmList"),
     ({"vmList": [1]}, "vmList"),
+    ({"vmList": ["not-a-uuid"]}, "vmList"),
     ({"onlyUUID": "yes"}, "onlyUUID"),
 ])
 def test_bad_get_vm_list_params(api, params, param):

@@ -252,6 +252,8 @@ class API:
     @verb("VM.hibernate", "vmID", "hibernationVolHandle")
     def vm_hibernate(self, vmID=None, hibernationVolHandle=None):
         vm_id = parse_vm_id(vmID)
+        if hibernationVolHandle is None:
+            raise MissParam("missing parameter 'hibernationVolHandle'")
         path = hostfiles.state_path(hibernationVolHandle,
                                     "hibernationVolHandle",
                                     self.config.state_dirs)

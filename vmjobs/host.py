@@ -7,6 +7,7 @@ from . import domxml
 from .errors import InvalidParams
 from .flows import MigrationDestinationJob
 from .hypervisor import DomainState
+from .params import parse_vm_id
 
 
 def received_ids(jobs):
@@ -21,8 +22,8 @@ def received_ids(jobs):
 
 def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
     """Host.getVMList, as VDSM's: only the VMs of `vm_ids` (vmList) when it
-    is not empty (unknown ids skipped); only_uuid asks for ids, which is
-    what comes without full_status anyway (and, as in VDSM, full_status
+    is not empty (each a UUID, in either case; unknown ids skipped);
+    only_uuid asks for ids, which is what comes without full_status anyway (and, as in VDSM, full_status
     wins)."""
     for name, value in (("fullStatus", full_status),
                         ("onlyUUID", only_uuid)):
@@ -33,7 +34,7 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
         if not isinstance(vm_ids, list) or \
                 not all(isinstance(v, str) for v in vm_ids):
             raise InvalidParams("vmList", "must be a list of vmIds")
-        wanted = set(vm_ids)
+        wanted = {parse_vm_id(v, "vmList") for v in vm_ids}
         vms = [vm for vm in vms if not wanted or vm.vm_id in wanted]
     if full_status:
         return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]

@@ -23,6 +23,12 @@ _CONTROL = re.compile("[\x00-\x1f\x7f\ufffe\uffff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+# The vmParams keys vmjobs reads; every other key is the engine's own,
+# kept opaque (API.md "vmParams").
+READ_KEYS = frozenset({"vmId", "xml", "vmName", "memSize", "smp",
+                       "launchPaused", "restoreState"})
+
+
 @dataclasses.dataclass(frozen=True)
 class VmSpec:
     vm_id: str
@@ -33,6 +39,11 @@ class VmSpec:
     smp: int = 1
     launch_paused: bool = False
     restore_state: str | None = None
+
+    def engine_keys(self):
+        """The params vmjobs does not read: the engine's own."""
+        return {key: value for key, value in self.params.items()
+                if key not in READ_KEYS}
 
 
 def parse_vm_id(value, param="vmID"):

@@ -48,7 +48,8 @@ class PublishMode(StrEnum):
 
 
 class VmBusy(Exception):
-    """The public VM already has a job running on it."""
+    """The VM already has a job running on it: a public VM's claim, or a
+    staged VM's startup job."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +130,16 @@ class VmRegistry:
     def claim(self, vm_id, status, job):
         """Give the public VM a job to run on it (a hibernation, a
         migration, or a destroy), with `status` meanwhile. Raises NoVM if
-        it is not public, VmBusy if it already has one. Returns the VM as
-        it was."""
+        it is neither staged nor public, VmBusy if it already has one (a
+        staged VM has its startup job). Returns the VM as it was."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None:
-                raise NoVM(f"VM {vm_id} is not up" if vm_id in self._staged
-                           else f"VM {vm_id} does not exist")
+                staged = self._staged.get(vm_id)
+                if staged is not None:
+                    raise VmBusy(f"VM {vm_id} is not up yet: {staged.job} "
+                                 "starts it")
+                raise NoVM(f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
             self._public[vm_id] = dataclasses.replace(

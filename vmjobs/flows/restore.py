@@ -22,8 +22,8 @@ class RestoreJob(StartupJob):
             self.step("check-file")
             check_readable_file(path)
             self.step("read-domain")
-            params, ours = saved_vm_params(self.hv, path, vm_id,
-                                           self.spec.params)
+            params, saved = restored_vm_params(self.hv, path, vm_id,
+                                               self.spec)
             self.step("prepare")
             if over_a_stopped_definition(self.hv, vm_id):
                 # A hibernation interrupted between its save and its
@@ -42,7 +42,7 @@ class RestoreJob(StartupJob):
             self.hv.restore(path, vm_id, paused=paused)
             self.step("persist")
             self.hv.persist(vm_id)
-            if not ours:
+            if params != saved:   # so that a restart recovers them
                 self.hv.set_metadata(vm_id, domxml.METADATA_NS,
                                      domxml.METADATA_PREFIX,
                                      domxml.metadata_element(vm_id, params))
@@ -67,10 +67,13 @@ def over_a_stopped_definition(hv, vm_id):
                       "VM.destroy removes it)")
 
 
-def saved_vm_params(hv, path, vm_id, request_params):
-    """(params, ours): the VM's own params from the state file's metadata
-    (ours=True), or the request's when the file is not vmjobs' (a plain
-    `virsh save`). Refuses a file whose domain is not `vm_id`."""
+def restored_vm_params(hv, path, vm_id, spec):
+    """(params, saved): the params the VM had when it was saved, from the
+    state file's metadata, with the engine's own keys of this request on
+    top (its newer word on them; the keys vmjobs reads, the path and
+    launchPaused among them, are this restore's, not the VM's); or the
+    request's, saved None, when the file is not vmjobs' (a plain `virsh
+    save`). Refuses a file whose domain is not `vm_id`."""
     domain_xml = hv.saved_domain_xml(path)
     try:
         uuid = domxml.domain_uuid(domain_xml)
@@ -80,5 +83,6 @@ def saved_vm_params(hv, path, vm_id, request_params):
     if uuid != vm_id:
         raise CreateError(f"{path} holds domain {uuid}, not VM {vm_id}")
     if metadata is None:
-        return request_params, False
-    return metadata[1], True
+        return spec.params, None
+    saved = metadata[1]
+    return {**saved, **spec.engine_keys()}, saved
