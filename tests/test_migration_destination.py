@@ -190,11 +190,20 @@ def test_a_domain_in_transfer_is_not_committed_until_it_arrives(
     assert (stats["status"], stats["staging"]) == (
         "Migration Destination", True)
     assert api.Host.getVMList() == []
+    # Counted running, as its JobInfo says, though parked on no worker.
+    assert job.info()["status"] == "running"
+    host = api.Host.getStats()
+    assert (host["running"], host["parked"], host["queued"]) == (1, 1, 0)
+    metrics = api.metrics.render()
+    assert b"\nvmjobs_running_jobs 1.0\n" in metrics
+    assert b"\nvmjobs_parked_jobs 1.0\n" in metrics
 
     simulation.finish_incoming_migration(hypervisor, vm_id)
     assert wait_job(api, job_id)["status"] == "done"
     assert_committed(api, vm_id, {"vmId": vm_id})
     assert_quiet_and_clean(api)
+    assert (api.Host.getStats()["running"], api.Host.getStats()["parked"]) \
+        == (0, 0)
 
 
 def test_a_vm_paused_on_the_source_arrives_and_commits_paused(make_api,

@@ -75,7 +75,10 @@ def host_stats(pool, registry, recovery, hv, jobs):
         "workers": pool_stats["workers"],
         "queue_size": pool_stats["queue_size"],
         "queued": pool_stats["queued"],
-        "running": pool_stats["running"],
+        # Running as JobInfo says it: on a worker, or parked (waiting on
+        # no thread, an incoming migration's wait-arrival, say).
+        "running": pool_stats["running"] + pool_stats["parked"],
+        "parked": pool_stats["parked"],
         "admission_limit": pool_stats["admission_limit"],
         "staged": counts["staged"],
         "public": counts["public"],

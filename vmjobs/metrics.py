@@ -110,8 +110,11 @@ class _Live:
         stuck = sum(1 for job in api.jobs.jobs() if job.is_stuck())
         yield _gauge("vmjobs_queued_jobs", "Jobs waiting for a worker.",
                      pool["queued"])
-        yield _gauge("vmjobs_running_jobs", "Jobs running now.",
-                     pool["running"])
+        yield _gauge("vmjobs_running_jobs", "Jobs running now, on a worker "
+                     "or parked.", pool["running"] + pool["parked"])
+        yield _gauge("vmjobs_parked_jobs", "Running jobs that wait on no "
+                     "thread (an incoming migration's arrival, say).",
+                     pool["parked"])
         yield _gauge("vmjobs_workers", "Jobs that may run at once.",
                      pool["workers"])
         yield _gauge("vmjobs_queue_size", "Jobs that may wait at once.",
