@@ -1,7 +1,10 @@
-"""Every answer is strict JSON (RFC 8259: no NaN, no Infinity), parsed
-here with a parser that refuses them; a JSON-RPC `id` that is NaN or
-Infinity makes the request invalid (-32600, id null), while a finite
-number is a valid id (the positive control)."""
+"""Requests and answers are strict JSON (RFC 8259: no NaN, no Infinity).
+NaN and Infinity in a request are a parse error (-32700); a number that
+only overflows a float (1e999) is JSON, but no answer could carry it: as
+an `id` it makes the request invalid (-32600, id null), as a parameter
+it is malformed (-32602); a finite number is a valid id (the positive
+control). Answers are parsed here with a parser that refuses NaN and
+Infinity."""
 
 import json
 
@@ -22,8 +25,24 @@ def dispatcher(api):
     return Dispatcher(api)
 
 
-@pytest.mark.parametrize("bad_id", ["NaN", "Infinity", "-Infinity"])
-def test_a_non_finite_id_is_an_invalid_request(dispatcher, bad_id):
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(api, dispatcher, constant):
+    ping = '{"jsonrpc": "2.0", "method": "Host.ping", "id": %s}'
+    vm_id = new_id()
+    create = ('{"jsonrpc": "2.0", "method": "VM.create", "id": 1, "params": '
+              '["%s", %s]}' % (vm_id, json.dumps(vm_params(vm_id))[:-1] +
+                               ', "ratio": %s}' % constant))
+    for body in (constant, ping % constant, f"[{ping % 2}, {ping % 3}, "
+                 f"{ping % constant}]", create):
+        answer = strict(dispatcher.handle(body.encode()))
+        assert answer["error"]["code"] == -32700, body
+        assert "is not JSON" in answer["error"]["message"]
+        assert answer["id"] is None
+    assert api.Host.getJobs() == {}
+
+
+@pytest.mark.parametrize("bad_id", ["1e999", "-1e999"])
+def test_an_overflowing_id_is_an_invalid_request(dispatcher, bad_id):
     body = ('{"jsonrpc": "2.0", "method": "Host.ping", "id": %s}'
             % bad_id).encode()
     answer = strict(dispatcher.handle(body))
@@ -47,14 +66,15 @@ def test_a_finite_id_is_answered(dispatcher, good_id):
 
 
 def test_non_finite_params_never_reach_an_answer(api, dispatcher):
-    """A vmParams value that is NaN would come back in VM.getStats'
-    params: refused at the verb (-32602); the finite value is kept."""
+    """A vmParams value that overflows to infinity would come back in
+    VM.getStats' params: refused at the verb (-32602); the finite value
+    is kept."""
     vm_id = new_id()
     params = json.dumps(vm_params(vm_id))[:-1] + ', "ratio": %s}'
     request = ('{"jsonrpc": "2.0", "method": "VM.create", "id": 1, '
                '"params": ["%s", %s]}')
     answer = strict(dispatcher.handle(
-        (request % (vm_id, params % "NaN")).encode()))
+        (request % (vm_id, params % "1e999")).encode()))
     assert answer["error"]["code"] == -32602
     assert api.Host.getJobs() == {}
     answer = strict(dispatcher.handle(

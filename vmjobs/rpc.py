@@ -8,9 +8,12 @@ failures with the standard ones.
 Bounds: a batch holds at most `max_batch` calls (more: -32600, none runs);
 an answer is never built larger than `max_response_bytes`: once the calls
 answered so far (plus a -32603 for each call left) would pass it, the
-calls left do not run and each answers -32603 "answer too large". Every
-answer is strict JSON (no NaN or Infinity), and an `id` that is NaN or
-Infinity makes the request invalid."""
+calls left do not run and each answers -32603 "answer too large".
+
+Requests and answers are strict JSON (RFC 8259): NaN and Infinity, which
+Python's parser takes, are a parse error; a number too large for a float
+(1e999, which it reads as infinity) makes an `id` invalid and a verb's
+parameter malformed (params.py), as no answer could carry it."""
 
 import json
 import logging
@@ -43,7 +46,7 @@ class Dispatcher:
         log). Returns the response bytes, or None when there is nothing to
         answer (only notifications)."""
         try:
-            request = json.loads(body)
+            request = json.loads(body, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             # RecursionError: nesting deeper than the parser goes.
             return _dump(_error(None, PARSE_ERROR,
@@ -140,9 +143,13 @@ class Dispatcher:
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
+def _not_json(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _valid_id(value):
     if isinstance(value, float):
-        return math.isfinite(value)       # NaN, Infinity: not JSON
+        return math.isfinite(value)       # 1e999: read as infinity
     return value is None or (isinstance(value, (str, int)) and
                              not isinstance(value, bool))
 
