@@ -8,8 +8,8 @@ from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
 # The same contract in both publish modes (conftest.py).
 pytestmark = pytest.mark.both_publish_modes
 
-STATS_KEYS = {"workers", "queue_size", "queued", "running", "staged",
-              "public", "external_domains", "stopped_domains",
+STATS_KEYS = {"workers", "queue_size", "queued", "running", "parked",
+              "staged", "public", "external_domains", "stopped_domains",
               "unowned_domains", "jobs_done", "jobs_failed", "jobs_aborted",
               "recovering", "admission_limit", "uri"}
 
@@ -58,6 +58,7 @@ def test_too_many_positional_params(api, method, params):
     with pytest.raises(InvalidParams) as err:
         api.call(method, params)
     assert err.value.code == -32602
+    assert err.value.data == {"param": "params"}
 
 
 def test_too_many_positional_params_creates_nothing(api):

@@ -356,8 +356,8 @@ def bind(method, param_names, params):
         return (), params
     if isinstance(params, (list, tuple)):
         if len(params) > len(param_names):
-            raise InvalidParams(param_names[-1] if param_names else
-                                "params", f"{method} takes at most "
+            # The array is what is malformed, not its last known member.
+            raise InvalidParams("params", f"{method} takes at most "
                                 f"{len(param_names)} parameter(s)")
         return tuple(params), {}
     raise InvalidParams("params", "must be an object or an array")
