@@ -453,6 +453,8 @@ HANDLES = {
     "newline": "{states}/x\n2026-11-26 INFO forged line",
     "carriage-return": "{states}/x\rforged",
     "nul": "{states}/x\0y",
+    "next-line": "{states}/x\u0085forged",   # C1: a control character too
+    "line-separator": "{states}/x\u2028forged",
     "trailing-slash": "{states}/x/",
     "double-slash": "{states}//x",
     "state-dir-itself": "{states}",
@@ -482,6 +484,17 @@ def test_hibernate_to_a_forbidden_path_is_refused(host, handle):
     assert not (host.victim / "ld.so.preload").exists()
     assert host.call("VM.getStats", vm_id)["status"] == "Up"
     assert host.call("VM.destroy", vm_id) is True
+
+
+def test_hibernate_to_an_accepted_path(host):
+    """The control: a plain name in the state dir, letters beyond ASCII
+    (U+00E9, just past the C1 controls) included."""
+    vm_id = host.up_vm()
+    path = host.states / "x-\u00e9t\u00e9.state"
+    job = host.call("VM.hibernate", vm_id, str(path))
+    assert host.wait_job(job["jobId"]) == "done"
+    assert path.exists()
+    assert vm_id not in host.call("Host.getVMList")
 
 
 def forge_state_file(genuine, path, edit):

@@ -14,9 +14,11 @@ import stat
 
 from .errors import InvalidParams
 
-# Control characters (forged log lines, split config files), and lone
-# surrogates, which no file system name can carry.
-_UNFIT = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# Control characters, C0 and C1 (U+0085 is a line break too), and the
+# Unicode line and paragraph separators (forged log lines, split config
+# files), as logs.py counts them; and lone surrogates, which no file
+# system name can carry.
+_UNFIT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class OutsideDirs(ValueError):
