@@ -304,6 +304,12 @@ CASES = {
         dict(devices="<interface type='user'/>"),
         dict(devices="<interface type='network'><source network='default'/>"
              "</interface>")),
+    # libvirt reads a typeless interface as type='user' (its own defineXML
+    # then XMLDesc show it so).
+    "interface-without-type": (
+        dict(devices="<interface><source network='default'/></interface>"),
+        dict(devices="<interface type='network'><source network='default'/>"
+             "</interface>")),
     "interface-tap-backend": (
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<backend tap='{victim}/shadow'/></interface>"),

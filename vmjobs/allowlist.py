@@ -277,12 +277,15 @@ def _check_image(path, declared, ctx):
 @dataclasses.dataclass(frozen=True)
 class E:
     """An element: its attributes (name -> Kind), the type of its text
-    (None: none allowed), a rule across them, and opaque (its subtree is
-    not libvirt's: <metadata>)."""
+    (None: none allowed), a rule across them, opaque (its subtree is not
+    libvirt's: <metadata>), and defaults: the value libvirt reads for an
+    attribute that is absent, checked as if it were written (a typeless
+    <interface> is libvirt's type='user')."""
     attrs: dict = dataclasses.field(default_factory=dict)
     text: Kind | None = None
     rule: object = None
     opaque: bool = False
+    defaults: dict = dataclasses.field(default_factory=dict)
 
 
 # Elements refused with a reason, wherever they appear (checked before the
@@ -515,7 +518,10 @@ TABLE = {
         **IOTUNE,
     }, rule=disk_rule),
     **device("interface", {"type": Enum("network", "bridge"),
-                           "trustGuestRxFilters": YESNO}, {
+                           "trustGuestRxFilters": YESNO}, defaults={
+                               # user-mode networking: QEMU's own stack
+                               # reaches the host's network for the guest
+                               "type": "user"}, children={
         "mac": E({"address": Pattern("a MAC address",
                                      r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")}),
         "source": E({"network": TOKEN, "bridge": TOKEN,
@@ -670,6 +676,11 @@ def check(root, ctx):
                 raise Refused(f"{where} has an attribute {name!r} vmjobs "
                               "does not know")
             kind.check(value, f"{where} {name}=", parent, ctx)
+        for name, value in spec.defaults.items():
+            if name not in element.attrib:
+                spec.attrs[name].check(
+                    value, f"{where} without {name}= (libvirt reads it "
+                    "as)", parent, ctx)
         text = element.text or ""
         if len(element):
             if text.strip() or any((child.tail or "").strip()

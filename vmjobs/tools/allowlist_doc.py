@@ -39,8 +39,11 @@ def render():
     lines += ["", "## Elements", "",
               "| element | attributes | text | rule |", "|---|---|---|---|"]
     for key, spec in allowlist.TABLE.items():
-        attrs = ", ".join(f"`{name}`: {_kind(kind, kinds)}"
-                          for name, kind in spec.attrs.items())
+        attrs = ", ".join(
+            f"`{name}`: {_kind(kind, kinds)}" + (
+                f" (absent: libvirt reads `{spec.defaults[name]}`, checked "
+                "as written)" if name in spec.defaults else "")
+            for name, kind in spec.attrs.items())
         text = _kind(spec.text, kinds) if spec.text is not None else ""
         if spec.opaque:
             text = "anything (not read by libvirt; namespaced)"
