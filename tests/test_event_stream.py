@@ -22,6 +22,7 @@ from conftest import WAIT, new_id, vm_params, wait_job
 from event_order import EventOrder
 from serve import ROOT, ServeProcess
 from test_server_tls import pki  # noqa: F401 (a fixture)
+from vmjobs import eventstream
 from vmjobs.client import Client, RemoteError
 from vmjobs.notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 from vmjobs.server import Server
@@ -156,6 +157,27 @@ def test_resume_and_resync_over_http(serve):
     with pytest.raises(RemoteError) as err:
         Client(server.address).events("yesterday")
     assert err.value.code == 400
+
+
+def test_a_resumed_stream_gets_its_backlog_on_an_idle_service(
+        serve, monkeypatch):
+    """Its backlog goes at once, though nothing new is published: the
+    stream's opening wakes the dispatcher. With its periodic look made
+    hourly, a dispatcher not woken would leave the backlog unsent."""
+    monkeypatch.setattr(eventstream, "GONE_POLL", 3600.0)
+    api, server = serve()
+    live = Reader(Client(server.address).events())   # the dispatcher runs
+    subscribers(api, 1)
+    assert wait_job(api, create(api)[1])["status"] == "done"
+    last = api.notifications.stats()["last_id"]
+    live.wait_for(lambda ev: ev and ev[-1].id == last, "the live events")
+    resumed = Reader(Client(server.address).events(last - 2))
+    resumed.wait_for(lambda ev: len(ev) == 2, "the backlog")
+    assert [e.id for e in resumed.events] == [last - 1, last]
+    resynced = Reader(Client(server.address).events(1))
+    resynced.wait_for(lambda ev: ev, "the resync")
+    assert resynced.events[0].method == RESYNC
+    assert api.notifications.stats()["last_id"] == last   # none published
 
 
 def test_streams_at_different_positions_each_get_their_own(serve):

@@ -317,8 +317,10 @@ def test_only_a_public_vm_migrates(api):
         api.VM.migrate(new_id(), {"dst": "b:8000", "dstUri": GOOD_URI})
     vm_id = new_id()
     api.VM.migrationCreate(vm_id, {"vmId": vm_id, "xml": domain_xml(vm_id)})
-    with pytest.raises(NoVM):   # staged, not public
+    # Staged, not public: its startup job works on it (migrateErr).
+    with pytest.raises(MigrateError, match="not up yet") as err:
         api.VM.migrate(vm_id, {"dst": "b:8000", "dstUri": GOOD_URI})
+    assert err.value.code == 12
     assert api.VM.destroy(vm_id) is True
 
 

@@ -66,6 +66,10 @@ class Streams:
         self._streams = set()    # their _Streams, once answered
         self._stopping = None    # time.monotonic() of the stop
         self._dispatcher = None
+        # A stream opened since the dispatcher last looked: its backlog
+        # (a resume, a resync) goes at once, not after the next
+        # notification or look (GONE_POLL) on an idle service.
+        self._opened = threading.Event()
 
     def serve(self, handler):
         """Answer GET /events on `handler`'s connection, until the stream
@@ -98,6 +102,8 @@ class Streams:
                     self._streams.add(stream)
                     self._start_dispatcher()
                     self._changed.notify_all()
+                self._opened.set()
+                self._notifications.wake()
                 stream.done.wait()
             finally:
                 subscription.close()
@@ -149,8 +155,13 @@ class Streams:
                     pass   # a socket closed under it: its turn ends it
             else:
                 # A notification, a stream's end (a stop), or time to look.
-                seen = self._notifications.wait_past(seen, GONE_POLL)
+                seen = self._notifications.wait_past(
+                    seen, GONE_POLL, unless=self._opened.is_set)
                 time.sleep(LINGER)
+            self._opened.clear()
+            with self._lock:   # those opened meanwhile take this turn too
+                streams = list(self._streams)
+                stopping = self._stopping
             now = time.monotonic()
             look = now >= gone_due
             if look:
@@ -176,11 +187,12 @@ class _Stream:
     def __init__(self, sock, subscription):
         self.sock = sock
         self.subscription = subscription
-        # Bytes to send, of which pending[sent:] are not sent yet: first,
-        # where the stream starts (a client cut off before any event
-        # resumes from there).
+        # Where the stream starts (a client cut off before any event
+        # resumes from there), sent in its first turn before its backlog.
         position = sse.position(subscription.last_id)
-        self.pending = b"%x\r\n%s\r\n" % (len(position), position)
+        self._opening = b"%x\r\n%s\r\n" % (len(position), position)
+        # Bytes to send, of which pending[sent:] are not sent yet.
+        self.pending = b""
         self.sent = 0
         self._send = _sender(sock)
         self.ending = False              # its last chunk is in pending
@@ -202,9 +214,14 @@ class _Stream:
             except SubscriptionCut as cut:
                 log.warning("event stream cut off: the subscriber fell "
                             "behind (after event %d)", cut.last_id)
-                return False
+                if not self._opening:
+                    return False
+                # Cut before its first turn: it still learns where it
+                # started, to resume from there (and be told to resync).
+                events, self.ending = [], True
+            chunk = b""
             if events is None:
-                self._queue(b"0\r\n\r\n")
+                chunk = b"0\r\n\r\n"
                 self.ending = True
             elif events:
                 span = (events[0], events[-1])
@@ -213,12 +230,15 @@ class _Stream:
                     data = b"".join(map(sse.frame, events))
                     chunk = chunks[span] = b"%x\r\n%s\r\n" % (len(data),
                                                                  data)
-                self._queue(chunk)
             elif now - self.sent_at >= KEEPALIVE_INTERVAL:
-                self._queue(b"%x\r\n%s\r\n" % (len(sse.KEEPALIVE),
-                                                  sse.KEEPALIVE))
-            elif look and _gone(self.sock):
+                chunk = b"%x\r\n%s\r\n" % (len(sse.KEEPALIVE),
+                                             sse.KEEPALIVE)
+            elif look and not self._opening and _gone(self.sock):
                 return False
+            if self._opening:
+                chunk, self._opening = self._opening + chunk, b""
+            if chunk:
+                self._queue(chunk)
         elif self.pending and self.subscription.was_cut:
             log.warning("event stream cut off: the subscriber reads nothing")
             return False

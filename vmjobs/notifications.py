@@ -159,12 +159,21 @@ class Notifications:
             self._closed = True
             self._arrived.notify_all()
 
-    def wait_past(self, last_id, timeout):
-        """Wait up to `timeout` seconds for a notification after
-        `last_id` (None: any), for a subscriber's end, or for the close;
-        returns the newest id."""
+    def wake(self):
+        """Wake whoever waits in wait_past now (a new reader has a backlog
+        to be sent: it should not wait for the next notification)."""
         with self._lock:
-            if last_id is None or self._last_id == last_id:
+            self._arrived.notify_all()
+
+    def wait_past(self, last_id, timeout, unless=None):
+        """Wait up to `timeout` seconds for a notification after
+        `last_id` (None: any), for a subscriber's end, for the close, or
+        for wake(); returns the newest id. No wait if `unless()` holds
+        (checked under the lock, so a wake() that follows what makes it
+        true is never lost)."""
+        with self._lock:
+            if (last_id is None or self._last_id == last_id) and \
+                    not (unless is not None and unless()):
                 self._arrived.wait(timeout)
             return self._last_id
 
