@@ -6,11 +6,14 @@ transfer here fails, as a real one can: the real transfers are in
 test_real_migration_source.py, on two private libvirtds."""
 
 import os
+import re
+import socket
 import threading
 
 import pytest
 
 from conftest import (
+    WAIT,
     DestroyAt,
     StepGate,
     assert_quiet_and_clean,
@@ -310,6 +313,63 @@ def test_bad_params(api, params, error, param):
         assert err.value.data == {"param": param}
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert api.Host.getJobs(job_type="migration-source") == {}
+
+
+def silent_destination(tmp_path):
+    """A destination service that takes connections and never answers."""
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(tmp_path / "silent.sock"))
+    silent.listen()
+    return silent, f"unix:{tmp_path}/silent.sock"
+
+
+def in_flight(silent):
+    """Accept the call and read its request whole: it waits for the
+    answer from now on. The connection, kept open, unanswered."""
+    peer, _ = silent.accept()
+    peer.settimeout(WAIT)
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += peer.recv(65536)
+    head, _, body = request.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += peer.recv(65536)
+    assert b"VM.migrationCreate" in body
+    return peer
+
+
+@pytest.mark.parametrize("how", ["Job.abort", "VM.destroy"])
+def test_an_abort_ends_a_call_the_destination_never_answers(
+        make_api, tmp_path, how):
+    """The call to VM.migrationCreate is in flight (its request read by a
+    destination that will not answer before the call's 60 s timeout): an
+    abort closes it, and the job ends aborted, not failed at the timeout;
+    a VM.destroy likewise. The worker is free again (a second VM's
+    creation runs on the only one)."""
+    silent, dst = silent_destination(tmp_path)
+    api = make_api(workers=1)
+    vm_id = up_vm(api)
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": GOOD_URI,
+                                    "timeout": 3600})["jobId"]
+    peer = in_flight(silent)
+    try:
+        if how == "Job.abort":
+            assert api.Job.abort(job_id) is True
+            info = wait_job(api, job_id)
+            assert (info["status"], info["step"]) == (
+                "aborted", "prepare-destination"), info
+            assert api.VM.getStats(vm_id)["status"] == "Up"
+            other = up_vm(api)   # the only worker is free
+            assert api.VM.destroy(other) is True
+        else:
+            assert api.VM.destroy(vm_id) is True
+            assert wait_job(api, job_id)["status"] == "aborted"
+            assert vm_id not in api.Host.getVMList()
+    finally:
+        peer.close()
+        silent.close()
+    assert_quiet_and_clean(api)
 
 
 def test_only_a_public_vm_migrates(api):

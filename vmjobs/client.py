@@ -120,11 +120,13 @@ class Client:
         return _events(response, last_event_id)
 
     def close(self):
-        """Close the connection; a stream read in another thread ends (its
-        reader gets SubscriptionCut)."""
-        if self._stream_socket is not None:
+        """Close the connection. From another thread too: a call waiting
+        for its answer there fails at once (OSError), a stream read there
+        ends (its reader gets SubscriptionCut)."""
+        sock = self._stream_socket or self._connection.sock
+        if sock is not None:
             try:
-                self._stream_socket.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self._connection.close()

@@ -134,6 +134,18 @@ class MigrationSourceJob(VmJob):
         # until when libvirt may take to end an aborted migration.
         self._destination_cleared = False
         self._cancel_deadline = None
+        # Guards _call_in_flight: the client of the destination a worker
+        # waits on now, which an abort closes (so that a destination that
+        # never answers holds neither the job nor a worker).
+        self._call_lock = threading.Lock()
+        self._call_in_flight = None
+
+    def abort(self):
+        super().abort()
+        with self._call_lock:
+            peer = self._call_in_flight
+        if peer is not None:
+            peer.close()   # the worker's call fails at once; see below
 
     def reserve(self):
         """Claim the public VM, Migration Source meanwhile, and take a
@@ -208,12 +220,29 @@ class MigrationSourceJob(VmJob):
 
     # -- the destination service --------------------------------------------
 
-    def _call_destination(self, method, params, deadline):
+    def _call_destination(self, method, params, deadline, abortable=False):
+        """`method` on the destination service. `abortable`: an abort
+        closes the connection and the job ends aborted (never a call of
+        the rollback, which must reach the destination)."""
         timeout = max(1.0, min(60.0, deadline - time.monotonic()))
         try:
             with self._connect(self.target.dst, timeout) as peer:
-                return peer.call(method, params)
+                if not abortable:
+                    return peer.call(method, params)
+                with self._call_lock:
+                    self._call_in_flight = peer
+                try:
+                    self.check_abort()   # an abort before it was in flight
+                    return peer.call(method, params)
+                finally:
+                    with self._call_lock:
+                        self._call_in_flight = None
         except OSError as exc:
+            if abortable:
+                # Closed by an abort: the job ends aborted, not failed (a
+                # destination that took the VM.migrationCreate meanwhile
+                # ends its staged VM at its own arrival timeout).
+                self.check_abort()
             raise MigrateError(f"cannot reach the destination "
                                f"{self.target.dst}: {exc}") from None
 
@@ -223,7 +252,8 @@ class MigrationSourceJob(VmJob):
         params = {**self.params, "vmId": self.vm_id, "xml": self._xml}
         try:
             self._call_destination("VM.migrationCreate", {
-                "vmID": self.vm_id, "params": params}, self._deadline)
+                "vmID": self.vm_id, "params": params}, self._deadline,
+                abortable=True)
         except RemoteError as exc:
             remaining = self._deadline - time.monotonic()
             if exc.code not in BUSY or remaining <= 0:
