@@ -52,7 +52,6 @@ SLOTS = [
     "<devices><graphics type='vnc' socket='{p}'/></devices>",
     "<devices><rng model='virtio'><backend model='random'>{p}</backend>"
     "</rng></devices>",
-    "<devices><shmem name='s'><server path='{p}'/></shmem></devices>",
     "<devices><interface type='bridge'><source bridge='b'/>"
     "<rom file='{p}'/></interface></devices>",
 ]

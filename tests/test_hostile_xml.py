@@ -121,6 +121,20 @@ CASES = {
     "disk-unreadable": (
         dict(devices=disk("{images}/share")),
         dict(devices=disk("{images}/disk.img"))),
+    # Without an <nvram> path libvirt picks one outside the image dirs
+    # (/var/lib/libvirt/qemu/nvram/NAME_VARS.fd, seen with the real QEMU
+    # driver's dumpxml; the test driver fills nothing in).
+    "pflash-without-nvram": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram>{images}/nvram.fd</nvram>")),
+    "pflash-nvram-template-only": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'/>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/nvram.fd</nvram>")),
     "nvram-template-relative": (
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='OVMF_VARS.fd'>{images}/"

@@ -245,6 +245,22 @@ def seclabel_rule(element, ctx):
                       "host's default labels)")
 
 
+def os_rule(element, ctx):
+    """A guest with writable firmware variables (a pflash loader, or
+    firmware='efi') names its <nvram> file: without one, libvirt picks
+    /var/lib/libvirt/qemu/nvram/NAME_VARS.fd, outside storage.image_dirs
+    (and reuses what is there, another guest's variables included)."""
+    loader = element.find("loader")
+    pflash = loader is not None and loader.get("type") == "pflash"
+    if not (pflash or element.get("firmware") == "efi"):
+        return
+    nvram = element.find("nvram")
+    if nvram is None or not (nvram.text or "").strip():
+        raise Refused("a pflash or EFI guest names no <nvram> file: libvirt "
+                      "would choose one outside storage.image_dirs; name "
+                      "one inside")
+
+
 def filesystem_rule(element, ctx):
     """A shared directory only in `mapped` or `squash` mode: in
     `passthrough` (libvirt's default) a root QEMU creates what the guest
@@ -304,6 +320,9 @@ REFUSED = {
     "certificate": "hands QEMU a host certificate store",
     "database": "hands QEMU a host certificate store",
     "auth": "uses a host secret",
+    "shmem": "maps a host shared-memory object by its name (/dev/shm/NAME: "
+             "any of the host's), and its doorbell <server> connects to a "
+             "host socket",
     "encryption": "uses a host secret",
 }
 
@@ -404,7 +423,7 @@ TABLE = {
         "bios", "system", "baseBoard", "chassis", "oemStrings")},
     **{f"domain/sysinfo/{part}/entry": E({"name": TOKEN}, TEXT) for part in (
         "bios", "system", "baseBoard", "chassis", "oemStrings")},
-    "domain/os": E({"firmware": Enum("bios", "efi")}),
+    "domain/os": E({"firmware": Enum("bios", "efi")}, rule=os_rule),
     "domain/os/type": E({"arch": TOKEN, "machine": TOKEN}, Enum("hvm")),
     "domain/os/loader": E({"readonly": YESNO, "secure": YESNO,
                            "type": Enum("rom", "pflash")}, PATH),
@@ -544,6 +563,7 @@ TABLE = {
         "vlan/tag": E({"id": NUMBER}),
         "virtualport": E({"type": Enum("openvswitch")}),
         "virtualport/parameters": E({"interfaceid": UUID,
+                                     "instanceid": UUID,
                                      "profileid": TOKEN}),
         "tune": E(),
         "tune/sndbuf": E(text=NUMBER),
@@ -639,12 +659,6 @@ TABLE = {
         "target": E({"dir": TOKEN}),
         "readonly": E(),
     }, rule=filesystem_rule),
-    **device("shmem", {"name": TOKEN}, {
-        "model": E({"type": TOKEN}),
-        "size": E({"unit": TOKEN}, NUMBER),
-        "server": E({"path": PATH}),
-        "msi": E({"vectors": NUMBER, "ioeventfd": ONOFF}),
-    }),
 }
 
 

@@ -231,7 +231,8 @@ SETTINGS = [
             comment="where a domain XML may name host files"),
     Setting("storage", "network_hosts", "network_hosts", list,
             optional=True, items="host",
-            comment="hosts a network disk may name (default none)"),
+            comment="hosts a network disk may name, reached with this "
+            "host's own identity (default none)"),
     Setting("registry", "publish", "publish", str,
             choices=("commit", "accept"),
             comment="accept: list a VM, staged, once its verb answered"),
