@@ -7,6 +7,7 @@ import itertools
 import json
 import socket
 import ssl
+import threading
 
 from . import sse
 from .config import parse_listen
@@ -62,6 +63,10 @@ class Client:
         # it since (idle past its deadline, or to make room at its cap).
         self._kept = False
         self._stream_socket = None   # the socket of events(), once called
+        # Guards _interrupted and the connection's connect: an interrupt()
+        # finds the socket connected, or keeps the call from connecting.
+        self._interrupt_lock = threading.Lock()
+        self._interrupted = False
 
     def call(self, method, params=None):
         """The verb's result; raises RemoteError with its code."""
@@ -96,6 +101,11 @@ class Client:
         return json.loads(data)
 
     def _send(self, body):
+        with self._interrupt_lock:
+            if self._interrupted:
+                raise ConnectionAbortedError("the call was interrupted")
+            if self._connection.sock is None:
+                self._connection.connect()
         self._connection.request("POST", "/", body=body, headers={
             "Content-Type": "application/json"})
         return self._connection.getresponse()
@@ -120,16 +130,27 @@ class Client:
         return _events(response, last_event_id)
 
     def close(self):
-        """Close the connection. From another thread too: a call waiting
-        for its answer there fails at once (OSError), a stream read there
-        ends (its reader gets SubscriptionCut)."""
-        sock = self._stream_socket or self._connection.sock
-        if sock is not None:
+        """Close the connection; a stream read in another thread ends (its
+        reader gets SubscriptionCut)."""
+        if self._stream_socket is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                self._stream_socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self._connection.close()
+
+    def interrupt(self):
+        """From another thread: the call in flight fails at once (OSError
+        or http.client's HTTPException), and so does every later one; the
+        connection stays its owner's to close."""
+        with self._interrupt_lock:
+            self._interrupted = True
+            sock = self._connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def __enter__(self):
         return self

@@ -28,6 +28,7 @@ its abort (a migration QEMU cannot cancel): the job then fails rather than
 wait for ever. A migration that completed although its call failed, or that an
 abort reached too late, is a migration: the VM is on the destination."""
 
+import http.client
 import logging
 import threading
 import time
@@ -145,7 +146,7 @@ class MigrationSourceJob(VmJob):
         with self._call_lock:
             peer = self._call_in_flight
         if peer is not None:
-            peer.close()   # the worker's call fails at once; see below
+            peer.interrupt()   # its call fails at once: _call_destination
 
     def reserve(self):
         """Claim the public VM, Migration Source meanwhile, and take a
@@ -237,10 +238,10 @@ class MigrationSourceJob(VmJob):
                 finally:
                     with self._call_lock:
                         self._call_in_flight = None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             if abortable:
-                # Closed by an abort: the job ends aborted, not failed (a
-                # destination that took the VM.migrationCreate meanwhile
+                # Interrupted by an abort: the job ends aborted, not failed
+                # (a destination that took the VM.migrationCreate meanwhile
                 # ends its staged VM at its own arrival timeout).
                 self.check_abort()
             raise MigrateError(f"cannot reach the destination "
