@@ -63,8 +63,7 @@ class Client:
         # it since (idle past its deadline, or to make room at its cap).
         self._kept = False
         self._stream_socket = None   # the socket of events(), once called
-        # Guards _interrupted and the connection's connect: an interrupt()
-        # finds the socket connected, or keeps the call from connecting.
+        # Guards _interrupted, set by interrupt() from another thread.
         self._interrupt_lock = threading.Lock()
         self._interrupted = False
 
@@ -101,11 +100,12 @@ class Client:
         return json.loads(data)
 
     def _send(self, body):
-        with self._interrupt_lock:
-            if self._interrupted:
-                raise ConnectionAbortedError("the call was interrupted")
-            if self._connection.sock is None:
-                self._connection.connect()
+        # Connected here, not by request(), so that an interrupt() finds
+        # the socket to shut down, or (while connecting) is seen after.
+        self._check_interrupted()
+        if self._connection.sock is None:
+            self._connection.connect()
+            self._check_interrupted()
         self._connection.request("POST", "/", body=body, headers={
             "Content-Type": "application/json"})
         return self._connection.getresponse()
@@ -139,10 +139,16 @@ class Client:
                 pass
         self._connection.close()
 
+    def _check_interrupted(self):
+        with self._interrupt_lock:
+            if self._interrupted:
+                raise ConnectionAbortedError("the call was interrupted")
+
     def interrupt(self):
         """From another thread: the call in flight fails at once (OSError
-        or http.client's HTTPException), and so does every later one; the
-        connection stays its owner's to close."""
+        or http.client's HTTPException; one still connecting, once
+        connected), and so does every later one; the connection stays its
+        owner's to close."""
         with self._interrupt_lock:
             self._interrupted = True
             sock = self._connection.sock

@@ -136,8 +136,8 @@ class MigrationSourceJob(VmJob):
         self._destination_cleared = False
         self._cancel_deadline = None
         # Guards _call_in_flight: the client of the destination a worker
-        # waits on now, which an abort closes (so that a destination that
-        # never answers holds neither the job nor a worker).
+        # waits on now, which an abort interrupts (so that a destination
+        # that never answers holds neither the job nor a worker).
         self._call_lock = threading.Lock()
         self._call_in_flight = None
 
@@ -223,8 +223,8 @@ class MigrationSourceJob(VmJob):
 
     def _call_destination(self, method, params, deadline, abortable=False):
         """`method` on the destination service. `abortable`: an abort
-        closes the connection and the job ends aborted (never a call of
-        the rollback, which must reach the destination)."""
+        interrupts the call and the job ends aborted (never a call of the
+        rollback, which must reach the destination)."""
         timeout = max(1.0, min(60.0, deadline - time.monotonic()))
         try:
             with self._connect(self.target.dst, timeout) as peer:
