@@ -344,9 +344,9 @@ def test_an_abort_ends_a_call_the_destination_never_answers(
         make_api, tmp_path, how):
     """The call to VM.migrationCreate is in flight (its request read by a
     destination that will not answer before the call's 60 s timeout): an
-    abort closes it, and the job ends aborted, not failed at the timeout;
-    a VM.destroy likewise. The worker is free again (a second VM's
-    creation runs on the only one)."""
+    abort interrupts it, and the job ends aborted, not failed at the
+    timeout; a VM.destroy likewise. The worker is free again (a second
+    VM's creation runs on the only one)."""
     silent, dst = silent_destination(tmp_path)
     api = make_api(workers=1)
     vm_id = up_vm(api)
