@@ -320,6 +320,16 @@ CASES = {
              "</interface>")),
     # libvirt reads a typeless interface as type='user' (its own defineXML
     # then XMLDesc show it so).
+    # The host's root-only facts, or files outside the image dirs.
+    "smbios-host": (
+        dict(os_extra="<smbios mode='host'/>"),
+        dict(os_extra="<smbios mode='emulate'/>")),
+    "on-crash-coredump": (
+        dict(tail="<on_crash>coredump-destroy</on_crash>"),
+        dict(tail="<on_crash>destroy</on_crash>")),
+    "watchdog-dump": (
+        dict(devices="<watchdog model='i6300esb' action='dump'/>"),
+        dict(devices="<watchdog model='i6300esb' action='reset'/>")),
     "interface-without-type": (
         dict(devices="<interface><source network='default'/></interface>"),
         dict(devices="<interface type='network'><source network='default'/>"

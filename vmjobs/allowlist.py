@@ -434,7 +434,9 @@ TABLE = {
     "domain/os/cmdline": E(text=TEXT),
     "domain/os/boot": E({"dev": Enum("hd", "cdrom", "network", "fd")}),
     "domain/os/bootmenu": E({"enable": YESNO, "timeout": NUMBER}),
-    "domain/os/smbios": E({"mode": Enum("sysinfo", "host", "emulate")}),
+    # Not mode='host': it copies the host's SMBIOS into the guest, serial
+    # numbers included, which only root reads on the host.
+    "domain/os/smbios": E({"mode": Enum("sysinfo", "emulate")}),
     "domain/os/bios": E({"useserial": YESNO, "rebootTimeout": NUMBER}),
     "domain/os/acpi": E(),
     "domain/os/acpi/table": E({"type": Enum("slic", "raw")}, PATH),
@@ -483,9 +485,10 @@ TABLE = {
                              "tickpolicy": Enum("delay", "catchup", "merge",
                                                 "discard"),
                              "track": TOKEN}),
+    # No coredump-*: a dump of the guest's memory, written by libvirt into
+    # the host's own dump directory, outside storage.image_dirs.
     **{f"domain/{event}": E(text=Enum(
-        "destroy", "restart", "preserve", "rename-restart",
-        "coredump-destroy", "coredump-restart"))
+        "destroy", "restart", "preserve", "rename-restart"))
        for event in ("on_poweroff", "on_reboot", "on_crash")},
     "domain/on_lockfailure": E(text=Enum("poweroff", "restart", "pause",
                                          "ignore")),
@@ -625,7 +628,8 @@ TABLE = {
                      "port": TOKEN, "busNr": NUMBER, "hotplug": ONOFF,
                      "index": NUMBER}),
     }),
-    **device("watchdog", {"model": TOKEN, "action": TOKEN}),
+    **device("watchdog", {"model": TOKEN, "action": Enum(
+        "reset", "shutdown", "poweroff", "pause", "none", "inject-nmi")}),
     **device("panic", {"model": TOKEN}),
     **device("vsock", {"model": TOKEN}, {"cid": E({"auto": YESNO,
                                                   "address": NUMBER})}),
