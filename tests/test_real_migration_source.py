@@ -245,6 +245,20 @@ def test_a_paused_vm_arrives_paused(hosts):
     assert b.call("VM.destroy", vmID=vm_id) is True
 
 
+def test_a_migration_first_after_the_source_libvirtd_restarted(hosts):
+    """The migration's first libvirt call (the domain's migratable XML) is
+    the first on a connection libvirtd's restart closed: it is a read, so
+    made once more on a new connection, and the migration goes through
+    (it failed with "client socket is closed")."""
+    a, b = hosts
+    vm_id, = a.create(1)
+    a.sandbox.restart_daemon()
+    info = a.wait_job(a.migrate(vm_id, b))
+    assert info["status"] == "done", info
+    assert_only_on(vm_id, b, a)
+    assert b.call("VM.destroy", vmID=vm_id) is True
+
+
 @pytest.mark.parametrize("end", ["abort", "destroy"])
 def test_abort_or_destroy_mid_transfer(hosts, end):
     """Job.abort (or VM.destroy) on A while libvirt transfers: libvirt's

@@ -233,6 +233,7 @@ class Hypervisor:
 
     # -- live migration (the test driver cannot migrate) ---------------------
 
+    @_read
     def migratable_xml(self, uuid):
         """The domain's XML as a destination must receive it."""
         with self.connection() as conn, translated("migratable xml"):
@@ -257,6 +258,7 @@ class Hypervisor:
             dom = _lookup(conn, uuid)
             return dom is not None and _abort_job(dom)
 
+    @_read
     def migration_progress(self, uuid):
         """Percent (0-99) of the domain's outgoing migration, from libvirt's
         job stats; None while there is none (not yet, or no more)."""
