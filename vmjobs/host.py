@@ -23,8 +23,8 @@ def received_ids(jobs):
 def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
     """Host.getVMList, as VDSM's: only the VMs of `vm_ids` (vmList) when it
     is not empty (each a UUID, in either case; unknown ids skipped);
-    only_uuid asks for ids, which is what comes without full_status anyway (and, as in VDSM, full_status
-    wins)."""
+    only_uuid asks for ids, which is what comes without full_status
+    anyway (and, as in VDSM, full_status wins)."""
     for name, value in (("fullStatus", full_status),
                         ("onlyUUID", only_uuid)):
         if not isinstance(value, bool):
