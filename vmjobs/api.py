@@ -45,7 +45,7 @@ from .flows import (
     RestoreJob,
 )
 from .host import host_stats, vm_list
-from .hypervisor import Hypervisor
+from .hypervisor import DomainState, Hypervisor, state_after
 from .metrics import Metrics
 from .notifications import Notifications
 from .params import (
@@ -57,7 +57,7 @@ from .params import (
     reject_surrogates,
 )
 from .recovery import Recovery
-from .registry import VmRegistry
+from .registry import VmRegistry, VmStatus
 
 log = logging.getLogger("vmjobs.api")
 
@@ -114,12 +114,24 @@ class API:
                  settle_timeout=self.config.recovery_settle_timeout),
             self.notifications.job_changed)
         self.metrics.watch(self)
+        # A guest paused or resumed outside vmjobs (by its user, by libvirt
+        # on an I/O error): its public status follows, from now on.
+        self._watch = self.hv.watch(self._guest_changed) \
+            if self.hv.shared_with_others else None
         try:
             self.recovery.start()
         except BaseException:
             # Without knowing what runs here the service must not start.
             self.close()
             raise
+
+    def _guest_changed(self, vm_id, event, detail):
+        # On libvirt's event thread: a registry update, no call out.
+        state = state_after(event)
+        if state is not None:
+            self.registry.guest_changed(vm_id, VmStatus.PAUSED
+                                        if state is DomainState.PAUSED
+                                        else VmStatus.UP)
 
     def wait_recovered(self, timeout=None):
         """Wait until recovery at start-up ended; True if it has."""
@@ -130,6 +142,8 @@ class API:
         reach a safe end; public VMs are left running."""
         self.stopping.set()
         self.pool.shutdown(stop_mode)
+        if self._watch is not None:
+            self.hv.unwatch(self._watch)
         self.notifications.close()
         if self._owns_hypervisor:
             self.hv.close()

@@ -148,6 +148,21 @@ class VmRegistry:
                 self._changed(vm_id, status, False)
             return vm
 
+    def guest_changed(self, vm_id, status):
+        """libvirt says the public VM's guest was paused (status Paused) or
+        resumed (Up) outside vmjobs: by its user, or by libvirt itself on
+        an I/O error. Taken by a VM no job works on (a job's own pauses,
+        a save's or a migration's, are its job's to tell); events come in
+        the order of the changes, so the last one taken is the guest's
+        state now."""
+        with self._lock:
+            vm = self._public.get(vm_id)
+            if vm is None or vm.job is not None or vm.status == status or \
+                    vm.status not in (VmStatus.UP, VmStatus.PAUSED):
+                return
+            self._public[vm_id] = dataclasses.replace(vm, status=status)
+            self._changed(vm_id, status, False)
+
     def release(self, vm_id, job):
         """End job's claim on the public VM, which keeps running with the
         status it had before the claim."""

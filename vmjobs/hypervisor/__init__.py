@@ -11,13 +11,15 @@
                   daemon, shared on the test driver, reopened when lost:
                   the only reconnect policy, reconnect_wait)
     events        libvirt's event loop, lifecycle events to subscribers
+                  (of one domain) and watchers (of every domain)
     drivers       what differs between a daemon and the test driver
     errors        libvirtError translated into HypervisorError
 """
 
 from .adapter import DomainInfo, GuestKind, Hypervisor
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
-from .states import Activity, DomainState, has_arrived
+from .states import Activity, DomainState, has_arrived, state_after
 
 __all__ = ["Activity", "ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
-           "GuestKind", "Hypervisor", "HypervisorError", "has_arrived"]
+           "GuestKind", "Hypervisor", "HypervisorError", "has_arrived",
+           "state_after"]

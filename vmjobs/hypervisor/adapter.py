@@ -73,11 +73,15 @@ class Hypervisor:
         self._driver = self._connections.driver
         # libvirt's test driver: its VMs exist nowhere (the service says so).
         self.is_test_driver = self._driver is TestDriver
+        # Others act on its domains (not the test driver's private host).
+        self.shared_with_others = self._driver.shared_with_others
         # The test driver's one connection (None on a daemon): tests use it
         # to act on the host as another libvirt client would.
         self.shared_connection = self._connections.shared
         self._events = Events(self._connections)
         self.subscribe = self._events.subscribe
+        self.watch = self._events.watch
+        self.unwatch = self._events.unwatch
         self.unsubscribe = self._events.unsubscribe
         with self.connection() as conn, translated("capabilities"):
             capabilities = conn.getCapabilities()

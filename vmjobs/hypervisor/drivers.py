@@ -25,6 +25,9 @@ class Daemon:
     a few connections."""
     shares_one_connection = False
     undefine_flags = _UNDEFINE_FLAGS
+    # Others act on its domains too (virsh, libvirt itself on an I/O
+    # error): their pauses and resumes are to be followed.
+    shared_with_others = True
 
     # It migrates; its job stats say when a migration runs.
     migrates = True
@@ -45,6 +48,10 @@ class TestDriver:
     they would not see each other's domains); and it takes fewer flags."""
     shares_one_connection = True
     undefine_flags = _UNDEFINE_FLAGS_TEST
+    # A private host in this process: nobody else reaches its domains
+    # (following their events would cost every VM's start three wake-ups
+    # of the event thread for nothing: docs/benchmarks.md, section 2).
+    shared_with_others = False
 
     # It cannot migrate (NO_SUPPORT, or ARGUMENT_UNSUPPORTED for peer to
     # peer) and has no job stats.

@@ -50,9 +50,11 @@ class Events:
         turn of the GIL taken from the workers (three events per VM
         started; docs/benchmarks.md, the pool's own cost)."""
         self._connections = connections
-        # Guards _subscribers; callbacks are called after it is released.
+        # Guards _subscribers and _watchers; callbacks are called after it
+        # is released.
         self._subscribers_lock = threading.Lock()
         self._subscribers = {}   # uuid -> {token: callback}
+        self._watchers = {}      # token -> callback of every domain's
         # Guards _conn and _id (set by the first subscribe(), then only
         # replaced by another connection).
         self._conn_lock = threading.Lock()
@@ -64,15 +66,34 @@ class Events:
         """Call `callback(event, detail)` on every lifecycle event of domain
         `uuid` from now on, from libvirt's event thread (so it must not
         block). Returns a token for unsubscribe()."""
+        self._start_listening()
+        token = object()
+        with self._subscribers_lock:
+            self._subscribers.setdefault(uuid, {})[token] = callback
+        return token
+
+    def watch(self, callback):
+        """Call `callback(uuid, event, detail)` on every lifecycle event of
+        every domain from now on, from libvirt's event thread (so it must
+        not block). Every event then costs its wake-up of this process
+        (the class docstring). Returns a token for unwatch()."""
+        self._start_listening()
+        token = object()
+        with self._subscribers_lock:
+            self._watchers = {**self._watchers, token: callback}
+        return token
+
+    def unwatch(self, token):
+        with self._subscribers_lock:
+            self._watchers = {t: c for t, c in self._watchers.items()
+                              if t is not token}
+
+    def _start_listening(self):
         if self._conn is None:
             with self._conn_lock:
                 if self._conn is None:
                     self._listen(self._connections.shared or
                                  self._connections.open())
-        token = object()
-        with self._subscribers_lock:
-            self._subscribers.setdefault(uuid, {})[token] = callback
-        return token
 
     def unsubscribe(self, uuid, token):
         with self._subscribers_lock:
@@ -107,7 +128,7 @@ class Events:
 
     def _on_lifecycle(self, conn, dom, event, detail, opaque):
         # On libvirt's event-loop thread: hand the event on, nothing more.
-        if not self._subscribers:
+        if not (self._subscribers or self._watchers):
             # Nobody listens (read without the lock: a subscriber being
             # added looks the domain up after subscribing, so an event it
             # misses here is a state it sees there).
@@ -118,8 +139,14 @@ class Events:
             return
         with self._subscribers_lock:
             callbacks = list(self._subscribers.get(uuid, {}).values())
+            watchers = list(self._watchers.values())
         for callback in callbacks:
             try:
                 callback(event, detail)
             except Exception:
                 log.exception("lifecycle subscriber of %s failed", uuid)
+        for watcher in watchers:
+            try:
+                watcher(uuid, event, detail)
+            except Exception:
+                log.exception("lifecycle watcher failed on %s", uuid)

@@ -60,6 +60,22 @@ _PAUSED_FOR_MIGRATION = (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
                          libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
 
 
+# The state a lifecycle event leaves a running guest in, for the two that
+# happen to one outside any job: a pause (by its user, or by libvirt on an
+# I/O error) and a resume. The others (started, stopped, ...) mean a job's
+# or a destroy's work, which reads the state itself.
+_STATE_AFTER = {
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: DomainState.RUNNING,
+}
+
+
+def state_after(event):
+    """The state lifecycle event `event` leaves the domain in, if it is a
+    pause or a resume; else None."""
+    return _STATE_AFTER.get(event)
+
+
 def pause_reason(code, reason):
     """PAUSED_MIGRATION or PAUSED_OTHER for a paused domain (libvirt's
     state `code` and `reason`), else None."""
