@@ -42,13 +42,17 @@ def start_event_loop():
 class Events:
     def __init__(self, connections):
         """Hand the lifecycle events of every domain on `connections`' host
-        to subscribers, from the first subscribe() until close().
+        to subscribers and watchers, from the first subscribe() or watch()
+        until close().
 
-        Nothing listens before that: a storm of creations has no
-        subscriber, and each event would cost the daemon a message, and
-        this process a wake-up of the event thread, a domain object and a
-        turn of the GIL taken from the workers (three events per VM
-        started; docs/benchmarks.md, the pool's own cost)."""
+        Nothing listens before that: each event costs the daemon a
+        message, and this process a wake-up of the event thread, a domain
+        object and a turn of the GIL taken from the workers (three events
+        per VM started; docs/benchmarks.md, the pool's own cost and
+        section 2). So on the test driver, where nothing watches, a storm
+        of creations has no listener; on a daemon the API watches every
+        domain (a guest paused outside vmjobs), where a VM's start costs
+        far more than its events."""
         self._connections = connections
         # Guards _subscribers and _watchers; callbacks are called after it
         # is released.
