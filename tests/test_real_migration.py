@@ -303,13 +303,15 @@ def test_source_aborts_mid_migration(make_real_api, connect, daemon,
     assert watch.seen("STARTED/MIGRATED").wait(WAIT)
     conn_a.lookupByUUIDString(vm_id).abortJob()
     error = migration.finish().error
-    # libvirt reports A's abort as such, or, when B's QEMU notices the cut
+    # libvirt reports A's abort as such, or, when B's side notices the cut
     # stream before A's libvirt records the abort, as B's failure to load
-    # it (seen once in about 30 runs; libvirt's own race, not ours): the
-    # migration failed on A either way, and nothing else may end it.
+    # it or as A's failure to write to the stream B closed (each seen once
+    # in about 30 runs; libvirt's own race, not ours): the migration
+    # failed on A either way, and nothing else may end it.
     assert error is not None
     assert error.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED or \
-        "load of migration failed" in str(error), error
+        "load of migration failed" in str(error) or \
+        "Unable to write to socket: Broken pipe" in str(error), error
     assert conn_a.lookupByUUIDString(vm_id).state()[0] == \
         libvirt.VIR_DOMAIN_RUNNING
     assert api_a.VM.getStats(vm_id)["status"] == "Up"
