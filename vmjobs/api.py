@@ -44,8 +44,9 @@ from .flows import (
     OutgoingSlots,
     RestoreJob,
 )
+from .flows.base import PUBLIC_STATUS
 from .host import host_stats, vm_list
-from .hypervisor import DomainState, Hypervisor, state_after
+from .hypervisor import Hypervisor, state_after
 from .metrics import Metrics
 from .notifications import Notifications
 from .params import (
@@ -57,7 +58,7 @@ from .params import (
     reject_surrogates,
 )
 from .recovery import Recovery
-from .registry import VmRegistry, VmStatus
+from .registry import VmRegistry
 
 log = logging.getLogger("vmjobs.api")
 
@@ -129,9 +130,7 @@ class API:
         # On libvirt's event thread: a registry update, no call out.
         state = state_after(event)
         if state is not None:
-            self.registry.guest_changed(vm_id, VmStatus.PAUSED
-                                        if state is DomainState.PAUSED
-                                        else VmStatus.UP)
+            self.registry.guest_changed(vm_id, PUBLIC_STATUS[state])
 
     def wait_recovered(self, timeout=None):
         """Wait until recovery at start-up ended; True if it has."""

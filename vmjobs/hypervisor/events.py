@@ -84,13 +84,12 @@ class Events:
         self._start_listening()
         token = object()
         with self._subscribers_lock:
-            self._watchers = {**self._watchers, token: callback}
+            self._watchers[token] = callback
         return token
 
     def unwatch(self, token):
         with self._subscribers_lock:
-            self._watchers = {t: c for t, c in self._watchers.items()
-                              if t is not token}
+            self._watchers.pop(token, None)
 
     def _start_listening(self):
         if self._conn is None:
