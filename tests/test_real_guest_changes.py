@@ -1,16 +1,22 @@
-"""A guest paused or resumed outside vmjobs, on the real daemon (by its user
-with virsh, or by libvirt itself on an I/O error): its public status
-follows libvirt's lifecycle events, with a `|virt|VM_status|`
-notification, unless a job works on the VM (its own pauses are its job's
-to tell). Another libvirt client plays the user. (On the test driver's
-private host nobody else reaches the domains, and nothing is followed.)"""
+"""A guest paused, resumed or stopped outside vmjobs, on the real daemon (by
+its user with virsh, by libvirt itself on an I/O error, by a crash): its
+public VM follows (guests.py), with a `|virt|VM_status|` notification,
+unless a job works on the VM (its own pauses are its job's to tell; what
+they leave is read at the job's end). A stopped guest's VM leaves the
+host (`Down`) and its domain is left for VM.destroy. Another libvirt
+client plays the user. (On the test driver's private host nobody else
+reaches the domains, and nothing is followed.)"""
 
+import os
+import signal
 import time
 
 import libvirt
+import pytest
 
 from conftest import StepGate, new_id, wait_job
 from realdaemon import WAIT, real_params
+from vmjobs.errors import NoVM
 from vmjobs.notifications import VM_STATUS
 
 
@@ -78,3 +84,85 @@ def test_a_vm_a_job_works_on_keeps_its_jobs_status(make_real_api, daemon,
     finally:
         user.close()
     assert api.VM.destroy(vm_id) is True
+
+
+def test_a_pause_while_a_job_held_the_vm_is_read_at_the_jobs_end(
+        make_real_api, daemon, tmp_path):
+    gate = StepGate("save")
+    api = make_real_api(step_hook=gate)
+    vm_id = up_vm(api)
+    job_id = api.VM.hibernate(vm_id, str(tmp_path / "s.state"))["jobId"]
+    assert gate.reached.wait(WAIT)
+    user = libvirt.open(daemon.uri)
+    try:
+        with api.subscribe() as subscription:
+            user.lookupByUUIDString(vm_id).suspend()
+            assert api.Job.abort(job_id) is True
+            gate.release.set()
+            assert wait_job(api, job_id)["status"] == "aborted"
+            assert next_status(subscription, vm_id) == "Up"   # the release
+            assert next_status(subscription, vm_id) == "Paused"
+            assert api.VM.getStats(vm_id)["status"] == "Paused"
+    finally:
+        user.close()
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_a_guest_stopped_outside_vmjobs_leaves_the_host(make_real_api,
+                                                        daemon):
+    """Destroyed by its user, or its QEMU killed: `Down`, no longer listed,
+    its domain (shut off, defined) counted stopped, and VM.destroy
+    removes it; the control keeps running, Up."""
+    api = make_real_api()
+    destroyed, killed, control = up_vm(api), up_vm(api), up_vm(api)
+    pids = set(daemon.qemu_pids())
+    user = libvirt.open(daemon.uri)
+    try:
+        with api.subscribe() as subscription:
+            user.lookupByUUIDString(destroyed).destroy()
+            assert next_status(subscription, destroyed) == "Down"
+            os.kill(qemu_pid(killed, pids), signal.SIGKILL)
+            assert next_status(subscription, killed) == "Down"
+    finally:
+        user.close()
+    for vm_id in (destroyed, killed):
+        with pytest.raises(NoVM):
+            api.VM.getStats(vm_id)
+    assert api.Host.getVMList() == [control]
+    assert api.Host.getStats()["stopped_domains"] == 2
+    for vm_id in (destroyed, killed, control):
+        assert api.VM.destroy(vm_id) is True
+    assert api.Host.getStats()["stopped_domains"] == 0
+    assert daemon.qemu_pids() == []
+
+
+def test_a_guest_changed_around_a_libvirtd_restart_is_followed(
+        make_real_api, daemon):
+    """The events' connection is opened again as soon as libvirtd is back,
+    with no call of vmjobs to find it lost; a guest paused after the
+    restart, and one whose QEMU died around it (its event lost, or never
+    sent), are both followed."""
+    api = make_real_api()
+    paused, killed = up_vm(api), up_vm(api)
+    pids = set(daemon.qemu_pids())
+    with api.subscribe() as subscription:
+        os.kill(qemu_pid(killed, pids), signal.SIGKILL)
+        daemon.restart_daemon()
+        assert next_status(subscription, killed) == "Down"
+        user = libvirt.open(daemon.uri)
+        try:
+            user.lookupByUUIDString(paused).suspend()
+        finally:
+            user.close()
+        assert next_status(subscription, paused) == "Paused"
+    for vm_id in (paused, killed):
+        assert api.VM.destroy(vm_id) is True
+
+
+def qemu_pid(vm_id, pids):
+    """The pid of VM `vm_id`'s QEMU, among `pids` (the sandbox's)."""
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if vm_id.encode() in f.read():
+                return pid
+    raise AssertionError(f"no QEMU runs VM {vm_id}")

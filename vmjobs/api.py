@@ -44,9 +44,9 @@ from .flows import (
     OutgoingSlots,
     RestoreJob,
 )
-from .flows.base import PUBLIC_STATUS
+from .guests import GuestWatch
 from .host import host_stats, vm_list
-from .hypervisor import Hypervisor, state_after
+from .hypervisor import Hypervisor
 from .metrics import Metrics
 from .notifications import Notifications
 from .params import (
@@ -115,9 +115,10 @@ class API:
                  settle_timeout=self.config.recovery_settle_timeout),
             self.notifications.job_changed)
         self.metrics.watch(self)
-        # A guest paused or resumed outside vmjobs (by its user, by libvirt
-        # on an I/O error): its public status follows, from now on.
-        self._watch = self.hv.watch(self._guest_changed) \
+        # A guest paused, resumed or stopped outside vmjobs (by its user,
+        # by libvirt on an I/O error, by a crash): its VM follows, from now
+        # on (guests.py: not on the test driver).
+        self.guests = GuestWatch(self.hv, self.registry) \
             if self.hv.shared_with_others else None
         try:
             self.recovery.start()
@@ -125,12 +126,6 @@ class API:
             # Without knowing what runs here the service must not start.
             self.close()
             raise
-
-    def _guest_changed(self, vm_id, event, detail):
-        # On libvirt's event thread: a registry update, no call out.
-        state = state_after(event)
-        if state is not None:
-            self.registry.guest_changed(vm_id, PUBLIC_STATUS[state])
 
     def wait_recovered(self, timeout=None):
         """Wait until recovery at start-up ended; True if it has."""
@@ -141,8 +136,8 @@ class API:
         reach a safe end; public VMs are left running."""
         self.stopping.set()
         self.pool.shutdown(stop_mode)
-        if self._watch is not None:
-            self.hv.unwatch(self._watch)
+        if self.guests is not None:
+            self.guests.close()
         self.notifications.close()
         if self._owns_hypervisor:
             self.hv.close()

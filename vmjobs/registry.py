@@ -88,6 +88,10 @@ class VmRegistry:
         self._staged = {}   # vm_id -> Vm, being started by vm.job
         self._public = {}   # vm_id -> Vm, fully up
         self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
+        # Called with a vmId, after the lock is released, whenever a public
+        # VM becomes nobody's job's: at its commit, and when a claim ends
+        # (guests.py reads its guest's state then). None: nobody follows.
+        self.on_idle = None
 
     def stage(self, vm_id, status, params, job, max_with_status=None):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
@@ -126,6 +130,7 @@ class VmRegistry:
                 vm, status=status, staging=False, job=None,
                 params=vm.params if params is None else params)
             self._changed(vm_id, status, False)
+        self._now_idle(vm_id)
 
     def claim(self, vm_id, status, job):
         """Give the public VM a job to run on it (a hibernation, a
@@ -148,19 +153,35 @@ class VmRegistry:
                 self._changed(vm_id, status, False)
             return vm
 
-    def guest_changed(self, vm_id, status):
-        """libvirt says the public VM's guest was paused (status Paused) or
-        resumed (Up) outside vmjobs: by its user, or by libvirt itself on
-        an I/O error. Taken by a VM no job works on (a job's own pauses,
-        a save's or a migration's, are its job's to tell); events come in
-        the order of the changes, so the last one taken is the guest's
-        state now."""
+    def idle(self, vm_id):
+        """The public VM if no job works on it, else None."""
         with self._lock:
             vm = self._public.get(vm_id)
-            if vm is None or vm.job is not None or vm.status == status or \
-                    vm.status not in (VmStatus.UP, VmStatus.PAUSED):
+        return vm if vm is not None and vm.job is None else None
+
+    def idle_ids(self):
+        """The vmIds of the public VMs no job works on."""
+        with self._lock:
+            return [vm_id for vm_id, vm in self._public.items()
+                    if vm.job is None]
+
+    def guest_changed(self, vm_id, seen, status):
+        """The guest of public VM `seen` (read by idle() before its guest's
+        state was) was found in `status` outside any job: by its user, or
+        by libvirt itself (a pause on an I/O error, a crash). Up or Paused:
+        its status; Down: it stopped, and the VM leaves (its domain, shut
+        off, is left for VM.destroy, as recovery leaves a stopped domain).
+        Taken only if the record is still `seen`: a job that claimed the VM
+        meanwhile has the guest to itself, and a VM made again with the
+        same id meanwhile was read by its own commit."""
+        with self._lock:
+            if self._public.get(vm_id) is not seen or \
+                    seen.status == status:
                 return
-            self._public[vm_id] = dataclasses.replace(vm, status=status)
+            if status == VmStatus.DOWN:
+                del self._public[vm_id]
+            else:
+                self._public[vm_id] = dataclasses.replace(seen, status=status)
             self._changed(vm_id, status, False)
 
     def release(self, vm_id, job):
@@ -168,12 +189,19 @@ class VmRegistry:
         status it had before the claim."""
         with self._lock:
             vm = self._public.get(vm_id)
-            if vm is not None and vm.job is job:
-                self._public[vm_id] = dataclasses.replace(
-                    vm, status=vm.status_before_claim, job=None,
-                    status_before_claim=None)
-                if vm.status != vm.status_before_claim:
-                    self._changed(vm_id, vm.status_before_claim, False)
+            if vm is None or vm.job is not job:
+                return
+            self._public[vm_id] = dataclasses.replace(
+                vm, status=vm.status_before_claim, job=None,
+                status_before_claim=None)
+            if vm.status != vm.status_before_claim:
+                self._changed(vm_id, vm.status_before_claim, False)
+        self._now_idle(vm_id)
+
+    def _now_idle(self, vm_id):
+        # Outside the lock: the follower is called out to.
+        if self.on_idle is not None:
+            self.on_idle(vm_id)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""

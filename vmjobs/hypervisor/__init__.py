@@ -18,8 +18,8 @@
 
 from .adapter import DomainInfo, GuestKind, Hypervisor
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
-from .states import Activity, DomainState, has_arrived, state_after
+from .states import Activity, DomainState, has_arrived, may_change_state
 
-__all__ = ["Activity", "ConnectionLost", "DomainInfo", "DomainNotFound", "DomainState",
-           "GuestKind", "Hypervisor", "HypervisorError", "has_arrived",
-           "state_after"]
+__all__ = ["Activity", "ConnectionLost", "DomainInfo", "DomainNotFound",
+           "DomainState", "GuestKind", "Hypervisor", "HypervisorError",
+           "has_arrived", "may_change_state"]

@@ -81,11 +81,15 @@ class Connections:
             return self._lend_shared
         return _Own(self.uri)
 
-    def open(self):
+    def open(self, wait=False):
         """A new connection, not lent to callers (the events' own); closed
-        by close()."""
-        with translated("open"):
-            conn = libvirt.open(self.uri)
+        by close(). `wait`: as soon as the daemon answers again, within
+        reconnect_wait (it is restarting), else ConnectionLost."""
+        if wait:
+            conn = self._open_when_back()
+        else:
+            with translated("open"):
+                conn = libvirt.open(self.uri)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -130,23 +134,23 @@ class Connections:
     def _reconnect(self):
         """A new connection in place of a lost one, opened as soon as the
         daemon answers again (within reconnect_wait)."""
+        conn = self.open(wait=True)
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+        log.info("reconnected to %s", self.uri)
+        return conn
+
+    def _open_when_back(self):
         deadline = time.monotonic() + self.reconnect_wait
         while True:
             try:
-                conn = libvirt.open(self.uri)
-                break
+                return libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
                 if time.monotonic() >= deadline:
                     raise ConnectionLost(
                         "reconnect", exc.get_error_code(),
                         exc.get_error_message() or str(exc)) from None
             time.sleep(0.2)   # the daemon is (re)starting: look again
-        with self._lock:
-            self._all.append(conn)
-        if self.on_reconnect is not None:
-            self.on_reconnect()
-        log.info("reconnected to %s", self.uri)
-        return conn
 
 
 def alive(conn):

@@ -3,8 +3,11 @@ and the events of one adapter handed to subscribers by the domain's UUID.
 A subscriber's callback runs on the event-loop thread: it must not block.
 
 On a daemon the events come on a connection of their own, so that a
-broken one can be replaced without waiting for a borrower; on the test
-driver, on its one shared connection."""
+broken one can be replaced without waiting for a borrower: at once when
+libvirt says it closed (the daemon stopped or restarted), as soon as the
+daemon answers again; on the test driver, on its one shared connection.
+What happened while no connection listened is lost: watchers are told
+(`missed`) and read what they need again."""
 
 import logging
 import threading
@@ -12,7 +15,7 @@ import threading
 import libvirt
 
 from .connections import alive
-from .errors import translated
+from .errors import HypervisorError, translated
 
 log = logging.getLogger("vmjobs.hypervisor")
 
@@ -58,12 +61,13 @@ class Events:
         # is released.
         self._subscribers_lock = threading.Lock()
         self._subscribers = {}   # uuid -> {token: callback}
-        self._watchers = {}      # token -> callback of every domain's
+        self._watchers = {}      # token -> (callback, missed) of every domain
         # Guards _conn and _id (set by the first subscribe(), then only
-        # replaced by another connection).
+        # replaced by another connection) and _closed.
         self._conn_lock = threading.Lock()
         self._conn = None
         self._id = None
+        self._closed = False
         connections.on_reconnect = self.reconnect_if_lost
 
     def subscribe(self, uuid, callback):
@@ -76,15 +80,17 @@ class Events:
             self._subscribers.setdefault(uuid, {})[token] = callback
         return token
 
-    def watch(self, callback):
+    def watch(self, callback, missed=None):
         """Call `callback(uuid, event, detail)` on every lifecycle event of
         every domain from now on, from libvirt's event thread (so it must
-        not block). Every event then costs its wake-up of this process
-        (the class docstring). Returns a token for unwatch()."""
+        not block), and `missed()` (if given, from any thread, not
+        blocking either) once listening resumed on a new connection: the
+        events in between are lost. Every event costs its wake-up of this
+        process (the class docstring). Returns a token for unwatch()."""
         self._start_listening()
         token = object()
         with self._subscribers_lock:
-            self._watchers[token] = callback
+            self._watchers[token] = (callback, missed)
         return token
 
     def unwatch(self, token):
@@ -105,19 +111,31 @@ class Events:
             if not callbacks:
                 self._subscribers.pop(uuid, None)
 
-    def reconnect_if_lost(self):
+    def reconnect_if_lost(self, wait=False):
         """Listen on a new connection if ours broke (the daemon stopped or
-        restarted)."""
+        restarted); `wait` for a restarting daemon (Connections.open).
+        Then tell the watchers what they missed."""
         with self._conn_lock:
-            if self._conn is not None and not alive(self._conn):
-                log.warning("events connection lost: opening a new one")
-                self._listen(self._connections.open())
+            if self._conn is None or self._closed or alive(self._conn):
+                return
+            log.warning("events connection lost: opening a new one")
+            self._listen(self._connections.open(wait=wait))
+        with self._subscribers_lock:
+            missed = [m for _, m in self._watchers.values() if m is not None]
+        for callback in missed:
+            try:
+                callback()
+            except Exception:
+                log.exception("lifecycle watcher failed on missed events")
 
     def close(self):
         with self._conn_lock:
+            self._closed = True
             if self._conn is not None:
                 try:
                     self._conn.domainEventDeregisterAny(self._id)
+                    if self._connections.shared is None:
+                        self._conn.unregisterCloseCallback()
                 except libvirt.libvirtError:
                     pass
 
@@ -127,7 +145,27 @@ class Events:
             self._id = conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                 self._on_lifecycle, None)
+            if self._connections.shared is None:   # a daemon's, our own
+                conn.registerCloseCallback(self._on_close, None)
         self._conn = conn
+
+    def _on_close(self, conn, reason, opaque):
+        # On libvirt's event-loop thread: the daemon went away (a close of
+        # our own is not one). Listen again once it is back, from a thread
+        # of its own: the wait must not hold the event loop.
+        if reason == libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT or self._closed:
+            return
+        threading.Thread(target=self._listen_again, name="events-reconnect",
+                         daemon=True).start()
+
+    def _listen_again(self):
+        try:
+            self.reconnect_if_lost(wait=True)
+        except HypervisorError as exc:
+            # Not back within reconnect_wait: the next call that
+            # reconnects (Connections.on_reconnect) listens again.
+            log.warning("events not listened to until libvirt is back: %s",
+                        exc)
 
     def _on_lifecycle(self, conn, dom, event, detail, opaque):
         # On libvirt's event-loop thread: hand the event on, nothing more.
@@ -148,7 +186,7 @@ class Events:
                 callback(event, detail)
             except Exception:
                 log.exception("lifecycle subscriber of %s failed", uuid)
-        for watcher in watchers:
+        for watcher, _ in watchers:
             try:
                 watcher(uuid, event, detail)
             except Exception:

@@ -60,20 +60,19 @@ _PAUSED_FOR_MIGRATION = (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
                          libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
 
 
-# The state a lifecycle event leaves a running guest in, for the two that
-# happen to one outside any job: a pause (by its user, or by libvirt on an
-# I/O error) and a resume. The others (started, stopped, ...) mean a job's
-# or a destroy's work, which reads the state itself.
-_STATE_AFTER = {
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: DomainState.PAUSED,
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: DomainState.RUNNING,
-}
+# Lifecycle events that change a domain's definition, not its guest's
+# state: every other one (started, paused, resumed, stopped, crashed...)
+# may leave the guest in another state, which is read, not inferred from
+# the event (an event may come late: from a domain since destroyed and
+# made again with the same UUID).
+_DEFINITION_EVENTS = (libvirt.VIR_DOMAIN_EVENT_DEFINED,
+                      libvirt.VIR_DOMAIN_EVENT_UNDEFINED)
 
 
-def state_after(event):
-    """The state lifecycle event `event` leaves the domain in, if it is a
-    pause or a resume; else None."""
-    return _STATE_AFTER.get(event)
+def may_change_state(event):
+    """True if lifecycle event `event` may have changed the guest's
+    state."""
+    return event not in _DEFINITION_EVENTS
 
 
 def pause_reason(code, reason):

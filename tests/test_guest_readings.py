@@ -1,0 +1,103 @@
+"""How the registry takes a reading of a guest's state made outside any
+job (guests.py): only for the public VM record it was read for, so that a
+job claiming the VM meanwhile, or a VM made again with the same id, keeps
+its status; and when a public VM becomes nobody's job's, the follower is
+told (its commit, the end of a claim), never under the registry's lock.
+(The readings themselves, on a real daemon: test_real_guest_changes.py.)"""
+
+from conftest import new_id
+from vmjobs.notifications import VM_STATUS, Notifications
+from vmjobs.registry import VmRegistry, VmStatus
+
+
+class Holder:
+    """A job or a destroy working on a VM: the registry knows only its
+    identity."""
+
+
+def registry_and_feed():
+    feed = Notifications()
+    registry = VmRegistry(notifications=feed)
+    told = []
+
+    def on_idle(vm_id):
+        # Called outside the registry's lock: the registry answers here.
+        registry.counts()
+        told.append(vm_id)
+
+    registry.on_idle = on_idle
+    return registry, feed, told
+
+
+def up(registry, vm_id):
+    job = Holder()
+    registry.stage(vm_id, VmStatus.WAIT_FOR_LAUNCH, {}, job)
+    registry.publish(vm_id, VmStatus.UP, job)
+
+
+def statuses(subscription, vm_id):
+    return [e.params[vm_id]["status"] for e in subscription.get(0) or []
+            if e.method == VM_STATUS + vm_id]
+
+
+def test_a_reading_is_taken_and_a_stopped_guest_leaves():
+    registry, feed, told = registry_and_feed()
+    vm_id = new_id()
+    up(registry, vm_id)
+    assert told == [vm_id]   # its commit
+    with feed.subscribe() as subscription:
+        registry.guest_changed(vm_id, registry.idle(vm_id), VmStatus.PAUSED)
+        assert registry.get(vm_id).status == VmStatus.PAUSED
+        registry.guest_changed(vm_id, registry.idle(vm_id), VmStatus.PAUSED)
+        registry.guest_changed(vm_id, registry.idle(vm_id), VmStatus.DOWN)
+        assert statuses(subscription, vm_id) == ["Paused", "Down"]
+    assert registry.idle(vm_id) is None
+    assert registry.counts() == {"staged": 0, "public": 0}
+
+
+def test_a_reading_of_a_vm_claimed_meanwhile_is_not_taken():
+    registry, feed, told = registry_and_feed()
+    vm_id = new_id()
+    up(registry, vm_id)
+    seen = registry.idle(vm_id)
+    hibernation = Holder()
+    registry.claim(vm_id, VmStatus.SAVING_STATE, hibernation)
+    assert registry.idle(vm_id) is None
+    assert registry.idle_ids() == []
+    registry.guest_changed(vm_id, seen, VmStatus.DOWN)
+    assert registry.get(vm_id).status == VmStatus.SAVING_STATE
+    registry.release(vm_id, hibernation)
+    assert told == [vm_id, vm_id]   # its commit, its claim's end
+    # The record changed at the claim: the old reading stays refused.
+    registry.guest_changed(vm_id, seen, VmStatus.DOWN)
+    assert registry.get(vm_id).status == VmStatus.UP
+    assert registry.idle_ids() == [vm_id]
+
+
+def test_a_late_reading_of_a_vm_made_again_is_not_taken():
+    registry, feed, told = registry_and_feed()
+    vm_id = new_id()
+    up(registry, vm_id)
+    old = registry.idle(vm_id)
+    destruction = Holder()
+    registry.claim(vm_id, VmStatus.UP, destruction)
+    registry.unpublish_claimed(vm_id, destruction)
+    up(registry, vm_id)   # the same id, a new VM
+    registry.guest_changed(vm_id, old, VmStatus.DOWN)
+    assert registry.get(vm_id).status == VmStatus.UP
+    registry.guest_changed(vm_id, registry.idle(vm_id), VmStatus.PAUSED)
+    assert registry.get(vm_id).status == VmStatus.PAUSED
+
+
+def test_only_commits_and_claims_ends_tell_the_follower():
+    registry, feed, told = registry_and_feed()
+    rolled_back, claimed = new_id(), new_id()
+    job = Holder()
+    registry.stage(rolled_back, VmStatus.WAIT_FOR_LAUNCH, {}, job)
+    assert registry.unstage(rolled_back, job) is True
+    up(registry, claimed)
+    destruction = Holder()
+    registry.claim(claimed, VmStatus.UP, destruction)
+    registry.release(claimed, Holder())   # not its claimer: nothing
+    registry.unpublish_claimed(claimed, destruction)
+    assert told == [claimed]   # its commit only
