@@ -3,6 +3,7 @@ example configuration, bash completion) are current: generated from the
 parser and the settings table, and what the generator makes is what is
 committed (`python -m vmjobs.tools.shipped .` rewrites them)."""
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -31,6 +32,12 @@ def test_example_config_names_every_key_and_loads_as_the_defaults(tmp_path):
     for setting in config.SETTINGS:
         assert f"[{setting.section}]" in text
         assert f"\n;{setting.key} =" in text, setting.name
+    # Each section once: strict INI tools (configparser, crudini) refuse
+    # a section given twice.
+    strict = configparser.ConfigParser(strict=True)
+    strict.read_string(text)
+    assert strict.sections() == list(dict.fromkeys(
+        setting.section for setting in config.SETTINGS))
     # Each commented key, uncommented, is a valid line of its section:
     # an operator may uncomment any of them.
     uncommented = "".join(line[1:] if line.startswith(";") else line

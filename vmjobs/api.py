@@ -325,6 +325,12 @@ class API:
         """Reserve what the job needs (refused: its own VdsmError), queue,
         observe (notifications) and list it; if the queue refuses it, forget
         it and release it: a refused request leaves no trace, unlisted."""
+        if self.stopping.is_set():
+            # Before anything is staged: a job accepted now would never run
+            # (or, draining, run after the caller was told the service
+            # stops). Kept connections still bring requests meanwhile.
+            raise ResourceExhausted("the service is stopping: try again "
+                                    "once it is back")
         job.reserve()
         self.jobs.add(job)
         _refuse_if_aborted(job)

@@ -106,7 +106,8 @@ class Config:
     # the guest's behalf): none by default.
     network_hosts: list = dataclasses.field(default_factory=list)
     # On SIGTERM/SIGINT: abort what is queued and running (rolled back at
-    # its next step) or drain it. Public VMs keep running either way.
+    # its next step) or drain it (what has not ended by the last minute of
+    # stop_timeout is aborted then). Public VMs keep running either way.
     stop_mode: str = "abort"
     # Seconds a stop waits for the running jobs to reach a safe end; past
     # it the service exits with them still running (below the unit's
@@ -176,13 +177,13 @@ SETTINGS = [
             comment="the guests' domain type; empty: the fastest offered"),
     Setting("jobs", "timeout", "job_timeout", float, 0,
             comment="seconds; a job running longer is reported stuck"),
-    Setting("recovery", "settle_timeout", "recovery_settle_timeout", float,
-            0, comment="seconds recovery waits for a migrating or saving "
-            "domain"),
     Setting("jobs", "autodelete_delay", "autodelete_delay", float, 0,
             comment="seconds an ended job stays queryable"),
     Setting("jobs", "max_ended", "max_ended", int, 0,
             comment="ended jobs kept at most"),
+    Setting("recovery", "settle_timeout", "recovery_settle_timeout", float,
+            0, comment="seconds recovery waits for a migrating or saving "
+            "domain"),
     Setting("migration", "max_incoming", "max_incoming", int, 1,
             comment="incoming migrations at once (82 beyond)"),
     Setting("migration", "destination_timeout",

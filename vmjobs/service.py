@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 
+import workers
+
 from . import hostfiles, logs
 from .api import API
 from .config import DEFAULT_URI
@@ -21,6 +23,9 @@ log = logging.getLogger("vmjobs.service")
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 SIGNALS = STOP_SIGNALS | {signal.SIGHUP}
+# Seconds of stop_timeout a drain keeps to abort what it could not run to
+# its end (stop_jobs).
+DRAIN_ABORT_GRACE = 60.0
 
 
 def serve(config, out=sys.stdout):
@@ -71,10 +76,11 @@ def _serve_locked(config, out):
     readiness.stop()
     log.info("%s: stopping: no new requests; %s what is queued and running",
              signal.Signals(signum).name, config.stop_mode)
+    # No job starts from now on (aborted, queued ones; none is taken,
+    # stopping) while the listener stops, which takes up to its poll.
+    api.pool.shutdown(config.stop_mode, wait=False)
     server.stop()
-    # Every job reaches a safe end, within stop_timeout: a job stuck behind
-    # libvirt (a hung call) must not keep the service from stopping.
-    if not api.pool.shutdown(config.stop_mode, timeout=config.stop_timeout):
+    if not stop_jobs(api.pool, config.stop_mode, config.stop_timeout):
         log.error("stop: jobs still running after %g s: exiting without "
                   "them: %s", config.stop_timeout, ", ".join(
                       f"{j.id} ({j.job_type})" for j in api.jobs.jobs()
@@ -87,6 +93,24 @@ def _serve_locked(config, out):
     stop_metrics(servers)
     api.close()
     return 0
+
+
+def stop_jobs(pool, mode, timeout):
+    """Every job to a safe end within `timeout` seconds: a job stuck behind
+    libvirt (a hung call) must not keep the service from stopping. A
+    drain runs what it can until the last DRAIN_ABORT_GRACE seconds (at
+    most half), then aborts what is left: a job that waits for the
+    outside (an incoming migration whose guest never comes) would
+    otherwise outlive the stop, and leave what arrived without its
+    rollback. True if every job ended."""
+    if mode == workers.DRAIN:
+        grace = min(DRAIN_ABORT_GRACE, timeout / 2)
+        if pool.shutdown(workers.DRAIN, timeout=timeout - grace):
+            return True
+        log.warning("stop: jobs still running after %g s of draining: "
+                    "aborting them", timeout - grace)
+        timeout = grace
+    return pool.shutdown(workers.ABORT, timeout=timeout)
 
 
 def stop_metrics(servers):

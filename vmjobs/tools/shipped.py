@@ -126,8 +126,12 @@ def vmjobs_8():
               "log file."),
         ".SH EXIT STATUS",
         _roff("0 on success; 1 when the service answered a call with an "
-              "error; 2 when the command itself failed (one line on "
-              "stderr says what and what to try)."),
+              "error, when serve stopped with jobs still running past "
+              "service.stop_timeout (they are named in its log), when a "
+              "sandbox action failed, or when chaos found a violation; 2 "
+              "when the command itself failed (one line on stderr says "
+              "what and what to try); 130 when a command other than serve "
+              "was interrupted (Ctrl-C)."),
         ".SH SEE ALSO", "\\fBvmjobs.conf\\fR(5), \\fBlibvirtd\\fR(8), "
         "\\fBsystemctl\\fR(1)", ""]
     return "\n".join(out)
