@@ -10,6 +10,8 @@ import pytest
 
 from vmjobs.api import API
 from vmjobs.config import Config
+from vmjobs.errors import NoVM
+from vmjobs.notifications import VM_STATUS
 from vmjobs.tools.sandbox import Sandbox, missing_requirements
 
 WAIT = 300   # seconds: real VMs on a 2-core machine
@@ -86,3 +88,25 @@ def real_params(vm_id, **extra):
     params = {"vmId": vm_id, "vmName": f"real-{vm_id[:8]}", "memSize": 48}
     params.update(extra)
     return params
+
+
+def wait_left(api, vm_ids):
+    """Each VM of `vm_ids` left `api`'s host by itself (its guest migrated
+    away, or stopped, outside vmjobs: guests.py follows it): its `Down` is
+    in the feed, read from the oldest notification the feed still holds,
+    and the VM is no more."""
+    waiting = set(vm_ids)
+    deadline = time.monotonic() + WAIT
+    oldest = api.notifications._kept[0].id
+    with api.subscribe(oldest - 1) as subscription:
+        while waiting:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no Down for {waiting}"
+            for event in subscription.get(remaining) or []:
+                vm_id = event.method[len(VM_STATUS):]
+                if event.method.startswith(VM_STATUS) and \
+                        event.params[vm_id]["status"] == "Down":
+                    waiting.discard(vm_id)
+    for vm_id in vm_ids:
+        with pytest.raises(NoVM):
+            api.VM.getStats(vm_id)

@@ -96,8 +96,15 @@ class Connections:
 
     def take(self):
         """An idle connection, all the caller's until give_back() or
-        drop(); a new one in place of one dropped before."""
+        drop(); a new one in place of one dropped before, or of one
+        libvirt already knows is closed (the daemon restarted while it sat
+        idle: a call that changes something is never made twice, so it
+        must not be lent to fail one)."""
         conn = self._idle.get()
+        if conn is not None and not alive(conn):
+            log.warning("connection to %s lost while idle", self.uri)
+            self._forget(conn)
+            conn = None
         if conn is None:
             try:
                 conn = self._reconnect()
@@ -113,6 +120,10 @@ class Connections:
         """`conn` (taken) is broken: close it; the next taker opens a new
         one in its place."""
         log.warning("connection to %s lost", self.uri)
+        self._forget(conn)
+        self._idle.put(None)
+
+    def _forget(self, conn):
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
@@ -120,7 +131,6 @@ class Connections:
             conn.close()
         except libvirt.libvirtError:
             pass
-        self._idle.put(None)
 
     def close(self):
         with self._lock:
