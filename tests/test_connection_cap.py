@@ -27,6 +27,7 @@ from serve import ServeProcess
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
 from vmjobs.config import Config
+from vmjobs.connection_table import ConnectionTable
 from vmjobs.notifications import Notifications
 from vmjobs.server import Server
 
@@ -280,3 +281,30 @@ def test_over_mutual_tls_handshakes_never_finished_do_not_lock_out(
             s.close()
         status, _, err = served.stop()
     assert status == 0, err
+
+
+def test_at_the_cap_a_connection_its_client_closed_makes_room_first():
+    """A burst of short-lived connections fills the table with slots whose
+    clients have closed them (the server has not read their end yet): one
+    of these makes room, not a client still waiting for its answer, even
+    one accepted long before (a loaded server that has not read its
+    request yet). The control: with no closed one, the oldest goes."""
+    table = ConnectionTable(limit=2, grace=0.0)
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        waiting, closed = pairs[0], pairs[1]
+        waiting[1].sendall(PING)            # sent, not read yet
+        first = table.admit(waiting[0])
+        second = table.admit(closed[0])
+        table.start_request(second)
+        table.end_request(second)           # answered...
+        closed[1].close()                   # ...and closed by its client
+        assert table.admit(pairs[2][0]) is not None
+        assert second.evicted and not first.evicted
+        # The control: nobody closed, the oldest without a request goes.
+        assert table.admit(pairs[3][0]) is not None
+        assert first.evicted
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()

@@ -3,9 +3,11 @@ and who makes room at the cap, so that no caller locks the others out.
 
 A connection is evictable while it waits for a request or reads one:
 idle keep-alive connections, and requests still arriving (trickled ones
-included). At the cap, a new connection closes the evictable one that has
-gone longest without completing a request (since it was accepted or last
-answered), and takes its slot: trickling bytes does not count as
+included). At the cap, a new connection takes the slot of one whose
+client has already closed it (its end of stream waits to be read: in a
+burst of short-lived connections, these are what fills the table), else
+closes the evictable one that has gone longest without completing a
+request (since it was accepted or last answered), and takes its slot: trickling bytes does not count as
 progress, only a complete request does. A connection in its first GRACE
 seconds that was never answered goes last: its client just connected and
 is about to send its request (in a burst of new connections, the ones
@@ -17,6 +19,7 @@ runs a verb is a new connection turned away (the server answers it 503
 with Retry-After).
 """
 
+import select
 import socket
 import threading
 import time
@@ -59,6 +62,7 @@ class ConnectionTable:
                     return None   # answered 503: retry after a second
                 young = time.monotonic() - self.grace
                 victim = min(idle, key=lambda c: (
+                    not _closed_by_client(c.sock),
                     not c.answered and c.accepted > young, c.since))
                 self._evict(victim)
             connection = Connection(sock)
@@ -107,3 +111,26 @@ class ConnectionTable:
     def __len__(self):
         with self._lock:
             return len(self._open)
+
+
+def _closed_by_client(sock):
+    """True if the client closed (or reset) `sock`: its end of stream is
+    what is there to read. Looked at without reading or waiting (poll(2)
+    first: a socket with a timeout waits in recv() whatever its flags),
+    on the socket under any TLS layer (a TLS client's close_notify comes
+    first, so a TLS connection is not told apart here: it goes by the
+    other rules)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    ready = poller.poll(0)
+    if not ready:
+        return False   # open, nothing sent since
+    if ready[0][1] & (select.POLLHUP | select.POLLERR):
+        return True
+    try:
+        return socket.socket.recv(
+            sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True    # reset by the client
