@@ -27,14 +27,27 @@ def up_vm(api, **extra):
     return vm_id
 
 
-def next_status(subscription, vm_id):
-    """The VM's next status notification (waiting for it)."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        for event in subscription.get(deadline - time.monotonic()) or []:
-            if event.method == VM_STATUS + vm_id:
-                return event.params[vm_id]["status"]
-    raise AssertionError(f"no status notification of {vm_id}")
+class Statuses:
+    """The status notifications of a subscription, VM by VM: each read
+    takes a VM's next one, and keeps the others for later reads (one
+    batch of the subscription may hold several)."""
+
+    def __init__(self, subscription):
+        self._subscription = subscription
+        self._kept = []
+
+    def next(self, vm_id):
+        """VM `vm_id`'s next status (waiting for it)."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            for i, event in enumerate(self._kept):
+                if event.method == VM_STATUS + vm_id:
+                    del self._kept[i]
+                    return event.params[vm_id]["status"]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no status notification of {vm_id}")
+            self._kept += self._subscription.get(remaining) or []
 
 
 def test_a_pause_and_a_resume_by_another_client_are_followed(
@@ -44,13 +57,14 @@ def test_a_pause_and_a_resume_by_another_client_are_followed(
     user = libvirt.open(daemon.uri)
     try:
         with api.subscribe() as subscription:
+            statuses = Statuses(subscription)
             user.lookupByUUIDString(running).suspend()
-            assert next_status(subscription, running) == "Paused"
+            assert statuses.next(running) == "Paused"
             assert api.VM.getStats(running)["status"] == "Paused"
             user.lookupByUUIDString(running).resume()
-            assert next_status(subscription, running) == "Up"
+            assert statuses.next(running) == "Up"
             user.lookupByUUIDString(paused).resume()
-            assert next_status(subscription, paused) == "Up"
+            assert statuses.next(paused) == "Up"
         listed = api.Host.getVMList(fullStatus=True)
         assert {vm["vmId"]: vm["status"] for vm in listed} == {
             running: "Up", paused: "Up"}
@@ -73,14 +87,15 @@ def test_a_vm_a_job_works_on_keeps_its_jobs_status(make_real_api, daemon,
     user = libvirt.open(daemon.uri)
     try:
         with api.subscribe() as subscription:
+            statuses = Statuses(subscription)
             user.lookupByUUIDString(vm_id).suspend()
             user.lookupByUUIDString(vm_id).resume()
             assert api.Job.abort(job_id) is True
             gate.release.set()
             assert wait_job(api, job_id)["status"] == "aborted"
-            assert next_status(subscription, vm_id) == "Up"
+            assert statuses.next(vm_id) == "Up"
             user.lookupByUUIDString(vm_id).suspend()   # the control
-            assert next_status(subscription, vm_id) == "Paused"
+            assert statuses.next(vm_id) == "Paused"
     finally:
         user.close()
     assert api.VM.destroy(vm_id) is True
@@ -96,12 +111,13 @@ def test_a_pause_while_a_job_held_the_vm_is_read_at_the_jobs_end(
     user = libvirt.open(daemon.uri)
     try:
         with api.subscribe() as subscription:
+            statuses = Statuses(subscription)
             user.lookupByUUIDString(vm_id).suspend()
             assert api.Job.abort(job_id) is True
             gate.release.set()
             assert wait_job(api, job_id)["status"] == "aborted"
-            assert next_status(subscription, vm_id) == "Up"   # the release
-            assert next_status(subscription, vm_id) == "Paused"
+            assert statuses.next(vm_id) == "Up"   # the release
+            assert statuses.next(vm_id) == "Paused"
             assert api.VM.getStats(vm_id)["status"] == "Paused"
     finally:
         user.close()
@@ -119,10 +135,11 @@ def test_a_guest_stopped_outside_vmjobs_leaves_the_host(make_real_api,
     user = libvirt.open(daemon.uri)
     try:
         with api.subscribe() as subscription:
+            statuses = Statuses(subscription)
             user.lookupByUUIDString(destroyed).destroy()
-            assert next_status(subscription, destroyed) == "Down"
+            assert statuses.next(destroyed) == "Down"
             os.kill(qemu_pid(killed, pids), signal.SIGKILL)
-            assert next_status(subscription, killed) == "Down"
+            assert statuses.next(killed) == "Down"
     finally:
         user.close()
     for vm_id in (destroyed, killed):
@@ -146,15 +163,16 @@ def test_a_guest_changed_around_a_libvirtd_restart_is_followed(
     paused, killed = up_vm(api), up_vm(api)
     pids = set(daemon.qemu_pids())
     with api.subscribe() as subscription:
+        statuses = Statuses(subscription)
         os.kill(qemu_pid(killed, pids), signal.SIGKILL)
         daemon.restart_daemon()
-        assert next_status(subscription, killed) == "Down"
+        assert statuses.next(killed) == "Down"
         user = libvirt.open(daemon.uri)
         try:
             user.lookupByUUIDString(paused).suspend()
         finally:
             user.close()
-        assert next_status(subscription, paused) == "Paused"
+        assert statuses.next(paused) == "Paused"
     for vm_id in (paused, killed):
         assert api.VM.destroy(vm_id) is True
 
@@ -162,7 +180,10 @@ def test_a_guest_changed_around_a_libvirtd_restart_is_followed(
 def qemu_pid(vm_id, pids):
     """The pid of VM `vm_id`'s QEMU, among `pids` (the sandbox's)."""
     for pid in pids:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if vm_id.encode() in f.read():
-                return pid
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if vm_id.encode() in f.read():
+                    return pid
+        except FileNotFoundError:
+            pass   # another VM's QEMU, ended meanwhile
     raise AssertionError(f"no QEMU runs VM {vm_id}")

@@ -90,7 +90,11 @@ class GuestWatch:
                     return
                 due, self._due = self._due, set()
             for vm_id in due:
-                self._read(vm_id)
+                try:
+                    self._read(vm_id)
+                except Exception:
+                    # A bug: logged, and the others are still followed.
+                    log.exception("VM %s: its guest's reading failed", vm_id)
 
     def _read(self, vm_id):
         seen = self._registry.idle(vm_id)

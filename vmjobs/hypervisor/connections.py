@@ -103,7 +103,7 @@ class Connections:
         conn = self._idle.get()
         if conn is not None and not alive(conn):
             log.warning("connection to %s lost while idle", self.uri)
-            self._forget(conn)
+            self.forget(conn)
             conn = None
         if conn is None:
             try:
@@ -120,10 +120,12 @@ class Connections:
         """`conn` (taken) is broken: close it; the next taker opens a new
         one in its place."""
         log.warning("connection to %s lost", self.uri)
-        self._forget(conn)
+        self.forget(conn)
         self._idle.put(None)
 
-    def _forget(self, conn):
+    def forget(self, conn):
+        """Close `conn` (broken, or replaced: the events' old one) and
+        forget it; nothing takes its place."""
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)

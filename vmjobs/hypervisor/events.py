@@ -119,7 +119,9 @@ class Events:
             if self._conn is None or self._closed or alive(self._conn):
                 return
             log.warning("events connection lost: opening a new one")
+            lost = self._conn
             self._listen(self._connections.open(wait=wait))
+            self._connections.forget(lost)
         with self._subscribers_lock:
             missed = [m for _, m in self._watchers.values() if m is not None]
         for callback in missed:
