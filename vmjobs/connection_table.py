@@ -120,8 +120,11 @@ def _closed_by_client(sock):
     on the socket under any TLS layer (a TLS client's close_notify comes
     first, so a TLS connection is not told apart here: it goes by the
     other rules)."""
+    fd = sock.fileno()
+    if fd < 0:
+        return False   # detached for a moment, while TLS wraps it (rebind)
     poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(fd, select.POLLIN)
     ready = poller.poll(0)
     if not ready:
         return False   # open, nothing sent since
