@@ -76,8 +76,9 @@ def _serve_locked(config, out):
     readiness.stop()
     log.info("%s: stopping: no new requests; %s what is queued and running",
              signal.Signals(signum).name, config.stop_mode)
-    # No job starts from now on (aborted, queued ones; none is taken,
-    # stopping) while the listener stops, which takes up to its poll.
+    # The pool stops taking jobs now (in abort mode the queued ones are
+    # aborted), not once the listener has stopped, which takes up to its
+    # poll interval.
     api.pool.shutdown(config.stop_mode, wait=False)
     server.stop()
     if not stop_jobs(api.pool, config.stop_mode, config.stop_timeout):
