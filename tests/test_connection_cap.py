@@ -308,3 +308,33 @@ def test_at_the_cap_a_connection_its_client_closed_makes_room_first():
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_at_the_cap_a_busy_connection_its_client_closed_gives_its_slot():
+    """The client of a connection still finishing its verb may already
+    have its answer and have closed it (the slot is marked idle just after
+    the answer is written): its slot goes to the new connection, before
+    any other's, and it is not shut down (its thread ends as it would,
+    and it runs no further request); its leave() then frees nothing
+    twice."""
+    table = ConnectionTable(limit=2, grace=0.0)
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        waiting, finishing = pairs[0], pairs[1]
+        first = table.admit(waiting[0])
+        second = table.admit(finishing[0])
+        assert table.start_request(second)   # its verb runs...
+        finishing[1].close()                 # ...its client has gone
+        third = table.admit(pairs[2][0])
+        assert third is not None and len(table) == 2
+        # Freed, not evicted (evicting is what shuts a socket down).
+        assert second.freed and not second.evicted and not first.evicted
+        table.end_request(second)
+        assert table.start_request(second) is False
+        table.leave(second)
+        table.leave(second)
+        assert len(table) == 2
+    finally:
+        for pair in pairs:
+            for sock in pair:
+                sock.close()

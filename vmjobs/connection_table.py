@@ -3,12 +3,16 @@ and who makes room at the cap, so that no caller locks the others out.
 
 A connection is evictable while it waits for a request or reads one:
 idle keep-alive connections, and requests still arriving (trickled ones
-included). At the cap, a new connection takes the slot of one whose
-client has already closed it (its end of stream waits to be read: in a
-burst of short-lived connections, these are what fills the table), else
-closes the evictable one that has gone longest without completing a
-request (since it was accepted or last answered), and takes its slot: trickling bytes does not count as
-progress, only a complete request does. A connection in its first GRACE
+included). At the cap, a new connection first takes the slot of one
+whose client has already closed it (its end of stream waits to be
+read): in a burst of short-lived connections these fill the table, and
+the client of one still finishing its verb may already have its answer
+(the slot is marked idle just after the answer is written). Such a busy
+one is not closed: its slot is freed and its thread ends as it would
+(at most `limit` of these at once). Else the new connection closes the
+evictable one that has gone longest without completing a request (since
+it was accepted or last answered), and takes its slot: trickling bytes
+does not count as progress, only a complete request does. A connection in its first GRACE
 seconds that was never answered goes last: its client just connected and
 is about to send its request (in a burst of new connections, the ones
 already answered and closing make room first). A connection whose
@@ -39,35 +43,54 @@ class Connection:
         self.answered = False     # at least one request answered
         self.busy = False         # a request was read: not evictable
         self.evicted = False
+        # Its slot was freed while busy (its client had closed it): it
+        # runs no further request.
+        self.freed = False
 
 
 class ConnectionTable:
     def __init__(self, limit, grace=GRACE):
         self.limit = limit
         self.grace = grace
-        # Guards _open and every Connection's fields. Held across the
-        # shutdown(2) of an evicted socket (never blocks), so the socket
-        # cannot be closed, and its descriptor reused, meanwhile.
+        # Guards _open, _finishing and every Connection's fields. Held
+        # across the shutdown(2) of an evicted socket (never blocks), so
+        # the socket cannot be closed, and its descriptor reused, meanwhile.
         self._lock = threading.Lock()
         self._open = set()
+        self._finishing = 0   # busy connections freed, not yet left
         self.evictions = 0
 
     def admit(self, sock):
         """A slot for `sock` (a Connection), making room if need be; None
         when every slot is busy."""
         with self._lock:
-            if len(self._open) >= self.limit:
+            if len(self._open) >= self.limit and not self._free_closed():
                 idle = [c for c in self._open if not c.busy]
                 if not idle:
                     return None   # answered 503: retry after a second
                 young = time.monotonic() - self.grace
                 victim = min(idle, key=lambda c: (
-                    not _closed_by_client(c.sock),
                     not c.answered and c.accepted > young, c.since))
                 self._evict(victim)
             connection = Connection(sock)
             self._open.add(connection)
             return connection
+
+    def _free_closed(self):
+        # Caller holds _lock. The slot of a connection its client closed,
+        # if there is one: True if freed.
+        for connection in self._open:
+            if connection.busy and self._finishing >= self.limit:
+                continue
+            if _closed_by_client(connection.sock):
+                if connection.busy:
+                    connection.freed = True   # its thread finishes alone
+                    self._finishing += 1
+                    self._open.discard(connection)
+                else:
+                    self._evict(connection)
+                return True
+        return False
 
     def _evict(self, connection):
         connection.evicted = True
@@ -90,7 +113,7 @@ class ConnectionTable:
         """Its request was read: not evictable from now on. False if it
         was evicted first (the request must then not run)."""
         with self._lock:
-            if connection.evicted:
+            if connection.evicted or connection.freed:
                 return False
             connection.busy = True
             return True
@@ -107,6 +130,9 @@ class ConnectionTable:
         before the socket is closed (see the lock's comment)."""
         with self._lock:
             self._open.discard(connection)
+            if connection.freed:
+                connection.freed = False
+                self._finishing -= 1
 
     def __len__(self):
         with self._lock:
