@@ -372,6 +372,76 @@ def test_an_abort_ends_a_call_the_destination_never_answers(
     assert_quiet_and_clean(api)
 
 
+def read_http(sock):
+    """One HTTP message read whole from `sock` (head and body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before a whole message"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def passed_on(request, address):
+    """`request` sent to the service at unix `address`; its answer."""
+    with socket.socket(socket.AF_UNIX) as upstream:
+        upstream.settimeout(WAIT)
+        upstream.connect(address[len("unix:"):])
+        upstream.sendall(request)
+        return read_http(upstream)
+
+
+def test_an_abort_while_the_answer_is_lost_destroys_the_copy_there(
+        make_api, host_b, tmp_path):
+    """The destination took VM.migrationCreate (the VM staged there) but
+    its answer never comes back (a proxy keeps it), and the source's job
+    is aborted meanwhile: its rollback destroys the copy there all the
+    same, instead of leaving it to hold the vmId until the destination's
+    timeout (found by a chaos run). The control, a refusal (the VM
+    already there): nothing of the destination's is destroyed."""
+    proxy, dst = silent_destination(tmp_path)
+    proxy.settimeout(WAIT)
+    api = make_api()
+    vm_id = up_vm(api)
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": GOOD_URI,
+                                    "timeout": 3600})["jobId"]
+    peer, _ = proxy.accept()
+    peer.settimeout(WAIT)
+    passed_on(read_http(peer), host_b.address)   # its answer kept here
+    assert host_b.VM.getStats(vm_id)["staging"] is True
+    try:
+        aborted = threading.Thread(target=api.Job.abort, args=(job_id,))
+        aborted.start()
+        # The rollback's VM.destroy, passed on with its answer.
+        cleanup, _ = proxy.accept()
+        with cleanup:
+            cleanup.settimeout(WAIT)
+            request = read_http(cleanup)
+            assert b"VM.destroy" in request
+            cleanup.sendall(passed_on(request, host_b.address))
+        aborted.join(WAIT)
+        assert wait_job(api, job_id)["status"] == "aborted"
+    finally:
+        peer.close()
+        proxy.close()
+    with pytest.raises(NoVM):
+        host_b.VM.getStats(vm_id)
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+
+    # The control: the destination refuses (its own VM of that id), and
+    # the rollback leaves that VM alone.
+    theirs = host_b.VM.create(vm_id, vm_params(vm_id))["jobId"]
+    assert wait_job(host_b, theirs)["status"] == "done"
+    info = wait_job(api, migrate(api, vm_id, host_b)["jobId"])
+    assert (info["status"], info["error"]["code"]) == ("failed", 4)
+    assert host_b.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.VM.destroy(vm_id) is True
+
+
 def test_only_a_public_vm_migrates(api):
     with pytest.raises(NoVM):
         api.VM.migrate(new_id(), {"dst": "b:8000", "dstUri": GOOD_URI})

@@ -48,6 +48,15 @@ log = logging.getLogger("vmjobs.flows.outgoing")
 # ResourceExhausted, and HTTP 503 (all its connections busy).
 BUSY = (82, 1100, 503)
 
+# What the destination holds of this VM, as far as this job knows: nothing
+# (not asked yet, or it refused), perhaps (a VM.migrationCreate interrupted
+# by an abort, or cut: it may have staged the VM), or its staged copy.
+NOTHING, PERHAPS, STAGED = "nothing", "perhaps", "staged"
+# Seconds the rollback tries to destroy a copy the destination perhaps
+# has: past them (a destination that does not answer) it is left to the
+# destination's own arrival timeout, and the abort is not held up longer.
+PERHAPS_DESTROY_WAIT = 5.0
+
 
 class DestinationRefused(VdsmError):
     """The destination refused the VM; the job's error carries its code."""
@@ -134,6 +143,7 @@ class MigrationSourceJob(VmJob):
         # The destination's copy is known destroyed (set by the rollback);
         # until when libvirt may take to end an aborted migration.
         self._destination_cleared = False
+        self._on_destination = NOTHING
         self._cancel_deadline = None
         # Guards _call_in_flight: the client of the destination a worker
         # waits on now, which an abort interrupts (so that a destination
@@ -182,6 +192,15 @@ class MigrationSourceJob(VmJob):
         self.step("prepare")
         self._xml = self.hv.migratable_xml(self.vm_id)
         self.step("prepare-destination")
+        # Undone newest first: the guest is resumed here only once its copy
+        # there is destroyed. Pushed before the first VM.migrationCreate:
+        # one interrupted by an abort, or cut, may have staged the VM there
+        # (found by a chaos run: that copy then held the vmId there until
+        # the destination's timeout, hours by default).
+        self._rollback.push(f"resume VM {self.vm_id} if the migration "
+                            "stopped it", self._resume_if_stopped)
+        self._rollback.push(f"destroy VM {self.vm_id} on {self.target.dst}",
+                            self._destroy_on_destination)
         return self._create_on_destination()
 
     def _migrate(self):
@@ -241,8 +260,8 @@ class MigrationSourceJob(VmJob):
         except (OSError, http.client.HTTPException) as exc:
             if abortable:
                 # Interrupted by an abort: the job ends aborted, not failed
-                # (a destination that took the VM.migrationCreate meanwhile
-                # ends its staged VM at its own arrival timeout).
+                # (its rollback destroys what the destination perhaps
+                # staged meanwhile: _destroy_on_destination).
                 self.check_abort()
             raise MigrateError(f"cannot reach the destination "
                                f"{self.target.dst}: {exc}") from None
@@ -251,11 +270,15 @@ class MigrationSourceJob(VmJob):
         """VM.migrationCreate on the destination; while it is busy, again
         after a backoff (parked), within the deadline."""
         params = {**self.params, "vmId": self.vm_id, "xml": self._xml}
+        self._on_destination = PERHAPS
         try:
             self._call_destination("VM.migrationCreate", {
                 "vmID": self.vm_id, "params": params}, self._deadline,
                 abortable=True)
         except RemoteError as exc:
+            # Refused (its own VM of that id included): nothing of ours
+            # there to destroy.
+            self._on_destination = NOTHING
             remaining = self._deadline - time.monotonic()
             if exc.code not in BUSY or remaining <= 0:
                 raise DestinationRefused(
@@ -269,25 +292,32 @@ class MigrationSourceJob(VmJob):
                 None, lambda: None, None,
                 deadline=time.monotonic() + min(delay, remaining),
                 expired=self._guarded(self._create_on_destination))
-        # Undone newest first: the guest is resumed here only once its
-        # copy there is destroyed.
-        self._rollback.push(f"resume VM {self.vm_id} if the migration "
-                            "stopped it", self._resume_if_stopped)
-        self._rollback.push(f"destroy VM {self.vm_id} on {self.target.dst}",
-                            self._destroy_on_destination)
+        self._on_destination = STAGED
         return self._migrate()
 
     def _destroy_on_destination(self):
+        if self._on_destination == NOTHING:
+            return
         # Only while the domain runs here: if it left, the destination's
         # copy is the VM.
         state = self.hv.state(self.vm_id)
         if state not in (DomainState.RUNNING, DomainState.PAUSED):
             raise MigrateError(f"VM {self.vm_id} is {state or 'gone'} "
                                "here: its copy on the destination is kept")
-        deadline = time.monotonic() + 60.0
+        perhaps = self._on_destination == PERHAPS
+        deadline = time.monotonic() + (
+            PERHAPS_DESTROY_WAIT if perhaps else 60.0)
         try:
             self._call_destination("VM.destroy", {"vmID": self.vm_id},
                                    deadline)
+        except MigrateError as exc:
+            if not perhaps:
+                raise
+            # Unreachable: what it may hold ends at its arrival timeout.
+            log.warning("VM %s: its copy on %s, if any, is left to the "
+                        "destination's timeout: %s", self.vm_id,
+                        self.target.dst, exc)
+            return
         except RemoteError as exc:
             if exc.code != NoVM.code:
                 raise MigrateError(f"VM.destroy on {self.target.dst}: "
