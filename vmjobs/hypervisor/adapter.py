@@ -38,6 +38,7 @@ from .states import (
     has_job,
     outgoing_progress,
     pause_reason,
+    saved_to_file,
 )
 
 log = logging.getLogger("vmjobs.hypervisor")
@@ -126,6 +127,17 @@ class Hypervisor:
             if found is None:
                 return None, None
             return domain_state(found[0]), pause_reason(*found)
+
+    @_read
+    def saved_away(self, uuid):
+        """True if the domain is shut off because it was saved to a file,
+        not managed-saved (libvirt keeps that image with the definition):
+        its definition is then all that is left of it here."""
+        with self.connection() as conn, translated("state"):
+            dom = _lookup(conn, uuid)
+            found = None if dom is None else _unless_gone(dom.state)
+            return found is not None and saved_to_file(*found) and \
+                not dom.hasManagedSaveImage(0)
 
     def new_domain(self):
         """`with hv.new_domain() as new:` one connection, held for the
