@@ -48,7 +48,9 @@ def _read(method):
     """A verb that only reads: if its connection is found lost (libvirtd
     restarted since it was last used), it is made once more, on a new one.
     Nothing was changed, so nothing can be done twice; a call that changes
-    something is never repeated (its caller must look, not assume)."""
+    something is never repeated (its caller must look, not assume), unless
+    it makes its change only once it has read it is still needed (then
+    made once more, it reads again first)."""
     @functools.wraps(method)
     def read_once_more_if_lost(self, *args, **kwargs):
         try:
@@ -293,6 +295,7 @@ class Hypervisor:
             dom = _lookup(conn, uuid)
             return Activity.SETTLED if dom is None else activity_of(dom)
 
+    @_read   # it reads before it resumes (a chaos run's libvirtd restart)
     def resume_if_stopped_by_migration(self, uuid):
         """Resume the domain if a migration that did not complete left its
         vCPUs stopped (paused, reason MIGRATION, no job); True if it did.

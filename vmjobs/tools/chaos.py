@@ -219,19 +219,29 @@ class ChaosRun:
     # -- outcomes and checks --------------------------------------------------------
 
     def _quiet_and_check(self, i):
+        # Quiet is one pass over both hosts that finds every job ended and
+        # no job new since the pass before: a job on one host (a migration's
+        # source) may start one on the other while the first is looked at.
         deadline = time.monotonic() + QUIET_BOUND
-        for host in self.hosts:
-            while True:
+        seen = None
+        while True:
+            ids, busy = set(), None
+            for host in self.hosts:
                 try:
-                    jobs = host.call("Host.getJobs").values()
+                    jobs = host.call("Host.getJobs")
                 except ServiceDown as exc:
                     raise Violation(f"step {i}: {exc}") from None
-                if all(job["status"] in ENDED for job in jobs):
-                    break
-                if time.monotonic() > deadline:
-                    raise Violation(f"step {i}: {host.name} not quiet "
-                                    f"within {QUIET_BOUND:g} s")
-                time.sleep(0.2)
+                ids.update(jobs)
+                if busy is None and not all(
+                        job["status"] in ENDED for job in jobs.values()):
+                    busy = host.name
+            if busy is None and ids == seen:
+                break
+            if time.monotonic() > deadline:
+                raise Violation(f"step {i}: {busy or 'a host'} not quiet "
+                                f"within {QUIET_BOUND:g} s")
+            seen = ids
+            time.sleep(0.2)
         self._collect_outcomes()
         self._resolve_uncertain()
         self.checks += 1
