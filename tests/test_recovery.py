@@ -5,14 +5,7 @@ everything but Host.ping, Host.getJobs and Host.getStats until done."""
 
 import pytest
 
-from conftest import (
-    WAIT,
-    StepGate,
-    assert_quiet_and_clean,
-    new_id,
-    vm_params,
-    wait_job,
-)
+from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params
 from vmjobs.errors import Recovering
 
 FOREIGN = 5
@@ -106,32 +99,6 @@ def test_stopped_vmjobs_domain_is_left_alone(make_api, hypervisor):
     assert api.jobs.get(created["jobId"]).wait(WAIT)
     assert api.Host.getJobs()[created["jobId"]]["error"]["code"] == 9
     assert hypervisor.state(stopped) == "shutoff"
-
-
-def test_a_domain_saved_to_a_file_while_down_is_finished_not_left(
-        make_api, hypervisor, tmp_path):
-    """A hibernation stopped (the service killed) between its save and its
-    undefine leaves a definition shut off because it was saved: recovery
-    removes it, as the hibernation would have (left, it refused the VM
-    coming back by migration: a chaos run), and the state file brings the
-    VM back. The control, a domain merely stopped, is left alone."""
-    saved, stopped = previous_run(make_api, 2)
-    conn = hypervisor.shared_connection   # the test driver's one
-    path = str(tmp_path / "saved.state")
-    conn.lookupByUUIDString(saved).save(path)
-    conn.lookupByUUIDString(stopped).destroy()
-    api = make_api()
-    assert api.wait_recovered(WAIT)
-    assert hypervisor.state(saved) is None
-    assert hypervisor.state(stopped) == "shutoff"
-    assert api.Host.getStats()["stopped_domains"] == 1
-    ends = {info["vm_id"]: (info["status"], info["step"]) for info in
-            api.Host.getJobs(job_type="recover").values()}
-    assert ends == {saved: ("done", "finish-hibernation"),
-                    stopped: ("done", "left-stopped")}
-    restored = api.VM.create(saved, {"vmId": saved, "restoreState": path})
-    assert wait_job(api, restored["jobId"])["status"] == "done"
-    assert api.VM.getStats(saved)["status"] == "Up"
 
 
 def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(

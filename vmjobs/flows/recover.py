@@ -10,9 +10,7 @@ killed while a migration or a hibernation ran, which libvirt carries on
 alone) is looked at once that has ended, as VDSM's recovery does: if it
 left, there is nothing to recover here (it is the destination's); if it
 arrived, or stayed because the migration failed, it is recovered as it
-then is; a saved one is shut off, and left for the engine to restore
-(its definition removed, as its hibernation would have: the state is in
-its file).
+then is; a saved one is shut off, and left for the engine to restore.
 Committing it earlier could list a VM that is about to leave, one that
 never arrives, or one whose domain is about to vanish. Which of these is
 under way is libvirt's job info's to say (hypervisor.Activity), not the
@@ -105,18 +103,6 @@ class RecoverJob(StartupJob):
         vm_id, params = self.vm_id, self._params
         state = self.hv.state(vm_id)
         if state == DomainState.SHUTOFF:
-            if self.hv.saved_away(vm_id):
-                # A hibernation stopped (the service killed) between its
-                # save and its undefine: finished as it would have been.
-                # Its state is in its file; the definition left here
-                # would refuse the VM coming back by migration (found by
-                # a chaos run), and a restore needs none.
-                self.step("finish-hibernation")
-                self.hv.remove(vm_id)
-                log.info("VM %s was saved to a file while the service was "
-                         "down: its definition is removed, as its "
-                         "hibernation would have", vm_id)
-                return
             log.info("VM %s is defined but not running: left alone for the "
                      "engine to decide", vm_id)
             self.step("left-stopped")

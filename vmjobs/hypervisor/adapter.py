@@ -38,7 +38,6 @@ from .states import (
     has_job,
     outgoing_progress,
     pause_reason,
-    saved_to_file,
 )
 
 log = logging.getLogger("vmjobs.hypervisor")
@@ -129,17 +128,6 @@ class Hypervisor:
             if found is None:
                 return None, None
             return domain_state(found[0]), pause_reason(*found)
-
-    @_read
-    def saved_away(self, uuid):
-        """True if the domain is shut off because it was saved to a file,
-        not managed-saved (libvirt keeps that image with the definition):
-        its definition is then all that is left of it here."""
-        with self.connection() as conn, translated("state"):
-            dom = _lookup(conn, uuid)
-            found = None if dom is None else _unless_gone(dom.state)
-            return found is not None and saved_to_file(*found) and \
-                not dom.hasManagedSaveImage(0)
 
     def new_domain(self):
         """`with hv.new_domain() as new:` one connection, held for the

@@ -75,13 +75,6 @@ def may_change_state(event):
     return event not in _DEFINITION_EVENTS
 
 
-def saved_to_file(code, reason):
-    """True for a domain shut off because its state was saved to a file
-    (virDomainSave, a hibernation's save): its state lives there now."""
-    return code == libvirt.VIR_DOMAIN_SHUTOFF and \
-        reason == libvirt.VIR_DOMAIN_SHUTOFF_SAVED
-
-
 def pause_reason(code, reason):
     """PAUSED_MIGRATION or PAUSED_OTHER for a paused domain (libvirt's
     state `code` and `reason`), else None."""
