@@ -17,6 +17,7 @@ from conftest import (
 from faults import KINDS, FaultyHypervisor
 from vmjobs import domxml
 from vmjobs.errors import InvalidParams, MigrateError, MigrateLimit, MissParam, NoVM
+from vmjobs.params import parse_create
 from vmjobs.tools import simulation
 from workers.job import current_job
 
@@ -488,6 +489,91 @@ def test_domain_already_running_here_is_refused_and_untouched(api):
     assert api.hv.state(vm_id) == "running"
     assert api.hv.shared_connection.lookupByUUIDString(vm_id).isPersistent()
     assert our_domains(api.hv) == []   # not made ours either
+    api.hv.remove(vm_id)
+    assert_nothing_left(api)
+
+
+# -- over the VM's own stopped definition ------------------------------------
+
+def stopped_definition(hypervisor, vm_id, mem):
+    """The VM's own definition (vmjobs metadata), stopped, in no registry:
+    what a hibernation interrupted by a crash leaves here when its state
+    file is then restored on another host; the domain XML of the VM with
+    `mem` MiB (the source's, as it would send it)."""
+    xml = domxml.compose(parse_create(vm_id, vm_params(vm_id, memSize=mem)),
+                         hypervisor.guest)
+    hypervisor.define(xml)
+    return xml
+
+
+def inactive_xml(hypervisor, vm_id):
+    return hypervisor.shared_connection.lookupByUUIDString(vm_id).XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+def test_the_vm_arrives_over_its_own_stopped_definition(make_api,
+                                                        hypervisor):
+    """The VM coming back from the host where its state file was restored
+    is taken, not refused with exist: the guest arrives over the stopped
+    definition, whose place the guest's own definition takes."""
+    vm_id = new_id()
+    stopped_definition(hypervisor, vm_id, 64)
+    api = make_api()
+    assert api.wait_recovered(WAIT)
+    assert api.Host.getStats()["stopped_domains"] == 1
+    xml = domxml.compose(parse_create(vm_id, vm_params(vm_id, memSize=96)),
+                         hypervisor.guest)
+    created = api.VM.migrationCreate(vm_id, incoming(vm_id, owner="ops"))
+    simulation.simulate_incoming_migration(hypervisor, xml)
+    info = wait_job(api, created["params"]["jobId"])
+    assert (info["status"], info["step"]) == ("done", "commit"), info
+    assert_committed(api, vm_id, {"vmId": vm_id, "owner": "ops"})
+    assert "<memory unit='KiB'>98304</memory>" in inactive_xml(hypervisor,
+                                                               vm_id)
+    assert api.Host.getStats()["stopped_domains"] == 0
+    assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)
+
+
+@pytest.mark.parametrize("end", ["timeout", "Job.abort"])
+def test_an_end_before_arrival_leaves_the_stopped_definition_as_it_was(
+        make_api, hypervisor, end):
+    """The definition was here before the job: its undo leaves it, as a
+    failed restore over it does; VM.destroy still removes it."""
+    vm_id = new_id()
+    stopped_definition(hypervisor, vm_id, 64)
+    before = inactive_xml(hypervisor, vm_id)
+    watched = Watched(hypervisor)
+    api = make_api(hv=watched, migration_destination_timeout=(
+        0.3 if end == "timeout" else 3600))
+    assert api.wait_recovered(WAIT)
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    if end == "Job.abort":
+        assert watched.saw_transfer.wait(WAIT)   # shut off: not arrived
+        api.Job.abort(job_id)
+    info = wait_job(api, job_id)
+    assert (info["status"], info["step"]) == (
+        ("failed" if end == "timeout" else "aborted"), "wait-arrival"), info
+    assert hypervisor.state(vm_id) == "shutoff"
+    assert inactive_xml(hypervisor, vm_id) == before
+    assert api.Host.getStats()["stopped_domains"] == 1
+    assert api.pool.wait_idle(WAIT)
+    assert api.registry.snapshot() == ([], [])
+    assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)
+
+
+def test_a_stopped_domain_that_is_not_ours_is_refused_and_untouched(api):
+    """The control: without vmjobs metadata a stopped domain with the UUID
+    is someone else's, refused as a running one is."""
+    vm_id = new_id()
+    api.hv.shared_connection.defineXML(domain_xml(vm_id))
+    with pytest.raises(MigrateError) as err:
+        api.VM.migrationCreate(vm_id, incoming(vm_id))
+    assert err.value.code == 12
+    assert "already exists" in str(err.value)
+    assert api.Host.getJobs() == {}
+    assert api.hv.state(vm_id) == "shutoff"
     api.hv.remove(vm_id)
     assert_nothing_left(api)
 

@@ -259,6 +259,30 @@ def test_a_migration_first_after_the_source_libvirtd_restarted(hosts):
     assert b.call("VM.destroy", vmID=vm_id) is True
 
 
+def test_the_vm_comes_back_over_its_stopped_definition(hosts):
+    """B holds the VM's own stopped definition, as a hibernation on B that
+    a crash cut between its save and its undefine leaves once the state
+    file is restored on A (found by a chaos run). The VM migrating back
+    to B arrives over it, where it was refused with exist."""
+    a, b = hosts
+    vm_id, = a.create(1)
+    conn_a, conn_b = libvirt.open(a.sandbox.uri), libvirt.open(b.sandbox.uri)
+    try:
+        conn_b.defineXML(conn_a.lookupByUUIDString(vm_id).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE))
+    finally:
+        conn_a.close()
+        conn_b.close()
+    assert b.domains() == {vm_id: (libvirt.VIR_DOMAIN_SHUTOFF, True)}
+    assert b.call("Host.getStats")["stopped_domains"] == 1
+    info = a.wait_job(a.migrate(vm_id, b))
+    assert info["status"] == "done", info
+    assert_only_on(vm_id, b, a)
+    assert b.call("Host.getStats")["stopped_domains"] == 0
+    assert b.call("VM.destroy", vmID=vm_id) is True
+    assert b.domains() == {}
+
+
 @pytest.mark.parametrize("end", ["abort", "destroy"])
 def test_abort_or_destroy_mid_transfer(hosts, end):
     """Job.abort (or VM.destroy) on A while libvirt transfers: libvirt's

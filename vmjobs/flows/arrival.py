@@ -29,21 +29,23 @@ def arrived_status(hv, vm_id):
     return VmStatus.UP if state is DomainState.RUNNING else VmStatus.PAUSED
 
 
-def make_ours(hv, vm_id, params):
+def make_ours(hv, vm_id, params, over_definition=False):
     """Make the arrived domain persistent and ours (vmjobs metadata, live
     and in its definition), so that it is known as ours once it stops, and
-    recovered after a restart."""
-    hv.persist(vm_id)
+    recovered after a restart. `over_definition`: it arrived over the VM's
+    stopped definition, which its own replaces (a source that does not ask
+    libvirt to persist it would leave the old one)."""
+    hv.persist(vm_id, replace=over_definition)
     hv.set_metadata(vm_id, domxml.METADATA_NS, domxml.METADATA_PREFIX,
                     domxml.metadata_element(vm_id, params))
 
 
-def keep_for_recovery(hv, vm_id, params, why):
+def keep_for_recovery(hv, vm_id, params, why, over_definition=False):
     """An arrived domain that will not be committed (`why`): leave it
     running, made ours if that can be done, and return what became of it
     (for the job's error)."""
     try:
-        make_ours(hv, vm_id, params)
+        make_ours(hv, vm_id, params, over_definition)
     except Exception as exc:
         where = ("left running here without vmjobs metadata "
                  f"({exc}): Host.getStats counts it in unowned_domains")
@@ -63,25 +65,29 @@ def publish_arrived(job, status):
     what became of it (the job's error). If that fails too, it is kept for
     recovery (keep_for_recovery)."""
     vm_id, params = job.vm_id, job.spec.params
+    over = job.over_stopped_definition
     try:
-        make_ours(job.hv, vm_id, params)
+        make_ours(job.hv, vm_id, params, over)
         job.registry.publish(vm_id, status, job)
     except Exception as exc:
         return keep_for_recovery(job.hv, vm_id, params,
-                                 f"aborted after arrival, then {exc}")
+                                 f"aborted after arrival, then {exc}", over)
     message = (f"too late to abort: VM {vm_id} had arrived; it is listed "
                f"here, {status}")
     log.warning("%s", message)
     return message
 
 
-def remove_unarrived(hv, vm_id, params, why):
+def remove_unarrived(hv, vm_id, params, why, over_definition=False):
     """The end of a migration job that did not commit, whenever it comes
     (even while the job is queued): remove whatever has the UUID unless it
-    has arrived, which is kept for recovery. Returns None if nothing was
-    kept, else what keep_for_recovery said."""
+    has arrived, which is kept for recovery; `over_definition` (the VM's
+    stopped definition was here before): only stop it, leaving that
+    definition as it was. Returns None if nothing was kept, else what
+    keep_for_recovery said."""
     if arrived_status(hv, vm_id) is None:
-        if hv.remove(vm_id):
-            log.info("incoming domain %s removed: %s", vm_id, why)
+        if hv.remove(vm_id, keep_definition=over_definition):
+            log.info("incoming domain %s %s: %s", vm_id,
+                     "stopped" if over_definition else "removed", why)
         return None
-    return keep_for_recovery(hv, vm_id, params, why)
+    return keep_for_recovery(hv, vm_id, params, why, over_definition)

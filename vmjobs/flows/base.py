@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import workers
 
-from .. import hostfiles
+from .. import domxml, hostfiles
 from ..errors import CreateError, GeneralException, VdsmError
 from ..hypervisor import DomainState, HypervisorError
 from ..registry import VmStatus
@@ -170,9 +170,34 @@ def ensure_no_domain(hv: Hypervisor, vm_id: str,
     one would redefine it, and a rollback would then remove it."""
     state = hv.state(vm_id)
     if state is not None:
-        raise error_class(f"a domain with UUID {vm_id} already exists "
-                          f"here ({state}; if it is a vmjobs domain in no "
-                          "registry, VM.destroy removes it)")
+        raise _exists(vm_id, state, error_class)
+
+
+def over_a_stopped_definition(hv: Hypervisor, vm_id: str,
+                              error_class: type[VdsmError]) -> bool:
+    """True if the VM's own definition is here, stopped (vmjobs metadata):
+    the VM's saved state (a restore) or its running guest (an incoming
+    migration) may go over it, as libvirt lets them, and an undo must
+    leave it as it was. False if no domain has the UUID; any other domain
+    with it is refused (error_class), never touched.
+
+    Such a definition is what a hibernation interrupted between its save
+    and its undefine (a crash) leaves, or a guest stopped outside vmjobs:
+    its VM's state, or its guest, is elsewhere now."""
+    state = hv.state(vm_id)
+    if state is None:
+        return False
+    if state is DomainState.SHUTOFF and \
+            hv.metadata(vm_id, domxml.METADATA_NS) is not None:
+        return True
+    raise _exists(vm_id, state, error_class)
+
+
+def _exists(vm_id: str, state: DomainState,
+            error_class: type[VdsmError]) -> VdsmError:
+    return error_class(f"a domain with UUID {vm_id} already exists here "
+                       f"({state}; if it is a vmjobs domain in no "
+                       "registry, VM.destroy removes it)")
 
 
 def running_status(hv: Hypervisor, vm_id: str, paused: bool,

@@ -1,6 +1,9 @@
 """Migration destination: prepare, wait for the incoming domain, make it
 persistent and ours, commit. Its reservation also checks, before the
-verb answers, that no domain with the VM's UUID is here yet.
+verb answers, that no domain with the VM's UUID is here yet, but the VM's
+own stopped definition (what a hibernation interrupted by a crash leaves,
+when the state file is then restored on another host), which the guest
+arrives over.
 
 The domain is brought here by the source host's libvirt, not by us: the
 job only waits for it (Job.wait_for, parked): it holds no worker while
@@ -37,7 +40,7 @@ from .arrival import (
     publish_arrived,
     remove_unarrived,
 )
-from .base import StartupJob, ensure_no_domain
+from .base import StartupJob, over_a_stopped_definition
 
 
 class MigrationDestinationJob(StartupJob):
@@ -64,6 +67,11 @@ class MigrationDestinationJob(StartupJob):
         # When the domain arrived (monotonic), set once by the job's thread
         # before any later step: from then on nothing destroys it.
         self.arrived_at = None
+        # Set by reserve(): the VM's own stopped definition was here (a
+        # hibernation's, whose state was restored on another host). The
+        # guest arrives over it, as libvirt lets a migration do; an end
+        # before arrival leaves it as it was.
+        self.over_stopped_definition = False
 
     def reserve(self):
         """Stage the vmId, refusing (MigrateLimit) beyond the incoming
@@ -73,7 +81,8 @@ class MigrationDestinationJob(StartupJob):
         with it."""
         super().reserve()
         try:
-            ensure_no_domain(self.hv, self.vm_id, MigrateError)
+            self.over_stopped_definition = over_a_stopped_definition(
+                self.hv, self.vm_id, MigrateError)
         except (VdsmError, HypervisorError) as exc:
             self.release()
             raise MigrateError(str(exc)) from None
@@ -112,7 +121,8 @@ class MigrationDestinationJob(StartupJob):
         self.arrived_at = time.monotonic()
         try:
             self.step("persist")
-            make_ours(self.hv, self.vm_id, self.spec.params)
+            make_ours(self.hv, self.vm_id, self.spec.params,
+                      self.over_stopped_definition)
             self.step("commit")
             self.commit(status)
         except JobAborted:
@@ -123,15 +133,18 @@ class MigrationDestinationJob(StartupJob):
         except Exception as exc:   # a failure
             why = str(exc) or type(exc).__name__
             raise MigrateError(keep_for_recovery(
-                self.hv, self.vm_id, self.spec.params, why)) from None
+                self.hv, self.vm_id, self.spec.params, why,
+                self.over_stopped_definition)) from None
 
     def on_ended(self):
         if self._events is not None:
             self.hv.unsubscribe(self.vm_id, self._events)
         try:
             if self.status is not JobStatus.DONE and self.arrived_at is None:
-                kept = remove_unarrived(self.hv, self.vm_id, self.spec.params,
-                                        f"job {self.status}")
+                kept = remove_unarrived(
+                    self.hv, self.vm_id, self.spec.params,
+                    f"job {self.status}",
+                    self.over_stopped_definition)
                 if kept is not None:
                     self.set_end_error(self.error_class.code, kept)
         except Exception as exc:

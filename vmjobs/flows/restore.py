@@ -5,9 +5,14 @@ The state file is only ever read: restored or not, it stays as it was."""
 
 from .. import domxml
 from ..errors import CreateError
-from ..hypervisor import DomainState
 from ..registry import VmStatus
-from .base import Rollback, StartupJob, check_readable_file, running_status
+from .base import (
+    Rollback,
+    StartupJob,
+    check_readable_file,
+    over_a_stopped_definition,
+    running_status,
+)
 
 
 class RestoreJob(StartupJob):
@@ -25,7 +30,7 @@ class RestoreJob(StartupJob):
             params, saved = restored_vm_params(self.hv, path, vm_id,
                                                self.spec)
             self.step("prepare")
-            if over_a_stopped_definition(self.hv, vm_id):
+            if over_a_stopped_definition(self.hv, vm_id, CreateError):
                 # A hibernation interrupted between its save and its
                 # undefine (a crash) left the VM's definition: the state
                 # file restores over it, as libvirt does after a plain
@@ -50,21 +55,6 @@ class RestoreJob(StartupJob):
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")
             self.commit(status, params=params)
-
-
-def over_a_stopped_definition(hv, vm_id):
-    """True if the VM's own definition is here, stopped (vmjobs metadata):
-    a restore goes over it. False if no domain has the UUID; any other
-    domain with it is refused (CreateError), never touched."""
-    state = hv.state(vm_id)
-    if state is None:
-        return False
-    if state is DomainState.SHUTOFF and \
-            hv.metadata(vm_id, domxml.METADATA_NS) is not None:
-        return True
-    raise CreateError(f"a domain with UUID {vm_id} already exists here "
-                      f"({state}; if it is a vmjobs domain in no registry, "
-                      "VM.destroy removes it)")
 
 
 def restored_vm_params(hv, path, vm_id, spec):

@@ -204,12 +204,14 @@ class Hypervisor:
         with self.connection() as conn, translated("restore"):
             self._driver.restore(conn, path, uuid, paused)
 
-    def persist(self, uuid):
+    def persist(self, uuid, replace=False):
         """Make a transient domain persistent with its current definition
-        (a restored or migrated-in domain may arrive transient)."""
+        (a restored or migrated-in domain may arrive transient); with
+        `replace`, a persistent one too (its definition becomes the
+        running one's)."""
         with self.connection() as conn, translated("persist"):
             dom = conn.lookupByUUIDString(uuid)
-            if not dom.isPersistent():
+            if replace or not dom.isPersistent():
                 conn.defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
 
     def set_metadata(self, uuid, metadata_ns, prefix, element_xml):
