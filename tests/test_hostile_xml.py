@@ -174,7 +174,15 @@ CASES = {
     "filesystem-passthrough": (
         dict(devices="<filesystem type='mount'><source dir='{images}/share'"
              "/><target dir='share'/></filesystem>"),
+        dict(devices="<filesystem type='mount' accessmode='mapped'><source "
+             "dir='{images}/share'/><target dir='share'/></filesystem>")),
+    # squash (QEMU's security_model=none): root QEMU makes the guest's
+    # symlinks real, which a qcow2 header's '..' could then walk out by
+    # (found by a hostile-caller audit: a guest reached /etc/shadow)
+    "filesystem-squash": (
         dict(devices="<filesystem type='mount' accessmode='squash'><source "
+             "dir='{images}/share'/><target dir='share'/></filesystem>"),
+        dict(devices="<filesystem type='mount' accessmode='mapped'><source "
              "dir='{images}/share'/><target dir='share'/></filesystem>")),
     "interface-rom-outside": (
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
@@ -222,6 +230,15 @@ CASES = {
     "qcow2-backing-relative-out": (
         dict(devices=disk("{images}/back-dotdot.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-relative.qcow2", driver="qcow2"))),
+    # The image is reached through a symlink to the image dir (one a guest
+    # made real through a squash share): '..' in its backing name goes up
+    # from where the symlink leads, as the kernel walks it, not from the
+    # symlink's own place (found by a hostile-caller audit).
+    "qcow2-backing-dotdot-after-symlink": (
+        dict(devices=disk("{images}/p/q/up/over-dotdot.qcow2",
+                          driver="qcow2")),
+        dict(devices=disk("{images}/p/q/up/back-relative.qcow2",
+                          driver="qcow2"))),
     "qcow2-backing-json": (
         dict(devices=disk("{images}/back-json.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
@@ -370,10 +387,15 @@ def dirs(tmp_path):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
     os.symlink(images / "disk.img", images / "link-in")
+    (images / "p" / "q").mkdir(parents=True)
+    os.symlink(images, images / "p" / "q" / "up")
     qcow2(f"{images}/back-inside.qcow2", f"{images}/base.raw")
     qcow2(f"{images}/back-relative.qcow2", "base.raw")
     qcow2(f"{images}/back-outside.qcow2", f"{victim}/shadow", unsafe=True)
     qcow2(f"{images}/back-dotdot.qcow2", "../victim/shadow", unsafe=True)
+    # Lexically {images}/p/q/victim/shadow (inside, and not there); the
+    # kernel reaches {victim}/shadow.
+    qcow2(f"{images}/over-dotdot.qcow2", "../victim/shadow", unsafe=True)
     qcow2(f"{images}/back-json.qcow2", 'json:{"file.driver":"file",'
           f'"file.filename":"{victim}/shadow"}}', unsafe=True)
     qcow2(f"{images}/chain-top.qcow2", f"{images}/back-outside.qcow2",

@@ -151,6 +151,42 @@ def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
     assert api.VM.destroy(vm_id) is True
 
 
+def test_a_header_rewritten_after_the_check_names_nothing(make_real_api,
+                                                          daemon, dirs):
+    """A qcow2 header rewritten between the verb's check and QEMU's open
+    (a guest owning the file as another VM's raw disk, found by a
+    hostile-caller audit) to name a backing file outside: QEMU opens the
+    chain that was checked, stated in the XML, and never the victim.
+    Without the stated chain QEMU followed the new header."""
+    images, victim = dirs
+    image = qcow2(f"{images}/flip.qcow2", f"{images}/base.raw")
+
+    def rewrite(job, step):
+        if step == "define":
+            subprocess.run(["qemu-img", "rebase", "-u", "-f", "qcow2", "-b",
+                            f"{victim}/secret", "-F", "raw", image],
+                           check=True, capture_output=True)
+
+    api = make_real_api(image_dirs=[str(images)], step_hook=rewrite)
+    vm_id = new_id()
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, disk(image, "qcow2"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    [pid] = daemon.qemu_pids()
+    base = str(images / "base.raw")
+    deadline = time.monotonic() + WAIT     # the control: the checked chain
+    while base not in open_files(pid):
+        assert time.monotonic() < deadline, open_files(pid)
+        time.sleep(0.05)
+    files = open_files(pid)
+    assert not any(f.startswith(str(victim)) for f in files), files
+    assert str(victim) not in command_line(pid)
+    assert str(victim) not in api.hv.migratable_xml(vm_id)
+    assert api.VM.destroy(vm_id) is True
+
+
 def test_a_running_guests_migratable_xml_passes(make_real_api, daemon,
                                                 dirs):
     """What a source host sends an incoming migration (libvirt's

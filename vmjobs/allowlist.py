@@ -51,6 +51,10 @@ class Confinement:
     # <seclabel> libvirt adds to a running guest; an engine's never does.
     written_by_libvirt: bool = False
     real_image_dirs: tuple = dataclasses.field(init=False)
+    # Filled by the check: {image path as the XML names it: the backing
+    # chain read from its header, [(real path, format), ...]}, for
+    # domxml.compose to state (images.py says why).
+    chains: dict = dataclasses.field(init=False, default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "real_image_dirs", tuple(
@@ -262,12 +266,15 @@ def os_rule(element, ctx):
 
 
 def filesystem_rule(element, ctx):
-    """A shared directory only in `mapped` or `squash` mode: in
-    `passthrough` (libvirt's default) a root QEMU creates what the guest
-    asks, device nodes included, which a later XML could name."""
+    """A shared directory only in `mapped` mode (QEMU's mapped-xattr): the
+    guest's symlinks, device nodes and owners are kept as regular files
+    and attributes. In `passthrough` (libvirt's default) and in `squash`
+    (QEMU's security_model=none) a root QEMU makes real symlinks and
+    nodes for the guest in the image directory, which a later XML or a
+    qcow2 header could then name to reach any host file."""
     if element.get("accessmode") is None:
         raise Refused("<filesystem> without accessmode is passthrough: "
-                      "only 'mapped' or 'squash' is accepted")
+                      "only 'mapped' is accepted")
 
 
 def backing_store_rule(element, ctx):
@@ -283,7 +290,7 @@ def backing_store_rule(element, ctx):
 
 def _check_image(path, declared, ctx):
     try:
-        images.check(path, declared, ctx.image_dirs)
+        ctx.chains[path] = images.check(path, declared, ctx.image_dirs)
     except images.BadImage as exc:
         raise Refused(str(exc)) from None
 
@@ -657,7 +664,7 @@ TABLE = {
         "target": E({"path": PATH, "offset": NUMBER}),
     }),
     **device("filesystem", {"type": Enum("mount"),
-                            "accessmode": Enum("mapped", "squash")}, {
+                            "accessmode": Enum("mapped")}, {
         "driver": E({"type": Enum("path"), "wrpolicy": TOKEN}),
         "source": E({"dir": PATH}),
         "target": E({"dir": TOKEN}),

@@ -209,12 +209,12 @@ class API:
     @verb("VM.create", "vmID", "vmParams")
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
-        policy.check_host_access(spec, self.hv, self.config)
+        chains = policy.check_host_access(spec, self.hv, self.config)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
         else:
             try:
-                domain_xml = domxml.compose(spec, self.hv.guest)
+                domain_xml = domxml.compose(spec, self.hv.guest, chains)
             except domxml.BadDomainXML as exc:
                 raise InvalidParams("xml", str(exc)) from None
             job = CreateJob(spec, domain_xml, self.hv, self.registry,

@@ -49,16 +49,55 @@ def domain_uuid(domain_xml):
         raise BadDomainXML(f"<uuid> {text!r} is not a UUID") from None
 
 
-def compose(spec, guest):
+def compose(spec, guest, chains=None):
     """The domain XML to define for `spec`: the engine's own XML, or a
     minimal diskless guest of spec.name, spec.mem_mib and spec.smp that the
     connection described by `guest` (a GuestKind) accepts; either way with
-    our metadata element (replacing any the engine's XML carried)."""
+    our metadata element (replacing any the engine's XML carried).
+
+    `chains`: the backing chains the policy checked, {image path: [(real
+    path, format), ...]} (allowlist.Confinement.chains); each qcow2 image
+    whose XML does not say what lies beneath it gets its chain stated."""
     if spec.xml is None:
         return _minimal_domain(spec, guest)
     root = parse_untrusted(spec.xml)
+    if chains:
+        _state_backing_chains(root, chains)
     _set_metadata(root, spec.vm_id, spec.params)
     return ET.tostring(root, encoding="unicode")
+
+
+def _state_backing_chains(root, chains):
+    """Below each disk's last stated level, if it is a qcow2 image, write
+    the chain that was checked, ending with an empty <backingStore/>.
+    libvirt then gives QEMU that chain (`"backing": null` at its end) and
+    QEMU reads no backing name from a header: one rewritten after the
+    check (by a guest owning the file as another VM's raw disk) names
+    nothing. A level the XML states, the caller's, was checked as an image
+    of its own (allowlist's backing_store_rule)."""
+    for disk in root.iterfind("devices/disk"):
+        kind = disk.get("type", "file")
+        if kind not in ("file", "block"):
+            continue
+        driver = disk.find("driver")
+        level, fmt = disk, "raw" if driver is None else driver.get(
+            "type", "raw")
+        source = disk.find("source")
+        path = None if source is None else source.get(
+            "file" if kind == "file" else "dev")
+        while (below := level.find("backingStore")) is not None:
+            level = below
+            source, fmt_element = below.find("source"), below.find("format")
+            path = None if source is None else source.get("file")
+            fmt = "raw" if fmt_element is None else fmt_element.get(
+                "type", "raw")
+        if fmt != "qcow2" or path not in chains:
+            continue
+        for real, real_format in chains[path]:
+            level = ET.SubElement(level, "backingStore", type="file")
+            ET.SubElement(level, "format", type=real_format)
+            ET.SubElement(level, "source", file=real)
+        ET.SubElement(level, "backingStore")
 
 
 # The minimal guest as a template: building it as an ElementTree and

@@ -49,6 +49,21 @@ def confine(path, dirs, what="the configured directories",
     raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
 
 
+def resolve_inside(path, dirs, what="the configured directories"):
+    """The file `path` reaches (resolved of symlinks and '..' as the kernel
+    walks it: a symlink is followed before a '..' after it applies) if it
+    is inside one of `dirs` (resolved too); else OutsideDirs. For a path
+    that the host builds from names a caller chose (a qcow2 header's), so
+    not refused for being unnormalized: only where it leads counts."""
+    if not isinstance(path, str) or _UNFIT.search(path):
+        raise OutsideDirs("must not contain control characters")
+    real = os.path.realpath(path)
+    if any(_within(real, os.path.realpath(d)) for d in dirs):
+        return real
+    raise OutsideDirs(f"{path!r} leads to {real!r}, outside {what} "
+                      f"({', '.join(dirs)})")
+
+
 def _within(path, directory):
     directory = os.path.normpath(directory)
     return path == directory or path.startswith(directory.rstrip("/") + "/")

@@ -9,11 +9,18 @@ disk rule), before anything is staged:
   `<driver type>`; a declared format that differs is refused;
 - a qcow2 image's backing file and data file must be plain paths (no
   `json:` or other protocol prefix), inside storage.image_dirs once
-  resolved against the image's directory and of symlinks, and the
-  backing chain is followed (its format read from each file, whatever
-  the header declares), at most MAX_CHAIN deep;
+  resolved as the kernel walks the path QEMU builds (the image's path as
+  given, its directory joined with the name: a symlink is followed before
+  a `..` after it is applied), and the backing chain is followed (its
+  format read from each file, whatever the header declares), at most
+  MAX_CHAIN deep;
 - a file that is not there has no header: nothing to check (its path was
   confined; QEMU cannot open it either).
+
+check() returns the chain it checked, which the domain XML then states
+(domxml.compose): libvirt gives QEMU that chain and QEMU never reads a
+backing name from a header, so a header written between the check and
+QEMU's open (a guest owning another disk of the same file) names nothing.
 
 Header parsed here (no qemu-img run per request: 0.02 ms against about
 10 ms for a process). This is checked when the VM is started; a guest can
@@ -48,14 +55,18 @@ class BadImage(ValueError):
 
 def check(path, declared, image_dirs):
     """Refuse (BadImage) the image at `path` (already confined) unless its
-    real format is `declared` and its chain stays in `image_dirs`."""
+    real format is `declared` and its chain stays in `image_dirs`; return
+    its backing chain, [(real path, format), ...] from the image down
+    ([] if it has no backing, or no file yet)."""
     header = _read_header(path)
     if header is None:
-        return      # nothing there yet: QEMU cannot open it either
+        return []   # nothing there yet: QEMU cannot open it either
     real = format_of(header)
     if real != declared:
         raise BadImage(f"image {path!r} is {real}, declared {declared}")
-    _check_chain(path, header, image_dirs, MAX_CHAIN)
+    chain = []
+    _check_chain(path, header, image_dirs, MAX_CHAIN, chain)
+    return chain
 
 
 def format_of(header):
@@ -89,7 +100,9 @@ def _read_header(path):
         os.close(fd)
 
 
-def _check_chain(path, header, image_dirs, depth):
+def _check_chain(path, header, image_dirs, depth, chain):
+    """Check the qcow2 `header` of the image at `path` (the path QEMU
+    would open it by), appending its backing files to `chain`."""
     if format_of(header) != "qcow2":
         return
     if len(header) < 72:
@@ -107,12 +120,15 @@ def _check_chain(path, header, image_dirs, depth):
     if depth <= 1:
         raise BadImage(f"image {path!r}: backing chain deeper than "
                        f"{MAX_CHAIN}")
-    target = _confine_named(path, backing, "backing file", image_dirs)
+    target, real = _confine_named(path, backing, "backing file", image_dirs)
     # Whatever the header declares as the backing's format, QEMU may probe
     # it: follow what the file really is.
-    header = _read_header(target)
-    if header is not None:
-        _check_chain(target, header, image_dirs, depth - 1)
+    header = _read_header(real)
+    if header is None:
+        raise BadImage(f"image {path!r}: its backing file {backing!r} "
+                       "is not there")
+    chain.append((real, format_of(header)))
+    _check_chain(target, header, image_dirs, depth - 1, chain)
 
 
 def _qcow2_names(path, header):
@@ -157,19 +173,23 @@ def _name(path, raw):
 
 
 def _confine_named(image, name, what, image_dirs):
-    """The host path of `name`, as QEMU resolves it from `image`'s
-    header, if it is a plain path inside `image_dirs`."""
+    """(the path QEMU builds for `name` from `image`'s header, the file
+    the kernel reaches by it), if that file is inside `image_dirs`.
+
+    The path is `image`'s directory joined with `name`, as given, never
+    normalized: `L/../x` with L a symlink is resolved by following L first
+    and then going up from where it leads, as the kernel does."""
     if _has_protocol(name):
         raise BadImage(f"image {image!r}: its {what} {name!r} is a "
                        "protocol (json:, nbd:, file:...), not a path")
-    resolved = os.path.normpath(os.path.join(os.path.dirname(image), name))
+    path = os.path.join(os.path.dirname(image), name)
     try:
-        hostfiles.confine(resolved, image_dirs, "storage.image_dirs",
-                          resolve_last=True)
+        real = hostfiles.resolve_inside(path, image_dirs,
+                                        "storage.image_dirs")
     except hostfiles.OutsideDirs as exc:
         raise BadImage(f"image {image!r}: its {what} {name!r}: {exc}") \
             from None
-    return resolved
+    return path, real
 
 
 def _has_protocol(name):

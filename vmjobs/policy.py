@@ -31,14 +31,18 @@ def check_host_access(spec, hv, config, incoming=False):
     """What a VM.create or VM.migrationCreate (`incoming`: its XML is the
     source libvirtd's) request names on the host (its restoreState, or its
     domain XML): refused with -32602 before anything is staged or
-    queued."""
+    queued. Returns the backing chains checked in the domain XML
+    (allowlist.Confinement.chains), for domxml.compose to state."""
     if spec.restore_state is not None:
         hostfiles.state_path(spec.restore_state, "restoreState",
                              config.state_dirs)
         check_state_file(hv, spec.restore_state,
                          confinement(config, written_by_libvirt=True))
     elif spec.xml is not None:
-        check_engine_xml(spec.xml, confinement(config, incoming))
+        ctx = confinement(config, incoming)
+        check_engine_xml(spec.xml, ctx)
+        return ctx.chains
+    return {}
 
 
 def check_engine_xml(text, ctx):
