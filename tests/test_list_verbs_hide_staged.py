@@ -58,13 +58,17 @@ def test_public_vm_always_has_its_job_done(make_api):
     broken = []    # (the job seeing it, its step, the job info it saw)
 
     def check_others(job, step):
-        seen.update(stats["vmId"] for stats in api.Host.getAllVmStats()
-                    if not stats["staging"])
+        # What this thread saw public before it asks for the jobs: not the
+        # shared `seen`, which other workers grow meanwhile with VMs
+        # committed after this thread's Host.getJobs (a race of the test).
+        public = {stats["vmId"] for stats in api.Host.getAllVmStats()
+                  if not stats["staging"]}
+        seen.update(public)
         # Recorded, not asserted here: an assertion would fail the job
         # that looks, and the test would report that instead of this.
         broken.extend((job.id, step, info)
                       for info in api.Host.getJobs().values()
-                      if info["vm_id"] in seen and info["status"] != "done")
+                      if info["vm_id"] in public and info["status"] != "done")
 
     api = make_api(step_hook=check_others)
     for _ in range(30):

@@ -194,10 +194,11 @@ class API:
                 not isinstance(job_ids, list) or
                 not all(isinstance(i, str) for i in job_ids)):
             raise InvalidParams("job_ids", "must be a list of job ids")
-        found = self.jobs.jobs() if job_ids is None else \
-            self.jobs.some(job_ids)
+        # An empty filter is no filter, as in VDSM's jobs.info (whose
+        # default job_ids is an empty list).
+        found = self.jobs.some(job_ids) if job_ids else self.jobs.jobs()
         return {job.id: job.info() for job in found
-                if job_type is None or job.job_type == job_type}
+                if not job_type or job.job_type == job_type}
 
     @verb("Host.getStats", during_recovery=True)
     def host_get_stats(self):
