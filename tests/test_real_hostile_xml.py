@@ -105,6 +105,17 @@ def open_files(pid):
     return targets
 
 
+def wait_open(pid, path):
+    """QEMU opens a backing file when the guest's disk is first set up:
+    look until `path` shows in its open files (bounded), not for a fixed
+    time; then its open files."""
+    deadline = time.monotonic() + WAIT
+    while path not in (files := open_files(pid)):
+        assert time.monotonic() < deadline, files
+        time.sleep(0.05)
+    return files
+
+
 def command_line(pid):
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().replace(b"\0", b" ").decode()
@@ -138,14 +149,7 @@ def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
     info = api.Host.getJobs(job_ids=[job])[job]
     assert info["status"] == "done", info
     [pid] = daemon.qemu_pids()
-    expected_path = str(images / expected)
-    # QEMU opens a backing file when the guest's disk is first set up:
-    # look until it shows (bounded), not for a fixed time.
-    deadline = time.monotonic() + WAIT
-    while expected_path not in open_files(pid):
-        assert time.monotonic() < deadline, open_files(pid)
-        time.sleep(0.05)
-    files = open_files(pid)
+    files = wait_open(pid, str(images / expected))
     assert not any(f.startswith(str(victim)) for f in files), files
     assert str(victim) not in command_line(pid)
     assert api.VM.destroy(vm_id) is True
@@ -175,12 +179,7 @@ def test_a_header_rewritten_after_the_check_names_nothing(make_real_api,
     info = api.Host.getJobs(job_ids=[job])[job]
     assert info["status"] == "done", info
     [pid] = daemon.qemu_pids()
-    base = str(images / "base.raw")
-    deadline = time.monotonic() + WAIT     # the control: the checked chain
-    while base not in open_files(pid):
-        assert time.monotonic() < deadline, open_files(pid)
-        time.sleep(0.05)
-    files = open_files(pid)
+    files = wait_open(pid, str(images / "base.raw"))   # the checked chain
     assert not any(f.startswith(str(victim)) for f in files), files
     assert str(victim) not in command_line(pid)
     assert str(victim) not in api.hv.migratable_xml(vm_id)
