@@ -18,7 +18,7 @@ from conftest import (
 )
 from faults import FaultyHypervisor
 from vmjobs import domxml
-from vmjobs.errors import CreateError, InvalidParams
+from vmjobs.errors import CreateError, InvalidParams, VmExists
 from vmjobs.tools import simulation
 
 STEPS = ["check-file", "read-domain", "prepare", "restore", "persist",
@@ -120,6 +120,26 @@ def test_not_a_state_file_is_refused(api, tmp_path):
     before = checksum(path)
     refused_by_the_verb(api, new_id(), path, CreateError)
     assert checksum(path) == before
+
+
+@pytest.mark.parametrize("state", ["missing", "not a state file"])
+def test_a_restore_onto_a_vm_here_is_exist_whatever_its_file(api, tmp_path,
+                                                             state):
+    """exist (4) comes first, before the file is read (found by a contract
+    audit: it answered 9 or -32602); the control is the same request for
+    a vmId not here, refused for its file."""
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))["jobId"])[
+        "status"] == "done"
+    path = tmp_path / "state"
+    if state != "missing":
+        path.write_bytes(b"not a libvirt state file" * 100)
+    with pytest.raises(VmExists):
+        restore(api, vm_id, path)
+    with pytest.raises((CreateError, InvalidParams)):   # the control
+        restore(api, new_id(), path)
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.VM.destroy(vm_id) is True
 
 
 def test_plain_libvirt_save_file_is_restored_with_request_params(

@@ -210,6 +210,9 @@ class API:
     @verb("VM.create", "vmID", "vmParams")
     def vm_create(self, vmID=None, vmParams=None):
         spec = parse_create(vmID, vmParams)
+        # A duplicate is exist (4) whatever else is wrong with the request
+        # (a state file that cannot be read, an XML refused).
+        self.registry.refuse_known(spec.vm_id)
         chains = policy.check_host_access(spec, self.hv, self.config)
         if spec.restore_state is not None:
             job = RestoreJob(spec, self.hv, self.registry, **self._job_args())

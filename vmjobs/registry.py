@@ -93,6 +93,14 @@ class VmRegistry:
         # (guests.py reads its guest's state then). None: nobody follows.
         self.on_idle = None
 
+    def refuse_known(self, vm_id):
+        """Raise VmExists if vm_id is staged or public: a verb's first
+        answer, before it reads anything the request names (stage() still
+        decides, atomically, when the job is queued)."""
+        with self._lock:
+            if vm_id in self._staged or vm_id in self._public:
+                raise VmExists(f"VM {vm_id} already exists")
+
     def stage(self, vm_id, status, params, job, max_with_status=None):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
         With `max_with_status`, refuse (MigrateLimit) when that many VMs are
