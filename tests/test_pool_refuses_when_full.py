@@ -5,7 +5,7 @@ import pytest
 from conftest import WAIT, StepGate, new_id, vm_params
 from conftest import GateJob as Blocker  # holds its worker until released
 from vmjobs.errors import ResourceExhausted
-from workers import Pool, QueueFull
+from workers import Pool, PoolClosed, QueueFull
 
 
 def test_pool_refuses_when_queue_is_full():
@@ -43,6 +43,39 @@ def test_aborted_queued_jobs_make_room():
     assert not queued.started.is_set()
     assert replacement.status == "done"
     assert pool.stats()["aborted"] == 1
+
+
+def test_a_place_taken_counts_as_queued_until_used_or_given_back():
+    with Pool(workers=1, queue_size=1) as pool:
+        running = Blocker()
+        pool.submit(running)
+        assert running.started.wait(WAIT)
+        with pool.place() as place:
+            with pytest.raises(QueueFull):   # the place is the only room
+                pool.submit(Blocker())
+            with pytest.raises(QueueFull):
+                pool.place()
+        # Given back unused: the room is free again.
+        with pool.place() as place:
+            queued = Blocker()
+            place.submit(queued)
+            with pytest.raises(QueueFull):   # the job holds it now
+                pool.submit(Blocker())
+        with pytest.raises(RuntimeError):    # a place is used once
+            place.submit(Blocker())
+        queued.release.set()
+        running.release.set()
+    assert queued.status == "done"
+
+
+def test_a_place_taken_before_a_shutdown_submits_nothing():
+    pool = Pool(workers=1, queue_size=1)
+    place = pool.place()
+    assert pool.shutdown()
+    job = Blocker()
+    with pytest.raises(PoolClosed):
+        place.submit(job)
+    assert not job.started.is_set()
 
 
 def test_create_maps_full_queue_to_resource_exhausted(make_api):

@@ -326,25 +326,31 @@ class API:
                 "timeout": self.config.job_timeout}
 
     def _queue(self, job):
-        """Reserve what the job needs (refused: its own VdsmError), queue,
-        observe (notifications) and list it; if the queue refuses it, forget
-        it and release it: a refused request leaves no trace, unlisted."""
+        """Take the job's place in the queue, reserve what the job needs
+        (refused: its own VdsmError), queue, observe (notifications) and
+        list it. The place comes first: a full queue refuses before
+        anything is staged, so a refused request leaves no trace, not even
+        a status event."""
         if self.stopping.is_set():
             # Before anything is staged: a job accepted now would never run
             # (or, draining, run after the caller was told the service
             # stops). Kept connections still bring requests meanwhile.
             raise ResourceExhausted("the service is stopping: try again "
                                     "once it is back")
-        job.reserve()
-        self.jobs.add(job)
-        _refuse_if_aborted(job)
         try:
-            self.pool.submit(job)
+            place = self.pool.place()
         except (workers.QueueFull, workers.PoolClosed) as exc:
-            self.jobs.discard(job)
-            job.release()
-            raise ResourceExhausted(f"cannot take the job now: {exc}; "
-                                    "try again later") from None
+            raise _cannot_take(exc) from None
+        with place:
+            job.reserve()
+            self.jobs.add(job)
+            _refuse_if_aborted(job)
+            try:
+                place.submit(job)
+            except workers.PoolClosed as exc:   # a stop began meanwhile
+                self.jobs.discard(job)
+                job.release()
+                raise _cannot_take(exc) from None
         job.observe(self.notifications.job_changed)
         _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)
@@ -400,6 +406,11 @@ class Namespace:
             return self._api.call(method, kwargs if kwargs else list(args))
         call.__name__ = name
         return call
+
+
+def _cannot_take(refusal):
+    return ResourceExhausted(f"cannot take the job now: {refusal}; try "
+                             "again later")
 
 
 def _refuse_if_aborted(job):

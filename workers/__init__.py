@@ -22,7 +22,7 @@ from .job import (
     current_job,
 )
 from .lanes import Priority
-from .pool import ABORT, DRAIN, Pool, PoolClosed, QueueFull
+from .pool import ABORT, DRAIN, Place, Pool, PoolClosed, QueueFull
 from .states import (
     ENDED,
     EVENTS,
@@ -38,7 +38,8 @@ from .table import JobStillActive, JobTable, UnknownJob
 __all__ = [
     "ABORT", "ABORT_REQUESTED", "AdaptiveLimit", "DRAIN", "ENDED", "EVENTS",
     "Event", "IllegalTransition", "Job", "JobAborted", "JobEnded",
-    "JobStatus", "JobStillActive", "JobTable", "Park", "Pool", "PoolClosed",
-    "Priority", "QueueFull", "TIMER", "TRANSITIONS", "UnknownJob", "WOKEN",
-    "MAX_ERROR_MESSAGE", "bounded_error", "current_job",
+    "JobStatus", "JobStillActive", "JobTable", "Park", "Place", "Pool",
+    "PoolClosed", "Priority", "QueueFull", "TIMER", "TRANSITIONS",
+    "UnknownJob", "WOKEN", "MAX_ERROR_MESSAGE", "bounded_error",
+    "current_job",
 ]

@@ -4,7 +4,9 @@ The pool is the throttle: at most `workers` jobs run at once, at most
 `queue_size` wait, and `submit` never blocks the caller. When the queue is
 full it refuses at once (QueueFull), so a flood of requests turns into quick
 "try again later" answers instead of piled-up threads (VDSM's executor does
-the same; a thread per request behind a semaphore does not).
+the same; a thread per request behind a semaphore does not). A caller that
+makes something others see before its job is queued (a staged VM) takes
+the job's place first (`place()`): a refusal then finds nothing done.
 
 Shape after CPython's concurrent.futures.thread: a plain worker loop over a
 C SimpleQueue, one lock owned by the pool held only to count, and shutdown
@@ -72,6 +74,32 @@ class PoolClosed(Exception):
     """The pool is shutting down and takes no more work."""
 
 
+class Place:
+    """A place in a pool's queue, held for one job (Pool.place)."""
+
+    def __init__(self, pool: "Pool") -> None:
+        self._pool: Optional[Pool] = pool
+
+    def submit(self, job: Job) -> None:
+        """Queue `job` in this place (PoolClosed if the pool was shut down
+        meanwhile); a place is used once."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            raise RuntimeError("this place was used or given back")
+        pool._submit_in_place(job)
+
+    def give_back(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool._give_back()
+
+    def __enter__(self) -> "Place":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.give_back()
+
+
 class Pool:
     """Implements job.Runner: jobs tell it when they park, are woken, or
     are dropped while queued."""
@@ -110,6 +138,9 @@ class Pool:
         self._abort_queued = False
         self._lanes = Lanes(starvation_limit)
         self._pending: Dict[str, Job] = {}   # queued, counted in queue_size
+        # Places taken (place()) whose job is not submitted yet: counted
+        # in queue_size too.
+        self._held_places = 0
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
         # At most _admission_limit jobs with admission run (or are parked)
@@ -130,27 +161,66 @@ class Pool:
         `wait=True` waits for room instead: only for the service's own
         producers (recovery at start-up), never for a caller's request."""
         job.attach(self)     # before any worker can see it
-        lane = lane_of(job)
         with self._lock:
-            while True:
-                if self._closed:
-                    raise PoolClosed(f"pool {self.name} is shut down")
-                if len(self._pending) < self.queue_size:
-                    break
-                if not wait:
-                    raise QueueFull(
-                        f"pool {self.name}: {self.queue_size} jobs queued")
-                self._wait_change(lambda: self._closed or
-                                  len(self._pending) < self.queue_size)
-            self._pending[job.id] = job
-            self._lanes.push(job, lane)
-            # (Nothing parked and no admission asked: the rule lets it
-            # start, and the hot path skips computing it.)
-            if not (self._parked or job.admission) or \
-                    self._startable() >> lane & 1:
-                # Else no worker could take it yet: a worker whose job
-                # ends looks for it (_worker), and a lifted limit rings.
-                self._queue.put(True)
+            while (refusal := self._refusal()) is not None:
+                if not wait or isinstance(refusal, PoolClosed):
+                    raise refusal
+                self._wait_change(lambda: self._closed or self._has_room())
+            self._enqueue(job)
+
+    def place(self) -> "Place":
+        """Take a place in the queue now, for a job to be submitted through
+        it (Place.submit); raise QueueFull or PoolClosed at once. For a
+        caller that must do something others see before it queues (stage a
+        VM): taking the place first, it is refused before doing anything.
+        Used as a context manager, a place not used is given back."""
+        with self._lock:
+            refusal = self._refusal()
+            if refusal is not None:
+                raise refusal
+            self._held_places += 1
+        return Place(self)
+
+    def _refusal(self) -> Optional[Exception]:
+        # Caller holds _lock. Why a job submitted now would be refused.
+        if self._closed:
+            return PoolClosed(f"pool {self.name} is shut down")
+        if not self._has_room():
+            return QueueFull(f"pool {self.name}: {self.queue_size} jobs "
+                             "queued")
+        return None
+
+    def _has_room(self) -> bool:
+        # Caller holds _lock.
+        return len(self._pending) + self._held_places < self.queue_size
+
+    def _enqueue(self, job: Job) -> None:
+        # Caller holds _lock, and the job is attached.
+        lane = lane_of(job)
+        self._pending[job.id] = job
+        self._lanes.push(job, lane)
+        # (Nothing parked and no admission asked: the rule lets it start,
+        # and the hot path skips computing it.)
+        if not (self._parked or job.admission) or \
+                self._startable() >> lane & 1:
+            # Else no worker could take it yet: a worker whose job ends
+            # looks for it (_worker), and a lifted limit rings.
+            self._queue.put(True)
+
+    def _submit_in_place(self, job: Job) -> None:
+        # Place.submit: the place is the room; the queue may have closed.
+        job.attach(self)
+        with self._lock:
+            self._held_places -= 1
+            if self._closed:
+                self._notify_change()
+                raise self._refusal()
+            self._enqueue(job)
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self._held_places -= 1
+            self._notify_change()
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True,
                  timeout: Optional[float] = None) -> bool:
