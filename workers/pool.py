@@ -77,21 +77,24 @@ class PoolClosed(Exception):
 class Place:
     """A place in a pool's queue, held for one job (Pool.place)."""
 
-    def __init__(self, pool: "Pool") -> None:
-        self._pool: Optional[Pool] = pool
+    def __init__(self, submit: Callable[[Job], None],
+                 give_back: Callable[[], None]) -> None:
+        # The pool's own two ends of a place; None once one was called.
+        self._ends: Optional[Tuple[Callable[[Job], None],
+                                   Callable[[], None]]] = (submit, give_back)
 
     def submit(self, job: Job) -> None:
         """Queue `job` in this place (PoolClosed if the pool was shut down
         meanwhile); a place is used once."""
-        pool, self._pool = self._pool, None
-        if pool is None:
+        ends, self._ends = self._ends, None
+        if ends is None:
             raise RuntimeError("this place was used or given back")
-        pool._submit_in_place(job)
+        ends[0](job)
 
     def give_back(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool._give_back()
+        ends, self._ends = self._ends, None
+        if ends is not None:
+            ends[1]()
 
     def __enter__(self) -> "Place":
         return self
@@ -179,7 +182,7 @@ class Pool:
             if refusal is not None:
                 raise refusal
             self._held_places += 1
-        return Place(self)
+        return Place(self._submit_in_place, self._give_back)
 
     def _refusal(self) -> Optional[Exception]:
         # Caller holds _lock. Why a job submitted now would be refused.
@@ -214,7 +217,7 @@ class Pool:
             self._held_places -= 1
             if self._closed:
                 self._notify_change()
-                raise self._refusal()
+                raise PoolClosed(f"pool {self.name} is shut down")
             self._enqueue(job)
 
     def _give_back(self) -> None:
