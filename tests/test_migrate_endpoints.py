@@ -151,3 +151,22 @@ def test_a_symlink_out_of_the_socket_dir_is_refused(setup):
     refused(api, vm_id, "dstUri",
             dstUri=f"qemu+unix:///system?socket={sockets}/link")
     refused(api, vm_id, "dst", dst=f"unix:{sockets}/link")
+
+
+def test_an_engines_vdsm_keys_are_accepted_and_others_refused(setup):
+    """VDSM's engine sends more than vmjobs acts on (its MigrateParams):
+    accepted, ignored. A key VDSM has not is refused (the control), and a
+    vmId in params must name the VM migrated."""
+    api, vm_id, _, _ = setup
+    engine = {"src": "10.0.0.1", "method": "online", "tunneled": "false",
+              "dstqemu": "10.0.0.2", "abortOnError": "true",
+              "autoConverge": "true", "compressed": "false",
+              "enableGuestEvents": True, "outgoingLimit": 2,
+              "incomingLimit": 2, "convergenceSchedule": {"init": [],
+                                                          "stalling": []},
+              "vmId": vm_id.upper()}
+    accepted(api, vm_id, **engine)
+    refused(api, vm_id, "speed", **engine, speed=1)
+    refused(api, vm_id, "vmId", **{**engine, "vmId": new_id()})
+    refused(api, vm_id, "vmId", **{**engine, "vmId": "not-a-uuid"})
+

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import new_id, our_domains, vm_params, wait_job
 from vmjobs.errors import InvalidParams
+from vmjobs.params import MAX_GRACEFUL_ATTEMPTS, parse_graceful_attempts
 
 
 def started(api, n):
@@ -16,13 +17,24 @@ def started(api, n):
 
 
 def test_destroy_with_graceful_attempts(api):
-    a, b = started(api, 2)
+    a, b, c, d = started(api, 4)
     assert api.VM.destroy(vmID=a, gracefulAttempts=3) is True
     assert api.call("VM.destroy", [b, 1]) is True   # by position
+    # Any integer, as VDSM's range(gracefulAttempts): none below 1, at
+    # most MAX_GRACEFUL_ATTEMPTS tried.
+    assert api.VM.destroy(vmID=c, gracefulAttempts=-1) is True
+    assert api.VM.destroy(vmID=d, gracefulAttempts=1000) is True
     assert our_domains(api.hv) == [] and api.Host.getVMList() == []
 
 
-@pytest.mark.parametrize("value", [-1, 11, "2", True, 1.5])
+@pytest.mark.parametrize("value, tried", [
+    (-1, 0), (0, 0), (3, 3), (10, 10), (11, 10), (1000, 10), (None, 0)])
+def test_graceful_attempts_tried(value, tried):
+    assert MAX_GRACEFUL_ATTEMPTS == 10
+    assert parse_graceful_attempts(value) == tried
+
+
+@pytest.mark.parametrize("value", ["2", True, 1.5, [1]])
 def test_bad_graceful_attempts_are_refused(api, value):
     (vm_id,) = started(api, 1)
     with pytest.raises(InvalidParams) as error:

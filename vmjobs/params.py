@@ -133,8 +133,11 @@ def parse_migrate(vm_id, params, socket_dirs=()):
     params = _params_dict(params, "params")
     for key in params:
         if key not in ("dst", "dstUri", "migrationUri", "timeout",
-                       "maxBandwidth"):
+                       "maxBandwidth", "vmId") and \
+                key not in VDSM_MIGRATE_KEYS_IGNORED:
             raise InvalidParams(key, "VM.migrate takes no such parameter")
+    if "vmId" in params and parse_vm_id(params["vmId"], "vmId") != vm_id:
+        raise InvalidParams("vmId", "must equal vmID")
     for required in ("dst", "dstUri"):
         if required not in params:
             raise MissParam(f"missing parameter {required!r} in params")
@@ -156,21 +159,34 @@ def parse_migrate(vm_id, params, socket_dirs=()):
                                   max_bandwidth)
 
 
-# VDSM's gracefulAttempts, bounded: each graceful try may take libvirt's
+# What an engine's VM.migrate also sends (VDSM's MigrateParams, in
+# vdsm-api.yml), accepted so that an engine's request is not refused for
+# them, and not acted on: none reaches libvirt. vmjobs migrates live,
+# not tunneled, by the fields above; see docs/api.md.
+VDSM_MIGRATE_KEYS_IGNORED = frozenset((
+    "src", "mode", "method", "tunneled", "dstqemu", "dstparams",
+    "abortOnError", "compressed", "autoConverge", "consoleAddress",
+    "encrypted", "convergenceSchedule", "enableGuestEvents",
+    "outgoingLimit", "incomingLimit", "parallel", "cpusets",
+    "numaNodesets", "zerocopy", "migrationDowntime",
+))
+
+
+# VDSM's gracefulAttempts is any integer (its range(gracefulAttempts));
+# at most this many are tried, as each graceful try may take libvirt's
 # own timeout (about 10 s on QEMU).
 MAX_GRACEFUL_ATTEMPTS = 10
 
 
 def parse_graceful_attempts(value):
     """VM.destroy's gracefulAttempts: graceful destroys tried before the
-    forced one (None: none)."""
+    forced one (None or below 1: none; above MAX_GRACEFUL_ATTEMPTS: that
+    many)."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            not 0 <= value <= MAX_GRACEFUL_ATTEMPTS:
-        raise InvalidParams("gracefulAttempts", "must be an integer from 0 "
-                            f"to {MAX_GRACEFUL_ATTEMPTS}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams("gracefulAttempts", "must be an integer")
+    return max(0, min(value, MAX_GRACEFUL_ATTEMPTS))
 
 
 def reject_surrogates(params, param_names):
