@@ -14,8 +14,10 @@ disk rule), before anything is staged:
   a `..` after it is applied), and the backing chain is followed (its
   format read from each file, whatever the header declares), at most
   MAX_CHAIN deep;
-- a file that is not there has no header: nothing to check (its path was
-  confined; QEMU cannot open it either).
+- an image that is not there has no header: nothing to check (its path
+  was confined; QEMU cannot open it either). A backing file that is not
+  there is refused: the image cannot be used, and its chain, which the
+  domain XML then states, cannot be read.
 
 check() returns the chain it checked, which the domain XML then states
 (domxml.compose): libvirt gives QEMU that chain and QEMU never reads a

@@ -98,8 +98,12 @@ class VmRegistry:
         answer, before it reads anything the request names (stage() still
         decides, atomically, when the job is queued)."""
         with self._lock:
-            if vm_id in self._staged or vm_id in self._public:
-                raise VmExists(f"VM {vm_id} already exists")
+            self._refuse_taken(vm_id)
+
+    def _refuse_taken(self, vm_id):
+        # Caller holds _lock.
+        if vm_id in self._staged or vm_id in self._public:
+            raise VmExists(f"VM {vm_id} already exists")
 
     def stage(self, vm_id, status, params, job, max_with_status=None):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
@@ -108,8 +112,7 @@ class VmRegistry:
         atomic step, so concurrent requests cannot overshoot the limit."""
         vm = Vm(vm_id, status, params, staging=True, job=job)
         with self._lock:
-            if vm_id in self._staged or vm_id in self._public:
-                raise VmExists(f"VM {vm_id} already exists")
+            self._refuse_taken(vm_id)
             _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
             if status != VmStatus.DOWN:   # not a destroy's placeholder
