@@ -300,6 +300,15 @@ CASES = {
         dict(devices="<disk type='network' device='disk'><driver name="
              "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
              "name='nbd.example'/></source><target dev='vda'/></disk>")),
+    "network-disk-host-without-name": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
+             "<host name='nbd.example'/><host port='6789'/></source><target "
+             "dev='vda'/></disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
+             "<host name='nbd.example'/><host name='nbd.example' port="
+             "'6789'/></source><target dev='vda'/></disk>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),

@@ -224,9 +224,11 @@ def disk_rule(element, ctx):
     source = element.find("source")
     kind = element.get("type", "file")
     if kind == "network":
-        if source is None or source.find("host") is None:
-            raise Refused("<disk type='network'> names no <host>: libvirt "
-                          "would connect to a default one")
+        hosts = [] if source is None else source.findall("host")
+        if not hosts or not all(host.get("name") for host in hosts):
+            raise Refused("<disk type='network'> names no host in one of "
+                          "its <host>: libvirt would connect to a default "
+                          "one")
         return
     if source is None:
         return
