@@ -145,3 +145,20 @@ def test_engine_xml_cannot_bring_its_own_vmjobs_metadata(api):
     assert len(ours) == 1
     metadata = api.hv.metadata(vm_id, domxml.METADATA_NS)
     assert domxml.read_metadata(metadata) == (vm_id, {"vmId": vm_id})
+
+
+def test_another_element_in_our_namespace_cannot_stand_in_for_ours(api):
+    """libvirt keeps one metadata element per namespace, the first: an
+    engine's element of another name in our namespace, before ours, made
+    the domain carry no vmId (recovery then lost the running guest, and
+    its vmId could be created twice). Every element of our namespace in
+    the engine's XML is replaced by ours."""
+    vm_id = new_id()
+    xml = engine_xml(vm_id, f'<v:other xmlns:v="{domxml.METADATA_NS}">hi'
+                            f'</v:other><e:tune xmlns:e="{ENGINE_NS}"/>')
+    create_up(api, vm_id, {"vmId": vm_id, "xml": xml})
+    root = domain_root(api, vm_id)
+    assert [child.tag for child in root.find("metadata")] == [
+        f"{{{ENGINE_NS}}}tune", f"{{{domxml.METADATA_NS}}}vm"]
+    metadata = api.hv.metadata(vm_id, domxml.METADATA_NS)
+    assert domxml.read_metadata(metadata) == (vm_id, {"vmId": vm_id})

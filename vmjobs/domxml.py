@@ -139,7 +139,12 @@ def _set_metadata(root, vm_id, params):
     metadata = root.find("metadata")
     if metadata is None:
         metadata = ET.SubElement(root, "metadata")
-    for old in metadata.findall(f"{{{METADATA_NS}}}vm"):
+    # Every element in our namespace goes, not only a <vm>: libvirt keeps
+    # one element per namespace, the first, so another one before ours
+    # would stand in for it (the domain then carries no vmId: recovery
+    # could not find its VM, and the vmId could be created twice).
+    for old in [e for e in metadata
+                if e.tag.startswith(f"{{{METADATA_NS}}}")]:
         metadata.remove(old)
     metadata.append(_metadata_element(vm_id, params, f"{{{METADATA_NS}}}"))
 
