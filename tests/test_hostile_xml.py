@@ -309,6 +309,27 @@ CASES = {
              "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
              "<host name='nbd.example'/><host name='nbd.example' port="
              "'6789'/></source><target dev='vda'/></disk>")),
+    # -- QEMU's option separators in a value libvirt writes unescaped ----
+    "spice-listen-address-options": (
+        dict(devices="<graphics type='spice' autoport='yes'><listen type="
+             "'address' address='victim-file,unix=on'/></graphics>"),
+        dict(devices="<graphics type='spice' autoport='yes'><listen type="
+             "'address' address='127.0.0.1'/></graphics>")),
+    "vnc-listen-attribute-options": (
+        dict(devices="<graphics type='vnc' port='-1' listen='127.0.0.1,"
+             "power-control=on'/>"),
+        dict(devices="<graphics type='vnc' port='-1' listen='::1'/>")),
+    "listen-address-with-zone": (
+        dict(devices="<graphics type='vnc' port='-1'><listen type='address' "
+             "address='fe80::1%lo'/></graphics>"),
+        dict(devices="<graphics type='vnc' port='-1'><listen type='address' "
+             "address='0'/></graphics>")),
+    "name-with-option-separator": (
+        dict(devices="<graphics type='vnc' port='-1' keymap='en-us,x=1'/>"),
+        dict(devices="<graphics type='vnc' port='-1' keymap='en-us'/>")),
+    "cpuset-with-option-separator": (
+        dict(top="<vcpu cpuset='0,x=1'>2</vcpu>"),
+        dict(top="<vcpu cpuset='0-3,^2'>2</vcpu>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),

@@ -155,6 +155,46 @@ def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
     assert api.VM.destroy(vm_id) is True
 
 
+def spice(address):
+    return (f"<graphics type='spice' autoport='yes'><listen type='address' "
+            f"address='{address}'/></graphics>")
+
+
+def test_a_listen_address_is_an_address_never_options(make_real_api, daemon,
+                                                      dirs):
+    """libvirt 9.0 writes a SPICE listen address into QEMU's -spice option
+    string unescaped: `x,unix=on` made QEMU (root, its working directory
+    /) replace the file /x with a socket (found by a hostile-caller
+    audit). Refused at the verb; the control, an address, reaches QEMU as
+    one option."""
+    images, _ = dirs
+    api = make_real_api(image_dirs=[str(images)])
+    target = f"vmjobs-test-{new_id()[:8]}"
+    with open(f"/{target}", "w") as f:
+        f.write("root's own file\n")
+    try:
+        vm_id = new_id()
+        with pytest.raises(InvalidParams) as err:
+            api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+                vm_id, spice(f"{target},unix=on"))})
+        assert err.value.data == {"param": "xml"}
+        assert daemon.qemu_pids() == [] and our_domains(api.hv) == []
+        assert stat.S_ISREG(os.stat(f"/{target}").st_mode)
+        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, spice("127.0.0.1"))})["jobId"]
+        assert api.jobs.get(job).wait(WAIT)
+        info = api.Host.getJobs(job_ids=[job])[job]
+        assert info["status"] == "done", info
+        [pid] = daemon.qemu_pids()
+        spice_option = command_line(pid).split("-spice ")[1].split(" ")[0]
+        options = spice_option.split(",")
+        assert "addr=127.0.0.1" in options, spice_option
+        assert not any(o.startswith("unix") for o in options), spice_option
+        assert api.VM.destroy(vm_id) is True
+    finally:
+        os.unlink(f"/{target}")
+
+
 def test_a_header_rewritten_after_the_check_names_nothing(make_real_api,
                                                           daemon, dirs):
     """A qcow2 header rewritten between the verb's check and QEMU's open

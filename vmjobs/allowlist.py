@@ -26,6 +26,7 @@ refused case with its control in tests/test_hostile_xml.py); then
 """
 
 import dataclasses
+import ipaddress
 import os
 import re
 
@@ -157,6 +158,24 @@ class Emulator(Kind):
                           f"{', '.join(self.DIRS)}")
 
 
+class ListenAddress(Kind):
+    """Where a console (VNC, SPICE) listens: written by libvirt into
+    QEMU's option string, so an address and nothing else."""
+    doc = "an IP address (IPv4, or IPv6 without a zone), or `0` (VDSM's)"
+
+    def check(self, value, where, parent, ctx):
+        if value == "0":    # what VDSM writes: every address, as 0.0.0.0
+            return
+        try:
+            ipaddress.ip_address(value)   # takes a zone: `fe80::1%eth0`
+        except ValueError:
+            pass
+        else:
+            if "%" not in value:
+                return
+        raise Refused(f"{where} {value!r} is not {self.doc}")
+
+
 class NetworkHost(Kind):
     doc = "a host named in `storage.network_hosts`"
 
@@ -169,15 +188,22 @@ class NetworkHost(Kind):
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
-TOKEN = Pattern("a name: letters, digits and `_ . : , + = @ - ^ ~`",
-                r"[A-Za-z0-9_.:,+=@^~-]{1,256}")
+# No `,` or `=` in a name: they separate QEMU's options, and libvirt 9.0
+# writes some values into an option string unescaped (a SPICE listen
+# address became `-spice addr=x,unix=on`: QEMU, as root, replaced a file
+# in `/` with a socket). A value that needs a comma has its own kind.
+TOKEN = Pattern("a name: letters, digits and `_ . : + @ - ^ ~`",
+                r"[A-Za-z0-9_.:+@^~-]{1,256}")
+CPU_SET = Pattern("a set of CPUs or NUMA nodes, e.g. `0-3,^2,8`",
+                  r"\^?[0-9]{1,5}(-[0-9]{1,5})?"
+                  r"(,\^?[0-9]{1,5}(-[0-9]{1,5})?){0,1023}")
 NUMBER = Pattern("a number (decimal or 0x hex)",
                  r"[+-]?(0x[0-9a-fA-F]{1,16}|[0-9]{1,20}(\.[0-9]{1,9})?)")
 UUID = Pattern("a UUID", r"[0-9a-fA-F-]{32,36}")
 # A network disk's volume on its (allowed) host: ceph's pool/image, an nbd
 # export, an iSCSI target/lun; never a path on this host.
 REMOTE_NAME = Pattern("a volume name on the network host",
-                      r"[A-Za-z0-9_.:,+=@-][A-Za-z0-9_.:,+=@/-]{0,1023}")
+                      r"[A-Za-z0-9_.:+@-][A-Za-z0-9_.:+@/-]{0,1023}")
 # The pty libvirt allocated, as a running domain's XML shows it (an
 # incoming migration's XML); libvirt ignores it on input.
 PTY = Pattern("`/dev/pts/N`", r"/dev/pts/[0-9]{1,7}")
@@ -190,6 +216,7 @@ ENTROPY = Entropy()
 CHARDEV_PATH = ChardevPath()
 EMULATOR = Emulator()
 NETWORK_HOST = NetworkHost()
+LISTEN_ADDRESS = ListenAddress()
 
 
 def confine(path, where, ctx):
@@ -392,7 +419,7 @@ TABLE = {
     "domain/maxMemory": E({"slots": NUMBER, "unit": TOKEN}, NUMBER),
     "domain/memory": E({"unit": TOKEN, "dumpCore": ONOFF}, NUMBER),
     "domain/currentMemory": E({"unit": TOKEN}, NUMBER),
-    "domain/vcpu": E({"placement": Enum("static", "auto"), "cpuset": TOKEN,
+    "domain/vcpu": E({"placement": Enum("static", "auto"), "cpuset": CPU_SET,
                       "current": NUMBER}, NUMBER),
     "domain/vcpus": E(),
     "domain/vcpus/vcpu": E({"id": NUMBER, "enabled": YESNO,
@@ -402,18 +429,18 @@ TABLE = {
     "domain/cputune/shares": E(text=NUMBER),
     "domain/cputune/period": E(text=NUMBER),
     "domain/cputune/quota": E(text=NUMBER),
-    "domain/cputune/vcpupin": E({"vcpu": NUMBER, "cpuset": TOKEN}),
-    "domain/cputune/emulatorpin": E({"cpuset": TOKEN}),
+    "domain/cputune/vcpupin": E({"vcpu": NUMBER, "cpuset": CPU_SET}),
+    "domain/cputune/emulatorpin": E({"cpuset": CPU_SET}),
     "domain/numatune": E(),
     "domain/numatune/memory": E({"mode": Enum("strict", "interleave",
                                               "preferred", "restrictive"),
-                                 "nodeset": TOKEN, "placement": TOKEN}),
+                                 "nodeset": CPU_SET, "placement": TOKEN}),
     "domain/numatune/memnode": E({"cellid": NUMBER, "mode": TOKEN,
-                                  "nodeset": TOKEN}),
+                                  "nodeset": CPU_SET}),
     "domain/memoryBacking": E(),
     "domain/memoryBacking/hugepages": E(),
     "domain/memoryBacking/hugepages/page": E({"size": NUMBER, "unit": TOKEN,
-                                              "nodeset": TOKEN}),
+                                              "nodeset": CPU_SET}),
     "domain/memoryBacking/nosharepages": E(),
     "domain/memoryBacking/locked": E(),
     "domain/memoryBacking/source": E({"type": Enum("anonymous", "memfd")}),
@@ -482,7 +509,7 @@ TABLE = {
     "domain/cpu/cache": E({"level": NUMBER, "mode": Enum(
         "emulate", "passthrough", "disable")}),
     "domain/cpu/numa": E(),
-    "domain/cpu/numa/cell": E({"id": NUMBER, "cpus": TOKEN, "memory": NUMBER,
+    "domain/cpu/numa/cell": E({"id": NUMBER, "cpus": CPU_SET, "memory": NUMBER,
                                "unit": TOKEN, "memAccess": Enum(
                                    "shared", "private"),
                                "discard": YESNO}),
@@ -587,12 +614,13 @@ TABLE = {
                           "state": Enum("connected", "disconnected")}),
     **device("graphics", {"type": Enum("vnc", "spice"), "port": NUMBER,
                           "autoport": YESNO, "tlsPort": NUMBER,
-                          "listen": TOKEN, "passwd": TEXT,
+                          "listen": LISTEN_ADDRESS, "passwd": TEXT,
                           "passwdValidTo": TOKEN, "connected": TOKEN,
                           "keymap": TOKEN, "defaultMode": TOKEN,
                           "sharePolicy": TOKEN, "socket": PATH}, {
         "listen": E({"type": Enum("address", "network", "none", "socket"),
-                     "address": TOKEN, "network": TOKEN, "socket": PATH,
+                     "address": LISTEN_ADDRESS, "network": TOKEN,
+                     "socket": PATH,
                      "autoGenerated": YESNO}),
         "channel": E({"name": TOKEN, "mode": Enum("secure", "insecure",
                                                   "any")}),
