@@ -338,3 +338,29 @@ def test_at_the_cap_a_busy_connection_its_client_closed_gives_its_slot():
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_a_look_at_a_connection_whose_bytes_were_just_read_never_waits(
+        monkeypatch):
+    """At the cap, poll(2) may see a connection's request arriving and its
+    own thread read it before the look that follows: the look must say
+    "open" at once. Python's socket.recv waited up to the socket's timeout
+    whatever MSG_DONTWAIT said, under the table's lock (a contract audit
+    saw every connection stall 30 s), then called the connection closed.
+    Simulated: poll reports bytes that are no longer there."""
+    from vmjobs import connection_table
+
+    class ReadyPoll:
+        def register(self, fd, events):
+            self.fd = fd
+
+        def poll(self, timeout):
+            return [(self.fd, select.POLLIN)]
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(2)   # as a connection mid-request has
+        monkeypatch.setattr(connection_table.select, "poll", ReadyPoll)
+        assert connection_table._closed_by_client(ours) is False
+        theirs.close()       # the control: its end of stream is seen
+        assert connection_table._closed_by_client(ours) is True

@@ -23,6 +23,8 @@ runs a verb is a new connection turned away (the server answers it 503
 with Retry-After).
 """
 
+import ctypes
+import errno
 import select
 import socket
 import threading
@@ -156,10 +158,25 @@ def _closed_by_client(sock):
         return False   # open, nothing sent since
     if ready[0][1] & (select.POLLHUP | select.POLLERR):
         return True
-    try:
-        return socket.socket.recv(
-            sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True    # reset by the client
+    # Peeked with libc's recv(2), not socket.recv: on a socket with a
+    # timeout, Python waits for data (up to what is left of the request's
+    # deadline, 30 s) whatever the flags, and the connection's own thread
+    # may have read what poll saw meanwhile: the accept thread then held
+    # the table's lock that long, and every connection with it (found by
+    # a contract audit: 30 s stalls at the cap).
+    byte = ctypes.c_char()
+    peeked = _libc_recv(fd, ctypes.byref(byte), 1,
+                        socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    if peeked != -1:
+        return peeked == 0   # its end of stream; else a request arriving
+    # EAGAIN: what poll saw was read meanwhile by its own thread (open);
+    # else the client reset it.
+    return ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK,
+                                      errno.EINTR)
+
+
+# recv(2) from the process' own symbols (libc); never waits (MSG_DONTWAIT).
+_libc_recv = ctypes.CDLL(None, use_errno=True).recv
+_libc_recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
+                       ctypes.c_int)
+_libc_recv.restype = ctypes.c_ssize_t
