@@ -318,6 +318,52 @@ def test_request_lines_beyond_http_1_are_refused(plain, request_line,
     assert got == status, answer
 
 
+
+def read_answer(sock, buffered):
+    """One answer read off a keep-alive connection (its head, then
+    Content-Length bytes): (status, body, what was read past it)."""
+    while b"\r\n\r\n" not in buffered:
+        chunk = sock.recv(65536)
+        assert chunk, buffered
+        buffered += chunk
+    head, _, rest = buffered.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split(b" ", 2)[1]), rest[:length], rest[length:]
+
+
+@pytest.mark.parametrize("method,path", [("GET", "/healthz"),
+                                         ("GET", "/metrics"),
+                                         ("PUT", "/")])
+def test_a_body_on_a_request_that_takes_none_is_never_a_request(
+        plain, method, path):
+    """A GET (or PUT...) with a body that is a whole POST: the body is
+    read and dropped, never run as the next request on the connection
+    (it was: a contract audit's smuggled VM.create ran). The connection
+    then serves its next request (the control: keep-alive goes on)."""
+    smuggled = create_request(str(uuid.uuid4()))
+    smuggled = (f"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                f"application/json\r\nContent-Length: {len(smuggled)}"
+                f"\r\n\r\n").encode() + smuggled
+    ping = method_body("Host.ping")
+    host, port = plain.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=WAIT) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
+                  f"Content-Length: {len(smuggled)}\r\n\r\n".encode() +
+                  smuggled)
+        status, _, rest = read_answer(s, b"")
+        assert status == (405 if method == "PUT" else 200)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: %d\r\n\r\n%s" %
+                  (len(ping), ping))
+        status, body, rest = read_answer(s, rest)
+        assert (status, json.loads(body)["result"]) == (200, True)
+        assert rest == b""
+    nothing_ran(plain_call(plain))
+
+
 # -- TCP with mutual TLS ------------------------------------------------------
 
 def test_tls_client_without_certificate_is_refused_before_a_request(

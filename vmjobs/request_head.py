@@ -70,6 +70,13 @@ class Head:
         return "keep-alive" in tokens
 
     @property
+    def has_body(self):
+        """Whether a body follows the head (framed by its length, or
+        chunked)."""
+        return self.headers.get("Transfer-Encoding") is not None or \
+            self.headers.get("Content-Length", "0").strip() != "0"
+
+    @property
     def expects_continue(self):
         return self.version == "HTTP/1.1" and \
             self.headers.get("Expect", "").lower() == "100-continue"
