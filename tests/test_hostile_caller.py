@@ -160,6 +160,24 @@ def test_insecure_listeners_are_refused_at_start(tmp_path):
     assert victim.read_text() == "precious"
 
 
+def test_a_tls_file_that_cannot_be_read_is_named_at_start(tmp_path):
+    """Each TLS setting whose file cannot be loaded is named with its
+    path (it was a bare '[Errno 2] No such file or directory')."""
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", server=True)
+    config = tmp_path / "vmjobs.conf"
+    config.write_text(f"[rpc]\ntls_cert = {tmp_path}/gone.pem\n"
+                      f"tls_key = {tmp_path}/server.key\n"
+                      f"tls_ca = {tmp_path}/ca.pem\n")
+    err = serve_refused("--config", str(config), "--listen", "127.0.0.1:0")
+    assert f"rpc.tls_cert = {tmp_path}/gone.pem" in err, err
+    config.write_text(f"[rpc]\ntls_cert = {tmp_path}/server.pem\n"
+                      f"tls_key = {tmp_path}/server.key\n"
+                      f"tls_ca = {tmp_path}/server.key\n")
+    err = serve_refused("--config", str(config), "--listen", "127.0.0.1:0")
+    assert f"rpc.tls_ca = {tmp_path}/server.key" in err, err
+
+
 # -- plain TCP on loopback (--insecure): Content-Type, Host -------------------
 
 @pytest.fixture(scope="module")

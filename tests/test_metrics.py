@@ -12,16 +12,22 @@ from vmjobs.errors import CreateError
 from vmjobs.server import Server
 
 
-def scrape(address):
+def get_metrics(address, headers=None):
     connection = _UnixConnection(address[len("unix:"):], WAIT)
     try:
-        connection.request("GET", "/metrics")
+        connection.request("GET", "/metrics", headers=headers or {})
         response = connection.getresponse()
         assert response.status == 200
-        assert response.getheader("Content-Type").startswith("text/plain")
-        text = response.read().decode()
+        return response.getheader("Content-Type"), response.read().decode()
     finally:
         connection.close()
+
+
+def scrape(address):
+    content_type, text = get_metrics(address)
+    # The classic text format, as prometheus_client's own server answers a
+    # scraper that sends no Accept header.
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples}
@@ -125,3 +131,16 @@ def test_each_api_counts_its_own(make_api, hypervisor):
     assert b'vmjobs_jobs_total{job_type="create",status="done"} 1.0' in \
         first.metrics.render()
     assert b"vmjobs_jobs_total{" not in second.metrics.render()
+
+
+def test_openmetrics_when_asked_for(make_api, serve):
+    """A scraper that asks for OpenMetrics (Prometheus does, in its Accept
+    header) gets it; the control, the classic format, is scrape()'s."""
+    address = serve(make_api())
+    content_type, text = get_metrics(address, {
+        "Accept": "application/openmetrics-text; version=1.0.0,"
+                  "text/plain;version=0.0.4;q=0.5"})
+    assert content_type.startswith("application/openmetrics-text")
+    assert text.endswith("# EOF\n")
+    assert "vmjobs_workers" in text
+

@@ -130,11 +130,21 @@ def prepare_unix_socket(path, dir_mode=0o700):
 
 
 def tls_context(cert, key, ca):
-    """A server context that requires a client certificate signed by ca."""
+    """A server context that requires a client certificate signed by ca;
+    ConfigError naming the setting and its file if one cannot be read."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    context.load_verify_locations(ca)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"rpc.tls_cert = {cert}, rpc.tls_key = {key}: "
+                          f"cannot load the certificate and its key: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        context.load_verify_locations(ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"rpc.tls_ca = {ca}: cannot load the CA: "
+                          f"{exc.strerror or exc}") from None
     context.verify_mode = ssl.CERT_REQUIRED
     return context
 

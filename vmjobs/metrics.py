@@ -19,7 +19,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 
 from workers import JobStatus
 
@@ -33,7 +33,6 @@ STARTUPS = frozenset(cls.job_type for cls in (
 # From a test driver's milliseconds to a real restore's minutes.
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
            60.0, 120.0, 300.0, 600.0, float("inf"))
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
@@ -94,6 +93,14 @@ class Metrics:
     def render(self):
         """The text exposition format (bytes)."""
         return generate_latest(self.registry)
+
+    def exposition(self, accept=None):
+        """(body, Content-Type) for a scrape whose Accept header is
+        `accept`, as prometheus_client's own server answers: OpenMetrics
+        when asked for, else the classic text format, `version=0.0.4`
+        (what a scraper without an Accept header is given)."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
 
 class _Live:

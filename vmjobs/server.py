@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 
-from . import eventstream, health, listener, metrics, request_head
+from . import eventstream, health, listener, request_head
 from .audit import caller_of
 from .config import parse_listen
 from .connection_table import ConnectionTable
@@ -197,8 +197,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/healthz":
             ready, text = health.state(self.server.api)
             return self._send(200 if ready else 503, text.encode() + b"\n")
-        self._send(200, self.server.api.metrics.render(),
-                   content_type=metrics.CONTENT_TYPE)
+        body, content_type = self.server.api.metrics.exposition(
+            self.headers.get("Accept"))
+        self._send(200, body, content_type=content_type)
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
 
