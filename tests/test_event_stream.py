@@ -136,6 +136,30 @@ def test_the_frames_on_the_wire(serve):
     assert job[0]["params"][job_id]["id"] == job_id
 
 
+def test_an_http_1_0_stream_has_no_chunks(serve):
+    """HTTP/1.0 has no chunked transfer coding: its stream is the bare
+    frames, ended by the close (a contract audit saw chunks sent to an
+    HTTP/1.0 client). The control, HTTP/1.1's chunks, is the test above."""
+    api, server = serve()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(server.address[len("unix:"):])
+    sock.settimeout(WAIT)
+    with sock:
+        sock.sendall(b"GET /events HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        subscribers(api, 1)
+        vm_id, _ = create(api)
+        received = b""
+        while b'"Up"' not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"200"
+    assert b"transfer-encoding" not in head.lower()
+    assert body.startswith(b"id: ")           # a frame, no chunk size
+    assert f"event: |virt|VM_status|{vm_id}".encode() in body
+
+
 def test_resume_and_resync_over_http(serve):
     api, server = serve(events_buffer=30)
     first = Reader(Client(server.address).events())

@@ -166,7 +166,8 @@ class Streams:
             look = now >= gone_due
             if look:
                 gone_due = now + GONE_POLL
-            chunks = {}   # this turn's chunks by (first, last notification)
+            # This turn's chunks, by (first, last notification, chunked).
+            chunks = {}
             for stream in streams:
                 try:
                     going_on = stream.turn(now, look, chunks) and not (
@@ -184,13 +185,13 @@ class _Stream:
     """One subscriber's stream: its socket (non-blocking) and what is to
     be sent on it. Used by the dispatcher only."""
 
-    def __init__(self, sock, subscription):
+    def __init__(self, sock, subscription, chunked=True):
         self.sock = sock
         self.subscription = subscription
+        self.chunked = chunked     # HTTP/1.1's chunks, or bare (HTTP/1.0)
         # Where the stream starts (a client cut off before any event
         # resumes from there), sent in its first turn before its backlog.
-        position = sse.position(subscription.last_id)
-        self._opening = b"%x\r\n%s\r\n" % (len(position), position)
+        self._opening = self._chunk(sse.position(subscription.last_id))
         # Bytes to send, of which pending[sent:] are not sent yet.
         self.pending = b""
         self.sent = 0
@@ -221,18 +222,16 @@ class _Stream:
                 events, self.ending = [], True
             chunk = b""
             if events is None:
-                chunk = b"0\r\n\r\n"
+                chunk = b"0\r\n\r\n" if self.chunked else b""
                 self.ending = True
             elif events:
-                span = (events[0], events[-1])
+                span = (events[0], events[-1], self.chunked)
                 chunk = chunks.get(span)
                 if chunk is None:
-                    data = b"".join(map(sse.frame, events))
-                    chunk = chunks[span] = b"%x\r\n%s\r\n" % (len(data),
-                                                                 data)
+                    chunk = chunks[span] = self._chunk(
+                        b"".join(map(sse.frame, events)))
             elif now - self.sent_at >= KEEPALIVE_INTERVAL:
-                chunk = b"%x\r\n%s\r\n" % (len(sse.KEEPALIVE),
-                                             sse.KEEPALIVE)
+                chunk = self._chunk(sse.KEEPALIVE)
             elif look and not self._opening and _gone(self.sock):
                 return False
             if self._opening:
@@ -257,6 +256,9 @@ class _Stream:
             log.debug("event stream ended by the subscriber: %s", exc)
             return False
         return not self.ending
+
+    def _chunk(self, data):
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
 
     def _queue(self, data):
         self.pending, self.sent = data, 0
@@ -310,11 +312,15 @@ def _open_stream(handler, subscription):
     handler.send_response(200)
     handler.send_header("Content-Type", sse.CONTENT_TYPE)
     handler.send_header("Cache-Control", "no-cache")
-    handler.send_header("Transfer-Encoding", "chunked")
+    # HTTP/1.0 has no chunks: its stream is the bare events, ended by
+    # the connection's close (it always closes after a stream).
+    chunked = handler.request_version == "HTTP/1.1"
+    if chunked:
+        handler.send_header("Transfer-Encoding", "chunked")
     handler.send_header("Connection", "close")
     handler.end_headers()
     sock.setblocking(False)
-    return _Stream(sock, subscription)
+    return _Stream(sock, subscription, chunked)
 
 
 def _busy(handler, text):
