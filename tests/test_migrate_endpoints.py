@@ -8,6 +8,7 @@ pass."""
 import pytest
 
 from conftest import new_id, vm_params, wait_job
+from vmjobs.config import Config, ConfigError
 from vmjobs.errors import InvalidParams
 
 # No service listens on port 9 of loopback: an accepted job fails at once.
@@ -18,7 +19,8 @@ GOOD = {"dst": "127.0.0.1:9", "dstUri": "qemu+tls://b.example/system"}
 def setup(make_api, tmp_path):
     sockets = tmp_path / "sockets"
     sockets.mkdir()
-    api = make_api(migration_socket_dirs=[str(sockets)])
+    api = make_api(migration_socket_dirs=[str(sockets)],
+                   migration_networks=["10.0.0.0/24", "fd00::/64"])
     vm_id = new_id()
     job_id = api.VM.create(vm_id, vm_params(vm_id))["jobId"]
     assert wait_job(api, job_id)["status"] == "done"
@@ -135,13 +137,49 @@ def test_dst(setup):
 def test_migration_uri(setup):
     api, vm_id, _, _ = setup
     for good in ("tcp://10.0.0.2", "tcp://b.example:49152",
-                 "tcp://[fd00::2]:49152"):
+                 "tcp://B.Example.:49215", "tcp://[fd00::2]:49152"):
         accepted(api, vm_id, migrationUri=good)
     for bad in ("", "rdma://10.0.0.2", "unix:///tmp/x", "tcp://",
                 "tcp://10.0.0.2/path", "tcp://10.0.0.2?x=1",
                 "tcp://u@10.0.0.2", "tcp://10.0.0.2:0", "fd:3",
                 "exec:/usr/bin/touch /tmp/x", "TCP://10.0.0.2"):
         refused(api, vm_id, "migrationUri", migrationUri=bad)
+
+
+def test_the_guests_memory_goes_to_the_destination_only(setup):
+    """QEMU, as root, writes the guest's memory (bytes the guest chose)
+    where migrationUri says: a hostile-caller audit had it write into a
+    service on this host's own loopback. Only the destination is
+    accepted (dstUri's host, migration.networks, loopback for a
+    destination on this host's unix socket), on a migration port."""
+    api, vm_id, sockets, _ = setup
+    for bad in ("tcp://127.0.0.1:49152", "tcp://127.0.0.1", "tcp://[::1]",
+                "tcp://0.0.0.0", "tcp://169.254.169.254",
+                "tcp://10.0.1.5",          # outside migration.networks
+                "tcp://c.example",         # not dstUri's host
+                "tcp://b.example:6379",    # dstUri's host, not a migration
+                "tcp://10.0.0.2:22"):      # port
+        message = refused(api, vm_id, "migrationUri", migrationUri=bad)
+        assert "destination" in message or "migration port" in message
+    # A destination libvirtd on this host (its unix socket): loopback, on
+    # a migration port, is where it listens.
+    local = f"qemu+unix:///system?socket={sockets}/libvirt-sock"
+    accepted(api, vm_id, dstUri=local, migrationUri="tcp://127.0.0.1")
+    accepted(api, vm_id, dstUri=local, migrationUri="tcp://[::1]:49200")
+    refused(api, vm_id, "migrationUri", dstUri=local,
+            migrationUri="tcp://127.0.0.1:6379")
+    refused(api, vm_id, "migrationUri", dstUri=local,
+            migrationUri="tcp://c.example")
+
+
+def test_the_migration_settings_are_checked():
+    for bad in ({"migration_networks": ["10.0.0.0/33"]},
+                {"migration_networks": ["b.example"]},
+                {"migration_port_min": 50000, "migration_port_max": 49999}):
+        with pytest.raises(ConfigError):
+            Config(**bad).validate()
+    Config(migration_networks=["10.0.0.1/24", "fd00::/64"],
+           migration_port_min=1024, migration_port_max=1024).validate()
 
 
 def test_a_symlink_out_of_the_socket_dir_is_refused(setup):

@@ -252,8 +252,11 @@ class API:
 
     @verb("VM.migrate", "vmID", "params")
     def vm_migrate(self, vmID=None, params=None):
-        vm_id, target = parse_migrate(vmID, params,
-                                      self.config.migration_socket_dirs)
+        config = self.config
+        vm_id, target = parse_migrate(
+            vmID, params, config.migration_socket_dirs,
+            config.migration_networks,
+            (config.migration_port_min, config.migration_port_max))
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,

@@ -20,6 +20,7 @@ SERVICE_FLAGS = {
     "insecure": "insecure", "state_dir": "state_dirs",
     "image_dir": "image_dirs", "network_host": "network_hosts",
     "migration_socket_dir": "migration_socket_dirs",
+    "migration_network": "migration_networks",
     "publish": "publish", "adaptive": "adaptive",
 }
 
@@ -192,6 +193,10 @@ def _service_flags(parser):
     parser.add_argument("--migration-socket-dir", action="append",
                         help="a directory VM.migrate's dst and dstUri may "
                         "name a unix socket in (repeatable; default none)")
+    parser.add_argument("--migration-network", action="append",
+                        help="a network (CIDR) VM.migrate's migrationUri "
+                        "may name a host in, besides dstUri's (repeatable; "
+                        "default none)")
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "

@@ -72,6 +72,14 @@ class Config:
     # Where VM.migrate's dst and dstUri may name a unix socket (a second
     # host on this machine, as in the tests); none by default.
     migration_socket_dirs: list = dataclasses.field(default_factory=list)
+    # Where VM.migrate's migrationUri may send a guest's memory besides
+    # dstUri's own host: the destinations' migration networks (VDSM's
+    # dstqemu), as CIDRs; none by default. And the ports it may name: the
+    # destination libvirtd's migration ports (qemu.conf's migration_port_min
+    # and _max, whose defaults these are).
+    migration_networks: list = dataclasses.field(default_factory=list)
+    migration_port_min: int = 49152
+    migration_port_max: int = 49215
     # Seconds between safety-net lookups while waiting for an arrival (the
     # wait is driven by libvirt's events; this only covers a lost event).
     migration_check_interval: float = 1.0
@@ -149,6 +157,11 @@ class Config:
                 "tls_cert", "tls_key", "tls_ca")}))
             raise ConfigError(f"{where}: rpc.tls_cert, tls_key and tls_ca "
                               "go together: give all three or none")
+        if self.migration_port_min > self.migration_port_max:
+            raise ConfigError(
+                f"{self.origin('migration_port_max')}: migration.port_max "
+                f"= {self.migration_port_max} is below migration.port_min "
+                f"= {self.migration_port_min}")
         try:
             parse_listen(self.listen)
         except ConfigError as exc:
@@ -199,6 +212,14 @@ SETTINGS = [
     Setting("migration", "socket_dirs", "migration_socket_dirs", list,
             optional=True,
             comment="where dst/dstUri may name a unix socket (none)"),
+    Setting("migration", "networks", "migration_networks", list,
+            optional=True, items="network",
+            comment="networks (CIDR) migrationUri may name a host in, "
+            "besides dstUri's host (none)"),
+    Setting("migration", "port_min", "migration_port_min", int, 1, 65535,
+            comment="the lowest port migrationUri may name"),
+    Setting("migration", "port_max", "migration_port_max", int, 1, 65535,
+            comment="the highest port migrationUri may name"),
     Setting("rpc", "listen", "listen", str,
             comment="unix:/path, or HOST:PORT (mutual TLS or insecure)"),
     Setting("rpc", "insecure", "insecure", bool,

@@ -11,7 +11,8 @@ judged against an allowlist, as libvirt (or our client) will read them.
   transport (`qemu:///system`) is this host's own libvirtd.
 - `dst`, the destination vmjobs service: `HOST:PORT`, or `unix:PATH`
   with PATH inside `migration.socket_dirs`.
-- `migrationUri`, where the migration data goes: `tcp://HOST[:PORT]`.
+- `migrationUri`, where the migration data goes: `tcp://HOST[:PORT]`,
+  to the destination only (migration_uri says what that is).
 
 A URI is taken apart by hand where Python's parser and libvirt's differ:
 libvirt splits a query on ';' as well as '&' and decodes %XX but not '+';
@@ -40,9 +41,54 @@ def dst_uri(value, socket_dirs):
     return _uri("dstUri", value, socket_dirs, LIBVIRT_SCHEMES)
 
 
-def migration_uri(value):
-    """VM.migrate's `migrationUri`: tcp://HOST[:PORT]."""
-    return _uri("migrationUri", value, (), MIGRATION_SCHEMES)
+def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
+    """VM.migrate's `migrationUri`, tcp://HOST[:PORT], where this host's
+    QEMU sends the guest's memory, which the guest writes: so only to the
+    destination. HOST must be dstUri's own host, or an address inside one
+    of `networks` (migration.networks: the destinations' migration
+    networks), or, when dstUri is a unix socket (a destination libvirtd on
+    this machine), a loopback address; a PORT must be in `ports`
+    (migration.port_min..port_max, libvirt's migration ports). Anything
+    else would make QEMU, as root, write guest-chosen bytes into any
+    service it reaches (a hostile-caller audit: this host's own
+    loopback)."""
+    param = "migrationUri"
+    text = _uri(param, value, (), MIGRATION_SCHEMES)
+    parts = urllib.parse.urlsplit(text)
+    if parts.port is not None and not ports[0] <= parts.port <= ports[1]:
+        raise InvalidParams(param, f"{text!r}: port {parts.port} is not a "
+                            f"migration port ({ports[0]}-{ports[1]}, "
+                            "migration.port_min and port_max)")
+    host = _canonical(parts.hostname)
+    destination = urllib.parse.urlsplit(dst_uri_text).hostname
+    if destination is not None and host == _canonical(destination):
+        return text
+    address = _address(host)
+    if address is not None:
+        if any(address in ipaddress.ip_network(net, strict=False)
+               for net in networks):
+            return text
+        if destination is None and address.is_loopback:
+            return text
+    raise InvalidParams(param, f"{text!r}: {parts.hostname} is not the "
+                        "destination's: dstUri's host, an address of "
+                        "migration.networks, or a loopback address when "
+                        "dstUri is a unix socket on this host")
+
+
+def _canonical(host):
+    """A host as compared: lower case, no final dot (DNS names), an
+    address in its one written form."""
+    host = host.lower().rstrip(".")
+    address = _address(host)
+    return host if address is None else str(address)
+
+
+def _address(host):
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def dst(value, socket_dirs):

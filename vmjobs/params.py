@@ -125,10 +125,12 @@ class MigrationTarget:
     max_bandwidth: int | None = None   # MiB/s, VDSM's maxBandwidth
 
 
-def parse_migrate(vm_id, params, socket_dirs=()):
+def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
+                  migration_ports=(49152, 49215)):
     """Parse `VM.migrate`'s (vmID, params); `dst`, `dstUri` and
     `migrationUri` are judged by endpoints.py, unix sockets confined to
-    `socket_dirs` (migration.socket_dirs)."""
+    `socket_dirs` (migration.socket_dirs), migrationUri to the destination
+    (migration.networks, port_min and port_max)."""
     vm_id = parse_vm_id(vm_id)
     params = _params_dict(params, "params")
     for key in params:
@@ -145,7 +147,8 @@ def parse_migrate(vm_id, params, socket_dirs=()):
     dst_uri = endpoints.dst_uri(params["dstUri"], socket_dirs)
     migration_uri = params.get("migrationUri")
     if migration_uri is not None:
-        migration_uri = endpoints.migration_uri(migration_uri)
+        migration_uri = endpoints.migration_uri(
+            migration_uri, dst_uri, migration_networks, migration_ports)
     timeout = params.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or
                                 not isinstance(timeout, (int, float)) or

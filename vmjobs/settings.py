@@ -5,6 +5,7 @@ allowed. Also the syntax of the one key whose value is an address
 (`listen`), which the client and the listener read too."""
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -20,6 +21,19 @@ _FALSE = ("false", "no", "off", "0")
 
 # A host name, an IPv4 address or an IPv6 address (a network disk's host).
 _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+# What a list's items are, in words.
+_ITEMS = {"path": "absolute path", "host": "host name or address",
+          "network": "network (CIDR, e.g. 10.0.0.0/24)"}
+
+
+def _network(text):
+    """Whether `text` is a network in CIDR notation (its host bits may be
+    set: 10.0.0.1/24 is 10.0.0.0/24)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return "/" in text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +47,7 @@ class Setting:
     choices: tuple = ()
     optional: bool = False   # may be empty (None, or an empty list)
     comment: str = ""
-    items: str = "path"      # a list's items: absolute paths, or hosts
+    items: str = "path"      # a list's items: paths, hosts or networks
 
     @property
     def name(self):
@@ -52,8 +66,7 @@ class Setting:
         elif self.kind is bool:
             text = "true or false"
         elif self.kind is list:
-            text = (f"one {'host name or address' if self.items == 'host' else 'absolute path'}"
-                    " per line, the key repeated")
+            text = f"one {_ITEMS[self.items]} per line, the key repeated"
         elif self.kind in (int, float):
             text = "an integer" if self.kind is int else "a finite number"
             if self.low is not None and self.high is not None:
@@ -93,6 +106,12 @@ class Setting:
             if self.optional:
                 return
             raise self.error(where, "(empty)", "a value is required")
+        if self.kind is list and self.items == "network":
+            if not isinstance(value, list) or not all(
+                    isinstance(v, str) and _network(v) for v in value):
+                raise self.error(where, repr(value),
+                                 "not a list of networks (CIDR)")
+            return
         if self.kind is list and self.items == "host":
             if not isinstance(value, list) or not all(
                     isinstance(v, str) and _HOST.fullmatch(v)
