@@ -13,6 +13,7 @@ from . import hostfiles, logs
 from .api import API
 from .config import DEFAULT_URI
 from .host import our_domains_running
+from .hypervisor import HypervisorError
 from .instance_lock import InstanceLock
 from .listener import check_listener, check_metrics_listener
 from .sdnotify import Readiness
@@ -131,9 +132,15 @@ def warn_test_driver(uri, out):
 
 def stop_summary(api):
     """What a stop leaves: public VMs keep running (the next start recovers
-    them); nothing staged; every vmjobs domain is a public VM."""
+    them); nothing staged; every vmjobs domain is a public VM. The jobs
+    have ended: nothing waits for a daemon that is gone any more (a stop
+    with libvirtd down waited twice its reconnect_wait, two minutes)."""
     counts = api.registry.counts()
-    running = our_domains_running(api.hv)
+    api.hv.stop_waiting_for_the_daemon()
+    try:
+        running = our_domains_running(api.hv)
+    except HypervisorError as exc:
+        running = f"unknown ({exc})"
     summary = (f"public={counts['public']} staged={counts['staged']} "
                f"vmjobs_domains_running={running}")
     log.info("stopped: %s", summary)

@@ -91,6 +91,13 @@ class Hypervisor:
         log.info("connected to %s (%d connection(s), guests: %s)",
                  uri, len(self._connections), self.guest)
 
+    def stop_waiting_for_the_daemon(self):
+        """From now on a call whose daemon is gone fails at once, instead
+        of waiting up to reconnect_wait for it to come back: for a stop,
+        once no job needs it (an undo waits for it), so that what is left
+        to do (the stop's summary) reports and exits."""
+        self._connections.reconnect_wait = 0.0
+
     def close(self):
         self._events.close()
         self._connections.close()

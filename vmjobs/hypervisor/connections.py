@@ -153,12 +153,14 @@ class Connections:
         return conn
 
     def _open_when_back(self):
-        deadline = time.monotonic() + self.reconnect_wait
+        started = time.monotonic()
         while True:
             try:
                 return libvirt.open(self.uri)
             except libvirt.libvirtError as exc:
-                if time.monotonic() >= deadline:
+                # reconnect_wait read at each look: a stop that sets it to
+                # 0 ends the waits already under way.
+                if time.monotonic() - started >= self.reconnect_wait:
                     raise ConnectionLost(
                         "reconnect", exc.get_error_code(),
                         exc.get_error_message() or str(exc)) from None

@@ -116,12 +116,21 @@ class Events:
         restarted); `wait` for a restarting daemon (Connections.open).
         Then tell the watchers what they missed."""
         with self._conn_lock:
-            if self._conn is None or self._closed or alive(self._conn):
-                return
-            log.warning("events connection lost: opening a new one")
             lost = self._conn
-            self._listen(self._connections.open(wait=wait))
-            self._connections.forget(lost)
+            if lost is None or self._closed or alive(lost):
+                return
+        log.warning("events connection lost: opening a new one")
+        # Opened without the lock: waiting for a daemon must not hold
+        # close() (a stop with libvirtd gone waited its reconnect_wait).
+        conn = self._connections.open(wait=wait)
+        with self._conn_lock:
+            replaced = self._closed or self._conn is not lost
+            if not replaced:
+                self._listen(conn)
+        # Outside the lock: a close is a call to the daemon.
+        self._connections.forget(conn if replaced else lost)
+        if replaced:
+            return    # by a stop, or by another reconnect meanwhile
         with self._subscribers_lock:
             missed = [m for _, m in self._watchers.values() if m is not None]
         for callback in missed:
