@@ -322,7 +322,8 @@ class API:
         with this service's own TLS credentials when it has them."""
         config = self.config
         return Client(server, cert=config.tls_cert, key=config.tls_key,
-                      ca=config.tls_ca, timeout=timeout)
+                      ca=config.tls_ca, timeout=timeout, whole_call=True,
+                      max_answer_bytes=PEER_ANSWER_BYTES)
 
     def _job_args(self):
         return {"on_step": self._step_hook,
@@ -409,6 +410,13 @@ class Namespace:
             return self._api.call(method, kwargs if kwargs else list(args))
         call.__name__ = name
         return call
+
+
+# The longest answer taken from a migration's destination: its answers
+# are under a KiB (VM.migrationCreate's, VM.destroy's); a peer that sends
+# more is not a vmjobs service (a hostile one sent 6 GiB, read into memory
+# until the kernel killed the service).
+PEER_ANSWER_BYTES = 1 << 20
 
 
 def _cannot_take(refusal):

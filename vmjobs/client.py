@@ -31,6 +31,11 @@ class RemoteError(Exception):
         self.data = data
 
 
+class AnswerTooLarge(http.client.HTTPException):
+    """An answer longer than the client takes (or of a length it does not
+    say): left unread."""
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
@@ -44,7 +49,17 @@ class _UnixConnection(http.client.HTTPConnection):
 
 class Client:
     def __init__(self, server=DEFAULT_SERVER, cert=None, key=None, ca=None,
-                 timeout=60.0):
+                 timeout=60.0, whole_call=False, max_answer_bytes=None):
+        """`timeout`: seconds each read of the socket may wait; with
+        `whole_call`, each call's too, from its connect to its answer's
+        last byte (a peer that trickles its answer gains nothing).
+        `max_answer_bytes`: the longest answer taken (None: any), for a
+        peer that is not trusted to be what it says (a migration's
+        destination): a longer one, or one of no stated length, is
+        refused unread (AnswerTooLarge)."""
+        self._call_timeout = timeout if whole_call else None
+        self._max_answer_bytes = max_answer_bytes
+        self._timed_out = False
         kind, address = parse_listen(server)
         if kind == "unix":
             self._connection = _UnixConnection(address, timeout)
@@ -82,6 +97,28 @@ class Client:
 
     def post(self, body):
         """POST raw bytes; the decoded JSON answer."""
+        if self._call_timeout is None:
+            return self._post(body)
+        # The whole call's bound: past it, interrupted (its socket shut
+        # down), whatever read it waits in.
+        timer = threading.Timer(self._call_timeout, self._time_out)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._post(body)
+        except (OSError, http.client.HTTPException):
+            if self._timed_out:
+                raise TimeoutError(f"no whole answer within "
+                                   f"{self._call_timeout:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _time_out(self):
+        self._timed_out = True
+        self.interrupt()
+
+    def _post(self, body):
         kept, self._kept = self._kept, False
         try:
             response = self._send(body)
@@ -93,11 +130,23 @@ class Client:
             self._connection.close()
             response = self._send(body)
         self._kept = not response.will_close
-        data = response.read()
+        data = self._read(response)
         if response.status != 200:
             raise RemoteError(response.status,
                               f"HTTP {response.status}: {data[:200]!r}")
         return json.loads(data)
+
+    def _read(self, response):
+        limit = self._max_answer_bytes
+        if limit is None:
+            return response.read()
+        if response.length is None or response.length > limit:
+            self._connection.close()
+            self._kept = False
+            raise AnswerTooLarge(
+                f"an answer of {response.length or 'unstated'} bytes, more "
+                f"than the {limit} taken")
+        return response.read()
 
     def _send(self, body):
         # Connected here, not by request(), so that an interrupt() finds
