@@ -16,7 +16,7 @@ from test_migration_source import destination_jobs, host_b, migrate, up_vm  # no
 from vmjobs import destroy as destroy_module
 from vmjobs.api import API
 from vmjobs.config import Config
-from vmjobs.errors import NoVM
+from vmjobs.errors import GeneralException, NoVM
 from vmjobs.flows.outgoing import MigrationSourceJob
 
 
@@ -87,3 +87,33 @@ def test_destroy_destroys_a_vm_whose_job_does_not_end(
         # The test driver's destination never hears of the forced destroy
         # (a real one sees its incoming migration fail): removed by hand.
         host_b.VM.destroy(vm_id)
+
+
+def test_a_vm_destroyed_under_a_job_that_will_not_end_leaves_with_it(
+        stuck_migrate, host_b, monkeypatch):  # noqa: F811
+    """VM.destroy destroyed the domain by force and its job still did not
+    end (answered 100): once the job ends, the VM leaves (Down), its
+    domain shut off for VM.destroy. It took back its status from before
+    the job (Up), for a guest that was gone (a hostile-caller audit's
+    registry said Up where VM.hibernate found a stopped domain)."""
+    monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 3600.0)
+    monkeypatch.setattr(destroy_module, "JOB_WAIT", 0.5)
+    with API(Config(workers=2, migration_socket_dirs=[sockets_of(host_b)]),
+             hypervisor=stuck_migrate) as api:
+        vm_id = up_vm(api)
+        stuck_migrate.arm(1)
+        job_id = migrate(api, vm_id, host_b)["jobId"]
+        assert stuck_migrate.hanging.wait(60)
+        with pytest.raises(GeneralException) as err:
+            api.VM.destroy(vm_id)   # the call stays stuck past both waits
+        assert "has not ended" in str(err.value)
+        assert api.hv.state(vm_id) == "shutoff"
+        stuck_migrate.release.set()
+        assert api.jobs.get(job_id).wait(60)
+        with pytest.raises(NoVM):
+            api.VM.getStats(vm_id)
+        assert api.Host.getVMList() == []
+        assert api.VM.destroy(vm_id) is True   # the stopped domain goes
+        assert api.hv.state(vm_id) is None
+        host_b.VM.destroy(vm_id)
+

@@ -130,6 +130,7 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
                 pass   # it is ending on its own
             if not vm.job.wait(job_wait):
                 force_destroy(hv, vm_id, vm.job)
+                registry.destroyed_under(vm_id, vm.job)
                 if not vm.job.wait(job_wait):
                     raise GeneralException(
                         f"destroy of VM {vm_id}: its domain was destroyed, "

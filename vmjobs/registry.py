@@ -68,6 +68,9 @@ class Vm:
     # A staged VM whose verb answered (accept()): listed in accept mode.
     # Read only while the VM is staged.
     accepted: bool = False
+    # A claimed public VM whose domain VM.destroy destroyed by force, its
+    # job not ended: the claim's end drops it (destroyed_under()).
+    destroyed: bool = False
 
     def stats(self):
         """VM.getStats' answer."""
@@ -195,12 +198,27 @@ class VmRegistry:
                 self._public[vm_id] = dataclasses.replace(seen, status=status)
             self._changed(vm_id, status, False)
 
+    def destroyed_under(self, vm_id, job):
+        """VM.destroy destroyed by force the domain of the public VM `job`
+        works on (the job had not ended after its abort): when the job
+        lets it go, it leaves (Down), its domain shut off for VM.destroy,
+        instead of taking back a status its guest no longer has."""
+        with self._lock:
+            vm = self._public.get(vm_id)
+            if vm is not None and vm.job is job:
+                self._public[vm_id] = dataclasses.replace(vm, destroyed=True)
+
     def release(self, vm_id, job):
         """End job's claim on the public VM, which keeps running with the
-        status it had before the claim."""
+        status it had before the claim (or leaves, if VM.destroy
+        destroyed it meanwhile)."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None or vm.job is not job:
+                return
+            if vm.destroyed:
+                del self._public[vm_id]
+                self._changed(vm_id, VmStatus.DOWN, False)
                 return
             self._public[vm_id] = dataclasses.replace(
                 vm, status=vm.status_before_claim, job=None,
