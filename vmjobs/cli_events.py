@@ -10,6 +10,7 @@ import threading
 import time
 
 from .cli_call import client, jobs_params, visible_table
+from .logs import one_line
 from .notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 
 # Seconds: the table is redrawn once the stream has been quiet this long,
@@ -67,8 +68,8 @@ def follow(args, last_id=None, subscribed=None):
             except SubscriptionCut as cut:
                 last_id = cut.last_id
                 print(f"vmjobs {args.command}: the stream was cut off "
-                      f"({cut.__cause__ or 'fell behind'}); resuming after "
-                      f"event {last_id}", file=sys.stderr)
+                      f"({one_line(cut.__cause__ or 'fell behind')}); "
+                      f"resuming after event {last_id}", file=sys.stderr)
 
 
 def wanted(notification, vm_ids, job_ids):
@@ -84,8 +85,20 @@ def wanted(notification, vm_ids, job_ids):
     return True   # a resync concerns everybody
 
 
+# The longest line printed for one event (a job's error is bounded
+# already; this bounds what a hostile server could make of the rest).
+MAX_LINE = 1 << 16
+
+
 def line(notification):
-    """One readable line: when, the event's id, and what changed."""
+    """One readable line: when, the event's id, and what changed; what the
+    server sent is escaped (a control character, `\x1b` of a terminal's
+    escape sequences or a newline, is shown, never played: a server or a
+    guest's name is not trusted with the operator's terminal)."""
+    return one_line(_line(notification), MAX_LINE)
+
+
+def _line(notification):
     when = time.strftime("%H:%M:%S", time.localtime()) + \
         f".{int(time.time() * 1000) % 1000:03d}"
     method, params = notification.method, notification.params
