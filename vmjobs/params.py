@@ -63,13 +63,13 @@ def parse_vm_id(value, param="vmID"):
 def parse_create(vm_id, vm_params):
     """Parse `VM.create`'s (vmID, vmParams) into a VmSpec."""
     vm_id = parse_vm_id(vm_id)
-    params = _params_dict(vm_params)
+    params, size = _params_and_size(vm_params, "vmParams")
     if "vmId" not in params:
         raise MissParam("missing parameter 'vmId' in vmParams")
     if parse_vm_id(params["vmId"], "vmId") != vm_id:
         raise InvalidParams("vmId", f"{params['vmId']} is not vmID {vm_id}")
     launch_paused = _optional_bool(params, "launchPaused")
-    opaque = {key: value for key, value in params.items() if key != "xml"}
+    opaque = _opaque(params, size, "vmParams")
 
     if "restoreState" in params:
         path = params["restoreState"]
@@ -102,7 +102,7 @@ def parse_migration(vm_id, params):
     """Parse `VM.migrationCreate`'s (vmID, params): the incoming VM's
     parameters, with the domain XML it arrives with in `xml`."""
     vm_id = parse_vm_id(vm_id)
-    params = _params_dict(params, "params")
+    params, size = _params_and_size(params, "params")
     if "vmId" not in params:
         raise MissParam("missing parameter 'vmId' in params")
     if parse_vm_id(params["vmId"], "vmId") != vm_id:
@@ -110,8 +110,8 @@ def parse_migration(vm_id, params):
     if "xml" not in params:
         raise MissParam("missing parameter 'xml' in params (the domain XML "
                         "of the incoming VM)")
+    opaque = _opaque(params, size, "params")
     xml = _domain_xml(params["xml"], vm_id)
-    opaque = {key: value for key, value in params.items() if key != "xml"}
     return VmSpec(vm_id, opaque, xml=xml)
 
 
@@ -232,7 +232,33 @@ def _domain_xml(xml, vm_id):
     return xml
 
 
+# The most JSON the opaque parameters of one VM (every vmParams key but
+# `xml`) may take. They are kept in the domain's metadata and returned by
+# VM.getStats and Host.getAllVmStats: five VMs of 4 MiB each made every
+# Host.getAllVmStats answer too large (a hostile-caller audit). An
+# engine's are a few KiB.
+MAX_OPAQUE_BYTES = 64 * 1024
+
+
+def _opaque(params, size, param):
+    """The VM's opaque parameters (all but `xml`) of `params`, whose JSON
+    took `size` bytes in all; -32602 naming `param` if they are more than
+    MAX_OPAQUE_BYTES."""
+    opaque = {key: value for key, value in params.items() if key != "xml"}
+    if size > MAX_OPAQUE_BYTES and \
+            len(json.dumps(opaque)) > MAX_OPAQUE_BYTES:
+        raise InvalidParams(param, "the VM's parameters other than xml "
+                            f"take more than {MAX_OPAQUE_BYTES} bytes of "
+                            "JSON")
+    return opaque
+
+
 def _params_dict(vm_params, param="vmParams"):
+    return _params_and_size(vm_params, param)[0]
+
+
+def _params_and_size(vm_params, param):
+    """The JSON object `vm_params`, made anew, and the size of its JSON."""
     if vm_params is None:
         raise MissParam(f"missing parameter {param!r}")
     if not isinstance(vm_params, dict):
@@ -242,7 +268,8 @@ def _params_dict(vm_params, param="vmParams"):
         # survive a JSON round trip unchanged.
         # allow_nan=False: NaN and Infinity are not JSON; kept, they would
         # make every later answer that returns them invalid.
-        return json.loads(json.dumps(vm_params, allow_nan=False))
+        text = json.dumps(vm_params, allow_nan=False)
+        return json.loads(text), len(text)
     except (TypeError, ValueError) as exc:
         raise InvalidParams(param, f"not JSON: {exc}") from None
 
