@@ -38,7 +38,8 @@ def server(tmp_path_factory):
     # An incoming migration that never arrives fails fast: a job with an
     # error, for `jobs` to show.
     process = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
-                           "--state-dir", str(tmp), "--image-dir", str(tmp),
+                           "--state-dir", str(tmp / "states"),
+                           "--image-dir", str(tmp / "images"),
                            config="[migration]\ndestination_timeout = 0.2\n",
                            tmp_path=tmp)
     yield process
@@ -53,7 +54,10 @@ def free_port():
 
 def test_unreachable_libvirt_names_the_uri(tmp_path):
     uri = f"qemu:///system?socket={tmp_path}/no-libvirt-sock"
-    dirs = ("--state-dir", str(tmp_path), "--image-dir", str(tmp_path))
+    for made in ("states", "images"):   # made: serve says nothing of them
+        (tmp_path / made).mkdir()
+    dirs = ("--state-dir", str(tmp_path / "states"), "--image-dir",
+            str(tmp_path / "images"))
     result = vmjobs("serve", "--config", os.devnull, "--uri", uri,
                     "--listen", "127.0.0.1:0", "--insecure", *dirs,
                     "--lock-file", str(tmp_path / "lock"))
@@ -69,10 +73,12 @@ def test_port_in_use_names_the_address(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         address = "127.0.0.1:%d" % busy.getsockname()[1]
+        for made in ("states", "images"):
+            (tmp_path / made).mkdir()
         result = vmjobs("serve", "--config", os.devnull, "--uri", TEST_URI,
                         "--listen", address, "--insecure", "--lock-file", str(tmp_path / "lock"),
-                        "--state-dir", str(tmp_path),
-                        "--image-dir", str(tmp_path),
+                        "--state-dir", str(tmp_path / "states"),
+                        "--image-dir", str(tmp_path / "images"),
                         "--log-file", str(tmp_path / "log"))
     one_line(result, "serve", address, "already in use", "--listen")
 

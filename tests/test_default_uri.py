@@ -55,8 +55,9 @@ def test_an_empty_uri_in_a_file_is_refused(tmp_path):
 
 def test_the_test_driver_says_so_at_start_and_in_get_stats(tmp_path):
     server = ServeProcess("--uri", TEST_URI, "--listen", "127.0.0.1:0",
-                          "--insecure", "--state-dir", str(tmp_path),
-                          "--image-dir", str(tmp_path), tmp_path=tmp_path)
+                          "--insecure", "--state-dir", str(tmp_path / "states"),
+                          "--image-dir", str(tmp_path / "images"),
+                          tmp_path=tmp_path)
     try:
         assert len(server.warnings) == 1, server.warnings
         assert "test driver" in server.warnings[0]
@@ -72,8 +73,9 @@ def test_the_test_driver_says_so_at_start_and_in_get_stats(tmp_path):
 
 def test_a_real_daemon_serves_without_the_warning(daemon, tmp_path):
     server = ServeProcess("--uri", daemon.uri, "--listen", "127.0.0.1:0",
-                          "--insecure", "--state-dir", str(tmp_path),
-                          "--image-dir", str(tmp_path), tmp_path=tmp_path)
+                          "--insecure", "--state-dir", str(tmp_path / "states"),
+                          "--image-dir", str(tmp_path / "images"),
+                          tmp_path=tmp_path)
     try:
         assert server.warnings == []
         assert rpc(server.url, "Host.getStats")["result"]["uri"] == \

@@ -119,8 +119,9 @@ def test_another_local_user_is_refused_by_the_kernel(intruder, public_dir,
 def test_the_default_listener(intruder, tmp_path):
     """With no --listen: /run/vmjobs/vmjobs.sock, 0600 in a 0700
     directory, refused to another user."""
-    server = ServeProcess("--state-dir", str(tmp_path), "--image-dir",
-                          str(tmp_path), tmp_path=tmp_path)
+    server = ServeProcess("--state-dir", str(tmp_path / "states"),
+                          "--image-dir", str(tmp_path / "images"),
+                          tmp_path=tmp_path)
     try:
         assert server.address == f"unix:{DEFAULT_SOCKET}"
         assert mode(os.path.dirname(DEFAULT_SOCKET)) == 0o700

@@ -4,7 +4,9 @@ listener; plain TCP refused unless insecure, and then on loopback only."""
 
 import pytest
 
+from conftest import new_id, vm_params, wait_job
 from vmjobs import cli, config
+from vmjobs.errors import InvalidParams
 from vmjobs.listener import check_listener, host_header_allowed
 
 
@@ -99,3 +101,49 @@ def test_network_hosts(capsys):
                      "--network-host", "::1"]) == 0
     effective = config.load_text(capsys.readouterr().out)
     assert effective.network_hosts == ["nbd1", "::1"]
+
+
+@pytest.mark.parametrize("states, images", [
+    ("d", "d"), ("d", "d/images"), ("d/states", "d"), ("link", "d")])
+def test_state_and_image_dirs_overlapping_are_refused(tmp_path, states,
+                                                      images):
+    """A guest writes its disk: named as a state file, its bytes would be
+    restored into QEMU (a hostile-caller audit ran with one directory for
+    both). Resolved first: a symlink to the other is the same."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    with pytest.raises(config.ConfigError) as err:
+        config.Config(state_dirs=[str(tmp_path / states)],
+                      image_dirs=[str(tmp_path / images)]).validate()
+    assert "overlap" in str(err.value)
+    # The control: apart, side by side.
+    config.Config(state_dirs=[str(tmp_path / "states")],
+                  image_dirs=[str(tmp_path / "images")]).validate()
+
+
+def test_a_state_file_in_an_image_dir_is_refused_at_the_verb(make_api,
+                                                             tmp_path):
+    """Whatever the configuration (an API made in process is not
+    validated), a restoreState or hibernationVolHandle inside an image
+    directory is refused, nothing read or written; beside it, a state path
+    outside it is taken (the verb goes on to the file)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "disk.raw").write_bytes(b"\0" * 4096)
+    api = make_api(state_dirs=[str(tmp_path)], image_dirs=[str(images)])
+    vm_id = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id,
+                              "restoreState": str(images / "disk.raw")})
+    assert err.value.data == {"param": "restoreState"}
+    assert "image directory" in str(err.value)
+    up = new_id()
+    assert wait_job(api, api.VM.create(up, vm_params(up))["jobId"])[
+        "status"] == "done"
+    with pytest.raises(InvalidParams) as err:
+        api.VM.hibernate(up, str(images / "up.state"))
+    assert err.value.data == {"param": "hibernationVolHandle"}
+    assert not (images / "up.state").exists()
+    assert api.Host.getJobs(job_type="hibernate") == {}
+    job = api.VM.hibernate(up, str(tmp_path / "up.state"))["jobId"]
+    assert wait_job(api, job)["status"] == "done"

@@ -271,7 +271,8 @@ class API:
             raise MissParam("missing parameter 'hibernationVolHandle'")
         path = hostfiles.state_path(hibernationVolHandle,
                                     "hibernationVolHandle",
-                                    self.config.state_dirs)
+                                    self.config.state_dirs,
+                                    self.config.image_dirs)
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
         self._queue(job)

@@ -12,6 +12,7 @@ import dataclasses
 import glob
 import os
 
+from . import hostfiles
 from .settings import ConfigError, Setting, parse_listen, read_ini
 
 __all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text", "dump",
@@ -148,6 +149,19 @@ class Config:
         self.origins[field] = f"flag {flag}"
         self.item_origins.pop(field, None)
 
+    def _refuse_overlapping_dirs(self):
+        """State files and guests' disks apart: a guest writes its disk,
+        and a disk named as a state file would have its bytes restored
+        into QEMU (a hostile-caller audit, with both set to one dir)."""
+        for state_dir in self.state_dirs:
+            for image_dir in self.image_dirs:
+                if hostfiles.overlapping(state_dir, image_dir):
+                    raise ConfigError(
+                        f"{self.origin('state_dirs')}, "
+                        f"{self.origin('image_dirs')}: storage.state_dirs "
+                        f"{state_dir} and storage.image_dirs {image_dir} "
+                        "overlap: keep state files apart from guests' disks")
+
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():
             setting.check(getattr(self, name), self.origin(name))
@@ -157,6 +171,7 @@ class Config:
                 "tls_cert", "tls_key", "tls_ca")}))
             raise ConfigError(f"{where}: rpc.tls_cert, tls_key and tls_ca "
                               "go together: give all three or none")
+        self._refuse_overlapping_dirs()
         if self.migration_port_min > self.migration_port_max:
             raise ConfigError(
                 f"{self.origin('migration_port_max')}: migration.port_max "

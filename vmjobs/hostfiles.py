@@ -69,17 +69,32 @@ def _within(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+def overlapping(one, other):
+    """Whether directories `one` and `other`, symlinks resolved, are the
+    same or one holds the other."""
+    one, other = os.path.realpath(one), os.path.realpath(other)
+    return _within(one, other) or _within(other, one)
+
+
 def is_one_of(path, dirs):
     """Whether `path` is (names) one of `dirs` itself."""
     return os.path.normpath(path) in (os.path.normpath(d) for d in dirs)
 
 
-def state_path(value, param, state_dirs):
-    """A state file path param, confined to `state_dirs`, or -32602."""
+def state_path(value, param, state_dirs, image_dirs=()):
+    """A state file path param, confined to `state_dirs` and outside
+    `image_dirs` (where guests' disks are, which a guest writes: read as a
+    state file, its bytes would be restored into QEMU), or -32602."""
     try:
         path = confine(value, state_dirs, "storage.state_dirs")
     except OutsideDirs as exc:
         raise InvalidParams(param, str(exc)) from None
+    real = os.path.realpath(path)
+    for image_dir in image_dirs:
+        if _within(real, os.path.realpath(image_dir)):
+            raise InvalidParams(param, f"{path!r} is in the image "
+                                f"directory {image_dir}: a guest's disk is "
+                                "never a state file")
     if is_one_of(path, state_dirs):
         raise InvalidParams(param, f"{path!r} is a state directory, not a "
                             "file in one")

@@ -35,7 +35,7 @@ def check_host_access(spec, hv, config, incoming=False):
     (allowlist.Confinement.chains), for domxml.compose to state."""
     if spec.restore_state is not None:
         hostfiles.state_path(spec.restore_state, "restoreState",
-                             config.state_dirs)
+                             config.state_dirs, config.image_dirs)
         check_state_file(hv, spec.restore_state,
                          confinement(config, written_by_libvirt=True))
     elif spec.xml is not None:
