@@ -127,6 +127,9 @@ def test_systemd_analyze_verify_accepts_the_installed_unit(root):
     unit = (root / "lib/systemd/system/vmjobs.service").read_text()
     assert "ExecStart=/usr/bin/vmjobs serve\n" in unit
     assert "Documentation=man:vmjobs(8) man:vmjobs.conf(5)\n" in unit
+    for hardening in ("UMask=0077", "LogsDirectoryMode=0700",
+                      "NoNewPrivileges=yes"):
+        assert f"{hardening}\n" in unit
     # Negative control: a unit whose ExecStart is not installed is refused
     # (as the old /usr/local/bin one was).
     command = root / "usr" / "bin" / "vmjobs"

@@ -6,7 +6,9 @@ leaves one audit line, the forgery escaped inside it (the positive
 control: the real call's own audit line is there)."""
 
 import logging
+import os
 import re
+import stat
 
 from serve import ServeProcess, post
 from vmjobs import logs
@@ -73,3 +75,23 @@ def test_a_method_name_cannot_forge_an_audit_line(tmp_path):
     assert not any(line.startswith("2000-") for line in lines)
     assert any("audit Host.nope\\n2000-01-01" in line for line in audit)
     assert any("audit Host.ping " in line for line in audit)
+
+
+def test_the_log_file_is_root_s_alone(tmp_path):
+    """The log holds the audit trail and what callers sent: 0600 whatever
+    the umask (a hostile-caller audit found it 0644), its rotated copies
+    too."""
+    old = os.umask(0o022)
+    try:
+        handler = logs.configure(str(tmp_path / "vmjobs.log"), max_bytes=200,
+                                 backups=2, lock_dir=str(tmp_path / "lock"))
+        try:
+            for n in range(20):
+                logging.getLogger("vmjobs").info("line %d of a few", n)
+        finally:
+            logs.unconfigure(handler)
+    finally:
+        os.umask(old)
+    files = sorted(tmp_path.glob("vmjobs.log*"))
+    assert len(files) == 3, files          # rotated: the file and 2 copies
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}

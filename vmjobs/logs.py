@@ -110,9 +110,11 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
     else:
         if lock_dir is not None:
             os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        # 0600, whatever the umask: the log holds the audit trail and
+        # what callers sent (a hostile-caller audit found it 0644).
         handler = ConcurrentRotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups,
-            lock_file_directory=lock_dir)
+            lock_file_directory=lock_dir, chmod=LOG_FILE_MODE)
     handler.setFormatter(IsoFormatter(FORMAT))
     handler.addFilter(JobContext())
     for name in ("vmjobs", "workers"):
@@ -120,6 +122,9 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
         logger.setLevel(level)
         logger.addHandler(handler)
     return handler
+
+
+LOG_FILE_MODE = 0o600
 
 
 def unconfigure(handler):
