@@ -5,14 +5,26 @@ run), and beside each refusal the legitimate form of the same parameter
 is accepted (a job is queued), so a refusal for the wrong reason cannot
 pass."""
 
+import urllib.parse
+
 import pytest
 
 from conftest import new_id, vm_params, wait_job
 from vmjobs.config import Config, ConfigError
 from vmjobs.errors import InvalidParams
 
-# No service listens on port 9 of loopback: an accepted job fails at once.
-GOOD = {"dst": "127.0.0.1:9", "dstUri": "qemu+tls://b.example/system"}
+# The destination service on the destination libvirtd's host; b.example
+# does not resolve: an accepted job fails at once.
+GOOD = {"dst": "b.example:9", "dstUri": "qemu+tls://b.example/system"}
+
+
+def dst_of(uri):
+    """A dst on the host of `uri` (this machine for a unix one), where no
+    service listens."""
+    host = urllib.parse.urlsplit(uri).hostname
+    if host is None:
+        return "127.0.0.1:9"
+    return f"[{host}]:9" if ":" in host else f"{host}:9"
 
 
 @pytest.fixture
@@ -39,7 +51,10 @@ def refused(api, vm_id, param, **params):
 
 
 def accepted(api, vm_id, **params):
-    job_id = api.VM.migrate(vm_id, {**GOOD, **params})["jobId"]
+    # A short timeout: a dst address that does not answer (10.0.0.2) ends
+    # the call at it.
+    job_id = api.VM.migrate(vm_id, {**GOOD, "timeout": 2, **params})[
+        "jobId"]
     # No destination answers: the job fails, the VM stays Up here.
     assert wait_job(api, job_id)["status"] == "failed"
     assert api.VM.getStats(vm_id)["status"] == "Up"
@@ -54,7 +69,7 @@ def good_uris(sockets):
 def test_the_legitimate_dst_uris_are_accepted(setup):
     api, vm_id, sockets, _ = setup
     for uri in good_uris(sockets):
-        accepted(api, vm_id, dstUri=uri)
+        accepted(api, vm_id, dstUri=uri, dst=dst_of(uri))
 
 
 BAD_URIS = {
@@ -123,9 +138,10 @@ def test_no_unix_socket_without_socket_dirs(make_api, tmp_path):
 
 def test_dst(setup):
     api, vm_id, sockets, _ = setup
+    local = f"qemu+unix:///system?socket={sockets}/libvirt-sock"
     for good in ("localhost:9", "127.0.0.1:9", "[::1]:9",
                  f"unix:{sockets}/vmjobs.sock"):
-        accepted(api, vm_id, dst=good)
+        accepted(api, vm_id, dst=good, dstUri=local)
     for bad in ("b.example", "b.example:0", "b.example:x", ":8000",
                 "b example:8000", "user@b:8000", "[nope]:8000",
                 "unix:/run/vmjobs/vmjobs.sock", f"unix:{sockets}/../x",
@@ -163,13 +179,36 @@ def test_the_guests_memory_goes_to_the_destination_only(setup):
         assert "destination" in message or "migration port" in message
     # A destination libvirtd on this host (its unix socket): loopback, on
     # a migration port, is where it listens.
-    local = f"qemu+unix:///system?socket={sockets}/libvirt-sock"
-    accepted(api, vm_id, dstUri=local, migrationUri="tcp://127.0.0.1")
-    accepted(api, vm_id, dstUri=local, migrationUri="tcp://[::1]:49200")
-    refused(api, vm_id, "migrationUri", dstUri=local,
+    local = {"dst": "127.0.0.1:9",
+             "dstUri": f"qemu+unix:///system?socket={sockets}/libvirt-sock"}
+    accepted(api, vm_id, **local, migrationUri="tcp://127.0.0.1")
+    accepted(api, vm_id, **local, migrationUri="tcp://[::1]:49200")
+    refused(api, vm_id, "migrationUri", **local,
             migrationUri="tcp://127.0.0.1:6379")
-    refused(api, vm_id, "migrationUri", dstUri=local,
+    refused(api, vm_id, "migrationUri", **local,
             migrationUri="tcp://c.example")
+
+
+def test_the_service_is_on_the_libvirtd_s_host(setup):
+    """The guest goes where dstUri says, on the word of the service at dst
+    that it staged the VM: a hostile-caller audit's fake dst said yes, and
+    the guest arrived on a libvirtd whose vmjobs never checked its XML nor
+    listed it. So dst is on dstUri's host (this machine's, for a unix
+    dstUri)."""
+    api, vm_id, sockets, _ = setup
+    local = f"qemu+unix:///system?socket={sockets}/libvirt-sock"
+    for dst, dst_uri in (
+            ("127.0.0.1:9", "qemu+tls://b.example/system"),
+            ("c.example:9", "qemu+tls://b.example/system"),
+            (f"unix:{sockets}/vmjobs.sock", "qemu+tcp://b.example/system"),
+            ("b.example:9", local), ("10.0.0.2:9", local),
+            ("[fd00::2]:9", "qemu+tcp://[fd00::3]/system")):
+        refused(api, vm_id, "dst", dst=dst, dstUri=dst_uri)
+    for dst, dst_uri in (
+            ("B.Example.:54321", "qemu+tls://b.example:16514/system"),
+            ("[fd00::2]:9", "qemu+tcp://[fd00:0::2]/system"),
+            ("localhost:9", local), (f"unix:{sockets}/vmjobs.sock", local)):
+        accepted(api, vm_id, dst=dst, dstUri=dst_uri)
 
 
 def test_the_migration_settings_are_checked():

@@ -280,7 +280,7 @@ def test_unreachable_destination(make_api, tmp_path):
     vm_id = up_vm(api)
     info = wait_job(api, api.VM.migrate(vm_id, {
         "dst": f"unix:{tmp_path}/nobody.sock",
-        "dstUri": "qemu+tcp://nobody.invalid/system"})["jobId"])
+        "dstUri": local_uri(tmp_path)})["jobId"])
     assert (info["status"], info["error"]["code"]) == ("failed", 12)
     assert "cannot reach" in info["error"]["message"]
     assert api.VM.getStats(vm_id)["status"] == "Up"
@@ -313,6 +313,13 @@ def test_bad_params(api, params, error, param):
         assert err.value.data == {"param": param}
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert api.Host.getJobs(job_type="migration-source") == {}
+
+
+def local_uri(tmp_path):
+    """A destination libvirtd on this machine, by its unix socket in the
+    test's socket dir (nobody listens: dst, on this machine too, is the
+    destination these tests play)."""
+    return f"qemu+unix:///system?socket={tmp_path}/libvirt-sock"
 
 
 def silent_destination(tmp_path):
@@ -350,7 +357,7 @@ def test_an_abort_ends_a_call_the_destination_never_answers(
     silent, dst = silent_destination(tmp_path)
     api = make_api(workers=1)
     vm_id = up_vm(api)
-    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": GOOD_URI,
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
                                     "timeout": 3600})["jobId"]
     peer = in_flight(silent)
     try:
@@ -381,7 +388,7 @@ def test_a_destination_whose_answer_is_too_long_is_not_read(make_api,
     silent, dst = silent_destination(tmp_path)
     api = make_api()
     vm_id = up_vm(api)
-    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": GOOD_URI,
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
                                     "timeout": 3600})["jobId"]
     peer = in_flight(silent)
     try:
@@ -408,7 +415,7 @@ def test_a_destination_that_trickles_its_answer_gains_nothing(make_api,
     silent, dst = silent_destination(tmp_path)
     api = make_api()
     vm_id = up_vm(api)
-    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": GOOD_URI,
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
                                     "timeout": 2})["jobId"]
     peer = in_flight(silent)
     done = threading.Event()
@@ -474,7 +481,7 @@ def test_an_abort_while_the_answer_is_lost_destroys_the_copy_there(
     proxy.settimeout(WAIT)
     api = make_api()
     vm_id = up_vm(api)
-    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": GOOD_URI,
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
                                     "timeout": 3600})["jobId"]
     peer, _ = proxy.accept()
     peer.settimeout(WAIT)

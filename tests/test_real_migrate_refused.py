@@ -45,7 +45,7 @@ def test_ext_transport_runs_a_program_unless_refused(make_real_api, daemon,
     # The positive control: the legitimate form is accepted (its job
     # fails: nobody listens at dst), and the guest is still Up.
     job_id = api.VM.migrate(vm_id, {
-        "dst": "127.0.0.1:9", "dstUri": "qemu+tls://b.example/system"})[
+        "dst": "b.example:9", "dstUri": "qemu+tls://b.example/system"})[
         "jobId"]
     assert wait_job(api, job_id)["status"] == "failed"
     assert api.VM.getStats(vm_id)["status"] == "Up"

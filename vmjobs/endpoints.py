@@ -10,7 +10,8 @@ judged against an allowlist, as libvirt (or our client) will read them.
   (`netcat`, `keyfile`, `no_verify`, `pkipath`...). A URI without a
   transport (`qemu:///system`) is this host's own libvirtd.
 - `dst`, the destination vmjobs service: `HOST:PORT`, or `unix:PATH`
-  with PATH inside `migration.socket_dirs`.
+  with PATH inside `migration.socket_dirs`; on dstUri's host
+  (same_host).
 - `migrationUri`, where the migration data goes: `tcp://HOST[:PORT]`,
   to the destination only (migration_uri says what that is).
 
@@ -74,6 +75,33 @@ def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
                         "destination's: dstUri's host, an address of "
                         "migration.networks, or a loopback address when "
                         "dstUri is a unix socket on this host")
+
+
+def same_host(dst_text, dst_uri_text):
+    """Refuse (-32602 naming `dst`) a destination service that is not on
+    the host of the destination libvirtd: the guest goes where dstUri
+    says, on the word of the service at dst that it staged the VM there.
+    A hostile-caller audit's fake dst said yes, and a guest arrived on a
+    libvirtd whose vmjobs never checked its XML (nor listed it). So: with
+    a TCP or TLS dstUri, dst is HOST:PORT of its very host; with a unix
+    dstUri (a destination libvirtd on this machine), dst is on this
+    machine too: unix:PATH, or a loopback HOST:PORT."""
+    destination = urllib.parse.urlsplit(dst_uri_text).hostname
+    if dst_text.startswith("unix:"):
+        if destination is None:
+            return
+    else:
+        host = dst_text.rpartition(":")[0].strip("[]")
+        if destination is not None:
+            if _canonical(host) == _canonical(destination):
+                return
+        elif _canonical(host) == "localhost" or (
+                _address(host) is not None and _address(host).is_loopback):
+            return
+    raise InvalidParams("dst", f"{dst_text!r} is not on the destination "
+                        f"libvirtd's host ({destination or 'this machine'}"
+                        "): the service that stages the VM must be where "
+                        "dstUri sends it")
 
 
 def _canonical(host):

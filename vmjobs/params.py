@@ -145,6 +145,7 @@ def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
             raise MissParam(f"missing parameter {required!r} in params")
     dst = endpoints.dst(params["dst"], socket_dirs)
     dst_uri = endpoints.dst_uri(params["dstUri"], socket_dirs)
+    endpoints.same_host(dst, dst_uri)
     migration_uri = params.get("migrationUri")
     if migration_uri is not None:
         migration_uri = endpoints.migration_uri(
