@@ -479,7 +479,7 @@ def test_an_ended_job_keeps_its_info_not_the_request(make_api, hypervisor):
     api = make_api(migration_destination_timeout=0.3)
     vm_id = new_id()
     job = api.jobs.get(api.VM.create(
-        vm_id, vm_params(vm_id, blob="x" * 100_000))["jobId"])
+        vm_id, vm_params(vm_id, blob="x" * 60_000))["jobId"])
     assert job.wait(60)
     assert (job.spec, job.domain_xml) == (None, None)
     migration = new_id()
