@@ -14,8 +14,11 @@ import re
 import sys
 import threading
 
+import pytest
+
 from conftest import WAIT, new_id, vm_params, wait_job
 from test_migration_destination import incoming
+from vmjobs.errors import MigrateError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -101,7 +104,7 @@ class CountingLooks:
 
 
 def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
-                                                 hypervisor):
+                                                 hypervisor, tmp_path):
     seen = set()
 
     def make_lock():
@@ -110,7 +113,15 @@ def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
 
     monkeypatch.setattr(threading, "Lock", make_lock)
     hv = CountingLooks(hypervisor)
-    api = make_api(workers=2, migration_check_interval=0.05, hv=hv)
+    busy = new_id()
+    gate, held = threading.Event(), threading.Event()
+
+    def hold(job, step):   # holds busy's hibernation in its save
+        if job.vm_id == busy and step == "save":
+            held.set()
+            assert gate.wait(WAIT)
+    api = make_api(workers=2, migration_check_interval=0.05, hv=hv,
+                   step_hook=hold)
     # A creation: its commit takes the registry's lock under the job's.
     vm_id = new_id()
     assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))[
@@ -123,9 +134,24 @@ def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
     job = api.jobs.get(job_id)
     for _ in range(2):       # the first look, and one after a timer wake
         assert hv.looks.acquire(timeout=WAIT)
+    # Refused: a VM busy with a job says which job, under the registry's
+    # lock (a hostile-caller audit: naming a job took the job's lock
+    # there, the reverse of a commit's order, and wedged the service).
+    # Staged, its startup job parked:
+    with pytest.raises(MigrateError):
+        api.VM.hibernate(other, str(tmp_path / "other.state"))
     assert api.Job.abort(job_id) is True
     assert job.wait(WAIT) and job.status == "aborted"
     assert api.pool.wait_idle(WAIT)
+    assert wait_job(api, api.VM.create(busy, vm_params(busy))[
+        "jobId"])["status"] == "done"
+    hibernation = api.VM.hibernate(busy, str(tmp_path / "busy.state"))[
+        "jobId"]
+    assert held.wait(WAIT)
+    with pytest.raises(MigrateError):   # claimed by its hibernation
+        api.VM.hibernate(busy, str(tmp_path / "again.state"))
+    gate.set()
+    assert wait_job(api, hibernation)["status"] == "done"
     assert api.VM.destroy(vm_id) is True
 
     documented = doc_pairs()

@@ -639,7 +639,12 @@ class Job:
         return status
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} {self.status}>"
+        # Without the job's lock: a job is named in messages made under
+        # other locks (the registry's, refusing a VM busy with it), and
+        # taking the job's there is the reverse of a commit's order (job,
+        # then registry): a hostile-caller audit wedged the service so. The
+        # status read alone is one attribute, as it was at some moment.
+        return f"<{type(self).__name__} {self.id} {self._status}>"
 
 
 def _log_raised(job_id: str, was: JobStatus, status: JobStatus,
