@@ -7,7 +7,6 @@ import pytest
 from conftest import new_id, vm_params, wait_job
 from vmjobs import domxml
 from vmjobs.errors import InvalidParams, MissParam, NoVM, VmExists
-from vmjobs.params import MAX_OPAQUE_BYTES
 
 
 # Both ways of calling the verb: they must behave the same.
@@ -263,10 +262,10 @@ def test_vm_id_is_canonicalised(api):
 def test_opaque_parameters_are_bounded(api):
     """A VM's opaque parameters (every vmParams key but xml) are kept in
     its domain's metadata and returned by the list verbs: at most
-    MAX_OPAQUE_BYTES of JSON. Five VMs of 3.9 MiB made every
+    domxml.MAX_PARAMS_BYTES of JSON. Five VMs of 3.9 MiB made every
     Host.getAllVmStats answer too large (a hostile-caller audit)."""
     big = new_id()
-    params = {**vm_params(big), "x": "A" * MAX_OPAQUE_BYTES}
+    params = {**vm_params(big), "x": "A" * domxml.MAX_PARAMS_BYTES}
     with pytest.raises(InvalidParams) as err:
         api.VM.create(big, params)
     assert err.value.data == {"param": "vmParams"}
@@ -277,7 +276,7 @@ def test_opaque_parameters_are_bounded(api):
     # The control: just under the bound is kept and returned whole; the
     # domain XML (xml) does not count.
     fits = new_id()
-    params = {**vm_params(fits), "x": "A" * (MAX_OPAQUE_BYTES - 200)}
+    params = {**vm_params(fits), "x": "A" * (domxml.MAX_PARAMS_BYTES - 200)}
     assert wait_job(api, api.VM.create(fits, params)["jobId"])[
         "status"] == "done"
     assert api.VM.getStats(fits)["params"]["x"] == params["x"]

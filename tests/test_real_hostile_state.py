@@ -10,6 +10,7 @@ import pytest
 
 from conftest import new_id, our_domains
 from realdaemon import WAIT, real_params
+from vmjobs import domxml
 from vmjobs.errors import InvalidParams
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -101,3 +102,36 @@ def test_rewritten_state_file_is_refused(make_real_api, daemon, tmp_path,
     assert our_domains(api.hv) == [] and daemon.qemu_pids() == []
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert victim.read_text() == "not for the guest"
+
+
+def test_a_restore_cannot_grow_the_params_past_the_bound(make_real_api,
+                                                         daemon, tmp_path):
+    """Each restore adds its request's own keys to the VM's saved params:
+    bounded as one request's (a hostile-caller audit grew a VM's params
+    to 3.7 MB by hibernating and restoring, 56 KiB a turn, until
+    Host.getAllVmStats failed for everyone). Refused: the job fails, the
+    state file is untouched, nothing is left; the control, a restore
+    adding a small key, brings the VM back. (On the real daemon: the test
+    driver's state files hold 8 KiB of XML at most.)"""
+    api = make_real_api()
+    half = "A" * (domxml.MAX_PARAMS_BYTES // 2 + 100)
+    vm_id = new_id()
+    params = real_params(vm_id, first=half)
+    assert finished(api, api.VM.create(vm_id, params)["jobId"])[
+        "status"] == "done"
+    path = tmp_path / "vm.state"
+    assert finished(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
+        "status"] == "done"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    info = finished(api, api.VM.create(vm_id, {
+        "vmId": vm_id, "restoreState": str(path), "second": half})["jobId"])
+    assert (info["status"], info["error"]["code"]) == ("failed", 9), info
+    assert "more than 65536 bytes" in info["error"]["message"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert api.Host.getVMList() == [] and our_domains(api.hv) == []
+    info = finished(api, api.VM.create(vm_id, {
+        "vmId": vm_id, "restoreState": str(path), "small": 1})["jobId"])
+    assert info["status"] == "done", info
+    assert api.VM.getStats(vm_id)["params"] == {**params, "small": 1}
+    assert api.VM.destroy(vm_id) is True
+

@@ -118,6 +118,34 @@ def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(
     assert hypervisor.state(vm_id) == "running"
 
 
+@pytest.mark.parametrize("params", [
+    '{"x": NaN}', '{"x": -Infinity}', '{"x": "\\ud800"}',
+    '{"x": "' + "A" * 70_000 + '"}', '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+], ids=["nan", "infinity", "lone-surrogate", "over-64-KiB", "deep"])
+def test_metadata_params_a_verb_would_refuse_are_not_adopted(
+        make_api, hypervisor, params):
+    """A domain's metadata is trusted no more than the request that made
+    it: params a verb refuses (not JSON, over the bound, nested past the
+    parser) fail the recover job at read-metadata, as damaged metadata
+    does, and the domain runs on untouched. Adopted, NaN made every
+    Host.getAllVmStats answer -32603, and a deep nesting failed the job
+    with 100, the code of a bug (a hostile-caller audit)."""
+    vm_id = new_id()
+    hypervisor.shared_connection.createXML(
+        f"<domain type='test'><name>crafted</name><uuid>{vm_id}</uuid>"
+        "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
+        "<metadata><v:vm xmlns:v='urn:vmjobs:domain:1'>"
+        f"<v:vmId>{vm_id}</v:vmId><v:params>{params}</v:params></v:vm>"
+        "</metadata></domain>", 0)
+    api = make_api()
+    assert api.wait_recovered(WAIT)
+    info, = api.Host.getJobs(job_type="recover").values()
+    assert (info["status"], info["step"]) == ("failed", "read-metadata")
+    assert info["error"]["code"] == 9
+    assert api.Host.getAllVmStats() == []
+    assert hypervisor.state(vm_id) == "running"
+
+
 def test_recovery_of_an_empty_host_is_immediate(api):
     assert api.wait_recovered(0)
     assert api.Host.getStats()["recovering"] is False

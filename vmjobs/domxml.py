@@ -179,18 +179,45 @@ def read_metadata(text):
     return _read_metadata_element(parse_untrusted(text))
 
 
+# The most JSON a VM's opaque parameters (every vmParams key but `xml`)
+# may take. They are kept in the domain's metadata and returned by
+# VM.getStats and Host.getAllVmStats: five VMs of 4 MiB each made every
+# Host.getAllVmStats answer too large (a hostile-caller audit). An
+# engine's are a few KiB.
+MAX_PARAMS_BYTES = 64 * 1024
+
+
+def params_fit(params):
+    """Whether `params` fit in our metadata (MAX_PARAMS_BYTES of JSON)."""
+    return len(json.dumps(params)) <= MAX_PARAMS_BYTES
+
+
 def _read_metadata_element(root):
+    """(vmId, params) of our metadata element, read by the rules a verb
+    holds them to (a domain's metadata is not trusted more than the
+    request that made it: recovery adopts what it reads): JSON without
+    NaN or Infinity, no lone surrogate, nested no deeper than the parser
+    goes, at most MAX_PARAMS_BYTES; else BadDomainXML."""
     fields = {_local(child.tag): child.text or "" for child in root}
     if _local(root.tag) != "vm" or "vmId" not in fields:
         raise BadDomainXML("metadata has no vmId")
+    text = fields.get("params") or "{}"
+    if len(text) > MAX_PARAMS_BYTES:
+        raise BadDomainXML(f"damaged metadata: params over "
+                           f"{MAX_PARAMS_BYTES} bytes")
     try:
         vm_id = str(uuid.UUID(fields["vmId"].strip()))
-        params = json.loads(fields.get("params") or "{}")
-    except ValueError as exc:
+        params = json.loads(text, parse_constant=_not_json)
+        json.dumps(params, ensure_ascii=False).encode()   # no surrogate
+    except (ValueError, RecursionError) as exc:
         raise BadDomainXML(f"damaged metadata: {exc}") from None
     if not isinstance(params, dict):
         raise BadDomainXML("damaged metadata: params is not an object")
     return vm_id, params
+
+
+def _not_json(constant):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _local(tag):

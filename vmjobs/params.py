@@ -233,24 +233,15 @@ def _domain_xml(xml, vm_id):
     return xml
 
 
-# The most JSON the opaque parameters of one VM (every vmParams key but
-# `xml`) may take. They are kept in the domain's metadata and returned by
-# VM.getStats and Host.getAllVmStats: five VMs of 4 MiB each made every
-# Host.getAllVmStats answer too large (a hostile-caller audit). An
-# engine's are a few KiB.
-MAX_OPAQUE_BYTES = 64 * 1024
-
-
 def _opaque(params, size, param):
     """The VM's opaque parameters (all but `xml`) of `params`, whose JSON
     took `size` bytes in all; -32602 naming `param` if they are more than
-    MAX_OPAQUE_BYTES."""
+    the metadata holds (domxml.MAX_PARAMS_BYTES)."""
     opaque = {key: value for key, value in params.items() if key != "xml"}
-    if size > MAX_OPAQUE_BYTES and \
-            len(json.dumps(opaque)) > MAX_OPAQUE_BYTES:
+    if size > domxml.MAX_PARAMS_BYTES and not domxml.params_fit(opaque):
         raise InvalidParams(param, "the VM's parameters other than xml "
-                            f"take more than {MAX_OPAQUE_BYTES} bytes of "
-                            "JSON")
+                            f"take more than {domxml.MAX_PARAMS_BYTES} "
+                            "bytes of JSON")
     return opaque
 
 

@@ -7,7 +7,7 @@ not the request.
     python tests/benchmarks/memory.py [--vms 10000] [--kib 60]
 
 (60 KiB: a VM's opaque params are at most 64 KiB of JSON,
-params.MAX_OPAQUE_BYTES.)
+domxml.MAX_PARAMS_BYTES.)
 
 Side by side, in the same process: the requests themselves (what the
 ended jobs would hold if they kept them) and the growth measured."""

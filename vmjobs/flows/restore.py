@@ -75,4 +75,12 @@ def restored_vm_params(hv, path, vm_id, spec):
     if metadata is None:
         return spec.params, None
     saved = metadata[1]
-    return {**saved, **spec.engine_keys()}, saved
+    params = {**saved, **spec.engine_keys()}
+    if not domxml.params_fit(params):
+        # Each restore may add its own keys: bounded as the verb bounds a
+        # request's (a hostile-caller audit grew them by hibernating and
+        # restoring, 64 KiB a turn, until the list verbs failed).
+        raise CreateError(f"VM {vm_id}: its parameters with this "
+                          f"restore's would take more than "
+                          f"{domxml.MAX_PARAMS_BYTES} bytes of JSON")
+    return params, saved
