@@ -41,6 +41,28 @@ def test_nan_and_infinity_are_not_json(api, dispatcher, constant):
     assert api.Host.getJobs() == {}
 
 
+def test_a_name_given_twice_in_an_object_is_a_parse_error(api, dispatcher):
+    """`{"vmID": A, "vmID": B}` was read as B (the last one wins): what one
+    reader takes for the request another may read otherwise (a
+    hostile-caller audit). -32700, nothing runs; the control, the same
+    request with each name once, is served."""
+    a, b = new_id(), new_id()
+    twice = ('{"jsonrpc": "2.0", "id": 1, "method": "VM.create", "params": '
+             '{"vmID": "%s", "vmID": "%s", "vmParams": %s}}'
+             % (a, b, json.dumps(vm_params(b))))
+    nested = ('{"jsonrpc": "2.0", "id": 2, "method": "VM.create", "params": '
+              '{"vmID": "%s", "vmParams": %s}}'
+              % (b, json.dumps(vm_params(b))[:-1] + ', "memSize": 32}'))
+    for body in (twice, nested):
+        answer = strict(dispatcher.handle(body.encode()))
+        assert answer["error"]["code"] == -32700, body
+        assert "given twice" in answer["error"]["message"]
+    assert api.Host.getJobs() == {}
+    once = ('{"jsonrpc": "2.0", "id": 3, "method": "VM.create", "params": '
+            '{"vmID": "%s", "vmParams": %s}}' % (b, json.dumps(vm_params(b))))
+    assert strict(dispatcher.handle(once.encode()))["result"]["vmId"] == b
+
+
 @pytest.mark.parametrize("bad_id", ["1e999", "-1e999"])
 def test_an_overflowing_id_is_an_invalid_request(dispatcher, bad_id):
     body = ('{"jsonrpc": "2.0", "method": "Host.ping", "id": %s}'
