@@ -379,31 +379,53 @@ def test_an_abort_ends_a_call_the_destination_never_answers(
     assert_quiet_and_clean(api)
 
 
+def migration_answered(make_api, tmp_path, timeout, answer):
+    """An Up VM's migration whose destination answers VM.migrationCreate
+    with `answer(peer, done)`, run on a thread of its own (`done` is set
+    once the job has ended). The job fails (12) and the VM stays Up here;
+    the job's info."""
+    silent, dst = silent_destination(tmp_path)
+    api = make_api()
+    vm_id = up_vm(api)
+    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
+                                    "timeout": timeout})["jobId"]
+    peer = in_flight(silent)
+    done = threading.Event()
+
+    def answering():
+        try:
+            answer(peer, done)
+        except OSError:
+            pass   # the service gave up the connection
+
+    answerer = threading.Thread(target=answering, daemon=True)
+    answerer.start()
+    try:
+        info = wait_job(api, job_id)
+    finally:
+        done.set()
+        answerer.join(WAIT)
+        peer.close()
+        silent.close()
+    assert (info["status"], info["error"]["code"]) == ("failed", 12), info
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.VM.destroy(vm_id) is True
+    assert_quiet_and_clean(api)
+    return info
+
+
 def test_a_destination_whose_answer_is_too_long_is_not_read(make_api,
                                                             tmp_path):
     """A destination that is no vmjobs service answers VM.migrationCreate
     with 6 GiB: the answer is refused unread (a hostile-caller audit's
     such peer had the service read it into memory until the kernel
     killed it). The VM stays Up here."""
-    silent, dst = silent_destination(tmp_path)
-    api = make_api()
-    vm_id = up_vm(api)
-    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
-                                    "timeout": 3600})["jobId"]
-    peer = in_flight(silent)
-    try:
+    def six_gib(peer, done):
         peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
                      b"\r\nContent-Length: 6442450944\r\n\r\n" +
                      b" " * 65536)
-        info = wait_job(api, job_id)
-    finally:
-        peer.close()
-        silent.close()
-    assert (info["status"], info["error"]["code"]) == ("failed", 12), info
+    info = migration_answered(make_api, tmp_path, 3600, six_gib)
     assert "more than the 1048576 taken" in info["error"]["message"]
-    assert api.VM.getStats(vm_id)["status"] == "Up"
-    assert api.VM.destroy(vm_id) is True
-    assert_quiet_and_clean(api)
 
 
 def test_a_destination_that_trickles_its_answer_gains_nothing(make_api,
@@ -412,39 +434,13 @@ def test_a_destination_that_trickles_its_answer_gains_nothing(make_api,
     bound is the whole call's, not each read's (the job's 2 s timeout was
     passed by over 20 s in a hostile-caller audit, its worker and its
     outgoing slot held meanwhile)."""
-    silent, dst = silent_destination(tmp_path)
-    api = make_api()
-    vm_id = up_vm(api)
-    job_id = api.VM.migrate(vm_id, {"dst": dst, "dstUri": local_uri(tmp_path),
-                                    "timeout": 2})["jobId"]
-    peer = in_flight(silent)
-    done = threading.Event()
-
-    def trickle():
-        # The peer's own pace, a byte each 0.2 s, until the test ends.
-        try:
-            peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
-                         b"\r\n")
-            while not done.wait(0.2):
-                peer.sendall(b" ")
-        except OSError:
-            pass   # the service gave up the connection
-
-    trickler = threading.Thread(target=trickle, daemon=True)
-    trickler.start()
-    try:
-        info = wait_job(api, job_id)
-    finally:
-        done.set()
-        trickler.join(WAIT)
-        peer.close()
-        silent.close()
-    assert (info["status"], info["error"]["code"]) == ("failed", 12), info
+    def trickle(peer, done):
+        # The peer's own pace, a byte each 0.2 s, until the job ends.
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        while not done.wait(0.2):
+            peer.sendall(b" ")
+    info = migration_answered(make_api, tmp_path, 2, trickle)
     assert "no whole answer within" in info["error"]["message"]
-    assert api.VM.getStats(vm_id)["status"] == "Up"
-    assert api.VM.destroy(vm_id) is True
-    assert_quiet_and_clean(api)
-
 
 def read_http(sock):
     """One HTTP message read whole from `sock` (head and body)."""

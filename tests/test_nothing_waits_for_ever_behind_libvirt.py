@@ -56,11 +56,11 @@ def test_a_migration_libvirt_cannot_cancel_fails_after_a_bound(
         assert api.VM.destroy(vm_id) is True
 
 
-def test_destroy_destroys_a_vm_whose_job_does_not_end(
-        stuck_migrate, host_b, monkeypatch):  # noqa: F811
-    # The job would wait for libvirt for an hour; destroy waits for it at
-    # most JOB_WAIT, then destroys the domain by force, which (as with a
-    # real QEMU) ends libvirt's migration call.
+@pytest.fixture
+def stuck_vm(stuck_migrate, host_b, monkeypatch):  # noqa: F811
+    """(api, vm_id, job_id): a VM whose migration job waits in libvirt for
+    an hour (an abort ends nothing), VM.destroy waiting JOB_WAIT (0.5 s)
+    for it before and after destroying the domain by force."""
     monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 3600.0)
     monkeypatch.setattr(destroy_module, "JOB_WAIT", 0.5)
     with API(Config(workers=2, migration_socket_dirs=[sockets_of(host_b)]),
@@ -69,51 +69,52 @@ def test_destroy_destroys_a_vm_whose_job_does_not_end(
         stuck_migrate.arm(1)
         job_id = migrate(api, vm_id, host_b)["jobId"]
         assert stuck_migrate.hanging.wait(60)
+        yield api, vm_id, job_id
 
-        def release_once_destroyed():
-            # The forced destroy is what ends the stuck call.
-            while api.hv.state(vm_id) == "running":
-                threading.Event().wait(0.05)
-            stuck_migrate.release.set()
 
-        releaser = threading.Thread(target=release_once_destroyed)
-        releaser.start()
-        assert api.VM.destroy(vm_id) is True
-        releaser.join(60)
-        assert api.jobs.get(job_id).wait(60)
-        with pytest.raises(NoVM):
-            api.VM.getStats(vm_id)
-        assert api.hv.state(vm_id) is None
-        # The test driver's destination never hears of the forced destroy
-        # (a real one sees its incoming migration fail): removed by hand.
-        host_b.VM.destroy(vm_id)
+def test_destroy_destroys_a_vm_whose_job_does_not_end(
+        stuck_vm, stuck_migrate, host_b):  # noqa: F811
+    # The forced destroy (as with a real QEMU) ends libvirt's migration
+    # call.
+    api, vm_id, job_id = stuck_vm
+
+    def release_once_destroyed():
+        # The forced destroy is what ends the stuck call.
+        while api.hv.state(vm_id) == "running":
+            threading.Event().wait(0.05)
+        stuck_migrate.release.set()
+
+    releaser = threading.Thread(target=release_once_destroyed)
+    releaser.start()
+    assert api.VM.destroy(vm_id) is True
+    releaser.join(60)
+    assert api.jobs.get(job_id).wait(60)
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert api.hv.state(vm_id) is None
+    # The test driver's destination never hears of the forced destroy (a
+    # real one sees its incoming migration fail): removed by hand.
+    host_b.VM.destroy(vm_id)
 
 
 def test_a_vm_destroyed_under_a_job_that_will_not_end_leaves_with_it(
-        stuck_migrate, host_b, monkeypatch):  # noqa: F811
+        stuck_vm, stuck_migrate, host_b):  # noqa: F811
     """VM.destroy destroyed the domain by force and its job still did not
     end (answered 100): once the job ends, the VM leaves (Down), its
     domain shut off for VM.destroy. It took back its status from before
     the job (Up), for a guest that was gone (a hostile-caller audit's
     registry said Up where VM.hibernate found a stopped domain)."""
-    monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 3600.0)
-    monkeypatch.setattr(destroy_module, "JOB_WAIT", 0.5)
-    with API(Config(workers=2, migration_socket_dirs=[sockets_of(host_b)]),
-             hypervisor=stuck_migrate) as api:
-        vm_id = up_vm(api)
-        stuck_migrate.arm(1)
-        job_id = migrate(api, vm_id, host_b)["jobId"]
-        assert stuck_migrate.hanging.wait(60)
-        with pytest.raises(GeneralException) as err:
-            api.VM.destroy(vm_id)   # the call stays stuck past both waits
-        assert "has not ended" in str(err.value)
-        assert api.hv.state(vm_id) == "shutoff"
-        stuck_migrate.release.set()
-        assert api.jobs.get(job_id).wait(60)
-        with pytest.raises(NoVM):
-            api.VM.getStats(vm_id)
-        assert api.Host.getVMList() == []
-        assert api.VM.destroy(vm_id) is True   # the stopped domain goes
-        assert api.hv.state(vm_id) is None
-        host_b.VM.destroy(vm_id)
+    api, vm_id, job_id = stuck_vm
+    with pytest.raises(GeneralException) as err:
+        api.VM.destroy(vm_id)   # the call stays stuck past both waits
+    assert "has not ended" in str(err.value)
+    assert api.hv.state(vm_id) == "shutoff"
+    stuck_migrate.release.set()
+    assert api.jobs.get(job_id).wait(60)
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert api.Host.getVMList() == []
+    assert api.VM.destroy(vm_id) is True   # the stopped domain goes
+    assert api.hv.state(vm_id) is None
+    host_b.VM.destroy(vm_id)
 
