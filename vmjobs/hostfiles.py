@@ -58,7 +58,7 @@ def resolve_inside(path, dirs, what="the configured directories"):
     if not isinstance(path, str) or _UNFIT.search(path):
         raise OutsideDirs("must not contain control characters")
     real = os.path.realpath(path)
-    if any(_within(real, os.path.realpath(d)) for d in dirs):
+    if _inside(real, dirs):
         return real
     raise OutsideDirs(f"{path!r} leads to {real!r}, outside {what} "
                       f"({', '.join(dirs)})")
@@ -67,6 +67,13 @@ def resolve_inside(path, dirs, what="the configured directories"):
 def _within(path, directory):
     directory = os.path.normpath(directory)
     return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _inside(real, dirs):
+    """The first of `dirs` that the resolved path `real` is in (or is),
+    each resolved of symlinks; else None."""
+    return next((d for d in dirs if _within(real, os.path.realpath(d))),
+                None)
 
 
 def overlapping(one, other):
@@ -89,12 +96,11 @@ def state_path(value, param, state_dirs, image_dirs=()):
         path = confine(value, state_dirs, "storage.state_dirs")
     except OutsideDirs as exc:
         raise InvalidParams(param, str(exc)) from None
-    real = os.path.realpath(path)
-    for image_dir in image_dirs:
-        if _within(real, os.path.realpath(image_dir)):
-            raise InvalidParams(param, f"{path!r} is in the image "
-                                f"directory {image_dir}: a guest's disk is "
-                                "never a state file")
+    image_dir = _inside(os.path.realpath(path), image_dirs)
+    if image_dir is not None:
+        raise InvalidParams(param, f"{path!r} is in the image directory "
+                            f"{image_dir}: a guest's disk is never a state "
+                            "file")
     if is_one_of(path, state_dirs):
         raise InvalidParams(param, f"{path!r} is a state directory, not a "
                             "file in one")
