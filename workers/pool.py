@@ -321,13 +321,13 @@ class Pool:
         # worker took it meanwhile, that worker counts it (it will not run).
         with self._lock:
             if self._pending.pop(job.id, None) is not None:
-                self._count_ended(job, JobStatus.ABORTED)
+                self._count_ended(job, JobStatus.ABORTED, None)
                 self._notify_change()
 
     # -- internals --------------------------------------------------------
 
     def _worker(self) -> None:
-        finished = None   # (the job this worker ended, its status)
+        finished = None   # (the job this worker ended, its status, start)
         while True:
             try:
                 self._queue.get_nowait()
@@ -347,9 +347,9 @@ class Pool:
             finished = None if job is None else self._run_turn(job, abort)
 
     def _run_turn(self, job: Job, abort: bool
-                  ) -> Optional[Tuple[Job, JobStatus]]:
+                  ) -> Optional[Tuple[Job, JobStatus, Optional[float]]]:
         """Run the job's next turn (or abort it) in this worker; return
-        (job, status) if it ended, None if it parked."""
+        (job, status, when it started) if it ended, None if it parked."""
         status: Optional[JobStatus]
         try:
             if abort:
@@ -360,9 +360,14 @@ class Pool:
         except BaseException:   # execute() never raises; if it did,
             log.exception("pool %s: job %s", self.name, job.id)
             status = job.status   # the worker lives on
-        return (job, status) if status in ENDED else None
+        if status not in ENDED:
+            return None
+        # Read here, outside the pool's lock: the job's lock comes first
+        # (a job calls the pool under its own lock, never the reverse).
+        return job, status, job.started_monotonic
 
-    def _take(self, finished: Optional[Tuple[Job, JobStatus]]
+    def _take(self, finished: Optional[
+                  Tuple[Job, JobStatus, Optional[float]]]
               ) -> Tuple[Optional[Job], bool]:
         """Count the job this worker ended (if any); return the next job
         to run, if any, and whether to abort it instead."""
@@ -407,16 +412,17 @@ class Pool:
             self._queue.put(None)
             return True
 
-    def _count_ended(self, job: Job, status: JobStatus) -> None:
+    def _count_ended(self, job: Job, status: JobStatus,
+                     started: Optional[float]) -> None:
         # Caller holds _lock. The one place ended jobs are counted: a job a
         # worker took, by that worker (in _take); a job aborted while
-        # queued, by job_dropped.
+        # queued, by job_dropped. `started`: when the job began running
+        # (read by the caller before taking _lock: no job's lock under it).
         self._ended[status] += 1
         if self._running.pop(job.id, None) is None or not job.admission:
             return
         waiting = self._lanes.waiting_for_admission()
         freed = 1
-        started = job.started_monotonic
         if self._controller is not None and status is JobStatus.DONE and \
                 started is not None:
             # Counted in _admitted still: it ran with that many.
