@@ -8,6 +8,7 @@ every stream cleanly (curl, as the README shows it, exits 0)."""
 import http.client
 import json
 import os
+import queue
 import signal
 import socket
 import stat
@@ -466,6 +467,9 @@ def test_vmjobs_events_prints_a_line_per_event(serve):
 
 
 def test_jobs_watch_follows_the_events(serve):
+    """The table follows the stream, and time: on a quiet service it is
+    redrawn every second, so a job that ended more than --ended-within
+    ago leaves it (it stayed for good before)."""
     api, server = serve()
     # As a terminal runs it, in the foreground: ^C's default action. (A
     # suite run in a background job inherits SIGINT ignored, and so would
@@ -475,11 +479,18 @@ def test_jobs_watch_follows_the_events(serve):
                   "sys.argv[0] = 'vmjobs'; "
                   "runpy.run_module('vmjobs', run_name='__main__')")
     watch = subprocess.Popen(
-        [sys.executable, "-c", foreground, "jobs", "--watch", "--server",
-         server.address], cwd=ROOT,
+        [sys.executable, "-c", foreground, "jobs", "--watch",
+         "--ended-within", "1", "--server", server.address], cwd=ROOT,
         # (faulthandler: on SIGABRT it prints every thread's stack.)
         env=dict(os.environ, PYTHONPATH=ROOT, PYTHONFAULTHANDLER="1"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+
+    def read():     # every line, then "" at its end
+        for line in iter(watch.stdout.readline, ""):
+            lines.put(line)
+        lines.put("")
+    threading.Thread(target=read, daemon=True).start()
     try:
         subscribers(api, 1)
         _, job_id = create(api)
@@ -487,9 +498,10 @@ def test_jobs_watch_follows_the_events(serve):
         seen = ""
         while not any(job_id in line and " done " in line
                       for line in seen.splitlines()):
-            line = watch.stdout.readline()
-            assert line, "vmjobs jobs --watch ended"
-            seen += line
+            seen += watch_line(lines)
+        # No notification comes now; the watch draws again by itself.
+        while "(1 ended job(s) not shown" not in seen.rsplit(CLEAR, 1)[-1]:
+            seen += watch_line(lines)
     finally:
         watch.send_signal(signal.SIGINT)
         try:
@@ -502,6 +514,20 @@ def test_jobs_watch_follows_the_events(serve):
             _, err = watch.communicate(timeout=WAIT)
             pytest.fail(f"^C did not end it: {signals}\n{err}")
     assert watch.returncode == 130, watch.returncode
+
+
+CLEAR = "\x1b[H\x1b[2J"     # the watch clears the screen before a table
+
+
+def watch_line(lines):
+    """The watch's next line (from `lines`, a queue its reader fills),
+    within WAIT."""
+    try:
+        line = lines.get(timeout=WAIT)
+    except queue.Empty:
+        pytest.fail("vmjobs jobs --watch drew nothing new")
+    assert line, "vmjobs jobs --watch ended"
+    return line
 
 
 def test_the_client_reports_a_cut(serve):

@@ -14,9 +14,11 @@ from .logs import one_line
 from .notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 
 # Seconds: the table is redrawn once the stream has been quiet this long,
-# and at least this often while it is busy.
+# and at least this often while it is busy; and every REDRAW_IDLE on a
+# quiet service, for its ages and the ended jobs that time hides.
 REDRAW_QUIET = 0.1
 REDRAW_BUSY = 0.5
+REDRAW_IDLE = 1.0
 
 
 def add_flags(parser):
@@ -146,7 +148,8 @@ def watch_jobs(args, out=sys.stdout):
         table = c.call("Host.getJobs", jobs_params(args))
         dirty, drawn = True, 0.0
         while True:
-            timeout = REDRAW_QUIET if dirty else None
+            timeout = REDRAW_QUIET if dirty else max(
+                0.0, drawn + REDRAW_IDLE - time.monotonic())
             try:
                 notification = changes.get(timeout=timeout)
             except queue.Empty:
@@ -164,7 +167,8 @@ def watch_jobs(args, out=sys.stdout):
                 dirty = True
             now = time.monotonic()
             if dirty and (notification is False or
-                          now - drawn >= REDRAW_BUSY):
+                          now - drawn >= REDRAW_BUSY) or \
+                    now - drawn >= REDRAW_IDLE:
                 print("\x1b[H\x1b[2J" + visible_table(table, args,
                                                       time.time()),
                       file=out, flush=True)
