@@ -7,7 +7,9 @@ After every migration job has ended the VM must be public on exactly one
 host and run there only: `assert_only_on` checks it from both sides."""
 
 import os
+import pathlib
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -312,6 +314,31 @@ def test_abort_or_destroy_mid_transfer(hosts, end):
     dest_job, = b.call("Host.getJobs",
                        job_type="migration-destination").values()
     assert dest_job["status"] == "aborted"
+    assert_nothing_staged(a, b)
+
+
+def test_a_guest_that_stops_mid_transfer_leaves_nothing_there(hosts):
+    """The guest's QEMU ends while libvirt transfers it (a crash, the OOM
+    killer): nothing arrived on B, so B's staged copy is destroyed and its
+    incoming place freed. It was kept, staged until B's arrival timeout
+    (hours): two such guests refused every migration to B (a hostile-caller
+    audit)."""
+    a, b = hosts
+    vm_id, = a.create(1, memSize=1024)
+    job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
+    info = a.wait_job(job_id, transfer_started)
+    assert (info["status"], info["step"]) == ("running", "migrate"), info
+    qemu, = [pid for pid in a.sandbox.qemu_pids()
+             if vm_id.encode() in pathlib.Path(
+                 f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    os.kill(qemu, signal.SIGKILL)
+    info = a.wait_job(job_id)
+    assert info["status"] == "failed", info
+    assert "is kept" not in info["error"]["message"], info
+    assert b.public() == {} and b.domains() == {}
+    dest_job, = b.call("Host.getJobs",
+                       job_type="migration-destination").values()
+    assert dest_job["status"] in ENDED, dest_job
     assert_nothing_staged(a, b)
 
 

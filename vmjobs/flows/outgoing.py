@@ -298,12 +298,17 @@ class MigrationSourceJob(VmJob):
     def _destroy_on_destination(self):
         if self._on_destination == NOTHING:
             return
-        # Only while the domain runs here: if it left, the destination's
-        # copy is the VM.
-        state = self.hv.state(self.vm_id)
-        if state not in (DomainState.RUNNING, DomainState.PAUSED):
-            raise MigrateError(f"VM {self.vm_id} is {state or 'gone'} "
-                               "here: its copy on the destination is kept")
+        # Kept only on evidence that the guest left: its domain is gone
+        # here (a migration that succeeds undefines it,
+        # VIR_MIGRATE_UNDEFINE_SOURCE). A domain still defined here that
+        # does not run is a guest whose QEMU ended during the transfer
+        # (a crash, the OOM killer): nothing arrived there, and its staged
+        # copy would hold one of the destination's max_incoming places
+        # until its arrival timeout, hours (a hostile-caller audit filled
+        # them so).
+        if self.hv.state(self.vm_id) is None:
+            raise MigrateError(f"VM {self.vm_id} is gone here: its copy on "
+                               "the destination is kept")
         perhaps = self._on_destination == PERHAPS
         deadline = time.monotonic() + (
             PERHAPS_DESTROY_WAIT if perhaps else 60.0)
