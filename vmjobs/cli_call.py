@@ -20,6 +20,13 @@ WATCH_ENDED_WITHIN = 60.0
 _ENDED = ("done", "failed", "aborted")
 
 
+# The longest answer the command line takes: sixteen times a service's
+# default bound (rpc.max_response_bytes). The command runs as root on a
+# hypervisor host: a server that answers without end (a hostile one, or
+# the wrong address) must not bring the OOM killer to the guests.
+MAX_ANSWER_BYTES = 1 << 28
+
+
 def client(args):
     if args.cert and not args.ca:
         raise CliError("--cert needs --ca (the CA that signed the server's "
@@ -27,7 +34,8 @@ def client(args):
     if bool(args.cert) != bool(args.key):
         raise CliError("--cert and --key go together")
     return Client(args.server, cert=args.cert, key=args.key, ca=args.ca,
-                  timeout=getattr(args, "timeout", 60.0))
+                  timeout=getattr(args, "timeout", 60.0), whole_call=True,
+                  max_answer_bytes=MAX_ANSWER_BYTES)
 
 
 def parse_params(items, path=None):

@@ -4,6 +4,7 @@ traceback is shown only with --debug, or for an error nobody expected (a
 bug)."""
 
 import errno
+import http.client
 import json
 import socket
 import ssl
@@ -12,6 +13,7 @@ from . import errors
 from .client import RemoteError
 from .config import ConfigError
 from .hypervisor import HypervisorError
+from .logs import one_line
 
 # VDSM's code -> its name, for `error 4 (exist): ...`.
 CODE_NAMES = {cls.code: cls.name for cls in vars(errors).values()
@@ -73,6 +75,9 @@ def explain(exc, args):
                     "host; choose another with --listen")
     if server is not None and isinstance(exc, (OSError, ssl.SSLError)):
         return _connection_error(exc, server, args)
+    if server is not None and isinstance(exc, http.client.HTTPException):
+        return (f"the vmjobs server at {server} answered what this "
+                f"command does not take: {one_line(exc)}")
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, (OSError, ValueError, RuntimeError)):

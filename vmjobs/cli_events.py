@@ -82,8 +82,9 @@ def wanted(notification, vm_ids, job_ids):
         return bool(vm_ids) and method[len(VM_STATUS):] in vm_ids
     if method.startswith(JOB_STATUS):
         job_id = method[len(JOB_STATUS):]
-        return job_id in (job_ids or ()) or \
-            params[job_id].get("vm_id") in (vm_ids or ())
+        info = params.get(job_id) if isinstance(params, dict) else None
+        return job_id in (job_ids or ()) or isinstance(info, dict) and \
+            info.get("vm_id") in (vm_ids or ())
     return True   # a resync concerns everybody
 
 
@@ -103,8 +104,17 @@ def line(notification):
 def _line(notification):
     when = time.strftime("%H:%M:%S", time.localtime()) + \
         f".{int(time.time() * 1000) % 1000:03d}"
-    method, params = notification.method, notification.params
     head = f"{when} event {notification.id}:"
+    try:
+        return _known_line(head, notification)
+    except (KeyError, TypeError, AttributeError):
+        # Not of the shape API.md gives it: shown as it came.
+        return f"{head} {notification.method} " \
+            f"{json.dumps(notification.params)}"
+
+
+def _known_line(head, notification):
+    method, params = notification.method, notification.params
     if method.startswith(VM_STATUS):
         vm = params[method[len(VM_STATUS):]]
         staged = " (staged)" if vm["staging"] else ""

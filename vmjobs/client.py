@@ -219,6 +219,8 @@ def _events(response, last_id):
     where = [last_id]   # the last id the stream set: where it is
     try:
         yield from sse.read(lambda: next(lines, b""), where)
+    except sse.FrameTooLarge:
+        raise       # the server's, not a cut: resuming would repeat it
     except (http.client.HTTPException, OSError, ValueError) as exc:
         # (http.client reports some bodies cut short as a chunk size
         # that is no number.)
@@ -236,5 +238,8 @@ def _lines(response):
         *lines, pending = (pending + data).split(b"\n")
         for line in lines:
             yield line + b"\n"
+        if len(pending) > sse.MAX_FRAME_BYTES:
+            raise sse.FrameTooLarge(f"a line of the event stream longer "
+                                    f"than {sse.MAX_FRAME_BYTES} bytes")
     if pending:
         yield pending

@@ -11,6 +11,15 @@ CONTENT_TYPE = "text/event-stream"
 # A comment line: keeps an idle stream's connection (and proxies) awake
 # and lets the service notice a subscriber that went away.
 KEEPALIVE = b": keep-alive\n\n"
+# The longest frame (or line) a client takes: a notification is a few KiB
+# (a job's error at most 4 KiB). A server that sends more is refused, not
+# held in memory (a hostile server made `vmjobs events`, root, grow
+# without end on one endless line).
+MAX_FRAME_BYTES = 1 << 20
+
+
+class FrameTooLarge(ValueError):
+    """A stream's frame (or line) longer than MAX_FRAME_BYTES."""
 
 
 def frame(notification):
@@ -40,10 +49,15 @@ def read(readline, where=None):
     where the client is, to resume from."""
     fields = {}
     data = []
+    size = 0      # of the frame's lines so far
     while True:
         line = readline()
         if not line:
             return
+        size += len(line)
+        if size > MAX_FRAME_BYTES:
+            raise FrameTooLarge(f"a frame of the event stream longer than "
+                                f"{MAX_FRAME_BYTES} bytes")
         line = line.decode("utf-8").rstrip("\r\n")
         if line:
             if not line.startswith(":"):
@@ -60,7 +74,7 @@ def read(readline, where=None):
             notification = _parse(fields, "\n".join(data))
             if notification is not None:
                 yield notification
-        fields, data = {}, []
+        fields, data, size = {}, [], 0
 
 
 def _parse(fields, data):
