@@ -95,6 +95,11 @@ def test_configuration_example_loads_verbatim(tmp_path):
     assert loaded.uri == config.DEFAULT_URI and loaded.tls_cert is None
     assert loaded.max_incoming == 2
     assert loaded.origin("workers") == f"{path}:2"
+    # Every setting is there (the page says it lists them all).
+    assert {f"{s.section}.{s.key}" for s in config.SETTINGS} == {
+        f"{s.section}.{s.key}" for s in config.SETTINGS
+        if loaded.origin(s.field) is not None and
+        loaded.origin(s.field).startswith(str(path))}
 
 
 def test_inline_and_whole_line_comments():

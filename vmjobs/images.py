@@ -46,7 +46,9 @@ OTHER_MAGICS = {b"QED\x00": "qed", b"KDMV": "vmdk", b"vhdxfile": "vhdx",
                 "parallels"}
 VDI_MAGIC = (64, b"\x7f\x10\xda\xbe")
 # qcow2 header extensions and the incompatible feature bit of a data file.
-EXT_END, EXT_BACKING_FORMAT, EXT_DATA_FILE = 0, 0xE2792ACA, 0x44415441
+# (The backing format's extension is not read: a backing file's format is
+# read from the file itself, whatever the header declares.)
+EXT_END, EXT_DATA_FILE = 0, 0x44415441
 INCOMPAT_DATA_FILE = 1 << 2
 
 

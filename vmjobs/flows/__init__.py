@@ -2,7 +2,8 @@
 a migration's two ends are named by direction (incoming, outgoing).
 
     create     prepare -> define -> start -> verify -> commit
-    recover    read-metadata -> inspect (-> wait-migration) -> commit
+    recover    read-metadata -> inspect (-> wait-arriving, wait-leaving
+               or wait-saving) -> commit
                (or left-stopped, migrated-away)
     restore    check-file -> read-domain -> prepare -> restore -> persist
                -> verify -> commit

@@ -1,8 +1,8 @@
 """Hibernation: save a public VM's state to a file, undefine its domain,
 and take it out of the public registry.
 
-Not a startup flow but the inverse of restore, and the only job that runs
-on a public VM. Its reservation creates the state file, empty and
+Not a startup flow but the inverse of restore; like a migration's
+source, it claims a public VM. Its reservation creates the state file, empty and
 exclusively (O_EXCL), then claims the VM (Saving State): an existing file
 is never overwritten, two hibernations can never share one, and the file's
 inode is remembered, so the job only ever removes the very file it
