@@ -7,16 +7,18 @@ abort of libvirt's job then ends nothing, as with the stuck QEMU."""
 
 import os
 import threading
+import uuid
 
 import pytest
 
-from conftest import wait_job
+from conftest import WAIT, wait_job
 from faults import FaultyHypervisor
 from test_migration_source import destination_jobs, host_b, migrate, up_vm  # noqa: F401
 from vmjobs import destroy as destroy_module
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import GeneralException, NoVM
+from vmjobs.hypervisor import ConnectionLost
 from vmjobs.flows.outgoing import MigrationSourceJob
 
 
@@ -92,9 +94,7 @@ def test_destroy_destroys_a_vm_whose_job_does_not_end(
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert api.hv.state(vm_id) is None
-    # The test driver's destination never hears of the forced destroy (a
-    # real one sees its incoming migration fail): removed by hand.
-    host_b.VM.destroy(vm_id)
+    nothing_left_on(host_b, vm_id)
 
 
 def test_a_vm_destroyed_under_a_job_that_will_not_end_leaves_with_it(
@@ -116,5 +116,44 @@ def test_a_vm_destroyed_under_a_job_that_will_not_end_leaves_with_it(
     assert api.Host.getVMList() == []
     assert api.VM.destroy(vm_id) is True   # the stopped domain goes
     assert api.hv.state(vm_id) is None
-    host_b.VM.destroy(vm_id)
+    nothing_left_on(host_b, vm_id)
 
+
+def nothing_left_on(destination, vm_id):
+    """The job's rollback destroyed the destination's staged copy: the
+    guest was stopped here, still defined, so it arrived nowhere (the test
+    driver's destination never hears of the forced destroy; a real one
+    sees its incoming migration fail)."""
+    with pytest.raises(NoVM):
+        destination.VM.getStats(vm_id)
+    assert destination.Host.getStats()["staged"] == 0
+
+
+def test_a_removal_waiting_for_the_daemon_ends_at_a_stop(hypervisor,
+                                                         monkeypatch):
+    """A removal (an undo, VM.destroy) tries again while libvirtd is gone,
+    up to reconnect_wait; a stop (stop_waiting_for_the_daemon) ends that
+    wait at once, as it ends the connections' own (it read its deadline
+    once, at its start, and went on for up to 60 s; a structure review)."""
+    lost = threading.Event()
+
+    def daemon_gone(*args):
+        lost.set()
+        raise ConnectionLost("remove", 1, "the daemon is gone")
+    monkeypatch.setattr(hypervisor, "_remove_once", daemon_gone)
+    monkeypatch.setattr(hypervisor._connections, "reconnect_wait",
+                        10 * WAIT)
+    raised = []
+
+    def remove():
+        try:
+            hypervisor.remove(str(uuid.uuid4()))
+        except ConnectionLost as exc:
+            raised.append(exc)
+    removal = threading.Thread(target=remove, daemon=True)
+    removal.start()
+    assert lost.wait(WAIT)
+    hypervisor.stop_waiting_for_the_daemon()
+    removal.join(WAIT)
+    assert not removal.is_alive(), "the removal still waits for the daemon"
+    assert len(raised) == 1

@@ -171,13 +171,16 @@ class Hypervisor:
         back, up to the connections' reconnect_wait: an undo must not be
         left half done.
         Returns True if there was a domain."""
-        deadline = time.monotonic() + self._connections.reconnect_wait
+        started = time.monotonic()
         while True:
             try:
                 return self._remove_once(uuid, graceful_attempts,
                                          keep_definition)
             except ConnectionLost:
-                if time.monotonic() > deadline:
+                # reconnect_wait read at each try, as the connections read
+                # it: a stop that sets it to 0 ends this wait too.
+                if time.monotonic() - started >= \
+                        self._connections.reconnect_wait:
                     raise
                 log.warning("removing domain %s: daemon lost; trying again",
                             uuid)
