@@ -18,8 +18,8 @@ from vmjobs import destroy as destroy_module
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import GeneralException, NoVM
-from vmjobs.hypervisor import ConnectionLost
 from vmjobs.flows.outgoing import MigrationSourceJob
+from vmjobs.hypervisor import ConnectionLost
 
 
 def sockets_of(host):
