@@ -9,6 +9,10 @@ import tempfile
 import urllib.request
 import uuid
 
+from conftest import WAIT
+from vmjobs.client import Client
+from vmjobs.notifications import JOB_STATUS, RESYNC, SubscriptionCut
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the tests serve unless they name a URI: libvirt's test driver, asked
 # for by name (the service's default is the host's hypervisor).
@@ -90,16 +94,27 @@ def rpc(url, method, params=None, request_id=1):
     return answer
 
 
-def wait_job_info(server, job_id, reached, rounds=10000):
-    """The job's JobInfo once `reached(info)` is true, asked over RPC until
-    it is (each round is a request: there is no event to wait on across
-    processes)."""
-    for _ in range(rounds):
-        info = rpc(server.url, "Host.getJobs", {"job_ids": [job_id]})[
-            "result"][job_id]
-        if reached(info):
-            return info
-    raise AssertionError(f"job {job_id} did not get there: {info}")
+def wait_job_info(server, job_id, reached):
+    """The job's JobInfo once `reached(info)` is true: read once, then
+    followed on the service's event stream (subscribed first, so that no
+    change in between is missed), each wait bounded by WAIT."""
+    with Client(server.address, timeout=WAIT) as stream, \
+            Client(server.address, timeout=WAIT) as client:
+        def read():
+            return client.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
+        changes = stream.events()
+        info = read()
+        while not reached(info):
+            try:
+                notification = next(changes)
+            except (StopIteration, SubscriptionCut, OSError) as exc:
+                raise AssertionError(f"job {job_id} did not get there "
+                                     f"({exc!r}): {info}") from None
+            if notification.method == JOB_STATUS + job_id:
+                info = notification.params[job_id]
+            elif notification.method == RESYNC:
+                info = read()
+        return info
 
 
 def wait_job_ended(server, job_id):

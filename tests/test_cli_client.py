@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from serve import ROOT, ServeProcess
+from serve import ROOT, ServeProcess, wait_job_info
 from vmjobs.client import Client
 
 
@@ -103,12 +103,8 @@ def test_vms_lists_public_vms(server):
     created = vmjobs(server, "call", "VM.create", f"vmID={vm_id}",
                      "vmParams=" + json.dumps({"vmId": vm_id, "vmName":
                                                "listed", "memSize": 64}))
-    job_id = json.loads(created.stdout)["jobId"]
-    with Client(server.address) as client:
-        for _ in range(10000):   # each round is a request: no event here
-            if client.call("Host.getJobs", {"job_ids": [job_id]})[job_id][
-                    "status"] == "done":
-                break
+    assert wait_done(server, json.loads(created.stdout)["jobId"])[
+        "status"] == "done"
     listed = vmjobs(server, "vms")
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
@@ -117,11 +113,8 @@ def test_vms_lists_public_vms(server):
 
 
 def wait_done(server, job_id):
-    with Client(server.address) as client:
-        for _ in range(10000):   # each round is a request: no event here
-            info = client.call("Host.getJobs", {"job_ids": [job_id]})[job_id]
-            if info["status"] in ("done", "failed", "aborted"):
-                return info
+    return wait_job_info(server, job_id, lambda info: info["status"] in (
+        "done", "failed", "aborted"))
 
 
 def test_vms_without_a_vm_name(server):

@@ -26,7 +26,7 @@ import uuid
 
 import pytest
 
-from serve import ROOT, TEST_URI, ServeProcess
+from serve import ROOT, TEST_URI, ServeProcess, wait_job_ended
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
 
@@ -458,11 +458,7 @@ class Host:
         return err.value.message
 
     def wait_job(self, job_id):
-        for _ in range(10000):   # each round is a request: no event here
-            info = self.call("Host.getJobs", None, [job_id])[job_id]
-            if info["status"] in ("done", "failed", "aborted"):
-                return info["status"]
-        raise AssertionError(f"job {job_id} did not end")
+        return wait_job_ended(self.server, job_id)
 
     def up_vm(self):
         vm_id = str(uuid.uuid4())

@@ -76,9 +76,11 @@ class Host:
         return self.call("Host.getJobs", job_ids=[job_id])[job_id]
 
     def wait_job(self, job_id, reached=lambda info: info["status"] in ENDED):
-        """The job's info once `reached(info)`, asked again and again (no
-        event crosses processes), a few milliseconds apart: asking without
-        a pause would take a core from the guests being migrated."""
+        """The job's info once `reached(info)`, asked again and again, a
+        few milliseconds apart (asking without a pause would take a core
+        from the guests being migrated): what it waits for may be the
+        transfer's progress, which no event tells (a job's events are its
+        status and step changes; serve.wait_job_info follows those)."""
         deadline = time.monotonic() + WAIT
         while not reached(info := self.job(job_id)):
             assert time.monotonic() < deadline, info
