@@ -10,8 +10,13 @@ job only waits for it (Job.wait_for, parked): it holds no worker while
 it waits, stays `running` in step wait-arrival, and can be aborted. It is
 woken by libvirt's lifecycle events for the VM's UUID and every
 `check_interval` seconds as a safety net (an event can be lost with a
-connection); the wait ends on arrival, abort or timeout. The rules of
-arrival and of the job's end are in arrival.py:
+connection); the wait ends on arrival, abort or timeout.
+
+"Arrived" is "the migration finished", hypervisor.has_arrived's rule (a VM
+paused on the source arrives paused, with a SUSPENDED event). Before
+arrival the source still holds the guest, and removing what is here only
+makes the source's migration fail; from arrival on, the domain here may be
+the guest's only copy. So:
 
 - before arrival, any end but a commit removes what has the UUID, even if
   the job never ran (the end handling does it, not run());
@@ -25,22 +30,19 @@ migration job still listed), VM.destroy removes it, and the next recovery
 adopts it if it carries vmjobs metadata (the source was a vmjobs host)."""
 
 import dataclasses
+import logging
 import time
 
 import workers
 from workers import JobAborted, JobStatus
 
+from .. import domxml
 from ..errors import MigrateError, VdsmError
-from ..hypervisor import HypervisorError
+from ..hypervisor import DomainState, HypervisorError, has_arrived
 from ..registry import VmStatus
-from .arrival import (
-    arrived_status,
-    keep_for_recovery,
-    make_ours,
-    publish_arrived,
-    remove_unarrived,
-)
 from .base import StartupJob, over_a_stopped_definition
+
+log = logging.getLogger("vmjobs.flows.incoming")
 
 
 class MigrationDestinationJob(StartupJob):
@@ -106,7 +108,7 @@ class MigrationDestinationJob(StartupJob):
     def _arrival(self):
         """The arrived domain's status; before arrival, an abort while
         parked lands here. After it, an abort is too late (_arrived)."""
-        status = arrived_status(self.hv, self.vm_id)
+        status = self._arrived_status()
         if status is None:
             self.check_abort()
         return status
@@ -121,30 +123,24 @@ class MigrationDestinationJob(StartupJob):
         self.arrived_at = time.monotonic()
         try:
             self.step("persist")
-            make_ours(self.hv, self.vm_id, self.spec.params,
-                      self.over_stopped_definition)
+            self._make_ours()
             self.step("commit")
             self.commit(status)
         except JobAborted:
             # Too late to abort: the source's migration has completed (its
             # job may have ended done), and this may be the guest's only
             # copy. It is listed here all the same, and the job says so.
-            raise MigrateError(publish_arrived(self, status)) from None
+            raise MigrateError(self._publish_arrived(status)) from None
         except Exception as exc:   # a failure
             why = str(exc) or type(exc).__name__
-            raise MigrateError(keep_for_recovery(
-                self.hv, self.vm_id, self.spec.params, why,
-                self.over_stopped_definition)) from None
+            raise MigrateError(self._keep_for_recovery(why)) from None
 
     def on_ended(self):
         if self._events is not None:
             self.hv.unsubscribe(self.vm_id, self._events)
         try:
             if self.status is not JobStatus.DONE and self.arrived_at is None:
-                kept = remove_unarrived(
-                    self.hv, self.vm_id, self.spec.params,
-                    f"job {self.status}",
-                    self.over_stopped_definition)
+                kept = self._remove_unarrived(f"job {self.status}")
                 if kept is not None:
                     self.set_end_error(self.error_class.code, kept)
         except Exception as exc:
@@ -155,6 +151,80 @@ class MigrationDestinationJob(StartupJob):
                 "removes it")
         finally:
             super().on_ended()
+
+    # -- the rules of arrival ---------------------------------------------
+
+    def _arrived_status(self):
+        """The public status (Up, Paused) of the incoming domain once its
+        migration has finished; None while it has not (no domain, a
+        transfer still running, or a domain that does not run)."""
+        state, reason = self.hv.state_reason(self.vm_id)
+        if not has_arrived(state, reason):
+            return None
+        return VmStatus.UP if state is DomainState.RUNNING \
+            else VmStatus.PAUSED
+
+    def _make_ours(self):
+        """Make the arrived domain persistent and ours (vmjobs metadata,
+        live and in its definition), so that it is known as ours once it
+        stops, and recovered after a restart. Over the VM's stopped
+        definition, its own replaces it (a source that does not ask libvirt
+        to persist it would leave the old one)."""
+        self.hv.persist(self.vm_id, replace=self.over_stopped_definition)
+        self.hv.set_metadata(self.vm_id, domxml.METADATA_NS,
+                             domxml.METADATA_PREFIX,
+                             domxml.metadata_element(self.vm_id,
+                                                     self.spec.params))
+
+    def _keep_for_recovery(self, why):
+        """An arrived domain that will not be committed (`why`): leave it
+        running, made ours if that can be done, and return what became of
+        it (for the job's error)."""
+        try:
+            self._make_ours()
+        except Exception as exc:
+            where = ("left running here without vmjobs metadata "
+                     f"({exc}): Host.getStats counts it in unowned_domains")
+        else:
+            where = ("left running here with vmjobs metadata: the next "
+                     "recovery adopts it")
+        message = (f"VM {self.vm_id} arrived but was not committed ({why}); "
+                   f"it is {where}; VM.destroy removes it")
+        log.error("%s", message)
+        return message
+
+    def _publish_arrived(self, status):
+        """An abort reached the job of an arrived domain (JobAborted at its
+        commit): list the VM all the same, outside the job's commit, so that
+        once the source's job ended the guest is public on one host;
+        returns what became of it (the job's error). If that fails too, it
+        is kept for recovery."""
+        try:
+            self._make_ours()
+            self.registry.publish(self.vm_id, status, self)
+        except Exception as exc:
+            return self._keep_for_recovery(
+                f"aborted after arrival, then {exc}")
+        message = (f"too late to abort: VM {self.vm_id} had arrived; it is "
+                   f"listed here, {status}")
+        log.warning("%s", message)
+        return message
+
+    def _remove_unarrived(self, why):
+        """The end of a job that did not commit, whenever it comes (even
+        while the job is queued): remove whatever has the UUID unless it
+        has arrived, which is kept for recovery; over the VM's stopped
+        definition, only stop it, leaving that definition as it was.
+        Returns None if nothing was kept, else what _keep_for_recovery
+        said."""
+        if self._arrived_status() is None:
+            if self.hv.remove(self.vm_id,
+                              keep_definition=self.over_stopped_definition):
+                log.info("incoming domain %s %s: %s", self.vm_id,
+                         "stopped" if self.over_stopped_definition
+                         else "removed", why)
+            return None
+        return self._keep_for_recovery(why)
 
     def _is_stuck(self, now=None):
         # (workers.Job's, called under its lock.) Waiting for the source is
