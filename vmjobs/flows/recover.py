@@ -41,9 +41,10 @@ class RecoverJob(StartupJob):
     staged_status = VmStatus.WAIT_FOR_LAUNCH
     error_class = CreateError
 
-    # Seconds between looks while a domain migrates (lifecycle events wake
-    # the job sooner).
-    migration_check_interval = 0.5
+    # Seconds between looks while libvirt carries a migration or a save
+    # on (lifecycle events wake the job sooner). Not the configured
+    # migration.check_interval, the destination's.
+    settle_check_interval = 0.5
 
     def __init__(self, *args, settle_timeout=120.0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -80,7 +81,7 @@ class RecoverJob(StartupJob):
                 lambda: self.hv.activity(vm_id) is Activity.SETTLED,
                 self._settled,
                 deadline=time.monotonic() + self.settle_timeout,
-                expired=self._unsettled, poll=self.migration_check_interval)
+                expired=self._unsettled, poll=self.settle_check_interval)
         return self._recover()
 
     def _settled(self, _ended):
