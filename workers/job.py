@@ -292,6 +292,14 @@ class Job:
                 commit()
             self._move_through(path)
 
+    def set_end_error(self, code: Any, message: str) -> None:
+        """Add to the job's error what its end handling (on_ended) found,
+        while the job's info can still change."""
+        with self._lock:
+            if self._error is not None:
+                message = f"{self._error['message']}; then {message}"
+            self._error = bounded_error({"code": code, "message": message})
+
     def error_info(self, exc: BaseException) -> Dict[str, Any]:
         """The `{"code", "message"}` a failure is reported as."""
         return {"code": getattr(exc, "code", None), "message": str(exc)}
@@ -299,6 +307,12 @@ class Job:
     def info_extra(self) -> Dict[str, Any]:
         """Keys a subclass adds to info(); they must not change."""
         return {}
+
+    def stuck_since(self) -> Optional[float]:
+        """When (time.monotonic()) the job's `timeout` starts counting, or
+        None while it does not: by default, when it started running.
+        Called under the job's lock: reads the job's own fields only."""
+        return self._started_mono
 
     # -- for everybody ----------------------------------------------------
 
@@ -579,11 +593,11 @@ class Job:
 
     def _is_stuck(self, now: Optional[float] = None) -> bool:
         # Caller holds self._lock.
-        if self.timeout is None or self._started_mono is None or \
-                self._status.ended:
+        since = self.stuck_since()
+        if self.timeout is None or since is None or self._status.ended:
             return False
         now = time.monotonic() if now is None else now
-        return now - self._started_mono > self.timeout
+        return now - since > self.timeout
 
     def _crash(self, exc: BaseException) -> None:
         """The runner failed (a bug): end the job failed, so that nothing

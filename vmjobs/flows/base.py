@@ -100,15 +100,6 @@ class VmJob(workers.Job):
     def info_extra(self) -> dict[str, Any]:
         return {"vm_id": self.vm_id}
 
-    def set_end_error(self, code: int, message: str) -> None:
-        """Add to the job's error what its end handling (on_ended) found,
-        while the job's info can still change."""
-        with self._lock:
-            if self._error is not None:
-                message = f"{self._error['message']}; then {message}"
-            self._error = workers.bounded_error({"code": code,
-                                                 "message": message})
-
     def error_info(self, exc: BaseException) -> dict[str, Any]:
         if isinstance(exc, VdsmError):
             return exc.to_dict()

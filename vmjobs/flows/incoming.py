@@ -226,12 +226,7 @@ class MigrationDestinationJob(StartupJob):
             return None
         return self._keep_for_recovery(why)
 
-    def _is_stuck(self, now=None):
-        # (workers.Job's, called under its lock.) Waiting for the source is
-        # not being stuck: arrival_timeout bounds the wait, and jobs.timeout
-        # counts from the arrival.
-        arrived_at = self.arrived_at
-        if arrived_at is None or self.timeout is None or self._status.ended:
-            return False
-        now = time.monotonic() if now is None else now
-        return now - arrived_at > self.timeout
+    def stuck_since(self):
+        # Waiting for the source is not being stuck: arrival_timeout bounds
+        # the wait, and jobs.timeout counts from the arrival.
+        return self.arrived_at
