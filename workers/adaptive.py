@@ -1,7 +1,7 @@
 """An admission limit that finds the host's best parallelism by itself.
 
-A pure object: the pool feeds it one sample per admitted job that ends
-done (when, how long it ran, how many admitted jobs ran, whether others
+A pure object, guarded by its pool's lock (it has none of its own): the
+pool feeds it one sample per admitted job that ends done (when, how long it ran, how many admitted jobs ran, whether others
 waited), with explicit timestamps, and reads `limit` back. It knows
 nothing of VMs: a sample's `kind` (a job type) is an opaque key, each kind
 with its own uncontended time.

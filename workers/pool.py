@@ -274,7 +274,9 @@ class Pool:
                    timeout: Optional[float] = None) -> bool:
         """Wait until predicate(stats()) holds; True if so. Every change of
         the figures (a job queued, taken, parked, ended) wakes the waiters,
-        so an observer waits for a state, not for a while."""
+        so an observer waits for a state, not for a while. `predicate` runs
+        under the pool's lock, in the thread that made the change: it must
+        only read the figures it is given (no lock, no call out)."""
         with self._lock:
             return self._wait_change(lambda: predicate(self._stats()),
                                      timeout)

@@ -36,8 +36,8 @@ class JobTable:
         self._on_ended = on_ended
         self.max_ended = max_ended
         self._clock = clock
-        # Guards _jobs and _ended. Expiry is done lazily, on each access,
-        # so there is no timer thread to manage.
+        # Guards _jobs, _ended and _by_type. Expiry is done lazily, on each
+        # access, so there is no timer thread to manage.
         self._lock = threading.Lock()
         self._jobs: Dict[str, Job] = {}            # id -> job
         # id -> end time, in end order
