@@ -121,7 +121,9 @@ def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(
 @pytest.mark.parametrize("params", [
     '{"x": NaN}', '{"x": -Infinity}', '{"x": "\\ud800"}',
     '{"x": "' + "A" * 70_000 + '"}', '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}",
-], ids=["nan", "infinity", "lone-surrogate", "over-64-KiB", "deep"])
+    '{"x": 1, "x": 2}',
+], ids=["nan", "infinity", "lone-surrogate", "over-64-KiB", "deep",
+        "name-twice"])
 def test_metadata_params_a_verb_would_refuse_are_not_adopted(
         make_api, hypervisor, params):
     """A domain's metadata is trusted no more than the request that made

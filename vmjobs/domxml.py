@@ -17,6 +17,8 @@ from xml.sax.saxutils import escape, quoteattr
 import defusedxml
 import defusedxml.ElementTree
 
+from . import strictjson
+
 METADATA_NS = "urn:vmjobs:domain:1"
 METADATA_PREFIX = "vmjobs"
 
@@ -195,8 +197,8 @@ def params_fit(params):
 def _read_metadata_element(root):
     """(vmId, params) of our metadata element, read by the rules a verb
     holds them to (a domain's metadata is not trusted more than the
-    request that made it: recovery adopts what it reads): JSON without
-    NaN or Infinity, no lone surrogate, nested no deeper than the parser
+    request that made it: recovery adopts what it reads): strict JSON
+    (strictjson.py), no lone surrogate, nested no deeper than the parser
     goes, at most MAX_PARAMS_BYTES; else BadDomainXML."""
     fields = {_local(child.tag): child.text or "" for child in root}
     if _local(root.tag) != "vm" or "vmId" not in fields:
@@ -207,17 +209,13 @@ def _read_metadata_element(root):
                            f"{MAX_PARAMS_BYTES} bytes")
     try:
         vm_id = str(uuid.UUID(fields["vmId"].strip()))
-        params = json.loads(text, parse_constant=_not_json)
+        params = strictjson.loads(text)
         json.dumps(params, ensure_ascii=False).encode()   # no surrogate
     except (ValueError, RecursionError) as exc:
         raise BadDomainXML(f"damaged metadata: {exc}") from None
     if not isinstance(params, dict):
         raise BadDomainXML("damaged metadata: params is not an object")
     return vm_id, params
-
-
-def _not_json(constant):
-    raise ValueError(f"{constant} is not JSON")
 
 
 def _local(tag):

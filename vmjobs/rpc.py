@@ -19,6 +19,7 @@ import json
 import logging
 import math
 
+from . import strictjson
 from .audit import Audit
 from .errors import GeneralException, VdsmError
 
@@ -46,8 +47,7 @@ class Dispatcher:
         log). Returns the response bytes, or None when there is nothing to
         answer (only notifications)."""
         try:
-            request = json.loads(body, parse_constant=_not_json,
-                                 object_pairs_hook=_unique_names)
+            request = strictjson.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             # RecursionError: nesting deeper than the parser goes.
             return _dump(_error(None, PARSE_ERROR,
@@ -142,23 +142,6 @@ class Dispatcher:
         if notification:
             return None
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
-
-
-def _not_json(constant):
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _unique_names(pairs):
-    """An object whose names are unique: `{"vmID": A, "vmID": B}` is
-    refused, not read as B (its last), as a repeated HTTP header is (what
-    one reader takes for the request, another must not read otherwise;
-    a hostile-caller audit)."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        names = [name for name, _ in pairs]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        raise ValueError(f"a name given twice in one object: {twice[0]!r}")
-    return obj
 
 
 def _valid_id(value):

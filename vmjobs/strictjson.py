@@ -1,0 +1,28 @@
+"""JSON as a verb reads it: one reading only. NaN and Infinity are not
+JSON (Python's parser takes them), and a name given twice in one object is
+refused, not read as its last: what one reader takes for a request,
+another must not read otherwise (a hostile-caller audit). For requests
+(rpc.py) and for what a domain's metadata gives back (domxml.py), which is
+not trusted more than the request that made it."""
+
+import json
+
+
+def loads(text):
+    """The value of JSON `text`; ValueError if it is not strict JSON
+    (RecursionError for nesting deeper than the parser goes)."""
+    return json.loads(text, parse_constant=_not_json,
+                      object_pairs_hook=_unique_names)
+
+
+def _not_json(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _unique_names(pairs):
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"a name given twice in one object: {twice[0]!r}")
+    return obj
