@@ -4,6 +4,7 @@ Host.getVMList(vmList, onlyUUID) are accepted, and checked."""
 import pytest
 
 from conftest import new_id, our_domains, vm_params, wait_job
+from test_migration_destination import incoming
 from vmjobs.errors import InvalidParams
 from vmjobs.params import MAX_GRACEFUL_ATTEMPTS, parse_graceful_attempts
 
@@ -69,3 +70,30 @@ def test_bad_get_vm_list_params(api, params, param):
     with pytest.raises(InvalidParams) as error:
         api.call("Host.getVMList", params)
     assert error.value.data == {"param": param}
+
+
+def plain(value):
+    """Whether `value` is made of JSON's own types only (an enum member,
+    even one equal to its string, is not)."""
+    if type(value) is dict:
+        return all(type(k) is str and plain(v) for k, v in value.items())
+    if type(value) is list:
+        return all(plain(v) for v in value)
+    return value is None or type(value) in (str, int, float, bool)
+
+
+def test_in_process_results_are_plain_json(api):
+    """API.md: in process, "the same results" as over JSON-RPC: a status
+    was a VmStatus member there (equal to its string, but not a str)."""
+    vm_id = new_id()
+    created = api.VM.create(vm_id, vm_params(vm_id))
+    wait_job(api, created["jobId"])
+    other = new_id()
+    results = [created, api.VM.getStats(vm_id),
+               api.Host.getVMList(fullStatus=True), api.Host.getAllVmStats(),
+               api.Host.getStats(), api.Host.getJobs(),
+               api.VM.migrationCreate(other, incoming(other))]
+    for result in results:
+        assert plain(result), result
+    assert api.VM.destroy(other) is True
+    assert api.VM.destroy(vm_id) is True

@@ -227,7 +227,7 @@ class API:
         # for its whole run, and its run time is what moves it.
         job.admission = self.config.adaptive
         self._queue(job)
-        return {"vmId": spec.vm_id, "status": job.staged_status,
+        return {"vmId": spec.vm_id, "status": str(job.staged_status),
                 "jobId": job.id}
 
     @verb("VM.migrationCreate", "vmID", "params", "incomingLimit")
@@ -247,7 +247,8 @@ class API:
             **self._job_args())
         self._queue(job)
         return {"migrationPort": 0,
-                "params": {"vmId": spec.vm_id, "status": job.staged_status,
+                "params": {"vmId": spec.vm_id,
+                           "status": str(job.staged_status),
                            "jobId": job.id}}
 
     @verb("VM.migrate", "vmID", "params")

@@ -37,7 +37,7 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
         wanted = {parse_vm_id(v, "vmList") for v in vm_ids}
         vms = [vm for vm in vms if not wanted or vm.vm_id in wanted]
     if full_status:
-        return [{"vmId": vm.vm_id, "status": vm.status} for vm in vms]
+        return [{"vmId": vm.vm_id, "status": str(vm.status)} for vm in vms]
     return [vm.vm_id for vm in vms]
 
 

@@ -74,7 +74,8 @@ class Vm:
 
     def stats(self):
         """VM.getStats' answer."""
-        stats = {"vmId": self.vm_id, "status": self.status,
+        # (str(): a plain string in process too, as over JSON-RPC.)
+        stats = {"vmId": self.vm_id, "status": str(self.status),
                  "staging": self.staging, "params": self.params}
         if isinstance(self.job, workers.Job):
             stats["jobId"] = self.job.id
