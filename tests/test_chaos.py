@@ -23,6 +23,24 @@ def test_the_schedule_is_the_seeds_alone():
     assert {step[0] for step in first} == {"op", "fault"}
 
 
+def test_the_classic_mix_replays_the_seeds_before_the_wide_one():
+    classic = list(itertools.islice(schedule(SEED, 0.1, "classic"), 200))
+    wide = list(itertools.islice(schedule(SEED, 0.1, "wide"), 200))
+    assert classic == list(itertools.islice(schedule(SEED, 0.1, "classic"),
+                                            200))
+    assert {s[1] for s in classic} <= {"create", "destroy", "migrate",
+                                       "hibernate", "restore", "abort",
+                                       "kill9", "sigterm", "libvirtd",
+                                       "sigstop"}
+    assert classic != wide
+    # The wide mix draws what the classic one never does.
+    many = list(itertools.islice(schedule(SEED, 0.3, "wide"), 2000))
+    assert {"race", "create_paused", "restore_paused", "abort_later",
+            "hibernate_full", "qemu_kill", "libvirtd_kill9",
+            "libvirtd_stop", "migrate_to_down",
+            "kill_both_mid_migration"} <= {s[1] for s in many}
+
+
 def test_short_chaos_run_keeps_every_invariant(tmp_path):
     require_daemon()
     # A fault every ten steps or so: every kind of fault shows up.

@@ -12,10 +12,10 @@ from ..hypervisor.adapter import activity_of
 from .chaos_host import ServiceDown
 
 
-def qemu_uuids(hosts):
-    """{uuid: number of QEMU processes running it}, from /proc: those of
-    the hosts' daemons (other QEMUs on the machine are not the run's)."""
-    counts = {}
+def qemu_processes(hosts):
+    """[(uuid, pid)] of the QEMU processes of the hosts' daemons, from
+    /proc (other QEMUs on the machine are not the run's)."""
+    found = []
     for pid in [p for host in hosts for p in host.sandbox.qemu_pids()]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -26,8 +26,15 @@ def qemu_uuids(hosts):
             continue
         for flag, value in zip(args, args[1:], strict=False):
             if flag == b"-uuid":
-                uuid = value.decode()
-                counts[uuid] = counts.get(uuid, 0) + 1
+                found.append((value.decode(), pid))
+    return found
+
+
+def qemu_uuids(hosts):
+    """{uuid: number of QEMU processes running it}: see qemu_processes."""
+    counts = {}
+    for uuid, _pid in qemu_processes(hosts):
+        counts[uuid] = counts.get(uuid, 0) + 1
     return counts
 
 
@@ -98,6 +105,14 @@ def check_quiet(hosts, expected):
             if status == "Up" and not running:
                 violations.append(f"{name}: VM {vm_id} listed Up but its "
                                   f"domain is paused (reason {domain[1]})")
+            if status == "Paused" and running:
+                # The guest is followed (guests.py): a paused VM whose
+                # guest runs again is listed Up.
+                violations.append(f"{name}: VM {vm_id} listed Paused but "
+                                  f"its domain runs (state {domain[0]})")
+            if status not in ("Up", "Paused"):
+                violations.append(f"{name}: VM {vm_id} listed {status} "
+                                  "with no job when quiet")
         for uuid, (code, _reason, ours, activity) in domains.items():
             if code in _LIVE and uuid not in public:
                 violations.append(f"{name}: domain {uuid} runs in no "

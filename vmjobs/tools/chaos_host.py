@@ -36,11 +36,12 @@ class ServiceDown(Exception):
 
 
 class ChaosHost:
-    def __init__(self, name, directory, state_dir):
+    def __init__(self, name, directory, state_dir, extra_state_dirs=()):
         self.name = name
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.state_dir = state_dir   # shared: a file restores on either
+        self.extra_state_dirs = list(extra_state_dirs)
         self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"))
         self.listen = f"unix:{self.dir}/vmjobs.sock"
         self.migration_uri = \
@@ -63,6 +64,8 @@ class ChaosHost:
             [sys.executable, "-m", "vmjobs", "serve", "--config", config,
              "--uri", self.sandbox.uri, "--listen", self.listen,
              "--state-dir", self.state_dir,
+             *[arg for d in self.extra_state_dirs
+               for arg in ("--state-dir", d)],
              # Both hosts' sockets (service and libvirtd) are under the
              # run's directory: VM.migrate may name them there.
              "--migration-socket-dir", os.path.dirname(self.dir),

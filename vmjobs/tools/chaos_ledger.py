@@ -24,6 +24,12 @@ class Ledger:
         self.uncertain.add(vm_id)
         self.expected.discard(vm_id)
 
+    def guest_killed(self, vm_id):
+        """Its QEMU was killed: the VM may go Down (it must, if it was not
+        moving), so it is looked for, not expected."""
+        self.uncertain.add(vm_id)
+        self.expected.discard(vm_id)
+
     def restorable(self):
         return set(self.files) - self.restoring
 
@@ -39,6 +45,12 @@ class Ledger:
         elif status == "done" and kind == "hibernate":
             self.expected.discard(vm_id)
             self.files[path] = vm_id
+        elif status == "lost" and kind == "migrate":
+            # A migration whose service was killed (on either end, or both)
+            # never loses its VM: libvirt ends the transfer one way or the
+            # other, and each end's recovery adopts what runs there (docs/
+            # recovery.md). The VM stays expected if it was.
+            pass
         elif status == "lost" or kind == "hibernate":
             # A job lost with its service, or a hibernation that may have
             # kept the VM in its file: see what is there.
