@@ -52,8 +52,16 @@ def host_view(host):
                 code, reason = dom.state()
                 ours = _has_metadata(dom)
                 activity = activity_of(dom)
-            except libvirt.libvirtError:
-                continue   # gone meanwhile
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue   # gone meanwhile
+                # A domain libvirt cannot tell about (its state change
+                # lock held for good): reported, never skipped; a domain
+                # nobody can read or remove is left on the host.
+                domains[dom.UUIDString()] = (
+                    None, None, None,
+                    f"unreadable ({exc.get_error_message()})")
+                continue
             domains[dom.UUIDString()] = (code, reason, ours, activity)
     finally:
         conn.close()
@@ -97,6 +105,8 @@ def check_quiet(hosts, expected):
         for vm_id, status in public.items():
             where.setdefault(vm_id, []).append(name)
             domain = domains.get(vm_id)
+            if domain is not None and domain[0] is None:
+                continue   # unreadable: reported below
             if domain is None or domain[0] not in _LIVE:
                 violations.append(f"{name}: VM {vm_id} listed {status} "
                                   "without a running domain")
@@ -114,6 +124,10 @@ def check_quiet(hosts, expected):
                 violations.append(f"{name}: VM {vm_id} listed {status} "
                                   "with no job when quiet")
         for uuid, (code, _reason, ours, activity) in domains.items():
+            if code is None and uuid not in public:
+                violations.append(f"{name}: domain {uuid}, in no registry, "
+                                  f"is {activity}")
+                continue
             if code in _LIVE and uuid not in public:
                 violations.append(f"{name}: domain {uuid} runs in no "
                                   f"registry (ours: {ours})")
