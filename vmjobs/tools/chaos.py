@@ -23,7 +23,7 @@ import time
 import uuid
 
 from ..client import RemoteError
-from .chaos_checks import check_quiet, qemu_processes
+from .chaos_checks import arrivals_without_source, check_quiet, qemu_processes
 from .chaos_host import ChaosHost, ServiceDown
 from .chaos_ledger import Ledger
 from .chaos_schedule import pick, schedule, sub_draws
@@ -493,15 +493,21 @@ class ChaosRun:
         seen = None
         while True:
             ids, busy = set(), None
+            by_host = {}
             for host in self.hosts:
                 try:
                     jobs = host.call("Host.getJobs")
                 except ServiceDown as exc:
                     raise Violation(f"step {i}: {exc}") from None
                 ids.update(jobs)
+                by_host[host.name] = jobs
+            waiting = arrivals_without_source(by_host, time.time())
+            if waiting:
+                raise Violation(f"step {i}: " + "; ".join(waiting))
+            for name, jobs in by_host.items():
                 if busy is None and not all(
                         job["status"] in ENDED for job in jobs.values()):
-                    busy = host.name
+                    busy = name
             if busy is None and ids == seen:
                 break
             if time.monotonic() > deadline:

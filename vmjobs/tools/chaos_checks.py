@@ -145,3 +145,42 @@ def check_quiet(hosts, expected):
         elif uuid not in where:
             violations.append(f"QEMU of {uuid} runs, known to no registry")
     return violations
+
+
+# Seconds a destination's job may wait for an arrival after its source's
+# job ended with the source domain shut off.
+ARRIVAL_AFTER_SOURCE = 10.0
+
+
+def arrivals_without_source(jobs_by_host, now):
+    """Migration-destination jobs still waiting for a VM whose source job
+    ended failed with its domain shut off on the source: a migrated domain
+    is undefined there (VIR_MIGRATE_UNDEFINE_SOURCE), so a shut-off one
+    did not leave and nothing can arrive; its staged copy then holds the
+    vmId on the destination until `migration.destination_timeout` (6 h by
+    default). `jobs_by_host`: {host name: {job id: JobInfo}}."""
+    found = []
+    for dst, jobs in jobs_by_host.items():
+        for job in jobs.values():
+            if job["job_type"] != "migration-destination" or \
+                    job["status"] not in ("pending", "running"):
+                continue
+            for src, others in jobs_by_host.items():
+                if src == dst:
+                    continue
+                for source in others.values():
+                    error = (source.get("error") or {}).get("message", "")
+                    if source["job_type"] == "migration-source" and \
+                            source["vm_id"] == job["vm_id"] and \
+                            source["status"] == "failed" and \
+                            source["created"] <= job["created"] <= \
+                            source.get("ended", now) and \
+                            "is shutoff here" in error and \
+                            now - source["ended"] > ARRIVAL_AFTER_SOURCE:
+                        found.append(
+                            f"{dst}: job {job['id']} still waits for VM "
+                            f"{job['vm_id']} {now - source['ended']:.0f} s "
+                            f"after its source job {source['id']} on {src} "
+                            f"failed with the domain shut off there: "
+                            f"{error[:300]}")
+    return found
