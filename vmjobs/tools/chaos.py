@@ -390,7 +390,7 @@ class ChaosRun:
             return "no guest"
         vm_id, pid = target
         entry["vm"] = vm_id
-        self.ledger.guest_killed(vm_id)
+        self.ledger.guest_killed(vm_id, entry["step"])
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -15,6 +15,7 @@ class Ledger:
         # (libvirt would run the guest on both hosts: the engine's rule).
         self.restoring = set()
         self.destroyed = {}      # VM -> the step of its last VM.destroy
+        self.killed = {}         # VM -> the step its QEMU was last killed
 
     def destroy_answered(self, vm_id, step):
         self.expected.discard(vm_id)
@@ -24,9 +25,11 @@ class Ledger:
         self.uncertain.add(vm_id)
         self.expected.discard(vm_id)
 
-    def guest_killed(self, vm_id):
+    def guest_killed(self, vm_id, step):
         """Its QEMU was killed: the VM may go Down (it must, if it was not
-        moving), so it is looked for, not expected."""
+        moving), so it is looked for, not expected (nor made expected by
+        the end of a job started before)."""
+        self.killed[vm_id] = step
         self.uncertain.add(vm_id)
         self.expected.discard(vm_id)
 
@@ -39,8 +42,11 @@ class Ledger:
         self.restoring.discard(path)
         if status == "done" and kind in ("create", "restore"):
             self.files.pop(path, None)
-            # Unless a VM.destroy after the verb removed it since.
-            if self.destroyed.get(vm_id, -1) < step:
+            # Unless a VM.destroy after the verb removed it since; a VM
+            # whose QEMU was killed since is looked for.
+            if self.killed.get(vm_id, -1) >= step:
+                self.uncertain.add(vm_id)
+            elif self.destroyed.get(vm_id, -1) < step:
                 self.expected.add(vm_id)
         elif status == "done" and kind == "hibernate":
             self.expected.discard(vm_id)
