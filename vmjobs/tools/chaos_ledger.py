@@ -16,6 +16,7 @@ class Ledger:
         self.restoring = set()
         self.destroyed = {}      # VM -> the step of its last VM.destroy
         self.killed = {}         # VM -> the step its QEMU was last killed
+        self.killed_files = set()   # files kept by a save its QEMU's kill cut
 
     def destroy_answered(self, vm_id, step):
         self.expected.discard(vm_id)
@@ -65,6 +66,11 @@ class Ledger:
             if kind == "hibernate" and os.path.exists(path) and \
                     os.path.getsize(path) > 0:
                 self.files[path] = vm_id
+                if self.killed.get(vm_id, -1) >= step:
+                    # Its QEMU was killed while it was saved: the file may
+                    # be cut short (vmjobs still says the VM "stays
+                    # hibernated" there; the run notes whether it restores).
+                    self.killed_files.add(path)
 
     def resolve(self, public):
         """Both hosts are quiet and `public` is every VM listed on one:
