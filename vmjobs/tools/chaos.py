@@ -23,7 +23,12 @@ import time
 import uuid
 
 from ..client import RemoteError
-from .chaos_checks import arrivals_without_source, check_quiet, qemu_processes
+from .chaos_checks import (
+    arrivals_without_source,
+    check_quiet,
+    qemu_processes,
+    wedged_by_a_migration,
+)
 from .chaos_host import ChaosHost, ServiceDown
 from .chaos_ledger import Ledger
 from .chaos_schedule import pick, schedule, sub_draws
@@ -85,6 +90,7 @@ class ChaosRun:
         self._race_destroyed = {}
         self.notes = collections.Counter()
         self.rechecks = 0
+        self._wedged = set()   # VMs seen in QEMU's postmigrate
 
     # -- the run ----------------------------------------------------------------
 
@@ -545,6 +551,13 @@ class ChaosRun:
                                  "found": first})
         if found:
             raise Violation(f"step {i}: " + "; ".join(found))
+        for name, vm_id in wedged_by_a_migration(self.hosts):
+            if vm_id not in self._wedged:
+                self._wedged.add(vm_id)
+                self.notes["VM left in QEMU postmigrate (no later "
+                           "migration or save can succeed)"] += 1
+                self.log.append({"step": i, "what": "note", "host": name,
+                                 "vm": vm_id, "note": "QEMU postmigrate"})
 
     def _collect_outcomes(self):
         for job_id, (h, kind, vm_id, path, step) in \

@@ -2,9 +2,11 @@
 ended), through the verbs, libvirt and /proc. Each returns the violations
 it found, as sentences."""
 
+import json
 import os
 
 import libvirt
+import libvirt_qemu
 
 from .. import domxml
 from ..hypervisor import Activity
@@ -183,4 +185,34 @@ def arrivals_without_source(jobs_by_host, now):
                             f"after its source job {source['id']} on {src} "
                             f"failed with the domain shut off there: "
                             f"{error[:300]}")
+    return found
+
+
+def wedged_by_a_migration(hosts):
+    """[(host name, vmId)] of the public VMs whose QEMU is in runstate
+    `postmigrate` while no job runs: a migration or a save of it reached
+    QEMU's end and then failed, and the guest was left stopped so. QEMU
+    refuses every later migration and save of such a guest ("Can't
+    migrate the vm that was paused due to previous migration") until it
+    is resumed, which no verb does."""
+    found = []
+    for host in hosts:
+        try:
+            public = host.call("Host.getVMList")
+        except ServiceDown:
+            continue
+        conn = host.connect()
+        try:
+            for vm_id in public:
+                try:
+                    dom = conn.lookupByUUIDString(vm_id)
+                    answer = libvirt_qemu.qemuMonitorCommand(
+                        dom, '{"execute": "query-status"}', 0)
+                except libvirt.libvirtError:
+                    continue
+                status = json.loads(answer).get("return", {}).get("status")
+                if status == "postmigrate":
+                    found.append((host.name, vm_id))
+        finally:
+            conn.close()
     return found
