@@ -34,6 +34,8 @@ from .chaos_ledger import Ledger
 from .chaos_schedule import pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
+# Violations that may be noted rather than stop a run (--known).
+KNOWN = ("arrival-without-source", "unreadable-domain")
 QUIET_BOUND = 300.0     # seconds both hosts may take to end every job
 RECOVERY_BOUND = 120.0  # seconds a restarted service may take to recover
 STOP_BOUND = 120.0      # seconds a SIGTERM may take (the run's TimeoutStopSec)
@@ -55,7 +57,8 @@ class Violation(Exception):
 
 class ChaosRun:
     def __init__(self, workdir, seed, steps=None, duration=None, max_vms=6,
-                 mem_mib=32, quiet_every=8, fault_rate=0.03, mix="wide"):
+                 mem_mib=32, quiet_every=8, fault_rate=0.03, mix="wide",
+                 known=()):
         self.workdir = os.path.abspath(workdir)
         self.seed = seed
         self.steps, self.duration = steps, duration
@@ -63,6 +66,10 @@ class ChaosRun:
         self.quiet_every = quiet_every
         self.fault_rate = fault_rate
         self.mix = mix
+        # Kinds of violation already diagnosed (KNOWN), noted rather than
+        # stopping the run, so that it goes on to find others.
+        self.known = set(known)
+        self._noted = set()
         state_dir = os.path.join(self.workdir, "states")
         os.makedirs(state_dir, exist_ok=True)
         self.state_dir = state_dir
@@ -508,7 +515,11 @@ class ChaosRun:
                 ids.update(jobs)
                 by_host[host.name] = jobs
             waiting = arrivals_without_source(by_host, time.time())
-            if waiting:
+            if waiting and "arrival-without-source" in self.known:
+                for what in waiting:
+                    self._note_known(i, "arrival-without-source",
+                                     what.split(" still waits")[0], what)
+            elif waiting:
                 raise Violation(f"step {i}: " + "; ".join(waiting))
             for name, jobs in by_host.items():
                 if busy is None and not all(
@@ -535,7 +546,8 @@ class ChaosRun:
                     f"after step {i}")
         self._race_destroyed.clear()
         self.checks += 1
-        found = check_quiet(self.hosts, self.ledger.expected)
+        found = self._unknown(i, check_quiet(self.hosts,
+                                             self.ledger.expected))
         # What vmjobs follows asynchronously (a guest's lifecycle events,
         # read by its watch thread) may lag a fault by a moment: a finding
         # counts once it holds for a few seconds.
@@ -544,7 +556,8 @@ class ChaosRun:
                 break
             first = found
             time.sleep(2.0)
-            found = check_quiet(self.hosts, self.ledger.expected)
+            found = self._unknown(i, check_quiet(self.hosts,
+                                                 self.ledger.expected))
             if not found:
                 self.rechecks += 1
                 self.log.append({"step": i, "what": "transient",
@@ -558,6 +571,26 @@ class ChaosRun:
                            "migration or save can succeed)"] += 1
                 self.log.append({"step": i, "what": "note", "host": name,
                                  "vm": vm_id, "note": "QEMU postmigrate"})
+
+    def _unknown(self, i, found):
+        """`found` less the known kinds, which are noted."""
+        if "unreadable-domain" not in self.known:
+            return found
+        rest = []
+        for what in found:
+            if "unreadable (" in what:
+                self._note_known(i, "unreadable-domain", what, what)
+            else:
+                rest.append(what)
+        return rest
+
+    def _note_known(self, i, kind, key, what):
+        if key in self._noted:
+            return
+        self._noted.add(key)
+        self.notes[f"known: {kind}"] += 1
+        self.log.append({"step": i, "what": "known", "kind": kind,
+                         "found": what})
 
     def _collect_outcomes(self):
         for job_id, (h, kind, vm_id, path, step) in \
