@@ -127,6 +127,12 @@ class ChaosRun:
             for host in self.hosts:
                 host.close()
             self._unmount_full_dir()
+            # Every run's steps and notes, violation or not: a note (a VM
+            # wedged, a known violation) is looked up there.
+            with open(os.path.join(self.workdir, f"steps-{self.seed}.json"),
+                      "w") as f:
+                json.dump({"seed": self.seed, "notes": dict(self.notes),
+                           "steps": self.log}, f, indent=1)
         self.seconds = time.monotonic() - started
         return not self.violations
 
