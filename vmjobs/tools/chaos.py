@@ -347,14 +347,15 @@ class ChaosRun:
                 time.sleep(delay)
             try:
                 if kind == "destroy":
-                    answer = self.hosts[h].call("VM.destroy", vmID=vm_id)
+                    answer = self.hosts[h].call_once("VM.destroy",
+                                                     vmID=vm_id)
                 elif kind == "migrate":
-                    answer = self.hosts[h].call("VM.migrate", vmID=vm_id,
-                                                params={
+                    answer = self.hosts[h].call_once(
+                        "VM.migrate", vmID=vm_id, params={
                         "dst": other.listen, "dstUri": other.migration_uri,
                         "migrationUri": "tcp://127.0.0.1"})
                 else:
-                    answer = self.hosts[h].call(
+                    answer = self.hosts[h].call_once(
                         "VM.hibernate", vmID=vm_id,
                         hibernationVolHandle=paths[n])
                 results[n] = ("answer", answer)
@@ -385,8 +386,12 @@ class ChaosRun:
                 jobs.append(job_id)
                 outcome = "queued"
             elif how == "down":
+                # Its answer lost: it may have been taken. Looked for.
                 if kind == "destroy":
                     self.ledger.destroy_lost(vm_id)
+                else:
+                    self.ledger.job_ended(kind, vm_id, paths.get(n),
+                                          entry["step"], "lost")
                 outcome = "unreachable"
             elif how == "refused":
                 outcome = f"refused {value}"

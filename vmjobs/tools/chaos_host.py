@@ -139,6 +139,23 @@ class ChaosHost:
                     raise ServiceDown(f"{self.name}: {exc}") from None
         raise AssertionError("unreachable")
 
+    def call_once(self, method, **params):
+        """As call(), on a connection of its own and never sent twice: for
+        verbs sent from several threads at once (one Client is one HTTP
+        connection, not to be shared; a resend of a request the service
+        took would hibernate or migrate twice)."""
+        if self.client is None:
+            raise ServiceDown(self.name)
+        client = Client(self.listen, timeout=CALL_TIMEOUT)
+        try:
+            return client.call(method, params)
+        except RemoteError:
+            raise
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise ServiceDown(f"{self.name}: {exc}") from None
+        finally:
+            client.close()
+
     def close(self):
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
