@@ -128,6 +128,15 @@ def build_parser():
     chaos.add_argument("--mem", type=int, default=32, help="MiB per guest")
     chaos.add_argument("--fault-rate", type=float, default=0.03,
                        help="probability that a step is a fault")
+    chaos.add_argument("--mix", choices=("wide", "classic"), default="wide",
+                       help="the operations and faults drawn (default "
+                       "wide; classic: the mix before it, for old seeds)")
+    chaos.add_argument("--known", action="append", default=[],
+                       choices=("arrival-without-source",
+                                "unreadable-domain"),
+                       help="a kind of violation already diagnosed: noted "
+                       "in the figures instead of stopping the run "
+                       "(repeatable)")
 
     cli_loadtest.add_flags(command("loadtest", "start many VMs through the "
                                    "verbs, summarise, destroy them"))
@@ -293,7 +302,8 @@ def _chaos(args):
     run = ChaosRun(args.dir, seed, steps=args.steps,
                    duration=minutes * 60 if minutes else None,
                    max_vms=args.max_vms, mem_mib=args.mem,
-                   fault_rate=args.fault_rate)
+                   fault_rate=args.fault_rate, mix=args.mix,
+                   known=args.known)
     ok = run.run()
     print(json.dumps(run.figures(), indent=1))
     return 0 if ok else 1

@@ -16,19 +16,39 @@ import collections
 import json
 import os
 import random
+import signal
+import subprocess
+import threading
 import time
 import uuid
 
 from ..client import RemoteError
-from .chaos_checks import check_quiet
+from .chaos_checks import (
+    arrivals_without_source,
+    check_quiet,
+    qemu_processes,
+    wedged_by_a_migration,
+)
 from .chaos_host import ChaosHost, ServiceDown
 from .chaos_ledger import Ledger
-from .chaos_schedule import pick, schedule
+from .chaos_schedule import pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
+# Violations that may be noted rather than stop a run (--known).
+KNOWN = ("arrival-without-source", "unreadable-domain")
 QUIET_BOUND = 300.0     # seconds both hosts may take to end every job
 RECOVERY_BOUND = 120.0  # seconds a restarted service may take to recover
 STOP_BOUND = 120.0      # seconds a SIGTERM may take (the run's TimeoutStopSec)
+# A state-file directory too small for a guest's state (a tmpfs): a
+# hibernation into it fails in the middle of libvirt's save.
+FULL_DIR_SIZE = "256k"
+# Two verbs at once on one VM: (first, second); the second is sent at
+# once or up to RACE_DELAY seconds later (into the first's job).
+RACE_PAIRS = (("destroy", "migrate"), ("migrate", "destroy"),
+              ("hibernate", "destroy"), ("migrate", "hibernate"),
+              ("migrate", "migrate"), ("destroy", "destroy"),
+              ("hibernate", "migrate"))
+RACE_DELAY = 2.0
 
 
 class Violation(Exception):
@@ -37,18 +57,30 @@ class Violation(Exception):
 
 class ChaosRun:
     def __init__(self, workdir, seed, steps=None, duration=None, max_vms=6,
-                 mem_mib=32, quiet_every=8, fault_rate=0.03):
+                 mem_mib=32, quiet_every=8, fault_rate=0.03, mix="wide",
+                 known=()):
         self.workdir = os.path.abspath(workdir)
         self.seed = seed
         self.steps, self.duration = steps, duration
         self.max_vms, self.mem_mib = max_vms, mem_mib
         self.quiet_every = quiet_every
         self.fault_rate = fault_rate
+        self.mix = mix
+        # Kinds of violation already diagnosed (KNOWN), noted rather than
+        # stopping the run, so that it goes on to find others.
+        self.known = set(known)
+        self._noted = set()
         state_dir = os.path.join(self.workdir, "states")
         os.makedirs(state_dir, exist_ok=True)
         self.state_dir = state_dir
+        # A second state directory, a small tmpfs (mounted in run(), before
+        # the daemons' namespaces copy the mounts): hibernate_full.
+        self.full_dir = os.path.join(self.workdir, "states-full")
+        os.makedirs(self.full_dir, exist_ok=True)
+        self._full_mounted = False
         self.hosts = [ChaosHost(name, os.path.join(self.workdir, name),
-                                state_dir) for name in ("a", "b")]
+                                state_dir, extra_state_dirs=[self.full_dir])
+                      for name in ("a", "b")]
         self._ids = random.Random(seed + 1)   # VM ids, from the seed too
         self.ledger = Ledger()
         # job id -> (host index, kind, vm, path, step)
@@ -60,16 +92,24 @@ class ChaosRun:
         self.violations = []
         self.violation_file = None
         self._files_made = 0
+        # VMs a VM.destroy answered true for in a race, since the last
+        # check: {vm: step}; notes: what was seen of them (not violations).
+        self._race_destroyed = {}
+        self.notes = collections.Counter()
+        self.rechecks = 0
+        self._wedged = set()   # VMs seen in QEMU's postmigrate
 
     # -- the run ----------------------------------------------------------------
 
     def run(self):
         started = time.monotonic()
         try:
+            self._mount_full_dir()
             for host in self.hosts:
                 host.start_daemon()
                 host.start_service()
-            for i, step in enumerate(schedule(self.seed, self.fault_rate)):
+            for i, step in enumerate(schedule(self.seed, self.fault_rate,
+                                              self.mix)):
                 if self.steps is not None and i >= self.steps:
                     break
                 if self.duration is not None and \
@@ -86,6 +126,13 @@ class ChaosRun:
         finally:
             for host in self.hosts:
                 host.close()
+            self._unmount_full_dir()
+            # Every run's steps and notes, violation or not: a note (a VM
+            # wedged, a known violation) is looked up there.
+            with open(os.path.join(self.workdir, f"steps-{self.seed}.json"),
+                      "w") as f:
+                json.dump({"seed": self.seed, "notes": dict(self.notes),
+                           "steps": self.log}, f, indent=1)
         self.seconds = time.monotonic() - started
         return not self.violations
 
@@ -96,7 +143,8 @@ class ChaosRun:
         self.log.append(entry)
         if what == "fault":
             self.faults[kind] += 1
-            entry["outcome"] = getattr(self, f"_fault_{kind}")(h, draw)
+            entry["outcome"] = getattr(self, f"_fault_{kind}")(h, draw,
+                                                               entry)
         else:
             try:
                 outcome = getattr(self, f"_op_{kind}")(h, draw, entry)
@@ -168,6 +216,7 @@ class ChaosRun:
         if path is None:
             return "skipped"
         vm_id = self.ledger.files[path]
+        self._race_destroyed.pop(vm_id, None)
         # Taken even if the answer is lost (it may have been queued); free
         # again once both hosts are quiet.
         self.ledger.restoring.add(path)
@@ -198,23 +247,265 @@ class ChaosRun:
                             f"{RECOVERY_BOUND:g} s after {how}")
         return "recovered"
 
-    def _fault_kill9(self, h, draw):
+    def _fault_kill9(self, h, draw, entry):
         self.hosts[h].kill()
         return self._restarted(h, "kill -9")
 
-    def _fault_sigterm(self, h, draw):
+    def _fault_sigterm(self, h, draw, entry):
         if not self.hosts[h].terminate(STOP_BOUND):
             raise Violation(f"{self.hosts[h].name}: SIGTERM did not stop "
                             f"the service within {STOP_BOUND:g} s")
         return self._restarted(h, "SIGTERM")
 
-    def _fault_libvirtd(self, h, draw):
+    def _fault_libvirtd(self, h, draw, entry):
         self.hosts[h].sandbox.restart_daemon()
         return "restarted"
 
-    def _fault_sigstop(self, h, draw):
+    def _fault_sigstop(self, h, draw, entry):
         self.hosts[h].freeze(1.0 + 3.0 * draw)
         return "resumed"
+
+    # -- the wide mix: operations ---------------------------------------------------
+
+    def _op_create_paused(self, h, draw, entry):
+        ledger = self.ledger
+        if len(ledger.expected | ledger.uncertain) + len(ledger.files) >= \
+                self.max_vms:
+            return "skipped"
+        vm_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
+        answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
+            "vmId": vm_id, "vmName": f"chaos-{vm_id[:8]}",
+            "memSize": self.mem_mib, "launchPaused": True})
+        return self._queue(h, "create", vm_id, entry, answer)
+
+    def _op_restore_paused(self, h, draw, entry):
+        path = pick(self.ledger.restorable(), draw)
+        if path is None:
+            return "skipped"
+        vm_id = self.ledger.files[path]
+        self._race_destroyed.pop(vm_id, None)
+        self.ledger.restoring.add(path)
+        try:
+            answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
+                "vmId": vm_id, "restoreState": path, "launchPaused": True})
+        except RemoteError:
+            self.ledger.restoring.discard(path)
+            raise
+        return self._queue(h, "restore", vm_id, entry, answer, path)
+
+    def _op_hibernate_full(self, h, draw, entry):
+        if not self._full_mounted:
+            return "skipped"
+        vm_id = pick(self._public(h), draw)
+        if vm_id is None:
+            return "skipped"
+        self._files_made += 1
+        path = os.path.join(self.full_dir, f"{self._files_made}.state")
+        answer = self.hosts[h].call("VM.hibernate", vmID=vm_id,
+                                    hibernationVolHandle=path)
+        return self._queue(h, "hibernate", vm_id, entry, answer, path)
+
+    def _op_abort_later(self, h, draw, entry):
+        """Job.abort of a job on host h (a migration if one runs there) at
+        a random moment of it, up to 5 s after the step began."""
+        more = sub_draws(draw)
+        jobs = [j for j, v in self.inflight.items() if v[0] == h]
+        migrations = [j for j in jobs if self.inflight[j][1] == "migrate"]
+        job_id = pick(migrations or jobs, more.random())
+        if job_id is None:
+            return "skipped"
+        entry["job"] = job_id
+        entry["vm"] = self.inflight[job_id][2]
+        entry["after"] = round(5.0 * more.random(), 2)
+        time.sleep(entry["after"])
+        self.hosts[h].call("Job.abort", jobId=job_id)
+        return "done"
+
+    def _op_race(self, h, draw, entry):
+        """Two verbs at once on one public VM of host h (an engine and an
+        operator, or an engine's retry): destroy, migrate, hibernate."""
+        more = sub_draws(draw)
+        vm_id = pick(self._public(h), more.random())
+        if vm_id is None:
+            return "skipped"
+        pair = RACE_PAIRS[int(more.random() * len(RACE_PAIRS))]
+        delay = 0.0 if more.random() < 0.4 else RACE_DELAY * more.random()
+        entry.update(vm=vm_id, pair="+".join(pair), delay=round(delay, 2))
+        paths = {}
+        for n, kind in enumerate(pair):
+            if kind == "hibernate":
+                self._files_made += 1
+                paths[n] = os.path.join(self.state_dir,
+                                        f"{self._files_made}.state")
+        other = self.hosts[1 - h]
+        results = [None, None]
+        start = threading.Barrier(2)
+
+        def call(n, kind):
+            start.wait()
+            if n == 1 and delay:
+                time.sleep(delay)
+            try:
+                if kind == "destroy":
+                    answer = self.hosts[h].call_once("VM.destroy",
+                                                     vmID=vm_id)
+                elif kind == "migrate":
+                    answer = self.hosts[h].call_once(
+                        "VM.migrate", vmID=vm_id, params={
+                        "dst": other.listen, "dstUri": other.migration_uri,
+                        "migrationUri": "tcp://127.0.0.1"})
+                else:
+                    answer = self.hosts[h].call_once(
+                        "VM.hibernate", vmID=vm_id,
+                        hibernationVolHandle=paths[n])
+                results[n] = ("answer", answer)
+            except RemoteError as exc:
+                results[n] = ("refused", exc.code)
+            except ServiceDown:
+                results[n] = ("down", None)
+            except Exception as exc:   # noqa: BLE001 - recorded, not lost
+                results[n] = ("error", repr(exc))
+
+        threads = [threading.Thread(target=call, args=(n, kind))
+                   for n, kind in enumerate(pair)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        outcomes, jobs = [], []
+        for n, kind in enumerate(pair):
+            how, value = results[n]
+            if how == "answer" and kind == "destroy":
+                self.ledger.destroy_answered(vm_id, entry["step"])
+                self._race_destroyed[vm_id] = entry["step"]
+                outcome = "done"
+            elif how == "answer":
+                job_id = value["jobId"]
+                self.inflight[job_id] = (h, kind, vm_id, paths.get(n),
+                                         entry["step"])
+                jobs.append(job_id)
+                outcome = "queued"
+            elif how == "down":
+                # Its answer lost: it may have been taken. Looked for.
+                if kind == "destroy":
+                    self.ledger.destroy_lost(vm_id)
+                else:
+                    self.ledger.job_ended(kind, vm_id, paths.get(n),
+                                          entry["step"], "lost")
+                outcome = "unreachable"
+            elif how == "refused":
+                outcome = f"refused {value}"
+            else:
+                raise Violation(f"step {entry['step']}: {kind} of VM "
+                                f"{vm_id} in a race raised {value}")
+            self.ops[(f"race {kind}", outcome)] += 1
+            outcomes.append(f"{kind} {outcome}")
+        entry.update(jobs=jobs, outcomes=outcomes)
+        return "raced"
+
+    # -- the wide mix: faults -------------------------------------------------------
+
+    def _fault_qemu_kill(self, h, draw, entry):
+        """kill -9 of one guest's QEMU on host h: its VM goes Down (or, if
+        it was migrating, stays where the migration leaves it)."""
+        found = [(u, p) for u, p in qemu_processes([self.hosts[h]])]
+        target = pick(found, draw)
+        if target is None:
+            return "no guest"
+        vm_id, pid = target
+        entry["vm"] = vm_id
+        self.ledger.guest_killed(vm_id, entry["step"])
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return "gone already"
+        time.sleep(1.0)   # its lifecycle event, then the watch's reading
+        return "killed"
+
+    def _fault_libvirtd_kill9(self, h, draw, entry):
+        self.hosts[h].sandbox.restart_daemon(crash=True)
+        return "restarted"
+
+    def _fault_libvirtd_stop(self, h, draw, entry):
+        """libvirtd frozen (SIGSTOP) 1 to 5 s: every call of the service
+        and of the other libvirtd to it waits."""
+        pid = self.hosts[h].sandbox.daemon_pid()
+        if pid is None:
+            return "no daemon"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.0 + 4.0 * draw)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return "resumed"
+
+    def _migrate_now(self, h, vm_id, entry):
+        other = self.hosts[1 - h]
+        answer = self.hosts[h].call("VM.migrate", vmID=vm_id, params={
+            "dst": other.listen, "dstUri": other.migration_uri,
+            "migrationUri": "tcp://127.0.0.1"})
+        self._queue(h, "migrate", vm_id, entry, answer)
+        self.ops[("migrate (in a fault)", "queued")] += 1
+
+    def _fault_migrate_to_down(self, h, draw, entry):
+        """VM.migrate to a host whose service is down (killed -9), which
+        comes back up to 5 s later."""
+        more = sub_draws(draw)
+        vm_id = pick(self._public(h), more.random())
+        other = 1 - h
+        self.hosts[other].kill()
+        outcome = "no VM"
+        if vm_id is not None:
+            try:
+                self._migrate_now(h, vm_id, entry)
+                outcome = "queued"
+            except RemoteError as exc:
+                outcome = f"refused {exc.code}"
+        time.sleep(5.0 * more.random())
+        self._restarted(other, "kill -9 (migrate_to_down)")
+        return outcome
+
+    def _fault_kill_both_mid_migration(self, h, draw, entry):
+        """A migration from host h, then, 0 to 4 s into it, kill -9 of both
+        services (in a drawn order), then both restart."""
+        more = sub_draws(draw)
+        vm_id = pick(self._public(h), more.random())
+        if vm_id is not None:
+            try:
+                self._migrate_now(h, vm_id, entry)
+            except RemoteError as exc:
+                entry["migrate"] = f"refused {exc.code}"
+        after = 4.0 * more.random()
+        order = [h, 1 - h] if more.random() < 0.5 else [1 - h, h]
+        entry.update(after=round(after, 2),
+                     order=[self.hosts[i].name for i in order])
+        time.sleep(after)
+        for i in order:
+            self.hosts[i].kill()
+        for i in order:
+            self.hosts[i].start_service()
+        for i in order:
+            if not self.hosts[i].wait_recovered(RECOVERY_BOUND):
+                raise Violation(f"{self.hosts[i].name}: recovery did not "
+                                f"end within {RECOVERY_BOUND:g} s after "
+                                "kill -9 of both services")
+        return "recovered"
+
+    # -- the full state directory -------------------------------------------------
+
+    def _mount_full_dir(self):
+        if self.mix != "wide" or os.geteuid() != 0:
+            return
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={FULL_DIR_SIZE},mode=0755",
+             "chaos-full", self.full_dir], capture_output=True)
+        self._full_mounted = done.returncode == 0
+
+    def _unmount_full_dir(self):
+        if self._full_mounted:
+            subprocess.run(["umount", "-l", self.full_dir],
+                           capture_output=True)
+            self._full_mounted = False
 
     # -- outcomes and checks --------------------------------------------------------
 
@@ -226,15 +517,25 @@ class ChaosRun:
         seen = None
         while True:
             ids, busy = set(), None
+            by_host = {}
             for host in self.hosts:
                 try:
                     jobs = host.call("Host.getJobs")
                 except ServiceDown as exc:
                     raise Violation(f"step {i}: {exc}") from None
                 ids.update(jobs)
+                by_host[host.name] = jobs
+            waiting = arrivals_without_source(by_host, time.time())
+            if waiting and "arrival-without-source" in self.known:
+                for what in waiting:
+                    self._note_known(i, "arrival-without-source",
+                                     what.split(" still waits")[0], what)
+            elif waiting:
+                raise Violation(f"step {i}: " + "; ".join(waiting))
+            for name, jobs in by_host.items():
                 if busy is None and not all(
                         job["status"] in ENDED for job in jobs.values()):
-                    busy = host.name
+                    busy = name
             if busy is None and ids == seen:
                 break
             if time.monotonic() > deadline:
@@ -243,11 +544,64 @@ class ChaosRun:
             seen = ids
             time.sleep(0.2)
         self._collect_outcomes()
-        self._resolve_uncertain()
+        public = self._resolve_uncertain()
+        for vm_id, step in sorted(self._race_destroyed.items()):
+            if vm_id in public:
+                # Not a violation (the VM is on one host, and expected on
+                # none): VM.destroy answered true while its migration
+                # ended done, the guest running on at the destination.
+                self.notes["race: VM.destroy answered true, the VM public "
+                           "after"] += 1
+                self.log[step].setdefault("notes", []).append(
+                    f"VM {vm_id} destroyed (true) but public at the check "
+                    f"after step {i}")
+        self._race_destroyed.clear()
         self.checks += 1
-        found = check_quiet(self.hosts, self.ledger.expected)
+        found = self._unknown(i, check_quiet(self.hosts,
+                                             self.ledger.expected))
+        # What vmjobs follows asynchronously (a guest's lifecycle events,
+        # read by its watch thread) may lag a fault by a moment: a finding
+        # counts once it holds for a few seconds.
+        for _ in range(3):
+            if not found:
+                break
+            first = found
+            time.sleep(2.0)
+            found = self._unknown(i, check_quiet(self.hosts,
+                                                 self.ledger.expected))
+            if not found:
+                self.rechecks += 1
+                self.log.append({"step": i, "what": "transient",
+                                 "found": first})
         if found:
             raise Violation(f"step {i}: " + "; ".join(found))
+        for name, vm_id in wedged_by_a_migration(self.hosts):
+            if vm_id not in self._wedged:
+                self._wedged.add(vm_id)
+                self.notes["VM left in QEMU postmigrate (no later "
+                           "migration or save can succeed)"] += 1
+                self.log.append({"step": i, "what": "note", "host": name,
+                                 "vm": vm_id, "note": "QEMU postmigrate"})
+
+    def _unknown(self, i, found):
+        """`found` less the known kinds, which are noted."""
+        if "unreadable-domain" not in self.known:
+            return found
+        rest = []
+        for what in found:
+            if "unreadable (" in what:
+                self._note_known(i, "unreadable-domain", what, what)
+            else:
+                rest.append(what)
+        return rest
+
+    def _note_known(self, i, kind, key, what):
+        if key in self._noted:
+            return
+        self._noted.add(key)
+        self.notes[f"known: {kind}"] += 1
+        self.log.append({"step": i, "what": "known", "kind": kind,
+                         "found": what})
 
     def _collect_outcomes(self):
         for job_id, (h, kind, vm_id, path, step) in \
@@ -267,14 +621,20 @@ class ChaosRun:
         for h in range(len(self.hosts)):
             public.update(self._public(h))
         self.ledger.resolve(public)
+        return public
 
     def _check_files(self):
         """Every unconsumed state file still restores (on host a), then
         its VM is destroyed."""
         host = self.hosts[0]
         for path, vm_id in sorted(self.ledger.files.items()):
-            answer = host.call("VM.create", vmID=vm_id, vmParams={
-                "vmId": vm_id, "restoreState": path})
+            try:
+                answer = host.call("VM.create", vmID=vm_id, vmParams={
+                    "vmId": vm_id, "restoreState": path})
+            except RemoteError as exc:
+                self._file_does_not_restore(path, vm_id, {
+                    "code": exc.code, "message": exc.message})
+                continue
             job_id = answer["jobId"]
             deadline = time.monotonic() + QUIET_BOUND
             while (info := host.call("Host.getJobs", job_ids=[job_id])[
@@ -284,9 +644,21 @@ class ChaosRun:
                 time.sleep(0.2)
             self.checks += 1
             if info["status"] != "done":
-                raise Violation(f"state file {path} of VM {vm_id} does not "
-                                f"restore: {info.get('error')}")
+                self._file_does_not_restore(path, vm_id, info.get("error"))
+                continue
             host.call("VM.destroy", vmID=vm_id)
+
+    def _file_does_not_restore(self, path, vm_id, error):
+        if path in self.ledger.killed_files:
+            # Not a violation: its guest was killed during the save; vmjobs
+            # kept the file and said the VM stays hibernated there.
+            self.notes["hibernate cut by a QEMU kill: file kept, does not "
+                       "restore"] += 1
+            self.log.append({"step": "end", "what": "note", "file": path,
+                             "vm": vm_id, "error": error})
+            return
+        raise Violation(f"state file {path} of VM {vm_id} does not "
+                        f"restore: {error}")
 
     def _write_violation(self, what):
         self.violation_file = os.path.join(self.workdir,
@@ -296,11 +668,15 @@ class ChaosRun:
                        "steps": self.log}, f, indent=1)
 
     def figures(self):
-        return {"seed": self.seed, "seconds": round(self.seconds, 1),
+        return {"seed": self.seed, "mix": self.mix,
+                "fault_rate": self.fault_rate,
+                "seconds": round(self.seconds, 1),
                 "steps": len(self.log),
                 "operations": {f"{k} {o}": n for (k, o), n in
                                sorted(self.ops.items())},
                 "faults": dict(sorted(self.faults.items())),
                 "invariant_checks": self.checks,
+                "transient_findings": self.rechecks,
+                "notes": dict(self.notes),
                 "violations": self.violations,
                 "violation_file": self.violation_file}

@@ -2,9 +2,11 @@
 ended), through the verbs, libvirt and /proc. Each returns the violations
 it found, as sentences."""
 
+import json
 import os
 
 import libvirt
+import libvirt_qemu
 
 from .. import domxml
 from ..hypervisor import Activity
@@ -12,10 +14,10 @@ from ..hypervisor.adapter import activity_of
 from .chaos_host import ServiceDown
 
 
-def qemu_uuids(hosts):
-    """{uuid: number of QEMU processes running it}, from /proc: those of
-    the hosts' daemons (other QEMUs on the machine are not the run's)."""
-    counts = {}
+def qemu_processes(hosts):
+    """[(uuid, pid)] of the QEMU processes of the hosts' daemons, from
+    /proc (other QEMUs on the machine are not the run's)."""
+    found = []
     for pid in [p for host in hosts for p in host.sandbox.qemu_pids()]:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -26,8 +28,15 @@ def qemu_uuids(hosts):
             continue
         for flag, value in zip(args, args[1:], strict=False):
             if flag == b"-uuid":
-                uuid = value.decode()
-                counts[uuid] = counts.get(uuid, 0) + 1
+                found.append((value.decode(), pid))
+    return found
+
+
+def qemu_uuids(hosts):
+    """{uuid: number of QEMU processes running it}: see qemu_processes."""
+    counts = {}
+    for uuid, _pid in qemu_processes(hosts):
+        counts[uuid] = counts.get(uuid, 0) + 1
     return counts
 
 
@@ -45,8 +54,16 @@ def host_view(host):
                 code, reason = dom.state()
                 ours = _has_metadata(dom)
                 activity = activity_of(dom)
-            except libvirt.libvirtError:
-                continue   # gone meanwhile
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue   # gone meanwhile
+                # A domain libvirt cannot tell about (its state change
+                # lock held for good): reported, never skipped; a domain
+                # nobody can read or remove is left on the host.
+                domains[dom.UUIDString()] = (
+                    None, None, None,
+                    f"unreadable ({exc.get_error_message()})")
+                continue
             domains[dom.UUIDString()] = (code, reason, ours, activity)
     finally:
         conn.close()
@@ -90,6 +107,8 @@ def check_quiet(hosts, expected):
         for vm_id, status in public.items():
             where.setdefault(vm_id, []).append(name)
             domain = domains.get(vm_id)
+            if domain is not None and domain[0] is None:
+                continue   # unreadable: reported below
             if domain is None or domain[0] not in _LIVE:
                 violations.append(f"{name}: VM {vm_id} listed {status} "
                                   "without a running domain")
@@ -98,7 +117,19 @@ def check_quiet(hosts, expected):
             if status == "Up" and not running:
                 violations.append(f"{name}: VM {vm_id} listed Up but its "
                                   f"domain is paused (reason {domain[1]})")
+            if status == "Paused" and running:
+                # The guest is followed (guests.py): a paused VM whose
+                # guest runs again is listed Up.
+                violations.append(f"{name}: VM {vm_id} listed Paused but "
+                                  f"its domain runs (state {domain[0]})")
+            if status not in ("Up", "Paused"):
+                violations.append(f"{name}: VM {vm_id} listed {status} "
+                                  "with no job when quiet")
         for uuid, (code, _reason, ours, activity) in domains.items():
+            if code is None and uuid not in public:
+                violations.append(f"{name}: domain {uuid}, in no registry, "
+                                  f"is {activity}")
+                continue
             if code in _LIVE and uuid not in public:
                 violations.append(f"{name}: domain {uuid} runs in no "
                                   f"registry (ours: {ours})")
@@ -116,3 +147,72 @@ def check_quiet(hosts, expected):
         elif uuid not in where:
             violations.append(f"QEMU of {uuid} runs, known to no registry")
     return violations
+
+
+# Seconds a destination's job may wait for an arrival after its source's
+# job ended with the source domain shut off.
+ARRIVAL_AFTER_SOURCE = 10.0
+
+
+def arrivals_without_source(jobs_by_host, now):
+    """Migration-destination jobs still waiting for a VM whose source job
+    ended failed with its domain shut off on the source: a migrated domain
+    is undefined there (VIR_MIGRATE_UNDEFINE_SOURCE), so a shut-off one
+    did not leave and nothing can arrive; its staged copy then holds the
+    vmId on the destination until `migration.destination_timeout` (6 h by
+    default). `jobs_by_host`: {host name: {job id: JobInfo}}."""
+    found = []
+    for dst, jobs in jobs_by_host.items():
+        for job in jobs.values():
+            if job["job_type"] != "migration-destination" or \
+                    job["status"] not in ("pending", "running"):
+                continue
+            for src, others in jobs_by_host.items():
+                if src == dst:
+                    continue
+                for source in others.values():
+                    error = (source.get("error") or {}).get("message", "")
+                    if source["job_type"] == "migration-source" and \
+                            source["vm_id"] == job["vm_id"] and \
+                            source["status"] == "failed" and \
+                            source["created"] <= job["created"] <= \
+                            source.get("ended", now) and \
+                            "is shutoff here" in error and \
+                            now - source["ended"] > ARRIVAL_AFTER_SOURCE:
+                        found.append(
+                            f"{dst}: job {job['id']} still waits for VM "
+                            f"{job['vm_id']} {now - source['ended']:.0f} s "
+                            f"after its source job {source['id']} on {src} "
+                            f"failed with the domain shut off there: "
+                            f"{error[:300]}")
+    return found
+
+
+def wedged_by_a_migration(hosts):
+    """[(host name, vmId)] of the public VMs whose QEMU is in runstate
+    `postmigrate` while no job runs: a migration or a save of it reached
+    QEMU's end and then failed, and the guest was left stopped so. QEMU
+    refuses every later migration and save of such a guest ("Can't
+    migrate the vm that was paused due to previous migration") until it
+    is resumed, which no verb does."""
+    found = []
+    for host in hosts:
+        try:
+            public = host.call("Host.getVMList")
+        except ServiceDown:
+            continue
+        conn = host.connect()
+        try:
+            for vm_id in public:
+                try:
+                    dom = conn.lookupByUUIDString(vm_id)
+                    answer = libvirt_qemu.qemuMonitorCommand(
+                        dom, '{"execute": "query-status"}', 0)
+                except libvirt.libvirtError:
+                    continue
+                status = json.loads(answer).get("return", {}).get("status")
+                if status == "postmigrate":
+                    found.append((host.name, vm_id))
+        finally:
+            conn.close()
+    return found

@@ -36,11 +36,12 @@ class ServiceDown(Exception):
 
 
 class ChaosHost:
-    def __init__(self, name, directory, state_dir):
+    def __init__(self, name, directory, state_dir, extra_state_dirs=()):
         self.name = name
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.state_dir = state_dir   # shared: a file restores on either
+        self.extra_state_dirs = list(extra_state_dirs)
         self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"))
         self.listen = f"unix:{self.dir}/vmjobs.sock"
         self.migration_uri = \
@@ -63,6 +64,8 @@ class ChaosHost:
             [sys.executable, "-m", "vmjobs", "serve", "--config", config,
              "--uri", self.sandbox.uri, "--listen", self.listen,
              "--state-dir", self.state_dir,
+             *[arg for d in self.extra_state_dirs
+               for arg in ("--state-dir", d)],
              # Both hosts' sockets (service and libvirtd) are under the
              # run's directory: VM.migrate may name them there.
              "--migration-socket-dir", os.path.dirname(self.dir),
@@ -135,6 +138,23 @@ class ChaosHost:
                 if attempt == 2:
                     raise ServiceDown(f"{self.name}: {exc}") from None
         raise AssertionError("unreachable")
+
+    def call_once(self, method, **params):
+        """As call(), on a connection of its own and never sent twice: for
+        verbs sent from several threads at once (one Client is one HTTP
+        connection, not to be shared; a resend of a request the service
+        took would hibernate or migrate twice)."""
+        if self.client is None:
+            raise ServiceDown(self.name)
+        client = Client(self.listen, timeout=CALL_TIMEOUT)
+        try:
+            return client.call(method, params)
+        except RemoteError:
+            raise
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise ServiceDown(f"{self.name}: {exc}") from None
+        finally:
+            client.close()
 
     def close(self):
         if self.process is not None and self.process.poll() is None:

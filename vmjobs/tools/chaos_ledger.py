@@ -15,12 +15,22 @@ class Ledger:
         # (libvirt would run the guest on both hosts: the engine's rule).
         self.restoring = set()
         self.destroyed = {}      # VM -> the step of its last VM.destroy
+        self.killed = {}         # VM -> the step its QEMU was last killed
+        self.killed_files = set()   # files kept by a save its QEMU's kill cut
 
     def destroy_answered(self, vm_id, step):
         self.expected.discard(vm_id)
         self.destroyed[vm_id] = step
 
     def destroy_lost(self, vm_id):
+        self.uncertain.add(vm_id)
+        self.expected.discard(vm_id)
+
+    def guest_killed(self, vm_id, step):
+        """Its QEMU was killed: the VM may go Down (it must, if it was not
+        moving), so it is looked for, not expected (nor made expected by
+        the end of a job started before)."""
+        self.killed[vm_id] = step
         self.uncertain.add(vm_id)
         self.expected.discard(vm_id)
 
@@ -33,12 +43,21 @@ class Ledger:
         self.restoring.discard(path)
         if status == "done" and kind in ("create", "restore"):
             self.files.pop(path, None)
-            # Unless a VM.destroy after the verb removed it since.
-            if self.destroyed.get(vm_id, -1) < step:
+            # Unless a VM.destroy after the verb removed it since; a VM
+            # whose QEMU was killed since is looked for.
+            if self.killed.get(vm_id, -1) >= step:
+                self.uncertain.add(vm_id)
+            elif self.destroyed.get(vm_id, -1) < step:
                 self.expected.add(vm_id)
         elif status == "done" and kind == "hibernate":
             self.expected.discard(vm_id)
             self.files[path] = vm_id
+        elif status == "lost" and kind == "migrate":
+            # A migration whose service was killed (on either end, or both)
+            # never loses its VM: libvirt ends the transfer one way or the
+            # other, and each end's recovery adopts what runs there (docs/
+            # recovery.md). The VM stays expected if it was.
+            pass
         elif status == "lost" or kind == "hibernate":
             # A job lost with its service, or a hibernation that may have
             # kept the VM in its file: see what is there.
@@ -47,6 +66,11 @@ class Ledger:
             if kind == "hibernate" and os.path.exists(path) and \
                     os.path.getsize(path) > 0:
                 self.files[path] = vm_id
+                if self.killed.get(vm_id, -1) >= step:
+                    # Its QEMU was killed while it was saved: the file may
+                    # be cut short (vmjobs still says the VM "stays
+                    # hibernated" there; the run notes whether it restores).
+                    self.killed_files.add(path)
 
     def resolve(self, public):
         """Both hosts are quiet and `public` is every VM listed on one:

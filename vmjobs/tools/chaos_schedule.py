@@ -1,5 +1,14 @@
 """The chaos run's schedule: drawn from the seed alone, never from an
-outcome, so that the same seed gives the same steps (docs/chaos.md)."""
+outcome, so that the same seed gives the same steps (docs/chaos.md).
+
+Two mixes: `classic`, the verbs one at a time and the service's faults
+(the schedule of every seed before the wide mix, kept so that an old seed
+replays), and `wide` (the default), which adds what operators and engines
+also do: guests created and restored paused, two verbs fired at once on
+one VM, an abort at a random moment of a job, a hibernation into a full
+directory; and faults below the service: kill -9 of a guest's QEMU, of
+libvirtd (then its restart), libvirtd frozen, a migration to a host whose
+service is down, and both services killed while a migration runs."""
 
 import random
 
@@ -8,15 +17,23 @@ OPS = {"create": 4, "destroy": 2, "migrate": 4, "hibernate": 2,
        "restore": 2, "abort": 1}
 FAULTS = ("kill9", "sigterm", "libvirtd", "sigstop")
 
+WIDE_OPS = {**OPS, "create_paused": 1, "restore_paused": 1, "race": 3,
+            "abort_later": 2, "hibernate_full": 1}
+WIDE_FAULTS = FAULTS + ("qemu_kill", "libvirtd_kill9", "libvirtd_stop",
+                        "migrate_to_down", "kill_both_mid_migration")
 
-def schedule(seed, fault_rate):
+MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS)}
+
+
+def schedule(seed, fault_rate, mix="wide"):
     """The endless schedule of a seed: (what, kind, host, draw)."""
+    ops, faults = MIXES[mix]
     rng = random.Random(seed)
-    kinds = [kind for kind, weight in OPS.items() for _ in range(weight)]
+    kinds = [kind for kind, weight in ops.items() for _ in range(weight)]
     fault_draw = random.Random(seed * 7919 + 1)
     while True:
         if fault_draw.random() < fault_rate:
-            yield ("fault", rng.choice(FAULTS), rng.randrange(2),
+            yield ("fault", rng.choice(faults), rng.randrange(2),
                    rng.random())
         else:
             yield ("op", rng.choice(kinds), rng.randrange(2), rng.random())
@@ -26,3 +43,9 @@ def pick(items, draw):
     """The item `draw` (0 <= draw < 1) falls on, among `items` sorted."""
     items = sorted(items)
     return items[int(draw * len(items))] if items else None
+
+
+def sub_draws(draw):
+    """More draws for a step that needs several (which VM, which pair,
+    how long to wait), from its own draw: the seed's alone still."""
+    return random.Random(draw)

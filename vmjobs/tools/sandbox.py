@@ -260,13 +260,15 @@ class Sandbox:
             os.close(self._lifeline)
             self._lifeline = None
 
-    def restart_daemon(self, timeout=120):
+    def restart_daemon(self, timeout=120, crash=False):
         """Restart libvirtd alone; its QEMU processes keep running and the
-        new daemon takes them back. Returns once it answers again."""
+        new daemon takes them back. Returns once it answers again. With
+        `crash`, libvirtd is killed -9 rather than stopped."""
         pidfile = self._path("run", "libvirtd.pid")
         with open(pidfile) as f:
             old = f.read().strip()
-        os.kill(self._supervisor_pid(), signal.SIGHUP)
+        os.kill(self._supervisor_pid(),
+                signal.SIGUSR1 if crash else signal.SIGHUP)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -285,6 +287,14 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise SandboxError("libvirtd did not come back")
             time.sleep(0.02)
+
+    def daemon_pid(self):
+        """libvirtd's pid, or None."""
+        try:
+            with open(self._path("run", "libvirtd.pid")) as f:
+                return int(f.read().strip())
+        except (FileNotFoundError, ValueError):
+            return None
 
     def remove_all_domains(self):
         conn = libvirt.open(self.uri)

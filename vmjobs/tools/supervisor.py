@@ -3,7 +3,8 @@ mount namespace (`python -m vmjobs.tools.supervisor DIR CACHE_DIR
 [LIFELINE_FD]`, started by Sandbox.start under unshare). It mounts tmpfs
 over libvirt's system directories, runs libvirtd as its child and, as a
 child subreaper, reaps the QEMU processes libvirtd daemonizes; SIGTERM
-stops the daemon and the sandbox, SIGHUP restarts the daemon alone. With
+stops the daemon and the sandbox, SIGHUP restarts the daemon alone
+(SIGUSR1: kills it -9 first, as a crash). With
 a lifeline (a pipe's read end whose write end only the sandbox's owner
 holds), the end of the owner is a SIGTERM too. Also the /proc helpers the
 sandbox shares."""
@@ -51,6 +52,14 @@ def supervise(directory, cache_dir, lifeline=None):
         kill(daemon.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGHUP, restart)
+
+    def crash(*_):
+        # SIGUSR1: libvirtd killed -9 (a crash, not a stop), then started
+        # again, its QEMU processes running on.
+        restarting.append(True)
+        kill(daemon.pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGUSR1, crash)
     if lifeline is not None:
         threading.Thread(target=stop_at_eof, args=(int(lifeline),),
                          daemon=True).start()
