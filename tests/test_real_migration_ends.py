@@ -5,6 +5,7 @@ fails after the source's vCPUs were stopped leaves the guest running on
 the source."""
 
 import os
+import threading
 
 import libvirt
 import pytest
@@ -14,6 +15,7 @@ from faults import FaultyHypervisor
 from realdaemon import WAIT, real_params
 from vmjobs.api import API
 from vmjobs.config import Config
+from vmjobs.errors import NoVM
 from vmjobs.hypervisor import Activity, Hypervisor, HypervisorError
 from vmjobs.server import Server
 
@@ -147,3 +149,40 @@ def test_a_user_pause_is_never_resumed(make_real_api):
     assert api.hv.resume_if_stopped_by_migration(vm_id) is False
     assert api.hv.state_reason(vm_id) == ("paused", "other")
     api.VM.destroy(vm_id)
+
+
+def test_a_destroy_too_late_for_a_migration_says_the_vm_left(
+        make_real_api, host_b, daemon_b, tmp_path):
+    """VM.destroy while the migration commits, past its switch-over: the
+    abort comes too late, the VM runs on B, and the destroy says so
+    (noVM: not here, not destroyed). It answered true, as if the guest were
+    gone, while it ran Up on B (a chaos run)."""
+    answers = []
+
+    def destroy_at_commit(job, step):
+        if step != "commit" or job.job_type != "migration-source" or \
+                answers:
+            return
+
+        def destroy():
+            try:
+                answers.append(a.VM.destroy(job.vm_id))
+            except NoVM as exc:
+                answers.append(exc)
+        answers.append(threading.Thread(target=destroy))
+        answers[0].start()
+        assert job.wait_abort_requested(WAIT)
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
+                      step_hook=destroy_at_commit)
+    vm_id = up_vm(a)
+    source = finished(a, migrate(a, vm_id, host_b, daemon_b))
+    assert source["status"] == "failed", source
+    assert "too late to abort" in source["error"]["message"], source
+    answers[0].join(WAIT)
+    answer = answers[1]
+    assert isinstance(answer, NoVM), answer
+    assert "was not destroyed" in str(answer)
+    assert host_b.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.hv.state(vm_id) == "running"
+    assert a.hv.state(vm_id) is None
+    assert host_b.VM.destroy(vm_id) is True

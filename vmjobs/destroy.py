@@ -109,6 +109,11 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
     receive); `job_wait`: JOB_WAIT by default."""
     job_wait = JOB_WAIT if job_wait is None else job_wait
     found = False   # the VM was in a registry when we looked
+    # The job that held the public VM when its abort was asked, once it
+    # ended by itself: if the VM is gone then, that job took it away (a
+    # migration past its switch-over, a hibernation that could not be
+    # undone), and nothing was destroyed.
+    taken_by = None
     while True:
         try:
             vm = registry.get(vm_id)
@@ -116,8 +121,15 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
             removed = Destruction(vm_id).remove_unowned(hv, registry, jobs)
             if removed is None:
                 continue   # a job took the vmId meanwhile: look again
-            if removed or found:
+            if removed:
                 return True
+            if taken_by is not None:
+                raise NoVM(f"VM {vm_id} is not here: job {taken_by.id} "
+                           f"({taken_by.job_type}) took it away before its "
+                           f"abort could stop it ({taken_by.status}); it "
+                           "was not destroyed") from None
+            if found:
+                return True   # its startup job's rollback removed it
             raise
         found = True
         if isinstance(vm.job, Destruction):
@@ -128,7 +140,10 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
                 vm.job.abort()
             except workers.JobEnded:
                 pass   # it is ending on its own
-            if not vm.job.wait(job_wait):
+            if vm.job.wait(job_wait):
+                taken_by = None if vm.staging else vm.job
+            else:
+                taken_by = None
                 force_destroy(hv, vm_id, vm.job)
                 registry.destroyed_under(vm_id, vm.job)
                 if not vm.job.wait(job_wait):
