@@ -21,7 +21,7 @@ from vmjobs.hypervisor import ConnectionLost, HypervisorError
 CALLS = ("state", "state_reason", "define", "start", "remove",
          "list_domains", "metadata", "save", "saved_domain_xml", "restore",
          "persist", "set_metadata", "migratable_xml", "migrate", "abort_job",
-         "migration_progress", "activity")
+         "migration_progress", "activity", "was_saved")
 
 # What a failed call raises, by kind of fault.
 FAULTS = {

@@ -247,11 +247,11 @@ def test_a_lost_save_reply_brings_the_vm_back_from_its_state(
     api = make_api(hv=faulty)
     vm_id = up_vm(api)
     path = tmp_path / "state"
-    # state (prepare), save, state (look), restore, [state (look)]
+    # state (prepare), save, was_saved (look), restore, [state (look)]
     faulty.arm({2, 4} if restore_reply_lost else 2, "after")
     info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
     assert (info["status"], info["error"]["code"]) == ("failed", 12)
-    assert faulty.calls[:4] == ["state", "save", "state", "restore"]
+    assert faulty.calls[:4] == ["state", "save", "was_saved", "restore"]
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert hypervisor.state(vm_id) == "running"
     assert not path.exists()     # it runs again: the job's file went

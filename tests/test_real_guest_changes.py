@@ -169,3 +169,40 @@ def qemu_pid(vm_id, pids):
         except FileNotFoundError:
             pass   # another VM's QEMU, ended meanwhile
     raise AssertionError(f"no QEMU runs VM {vm_id}")
+
+
+def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
+        make_real_api, daemon, tmp_path):
+    """Its QEMU killed as the hibernation's save begins: the save fails and
+    the domain is shut off, but not by a save (reason SAVED), so the file
+    holds no state: the VM leaves (`Down`), the job's file goes, and its
+    error says nothing of a hibernation. It was said to "stay hibernated"
+    in a file no restore could read (a chaos run); the control, whose
+    save's reply alone is lost, is test_never_lose_a_guest's."""
+    killed = {}
+
+    def kill_at_save(job, step):
+        if step != "save" or killed:
+            return
+        killed["pid"] = qemu_pid(job.vm_id, daemon.qemu_pids())
+        os.kill(killed["pid"], signal.SIGKILL)
+        # libvirt has seen it stop before the save is asked (a bounded
+        # look at another process: no event reaches a step hook).
+        deadline = time.monotonic() + WAIT
+        while job.hv.state(job.vm_id) != "shutoff":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    api = make_real_api(step_hook=kill_at_save)
+    vm_id = up_vm(api)
+    path = tmp_path / "cut.state"
+    with api.subscribe() as subscription:
+        info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+        statuses = Statuses(subscription)
+        assert statuses.next(vm_id) == "Saving State"
+        assert statuses.next(vm_id) == "Down"
+    assert info["status"] == "failed", info
+    assert "hibernated" not in info["error"]["message"], info
+    assert not path.exists()
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    assert api.VM.destroy(vm_id) is True   # its stopped domain

@@ -118,6 +118,15 @@ class HibernateJob(VmJob):
             log.error("VM %s could not be brought back: it stays "
                       "hibernated in %s", self.vm_id, self.path)
             self.registry.unpublish_claimed(self.vm_id, self)
+        elif not self._saved and \
+                self._domain_state() in (DomainState.SHUTOFF, None):
+            # Not committed, and its guest stopped meanwhile (its QEMU
+            # killed as the save began): it leaves, `Down`, as a guest
+            # stopped outside vmjobs does (guests.py), its domain left for
+            # VM.destroy; not put back `Up` first.
+            log.warning("VM %s: its guest stopped during its hibernation",
+                        self.vm_id)
+            self.registry.unpublish_claimed(self.vm_id, self)
         else:
             # Not committed: the VM stays public, as it was before.
             self.registry.release(self.vm_id, self)
@@ -126,11 +135,18 @@ class HibernateJob(VmJob):
         try:
             self.hv.save(self.vm_id, self.path)
         except HypervisorError:
-            # The reply may be lost after libvirt saved (the domain then
-            # stopped): look. If we cannot tell, the file may hold the
-            # only state, and is kept.
-            self._saved = self._domain_state() not in (DomainState.RUNNING,
-                                                       DomainState.PAUSED)
+            # The reply may be lost after libvirt saved: the domain is then
+            # shut off, reason SAVED. Stopped another way (its QEMU killed
+            # during the save, a crash), the file holds no whole state, and
+            # a restore of it fails: not saved (a chaos run: such a VM was
+            # said to stay hibernated in a file cut short). If we cannot
+            # tell, the file may hold the only state, and is kept.
+            try:
+                self._saved = self.hv.was_saved(self.vm_id)
+            except HypervisorError as exc:
+                log.warning("VM %s: cannot read its state: %s", self.vm_id,
+                            exc)
+                self._saved = True
             raise
         self._saved = True
 

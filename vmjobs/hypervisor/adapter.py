@@ -136,6 +136,16 @@ class Hypervisor:
                 return None, None
             return domain_state(found[0]), pause_reason(*found)
 
+    def was_saved(self, uuid):
+        """True if the domain is shut off because libvirt saved it (reason
+        SAVED); False if it runs, is paused, is gone, or stopped another
+        way (its QEMU killed, crashed)."""
+        with self.connection() as conn, translated("state"):
+            dom = _lookup(conn, uuid)
+            found = None if dom is None else _unless_gone(dom.state)
+            return found is not None and tuple(found[:2]) == (
+                libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED)
+
     def new_domain(self):
         """`with hv.new_domain() as new:` one connection, held for the
         calls that make one domain: new.define(xml), then new.start() and
