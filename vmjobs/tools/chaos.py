@@ -202,11 +202,14 @@ class ChaosRun:
         return self._queue(h, "migrate", vm_id, entry, answer)
 
     def _op_hibernate(self, h, draw, entry):
+        return self._hibernate_into(self.state_dir, h, draw, entry)
+
+    def _hibernate_into(self, directory, h, draw, entry):
         vm_id = pick(self._public(h), draw)
         if vm_id is None:
             return "skipped"
         self._files_made += 1
-        path = os.path.join(self.state_dir, f"{self._files_made}.state")
+        path = os.path.join(directory, f"{self._files_made}.state")
         answer = self.hosts[h].call("VM.hibernate", vmID=vm_id,
                                     hibernationVolHandle=path)
         return self._queue(h, "hibernate", vm_id, entry, answer, path)
@@ -296,14 +299,7 @@ class ChaosRun:
     def _op_hibernate_full(self, h, draw, entry):
         if not self._full_mounted:
             return "skipped"
-        vm_id = pick(self._public(h), draw)
-        if vm_id is None:
-            return "skipped"
-        self._files_made += 1
-        path = os.path.join(self.full_dir, f"{self._files_made}.state")
-        answer = self.hosts[h].call("VM.hibernate", vmID=vm_id,
-                                    hibernationVolHandle=path)
-        return self._queue(h, "hibernate", vm_id, entry, answer, path)
+        return self._hibernate_into(self.full_dir, h, draw, entry)
 
     def _op_abort_later(self, h, draw, entry):
         """Job.abort of a job on host h (a migration if one runs there) at
