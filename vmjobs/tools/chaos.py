@@ -167,15 +167,18 @@ class ChaosRun:
         entry.update(vm=vm_id, job=job_id)
         return "queued"
 
-    def _op_create(self, h, draw, entry):
+    def _op_create(self, h, draw, entry, paused=False):
         ledger = self.ledger
         if len(ledger.expected | ledger.uncertain) + len(ledger.files) >= \
                 self.max_vms:
             return "skipped"
         vm_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
-        answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
-            "vmId": vm_id, "vmName": f"chaos-{vm_id[:8]}",
-            "memSize": self.mem_mib})
+        params = {"vmId": vm_id, "vmName": f"chaos-{vm_id[:8]}",
+                  "memSize": self.mem_mib}
+        if paused:
+            params["launchPaused"] = True
+        answer = self.hosts[h].call("VM.create", vmID=vm_id,
+                                    vmParams=params)
         return self._queue(h, "create", vm_id, entry, answer)
 
     def _op_destroy(self, h, draw, entry):
@@ -214,7 +217,7 @@ class ChaosRun:
                                     hibernationVolHandle=path)
         return self._queue(h, "hibernate", vm_id, entry, answer, path)
 
-    def _op_restore(self, h, draw, entry):
+    def _op_restore(self, h, draw, entry, paused=False):
         path = pick(self.ledger.restorable(), draw)
         if path is None:
             return "skipped"
@@ -223,9 +226,12 @@ class ChaosRun:
         # Taken even if the answer is lost (it may have been queued); free
         # again once both hosts are quiet.
         self.ledger.restoring.add(path)
+        params = {"vmId": vm_id, "restoreState": path}
+        if paused:
+            params["launchPaused"] = True
         try:
-            answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
-                "vmId": vm_id, "restoreState": path})
+            answer = self.hosts[h].call("VM.create", vmID=vm_id,
+                                        vmParams=params)
         except RemoteError:
             self.ledger.restoring.discard(path)
             raise
@@ -271,30 +277,10 @@ class ChaosRun:
     # -- the wide mix: operations ---------------------------------------------------
 
     def _op_create_paused(self, h, draw, entry):
-        ledger = self.ledger
-        if len(ledger.expected | ledger.uncertain) + len(ledger.files) >= \
-                self.max_vms:
-            return "skipped"
-        vm_id = str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
-        answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
-            "vmId": vm_id, "vmName": f"chaos-{vm_id[:8]}",
-            "memSize": self.mem_mib, "launchPaused": True})
-        return self._queue(h, "create", vm_id, entry, answer)
+        return self._op_create(h, draw, entry, paused=True)
 
     def _op_restore_paused(self, h, draw, entry):
-        path = pick(self.ledger.restorable(), draw)
-        if path is None:
-            return "skipped"
-        vm_id = self.ledger.files[path]
-        self._race_destroyed.pop(vm_id, None)
-        self.ledger.restoring.add(path)
-        try:
-            answer = self.hosts[h].call("VM.create", vmID=vm_id, vmParams={
-                "vmId": vm_id, "restoreState": path, "launchPaused": True})
-        except RemoteError:
-            self.ledger.restoring.discard(path)
-            raise
-        return self._queue(h, "restore", vm_id, entry, answer, path)
+        return self._op_restore(h, draw, entry, paused=True)
 
     def _op_hibernate_full(self, h, draw, entry):
         if not self._full_mounted:
