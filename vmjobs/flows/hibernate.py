@@ -141,12 +141,7 @@ class HibernateJob(VmJob):
             # a restore of it fails: not saved (a chaos run: such a VM was
             # said to stay hibernated in a file cut short). If we cannot
             # tell, the file may hold the only state, and is kept.
-            try:
-                self._saved = self.hv.was_saved(self.vm_id)
-            except HypervisorError as exc:
-                log.warning("VM %s: cannot read its state: %s", self.vm_id,
-                            exc)
-                self._saved = True
+            self._saved = self._look(self.hv.was_saved, True)
             raise
         self._saved = True
 
@@ -174,8 +169,12 @@ class HibernateJob(VmJob):
 
     def _domain_state(self):
         """The domain's state, or 'unknown' if it cannot be read."""
+        return self._look(self.hv.state, "unknown")
+
+    def _look(self, read, unknown):
+        """read(vm_id), or `unknown` if libvirt cannot say."""
         try:
-            return self.hv.state(self.vm_id)
+            return read(self.vm_id)
         except HypervisorError as exc:
             log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
-            return "unknown"
+            return unknown

@@ -119,32 +119,33 @@ class Hypervisor:
     @_read
     def state(self, uuid):
         """The domain's state, or None if there is no such domain."""
-        with self.connection() as conn, translated("state"):
-            dom = _lookup(conn, uuid)
-            return None if dom is None else _unless_gone(
-                lambda: domain_state(dom.state()[0]))
+        found = self._libvirt_state(uuid)
+        return None if found is None else domain_state(found[0])
 
     @_read
     def state_reason(self, uuid):
         """(state, reason): the domain's state, and for a paused one why
         (PAUSED_MIGRATION or PAUSED_OTHER), else None; (None, None) if
         there is no such domain."""
-        with self.connection() as conn, translated("state"):
-            dom = _lookup(conn, uuid)
-            found = None if dom is None else _unless_gone(dom.state)
-            if found is None:
-                return None, None
-            return domain_state(found[0]), pause_reason(*found)
+        found = self._libvirt_state(uuid)
+        if found is None:
+            return None, None
+        return domain_state(found[0]), pause_reason(*found)
 
     def was_saved(self, uuid):
         """True if the domain is shut off because libvirt saved it (reason
         SAVED); False if it runs, is paused, is gone, or stopped another
         way (its QEMU killed, crashed)."""
+        found = self._libvirt_state(uuid)
+        return found is not None and tuple(found[:2]) == (
+            libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED)
+
+    def _libvirt_state(self, uuid):
+        """libvirt's [state, reason] of the domain, or None if there is
+        no such domain."""
         with self.connection() as conn, translated("state"):
             dom = _lookup(conn, uuid)
-            found = None if dom is None else _unless_gone(dom.state)
-            return found is not None and tuple(found[:2]) == (
-                libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED)
+            return None if dom is None else _unless_gone(dom.state)
 
     def new_domain(self):
         """`with hv.new_domain() as new:` one connection, held for the
