@@ -110,3 +110,15 @@ def wait_left(api, vm_ids):
     for vm_id in vm_ids:
         with pytest.raises(NoVM):
             api.VM.getStats(vm_id)
+
+
+def qemu_pid(sandbox, vm_id):
+    """The pid of the sandbox's QEMU that runs VM `vm_id` (its `-uuid`)."""
+    for pid in sandbox.qemu_pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if vm_id.encode() in f.read().split(b"\0"):
+                    return pid
+        except FileNotFoundError:
+            pass   # another VM's QEMU, ended meanwhile
+    raise AssertionError(f"no QEMU of {vm_id} in {sandbox.dir}")

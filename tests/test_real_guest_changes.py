@@ -15,7 +15,7 @@ import libvirt
 import pytest
 
 from conftest import StepGate, new_id, wait_job
-from realdaemon import WAIT, real_params
+from realdaemon import WAIT, qemu_pid, real_params
 from vmjobs.errors import NoVM
 from vmjobs.notifications import VM_STATUS
 
@@ -113,14 +113,13 @@ def test_a_guest_stopped_outside_vmjobs_leaves_the_host(make_real_api,
     removes it; the control keeps running, Up."""
     api = make_real_api()
     destroyed, killed, control = up_vm(api), up_vm(api), up_vm(api)
-    pids = set(daemon.qemu_pids())
     user = libvirt.open(daemon.uri)
     try:
         with api.subscribe() as subscription:
             statuses = Statuses(subscription)
             user.lookupByUUIDString(destroyed).destroy()
             assert statuses.next(destroyed) == "Down"
-            os.kill(qemu_pid(killed, pids), signal.SIGKILL)
+            os.kill(qemu_pid(daemon, killed), signal.SIGKILL)
             assert statuses.next(killed) == "Down"
     finally:
         user.close()
@@ -143,10 +142,9 @@ def test_a_guest_changed_around_a_libvirtd_restart_is_followed(
     sent), are both followed."""
     api = make_real_api()
     paused, killed = up_vm(api), up_vm(api)
-    pids = set(daemon.qemu_pids())
     with api.subscribe() as subscription:
         statuses = Statuses(subscription)
-        os.kill(qemu_pid(killed, pids), signal.SIGKILL)
+        os.kill(qemu_pid(daemon, killed), signal.SIGKILL)
         daemon.restart_daemon()
         assert statuses.next(killed) == "Down"
         user = libvirt.open(daemon.uri)
@@ -157,18 +155,6 @@ def test_a_guest_changed_around_a_libvirtd_restart_is_followed(
         assert statuses.next(paused) == "Paused"
     for vm_id in (paused, killed):
         assert api.VM.destroy(vm_id) is True
-
-
-def qemu_pid(vm_id, pids):
-    """The pid of VM `vm_id`'s QEMU, among `pids` (the sandbox's)."""
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if vm_id.encode() in f.read():
-                    return pid
-        except FileNotFoundError:
-            pass   # another VM's QEMU, ended meanwhile
-    raise AssertionError(f"no QEMU runs VM {vm_id}")
 
 
 def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
@@ -184,7 +170,7 @@ def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
     def kill_at_save(job, step):
         if step != "save" or killed:
             return
-        killed["pid"] = qemu_pid(job.vm_id, daemon.qemu_pids())
+        killed["pid"] = qemu_pid(daemon, job.vm_id)
         os.kill(killed["pid"], signal.SIGKILL)
         # libvirt has seen it stop before the save is asked (a bounded
         # look at another process: no event reaches a step hook).

@@ -7,7 +7,6 @@ After every migration job has ended the VM must be public on exactly one
 host and run there only: `assert_only_on` checks it from both sides."""
 
 import os
-import pathlib
 import re
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import libvirt
 import pytest
 
 from conftest import new_id
-from realdaemon import WAIT, real_params, require_daemon
+from realdaemon import WAIT, qemu_pid, real_params, require_daemon
 from serve import ROOT, ServeProcess
 from vmjobs.client import Client, RemoteError
 
@@ -330,10 +329,7 @@ def test_a_guest_that_stops_mid_transfer_leaves_nothing_there(hosts):
     job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
     info = a.wait_job(job_id, transfer_started)
     assert (info["status"], info["step"]) == ("running", "migrate"), info
-    qemu, = [pid for pid in a.sandbox.qemu_pids()
-             if vm_id.encode() in pathlib.Path(
-                 f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
-    os.kill(qemu, signal.SIGKILL)
+    os.kill(qemu_pid(a.sandbox, vm_id), signal.SIGKILL)
     info = a.wait_job(job_id)
     assert info["status"] == "failed", info
     assert "is kept" not in info["error"]["message"], info

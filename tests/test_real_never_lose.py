@@ -15,7 +15,7 @@ import pytest
 
 from conftest import StepGate, new_id, our_domains
 from invariants import check_invariants, digest
-from realdaemon import WAIT, real_params, wait_left
+from realdaemon import WAIT, qemu_pid, real_params, wait_left
 from serve import ServeProcess, rpc, wait_job_info
 from test_real_migration import Migration, finished, incoming, source_vms
 from vmjobs.hypervisor import Hypervisor
@@ -61,15 +61,6 @@ def domains_of(sandbox):
         return [dom.UUIDString() for dom in conn.listAllDomains(0)]
     finally:
         conn.close()
-
-
-def qemu_pid_of(sandbox, vm_id):
-    """The pid of the sandbox's QEMU that runs domain `vm_id`."""
-    for pid in sandbox.qemu_pids():
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if vm_id.encode() in f.read().split(b"\0"):
-                return pid
-    raise AssertionError(f"no QEMU of {vm_id} in {sandbox.dir}")
 
 
 @contextlib.contextmanager
@@ -172,7 +163,7 @@ def test_a_migration_stopped_by_sigterm_leaves_no_domain(
         # before the stop however slow the stop is (on a loaded machine a
         # 1 MiB/s transfer of a fresh 1 GiB guest, mostly zero pages, once
         # did); it goes on once B's service has stopped.
-        with held_still(qemu_pid_of(daemon, vm_id)):
+        with held_still(qemu_pid(daemon, vm_id)):
             status, out, err = server.stop(signal.SIGTERM)
         assert status == 0, err
         assert migration.finish().error is not None

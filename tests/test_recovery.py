@@ -101,21 +101,29 @@ def test_stopped_vmjobs_domain_is_left_alone(make_api, hypervisor):
     assert hypervisor.state(stopped) == "shutoff"
 
 
-def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(
-        make_api, hypervisor):
-    vm_id = new_id()
+def not_adopted(make_api, hypervisor, vm_id, name, metadata):
+    """A running domain `vm_id` whose vmjobs metadata holds `metadata`
+    (the fields inside its <v:vm>): its recover job fails reading it (9)
+    and leaves it running. Returns the API."""
     hypervisor.shared_connection.createXML(
-        f"<domain type='test'><name>damaged</name><uuid>{vm_id}</uuid>"
+        f"<domain type='test'><name>{name}</name><uuid>{vm_id}</uuid>"
         "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
         "<metadata><v:vm xmlns:v='urn:vmjobs:domain:1'>"
-        "<v:vmId>not-a-uuid</v:vmId></v:vm></metadata></domain>", 0)
+        f"{metadata}</v:vm></metadata></domain>", 0)
     api = make_api()
     assert api.wait_recovered(WAIT)
     info, = api.Host.getJobs(job_type="recover").values()
     assert (info["status"], info["step"]) == ("failed", "read-metadata")
     assert info["error"]["code"] == 9
-    assert api.Host.getVMList() == []
     assert hypervisor.state(vm_id) == "running"
+    return api
+
+
+def test_domain_with_damaged_metadata_fails_its_job_and_is_not_touched(
+        make_api, hypervisor):
+    api = not_adopted(make_api, hypervisor, new_id(), "damaged",
+                      "<v:vmId>not-a-uuid</v:vmId>")
+    assert api.Host.getVMList() == []
 
 
 @pytest.mark.parametrize("params", [
@@ -133,19 +141,9 @@ def test_metadata_params_a_verb_would_refuse_are_not_adopted(
     Host.getAllVmStats answer -32603, and a deep nesting failed the job
     with 100, the code of a bug (a hostile-caller audit)."""
     vm_id = new_id()
-    hypervisor.shared_connection.createXML(
-        f"<domain type='test'><name>crafted</name><uuid>{vm_id}</uuid>"
-        "<memory unit='MiB'>64</memory><os><type>hvm</type></os>"
-        "<metadata><v:vm xmlns:v='urn:vmjobs:domain:1'>"
-        f"<v:vmId>{vm_id}</v:vmId><v:params>{params}</v:params></v:vm>"
-        "</metadata></domain>", 0)
-    api = make_api()
-    assert api.wait_recovered(WAIT)
-    info, = api.Host.getJobs(job_type="recover").values()
-    assert (info["status"], info["step"]) == ("failed", "read-metadata")
-    assert info["error"]["code"] == 9
+    api = not_adopted(make_api, hypervisor, vm_id, "crafted",
+                      f"<v:vmId>{vm_id}</v:vmId><v:params>{params}</v:params>")
     assert api.Host.getAllVmStats() == []
-    assert hypervisor.state(vm_id) == "running"
 
 
 def test_recovery_of_an_empty_host_is_immediate(api):
