@@ -116,9 +116,14 @@ def qemu_pid(sandbox, vm_id):
     """The pid of the sandbox's QEMU that runs VM `vm_id` (its `-uuid`)."""
     for pid in sandbox.qemu_pids():
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if vm_id.encode() in f.read().split(b"\0"):
-                    return pid
+            if vm_id in command_line(pid).split(" "):
+                return pid
         except FileNotFoundError:
             pass   # another VM's QEMU, ended meanwhile
     raise AssertionError(f"no QEMU of {vm_id} in {sandbox.dir}")
+
+
+def command_line(pid):
+    """A process's arguments, joined by spaces."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()

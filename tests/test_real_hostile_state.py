@@ -9,7 +9,7 @@ import libvirt
 import pytest
 
 from conftest import new_id, our_domains
-from realdaemon import WAIT, real_params
+from realdaemon import WAIT, command_line, real_params
 from vmjobs import domxml
 from vmjobs.errors import InvalidParams
 
@@ -66,6 +66,35 @@ def test_legitimately_edited_state_file_is_restored(make_real_api, daemon,
     assert finished(api, job["jobId"])["status"] == "done"
     assert len(daemon.qemu_pids()) == 1
     assert api.VM.destroy(vm_id) is True
+
+
+def test_a_state_file_rewritten_after_the_check_changes_nothing(
+        make_real_api, daemon, tmp_path):
+    """A state file rewritten between the verb's check and libvirt's
+    restore (as `virsh save-image-define` does), to give the guest a host
+    file as its kernel: libvirt restores with the XML that was judged,
+    and QEMU never names the file. Before, libvirt read the XML from the
+    file again at the restore (`restoreFlags(path, None)`)."""
+    victim = tmp_path / "victim"
+    victim.write_text("not for the guest")
+    checked = []
+
+    def rewrite(job, step):
+        if job.job_type == "restore" and step == "restore":
+            define_image(daemon, path, EDITS["kernel-outside"](checked[0],
+                                                               victim))
+
+    api = make_real_api(step_hook=rewrite)
+    vm_id, path = hibernated(api, tmp_path)
+    checked.append(api.hv.saved_domain_xml(str(path)))
+    info = finished(api, api.VM.create(
+        vm_id, {"vmId": vm_id, "restoreState": str(path)})["jobId"])
+    assert str(victim) in api.hv.saved_domain_xml(str(path))  # rewritten
+    assert info["status"] == "done", info
+    assert str(victim) not in command_line(daemon.qemu_pids()[0])
+    assert str(victim) not in api.hv.migratable_xml(vm_id)
+    assert api.VM.destroy(vm_id) is True
+    assert victim.read_text() == "not for the guest"
 
 
 def finished(api, job_id):

@@ -213,10 +213,13 @@ class API:
         # A duplicate is exist (4) whatever else is wrong with the request
         # (a state file that cannot be read, an XML refused).
         self.registry.refuse_known(spec.vm_id)
-        chains = policy.check_host_access(spec, self.hv, self.config)
         if spec.restore_state is not None:
-            job = RestoreJob(spec, self.hv, self.registry, **self._job_args())
+            domain_xml = policy.checked_state_xml(
+                self.hv, spec.restore_state, self.config)
+            job = RestoreJob(spec, domain_xml, self.hv, self.registry,
+                             **self._job_args())
         else:
+            chains = policy.check_host_access(spec, self.hv, self.config)
             try:
                 domain_xml = domxml.compose(spec, self.hv.guest, chains)
             except domxml.BadDomainXML as exc:

@@ -69,6 +69,17 @@ def compose(spec, guest, chains=None):
     return ET.tostring(root, encoding="unicode")
 
 
+def with_chains(domain_xml, chains):
+    """`domain_xml` (libvirt's, already judged) with the backing chains
+    checked stated, as compose states them; the text itself when there is
+    none to state."""
+    if not chains:
+        return domain_xml
+    root = parse_untrusted(domain_xml)
+    _state_backing_chains(root, chains)
+    return ET.tostring(root, encoding="unicode")
+
+
 def _state_backing_chains(root, chains):
     """Below each disk's last stated level, if it is a qcow2 image, write
     the chain that was checked, ending with an empty <backingStore/>.

@@ -18,7 +18,7 @@ from .errors import CreateError, InvalidParams
 from .hypervisor import HypervisorError
 
 __all__ = ["Refused", "check_host_access", "check_engine_xml",
-           "check_state_file", "check_domain_xml"]
+           "checked_state_xml", "check_domain_xml"]
 
 
 def confinement(config, written_by_libvirt=False):
@@ -29,20 +29,15 @@ def confinement(config, written_by_libvirt=False):
 
 def check_host_access(spec, hv, config, incoming=False):
     """What a VM.create or VM.migrationCreate (`incoming`: its XML is the
-    source libvirtd's) request names on the host (its restoreState, or its
-    domain XML): refused with -32602 before anything is staged or
-    queued. Returns the backing chains checked in the domain XML
-    (allowlist.Confinement.chains), for domxml.compose to state."""
-    if spec.restore_state is not None:
-        hostfiles.state_path(spec.restore_state, "restoreState",
-                             config.state_dirs, config.image_dirs)
-        check_state_file(hv, spec.restore_state,
-                         confinement(config, written_by_libvirt=True))
-    elif spec.xml is not None:
-        ctx = confinement(config, incoming)
-        check_engine_xml(spec.xml, ctx)
-        return ctx.chains
-    return {}
+    source libvirtd's) request's domain XML names on the host: refused
+    with -32602 'xml' before anything is staged or queued. Returns the
+    backing chains checked (allowlist.Confinement.chains), for
+    domxml.compose to state."""
+    if spec.xml is None:
+        return {}
+    ctx = confinement(config, incoming)
+    check_engine_xml(spec.xml, ctx)
+    return ctx.chains
 
 
 def check_engine_xml(text, ctx):
@@ -53,13 +48,24 @@ def check_engine_xml(text, ctx):
         raise InvalidParams("xml", f"domain XML refused: {exc}") from None
 
 
-def check_state_file(hv, path, ctx):
-    """A restoreState file (already confined to the state dirs): a regular
-    file, not reached through a symlink, whose domain XML passes the
-    policy; else -32602 'restoreState'. Only read, before anything runs."""
+def checked_state_xml(hv, path, config):
+    """The domain XML a restore of `path` gives libvirt: the state file's,
+    read once, judged, with the backing chains checked stated. libvirt
+    restores the file's memory with this XML in place of the one the
+    file holds by then, so a file rewritten after this check (as `virsh
+    save-image-define` does) cannot name what was not judged.
+
+    `path` must be a regular file in the state dirs, not reached through a
+    symlink: else -32602 'restoreState', as is an XML the policy refuses.
+    createErr when libvirt cannot read the file. Only read, before
+    anything runs."""
+    hostfiles.state_path(path, "restoreState", config.state_dirs,
+                         config.image_dirs)
+    ctx = confinement(config, written_by_libvirt=True)
     try:
         hostfiles.check_regular_file(path)
-        check_domain_xml(hv.saved_domain_xml(path), ctx)
+        text = hv.saved_domain_xml(path)
+        check_domain_xml(text, ctx)
     except OSError as exc:
         raise InvalidParams("restoreState", f"cannot open {path}: "
                             f"{exc.strerror}") from None
@@ -71,6 +77,7 @@ def check_state_file(hv, path, ctx):
     except (ValueError, Refused, domxml.BadDomainXML) as exc:
         raise InvalidParams("restoreState", f"{path} refused: {exc}") \
             from None
+    return domxml.with_chains(text, ctx.chains)
 
 
 def check_domain_xml(text, ctx):

@@ -157,7 +157,9 @@ class HibernateJob(VmJob):
     def _bring_back(self):
         paused = self.previous_status == VmStatus.PAUSED
         try:
-            self.hv.restore(self.path, self.vm_id, paused=paused)
+            # The file libvirt has just written of our running domain: its
+            # own XML, none given.
+            self.hv.restore(self.path, self.vm_id, None, paused=paused)
         except HypervisorError:
             # Its reply may be lost after libvirt restored; or the save
             # never took effect: either way a running domain is back.

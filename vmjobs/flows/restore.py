@@ -1,7 +1,10 @@
 """Restore (dehibernation): check the state file, read the domain inside
 it, restore it, make it persistent, check it runs, commit.
 
-The state file is only ever read: restored or not, it stays as it was."""
+The domain is the one the verb read from the state file and judged
+(policy.checked_state_xml), given to libvirt with the file: what the file
+holds by the time of the restore is not read again. The state file is
+only ever read: restored or not, it stays as it was."""
 
 from .. import domxml
 from ..errors import CreateError
@@ -20,6 +23,10 @@ class RestoreJob(StartupJob):
     staged_status = VmStatus.RESTORING_STATE
     error_class = CreateError
 
+    def __init__(self, spec, domain_xml, hypervisor, registry, **kwargs):
+        super().__init__(spec, hypervisor, registry, **kwargs)
+        self.domain_xml = domain_xml   # the state file's, as judged
+
     def run(self):
         vm_id, path = self.vm_id, self.spec.restore_state
         paused = self.spec.launch_paused
@@ -27,8 +34,8 @@ class RestoreJob(StartupJob):
             self.step("check-file")
             check_readable_file(path)
             self.step("read-domain")
-            params, saved = restored_vm_params(self.hv, path, vm_id,
-                                               self.spec)
+            params, saved = restored_vm_params(self.domain_xml, path,
+                                               vm_id, self.spec)
             self.step("prepare")
             if over_a_stopped_definition(self.hv, vm_id, CreateError):
                 # A hibernation interrupted between its save and its
@@ -44,7 +51,7 @@ class RestoreJob(StartupJob):
                 rollback.push(f"remove domain {vm_id}", self.hv.remove,
                               vm_id)
             self.step("restore")
-            self.hv.restore(path, vm_id, paused=paused)
+            self.hv.restore(path, vm_id, self.domain_xml, paused=paused)
             self.step("persist")
             self.hv.persist(vm_id)
             if params != saved:   # so that a restart recovers them
@@ -57,14 +64,13 @@ class RestoreJob(StartupJob):
             self.commit(status, params=params)
 
 
-def restored_vm_params(hv, path, vm_id, spec):
+def restored_vm_params(domain_xml, path, vm_id, spec):
     """(params, saved): the params the VM had when it was saved, from the
-    state file's metadata, with the engine's own keys of this request on
+    metadata in the state file's `domain_xml`, with the engine's own keys of this request on
     top (its newer word on them; the keys vmjobs reads, the path and
     launchPaused among them, are this restore's, not the VM's); or the
     request's, saved None, when the file is not vmjobs' (a plain `virsh
     save`). Refuses a file whose domain is not `vm_id`."""
-    domain_xml = hv.saved_domain_xml(path)
     try:
         uuid = domxml.domain_uuid(domain_xml)
         metadata = domxml.metadata_of_domain(domain_xml)

@@ -214,16 +214,20 @@ class Hypervisor:
 
     @_read
     def saved_domain_xml(self, path):
-        """The domain XML inside a saved-state file (the file is only read)."""
+        """The domain XML inside a saved-state file, whole: with its
+        consoles' passwords (the secure form), since it is what a restore
+        of the file is given. The file is only read."""
         with self.connection() as conn, translated("read saved state"):
-            return conn.saveImageGetXMLDesc(path, 0)
+            return conn.saveImageGetXMLDesc(
+                path, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
 
-    def restore(self, path, uuid, paused=False):
-        """Restore the domain `uuid` saved in `path`, running or paused as
-        asked, whatever state it was saved in. The file is read, never
-        changed or removed."""
+    def restore(self, path, uuid, domain_xml, paused=False):
+        """Restore the domain `uuid` saved in `path` as `domain_xml`
+        describes it (libvirt takes it in place of the file's own where
+        its ABI check allows; None: the file's own), running or paused as asked, whatever state
+        it was saved in. The file is read, never changed or removed."""
         with self.connection() as conn, translated("restore"):
-            self._driver.restore(conn, path, uuid, paused)
+            self._driver.restore(conn, path, uuid, domain_xml, paused)
 
     def persist(self, uuid, replace=False):
         """Make a transient domain persistent with its current definition

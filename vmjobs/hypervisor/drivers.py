@@ -37,8 +37,8 @@ class Daemon:
         dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
 
     @staticmethod
-    def restore(conn, path, uuid, paused):
-        conn.restoreFlags(path, None, libvirt.VIR_DOMAIN_SAVE_PAUSED
+    def restore(conn, path, uuid, domain_xml, paused):
+        conn.restoreFlags(path, domain_xml, libvirt.VIR_DOMAIN_SAVE_PAUSED
                           if paused else libvirt.VIR_DOMAIN_SAVE_RUNNING)
 
 
@@ -64,8 +64,9 @@ class TestDriver:
         dom.suspend()
 
     @staticmethod
-    def restore(conn, path, uuid, paused):
-        # It takes no flag: set the state by hand.
+    def restore(conn, path, uuid, domain_xml, paused):
+        # It takes no flag, and no XML ("xml modification unsupported"):
+        # its domains open no host file. Set the state by hand.
         conn.restore(path)
         dom = conn.lookupByUUIDString(uuid)
         state = domain_state(dom.state()[0])
