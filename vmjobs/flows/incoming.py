@@ -38,9 +38,9 @@ from workers import JobAborted, JobStatus
 
 from .. import domxml
 from ..errors import MigrateError, VdsmError
-from ..hypervisor import DomainState, HypervisorError, has_arrived
+from ..hypervisor import HypervisorError, has_arrived
 from ..registry import VmStatus
-from .base import StartupJob, over_a_stopped_definition
+from .base import PUBLIC_STATUS, StartupJob, over_a_stopped_definition
 
 log = logging.getLogger("vmjobs.flows.incoming")
 
@@ -161,8 +161,7 @@ class MigrationDestinationJob(StartupJob):
         state, reason = self.hv.state_reason(self.vm_id)
         if not has_arrived(state, reason):
             return None
-        return VmStatus.UP if state is DomainState.RUNNING \
-            else VmStatus.PAUSED
+        return PUBLIC_STATUS[state]
 
     def _make_ours(self):
         """Make the arrived domain persistent and ours (vmjobs metadata,
