@@ -20,7 +20,7 @@ import threading
 
 import workers
 
-from . import domxml, hostfiles, policy
+from . import domxml, policy, statefiles
 from .client import Client
 from .config import Config
 from .destroy import destroy
@@ -273,7 +273,7 @@ class API:
         vm_id = parse_vm_id(vmID)
         if hibernationVolHandle is None:
             raise MissParam("missing parameter 'hibernationVolHandle'")
-        path = hostfiles.state_path(hibernationVolHandle,
+        path = statefiles.confined(hibernationVolHandle,
                                     "hibernationVolHandle",
                                     self.config.state_dirs,
                                     self.config.image_dirs)

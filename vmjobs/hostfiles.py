@@ -1,18 +1,16 @@
 """Host paths a caller names: confined to the directories the operator
-configured, and opened without following a symlink in the last component.
+configured.
 
 The service runs as root. A state file path (`hibernationVolHandle`,
-`restoreState`) must be inside `storage.state_dirs`; a host file a domain
-XML names must be inside `storage.image_dirs` (policy.py). A path is taken
-only as an absolute, normalized text without control characters, and its
-directory must really (symlinks resolved) be inside a configured one.
+`restoreState`) must be inside `storage.state_dirs` (statefiles.py); a
+host file a domain XML names must be inside `storage.image_dirs`
+(policy.py). A path is taken only as an absolute, normalized text without
+control characters, and its directory must really (symlinks resolved) be
+inside a configured one.
 """
 
 import os
 import re
-import stat
-
-from .errors import InvalidParams
 
 # Control characters, C0 and C1 (U+0085 is a line break too), and the
 # Unicode line and paragraph separators (forged log lines, split config
@@ -49,7 +47,7 @@ def confine(path, dirs, what="the configured directories",
     raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
 
 
-def resolve_inside(path, dirs, what="the configured directories"):
+def resolveinside(path, dirs, what="the configured directories"):
     """The file `path` reaches (resolved of symlinks and '..' as the kernel
     walks it: a symlink is followed before a '..' after it applies) if it
     is inside one of `dirs` (resolved too); else OutsideDirs. For a path
@@ -58,7 +56,7 @@ def resolve_inside(path, dirs, what="the configured directories"):
     if not isinstance(path, str) or _UNFIT.search(path):
         raise OutsideDirs("must not contain control characters")
     real = os.path.realpath(path)
-    if _inside(real, dirs):
+    if inside(real, dirs):
         return real
     raise OutsideDirs(f"{path!r} leads to {real!r}, outside {what} "
                       f"({', '.join(dirs)})")
@@ -69,7 +67,7 @@ def _within(path, directory):
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _inside(real, dirs):
+def inside(real, dirs):
     """The first of `dirs` that the resolved path `real` is in (or is),
     each resolved of symlinks; else None."""
     return next((d for d in dirs if _within(real, os.path.realpath(d))),
@@ -86,58 +84,6 @@ def overlapping(one, other):
 def is_one_of(path, dirs):
     """Whether `path` is (names) one of `dirs` itself."""
     return os.path.normpath(path) in (os.path.normpath(d) for d in dirs)
-
-
-def state_path(value, param, state_dirs, image_dirs=()):
-    """A state file path param, confined to `state_dirs` and outside
-    `image_dirs` (where guests' disks are, which a guest writes: read as a
-    state file, its bytes would be restored into QEMU), or -32602."""
-    try:
-        path = confine(value, state_dirs, "storage.state_dirs")
-    except OutsideDirs as exc:
-        raise InvalidParams(param, str(exc)) from None
-    image_dir = _inside(os.path.realpath(path), image_dirs)
-    if image_dir is not None:
-        raise InvalidParams(param, f"{path!r} is in the image directory "
-                            f"{image_dir}: a guest's disk is never a state "
-                            "file")
-    if is_one_of(path, state_dirs):
-        raise InvalidParams(param, f"{path!r} is a state directory, not a "
-                            "file in one")
-    if not os.path.isdir(os.path.dirname(path)):
-        raise InvalidParams(param, f"no directory {os.path.dirname(path)}")
-    if os.path.islink(path):
-        # Refused by name here; the O_NOFOLLOW opens close the race.
-        raise InvalidParams(param, f"{path!r} is a symbolic link")
-    return path
-
-
-def create_new(path):
-    """Create `path` empty, exclusively and without following a symlink;
-    FileExistsError if anything is there. Returns the file's identity
-    (st_dev, st_ino), by which its creator knows it later."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                 os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return st.st_dev, st.st_ino
-
-
-def check_regular_file(path):
-    """Refuse (OSError, ValueError) unless `path` is a readable regular
-    file, its last component not a symlink. Looked at before it is opened
-    (read-only, not read): a FIFO or a device is never opened."""
-    if not stat.S_ISREG(os.lstat(path).st_mode):
-        raise ValueError(f"{path} is not a regular file")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
-                 os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-    finally:
-        os.close(fd)
 
 
 def prepare_dirs(config, log):

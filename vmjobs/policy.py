@@ -12,7 +12,9 @@ disk image is what it says and names nothing outside (images.py).
 Parsed with defusedxml (domxml.parse_untrusted): no DTD, no entity.
 """
 
-from . import allowlist, domxml, hostfiles
+import functools
+
+from . import allowlist, domxml, statefiles
 from .allowlist import Refused
 from .errors import CreateError, InvalidParams
 from .hypervisor import HypervisorError
@@ -59,16 +61,14 @@ def checked_state_xml(hv, path, config):
     symlink: else -32602 'restoreState', as is an XML the policy refuses.
     createErr when libvirt cannot read the file. Only read, before
     anything runs."""
-    hostfiles.state_path(path, "restoreState", config.state_dirs,
-                         config.image_dirs)
+    statefiles.confined(path, "restoreState", config.state_dirs,
+                        config.image_dirs)
+    statefiles.check_readable(path, functools.partial(InvalidParams,
+                                                      "restoreState"))
     ctx = confinement(config, written_by_libvirt=True)
     try:
-        hostfiles.check_regular_file(path)
         text = hv.saved_domain_xml(path)
         check_domain_xml(text, ctx)
-    except OSError as exc:
-        raise InvalidParams("restoreState", f"cannot open {path}: "
-                            f"{exc.strerror}") from None
     except HypervisorError as exc:
         # libvirt could not read it (not a state file, or libvirt failed):
         # the hypervisor refused the restore, as the flow would say.

@@ -22,9 +22,10 @@ Parsed with defusedxml (domxml.parse_untrusted): no DTD, no entity.
 """
 
 import fnmatch
+import functools
 import os
 
-from vmjobs import domxml, hostfiles
+from vmjobs import domxml, hostfiles, statefiles
 from vmjobs.errors import CreateError, InvalidParams
 from vmjobs.hypervisor import HypervisorError
 
@@ -93,8 +94,8 @@ def check_host_access(spec, hv, config):
     (its restoreState, or its domain XML): refused with -32602 before
     anything is staged or queued."""
     if spec.restore_state is not None:
-        hostfiles.state_path(spec.restore_state, "restoreState",
-                             config.state_dirs)
+        statefiles.confined(spec.restore_state, "restoreState",
+                            config.state_dirs)
         check_state_file(hv, spec.restore_state, config.image_dirs)
     elif spec.xml is not None:
         check_engine_xml(spec.xml, config.image_dirs)
@@ -112,12 +113,10 @@ def check_state_file(hv, path, image_dirs):
     """A restoreState file (already confined to the state dirs): a regular
     file, not reached through a symlink, whose domain XML passes the
     policy; else -32602 'restoreState'. Only read, before anything runs."""
+    statefiles.check_readable(path, functools.partial(InvalidParams,
+                                                      "restoreState"))
     try:
-        hostfiles.check_regular_file(path)
         check_domain_xml(hv.saved_domain_xml(path), image_dirs)
-    except OSError as exc:
-        raise InvalidParams("restoreState", f"cannot open {path}: "
-                            f"{exc.strerror}") from None
     except HypervisorError as exc:
         # libvirt could not read it (not a state file, or libvirt failed):
         # the hypervisor refused the restore, as the flow would say.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import workers
 
-from .. import domxml, hostfiles
+from .. import domxml
 from ..errors import CreateError, GeneralException, VdsmError
 from ..hypervisor import DomainState, HypervisorError
 from ..registry import VmStatus
@@ -208,14 +208,3 @@ def status_of(state: DomainState | None, vm_id: str, paused: bool,
         raise error_class(f"domain {vm_id} is {state or 'gone'}, "
                           f"expected {expected}")
     return PUBLIC_STATUS[state]
-
-
-def check_readable_file(path: str,
-                        error_class: type[VdsmError] = CreateError) -> None:
-    """A readable regular file, not reached through a symlink."""
-    try:
-        hostfiles.check_regular_file(path)
-    except OSError as exc:
-        raise error_class(f"cannot open {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise error_class(str(exc)) from None

@@ -12,42 +12,16 @@ file. A save or restore whose reply is lost may have taken effect: the job
 then looks at the domain instead of assuming."""
 
 import logging
-import os
 
 from workers import JobStatus
 
-from .. import hostfiles
+from .. import statefiles
 from ..errors import MigrateError, NoVM
 from ..hypervisor import DomainState, HypervisorError
 from ..registry import VmBusy, VmStatus
 from .base import Rollback, VmJob
 
 log = logging.getLogger("vmjobs.flows.hibernate")
-
-
-def create_state_file(path):
-    """Create `path` empty, refusing (MigrateError) if anything, even a
-    dangling symlink, is there; return its identity (st_dev, st_ino)."""
-    try:
-        return hostfiles.create_new(path)
-    except FileExistsError:
-        raise MigrateError(f"{path} exists: refusing to overwrite it") \
-            from None
-    except OSError as exc:
-        raise MigrateError(f"cannot create {path}: {exc.strerror}") from None
-
-
-def remove_own_file(path, identity):
-    """Unlink `path` if it is still the file of `identity` (st_dev, st_ino):
-    a file put in its place by someone else is never removed."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if (st.st_dev, st.st_ino) != identity:
-        log.warning("%s is no longer the file this job created: kept", path)
-        return
-    os.unlink(path)
 
 
 class HibernateJob(VmJob):
@@ -69,11 +43,11 @@ class HibernateJob(VmJob):
         """Before the job is visible: create the state file, then claim the
         public VM (raises MigrateError, or NoVM), leaving nothing behind if
         either fails."""
-        self._file = create_state_file(self.path)
+        self._file = statefiles.create(self.path, MigrateError)
         try:
             vm = self.registry.claim(self.vm_id, VmStatus.SAVING_STATE, self)
         except (VmBusy, NoVM) as exc:
-            remove_own_file(self.path, self._file)
+            statefiles.remove_own(self.path, self._file)
             if isinstance(exc, NoVM):
                 raise
             raise MigrateError(f"cannot hibernate: {exc}") from None
@@ -83,7 +57,7 @@ class HibernateJob(VmJob):
         # The file first: once the VM is released, another hibernation may
         # claim it, and may want the same path. The registry puts back the
         # status the VM had before the claim.
-        remove_own_file(self.path, self._file)
+        statefiles.remove_own(self.path, self._file)
         self.registry.release(self.vm_id, self)
 
     def run(self):
@@ -152,7 +126,7 @@ class HibernateJob(VmJob):
             self._bring_back()
             self._brought_back = True
             self.hv.persist(self.vm_id)
-        remove_own_file(self.path, self._file)
+        statefiles.remove_own(self.path, self._file)
 
     def _bring_back(self):
         paused = self.previous_status == VmStatus.PAUSED

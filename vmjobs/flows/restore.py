@@ -6,13 +6,12 @@ The domain is the one the verb read from the state file and judged
 holds by the time of the restore is not read again. The state file is
 only ever read: restored or not, it stays as it was."""
 
-from .. import domxml
+from .. import domxml, statefiles
 from ..errors import CreateError
 from ..registry import VmStatus
 from .base import (
     Rollback,
     StartupJob,
-    check_readable_file,
     over_a_stopped_definition,
     running_status,
 )
@@ -32,7 +31,7 @@ class RestoreJob(StartupJob):
         paused = self.spec.launch_paused
         with Rollback() as rollback:
             self.step("check-file")
-            check_readable_file(path)
+            statefiles.check_readable(path, CreateError)
             self.step("read-domain")
             params, saved = restored_vm_params(self.domain_xml, path,
                                                vm_id, self.spec)
