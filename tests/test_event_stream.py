@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import stat
@@ -23,7 +24,7 @@ from conftest import WAIT, new_id, vm_params, wait_job
 from event_order import EventOrder
 from serve import ROOT, ServeProcess
 from test_server_tls import pki  # noqa: F401 (a fixture)
-from vmjobs import eventstream
+from vmjobs import eventstream, sse
 from vmjobs.client import Client, RemoteError
 from vmjobs.notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 from vmjobs.server import Server
@@ -261,6 +262,60 @@ def test_a_late_reader_gets_every_byte_in_order(serve):
     assert [e.id for e in reader.events] == list(range(first, last + 1))
     order = EventOrder()
     order.check_all(reader.events)
+    assert api.notifications.stats()["cut"] == 0
+
+
+def test_a_stream_holds_a_window_of_its_backlog_not_a_copy(serve):
+    """A resumed stream whose subscriber reads nothing holds, as bytes of
+    its own, at most eventstream.WINDOW_BYTES of its backlog (the rest as
+    references to the feed's notifications). It held its whole backlog as
+    one chunk, a copy of the buffer: sixteen streams resumed from the
+    oldest id, after failed jobs had filled the buffer with their 4 KiB
+    errors (each 49 KB of JSON), held 1.2 GB of the service's memory (a
+    hostile-caller audit). The control: read later, each gets its whole
+    backlog, whole and in order."""
+    api, server = serve(workers=4)
+    first = api.notifications.stats()["last_id"]
+    # A VM, then creations of the same name that fail: each failed job's
+    # error echoes the name (cut at 4096 characters).
+    name = "\U0001F600" * 4000
+    vm_ids = [new_id() for _ in range(41)]
+    for vm_id in vm_ids:
+        xml = (f"<domain type='test'><name>{name}</name><uuid>{vm_id}"
+               "</uuid><memory unit='MiB'>64</memory><os><type>hvm</type>"
+               "</os></domain>")
+        job_id = api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})["jobId"]
+        assert wait_job(api, job_id)["status"] == (
+            "done" if vm_id == vm_ids[0] else "failed")
+    last = api.notifications.stats()["last_id"]
+    stalled = []
+    for _ in range(4):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(server.address[len("unix:"):])
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Last-Event-ID: %d\r\n\r\n" % first)
+        stalled.append(sock)
+    streams = server._server.streams
+    wait_for(lambda: len(streams._streams) == 4 and all(
+        s.blocked_since is not None for s in streams._streams),
+        "four streams blocked")
+    backlog = sum(len(sse.frame(n)) for n in api.notifications._kept
+                  if first < n.id <= last)
+    assert backlog > 4 * eventstream.WINDOW_BYTES
+    for stream in streams._streams:
+        assert len(stream.pending) <= eventstream.WINDOW_BYTES + 16, \
+            len(stream.pending)
+    for sock in stalled:
+        sock.settimeout(WAIT)
+        received = b""
+        while b"id: %d\n" % last not in received:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the stream ended early"
+            received += chunk
+        sock.close()
+        ids = [int(i) for i in re.findall(rb"\nid: (\d+)\nevent", received)]
+        assert ids == list(range(first + 1, last + 1))
     assert api.notifications.stats()["cut"] == 0
 
 

@@ -230,6 +230,32 @@ def test_a_symlink_out_of_the_socket_dir_is_refused(setup):
     refused(api, vm_id, "dst", dst=f"unix:{sockets}/link")
 
 
+def test_a_socket_in_an_image_dir_is_never_a_destination(make_api,
+                                                          tmp_path):
+    """Whatever the configuration (an API made in process is not
+    validated), a dst or dstUri socket in an image directory is refused:
+    it may be a guest's (a unix chardev QEMU listens on). A hostile-caller
+    audit (round 7) had VM.migrate, with migration.socket_dirs set to the
+    image directory, connect to a guest's serial socket and send it the
+    VM's params and domain XML, to take its answer for the destination
+    service's. The control: a socket of a socket directory apart."""
+    images, sockets = tmp_path / "images", tmp_path / "sockets"
+    images.mkdir()
+    sockets.mkdir()
+    api = make_api(image_dirs=[str(images)],
+                   migration_socket_dirs=[str(images), str(sockets)])
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))[
+        "jobId"])["status"] == "done"
+    local = f"qemu+unix:///system?socket={sockets}/libvirt-sock"
+    refused(api, vm_id, "dst", dst=f"unix:{images}/guest-serial.sock",
+            dstUri=local)
+    refused(api, vm_id, "dstUri", dst=f"unix:{sockets}/vmjobs.sock",
+            dstUri=f"qemu+unix:///system?socket={images}/guest.sock")
+    accepted(api, vm_id, dst=f"unix:{sockets}/vmjobs.sock", dstUri=local)
+    api.VM.destroy(vm_id)
+
+
 def test_an_engines_vdsm_keys_are_accepted_and_others_refused(setup):
     """VDSM's engine sends more than vmjobs acts on (its MigrateParams):
     accepted, ignored. A key VDSM has not is refused (the control), and a

@@ -121,6 +121,25 @@ def test_state_and_image_dirs_overlapping_are_refused(tmp_path, states,
                   image_dirs=[str(tmp_path / "images")]).validate()
 
 
+@pytest.mark.parametrize("sockets, images", [
+    ("d", "d"), ("d", "d/images"), ("d/sockets", "d"), ("link", "d")])
+def test_socket_and_image_dirs_overlapping_are_refused(tmp_path, sockets,
+                                                       images):
+    """A guest's chardev or console socket is in an image directory: named
+    as VM.migrate's dst or dstUri, it was sent the VM's params and domain
+    XML and could answer for the destination (a hostile-caller audit,
+    round 7, with one directory for both). Resolved first."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    with pytest.raises(config.ConfigError) as err:
+        config.Config(migration_socket_dirs=[str(tmp_path / sockets)],
+                      image_dirs=[str(tmp_path / images)]).validate()
+    assert "overlap" in str(err.value)
+    # The control: apart, side by side.
+    config.Config(migration_socket_dirs=[str(tmp_path / "sockets")],
+                  image_dirs=[str(tmp_path / "images")]).validate()
+
+
 def test_a_state_file_in_an_image_dir_is_refused_at_the_verb(make_api,
                                                              tmp_path):
     """Whatever the configuration (an API made in process is not

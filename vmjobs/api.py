@@ -260,7 +260,8 @@ class API:
         vm_id, target = parse_migrate(
             vmID, params, config.migration_socket_dirs,
             config.migration_networks,
-            (config.migration_port_min, config.migration_port_max))
+            (config.migration_port_min, config.migration_port_max),
+            config.image_dirs)
         job = MigrationSourceJob(
             vm_id, target, self.hv, self.registry, connect=self._peer,
             default_timeout=self.config.migration_source_timeout,

@@ -152,7 +152,10 @@ class Config:
     def _refuse_overlapping_dirs(self):
         """State files and guests' disks apart: a guest writes its disk,
         and a disk named as a state file would have its bytes restored
-        into QEMU (a hostile-caller audit, with both set to one dir)."""
+        into QEMU (a hostile-caller audit, with both set to one dir).
+        Migration sockets and guests' files apart too: a guest's chardev
+        socket named as dst or dstUri made the service send the VM to the
+        guest (a hostile-caller audit, round 7)."""
         for state_dir in self.state_dirs:
             for image_dir in self.image_dirs:
                 if hostfiles.overlapping(state_dir, image_dir):
@@ -161,6 +164,17 @@ class Config:
                         f"{self.origin('image_dirs')}: storage.state_dirs "
                         f"{state_dir} and storage.image_dirs {image_dir} "
                         "overlap: keep state files apart from guests' disks")
+        for socket_dir in self.migration_socket_dirs:
+            for image_dir in self.image_dirs:
+                if hostfiles.overlapping(socket_dir, image_dir):
+                    raise ConfigError(
+                        f"{self.origin('migration_socket_dirs')}, "
+                        f"{self.origin('image_dirs')}: migration.socket_dirs "
+                        f"{socket_dir} and storage.image_dirs {image_dir} "
+                        "overlap: a socket in an image directory may be a "
+                        "guest's (a chardev or console QEMU listens on), and "
+                        "VM.migrate would send it the VM and take its answer "
+                        "for the destination's")
 
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():

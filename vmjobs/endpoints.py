@@ -23,6 +23,7 @@ outright, before it is split.
 """
 
 import ipaddress
+import os
 import re
 import urllib.parse
 
@@ -37,9 +38,10 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _URI_CHARS = re.compile(r"[!-~]+")
 
 
-def dst_uri(value, socket_dirs):
-    """VM.migrate's `dstUri`, checked (InvalidParams naming it)."""
-    return _uri("dstUri", value, socket_dirs, LIBVIRT_SCHEMES)
+def dst_uri(value, socket_dirs, image_dirs=()):
+    """VM.migrate's `dstUri`, checked (InvalidParams naming it); a unix
+    socket never in `image_dirs` (_socket)."""
+    return _uri("dstUri", value, socket_dirs, LIBVIRT_SCHEMES, image_dirs)
 
 
 def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
@@ -119,12 +121,13 @@ def _address(host):
         return None
 
 
-def dst(value, socket_dirs):
-    """VM.migrate's `dst`: HOST:PORT, or unix:PATH inside socket_dirs."""
+def dst(value, socket_dirs, image_dirs=()):
+    """VM.migrate's `dst`: HOST:PORT, or unix:PATH inside socket_dirs
+    (never in `image_dirs`: _socket)."""
     param = "dst"
     text = _chars(param, value)
     if text.startswith("unix:"):
-        _socket(param, text[len("unix:"):], socket_dirs)
+        _socket(param, text[len("unix:"):], socket_dirs, image_dirs)
         return text
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -141,7 +144,7 @@ def dst(value, socket_dirs):
     return text
 
 
-def _uri(param, value, socket_dirs, schemes):
+def _uri(param, value, socket_dirs, schemes, image_dirs=()):
     text = _chars(param, value)
     for bad, why in ((";", "';' (libvirt splits parameters on it)"),
                      ("#", "a fragment"), ("@", "user information"),
@@ -161,7 +164,8 @@ def _uri(param, value, socket_dirs, schemes):
             raise InvalidParams(param, f"{text!r}: a unix URI names no "
                                 "host (qemu+unix:///system?socket=PATH)")
         _system(param, text, parts.path)
-        _socket(param, _only_socket(param, text, parts.query), socket_dirs)
+        _socket(param, _only_socket(param, text, parts.query), socket_dirs,
+                image_dirs)
         return text
     if parts.query or "?" in text:
         raise InvalidParams(param, f"{text!r}: takes no query parameter "
@@ -212,7 +216,13 @@ def _only_socket(param, text, query):
     return urllib.parse.unquote(path, errors="strict")
 
 
-def _socket(param, path, socket_dirs):
+def _socket(param, path, socket_dirs, image_dirs=()):
+    """A unix socket inside `socket_dirs`, symlinks resolved, and not in
+    one of `image_dirs` whatever the configuration (an API made in process
+    is not validated): a socket there may be a guest's (a chardev, a
+    console QEMU listens on), which would then be sent the VM, answer for
+    the destination service or speak for its libvirtd (a hostile-caller
+    audit, round 7, with one directory for both)."""
     if not socket_dirs:
         raise InvalidParams(param, f"{path!r}: no unix socket may be named "
                             "(migration.socket_dirs is empty; flag "
@@ -225,6 +235,12 @@ def _socket(param, path, socket_dirs):
     if path in socket_dirs:
         raise InvalidParams(param, f"{path!r} is a socket directory, not a "
                             "socket in one")
+    real = os.path.realpath(path)
+    for image_dir in image_dirs:
+        if hostfiles.overlapping(real, image_dir):
+            raise InvalidParams(param, f"{path!r} is in the image directory "
+                                f"{image_dir}, where guests' sockets are: "
+                                "never a destination")
 
 
 def _host(param, host):

@@ -16,8 +16,17 @@ per stream, however many streams there are, and a subscriber that reads
 nothing holds nobody up. Such a stream takes nothing more from the feed
 until what it was given is sent, so it stays behind and the feed cuts it
 off. (The connection's own thread only waits for its stream's end.)
+
+What a stream has taken from the feed and not sent yet it holds as the
+notifications themselves (shared by every stream and the feed's buffer),
+and only WINDOW_BYTES of them at a time as bytes of its own: a resumed
+stream whose subscriber reads nothing held its whole backlog as one
+chunk, a copy of the buffer (a hostile-caller audit: sixteen such
+streams, resumed from the oldest id after failed jobs had filled the
+buffer with 4 KiB errors, held 1.2 GB of the service's memory).
 """
 
+import collections
 import ctypes
 import errno
 import logging
@@ -47,6 +56,10 @@ SLOW = 1.0
 WRITE_POLL = 0.25
 # Seconds a stop waits for the streams to send their end.
 STOP_WAIT = 5.0
+# The most bytes of notifications a stream frames at once (at least one
+# notification): what it holds of its own beyond references to the
+# feed's notifications, whatever its backlog.
+WINDOW_BYTES = 256 * 1024
 RETRY_AFTER = 1
 
 log = logging.getLogger("vmjobs.server")
@@ -192,9 +205,13 @@ class _Stream:
         # Where the stream starts (a client cut off before any event
         # resumes from there), sent in its first turn before its backlog.
         self._opening = self._chunk(sse.position(subscription.last_id))
-        # Bytes to send, of which pending[sent:] are not sent yet.
+        # Bytes to send, of which pending[sent:] are not sent yet: at most
+        # WINDOW_BYTES of notifications (or one larger), framed from the
+        # backlog, the notifications taken from the feed and not framed
+        # yet (shared objects, not copies).
         self.pending = b""
         self.sent = 0
+        self.backlog = collections.deque()
         self._send = _sender(sock)
         self.ending = False              # its last chunk is in pending
         self.sent_at = time.monotonic()  # for the keep-alives
@@ -203,13 +220,13 @@ class _Stream:
 
     def turn(self, now, look, chunks):
         """Take what was published (once all given before is sent) and
-        send what the socket takes. False when the stream is over: sent
-        its end, cut off, or its subscriber is gone. `chunks`: the chunks
-        the turn's other streams made, by their first and last
-        notification (the objects: a resync has the id of a real one):
-        the streams that keep up read the same notifications, made into
-        one chunk once."""
-        if not self.pending and not self.ending:
+        send what the socket takes, a window at a time. False when the
+        stream is over: sent its end, cut off, or its subscriber is gone.
+        `chunks`: the chunks the turn's other streams made, by their first
+        and last notification (the objects: a resync has the id of a real
+        one): the streams that keep up read the same notifications, made
+        into one chunk once."""
+        if not self.pending and not self.backlog and not self.ending:
             try:
                 events = self.subscription.get(0)
             except SubscriptionCut as cut:
@@ -225,11 +242,7 @@ class _Stream:
                 chunk = b"0\r\n\r\n" if self.chunked else b""
                 self.ending = True
             elif events:
-                span = (events[0], events[-1], self.chunked)
-                chunk = chunks.get(span)
-                if chunk is None:
-                    chunk = chunks[span] = self._chunk(
-                        b"".join(map(sse.frame, events)))
+                self.backlog.extend(events)
             elif now - self.sent_at >= KEEPALIVE_INTERVAL:
                 chunk = self._chunk(sse.KEEPALIVE)
             elif look and not self._opening and _gone(self.sock):
@@ -242,7 +255,9 @@ class _Stream:
             log.warning("event stream cut off: the subscriber reads nothing")
             return False
         try:
-            while self.pending:
+            while self.pending or self.backlog:
+                if not self.pending:
+                    self._queue(self._window(chunks))
                 self.sent += self._send(self.pending, self.sent)
                 if self.sent == len(self.pending):
                     self.pending, self.sent = b"", 0
@@ -256,6 +271,22 @@ class _Stream:
             log.debug("event stream ended by the subscriber: %s", exc)
             return False
         return not self.ending
+
+    def _window(self, chunks):
+        """The next chunk of the backlog: its first notifications, as
+        many as fit in WINDOW_BYTES (at least one), made once for the
+        streams of the turn that frame the same ones."""
+        events, size = [], 0
+        while self.backlog and (not events or size + len(
+                sse.frame(self.backlog[0])) <= WINDOW_BYTES):
+            events.append(self.backlog.popleft())
+            size += len(sse.frame(events[-1]))
+        span = (events[0], events[-1], self.chunked)
+        chunk = chunks.get(span)
+        if chunk is None:
+            chunk = chunks[span] = self._chunk(
+                b"".join(map(sse.frame, events)))
+        return chunk
 
     def _chunk(self, data):
         return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data

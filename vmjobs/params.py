@@ -126,10 +126,11 @@ class MigrationTarget:
 
 
 def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
-                  migration_ports=(49152, 49215)):
+                  migration_ports=(49152, 49215), image_dirs=()):
     """Parse `VM.migrate`'s (vmID, params); `dst`, `dstUri` and
     `migrationUri` are judged by endpoints.py, unix sockets confined to
-    `socket_dirs` (migration.socket_dirs), migrationUri to the destination
+    `socket_dirs` (migration.socket_dirs) and never in `image_dirs`
+    (storage.image_dirs, guests' sockets), migrationUri to the destination
     (migration.networks, port_min and port_max)."""
     vm_id = parse_vm_id(vm_id)
     params = _params_dict(params, "params")
@@ -143,8 +144,8 @@ def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
     for required in ("dst", "dstUri"):
         if required not in params:
             raise MissParam(f"missing parameter {required!r} in params")
-    dst = endpoints.dst(params["dst"], socket_dirs)
-    dst_uri = endpoints.dst_uri(params["dstUri"], socket_dirs)
+    dst = endpoints.dst(params["dst"], socket_dirs, image_dirs)
+    dst_uri = endpoints.dst_uri(params["dstUri"], socket_dirs, image_dirs)
     endpoints.same_host(dst, dst_uri)
     migration_uri = params.get("migrationUri")
     if migration_uri is not None:
