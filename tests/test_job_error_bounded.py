@@ -1,10 +1,16 @@
-"""A job's error message is at most workers.MAX_ERROR_MESSAGE characters,
-cut with a mark: it lives as long as the job (an hour, up to 10,000 ended
-jobs) and may echo what the caller sent (libvirt's messages do). A short
-message is kept whole (the positive control)."""
+"""A job's error message is at most workers.MAX_ERROR_MESSAGE bytes of
+JSON, cut with a mark: it lives as long as the job (an hour, up to 10,000
+ended jobs) and may echo what the caller sent (libvirt's messages do). A
+short message is kept whole (the positive control)."""
 
-from conftest import WAIT
-from workers import MAX_ERROR_MESSAGE, Job, Pool
+import json
+
+import pytest
+
+from conftest import WAIT, new_id
+from faults import FaultyHypervisor
+from vmjobs.config import Config
+from workers import MAX_ERROR_MESSAGE, Job, Pool, bounded_error
 
 
 class Failing(Job):
@@ -29,6 +35,41 @@ def test_a_long_error_message_is_cut_with_a_mark():
     assert message.startswith("x" * MAX_ERROR_MESSAGE)
     assert message.endswith(f"...[cut: {1024 * 1024} characters in all]")
     assert len(message) < MAX_ERROR_MESSAGE + 100
+
+
+@pytest.mark.parametrize("char", ["\U0001f600", "\u00e9", "\x01", '"'])
+def test_the_bound_is_in_bytes_as_json_writes_them(char):
+    """Characters JSON escapes count as their escapes: 4,096 emoji took
+    49 KB of JSON (a hostile-caller audit)."""
+    message = error_of(char * 4096)
+    assert message.startswith(char * 8)
+    assert len(json.dumps(message)) < MAX_ERROR_MESSAGE + 100
+
+
+def test_a_message_at_the_bound_is_kept_whole():
+    assert error_of("x" * MAX_ERROR_MESSAGE) == "x" * MAX_ERROR_MESSAGE
+    assert "cut" in error_of("x" * (MAX_ERROR_MESSAGE + 1))
+
+
+def test_every_ended_job_kept_fits_one_answer(make_api, hypervisor):
+    """Host.getJobs without a filter answers with every job kept: with
+    the default bounds, max_ended failed jobs with the longest error fit
+    rpc.max_response_bytes (measured on a real failed job's info, its
+    message made the longest one)."""
+    faulty = FaultyHypervisor(hypervisor)
+    api = make_api(hv=faulty)
+    faulty.arm(1)
+    vm_id = new_id()
+    job_id = api.VM.create(vm_id, {"vmId": vm_id, "vmName": "failing",
+                                   "memSize": 64})["jobId"]
+    assert api.jobs.get(job_id).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job_id])[job_id]
+    assert info["status"] == "failed", info
+    info["error"] = bounded_error({**info["error"],
+                                   "message": "\U0001f600" * 4096})
+    config = Config()
+    assert len(json.dumps({job_id: info})) * config.max_ended < \
+        config.max_response_bytes
 
 
 def test_a_short_error_message_is_kept_whole():
