@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import stat
@@ -387,6 +388,50 @@ def test_a_stalled_stream_is_cut_and_the_service_goes_on(serve):
     order.check_all(reader.events)
     assert all(order.statuses(vm_id) == ["WaitForLaunch", "Up"]
                for vm_id in vm_ids)
+
+
+@pytest.fixture
+def descriptors_past_1023():
+    """Descriptors 0-1099 taken (by /dev/null), the open-files limit
+    raised if need be: what the process opens next is past select(2)'s
+    1023. Given back after."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit[0] < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, limit[1]))
+    fillers = [os.open("/dev/null", os.O_RDONLY)]
+    while fillers[-1] < 1100:
+        fillers.append(os.open("/dev/null", os.O_RDONLY))
+    try:
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+
+
+@pytest.mark.parametrize("high", [False, True], ids=["low-fd", "fd-1100"])
+def test_a_stream_on_a_descriptor_past_1023_is_served(serve, monkeypatch,
+                                                      request, high):
+    """A stream whose socket's descriptor is past select(2)'s 1023 (an
+    operator's larger open-files limit and rpc.max_connections) gets its
+    events, looked at for its subscriber's end at every turn, as one on
+    a low descriptor does (the control). With select it was ended at its
+    first look (a hostile-caller audit, round 7)."""
+    monkeypatch.setattr(eventstream, "GONE_POLL", 0.0)
+    api, server = serve()
+    if high:
+        request.getfixturevalue("descriptors_past_1023")
+    reader = Reader(Client(server.address).events())
+    streams = server._server.streams._streams
+    wait_for(lambda: streams, "the stream answered")
+    [stream] = streams
+    assert (stream.sock.fileno() > 1023) == high
+    for _ in range(2):
+        vm_id, job_id = create(api)
+        assert wait_job(api, job_id)["status"] == "done"
+        reader.wait_for(lambda ev, v=vm_id: "Up" in statuses(ev, v),
+                        "its Up")
+    assert reader.ended is None
 
 
 def test_the_subscriber_cap_apart_from_the_connection_cap(serve):

@@ -162,8 +162,8 @@ class Streams:
             slow = any(now - (s.blocked_since or now) < SLOW for s in blocked)
             if slow or len(blocked) == len(streams):
                 try:
-                    select.select([], [s.sock for s in blocked], [],
-                                  WRITE_RETRY if slow else WRITE_POLL)
+                    _ready([s.sock for s in blocked], select.POLLOUT,
+                           WRITE_RETRY if slow else WRITE_POLL)
                 except (OSError, ValueError):
                     pass   # a socket closed under it: its turn ends it
             else:
@@ -375,8 +375,7 @@ def _gone(sock):
     """True if the subscriber closed its end. It sends nothing after its
     request, so anything readable is its end (or bytes it had no business
     sending, which end the stream too)."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
+    if not _ready([sock], select.POLLIN, 0):
         return False
     try:
         sock.recv(1)   # b"": its end; anything else: a stray byte
@@ -385,3 +384,16 @@ def _gone(sock):
     except OSError:
         pass
     return True
+
+
+def _ready(socks, events, timeout):
+    """Whether any of `socks` is ready for `events` (poll(2) flags; a
+    closed or reset one is ready for anything) within `timeout` seconds.
+    poll, not select: select cannot take a descriptor past 1023, and a
+    stream on one was ended at its first look, or spun the dispatcher
+    (a hostile-caller audit, round 7: an operator's larger open-files
+    limit and rpc.max_connections give streams such descriptors)."""
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock, events)
+    return bool(poller.poll(timeout * 1000))
