@@ -11,17 +11,16 @@ and on each request before anything runs.
 - The metrics listener (rpc.metrics_listen) serves GET /metrics and
   /healthz only, never a verb: a Unix socket made 0666, or plain TCP on a
   loopback address only.
-- A request is read against one deadline (DeadlineReader), so a client
-  trickling bytes gains no time.
+
+How a request is read (its head, its length, its deadline):
+request_head.py.
 """
 
-import io
 import ipaddress
 import os
 import socket
 import ssl
 import stat
-import time
 
 from .config import ConfigError, parse_listen
 
@@ -95,14 +94,6 @@ def content_type_allowed(value):
     return media_type == JSON_MEDIA_TYPE
 
 
-def parse_content_length(value):
-    """The length as an int, or None if it is not ASCII digits only
-    (str.isdigit() takes '²' and other digits int() then refuses)."""
-    if value is None or not value.isascii() or not value.isdigit():
-        return None
-    return int(value)
-
-
 def prepare_unix_socket(path, dir_mode=0o700):
     """Make way for a socket at `path`: create its directory (`dir_mode`,
     0700 by default) if it is missing; remove a stale socket left by a server that died. Refuse
@@ -147,22 +138,3 @@ def tls_context(cert, key, ca):
                           f"{exc.strerror or exc}") from None
     context.verify_mode = ssl.CERT_REQUIRED
     return context
-
-
-class DeadlineReader(io.RawIOBase):
-    """The connection's bytes, each read bounded by what is left of the
-    handler's deadline: a client sending a byte now and then gains no
-    time (a socket timeout alone would restart at every byte)."""
-
-    def __init__(self, handler):
-        self._handler = handler
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        left = self._handler.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("request deadline passed")
-        self._handler.connection.settimeout(left)
-        return self._handler.connection.recv_into(buffer)

@@ -20,10 +20,16 @@ DNS-rebinding check). This reader accepts:
 - at most once each field the server reads (ONCE): two Hosts or two
   Content-Lengths are how one request is read as another; other fields
   given twice are joined with ", " (RFC 9110, 5.3);
-- no Transfer-Encoding (501): a request's body has a Content-Length.
+- no Transfer-Encoding (501): a request's body has a Content-Length, of
+  ASCII digits only (parse_content_length).
+
+The whole request, head and body, is read against one deadline
+(DeadlineReader), so a client trickling bytes gains no time.
 """
 
+import io
 import re
+import time
 
 # Bytes of one line, the request line or a header field (http.client's).
 MAX_LINE = 65536
@@ -133,3 +139,30 @@ def read(request_line, readline):
     # A later minor version is read as the latest we know (RFC 9110, 2.5).
     return Head(method.decode("ascii"), target.decode("ascii"),
                 "HTTP/1.0" if minor == b"0" else "HTTP/1.1", fields)
+
+
+def parse_content_length(value):
+    """The length as an int, or None if it is not ASCII digits only
+    (str.isdigit() takes '²' and other digits int() then refuses)."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+class DeadlineReader(io.RawIOBase):
+    """The connection's bytes, each read bounded by what is left of the
+    handler's deadline: a client sending a byte now and then gains no
+    time (a socket timeout alone would restart at every byte)."""
+
+    def __init__(self, handler):
+        self._handler = handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self._handler.connection.settimeout(left)
+        return self._handler.connection.recv_into(buffer)

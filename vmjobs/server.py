@@ -54,7 +54,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Every read of the request runs against one deadline (set by the
         # server at accept, then anew for each further request).
         self.deadline = self.server.connection_deadline()
-        self.rfile = io.BufferedReader(listener.DeadlineReader(self),
+        self.rfile = io.BufferedReader(request_head.DeadlineReader(self),
                                        io.DEFAULT_BUFFER_SIZE)
 
     def parse_request(self):
@@ -98,7 +98,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None:
             return self._send(411, b"Content-Length required\n", close=True)
-        length = listener.parse_content_length(length)
+        length = request_head.parse_content_length(length)
         if length is None:
             return self._send(400, b"bad Content-Length\n", close=True)
         if length > self.server.max_request_bytes:
@@ -163,7 +163,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         is not read: the connection ends with the answer."""
         if self.command == "POST" or not self.head_has_body:
             return
-        length = listener.parse_content_length(
+        length = request_head.parse_content_length(
             self.headers.get("Content-Length"))
         if self.headers.get("Transfer-Encoding") is not None or \
                 length is None or length > self.server.max_request_bytes:
