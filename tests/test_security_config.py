@@ -103,40 +103,26 @@ def test_network_hosts(capsys):
     assert effective.network_hosts == ["nbd1", "::1"]
 
 
-@pytest.mark.parametrize("states, images", [
-    ("d", "d"), ("d", "d/images"), ("d/states", "d"), ("link", "d")])
-def test_state_and_image_dirs_overlapping_are_refused(tmp_path, states,
-                                                      images):
-    """A guest writes its disk: named as a state file, its bytes would be
-    restored into QEMU (a hostile-caller audit ran with one directory for
-    both). Resolved first: a symlink to the other is the same."""
+@pytest.mark.parametrize("field", ["state_dirs", "migration_socket_dirs"])
+@pytest.mark.parametrize("other, images", [
+    ("d", "d"), ("d", "d/images"), ("d/other", "d"), ("link", "d")])
+def test_dirs_overlapping_the_image_dirs_are_refused(tmp_path, field, other,
+                                                     images):
+    """Image directories are where guests write: their disks, and the
+    sockets of their chardevs and consoles. A disk named as a state file
+    would have its bytes restored into QEMU; a guest's socket named as
+    VM.migrate's dst or dstUri was sent the VM's params and domain XML
+    and could answer for the destination (hostile-caller audits, the
+    second in round 7, each with one directory for both). Resolved
+    first: a symlink to the other is the same."""
     (tmp_path / "d").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "d")
     with pytest.raises(config.ConfigError) as err:
-        config.Config(state_dirs=[str(tmp_path / states)],
+        config.Config(**{field: [str(tmp_path / other)]},
                       image_dirs=[str(tmp_path / images)]).validate()
     assert "overlap" in str(err.value)
     # The control: apart, side by side.
-    config.Config(state_dirs=[str(tmp_path / "states")],
-                  image_dirs=[str(tmp_path / "images")]).validate()
-
-
-@pytest.mark.parametrize("sockets, images", [
-    ("d", "d"), ("d", "d/images"), ("d/sockets", "d"), ("link", "d")])
-def test_socket_and_image_dirs_overlapping_are_refused(tmp_path, sockets,
-                                                       images):
-    """A guest's chardev or console socket is in an image directory: named
-    as VM.migrate's dst or dstUri, it was sent the VM's params and domain
-    XML and could answer for the destination (a hostile-caller audit,
-    round 7, with one directory for both). Resolved first."""
-    (tmp_path / "d").mkdir()
-    (tmp_path / "link").symlink_to(tmp_path / "d")
-    with pytest.raises(config.ConfigError) as err:
-        config.Config(migration_socket_dirs=[str(tmp_path / sockets)],
-                      image_dirs=[str(tmp_path / images)]).validate()
-    assert "overlap" in str(err.value)
-    # The control: apart, side by side.
-    config.Config(migration_socket_dirs=[str(tmp_path / "sockets")],
+    config.Config(**{field: [str(tmp_path / "other")]},
                   image_dirs=[str(tmp_path / "images")]).validate()
 
 

@@ -156,25 +156,22 @@ class Config:
         Migration sockets and guests' files apart too: a guest's chardev
         socket named as dst or dstUri made the service send the VM to the
         guest (a hostile-caller audit, round 7)."""
-        for state_dir in self.state_dirs:
-            for image_dir in self.image_dirs:
-                if hostfiles.overlapping(state_dir, image_dir):
-                    raise ConfigError(
-                        f"{self.origin('state_dirs')}, "
-                        f"{self.origin('image_dirs')}: storage.state_dirs "
-                        f"{state_dir} and storage.image_dirs {image_dir} "
-                        "overlap: keep state files apart from guests' disks")
-        for socket_dir in self.migration_socket_dirs:
-            for image_dir in self.image_dirs:
-                if hostfiles.overlapping(socket_dir, image_dir):
-                    raise ConfigError(
-                        f"{self.origin('migration_socket_dirs')}, "
-                        f"{self.origin('image_dirs')}: migration.socket_dirs "
-                        f"{socket_dir} and storage.image_dirs {image_dir} "
-                        "overlap: a socket in an image directory may be a "
-                        "guest's (a chardev or console QEMU listens on), and "
-                        "VM.migrate would send it the VM and take its answer "
-                        "for the destination's")
+        for field, section_key, why in (
+                ("state_dirs", "storage.state_dirs",
+                 "keep state files apart from guests' disks"),
+                ("migration_socket_dirs", "migration.socket_dirs",
+                 "a socket in an image directory may be a guest's (a "
+                 "chardev or console QEMU listens on), and VM.migrate "
+                 "would send it the VM and take its answer for the "
+                 "destination's")):
+            for directory in getattr(self, field):
+                for image_dir in self.image_dirs:
+                    if hostfiles.overlapping(directory, image_dir):
+                        raise ConfigError(
+                            f"{self.origin(field)}, "
+                            f"{self.origin('image_dirs')}: {section_key} "
+                            f"{directory} and storage.image_dirs "
+                            f"{image_dir} overlap: {why}")
 
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():
