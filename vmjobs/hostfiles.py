@@ -47,7 +47,7 @@ def confine(path, dirs, what="the configured directories",
     raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
 
 
-def resolveinside(path, dirs, what="the configured directories"):
+def resolve_inside(path, dirs, what="the configured directories"):
     """The file `path` reaches (resolved of symlinks and '..' as the kernel
     walks it: a symlink is followed before a '..' after it applies) if it
     is inside one of `dirs` (resolved too); else OutsideDirs. For a path
