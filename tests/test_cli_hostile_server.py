@@ -8,6 +8,7 @@ each command runs with its memory bounded (1 GiB), so that a regression
 fails the test, not the machine."""
 
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -26,13 +27,23 @@ PONG = b'{"jsonrpc": "2.0", "id": 1, "result": true}'
 
 
 def answer(conn, mode):
-    """Read the request's head, then answer it as `mode` says."""
-    head = b""
-    while b"\r\n\r\n" not in head:
+    """Read the request (its head, then the body its Content-Length
+    says), then answer it as `mode` says. Read whole: a server that
+    answered and closed after the head alone made the client's sending of
+    its body fail (EPIPE) whenever the two went in separate writes."""
+    request = b""
+    while b"\r\n\r\n" not in request:
         data = conn.recv(65536)
         if not data:
             return
-        head += data
+        request += data
+    head, _, body = request.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while length and len(body) < int(length.group(1)):
+        data = conn.recv(65536)
+        if not data:
+            return
+        body += data
     if mode == "pong":
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(PONG) + PONG)
