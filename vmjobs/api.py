@@ -275,9 +275,9 @@ class API:
         if hibernationVolHandle is None:
             raise MissParam("missing parameter 'hibernationVolHandle'")
         path = statefiles.confined(hibernationVolHandle,
-                                    "hibernationVolHandle",
-                                    self.config.state_dirs,
-                                    self.config.image_dirs)
+                                   "hibernationVolHandle",
+                                   self.config.state_dirs,
+                                   self.config.image_dirs)
         job = HibernateJob(vm_id, path, self.hv, self.registry,
                            **self._job_args())
         self._queue(job)

@@ -65,11 +65,11 @@ class RestoreJob(StartupJob):
 
 def restored_vm_params(domain_xml, path, vm_id, spec):
     """(params, saved): the params the VM had when it was saved, from the
-    metadata in the state file's `domain_xml`, with the engine's own keys of this request on
-    top (its newer word on them; the keys vmjobs reads, the path and
-    launchPaused among them, are this restore's, not the VM's); or the
-    request's, saved None, when the file is not vmjobs' (a plain `virsh
-    save`). Refuses a file whose domain is not `vm_id`."""
+    metadata in the state file's `domain_xml`, with the engine's own keys
+    of this request on top (its newer word on them; the keys vmjobs reads,
+    the path and launchPaused among them, are this restore's, not the
+    VM's); or the request's, saved None, when the file is not vmjobs' (a
+    plain `virsh save`). Refuses a file whose domain is not `vm_id`."""
     try:
         uuid = domxml.domain_uuid(domain_xml)
         metadata = domxml.metadata_of_domain(domain_xml)

@@ -224,8 +224,9 @@ class Hypervisor:
     def restore(self, path, uuid, domain_xml, paused=False):
         """Restore the domain `uuid` saved in `path` as `domain_xml`
         describes it (libvirt takes it in place of the file's own where
-        its ABI check allows; None: the file's own), running or paused as asked, whatever state
-        it was saved in. The file is read, never changed or removed."""
+        its ABI check allows; None: the file's own), running or paused as
+        asked, whatever state it was saved in. The file is read, never
+        changed or removed."""
         with self.connection() as conn, translated("restore"):
             self._driver.restore(conn, path, uuid, domain_xml, paused)
 
