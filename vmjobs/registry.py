@@ -233,9 +233,11 @@ class VmRegistry:
         self._now_idle(vm_id)
 
     def _now_idle(self, vm_id):
-        # Outside the lock: the follower is called out to.
-        if self.on_idle is not None:
-            self.on_idle(vm_id)
+        # Outside the lock: the follower is called out to. Read once: a
+        # stop sets it to None from its own thread (GuestWatch.close).
+        on_idle = self.on_idle
+        if on_idle is not None:
+            on_idle(vm_id)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""
