@@ -5,6 +5,8 @@ its status; and when a public VM becomes nobody's job's, the follower is
 told (its commit, the end of a claim), never under the registry's lock.
 (The readings themselves, on a real daemon: test_real_guest_changes.py.)"""
 
+import sys
+
 from conftest import new_id
 from vmjobs.notifications import VM_STATUS, Notifications
 from vmjobs.registry import VmRegistry, VmStatus
@@ -101,3 +103,41 @@ def test_only_commits_and_claims_ends_tell_the_follower():
     registry.release(claimed, Holder())   # not its claimer: nothing
     registry.unpublish_claimed(claimed, destruction)
     assert told == [claimed]   # its commit only
+
+
+def test_a_follower_gone_meanwhile_is_not_called():
+    # A stop ends the guest watch (GuestWatch.close sets on_idle to None,
+    # from its thread) while a VM.destroy on a kept connection gives its
+    # claim back: the registry looked at on_idle, then read it again to
+    # call it, and called None (a TypeError: the destroy answered it, a
+    # GeneralException, in place of its own failure).
+    # The stop's write is made here between the two (a trace function on
+    # the releasing thread, at the second line of the hand-over).
+    registry, feed, told = registry_and_feed()
+    vm_id = new_id()
+    up(registry, vm_id)
+    destruction = Holder()
+    registry.claim(vm_id, VmStatus.UP, destruction)
+    lines = []
+
+    def trace(frame, event, arg):
+        if frame.f_code is not VmRegistry._now_idle.__code__:
+            return None
+
+        def line(frame, event, arg):
+            if event == "line":
+                lines.append(frame.f_lineno)
+                if len(lines) == 2:
+                    registry.on_idle = None   # the stop, meanwhile
+            return line
+        return line
+    sys.settrace(trace)
+    try:
+        registry.release(vm_id, destruction)
+    finally:
+        sys.settrace(None)
+    assert len(lines) >= 2, "the interleaving was not forced"
+    # Its commit, then the release: the follower it read before the stop
+    # (a closed watch only notes the vmId).
+    assert told == [vm_id, vm_id]
+    assert registry.idle(vm_id) is not None

@@ -2,9 +2,11 @@
 
 Every threading.Lock made while the test runs is a recording lock, named
 by the class of the object that made it (the caller's `self`). A creation
-that commits, a migration destination that parks (the pool's timer), wakes
-on an event and is aborted, and a migration source that waits for its slot
-run through the verbs; each time a lock is taken while others are held,
+that commits (telling the guest watch, as on a daemon), a migration
+destination that parks (the pool's timer), wakes on an event and is
+aborted, two migration sources of which one waits for its slot, and a
+hibernation run through the verbs, while an event stream of the JSON-RPC
+server follows them; each time a lock is taken while others are held,
 the pairs (held, taken) are recorded. Every pair seen must be one the page
 allows, and the pairs the page names must all be seen (so the test cannot
 pass by recording nothing)."""
@@ -18,7 +20,10 @@ import pytest
 
 from conftest import WAIT, new_id, vm_params, wait_job
 from test_migration_destination import incoming
+from test_migration_source import host_b, migrate  # noqa: F401 (fixture)
+from vmjobs.client import Client
 from vmjobs.errors import MigrateError
+from vmjobs.server import Server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,18 +35,22 @@ ALLOWED = {
     ("Job", "VmRegistry"),
     ("Job", "Notifications"),
     ("VmRegistry", "Notifications"),
+    ("Job", "GuestWatch"),
+    ("Streams", "Notifications"),
 }
 TRACKED = {"Job", "Pool", "Timer", "VmRegistry", "JobTable",
-           "OutgoingSlots", "Notifications"}
+           "OutgoingSlots", "Notifications", "GuestWatch", "Streams",
+           "ConnectionTable", "Recovery"}
 
 _held = threading.local()
 
 
 class RecordingLock:
-    def __init__(self, name, seen):
+    def __init__(self, name, seen, taken):
         self._lock = _real_lock()
         self.name = name
         self._seen = seen
+        self._taken = taken
 
     def acquire(self, blocking=True, timeout=-1):
         got = self._lock.acquire(blocking, timeout)
@@ -53,6 +62,7 @@ class RecordingLock:
                 if outer != self.name:
                     self._seen.add((outer, self.name))
             stack.append(self.name)
+            self._taken.add(self.name)
         return got
 
     def release(self):
@@ -87,7 +97,11 @@ def owner_name(frame):
 
 class CountingLooks:
     """The test's adapter, counting the destination job's looks for its
-    guest (each after a wake-up by the pool's timer, but the first)."""
+    guest (each after a wake-up by the pool's timer, but the first); said
+    shared with others, as a daemon is, so that the API follows its
+    guests (guests.GuestWatch)."""
+
+    shared_with_others = True
 
     def __init__(self, hv):
         self._hv = hv
@@ -103,13 +117,30 @@ class CountingLooks:
             self.looks.release()
 
 
+class StreamReader(threading.Thread):
+    """Reads the server's event stream until it ends."""
+
+    def __init__(self, address):
+        super().__init__(daemon=True)
+        self.client = Client(address)
+        self.stream = self.client.events()
+        self.events = []
+        self.start()
+
+    def run(self):
+        for notification in self.stream:
+            self.events.append(notification)
+
+
 def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
-                                                 hypervisor, tmp_path):
-    seen = set()
+                                                 hypervisor, tmp_path,
+                                                 host_b):  # noqa: F811
+    seen, taken = set(), set()
 
     def make_lock():
         name = owner_name(sys._getframe(1))
-        return _real_lock() if name is None else RecordingLock(name, seen)
+        return _real_lock() if name is None else \
+            RecordingLock(name, seen, taken)
 
     monkeypatch.setattr(threading, "Lock", make_lock)
     hv = CountingLooks(hypervisor)
@@ -123,7 +154,13 @@ def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
     # Adaptive: a startup that ends is counted by the pool's admission,
     # which reads when the job started (never under the pool's lock).
     api = make_api(workers=2, adaptive=True, migration_check_interval=0.05,
-                   hv=hv, step_hook=hold)
+                   hv=hv, step_hook=hold, max_outgoing=1,
+                   listen=f"unix:{tmp_path}/a.sock")
+    assert api.guests is not None
+    # The event stream: the server's connection slots and streams.
+    server = Server(api, api.config)
+    server.start()
+    reader = StreamReader(server.address)
     # A creation: its commit takes the registry's lock under the job's.
     vm_id = new_id()
     assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))[
@@ -154,14 +191,32 @@ def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
         api.VM.hibernate(busy, str(tmp_path / "again.state"))
     gate.set()
     assert wait_job(api, hibernation)["status"] == "done"
+    # Two migrations out, one slot: the second waits for it, parked, and
+    # is woken when the first ends (the test driver fails each transfer).
+    other = new_id()
+    assert wait_job(api, api.VM.create(other, vm_params(other))[
+        "jobId"])["status"] == "done"
+    migrations = [migrate(api, vm, host_b)["jobId"]
+                  for vm in (vm_id, other)]
+    for migration in migrations:
+        assert wait_job(api, migration)["status"] == "failed"
     assert api.VM.destroy(vm_id) is True
+    assert api.VM.destroy(other) is True
+    server.stop()     # ends the stream
+    reader.join(WAIT)
+    assert not reader.is_alive()
+    reader.client.close()
+    assert reader.events, "the stream read nothing"
 
     documented = doc_pairs()
     assert documented == ALLOWED, "the test and the page disagree"
     assert seen <= ALLOWED, f"taken out of order: {seen - ALLOWED}"
     assert {("Job", "Pool"), ("Pool", "Timer"), ("Job", "VmRegistry"),
-            ("Job", "Notifications"), ("VmRegistry", "Notifications")} \
+            ("Job", "Notifications"), ("VmRegistry", "Notifications"),
+            ("Job", "GuestWatch"), ("Streams", "Notifications")} \
         <= seen, f"not exercised: {seen}"
+    # The locks held alone were taken too: they met no other.
+    assert TRACKED <= taken, f"never taken: {TRACKED - taken}"
 
 
 def doc_pairs():

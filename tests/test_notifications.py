@@ -20,6 +20,7 @@ from vmjobs.notifications import (
     Notifications,
     SubscriptionCut,
 )
+from vmjobs.registry import VmStatus
 
 
 def drain(subscription, until=None):
@@ -132,6 +133,30 @@ def test_down_for_every_way_a_vm_leaves(make_api, tmp_path, how):
         events = drain(sub, lambda got: vm_statuses(got, vm_id) == expected)
     EventOrder().check_all(events)
     assert vm_statuses(events, vm_id) == expected
+
+
+def test_a_destroy_keeps_the_status_the_guest_took_meanwhile(
+        api, monkeypatch):
+    # VM.destroy looked the VM up, then claimed it with the status it had
+    # read: a pause taken in between (the guest watch, guests.py) was
+    # undone for the destruction, with an "Up" event for a paused guest.
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))["jobId"])[
+        "status"] == "done"
+    registry, get, paused = api.registry, api.registry.get, []
+
+    def get_then_paused(wanted):   # the watch reads a pause right after
+        found = get(wanted)
+        if wanted == vm_id and not paused:
+            paused.append(found)
+            registry.guest_changed(vm_id, found, VmStatus.PAUSED)
+        return found
+    monkeypatch.setattr(registry, "get", get_then_paused)
+    with api.subscribe() as sub:
+        assert api.VM.destroy(vm_id) is True
+        events = drain(sub, lambda got: "Down" in vm_statuses(got, vm_id))
+    assert paused, "the interleaving was not forced"
+    assert vm_statuses(events, vm_id) == ["Paused", "Down"]
 
 
 def test_a_failed_hibernation_gives_the_vm_back_up(make_api, tmp_path):

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import WAIT
+from conftest import WAIT, GateJob
 from workers import ABORT, DRAIN, Job, Pool, PoolClosed
 
 
@@ -97,4 +97,57 @@ def test_a_stop_has_a_bound_whatever_runs():
     # positive control: the same call, nothing stuck).
     assert pool.shutdown(ABORT, timeout=WAIT) is True
     assert stuck.status.ended
+    assert not any(t.is_alive() for t in pool._threads)
+
+
+class SlowToEnd(Job):
+    """A job whose end hooks (on_ended) hold until released: a test can
+    look at the pool while they run (a VmJob's unstage, a destination's
+    removal of what arrived: libvirt calls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_hooks = threading.Event()
+        self.release = threading.Event()
+
+    def run(self):
+        pass
+
+    def on_ended(self):
+        self.in_hooks.set()
+        assert self.release.wait(WAIT), "end hooks never released"
+
+
+def test_a_job_aborted_while_queued_ends_once_its_end_hooks_ran():
+    # A job aborted while queued (Job.abort, VM.destroy) runs its end
+    # hooks in the thread that aborted it. The pool counted it ended and
+    # gave its place back before they ran: the pool looked idle (and a
+    # stop joined its workers, then closed the hypervisor and the
+    # notifications) while they still ran.
+    pool = Pool(workers=1, queue_size=10)
+    first = GateJob()
+    pool.submit(first)
+    assert first.started.wait(WAIT)
+    queued = SlowToEnd()
+    pool.submit(queued)
+    aborter = threading.Thread(target=queued.abort)
+    aborter.start()
+    try:
+        assert queued.in_hooks.wait(WAIT)
+        first.release.set()
+        assert pool.wait_stats(lambda s: s["done"] == 1, WAIT)
+        # Its end hooks run: neither idle, nor counted, nor its place free.
+        assert not pool.wait_idle(0)
+        assert pool.stats()["aborted"] == 0
+        stopper = threading.Thread(target=pool.shutdown, args=(DRAIN,))
+        stopper.start()
+        assert not queued.ended
+    finally:
+        queued.release.set()
+    aborter.join(WAIT)
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert queued.ended and queued.history() == ["pending", "aborted"]
+    assert pool.stats()["aborted"] == 1
+    assert pool.wait_idle(0)
     assert not any(t.is_alive() for t in pool._threads)

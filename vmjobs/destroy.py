@@ -155,7 +155,9 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
         else:
             destruction = Destruction(vm_id)
             try:
-                registry.claim(vm_id, vm.status, destruction)
+                # With the status it has at the claim, not `vm`'s: the
+                # guest may have been paused or resumed since the look.
+                registry.claim(vm_id, None, destruction)
             except VmBusy:
                 continue   # a job got there first: look again
             destruction.run(hv, registry, graceful_attempts)

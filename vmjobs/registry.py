@@ -149,9 +149,11 @@ class VmRegistry:
 
     def claim(self, vm_id, status, job):
         """Give the public VM a job to run on it (a hibernation, a
-        migration, or a destroy), with `status` meanwhile. Raises NoVM if
-        it is neither staged nor public, VmBusy if it already has one (a
-        staged VM has its startup job). Returns the VM as it was."""
+        migration, or a destroy), with `status` meanwhile (None: the one
+        it has now, read here: a status read before may be stale, as a
+        guest's change can come in between). Raises NoVM if it is neither
+        staged nor public, VmBusy if it already has one (a staged VM has
+        its startup job). Returns the VM as it was."""
         with self._lock:
             vm = self._public.get(vm_id)
             if vm is None:
@@ -162,6 +164,8 @@ class VmRegistry:
                 raise NoVM(f"VM {vm_id} does not exist")
             if vm.job is not None:
                 raise VmBusy(f"VM {vm_id} is busy: {vm.job}")
+            if status is None:
+                status = vm.status
             self._public[vm_id] = dataclasses.replace(
                 vm, status=status, job=job, status_before_claim=vm.status)
             if status != vm.status:
@@ -229,9 +233,11 @@ class VmRegistry:
         self._now_idle(vm_id)
 
     def _now_idle(self, vm_id):
-        # Outside the lock: the follower is called out to.
-        if self.on_idle is not None:
-            self.on_idle(vm_id)
+        # Outside the lock: the follower is called out to. Read once: a
+        # stop sets it to None from its own thread (GuestWatch.close).
+        on_idle = self.on_idle
+        if on_idle is not None:
+            on_idle(vm_id)
 
     def unpublish_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""

@@ -169,8 +169,8 @@ class Runner(Protocol):
         the job's lock)."""
 
     def job_dropped(self, job: Job) -> None:
-        """`job` was aborted while queued: it will never run (called
-        outside the job's lock)."""
+        """`job` was aborted while queued: it will never run, and its end
+        hooks have run (called outside the job's lock)."""
 
 
 class _Wait:
@@ -435,9 +435,11 @@ class Job:
             runner = self._unpark(ABORT_REQUESTED) \
                 if was is not PENDING else self._runner
         if was is PENDING:
-            if runner is not None:     # queued: it frees its room
-                runner.job_dropped(self)
             self._finish()
+            # Queued: it frees its room, once its end hooks ran (before,
+            # the pool looked idle, and a stop went on, under them).
+            if runner is not None:
+                runner.job_dropped(self)
         elif runner is not None:
             runner.job_woken(self)
 
@@ -461,8 +463,9 @@ class Job:
     def execute(self) -> Optional[JobStatus]:
         """Run the job's next turn in the calling worker thread: run(), or
         the continuation it parked with; nothing if it was aborted while
-        pending. Never raises: the outcome is the job's status, returned
-        once it ended (None if it parked)."""
+        pending (the turn then ends once the end hooks, which its aborter
+        runs, have run). Never raises: the outcome is the job's status,
+        returned once it ended (None if it parked)."""
         with self._lock:
             resume, self._resume = self._resume, None
             self._wake_pending = False   # spent by this turn
@@ -470,7 +473,12 @@ class Job:
                 try:
                     self._move_through(self._path(Event.START))
                 except JobEnded:
-                    return self._status   # aborted while queued: never runs
+                    # Aborted while queued: it never runs. Its aborter runs
+                    # its end hooks (abort()); the pool counts it ended
+                    # when this returns, and not while they run. They are
+                    # the hooks this worker would have run itself.
+                    self._condition().wait_for(lambda: self._finished)
+                    return self._status
         # Set until the end hooks ran: they log in the job's context, and
         # the pool knows by it that the job ends in its own worker.
         _worker_context.job = self

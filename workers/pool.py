@@ -318,9 +318,10 @@ class Pool:
             self._queue.put(True)
 
     def job_dropped(self, job: Job) -> None:
-        # Called by a job aborted while pending (outside its lock). If it
-        # is still queued, it is counted here and its room is freed; if a
-        # worker took it meanwhile, that worker counts it (it will not run).
+        # Called by a job aborted while pending (outside its lock), once
+        # its end hooks ran. If it is still queued, it is counted here and
+        # its room is freed; if a worker took it meanwhile, that worker
+        # counts it (it will not run: its turn ends once the hooks ran).
         with self._lock:
             if self._pending.pop(job.id, None) is not None:
                 self._count_ended(job, JobStatus.ABORTED, None)
