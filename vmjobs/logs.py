@@ -14,14 +14,18 @@ audit trail) takes thousands of requests, each of which leaves its own
 audit line (docs/security.md)."""
 
 import datetime
+import errno
 import logging
 import os
 import re
+import stat
 import sys
 
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 import workers
+
+from .settings import ConfigError
 
 FORMAT = ("%(asctime)s %(levelname)-7s %(threadName)s %(name)s "
           "[job=%(job_id)s vm=%(vm_id)s] %(message)s")
@@ -108,6 +112,7 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
     if path == "-":
         handler = logging.StreamHandler(sys.stderr)
     else:
+        check_log_file(path)
         if lock_dir is not None:
             os.makedirs(lock_dir, mode=0o700, exist_ok=True)
         # 0600, whatever the umask: the log holds the audit trail and
@@ -125,6 +130,33 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
 
 
 LOG_FILE_MODE = 0o600
+
+
+def check_log_file(path):
+    """Open (create, 0600) the log file now, so that a path the service
+    cannot write stops it at start, saying so in one line: the handler
+    opens its file only at the first line, and a missing directory left
+    the service running without its audit trail, each line a traceback
+    on stderr (an operability audit). A symlink is refused too, not
+    followed: the handler would chmod its target, as root."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                     os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     LOG_FILE_MODE)
+    except OSError as exc:
+        why = "it is a symlink, which the log file never follows" \
+            if exc.errno == errno.ELOOP else exc.strerror
+        raise ConfigError(
+            f"log.file {path}: cannot open it: {why}; give a file in an "
+            "existing directory root may write ([log] file, or "
+            "--log-file; '-' for stderr)") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(
+                f"log.file {path}: not a regular file; give a file path "
+                "([log] file, or --log-file; '-' for stderr)")
+    finally:
+        os.close(fd)
 
 
 def unconfigure(handler):
