@@ -11,6 +11,7 @@ value remembers where it came from, for `vmjobs config --show`.
 import dataclasses
 import glob
 import os
+import stat
 
 from . import hostfiles
 from .settings import ConfigError, Setting, parse_listen, read_ini
@@ -308,14 +309,60 @@ for _s in SETTINGS:
 
 
 def load(path, config=None):
-    """`config` (default: the defaults) updated from the INI file `path`."""
+    """`config` (default: the defaults) updated from the INI file `path`,
+    which must be trusted (check_trusted)."""
     try:
         with open(path) as f:
+            check_trusted(path, os.fstat(f.fileno()))
             text = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}; give a "
                           "readable file to --config") from None
     return load_text(text, config, path)
+
+
+def check_trusted(path, info):
+    """The service runs as root with what the file says (the libvirt URI,
+    the directories callers are confined to, the listener): a file, or
+    the directory it is in, that a user other than root (or the one
+    running vmjobs) may change would make that user root. Such a file is
+    refused, as sshd's StrictModes does (an operator audit found a
+    world-writable vmjobs.conf read silently). What is not a regular file
+    (/dev/null, a pipe of the shell's) holds no text another user left."""
+    if not stat.S_ISREG(info.st_mode):
+        return
+    problem = _untrusted(info)
+    if problem is None:
+        directory = os.path.dirname(os.path.abspath(path))
+        directory_info = os.stat(directory)
+        if _writable_by_others(directory_info) and \
+                not directory_info.st_mode & stat.S_ISVTX:
+            path, problem = directory, "a directory " + \
+                _writable_by_others(directory_info)
+    if problem is not None:
+        raise ConfigError(
+            f"{path}: {problem}: refusing to read a configuration that "
+            "another user may change (the service runs as root with it); "
+            f"make it root's alone (chown root {path}; chmod go-w {path})")
+
+
+def _untrusted(info):
+    if info.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {info.st_uid}, neither root nor this user"
+    if _writable_by_others(info):
+        return _writable_by_others(info)
+    return None
+
+
+def _writable_by_others(info):
+    """Why others may write the file or directory of `info`, or None. A
+    group that is root's or this process' own adds no one."""
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_IWOTH:
+        return f"writable by every user (mode {mode:04o})"
+    if mode & stat.S_IWGRP and info.st_gid not in (0, os.getegid()):
+        return f"writable by group {info.st_gid} (mode {mode:04o})"
+    return None
 
 
 def load_default(path=DEFAULT_PATH, config=None):

@@ -151,8 +151,10 @@ def vmjobs_conf_5():
                "overrides an earlier one, and the command line's flags "
                "override them all. An unknown section or key, or a bad "
                "value, stops the service with the file, line and what is "
-               "allowed. vmjobs config --show prints every key, its value "
-               "and where it came from."),
+               "allowed. A file (or the directory it is in) that a user "
+               "other than root may write is refused: the service runs "
+               "as root with what it says. vmjobs config --show prints "
+               "every key, its value and where it came from."),
            ".SH KEYS"]
     defaults = configuration.Config()
     section = None
