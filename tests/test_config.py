@@ -268,3 +268,18 @@ def test_show_gives_each_item_of_a_repeated_key_its_own_line(tmp_path):
     shown = [line for line in config.dump(replaced).splitlines()
              if line.startswith("state_dirs")]
     assert len(shown) == 1 and f"[{later}:2]" in shown[0]
+
+
+def test_a_file_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "vmjobs.conf"
+    path.write_bytes(b"[pool]\nworkers = 4\nqueue_size = \xff\n")
+    with pytest.raises(config.ConfigError,
+                       match=rf"^{path}:3: not UTF-8 text \(byte 0xff\)"):
+        config.load(str(path))
+    result = vmjobs("config", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"vmjobs config: {path}:3: not UTF-8 text " \
+        "(byte 0xff); a configuration is a text file\n"
+    # The control: the same file in UTF-8 (a non-ASCII comment) loads.
+    path.write_bytes("[pool]\nworkers = 4 ; quatre \u00e9\n".encode())
+    assert config.load(str(path)).workers == 4

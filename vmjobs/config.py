@@ -318,6 +318,12 @@ def load(path, config=None):
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}; give a "
                           "readable file to --config") from None
+    except UnicodeDecodeError as exc:
+        # Without this the error named no file (an operator audit).
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte "
+                          f"0x{exc.object[exc.start]:02x}); a "
+                          "configuration is a text file") from None
     return load_text(text, config, path)
 
 
