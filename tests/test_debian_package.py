@@ -189,3 +189,22 @@ def test_the_unit_is_hardened_without_cutting_libvirt_off(root, tmp_path):
         "\n".join(kept) + "\n")
     assert exposure(bare) >= 9.0
 
+
+
+def listing_modes(deb):
+    listing = subprocess.run(["dpkg-deb", "-c", deb], check=True,
+                             capture_output=True, text=True).stdout
+    return {line.split()[-1].lstrip("."): line.split()[0]
+            for line in listing.splitlines()}
+
+
+def test_the_log_directory_is_shipped_root_s_alone(deb):
+    """An operator audit found /var/log/vmjobs shipped 0755: every user
+    could list it (and read a log a tool made there with the default
+    umask) until the unit's LogsDirectoryMode=0700 first ran, and
+    `vmjobs serve` run by hand never ran it."""
+    modes = listing_modes(deb)
+    assert modes["/var/log/vmjobs/"] == "drwx------"
+    # The control: the directories others must reach stay reachable.
+    assert modes["/var/lib/vmjobs/images/"] == "drwx--x--x"
+    assert modes["/etc/vmjobs/"] == "drwxr-xr-x"
