@@ -208,3 +208,65 @@ def test_the_log_directory_is_shipped_root_s_alone(deb):
     # The control: the directories others must reach stay reachable.
     assert modes["/var/lib/vmjobs/images/"] == "drwx--x--x"
     assert modes["/etc/vmjobs/"] == "drwxr-xr-x"
+
+
+def run_postrm(deb, tmp_path, action, dpkg_root):
+    """The package's postrm with `action`, on the scratch root
+    `dpkg_root` (DPKG_ROOT), with systemctl and deb-systemd-helper
+    stubbed out: this host's systemd state is left alone."""
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", deb, str(control)], check=True)
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    for stub in ("systemctl", "deb-systemd-helper", "deb-systemd-invoke"):
+        (stubs / stub).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / stub).chmod(0o755)
+    return subprocess.run(
+        ["sh", str(control / "postrm"), action],
+        env={"PATH": f"{stubs}:{DEBIAN_PATH}", "DPKG_ROOT": str(dpkg_root)},
+        capture_output=True, text=True, timeout=60)
+
+
+def installed_with_data(tmp_path):
+    """A scratch root as a host has it after a while: logs, a state file,
+    a guest's image, a log directory moved elsewhere by a symlink."""
+    host = tmp_path / "host"
+    for path, text in (("var/log/vmjobs/vmjobs.log", "audit\n"),
+                       ("var/log/vmjobs/vmjobs.log.1", "older\n"),
+                       ("var/lib/vmjobs/states/vm.state", "memory\n"),
+                       ("var/lib/vmjobs/images/disk.qcow2", "disk\n")):
+        (host / path).parent.mkdir(parents=True, exist_ok=True)
+        (host / path).write_text(text)
+    return host
+
+
+def test_purge_removes_the_logs_and_never_guests_data(deb, tmp_path):
+    """An operator audit found purge left /var/log/vmjobs and its logs
+    (Debian Policy 10.8: log files go at purge). Guests' state files and
+    images stay: they are the VMs' data."""
+    host = installed_with_data(tmp_path)
+    # The control: remove (not purge) keeps the logs.
+    result = run_postrm(deb, tmp_path, "remove", host)
+    assert result.returncode == 0, result.stderr
+    assert (host / "var/log/vmjobs/vmjobs.log").read_text() == "audit\n"
+    result = run_postrm(deb, tmp_path, "purge", host)
+    assert result.returncode == 0, result.stderr
+    assert not (host / "var/log/vmjobs").exists()
+    assert (host / "var/lib/vmjobs/states/vm.state").read_text() == \
+        "memory\n"
+    assert (host / "var/lib/vmjobs/images/disk.qcow2").read_text() == \
+        "disk\n"
+
+
+def test_purge_does_not_follow_a_symlinked_log_directory(deb, tmp_path):
+    host = installed_with_data(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept").write_text("not ours\n")
+    log_dir = host / "var/log/vmjobs"
+    shutil.rmtree(log_dir)
+    log_dir.symlink_to(elsewhere)
+    result = run_postrm(deb, tmp_path, "purge", host)
+    assert result.returncode == 0, result.stderr
+    assert not os.path.lexists(log_dir)
+    assert (elsewhere / "kept").read_text() == "not ours\n"
