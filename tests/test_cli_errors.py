@@ -240,3 +240,32 @@ def test_version_and_help_for_every_command_and_flag():
         assert sub.description, name
         for action in sub._actions:
             assert action.help, (name, action.dest)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["call", "--timeout", "inf", "Host.ping"], ["--timeout", "finite"]),
+    (["call", "--timeout", "0", "Host.ping"], ["--timeout", "above 0"]),
+    (["call", "--timeout", "-1", "Host.ping"], ["--timeout", "above 0"]),
+    (["call", "--timeout", "nan", "Host.ping"], ["--timeout", "finite"]),
+    (["jobs", "--ended-within", "-5"], ["--ended-within", "0 or more"]),
+    (["events", "--count", "0"], ["--count", "1 or more"]),
+])
+def test_durations_and_counts_out_of_range_are_usage_errors(args, words):
+    """An operator audit: `call --timeout inf` was a traceback ("a bug"),
+    --timeout 0, -1 or nan said "no answer in time; is the address
+    right?" without trying, and `events --count 0` waited for ever."""
+    result = vmjobs(*args, "--server", "unix:/nonexistent/vmjobs.sock")
+    assert result.returncode == 2
+    line = one_line(result, args[0], *words)
+    assert "Traceback" not in result.stderr and "no answer" not in line
+
+
+def test_durations_and_counts_in_range_are_taken():
+    # The control: the same flags, in range, parse.
+    parsed = cli.build_parser().parse_args(
+        ["call", "--timeout", "2.5", "Host.ping"])
+    assert parsed.timeout == 2.5
+    assert cli.build_parser().parse_args(
+        ["jobs", "--ended-within", "0"]).ended_within == 0
+    assert cli.build_parser().parse_args(
+        ["events", "--count", "1"]).count == 1

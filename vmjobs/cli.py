@@ -73,7 +73,7 @@ def build_parser():
     call.add_argument("--list", action="store_true",
                       help="list the verbs and their params, with their "
                       "types ([optional])")
-    call.add_argument("--timeout", type=float, default=60.0,
+    call.add_argument("--timeout", type=cli_call.seconds, default=60.0,
                       metavar="SECONDS", help="give up on an answer after "
                       "this long (default %(default)s)")
     _client_flags(call)
@@ -84,7 +84,7 @@ def build_parser():
                       help="keep it up to date from the service's events "
                       "until interrupted; ended jobs are shown for "
                       f"{cli_call.WATCH_ENDED_WITHIN:.0f} s (--ended-within)")
-    jobs.add_argument("--ended-within", type=float, metavar="SECONDS",
+    jobs.add_argument("--ended-within", type=cli_call.ages, metavar="SECONDS",
                       help="show the ended jobs that ended at most this "
                       "long ago (default: all, or "
                       f"{cli_call.WATCH_ENDED_WITHIN:.0f} with --watch)")

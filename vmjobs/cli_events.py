@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from .cli_call import client, jobs_params, visible_table
+from .cli_call import client, jobs_params, positive, visible_table
 from .logs import one_line
 from .notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 
@@ -32,7 +32,7 @@ def add_flags(parser):
     parser.add_argument("--last-event-id", type=int, metavar="ID",
                         help="start after this event (what the buffer "
                         "still holds), not with the live ones")
-    parser.add_argument("--count", type=int, metavar="N",
+    parser.add_argument("--count", type=positive, metavar="N",
                         help="exit after N notifications (default: until "
                         "the service stops or ^C)")
 
