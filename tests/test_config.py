@@ -283,3 +283,37 @@ def test_a_file_not_utf8_is_named_with_its_line(tmp_path):
     # The control: the same file in UTF-8 (a non-ASCII comment) loads.
     path.write_bytes("[pool]\nworkers = 4 ; quatre \u00e9\n".encode())
     assert config.load(str(path)).workers == 4
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--uri", "test:///default\n[rpc]\ninsecure = true"], "libvirt.uri"),
+    (["--image-dir", "/srv/img ;old"], "storage.image_dirs"),
+    (["--state-dir", "/srv/states #2"], "storage.state_dirs"),
+    (["--log-file", " /var/log/x.log"], "log.file"),
+    (["--lock-file", "/run/x\x1b[31m.lock"], "service.lock_file"),
+])
+def test_a_flag_value_no_file_could_hold_is_refused(flags, named):
+    """An operator audit: `vmjobs config` wrote such a value so that it
+    read back as another one (a confinement directory cut at ' ;') or as
+    lines of their own ([rpc] insecure = true from a --uri)."""
+    result = vmjobs("config", "--config", os.devnull, *flags)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith(f"vmjobs config: flag {flags[0]}: "
+                                    f"{named} = ")
+    assert "no configuration file can hold it" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_flag_values_with_spaces_and_signs_round_trip(tmp_path):
+    # The control: what a file can hold is taken, and reads back as is.
+    result = vmjobs("config", "--config", os.devnull,
+                    "--uri", "qemu:///system?socket=/run/a;b#c",
+                    "--image-dir", "/srv/my images", "--state-dir",
+                    "/srv/states\tx")
+    assert result.returncode == 0, result.stderr
+    shown = tmp_path / "shown.conf"
+    shown.write_text(result.stdout)
+    loaded = config.load(str(shown))
+    assert loaded.uri == "qemu:///system?socket=/run/a;b#c"
+    assert loaded.image_dirs == ["/srv/my images"]
+    assert loaded.state_dirs == ["/srv/states\tx"]

@@ -106,6 +106,13 @@ class Setting:
             if self.optional:
                 return
             raise self.error(where, "(empty)", "a value is required")
+        for text in (value if isinstance(value, list) else [value]):
+            if isinstance(text, str) and not _writable(text):
+                raise self.error(
+                    where, repr(text), "a line break or control "
+                    "character, blanks around it, or a ; or # after a "
+                    "blank or first: no configuration file can hold it "
+                    "(vmjobs config would write another value)")
         if self.kind is list and self.items == "network":
             if not isinstance(value, list) or not all(
                     isinstance(v, str) and _network(v) for v in value):
@@ -160,6 +167,22 @@ def parse_listen(text):
         raise ConfigError(f"listen {text!r}: expected HOST:PORT or "
                          "unix:/path")
     return "tcp", (host.strip("[]") or "127.0.0.1", int(port))
+
+
+def _writable(text):
+    """Whether `text`, written as `key = TEXT`, reads back as itself: an
+    operator audit found a flag's value with a newline (--uri
+    $'test:///default\\n[rpc]\\ninsecure = true') accepted, and `vmjobs
+    config` writing it as lines of their own; and a value with " ;"
+    (--image-dir '/srv/img ;old') read back cut (/srv/img)."""
+    if _CONTROL.search(text) or len(text.splitlines()) > 1:
+        return False
+    line = _strip_comment(f"k = {text}")
+    return line.partition("=")[2].strip() == text
+
+
+# What a value cannot hold: C0 controls but tab, DEL, C1.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def _num(value):
