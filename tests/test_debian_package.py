@@ -270,3 +270,38 @@ def test_purge_does_not_follow_a_symlinked_log_directory(deb, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not os.path.lexists(log_dir)
     assert (elsewhere / "kept").read_text() == "not ours\n"
+
+
+def gives_up_within_the_start_limit(unit):
+    """Whether systemd's start limit (StartLimitBurst=5 starts within
+    StartLimitIntervalSec=10 s, its defaults, unless the unit sets them)
+    stops the restarts of a service that fails at once, RestartSec apart
+    (default 100 ms)."""
+    def value(key, default):
+        for line in unit.splitlines():
+            if line.startswith(key + "="):
+                return line.split("=", 1)[1]
+        return default
+
+    def seconds(text):
+        return float(text[:-2]) / 1000 if text.endswith("ms") else \
+            float(text.rstrip("s"))
+    burst = int(value("StartLimitBurst", "5"))
+    interval = seconds(value("StartLimitIntervalSec", "10s"))
+    restart = seconds(value("RestartSec", "100ms"))
+    return (burst - 1) * restart <= interval
+
+
+def test_a_service_that_fails_at_start_is_retried_not_given_up(root):
+    """An operator audit: `listen` on an address not configured yet (at
+    boot, network.target does not wait for addresses) or libvirtd not
+    answering yet makes `vmjobs serve` exit 2 at once; with
+    Restart=on-failure and systemd's default RestartSec=100ms, five
+    tries within 10 s hit the start limit and the service stayed down."""
+    unit = (root / "lib/systemd/system/vmjobs.service").read_text()
+    assert "\nRestart=on-failure\n" in unit
+    assert not gives_up_within_the_start_limit(unit)
+    # The control: the same unit at systemd's default RestartSec.
+    bare = "\n".join(line for line in unit.splitlines()
+                     if not line.startswith("RestartSec="))
+    assert gives_up_within_the_start_limit(bare)
