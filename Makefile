@@ -16,10 +16,11 @@ DEB_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
 # images with qemu-img (qemu-utils; vmjobs itself reads image headers
 # without it); the package test builds the Debian package, checks it with
 # lintian and systemd-analyze, renders the man pages (groff) and runs the
-# installed command on Debian's python3 with the packages it depends on.
+# installed command on Debian's python3 with the packages it depends on;
+# the shipped logrotate file is run by logrotate.
 TEST_PACKAGES := openssl curl libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 libvirt-clients util-linux qemu-utils $(DEB_PACKAGES) \
-	lintian systemd groff-base python3-libvirt python3-defusedxml \
+	lintian systemd groff-base logrotate python3-libvirt python3-defusedxml \
 	python3-prometheus-client python3-concurrent-log-handler \
 	python3-portalocker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
