@@ -115,3 +115,23 @@ def test_short_deep_chaos_run_keeps_every_invariant(tmp_path):
     assert any(key.startswith("outside_pause ") and "skipped" not in key
                for key in figures["operations"])
     assert not [key for key in figures["operations"] if "-32602" in key]
+
+
+def test_a_job_libvirtd_left_without_owner_is_named():
+    # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
+    # migration began), and a job with an owner, which is not named.
+    from vmjobs.tools.chaos_checks import ownerless_jobs
+    log = (
+        "2026-12-07 02:24:43.334+0000: 16483: warning : "
+        "virDomainObjBeginJobInternal:433 : Cannot start job (destroy, "
+        "none, none) in API remoteDispatchDomainDestroy for domain "
+        "chaos-07abe430; current job is (none, none, migration in) owned "
+        "by (0 <null>, 0 <null>, 0 <null> (flags=0x1b)) for (0s, 0s, 30s)\n"
+        "2026-12-07 02:24:44.000+0000: 16483: warning : "
+        "virDomainObjBeginJobInternal:433 : Cannot start job (destroy, "
+        "none, none) in API remoteDispatchDomainDestroy for domain "
+        "chaos-11111111; current job is (none, none, migration out) owned "
+        "by (0 <null>, 0 <null>, 16480 remoteDispatchDomainMigratePerform3"
+        "Params (flags=0x1b)) for (0s, 0s, 30s)\n")
+    assert ownerless_jobs(log) == {
+        "chaos-07abe430": "none, none, migration in"}

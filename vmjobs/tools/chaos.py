@@ -698,7 +698,7 @@ class ChaosRun:
             return found
         rest = []
         for what in found:
-            if "unreadable (" in what:
+            if "unreadable (" in what or "ownerless libvirt job" in what:
                 self._note_known(i, "unreadable-domain", what, what)
             else:
                 rest.append(what)
