@@ -41,6 +41,17 @@ def test_the_classic_mix_replays_the_seeds_before_the_wide_one():
             "kill_both_mid_migration"} <= {s[1] for s in many}
 
 
+def test_the_wide_mix_replays_its_seeds_and_the_deep_one_adds_to_it():
+    wide = list(itertools.islice(schedule(SEED, 0.3, "wide"), 2000))
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    assert wide == list(itertools.islice(schedule(SEED, 0.3, "wide"), 2000))
+    assert deep == list(itertools.islice(schedule(SEED, 0.3), 2000))
+    assert wide != deep
+    added = {"outside_pause", "qemu_stop", "kill9_mid_recovery"}
+    assert not added & {s[1] for s in wide}
+    assert added <= {s[1] for s in deep}
+
+
 def test_short_chaos_run_keeps_every_invariant(tmp_path):
     require_daemon()
     # A fault every ten steps or so: every kind of fault shows up.
@@ -74,7 +85,7 @@ def test_short_wide_chaos_run_keeps_every_invariant(tmp_path):
     # The kinds already diagnosed (docs/chaos.md, "What the wide mix
     # found") are noted, not failed: this checks the run itself.
     run = ChaosRun(tmp_path, WIDE_SEED, steps=WIDE_STEPS, max_vms=4,
-                   mem_mib=32, fault_rate=0.25, known=KNOWN)
+                   mem_mib=32, fault_rate=0.25, mix="wide", known=KNOWN)
     ok = run.run()
     figures = run.figures()
     print(figures)
@@ -85,3 +96,42 @@ def test_short_wide_chaos_run_keeps_every_invariant(tmp_path):
     assert any(key.startswith("race ") and "skipped" not in key
                for key in figures["operations"])
     assert not [key for key in figures["operations"] if "-32602" in key]
+
+
+DEEP_SEED = 322   # its first 50 steps draw every operation and fault
+DEEP_STEPS = 50
+
+
+def test_short_deep_chaos_run_keeps_every_invariant(tmp_path):
+    require_daemon()
+    run = ChaosRun(tmp_path, DEEP_SEED, steps=DEEP_STEPS, max_vms=4,
+                   mem_mib=32, fault_rate=0.25, known=KNOWN)
+    ok = run.run()
+    figures = run.figures()
+    print(figures)
+    assert ok, (figures["violations"], figures["violation_file"])
+    assert figures["mix"] == "deep"
+    assert {"qemu_stop", "kill9_mid_recovery"} <= set(figures["faults"])
+    assert any(key.startswith("outside_pause ") and "skipped" not in key
+               for key in figures["operations"])
+    assert not [key for key in figures["operations"] if "-32602" in key]
+
+
+def test_a_job_libvirtd_left_without_owner_is_named():
+    # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
+    # migration began), and a job with an owner, which is not named.
+    from vmjobs.tools.chaos_checks import ownerless_jobs
+    log = (
+        "2026-12-07 02:24:43.334+0000: 16483: warning : "
+        "virDomainObjBeginJobInternal:433 : Cannot start job (destroy, "
+        "none, none) in API remoteDispatchDomainDestroy for domain "
+        "chaos-07abe430; current job is (none, none, migration in) owned "
+        "by (0 <null>, 0 <null>, 0 <null> (flags=0x1b)) for (0s, 0s, 30s)\n"
+        "2026-12-07 02:24:44.000+0000: 16483: warning : "
+        "virDomainObjBeginJobInternal:433 : Cannot start job (destroy, "
+        "none, none) in API remoteDispatchDomainDestroy for domain "
+        "chaos-11111111; current job is (none, none, migration out) owned "
+        "by (0 <null>, 0 <null>, 16480 remoteDispatchDomainMigratePerform3"
+        "Params (flags=0x1b)) for (0s, 0s, 30s)\n")
+    assert ownerless_jobs(log) == {
+        "chaos-07abe430": "none, none, migration in"}

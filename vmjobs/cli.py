@@ -128,9 +128,11 @@ def build_parser():
     chaos.add_argument("--mem", type=int, default=32, help="MiB per guest")
     chaos.add_argument("--fault-rate", type=float, default=0.03,
                        help="probability that a step is a fault")
-    chaos.add_argument("--mix", choices=("wide", "classic"), default="wide",
+    chaos.add_argument("--mix", choices=("deep", "wide", "classic"),
+                       default="deep",
                        help="the operations and faults drawn (default "
-                       "wide; classic: the mix before it, for old seeds)")
+                       "deep; wide and classic: the mixes before it, for "
+                       "old seeds)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
                                 "unreadable-domain"),

@@ -22,6 +22,8 @@ import threading
 import time
 import uuid
 
+import libvirt
+
 from ..client import RemoteError
 from .chaos_checks import (
     arrivals_without_source,
@@ -31,7 +33,7 @@ from .chaos_checks import (
 )
 from .chaos_host import ChaosHost, ServiceDown
 from .chaos_ledger import Ledger
-from .chaos_schedule import pick, schedule, sub_draws
+from .chaos_schedule import DEFAULT_MIX, pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
 # Violations that may be noted rather than stop a run (--known).
@@ -57,7 +59,7 @@ class Violation(Exception):
 
 class ChaosRun:
     def __init__(self, workdir, seed, steps=None, duration=None, max_vms=6,
-                 mem_mib=32, quiet_every=8, fault_rate=0.03, mix="wide",
+                 mem_mib=32, quiet_every=8, fault_rate=0.03, mix=DEFAULT_MIX,
                  known=()):
         self.workdir = os.path.abspath(workdir)
         self.seed = seed
@@ -473,10 +475,135 @@ class ChaosRun:
                                 "kill -9 of both services")
         return "recovered"
 
+    # -- the deep mix -----------------------------------------------------------
+
+    def _op_outside_pause(self, h, draw, entry):
+        """An operator's `virsh suspend` or `virsh resume` of one public
+        VM's guest on host h, outside vmjobs, whatever job may work on it
+        (libvirt refuses what its own jobs forbid): vmjobs follows the
+        guest (Paused, Up) once no job holds the VM."""
+        vm_id = pick(self._public(h), draw)
+        if vm_id is None:
+            return "skipped"
+        entry["vm"] = vm_id
+        conn = self.hosts[h].connect()
+        try:
+            dom = conn.lookupByUUIDString(vm_id)
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                entry["did"] = "resume"
+                dom.resume()
+            else:
+                entry["did"] = "suspend"
+                dom.suspend()
+        except libvirt.libvirtError as exc:
+            entry["libvirt"] = exc.get_error_message()
+            return f"refused by libvirt {exc.get_error_code()}"
+        finally:
+            conn.close()
+        return entry["did"]
+
+    def _fault_qemu_stop(self, h, draw, entry):
+        """One guest's QEMU on host h frozen (SIGSTOP) 1 to 5 s, then
+        SIGCONT: a host under memory pressure, a debugger. Its monitor does
+        not answer meanwhile; the guest is not lost."""
+        target = pick(qemu_processes([self.hosts[h]]), draw)
+        if target is None:
+            return "no guest"
+        vm_id, pid = target
+        entry["vm"] = vm_id
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return "gone already"
+        try:
+            time.sleep(1.0 + 4.0 * draw)
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass   # destroyed while frozen (SIGKILL ends it so)
+        return "resumed"
+
+    def _fault_kill9_mid_recovery(self, h, draw, entry):
+        """A migration or a hibernation from host h; once libvirt moves or
+        saves the guest (its job in step migrate or save, up to 3 s), its
+        QEMU is frozen (SIGSTOP) or not, so that libvirt's job lasts; kill
+        -9 of h's service, which restarts and finds the guest leaving or
+        saving (its recovery waits for it to settle), and is killed -9
+        again 0 to 0.5 s into that recovery; then the QEMU goes on
+        (SIGCONT) and the service restarts."""
+        more = sub_draws(draw)
+        vm_draw, verb_draw, freeze, second = (more.random()
+                                              for _ in range(4))
+        vm_id = pick(self._public(h), vm_draw)
+        host = self.hosts[h]
+        step = "migrate" if verb_draw < 0.5 else "save"
+        if vm_id is not None:
+            try:
+                if step == "migrate":
+                    self._migrate_now(h, vm_id, entry)
+                else:
+                    self._hibernate_now(h, vm_id, entry)
+            except RemoteError as exc:
+                entry["verb"] = f"refused {exc.code}"
+            if "job" in entry:
+                entry["reached"] = self._wait_for_step(h, entry["job"],
+                                                       step, 3.0)
+        frozen = None
+        if vm_id is not None and freeze < 0.5:
+            frozen = dict(qemu_processes([host])).get(vm_id)
+            if frozen is not None:
+                os.kill(frozen, signal.SIGSTOP)
+        entry.update(frozen=frozen is not None, second=round(0.5 * second, 2))
+        try:
+            host.kill()
+            host.start_service()
+            time.sleep(0.5 * second)
+            try:
+                entry["recovering"] = host.call("Host.getStats")[
+                    "recovering"]
+            except (RemoteError, ServiceDown):
+                entry["recovering"] = None
+            host.kill()
+        finally:
+            if frozen is not None:
+                try:
+                    os.kill(frozen, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        return self._restarted(h, "kill -9 in its recovery")
+
+    def _wait_for_step(self, h, job_id, step, bound):
+        """The step job_id reached on host h: `step`, or the one it was in
+        `bound` seconds later (or 'ended', 'unknown')."""
+        deadline = time.monotonic() + bound
+        seen = "unknown"
+        while time.monotonic() < deadline:
+            try:
+                info = self.hosts[h].call("Host.getJobs",
+                                          job_ids=[job_id]).get(job_id)
+            except (RemoteError, ServiceDown):
+                return "unknown"
+            if info is None or info["status"] in ENDED:
+                return "ended"
+            seen = info.get("step") or "none"
+            if seen == step:
+                break
+            time.sleep(0.02)
+        return seen
+
+    def _hibernate_now(self, h, vm_id, entry):
+        self._files_made += 1
+        path = os.path.join(self.state_dir, f"{self._files_made}.state")
+        answer = self.hosts[h].call("VM.hibernate", vmID=vm_id,
+                                    hibernationVolHandle=path)
+        self._queue(h, "hibernate", vm_id, entry, answer, path)
+        self.ops[("hibernate (in a fault)", "queued")] += 1
+
     # -- the full state directory -------------------------------------------------
 
     def _mount_full_dir(self):
-        if self.mix != "wide" or os.geteuid() != 0:
+        if self.mix == "classic" or os.geteuid() != 0:
             return
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={FULL_DIR_SIZE},mode=0755",
@@ -571,7 +698,7 @@ class ChaosRun:
             return found
         rest = []
         for what in found:
-            if "unreadable (" in what:
+            if "unreadable (" in what or "ownerless libvirt job" in what:
                 self._note_known(i, "unreadable-domain", what, what)
             else:
                 rest.append(what)

@@ -1,14 +1,18 @@
 """The chaos run's schedule: drawn from the seed alone, never from an
 outcome, so that the same seed gives the same steps (docs/chaos.md).
 
-Two mixes: `classic`, the verbs one at a time and the service's faults
+Three mixes: `classic`, the verbs one at a time and the service's faults
 (the schedule of every seed before the wide mix, kept so that an old seed
-replays), and `wide` (the default), which adds what operators and engines
-also do: guests created and restored paused, two verbs fired at once on
-one VM, an abort at a random moment of a job, a hibernation into a full
-directory; and faults below the service: kill -9 of a guest's QEMU, of
-libvirtd (then its restart), libvirtd frozen, a migration to a host whose
-service is down, and both services killed while a migration runs."""
+replays); `wide`, which adds what operators and engines also do: guests
+created and restored paused, two verbs fired at once on one VM, an abort
+at a random moment of a job, a hibernation into a full directory; and
+faults below the service: kill -9 of a guest's QEMU, of libvirtd (then its
+restart), libvirtd frozen, a migration to a host whose service is down,
+and both services killed while a migration runs (kept so that its seeds
+replay); and `deep` (the default), which adds an operator's pause or
+resume of a guest outside vmjobs (libvirt's suspend, resume), a guest's
+QEMU frozen (SIGSTOP) for a few seconds, and a service killed again in the
+middle of the recovery that followed its first kill."""
 
 import random
 
@@ -22,10 +26,15 @@ WIDE_OPS = {**OPS, "create_paused": 1, "restore_paused": 1, "race": 3,
 WIDE_FAULTS = FAULTS + ("qemu_kill", "libvirtd_kill9", "libvirtd_stop",
                         "migrate_to_down", "kill_both_mid_migration")
 
-MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS)}
+DEEP_OPS = {**WIDE_OPS, "outside_pause": 2}
+DEEP_FAULTS = WIDE_FAULTS + ("qemu_stop", "kill9_mid_recovery")
+
+MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS),
+         "deep": (DEEP_OPS, DEEP_FAULTS)}
+DEFAULT_MIX = "deep"
 
 
-def schedule(seed, fault_rate, mix="wide"):
+def schedule(seed, fault_rate, mix=DEFAULT_MIX):
     """The endless schedule of a seed: (what, kind, host, draw)."""
     ops, faults = MIXES[mix]
     rng = random.Random(seed)
