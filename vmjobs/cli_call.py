@@ -1,13 +1,11 @@
 """The command line's client commands: `call` (one verb), `jobs` (the job
 table) and `vms` (the public VMs) on a running service."""
 
-import argparse
 import json
-import math
 import sys
 import time
 
-from .cli_errors import CliError, remote_error_json
+from .cli_errors import CliError, number, remote_error_json
 from .client import Client, RemoteError
 from .logs import one_line
 
@@ -29,44 +27,10 @@ _ENDED = ("done", "failed", "aborted")
 MAX_ANSWER_BYTES = 1 << 28
 
 
-def seconds(text):
-    """A flag's duration: a finite number of seconds above 0. (0, a
-    negative number or nan timed out at once and blamed the address; inf
-    was a traceback: an operator audit.)"""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of "
-                                         "seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number "
-                                         "of seconds above 0")
-    return value
-
-
-def ages(text):
-    """A flag's age: a finite number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of "
-                                         "seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number "
-                                         "of seconds, 0 or more")
-    return value
-
-
-def positive(text):
-    """A flag's count: an integer of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") \
-            from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
-    return value
+# Durations (seconds above 0), ages (seconds, 0 or more), counts.
+seconds = number(float, 0, above=True)
+ages = number(float, 0)
+positive = number(int, 1)
 
 
 def client(args):

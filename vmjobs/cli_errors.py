@@ -3,9 +3,11 @@ failed (the libvirt URI, the address, the path) and what to try. The
 traceback is shown only with --debug, or for an error nobody expected (a
 bug)."""
 
+import argparse
 import errno
 import http.client
 import json
+import math
 import socket
 import ssl
 
@@ -24,6 +26,28 @@ CODE_NAMES.update({-32700: "ParseError", -32600: "InvalidRequest",
 
 class CliError(Exception):
     """An error already said in one line a person can act on."""
+
+
+def number(kind, low, above=False):
+    """A flag's type: a finite number (`kind`: int or float) of `low` or
+    more (above `low`, when `above`); else argparse's usage error, saying
+    what is wanted. (An operator audit: `call --timeout 0`, -1 or nan
+    timed out at once and blamed the address, inf was a traceback, and
+    `events --count 0` waited for ever.)"""
+    noun = "an integer" if kind is int else "a finite number"
+    wanted = f"{noun} above {low}" if above else f"{noun} of {low} or more"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {noun}") from None
+        if not math.isfinite(value) or value < low or \
+                (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return parse
 
 
 def remote_error_line(exc):

@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from . import logs
-from .cli_errors import CliError
+from .cli_errors import CliError, number
 from .tools import loadtest as loadtest_module
 from .tools import loadtest_hosts
 from .tools import report as report_module
@@ -17,7 +17,7 @@ from .tools.mix import parse_mix
 
 
 def add_flags(lt):
-    lt.add_argument("--vms", type=_at_least(1), default=500,
+    lt.add_argument("--vms", type=number(int, 1), default=500,
                     help="VMs to start (default 500)")
     lt.add_argument("--mix", default="create=100", type=_mix,
                     help="startup modes and their weights, e.g. "
@@ -26,7 +26,7 @@ def add_flags(lt):
                     "the source host); over two servers or more: "
                     "create=60,migrate=40 (VMs migrated between the hosts "
                     "with VM.migrate)")
-    lt.add_argument("--rate", type=_positive, default=None,
+    lt.add_argument("--rate", type=number(float, 0, above=True), default=None,
                     help="requests per second (default: as fast as they "
                     "are taken)")
     lt.add_argument("--server", action="append",
@@ -50,18 +50,18 @@ def add_flags(lt):
                     help="libvirt URI (default: a private instance of "
                     "libvirt's test driver); with --server, the one the "
                     "server uses, needed to simulate migrations")
-    lt.add_argument("--workers", type=_at_least(1), default=4,
+    lt.add_argument("--workers", type=number(int, 1), default=4,
                     help="jobs running at once, in process (default 4)")
     lt.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
                     default=False, help="in process: the admission limit "
                     "of startups moves by what it measures ([pool] "
                     "adaptive)")
-    lt.add_argument("--queue-size", type=_at_least(1), default=1000,
+    lt.add_argument("--queue-size", type=number(int, 1), default=1000,
                     help="jobs waiting at most, in process (default 1000)")
     lt.add_argument("--domain-type", choices=("kvm", "qemu", "test"),
                     help="guests' domain type (default: the fastest "
                     "offered)")
-    lt.add_argument("--mem", type=_at_least(16), default=64,
+    lt.add_argument("--mem", type=number(int, 16), default=64,
                     help="memory per VM in MiB (default 64)")
     lt.add_argument("--keep", action="store_true",
                     help="leave the VMs running at the end, and the run's "
@@ -174,31 +174,6 @@ def report(args):
         report_module.plot(records, args.plot)
         print(f"plot: {args.plot}")
     return 0
-
-
-def _at_least(low):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-    return parse
-
-
-def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") \
-            from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got "
-                                         f"{text}")
-    return value
 
 
 def _mix(text):
