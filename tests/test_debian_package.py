@@ -178,6 +178,10 @@ def test_the_unit_is_hardened_without_cutting_libvirt_off(root, tmp_path):
                     "ProtectHome=", "PrivateTmp="):
         assert not any(line.startswith(cut_off) for line in settings)
     assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in unit
+    # Each setting once (a merge had written the hardening block twice).
+    keys = [line.partition("=")[0] for line in settings if "=" in line]
+    assert len(keys) == len(set(keys)), sorted(
+        k for k in set(keys) if keys.count(k) > 1)
     assert exposure(root) < 7.0
     # The control: the same unit without the hardening is scored UNSAFE.
     bare = root.parent / (root.name + "-bare")
@@ -188,7 +192,6 @@ def test_the_unit_is_hardened_without_cutting_libvirt_off(root, tmp_path):
     (bare / "lib/systemd/system/vmjobs.service").write_text(
         "\n".join(kept) + "\n")
     assert exposure(bare) >= 9.0
-
 
 
 def listing_modes(deb):
