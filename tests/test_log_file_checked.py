@@ -68,3 +68,43 @@ def test_a_symlinked_log_file_is_refused_and_its_target_untouched(tmp_path):
 def test_a_directory_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="log.file"):
         logs.configure(str(tmp_path))
+
+
+def test_a_log_file_another_user_left_is_refused_and_untouched(tmp_path):
+    """A user who may write /tmp plants the log file (a sticky directory:
+    the file is theirs): root would write the audit trail into a file its
+    owner reads and rewrites. Refused, the file untouched; root's own file
+    in the same sticky directory is the positive control."""
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    planted = sticky / "vmjobs.log"
+    planted.write_text("theirs\n")
+    planted.chmod(0o644)
+    os.chown(planted, 65534, 65534)
+    result = serve(tmp_path, str(planted))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "owned by uid 65534" in lines[0], lines
+    assert planted.read_text() == "theirs\n"
+    assert stat.S_IMODE(os.stat(planted).st_mode) == 0o644
+    own = sticky / "own.log"
+    handler = logs.configure(str(own))
+    logs.unconfigure(handler)
+    assert own.stat().st_uid == 0
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o757])
+def test_a_log_file_in_a_directory_others_may_write_is_refused(
+        tmp_path, mode):
+    """Others could rename it away and put their own in its place."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(ConfigError, match="a directory writable by every"):
+        logs.configure(str(shared / "vmjobs.log"))
+    shared.chmod(0o755)
+    logs.unconfigure(logs.configure(str(shared / "vmjobs.log")))

@@ -337,27 +337,35 @@ def check_trusted(path, info):
     (/dev/null, a pipe of the shell's) holds no text another user left."""
     if not stat.S_ISREG(info.st_mode):
         return
-    problem = _untrusted(info)
-    if problem is None:
-        directory = os.path.dirname(os.path.abspath(path))
-        directory_info = os.stat(directory)
-        if _writable_by_others(directory_info) and \
-                not directory_info.st_mode & stat.S_ISVTX:
-            path, problem = directory, "a directory " + \
-                _writable_by_others(directory_info)
-    if problem is not None:
+    fault = untrusted(path, info)
+    if fault is not None:
+        path, problem = fault
         raise ConfigError(
             f"{path}: {problem}: refusing to read a configuration that "
             "another user may change (the service runs as root with it); "
             f"make it root's alone (chown root {path}; chmod go-w {path})")
 
 
+def untrusted(path, info):
+    """(the path at fault, why) if a user other than root (or the one
+    running vmjobs) may change the file `path`, whose stat is `info`, or
+    replace it in its directory (one that others may write and that is
+    not sticky, as /tmp is); None if only root may."""
+    problem = _untrusted(info)
+    if problem is not None:
+        return path, problem
+    directory = os.path.dirname(os.path.abspath(path))
+    directory_info = os.stat(directory)
+    problem = _writable_by_others(directory_info)
+    if problem is not None and not directory_info.st_mode & stat.S_ISVTX:
+        return directory, "a directory " + problem
+    return None
+
+
 def _untrusted(info):
     if info.st_uid not in (0, os.geteuid()):
         return f"owned by uid {info.st_uid}, neither root nor this user"
-    if _writable_by_others(info):
-        return _writable_by_others(info)
-    return None
+    return _writable_by_others(info)
 
 
 def _writable_by_others(info):

@@ -25,6 +25,7 @@ from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 import workers
 
+from . import config
 from .settings import ConfigError
 
 FORMAT = ("%(asctime)s %(levelname)-7s %(threadName)s %(name)s "
@@ -138,7 +139,8 @@ def check_log_file(path):
     opens its file only at the first line, and a missing directory left
     the service running without its audit trail, each line a traceback
     on stderr (an operability audit). A symlink is refused too, not
-    followed: the handler would chmod its target, as root."""
+    followed: the handler would chmod its target, as root. So is a file
+    or a directory another user may change (config.untrusted)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
                      os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
@@ -151,12 +153,24 @@ def check_log_file(path):
             "existing directory root may write ([log] file, or "
             "--log-file; '-' for stderr)") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(
-                f"log.file {path}: not a regular file; give a file path "
-                "([log] file, or --log-file; '-' for stderr)")
+        info = os.fstat(fd)
     finally:
         os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            f"log.file {path}: not a regular file; give a file path "
+            "([log] file, or --log-file; '-' for stderr)")
+    # A file another user left there (or may replace) would give them
+    # the audit trail to read and to rewrite: root writes it, rotates
+    # it and chmods it. A sticky directory such as /tmp is fine once the
+    # file is root's own.
+    fault = config.untrusted(path, info)
+    if fault is not None:
+        at, problem = fault
+        raise ConfigError(
+            f"log.file {at}: {problem}: refusing to write the audit trail "
+            "where another user may change it; give a file in a "
+            "directory only root may write ([log] file, or --log-file)")
 
 
 def unconfigure(handler):
