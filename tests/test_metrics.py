@@ -1,6 +1,8 @@
 """GET /metrics: Prometheus' text format on the JSON-RPC listener, read
 with prometheus_client's own parser; each API has its own registry."""
 
+import json
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -102,6 +104,54 @@ def test_metrics_of_a_run(make_api, serve):
     assert m[("vmjobs_recovered_vms", ())] == 3
     assert m[("vmjobs_stuck_jobs", ())] == 0
     assert 0 < m[("vmjobs_recovery_seconds", ())] < WAIT
+
+
+def refused(address, code):
+    return scrape(address).get(("vmjobs_refused_total",
+                                (("code", str(code)),)), 0)
+
+
+def test_a_verb_answered_answer_too_large_is_counted(make_api, tmp_path):
+    """A call answered -32603 "answer too large" (API.md, Transport: its
+    answer is over rpc.max_response_bytes; in a batch, the calls past the
+    bound are not run and each answers it) is a verb answered with an
+    error code: vmjobs_refused_total{code="-32603"} counts each. It counted
+    none: the refusals were counted by the audit, which saw the verb's own
+    result (and logged result=ok)."""
+    api = make_api()
+    vm_id = new_id()
+    # Opaque params of 2 KB: VM.getStats' answer is over 1 KiB.
+    wait_job(api, api.VM.create(vm_id, vm_params(vm_id, blob="x" * 2048))[
+        "jobId"])
+    server = Server(api, Config(listen=f"unix:{tmp_path}/s.sock",
+                                max_response_bytes=1024))
+    server.start()
+    try:
+        with Client(server.address) as client:
+            # The positive control: an answer within the bound, not counted.
+            assert client.call("Host.ping") is True
+            assert refused(server.address, -32603) == 0
+            with pytest.raises(RemoteError) as too_large:
+                client.call("VM.getStats", [vm_id])
+            assert (too_large.value.code, too_large.value.message) == (
+                -32603, "answer too large")
+            assert refused(server.address, -32603) == 1
+            # A batch: the first call runs and does not fit, the two after
+            # it are not run; each of the three answers -32603, and a
+            # notification past the bound is answered nothing.
+            answers = client.post(json.dumps(
+                [{"jsonrpc": "2.0", "id": i, "method": "VM.getStats",
+                  "params": [vm_id]} for i in range(3)] +
+                [{"jsonrpc": "2.0", "method": "Host.ping"}]).encode())
+            assert [a["error"]["code"] for a in answers] == [-32603] * 3
+            assert refused(server.address, -32603) == 4
+            # A verb's own error is counted once, under its own code.
+            with pytest.raises(RemoteError):
+                client.call("VM.getStats", [new_id()])
+            assert refused(server.address, 1) == 1
+            assert refused(server.address, -32603) == 4
+    finally:
+        server.stop()
 
 
 def test_running_recovering_and_stuck_are_live(make_api, serve):

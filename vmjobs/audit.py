@@ -50,9 +50,6 @@ def caller_of(connection, client_address):
 
 
 class Audit:
-    def __init__(self, metrics=None):
-        self._metrics = metrics
-
     def start(self):
         return time.monotonic()
 
@@ -72,8 +69,6 @@ class Audit:
         else:
             outcome = one_line(f"{error.code} ({error.name}): "
                                f"{error.message}", MAX_OUTCOME)
-            if self._metrics is not None:
-                self._metrics.refused(error.code)
         log.info("audit %s caller=%s vm=%s job=%s result=%s ms=%.1f",
                  _word(method, MAX_METHOD), _word(caller, MAX_CALLER),
                  _short(vm_id), _short(job_id), outcome, ms)

@@ -82,3 +82,10 @@ class InvalidParams(VdsmError):
 
 class UnknownMethod(VdsmError):
     code, name = -32601, "MethodNotFound"
+
+
+class InternalError(VdsmError):
+    """JSON-RPC's -32603: what a call is answered with when its answer
+    cannot be sent (larger than rpc.max_response_bytes, or not JSON) or an
+    error escaped the verbs (a bug); never raised by a verb."""
+    code, name = -32603, "InternalError"

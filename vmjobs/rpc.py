@@ -10,6 +10,10 @@ an answer is never built larger than `max_response_bytes`: once the calls
 answered so far (plus a -32603 for each call left) would pass it, the
 calls left do not run and each answers -32603 "answer too large".
 
+Each call is audited, and counted in vmjobs_refused_total if it was
+answered with an error, once its answer is known: by the code it was
+answered with, which is -32603 when its own answer was too large.
+
 Requests and answers are strict JSON (RFC 8259): NaN and Infinity, which
 Python's parser takes, are a parse error; a number too large for a float
 (1e999, which it reads as infinity) makes an `id` invalid and a verb's
@@ -21,7 +25,7 @@ import math
 
 from . import strictjson
 from .audit import Audit
-from .errors import GeneralException, VdsmError
+from .errors import InternalError, VdsmError
 
 log = logging.getLogger("vmjobs.rpc")
 
@@ -38,7 +42,10 @@ class Dispatcher:
     def __init__(self, api, max_batch=MAX_BATCH,
                  max_response_bytes=MAX_RESPONSE_BYTES):
         self.api = api
-        self.audit = Audit(getattr(api, "metrics", None))
+        self.audit = Audit()
+        # vmjobs_refused_total: each call answered with an error, by the
+        # code it was answered with (None: an API without metrics).
+        self._metrics = getattr(api, "metrics", None)
         self.max_batch = max_batch
         self.max_response_bytes = max_response_bytes
 
@@ -61,10 +68,12 @@ class Dispatcher:
                     f"invalid request: a batch of {len(request)} calls; "
                     f"at most {self.max_batch} (rpc.max_batch)")))
             return self._batch(request, caller)
-        response = self._encoded(self._one(request, caller))
-        if response is not None and \
-                len(response) > self.max_response_bytes:
+        response, call = self._one(request, caller)
+        too_large = response is not None and \
+            len(response) > self.max_response_bytes
+        if too_large:
             response = _dump(_too_large(request))
+        self._done(call, too_large)
         return response
 
     def _batch(self, requests, caller):
@@ -87,11 +96,15 @@ class Dispatcher:
                 full = full or len(too_large) + 1 + reserve > room
             if full:
                 answer = too_large             # not run
+                if answer is not None:
+                    self._count_refused(INTERNAL_ERROR)
             else:
-                answer = self._encoded(self._one(one, caller))
-                if answer is not None and too_large is not None and \
-                        len(answer) + 1 + reserve > room:
+                answer, call = self._one(one, caller)
+                replaced = answer is not None and too_large is not None \
+                    and len(answer) + 1 + reserve > room
+                if replaced:
                     answer, full = too_large, True
+                self._done(call, replaced)
             if answer is not None:
                 answers.append(answer)
                 size += len(answer) + 1
@@ -99,49 +112,74 @@ class Dispatcher:
             return None
         return b"[" + b",".join(answers) + b"]"
 
-    def _encoded(self, response):
-        """`response` as strict JSON bytes (None stays None); a result
-        JSON cannot carry (NaN...) answers -32603."""
-        if response is None:
-            return None
-        try:
-            return _dump(response)
-        except (ValueError, TypeError):
-            log.exception("an answer is not JSON: answering -32603")
-            return _dump(_error(response.get("id"), INTERNAL_ERROR,
-                                "internal error: the answer is not JSON"))
-
     def _one(self, request, caller):
+        """Run one call: (its answer as bytes, or None for a notification;
+        the call, for _done, or None if the request is no call)."""
         if not isinstance(request, dict) or not _well_formed(request):
             request_id = request.get("id") if isinstance(request, dict) and \
                 _valid_id(request.get("id")) else None
-            return _error(request_id, INVALID_REQUEST,
-                          "invalid request: a JSON-RPC 2.0 request is an "
-                          "object with jsonrpc '2.0', a string method, "
-                          "optional params (array or object) and optional "
-                          "id (string, number or null)")
+            return _dump(_error(request_id, INVALID_REQUEST,
+                                "invalid request: a JSON-RPC 2.0 request "
+                                "is an object with jsonrpc '2.0', a string "
+                                "method, optional params (array or object) "
+                                "and optional id (string, number or "
+                                "null)")), None
         notification = "id" not in request
         request_id = request.get("id")
         method, params = request["method"], request.get("params")
-        started = self.audit.start()
+        call = _Call(self.audit.start(), method, params, caller)
         try:
-            result = self.api.call(method, params)
+            call.result = self.api.call(method, params)
         except VdsmError as exc:
-            self.audit.verb(started, method, params, caller, error=exc)
-            if notification:
-                return None
-            return _error(request_id, exc.code, exc.message, exc.data)
+            call.error = exc
         except Exception:
             log.exception("internal error answering %s", request["method"])
-            self.audit.verb(started, method, params, caller,
-                            error=GeneralException("internal error"))
-            if notification:
-                return None
-            return _error(request_id, INTERNAL_ERROR, "internal error")
-        self.audit.verb(started, method, params, caller, result)
+            call.error = InternalError("internal error")
         if notification:
-            return None
-        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+            return None, call
+        if call.error is not None:
+            return _dump(_error(request_id, call.error.code,
+                                call.error.message, call.error.data)), call
+        try:
+            return _dump({"jsonrpc": "2.0", "id": request_id,
+                          "result": call.result}), call
+        except (ValueError, TypeError):
+            # A result JSON cannot carry (NaN...): a bug, answered -32603.
+            log.exception("an answer is not JSON: answering -32603")
+            call.result = None
+            call.error = InternalError("internal error: the answer is not "
+                                       "JSON")
+            return _dump(_error(request_id, INTERNAL_ERROR,
+                                call.error.message)), call
+
+    def _done(self, call, too_large=False):
+        """Audit `call` (None: the request was no call) and count it in
+        vmjobs_refused_total if it was answered with an error, by the code
+        it was answered with: `too_large` says its own answer was replaced
+        by -32603 "answer too large"."""
+        if call is None:
+            return
+        if too_large:
+            call.result, call.error = None, InternalError(TOO_LARGE)
+        self.audit.verb(call.started, call.method, call.params, call.caller,
+                        call.result, error=call.error)
+        if call.error is not None:
+            self._count_refused(call.error.code)
+
+    def _count_refused(self, code):
+        if self._metrics is not None:
+            self._metrics.refused(code)
+
+
+class _Call:
+    """One call of a verb, kept until its answer is known: what its audit
+    line and the refusal count say of it."""
+
+    def __init__(self, started, method, params, caller):
+        self.started, self.method = started, method
+        self.params, self.caller = params, caller
+        self.result = None
+        self.error = None     # the VdsmError it is answered with, if any
 
 
 def _valid_id(value):
