@@ -12,12 +12,17 @@ from .params import parse_vm_id
 
 def received_ids(jobs):
     """The vmIds of the migrations still listed in `jobs` (the job table)
-    that we were asked to receive and that did not commit: a domain with
-    one of them is ours even without metadata (it may have arrived after
-    its job ended). Only those jobs are read, not the whole table."""
+    that we were asked to receive and whose end may have left a domain
+    here without vmjobs metadata (an arrived guest that could not be
+    marked, a removal that failed): a domain with one of them is ours
+    even without metadata. Not those whose end found nothing here: a
+    domain with that UUID made later is someone else's (a late guest from
+    a vmjobs source carries its metadata). Only those jobs are read, not
+    the whole table."""
     return {job.vm_id
             for job in jobs.of_type(MigrationDestinationJob.job_type)
-            if job.status is not JobStatus.DONE}
+            if job.status is not JobStatus.DONE and
+            job.may_have_left_unmarked}
 
 
 def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
