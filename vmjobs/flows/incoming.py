@@ -40,7 +40,7 @@ import time
 import workers
 from workers import JobAborted, JobStatus
 
-from .. import domxml
+from .. import ownership
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError, has_arrived
 from ..registry import VmStatus
@@ -77,7 +77,7 @@ class MigrationDestinationJob(StartupJob):
         # (metadata) because of this job: until its end has either marked
         # what arrived (_make_ours) or found nothing arrived and removed
         # what came (_remove_unarrived). A vmId whose job ended with it
-        # True stays ours while the job is listed (host.received_ids): an
+        # True stays ours while the job is listed (ownership.Ownership): an
         # arrived guest it could not mark, a removal that failed. One whose
         # end confirmed nothing is not: a domain with its UUID made later
         # is someone else's (an operator's virsh define), or a guest a
@@ -184,10 +184,7 @@ class MigrationDestinationJob(StartupJob):
         definition, its own replaces it (a source that does not ask libvirt
         to persist it would leave the old one)."""
         self.hv.persist(self.vm_id, replace=self.over_stopped_definition)
-        self.hv.set_metadata(self.vm_id, domxml.METADATA_NS,
-                             domxml.METADATA_PREFIX,
-                             domxml.metadata_element(self.vm_id,
-                                                     self.spec.params))
+        ownership.mark(self.hv, self.vm_id, self.spec.params)
         self.may_have_left_unmarked = False
 
     def _keep_for_recovery(self, why):
