@@ -24,7 +24,8 @@ def check_invariants(api, state_files=None):
       nothing is staged to be listed);
     - every public VM has a domain in the matching (running, paused) state;
     - every libvirt domain that is ours (vmjobs metadata, or the UUID of a
-      migration we were asked to receive) is public, or reported by
+      migration we were asked to receive whose end may have left it here
+      unmarked) is public, or reported by
       Host.getStats: stopped_domains (defined, not running: recovery
       leaves it alone) or unowned_domains (running in no registry: a
       failed recovery, an arrived migration its job could not commit);
@@ -45,8 +46,11 @@ def check_invariants(api, state_files=None):
         assert domain.state == DOMAIN_STATE[vm.status], \
             f"VM {vm_id} is {vm.status} but its domain is {domain.state}"
         assert vm.job is None, f"public VM {vm_id} still has job {vm.job}"
+    # A migration we were asked to receive whose end may have left its
+    # domain unmarked (not one whose end found nothing here).
     received = {job.vm_id for job in api.jobs.jobs()
-                if job.job_type == "migration-destination"}
+                if job.job_type == "migration-destination" and
+                job.may_have_left_unmarked}
     stopped, unowned = set(), set()
     for uuid, domain in domains.items():
         if uuid in public or (domain.metadata is None and

@@ -271,20 +271,45 @@ def test_a_domain_in_transfer_at_the_timeout_is_removed(make_api,
     assert_nothing_left(api)
 
 
-def test_arrival_after_the_timeout_is_counted_and_destroyable(make_api,
-                                                              hypervisor):
-    """The source began only after the job timed out: the domain that
-    arrives then may be the guest's only copy, so it is not destroyed nor
-    made public; Host.getStats counts it unowned and VM.destroy removes
-    it."""
-    api = make_api(migration_destination_timeout=0.3)
+def sent_by_a_vmjobs_source(vm_id, hv):
+    """The domain XML a vmjobs source's libvirtd sends: with the source's
+    vmjobs metadata (measured on two real daemons:
+    test_real_migration_ends.py::test_a_guest_arriving_after_the_\
+destinations_job_ended_is_still_ours)."""
+    return domxml.compose(parse_create(vm_id, vm_params(vm_id)), hv.guest)
+
+
+def ended_before_arrival(make_api, hypervisor, end):
+    """A migration job that ended without a commit, nothing arrived:
+    `end` is "aborted" (Job.abort while it waits) or "failed" (its arrival
+    timeout)."""
+    watched = Watched(hypervisor)
+    if end == "aborted":
+        api = make_api(hv=watched, migration_check_interval=3600)
+    else:
+        api = make_api(hv=watched, migration_destination_timeout=0.3)
     vm_id = new_id()
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
-    assert wait_job(api, job_id)["status"] == "failed"
+    assert watched.saw_nothing.wait(WAIT)
+    if end == "aborted":
+        assert api.Job.abort(job_id) is True
+    assert wait_job(api, job_id)["status"] == end
+    assert hypervisor.state(vm_id) is None
+    return api, vm_id, job_id
 
-    simulation.simulate_incoming_migration(hypervisor, domain_xml(vm_id))
+
+@pytest.mark.parametrize("end", ["aborted", "failed"])
+def test_arrival_after_the_end_is_counted_destroyable_and_adopted(
+        make_api, hypervisor, end):
+    """The source began only after the job ended: the domain that arrives
+    then may be the guest's only copy, so it is not destroyed nor made
+    public; it carries the source's vmjobs metadata, so Host.getStats
+    counts it unowned, VM.destroy removes it, and a recovery adopts it."""
+    api, vm_id, job_id = ended_before_arrival(make_api, hypervisor, end)
+    simulation.simulate_incoming_migration(
+        hypervisor, sent_by_a_vmjobs_source(vm_id, hypervisor))
     assert api.pool.wait_idle(WAIT)
-    assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "failed"
+    assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == end
     assert api.Host.getVMList() == []
     assert api.registry.snapshot()[0] == []
     with pytest.raises(NoVM):
@@ -292,6 +317,61 @@ def test_arrival_after_the_timeout_is_counted_and_destroyable(make_api,
     assert hypervisor.state(vm_id) == "running"   # not destroyed
     stats = api.Host.getStats()
     assert (stats["unowned_domains"], stats["external_domains"]) == (1, 0)
+    after = make_api()
+    assert after.wait_recovered(WAIT)
+    assert after.VM.getStats(vm_id)["status"] == "Up"
+    after.close()
+    assert api.VM.destroy(vm_id) is True
+    assert_nothing_left(api)
+
+
+@pytest.mark.parametrize("made", ["defined", "created"])
+@pytest.mark.parametrize("end", ["aborted", "failed"])
+def test_a_domain_another_tool_makes_after_the_end_is_not_ours(
+        make_api, hypervisor, end, made):
+    """Once the job's end found nothing here, a domain with the vmId that
+    carries no vmjobs metadata was made by someone else (an operator's
+    virsh define or create, another tool): it is external, and VM.destroy
+    leaves it alone (round 7: while the job was listed, an hour, it was
+    counted as ours and removed). The control is the test above: what a
+    vmjobs source sends is ours."""
+    api, vm_id, job_id = ended_before_arrival(make_api, hypervisor, end)
+    if made == "defined":
+        hypervisor.define(domain_xml(vm_id))
+    else:
+        simulation.create_transient(hypervisor, domain_xml(vm_id))
+    assert job_id in api.Host.getJobs()   # still listed
+    stats = api.Host.getStats()
+    assert (stats["external_domains"], stats["stopped_domains"],
+            stats["unowned_domains"]) == (1, 0, 0)
+    with pytest.raises(NoVM):
+        api.VM.destroy(vm_id)
+    assert hypervisor.state(vm_id) == ("shutoff" if made == "defined"
+                                       else "running")
+    hypervisor.remove(vm_id)
+
+
+def test_a_removal_that_failed_at_the_end_keeps_the_vmid_ours(make_api,
+                                                              hypervisor):
+    """The positive control of the rule above, unmarked: the job's end
+    could not remove the domain in transfer, so it may still be here
+    without vmjobs metadata; it stays ours, counted, and VM.destroy
+    removes it, as the job's error says."""
+    watched = Watched(hypervisor)
+    faulty = FaultyHypervisor(watched, fail_calls=("remove",))
+    api = make_api(hv=faulty, migration_check_interval=3600)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    assert watched.saw_nothing.wait(WAIT)
+    simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
+    assert watched.saw_transfer.wait(WAIT)
+    faulty.arm(1)
+    assert api.Job.abort(job_id) is True
+    info = wait_job(api, job_id)
+    assert info["status"] == "aborted"
+    assert "removing incoming domain" in info["error"]["message"]
+    assert hypervisor.state(vm_id) == "shutoff"
+    assert api.Host.getStats()["stopped_domains"] == 1
     assert api.VM.destroy(vm_id) is True
     assert_nothing_left(api)
 

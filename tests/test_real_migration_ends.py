@@ -13,6 +13,7 @@ import pytest
 from conftest import StepGate, new_id
 from faults import FaultyHypervisor
 from realdaemon import WAIT, real_params
+from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.errors import NoVM
@@ -186,3 +187,36 @@ def test_a_destroy_too_late_for_a_migration_says_the_vm_left(
     assert host_b.hv.state(vm_id) == "running"
     assert a.hv.state(vm_id) is None
     assert host_b.VM.destroy(vm_id) is True
+
+
+def test_a_guest_arriving_after_the_destinations_job_ended_is_still_ours(
+        make_real_api, host_b, daemon_b, tmp_path):
+    """B's job is aborted while A holds its migration between B's answer
+    and libvirt's migrate; then A's libvirtd sends the guest all the same.
+    It arrives on B carrying A's vmjobs metadata (libvirt sends the
+    domain's XML, metadata included), so B counts it as a VM of ours in no
+    registry, and VM.destroy there removes it (a recovery adopts it)."""
+    gate = StepGate("migrate")
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
+                      step_hook=gate)
+    vm_id = up_vm(a)
+    job_id = migrate(a, vm_id, host_b, daemon_b)
+    assert gate.reached.wait(WAIT)
+    incoming, = host_b.Host.getJobs(job_type="migration-destination")
+    assert host_b.Job.abort(incoming) is True
+    assert finished(host_b, incoming)["status"] == "aborted"
+    assert host_b.hv.state(vm_id) is None
+    gate.release.set()
+    source = finished(a, job_id)
+    assert source["status"] == "done", source
+    assert host_b.hv.state(vm_id) == "running"
+    metadata = host_b.hv.metadata(vm_id, domxml.METADATA_NS)
+    assert domxml.read_metadata(metadata)[0] == vm_id
+    stats = host_b.Host.getStats()
+    assert (stats["unowned_domains"], stats["external_domains"]) == (1, 0)
+    # A restarted service on B adopts it; VM.destroy removes it.
+    after = make_real_api(sandbox=daemon_b)
+    assert after.wait_recovered(WAIT)
+    assert after.VM.getStats(vm_id)["status"] == "Up"
+    assert after.VM.destroy(vm_id) is True
+    assert host_b.hv.state(vm_id) is None

@@ -49,6 +49,7 @@ from .host import host_stats, vm_list
 from .hypervisor import Hypervisor
 from .metrics import Metrics
 from .notifications import Notifications
+from .ownership import Ownership
 from .params import (
     parse_create,
     parse_graceful_attempts,
@@ -99,6 +100,10 @@ class API:
         self.jobs = workers.JobTable(self.config.autodelete_delay,
                                      self.config.max_ended,
                                      on_ended=self.metrics.job_ended)
+        # Which domains are ours: marked, or left unmarked by a migration
+        # we were asked to receive (its jobs are the table's of that type).
+        self.ownership = Ownership(self.hv, self.jobs,
+                                   MigrationDestinationJob.job_type)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs",
                                  admission_controller=_controller(
@@ -203,7 +208,7 @@ class API:
     @verb("Host.getStats", during_recovery=True)
     def host_get_stats(self):
         return host_stats(self.pool, self.registry, self.recovery, self.hv,
-                          self.jobs)
+                          self.ownership)
 
     # -- VM -------------------------------------------------------------------
 
@@ -287,7 +292,7 @@ class API:
     def vm_destroy(self, vmID=None, gracefulAttempts=0):
         return destroy(self.hv, self.registry, parse_vm_id(vmID),
                        parse_graceful_attempts(gracefulAttempts),
-                       jobs=self.jobs)
+                       owner=self.ownership)
 
     @verb("VM.getStats", "vmID")
     def vm_get_stats(self, vmID=None):

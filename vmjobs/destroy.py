@@ -23,9 +23,7 @@ import threading
 
 import workers
 
-from . import domxml
 from .errors import GeneralException, NoVM, VmExists
-from .host import received_ids
 from .hypervisor import DomainNotFound, HypervisorError
 from .registry import VmBusy, VmStatus
 
@@ -63,10 +61,11 @@ class Destruction:
         finally:
             self._ended.set()
 
-    def remove_unowned(self, hv, registry, jobs):
+    def remove_unowned(self, hv, registry, owner):
         """VM `vm_id` is in neither registry: remove its domain if it is
-        ours. True if it removed one, False if there is none (a domain not
-        ours is never touched), None if a job staged the vmId first."""
+        ours (`owner`, an ownership.Ownership, says). True if it removed
+        one, False if there is none (a domain not ours is never touched),
+        None if a job staged the vmId first."""
         try:
             registry.stage(self.vm_id, VmStatus.DOWN, {}, self)
         except VmExists:
@@ -74,11 +73,9 @@ class Destruction:
             return None
         try:
             try:
-                ours = hv.metadata(self.vm_id, domxml.METADATA_NS) \
-                    is not None
+                if not owner.owns(self.vm_id):
+                    return False
             except DomainNotFound:
-                return False
-            if not ours and self.vm_id not in received_ids(jobs):
                 return False
             log.info("VM.destroy %s: removing its domain, in neither "
                      "registry", self.vm_id)
@@ -101,12 +98,12 @@ class Destruction:
 JOB_WAIT = 30.0
 
 
-def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
+def destroy(hv, registry, vm_id, graceful_attempts=0, *, owner,
             job_wait=None):
     """Destroy VM `vm_id` (raises NoVM if there is none), its domain asked
     `graceful_attempts` times to stop gracefully first; returns True once
-    it is gone. `jobs`: the job table (the migrations we were asked to
-    receive); `job_wait`: JOB_WAIT by default."""
+    it is gone. `owner`: the ownership.Ownership that says whether a
+    domain in neither registry is ours; `job_wait`: JOB_WAIT by default."""
     job_wait = JOB_WAIT if job_wait is None else job_wait
     found = False   # the VM was in a registry when we looked
     # The job that held the public VM when its abort was asked, once it
@@ -118,7 +115,7 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, jobs,
         try:
             vm = registry.get(vm_id)
         except NoVM:
-            removed = Destruction(vm_id).remove_unowned(hv, registry, jobs)
+            removed = Destruction(vm_id).remove_unowned(hv, registry, owner)
             if removed is None:
                 continue   # a job took the vmId meanwhile: look again
             if removed:

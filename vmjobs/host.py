@@ -1,23 +1,10 @@
 """What the host holds, listed and counted: Host.getVMList's and
 Host.getStats' answers, and what a stop leaves behind."""
 
-from workers import JobStatus
-
-from . import domxml
+from . import ownership
 from .errors import InvalidParams
-from .flows import MigrationDestinationJob
 from .hypervisor import DomainState
 from .params import parse_vm_id
-
-
-def received_ids(jobs):
-    """The vmIds of the migrations still listed in `jobs` (the job table)
-    that we were asked to receive and that did not commit: a domain with
-    one of them is ours even without metadata (it may have arrived after
-    its job ended). Only those jobs are read, not the whole table."""
-    return {job.vm_id
-            for job in jobs.of_type(MigrationDestinationJob.job_type)
-            if job.status is not JobStatus.DONE}
 
 
 def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
@@ -41,12 +28,13 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
     return [vm.vm_id for vm in vms]
 
 
-def host_stats(pool, registry, recovery, hv, jobs):
+def host_stats(pool, registry, recovery, hv, owner):
     """Host.getStats: the pool's counts, the registries', and libvirt's
-    domains that are not (or no longer) VMs of ours: external (not ours),
-    stopped (ours, defined, not running: recovery leaves them alone) and
-    unowned (ours, running in no registry: a failed recovery, an arrived
-    migration its job could not commit)."""
+    domains that are not (or no longer) VMs of ours: external (not ours:
+    `owner`, an ownership.Ownership, says), stopped (ours, defined, not
+    running: recovery leaves them alone) and unowned (ours, running in no
+    registry: a failed recovery, an arrived migration its job could not
+    commit)."""
     # Read first: once recovery is over, the counts read after it show
     # what recovery left (reading it last, after the libvirt listing,
     # could report recovery over with the counts of a moment before).
@@ -54,21 +42,11 @@ def host_stats(pool, registry, recovery, hv, jobs):
     pool_stats = pool.stats()
     counts = registry.counts()
     # The registries' VMs are left out of the listing before any call of
-    # their own, and the received migrations are read only if a domain
-    # without metadata asks: what a call costs grows with the domains
-    # that are not VMs of ours, not with the host's VMs or jobs.
-    received = None
-    external = stopped = unowned = 0
-    for domain in hv.list_domains(domxml.METADATA_NS,
-                                  skip=registry.known_ids()):
-        if domain.metadata is None and received is None:
-            received = received_ids(jobs)
-        if domain.metadata is None and domain.uuid not in received:
-            external += 1
-        elif domain.state == DomainState.SHUTOFF:
-            stopped += 1
-        else:
-            unowned += 1
+    # their own: what a call costs grows with the domains that are not
+    # VMs of ours, not with the host's VMs or jobs.
+    ours, external = owner.look(skip=registry.known_ids())
+    stopped = sum(1 for domain in ours if domain.state == DomainState.SHUTOFF)
+    unowned = len(ours) - stopped
     return {
         # The libvirt URI served: a test:// one means no VM is real.
         "uri": hv.uri,
@@ -94,5 +72,5 @@ def host_stats(pool, registry, recovery, hv, jobs):
 
 def our_domains_running(hv):
     """How many domains carrying vmjobs' metadata are not shut off."""
-    return sum(1 for d in hv.list_domains(domxml.METADATA_NS)
-               if d.metadata is not None and d.state != DomainState.SHUTOFF)
+    return sum(1 for d in ownership.marked(ownership.list_domains(hv))
+               if d.state != DomainState.SHUTOFF)

@@ -9,7 +9,7 @@ import time
 
 import workers
 
-from . import domxml
+from . import ownership
 from .flows import RecoverJob
 from .params import VmSpec
 
@@ -51,8 +51,7 @@ class Recovery:
         must not start without knowing what runs). The jobs are queued by a
         thread that waits for room, as the service's own producer."""
         self._started = time.monotonic()
-        domains = [d for d in self._hv.list_domains(domxml.METADATA_NS)
-                   if d.metadata is not None]
+        domains = ownership.marked(ownership.list_domains(self._hv))
         jobs = []
         for domain in domains:
             job = RecoverJob(VmSpec(domain.uuid, {}), self._hv,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import workers
 
-from .. import domxml
+from .. import ownership
 from ..errors import CreateError, GeneralException, VdsmError
 from ..hypervisor import DomainState, HypervisorError
 from ..registry import VmStatus
@@ -178,8 +178,7 @@ def over_a_stopped_definition(hv: Hypervisor, vm_id: str,
     state = hv.state(vm_id)
     if state is None:
         return False
-    if state is DomainState.SHUTOFF and \
-            hv.metadata(vm_id, domxml.METADATA_NS) is not None:
+    if state is DomainState.SHUTOFF and ownership.carries_mark(hv, vm_id):
         return True
     raise _exists(vm_id, state, error_class)
 

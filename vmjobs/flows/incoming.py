@@ -24,10 +24,14 @@ the guest's only copy. So:
   leaves it running and ours for recovery, and says so in its error.
 
 A domain that arrives after its job ended (the source began only after a
-timeout or an abort) is left running: it may be the guest's only copy. It
-is counted in Host.getStats' unowned_domains (its UUID is that of a
-migration job still listed), VM.destroy removes it, and the next recovery
-adopts it if it carries vmjobs metadata (the source was a vmjobs host)."""
+timeout or an abort) is left running: it may be the guest's only copy. A
+vmjobs source's libvirtd sends it with its vmjobs metadata (the domain's
+XML whole; measured on two daemons), so it is ours: counted in Host.getStats'
+unowned_domains, removed by VM.destroy, adopted by the next recovery. Once
+the job's end found nothing here, a domain with the UUID that carries no
+vmjobs metadata is not ours (may_have_left_unmarked): an operator's or
+another tool's, or a guest sent late by a source that is not vmjobs, which
+recovery would not adopt either."""
 
 import dataclasses
 import logging
@@ -36,7 +40,7 @@ import time
 import workers
 from workers import JobAborted, JobStatus
 
-from .. import domxml
+from .. import ownership
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import HypervisorError, has_arrived
 from ..registry import VmStatus
@@ -69,6 +73,16 @@ class MigrationDestinationJob(StartupJob):
         # When the domain arrived (monotonic), set once by the job's thread
         # before any later step: from then on nothing destroys it.
         self.arrived_at = None
+        # Whether a domain of this VM may be here without vmjobs' mark
+        # (metadata) because of this job: until its end has either marked
+        # what arrived (_make_ours) or found nothing arrived and removed
+        # what came (_remove_unarrived). A vmId whose job ended with it
+        # True stays ours while the job is listed (ownership.Ownership): an
+        # arrived guest it could not mark, a removal that failed. One whose
+        # end confirmed nothing is not: a domain with its UUID made later
+        # is someone else's (an operator's virsh define), or a guest a
+        # vmjobs source sent late, which carries its source's mark.
+        self.may_have_left_unmarked = True
         # Set by reserve(): the VM's own stopped definition was here (a
         # hibernation's, whose state was restored on another host). The
         # guest arrives over it, as libvirt lets a migration do; an end
@@ -170,10 +184,8 @@ class MigrationDestinationJob(StartupJob):
         definition, its own replaces it (a source that does not ask libvirt
         to persist it would leave the old one)."""
         self.hv.persist(self.vm_id, replace=self.over_stopped_definition)
-        self.hv.set_metadata(self.vm_id, domxml.METADATA_NS,
-                             domxml.METADATA_PREFIX,
-                             domxml.metadata_element(self.vm_id,
-                                                     self.spec.params))
+        ownership.mark(self.hv, self.vm_id, self.spec.params)
+        self.may_have_left_unmarked = False
 
     def _keep_for_recovery(self, why):
         """An arrived domain that will not be committed (`why`): leave it
@@ -222,6 +234,9 @@ class MigrationDestinationJob(StartupJob):
                 log.info("incoming domain %s %s: %s", self.vm_id,
                          "stopped" if self.over_stopped_definition
                          else "removed", why)
+            # Nothing of this migration is here any more (but the VM's own
+            # stopped definition, which carries the mark).
+            self.may_have_left_unmarked = False
             return None
         return self._keep_for_recovery(why)
 

@@ -24,7 +24,7 @@ import time
 
 import workers
 
-from .. import domxml
+from .. import domxml, ownership
 from ..errors import CreateError
 from ..hypervisor import Activity, DomainState
 from ..registry import VmStatus
@@ -60,7 +60,7 @@ class RecoverJob(StartupJob):
     def run(self):
         vm_id = self.vm_id
         self.step("read-metadata")
-        metadata = self.hv.metadata(vm_id, domxml.METADATA_NS)
+        metadata = ownership.read_mark(self.hv, vm_id)
         try:
             meta_vm_id, params = domxml.read_metadata(metadata)
         except domxml.BadDomainXML as exc:

@@ -6,7 +6,7 @@ The domain is the one the verb read from the state file and judged
 holds by the time of the restore is not read again. The state file is
 only ever read: restored or not, it stays as it was."""
 
-from .. import domxml, statefiles
+from .. import domxml, ownership, statefiles
 from ..errors import CreateError
 from ..registry import VmStatus
 from .base import (
@@ -54,9 +54,7 @@ class RestoreJob(StartupJob):
             self.step("persist")
             self.hv.persist(vm_id)
             if params != saved:   # so that a restart recovers them
-                self.hv.set_metadata(vm_id, domxml.METADATA_NS,
-                                     domxml.METADATA_PREFIX,
-                                     domxml.metadata_element(vm_id, params))
+                ownership.mark(self.hv, vm_id, params)
             self.step("verify")
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")

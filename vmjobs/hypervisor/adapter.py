@@ -132,6 +132,7 @@ class Hypervisor:
             return None, None
         return domain_state(found[0]), pause_reason(*found)
 
+    @_read
     def was_saved(self, uuid):
         """True if the domain is shut off because libvirt saved it (reason
         SAVED); False if it runs, is paused, is gone, or stopped another
