@@ -14,7 +14,7 @@ import stat
 import pytest
 
 from conftest import new_id, our_domains, wait_job
-from engine_xml import qcow2
+from engine_xml import qcow2, vmdk_descriptor
 from vmjobs.errors import InvalidParams
 
 DEEP = 100000
@@ -245,6 +245,12 @@ CASES = {
     "qcow2-chain-outside": (
         dict(devices=disk("{images}/chain-top.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    # A backing file in a format whose header names other files: a vmdk
+    # descriptor's extent is any host file, which QEMU opened as the
+    # guest's disk (found by a hostile-caller audit, round 8).
+    "qcow2-backing-vmdk": (
+        dict(devices=disk("{images}/back-vmdk.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
     "qcow2-data-file-outside": (
         dict(devices=disk("{images}/data-outside.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/data-inside.qcow2", driver="qcow2"))),
@@ -430,6 +436,9 @@ def dirs(tmp_path):
           f'"file.filename":"{victim}/shadow"}}', unsafe=True)
     qcow2(f"{images}/chain-top.qcow2", f"{images}/back-outside.qcow2",
           backing_fmt="qcow2", unsafe=True)
+    (images / "extent.vmdk").write_text(vmdk_descriptor(victim / "shadow"))
+    qcow2(f"{images}/back-vmdk.qcow2", "extent.vmdk", backing_fmt="vmdk",
+          unsafe=True)
     qcow2(f"{images}/data-inside.qcow2", data_file=f"{images}/data.bin")
     qcow2(f"{victim}/made.qcow2", data_file=f"{victim}/data.bin")
     os.rename(victim / "made.qcow2", images / "data-outside.qcow2")

@@ -14,7 +14,7 @@ import libvirt
 import pytest
 
 from conftest import new_id, our_domains
-from engine_xml import qcow2
+from engine_xml import qcow2, vmdk_descriptor
 from realdaemon import WAIT, command_line
 from vmjobs import policy
 from vmjobs.errors import InvalidParams
@@ -60,6 +60,11 @@ CASES = {
     "qcow2-backing-outside": (
         disk("{images}/top-outside.qcow2", "qcow2"),
         disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
+    # Below it a vmdk descriptor whose extent is the victim: QEMU opened
+    # the victim as the disk's data (a hostile-caller audit, round 8).
+    "qcow2-backing-vmdk": (
+        disk("{images}/top-vmdk.qcow2", "qcow2"),
+        disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
     "qcow2-declared-raw-with-backing": (
         disk("{images}/top-outside.qcow2", "raw"),
         disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
@@ -76,6 +81,9 @@ def dirs(tmp_path):
     (images / "base.raw").write_bytes(b"\0" * (1 << 20))
     qcow2(f"{images}/top-inside.qcow2", f"{images}/base.raw")
     qcow2(f"{images}/top-outside.qcow2", f"{victim}/secret", unsafe=True)
+    (images / "extent.vmdk").write_text(vmdk_descriptor(victim / "secret"))
+    qcow2(f"{images}/top-vmdk.qcow2", "extent.vmdk", backing_fmt="vmdk",
+          unsafe=True)
     # A block device in the image dir, as an engine's block disk: a loop
     # device over a file there, its node made in the image dir.
     (tmp_path / "lv").write_bytes(b"\0" * (1 << 20))
