@@ -16,7 +16,7 @@ import pytest
 from conftest import new_id, our_domains
 from engine_xml import qcow2, vmdk_descriptor
 from realdaemon import WAIT, command_line
-from vmjobs import policy
+from vmjobs import domxml, policy
 from vmjobs.errors import InvalidParams
 
 
@@ -314,3 +314,28 @@ def test_a_restore_gives_qemu_the_chain_that_was_checked(make_real_api,
     assert str(victim) not in command_line(pid)
     assert str(victim) not in api.hv.migratable_xml(vm_id)
     assert api.VM.destroy(vm_id) is True
+
+
+def test_libvirt_takes_no_domain_xml_longer_than_the_bound(daemon):
+    """domxml.LIBVIRT_MAX_XML_BYTES is libvirt's own bound (its RPC's
+    longest string): a domain XML of that many bytes is defined, one byte
+    more is refused before it is sent. The backing chains vmjobs states
+    stop there (test_backing_chain_bound.py): past it the XML could never
+    run."""
+    head = ("<domain type='qemu'><name>rh-bound</name><memory unit='MiB'>48"
+            "</memory><os><type>hvm</type></os><description>")
+    tail = "</description></domain>"
+    conn = libvirt.open(daemon.uri)
+    try:
+        for extra, defined in ((0, True), (1, False)):
+            xml = head + "a" * (domxml.LIBVIRT_MAX_XML_BYTES + extra -
+                                len(head) - len(tail)) + tail
+            try:
+                conn.defineXML(xml).undefine()
+            except libvirt.libvirtError as exc:
+                assert not defined, exc
+                assert "Unable to encode message payload" in str(exc)
+            else:
+                assert defined
+    finally:
+        conn.close()

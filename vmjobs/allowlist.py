@@ -56,6 +56,11 @@ class Confinement:
     # chain read from its header, [(real path, format), ...]}, for
     # domxml.compose to state (images.py says why).
     chains: dict = dataclasses.field(init=False, default_factory=dict)
+    # {(image path, declared format): its chain, or the refusal}: an image
+    # named by many disks is read once (a 4 MiB XML names one thousands
+    # of times: each read its header and chain again, 29 s for one
+    # request).
+    checked: dict = dataclasses.field(init=False, default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "real_image_dirs", tuple(
@@ -318,10 +323,16 @@ def backing_store_rule(element, ctx):
 
 
 def _check_image(path, declared, ctx):
-    try:
-        ctx.chains[path] = images.check(path, declared, ctx.image_dirs)
-    except images.BadImage as exc:
-        raise Refused(str(exc)) from None
+    key = (path, declared)
+    if key not in ctx.checked:
+        try:
+            ctx.checked[key] = images.check(path, declared, ctx.image_dirs)
+        except images.BadImage as exc:
+            ctx.checked[key] = Refused(str(exc))
+    outcome = ctx.checked[key]
+    if isinstance(outcome, Refused):
+        raise outcome
+    ctx.chains[path] = outcome
 
 
 # -- the table ---------------------------------------------------------------
