@@ -299,6 +299,25 @@ CASES = {
              "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
              "<host name='nbd.example' port='6789'/></source><target "
              "dev='vda'/></disk>")),
+    # Its header is on the network host: a qcow2 one names host files
+    # QEMU opens here (found by a hostile-caller audit, round 8: an NBD
+    # export's header reached a file of this host).
+    "network-disk-qcow2": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='qcow2'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>")),
+    "network-disk-backing-store": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><backingStore type='file'>"
+             "<format type='qcow2'/><source file='{images}/back-inside."
+             "qcow2'/></backingStore><target dev='vda'/></disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>")),
     "network-disk-no-host": (
         dict(devices="<disk type='network' device='disk'><driver name="
              "'qemu' type='raw'/><source protocol='nbd' name='x'/><target "

@@ -6,6 +6,8 @@ image directory and nothing of the victim's."""
 
 import os
 import re
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -339,3 +341,61 @@ def test_libvirt_takes_no_domain_xml_longer_than_the_bound(daemon):
                 assert defined
     finally:
         conn.close()
+
+
+def nbd_disk(port, fmt):
+    return (f"<disk type='network' device='disk'><driver name='qemu' "
+            f"type='{fmt}'/><source protocol='nbd' name='vol'><host "
+            f"name='127.0.0.1' port='{port}'/></source><target dev='vda' "
+            "bus='virtio'/><readonly/></disk>")
+
+
+@pytest.fixture
+def nbd_export(tmp_path, dirs):
+    """A network host allowed to the guests (storage.network_hosts): an
+    NBD export on loopback, read-only, whose bytes are a qcow2 header
+    naming the victim as its backing file (what a guest can write into
+    its own raw volume there). Returns its port."""
+    _, victim = dirs
+    image = qcow2(f"{tmp_path}/remote.qcow2", f"{victim}/secret",
+                  unsafe=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pid_file = tmp_path / "nbd.pid"
+    # --fork: qemu-nbd returns once it serves.
+    subprocess.run(["qemu-nbd", "--fork", "--pid-file", pid_file, "-f",
+                    "raw", "-r", "-t", "-b", "127.0.0.1", "-p", str(port),
+                    "-x", "vol", image], check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_a_network_disk_is_raw(make_real_api, daemon, dirs, nbd_export):
+    """A network disk's header is on the network host, where vmjobs cannot
+    read it: declared qcow2, QEMU read the export's header and opened the
+    backing file it named, on this host (a hostile-caller audit, round
+    8). Refused; the control, the same export as raw, runs."""
+    images, victim = dirs
+    api = make_real_api(image_dirs=[str(images)],
+                        network_hosts=["127.0.0.1"])
+    vm_id = new_id()
+    atime = os.stat(victim / "secret").st_atime_ns
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, nbd_disk(nbd_export, "qcow2"))})
+    assert err.value.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+    assert daemon.qemu_pids() == []
+    assert os.stat(victim / "secret").st_atime_ns == atime
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, nbd_disk(nbd_export, "raw"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    [pid] = daemon.qemu_pids()
+    assert f'"host":"127.0.0.1","port":"{nbd_export}"' in command_line(pid)
+    assert not any(f.startswith(str(victim)) for f in open_files(pid))
+    assert api.VM.destroy(vm_id) is True

@@ -252,21 +252,32 @@ def chardev_rule(element, ctx):
 
 def disk_rule(element, ctx):
     """A disk's image (read from its header) is the declared format and
-    names no file outside; a network disk names its host."""
+    names no file outside; a network disk names its host and is raw."""
     source = element.find("source")
     kind = element.get("type", "file")
+    driver = element.find("driver")
+    declared = driver.get("type", "raw") if driver is not None else "raw"
     if kind == "network":
         hosts = [] if source is None else source.findall("host")
         if not hosts or not all(host.get("name") for host in hosts):
             raise Refused("<disk type='network'> names no host in one of "
                           "its <host>: libvirt would connect to a default "
                           "one")
+        # Its header is on the network host, where vmjobs cannot read it,
+        # and QEMU opens on this host what a qcow2 header names (a backing
+        # file, a data file): only raw, with nothing beneath, names
+        # nothing.
+        if declared != "raw":
+            raise Refused(f"<disk type='network'> is {declared}: a network "
+                          "disk is raw (its header, on another host, "
+                          "cannot be checked for the host files it names)")
+        if element.find("backingStore") is not None:
+            raise Refused("<disk type='network'> states a <backingStore>: "
+                          "a network disk is raw, with nothing beneath")
         return
     if source is None:
         return
     path = source.get("file" if kind == "file" else "dev")
-    driver = element.find("driver")
-    declared = driver.get("type", "raw") if driver is not None else "raw"
     if not path:
         if element.get("device") in ("cdrom", "floppy"):
             return          # no medium
