@@ -20,8 +20,10 @@ from vmjobs.errors import InvalidParams
 DEEP = 100000
 
 
-def domain(vm_id, devices="", os_extra="", head="", tail="", top=""):
-    return (f"<domain type='test' {head}><name>h-{vm_id[:8]}</name>"
+def domain(vm_id, devices="", os_extra="", head="", tail="", top="",
+           name=None):
+    name = f"h-{vm_id[:8]}" if name is None else name
+    return (f"<domain type='test' {head}><name>{name}</name>"
             f"<uuid>{vm_id}</uuid><memory unit='MiB'>64</memory>{top}"
             f"<os><type>hvm</type>{os_extra}</os>"
             f"<devices>{devices}</devices>{tail}</domain>")
@@ -411,6 +413,12 @@ CASES = {
              "<backend tap='{victim}/shadow'/></interface>"),
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "</interface>")),
+    # -- libvirt's own directories ---------------------------------------
+    # libvirt makes a directory of the bare name (its snapshots') and
+    # deletes its tree at a define: `..` deleted /var/lib/libvirt/qemu's
+    # (found by a hostile-caller audit, round 8).
+    "name-dot-dot": (dict(name=".."), dict(name="..x")),
+    "name-dot": (dict(name="."), dict(name=".x")),
     # -- host devices, scripts, certificate stores -------------------------
     "hostdev": (
         dict(devices="<hostdev mode='subsystem' type='pci' managed='yes'>"

@@ -399,3 +399,40 @@ def test_a_network_disk_is_raw(make_real_api, daemon, dirs, nbd_export):
     assert f'"host":"127.0.0.1","port":"{nbd_export}"' in command_line(pid)
     assert not any(f.startswith(str(victim)) for f in open_files(pid))
     assert api.VM.destroy(vm_id) is True
+
+
+def in_daemon(daemon, *command):
+    """`command`'s output, run in the private daemon's mount namespace
+    (where its /var/lib/libvirt is)."""
+    return subprocess.run(["nsenter", "-t", str(daemon.daemon_pid()), "-m",
+                           "--", *command], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_a_name_is_never_one_of_libvirts_directories(make_real_api, daemon):
+    """libvirt 9.0 makes a directory of a domain's bare name (its
+    snapshots', /var/lib/libvirt/qemu/snapshot/NAME) and deletes its tree
+    at a define: a VM named `..` made libvirtd delete
+    /var/lib/libvirt/qemu's tree, another guest's firmware variables
+    with it (a hostile-caller audit, round 8). Refused, as vmName and in
+    a domain XML; the control, `..x`, runs, and the file stays."""
+    marker = "/var/lib/libvirt/qemu/nvram/other_VARS.fd"
+    in_daemon(daemon, "sh", "-c", f"mkdir -p {os.path.dirname(marker)} && "
+              f"echo vars > {marker}")
+    api = make_real_api()
+    vm_id = new_id()
+    for params in ({"vmName": "..", "memSize": 48},
+                   {"xml": domain(vm_id, "").replace(
+                       f"rh-{vm_id[:8]}", "..")}):
+        with pytest.raises(InvalidParams) as err:
+            api.VM.create(vm_id, {"vmId": vm_id, **params})
+        assert err.value.data == {"param": next(iter(params))}
+        assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+        assert in_daemon(daemon, "cat", marker) == "vars\n"
+    job = api.VM.create(vm_id, {"vmId": vm_id, "vmName": "..x",
+                                "memSize": 48})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    assert in_daemon(daemon, "cat", marker) == "vars\n"
+    assert api.VM.destroy(vm_id) is True

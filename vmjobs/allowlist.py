@@ -108,6 +108,20 @@ class Text(Kind):
             raise Refused(f"{where} holds control characters")
 
 
+class DomainName(Text):
+    """The domain's name: libvirt makes directories of it, bare (a
+    snapshot's, a checkpoint's), and deletes their tree at a define."""
+    doc = ("free text (no control characters), a file name libvirt makes "
+           "directories of: no `/`, not `.` or `..`")
+
+    def check(self, value, where, parent, ctx):
+        super().check(value, where, parent, ctx)
+        if not hostfiles.is_entry_name(value):
+            raise Refused(f"{where} {value!r} is not a name libvirt can "
+                          "make a directory of its own (no '/', not '.' "
+                          "or '..')")
+
+
 class Path(Kind):
     """A host file libvirt or QEMU opens: confined to storage.image_dirs."""
     doc = "host path inside `storage.image_dirs`"
@@ -433,7 +447,7 @@ HYPERV = ("relaxed", "vapic", "vpindex", "runtime", "synic", "reset",
 
 TABLE = {
     "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER}),
-    "domain/name": E(text=TEXT),
+    "domain/name": E(text=DomainName()),
     "domain/uuid": E(text=UUID),
     "domain/title": E(text=TEXT),
     "domain/description": E(text=TEXT),
