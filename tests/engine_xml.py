@@ -333,3 +333,11 @@ def qcow2(path, backing=None, backing_fmt="raw", data_file=None, size="1M",
             command += ["-u"]
     subprocess.run([*command, path, size], check=True, capture_output=True)
     return path
+
+
+def vmdk_descriptor(extent):
+    """A vmdk descriptor file whose one extent is the host file `extent`:
+    QEMU's vmdk driver opens it as the disk's data."""
+    return ("# Disk DescriptorFile\nversion=1\nCID=fffffffe\n"
+            "parentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"
+            f"RW 2048 FLAT \"{extent}\" 0\n")

@@ -14,14 +14,16 @@ import stat
 import pytest
 
 from conftest import new_id, our_domains, wait_job
-from engine_xml import qcow2
+from engine_xml import qcow2, vmdk_descriptor
 from vmjobs.errors import InvalidParams
 
 DEEP = 100000
 
 
-def domain(vm_id, devices="", os_extra="", head="", tail="", top=""):
-    return (f"<domain type='test' {head}><name>h-{vm_id[:8]}</name>"
+def domain(vm_id, devices="", os_extra="", head="", tail="", top="",
+           name=None):
+    name = f"h-{vm_id[:8]}" if name is None else name
+    return (f"<domain type='test' {head}><name>{name}</name>"
             f"<uuid>{vm_id}</uuid><memory unit='MiB'>64</memory>{top}"
             f"<os><type>hvm</type>{os_extra}</os>"
             f"<devices>{devices}</devices>{tail}</domain>")
@@ -245,6 +247,12 @@ CASES = {
     "qcow2-chain-outside": (
         dict(devices=disk("{images}/chain-top.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    # A backing file in a format whose header names other files: a vmdk
+    # descriptor's extent is any host file, which QEMU opened as the
+    # guest's disk (found by a hostile-caller audit, round 8).
+    "qcow2-backing-vmdk": (
+        dict(devices=disk("{images}/back-vmdk.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
     "qcow2-data-file-outside": (
         dict(devices=disk("{images}/data-outside.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/data-inside.qcow2", driver="qcow2"))),
@@ -293,6 +301,25 @@ CASES = {
              "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
              "<host name='nbd.example' port='6789'/></source><target "
              "dev='vda'/></disk>")),
+    # Its header is on the network host: a qcow2 one names host files
+    # QEMU opens here (found by a hostile-caller audit, round 8: an NBD
+    # export's header reached a file of this host).
+    "network-disk-qcow2": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='qcow2'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>")),
+    "network-disk-backing-store": (
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><backingStore type='file'>"
+             "<format type='qcow2'/><source file='{images}/back-inside."
+             "qcow2'/></backingStore><target dev='vda'/></disk>"),
+        dict(devices="<disk type='network' device='disk'><driver name="
+             "'qemu' type='raw'/><source protocol='nbd' name='x'><host "
+             "name='nbd.example'/></source><target dev='vda'/></disk>")),
     "network-disk-no-host": (
         dict(devices="<disk type='network' device='disk'><driver name="
              "'qemu' type='raw'/><source protocol='nbd' name='x'/><target "
@@ -386,6 +413,12 @@ CASES = {
              "<backend tap='{victim}/shadow'/></interface>"),
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "</interface>")),
+    # -- libvirt's own directories ---------------------------------------
+    # libvirt makes a directory of the bare name (its snapshots') and
+    # deletes its tree at a define: `..` deleted /var/lib/libvirt/qemu's
+    # (found by a hostile-caller audit, round 8).
+    "name-dot-dot": (dict(name=".."), dict(name="..x")),
+    "name-dot": (dict(name="."), dict(name=".x")),
     # -- host devices, scripts, certificate stores -------------------------
     "hostdev": (
         dict(devices="<hostdev mode='subsystem' type='pci' managed='yes'>"
@@ -430,6 +463,9 @@ def dirs(tmp_path):
           f'"file.filename":"{victim}/shadow"}}', unsafe=True)
     qcow2(f"{images}/chain-top.qcow2", f"{images}/back-outside.qcow2",
           backing_fmt="qcow2", unsafe=True)
+    (images / "extent.vmdk").write_text(vmdk_descriptor(victim / "shadow"))
+    qcow2(f"{images}/back-vmdk.qcow2", "extent.vmdk", backing_fmt="vmdk",
+          unsafe=True)
     qcow2(f"{images}/data-inside.qcow2", data_file=f"{images}/data.bin")
     qcow2(f"{victim}/made.qcow2", data_file=f"{victim}/data.bin")
     os.rename(victim / "made.qcow2", images / "data-outside.qcow2")

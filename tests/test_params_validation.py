@@ -137,6 +137,10 @@ MALFORMED = {
     "vmName with a carriage return": ("vmName",
                                       with_params(vmName="a\rb")),
     "vmName not a string": ("vmName", with_params(vmName=5)),
+    # libvirt makes directories of the bare name: `..` deleted
+    # /var/lib/libvirt/qemu's tree (test_real_hostile_xml.py)
+    "vmName dot": ("vmName", with_params(vmName=".")),
+    "vmName dot dot": ("vmName", with_params(vmName="..")),
     # xml
     "xml not a string": ("xml", with_xml(lambda v: 5)),
     "xml not well-formed": ("xml", with_xml(
@@ -199,6 +203,16 @@ def test_valid_extremes_start(api, extra, vcpus, mem_kib):
     assert int(root.findtext("vcpu")) == vcpus
     memory = root.find("memory")
     assert (memory.get("unit"), int(memory.text)) == ("KiB", mem_kib)
+
+
+@pytest.mark.parametrize("name", ["...", "..a", "a..", ".hidden", "é"])
+def test_names_of_dots_beside_others_start(api, name):
+    """The controls of `vmName dot` and `vmName dot dot`."""
+    vm_id = new_id()
+    job = wait_job(api, api.VM.create(vm_id, vm_params(vm_id, vmName=name))
+                   ["jobId"])
+    assert job["status"] == "done", job
+    assert api.hv.shared_connection.lookupByUUIDString(vm_id).name() == name
 
 
 def test_launch_paused_true_ends_paused(api):

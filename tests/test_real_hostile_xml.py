@@ -6,6 +6,8 @@ image directory and nothing of the victim's."""
 
 import os
 import re
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -14,9 +16,9 @@ import libvirt
 import pytest
 
 from conftest import new_id, our_domains
-from engine_xml import qcow2
+from engine_xml import qcow2, vmdk_descriptor
 from realdaemon import WAIT, command_line
-from vmjobs import policy
+from vmjobs import domxml, policy
 from vmjobs.errors import InvalidParams
 
 
@@ -60,6 +62,11 @@ CASES = {
     "qcow2-backing-outside": (
         disk("{images}/top-outside.qcow2", "qcow2"),
         disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
+    # Below it a vmdk descriptor whose extent is the victim: QEMU opened
+    # the victim as the disk's data (a hostile-caller audit, round 8).
+    "qcow2-backing-vmdk": (
+        disk("{images}/top-vmdk.qcow2", "qcow2"),
+        disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
     "qcow2-declared-raw-with-backing": (
         disk("{images}/top-outside.qcow2", "raw"),
         disk("{images}/top-inside.qcow2", "qcow2"), "base.raw"),
@@ -76,6 +83,9 @@ def dirs(tmp_path):
     (images / "base.raw").write_bytes(b"\0" * (1 << 20))
     qcow2(f"{images}/top-inside.qcow2", f"{images}/base.raw")
     qcow2(f"{images}/top-outside.qcow2", f"{victim}/secret", unsafe=True)
+    (images / "extent.vmdk").write_text(vmdk_descriptor(victim / "secret"))
+    qcow2(f"{images}/top-vmdk.qcow2", "extent.vmdk", backing_fmt="vmdk",
+          unsafe=True)
     # A block device in the image dir, as an engine's block disk: a loop
     # device over a file there, its node made in the image dir.
     (tmp_path / "lv").write_bytes(b"\0" * (1 << 20))
@@ -305,4 +315,124 @@ def test_a_restore_gives_qemu_the_chain_that_was_checked(make_real_api,
     assert str(images / "base.raw") in files         # the checked chain
     assert str(victim) not in command_line(pid)
     assert str(victim) not in api.hv.migratable_xml(vm_id)
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_libvirt_takes_no_domain_xml_longer_than_the_bound(daemon):
+    """domxml.LIBVIRT_MAX_XML_BYTES is libvirt's own bound (its RPC's
+    longest string): a domain XML of that many bytes is defined, one byte
+    more is refused before it is sent. The backing chains vmjobs states
+    stop there (test_backing_chain_bound.py): past it the XML could never
+    run."""
+    head = ("<domain type='qemu'><name>rh-bound</name><memory unit='MiB'>48"
+            "</memory><os><type>hvm</type></os><description>")
+    tail = "</description></domain>"
+    conn = libvirt.open(daemon.uri)
+    try:
+        for extra, defined in ((0, True), (1, False)):
+            xml = head + "a" * (domxml.LIBVIRT_MAX_XML_BYTES + extra -
+                                len(head) - len(tail)) + tail
+            try:
+                conn.defineXML(xml).undefine()
+            except libvirt.libvirtError as exc:
+                assert not defined, exc
+                assert "Unable to encode message payload" in str(exc)
+            else:
+                assert defined
+    finally:
+        conn.close()
+
+
+def nbd_disk(port, fmt):
+    return (f"<disk type='network' device='disk'><driver name='qemu' "
+            f"type='{fmt}'/><source protocol='nbd' name='vol'><host "
+            f"name='127.0.0.1' port='{port}'/></source><target dev='vda' "
+            "bus='virtio'/><readonly/></disk>")
+
+
+@pytest.fixture
+def nbd_export(tmp_path, dirs):
+    """A network host allowed to the guests (storage.network_hosts): an
+    NBD export on loopback, read-only, whose bytes are a qcow2 header
+    naming the victim as its backing file (what a guest can write into
+    its own raw volume there). Returns its port."""
+    _, victim = dirs
+    image = qcow2(f"{tmp_path}/remote.qcow2", f"{victim}/secret",
+                  unsafe=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pid_file = tmp_path / "nbd.pid"
+    # --fork: qemu-nbd returns once it serves.
+    subprocess.run(["qemu-nbd", "--fork", "--pid-file", pid_file, "-f",
+                    "raw", "-r", "-t", "-b", "127.0.0.1", "-p", str(port),
+                    "-x", "vol", image], check=True, capture_output=True)
+    try:
+        yield port
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_a_network_disk_is_raw(make_real_api, daemon, dirs, nbd_export):
+    """A network disk's header is on the network host, where vmjobs cannot
+    read it: declared qcow2, QEMU read the export's header and opened the
+    backing file it named, on this host (a hostile-caller audit, round
+    8). Refused; the control, the same export as raw, runs."""
+    images, victim = dirs
+    api = make_real_api(image_dirs=[str(images)],
+                        network_hosts=["127.0.0.1"])
+    vm_id = new_id()
+    atime = os.stat(victim / "secret").st_atime_ns
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, nbd_disk(nbd_export, "qcow2"))})
+    assert err.value.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+    assert daemon.qemu_pids() == []
+    assert os.stat(victim / "secret").st_atime_ns == atime
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, nbd_disk(nbd_export, "raw"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    [pid] = daemon.qemu_pids()
+    assert f'"host":"127.0.0.1","port":"{nbd_export}"' in command_line(pid)
+    assert not any(f.startswith(str(victim)) for f in open_files(pid))
+    assert api.VM.destroy(vm_id) is True
+
+
+def in_daemon(daemon, *command):
+    """`command`'s output, run in the private daemon's mount namespace
+    (where its /var/lib/libvirt is)."""
+    return subprocess.run(["nsenter", "-t", str(daemon.daemon_pid()), "-m",
+                           "--", *command], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_a_name_is_never_one_of_libvirts_directories(make_real_api, daemon):
+    """libvirt 9.0 makes a directory of a domain's bare name (its
+    snapshots', /var/lib/libvirt/qemu/snapshot/NAME) and deletes its tree
+    at a define: a VM named `..` made libvirtd delete
+    /var/lib/libvirt/qemu's tree, another guest's firmware variables
+    with it (a hostile-caller audit, round 8). Refused, as vmName and in
+    a domain XML; the control, `..x`, runs, and the file stays."""
+    marker = "/var/lib/libvirt/qemu/nvram/other_VARS.fd"
+    in_daemon(daemon, "sh", "-c", f"mkdir -p {os.path.dirname(marker)} && "
+              f"echo vars > {marker}")
+    api = make_real_api()
+    vm_id = new_id()
+    for params in ({"vmName": "..", "memSize": 48},
+                   {"xml": domain(vm_id, "").replace(
+                       f"rh-{vm_id[:8]}", "..")}):
+        with pytest.raises(InvalidParams) as err:
+            api.VM.create(vm_id, {"vmId": vm_id, **params})
+        assert err.value.data == {"param": next(iter(params))}
+        assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+        assert in_daemon(daemon, "cat", marker) == "vars\n"
+    job = api.VM.create(vm_id, {"vmId": vm_id, "vmName": "..x",
+                                "memSize": 48})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    assert in_daemon(daemon, "cat", marker) == "vars\n"
     assert api.VM.destroy(vm_id) is True

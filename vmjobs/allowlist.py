@@ -56,6 +56,11 @@ class Confinement:
     # chain read from its header, [(real path, format), ...]}, for
     # domxml.compose to state (images.py says why).
     chains: dict = dataclasses.field(init=False, default_factory=dict)
+    # {(image path, declared format): its chain, or the refusal}: an image
+    # named by many disks is read once (a 4 MiB XML names one thousands
+    # of times: each read its header and chain again, 29 s for one
+    # request).
+    checked: dict = dataclasses.field(init=False, default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "real_image_dirs", tuple(
@@ -101,6 +106,20 @@ class Text(Kind):
     def check(self, value, where, parent, ctx):
         if _CONTROL.search(value):
             raise Refused(f"{where} holds control characters")
+
+
+class DomainName(Text):
+    """The domain's name: libvirt makes directories of it, bare (a
+    snapshot's, a checkpoint's), and deletes their tree at a define."""
+    doc = ("free text (no control characters), a file name libvirt makes "
+           "directories of: no `/`, not `.` or `..`")
+
+    def check(self, value, where, parent, ctx):
+        super().check(value, where, parent, ctx)
+        if not hostfiles.is_entry_name(value):
+            raise Refused(f"{where} {value!r} is not a name libvirt can "
+                          "make a directory of its own (no '/', not '.' "
+                          "or '..')")
 
 
 class Path(Kind):
@@ -247,21 +266,32 @@ def chardev_rule(element, ctx):
 
 def disk_rule(element, ctx):
     """A disk's image (read from its header) is the declared format and
-    names no file outside; a network disk names its host."""
+    names no file outside; a network disk names its host and is raw."""
     source = element.find("source")
     kind = element.get("type", "file")
+    driver = element.find("driver")
+    declared = driver.get("type", "raw") if driver is not None else "raw"
     if kind == "network":
         hosts = [] if source is None else source.findall("host")
         if not hosts or not all(host.get("name") for host in hosts):
             raise Refused("<disk type='network'> names no host in one of "
                           "its <host>: libvirt would connect to a default "
                           "one")
+        # Its header is on the network host, where vmjobs cannot read it,
+        # and QEMU opens on this host what a qcow2 header names (a backing
+        # file, a data file): only raw, with nothing beneath, names
+        # nothing.
+        if declared != "raw":
+            raise Refused(f"<disk type='network'> is {declared}: a network "
+                          "disk is raw (its header, on another host, "
+                          "cannot be checked for the host files it names)")
+        if element.find("backingStore") is not None:
+            raise Refused("<disk type='network'> states a <backingStore>: "
+                          "a network disk is raw, with nothing beneath")
         return
     if source is None:
         return
     path = source.get("file" if kind == "file" else "dev")
-    driver = element.find("driver")
-    declared = driver.get("type", "raw") if driver is not None else "raw"
     if not path:
         if element.get("device") in ("cdrom", "floppy"):
             return          # no medium
@@ -318,10 +348,16 @@ def backing_store_rule(element, ctx):
 
 
 def _check_image(path, declared, ctx):
-    try:
-        ctx.chains[path] = images.check(path, declared, ctx.image_dirs)
-    except images.BadImage as exc:
-        raise Refused(str(exc)) from None
+    key = (path, declared)
+    if key not in ctx.checked:
+        try:
+            ctx.checked[key] = images.check(path, declared, ctx.image_dirs)
+        except images.BadImage as exc:
+            ctx.checked[key] = Refused(str(exc))
+    outcome = ctx.checked[key]
+    if isinstance(outcome, Refused):
+        raise outcome
+    ctx.chains[path] = outcome
 
 
 # -- the table ---------------------------------------------------------------
@@ -411,7 +447,7 @@ HYPERV = ("relaxed", "vapic", "vpindex", "runtime", "synic", "reset",
 
 TABLE = {
     "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER}),
-    "domain/name": E(text=TEXT),
+    "domain/name": E(text=DomainName()),
     "domain/uuid": E(text=UUID),
     "domain/title": E(text=TEXT),
     "domain/description": E(text=TEXT),

@@ -19,6 +19,11 @@ import defusedxml.ElementTree
 
 from . import strictjson
 
+# The longest domain XML libvirt takes over its RPC (REMOTE_STRING_MAX):
+# a longer one is refused before it is sent ("Unable to encode message
+# payload", measured on libvirt 9.0), so it can never be defined.
+LIBVIRT_MAX_XML_BYTES = 4 * 1024 * 1024
+
 METADATA_NS = "urn:vmjobs:domain:1"
 METADATA_PREFIX = "vmjobs"
 
@@ -64,7 +69,7 @@ def compose(spec, guest, chains=None):
         return _minimal_domain(spec, guest)
     root = parse_untrusted(spec.xml)
     if chains:
-        _state_backing_chains(root, chains)
+        _state_backing_chains(root, chains, _room_left(spec.xml))
     _set_metadata(root, spec.vm_id, spec.params)
     return ET.tostring(root, encoding="unicode")
 
@@ -76,18 +81,31 @@ def with_chains(domain_xml, chains):
     if not chains:
         return domain_xml
     root = parse_untrusted(domain_xml)
-    _state_backing_chains(root, chains)
+    _state_backing_chains(root, chains, _room_left(domain_xml))
     return ET.tostring(root, encoding="unicode")
 
 
-def _state_backing_chains(root, chains):
+def _room_left(domain_xml):
+    """The bytes the stated chains may add to `domain_xml` before libvirt
+    could not take it."""
+    return LIBVIRT_MAX_XML_BYTES - len(domain_xml.encode("utf-8",
+                                                         "surrogatepass"))
+
+
+def _state_backing_chains(root, chains, room):
     """Below each disk's last stated level, if it is a qcow2 image, write
     the chain that was checked, ending with an empty <backingStore/>.
     libvirt then gives QEMU that chain (`"backing": null` at its end) and
     QEMU reads no backing name from a header: one rewritten after the
     check (by a guest owning the file as another VM's raw disk) names
     nothing. A level the XML states, the caller's, was checked as an image
-    of its own (allowlist's backing_store_rule)."""
+    of its own (allowlist's backing_store_rule).
+
+    The chains stated may add at most `room` bytes (BadDomainXML past it,
+    before more is built): stated once per disk, a chain 16 deep below
+    each of a 4 MiB XML's thousands of disks made a 64 MB XML, and 780 MB
+    of elements while it was built, for an XML libvirt can never take."""
+    sizes = {}    # a chain's size as stated, by image path
     for disk in root.iterfind("devices/disk"):
         kind = disk.get("type", "file")
         if kind not in ("file", "block"):
@@ -106,11 +124,32 @@ def _state_backing_chains(root, chains):
                 "type", "raw")
         if fmt != "qcow2" or path not in chains:
             continue
+        if path not in sizes:
+            sizes[path] = _stated_size(chains[path])
+        room -= sizes[path]
+        if room < 0:
+            raise BadDomainXML(
+                "the backing chains of its qcow2 disks, stated, would make "
+                f"it longer than libvirt takes ({LIBVIRT_MAX_XML_BYTES} "
+                "bytes)")
         for real, real_format in chains[path]:
             level = ET.SubElement(level, "backingStore", type="file")
             ET.SubElement(level, "format", type=real_format)
             ET.SubElement(level, "source", file=real)
         ET.SubElement(level, "backingStore")
+
+
+def _stated_size(chain):
+    """The bytes `chain` adds to a disk once stated (as ElementTree
+    writes it)."""
+    top = ET.Element("disk")
+    level = top
+    for real, real_format in chain:
+        level = ET.SubElement(level, "backingStore", type="file")
+        ET.SubElement(level, "format", type=real_format)
+        ET.SubElement(level, "source", file=real)
+    ET.SubElement(level, "backingStore")
+    return len(ET.tostring(top, encoding="utf-8")) - len(b"<disk></disk>")
 
 
 # The minimal guest as a template: building it as an ElementTree and

@@ -19,6 +19,21 @@ import re
 _UNFIT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
+# What a domain's name becomes in libvirt's own directories: it makes a
+# directory of the bare name for each domain (a snapshot's and a
+# checkpoint's: /var/lib/libvirt/qemu/snapshot/NAME) and deletes that tree
+# at a define. A name is only taken as one entry of its own there.
+SELF_OR_PARENT = frozenset({".", ".."})
+
+
+def is_entry_name(name):
+    """Whether `name`, used as a file name in a directory, names an entry
+    of its own in it: no `/`, and not `.` or `..` (the directory itself,
+    its parent). libvirt 9.0 defining a domain named `..` deleted the
+    tree of /var/lib/libvirt/qemu, every guest's state in it."""
+    return bool(name) and "/" not in name and name not in SELF_OR_PARENT
+
+
 class OutsideDirs(ValueError):
     """A path that is not an acceptable host path inside the given dirs."""
 

@@ -14,6 +14,10 @@ disk rule), before anything is staged:
   a `..` after it is applied), and the backing chain is followed (its
   format read from each file, whatever the header declares), at most
   MAX_CHAIN deep;
+- a backing file is raw or qcow2 (CHAIN_FORMATS), the formats whose
+  header is read here: QEMU opens what other formats' headers name (a
+  vmdk descriptor's extents are any host files, `"backing": null` does
+  not cut them);
 - an image that is not there has no header: nothing to check (its path
   was confined; QEMU cannot open it either). A backing file that is not
   there is refused: the image cannot be used, and its chain, which the
@@ -45,6 +49,11 @@ OTHER_MAGICS = {b"QED\x00": "qed", b"KDMV": "vmdk", b"vhdxfile": "vhdx",
                 b"WithoutFreeSpace": "parallels", b"WithouFreSpacExt":
                 "parallels"}
 VDI_MAGIC = (64, b"\x7f\x10\xda\xbe")
+# What a backing file may be: raw, which names nothing, and qcow2, whose
+# names this module reads and confines. Any other format found below a
+# qcow2 image is refused, whatever it names: libvirt gives QEMU the format
+# read here, and QEMU's driver for it opens what its header says.
+CHAIN_FORMATS = frozenset({"raw", "qcow2"})
 # qcow2 header extensions and the incompatible feature bit of a data file.
 # (The backing format's extension is not read: a backing file's format is
 # read from the file itself, whatever the header declares.)
@@ -131,7 +140,12 @@ def _check_chain(path, header, image_dirs, depth, chain):
     if header is None:
         raise BadImage(f"image {path!r}: its backing file {backing!r} "
                        "is not there")
-    chain.append((real, format_of(header)))
+    backing_format = format_of(header)
+    if backing_format not in CHAIN_FORMATS:
+        raise BadImage(f"image {path!r}: its backing file {backing!r} is "
+                       f"{backing_format}: a backing file is raw or qcow2 "
+                       "(QEMU opens the files other formats' headers name)")
+    chain.append((real, backing_format))
     _check_chain(target, header, image_dirs, depth - 1, chain)
 
 

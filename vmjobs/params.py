@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 
-from . import domxml, endpoints
+from . import domxml, endpoints, hostfiles
 from .errors import InvalidParams, MissParam
 
 MEM_MIB_RANGE = (16, 4194304)
@@ -89,9 +89,12 @@ def parse_create(vm_id, vm_params):
     name = params["vmName"]
     if not isinstance(name, str) or not name.strip():
         raise InvalidParams("vmName", "must be a non-empty string")
-    if len(name) > 255 or "/" in name or _CONTROL.search(name):
+    if len(name) > 255 or not hostfiles.is_entry_name(name) or \
+            _CONTROL.search(name):
+        # libvirt makes directories of the bare name (hostfiles says why)
         raise InvalidParams("vmName", "must be at most 255 characters, "
-                            "without '/' or control characters")
+                            "without '/' or control characters, and not "
+                            "'.' or '..'")
     mem = _int_in_range(params, "memSize", *MEM_MIB_RANGE)
     smp = _int_in_range(params, "smp", *SMP_RANGE, default=1)
     return VmSpec(vm_id, opaque, name=name, mem_mib=mem, smp=smp,

@@ -77,7 +77,11 @@ def checked_state_xml(hv, path, config):
     except (ValueError, Refused, domxml.BadDomainXML) as exc:
         raise InvalidParams("restoreState", f"{path} refused: {exc}") \
             from None
-    return domxml.with_chains(text, ctx.chains)
+    try:
+        return domxml.with_chains(text, ctx.chains)
+    except domxml.BadDomainXML as exc:
+        raise InvalidParams("restoreState", f"{path} refused: {exc}") \
+            from None
 
 
 def check_domain_xml(text, ctx):
