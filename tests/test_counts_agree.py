@@ -5,10 +5,11 @@ the job's own events."""
 
 import threading
 
-from conftest import WAIT, new_id
+from conftest import WAIT, new_id, vm_params
 from faults import FaultyHypervisor
 from vmjobs.errors import MigrateError
 from vmjobs.notifications import JOB_STATUS
+from vmjobs.registry import VmStatus
 
 
 def domain_xml(vm_id):
@@ -75,3 +76,38 @@ def test_a_job_destroyed_before_its_verb_answered_is_counted_once_everywhere(
     assert api.jobs.get(answer["params"]["jobId"]).wait(WAIT)
     assert api.Host.getStats()["jobs_aborted"] == 2
     assert aborted_total(api) == 2
+
+
+def test_a_vm_started_while_host_stats_lists_the_domains_is_not_unowned(
+        hypervisor, make_api):
+    # Host.getStats reads the registries, then lists libvirt's domains
+    # (held here, a hanging call); a VM created meanwhile has its domain
+    # in that listing. Before, it was counted unowned (a VM of ours
+    # running in no registry): public 0, unowned_domains 1.
+    faulty = FaultyHypervisor(hypervisor, fail_calls=("list_domains",))
+    api = make_api(hv=faulty)
+    assert api.wait_recovered(WAIT)
+    faulty.arm(1, kind="hang")
+    stats = []
+    reader = threading.Thread(
+        target=lambda: stats.append(api.Host.getStats()))
+    reader.start()
+    assert faulty.hanging.wait(WAIT)
+    vm_id = new_id()
+    job_id = api.VM.create(vm_id, vm_params(vm_id))["jobId"]
+    assert api.jobs.get(job_id).wait(WAIT)
+    faulty.release.set()
+    reader.join(WAIT)
+    (during,) = stats
+    # As the registries were when it began: no VM of ours, none unowned.
+    assert (during["public"], during["unowned_domains"]) == (0, 0), during
+    # The positive control: read again, the VM is public, still not
+    # unowned; and a domain of ours truly in no registry is.
+    after = api.Host.getStats()
+    assert (after["public"], after["unowned_domains"]) == (1, 0), after
+    # (Its guest said stopped, as the guest watch would: it leaves the
+    # registry, and its domain, running on the test driver, is left.)
+    api.registry.guest_changed(vm_id, api.registry.idle(vm_id),
+                               VmStatus.DOWN)
+    gone = api.Host.getStats()
+    assert (gone["public"], gone["unowned_domains"]) == (0, 1), gone

@@ -52,15 +52,24 @@ def host_stats(pool, registry, recovery, hv, jobs):
     # could report recovery over with the counts of a moment before).
     recovering = not recovery.done
     pool_stats = pool.stats()
-    counts = registry.counts()
+    # The counts and the VMs left out of the listing, at one moment: read
+    # apart, a VM whose guest stopped in between was counted public and
+    # its domain stopped.
+    counts, known = registry.census()
     # The registries' VMs are left out of the listing before any call of
     # their own, and the received migrations are read only if a domain
     # without metadata asks: what a call costs grows with the domains
     # that are not VMs of ours, not with the host's VMs or jobs.
+    domains = hv.list_domains(domxml.METADATA_NS, skip=known)
+    # A VM staged while libvirt listed is left out too: its domain, made
+    # after the counts were read, is neither counted with them nor
+    # unowned (it was counted so, a creation under way).
+    came = registry.known_ids() - known
     received = None
     external = stopped = unowned = 0
-    for domain in hv.list_domains(domxml.METADATA_NS,
-                                  skip=registry.known_ids()):
+    for domain in domains:
+        if domain.uuid in came:
+            continue
         if domain.metadata is None and received is None:
             received = received_ids(jobs)
         if domain.metadata is None and domain.uuid not in received:
