@@ -359,7 +359,10 @@ class API:
         with place:
             job.reserve()
             self.jobs.add(job)
-            _refuse_if_aborted(job)
+            # Submitted even if a VM.destroy aborted it meanwhile (its
+            # staged VM named it): the pool then counts it ended without
+            # queueing it, as the job table does (the metrics), and the
+            # verb answers its error below.
             try:
                 place.submit(job)
             except workers.PoolClosed as exc:   # a stop began meanwhile

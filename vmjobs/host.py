@@ -40,11 +40,19 @@ def host_stats(pool, registry, recovery, hv, owner):
     # could report recovery over with the counts of a moment before).
     recovering = not recovery.done
     pool_stats = pool.stats()
-    counts = registry.counts()
+    # The counts and the VMs left out of the listing, at one moment: read
+    # apart, a VM whose guest stopped in between was counted public and
+    # its domain stopped.
+    counts, known = registry.census()
     # The registries' VMs are left out of the listing before any call of
     # their own: what a call costs grows with the domains that are not
     # VMs of ours, not with the host's VMs or jobs.
-    ours, external = owner.look(skip=registry.known_ids())
+    ours, external = owner.look(skip=known)
+    # A VM staged while libvirt listed is left out too: its domain, made
+    # after the counts were read, is neither counted with them nor
+    # unowned (it was counted so, a creation under way).
+    came = registry.known_ids() - known
+    ours = [domain for domain in ours if domain.uuid not in came]
     stopped = sum(1 for domain in ours if domain.state == DomainState.SHUTOFF)
     unowned = len(ours) - stopped
     return {

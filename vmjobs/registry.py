@@ -291,6 +291,14 @@ class VmRegistry:
         with self._lock:
             return {"staged": len(self._staged), "public": len(self._public)}
 
+    def census(self):
+        """(counts(), known_ids()) read in one critical section: a VM that
+        leaves or comes meanwhile is in both or in neither."""
+        with self._lock:
+            return ({"staged": len(self._staged),
+                     "public": len(self._public)},
+                    self._staged.keys() | self._public.keys())
+
     def _changed(self, vm_id, status, staging):
         # Caller holds _lock: the notification's place in the feed is the
         # change's place among this VM's changes.

@@ -39,8 +39,9 @@ Continuations are plain bound methods: the job's state lives on the job
 woken, with reason WOKEN, TIMER or ABORT_REQUESTED.
 
 Locks: a job's lock is taken before its pool's (the job tells the pool it
-parks under its own lock), and the pool's before its timer's; nothing
-calls a job while holding a pool's or a timer's lock.
+parks, and that it finished, under its own lock), and the pool's before
+its timer's; nothing calls a job while holding a pool's or a timer's
+lock.
 """
 
 from __future__ import annotations
@@ -168,9 +169,13 @@ class Runner(Protocol):
         """A parked `job` was woken: run its continuation (called outside
         the job's lock)."""
 
-    def job_dropped(self, job: Job) -> None:
-        """`job` was aborted while queued: it will never run, and its end
-        hooks have run (called outside the job's lock)."""
+    def job_finished(self, job: Job, status: JobStatus,
+                     started: Optional[float]) -> None:
+        """`job` ended `status` (it began running at `started`,
+        time.monotonic(), or never) and its end hooks ran: called once,
+        under the job's lock, before anybody sees it finished (its waiters,
+        its observer's last call), so that what the runner counts agrees
+        with what they see."""
 
 
 class _Wait:
@@ -433,13 +438,12 @@ class Job:
             was = self._status
             self._move_through(self._path(Event.ABORT))
             runner = self._unpark(ABORT_REQUESTED) \
-                if was is not PENDING else self._runner
+                if was is not PENDING else None
         if was is PENDING:
+            # Queued: it frees its room once its end hooks ran (_finish
+            # tells the pool; before, the pool looked idle, and a stop went
+            # on, under them).
             self._finish()
-            # Queued: it frees its room, once its end hooks ran (before,
-            # the pool looked idle, and a stop went on, under them).
-            if runner is not None:
-                runner.job_dropped(self)
         elif runner is not None:
             runner.job_woken(self)
 
@@ -455,10 +459,14 @@ class Job:
 
     # -- for the pool -----------------------------------------------------
 
-    def attach(self, runner: Runner) -> None:
-        """The pool that runs the job: where it goes when woken."""
+    def attach(self, runner: Runner) -> Optional[JobStatus]:
+        """The pool that runs the job: where it goes when woken, and whom
+        its end is told (Runner.job_finished). Returns the job's status if
+        it has already finished (aborted before it was queued), which was
+        then told nobody; else None."""
         with self._lock:
             self._runner = runner
+            return self._status if self._finished else None
 
     def execute(self) -> Optional[JobStatus]:
         """Run the job's next turn in the calling worker thread: run(), or
@@ -474,9 +482,9 @@ class Job:
                     self._move_through(self._path(Event.START))
                 except JobEnded:
                     # Aborted while queued: it never runs. Its aborter runs
-                    # its end hooks (abort()); the pool counts it ended
-                    # when this returns, and not while they run. They are
-                    # the hooks this worker would have run itself.
+                    # its end hooks (abort()) and the pool counts it ended
+                    # once they ran; this worker waits for them, the hooks
+                    # it would have run itself.
                     self._condition().wait_for(lambda: self._finished)
                     return self._status
         # Set until the end hooks ran: they log in the job's context, and
@@ -683,6 +691,12 @@ class Job:
         finally:
             with self._lock:
                 self._finished = True
+                # The pool counts it first (lock order: job, pool): whoever
+                # sees it finished (its waiters, the observer's last call,
+                # the engine's event) then reads the pool's figures with it.
+                if self._runner is not None:
+                    self._runner.job_finished(self, self._status,
+                                              self._started_mono)
                 self._notify()
                 self._observed()
                 status = self._status

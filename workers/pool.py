@@ -104,8 +104,8 @@ class Place:
 
 
 class Pool:
-    """Implements job.Runner: jobs tell it when they park, are woken, or
-    are dropped while queued."""
+    """Implements job.Runner: jobs tell it when they park, are woken, and
+    when they finished."""
 
     def __init__(self, workers: int, queue_size: int, name: str = "pool",
                  starvation_limit: int = 8,
@@ -163,8 +163,11 @@ class Pool:
 
         `wait=True` waits for room instead: only for the service's own
         producers (recovery at start-up), never for a caller's request."""
-        job.attach(self)     # before any worker can see it
+        finished = job.attach(self)     # before any worker can see it
         with self._lock:
+            if finished is not None:
+                self._count_finished_unqueued(finished)
+                return
             while (refusal := self._refusal()) is not None:
                 if not wait or isinstance(refusal, PoolClosed):
                     raise refusal
@@ -212,13 +215,24 @@ class Pool:
 
     def _submit_in_place(self, job: Job) -> None:
         # Place.submit: the place is the room; the queue may have closed.
-        job.attach(self)
+        finished = job.attach(self)
         with self._lock:
             self._held_places -= 1
+            if finished is not None:
+                self._count_finished_unqueued(finished)
+                return
             if self._closed:
                 self._notify_change()
                 raise PoolClosed(f"pool {self.name} is shut down")
             self._enqueue(job)
+
+    def _count_finished_unqueued(self, status: JobStatus) -> None:
+        # Caller holds _lock. A job that finished before it was queued
+        # (aborted while its caller reserved what it needs: a VM.destroy of
+        # the VM it staged) told no pool its end: counted here, as every
+        # job that was given a pool is once, never queued.
+        self._ended[status] += 1
+        self._notify_change()
 
     def _give_back(self) -> None:
         with self._lock:
@@ -317,30 +331,32 @@ class Pool:
             self._lanes.push(job, RESUMED)
             self._queue.put(True)
 
-    def job_dropped(self, job: Job) -> None:
-        # Called by a job aborted while pending (outside its lock), once
-        # its end hooks ran. If it is still queued, it is counted here and
-        # its room is freed; if a worker took it meanwhile, that worker
-        # counts it (it will not run: its turn ends once the hooks ran).
+    def job_finished(self, job: Job, status: JobStatus,
+                     started: Optional[float]) -> None:
+        # Called by the job, under its lock, once: it ended and its end
+        # hooks ran, and nobody has seen it finished yet. The one place
+        # ended jobs are counted. Still queued (aborted there), its room is
+        # freed; taken by a worker, it leaves the running ones, though the
+        # worker returns from it only after this.
         with self._lock:
-            if self._pending.pop(job.id, None) is not None:
-                self._count_ended(job, JobStatus.ABORTED, None)
-                self._notify_change()
+            self._ended[status] += 1
+            self._pending.pop(job.id, None)
+            self._leave_running(job, status, started)
+            self._notify_change()
 
     # -- internals --------------------------------------------------------
 
     def _worker(self) -> None:
-        finished = None   # (the job this worker ended, its status, start)
+        finished = None   # the job whose turn here ended it
         while True:
             try:
                 self._queue.get_nowait()
                 rung = True
             except queue.Empty:
                 rung = False
-            # Counting the job that ended and taking the next share one
-            # critical section. Unrung, look all the same: a job held back
-            # (by the spare worker or admission) rang no bell, and the job
-            # that ended here may have let it run.
+            # Unrung, look all the same: a job held back (by the spare
+            # worker or admission) rang no bell, and the job that ended
+            # here may have let it run.
             job, abort = self._take(finished)
             if job is None and not rung:
                 if self._may_stop():
@@ -349,10 +365,9 @@ class Pool:
                 job, abort = self._take(None)
             finished = None if job is None else self._run_turn(job, abort)
 
-    def _run_turn(self, job: Job, abort: bool
-                  ) -> Optional[Tuple[Job, JobStatus, Optional[float]]]:
-        """Run the job's next turn (or abort it) in this worker; return
-        (job, status, when it started) if it ended, None if it parked."""
+    def _run_turn(self, job: Job, abort: bool) -> Optional[Job]:
+        """Run the job's next turn (or abort it) in this worker; return the
+        job if it ended (job_finished counted it), None if it parked."""
         status: Optional[JobStatus]
         try:
             if abort:
@@ -363,20 +378,17 @@ class Pool:
         except BaseException:   # execute() never raises; if it did,
             log.exception("pool %s: job %s", self.name, job.id)
             status = job.status   # the worker lives on
-        if status not in ENDED:
-            return None
-        # Read here, outside the pool's lock: the job's lock comes first
-        # (a job calls the pool under its own lock, never the reverse).
-        return job, status, job.started_monotonic
+        return job if status in ENDED else None
 
-    def _take(self, finished: Optional[
-                  Tuple[Job, JobStatus, Optional[float]]]
-              ) -> Tuple[Optional[Job], bool]:
-        """Count the job this worker ended (if any); return the next job
-        to run, if any, and whether to abort it instead."""
+    def _take(self, finished: Optional[Job]) -> Tuple[Optional[Job], bool]:
+        """Let go of the job this worker ended (if any); return the next
+        job to run, if any, and whether to abort it instead."""
         with self._lock:
             if finished is not None:
-                self._count_ended(*finished)
+                # Counted by job_finished, which let go of it unless it
+                # finished before a worker took it (aborted as it was
+                # queued): then its turn only waited for its end hooks.
+                self._leave_running(finished)
             while True:
                 lane, job = self._lanes.pop(self._startable())
                 if job is None:
@@ -415,13 +427,12 @@ class Pool:
             self._queue.put(None)
             return True
 
-    def _count_ended(self, job: Job, status: JobStatus,
-                     started: Optional[float]) -> None:
-        # Caller holds _lock. The one place ended jobs are counted: a job a
-        # worker took, by that worker (in _take); a job aborted while
-        # queued, by job_dropped. `started`: when the job began running
-        # (read by the caller before taking _lock: no job's lock under it).
-        self._ended[status] += 1
+    def _leave_running(self, job: Job, status: Optional[JobStatus] = None,
+                       started: Optional[float] = None) -> None:
+        # Caller holds _lock. An ended job leaves the running ones (if it
+        # is there) and gives back its admission. `status` and `started`
+        # (when the job began running) are known when its end is told
+        # (job_finished): a sample of the admission controller.
         if self._running.pop(job.id, None) is None or not job.admission:
             return
         waiting = self._lanes.waiting_for_admission()
