@@ -67,3 +67,31 @@ def test_a_job_aborted_while_queued_seen_ended_is_counted():
     assert stats["aborted"] == 1 and stats["queued"] == 0, stats
     gate.set()
     pool.shutdown()
+
+
+def test_wait_idle_returns_once_the_last_job_was_seen_ended():
+    """The pool counts a job at its end, before anybody sees it; those who
+    wait for the pool (wait_idle, wait_stats) return only once its
+    observer was told (vmjobs' last event of the job, its metrics): a test
+    that waits for an idle pool and then reads the events found the last
+    one missing. The observer's last call holds until the waiter returns,
+    or a while: a waiter that returns in the meantime is a failure."""
+    pool = Pool(workers=1, queue_size=4)
+    job = Ends()
+    idle_returned = threading.Event()
+    returned_while_observed = []
+
+    def observer(j, info):
+        if JobStatus(info["status"]).ended:
+            returned_while_observed.append(idle_returned.wait(0.5))
+
+    job.observe(observer)
+    waiter = threading.Thread(
+        target=lambda: pool.wait_idle(WAIT) and idle_returned.set())
+    pool.submit(job)
+    waiter.start()
+    assert job.wait(WAIT)
+    waiter.join(WAIT)
+    assert idle_returned.is_set()
+    assert returned_while_observed == [False]
+    pool.shutdown()

@@ -177,6 +177,10 @@ class Runner(Protocol):
         its observer's last call), so that what the runner counts agrees
         with what they see."""
 
+    def job_settled(self, job: Job) -> None:
+        """`job`, told finished (job_finished), has woken its waiters and
+        told its observer: called once, outside the job's lock."""
+
 
 class _Wait:
     """One wait_for: what the job waits for, until when, and what next."""
@@ -700,6 +704,9 @@ class Job:
                 self._notify()
                 self._observed()
                 status = self._status
+                runner = self._runner
+        if runner is not None:
+            runner.job_settled(self)
         return status
 
     def __repr__(self) -> str:
