@@ -71,10 +71,11 @@ def test_a_place_taken_counts_as_queued_until_used_or_given_back():
 def test_a_place_taken_before_a_shutdown_submits_nothing():
     pool = Pool(workers=1, queue_size=1)
     place = pool.place()
-    assert pool.shutdown()
+    pool.shutdown(wait=False)
     job = Blocker()
     with pytest.raises(PoolClosed):
         place.submit(job)
+    assert pool.shutdown()     # its workers stopped once the place was used
     assert not job.started.is_set()
 
 

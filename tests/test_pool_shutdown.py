@@ -151,3 +151,29 @@ def test_a_job_aborted_while_queued_ends_once_its_end_hooks_ran():
     assert pool.stats()["aborted"] == 1
     assert pool.wait_idle(0)
     assert not any(t.is_alive() for t in pool._threads)
+
+
+@pytest.mark.parametrize("outcome", ["given back", "submitted"])
+def test_a_stop_waits_for_the_places_its_callers_hold(outcome):
+    """A caller that took a place (a verb reserving what its job needs:
+    the VM staged, a libvirt look) may still submit or give it back: the
+    stop returned meanwhile, and the service then closed its notifications
+    and its libvirt connection under that caller (the concurrency review,
+    round 2). Now the workers stop once no place is held; the place's job
+    is refused (PoolClosed) and nothing runs after the stop."""
+    pool = Pool(workers=1, queue_size=4)
+    place = pool.place()
+    stopped = threading.Event()
+    stopper = threading.Thread(
+        target=lambda: pool.shutdown(DRAIN) and stopped.set())
+    stopper.start()
+    assert not stopped.wait(0.5)      # the place is still held
+    ran = []
+    if outcome == "given back":
+        place.give_back()
+    else:
+        with pytest.raises(PoolClosed):
+            place.submit(Recorder(ran))
+    stopper.join(WAIT)
+    assert stopped.is_set()
+    assert ran == []

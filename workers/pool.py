@@ -222,7 +222,7 @@ class Pool:
         # Place.submit: the place is the room; the queue may have closed.
         finished = job.attach(self)
         with self._lock:
-            self._held_places -= 1
+            self._release_place()
             if finished is not None:
                 self._count_finished_unqueued(finished)
                 return
@@ -241,8 +241,15 @@ class Pool:
 
     def _give_back(self) -> None:
         with self._lock:
-            self._held_places -= 1
+            self._release_place()
             self._notify_change()
+
+    def _release_place(self) -> None:
+        # Caller holds _lock. A stop's workers wait for the places held
+        # (_may_stop): the last one given back wakes one to look again.
+        self._held_places -= 1
+        if self._closed and not self._held_places:
+            self._queue.put(None)
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True,
                  timeout: Optional[float] = None) -> bool:
@@ -433,10 +440,14 @@ class Pool:
             self._admitted < self._admission_limit, normal)
 
     def _may_stop(self) -> bool:
-        """True if the worker may stop: shut down, and nothing queued or
-        parked. Passes the news on to the next worker."""
+        """True if the worker may stop: shut down, and nothing queued,
+        parked or still to come through a place a caller holds (its verb
+        reserving what the job needs: a stop that did not wait for it
+        closed the service under it). Passes the news on to the next
+        worker."""
         with self._lock:
-            if not self._closed or self._pending or self._parked:
+            if not self._closed or self._pending or self._parked or \
+                    self._held_places:
                 return False
             self._queue.put(None)
             return True
