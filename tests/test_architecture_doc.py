@@ -183,3 +183,35 @@ def test_every_cited_code_name_exists():
 def test_the_check_tells_a_name_that_is_gone(name, exists):
     # Positive and negative controls for the resolver the test uses.
     assert Index().resolves(name) is exists
+
+
+def layer_rows():
+    """{package cell: its row's text} of the page's table of layers."""
+    text = PAGE.read_text()
+    table = text.split("## The layers", 1)[1].split("\n\n", 2)[1]
+    return {row.split("|")[1].strip(): row
+            for row in table.splitlines()[2:] if row.startswith("|")}
+
+
+def test_every_module_is_named_in_its_layer():
+    """The table of layers is where a newcomer looks a module up: each
+    module is named (backquoted) in the row of its package, so that a new
+    module (the storm over several hosts, the strict JSON reader) is not
+    left out of the map (two were)."""
+    rows = layer_rows()
+    packages = {"workers": "`workers/`", "vmjobs": "`vmjobs/` core",
+                "vmjobs/flows": "`vmjobs/flows/`",
+                "vmjobs/hypervisor": "`vmjobs/hypervisor/`",
+                "vmjobs/tools": "`vmjobs/tools/`"}
+    missing = []
+    for folder, cell in packages.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            name = path.stem
+            if name in ("__init__", "__main__"):
+                continue
+            command_line = folder == "vmjobs" and (
+                name == "cli" or name.startswith("cli_"))
+            row = rows["the command line" if command_line else cell]
+            if not re.search(rf"`{name}(\.py)?`", row):
+                missing.append(f"{folder}/{path.name}")
+    assert missing == [], missing

@@ -1,6 +1,6 @@
 """The `vmjobs` command line: serve, config, call, jobs, events, vms,
-loadtest, report, sandbox. An error is one line saying what failed and what to try
-(vmjobs.cli_errors); --debug shows its traceback."""
+loadtest, report, sandbox, chaos. An error is one line saying what failed
+and what to try (vmjobs.cli_errors); --debug shows its traceback."""
 
 import argparse
 import os
@@ -100,7 +100,7 @@ def build_parser():
                      "/events) as they come, one line each")
     cli_events.add_flags(events)
     _client_flags(events)
-    _client_flags(command("vms", "the public VMs of a running service"))
+    _client_flags(command("vms", "the VMs a running service lists"))
 
     sandbox = command("sandbox", "a private libvirtd with QEMU (root; for "
                       "trying vmjobs on real VMs and for the tests)")

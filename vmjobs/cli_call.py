@@ -1,5 +1,6 @@
 """The command line's client commands: `call` (one verb), `jobs` (the job
-table) and `vms` (the public VMs) on a running service."""
+table) and `vms` (the VMs it lists: Host.getAllVmStats, which in accept
+mode shows staged VMs too) on a running service."""
 
 import json
 import sys

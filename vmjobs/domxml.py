@@ -132,23 +132,24 @@ def _state_backing_chains(root, chains, room):
                 "the backing chains of its qcow2 disks, stated, would make "
                 f"it longer than libvirt takes ({LIBVIRT_MAX_XML_BYTES} "
                 "bytes)")
-        for real, real_format in chains[path]:
-            level = ET.SubElement(level, "backingStore", type="file")
-            ET.SubElement(level, "format", type=real_format)
-            ET.SubElement(level, "source", file=real)
-        ET.SubElement(level, "backingStore")
+        _state_chain(level, chains[path])
+
+
+def _state_chain(level, chain):
+    """Write `chain` ((path, format) of each backing file, top first)
+    below element `level`, ending with an empty <backingStore/>."""
+    for real, real_format in chain:
+        level = ET.SubElement(level, "backingStore", type="file")
+        ET.SubElement(level, "format", type=real_format)
+        ET.SubElement(level, "source", file=real)
+    ET.SubElement(level, "backingStore")
 
 
 def _stated_size(chain):
     """The bytes `chain` adds to a disk once stated (as ElementTree
     writes it)."""
     top = ET.Element("disk")
-    level = top
-    for real, real_format in chain:
-        level = ET.SubElement(level, "backingStore", type="file")
-        ET.SubElement(level, "format", type=real_format)
-        ET.SubElement(level, "source", file=real)
-    ET.SubElement(level, "backingStore")
+    _state_chain(top, chain)
     return len(ET.tostring(top, encoding="utf-8")) - len(b"<disk></disk>")
 
 

@@ -93,8 +93,9 @@ class Streams:
             try:
                 last_id = int(last_id.strip())
             except ValueError:
-                return _answer(handler, 400, b"Last-Event-ID must be the "
-                               b"id of an event (an integer)\n")
+                return handler.answer(400, b"Last-Event-ID must be the "
+                                      b"id of an event (an integer)\n",
+                                      close=True)
         if not self._slots.acquire(blocking=False):
             return _busy(handler, b"too many event streams: retry later\n")
         try:
@@ -355,20 +356,8 @@ def _open_stream(handler, subscription):
 
 
 def _busy(handler, text):
-    _answer(handler, 503, text, {"Retry-After": str(RETRY_AFTER)})
-
-
-def _answer(handler, status, text, headers=None):
-    """A refusal, as plain text; the connection closes after it."""
-    handler.connection.settimeout(handler.server.request_timeout)
-    handler.send_response(status)
-    handler.send_header("Content-Type", "text/plain")
-    handler.send_header("Content-Length", str(len(text)))
-    for name, value in (headers or {}).items():
-        handler.send_header(name, value)
-    handler.send_header("Connection", "close")
-    handler.end_headers()
-    handler.wfile.write(text)
+    handler.answer(503, text, close=True,
+                   extra={"Retry-After": str(RETRY_AFTER)})
 
 
 def _gone(sock):

@@ -177,10 +177,10 @@ class Notifications:
                 self._arrived.wait(timeout)
             return self._last_id
 
-    def state(self, sub):
-        """(cut off, closed) of subscription `sub`."""
+    def was_cut(self, sub):
+        """(Subscription.was_cut's.) True if `sub` was cut off."""
         with self._lock:
-            return sub.cut_off, sub.left
+            return sub.cut_off
 
     def stats(self):
         with self._lock:
@@ -227,7 +227,7 @@ class Subscription:
     def __init__(self, feed, start, resync=None):
         self._feed = feed
         # Guarded by the feed's lock, written by the feed: the next id to
-        # read, cut off, closed.
+        # read, cut off (fell behind the buffer), left (closed by close()).
         self.position = start
         self.cut_off = False
         self.left = False
@@ -251,11 +251,7 @@ class Subscription:
 
     @property
     def was_cut(self):
-        return self._feed.state(self)[0]
-
-    @property
-    def closed(self):
-        return self._feed.state(self)[1]
+        return self._feed.was_cut(self)
 
     def close(self):
         self._feed.leave(self)

@@ -62,12 +62,7 @@ def parse_vm_id(value, param="vmID"):
 
 def parse_create(vm_id, vm_params):
     """Parse `VM.create`'s (vmID, vmParams) into a VmSpec."""
-    vm_id = parse_vm_id(vm_id)
-    params, size = _params_and_size(vm_params, "vmParams")
-    if "vmId" not in params:
-        raise MissParam("missing parameter 'vmId' in vmParams")
-    if parse_vm_id(params["vmId"], "vmId") != vm_id:
-        raise InvalidParams("vmId", f"{params['vmId']} is not vmID {vm_id}")
+    vm_id, params, size = _params_of_vm(vm_id, vm_params, "vmParams")
     launch_paused = _optional_bool(params, "launchPaused")
     opaque = _opaque(params, size, "vmParams")
 
@@ -104,12 +99,7 @@ def parse_create(vm_id, vm_params):
 def parse_migration(vm_id, params):
     """Parse `VM.migrationCreate`'s (vmID, params): the incoming VM's
     parameters, with the domain XML it arrives with in `xml`."""
-    vm_id = parse_vm_id(vm_id)
-    params, size = _params_and_size(params, "params")
-    if "vmId" not in params:
-        raise MissParam("missing parameter 'vmId' in params")
-    if parse_vm_id(params["vmId"], "vmId") != vm_id:
-        raise InvalidParams("vmId", f"{params['vmId']} is not vmID {vm_id}")
+    vm_id, params, size = _params_of_vm(vm_id, params, "params")
     if "xml" not in params:
         raise MissParam("missing parameter 'xml' in params (the domain XML "
                         "of the incoming VM)")
@@ -249,7 +239,20 @@ def _opaque(params, size, param):
     return opaque
 
 
-def _params_dict(vm_params, param="vmParams"):
+def _params_of_vm(vm_id, vm_params, param):
+    """(vmID, the JSON object `vm_params` made anew, the size of its JSON)
+    of a verb that names the VM twice: the object's `vmId` must be the
+    verb's `vmID`."""
+    vm_id = parse_vm_id(vm_id)
+    params, size = _params_and_size(vm_params, param)
+    if "vmId" not in params:
+        raise MissParam(f"missing parameter 'vmId' in {param}")
+    if parse_vm_id(params["vmId"], "vmId") != vm_id:
+        raise InvalidParams("vmId", f"{params['vmId']} is not vmID {vm_id}")
+    return vm_id, params, size
+
+
+def _params_dict(vm_params, param):
     return _params_and_size(vm_params, param)[0]
 
 

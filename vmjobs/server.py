@@ -69,8 +69,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             head = request_head.read(self.raw_requestline,
                                      self.rfile.readline)
         except request_head.Refused as refused:
-            self._send(refused.status, refused.text.encode() + b"\n",
-                       close=True)
+            self.answer(refused.status, refused.text.encode() + b"\n",
+                        close=True)
             return False
         if head is None:
             self.close_connection = True
@@ -92,18 +92,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         if self.server.dispatcher is None:
             # The metrics listener: it has no dispatcher, no verb runs.
-            return self._send(405, b"method not allowed: this listener "
-                              b"serves GET /metrics and /healthz only\n",
-                              close=True, extra={"Allow": "GET"})
+            return self.answer(405, b"method not allowed: this listener "
+                               b"serves GET /metrics and /healthz only\n",
+                               close=True, extra={"Allow": "GET"})
         length = self.headers.get("Content-Length")
         if length is None:
-            return self._send(411, b"Content-Length required\n", close=True)
+            return self.answer(411, b"Content-Length required\n", close=True)
         length = request_head.parse_content_length(length)
         if length is None:
-            return self._send(400, b"bad Content-Length\n", close=True)
+            return self.answer(400, b"bad Content-Length\n", close=True)
         if length > self.server.max_request_bytes:
             # Refused unread: the connection is closed with the body unread.
-            return self._send(413, b"request body too large\n", close=True)
+            return self.answer(413, b"request body too large\n", close=True)
         if self.expects_continue:
             self.handle_expect_100()
         # Read even when it is refused below: closing on unread bytes would
@@ -115,25 +115,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self._refused():
             return
         if self.path != "/":
-            return self._send(404, b"not found: POST to /\n")
+            return self.answer(404, b"not found: POST to /\n")
         if not listener.content_type_allowed(self.headers.get(
                 "Content-Type")):
-            return self._send(415, b"Content-Type must be application/json"
-                              b"\n")
+            return self.answer(415, b"Content-Type must be application/json"
+                               b"\n")
         if self._overloaded() or not self._started():
             return
         response = self.server.dispatcher.handle(
             body, caller_of(self.connection, self.client_address))
         if response is None:
-            return self._send(204, b"")
-        self._send(200, response, content_type="application/json")
+            return self.answer(204, b"")
+        self.answer(200, response, content_type="application/json")
 
     def _refused(self):
         """Answer 403 to a rebinding Host on plain TCP; True if refused."""
         if self.server.check_host and not listener.host_header_allowed(
                 self.headers.get("Host")):
-            self._send(403, b"Host must be localhost or a loopback address"
-                       b"\n", close=True)
+            self.answer(403, b"Host must be localhost or a loopback address"
+                        b"\n", close=True)
             return True
         return False
 
@@ -149,8 +149,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _overloaded(self):
         """Answer 503 on a connection over max_connections; True if so."""
         if self.server.overloaded():
-            self._send(503, b"too many connections: retry later\n",
-                       close=True, extra={"Retry-After": str(RETRY_AFTER)})
+            self.answer(503, b"too many connections: retry later\n",
+                        close=True, extra={"Retry-After": str(RETRY_AFTER)})
             return True
         return False
 
@@ -176,10 +176,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self._refused():
             return
         if self.server.dispatcher is None:
-            return self._send(405, b"method not allowed: GET /metrics or "
-                              b"/healthz\n", extra={"Allow": "GET"})
-        self._send(405, b"method not allowed: POST to /\n",
-                   extra={"Allow": "POST"})
+            return self.answer(405, b"method not allowed: GET /metrics or "
+                               b"/healthz\n", extra={"Allow": "GET"})
+        self.answer(405, b"method not allowed: POST to /\n",
+                    extra={"Allow": "POST"})
 
     def do_GET(self):
         """GET /metrics (Prometheus text) and /healthz (200 once ready, 503
@@ -196,15 +196,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if self.path == "/healthz":
             ready, text = health.state(self.server.api)
-            return self._send(200 if ready else 503, text.encode() + b"\n")
+            return self.answer(200 if ready else 503, text.encode() + b"\n")
         body, content_type = self.server.api.metrics.exposition(
             self.headers.get("Accept"))
-        self._send(200, body, content_type=content_type)
+        self.answer(200, body, content_type=content_type)
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = _other
 
-    def _send(self, status, body, content_type="text/plain", close=False,
-              extra=None):
+    def answer(self, status, body, content_type="text/plain", close=False,
+               extra=None):
+        """Answer `status` with `body`, headers `extra` too; `close`: the
+        connection ends after it. Every plain answer of the server, and
+        GET /events' refusals (eventstream.py), is written here."""
         # Writing has its own bound: a client that reads nothing holds the
         # thread no longer than a request may take.
         self.connection.settimeout(self.server.request_timeout)

@@ -377,7 +377,8 @@ class NewDomain:
 
 
 def _unless_gone(look):
-    """look(), or None if the domain is gone since it was looked up (a
+    """look(), or None if libvirt answers there is no such domain: none
+    has the UUID looked up, or the one looked up is gone since (a
     migration leaving, say, between the lookup and the look)."""
     try:
         return look()
@@ -431,12 +432,7 @@ def _guest_kind(capabilities_xml, uri, wanted=None):
 
 def _lookup(conn, uuid):
     """The domain with this UUID, or None if there is none."""
-    try:
-        return conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == NO_DOMAIN:
-            return None
-        raise
+    return _unless_gone(lambda: conn.lookupByUUIDString(uuid))
 
 
 def _remove_domain(dom, graceful_attempts, undefine_flags):
@@ -561,12 +557,10 @@ def activity_of(dom):
     """The domain's Activity, read from its state and, when that does not
     say, its job (states' rule). A domain gone meanwhile is SETTLED: there
     is nothing left to wait for."""
-    try:
-        code, reason = dom.state()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == NO_DOMAIN:
-            return Activity.SETTLED
-        raise
+    state = _unless_gone(dom.state)
+    if state is None:
+        return Activity.SETTLED
+    code, reason = state
     activity = activity_by_state(code, reason)
     if activity is not None:
         return activity
