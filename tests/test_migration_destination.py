@@ -275,7 +275,7 @@ def sent_by_a_vmjobs_source(vm_id, hv):
     """The domain XML a vmjobs source's libvirtd sends: with the source's
     vmjobs metadata (measured on two real daemons:
     test_real_migration_ends.py::test_a_guest_arriving_after_the_\
-destinations_job_ended_is_still_ours)."""
+destinations_job_ended_is_listed_there)."""
     return domxml.compose(parse_create(vm_id, vm_params(vm_id)), hv.guest)
 
 

@@ -4,8 +4,10 @@ the destination's job cannot leave the guest unlisted; a migration that
 fails after the source's vCPUs were stopped leaves the guest running on
 the source."""
 
+import logging
 import os
 import threading
+import time
 
 import libvirt
 import pytest
@@ -26,10 +28,10 @@ def finished(api, job_id):
     return api.Host.getJobs(job_ids=[job_id])[job_id]
 
 
-@pytest.fixture
-def host_b(daemon_b, tmp_path):
-    """A vmjobs host on the second daemon, served on a socket; `gate`
-    holds its jobs at a step when set."""
+def serve_b(daemon_b, tmp_path, hypervisor=None):
+    """A vmjobs host on the second daemon, served on a socket (on
+    `hypervisor` if given); `gate` holds its jobs at a step when set.
+    Yields it, then stops it and empties the daemon."""
     holder = {"gate": None}
 
     def hook(job, step):
@@ -37,7 +39,8 @@ def host_b(daemon_b, tmp_path):
             holder["gate"](job, step)
 
     api = API(Config(uri=daemon_b.uri, workers=2, domain_type="qemu",
-                     listen=f"unix:{tmp_path}/b.sock"), step_hook=hook)
+                     listen=f"unix:{tmp_path}/b.sock"), step_hook=hook,
+              hypervisor=hypervisor)
     server = Server(api, api.config)
     server.start()
     api.address = server.address
@@ -46,6 +49,11 @@ def host_b(daemon_b, tmp_path):
     server.stop()
     api.close()
     daemon_b.remove_all_domains()
+
+
+@pytest.fixture
+def host_b(daemon_b, tmp_path):
+    yield from serve_b(daemon_b, tmp_path)
 
 
 def migrate(api, vm_id, host_b, daemon_b):
@@ -189,17 +197,68 @@ def test_a_destroy_too_late_for_a_migration_says_the_vm_left(
     assert host_b.VM.destroy(vm_id) is True
 
 
-def test_a_guest_arriving_after_the_destinations_job_ended_is_still_ours(
-        make_real_api, host_b, daemon_b, tmp_path):
+def wait_until(api, reached, what):
+    """Until `reached()`, looked at again at each of `api`'s notifications
+    (WAIT at most)."""
+    deadline = time.monotonic() + WAIT
+    with api.subscribe() as feed:
+        while not reached():
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"never {what}"
+            feed.get(remaining)
+
+
+def wait_listed(api, vm_id):
+    """VM `vm_id`'s status once it is public on `api`'s host."""
+    wait_until(api, lambda: vm_id in api.Host.getVMList(),
+               f"listed {vm_id}")
+    return api.VM.getStats(vm_id)["status"]
+
+
+def wait_status(api, vm_id, status):
+    wait_until(api, lambda: api.VM.getStats(vm_id)["status"] == status,
+               f"{vm_id} {status}")
+
+
+class LogSeen(logging.Handler):
+    """Set once logger `name` logged a record that names `word`."""
+
+    def __init__(self, name, word):
+        super().__init__()
+        self.word = word
+        self.seen = threading.Event()
+        self.logger = logging.getLogger(name)
+
+    def emit(self, record):
+        if self.word in record.getMessage():
+            self.seen.set()
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.logger.removeHandler(self)
+
+
+@pytest.mark.parametrize("status", ["Up", "Paused"])
+def test_a_guest_arriving_after_the_destinations_job_ended_is_listed_there(
+        make_real_api, host_b, daemon_b, tmp_path, status):
     """B's job is aborted while A holds its migration between B's answer
-    and libvirt's migrate; then A's libvirtd sends the guest all the same.
-    It arrives on B carrying A's vmjobs metadata (libvirt sends the
-    domain's XML, metadata included), so B counts it as a VM of ours in no
-    registry, and VM.destroy there removes it (a recovery adopts it)."""
+    and libvirt's migrate; then A's libvirtd sends the guest all the same
+    (a destination libvirtd takes it without asking vmjobs), and A's job
+    ends done. The guest arrives on B carrying A's vmjobs metadata, and B
+    adopts it (a recover job): public on B, as the engine was told. It
+    ran in no registry on B, public on neither host, until a restart's
+    recovery or a VM.destroy."""
     gate = StepGate("migrate")
     a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
                       step_hook=gate)
     vm_id = up_vm(a)
+    if status == "Paused":
+        with a.hv.connection() as conn:
+            conn.lookupByUUIDString(vm_id).suspend()
+        wait_status(a, vm_id, "Paused")
     job_id = migrate(a, vm_id, host_b, daemon_b)
     assert gate.reached.wait(WAIT)
     incoming, = host_b.Host.getJobs(job_type="migration-destination")
@@ -209,14 +268,46 @@ def test_a_guest_arriving_after_the_destinations_job_ended_is_still_ours(
     gate.release.set()
     source = finished(a, job_id)
     assert source["status"] == "done", source
-    assert host_b.hv.state(vm_id) == "running"
-    metadata = host_b.hv.metadata(vm_id, domxml.METADATA_NS)
-    assert domxml.read_metadata(metadata)[0] == vm_id
+    assert vm_id not in a.Host.getVMList() and a.hv.state(vm_id) is None
+    assert wait_listed(host_b, vm_id) == status
+    adopted, = host_b.Host.getJobs(job_type="recover").values()
+    assert adopted["status"] == "done", adopted
+    assert host_b.VM.getStats(vm_id)["params"] == real_params(
+        vm_id, memSize=32)
     stats = host_b.Host.getStats()
-    assert (stats["unowned_domains"], stats["external_domains"]) == (1, 0)
-    # A restarted service on B adopts it; VM.destroy removes it.
-    after = make_real_api(sandbox=daemon_b)
-    assert after.wait_recovered(WAIT)
-    assert after.VM.getStats(vm_id)["status"] == "Up"
-    assert after.VM.destroy(vm_id) is True
+    assert (stats["unowned_domains"], stats["external_domains"]) == (0, 0)
+    assert host_b.VM.destroy(vm_id) is True
     assert host_b.hv.state(vm_id) is None
+
+
+def test_a_late_guest_without_vmjobs_metadata_is_not_adopted(
+        make_real_api, host_b, daemon_b, tmp_path):
+    """The positive control's refusal: the same late arrival, its mark
+    taken off on A before the transfer (a source that is not vmjobs), is
+    left alone on B: not ours (external), never listed."""
+    gate = StepGate("migrate")
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
+                      step_hook=gate)
+    vm_id = up_vm(a)
+    job_id = migrate(a, vm_id, host_b, daemon_b)
+    assert gate.reached.wait(WAIT)
+    incoming, = host_b.Host.getJobs(job_type="migration-destination")
+    assert host_b.Job.abort(incoming) is True
+    assert finished(host_b, incoming)["status"] == "aborted"
+    with a.hv.connection() as conn:
+        conn.lookupByUUIDString(vm_id).setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, None, None,
+            domxml.METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE |
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    with LogSeen("vmjobs.arrivals", vm_id) as look:
+        gate.release.set()
+        assert finished(a, job_id)["status"] == "done"
+        # The late arrival was looked at and left alone (the look's last
+        # word is its log line).
+        assert look.seen.wait(WAIT)
+    assert host_b.hv.state(vm_id) == "running"
+    assert host_b.Host.getVMList() == []
+    assert host_b.Host.getJobs(job_type="recover") == {}
+    stats = host_b.Host.getStats()
+    assert (stats["unowned_domains"], stats["external_domains"]) == (0, 1)
+

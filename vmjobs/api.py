@@ -21,6 +21,7 @@ import threading
 import workers
 
 from . import domxml, policy, statefiles
+from .arrivals import LateArrivals
 from .client import Client
 from .config import Config
 from .destroy import destroy
@@ -114,16 +115,24 @@ class API:
         self.Host = Namespace(self, "Host")
         self.VM = Namespace(self, "VM")
         self.Job = Namespace(self, "Job")
+        recover_args = dict(
+            self._job_args(),
+            settle_timeout=self.config.recovery_settle_timeout)
         self.recovery = Recovery(
-            self.hv, self.registry, self.jobs, self.pool,
-            dict(self._job_args(),
-                 settle_timeout=self.config.recovery_settle_timeout),
+            self.hv, self.registry, self.jobs, self.pool, recover_args,
             self.notifications.job_changed)
         self.metrics.watch(self)
         # A guest paused, resumed or stopped outside vmjobs (by its user,
         # by libvirt on an I/O error, by a crash): its VM follows, from now
         # on (guests.py: not on the test driver).
         self.guests = GuestWatch(self.hv, self.registry) \
+            if self.hv.shared_with_others else None
+        # A guest migrated here after the job that expected it ended is
+        # adopted by a recover job (arrivals.py: not on the test driver,
+        # which cannot migrate).
+        self.arrivals = LateArrivals(
+            self.hv, self.registry, self.jobs, self.pool, recover_args,
+            self.notifications.job_changed) \
             if self.hv.shared_with_others else None
         try:
             self.recovery.start()
@@ -140,6 +149,10 @@ class API:
         """Stop: queued jobs are aborted (or, with DRAIN, run), running ones
         reach a safe end; public VMs are left running."""
         self.stopping.set()
+        if self.arrivals is not None:
+            # First: the pool takes no job once it stops (a guest that
+            # arrives from now on is the next recovery's).
+            self.arrivals.close()
         self.pool.shutdown(stop_mode)
         if self.guests is not None:
             self.guests.close()
@@ -252,7 +265,7 @@ class API:
             spec, self.hv, self.registry, incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
-            **self._job_args())
+            late_arrivals=self.arrivals, **self._job_args())
         self._queue(job)
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id,

@@ -23,15 +23,18 @@ the guest's only copy. So:
 - from arrival on, nothing destroys the domain: the job commits it, or
   leaves it running and ours for recovery, and says so in its error.
 
-A domain that arrives after its job ended (the source began only after a
-timeout or an abort) is left running: it may be the guest's only copy. A
-vmjobs source's libvirtd sends it with its vmjobs metadata (the domain's
-XML whole; measured on two daemons), so it is ours: counted in Host.getStats'
-unowned_domains, removed by VM.destroy, adopted by the next recovery. Once
-the job's end found nothing here, a domain with the UUID that carries no
-vmjobs metadata is not ours (may_have_left_unmarked): an operator's or
-another tool's, or a guest sent late by a source that is not vmjobs, which
-recovery would not adopt either."""
+A guest that arrives after its job ended (the source's libvirtd began
+only after a timeout or an abort here, and a destination libvirtd takes
+it without asking vmjobs) is never destroyed: the source's job has ended
+done and dropped its copy. A vmjobs source's libvirtd sends it with its
+vmjobs metadata (the domain's XML whole; measured on two daemons), so it
+is ours, and on a daemon it is adopted at once by a recover job
+(arrivals.LateArrivals, told by the job's end that the guest may still
+come): public here, as the engine was told. Once the job's end found
+nothing here, a domain with the UUID that carries no vmjobs metadata is
+not ours (may_have_left_unmarked): an operator's or another tool's, or a
+guest sent late by a source that is not vmjobs, which neither the
+adoption nor recovery takes."""
 
 import dataclasses
 import logging
@@ -59,7 +62,8 @@ class MigrationDestinationJob(StartupJob):
     error_class = MigrateError
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
-                 check_interval=1.0, incoming_limit=None, **kwargs):
+                 check_interval=1.0, incoming_limit=None, late_arrivals=None,
+                 **kwargs):
         # The domain XML was needed only to check its UUID: the source
         # sends the domain.
         super().__init__(dataclasses.replace(spec, xml=None), hypervisor,
@@ -88,6 +92,13 @@ class MigrationDestinationJob(StartupJob):
         # guest arrives over it, as libvirt lets a migration do; an end
         # before arrival leaves it as it was.
         self.over_stopped_definition = False
+        # The host's arrivals.LateArrivals (None: the test driver, which
+        # cannot migrate), told when the job's end found nothing here: the
+        # source's libvirtd may still send the guest.
+        self._late_arrivals = late_arrivals
+        # Set by the end once it found no guest arrived here: one that
+        # comes now came late.
+        self._may_come_late = False
 
     def reserve(self):
         """Stage the vmId, refusing (MigrateLimit) beyond the incoming
@@ -165,6 +176,10 @@ class MigrationDestinationJob(StartupJob):
                 "removes it")
         finally:
             super().on_ended()
+        # Unstaged now: a guest that arrives from here on, or that arrived
+        # while the job ended, is adopted (arrivals.py).
+        if self._may_come_late and self._late_arrivals is not None:
+            self._late_arrivals.expect(self.vm_id)
 
     # -- the rules of arrival ---------------------------------------------
 
@@ -229,6 +244,8 @@ class MigrationDestinationJob(StartupJob):
         Returns None if nothing was kept, else what _keep_for_recovery
         said."""
         if self._arrived_status() is None:
+            # From here on a guest that comes is a late arrival.
+            self._may_come_late = True
             if self.hv.remove(self.vm_id,
                               keep_definition=self.over_stopped_definition):
                 log.info("incoming domain %s %s: %s", self.vm_id,

@@ -18,8 +18,16 @@
 
 from .adapter import DomainInfo, GuestKind, Hypervisor
 from .errors import ConnectionLost, DomainNotFound, HypervisorError
-from .states import Activity, DomainState, has_arrived, may_change_state
+from .states import (
+    Activity,
+    DomainState,
+    has_arrived,
+    incoming_resumed,
+    incoming_started,
+    may_change_state,
+)
 
 __all__ = ["Activity", "ConnectionLost", "DomainInfo", "DomainNotFound",
            "DomainState", "GuestKind", "Hypervisor", "HypervisorError",
-           "has_arrived", "may_change_state"]
+           "has_arrived", "incoming_resumed", "incoming_started",
+           "may_change_state"]

@@ -75,6 +75,28 @@ def may_change_state(event):
     return event not in _DEFINITION_EVENTS
 
 
+# The lifecycle events of an incoming migration on the destination: its
+# start (libvirt's Prepare: STARTED/MIGRATED), and its end for a guest
+# that runs (its Finish: RESUMED/MIGRATED). A guest paused on the source
+# arrives with a SUSPENDED event, which only a migration followed since
+# its start tells from a user's pause (measured on two daemons).
+_INCOMING_STARTED = (libvirt.VIR_DOMAIN_EVENT_STARTED,
+                     libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED)
+_INCOMING_RESUMED = (libvirt.VIR_DOMAIN_EVENT_RESUMED,
+                     libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED)
+
+
+def incoming_started(event, detail):
+    """True for the event of an incoming migration's start here."""
+    return (event, detail) == _INCOMING_STARTED
+
+
+def incoming_resumed(event, detail):
+    """True for the event of an incoming migration's end here, its guest
+    running."""
+    return (event, detail) == _INCOMING_RESUMED
+
+
 def pause_reason(code, reason):
     """PAUSED_MIGRATION or PAUSED_OTHER for a paused domain (libvirt's
     state `code` and `reason`), else None."""
