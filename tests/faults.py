@@ -8,8 +8,15 @@ Kinds of fault:
 - "lost": the connection is lost before the call reaches libvirt;
 - "after": the call is made, libvirt does it, and the reply is lost (the
   connection dropped, the daemon restarted): ConnectionLost all the same;
-- "hang": the call waits until `release` is set, then is made."""
+- "hang": the call waits until `release` is set, then is made;
+- "pause-after": the call is made, then its answer waits until `release`
+  is set (what it read may be stale by then: a point between a check and
+  the act that trusts it).
 
+With `within`, only the calls made from a function of that name (anywhere
+up the caller's stack) are counted and failed; the others pass through."""
+
+import sys
 import threading
 
 import libvirt
@@ -39,8 +46,10 @@ KINDS = ["error", "lost", "after"]
 
 
 class FaultyHypervisor:
-    def __init__(self, real, fail_at=None, fail_calls=CALLS, kind="error"):
+    def __init__(self, real, fail_at=None, fail_calls=CALLS, kind="error",
+                 within=None):
         self._real = real
+        self._within = within
         # 1-based index of the call to fail; or a set of them; or a dict
         # of them to the kind of fault each gets.
         self._fail_at = fail_at
@@ -76,6 +85,9 @@ class FaultyHypervisor:
         one armed."""
 
         def call(*args, **kwargs):
+            if self._within is not None and \
+                    not called_within(self._within):
+                return attr(*args, **kwargs)
             with self._lock:
                 self.calls.append(name)
                 n = len(self.calls)
@@ -95,11 +107,26 @@ class FaultyHypervisor:
                 self.hanging.set()
                 assert self.release.wait(120), "hang never released"
                 return attr(*args, **kwargs)
+            if kind == "pause-after":
+                answer = attr(*args, **kwargs)
+                self.hanging.set()
+                assert self.release.wait(120), "pause never released"
+                return answer
             cls, code, message = FAULTS[kind]
             if kind == "after":
                 attr(*args, **kwargs)
             raise cls(name, code, message.format(call=name))
         return call
+
+
+def called_within(name):
+    """True if a function named `name` is up the caller's stack."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class _FaultyNewDomain:

@@ -56,6 +56,20 @@ def host_b(daemon_b, tmp_path):
     yield from serve_b(daemon_b, tmp_path)
 
 
+@pytest.fixture
+def b_paused_in_its_end_check(daemon_b, tmp_path):
+    """host_b, whose destination job's end answers its look for what
+    arrived only once `hv.release` is set (`hv.hanging`: it looked)."""
+    hv = Hypervisor(daemon_b.uri, domain_type="qemu")
+    faulty = FaultyHypervisor(hv, fail_at=1, fail_calls=("state_reason",),
+                              kind="pause-after", within="_remove_unarrived")
+    try:
+        yield from serve_b(daemon_b, tmp_path, hypervisor=faulty)
+    finally:
+        faulty.release.set()
+        hv.close()
+
+
 def migrate(api, vm_id, host_b, daemon_b):
     return api.VM.migrate(vm_id, {
         "dst": host_b.address,
@@ -311,3 +325,32 @@ def test_a_late_guest_without_vmjobs_metadata_is_not_adopted(
     stats = host_b.Host.getStats()
     assert (stats["unowned_domains"], stats["external_domains"]) == (0, 1)
 
+
+def test_a_guest_arriving_while_the_destinations_job_ends_is_kept(
+        make_real_api, b_paused_in_its_end_check, daemon_b, tmp_path):
+    """The window in the end of B's job between its look ("nothing has
+    arrived") and its removal of what has the UUID: the whole transfer
+    completes in it (A's libvirtd migrates after B's look). The removal
+    destroyed the guest's only copy (A's job ended done, the guest ran
+    nowhere); now what the look did not see is not removed, and the late
+    arrival is adopted."""
+    host_b = b_paused_in_its_end_check
+    gate = StepGate("migrate")
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
+                      step_hook=gate)
+    vm_id = up_vm(a)
+    job_id = migrate(a, vm_id, host_b, daemon_b)
+    assert gate.reached.wait(WAIT)
+    incoming, = host_b.Host.getJobs(job_type="migration-destination")
+    assert host_b.Job.abort(incoming) is True
+    assert host_b.hv.hanging.wait(WAIT)   # B's end looked: nothing here
+    gate.release.set()
+    source = finished(a, job_id)
+    assert source["status"] == "done", source
+    assert host_b.hv.state(vm_id) == "running"   # arrived meanwhile
+    host_b.hv.release.set()
+    assert finished(host_b, incoming)["status"] == "aborted"
+    assert host_b.hv.state(vm_id) == "running"
+    assert wait_listed(host_b, vm_id) == "Up"
+    assert a.hv.state(vm_id) is None
+    assert host_b.VM.destroy(vm_id) is True

@@ -18,8 +18,10 @@ arrival the source still holds the guest, and removing what is here only
 makes the source's migration fail; from arrival on, the domain here may be
 the guest's only copy. So:
 
-- before arrival, any end but a commit removes what has the UUID, even if
-  the job never ran (the end handling does it, not run());
+- before arrival, any end but a commit removes what it finds with the
+  UUID (a transfer under way), even if the job never ran (the end
+  handling does it, not run()); never what its look did not see, which
+  may have arrived since (_remove_unarrived);
 - from arrival on, nothing destroys the domain: the job commits it, or
   leaves it running and ours for recovery, and says so in its error.
 
@@ -45,7 +47,7 @@ from workers import JobAborted, JobStatus
 
 from .. import ownership
 from ..errors import MigrateError, VdsmError
-from ..hypervisor import HypervisorError, has_arrived
+from ..hypervisor import DomainState, HypervisorError, has_arrived
 from ..registry import VmStatus
 from .base import PUBLIC_STATUS, StartupJob, over_a_stopped_definition
 
@@ -238,24 +240,36 @@ class MigrationDestinationJob(StartupJob):
 
     def _remove_unarrived(self, why):
         """The end of a job that did not commit, whenever it comes (even
-        while the job is queued): remove whatever has the UUID unless it
-        has arrived, which is kept for recovery; over the VM's stopped
-        definition, only stop it, leaving that definition as it was.
-        Returns None if nothing was kept, else what _keep_for_recovery
-        said."""
-        if self._arrived_status() is None:
-            # From here on a guest that comes is a late arrival.
-            self._may_come_late = True
-            if self.hv.remove(self.vm_id,
-                              keep_definition=self.over_stopped_definition):
-                log.info("incoming domain %s %s: %s", self.vm_id,
-                         "stopped" if self.over_stopped_definition
-                         else "removed", why)
-            # Nothing of this migration is here any more (but the VM's own
-            # stopped definition, which carries the mark).
-            self.may_have_left_unmarked = False
-            return None
-        return self._keep_for_recovery(why)
+        while the job is queued): an arrived domain is kept for recovery;
+        a transfer still under way is removed (the source keeps the guest:
+        its migration fails); over the VM's stopped definition, only what
+        runs over it is stopped, the definition left as it was. Returns
+        None if nothing was kept, else what _keep_for_recovery said.
+
+        Only what the look saw is removed. Nothing seen (no domain, or
+        nothing running over the stopped definition) is nothing removed: a
+        removal by UUID would destroy whatever came since the look, and a
+        whole transfer may complete in between (the source's libvirtd
+        needs no one here), the source's copy then killed by its Confirm:
+        the guest lost. What comes from now on is a late arrival
+        (arrivals.py). The removal of a transfer seen under way keeps a
+        window libvirt gives no way to close (docs/recovery.md)."""
+        state, reason = self.hv.state_reason(self.vm_id)
+        if has_arrived(state, reason):
+            return self._keep_for_recovery(why)
+        # From here on a guest that comes is a late arrival.
+        self._may_come_late = True
+        nothing_seen = state is None or (
+            state is DomainState.SHUTOFF and self.over_stopped_definition)
+        if not nothing_seen and self.hv.remove(
+                self.vm_id, keep_definition=self.over_stopped_definition):
+            log.info("incoming domain %s %s: %s", self.vm_id,
+                     "stopped" if self.over_stopped_definition
+                     else "removed", why)
+        # Nothing of this migration is here any more (but the VM's own
+        # stopped definition, which carries the mark).
+        self.may_have_left_unmarked = False
+        return None
 
     def stuck_since(self):
         # Waiting for the source is not being stuck: arrival_timeout bounds
