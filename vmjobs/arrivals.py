@@ -53,6 +53,7 @@ log = logging.getLogger("vmjobs.arrivals")
 
 CLOSE_WAIT = 5.0   # seconds a stop waits for a look in progress
 
+
 class LateArrivals:
     """`recover_args`: the recover job's keyword arguments (job_args and
     settle_timeout); `observe`: told of each job's changes."""
