@@ -34,7 +34,7 @@ def registry_and_feed():
 def up(registry, vm_id):
     job = Holder()
     registry.stage(vm_id, VmStatus.WAIT_FOR_LAUNCH, {}, job)
-    registry.publish(vm_id, VmStatus.UP, job)
+    registry.commit(vm_id, VmStatus.UP, job)
 
 
 def statuses(subscription, vm_id):
@@ -83,7 +83,7 @@ def test_a_late_reading_of_a_vm_made_again_is_not_taken():
     old = registry.idle(vm_id)
     destruction = Holder()
     registry.claim(vm_id, VmStatus.UP, destruction)
-    registry.unpublish_claimed(vm_id, destruction)
+    registry.drop_claimed(vm_id, destruction)
     up(registry, vm_id)   # the same id, a new VM
     registry.guest_changed(vm_id, old, VmStatus.DOWN)
     assert registry.get(vm_id).status == VmStatus.UP
@@ -101,7 +101,7 @@ def test_only_commits_and_claims_ends_tell_the_follower():
     destruction = Holder()
     registry.claim(claimed, VmStatus.UP, destruction)
     registry.release(claimed, Holder())   # not its claimer: nothing
-    registry.unpublish_claimed(claimed, destruction)
+    registry.drop_claimed(claimed, destruction)
     assert told == [claimed]   # its commit only
 
 

@@ -215,7 +215,7 @@ def test_registry_lists_a_staged_vm_only_once_accepted(mode):
     registry.accept("a", job)
     assert [vm.vm_id for vm in registry.listed()] == (
         ["a"] if mode is PublishMode.ACCEPT else [])
-    registry.publish("a", VmStatus.UP, job)
+    registry.commit("a", VmStatus.UP, job)
     assert [(vm.vm_id, vm.staging) for vm in registry.listed()] == [
         ("a", False)]
     assert registry.counts() == {"staged": 0, "public": 1}

@@ -57,7 +57,7 @@ class Destruction:
                         f"destroy of VM {self.vm_id} failed: {exc}") \
                         from None
                 raise
-            registry.unpublish_claimed(self.vm_id, self)
+            registry.drop_claimed(self.vm_id, self)
         finally:
             self._ended.set()
 

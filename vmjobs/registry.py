@@ -132,7 +132,7 @@ class VmRegistry:
             if vm is not None and vm.job is job:
                 self._staged[vm_id] = dataclasses.replace(vm, accepted=True)
 
-    def publish(self, vm_id, status, job, params=None):
+    def commit(self, vm_id, status, job, params=None):
         """The commit: move job's staged VM to the public registry (with
         `params`, when the job learned the VM's own, e.g. from a state
         file)."""
@@ -239,7 +239,7 @@ class VmRegistry:
         if on_idle is not None:
             on_idle(vm_id)
 
-    def unpublish_claimed(self, vm_id, job):
+    def drop_claimed(self, vm_id, job):
         """Drop the public VM job claimed (hibernated, or destroyed)."""
         with self._lock:
             vm = self._public.get(vm_id)

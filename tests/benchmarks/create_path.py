@@ -72,7 +72,7 @@ def main():
             modules.add(module)
             name = frame.f_code.co_qualname
             functions.add((module, name))
-            if name.endswith("publish") and module == "vmjobs.registry":
+            if name == "VmRegistry.commit" and module == "vmjobs.registry":
                 stacks["worker, at the commit"] = project_stack(frame)
             if name.endswith("submit") and module == "workers.pool":
                 stacks["request, at submit"] = project_stack(frame)

@@ -135,7 +135,7 @@ class StartupJob(VmJob):
                params: dict[str, Any] | None = None) -> None:
         """Make the VM public with `status`, and end the job done, in one
         step; refused (JobAborted) if an abort came first."""
-        self.complete(lambda: self.registry.publish(self.vm_id, status, self,
+        self.complete(lambda: self.registry.commit(self.vm_id, status, self,
                                                     params=params))
         log.info("VM %s committed %s", self.vm_id, status)
 

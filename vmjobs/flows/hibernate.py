@@ -76,7 +76,7 @@ class HibernateJob(VmJob):
             self.hv.remove(vm_id)
             self.step("commit")
             self.complete(
-                lambda: self.registry.unpublish_claimed(vm_id, self))
+                lambda: self.registry.drop_claimed(vm_id, self))
             log.info("VM %s hibernated to %s", vm_id, self.path)
 
     def on_ended(self):
@@ -91,7 +91,7 @@ class HibernateJob(VmJob):
             # is what brings it back. Listing it Up would be a lie.
             log.error("VM %s could not be brought back: it stays "
                       "hibernated in %s", self.vm_id, self.path)
-            self.registry.unpublish_claimed(self.vm_id, self)
+            self.registry.drop_claimed(self.vm_id, self)
         elif not self._saved and \
                 self._domain_state() in (DomainState.SHUTOFF, None):
             # Not committed, and its guest stopped meanwhile (its QEMU
@@ -100,7 +100,7 @@ class HibernateJob(VmJob):
             # VM.destroy; not put back `Up` first.
             log.warning("VM %s: its guest stopped during its hibernation",
                         self.vm_id)
-            self.registry.unpublish_claimed(self.vm_id, self)
+            self.registry.drop_claimed(self.vm_id, self)
         else:
             # Not committed: the VM stays public, as it was before.
             self.registry.release(self.vm_id, self)

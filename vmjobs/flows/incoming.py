@@ -157,7 +157,7 @@ class MigrationDestinationJob(StartupJob):
             # Too late to abort: the source's migration has completed (its
             # job may have ended done), and this may be the guest's only
             # copy. It is listed here all the same, and the job says so.
-            raise MigrateError(self._publish_arrived(status)) from None
+            raise MigrateError(self._commit_despite_abort(status)) from None
         except Exception as exc:   # a failure
             why = str(exc) or type(exc).__name__
             raise MigrateError(self._keep_for_recovery(why)) from None
@@ -221,15 +221,15 @@ class MigrationDestinationJob(StartupJob):
         log.error("%s", message)
         return message
 
-    def _publish_arrived(self, status):
+    def _commit_despite_abort(self, status):
         """An abort reached the job of an arrived domain (JobAborted at its
-        commit): list the VM all the same, outside the job's commit, so that
-        once the source's job ended the guest is public on one host;
-        returns what became of it (the job's error). If that fails too, it
-        is kept for recovery."""
+        commit): commit the VM to the registry all the same, outside the
+        job's own commit, so that once the source's job ended the guest is
+        public on one host; returns what became of it (the job's error). If
+        that fails too, it is kept for recovery."""
         try:
             self._make_ours()
-            self.registry.publish(self.vm_id, status, self)
+            self.registry.commit(self.vm_id, status, self)
         except Exception as exc:
             return self._keep_for_recovery(
                 f"aborted after arrival, then {exc}")

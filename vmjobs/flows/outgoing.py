@@ -222,7 +222,7 @@ class MigrationSourceJob(VmJob):
         try:
             self.step("commit")
             self.complete(
-                lambda: self.registry.unpublish_claimed(self.vm_id, self))
+                lambda: self.registry.drop_claimed(self.vm_id, self))
         except JobAborted:
             raise MigrateError(
                 f"too late to abort: VM {self.vm_id} had already migrated "
@@ -233,7 +233,7 @@ class MigrationSourceJob(VmJob):
         if self._migrated:
             self.slots.leave(self)
             if self.status is not JobStatus.DONE:
-                self.registry.unpublish_claimed(self.vm_id, self)
+                self.registry.drop_claimed(self.vm_id, self)
         else:
             # Not migrated: the VM stays public, as it was before.
             self.release()
