@@ -128,7 +128,7 @@ class Streams:
             self._slots.release()
 
     def stop(self, timeout=STOP_WAIT):
-        """End every stream cleanly (what was published, then its last
+        """End every stream cleanly (what was posted, then its last
         chunk), waiting up to `timeout` seconds for them; no new stream
         opens."""
         with self._lock:
@@ -220,7 +220,7 @@ class _Stream:
         self.done = threading.Event()    # it ended (the connection goes)
 
     def turn(self, now, look, chunks):
-        """Take what was published (once all given before is sent) and
+        """Take what was posted (once all given before is sent) and
         send what the socket takes, a window at a time. False when the
         stream is over: sent its end, cut off, or its subscriber is gone.
         `chunks`: the chunks the turn's other streams made, by their first

@@ -5,20 +5,20 @@ method names, kept in a bounded buffer and read by subscribers.
 (Not to be confused with hypervisor/events.py, libvirt's own lifecycle
 events of domains, which the flows wait on.)
 
-Publishing is an append under the feed's own lock, which is innermost of
-all: the registry publishes a VM's change under its lock and a job its
+Posting is an append under the feed's own lock, which is innermost of
+all: the registry posts a VM's change under its lock and a job its
 change under its own, so the order of the notifications is the order of
-the changes, and a VM's `Up` (published by the commit) comes before its
-job's `done` (published once the job's end hooks ran). Nothing is called
+the changes, and a VM's `Up` (posted by the commit) comes before its
+job's `done` (posted once the job's end hooks ran). Nothing is called
 out under the lock: subscribers are not called, they read the buffer
 from their own thread, each at its own position. A subscriber that falls
 `buffer` notifications behind is cut off (its position left the buffer)
-rather than ever making the publisher wait; it resumes from the id it
+rather than ever making the poster wait; it resumes from the id it
 last got, or is told to resync if that id is gone.
 
 Ids grow by one per notification and start from the clock (microseconds
 since the epoch), so a restarted service numbers above its predecessor
-(unless it published more than a million a second on average) and an id
+(unless it posted more than a million a second on average) and an id
 from before the restart is answered with a resync.
 """
 
@@ -47,7 +47,7 @@ class SubscriptionCut(Exception):
 
 class Notification:
     """One JSON-RPC notification, numbered; `time` is when it was
-    published (time.monotonic()). Immutable once published."""
+    posted (time.monotonic()). Immutable once posted."""
     __slots__ = ("id", "method", "params", "time", "_json", "sse")
 
     def __init__(self, id, method, params, at):
@@ -76,7 +76,7 @@ class Notification:
 
 
 class Notifications:
-    """The feed: publish from anywhere, subscribe from anywhere."""
+    """The feed: post from anywhere, subscribe from anywhere."""
 
     def __init__(self, buffer=DEFAULT_BUFFER, clock=time.time):
         if buffer < 1:
@@ -93,18 +93,18 @@ class Notifications:
         self.cut = 0        # subscribers cut off
         self.dropped = 0    # notifications those had not read when cut
 
-    # -- publishing -------------------------------------------------------
+    # -- posting ----------------------------------------------------------
 
     def vm_changed(self, vm_id, status, staging):
         """A VM's status changed (`Down`: it left the host)."""
-        self._publish(VM_STATUS + vm_id, vm_id, {
+        self._post(VM_STATUS + vm_id, vm_id, {
             "vmId": vm_id, "status": str(status), "staging": staging}, True)
 
     def job_changed(self, job, info):
         """A job's status or step changed (a workers.Job observer)."""
-        self._publish(JOB_STATUS + job.id, job.id, info, False)
+        self._post(JOB_STATUS + job.id, job.id, info, False)
 
-    def _publish(self, method, key, body, timed):
+    def _post(self, method, key, body, timed):
         with self._lock:
             if self._closed:
                 return
@@ -199,7 +199,7 @@ class Notifications:
                 self._arrived.wait_for(ready, timeout)
             if sub.cut_off:
                 raise SubscriptionCut(sub.position - 1)
-            # Closed (by a stop, or the feed's): what was published before
+            # Closed (by a stop, or the feed's): what was posted before
             # is still handed out, then the end.
             new = self._last_id - sub.position + 1
             if new <= 0:

@@ -8,7 +8,7 @@ a VM is never in both, and never in neither while its job still runs.
 Records are immutable; an update replaces the record, so a record handed
 out is a consistent snapshot that needs no lock to read.
 
-Every change of a VM's status, and its leaving (`Down`), is published to
+Every change of a VM's status, and its leaving (`Down`), is posted to
 the notifications (notifications.py) in the same critical section: the
 feed's lock is innermost and calls nothing out, so the notifications of a
 VM come in the order of its changes.

@@ -360,7 +360,7 @@ class Pool:
         # Called by the job once after job_finished, outside its lock: its
         # waiters and its observer were told it finished. Those waiting for
         # the pool may now see it (a wait_idle that returned before the
-        # job's last event was published let a reader miss that event).
+        # job's last event was posted let a reader miss that event).
         with self._lock:
             self._settling -= 1
             self._notify_change()
