@@ -68,7 +68,7 @@ def test_a_reading_of_a_vm_claimed_meanwhile_is_not_taken():
     assert registry.idle_ids() == []
     registry.guest_changed(vm_id, seen, VmStatus.DOWN)
     assert registry.get(vm_id).status == VmStatus.SAVING_STATE
-    registry.release(vm_id, hibernation)
+    registry.end_claim(vm_id, hibernation)
     assert told == [vm_id, vm_id]   # its commit, its claim's end
     # The record changed at the claim: the old reading stays refused.
     registry.guest_changed(vm_id, seen, VmStatus.DOWN)
@@ -100,7 +100,7 @@ def test_only_commits_and_claims_ends_tell_the_follower():
     up(registry, claimed)
     destruction = Holder()
     registry.claim(claimed, VmStatus.UP, destruction)
-    registry.release(claimed, Holder())   # not its claimer: nothing
+    registry.end_claim(claimed, Holder())   # not its claimer: nothing
     registry.drop_claimed(claimed, destruction)
     assert told == [claimed]   # its commit only
 
@@ -133,11 +133,11 @@ def test_a_follower_gone_meanwhile_is_not_called():
         return line
     sys.settrace(trace)
     try:
-        registry.release(vm_id, destruction)
+        registry.end_claim(vm_id, destruction)
     finally:
         sys.settrace(None)
     assert len(lines) >= 2, "the interleaving was not forced"
-    # Its commit, then the release: the follower it read before the stop
+    # Its commit, then the claim's end: the follower it read before the stop
     # (a closed watch only notes the vmId).
     assert told == [vm_id, vm_id]
     assert registry.idle(vm_id) is not None

@@ -51,7 +51,7 @@ class Destruction:
             try:
                 hv.remove(self.vm_id, graceful_attempts)
             except BaseException as exc:
-                registry.release(self.vm_id, self)
+                registry.end_claim(self.vm_id, self)
                 if isinstance(exc, HypervisorError):
                     raise GeneralException(
                         f"destroy of VM {self.vm_id} failed: {exc}") \

@@ -62,7 +62,7 @@ class Vm:
     # migration-source job or a destroy.Destruction while public; None when
     # it is just up.
     job: object = None
-    # The status a claimed public VM had before its claim: release() puts
+    # The status a claimed public VM had before its claim: end_claim() puts
     # it back, so a claim's end never needs it from the claimer.
     status_before_claim: VmStatus | None = None
     # A staged VM whose verb answered (accept()): listed in accept mode.
@@ -213,7 +213,7 @@ class VmRegistry:
             if vm is not None and vm.job is job:
                 self._public[vm_id] = dataclasses.replace(vm, destroyed=True)
 
-    def release(self, vm_id, job):
+    def end_claim(self, vm_id, job):
         """End job's claim on the public VM, which keeps running with the
         status it had before the claim (or leaves, if VM.destroy
         destroyed it meanwhile)."""

@@ -54,11 +54,11 @@ class HibernateJob(VmJob):
         self.previous_status = vm.status
 
     def release(self):
-        # The file first: once the VM is released, another hibernation may
+        # The file first: once its claim ends, another hibernation may
         # claim it, and may want the same path. The registry puts back the
         # status the VM had before the claim.
         statefiles.remove_own(self.path, self._file)
-        self.registry.release(self.vm_id, self)
+        self.registry.end_claim(self.vm_id, self)
 
     def run(self):
         vm_id = self.vm_id
@@ -103,7 +103,7 @@ class HibernateJob(VmJob):
             self.registry.drop_claimed(self.vm_id, self)
         else:
             # Not committed: the VM stays public, as it was before.
-            self.registry.release(self.vm_id, self)
+            self.registry.end_claim(self.vm_id, self)
 
     def _save(self):
         try:

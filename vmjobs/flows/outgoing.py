@@ -173,7 +173,7 @@ class MigrationSourceJob(VmJob):
 
     def release(self):
         self.slots.leave(self)
-        self.registry.release(self.vm_id, self)
+        self.registry.end_claim(self.vm_id, self)
 
     def run(self):
         return self.wait_for("wait-slot", lambda: self.slots.has_slot(self),
