@@ -1,7 +1,9 @@
-"""What every startup flow shares: a job bound to one VM, staged before it
-is queued, committed at its end, unstaged when it ends without a commit;
-the rollback stack that undoes, newest first, whatever a flow made; and
-the steps more than one flow takes, as plain functions of the adapter."""
+"""What the flows share: a job bound to one VM; a startup job, staged
+before it is queued, committed at its end, unstaged when it ends without a
+commit; a job on a public VM, claimed before it is queued, dropped from the
+public registry at its commit, given back as it was otherwise; the
+rollback stack that undoes, newest first, whatever a flow made; and the
+steps more than one flow takes, as plain functions of the adapter."""
 
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ import workers
 from .. import ownership
 from ..errors import CreateError, GeneralException, VdsmError
 from ..hypervisor import DomainState, HypervisorError
-from ..registry import VmStatus
+from ..registry import VmBusy, VmStatus
 
 if TYPE_CHECKING:
     from ..hypervisor import Hypervisor
     from ..params import VmSpec
-    from ..registry import VmRegistry
+    from ..registry import Vm, VmRegistry
 
 log = logging.getLogger("vmjobs.flows")
 
@@ -146,6 +148,42 @@ class StartupJob(VmJob):
         self.release()
         # Nothing reads the spec once the job ended (the flow is over).
         self.spec = None  # type: ignore[assignment]
+
+
+class ClaimJob(VmJob):
+    """A job on a public VM (a hibernation, a migration away): it claims
+    the VM before it is queued, `claimed_status` meanwhile; its commit
+    drops the VM from the public registry (it left this host); any other
+    end gives the VM back with the status it had (the registry keeps it:
+    `Vm.status_before_claim`). Subclasses also set `refusal`, what a busy
+    VM's refusal begins with, and write their flow in `run()`."""
+    claimed_status: VmStatus
+    refusal: str
+
+    def __init__(self, vm_id: str, hypervisor: Hypervisor,
+                 registry: VmRegistry, **kwargs: Any) -> None:
+        super().__init__(vm_id, hypervisor, registry, **kwargs)
+        # The VM as reserve() claimed it: its params, and the status it
+        # had then, which an undo may need (its guest paused or running).
+        self.vm_before_claim: Vm | None = None
+
+    def reserve(self) -> None:
+        """Claim the public VM (raises NoVM; error_class if another job
+        works on it)."""
+        try:
+            self.vm_before_claim = self.registry.claim(
+                self.vm_id, self.claimed_status, self)
+        except VmBusy as exc:
+            raise self.error_class(f"{self.refusal}: {exc}") from None
+
+    def release(self) -> None:
+        """End the claim: the VM stays public, as it was before."""
+        self.registry.end_claim(self.vm_id, self)
+
+    def commit(self) -> None:
+        """Drop the VM from the public registry, and end the job done, in
+        one step; refused (JobAborted) if an abort came first."""
+        self.complete(lambda: self.registry.drop_claimed(self.vm_id, self))
 
 
 # -- steps more than one flow takes ------------------------------------------

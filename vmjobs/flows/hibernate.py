@@ -1,39 +1,40 @@
 """Hibernation: save a public VM's state to a file, undefine its domain,
 and take it out of the public registry.
 
-Not a startup flow but the inverse of restore; like a migration's
-source, it claims a public VM. Its reservation creates the state file, empty and
-exclusively (O_EXCL), then claims the VM (Saving State): an existing file
-is never overwritten, two hibernations can never share one, and the file's
-inode is remembered, so the job only ever removes the very file it
-created. Until the state is saved the VM stays public and running if
-anything fails; once saved, a failure or an abort brings it back from the
-file. A save or restore whose reply is lost may have taken effect: the job
-then looks at the domain instead of assuming."""
+Not a startup flow but the inverse of restore; like a migration's source,
+it claims a public VM (a ClaimJob). Its reservation creates the state
+file, empty and exclusively (O_EXCL), then claims the VM (Saving State):
+an existing file is never overwritten, two hibernations can never share
+one, and the file's inode is remembered, so the job only ever removes the
+very file it created. Until the state is saved the VM stays public and
+running if anything fails; once saved, a failure or an abort brings it
+back from the file. A save or restore whose reply is lost may have taken
+effect: the job then looks at the domain instead of assuming."""
 
 import logging
 
 from workers import JobStatus
 
 from .. import statefiles
-from ..errors import MigrateError, NoVM
+from ..errors import MigrateError, VdsmError
 from ..hypervisor import DomainState, HypervisorError
-from ..registry import VmBusy, VmStatus
-from .base import Rollback, VmJob
+from ..registry import VmStatus
+from .base import ClaimJob, Rollback
 
 log = logging.getLogger("vmjobs.flows.hibernate")
 
 
-class HibernateJob(VmJob):
+class HibernateJob(ClaimJob):
     job_type = "hibernate"
     # VDSM hibernates through its migration machinery.
     error_class = MigrateError
+    claimed_status = VmStatus.SAVING_STATE
+    refusal = "cannot hibernate"
 
     def __init__(self, vm_id, path, hypervisor, registry, **kwargs):
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.path = path
         self._file = None               # (st_dev, st_ino) once created
-        self.previous_status = None     # the VM's, when reserve() claimed it
         # Where the flow got to; read in on_ended, after run() returned.
         self._ran = False
         self._saved = False             # the file may hold the VM's state
@@ -45,20 +46,16 @@ class HibernateJob(VmJob):
         either fails."""
         self._file = statefiles.create(self.path, MigrateError)
         try:
-            vm = self.registry.claim(self.vm_id, VmStatus.SAVING_STATE, self)
-        except (VmBusy, NoVM) as exc:
+            super().reserve()
+        except VdsmError:
             statefiles.remove_own(self.path, self._file)
-            if isinstance(exc, NoVM):
-                raise
-            raise MigrateError(f"cannot hibernate: {exc}") from None
-        self.previous_status = vm.status
+            raise
 
     def release(self):
         # The file first: once its claim ends, another hibernation may
-        # claim it, and may want the same path. The registry puts back the
-        # status the VM had before the claim.
+        # claim it, and may want the same path.
         statefiles.remove_own(self.path, self._file)
-        self.registry.end_claim(self.vm_id, self)
+        super().release()
 
     def run(self):
         vm_id = self.vm_id
@@ -75,8 +72,7 @@ class HibernateJob(VmJob):
             self.step("undefine")
             self.hv.remove(vm_id)
             self.step("commit")
-            self.complete(
-                lambda: self.registry.drop_claimed(vm_id, self))
+            self.commit()
             log.info("VM %s hibernated to %s", vm_id, self.path)
 
     def on_ended(self):
@@ -129,7 +125,7 @@ class HibernateJob(VmJob):
         statefiles.remove_own(self.path, self._file)
 
     def _bring_back(self):
-        paused = self.previous_status == VmStatus.PAUSED
+        paused = self.vm_before_claim.status == VmStatus.PAUSED
         try:
             # The file libvirt has just written of our running domain: its
             # own XML, none given.

@@ -39,8 +39,8 @@ from workers import JobAborted, JobStatus
 from ..client import RemoteError
 from ..errors import MigrateError, NoVM, VdsmError
 from ..hypervisor import DomainState, HypervisorError
-from ..registry import VmBusy, VmStatus
-from .base import Rollback, VmJob
+from ..registry import VmStatus
+from .base import ClaimJob, Rollback
 
 log = logging.getLogger("vmjobs.flows.outgoing")
 
@@ -98,11 +98,13 @@ class OutgoingSlots:
             waiting.wake()
 
 
-class MigrationSourceJob(VmJob):
+class MigrationSourceJob(ClaimJob):
     # Ahead of queued creations and restores, as the destination's job.
     priority = workers.Priority.HIGH
     job_type = "migration-source"
     error_class = MigrateError
+    claimed_status = VmStatus.MIGRATION_SOURCE
+    refusal = "cannot migrate"
     # Seconds between looks at libvirt's job while the transfer runs (for
     # the progress, and to repeat an abort libvirt could not take yet).
     monitor_interval = 0.2
@@ -124,9 +126,6 @@ class MigrationSourceJob(VmJob):
         self.migration_timeout = target.timeout or default_timeout
         self.slots = slots or OutgoingSlots()
         self._connect = connect
-        # The VM's params, read by reserve() when it claims the VM: the
-        # destination keeps them.
-        self.params = {}
         # Set by the job's continuations, one after the other: the undo
         # of what it made, its deadline (from its slot on), the domain XML,
         # the next backoff, the transfer and how its following went.
@@ -139,7 +138,6 @@ class MigrationSourceJob(VmJob):
         # The domain left for the destination (read in on_ended, after
         # run() returned).
         self._migrated = False
-        self.previous_status = None   # the VM's, when reserve() claimed it
         # The destination's copy is known destroyed (set by the rollback);
         # until when libvirt may take to end an aborted migration.
         self._destination_cleared = False
@@ -162,18 +160,12 @@ class MigrationSourceJob(VmJob):
         """Claim the public VM, Migration Source meanwhile, and take a
         place in line for an outgoing slot (raises NoVM; MigrateError if
         another job works on it)."""
-        try:
-            vm = self.registry.claim(self.vm_id, VmStatus.MIGRATION_SOURCE,
-                                     self)
-        except VmBusy as exc:
-            raise MigrateError(f"cannot migrate: {exc}") from None
-        self.params = vm.params
-        self.previous_status = vm.status
+        super().reserve()
         self.slots.join(self)
 
     def release(self):
         self.slots.leave(self)
-        self.registry.end_claim(self.vm_id, self)
+        super().release()
 
     def run(self):
         return self.wait_for("wait-slot", lambda: self.slots.has_slot(self),
@@ -221,8 +213,7 @@ class MigrationSourceJob(VmJob):
         self._migrated = True
         try:
             self.step("commit")
-            self.complete(
-                lambda: self.registry.drop_claimed(self.vm_id, self))
+            self.commit()
         except JobAborted:
             raise MigrateError(
                 f"too late to abort: VM {self.vm_id} had already migrated "
@@ -269,7 +260,10 @@ class MigrationSourceJob(VmJob):
     def _create_on_destination(self):
         """VM.migrationCreate on the destination; while it is busy, again
         after a backoff (parked), within the deadline."""
-        params = {**self.params, "vmId": self.vm_id, "xml": self._xml}
+        # The VM's params as the claim found them: the destination keeps
+        # them.
+        params = {**self.vm_before_claim.params, "vmId": self.vm_id,
+                  "xml": self._xml}
         self._on_destination = PERHAPS
         try:
             self._call_destination("VM.migrationCreate", {
@@ -333,7 +327,7 @@ class MigrationSourceJob(VmJob):
         # An end after the switch-over began leaves the vCPUs here stopped
         # (QEMU's postmigrate): resumed if it ran before and its copy on
         # the destination is gone (never twice).
-        if self.previous_status != VmStatus.UP or \
+        if self.vm_before_claim.status != VmStatus.UP or \
                 not self._destination_cleared:
             return
         if self.hv.resume_if_stopped_by_migration(self.vm_id):
