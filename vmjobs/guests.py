@@ -27,9 +27,8 @@ other client, and there listening costs a storm a quarter of its speed
 import logging
 import threading
 
-from .flows.base import PUBLIC_STATUS
 from .hypervisor import DomainState, HypervisorError, may_change_state
-from .registry import VmStatus
+from .registry import PUBLIC_STATUS, VmStatus
 
 log = logging.getLogger("vmjobs.guests")
 

@@ -20,6 +20,7 @@ import threading
 import workers
 
 from .errors import MigrateLimit, NoVM, VmExists
+from .hypervisor import DomainState
 from .strenum import StrEnum
 
 
@@ -37,6 +38,11 @@ class VmStatus(StrEnum):
     # A vmId held by VM.destroy while it removes a domain in neither
     # registry (VDSM's word for a VM going away).
     DOWN = "Down"
+
+
+# The public status of a VM whose domain is in a given state.
+PUBLIC_STATUS = {DomainState.RUNNING: VmStatus.UP,
+                 DomainState.PAUSED: VmStatus.PAUSED}
 
 
 class PublishMode(StrEnum):

@@ -16,7 +16,7 @@ import workers
 from .. import ownership
 from ..errors import CreateError, GeneralException, VdsmError
 from ..hypervisor import DomainState, HypervisorError
-from ..registry import VmBusy, VmStatus
+from ..registry import PUBLIC_STATUS, VmBusy, VmStatus
 
 if TYPE_CHECKING:
     from ..hypervisor import Hypervisor
@@ -187,11 +187,6 @@ class ClaimJob(VmJob):
 
 
 # -- steps more than one flow takes ------------------------------------------
-
-# The public status of a VM whose domain is in a given state.
-PUBLIC_STATUS = {DomainState.RUNNING: VmStatus.UP,
-                 DomainState.PAUSED: VmStatus.PAUSED}
-
 
 def ensure_no_domain(hv: Hypervisor, vm_id: str,
                      error_class: type[VdsmError] = CreateError) -> None:

@@ -48,8 +48,8 @@ from workers import JobAborted, JobStatus
 from .. import ownership
 from ..errors import MigrateError, VdsmError
 from ..hypervisor import DomainState, HypervisorError, has_arrived
-from ..registry import VmStatus
-from .base import PUBLIC_STATUS, StartupJob, over_a_stopped_definition
+from ..registry import PUBLIC_STATUS, VmStatus
+from .base import StartupJob, over_a_stopped_definition
 
 log = logging.getLogger("vmjobs.flows.incoming")
 

@@ -27,8 +27,8 @@ import workers
 from .. import domxml, ownership
 from ..errors import CreateError
 from ..hypervisor import Activity, DomainState
-from ..registry import VmStatus
-from .base import PUBLIC_STATUS, StartupJob
+from ..registry import PUBLIC_STATUS, VmStatus
+from .base import StartupJob
 
 log = logging.getLogger("vmjobs.flows.recover")
 
