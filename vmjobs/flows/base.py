@@ -188,15 +188,6 @@ class ClaimJob(VmJob):
 
 # -- steps more than one flow takes ------------------------------------------
 
-def ensure_no_domain(hv: Hypervisor, vm_id: str,
-                     error_class: type[VdsmError] = CreateError) -> None:
-    """Refuse to touch a domain we did not make: defining over an existing
-    one would redefine it, and a rollback would then remove it."""
-    state = hv.state(vm_id)
-    if state is not None:
-        raise _exists(vm_id, state, error_class)
-
-
 def over_a_stopped_definition(hv: Hypervisor, vm_id: str,
                               error_class: type[VdsmError]) -> bool:
     """True if the VM's own definition is here, stopped (vmjobs metadata):
@@ -213,30 +204,24 @@ def over_a_stopped_definition(hv: Hypervisor, vm_id: str,
         return False
     if state is DomainState.SHUTOFF and ownership.carries_mark(hv, vm_id):
         return True
-    raise _exists(vm_id, state, error_class)
+    raise uuid_taken(vm_id, state, error_class)
 
 
-def _exists(vm_id: str, state: DomainState,
-            error_class: type[VdsmError]) -> VdsmError:
+def uuid_taken(vm_id: str, state: DomainState,
+               error_class: type[VdsmError]) -> VdsmError:
+    """The refusal (error_class) of a VM whose UUID a domain here has."""
     return error_class(f"a domain with UUID {vm_id} already exists here "
                        f"({state}; if it is a vmjobs domain in no "
                        "registry, VM.destroy removes it)")
 
 
-def running_status(hv: Hypervisor, vm_id: str, paused: bool,
-                   error_class: type[VdsmError] = CreateError) -> VmStatus:
-    """The public status of a domain that must now run (or be paused, when
-    `paused`); raise if it does neither."""
-    return status_of(hv.state(vm_id), vm_id, paused, error_class)
-
-
-def status_of(state: DomainState | None, vm_id: str, paused: bool,
-              error_class: type[VdsmError] = CreateError) -> VmStatus:
+def status_of(state: DomainState | None, vm_id: str,
+              paused: bool) -> VmStatus:
     """The public status of a domain found in `state` (None: gone) that
-    must now run (or be paused, when `paused`); raise if it does
-    neither."""
+    must now run (or be paused, when `paused`); raise (CreateError) if it
+    does neither."""
     expected = DomainState.PAUSED if paused else DomainState.RUNNING
     if state != expected:
-        raise error_class(f"domain {vm_id} is {state or 'gone'}, "
+        raise CreateError(f"domain {vm_id} is {state or 'gone'}, "
                           f"expected {expected}")
     return PUBLIC_STATUS[state]

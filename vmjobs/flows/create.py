@@ -3,7 +3,7 @@ runs (the last two on define's handle), commit."""
 
 from ..errors import CreateError
 from ..registry import VmStatus
-from .base import Rollback, StartupJob, ensure_no_domain, status_of
+from .base import Rollback, StartupJob, status_of, uuid_taken
 
 
 class CreateJob(StartupJob):
@@ -40,3 +40,11 @@ class CreateJob(StartupJob):
     def on_ended(self):
         self.domain_xml = None   # libvirt has it, or it was not wanted
         super().on_ended()
+
+
+def ensure_no_domain(hv, vm_id):
+    """Refuse to touch a domain we did not make: defining over an existing
+    one would redefine it, and a rollback would then remove it."""
+    state = hv.state(vm_id)
+    if state is not None:
+        raise uuid_taken(vm_id, state, CreateError)

@@ -9,12 +9,7 @@ only ever read: restored or not, it stays as it was."""
 from .. import domxml, ownership, statefiles
 from ..errors import CreateError
 from ..registry import VmStatus
-from .base import (
-    Rollback,
-    StartupJob,
-    over_a_stopped_definition,
-    running_status,
-)
+from .base import Rollback, StartupJob, over_a_stopped_definition, status_of
 
 
 class RestoreJob(StartupJob):
@@ -59,6 +54,12 @@ class RestoreJob(StartupJob):
             status = running_status(self.hv, vm_id, paused)
             self.step("commit")
             self.commit(status, params=params)
+
+
+def running_status(hv, vm_id, paused):
+    """The public status of the restored domain, which must now run (or be
+    paused, when `paused`); raise if it does neither."""
+    return status_of(hv.state(vm_id), vm_id, paused)
 
 
 def restored_vm_params(domain_xml, path, vm_id, spec):
