@@ -8,7 +8,7 @@ again. A public VM nobody works on is claimed by a `Destruction` (so no
 job can start on it meanwhile), its domain removed, and it leaves the
 public registry.
 
-A job that does not end within `job_wait` seconds of its abort (stuck
+A job that does not end within `JOB_WAIT` seconds of its abort (stuck
 behind libvirt: a migration QEMU cannot cancel, a hung call) does not hold
 destroy back: its domain is destroyed by force (virDomainDestroy, as VDSM
 does), which ends whatever libvirt was doing with it, and destroy waits for
@@ -61,7 +61,7 @@ class Destruction:
         finally:
             self._ended.set()
 
-    def remove_unowned(self, hv, registry, owner):
+    def remove_in_no_registry(self, hv, registry, owner):
         """VM `vm_id` is in neither registry: remove its domain if it is
         ours (`owner`, an ownership.Ownership, says). True if it removed
         one, False if there is none (a domain not ours is never touched),
@@ -98,13 +98,11 @@ class Destruction:
 JOB_WAIT = 30.0
 
 
-def destroy(hv, registry, vm_id, graceful_attempts=0, *, owner,
-            job_wait=None):
+def destroy(hv, registry, vm_id, graceful_attempts=0, *, owner):
     """Destroy VM `vm_id` (raises NoVM if there is none), its domain asked
     `graceful_attempts` times to stop gracefully first; returns True once
     it is gone. `owner`: the ownership.Ownership that says whether a
-    domain in neither registry is ours; `job_wait`: JOB_WAIT by default."""
-    job_wait = JOB_WAIT if job_wait is None else job_wait
+    domain in neither registry is ours."""
     found = False   # the VM was in a registry when we looked
     # The job that held the public VM when its abort was asked, once it
     # ended by itself: if the VM is gone then, that job took it away (a
@@ -115,7 +113,8 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, owner,
         try:
             vm = registry.get(vm_id)
         except NoVM:
-            removed = Destruction(vm_id).remove_unowned(hv, registry, owner)
+            removed = Destruction(vm_id).remove_in_no_registry(
+                hv, registry, owner)
             if removed is None:
                 continue   # a job took the vmId meanwhile: look again
             if removed:
@@ -137,16 +136,16 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, owner,
                 vm.job.abort()
             except workers.JobEnded:
                 pass   # it is ending on its own
-            if vm.job.wait(job_wait):
+            if vm.job.wait(JOB_WAIT):
                 taken_by = None if vm.staging else vm.job
             else:
                 taken_by = None
                 force_destroy(hv, vm_id, vm.job)
                 registry.destroyed_under(vm_id, vm.job)
-                if not vm.job.wait(job_wait):
+                if not vm.job.wait(JOB_WAIT):
                     raise GeneralException(
                         f"destroy of VM {vm_id}: its domain was destroyed, "
-                        f"but job {vm.job.id} has not ended {2 * job_wait:g}"
+                        f"but job {vm.job.id} has not ended {2 * JOB_WAIT:g}"
                         " s after its abort; the VM leaves the registry "
                         "when it ends")
         else:
