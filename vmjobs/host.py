@@ -80,5 +80,5 @@ def host_stats(pool, registry, recovery, hv, owner):
 
 def our_domains_running(hv):
     """How many domains carrying vmjobs' metadata are not shut off."""
-    return sum(1 for d in ownership.marked(ownership.list_domains(hv))
+    return sum(1 for d in ownership.marked_domains(hv)
                if d.state != DomainState.SHUTOFF)

@@ -32,9 +32,10 @@ def list_domains(hv, skip=frozenset()):
     return hv.list_domains(domxml.METADATA_NS, skip=skip)
 
 
-def marked(domains):
-    """The domains of a listing (list_domains) that carry our mark."""
-    return [domain for domain in domains if domain.metadata is not None]
+def marked_domains(hv):
+    """Every domain that carries our mark (DomainInfo, from one listing)."""
+    return [domain for domain in list_domains(hv)
+            if domain.metadata is not None]
 
 
 def read_mark(hv, vm_id):

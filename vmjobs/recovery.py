@@ -51,7 +51,7 @@ class Recovery:
         must not start without knowing what runs). The jobs are queued by a
         thread that waits for room, as the service's own producer."""
         self._started = time.monotonic()
-        domains = ownership.marked(ownership.list_domains(self._hv))
+        domains = ownership.marked_domains(self._hv)
         jobs = []
         for domain in domains:
             job = RecoverJob(VmSpec(domain.uuid, {}), self._hv,
