@@ -3,7 +3,7 @@ with a rule that keeps a lower class from starving.
 
 Lanes, highest first:
 
-    resumed    parked jobs woken up (job.py, wait_for): already running
+    woken      parked jobs woken up (job.py, wait_for): already running
     HIGH       e.g. incoming migrations and recovery
     NORMAL     e.g. creations and restores
 
@@ -16,7 +16,7 @@ jobs "bypasses" L. Once L was bypassed `starvation_limit` times since it
 was last served, the next take serves L (if several lanes are due, the
 highest; the others get the takes after). So the job at the head of a
 lane waits at most `starvation_limit` + (lanes above it) takes, and, each
-lane being FIFO and bounded (the pool's queue_size; the resumed lane by
+lane being FIFO and bounded (the pool's queue_size; the woken lane by
 the parked jobs), every queued job runs after a bounded number of takes
 whatever the load of higher classes. With the default of 8 and only HIGH
 work passing it, a waiting NORMAL job gets every ninth take (and every
@@ -41,8 +41,8 @@ class Priority(enum.IntEnum):
     __hash__ = int.__hash__    # Enum's own is Python code (see JobStatus)
 
 
-RESUMED = 0
-_LANES = 1 + 2 * len(Priority)     # resumed, then each class twice
+WOKEN = 0
+_LANES = 1 + 2 * len(Priority)     # woken, then each class twice
 
 
 def lane_of(job: Any) -> int:
@@ -52,7 +52,7 @@ def lane_of(job: Any) -> int:
 
 
 def needs_admission(lane: int) -> bool:
-    return lane != RESUMED and lane % 2 == 0
+    return lane != WOKEN and lane % 2 == 0
 
 
 _ADMISSION_MASK = sum(1 << lane for lane in range(_LANES)

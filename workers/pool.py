@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .adaptive import AdaptiveLimit
 from .job import Job, Park
-from .lanes import RESUMED, Lanes, Priority, lane_of
+from .lanes import WOKEN, Lanes, Priority, lane_of
 from .states import ENDED, JobEnded, JobStatus
 from .timer import Timer
 
@@ -340,7 +340,7 @@ class Pool:
         # Called by the job (outside its lock) once it is woken; it stays
         # counted parked until a worker takes it.
         with self._lock:
-            self._lanes.push(job, RESUMED)
+            self._lanes.push(job, WOKEN)
             self._queue.put(True)
 
     def job_finished(self, job: Job, status: JobStatus,
@@ -416,7 +416,7 @@ class Pool:
                     if finished is not None:
                         self._notify_change()
                     return None, False
-                if lane == RESUMED:
+                if lane == WOKEN:
                     del self._parked[job.id]
                     if not self._parked:
                         self._queue.put(True)   # the spare worker is free
@@ -428,7 +428,7 @@ class Pool:
                 self._notify_change()   # room for submit(wait=True)
                 # A woken job runs (if aborted, its rollback); one queued
                 # after an ABORT shutdown is aborted instead.
-                return job, self._abort_queued and lane != RESUMED
+                return job, self._abort_queued and lane != WOKEN
 
     def _startable(self) -> int:
         # Caller holds _lock. The start rule (the module's docstring): the
