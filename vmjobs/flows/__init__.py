@@ -1,5 +1,8 @@
-"""The startup flows, one module each, and hibernation (restore's inverse);
-a migration's two ends are named by direction (incoming, outgoing).
+"""The flows, one job class per mode and one module each: the four that
+start a VM, staged until their commit (StartupJob: create, recover,
+restore, incoming), and the two that claim a public VM and take it away
+(ClaimJob: outgoing, and hibernate, restore's inverse); a migration's
+two ends are named by direction (incoming, outgoing).
 
     create     prepare -> define -> start -> verify -> commit
     recover    read-metadata -> inspect (-> wait-arriving, wait-leaving
