@@ -60,7 +60,6 @@ STOP_WAIT = 5.0
 # notification): what it holds of its own beyond references to the
 # feed's notifications, whatever its backlog.
 WINDOW_BYTES = 256 * 1024
-RETRY_AFTER = 1
 
 log = logging.getLogger("vmjobs.server")
 
@@ -97,7 +96,8 @@ class Streams:
                                       b"id of an event (an integer)\n",
                                       close=True)
         if not self._slots.acquire(blocking=False):
-            return _busy(handler, b"too many event streams: retry later\n")
+            return handler.answer_busy(
+                b"too many event streams: retry later\n")
         try:
             with self._lock:
                 try:
@@ -108,7 +108,7 @@ class Streams:
                 if subscription is not None:
                     self._open.add(subscription)
             if subscription is None:
-                return _busy(handler, b"the service is stopping\n")
+                return handler.answer_busy(b"the service is stopping\n")
             handler.server.leave_connection_slots()
             try:
                 stream = _open_stream(handler, subscription)
@@ -353,11 +353,6 @@ def _open_stream(handler, subscription):
     handler.end_headers()
     sock.setblocking(False)
     return _Stream(sock, subscription, chunked)
-
-
-def _busy(handler, text):
-    handler.answer(503, text, close=True,
-                   extra={"Retry-After": str(RETRY_AFTER)})
 
 
 def _gone(sock):

@@ -149,8 +149,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _overloaded(self):
         """Answer 503 on a connection over max_connections; True if so."""
         if self.server.overloaded():
-            self.answer(503, b"too many connections: retry later\n",
-                        close=True, extra={"Retry-After": str(RETRY_AFTER)})
+            self.answer_busy(b"too many connections: retry later\n")
             return True
         return False
 
@@ -227,6 +226,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         answer = b"".join(self._headers_buffer)
         self._headers_buffer = []
         self.wfile.write(answer)
+
+    def answer_busy(self, body):
+        """Answer 503 with `body`, asking the client to come back in
+        RETRY_AFTER seconds, and close the connection (a refusal of the
+        server's or of GET /events, eventstream.py)."""
+        self.answer(503, body, close=True,
+                    extra={"Retry-After": str(RETRY_AFTER)})
 
     def address_string(self):
         if isinstance(self.client_address, tuple) and self.client_address:
