@@ -96,11 +96,13 @@ def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
     vm_id = up_vm(a)
     gate = StepGate("persist")   # B's job: arrived, not committed yet
     host_b.holder["gate"] = gate
-    source = finished(a, migrate(a, vm_id, host_b, daemon_b))
-    assert source["status"] == "done", source
+    job_id = migrate(a, vm_id, host_b, daemon_b)
     assert gate.reached.wait(WAIT)
     assert host_b.Job.abort(gate.job.id) is True
     gate.release.set()
+    # (The source's job ends once B lists the VM: see the next test.)
+    source = finished(a, job_id)
+    assert source["status"] == "done", source
     dest = finished(host_b, gate.job.id)
     assert dest["status"] == "failed", dest
     assert "too late to abort" in dest["error"]["message"]
@@ -109,6 +111,32 @@ def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
     assert host_b.hv.state(vm_id) == "running"
     assert vm_id not in a.Host.getVMList()
     assert a.hv.state(vm_id) is None
+    host_b.VM.destroy(vm_id)
+
+
+def test_the_source_ends_once_the_destination_lists_the_vm(
+        make_real_api, host_b, daemon_b, tmp_path):
+    """API.md: when the source's job has ended, the VM is public on
+    exactly one of the two hosts. The source's job ended as libvirt's
+    migration call returned, while the destination's job had yet to commit
+    the VM (held here at its commit step; on a busy host, waiting for a
+    worker): for that while the VM was public on neither host. Now the
+    source's job ends once the destination lists it."""
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b))
+    vm_id = up_vm(a)
+    gate = StepGate("commit")    # B's job: arrived and persisted
+    host_b.holder["gate"] = gate
+    job_id = migrate(a, vm_id, host_b, daemon_b)
+    assert gate.reached.wait(WAIT)
+    # A bounded look: before, the source's job ended at once here.
+    ended_meanwhile = a.jobs.get(job_id).wait(2.0)
+    listed_on_b = vm_id in host_b.Host.getVMList()
+    gate.release.set()
+    assert not ended_meanwhile and not listed_on_b
+    source = finished(a, job_id)
+    assert source["status"] == "done", source
+    assert vm_id in host_b.Host.getVMList()
+    assert vm_id not in a.Host.getVMList()
     host_b.VM.destroy(vm_id)
 
 

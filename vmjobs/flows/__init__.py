@@ -13,7 +13,8 @@ two ends are named by direction (incoming, outgoing).
     incoming   prepare -> wait-arrival -> persist -> commit
                (job_type migration-destination)
     outgoing   wait-slot -> prepare -> prepare-destination -> migrate
-               -> commit (job_type migration-source)
+               -> confirm-destination -> commit
+               (job_type migration-source)
     hibernate  prepare -> save -> undefine -> commit
 """
 

@@ -1,6 +1,7 @@
 """Migration source: hand a public VM over to another vmjobs host.
 
-    wait-slot -> prepare -> prepare-destination -> migrate -> commit
+    wait-slot -> prepare -> prepare-destination -> migrate
+        -> confirm-destination -> commit
 
 VM.migrate claims the public VM (status Migration Source) and queues this
 job. The job waits for an outgoing slot (OutgoingSlots: at most
@@ -14,8 +15,9 @@ Job.wait_for: the job is parked and holds no worker; libvirt's migration
 call runs on a thread of its own (_Transfer) that wakes the job when it
 returns.
 
-- Success: the domain left; the VM leaves this host's public registry (it
-  is public on the destination, whose job committed it).
+- Success: the domain left; once the destination lists the VM as public
+  (its job committed it: confirm-destination, at most CONFIRM_WAIT), the
+  VM leaves this host's public registry.
 - Anything else (a refusal, a failed transfer, the timeout, Job.abort,
   VM.destroy): libvirt's job is aborted, the destination's staged copy is
   destroyed (VM.destroy there) and the VM stays public here, in its
@@ -56,6 +58,13 @@ NOTHING, PERHAPS, STAGED = "nothing", "perhaps", "staged"
 # has: past them (a destination that does not answer) it is left to the
 # destination's own arrival timeout, and the abort is not held up longer.
 PERHAPS_DESTROY_WAIT = 5.0
+# Seconds the job waits, once the guest has left, for the destination to
+# list the VM as public (its job's commit), looking every CONFIRM_POLL:
+# past them (a destination that does not answer, a job there that will not
+# commit) it ends all the same, the guest there its job's or its
+# recovery's. Short: a VM.destroy here waits for the job meanwhile.
+CONFIRM_WAIT = 10.0
+CONFIRM_POLL = 0.1
 
 
 class DestinationRefused(VdsmError):
@@ -211,6 +220,38 @@ class MigrationSourceJob(ClaimJob):
         # The domain runs on the destination now: whatever happens next,
         # this host lets the VM go.
         self._migrated = True
+        # Once this job ends the VM must be public on the destination
+        # (API.md: never lost). libvirt's call returns as soon as the
+        # guest runs there, and the destination's job commits it only
+        # then, on a worker of its own: this job ended first, and for that
+        # while the VM was public on neither host. Not abortable: the
+        # guest has left; an abort meanwhile is answered "too late".
+        return self.wait_for(
+            "confirm-destination", self._listed_on_destination,
+            self._leave, deadline=time.monotonic() + CONFIRM_WAIT,
+            poll=CONFIRM_POLL, expired=self._leave_unconfirmed,
+            abortable=False)
+
+    def _listed_on_destination(self):
+        """True once the destination lists the VM as public (its job
+        committed it), else None: looked at again at the next poll."""
+        try:
+            stats = self._call_destination(
+                "VM.getStats", {"vmID": self.vm_id},
+                time.monotonic() + CONFIRM_POLL)
+        except (MigrateError, RemoteError):
+            return None   # unreachable, or not (yet) its VM
+        if isinstance(stats, dict) and stats.get("staging") is False:
+            return True
+        return None
+
+    def _leave_unconfirmed(self):
+        log.warning("VM %s migrated to %s, which does not list it %.0f s "
+                    "later: its job there, or its recovery, has the guest",
+                    self.vm_id, self.target.dst, CONFIRM_WAIT)
+        self._leave(None)
+
+    def _leave(self, _listed):
         try:
             self.step("commit")
             self.commit()
