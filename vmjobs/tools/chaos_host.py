@@ -36,13 +36,21 @@ class ServiceDown(Exception):
 
 
 class ChaosHost:
-    def __init__(self, name, directory, state_dir, extra_state_dirs=()):
+    def __init__(self, name, directory, state_dir, extra_state_dirs=(),
+                 tcp=False):
+        """`tcp`: the hosts talk over loopback TCP (libvirtd's port, the
+        migration ports, the service's), all in the sandbox's block of
+        ports, which a partition cuts (chaos_partition); else over Unix
+        sockets, as every mix did before the partition one."""
         self.name = name
+        self.tcp = tcp
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.state_dir = state_dir   # shared: a file restores on either
         self.extra_state_dirs = list(extra_state_dirs)
-        self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"))
+        self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"), tcp=tcp)
+        # Where the other host and the run reach the service and libvirtd
+        # (with tcp: the sandbox's ports, known once it started).
         self.listen = f"unix:{self.dir}/vmjobs.sock"
         self.migration_uri = \
             f"qemu+unix:///system?socket={self.sandbox.socket}"
@@ -54,6 +62,9 @@ class ChaosHost:
 
     def start_daemon(self):
         self.sandbox.start()
+        if self.tcp:
+            self.listen = f"127.0.0.1:{self.sandbox.spare_port}"
+            self.migration_uri = self.sandbox.tcp_uri
 
     def start_service(self):
         self.starts += 1
@@ -69,6 +80,7 @@ class ChaosHost:
              # Both hosts' sockets (service and libvirtd) are under the
              # run's directory: VM.migrate may name them there.
              "--migration-socket-dir", os.path.dirname(self.dir),
+             *(["--insecure"] if self.tcp else []),
              "--lock-file", os.path.join(self.dir, "vmjobs.lock"),
              "--log-file", os.path.join(self.dir,
                                         f"serve-{self.starts}.log")],
