@@ -632,8 +632,9 @@ class ChaosRun:
     def _fault_partition(self, h, draw, entry):
         """A network partition while migrations run: a migration from host
         h (and, one time in two, one back to h from the other host), each
-        at full speed or capped at 4 to 16 MiB/s; 0 to 3 s later every
-        packet to host h's ports (one time in two: to both hosts') is
+        at full speed or capped at 4 to 15 MiB/s; at a drawn moment of the
+        first (_wait_for_the_moment) every packet to host h's ports (one
+        time in two: to both hosts') is
         dropped for 1 to 20 s, then the link heals. While only h is cut,
         one time in two the other host is asked for a migration to h,
         whose destination it cannot reach."""
@@ -649,8 +650,7 @@ class ChaosRun:
         self._migrate_around_cut(h, vm_a, cap_a, entry, "before")
         if back < 0.5:
             self._migrate_around_cut(other, vm_b, cap_b, entry, "before")
-        entry["after"] = round(3.0 * moment, 2)
-        time.sleep(3.0 * moment)
+        self._wait_for_the_moment(moment, entry)
         for asked in entry["migrations"]:
             if "job" in asked:
                 source = 0 if asked["from"] == self.hosts[0].name else 1
@@ -667,6 +667,24 @@ class ChaosRun:
             for i in cut:
                 chaos_partition.heal(self.hosts[i].sandbox.ports)
         return "healed"
+
+    def _wait_for_the_moment(self, moment, entry):
+        """Until the moment of the cut, drawn from `moment`: at once (one
+        time in four), once the first migration asked for is in step
+        prepare-destination (one in four), or 0 to 1 s into its step
+        migrate (a 32 MiB guest's transfer lasts about a second: a
+        fixed delay mostly missed it)."""
+        jobs = [(0 if a["from"] == self.hosts[0].name else 1, a["job"])
+                for a in entry["migrations"] if "job" in a]
+        if moment < 0.25 or not jobs:
+            entry["moment"] = "at once"
+            return
+        source, job_id = jobs[0]
+        step = "prepare-destination" if moment < 0.5 else "migrate"
+        entry["moment"] = self._wait_for_step(source, job_id, step, 5.0)
+        if step == "migrate":
+            entry["after"] = round(2.0 * (moment - 0.5), 2)
+            time.sleep(entry["after"])
 
     def _migrate_around_cut(self, h, draw, cap, entry, when):
         """VM.migrate of a public VM of host h, drawn, to the other host, at
