@@ -124,6 +124,31 @@ def test_short_deep_chaos_run_keeps_every_invariant(tmp_path):
     assert not [key for key in figures["operations"] if "-32602" in key]
 
 
+PARTITION_SEED = 339   # partitions at steps 8, 13 and 21, VMs before
+PARTITION_STEPS = 24
+
+
+def test_short_partition_chaos_run_keeps_every_invariant(tmp_path):
+    require_daemon()
+    run = ChaosRun(tmp_path, PARTITION_SEED, steps=PARTITION_STEPS,
+                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="partition",
+                   known=KNOWN)
+    ok = run.run()
+    figures = run.figures()
+    print(figures)
+    assert ok, (figures["violations"], figures["violation_file"])
+    assert figures["faults"]["partition"] >= 3
+    assert figures["operations"].get("migrate (in a partition) queued",
+                                     0) >= 1
+    assert not [key for key in figures["operations"] if "-32602" in key]
+    # Its tables are gone with it.
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                            text=True, check=True).stdout
+    from vmjobs.tools.chaos_partition import table_name
+    for host in run.hosts:
+        assert table_name(host.sandbox.ports) not in tables.split()
+
+
 def test_a_job_libvirtd_left_without_owner_is_named():
     # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
     # migration began), and a job with an owner, which is not named.
