@@ -4,7 +4,14 @@ frozen service, with the invariants checked whenever both hosts are quiet.
 The schedule is the seed's alone: a failure here replays with
 `vmjobs chaos DIR --seed SEED --steps STEPS`."""
 
+import collections
 import itertools
+import os
+import socket
+import subprocess
+
+import libvirt
+import pytest
 
 from realdaemon import require_daemon
 from vmjobs.tools.chaos import KNOWN, ChaosRun
@@ -117,6 +124,31 @@ def test_short_deep_chaos_run_keeps_every_invariant(tmp_path):
     assert not [key for key in figures["operations"] if "-32602" in key]
 
 
+PARTITION_SEED = 339   # partitions at steps 8, 13 and 21, VMs before
+PARTITION_STEPS = 24
+
+
+def test_short_partition_chaos_run_keeps_every_invariant(tmp_path):
+    require_daemon()
+    run = ChaosRun(tmp_path, PARTITION_SEED, steps=PARTITION_STEPS,
+                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="partition",
+                   known=KNOWN)
+    ok = run.run()
+    figures = run.figures()
+    print(figures)
+    assert ok, (figures["violations"], figures["violation_file"])
+    assert figures["faults"]["partition"] >= 3
+    assert figures["operations"].get("migrate (in a partition) queued",
+                                     0) >= 1
+    assert not [key for key in figures["operations"] if "-32602" in key]
+    # Its tables are gone with it.
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                            text=True, check=True).stdout
+    from vmjobs.tools.chaos_partition import table_name
+    for host in run.hosts:
+        assert table_name(host.sandbox.ports) not in tables.split()
+
+
 def test_a_job_libvirtd_left_without_owner_is_named():
     # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
     # migration began), and a job with an owner, which is not named.
@@ -135,3 +167,144 @@ def test_a_job_libvirtd_left_without_owner_is_named():
         "Params (flags=0x1b)) for (0s, 0s, 30s)\n")
     assert ownerless_jobs(log) == {
         "chaos-07abe430": "none, none, migration in"}
+
+
+def test_the_partition_mix_replays_its_seeds_and_cuts_often():
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    cuts = list(itertools.islice(schedule(SEED, 0.3, "partition"), 2000))
+    assert cuts == list(itertools.islice(schedule(SEED, 0.3, "partition"),
+                                         2000))
+    assert "partition" not in {s[1] for s in deep}
+    drawn = collections.Counter(s[1] for s in cuts if s[0] == "fault")
+    # Half the faults are partitions (each other kind: a share of the rest).
+    assert drawn["partition"] > max(n for kind, n in drawn.items()
+                                    if kind != "partition")
+
+
+def _connects(port, timeout):
+    """True if a TCP connection to 127.0.0.1:port completes within
+    `timeout` s; False if it does not (its SYN dropped)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_a_partition_cuts_every_port_of_the_host_then_heals(tmp_path):
+    require_daemon()
+    from vmjobs.tools import chaos_partition
+    from vmjobs.tools.chaos_host import ChaosHost
+
+    host = ChaosHost("a", tmp_path / "a", str(tmp_path / "states"),
+                     tcp=True)
+    os.makedirs(tmp_path / "states")
+    host.start_daemon()
+    ports = host.sandbox.ports
+    try:
+        chaos_partition.guard(ports)
+        host.start_service()
+        # A port of the incoming migrations' range (the sandbox's block,
+        # below libvirtd's and the service's), which no migration uses
+        # here: a listener of the test's, with a connection made before.
+        migration_port = host.sandbox.tcp_port - 2
+        listener = socket.create_server(("127.0.0.1", migration_port))
+        sender = socket.create_connection(("127.0.0.1", migration_port))
+        receiver, _ = listener.accept()
+        sender.sendall(b"1")
+        assert receiver.recv(1) == b"1"
+        service_port = host.sandbox.spare_port
+        # Before: libvirtd over TCP, the service, the migration port.
+        conn = libvirt.open(host.sandbox.tcp_uri)
+        assert conn.getVersion() > 0
+        conn.close()
+        assert host.call("Host.getStats")["recovering"] is False
+        for port in (host.sandbox.tcp_port, service_port, migration_port):
+            assert _connects(port, 10.0)
+        listener.accept()[0].close()
+
+        chaos_partition.cut(ports, backstop=300)
+        try:
+            assert chaos_partition.is_cut(ports)
+            # During: a new connection to any of them never completes (its
+            # SYN vanishes: not refused), and what the established one
+            # sends does not arrive, for as long as the cut holds.
+            for port in (host.sandbox.tcp_port, service_port,
+                         migration_port):
+                assert not _connects(port, 2.0)
+            sender.sendall(b"2")
+            receiver.settimeout(2.0)
+            with pytest.raises(TimeoutError):
+                receiver.recv(1)
+        finally:
+            chaos_partition.heal(ports)
+        assert not chaos_partition.is_cut(ports)
+        # After: the byte sent during the cut arrives (retransmitted), and
+        # everything connects again.
+        receiver.settimeout(None)
+        assert receiver.recv(1) == b"2"
+        conn = libvirt.open(host.sandbox.tcp_uri)
+        assert conn.getVersion() > 0
+        conn.close()
+        assert host.call("Host.getStats")["recovering"] is False
+        assert _connects(migration_port, 10.0)
+        for s in (sender, receiver, listener):
+            s.close()
+    finally:
+        host.close()
+        chaos_partition.remove(ports)
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                            text=True, check=True).stdout
+    assert chaos_partition.table_name(ports) not in tables
+
+
+def test_only_root_reaches_the_ports_of_a_run(tmp_path):
+    # The run's libvirtds take TCP without authentication: its table
+    # refuses any other user; root (the run, its daemons) connects.
+    require_daemon()
+    from vmjobs.tools import chaos_partition
+    from vmjobs.tools.sandbox import migration_ports
+
+    first, last, lock = migration_ports()   # a block of our own
+    listener = socket.create_server(("127.0.0.1", last))
+    try:
+        chaos_partition.guard((first, last))
+        probe = ("import socket,sys\n"
+                 "try:\n"
+                 f" socket.create_connection(('127.0.0.1', {last}), 30)\n"
+                 "except ConnectionRefusedError:\n"
+                 " sys.exit(3)\n")
+        as_root = subprocess.run(["/usr/bin/python3", "-c", probe])
+        as_nobody = subprocess.run(["/usr/bin/python3", "-c", probe],
+                                   user="nobody")
+        assert as_root.returncode == 0
+        assert as_nobody.returncode == 3
+    finally:
+        chaos_partition.remove((first, last))
+        listener.close()
+        os.close(lock)
+
+
+def test_the_tables_of_a_run_that_died_are_cleared_and_no_other(tmp_path):
+    require_daemon()
+    from vmjobs.tools import chaos_partition
+    from vmjobs.tools.sandbox import migration_ports
+
+    held = migration_ports()        # a running run's block: kept
+    dead = migration_ports()        # a dead run's block: its lock freed
+    os.close(dead[2])
+    try:
+        for first, last, _ in (held, dead):
+            chaos_partition.guard((first, last))
+        chaos_partition.cut(dead[:2], backstop=300)
+        removed = chaos_partition.clear_leftovers()
+        tables = subprocess.run(["nft", "list", "tables"],
+                                capture_output=True, text=True,
+                                check=True).stdout
+        assert chaos_partition.table_name(dead[:2]) in removed
+        assert chaos_partition.table_name(dead[:2]) not in tables
+        assert chaos_partition.table_name(held[:2]) in tables
+    finally:
+        chaos_partition.remove(held[:2])
+        chaos_partition.remove(dead[:2])
+        os.close(held[2])

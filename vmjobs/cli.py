@@ -4,6 +4,7 @@ and what to try (vmjobs.cli_errors); --debug shows its traceback."""
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 
@@ -128,11 +129,14 @@ def build_parser():
     chaos.add_argument("--mem", type=int, default=32, help="MiB per guest")
     chaos.add_argument("--fault-rate", type=float, default=0.03,
                        help="probability that a step is a fault")
-    chaos.add_argument("--mix", choices=("deep", "wide", "classic"),
+    chaos.add_argument("--mix", choices=("deep", "wide", "classic",
+                                         "partition"),
                        default="deep",
                        help="the operations and faults drawn (default "
                        "deep; wide and classic: the mixes before it, for "
-                       "old seeds)")
+                       "old seeds; partition: deep, the hosts on loopback "
+                       "TCP, cut from each other while migrations run, "
+                       "which needs nft)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
                                 "unreadable-domain"),
@@ -292,6 +296,10 @@ def _sandbox(args):
     return 0
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _chaos(args):
     import json
     import random
@@ -301,6 +309,9 @@ def _chaos(args):
     minutes = args.minutes if args.minutes is not None or args.steps else 10
     print(f"vmjobs chaos: seed {seed} (replay: vmjobs chaos {args.dir} "
           f"--seed {seed})", flush=True)
+    # A SIGTERM ends the run as Ctrl-C does, through its cleanup (its
+    # daemons stopped, its firewall tables removed), not in the middle.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     run = ChaosRun(args.dir, seed, steps=args.steps,
                    duration=minutes * 60 if minutes else None,
                    max_vms=args.max_vms, mem_mib=args.mem,

@@ -25,6 +25,7 @@ import uuid
 import libvirt
 
 from ..client import RemoteError
+from . import chaos_partition
 from .chaos_checks import (
     arrivals_without_source,
     check_quiet,
@@ -33,7 +34,7 @@ from .chaos_checks import (
 )
 from .chaos_host import ChaosHost, ServiceDown
 from .chaos_ledger import Ledger
-from .chaos_schedule import DEFAULT_MIX, pick, schedule, sub_draws
+from .chaos_schedule import DEFAULT_MIX, TCP_MIXES, pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
 # Violations that may be noted rather than stop a run (--known).
@@ -51,6 +52,10 @@ RACE_PAIRS = (("destroy", "migrate"), ("migrate", "destroy"),
               ("migrate", "migrate"), ("destroy", "destroy"),
               ("hibernate", "migrate"))
 RACE_DELAY = 2.0
+# A partition lasts 1 to 20 s; the kernel ends it by itself this long after
+# it began, should the run die before it heals (chaos_partition).
+PARTITION_SECONDS = (1.0, 20.0)
+PARTITION_BACKSTOP = 30.0
 
 
 class Violation(Exception):
@@ -81,8 +86,12 @@ class ChaosRun:
         os.makedirs(self.full_dir, exist_ok=True)
         self._full_mounted = False
         self.hosts = [ChaosHost(name, os.path.join(self.workdir, name),
-                                state_dir, extra_state_dirs=[self.full_dir])
+                                state_dir, extra_state_dirs=[self.full_dir],
+                                tcp=mix in TCP_MIXES)
                       for name in ("a", "b")]
+        # The blocks of ports whose nftables table the run made.
+        self._guarded = []
+        self._cut_jobs = set()   # migrations asked for around a partition
         self._ids = random.Random(seed + 1)   # VM ids, from the seed too
         self.ledger = Ledger()
         # job id -> (host index, kind, vm, path, step)
@@ -107,8 +116,13 @@ class ChaosRun:
         started = time.monotonic()
         try:
             self._mount_full_dir()
+            if self.mix in TCP_MIXES:
+                chaos_partition.clear_leftovers()
             for host in self.hosts:
                 host.start_daemon()
+                if host.tcp:
+                    self._guarded.append(host.sandbox.ports)
+                    chaos_partition.guard(host.sandbox.ports)
                 host.start_service()
             for i, step in enumerate(schedule(self.seed, self.fault_rate,
                                               self.mix)):
@@ -126,6 +140,8 @@ class ChaosRun:
             self.violations.append(str(exc))
             self._write_violation(str(exc))
         finally:
+            for ports in self._guarded:
+                chaos_partition.remove(ports)
             for host in self.hosts:
                 host.close()
             self._unmount_full_dir()
@@ -573,6 +589,17 @@ class ChaosRun:
                     pass
         return self._restarted(h, "kill -9 in its recovery")
 
+    def _job_step(self, h, job_id):
+        """The step job_id is in on host h ('ended', 'unknown')."""
+        try:
+            info = self.hosts[h].call("Host.getJobs",
+                                      job_ids=[job_id]).get(job_id)
+        except (RemoteError, ServiceDown):
+            return "unknown"
+        if info is None or info["status"] in ENDED:
+            return "ended"
+        return info.get("step") or "none"
+
     def _wait_for_step(self, h, job_id, step, bound):
         """The step job_id reached on host h: `step`, or the one it was in
         `bound` seconds later (or 'ended', 'unknown')."""
@@ -599,6 +626,96 @@ class ChaosRun:
                                     hibernationVolHandle=path)
         self._queue(h, "hibernate", vm_id, entry, answer, path)
         self.ops[("hibernate (in a fault)", "queued")] += 1
+
+    # -- the partition mix ----------------------------------------------------------
+
+    def _fault_partition(self, h, draw, entry):
+        """A network partition while migrations run: a migration from host
+        h (and, one time in two, one back to h from the other host), each
+        at full speed or capped at 4 to 15 MiB/s; at a drawn moment of the
+        first (_wait_for_the_moment) every packet to host h's ports (one
+        time in two: to both hosts') is
+        dropped for 1 to 20 s, then the link heals. While only h is cut,
+        one time in two the other host is asked for a migration to h,
+        whose destination it cannot reach."""
+        more = sub_draws(draw)
+        (scope, back, during, vm_a, vm_b, vm_c, cap_a, cap_b, moment,
+         length) = (more.random() for _ in range(10))
+        other = 1 - h
+        cut = [h] if scope < 0.5 else [h, other]
+        seconds = PARTITION_SECONDS[0] + \
+            (PARTITION_SECONDS[1] - PARTITION_SECONDS[0]) * length
+        entry.update(cut=[self.hosts[i].name for i in cut],
+                     seconds=round(seconds, 2), migrations=[])
+        self._migrate_around_cut(h, vm_a, cap_a, entry, "before")
+        if back < 0.5:
+            self._migrate_around_cut(other, vm_b, cap_b, entry, "before")
+        self._wait_for_the_moment(moment, entry)
+        for asked in entry["migrations"]:
+            if "job" in asked:
+                source = 0 if asked["from"] == self.hosts[0].name else 1
+                asked["at_cut"] = self._job_step(source, asked["job"])
+                self.ops[("migrate at the cut", asked["at_cut"])] += 1
+        for i in cut:
+            chaos_partition.cut(self.hosts[i].sandbox.ports,
+                                PARTITION_BACKSTOP)
+        try:
+            if len(cut) == 1 and during < 0.5:
+                self._migrate_around_cut(other, vm_c, None, entry, "during")
+            time.sleep(seconds)
+        finally:
+            for i in cut:
+                chaos_partition.heal(self.hosts[i].sandbox.ports)
+        return "healed"
+
+    def _wait_for_the_moment(self, moment, entry):
+        """Until the moment of the cut, drawn from `moment`: at once (one
+        time in four), once the first migration asked for is in step
+        prepare-destination (one in four), or 0 to 1 s into its step
+        migrate (a 32 MiB guest's transfer lasts about a second: a
+        fixed delay mostly missed it)."""
+        jobs = [(0 if a["from"] == self.hosts[0].name else 1, a["job"])
+                for a in entry["migrations"] if "job" in a]
+        if moment < 0.25 or not jobs:
+            entry["moment"] = "at once"
+            return
+        source, job_id = jobs[0]
+        step = "prepare-destination" if moment < 0.5 else "migrate"
+        entry["moment"] = self._wait_for_step(source, job_id, step, 5.0)
+        if step == "migrate":
+            entry["after"] = round(2.0 * (moment - 0.5), 2)
+            time.sleep(entry["after"])
+
+    def _migrate_around_cut(self, h, draw, cap, entry, when):
+        """VM.migrate of a public VM of host h, drawn, to the other host, at
+        most `cap` (0-1: 4 to 16 MiB/s; above 0.5 or None: full speed)."""
+        vm_id = pick(self._public(h), draw)
+        if vm_id is None:
+            return
+        other = self.hosts[1 - h]
+        params = {"dst": other.listen, "dstUri": other.migration_uri,
+                  "migrationUri": "tcp://127.0.0.1"}
+        if cap is not None and cap < 0.5:
+            params["maxBandwidth"] = 4 + int(24 * cap)
+        asked = {"step": entry["step"], "from": self.hosts[h].name,
+                 "when": when, "vm": vm_id,
+                 "maxBandwidth": params.get("maxBandwidth")}
+        entry["migrations"].append(asked)
+        try:
+            answer = self.hosts[h].call("VM.migrate", vmID=vm_id,
+                                        params=params)
+        except RemoteError as exc:
+            asked["outcome"] = f"refused {exc.code}"
+            return
+        except ServiceDown:
+            asked["outcome"] = "unreachable"
+            self.ledger.job_ended("migrate", vm_id, None, entry["step"],
+                                  "lost")
+            return
+        self._queue(h, "migrate", vm_id, asked, answer)
+        asked["outcome"] = "queued"
+        self._cut_jobs.add(asked["job"])
+        self.ops[("migrate (in a partition)", "queued")] += 1
 
     # -- the full state directory -------------------------------------------------
 
@@ -723,6 +840,9 @@ class ChaosRun:
             del self.inflight[job_id]
             status = info["status"] if info else "lost"
             self.ops[(f"{kind} job", status)] += 1
+            if job_id in self._cut_jobs:
+                self._cut_jobs.discard(job_id)
+                self.ops[("migrate job under a partition", status)] += 1
             self.ledger.job_ended(kind, vm_id, path, step, status)
 
     def _resolve_uncertain(self):

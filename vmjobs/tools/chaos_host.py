@@ -28,6 +28,16 @@ destination_timeout = 45
 settle_timeout = 30
 """
 
+# With tcp (the partition mix), migrations' bounds shorter than the
+# longest partition (20 s) and libvirtd's keepalive too (2 s x 3): a cut
+# outlasts them as a real partition outlasts the real ones (source 600 s,
+# keepalive 5 s x 5), so that a job ends and libvirt gives up on its peer
+# while the link is down, which a shorter cut than every bound never sees
+# (seed 3107: 43 migrations cut, all done once the link healed).
+PARTITION_BOUNDS = {"source_timeout = 30": "source_timeout = 8",
+                    "destination_timeout = 45": "destination_timeout = 15"}
+PARTITION_LIBVIRTD = {"keepalive_interval": 2, "keepalive_count": 3}
+
 CALL_TIMEOUT = 60.0
 
 
@@ -36,13 +46,22 @@ class ServiceDown(Exception):
 
 
 class ChaosHost:
-    def __init__(self, name, directory, state_dir, extra_state_dirs=()):
+    def __init__(self, name, directory, state_dir, extra_state_dirs=(),
+                 tcp=False):
+        """`tcp`: the hosts talk over loopback TCP (libvirtd's port, the
+        migration ports, the service's), all in the sandbox's block of
+        ports, which a partition cuts (chaos_partition); else over Unix
+        sockets, as every mix did before the partition one."""
         self.name = name
+        self.tcp = tcp
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.state_dir = state_dir   # shared: a file restores on either
         self.extra_state_dirs = list(extra_state_dirs)
-        self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"))
+        self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"), tcp=tcp,
+                               settings=PARTITION_LIBVIRTD if tcp else None)
+        # Where the other host and the run reach the service and libvirtd
+        # (with tcp: the sandbox's ports, known once it started).
         self.listen = f"unix:{self.dir}/vmjobs.sock"
         self.migration_uri = \
             f"qemu+unix:///system?socket={self.sandbox.socket}"
@@ -54,12 +73,19 @@ class ChaosHost:
 
     def start_daemon(self):
         self.sandbox.start()
+        if self.tcp:
+            self.listen = f"127.0.0.1:{self.sandbox.spare_port}"
+            self.migration_uri = self.sandbox.tcp_uri
 
     def start_service(self):
         self.starts += 1
         config = os.path.join(self.dir, "vmjobs.conf")
+        text = CONFIG
+        if self.tcp:
+            for default, shorter in PARTITION_BOUNDS.items():
+                text = text.replace(default, shorter)
         with open(config, "w") as f:
-            f.write(CONFIG)
+            f.write(text)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vmjobs", "serve", "--config", config,
              "--uri", self.sandbox.uri, "--listen", self.listen,
@@ -69,6 +95,7 @@ class ChaosHost:
              # Both hosts' sockets (service and libvirtd) are under the
              # run's directory: VM.migrate may name them there.
              "--migration-socket-dir", os.path.dirname(self.dir),
+             *(["--insecure"] if self.tcp else []),
              "--lock-file", os.path.join(self.dir, "vmjobs.lock"),
              "--log-file", os.path.join(self.dir,
                                         f"serve-{self.starts}.log")],

@@ -12,7 +12,10 @@ and both services killed while a migration runs (kept so that its seeds
 replay); and `deep` (the default), which adds an operator's pause or
 resume of a guest outside vmjobs (libvirt's suspend, resume), a guest's
 QEMU frozen (SIGSTOP) for a few seconds, and a service killed again in the
-middle of the recovery that followed its first kill."""
+middle of the recovery that followed its first kill (kept so that its
+seeds replay); and `partition`, the deep mix with the hosts on loopback TCP
+and a network partition between them (chaos_partition) while migrations
+run, drawn as often as the deep mix's other faults together."""
 
 import random
 
@@ -29,8 +32,15 @@ WIDE_FAULTS = FAULTS + ("qemu_kill", "libvirtd_kill9", "libvirtd_stop",
 DEEP_OPS = {**WIDE_OPS, "outside_pause": 2}
 DEEP_FAULTS = WIDE_FAULTS + ("qemu_stop", "kill9_mid_recovery")
 
+# A fault is drawn uniformly among a mix's faults: the partition is
+# listed as many times as the deep faults, to be half of them.
+PARTITION_FAULTS = DEEP_FAULTS + ("partition",) * len(DEEP_FAULTS)
+
 MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS),
-         "deep": (DEEP_OPS, DEEP_FAULTS)}
+         "deep": (DEEP_OPS, DEEP_FAULTS),
+         "partition": (DEEP_OPS, PARTITION_FAULTS)}
+# Mixes whose hosts talk over loopback TCP (the others: Unix sockets).
+TCP_MIXES = ("partition",)
 DEFAULT_MIX = "deep"
 
 

@@ -73,7 +73,21 @@ LOG_OUTPUTS = "3:file:{log}"
 # block of its own, above the kernel's ephemeral ports (32768-60999), held
 # by a lock on a file for as long as its supervisor lives.
 PORT_BLOCKS = range(61000, 65536 - 64, 64)
+PORT_BLOCK_SIZE = 64
 PORT_LOCKS = "/var/tmp/vmjobs-migration-ports"
+
+# With `tcp`, libvirtd also listens on loopback TCP, on the block's last
+# port, and the port before it is kept free for a service beside it (the
+# chaos run's `vmjobs serve`): every port two such sandboxes talk over is
+# then in their blocks, which a network partition cuts (chaos_partition).
+# No authentication: the run is root, and its partition table refuses
+# every other user's connection to the block (chaos_partition).
+LIBVIRTD_TCP_CONF = """listen_tcp = 1
+listen_tls = 0
+listen_addr = "127.0.0.1"
+tcp_port = "{port}"
+auth_tcp = "none"
+"""
 
 
 class SandboxError(RuntimeError):
@@ -92,7 +106,7 @@ def migration_ports():
         except BlockingIOError:
             os.close(fd)
             continue
-        return first, first + 63, fd
+        return first, first + PORT_BLOCK_SIZE - 1, fd
     raise SandboxError("every block of migration ports is held by a "
                        "running sandbox")
 
@@ -131,10 +145,17 @@ def conf_value(value):
 
 
 class Sandbox:
-    def __init__(self, directory, cache_dir=DEFAULT_CACHE, settings=None):
+    def __init__(self, directory, cache_dir=DEFAULT_CACHE, settings=None,
+                 tcp=False):
         """`settings`: more libvirtd.conf keys, {key: value}, written after
         the sandbox's own (a benchmark's limits, log filters); in a
-        log_outputs, {log} is the daemon's log file."""
+        log_outputs, {log} is the daemon's log file. `tcp`: libvirtd
+        listens on loopback TCP too (LIBVIRTD_TCP_CONF), at `tcp_uri`."""
+        self.tcp = tcp
+        # Once started: (first, last) of its block of ports; with `tcp`,
+        # libvirtd's port and the spare one (LIBVIRTD_TCP_CONF).
+        self.ports = None
+        self.tcp_port = self.spare_port = None
         self.dir = os.path.abspath(directory)
         self.cache_dir = cache_dir
         self.settings = dict(settings or {})
@@ -167,6 +188,12 @@ class Sandbox:
             for key, value in settings.items():
                 f.write(f"{key} = {conf_value(value)}\n")
         port_min, port_max, ports_lock = migration_ports()
+        self.ports = (port_min, port_max)
+        if self.tcp:
+            self.tcp_port, self.spare_port = port_max, port_max - 1
+            port_max -= 2   # incoming migrations: the block's other ports
+            with open(self._path("conf", "libvirtd.conf"), "a") as f:
+                f.write(LIBVIRTD_TCP_CONF.format(port=self.tcp_port))
         with open(self._path("conf", "qemu.conf"), "w") as f:
             f.write(QEMU_CONF.format(port_min=port_min, port_max=port_max))
         output = open(self._path("log", "supervisor.log"), "ab")
@@ -287,6 +314,11 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise SandboxError("libvirtd did not come back")
             time.sleep(0.02)
+
+    @property
+    def tcp_uri(self):
+        """libvirtd on loopback TCP (a sandbox started with `tcp`)."""
+        return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
 
     def daemon_pid(self):
         """libvirtd's pid, or None."""

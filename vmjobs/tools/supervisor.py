@@ -22,6 +22,11 @@ CACHE_MOUNT = "/var/cache/libvirt"
 PR_SET_CHILD_SUBREAPER = 36
 
 
+def listens_on_tcp(conf):
+    with open(conf) as f:
+        return any(line.split() == ["listen_tcp", "=", "1"] for line in f)
+
+
 def supervise(directory, cache_dir, lifeline=None):
     """Runs as the namespace's first process: mounts, then libvirtd as a
     child, reaping every orphan until libvirtd exits."""
@@ -40,6 +45,10 @@ def supervise(directory, cache_dir, lifeline=None):
     command = [
         "libvirtd", "-f", os.path.join(directory, "conf", "libvirtd.conf"),
         "-p", os.path.join(directory, "run", "libvirtd.pid")]
+    if listens_on_tcp(os.path.join(directory, "conf", "libvirtd.conf")):
+        # libvirtd opens the TCP socket its configuration asks for only
+        # with --listen (not socket-activated).
+        command.append("--listen")
     daemon = subprocess.Popen(command)
     # SIGTERM stops the daemon and the sandbox; SIGHUP restarts the daemon
     # alone, its QEMU processes running on (as after a libvirtd upgrade).
