@@ -112,6 +112,10 @@ class ChaosRun:
 
     # -- the run ----------------------------------------------------------------
 
+    def _guard(self, ports):
+        self._guarded.append(ports)
+        chaos_partition.guard(ports)
+
     def run(self):
         started = time.monotonic()
         try:
@@ -119,10 +123,10 @@ class ChaosRun:
             if self.mix in TCP_MIXES:
                 chaos_partition.clear_leftovers()
             for host in self.hosts:
-                host.start_daemon()
-                if host.tcp:
-                    self._guarded.append(host.sandbox.ports)
-                    chaos_partition.guard(host.sandbox.ports)
+                # A TCP libvirtd takes any local user: its port refuses all
+                # but root before the daemon listens on it.
+                host.start_daemon(before_start=self._guard
+                                  if host.tcp else None)
                 host.start_service()
             for i, step in enumerate(schedule(self.seed, self.fault_rate,
                                               self.mix)):

@@ -71,8 +71,8 @@ class ChaosHost:
 
     # -- the service ----------------------------------------------------------
 
-    def start_daemon(self):
-        self.sandbox.start()
+    def start_daemon(self, before_start=None):
+        self.sandbox.start(before_start=before_start)
         if self.tcp:
             self.listen = f"127.0.0.1:{self.sandbox.spare_port}"
             self.migration_uri = self.sandbox.tcp_uri

@@ -167,12 +167,15 @@ class Sandbox:
 
     # -- start --------------------------------------------------------------
 
-    def start(self, timeout=120, detached=False):
+    def start(self, timeout=120, detached=False, before_start=None):
         """Start the daemon; return once it answers a real call. Unless
         `detached` (`vmjobs sandbox start`: the sandbox outlives the
         command), the sandbox ends with this process, however it ends: a
         benchmark or test killed before its `stop()` leaves no daemon and
-        no guest running behind it."""
+        no guest running behind it. `before_start(ports)` is called with
+        the sandbox's block of ports before the daemon listens on them
+        (the chaos run guards a TCP libvirtd's port, which takes any
+        local user, before anyone can connect)."""
         reason = missing_requirements()
         if reason is not None:
             raise SandboxError(f"cannot start a private libvirtd: {reason}")
@@ -196,6 +199,12 @@ class Sandbox:
                 f.write(LIBVIRTD_TCP_CONF.format(port=self.tcp_port))
         with open(self._path("conf", "qemu.conf"), "w") as f:
             f.write(QEMU_CONF.format(port_min=port_min, port_max=port_max))
+        if before_start is not None:
+            try:
+                before_start(self.ports)
+            except BaseException:
+                os.close(ports_lock)
+                raise
         output = open(self._path("log", "supervisor.log"), "ab")
         # The lifeline: the supervisor reads a pipe whose other end only
         # this process holds (not inheritable, so no child of ours keeps
