@@ -35,11 +35,11 @@ ALLOWED = {
     ("Job", "VmRegistry"),
     ("Job", "Notifications"),
     ("VmRegistry", "Notifications"),
-    ("Job", "GuestWatch"),
+    ("Job", "Lookout"),
     ("Streams", "Notifications"),
 }
 TRACKED = {"Job", "Pool", "Timer", "VmRegistry", "JobTable",
-           "OutgoingSlots", "Notifications", "GuestWatch", "Streams",
+           "OutgoingSlots", "Notifications", "Lookout", "Streams",
            "ConnectionTable", "Recovery"}
 
 _held = threading.local()
@@ -99,7 +99,7 @@ class CountingLooks:
     """The test's adapter, counting the destination job's looks for its
     guest (each after a wake-up by the pool's timer, but the first); said
     shared with others, as a daemon is, so that the API follows its
-    guests (guests.GuestWatch)."""
+    guests (guests.GuestWatch, on its lookout)."""
 
     shared_with_others = True
 
@@ -213,7 +213,7 @@ def test_the_documented_order_is_the_order_taken(monkeypatch, make_api,
     assert seen <= ALLOWED, f"taken out of order: {seen - ALLOWED}"
     assert {("Job", "Pool"), ("Pool", "Timer"), ("Job", "VmRegistry"),
             ("Job", "Notifications"), ("VmRegistry", "Notifications"),
-            ("Job", "GuestWatch"), ("Streams", "Notifications")} \
+            ("Job", "Lookout"), ("Streams", "Notifications")} \
         <= seen, f"not exercised: {seen}"
     # The locks held alone were taken too: they met no other.
     assert TRACKED <= taken, f"never taken: {TRACKED - taken}"

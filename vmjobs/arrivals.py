@@ -28,7 +28,7 @@ adopted. Never twice: a guest is looked at only once its migration has
 finished here, when libvirt's source has let its own copy go (its Confirm
 kills it once the destination's Finish succeeded).
 
-The looks are made by one thread of their own, off libvirt's event loop
+The looks are made by a lookout (lookout.py), off libvirt's event loop
 and off the workers. Only on a daemon: the test driver cannot migrate."""
 
 import logging
@@ -47,11 +47,10 @@ from .hypervisor import (
     incoming_resumed,
     incoming_started,
 )
+from .lookout import Lookout
 from .params import VmSpec
 
 log = logging.getLogger("vmjobs.arrivals")
-
-CLOSE_WAIT = 5.0   # seconds a stop waits for a look in progress
 
 
 class LateArrivals:
@@ -66,19 +65,13 @@ class LateArrivals:
         self._pool = pool
         self._recover_args = recover_args
         self._observe = observe
-        # Guards _followed, _due and _closed; _wake is signalled when any
-        # changes.
+        # Guards _followed: the vmIds whose incoming migration is followed
+        # until it has arrived or gone (at most one per transfer under way,
+        # and per destination job that just ended).
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        # vmIds whose incoming migration is followed until it has arrived
-        # or gone (at most one per transfer under way, and per destination
-        # job that just ended), and those to look at now.
         self._followed = set()
-        self._due = set()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run,
-                                        name="late-arrivals", daemon=True)
-        self._thread.start()
+        self._lookout = Lookout("late-arrivals", self._look,
+                                "looking for a late arrival")
         self._token = hv.watch(self._on_event, missed=self._look_at_all)
 
     def expect(self, vm_id):
@@ -86,58 +79,38 @@ class LateArrivals:
         guest may still come (from any thread; never blocks)."""
         with self._lock:
             self._followed.add(vm_id)
-            self._due.add(vm_id)
-            self._wake.notify()
+        self._lookout.due(vm_id)
 
     def close(self):
         self._hv.unwatch(self._token)
-        with self._lock:
-            self._closed = True
-            self._wake.notify()
-        self._thread.join(CLOSE_WAIT)
-        if self._thread.is_alive():
-            log.warning("a late arrival's look still waits for libvirt at "
-                        "stop")
+        self._lookout.close()
 
     def _on_event(self, vm_id, event, detail):
-        # On libvirt's event thread: note it, look from our own thread.
+        # On libvirt's event thread: note it, look from the lookout's.
         with self._lock:
             if incoming_started(event, detail):
                 self._followed.add(vm_id)
             elif not incoming_resumed(event, detail) and \
                     vm_id not in self._followed:
                 return
-            self._due.add(vm_id)
-            self._wake.notify()
+        self._lookout.due(vm_id)
 
     def _look_at_all(self):
         # Events were lost while libvirt restarted: look at every guest
         # followed.
         with self._lock:
-            self._due.update(self._followed)
-            self._wake.notify()
-
-    def _run(self):
-        while True:
-            with self._lock:
-                while not self._due and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                due, self._due = self._due, set()
-            for vm_id in due:
-                try:
-                    self._look(vm_id)
-                except HypervisorError as exc:
-                    # libvirt is restarting: its return tells us (missed).
-                    log.warning("VM %s: a late arrival cannot be looked "
-                                "at: %s", vm_id, exc)
-                except Exception:
-                    # A bug: logged, and the others are still looked at.
-                    log.exception("VM %s: looking for a late arrival "
-                                  "failed", vm_id)
+            followed = set(self._followed)
+        self._lookout.due(*followed)
 
     def _look(self, vm_id):
+        try:
+            self._look_for_arrival(vm_id)
+        except HypervisorError as exc:
+            # libvirt is restarting: its return tells us (missed).
+            log.warning("VM %s: a late arrival cannot be looked at: %s",
+                        vm_id, exc)
+
+    def _look_for_arrival(self, vm_id):
         if vm_id in self._registry.known_ids():
             # A job or a public VM has it: its own (a destination job
             # follows its guest, and its end says if it may come late).

@@ -18,53 +18,38 @@ registry takes a reading only if the VM is still as it was before the
 read (VmRegistry.guest_changed), so a job that claimed it meanwhile keeps
 its guest.
 
-The readings are made by one thread of their own, off libvirt's event
+The readings are made by a lookout (lookout.py), off libvirt's event
 loop (which must not block) and off the workers: a libvirt call per look,
 one per VM started. Not on the test driver: its private host has no
 other client, and there listening costs a storm a quarter of its speed
 (docs/benchmarks.md, section 2)."""
 
 import logging
-import threading
 
 from .hypervisor import DomainState, HypervisorError, may_change_state
+from .lookout import Lookout
 from .registry import PUBLIC_STATUS, VmStatus
 
 log = logging.getLogger("vmjobs.guests")
-
-CLOSE_WAIT = 5.0   # seconds a stop waits for a reading in progress
 
 
 class GuestWatch:
     def __init__(self, hv, registry):
         self._hv = hv
         self._registry = registry
-        # Guards _due and _closed; _wake is signalled when either changes.
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._due = set()   # vmIds whose guest is to be read
-        self._closed = False
-        self._thread = threading.Thread(target=self._run,
-                                        name="guest-watch", daemon=True)
-        self._thread.start()
+        self._lookout = Lookout("guest-watch", self._read,
+                                "a guest's reading")
         registry.on_idle = self.look
         self._token = hv.watch(self._on_event, missed=self._look_at_all)
 
     def look(self, vm_id):
         """Read VM `vm_id`'s guest soon (from any thread; never blocks)."""
-        with self._lock:
-            self._due.add(vm_id)
-            self._wake.notify()
+        self._lookout.due(vm_id)
 
     def close(self):
         self._hv.unwatch(self._token)
         self._registry.on_idle = None
-        with self._lock:
-            self._closed = True
-            self._wake.notify()
-        self._thread.join(CLOSE_WAIT)
-        if self._thread.is_alive():
-            log.warning("a guest's reading still waits for libvirt at stop")
+        self._lookout.close()
 
     def _on_event(self, vm_id, event, detail):
         # On libvirt's event thread: a VM a job works on (or no VM of
@@ -75,25 +60,7 @@ class GuestWatch:
 
     def _look_at_all(self):
         # Events were lost while libvirt restarted.
-        idle = self._registry.idle_ids()
-        with self._lock:
-            self._due.update(idle)
-            self._wake.notify()
-
-    def _run(self):
-        while True:
-            with self._lock:
-                while not self._due and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                due, self._due = self._due, set()
-            for vm_id in due:
-                try:
-                    self._read(vm_id)
-                except Exception:
-                    # A bug: logged, and the others are still followed.
-                    log.exception("VM %s: its guest's reading failed", vm_id)
+        self._lookout.due(*self._registry.idle_ids())
 
     def _read(self, vm_id):
         seen = self._registry.idle(vm_id)
