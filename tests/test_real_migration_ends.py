@@ -283,6 +283,25 @@ class LogSeen(logging.Handler):
         self.logger.removeHandler(self)
 
 
+def held_at_migrate(make_real_api, daemon_b, tmp_path):
+    """(host A, whose migrations are held at step migrate by `gate`, the
+    gate, a VM up on A)."""
+    gate = StepGate("migrate")
+    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
+                      step_hook=gate)
+    return a, gate, up_vm(a)
+
+
+def abort_the_destination_while_held(a, gate, vm_id, host_b, daemon_b):
+    """VM.migrate of `vm_id` from A, held at step migrate, and B's job for
+    it aborted meanwhile: (A's job id, B's job id)."""
+    job_id = migrate(a, vm_id, host_b, daemon_b)
+    assert gate.reached.wait(WAIT)
+    incoming, = host_b.Host.getJobs(job_type="migration-destination")
+    assert host_b.Job.abort(incoming) is True
+    return job_id, incoming
+
+
 @pytest.mark.parametrize("status", ["Up", "Paused"])
 def test_a_guest_arriving_after_the_destinations_job_ended_is_listed_there(
         make_real_api, host_b, daemon_b, tmp_path, status):
@@ -293,18 +312,13 @@ def test_a_guest_arriving_after_the_destinations_job_ended_is_listed_there(
     adopts it (a recover job): public on B, as the engine was told. It
     ran in no registry on B, public on neither host, until a restart's
     recovery or a VM.destroy."""
-    gate = StepGate("migrate")
-    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
-                      step_hook=gate)
-    vm_id = up_vm(a)
+    a, gate, vm_id = held_at_migrate(make_real_api, daemon_b, tmp_path)
     if status == "Paused":
         with a.hv.connection() as conn:
             conn.lookupByUUIDString(vm_id).suspend()
         wait_status(a, vm_id, "Paused")
-    job_id = migrate(a, vm_id, host_b, daemon_b)
-    assert gate.reached.wait(WAIT)
-    incoming, = host_b.Host.getJobs(job_type="migration-destination")
-    assert host_b.Job.abort(incoming) is True
+    job_id, incoming = abort_the_destination_while_held(
+        a, gate, vm_id, host_b, daemon_b)
     assert finished(host_b, incoming)["status"] == "aborted"
     assert host_b.hv.state(vm_id) is None
     gate.release.set()
@@ -327,14 +341,9 @@ def test_a_late_guest_without_vmjobs_metadata_is_not_adopted(
     """The positive control's refusal: the same late arrival, its mark
     taken off on A before the transfer (a source that is not vmjobs), is
     left alone on B: not ours (external), never listed."""
-    gate = StepGate("migrate")
-    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
-                      step_hook=gate)
-    vm_id = up_vm(a)
-    job_id = migrate(a, vm_id, host_b, daemon_b)
-    assert gate.reached.wait(WAIT)
-    incoming, = host_b.Host.getJobs(job_type="migration-destination")
-    assert host_b.Job.abort(incoming) is True
+    a, gate, vm_id = held_at_migrate(make_real_api, daemon_b, tmp_path)
+    job_id, incoming = abort_the_destination_while_held(
+        a, gate, vm_id, host_b, daemon_b)
     assert finished(host_b, incoming)["status"] == "aborted"
     with a.hv.connection() as conn:
         conn.lookupByUUIDString(vm_id).setMetadata(
@@ -363,14 +372,9 @@ def test_a_guest_arriving_while_the_destinations_job_ends_is_kept(
     nowhere); now what the look did not see is not removed, and the late
     arrival is adopted."""
     host_b = b_paused_in_its_end_check
-    gate = StepGate("migrate")
-    a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b),
-                      step_hook=gate)
-    vm_id = up_vm(a)
-    job_id = migrate(a, vm_id, host_b, daemon_b)
-    assert gate.reached.wait(WAIT)
-    incoming, = host_b.Host.getJobs(job_type="migration-destination")
-    assert host_b.Job.abort(incoming) is True
+    a, gate, vm_id = held_at_migrate(make_real_api, daemon_b, tmp_path)
+    job_id, incoming = abort_the_destination_while_held(
+        a, gate, vm_id, host_b, daemon_b)
     assert host_b.hv.hanging.wait(WAIT)   # B's end looked: nothing here
     gate.release.set()
     source = finished(a, job_id)

@@ -610,15 +610,8 @@ class ChaosRun:
         deadline = time.monotonic() + bound
         seen = "unknown"
         while time.monotonic() < deadline:
-            try:
-                info = self.hosts[h].call("Host.getJobs",
-                                          job_ids=[job_id]).get(job_id)
-            except (RemoteError, ServiceDown):
-                return "unknown"
-            if info is None or info["status"] in ENDED:
-                return "ended"
-            seen = info.get("step") or "none"
-            if seen == step:
+            seen = self._job_step(h, job_id)
+            if seen in (step, "ended", "unknown"):
                 break
             time.sleep(0.02)
         return seen
