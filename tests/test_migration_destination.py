@@ -166,12 +166,12 @@ def test_arrival_before_the_wait_starts(make_api, hypervisor):
     assert_quiet_and_clean(api)
 
 
-def in_transfer(make_api, hypervisor):
+def in_transfer(make_api, hypervisor, wrap=lambda hv: hv):
     """A migration whose domain has appeared but not arrived (transfer
     running), and been seen so by the waiting job, which only events can
-    wake."""
+    wake. `wrap`: what the API gets of the watched hypervisor."""
     watched = Watched(hypervisor)
-    api = make_api(hv=watched, migration_check_interval=3600)
+    api = make_api(hv=wrap(watched), migration_check_interval=3600)
     vm_id = new_id()
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
     assert watched.saw_nothing.wait(WAIT)
@@ -357,15 +357,10 @@ def test_a_removal_that_failed_at_the_end_keeps_the_vmid_ours(make_api,
     could not remove the domain in transfer, so it may still be here
     without vmjobs metadata; it stays ours, counted, and VM.destroy
     removes it, as the job's error says."""
-    watched = Watched(hypervisor)
-    faulty = FaultyHypervisor(watched, fail_calls=("remove",))
-    api = make_api(hv=faulty, migration_check_interval=3600)
-    vm_id = new_id()
-    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
-    assert watched.saw_nothing.wait(WAIT)
-    simulation.begin_incoming_migration(hypervisor, domain_xml(vm_id))
-    assert watched.saw_transfer.wait(WAIT)
-    faulty.arm(1)
+    api, vm_id, job_id = in_transfer(
+        make_api, hypervisor,
+        lambda watched: FaultyHypervisor(watched, fail_calls=("remove",)))
+    api.hv.arm(1)     # the FaultyHypervisor
     assert api.Job.abort(job_id) is True
     info = wait_job(api, job_id)
     assert info["status"] == "aborted"

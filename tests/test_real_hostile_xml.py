@@ -106,6 +106,17 @@ def fill(text, images, victim):
         "{victim}", str(victim))
 
 
+def started(api, daemon, vm_id, devices):
+    """VM.create of a guest with `devices`, done: its QEMU's pid."""
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, devices)})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    [pid] = daemon.qemu_pids()
+    return pid
+
+
 def open_files(pid):
     fds = f"/proc/{pid}/fd"
     targets = set()
@@ -150,12 +161,7 @@ def test_control_runs_with_the_file_inside(make_real_api, daemon, dirs,
     _, control, expected = CASES[case]
     api = make_real_api(image_dirs=[str(images)])
     vm_id = new_id()
-    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
-        vm_id, fill(control, images, victim))})["jobId"]
-    assert api.jobs.get(job).wait(WAIT)
-    info = api.Host.getJobs(job_ids=[job])[job]
-    assert info["status"] == "done", info
-    [pid] = daemon.qemu_pids()
+    pid = started(api, daemon, vm_id, fill(control, images, victim))
     files = wait_open(pid, str(images / expected))
     assert not any(f.startswith(str(victim)) for f in files), files
     assert str(victim) not in command_line(pid)
@@ -187,12 +193,7 @@ def test_a_listen_address_is_an_address_never_options(make_real_api, daemon,
         assert err.value.data == {"param": "xml"}
         assert daemon.qemu_pids() == [] and our_domains(api.hv) == []
         assert stat.S_ISREG(os.stat(f"/{target}").st_mode)
-        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
-            vm_id, spice("127.0.0.1"))})["jobId"]
-        assert api.jobs.get(job).wait(WAIT)
-        info = api.Host.getJobs(job_ids=[job])[job]
-        assert info["status"] == "done", info
-        [pid] = daemon.qemu_pids()
+        pid = started(api, daemon, vm_id, spice("127.0.0.1"))
         spice_option = command_line(pid).split("-spice ")[1].split(" ")[0]
         options = spice_option.split(",")
         assert "addr=127.0.0.1" in options, spice_option
@@ -220,12 +221,7 @@ def test_a_header_rewritten_after_the_check_names_nothing(make_real_api,
 
     api = make_real_api(image_dirs=[str(images)], step_hook=rewrite)
     vm_id = new_id()
-    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
-        vm_id, disk(image, "qcow2"))})["jobId"]
-    assert api.jobs.get(job).wait(WAIT)
-    info = api.Host.getJobs(job_ids=[job])[job]
-    assert info["status"] == "done", info
-    [pid] = daemon.qemu_pids()
+    pid = started(api, daemon, vm_id, disk(image, "qcow2"))
     files = wait_open(pid, str(images / "base.raw"))   # the checked chain
     assert not any(f.startswith(str(victim)) for f in files), files
     assert str(victim) not in command_line(pid)
@@ -390,12 +386,7 @@ def test_a_network_disk_is_raw(make_real_api, daemon, dirs, nbd_export):
     assert api.jobs.jobs() == [] and our_domains(api.hv) == []
     assert daemon.qemu_pids() == []
     assert os.stat(victim / "secret").st_atime_ns == atime
-    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
-        vm_id, nbd_disk(nbd_export, "raw"))})["jobId"]
-    assert api.jobs.get(job).wait(WAIT)
-    info = api.Host.getJobs(job_ids=[job])[job]
-    assert info["status"] == "done", info
-    [pid] = daemon.qemu_pids()
+    pid = started(api, daemon, vm_id, nbd_disk(nbd_export, "raw"))
     assert f'"host":"127.0.0.1","port":"{nbd_export}"' in command_line(pid)
     assert not any(f.startswith(str(victim)) for f in open_files(pid))
     assert api.VM.destroy(vm_id) is True
