@@ -163,6 +163,25 @@ class StepGate:
             assert self.release.wait(WAIT), "gate never released"
 
 
+class AtStep:
+    """A step hook: at `step`, run `action(job)` (if any), then set
+    `reached`."""
+
+    def __init__(self, step, action=None):
+        self.step = step
+        self.action = action
+        self.reached = threading.Event()
+        self.job = None
+
+    def __call__(self, job, step):
+        if step != self.step:
+            return
+        self.job = job
+        if self.action is not None:
+            self.action(job)
+        self.reached.set()
+
+
 class DestroyAt:
     """A step hook: when a job (of `job_type`, if given) reaches `step`,
     VM.destroy is called from another thread, as an engine would, and the

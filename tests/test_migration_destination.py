@@ -7,6 +7,7 @@ import pytest
 
 from conftest import (
     WAIT,
+    AtStep,
     DestroyAt,
     assert_quiet_and_clean,
     new_id,
@@ -44,25 +45,6 @@ def assert_nothing_left(api):
     assert_quiet_and_clean(api)
     assert all_domains(api.hv) == []
     assert api.Host.getVMList() == []
-
-
-class AtStep:
-    """A step hook: at `step`, run `action(job)` (if any), then set
-    `reached`."""
-
-    def __init__(self, step, action=None):
-        self.step = step
-        self.action = action
-        self.reached = threading.Event()
-        self.job = None
-
-    def __call__(self, job, step):
-        if step != self.step:
-            return
-        self.job = job
-        if self.action is not None:
-            self.action(job)
-        self.reached.set()
 
 
 class Watched:

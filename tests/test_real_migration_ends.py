@@ -12,7 +12,7 @@ import time
 import libvirt
 import pytest
 
-from conftest import StepGate, new_id
+from conftest import AtStep, StepGate, new_id
 from faults import FaultyHypervisor
 from realdaemon import WAIT, real_params
 from vmjobs import domxml
@@ -294,10 +294,17 @@ def held_at_migrate(make_real_api, daemon_b, tmp_path):
 
 def abort_the_destination_while_held(a, gate, vm_id, host_b, daemon_b):
     """VM.migrate of `vm_id` from A, held at step migrate, and B's job for
-    it aborted meanwhile: (A's job id, B's job id)."""
+    it aborted meanwhile, once it waits for the guest (step wait-arrival):
+    (A's job id, B's job id). B answered VM.migrationCreate once its job
+    was queued, and A goes on to step migrate then: aborted while still
+    queued, B's job would run its end in the caller of Job.abort (here,
+    the test's thread), not in B's worker."""
+    waiting = AtStep("wait-arrival")
+    host_b.holder["gate"] = waiting
     job_id = migrate(a, vm_id, host_b, daemon_b)
     assert gate.reached.wait(WAIT)
-    incoming, = host_b.Host.getJobs(job_type="migration-destination")
+    assert waiting.reached.wait(WAIT)
+    incoming = waiting.job.id
     assert host_b.Job.abort(incoming) is True
     return job_id, incoming
 
