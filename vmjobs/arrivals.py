@@ -111,7 +111,7 @@ class LateArrivals:
                         vm_id, exc)
 
     def _look_for_arrival(self, vm_id):
-        if vm_id in self._registry.known_ids():
+        if self._registry.knows(vm_id):
             # A job or a public VM has it: its own (a destination job
             # follows its guest, and its end says if it may come late).
             self._forget(vm_id)

@@ -112,8 +112,17 @@ class VmRegistry:
 
     def _refuse_taken(self, vm_id):
         # Caller holds _lock.
-        if vm_id in self._staged or vm_id in self._public:
+        if self._knows(vm_id):
             raise VmExists(f"VM {vm_id} already exists")
+
+    def knows(self, vm_id):
+        """True if vm_id is staged or public (one VM's known_ids())."""
+        with self._lock:
+            return self._knows(vm_id)
+
+    def _knows(self, vm_id):
+        # Caller holds _lock.
+        return vm_id in self._staged or vm_id in self._public
 
     def stage(self, vm_id, status, params, job, max_with_status=None):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
@@ -291,19 +300,25 @@ class VmRegistry:
 
     def known_ids(self):
         with self._lock:
-            return self._staged.keys() | self._public.keys()
+            return self._known_ids()
 
     def counts(self):
         with self._lock:
-            return {"staged": len(self._staged), "public": len(self._public)}
+            return self._counts()
 
     def census(self):
         """(counts(), known_ids()) read in one critical section: a VM that
         leaves or comes meanwhile is in both or in neither."""
         with self._lock:
-            return ({"staged": len(self._staged),
-                     "public": len(self._public)},
-                    self._staged.keys() | self._public.keys())
+            return self._counts(), self._known_ids()
+
+    def _known_ids(self):
+        # Caller holds _lock.
+        return self._staged.keys() | self._public.keys()
+
+    def _counts(self):
+        # Caller holds _lock.
+        return {"staged": len(self._staged), "public": len(self._public)}
 
     def _changed(self, vm_id, status, staging):
         # Caller holds _lock: the notification's place in the feed is the
