@@ -130,9 +130,7 @@ class API:
         # A guest migrated here after the job that expected it ended is
         # adopted by a recover job (arrivals.py: not on the test driver,
         # which cannot migrate).
-        self.arrivals = LateArrivals(
-            self.hv, self.registry, self.jobs, self.pool, recover_args,
-            self.notifications.job_changed) \
+        self.arrivals = LateArrivals(self.hv, self.registry, self.recovery) \
             if self.hv.shared_with_others else None
         try:
             self.recovery.start()

@@ -34,11 +34,7 @@ and off the workers. Only on a daemon: the test driver cannot migrate."""
 import logging
 import threading
 
-import workers
-
 from . import ownership
-from .errors import VmExists
-from .flows import RecoverJob
 from .hypervisor import (
     DomainNotFound,
     DomainState,
@@ -48,23 +44,18 @@ from .hypervisor import (
     incoming_started,
 )
 from .lookout import Lookout
-from .params import VmSpec
 
 log = logging.getLogger("vmjobs.arrivals")
 
 
 class LateArrivals:
-    """`recover_args`: the recover job's keyword arguments (job_args and
-    settle_timeout); `observe`: told of each job's changes."""
+    """Adopts, through `recovery` (recovery.Recovery.adopt), what arrives
+    late on `hv`."""
 
-    def __init__(self, hv, registry, jobs, pool, recover_args,
-                 observe=None):
+    def __init__(self, hv, registry, recovery):
         self._hv = hv
         self._registry = registry
-        self._jobs = jobs
-        self._pool = pool
-        self._recover_args = recover_args
-        self._observe = observe
+        self._recovery = recovery
         # Guards _followed: the vmIds whose incoming migration is followed
         # until it has arrived or gone (at most one per transfer under way,
         # and per destination job that just ended).
@@ -137,20 +128,7 @@ class LateArrivals:
             self._followed.discard(vm_id)
 
     def _adopt(self, vm_id):
-        job = RecoverJob(VmSpec(vm_id, {}), self._hv, self._registry,
-                         **self._recover_args)
-        try:
-            job.reserve()
-        except VmExists:
-            return   # staged first by a verb or another look: theirs
-        log.warning("VM %s arrived by migration after its job here ended: "
-                    "adopted by recover job %s", vm_id, job.id)
-        self._jobs.add(job)
-        if self._observe is not None:
-            job.observe(self._observe)
-        try:
-            # Waits for room in the queue: the service's own producer, as
-            # recovery at start-up.
-            self._pool.submit(job, wait=True)
-        except workers.PoolClosed:
-            job.abort()   # still pending: it ends at once, unstaged
+        job = self._recovery.adopt(vm_id)
+        if job is not None:
+            log.warning("VM %s arrived by migration after its job here "
+                        "ended: adopted by recover job %s", vm_id, job.id)

@@ -10,6 +10,7 @@ import time
 import workers
 
 from . import ownership
+from .errors import VmExists
 from .flows import RecoverJob
 from .params import VmSpec
 
@@ -52,15 +53,7 @@ class Recovery:
         thread that waits for room, as the service's own producer."""
         self._started = time.monotonic()
         domains = ownership.marked_domains(self._hv)
-        jobs = []
-        for domain in domains:
-            job = RecoverJob(VmSpec(domain.uuid, {}), self._hv,
-                             self._registry, **self._job_args)
-            job.reserve()
-            self._jobs.add(job)
-            if self._observe is not None:
-                job.observe(self._observe)
-            jobs.append(job)
+        jobs = [self._staged_job(domain.uuid) for domain in domains]
         log.info("recovery: %d vmjobs domains found", len(jobs))
         self.found = len(jobs)
         if not jobs:
@@ -72,6 +65,29 @@ class Recovery:
             job.add_end_callback(self._one_ended)
         threading.Thread(target=self._submit_all, args=(jobs,),
                          name="vmjobs-recovery", daemon=True).start()
+
+    def adopt(self, vm_id):
+        """Adopt a domain of ours found after start-up (arrivals.py: a
+        guest migrated here late) with a recover job, queued as start-up's
+        are. Returns the job, or None if vm_id is staged or public by now:
+        a verb or another look was first, and it is theirs."""
+        try:
+            job = self._staged_job(vm_id)
+        except VmExists:
+            return None
+        self._submit_all([job])
+        return job
+
+    def _staged_job(self, vm_id):
+        # A recover job for vm_id: staged (VmExists if it is taken), listed
+        # and observed.
+        job = RecoverJob(VmSpec(vm_id, {}), self._hv, self._registry,
+                         **self._job_args)
+        job.reserve()
+        self._jobs.add(job)
+        if self._observe is not None:
+            job.observe(self._observe)
+        return job
 
     def _submit_all(self, jobs):
         for job in jobs:
