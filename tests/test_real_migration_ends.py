@@ -393,3 +393,57 @@ def test_a_guest_arriving_while_the_destinations_job_ends_is_kept(
     assert wait_listed(host_b, vm_id) == "Up"
     assert a.hv.state(vm_id) is None
     assert host_b.VM.destroy(vm_id) is True
+
+
+class HoldingAll:
+    """A step hook that holds every job reaching `step` until `release`
+    is set; wait_held(n) returns once n jobs are held."""
+
+    def __init__(self, step):
+        self.step = step
+        self.release = threading.Event()
+        self._held = threading.Condition()   # guards held
+        self.held = 0
+
+    def __call__(self, job, step):
+        if step != self.step:
+            return
+        with self._held:
+            self.held += 1
+            self._held.notify_all()
+        assert self.release.wait(WAIT), "never released"
+
+    def wait_held(self, count):
+        with self._held:
+            return self._held.wait_for(lambda: self.held >= count, WAIT)
+
+
+def test_a_guest_arriving_after_the_destinations_job_was_aborted_queued(
+        make_real_api, host_b, daemon_b, tmp_path):
+    """B's job aborted while still queued (both of B's workers busy) ends
+    in the aborting caller's thread, not on a worker: that end, too, must
+    leave the guest's late arrival to be adopted once it comes, and the
+    adoption waits its turn for a worker like any job."""
+    a, gate, vm_id = held_at_migrate(make_real_api, daemon_b, tmp_path)
+    busy = HoldingAll("prepare")
+    host_b.holder["gate"] = busy
+    for _ in range(2):
+        other = new_id()
+        host_b.VM.create(other, real_params(other, memSize=32))
+    assert busy.wait_held(2)
+    job_id = migrate(a, vm_id, host_b, daemon_b)
+    assert gate.reached.wait(WAIT)
+    incoming, = host_b.Host.getJobs(
+        job_type="migration-destination").values()
+    assert incoming["status"] == "pending", incoming
+    assert host_b.Job.abort(incoming["id"]) is True
+    assert finished(host_b, incoming["id"])["status"] == "aborted"
+    assert host_b.hv.state(vm_id) is None
+    gate.release.set()
+    assert finished(a, job_id)["status"] == "done"
+    busy.release.set()
+    assert wait_listed(host_b, vm_id) == "Up"
+    adopted, = host_b.Host.getJobs(job_type="recover").values()
+    assert adopted["status"] == "done", adopted
+    assert a.hv.state(vm_id) is None
+    assert host_b.VM.destroy(vm_id) is True
