@@ -3,6 +3,7 @@ has ended and the listener accepts, STOPPING=1 when a stop begins, SIGHUP
 reopens the log file, and a lock file keeps a second service of one
 libvirt out (services of two run side by side)."""
 
+import logging
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import pytest
 from conftest import WAIT, StepGate
 from serve import ROOT, ServeProcess
 from test_recovery import previous_run
-from vmjobs import instance_lock
+from vmjobs import hostfiles, instance_lock
 from vmjobs.client import Client
 from vmjobs.config import Config
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
@@ -157,6 +158,26 @@ def test_services_of_two_hypervisors_run_side_by_side(tmp_path):
     finally:
         for service in services:
             assert service.stop()[0] == 0
+
+
+def test_a_directory_another_service_made_meanwhile_is_taken(tmp_path,
+                                                              monkeypatch):
+    """Two services may start at once (no lock between services of two
+    libvirts): one may make a default directory between the other's look
+    and its makedirs. Played here: the look said missing, and it is there
+    (made by the other, its mode untouched); the control, a directory
+    truly missing, is made with its mode."""
+    made_by_other = tmp_path / "states"
+    made_by_other.mkdir(mode=0o700)
+    missing = tmp_path / "images"
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda path: False if path == str(
+        made_by_other) else real_isdir(path))
+    config = Config(state_dirs=[str(made_by_other)],
+                    image_dirs=[str(missing)])
+    hostfiles.prepare_dirs(config, logging.getLogger("test"))
+    assert (os.stat(made_by_other).st_mode & 0o777) == 0o700
+    assert (os.stat(missing).st_mode & 0o777) == 0o711
 
 
 def test_the_default_lock_is_the_hypervisors():

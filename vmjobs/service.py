@@ -45,7 +45,7 @@ def serve(config, out=sys.stdout):
 
 
 def _serve_locked(config, out):
-    hostfiles.prepare_dirs(config, log)   # by the one instance only
+    hostfiles.prepare_dirs(config, log)
     api = API(config)
     if api.hv.is_test_driver:
         warn_test_driver(api.hv.uri, out)
