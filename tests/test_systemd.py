@@ -15,7 +15,7 @@ import pytest
 from conftest import WAIT, StepGate
 from serve import ROOT, ServeProcess
 from test_recovery import previous_run
-from vmjobs import hostfiles, instance_lock
+from vmjobs import hostfiles, instance_lock, listener
 from vmjobs.client import Client
 from vmjobs.config import Config
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
@@ -178,6 +178,10 @@ def test_a_directory_another_service_made_meanwhile_is_taken(tmp_path,
     hostfiles.prepare_dirs(config, logging.getLogger("test"))
     assert (os.stat(made_by_other).st_mode & 0o777) == 0o700
     assert (os.stat(missing).st_mode & 0o777) == 0o711
+    # The listener's directory (two services' sockets in one new one).
+    listener.prepare_unix_socket(str(made_by_other / "a.sock"))
+    listener.prepare_unix_socket(str(tmp_path / "run" / "b.sock"))
+    assert (os.stat(tmp_path / "run").st_mode & 0o777) == 0o700
 
 
 def test_the_default_lock_is_the_hypervisors():

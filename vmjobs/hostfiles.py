@@ -111,13 +111,22 @@ def prepare_dirs(config, log):
     for dirs, mode in ((config.state_dirs, 0o700),
                        (config.image_dirs, 0o711)):
         for d in dirs:
-            if os.path.isdir(d):
-                continue
-            try:
-                os.makedirs(d, mode=mode)
-            except FileExistsError:
-                if stat.S_ISDIR(os.stat(d).st_mode):
-                    continue   # made meanwhile
-                raise          # something else is there: no start
-            os.chmod(d, mode)   # makedirs' mode obeys the umask
-            log.info("created %s (mode %o)", d, mode)
+            if make_dir(d, mode):
+                log.info("created %s (mode %o)", d, mode)
+
+
+def make_dir(path, mode):
+    """Create the directory `path` (and its parents) with `mode` if it is
+    missing; True if this call made it. One that another process (a
+    service starting beside this one) made meanwhile is taken as it is;
+    anything else there raises."""
+    if os.path.isdir(path):
+        return False
+    try:
+        os.makedirs(path, mode=mode)
+    except FileExistsError:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return False   # made meanwhile
+        raise
+    os.chmod(path, mode)   # makedirs' mode obeys the umask
+    return True
