@@ -24,7 +24,9 @@ class ServeProcess:
     """`vmjobs serve ARGS`, started and ready (it printed its address)."""
 
     def __init__(self, *args, config=None, tmp_path=None, log_name="serve",
-                 env=None):
+                 env=None, default_lock=False):
+        """`default_lock`: no --lock-file, the service's own default (the
+        tests give each service a private one unless asked)."""
         command = [sys.executable, "-m", "vmjobs", "serve", *args]
         if "--uri" not in args and "uri =" not in (config or ""):
             command += ["--uri", TEST_URI]
@@ -34,7 +36,8 @@ class ServeProcess:
             command += ["--config", str(path)]
         elif "--config" not in args:   # not the host's /etc/vmjobs
             command += ["--config", os.devnull]
-        if "--lock-file" not in args:   # not the host's /run/vmjobs
+        if "--lock-file" not in args and not default_lock:
+            # not the host's /run/vmjobs
             self._lock_dir = tempfile.TemporaryDirectory()
             command += ["--lock-file", os.path.join(self._lock_dir.name,
                                                     "vmjobs.lock")]

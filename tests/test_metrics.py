@@ -154,6 +154,27 @@ def test_a_verb_answered_answer_too_large_is_counted(make_api, tmp_path):
         server.stop()
 
 
+def test_a_request_that_names_no_verb_is_not_counted(api, serve):
+    """vmjobs_refused_total counts "verbs answered with an error code"
+    (API.md, Metrics): a body that is not JSON (-32700) or not a request
+    (-32600) names no verb and is not counted; a call of a method that is
+    not a verb (-32601) and a verb refused for its params (-32602) are."""
+    address = serve(api)
+    with Client(address) as client:
+        for body, code in ((b"{", -32700), (b'{"jsonrpc": "2.0"}', -32600),
+                           (b"[1]", -32600)):
+            answer = client.post(body)
+            answers = answer if isinstance(answer, list) else [answer]
+            assert [a["error"]["code"] for a in answers] == [code]
+        for method, params, code in (("VM.nosuch", [], -32601),
+                                     ("VM.getStats", ["x"], -32602)):
+            with pytest.raises(RemoteError) as err:
+                client.call(method, params)
+            assert err.value.code == code
+    assert refused(address, -32700) == refused(address, -32600) == 0
+    assert refused(address, -32601) == refused(address, -32602) == 1
+
+
 def test_running_recovering_and_stuck_are_live(make_api, serve):
     previous_run(make_api, 1)
     gate = StepGate("commit")

@@ -133,6 +133,12 @@ def test_down_for_every_way_a_vm_leaves(make_api, tmp_path, how):
         events = drain(sub, lambda got: vm_statuses(got, vm_id) == expected)
     EventOrder().check_all(events)
     assert vm_statuses(events, vm_id) == expected
+    # `staging` says whether the VM is staged: true for its staged
+    # statuses only; a VM that left (Down) is in no registry, whether it
+    # left staged or public.
+    assert [e.params[vm_id]["staging"] for e in events
+            if e.method == VM_STATUS + vm_id] == [
+        status in ("WaitForLaunch",) for status in expected]
 
 
 def test_a_destroy_keeps_the_status_the_guest_took_meanwhile(

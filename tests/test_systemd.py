@@ -1,7 +1,9 @@
 """Running under systemd: READY=1 on $NOTIFY_SOCKET only once recovery
 has ended and the listener accepts, STOPPING=1 when a stop begins, SIGHUP
-reopens the log file, and a lock file keeps a second instance out."""
+reopens the log file, and a lock file keeps a second service of one
+libvirt out (services of two run side by side)."""
 
+import logging
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ import pytest
 from conftest import WAIT, StepGate
 from serve import ROOT, ServeProcess
 from test_recovery import previous_run
+from vmjobs import hostfiles, instance_lock, listener
 from vmjobs.client import Client
 from vmjobs.config import Config
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
@@ -133,6 +136,79 @@ def test_a_second_instance_names_the_pid_holding_the_lock(tmp_path):
     with InstanceLock(lock):   # free once the first stopped
         with pytest.raises(InstanceLocked, match=f"PID {os.getpid()}"):
             InstanceLock(lock)
+
+
+def test_services_of_two_hypervisors_run_side_by_side(tmp_path):
+    """API.md's command line has no lock flag, and a second libvirtd on
+    the same host is how migrations are tried ("as tests run"): two
+    services, each on its own listener and its own libvirt (here each
+    its test driver, private to its process), both serve, with no
+    --lock-file. The lock keeps out a second service of one libvirt."""
+    services = []
+    try:
+        for name in ("a", "b"):
+            services.append(ServeProcess(
+                "--listen", f"unix:{tmp_path}/{name}.sock",
+                "--state-dir", str(tmp_path / f"states-{name}"),
+                "--image-dir", str(tmp_path / f"images-{name}"),
+                default_lock=True))
+        for service in services:
+            with Client(service.address) as client:
+                assert client.call("Host.ping") is True
+    finally:
+        for service in services:
+            assert service.stop()[0] == 0
+
+
+def test_a_directory_another_service_made_meanwhile_is_taken(tmp_path,
+                                                              monkeypatch):
+    """Two services may start at once (no lock between services of two
+    libvirts): one may make a default directory between the other's look
+    and its makedirs. Played here: the look said missing, and it is there
+    (made by the other, its mode untouched); the control, a directory
+    truly missing, is made with its mode."""
+    made_by_other = tmp_path / "states"
+    made_by_other.mkdir(mode=0o700)
+    missing = tmp_path / "images"
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda path: False if path == str(
+        made_by_other) else real_isdir(path))
+    config = Config(state_dirs=[str(made_by_other)],
+                    image_dirs=[str(missing)])
+    hostfiles.prepare_dirs(config, logging.getLogger("test"))
+    assert (os.stat(made_by_other).st_mode & 0o777) == 0o700
+    assert (os.stat(missing).st_mode & 0o777) == 0o711
+    # The listener's directory (two services' sockets in one new one).
+    listener.prepare_unix_socket(str(made_by_other / "a.sock"))
+    listener.prepare_unix_socket(str(tmp_path / "run" / "b.sock"))
+    assert (os.stat(tmp_path / "run").st_mode & 0o777) == 0o700
+
+
+def test_the_default_lock_is_the_hypervisors():
+    """The host's hypervisor keeps the lock it always had; another libvirt
+    has one of its own, the same for every service of that URI; libvirt's
+    test driver on its own (test:///...) is private to its process: no
+    other service can share its domains, and it takes no lock. A
+    --lock-file is always taken."""
+    assert instance_lock.default_path("qemu:///system") == \
+        "/run/vmjobs/vmjobs.lock"
+    others = ["qemu+unix:///system?socket=/srv/a/libvirt-sock",
+              "qemu+unix:///system?socket=/srv/b/libvirt-sock",
+              "qemu+tls://host-b/system", "test+unix:///default"]
+    paths = [instance_lock.default_path(uri) for uri in others]
+    assert len(set(paths)) == len(others)
+    for uri, path in zip(others, paths, strict=True):
+        assert path == instance_lock.default_path(uri)   # the same each time
+        assert os.path.dirname(path) == "/run/vmjobs"
+        assert path.startswith("/run/vmjobs/vmjobs-") and \
+            path.endswith(".lock")
+    for private in ("test:///default", "test:///srv/host.xml"):
+        assert instance_lock.default_path(private) is None
+    for uri in others + ["qemu:///system", "test:///default"]:
+        assert instance_lock.path_of(Config(uri=uri)) == \
+            instance_lock.default_path(uri)
+        assert instance_lock.path_of(
+            Config(uri=uri, lock_file="/srv/l")) == "/srv/l"
 
 
 def test_a_lock_file_that_cannot_be_made_says_what_to_do(tmp_path):

@@ -93,6 +93,30 @@ def test_positional_params_in_api_order(api):
     assert api.Host.getVMList() == []
 
 
+def test_methods_take_positional_then_named_arguments(api):
+    """API.md: the verbs are methods of one Python object, with the same
+    arguments: a method takes its first params by position and the others
+    by name, as a Python method does."""
+    vm_id = new_id()
+    job = api.VM.create(vm_id, vmParams=vm_params(vm_id))
+    assert wait_job(api, job["jobId"])["status"] == "done"
+    assert api.Host.getVMList(True, vmList=[vm_id]) == [
+        {"vmId": vm_id, "status": "Up"}]
+    assert api.Host.getVMList(False, vmList=[new_id()]) == []
+    # A param given twice, or one the verb does not take, is refused as
+    # in a call by name; so are more positional params than it takes.
+    with pytest.raises(TypeError, match="vmID"):
+        api.VM.getStats(vm_id, vmID=vm_id)
+    with pytest.raises(InvalidParams) as err:
+        api.VM.getStats(vm_id, vmId=vm_id)
+    assert err.value.data == {"param": "vmId"}
+    with pytest.raises(InvalidParams) as err:
+        api.VM.getStats(vm_id, vm_id, vmID=vm_id)
+    assert err.value.data == {"param": "params"}
+    assert api.VM.destroy(vm_id, gracefulAttempts=1) is True
+    assert api.Host.getVMList() == []
+
+
 def test_ping(api):
     assert api.call("Host.ping") is True
     assert api.call("Host.ping", []) is True

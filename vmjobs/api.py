@@ -417,7 +417,9 @@ def bind(method, param_names, params):
 
 
 class Namespace:
-    """`api.VM.create(...)` for `api.call("VM.create", ...)`."""
+    """`api.VM.create(...)` for `api.call("VM.create", ...)`: params by
+    position, by name, or the first ones by position and the others by
+    name."""
 
     def __init__(self, api, prefix):
         self._api = api
@@ -429,12 +431,27 @@ class Namespace:
             raise AttributeError(method)
 
         def call(*args, **kwargs):
-            if args and kwargs:
-                raise TypeError("give params by name or by position, "
-                                "not both")
-            return self._api.call(method, kwargs if kwargs else list(args))
+            return self._api.call(method, _params_of(method, args, kwargs))
         call.__name__ = name
         return call
+
+
+def _params_of(method, args, kwargs):
+    """The params of a method call `args`, `kwargs`, as a Python method
+    takes them: the first params by position (in the verb's order), the
+    others by name (a dict then), or all one way."""
+    if not kwargs:
+        return list(args)
+    names = VERBS[method][1]
+    if not args or len(args) > len(names):
+        # All by name; or more by position than the verb takes, which
+        # bind() refuses as it refuses them over JSON-RPC.
+        return list(args) if args else kwargs
+    for name in names[:len(args)]:
+        if name in kwargs:
+            raise TypeError(f"{method}() got multiple values for argument "
+                            f"{name!r}")
+    return dict(zip(names, args, strict=False)) | kwargs
 
 
 # The longest answer taken from a migration's destination: its answers

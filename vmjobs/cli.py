@@ -8,7 +8,15 @@ import signal
 import sys
 import traceback
 
-from . import __version__, cli_call, cli_errors, cli_events, cli_loadtest, logs
+from . import (
+    __version__,
+    cli_call,
+    cli_errors,
+    cli_events,
+    cli_loadtest,
+    instance_lock,
+    logs,
+)
 from . import config as configuration
 from .client import DEFAULT_SERVER, RemoteError
 
@@ -226,8 +234,10 @@ def _service_flags(parser):
                         help="on SIGTERM: abort the jobs (rolled back) or "
                         "drain them")
     parser.add_argument("--lock-file", help="held while serving, so that "
-                        "a second instance refuses to start (default "
-                        "/run/vmjobs/vmjobs.lock)")
+                        "a second service of the same libvirt refuses to "
+                        "start (default /run/vmjobs/vmjobs.lock for "
+                        "qemu:///system, one of its own in /run/vmjobs for "
+                        "another URI, none for test:///...)")
     parser.add_argument("--publish", choices=("commit", "accept"),
                         help="list a VM from its job's commit (default) or "
                         "from the moment its verb answers, with its staged "
@@ -264,10 +274,11 @@ def _serve(args):
     config = effective_config(args)
     # The log's lock file goes beside the instance lock: the run directory,
     # private to the service (0700), not the log directory.
+    lock = instance_lock.path_of(config)
     handler = logs.configure(config.log_file or "-", config.log_level,
                              config.log_max_bytes, config.log_backups,
-                             lock_dir=os.path.dirname(
-                                 os.path.abspath(config.lock_file)))
+                             lock_dir=os.path.dirname(os.path.abspath(lock))
+                             if lock else instance_lock.RUN_DIR)
     try:
         return serve(config)
     finally:

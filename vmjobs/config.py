@@ -123,7 +123,9 @@ class Config:
     # it the service exits with them still running (below the unit's
     # TimeoutStopSec, 15 min, so that systemd never kills it -9).
     stop_timeout: float = 840.0
-    lock_file: str = "/run/vmjobs/vmjobs.lock"
+    # Held while serving: a second service of the same libvirt refuses to
+    # start. None: the hypervisor's own (instance_lock.default_path).
+    lock_file: str | None = None
     # When the list verbs show a VM: at its job's commit, or (accept) once
     # its verb answered, with its staged status, as VDSM did before staging.
     publish: str = "commit"
@@ -290,8 +292,9 @@ SETTINGS = [
             comment="on SIGTERM: abort or drain the jobs"),
     Setting("service", "stop_timeout", "stop_timeout", float, 0,
             comment="seconds a stop waits for running jobs"),
-    Setting("service", "lock_file", "lock_file", str,
-            comment="held (fcntl) while serving: one instance per host"),
+    Setting("service", "lock_file", "lock_file", str, optional=True,
+            comment="held (flock) while serving: one service per libvirt; "
+            "empty: the URI's own in /run/vmjobs (none: test:///)"),
     Setting("log", "file", "log_file", str, optional=True,
             comment="empty or '-': stderr"),
     Setting("log", "level", "log_level", str,

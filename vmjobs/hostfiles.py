@@ -11,6 +11,7 @@ inside a configured one.
 
 import os
 import re
+import stat
 
 # Control characters, C0 and C1 (U+0085 is a line break too), and the
 # Unicode line and paragraph separators (forged log lines, split config
@@ -104,11 +105,28 @@ def is_one_of(path, dirs):
 def prepare_dirs(config, log):
     """Create the configured state and image directories that are missing:
     state files 0700 (only the service reads them), images 0711 (QEMU,
-    which may run as another user, must reach the files it is given)."""
+    which may run as another user, must reach the files it is given).
+    Another service (of another libvirt: no lock between them) may make
+    one at the same moment: its directory is taken as it made it."""
     for dirs, mode in ((config.state_dirs, 0o700),
                        (config.image_dirs, 0o711)):
         for d in dirs:
-            if not os.path.isdir(d):
-                os.makedirs(d, mode=mode)
-                os.chmod(d, mode)   # makedirs' mode obeys the umask
+            if make_dir(d, mode):
                 log.info("created %s (mode %o)", d, mode)
+
+
+def make_dir(path, mode):
+    """Create the directory `path` (and its parents) with `mode` if it is
+    missing; True if this call made it. One that another process (a
+    service starting beside this one) made meanwhile is taken as it is;
+    anything else there raises."""
+    if os.path.isdir(path):
+        return False
+    try:
+        os.makedirs(path, mode=mode)
+    except FileExistsError:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return False   # made meanwhile
+        raise
+    os.chmod(path, mode)   # makedirs' mode obeys the umask
+    return True

@@ -1,5 +1,14 @@
-"""One service per host: a lock file (flock) held while serving, with the
-holder's PID in it, so that a second instance says who is running.
+"""One service per hypervisor: a lock file (flock) held while serving,
+with the holder's PID in it, so that a second service of the same libvirt
+(which would recover the first one's VMs as its own) says who is running.
+Services of other libvirts run beside it: a second libvirtd on the host
+is how migrations are tried (API.md), each with its vmjobs service.
+
+Its default path is the hypervisor's (default_path): /run/vmjobs/vmjobs.lock
+for the host's own, qemu:///system; one of its own in /run/vmjobs for any
+other URI; none for libvirt's test driver on its own (test:///...), whose
+domains are private to the process that opened it. A --lock-file is
+always taken.
 
 The service runs as root, and the lock path may be in a directory others
 can write (a --lock-file under /tmp, say): the file is opened without
@@ -11,9 +20,34 @@ previous instance left); anything else is refused, saying why."""
 
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import stat
+import urllib.parse
+
+from .config import DEFAULT_URI
+
+# The run directory: the host's hypervisor's lock, and every other's.
+RUN_DIR = "/run/vmjobs"
+
+
+def default_path(uri):
+    """The lock of the services of libvirt `uri`, or None if no other
+    service can reach its domains (the test driver on its own)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "test" and not parts.netloc:
+        return None
+    if uri == DEFAULT_URI:
+        return os.path.join(RUN_DIR, "vmjobs.lock")
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return os.path.join(RUN_DIR, f"vmjobs-{digest}.lock")
+
+
+def path_of(config):
+    """The lock file a service of `config` takes: its lock_file, else its
+    hypervisor's (None: none)."""
+    return config.lock_file or default_path(config.uri)
 
 
 class InstanceLocked(OSError):

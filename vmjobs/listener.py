@@ -22,6 +22,7 @@ import socket
 import ssl
 import stat
 
+from . import hostfiles
 from .config import ConfigError, parse_listen
 
 JSON_MEDIA_TYPE = "application/json"
@@ -98,10 +99,7 @@ def prepare_unix_socket(path, dir_mode=0o700):
     """Make way for a socket at `path`: create its directory (`dir_mode`,
     0700 by default) if it is missing; remove a stale socket left by a server that died. Refuse
     (OSError) if something else is there, or a live server listens."""
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=dir_mode)
-        os.chmod(directory, dir_mode)      # makedirs' mode obeys the umask
+    hostfiles.make_dir(os.path.dirname(path), dir_mode)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:

@@ -1,15 +1,16 @@
 """`vmjobs serve`: the verbs, recovery at start, the JSON-RPC server, and
-a clean stop on SIGTERM or SIGINT; one instance per host (a lock file),
+a clean stop on SIGTERM or SIGINT; one service per libvirt (a lock file),
 systemd told when it is ready and when it stops, SIGHUP to reopen the log
 file."""
 
+import contextlib
 import logging
 import signal
 import sys
 
 import workers
 
-from . import hostfiles, logs
+from . import hostfiles, instance_lock, logs
 from .api import API
 from .config import DEFAULT_URI
 from .host import our_domains_running
@@ -38,12 +39,13 @@ def serve(config, out=sys.stdout):
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     check_listener(config)   # an insecure listener: refused before all else
     check_metrics_listener(config)
-    with InstanceLock(config.lock_file):
+    path = instance_lock.path_of(config)
+    with InstanceLock(path) if path else contextlib.nullcontext():
         return _serve_locked(config, out)
 
 
 def _serve_locked(config, out):
-    hostfiles.prepare_dirs(config, log)   # by the one instance only
+    hostfiles.prepare_dirs(config, log)
     api = API(config)
     if api.hv.is_test_driver:
         warn_test_driver(api.hv.uri, out)
