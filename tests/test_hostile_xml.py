@@ -408,6 +408,16 @@ CASES = {
         dict(devices="<interface><source network='default'/></interface>"),
         dict(devices="<interface type='network'><source network='default'/>"
              "</interface>")),
+    # libvirt names host objects after a tap (its nwfilter binding, an
+    # OVS port) and tears down those of the name when a start fails: a
+    # tap named after another guest's made its start fail and deleted
+    # that guest's network filter (a hostile-caller audit, round 9). Only
+    # a name libvirt generates, which it discards on input.
+    "interface-target-named": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<target dev='guest-tap0'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<target dev='vnet7'/></interface>")),
     "interface-tap-backend": (
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<backend tap='{victim}/shadow'/></interface>"),

@@ -427,3 +427,89 @@ def test_a_name_is_never_one_of_libvirts_directories(make_real_api, daemon):
     assert info["status"] == "done", info
     assert in_daemon(daemon, "cat", marker) == "vars\n"
     assert api.VM.destroy(vm_id) is True
+
+
+@pytest.fixture
+def bridge():
+    """A Linux bridge of the host's own (the daemon shares the host's
+    network), as an engine's VMs join `ovirtmgmt`; removed after."""
+    name = f"vjb{new_id()[:8]}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)
+
+
+def nic(bridge, extra=""):
+    return (f"<interface type='bridge'><source bridge='{bridge}'/>"
+            f"{extra}<model type='virtio'/></interface>")
+
+
+@pytest.fixture
+def nwfilter(daemon):
+    """A network filter on the private daemon (no rule: the host has no
+    ebtables to apply one, and the binding is what counts); its name."""
+    conn = libvirt.open(daemon.uri)
+    try:
+        conn.nwfilterDefineXML("<filter name='vmjobs-test' chain='root'/>")
+        yield "vmjobs-test"
+    finally:
+        conn.close()
+
+
+def filtered_ports(daemon):
+    """The devices libvirt holds a network filter binding for."""
+    conn = libvirt.open(daemon.uri)
+    try:
+        return {b.portDev() for b in conn.listAllNWFilterBindings()}
+    finally:
+        conn.close()
+
+
+def test_a_tap_is_named_by_libvirt_never_after_another_guests(
+        make_real_api, daemon, bridge, nwfilter, tmp_path):
+    """libvirt names host objects after a guest's tap (its network filter
+    binding, an OVS port) and, when a start fails, tears down those of
+    the name its XML gave: a VM whose <target dev> was another guest's
+    tap failed to start ('interface already exists') and deleted that
+    guest's filter binding, the guest running on unfiltered (a
+    hostile-caller audit, round 9). Refused; the control names the
+    other guest's generated `vnetN`, which libvirt discards on input: it
+    runs on a tap of its own and every binding stays."""
+    api = make_real_api(image_dirs=[str(tmp_path / "images")])
+    filterref = f"<filterref filter='{nwfilter}'/>"
+    # Another guest of the host (an operator's, defined outside vmjobs):
+    # one tap named by its XML, one libvirt named.
+    named = f"vjt{new_id()[:8]}"
+    conn = libvirt.open(daemon.uri)
+    try:
+        other = conn.defineXML(domain(new_id(), nic(
+            bridge, f"<target dev='{named}'/>{filterref}") + nic(
+            bridge, filterref)).replace("<name>rh-", "<name>other-"))
+        other.create()
+        generated = (filtered_ports(daemon) - {named}).pop()
+    finally:
+        conn.close()
+    assert generated.startswith("vnet")
+    vm_id = new_id()
+    try:
+        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(vm_id, nic(
+            bridge, f"<target dev='{named}'/>{filterref}"))})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: its start failed and took the other guest's filter
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert filtered_ports(daemon) == {named, generated}
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(vm_id, nic(
+        bridge, f"<target dev='{generated}'/>{filterref}"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    ports = filtered_ports(daemon)
+    assert {named, generated} < ports and len(ports) == 3
+    assert api.VM.destroy(vm_id) is True
