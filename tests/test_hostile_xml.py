@@ -137,6 +137,18 @@ CASES = {
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='{images}/vars.fd'>"
              "{images}/nvram.fd</nvram>")),
+    # libvirt reads <os>'s children across every <os> (the first <nvram>
+    # of any): an empty one in a first <os> made the pflash guest of the
+    # second write its variables to /var/lib/libvirt/qemu/nvram, copied
+    # from the caller's template (a hostile-caller audit, round 9).
+    "os-twice": (
+        dict(top="<os><type>hvm</type><nvram template='{images}/vars.fd'/>"
+             "</os>",
+             os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram>{images}/nvram.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/nvram.fd</nvram>")),
     "nvram-template-relative": (
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='OVMF_VARS.fd'>{images}/"

@@ -513,3 +513,56 @@ def test_a_tap_is_named_by_libvirt_never_after_another_guests(
     ports = filtered_ports(daemon)
     assert {named, generated} < ports and len(ports) == 3
     assert api.VM.destroy(vm_id) is True
+
+
+def firmware_domain(vm_id, os_elements):
+    """A pflash (UEFI) guest: libvirt wants ACPI beside it."""
+    return (f"<domain type='qemu'><name>rh-{vm_id[:8]}</name><uuid>{vm_id}"
+            f"</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu>"
+            f"{os_elements}<features><acpi/></features><devices><serial "
+            "type='pty'/><memballoon model='none'/></devices></domain>")
+
+
+def test_one_os_where_libvirt_reads_its_firmware(make_real_api, daemon,
+                                                 tmp_path):
+    """libvirt reads an <os>'s children across every <os> of the domain
+    (XPath's ./os/nvram: the first of any): an empty <nvram> in a first
+    <os>, a pflash loader and an <nvram> inside in a second, and libvirt
+    wrote the guest's firmware variables to its own
+    /var/lib/libvirt/qemu/nvram/NAME_VARS.fd, copied from the caller's
+    template, where QEMU then wrote (a hostile-caller audit, round 9).
+    Refused; the control, one <os>, keeps them in the image dir."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "code.fd").write_bytes(b"\0" * (2 << 20))
+    (images / "vars.fd").write_bytes(b"the caller's".ljust(128 << 10, b"\0"))
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    loader = (f"<loader readonly='yes' type='pflash'>{images}/code.fd"
+              "</loader>")
+    outside = f"/var/lib/libvirt/qemu/nvram/rh-{vm_id[:8]}_VARS.fd"
+    try:
+        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": firmware_domain(
+            vm_id, f"<os><type>hvm</type><nvram template='{images}/vars.fd'"
+            f"/></os><os>{loader}<nvram>{images}/nvram.fd</nvram></os>")})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: it ran, its variables outside the image dir
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert in_daemon(daemon, "sh", "-c", f"test -e {outside} || echo no"
+                     ) == "no\n"
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert daemon.qemu_pids() == [] and our_domains(api.hv) == []
+
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": firmware_domain(
+        vm_id, f"<os><type>hvm</type>{loader}<nvram template='{images}/"
+        f"vars.fd'>{images}/nvram.fd</nvram></os>")})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    [pid] = daemon.qemu_pids()
+    wait_open(pid, str(images / "nvram.fd"))
+    assert (images / "nvram.fd").read_bytes().startswith(b"the caller's")
+    assert in_daemon(daemon, "sh", "-c", f"test -e {outside} || echo no"
+                     ) == "no\n"
+    assert api.VM.destroy(vm_id) is True

@@ -375,14 +375,17 @@ def _check_image(path, declared, ctx):
 class E:
     """An element: its attributes (name -> Kind), the type of its text
     (None: none allowed), a rule across them, opaque (its subtree is not
-    libvirt's: <metadata>), and defaults: the value libvirt reads for an
+    libvirt's: <metadata>), defaults: the value libvirt reads for an
     attribute that is absent, checked as if it were written (a typeless
-    <interface> is libvirt's type='user')."""
+    <interface> is libvirt's type='user'), and once: at most one under
+    its parent (libvirt reads its children across all of them, so a rule
+    looking inside one would judge what libvirt does not read)."""
     attrs: dict = dataclasses.field(default_factory=dict)
     text: Kind | None = None
     rule: object = None
     opaque: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
+    once: bool = False
 
 
 # Elements refused with a reason, wherever they appear (checked before the
@@ -504,7 +507,12 @@ TABLE = {
         "bios", "system", "baseBoard", "chassis", "oemStrings")},
     **{f"domain/sysinfo/{part}/entry": E({"name": TOKEN}, TEXT) for part in (
         "bios", "system", "baseBoard", "chassis", "oemStrings")},
-    "domain/os": E({"firmware": Enum("bios", "efi")}, rule=os_rule),
+    # Once: libvirt reads ./os/nvram and the rest across every <os> (the
+    # first of any), and os_rule reads one <os>: an empty <nvram> in a
+    # first <os> put a second's pflash variables outside (a hostile-caller
+    # audit, round 9).
+    "domain/os": E({"firmware": Enum("bios", "efi")}, rule=os_rule,
+                   once=True),
     "domain/os/type": E({"arch": TOKEN, "machine": TOKEN}, Enum("hvm")),
     "domain/os/loader": E({"readonly": YESNO, "secure": YESNO,
                            "type": Enum("rom", "pflash")}, PATH),
@@ -794,8 +802,17 @@ def check(root, ctx):
             spec.text.check(text, where, parent, ctx)
         if spec.rule is not None:
             rules.append((spec.rule, element))
+        seen = set()
         for child in element:
-            stack.append((child, f"{key}/{child.tag}", element, depth + 1))
+            child_key = f"{key}/{child.tag}"
+            if child_key in seen:
+                raise Refused(f"<{child.tag}> more than once in {where} "
+                              "(libvirt reads its children across all of "
+                              "them)")
+            child_spec = TABLE.get(child_key)
+            if child_spec is not None and child_spec.once:
+                seen.add(child_key)
+            stack.append((child, child_key, element, depth + 1))
     for rule, element in rules:
         rule(element, ctx)
 
