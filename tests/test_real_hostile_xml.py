@@ -4,6 +4,7 @@ the outside file; its legitimate form runs, and QEMU's command line and
 open files (/proc/PID/cmdline, /proc/PID/fd) show the file inside the
 image directory and nothing of the victim's."""
 
+import hashlib
 import os
 import re
 import signal
@@ -249,9 +250,11 @@ def test_a_running_guests_migratable_xml_passes(make_real_api, daemon,
         "status"] == "done"
     xml = api.hv.migratable_xml(vm_id)
     assert "<address" in xml      # libvirt's reading, not ours
+    # Judged as a destination host would: there, no guest listens on the
+    # agent's socket yet (here the source's own QEMU does, until it ends).
+    assert api.VM.destroy(vm_id) is True
     policy.check_domain_xml(xml, policy.confinement(
         api.config, written_by_libvirt=True))
-    assert api.VM.destroy(vm_id) is True
 
 
 def test_a_restore_gives_qemu_the_chain_that_was_checked(make_real_api,
@@ -566,3 +569,60 @@ def test_one_os_where_libvirt_reads_its_firmware(make_real_api, daemon,
     assert in_daemon(daemon, "sh", "-c", f"test -e {outside} || echo no"
                      ) == "no\n"
     assert api.VM.destroy(vm_id) is True
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_a_guest_never_takes_another_guests_socket_or_disk(make_real_api,
+                                                           daemon, tmp_path):
+    """libvirt (or QEMU) unlinks whatever is at a unix chardev's path to
+    bind its socket there, and opens a file chardev's path truncating it;
+    QEMU's image lock keeps a second guest's disk off a running guest's
+    image, not a chardev. A hostile-caller audit (round 9): B's serial
+    socket at A's agent channel took it over (A's QEMU listened on a
+    socket no longer reachable), and B's serial file at A's disk emptied
+    it while A ran. Refused; the control, paths of B's own, runs, and
+    A's socket and disk are as they were."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.raw").write_bytes(os.urandom(1 << 20))
+    api = make_real_api(image_dirs=[str(images)])
+    a, b = new_id(), new_id()
+    started(api, daemon, a, disk(images / "a.raw", "raw") + (
+        "<channel type='unix'><source mode='bind' path='"
+        f"{images}/a.sock'/><target type='virtio' name='"
+        "org.qemu.guest_agent.0'/></channel>"))
+    socket_inode = os.stat(images / "a.sock").st_ino
+    disk_digest = digest(images / "a.raw")
+
+    def serials(socket_path, file_path):
+        return (f"<serial type='unix'><source mode='bind' path="
+                f"'{socket_path}'/><target port='1'/></serial><serial "
+                f"type='file'><source path='{file_path}'/><target "
+                "port='2'/></serial>")
+
+    try:
+        job = api.VM.create(b, {"vmId": b, "xml": domain(b, serials(
+            images / "a.sock", images / "a.raw"))})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: it ran, over A's socket and disk
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert os.stat(images / "a.sock").st_ino == socket_inode
+    assert digest(images / "a.raw") == disk_digest
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert len(daemon.qemu_pids()) == 1
+
+    job = api.VM.create(b, {"vmId": b, "xml": domain(b, serials(
+        images / "b.sock", images / "b.out"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    assert stat.S_ISSOCK(os.stat(images / "b.sock").st_mode)
+    assert os.stat(images / "a.sock").st_ino == socket_inode
+    assert digest(images / "a.raw") == disk_digest
+    for vm_id in (a, b):
+        assert api.VM.destroy(vm_id) is True
