@@ -485,6 +485,15 @@ CASES = {
              "<target dev='guest-tap0'/></interface>"),
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<target dev='vnet7'/></interface>")),
+    # The kernel gives a bridge the least MTU of its ports, and below 1280
+    # takes its IPv6 addresses away for good: a guest's <mtu size='68'/>
+    # removed the host bridge's own address (a hostile-caller audit, round
+    # 9; test_real_hostile_xml's bridge case with one the host has).
+    "interface-mtu-below-ipv6": (
+        dict(devices="<interface type='network'><source network='default'/>"
+             "<mtu size='68'/></interface>"),
+        dict(devices="<interface type='network'><source network='default'/>"
+             "<mtu size='1500'/></interface>")),
     "interface-tap-backend": (
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<backend tap='{victim}/shadow'/></interface>"),

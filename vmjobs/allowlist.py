@@ -247,6 +247,8 @@ CPU_SET = Pattern("a set of CPUs or NUMA nodes, e.g. `0-3,^2,8`",
 NUMBER = Pattern("a number (decimal or 0x hex)",
                  r"[+-]?(0x[0-9a-fA-F]{1,16}|[0-9]{1,20}(\.[0-9]{1,9})?)")
 UUID = Pattern("a UUID", r"[0-9a-fA-F-]{32,36}")
+# Decimal, as libvirt reads it (base 10; no hex, no sign).
+MTU = Pattern("a size in bytes (decimal)", r"[0-9]{1,6}")
 # A network disk's volume on its (allowed) host: ceph's pool/image, an nbd
 # export, an iSCSI target/lun; never a path on this host.
 REMOTE_NAME = Pattern("a volume name on the network host",
@@ -301,6 +303,42 @@ def chardev_rule(element, ctx):
             source.get("mode") != "bind":
         raise Refused(f"<{element.tag} type='unix'> connects to a host "
                       "socket: only mode='bind' is accepted")
+
+
+# The least MTU that keeps a link's IPv6: below it the kernel removes the
+# device's IPv6 addresses, and they do not come back with a larger one.
+IPV6_MIN_MTU = 1280
+
+
+def interface_rule(element, ctx):
+    """A guest's <mtu> does not lower its bridge's: the kernel gives a
+    bridge the least MTU of its ports, so a tap's smaller one shrinks the
+    host's own network on that bridge while the guest runs, and below
+    1280 takes the bridge's IPv6 addresses away for good. At least 1280,
+    and at least the MTU of the host bridge a `type='bridge'` NIC joins
+    (a libvirt network's bridge is not seen here); without <mtu> libvirt
+    gives the tap its bridge's."""
+    bridges = [source.get("bridge") for source in element.findall("source")
+               if element.get("type") == "bridge"]
+    floor = max([IPV6_MIN_MTU] + [_bridge_mtu(b) for b in bridges if b])
+    for mtu in element.findall("mtu"):
+        size = int(mtu.get("size", "0"))
+        if size < floor:
+            raise Refused(f"<interface> <mtu size='{size}'> would lower "
+                          f"its bridge's MTU (at least {floor}: 1280, "
+                          "IPv6's least, and the bridge's own)")
+
+
+def _bridge_mtu(name):
+    """The MTU of host network device `name`, or 0 if the host has none
+    of that name (libvirt would then not start the guest)."""
+    if not hostfiles.is_entry_name(name):
+        return 0
+    try:
+        with open(f"/sys/class/net/{name}/mtu") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def disk_rule(element, ctx):
@@ -659,7 +697,8 @@ TABLE = {
         **IOTUNE,
     }, rule=disk_rule),
     **device("interface", {"type": Enum("network", "bridge"),
-                           "trustGuestRxFilters": YESNO}, defaults={
+                           "trustGuestRxFilters": YESNO},
+             rule=interface_rule, defaults={
                                # user-mode networking: QEMU's own stack
                                # reaches the host's network for the guest
                                "type": "user"}, children={
@@ -674,7 +713,7 @@ TABLE = {
         "filterref": E({"filter": TOKEN}),
         "filterref/parameter": E({"name": TOKEN, "value": TOKEN}),
         "link": E({"state": Enum("up", "down")}),
-        "mtu": E({"size": NUMBER}),
+        "mtu": E({"size": MTU}),
         "target": E({"dev": GENERATED_TAP}),
         "bandwidth": E(),
         "bandwidth/inbound": E({"average": NUMBER, "peak": NUMBER,
