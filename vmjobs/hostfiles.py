@@ -137,16 +137,20 @@ def write_would_take(path):
     something from someone, or None: free is nothing there, or a regular
     file no process holds a byte-range lock on (QEMU holds one on every
     image it has open: another running guest's disk)."""
+    not_regular = "is not a regular file (a device, a socket...)"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
-                     os.O_CLOEXEC)
+        # Looked at before it is opened: a device is never opened (some,
+        # a watchdog's, act when they are).
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return not_regular
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"cannot be looked at: {exc.strerror}"
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "is not a regular file (a device, a socket...)"
+            return not_regular
         # Would a write lock on the whole file conflict with one held?
         probe = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
         held = struct.unpack("hhqqi", fcntl.fcntl(
