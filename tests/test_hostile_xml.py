@@ -7,9 +7,12 @@ refusal for the wrong reason cannot pass.
 The same XML texts reach the real daemon in test_real_hostile_xml.py,
 where QEMU's command line and open files show the harm that is avoided."""
 
+import fcntl
 import hashlib
 import os
+import socket
 import stat
+import struct
 
 import pytest
 
@@ -137,6 +140,18 @@ CASES = {
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='{images}/vars.fd'>"
              "{images}/nvram.fd</nvram>")),
+    # libvirt reads <os>'s children across every <os> (the first <nvram>
+    # of any): an empty one in a first <os> made the pflash guest of the
+    # second write its variables to /var/lib/libvirt/qemu/nvram, copied
+    # from the caller's template (a hostile-caller audit, round 9).
+    "os-twice": (
+        dict(top="<os><type>hvm</type><nvram template='{images}/vars.fd'/>"
+             "</os>",
+             os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram>{images}/nvram.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/nvram.fd</nvram>")),
     "nvram-template-relative": (
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='OVMF_VARS.fd'>{images}/"
@@ -162,6 +177,58 @@ CASES = {
              "</serial>"),
         dict(devices="<serial type='pty'><source path='/dev/pts/3'/>"
              "</serial>")),
+    # A path the host binds a socket at, or writes from its start: libvirt
+    # and QEMU unlink whatever is there first, or truncate it. A
+    # hostile-caller audit (round 9) took a running guest's agent socket
+    # over, deleted an image, and emptied a running guest's disk (QEMU's
+    # image lock keeps a second guest's disk off it, not a chardev). Free:
+    # nothing there, a socket no one listens on, a file no one locks.
+    "channel-bind-over-live-socket": (
+        dict(devices="<channel type='unix'><source mode='bind' path="
+             "'{images}/live.sock'/><target type='virtio' name='a'/>"
+             "</channel>"),
+        dict(devices="<channel type='unix'><source mode='bind' path="
+             "'{images}/stale.sock'/><target type='virtio' name='a'/>"
+             "</channel>")),
+    "channel-bind-over-file": (
+        dict(devices="<channel type='unix'><source mode='bind' path="
+             "'{images}/disk.img'/><target type='virtio' name='a'/>"
+             "</channel>"),
+        dict(devices="<channel type='unix'><source mode='bind' path="
+             "'{images}/new.sock'/><target type='virtio' name='a'/>"
+             "</channel>")),
+    "vnc-socket-over-live-socket": (
+        dict(devices="<graphics type='vnc' socket='{images}/live.sock'/>"),
+        dict(devices="<graphics type='vnc' socket='{images}/stale.sock'/>")),
+    "spice-listen-socket-over-file": (
+        dict(devices="<graphics type='spice'><listen type='socket' socket="
+             "'{images}/disk.img'/></graphics>"),
+        dict(devices="<graphics type='spice'><listen type='socket' socket="
+             "'{images}/spice.sock'/></graphics>")),
+    "serial-file-over-held-image": (
+        dict(devices="<serial type='file'><source path='{images}/held.img'/>"
+             "</serial>"),
+        dict(devices="<serial type='file'><source path='{images}/disk.img'/>"
+             "</serial>")),
+    "serial-log-over-held-image": (
+        dict(devices="<serial type='pty'><log file='{images}/held.img'/>"
+             "</serial>"),
+        dict(devices="<serial type='pty'><log file='{images}/serial.log'/>"
+             "</serial>")),
+    "serial-file-over-device": (
+        dict(devices="<serial type='file'><source path='{images}/null'/>"
+             "</serial>"),
+        dict(devices="<serial type='file'><source path='{images}/out'/>"
+             "</serial>")),
+    "nvdimm-over-held-image": (
+        dict(top=NUMA,
+             devices="<memory model='nvdimm'><source><path>{images}/held.img"
+             "</path></source><target><size unit='MiB'>16</size><node>0"
+             "</node></target></memory>"),
+        dict(top=NUMA,
+             devices="<memory model='nvdimm'><source><path>{images}/nvdimm"
+             "</path></source><target><size unit='MiB'>16</size><node>0"
+             "</node></target></memory>")),
     "lease-target-outside": (
         dict(devices="<lease><lockspace>s</lockspace><key>k</key><target "
              "path='{victim}/leases'/></lease>"),
@@ -408,6 +475,25 @@ CASES = {
         dict(devices="<interface><source network='default'/></interface>"),
         dict(devices="<interface type='network'><source network='default'/>"
              "</interface>")),
+    # libvirt names host objects after a tap (its nwfilter binding, an
+    # OVS port) and tears down those of the name when a start fails: a
+    # tap named after another guest's made its start fail and deleted
+    # that guest's network filter (a hostile-caller audit, round 9). Only
+    # a name libvirt generates, which it discards on input.
+    "interface-target-named": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<target dev='guest-tap0'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<target dev='vnet7'/></interface>")),
+    # The kernel gives a bridge the least MTU of its ports, and below 1280
+    # takes its IPv6 addresses away for good: a guest's <mtu size='68'/>
+    # removed the host bridge's own address (a hostile-caller audit, round
+    # 9; test_real_hostile_xml's bridge case with one the host has).
+    "interface-mtu-below-ipv6": (
+        dict(devices="<interface type='network'><source network='default'/>"
+             "<mtu size='68'/></interface>"),
+        dict(devices="<interface type='network'><source network='default'/>"
+             "<mtu size='1500'/></interface>")),
     "interface-tap-backend": (
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<backend tap='{victim}/shadow'/></interface>"),
@@ -444,6 +530,27 @@ def dirs(tmp_path):
     images, victim = tmp_path / "images", tmp_path / "victim"
     for d in (images, victim, images / "share"):
         d.mkdir()
+    # Another guest's, as the host has them while it runs: a socket its
+    # QEMU listens on, and its disk, which QEMU locks (bytes from 100);
+    # a socket a guest left when it ended; a device node.
+    live = socket.socket(socket.AF_UNIX)
+    live.bind(str(images / "live.sock"))
+    live.listen()
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(images / "stale.sock"))
+    (images / "held.img").write_bytes(b"\0" * 65536)
+    held = os.open(images / "held.img", os.O_RDWR)
+    fcntl.fcntl(held, fcntl.F_OFD_SETLK, struct.pack(
+        "hhqqi", fcntl.F_RDLCK, os.SEEK_SET, 100, 1, 0))
+    os.mknod(images / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    try:
+        yield _dirs(images, victim)
+    finally:
+        live.close()
+        os.close(held)
+
+
+def _dirs(images, victim):
     (victim / "shadow").write_text("root:secret:19000::::::\n")
     for name in ("disk.img", "block", "vmlinuz", "base.raw", "leases",
                  "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):

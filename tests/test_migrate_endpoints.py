@@ -93,6 +93,9 @@ BAD_URIS = {
     "unix-dotdot": "qemu+unix:///system?socket={sockets}/../s",
     "unix-encoded-dotdot": "qemu+unix:///system?socket={sockets}/%2e%2e/s",
     "unix-encoded-newline": "qemu+unix:///system?socket={sockets}/s%0a",
+    # Bytes that are not UTF-8 once decoded: -32602, not an internal error
+    # (a hostile-caller audit, round 9: 'utf-8' codec can't decode).
+    "unix-encoded-not-utf8": "qemu+unix:///system?socket={sockets}/%ff",
     "unix-relative": "qemu+unix:///system?socket=s",
     "unix-host": "qemu+unix://b.example/system?socket={sockets}/s",
     "session": "qemu+tls://b.example/session",

@@ -4,6 +4,7 @@ the outside file; its legitimate form runs, and QEMU's command line and
 open files (/proc/PID/cmdline, /proc/PID/fd) show the file inside the
 image directory and nothing of the victim's."""
 
+import hashlib
 import os
 import re
 import signal
@@ -249,9 +250,11 @@ def test_a_running_guests_migratable_xml_passes(make_real_api, daemon,
         "status"] == "done"
     xml = api.hv.migratable_xml(vm_id)
     assert "<address" in xml      # libvirt's reading, not ours
+    # Judged as a destination host would: there, no guest listens on the
+    # agent's socket yet (here the source's own QEMU does, until it ends).
+    assert api.VM.destroy(vm_id) is True
     policy.check_domain_xml(xml, policy.confinement(
         api.config, written_by_libvirt=True))
-    assert api.VM.destroy(vm_id) is True
 
 
 def test_a_restore_gives_qemu_the_chain_that_was_checked(make_real_api,
@@ -427,3 +430,243 @@ def test_a_name_is_never_one_of_libvirts_directories(make_real_api, daemon):
     assert info["status"] == "done", info
     assert in_daemon(daemon, "cat", marker) == "vars\n"
     assert api.VM.destroy(vm_id) is True
+
+
+@pytest.fixture
+def bridge():
+    """A Linux bridge of the host's own (the daemon shares the host's
+    network), as an engine's VMs join `ovirtmgmt`; removed after."""
+    name = f"vjb{new_id()[:8]}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)
+
+
+def nic(bridge, extra=""):
+    return (f"<interface type='bridge'><source bridge='{bridge}'/>"
+            f"{extra}<model type='virtio'/></interface>")
+
+
+@pytest.fixture
+def nwfilter(daemon):
+    """A network filter on the private daemon (no rule: the host has no
+    ebtables to apply one, and the binding is what counts); its name."""
+    conn = libvirt.open(daemon.uri)
+    try:
+        conn.nwfilterDefineXML("<filter name='vmjobs-test' chain='root'/>")
+        yield "vmjobs-test"
+    finally:
+        conn.close()
+
+
+def filtered_ports(daemon):
+    """The devices libvirt holds a network filter binding for."""
+    conn = libvirt.open(daemon.uri)
+    try:
+        return {b.portDev() for b in conn.listAllNWFilterBindings()}
+    finally:
+        conn.close()
+
+
+def test_a_tap_is_named_by_libvirt_never_after_another_guests(
+        make_real_api, daemon, bridge, nwfilter, tmp_path):
+    """libvirt names host objects after a guest's tap (its network filter
+    binding, an OVS port) and, when a start fails, tears down those of
+    the name its XML gave: a VM whose <target dev> was another guest's
+    tap failed to start ('interface already exists') and deleted that
+    guest's filter binding, the guest running on unfiltered (a
+    hostile-caller audit, round 9). Refused; the control names the
+    other guest's generated `vnetN`, which libvirt discards on input: it
+    runs on a tap of its own and every binding stays."""
+    api = make_real_api(image_dirs=[str(tmp_path / "images")])
+    filterref = f"<filterref filter='{nwfilter}'/>"
+    # Another guest of the host (an operator's, defined outside vmjobs):
+    # one tap named by its XML, one libvirt named.
+    named = f"vjt{new_id()[:8]}"
+    conn = libvirt.open(daemon.uri)
+    try:
+        other = conn.defineXML(domain(new_id(), nic(
+            bridge, f"<target dev='{named}'/>{filterref}") + nic(
+            bridge, filterref)).replace("<name>rh-", "<name>other-"))
+        other.create()
+        generated = (filtered_ports(daemon) - {named}).pop()
+    finally:
+        conn.close()
+    assert generated.startswith("vnet")
+    vm_id = new_id()
+    try:
+        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(vm_id, nic(
+            bridge, f"<target dev='{named}'/>{filterref}"))})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: its start failed and took the other guest's filter
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert filtered_ports(daemon) == {named, generated}
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(vm_id, nic(
+        bridge, f"<target dev='{generated}'/>{filterref}"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    ports = filtered_ports(daemon)
+    assert {named, generated} < ports and len(ports) == 3
+    assert api.VM.destroy(vm_id) is True
+
+
+def firmware_domain(vm_id, os_elements):
+    """A pflash (UEFI) guest: libvirt wants ACPI beside it."""
+    return (f"<domain type='qemu'><name>rh-{vm_id[:8]}</name><uuid>{vm_id}"
+            f"</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu>"
+            f"{os_elements}<features><acpi/></features><devices><serial "
+            "type='pty'/><memballoon model='none'/></devices></domain>")
+
+
+def test_one_os_where_libvirt_reads_its_firmware(make_real_api, daemon,
+                                                 tmp_path):
+    """libvirt reads an <os>'s children across every <os> of the domain
+    (XPath's ./os/nvram: the first of any): an empty <nvram> in a first
+    <os>, a pflash loader and an <nvram> inside in a second, and libvirt
+    wrote the guest's firmware variables to its own
+    /var/lib/libvirt/qemu/nvram/NAME_VARS.fd, copied from the caller's
+    template, where QEMU then wrote (a hostile-caller audit, round 9).
+    Refused; the control, one <os>, keeps them in the image dir."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "code.fd").write_bytes(b"\0" * (2 << 20))
+    (images / "vars.fd").write_bytes(b"the caller's".ljust(128 << 10, b"\0"))
+    api = make_real_api(image_dirs=[str(images)])
+    vm_id = new_id()
+    loader = (f"<loader readonly='yes' type='pflash'>{images}/code.fd"
+              "</loader>")
+    outside = f"/var/lib/libvirt/qemu/nvram/rh-{vm_id[:8]}_VARS.fd"
+    try:
+        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": firmware_domain(
+            vm_id, f"<os><type>hvm</type><nvram template='{images}/vars.fd'"
+            f"/></os><os>{loader}<nvram>{images}/nvram.fd</nvram></os>")})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: it ran, its variables outside the image dir
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert in_daemon(daemon, "sh", "-c", f"test -e {outside} || echo no"
+                     ) == "no\n"
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert daemon.qemu_pids() == [] and our_domains(api.hv) == []
+
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": firmware_domain(
+        vm_id, f"<os><type>hvm</type>{loader}<nvram template='{images}/"
+        f"vars.fd'>{images}/nvram.fd</nvram></os>")})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    [pid] = daemon.qemu_pids()
+    wait_open(pid, str(images / "nvram.fd"))
+    assert (images / "nvram.fd").read_bytes().startswith(b"the caller's")
+    assert in_daemon(daemon, "sh", "-c", f"test -e {outside} || echo no"
+                     ) == "no\n"
+    assert api.VM.destroy(vm_id) is True
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_a_guest_never_takes_another_guests_socket_or_disk(make_real_api,
+                                                           daemon, tmp_path):
+    """libvirt (or QEMU) unlinks whatever is at a unix chardev's path to
+    bind its socket there, and opens a file chardev's path truncating it;
+    QEMU's image lock keeps a second guest's disk off a running guest's
+    image, not a chardev. A hostile-caller audit (round 9): B's serial
+    socket at A's agent channel took it over (A's QEMU listened on a
+    socket no longer reachable), and B's serial file at A's disk emptied
+    it while A ran. Refused; the control, paths of B's own, runs, and
+    A's socket and disk are as they were."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.raw").write_bytes(os.urandom(1 << 20))
+    api = make_real_api(image_dirs=[str(images)])
+    a, b = new_id(), new_id()
+    started(api, daemon, a, disk(images / "a.raw", "raw") + (
+        "<channel type='unix'><source mode='bind' path='"
+        f"{images}/a.sock'/><target type='virtio' name='"
+        "org.qemu.guest_agent.0'/></channel>"))
+    socket_inode = os.stat(images / "a.sock").st_ino
+    disk_digest = digest(images / "a.raw")
+
+    def serials(socket_path, file_path):
+        return (f"<serial type='unix'><source mode='bind' path="
+                f"'{socket_path}'/><target port='1'/></serial><serial "
+                f"type='file'><source path='{file_path}'/><target "
+                "port='2'/></serial>")
+
+    try:
+        job = api.VM.create(b, {"vmId": b, "xml": domain(b, serials(
+            images / "a.sock", images / "a.raw"))})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: it ran, over A's socket and disk
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert os.stat(images / "a.sock").st_ino == socket_inode
+    assert digest(images / "a.raw") == disk_digest
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert len(daemon.qemu_pids()) == 1
+
+    job = api.VM.create(b, {"vmId": b, "xml": domain(b, serials(
+        images / "b.sock", images / "b.out"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    assert stat.S_ISSOCK(os.stat(images / "b.sock").st_mode)
+    assert os.stat(images / "a.sock").st_ino == socket_inode
+    assert digest(images / "a.raw") == disk_digest
+    for vm_id in (a, b):
+        assert api.VM.destroy(vm_id) is True
+
+
+def test_a_guest_never_lowers_its_bridges_mtu(make_real_api, daemon, bridge,
+                                              tmp_path):
+    """The kernel gives a bridge the least MTU of its ports: a guest whose
+    <mtu> is below its bridge's lowers the host's own network on it, and
+    below 1280 the kernel removes the bridge's IPv6 addresses, which do
+    not come back when the guest stops (a hostile-caller audit, round 9:
+    <mtu size='68'/> took the host's static address away). Refused, below
+    1280 and below the bridge's MTU; the control, the bridge's own MTU
+    (what an engine sends), runs and leaves both as they were."""
+    subprocess.run(["ip", "addr", "add", "fd00:7a3::1/64", "dev", bridge],
+                   check=True)
+    mtu_file = f"/sys/class/net/{bridge}/mtu"
+
+    def host_side():
+        with open(mtu_file) as f:
+            mtu = f.read().strip()
+        return mtu, "fd00:7a3::1/64" in subprocess.run(
+            ["ip", "-6", "addr", "show", "dev", bridge], check=True,
+            capture_output=True, text=True).stdout
+
+    assert host_side() == ("1500", True)
+    api = make_real_api(image_dirs=[str(tmp_path / "images")])
+    vm_id = new_id()
+    for size in ("68", "1400"):
+        try:
+            job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+                vm_id, nic(bridge, f"<mtu size='{size}'/>"))})
+        except InvalidParams as exc:
+            refusal = exc
+        else:   # before: it ran, the bridge at its MTU
+            assert api.jobs.get(job["jobId"]).wait(WAIT)
+            seen = host_side()
+            api.VM.destroy(vm_id)
+            refusal = None
+            assert seen == ("1500", True), (size, seen)
+        assert refusal is not None and refusal.data == {"param": "xml"}
+        assert daemon.qemu_pids() == [] and our_domains(api.hv) == []
+        assert host_side() == ("1500", True)
+    started(api, daemon, vm_id, nic(bridge, "<mtu size='1500'/>"))
+    assert host_side() == ("1500", True)
+    assert api.VM.destroy(vm_id) is True
+    assert host_side() == ("1500", True)

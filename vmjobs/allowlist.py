@@ -151,16 +151,44 @@ class Entropy(Path):
             confine(value, where, ctx)
 
 
-class ChardevPath(Path):
-    """A chardev's source path: a host file or socket, but for a pty, where
-    libvirt shows the pty it allocated (and ignores the value on input)."""
-    doc = "for a `pty`: `/dev/pts/N`; else a host path"
+class SocketPath(Path):
+    """Where the host binds a unix socket: libvirt unlinks whatever is
+    there first (hostfiles.bind_would_take)."""
+    doc = ("host path inside `storage.image_dirs` where nothing is, or a "
+           "socket no one listens on")
 
     def check(self, value, where, parent, ctx):
-        if parent is not None and parent.get("type", "pty") == "pty":
-            PTY.check(value, where, parent, ctx)
-        else:
-            confine(value, where, ctx)
+        confine(value, where, ctx)
+        _refuse_taking(hostfiles.bind_would_take(value), value, where)
+
+
+class OutputPath(Path):
+    """A file the host writes from its start (a chardev's output, a log,
+    an nvdimm's memory): hostfiles.write_would_take."""
+    doc = ("host path inside `storage.image_dirs` where nothing is, or a "
+           "regular file no process holds locked")
+
+    def check(self, value, where, parent, ctx):
+        confine(value, where, ctx)
+        _refuse_taking(hostfiles.write_would_take(value), value, where)
+
+
+def _refuse_taking(why, value, where):
+    if why is not None:
+        raise Refused(f"{where} {value!r} {why}")
+
+
+class ChardevPath(Path):
+    """A chardev's source path: for a pty, the pty libvirt allocated (it
+    ignores the value on input); for a unix chardev, a socket the host
+    binds; for a file, a file it writes; else (no path read) confined."""
+    doc = ("for a `pty`: `/dev/pts/N`; `unix`: as SOCKET_PATH; `file`: as "
+           "OUTPUT_PATH; else a host path")
+
+    def check(self, value, where, parent, ctx):
+        kind = "pty" if parent is None else parent.get("type", "pty")
+        {"pty": PTY, "unix": SOCKET_PATH, "file": OUTPUT_PATH}.get(
+            kind, PATH).check(value, where, parent, ctx)
 
 
 class Emulator(Kind):
@@ -219,10 +247,21 @@ CPU_SET = Pattern("a set of CPUs or NUMA nodes, e.g. `0-3,^2,8`",
 NUMBER = Pattern("a number (decimal or 0x hex)",
                  r"[+-]?(0x[0-9a-fA-F]{1,16}|[0-9]{1,20}(\.[0-9]{1,9})?)")
 UUID = Pattern("a UUID", r"[0-9a-fA-F-]{32,36}")
+# Decimal, as libvirt reads it (base 10; no hex, no sign).
+MTU = Pattern("a size in bytes (decimal)", r"[0-9]{1,6}")
 # A network disk's volume on its (allowed) host: ceph's pool/image, an nbd
 # export, an iSCSI target/lun; never a path on this host.
 REMOTE_NAME = Pattern("a volume name on the network host",
                       r"[A-Za-z0-9_.:+@-][A-Za-z0-9_.:+@/-]{0,1023}")
+# A guest's tap. libvirt names host objects after it (the tap's network
+# filter binding, an OVS port) and, when a start fails, tears down those
+# of the name the XML gave: a tap named after another guest's made the
+# start fail and deleted that guest's filter (a hostile-caller audit,
+# round 9). So only a name libvirt generates, which it discards on input
+# (define, restore; measured on libvirt 9.0) for one of its own.
+GENERATED_TAP = Pattern("`vnetN`, a tap name libvirt generates (and "
+                        "discards on input, naming the tap itself)",
+                        r"vnet[0-9]{1,10}")
 # The pty libvirt allocated, as a running domain's XML shows it (an
 # incoming migration's XML); libvirt ignores it on input.
 PTY = Pattern("`/dev/pts/N`", r"/dev/pts/[0-9]{1,7}")
@@ -230,6 +269,8 @@ ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
 PATH = Path()
+SOCKET_PATH = SocketPath()
+OUTPUT_PATH = OutputPath()
 IMAGE = Image()
 ENTROPY = Entropy()
 CHARDEV_PATH = ChardevPath()
@@ -262,6 +303,42 @@ def chardev_rule(element, ctx):
             source.get("mode") != "bind":
         raise Refused(f"<{element.tag} type='unix'> connects to a host "
                       "socket: only mode='bind' is accepted")
+
+
+# The least MTU that keeps a link's IPv6: below it the kernel removes the
+# device's IPv6 addresses, and they do not come back with a larger one.
+IPV6_MIN_MTU = 1280
+
+
+def interface_rule(element, ctx):
+    """A guest's <mtu> does not lower its bridge's: the kernel gives a
+    bridge the least MTU of its ports, so a tap's smaller one shrinks the
+    host's own network on that bridge while the guest runs, and below
+    1280 takes the bridge's IPv6 addresses away for good. At least 1280,
+    and at least the MTU of the host bridge a `type='bridge'` NIC joins
+    (a libvirt network's bridge is not seen here); without <mtu> libvirt
+    gives the tap its bridge's."""
+    bridges = [source.get("bridge") for source in element.findall("source")
+               if element.get("type") == "bridge"]
+    floor = max([IPV6_MIN_MTU] + [_bridge_mtu(b) for b in bridges if b])
+    for mtu in element.findall("mtu"):
+        size = int(mtu.get("size", "0"))
+        if size < floor:
+            raise Refused(f"<interface> <mtu size='{size}'> would lower "
+                          f"its bridge's MTU (at least {floor}: 1280, "
+                          "IPv6's least, and the bridge's own)")
+
+
+def _bridge_mtu(name):
+    """The MTU of host network device `name`, or 0 if the host has none
+    of that name (libvirt would then not start the guest)."""
+    if not hostfiles.is_entry_name(name):
+        return 0
+    try:
+        with open(f"/sys/class/net/{name}/mtu") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def disk_rule(element, ctx):
@@ -366,14 +443,17 @@ def _check_image(path, declared, ctx):
 class E:
     """An element: its attributes (name -> Kind), the type of its text
     (None: none allowed), a rule across them, opaque (its subtree is not
-    libvirt's: <metadata>), and defaults: the value libvirt reads for an
+    libvirt's: <metadata>), defaults: the value libvirt reads for an
     attribute that is absent, checked as if it were written (a typeless
-    <interface> is libvirt's type='user')."""
+    <interface> is libvirt's type='user'), and once: at most one under
+    its parent (libvirt reads its children across all of them, so a rule
+    looking inside one would judge what libvirt does not read)."""
     attrs: dict = dataclasses.field(default_factory=dict)
     text: Kind | None = None
     rule: object = None
     opaque: bool = False
     defaults: dict = dataclasses.field(default_factory=dict)
+    once: bool = False
 
 
 # Elements refused with a reason, wherever they appear (checked before the
@@ -428,7 +508,7 @@ def chardev(name, target):
                                       "null"), "tty": PTY}, {
         "source": E({"mode": Enum("bind"), "path": CHARDEV_PATH,
                      "append": ONOFF}),
-        "log": E({"file": PATH, "append": ONOFF}),
+        "log": E({"file": OUTPUT_PATH, "append": ONOFF}),
         "target": E(target),
         "target/model": E({"name": TOKEN}),
     }, rule=chardev_rule)
@@ -495,7 +575,12 @@ TABLE = {
         "bios", "system", "baseBoard", "chassis", "oemStrings")},
     **{f"domain/sysinfo/{part}/entry": E({"name": TOKEN}, TEXT) for part in (
         "bios", "system", "baseBoard", "chassis", "oemStrings")},
-    "domain/os": E({"firmware": Enum("bios", "efi")}, rule=os_rule),
+    # Once: libvirt reads ./os/nvram and the rest across every <os> (the
+    # first of any), and os_rule reads one <os>: an empty <nvram> in a
+    # first <os> put a second's pflash variables outside (a hostile-caller
+    # audit, round 9).
+    "domain/os": E({"firmware": Enum("bios", "efi")}, rule=os_rule,
+                   once=True),
     "domain/os/type": E({"arch": TOKEN, "machine": TOKEN}, Enum("hvm")),
     "domain/os/loader": E({"readonly": YESNO, "secure": YESNO,
                            "type": Enum("rom", "pflash")}, PATH),
@@ -612,7 +697,8 @@ TABLE = {
         **IOTUNE,
     }, rule=disk_rule),
     **device("interface", {"type": Enum("network", "bridge"),
-                           "trustGuestRxFilters": YESNO}, defaults={
+                           "trustGuestRxFilters": YESNO},
+             rule=interface_rule, defaults={
                                # user-mode networking: QEMU's own stack
                                # reaches the host's network for the guest
                                "type": "user"}, children={
@@ -627,8 +713,8 @@ TABLE = {
         "filterref": E({"filter": TOKEN}),
         "filterref/parameter": E({"name": TOKEN, "value": TOKEN}),
         "link": E({"state": Enum("up", "down")}),
-        "mtu": E({"size": NUMBER}),
-        "target": E({"dev": TOKEN}),
+        "mtu": E({"size": MTU}),
+        "target": E({"dev": GENERATED_TAP}),
         "bandwidth": E(),
         "bandwidth/inbound": E({"average": NUMBER, "peak": NUMBER,
                                 "burst": NUMBER, "floor": NUMBER}),
@@ -653,10 +739,10 @@ TABLE = {
                           "listen": LISTEN_ADDRESS, "passwd": TEXT,
                           "passwdValidTo": TOKEN, "connected": TOKEN,
                           "keymap": TOKEN, "defaultMode": TOKEN,
-                          "sharePolicy": TOKEN, "socket": PATH}, {
+                          "sharePolicy": TOKEN, "socket": SOCKET_PATH}, {
         "listen": E({"type": Enum("address", "network", "none", "socket"),
                      "address": LISTEN_ADDRESS, "network": TOKEN,
-                     "socket": PATH,
+                     "socket": SOCKET_PATH,
                      "autoGenerated": YESNO}),
         "channel": E({"name": TOKEN, "mode": Enum("secure", "insecure",
                                                   "any")}),
@@ -716,7 +802,7 @@ TABLE = {
     **device("memory", {"model": Enum("dimm", "nvdimm"),
                         "access": Enum("shared", "private")}, {
         "source": E(),
-        "source/path": E(text=PATH),
+        "source/path": E(text=OUTPUT_PATH),
         "source/pagesize": E({"unit": TOKEN}, NUMBER),
         "target": E(),
         "target/size": E({"unit": TOKEN}, NUMBER),
@@ -785,8 +871,17 @@ def check(root, ctx):
             spec.text.check(text, where, parent, ctx)
         if spec.rule is not None:
             rules.append((spec.rule, element))
+        seen = set()
         for child in element:
-            stack.append((child, f"{key}/{child.tag}", element, depth + 1))
+            child_key = f"{key}/{child.tag}"
+            if child_key in seen:
+                raise Refused(f"<{child.tag}> more than once in {where} "
+                              "(libvirt reads its children across all of "
+                              "them)")
+            child_spec = TABLE.get(child_key)
+            if child_spec is not None and child_spec.once:
+                seen.add(child_key)
+            stack.append((child, child_key, element, depth + 1))
     for rule, element in rules:
         rule(element, ctx)
 

@@ -213,7 +213,11 @@ def _only_socket(param, text, query):
     if name != "socket" or not equals or "&" in path:
         raise InvalidParams(param, f"{text!r}: a unix URI takes one query "
                             "parameter, socket=PATH, and no other")
-    return urllib.parse.unquote(path, errors="strict")
+    try:
+        return urllib.parse.unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidParams(param, f"{text!r}: its socket path, decoded, "
+                            "is not UTF-8") from None
 
 
 def _socket(param, path, socket_dirs, image_dirs=()):
@@ -230,7 +234,7 @@ def _socket(param, path, socket_dirs, image_dirs=()):
     try:
         hostfiles.confine(path, socket_dirs, "migration.socket_dirs",
                           resolve_last=True)
-    except (hostfiles.OutsideDirs, UnicodeDecodeError) as exc:
+    except hostfiles.OutsideDirs as exc:
         raise InvalidParams(param, str(exc)) from None
     if path in socket_dirs:
         raise InvalidParams(param, f"{path!r} is a socket directory, not a "

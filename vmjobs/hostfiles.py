@@ -6,12 +6,15 @@ The service runs as root. A state file path (`hibernationVolHandle`,
 host file a domain XML names must be inside `storage.image_dirs`
 (policy.py). A path is taken only as an absolute, normalized text without
 control characters, and its directory must really (symlinks resolved) be
-inside a configured one.
+inside a configured one. A path where the host binds a socket or writes
+a file must take nothing from anyone (bind_would_take, write_would_take).
 """
 
+import fcntl
 import os
 import re
 import stat
+import struct
 
 # Control characters, C0 and C1 (U+0085 is a line break too), and the
 # Unicode line and paragraph separators (forged log lines, split config
@@ -100,6 +103,94 @@ def overlapping(one, other):
 def is_one_of(path, dirs):
     """Whether `path` is (names) one of `dirs` itself."""
     return os.path.normpath(path) in (os.path.normpath(d) for d in dirs)
+
+
+# What the host does at a path a domain XML names for it to make: libvirt
+# (or QEMU) unlinks whatever is there to bind a unix socket, and opens a
+# file chardev's or log's path truncating it. QEMU locks each image it
+# opens (byte-range locks from byte 100), which keeps a second guest's
+# disk off a running guest's image; nothing keeps a socket or a chardev
+# off it. A hostile-caller audit (round 9) took a running guest's agent
+# socket over, deleted an image, and emptied a running guest's disk so.
+
+def bind_would_take(path):
+    """Why binding a unix socket at `path` (confined) would take something
+    from someone, or None: free is nothing there, or a socket no one
+    listens on (what a process that ended left)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be looked at: {exc.strerror}"
+    if not stat.S_ISSOCK(st.st_mode):
+        return "is a file (or a link), which binding a socket there " \
+               "would delete"
+    if _listened_on(path, st):
+        return "is a socket another process listens on (a guest's " \
+               "channel or console), which binding there would take over"
+    return None
+
+
+def write_would_take(path):
+    """Why writing a file at `path` (confined) from its start would take
+    something from someone, or None: free is nothing there, or a regular
+    file no process holds a byte-range lock on (QEMU holds one on every
+    image it has open: another running guest's disk)."""
+    not_regular = "is not a regular file (a device, a socket...)"
+    try:
+        # Looked at before it is opened: a device is never opened (some,
+        # a watchdog's, act when they are).
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return not_regular
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be looked at: {exc.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return not_regular
+        # Would a write lock on the whole file conflict with one held?
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        held = struct.unpack("hhqqi", fcntl.fcntl(
+            fd, fcntl.F_OFD_GETLK, probe))[0]
+    finally:
+        os.close(fd)
+    if held != fcntl.F_UNLCK:
+        return "is a file a process holds locked (a running guest's disk: " \
+               "QEMU locks its images), which writing there would " \
+               "overwrite"
+    return None
+
+
+LISTENING = 0x10000     # __SO_ACCEPTCON in /proc/net/unix's Flags
+
+
+def _listened_on(path, st):
+    """Whether a unix socket of this network namespace (libvirtd's and
+    QEMU's are the host's) listens on the socket file `path` (its lstat
+    `st`): /proc/net/unix read, not connected to, so the guest behind it
+    sees nothing. A listener is known by the path it bound, which may
+    name the file by another way (a symlinked directory): compared by
+    the file it names."""
+    name = os.path.basename(path)
+    with open("/proc/net/unix") as f:
+        next(f)                                     # the header
+        for line in f:
+            fields = line.rstrip("\n").split(None, 7)
+            if len(fields) < 8 or not int(fields[3], 16) & LISTENING or \
+                    os.path.basename(fields[7]) != name:
+                continue
+            if fields[7] == path:
+                return True
+            try:
+                bound = os.lstat(fields[7])
+            except OSError:
+                continue
+            if (bound.st_dev, bound.st_ino) == (st.st_dev, st.st_ino):
+                return True
+    return False
 
 
 def prepare_dirs(config, log):

@@ -49,6 +49,9 @@ def render():
             text = "anything (not read by libvirt; namespaced)"
         rule = (spec.rule.__doc__ or "").split("\n\n")[0] if spec.rule \
             else ""
+        if spec.once:
+            rule = ("At most one (libvirt reads its children across all "
+                    "of them). " + rule).strip()
         lines.append(f"| `{key}` | {attrs} | {text} | "
                      f"{' '.join(rule.split())} |")
     lines += ["", "## Types", "", "| type | values |", "|---|---|"]
