@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 import struct
+import subprocess
 
 import pytest
 
@@ -650,3 +651,51 @@ def test_its_legitimate_form_is_accepted_and_runs(api, dirs, case):
                                                "xml": xml})["jobId"])
     assert info["status"] == "done", info
     assert api.VM.destroy(vm_id) is True
+
+
+@pytest.fixture
+def host_bridge():
+    """A Linux bridge of the host's own (MTU 1500), as a libvirt network
+    of forward mode `bridge` joins its guests' taps to; removed after."""
+    name = f"vjn{new_id()[:8]}"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)
+
+
+def test_a_networks_bridge_is_not_lowered_either(api, host_bridge):
+    """A NIC of type='network' joins the bridge of its libvirt network,
+    which the kernel gives the least MTU of its ports, as it does a
+    type='bridge' NIC's: its <mtu> is judged against that bridge's MTU,
+    the network's bridge read from libvirt (networkLookupByName on the
+    test driver as on a daemon). 1400 on a 1500 bridge was accepted
+    before (the docs' open list, round 9: only 1280 was its floor). The
+    controls: the bridge's own MTU; a network without a bridge
+    (macvtap), and one libvirt does not know, judged by 1280 alone."""
+    api.hv.shared_connection.networkDefineXML(
+        f"<network><name>host-net</name><forward mode='bridge'/><bridge "
+        f"name='{host_bridge}'/></network>")
+    api.hv.shared_connection.networkDefineXML(
+        "<network><name>macvtap-net</name><forward mode='bridge'>"
+        "<interface dev='eth0'/></forward></network>")
+
+    def nic(network, mtu):
+        return (f"<interface type='network'><source network='{network}'/>"
+                f"<mtu size='{mtu}'/></interface>")
+
+    vm_id = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, nic("host-net", 1400))})
+    assert err.value.data == {"param": "xml"}
+    assert "1500" in str(err.value)
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+    for network, mtu in (("host-net", 1500), ("macvtap-net", 1400),
+                         ("unknown-net", 1400)):
+        vm_id = new_id()
+        info = wait_job(api, api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, nic(network, mtu))})["jobId"])
+        assert info["status"] == "done", (network, info)
+        assert api.VM.destroy(vm_id) is True

@@ -51,6 +51,11 @@ class Confinement:
     # migration's XML from the source libvirtd): it may carry the default
     # <seclabel> libvirt adds to a running guest; an engine's never does.
     written_by_libvirt: bool = False
+    # network_bridge(name): the host bridge libvirt network `name` joins
+    # its guests' taps to, or None (no such network, or one without a
+    # bridge): libvirt's to say (Hypervisor.network_bridge). None here:
+    # no libvirt to ask, and a NIC's MTU on a network cannot be judged.
+    network_bridge: object = None
     real_image_dirs: tuple = dataclasses.field(init=False)
     # Filled by the check: {image path as the XML names it: the backing
     # chain read from its header, [(real path, format), ...]}, for
@@ -315,18 +320,35 @@ def interface_rule(element, ctx):
     bridge the least MTU of its ports, so a tap's smaller one shrinks the
     host's own network on that bridge while the guest runs, and below
     1280 takes the bridge's IPv6 addresses away for good. At least 1280,
-    and at least the MTU of the host bridge a `type='bridge'` NIC joins
-    (a libvirt network's bridge is not seen here); without <mtu> libvirt
-    gives the tap its bridge's."""
-    bridges = [source.get("bridge") for source in element.findall("source")
-               if element.get("type") == "bridge"]
-    floor = max([IPV6_MIN_MTU] + [_bridge_mtu(b) for b in bridges if b])
-    for mtu in element.findall("mtu"):
+    and at least the MTU of the host bridge the NIC's tap joins: a
+    `type='bridge'` NIC's own, a `type='network'` NIC's network's (as
+    libvirt names it); without <mtu> libvirt gives the tap its bridge's."""
+    mtus = element.findall("mtu")
+    if not mtus:
+        return
+    floor = max([IPV6_MIN_MTU] + [_bridge_mtu(bridge)
+                                  for bridge in _bridges(element, ctx)
+                                  if bridge])
+    for mtu in mtus:
         size = int(mtu.get("size", "0"))
         if size < floor:
             raise Refused(f"<interface> <mtu size='{size}'> would lower "
                           f"its bridge's MTU (at least {floor}: 1280, "
                           "IPv6's least, and the bridge's own)")
+
+
+def _bridges(element, ctx):
+    """The host bridges the tap of NIC `element` joins."""
+    kind = element.get("type")
+    for source in element.findall("source"):
+        if kind == "bridge":
+            yield source.get("bridge")
+        elif kind == "network" and source.get("network"):
+            if ctx.network_bridge is None:
+                raise Refused("<interface type='network'> with an <mtu>: "
+                              "its network's bridge cannot be looked up "
+                              "here (no libvirt connection)")
+            yield ctx.network_bridge(source.get("network"))
 
 
 def _bridge_mtu(name):

@@ -23,10 +23,13 @@ __all__ = ["Refused", "check_host_access", "check_engine_xml",
            "checked_state_xml", "check_domain_xml"]
 
 
-def confinement(config, written_by_libvirt=False):
-    return allowlist.Confinement(tuple(config.image_dirs),
-                                 tuple(config.network_hosts),
-                                 written_by_libvirt)
+def confinement(config, written_by_libvirt=False, hv=None):
+    """Where a request's domain XML may reach: the config's, and the
+    bridges of libvirt's networks read from `hv` (None: not known)."""
+    return allowlist.Confinement(
+        tuple(config.image_dirs), tuple(config.network_hosts),
+        written_by_libvirt,
+        network_bridge=None if hv is None else hv.network_bridge)
 
 
 def check_host_access(spec, hv, config, incoming=False):
@@ -37,7 +40,7 @@ def check_host_access(spec, hv, config, incoming=False):
     domxml.compose to state."""
     if spec.xml is None:
         return {}
-    ctx = confinement(config, incoming)
+    ctx = confinement(config, incoming, hv)
     check_engine_xml(spec.xml, ctx)
     return ctx.chains
 
@@ -65,7 +68,7 @@ def checked_state_xml(hv, path, config):
                         config.image_dirs)
     statefiles.check_readable(path, functools.partial(InvalidParams,
                                                       "restoreState"))
-    ctx = confinement(config, written_by_libvirt=True)
+    ctx = confinement(config, written_by_libvirt=True, hv=hv)
     try:
         text = hv.saved_domain_xml(path)
         check_domain_xml(text, ctx)

@@ -1,7 +1,8 @@
 """The adapter: every call vmjobs makes on a domain. Hypervisor's verbs,
 by domain UUID (define, start, state, remove, save, restore, list,
-metadata, migrate, abort, job stats, resume), each on a connection lent
-for the call, with libvirtError translated into HypervisorError; a new
+metadata, migrate, abort, job stats, resume), and the one on a network
+(its bridge), each on a connection lent for the call, with libvirtError
+translated into HypervisorError; a new
 domain's calls (NewDomain: define, start, state) on one connection held
 for them; and the module's functions they are made of, on a domain
 already looked up. What the answers mean is states'."""
@@ -265,6 +266,22 @@ class Hypervisor:
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
             return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)
+
+    @_read
+    def network_bridge(self, name):
+        """The host bridge libvirt network `name` joins its guests' taps
+        to (its <bridge name>, what virNetworkGetBridgeName answers), or
+        None: no such network (a guest on it does not start), or one
+        without a bridge (macvtap, hostdev: its guests' NICs join none)."""
+        with self.connection() as conn, translated("network"):
+            try:
+                network = conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return None
+                raise
+            bridge = ET.fromstring(network.XMLDesc(0)).find("bridge")
+        return None if bridge is None else bridge.get("name")
 
     # -- live migration (the test driver cannot migrate) ---------------------
 
