@@ -26,7 +26,7 @@ from vmjobs.hypervisor import ConnectionLost, HypervisorError
 # The adapter's verbs that talk to libvirt (define, start and state also
 # NewDomain's, Hypervisor.new_domain()).
 CALLS = ("state", "state_reason", "define", "start", "remove",
-         "list_domains", "metadata", "network_bridge", "save",
+         "list_domains", "metadata", "domain_xml", "network_bridge", "save",
          "saved_domain_xml", "restore", "persist", "set_metadata",
          "migratable_xml", "migrate", "abort_job", "migration_progress",
          "activity", "was_saved")

@@ -29,6 +29,9 @@ def check_invariants(api, state_files=None):
       Host.getStats: stopped_domains (defined, not running: recovery
       leaves it alone) or unowned_domains (running in no registry: a
       failed recovery, an arrived migration its job could not commit);
+    - the host paths held (hostpaths.py) are public VMs' only: a VM that
+      left (its domain gone) or a job that ended without a commit gave
+      its paths back;
     - every job ended, in a legal state, by legal moves;
     - the caller's files (path -> sha256: state files given to restores,
       files that were there before a hibernation) are unchanged.
@@ -46,6 +49,9 @@ def check_invariants(api, state_files=None):
         assert domain.state == DOMAIN_STATE[vm.status], \
             f"VM {vm_id} is {vm.status} but its domain is {domain.state}"
         assert vm.job is None, f"public VM {vm_id} still has job {vm.job}"
+    holders = set(api.registry.held_paths())
+    assert holders <= set(public), \
+        f"VMs gone still hold host paths: {holders - set(public)}"
     # A migration we were asked to receive whose end may have left its
     # domain unmarked (not one whose end found nothing here).
     received = {job.vm_id for job in api.jobs.jobs()

@@ -628,6 +628,63 @@ def test_a_guest_never_takes_another_guests_socket_or_disk(make_real_api,
         assert api.VM.destroy(vm_id) is True
 
 
+def test_a_guest_never_takes_another_guests_output_file(make_real_api,
+                                                       daemon, tmp_path):
+    """A running guest's serial output file is open in its QEMU without a
+    lock, so nothing on the host shows it in use: a second guest naming
+    it as its own serial file was accepted, and its start truncated it
+    while the first guest ran (the docs' open list, round 9). It is the
+    first VM's from its VM.create on (vmjobs' registry of held paths):
+    refused; the control, a file of B's own, runs, and A's output is as
+    it was; after a restart, recovery holds it again, read from A's
+    running XML."""
+    images = tmp_path / "images"
+    images.mkdir()
+    api = make_real_api(image_dirs=[str(images)])
+    a, b = new_id(), new_id()
+    output = images / "a.out"
+
+    def serial_file(path):
+        return (f"<serial type='file'><source path='{path}'/><target "
+                "port='1'/></serial>")
+
+    pid = started(api, daemon, a, serial_file(output))
+    wait_open(pid, str(output))
+    # What A's guest wrote on its serial port, as far as the host knows.
+    with open(output, "ab") as f:
+        f.write(b"A's console: login: \n")
+    try:
+        job = api.VM.create(b, {"vmId": b, "xml": domain(b, serial_file(
+            output))})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: B ran, and its start emptied A's output
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert output.read_bytes().endswith(b"A's console: login: \n")
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert a in str(refusal)
+    assert daemon.qemu_pids() == [pid]
+
+    job = api.VM.create(b, {"vmId": b, "xml": domain(b, serial_file(
+        images / "b.out"))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    assert output.read_bytes().endswith(b"A's console: login: \n")
+    # A restart: recovery reads A's paths back from its running XML.
+    api.close()
+    api = make_real_api(image_dirs=[str(images)])
+    assert api.wait_recovered(WAIT)
+    assert sorted(api.Host.getVMList()) == sorted([a, b])
+    c = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(c, {"vmId": c, "xml": domain(c, serial_file(output))})
+    assert err.value.data == {"param": "xml"} and a in str(err.value)
+    assert output.read_bytes().endswith(b"A's console: login: \n")
+    for vm_id in (a, b):
+        assert api.VM.destroy(vm_id) is True
+
+
 def test_a_guest_never_lowers_its_bridges_mtu(make_real_api, daemon, bridge,
                                               tmp_path):
     """The kernel gives a bridge the least MTU of its ports: a guest whose

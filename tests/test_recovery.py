@@ -160,7 +160,8 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
     clean = FaultyHypervisor(hypervisor)
     api = make_api(hv=clean)
     assert api.wait_recovered(WAIT)
-    assert clean.calls == ["list_domains", "metadata", "activity", "state"]
+    assert clean.calls == ["list_domains", "metadata", "domain_xml",
+                           "activity", "state"]
     api.close()
 
     # Without the list of domains the service cannot know what runs: it
@@ -168,7 +169,7 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor):
     with pytest.raises(HypervisorError):
         make_api(hv=FaultyHypervisor(hypervisor, fail_at=1))
 
-    for n in (2, 3, 4):
+    for n in (2, 3, 4, 5):
         faulty = FaultyHypervisor(hypervisor, fail_at=n)
         api = make_api(hv=faulty)
         assert api.wait_recovered(WAIT)

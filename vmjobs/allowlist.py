@@ -31,6 +31,7 @@ import os
 import re
 
 from . import hostfiles, images
+from .hostpaths import Use
 
 MAX_DEPTH = 64
 QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -66,6 +67,10 @@ class Confinement:
     # of times: each read its header and chain again, 29 s for one
     # request).
     checked: dict = dataclasses.field(init=False, default_factory=dict)
+    # Filled once the check passed (policy.check_domain_xml): the host
+    # paths the domain holds while it runs (hostpaths.Hold), for its VM to
+    # take with its vmId's stage.
+    paths: list = dataclasses.field(init=False, default_factory=list)
 
     def __post_init__(self):
         object.__setattr__(self, "real_image_dirs", tuple(
@@ -77,11 +82,17 @@ class Confinement:
 class Kind:
     """A value's type: `doc` describes it, check() refuses what it is not.
     `where` names the value in a refusal; `parent` is the parent of the
-    element the value is on (a chardev's path depends on its type)."""
+    element the value is on (a chardev's path depends on its type).
+    held() says how a domain holds the host path the value is while it
+    runs (hostpaths.Use), or None: the host makes or writes nothing there
+    (`element`: the element the value is on)."""
     doc = ""
 
     def check(self, value, where, parent, ctx):
         raise NotImplementedError
+
+    def held(self, value, element, parent):
+        return None
 
 
 class Enum(Kind):
@@ -137,14 +148,62 @@ class Path(Kind):
 
 class Image(Path):
     """A disk image: confined, and what its header names too (images.py,
-    checked by the disk's rule, where its declared format is known)."""
+    checked by the disk's rule, where its declared format is known). A
+    disk's own image, unless read-only (<readonly/>, a cdrom, a
+    <transient/> disk, whose writes go to an overlay), is written: its VM
+    holds it (shared with other VMs only where each says <shareable/>);
+    a backing store is only read."""
     doc = ("disk image inside `storage.image_dirs` (format read from the "
            "file; its backing and data files confined too); empty: no "
-           "medium, for a cdrom or floppy only")
+           "medium, for a cdrom or floppy only. A disk's own, unless "
+           "read-only, is held by its VM")
 
     def check(self, value, where, parent, ctx):
         if value:          # empty: the disk's rule says whether it may be
             confine(value, where, ctx)
+
+    def held(self, value, element, parent):
+        if not value or parent is None or parent.tag != "disk" or \
+                parent.get("device") == "cdrom" or any(
+                    parent.find(tag) is not None
+                    for tag in ("readonly", "transient")):
+            return None
+        if parent.find("shareable") is not None:
+            return Use.SHARED_DISK
+        return Use.DISK
+
+
+class Firmware(Path):
+    """A guest's firmware: read, but for a pflash loader libvirt does not
+    mark read-only, which QEMU writes like a disk."""
+    doc = ("host path inside `storage.image_dirs`; a pflash loader without "
+           "`readonly='yes'` is written, and held by its VM")
+
+    def held(self, value, element, parent):
+        if element.get("type") == "pflash" and \
+                element.get("readonly") != "yes":
+            return Use.DISK
+        return None
+
+
+class VarStore(Path):
+    """A guest's firmware variables (<nvram>): QEMU writes them."""
+    doc = "host path inside `storage.image_dirs`, written: held by its VM"
+
+    def held(self, value, element, parent):
+        return Use.DISK
+
+
+class SharedDir(Path):
+    """A directory shared with the guest (<filesystem>): unless
+    <readonly/>, the guest writes its files."""
+    doc = ("host directory inside `storage.image_dirs`; unless the share "
+           "is `<readonly/>`, held by its VM with everything below it")
+
+    def held(self, value, element, parent):
+        if parent is not None and parent.find("readonly") is not None:
+            return None
+        return Use.DIR
 
 
 class Entropy(Path):
@@ -160,22 +219,28 @@ class SocketPath(Path):
     """Where the host binds a unix socket: libvirt unlinks whatever is
     there first (hostfiles.bind_would_take)."""
     doc = ("host path inside `storage.image_dirs` where nothing is, or a "
-           "socket no one listens on")
+           "socket no one listens on; held by its VM")
 
     def check(self, value, where, parent, ctx):
         confine(value, where, ctx)
         _refuse_taking(hostfiles.bind_would_take(value), value, where)
+
+    def held(self, value, element, parent):
+        return Use.BIND
 
 
 class OutputPath(Path):
     """A file the host writes from its start (a chardev's output, a log,
     an nvdimm's memory): hostfiles.write_would_take."""
     doc = ("host path inside `storage.image_dirs` where nothing is, or a "
-           "regular file no process holds locked")
+           "regular file no process holds locked; held by its VM")
 
     def check(self, value, where, parent, ctx):
         confine(value, where, ctx)
         _refuse_taking(hostfiles.write_would_take(value), value, where)
+
+    def held(self, value, element, parent):
+        return Use.WRITE
 
 
 def _refuse_taking(why, value, where):
@@ -191,9 +256,16 @@ class ChardevPath(Path):
            "OUTPUT_PATH; else a host path")
 
     def check(self, value, where, parent, ctx):
+        self._of(parent).check(value, where, parent, ctx)
+
+    def held(self, value, element, parent):
+        return self._of(parent).held(value, element, parent)
+
+    @staticmethod
+    def _of(parent):
         kind = "pty" if parent is None else parent.get("type", "pty")
-        {"pty": PTY, "unix": SOCKET_PATH, "file": OUTPUT_PATH}.get(
-            kind, PATH).check(value, where, parent, ctx)
+        return {"pty": PTY, "unix": SOCKET_PATH, "file": OUTPUT_PATH}.get(
+            kind, PATH)
 
 
 class Emulator(Kind):
@@ -274,6 +346,9 @@ ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
 PATH = Path()
+FIRMWARE = Firmware()
+VAR_STORE = VarStore()
+SHARED_DIR = SharedDir()
 SOCKET_PATH = SocketPath()
 OUTPUT_PATH = OutputPath()
 IMAGE = Image()
@@ -605,8 +680,8 @@ TABLE = {
                    once=True),
     "domain/os/type": E({"arch": TOKEN, "machine": TOKEN}, Enum("hvm")),
     "domain/os/loader": E({"readonly": YESNO, "secure": YESNO,
-                           "type": Enum("rom", "pflash")}, PATH),
-    "domain/os/nvram": E({"template": PATH}, PATH),
+                           "type": Enum("rom", "pflash")}, FIRMWARE),
+    "domain/os/nvram": E({"template": PATH}, VAR_STORE),
     "domain/os/kernel": E(text=PATH),
     "domain/os/initrd": E(text=PATH),
     "domain/os/dtb": E(text=PATH),
@@ -840,7 +915,7 @@ TABLE = {
     **device("filesystem", {"type": Enum("mount"),
                             "accessmode": Enum("mapped")}, {
         "driver": E({"type": Enum("path"), "wrpolicy": TOKEN}),
-        "source": E({"dir": PATH}),
+        "source": E({"dir": SHARED_DIR}),
         "target": E({"dir": TOKEN}),
         "readonly": E(),
     }, rule=filesystem_rule),
@@ -947,6 +1022,34 @@ def _refuse_namespace(name, what):
 
 def _local(tag):
     return tag.rpartition("}")[2]
+
+
+def held(root):
+    """(path, hostpaths.Use) of every host path the domain `root` holds
+    while it runs, as the table types its slots (Kind.held): for an XML
+    check() accepted, and for one libvirt wrote (a running domain's, read
+    back at recovery), whose elements the table does not know (libvirt's
+    own additions) are passed over: they name nothing a caller chose."""
+    if root.tag != "domain":
+        return
+    stack = [(root, "domain", None)]
+    while stack:
+        element, key, parent = stack.pop()
+        spec = TABLE.get(key)
+        if spec is None or spec.opaque:
+            continue
+        for name, value in element.attrib.items():
+            kind = spec.attrs.get(name)
+            use = None if kind is None else kind.held(value, element, parent)
+            if use is not None:
+                yield value, use
+        text = (element.text or "").strip()
+        if spec.text is not None and text and not len(element):
+            use = spec.text.held(text, element, parent)
+            if use is not None:
+                yield text, use
+        stack.extend((child, f"{key}/{child.tag}", element)
+                     for child in element if isinstance(child.tag, str))
 
 
 def host_path_slots():

@@ -229,19 +229,22 @@ class API:
         # A duplicate is exist (4) whatever else is wrong with the request
         # (a state file that cannot be read, an XML refused).
         self.registry.refuse_known(spec.vm_id)
+        # The host paths the domain will hold (hostpaths.py) are taken
+        # with the vmId's stage (job.reserve).
         if spec.restore_state is not None:
-            domain_xml = policy.checked_state_xml(
+            domain_xml, paths = policy.checked_state_xml(
                 self.hv, spec.restore_state, self.config)
             job = RestoreJob(spec, domain_xml, self.hv, self.registry,
-                             **self._job_args())
+                             paths=paths, **self._job_args())
         else:
-            chains = policy.check_host_access(spec, self.hv, self.config)
+            checked = policy.check_host_access(spec, self.hv, self.config)
             try:
-                domain_xml = domxml.compose(spec, self.hv.guest, chains)
+                domain_xml = domxml.compose(spec, self.hv.guest,
+                                            checked.chains)
             except domxml.BadDomainXML as exc:
                 raise InvalidParams("xml", str(exc)) from None
             job = CreateJob(spec, domain_xml, self.hv, self.registry,
-                            **self._job_args())
+                            paths=checked.paths, **self._job_args())
         # Adaptive: a startup counts against the moving admission limit
         # for its whole run, and its run time is what moves it.
         job.admission = self.config.adaptive
@@ -252,7 +255,8 @@ class API:
     @verb("VM.migrationCreate", "vmID", "params", "incomingLimit")
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
-        policy.check_host_access(spec, self.hv, self.config, incoming=True)
+        checked = policy.check_host_access(spec, self.hv, self.config,
+                                           incoming=True)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -263,7 +267,8 @@ class API:
             spec, self.hv, self.registry, incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
-            late_arrivals=self.arrivals, **self._job_args())
+            late_arrivals=self.arrivals, paths=checked.paths,
+            **self._job_args())
         self._queue(job)
         return {"migrationPort": 0,
                 "params": {"vmId": spec.vm_id,

@@ -7,20 +7,22 @@ is trusted to run VMs, not to act as root. A domain XML (the engine's
 accepted only if allowlist.py knows everything in it (an allowlist: an
 unknown element or attribute is refused until vmjobs learns it), every
 host path in it is inside `storage.image_dirs` (hostfiles.py) and every
-disk image is what it says and names nothing outside (images.py).
+disk image is what it says and names nothing outside (images.py). What it
+accepts comes with the host paths the domain holds while it runs
+(hostpaths.py), which its VM takes with its vmId's stage.
 
 Parsed with defusedxml (domxml.parse_untrusted): no DTD, no entity.
 """
 
 import functools
 
-from . import allowlist, domxml, statefiles
+from . import allowlist, domxml, hostpaths, statefiles
 from .allowlist import Refused
 from .errors import CreateError, InvalidParams
 from .hypervisor import HypervisorError
 
 __all__ = ["Refused", "check_host_access", "check_engine_xml",
-           "checked_state_xml", "check_domain_xml"]
+           "checked_state_xml", "check_domain_xml", "paths_held"]
 
 
 def confinement(config, written_by_libvirt=False, hv=None):
@@ -36,13 +38,14 @@ def check_host_access(spec, hv, config, incoming=False):
     """What a VM.create or VM.migrationCreate (`incoming`: its XML is the
     source libvirtd's) request's domain XML names on the host: refused
     with -32602 'xml' before anything is staged or queued. Returns the
-    backing chains checked (allowlist.Confinement.chains), for
-    domxml.compose to state."""
-    if spec.xml is None:
-        return {}
+    allowlist.Confinement it was judged in, with what the check found:
+    the backing chains checked (`chains`, for domxml.compose to state)
+    and the host paths the domain will hold (`paths`, none for the guest
+    vmjobs builds)."""
     ctx = confinement(config, incoming, hv)
-    check_engine_xml(spec.xml, ctx)
-    return ctx.chains
+    if spec.xml is not None:
+        check_engine_xml(spec.xml, ctx)
+    return ctx
 
 
 def check_engine_xml(text, ctx):
@@ -54,8 +57,10 @@ def check_engine_xml(text, ctx):
 
 
 def checked_state_xml(hv, path, config):
-    """The domain XML a restore of `path` gives libvirt: the state file's,
-    read once, judged, with the backing chains checked stated. libvirt
+    """(domain XML, paths): the domain XML a restore of `path` gives
+    libvirt, and the host paths it holds (hostpaths.Hold). The XML is
+    the state file's, read once, judged, with the backing chains checked
+    stated. libvirt
     restores the file's memory with this XML in place of the one the
     file holds by then, so a file rewritten after this check (as `virsh
     save-image-define` does) cannot name what was not judged.
@@ -81,7 +86,7 @@ def checked_state_xml(hv, path, config):
         raise InvalidParams("restoreState", f"{path} refused: {exc}") \
             from None
     try:
-        return domxml.with_chains(text, ctx.chains)
+        return domxml.with_chains(text, ctx.chains), tuple(ctx.paths)
     except domxml.BadDomainXML as exc:
         raise InvalidParams("restoreState", f"{path} refused: {exc}") \
             from None
@@ -90,7 +95,19 @@ def checked_state_xml(hv, path, config):
 def check_domain_xml(text, ctx):
     """Refuse (Refused, saying what) a domain XML text that breaks the
     policy; BadDomainXML if it is not acceptable XML. `ctx`: an
-    allowlist.Confinement, or a list of image directories."""
+    allowlist.Confinement (given the paths the domain holds, once it
+    passed), or a list of image directories."""
     if not isinstance(ctx, allowlist.Confinement):
         ctx = allowlist.Confinement(tuple(ctx))
-    allowlist.check(domxml.parse_untrusted(text), ctx)
+    root = domxml.parse_untrusted(text)
+    allowlist.check(root, ctx)
+    ctx.paths.extend(hostpaths.holding(allowlist.held(root)))
+
+
+def paths_held(domain_xml):
+    """The host paths (hostpaths.Hold) a domain that runs holds, read from
+    its XML as libvirt gives it (recovery: a restart keeps them); read
+    as a checked XML's are, by the allowlist's table. BadDomainXML if it
+    is not XML."""
+    return hostpaths.holding(allowlist.held(domxml.parse_untrusted(
+        domain_xml)))

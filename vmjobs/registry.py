@@ -8,6 +8,12 @@ a VM is never in both, and never in neither while its job still runs.
 Records are immutable; an update replaces the record, so a record handed
 out is a consistent snapshot that needs no lock to read.
 
+The host paths a VM holds (hostpaths.py) are the registry's too: taken
+with its vmId's stage, in the same critical section, so two requests in
+flight cannot both take one path, and given back in the one that takes
+the VM out of both registries (its unstage, its drop, its guest's stop),
+once its domain is gone.
+
 Every change of a VM's status, and its leaving (`Down`), is posted to
 the notifications (notifications.py) in the same critical section: the
 feed's lock is innermost and calls nothing out, so the notifications of a
@@ -19,6 +25,7 @@ import threading
 
 import workers
 
+from . import hostpaths
 from .errors import MigrateLimit, NoVM, VmExists
 from .hypervisor import DomainState
 from .strenum import StrEnum
@@ -90,13 +97,15 @@ class Vm:
 
 class VmRegistry:
     def __init__(self, publish_mode=PublishMode.COMMIT, notifications=None):
-        # Guards _staged and _public. Held only for dict operations and the
-        # append of a notification: no libvirt call, no logging, no
-        # callback is made under it.
+        # Guards _staged, _public and _paths. Held only for dict operations
+        # and the append of a notification: no libvirt call, no logging, no
+        # callback, nothing read from the file system is made under it.
         self._lock = threading.Lock()
         self._notifications = notifications
         self._staged = {}   # vm_id -> Vm, being started by vm.job
         self._public = {}   # vm_id -> Vm, fully up
+        # The host paths the VMs of both hold, by vmId.
+        self._paths = hostpaths.Holdings()
         self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
         # Called with a vmId, after the lock is released, whenever a public
         # VM becomes nobody's job's: at its commit, and when a claim ends
@@ -124,18 +133,37 @@ class VmRegistry:
         # Caller holds _lock.
         return vm_id in self._staged or vm_id in self._public
 
-    def stage(self, vm_id, status, params, job, max_with_status=None):
+    def stage(self, vm_id, status, params, job, max_with_status=None,
+              paths=()):
         """Reserve vm_id for `job`; raise VmExists if it is staged or public.
-        With `max_with_status`, refuse (MigrateLimit) when that many VMs are
-        already staged with `status`: the count and the reservation are one
-        atomic step, so concurrent requests cannot overshoot the limit."""
+        With `paths` (hostpaths.Hold), the host paths the VM holds from now
+        on: refused (hostpaths.Taken) if another VM holds one so that they
+        clash. With `max_with_status`, refuse (MigrateLimit) when that many
+        VMs are already staged with `status`. The vmId, the paths and the
+        count are one atomic step: concurrent requests cannot take one
+        vmId or one path twice, nor overshoot the limit."""
         vm = Vm(vm_id, status, params, staging=True, job=job)
         with self._lock:
             self._refuse_taken(vm_id)
+            self._paths.refuse_clash(vm_id, paths)
             _refuse_beyond(self._staged, status, max_with_status)
             self._staged[vm_id] = vm
+            self._paths.add(vm_id, paths)
             if status != VmStatus.DOWN:   # not a destroy's placeholder
                 self._changed(vm_id, status, True)
+
+    def hold(self, vm_id, job, paths):
+        """job's staged VM holds `paths` (hostpaths.Hold) too, whoever else
+        does: a domain found running (recovery) has them already."""
+        with self._lock:
+            vm = self._staged.get(vm_id)
+            if vm is not None and vm.job is job:
+                self._paths.add(vm_id, paths)
+
+    def held_paths(self):
+        """{vmId: (the hostpaths.Hold it holds)} of every VM holding one."""
+        with self._lock:
+            return self._paths.holders()
 
     def accept(self, vm_id, job):
         """job's verb answered: its staged VM (if it is still staged, by
@@ -214,6 +242,7 @@ class VmRegistry:
                 return
             if status == VmStatus.DOWN:
                 del self._public[vm_id]
+                self._paths.release(vm_id)   # its QEMU is gone
             else:
                 self._public[vm_id] = dataclasses.replace(seen, status=status)
             self._changed(vm_id, status, False)
@@ -238,6 +267,7 @@ class VmRegistry:
                 return
             if vm.destroyed:
                 del self._public[vm_id]
+                self._paths.release(vm_id)
                 self._changed(vm_id, VmStatus.DOWN, False)
                 return
             self._public[vm_id] = dataclasses.replace(
@@ -261,6 +291,7 @@ class VmRegistry:
             if vm is None or vm.job is not job:
                 raise RuntimeError(f"VM {vm_id} is not claimed by {job}")
             del self._public[vm_id]
+            self._paths.release(vm_id)
             self._changed(vm_id, VmStatus.DOWN, False)
 
     def unstage(self, vm_id, job):
@@ -271,6 +302,7 @@ class VmRegistry:
             if vm is None or vm.job is not job:
                 return False
             del self._staged[vm_id]
+            self._paths.release(vm_id)
             if vm.status != VmStatus.DOWN:
                 self._changed(vm_id, VmStatus.DOWN, False)
             return True

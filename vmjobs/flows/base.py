@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import workers
 
-from .. import ownership
-from ..errors import CreateError, GeneralException, VdsmError
+from .. import hostpaths, ownership
+from ..errors import CreateError, GeneralException, InvalidParams, VdsmError
 from ..hypervisor import DomainState, HypervisorError
 from ..registry import PUBLIC_STATUS, VmBusy, VmStatus
 
@@ -114,21 +114,38 @@ class VmJob(workers.Job):
 class StartupJob(VmJob):
     """A job that brings one VM up: staged before it is queued, committed
     to the public registry at its end, unstaged if it ends otherwise.
-    Subclasses also set `staged_status` and write their flow in `run()`."""
+    Subclasses also set `staged_status` and write their flow in `run()`.
+
+    The host paths its domain will hold (`paths`, hostpaths.Hold: what
+    the verb's check found in its domain XML) are taken with its stage
+    and held by its VM as long as it is in the registry; a path another
+    VM holds so that they clash refuses the request (-32602 naming
+    `paths_param`, the parameter that carried the XML)."""
     staged_status: VmStatus
     # At most this many VMs staged with staged_status at once (None: no
     # limit); a job beyond it is refused (MigrateLimit).
     staging_limit: int | None = None
+    paths_param = "xml"
 
     def __init__(self, spec: VmSpec, hypervisor: Hypervisor,
-                 registry: VmRegistry, **kwargs: Any) -> None:
+                 registry: VmRegistry,
+                 paths: tuple[hostpaths.Hold, ...] = (),
+                 **kwargs: Any) -> None:
         super().__init__(spec.vm_id, hypervisor, registry, **kwargs)
         self.spec = spec
+        self.paths = tuple(paths)
 
     def reserve(self) -> None:
-        """Stage the vmId (raises VmExists, or MigrateLimit)."""
-        self.registry.stage(self.vm_id, self.staged_status, self.spec.params,
-                            self, max_with_status=self.staging_limit)
+        """Stage the vmId with the paths its domain holds (raises
+        VmExists, InvalidParams, or MigrateLimit)."""
+        try:
+            self.registry.stage(self.vm_id, self.staged_status,
+                                self.spec.params, self,
+                                max_with_status=self.staging_limit,
+                                paths=self.paths)
+        except hostpaths.Taken as exc:
+            raise InvalidParams(self.paths_param,
+                                f"domain XML refused: {exc}") from None
 
     def release(self) -> None:
         self.registry.unstage(self.vm_id, self)
@@ -146,8 +163,10 @@ class StartupJob(VmJob):
         # queued) nothing of this job stays staged; and an ended job, kept
         # listed for a while, keeps its JobInfo, not the request.
         self.release()
-        # Nothing reads the spec once the job ended (the flow is over).
+        # Nothing reads the spec once the job ended (the flow is over);
+        # its paths, taken, are the registry's to give back.
         self.spec = None  # type: ignore[assignment]
+        self.paths = ()
 
 
 class ClaimJob(VmJob):

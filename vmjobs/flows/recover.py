@@ -1,5 +1,7 @@
 """Recovery: take back a VM found in libvirt at start-up. Read the vmId and
-params from the domain's metadata, map its state to a status, commit.
+params from the domain's metadata, and the host paths it holds
+(hostpaths.py) from its XML, so that no new VM takes them; map its state
+to a status, commit.
 
 Recovery never changes a domain: a running one becomes public as it is; a
 stopped one is left alone for the engine to decide; on failure nothing is
@@ -24,7 +26,7 @@ import time
 
 import workers
 
-from .. import domxml, ownership
+from .. import domxml, ownership, policy
 from ..errors import CreateError
 from ..hypervisor import Activity, DomainState
 from ..registry import PUBLIC_STATUS, VmStatus
@@ -69,6 +71,15 @@ class RecoverJob(StartupJob):
             raise CreateError(f"domain {vm_id} carries the metadata of VM "
                               f"{meta_vm_id}")
         self._params = params
+        self.step("hold-paths")
+        # Held whoever else holds them: the domain has them already. Until
+        # the VM leaves the registry: its domain gone, or this job ended
+        # without a commit (a domain left stopped, or not settled in time).
+        try:
+            paths = policy.paths_held(self.hv.domain_xml(vm_id))
+        except domxml.BadDomainXML as exc:
+            raise CreateError(f"domain {vm_id}: {exc}") from None
+        self.registry.hold(vm_id, self, paths)
         self.step("inspect")
         activity = self.hv.activity(vm_id)
         if activity is not Activity.SETTLED:

@@ -16,6 +16,8 @@ class RestoreJob(StartupJob):
     job_type = "restore"
     staged_status = VmStatus.RESTORING_STATE
     error_class = CreateError
+    # Its domain XML, and the paths it holds, are the state file's.
+    paths_param = "restoreState"
 
     def __init__(self, spec, domain_xml, hypervisor, registry, **kwargs):
         super().__init__(spec, hypervisor, registry, **kwargs)

@@ -2,9 +2,9 @@
 
     adapter       Hypervisor: every call on a domain, by UUID (define,
                   start, state, remove, save, restore, list, metadata,
-                  migrate, abort, job stats, resume), a network's
-                  bridge; NewDomain, a new domain's define, start and
-                  state on one connection
+                  its XML, migrate, abort, job stats, resume), a
+                  network's bridge; NewDomain, a new domain's define,
+                  start and state on one connection
     states        what libvirt's answers mean: domain states, pause
                   reasons, Activity (arriving, leaving, saving, settled)
                   and the one rule that tells them apart (has_arrived)

@@ -1,11 +1,11 @@
 """The adapter: every call vmjobs makes on a domain. Hypervisor's verbs,
 by domain UUID (define, start, state, remove, save, restore, list,
-metadata, migrate, abort, job stats, resume), and the one on a network
-(its bridge), each on a connection lent for the call, with libvirtError
-translated into HypervisorError; a new
-domain's calls (NewDomain: define, start, state) on one connection held
-for them; and the module's functions they are made of, on a domain
-already looked up. What the answers mean is states'."""
+metadata, its XML, migrate, abort, job stats, resume), and the one on a
+network (its bridge), each on a connection lent for the call, with
+libvirtError translated into HypervisorError; a new domain's calls
+(NewDomain: define, start, state) on one connection held for them; and
+the module's functions they are made of, on a domain already looked up.
+What the answers mean is states'."""
 
 import dataclasses
 import functools
@@ -266,6 +266,13 @@ class Hypervisor:
     def metadata(self, uuid, metadata_ns):
         with self.connection() as conn, translated("metadata"):
             return metadata_of(conn.lookupByUUIDString(uuid), metadata_ns)
+
+    @_read
+    def domain_xml(self, uuid):
+        """The domain's XML as libvirt runs it (the live one of a running
+        domain): what it names on the host."""
+        with self.connection() as conn, translated("domain xml"):
+            return conn.lookupByUUIDString(uuid).XMLDesc(0)
 
     @_read
     def network_bridge(self, name):
