@@ -26,7 +26,7 @@ def test_recover_jobs_run_on_every_worker_at_once(make_api):
     met = []
 
     def hold(job, step):
-        if job.job_type != "recover" or step != "read-metadata":
+        if job.job_type != "recover" or step != "read-domain":
             return
         with lock:
             arrived.append(job.id)

@@ -5,8 +5,8 @@ restore, incoming), and the two that claim a public VM and take it away
 two ends are named by direction (incoming, outgoing).
 
     create     prepare -> define -> start -> verify -> commit
-    recover    read-metadata -> hold-paths -> inspect (-> wait-arriving,
-               wait-leaving or wait-saving) -> commit
+    recover    read-domain -> inspect (-> wait-arriving, wait-leaving
+               or wait-saving) -> commit
                (or left-stopped, migrated-away)
     restore    check-file -> read-domain -> prepare -> restore -> persist
                -> verify -> commit

@@ -26,7 +26,7 @@ import time
 
 import workers
 
-from .. import domxml, ownership, policy
+from .. import domxml, policy
 from ..errors import CreateError
 from ..hypervisor import Activity, DomainState
 from ..registry import PUBLIC_STATUS, VmStatus
@@ -61,24 +61,26 @@ class RecoverJob(StartupJob):
 
     def run(self):
         vm_id = self.vm_id
-        self.step("read-metadata")
-        metadata = ownership.read_mark(self.hv, vm_id)
+        # One read of the domain (one libvirt call: recovery makes one per
+        # domain of the host at start-up) for its vmId and params and for
+        # the host paths it holds. Held whoever else holds them: the domain
+        # has them already. Until the VM leaves the registry: its domain
+        # gone, or this job ended without a commit (a domain left stopped,
+        # or not settled in time).
+        self.step("read-domain")
+        domain_xml = self.hv.domain_xml(vm_id)
         try:
-            meta_vm_id, params = domxml.read_metadata(metadata)
+            found = domxml.metadata_of_domain(domain_xml)
+            if found is None:
+                raise domxml.BadDomainXML("it carries no vmjobs metadata")
+            meta_vm_id, params = found
+            paths = policy.paths_held(domain_xml)
         except domxml.BadDomainXML as exc:
             raise CreateError(f"domain {vm_id}: {exc}") from None
         if meta_vm_id != vm_id:
             raise CreateError(f"domain {vm_id} carries the metadata of VM "
                               f"{meta_vm_id}")
         self._params = params
-        self.step("hold-paths")
-        # Held whoever else holds them: the domain has them already. Until
-        # the VM leaves the registry: its domain gone, or this job ended
-        # without a commit (a domain left stopped, or not settled in time).
-        try:
-            paths = policy.paths_held(self.hv.domain_xml(vm_id))
-        except domxml.BadDomainXML as exc:
-            raise CreateError(f"domain {vm_id}: {exc}") from None
         self.registry.hold(vm_id, self, paths)
         self.step("inspect")
         activity = self.hv.activity(vm_id)
