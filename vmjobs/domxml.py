@@ -218,7 +218,11 @@ def metadata_element(vm_id, params):
 def metadata_of_domain(domain_xml):
     """(vm_id, params) from the metadata of a whole domain XML (a saved
     state file's, say), or None if it carries none of ours."""
-    root = parse_untrusted(domain_xml)
+    return metadata_of(parse_untrusted(domain_xml))
+
+
+def metadata_of(root):
+    """metadata_of_domain's, of the domain XML parsed (parse_untrusted)."""
     element = root.find(f"metadata/{{{METADATA_NS}}}vm")
     if element is None:
         return None

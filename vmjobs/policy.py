@@ -104,10 +104,9 @@ def check_domain_xml(text, ctx):
     ctx.paths.extend(hostpaths.holding(allowlist.held(root)))
 
 
-def paths_held(domain_xml):
+def paths_held(root):
     """The host paths (hostpaths.Hold) a domain that runs holds, read from
-    its XML as libvirt gives it (recovery: a restart keeps them); read
-    as a checked XML's are, by the allowlist's table. BadDomainXML if it
-    is not XML."""
-    return hostpaths.holding(allowlist.held(domxml.parse_untrusted(
-        domain_xml)))
+    its XML as libvirt gives it (`root`, parsed by domxml.parse_untrusted;
+    recovery: a restart keeps them); read as a checked XML's are, by the
+    allowlist's table."""
+    return hostpaths.holding(allowlist.held(root))

@@ -70,11 +70,12 @@ class RecoverJob(StartupJob):
         self.step("read-domain")
         domain_xml = self.hv.domain_xml(vm_id)
         try:
-            found = domxml.metadata_of_domain(domain_xml)
+            root = domxml.parse_untrusted(domain_xml)
+            found = domxml.metadata_of(root)
             if found is None:
                 raise domxml.BadDomainXML("it carries no vmjobs metadata")
             meta_vm_id, params = found
-            paths = policy.paths_held(domain_xml)
+            paths = policy.paths_held(root)
         except domxml.BadDomainXML as exc:
             raise CreateError(f"domain {vm_id}: {exc}") from None
         if meta_vm_id != vm_id:
