@@ -4,6 +4,7 @@ take them. `images` is the image directory their disks are in; make_images
 creates the files they name (a qcow2 needs qemu-img)."""
 
 import os
+import shutil
 import subprocess
 
 OVIRT_NS = "http://ovirt.org/vm/tune/1.0"
@@ -317,6 +318,20 @@ def make_images(images):
         with open(f"{images}/{name}", "wb") as f:
             f.truncate(1 << 20)
     qcow2(f"{images}/os.qcow2")
+
+
+def vm_images(images, vm_id):
+    """A VM's own set of the files the engine XMLs name, in `images`/vm_id,
+    made from the set make_images left in `images`: an engine gives each
+    VM disks of its own, and a disk one VM writes no other may name."""
+    own = f"{images}/{vm_id}"
+    os.makedirs(f"{own}/channels")
+    for name in ("data.raw", "block-lv", "virtio-win.iso", "vmlinuz",
+                 "initrd.img", "leases"):
+        with open(f"{own}/{name}", "wb") as f:
+            f.truncate(1 << 20)
+    shutil.copyfile(f"{images}/os.qcow2", f"{own}/os.qcow2")
+    return own
 
 
 def qcow2(path, backing=None, backing_fmt="raw", data_file=None, size="1M",

@@ -31,7 +31,7 @@ from vmjobs.api import API
 from vmjobs.config import Config
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from engine_xml import ENGINE_XMLS, make_images  # noqa: E402
+from engine_xml import ENGINE_XMLS, make_images, vm_images  # noqa: E402
 
 DISKS = (("os.qcow2", "qcow2"), ("data.raw", "raw"), ("block-lv", "raw"),
          ("virtio-win.iso", "raw"))
@@ -136,7 +136,7 @@ def main():
             verbs["create (vmName)"].append(timed(api.VM.create, a, {
                 "vmId": a, "vmName": a, "memSize": 64}))
             verbs["create (xml)"].append(timed(api.VM.create, b, {
-                "vmId": b, "xml": engine_xml(b, images)}))
+                "vmId": b, "xml": engine_xml(b, vm_images(images, b))}))
             verbs["restore"].append(timed(api.VM.create, vm_id, {
                 "vmId": vm_id, "restoreState": path}))
         assert api.pool.wait_idle(60)
