@@ -100,6 +100,39 @@ def test_a_guest_whose_save_failed_can_be_hibernated_again(
     assert sandbox.qemu_pids() == []
 
 
+def test_a_paused_guest_whose_save_failed_can_be_migrated(
+        full, make_real_api, daemon_b, tmp_path):
+    """QEMU's refusal is that of every migration (a save is one): after
+    the failed save, libvirt migrates the guest to another daemon, where
+    it arrives paused. Before, libvirt's migrate call failed ("Can't
+    migrate the vm that was paused due to previous migration")."""
+    sandbox, full_dir = full
+    api = make_real_api(sandbox=sandbox,
+                        state_dirs=[str(tmp_path), str(full_dir)])
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, real_params(
+        vm_id, launchPaused=True))["jobId"])["status"] == "done"
+    info = hibernate(api, vm_id, full_dir / "s.state")
+    assert info["status"] == "failed", info
+    conn = libvirt.open(sandbox.uri)
+    try:
+        conn.lookupByUUIDString(vm_id).migrateToURI3(
+            f"qemu+unix:///system?socket={daemon_b.socket}",
+            {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1"},
+            libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
+            libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+        there = libvirt.open(daemon_b.uri)
+        try:
+            assert there.lookupByUUIDString(vm_id).state() == [
+                libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER]
+        finally:
+            there.close()
+    finally:
+        conn.close()
+        daemon_b.remove_all_domains()
+    assert sandbox.qemu_pids() == []
+
+
 def test_only_a_pause_someone_asked_for_is_made_anew():
     """The rule of Hypervisor.pause_anew: a user's or an engine's pause,
     and a restore's asked paused, may be made anew; a pause libvirt or
