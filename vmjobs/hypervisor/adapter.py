@@ -325,11 +325,12 @@ class Hypervisor:
     def pause_anew(self, uuid):
         """Resume the domain and pause it again at once, if it is paused at
         someone's request (states.paused_by_request) with no job; True if
-        it did. A save that failed after QEMU had sent the guest's state
-        (the file's write failed: ENOSPC) leaves a guest paused before it
-        in QEMU's runstate `postmigrate` (libvirt resumes only a guest it
-        paused for the save), and QEMU then refuses every save and
-        migration of it; a moment of its vCPUs is the only way out
+        it did. A save or a migration that failed after QEMU had sent the
+        guest's state (the file's write failed: ENOSPC; the destination's
+        Finish failed) leaves a guest paused before it in QEMU's runstate
+        `postmigrate` (libvirt resumes only a guest that ran), and QEMU
+        then refuses every save and migration of it; a moment of its
+        vCPUs is the only way out
         (measured on libvirt 9.0, QEMU 7.2: `migrate_cancel`, `stop` and a
         suspend leave it there; a resume then a suspend, 8 to 40 ms apart,
         leave it `paused`). Never made twice: resumed, then
