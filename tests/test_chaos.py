@@ -172,8 +172,10 @@ def test_short_log_full_chaos_run_keeps_every_invariant(tmp_path):
         assert lost >= 1
         assert figures["notes"][f"{name}: log disk full, written again "
                                 "said"] >= 1
-    for disk in run.log_disks:
+    for disk, host in zip(run.log_disks, run.hosts, strict=True):
         assert not disk.mounted
+        # Its log files are kept, beside the stderr files.
+        assert os.path.exists(os.path.join(host.dir, "serve-1.log"))
 
 
 def test_what_a_service_says_of_its_full_log_is_checked(tmp_path):

@@ -12,6 +12,7 @@ the disk was full never wrote again: its stderr may end so)."""
 
 import errno
 import os
+import shutil
 import subprocess
 
 # Room for every log line of a 30-minute run (about 1 MiB a host),
@@ -37,7 +38,14 @@ class LogDisk:
         return self.mounted
 
     def unmount(self):
+        """Unmount the disk, its log files first copied to the directory
+        above it (where the other mixes keep them): a violation's
+        diagnosis reads them after the run."""
         if self.mounted:
+            into = os.path.dirname(self.dir)
+            for name in os.listdir(self.dir):
+                if name != FILLER:
+                    shutil.copy2(os.path.join(self.dir, name), into)
             subprocess.run(["umount", "-l", self.dir], capture_output=True)
             self.mounted = False
             self.full = False
