@@ -149,6 +149,64 @@ def test_short_partition_chaos_run_keeps_every_invariant(tmp_path):
         assert table_name(host.sandbox.ports) not in tables.split()
 
 
+LOG_FULL_SEED = 405   # both log disks full at steps 1 and 2, restarts
+LOG_FULL_STEPS = 24
+
+
+def test_short_log_full_chaos_run_keeps_every_invariant(tmp_path):
+    """Each service's log disk full for a few steps, restarts among them:
+    every invariant holds, and each service said each run of lost lines
+    once and that its log was written again."""
+    require_daemon()
+    run = ChaosRun(tmp_path, LOG_FULL_SEED, steps=LOG_FULL_STEPS,
+                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="log-full",
+                   known=KNOWN)
+    ok = run.run()
+    figures = run.figures()
+    print(figures)
+    assert ok, (figures["violations"], figures["violation_file"])
+    assert figures["faults"]["log_full"] >= 2
+    for name in ("a", "b"):
+        lost = figures["notes"][f"{name}: log disk full, runs of lost "
+                                "lines said"]
+        assert lost >= 1
+        assert figures["notes"][f"{name}: log disk full, written again "
+                                "said"] >= 1
+    for disk, host in zip(run.log_disks, run.hosts, strict=True):
+        assert not disk.mounted
+        # Its log files are kept, beside the stderr files.
+        assert os.path.exists(os.path.join(host.dir, "serve-1.log"))
+
+
+def test_what_a_service_says_of_its_full_log_is_checked(tmp_path):
+    """chaos_logdisk.stderr_findings: a loss then written again is fine,
+    and so is a killed start whose stderr ends with a loss; the running
+    service's ending so, or a traceback, is found."""
+    from vmjobs.tools.chaos_logdisk import stderr_findings
+    lost = "vmjobs: log file /x: cannot write a line ([Errno 28] No space)"
+    back = "vmjobs: log file /x: written again, 3 lines lost since T"
+    killed, running = tmp_path / "1.stderr", tmp_path / "2.stderr"
+    killed.write_text(f"{lost}\n")
+    running.write_text(f"{lost}\n{back}\n")
+    paths = [str(killed), str(running)]
+    assert stderr_findings("a", paths, str(running)) == ([], (2, 1))
+    running.write_text(f"{lost}\n{back}\n{lost}\n")
+    found, _ = stderr_findings("a", paths, str(running))
+    assert found and "lost lines for good" in found[0]
+    running.write_text("--- Logging error ---\nTraceback (most recent...\n")
+    found, _ = stderr_findings("a", paths, str(running))
+    assert found and "traceback" in found[0]
+
+
+def test_the_log_full_mix_replays_its_seeds_and_adds_to_the_deep_one():
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    full = list(itertools.islice(schedule(SEED, 0.3, "log-full"), 2000))
+    assert full == list(itertools.islice(schedule(SEED, 0.3, "log-full"),
+                                         2000))
+    assert "log_full" not in {s[1] for s in deep}
+    assert "log_full" in {s[1] for s in full}
+
+
 def test_a_job_libvirtd_left_without_owner_is_named():
     # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
     # migration began), and a job with an owner, which is not named.

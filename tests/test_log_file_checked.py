@@ -4,6 +4,7 @@ symlink) stops `vmjobs serve` with one line naming log.file, instead of a
 service that runs without its audit trail and writes a traceback to
 stderr for every line it would have logged (an operability audit)."""
 
+import errno
 import os
 import stat
 import subprocess
@@ -11,8 +12,9 @@ import sys
 
 import pytest
 
-from serve import ROOT, TEST_URI
+from serve import ROOT, TEST_URI, ServeProcess
 from vmjobs import logs
+from vmjobs.client import Client
 from vmjobs.settings import ConfigError
 
 
@@ -108,3 +110,67 @@ def test_a_log_file_in_a_directory_others_may_write_is_refused(
         logs.configure(str(shared / "vmjobs.log"))
     shared.chmod(0o755)
     logs.unconfigure(logs.configure(str(shared / "vmjobs.log")))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a tmpfs of 1 MiB (root: a mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755",
+                    "vmjobs-test-log", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk):
+    """Fill `disk` up (ENOSPC); returns the filler, to be removed."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_log_disk_is_said_once_and_the_gap_when_it_passes(
+        small_disk, tmp_path):
+    """The log's disk full: the service serves on, says so on stderr (the
+    journal) in one line, not a traceback for every line it could not
+    write, and once the disk has room again writes in the log how many
+    lines were lost, and says it on stderr. Before, each lost line (here
+    the audit line of each call) was a traceback of about 2 KiB on
+    stderr, and each verb took twice as long; a stderr no one reads (a
+    full pipe) would have stopped every thread that logs."""
+    log = small_disk / "vmjobs.log"
+    service = ServeProcess("--log-file", str(log), tmp_path=tmp_path)
+    try:
+        client = Client(service.address, timeout=30)
+        assert client.call("Host.ping", {}) is True
+        filler = fill(small_disk)
+        # The log's last page has room for some lines (a tmpfs counts
+        # pages): 30 audit lines, of about 150 bytes, go beyond it.
+        for _ in range(30):
+            assert client.call("Host.ping", {}) is True
+        filler.unlink()
+        assert client.call("Host.ping", {}) is True
+        client.close()
+    finally:
+        status, _, err = service.stop()
+    assert status == 0, err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    lost, back = err.strip().splitlines()
+    assert lost.startswith(f"vmjobs: log file {log}: cannot write a line"
+                           ), lost
+    assert "No space left on device" in lost, lost
+    assert back.startswith(f"vmjobs: log file {log}: written again, "), back
+    text = log.read_text()
+    assert text.count("audit Host.ping") >= 2   # before, and after
+    notes = [line for line in text.splitlines() if "lines lost" in line]
+    assert len(notes) == 1, notes

@@ -6,6 +6,7 @@ check what runs where).
 After every migration job has ended the VM must be public on exactly one
 host and run there only: `assert_only_on` checks it from both sides."""
 
+import contextlib
 import os
 import re
 import signal
@@ -245,6 +246,46 @@ def test_a_paused_vm_arrives_paused(hosts):
     info = a.wait_job(a.migrate(vm_id, b))
     assert info["status"] == "done", info
     assert_only_on(vm_id, b, a, status="Paused")
+    assert b.call("VM.destroy", vmID=vm_id) is True
+
+
+@contextlib.contextmanager
+def read_only_config(sandbox):
+    """The sandbox's libvirtd cannot write its configuration (its
+    /etc/libvirt, inside its namespace, remounted read-only): a migration
+    to it made persistent fails at its very end, in libvirt's Finish, once
+    the source's QEMU has sent the whole guest."""
+    def remount(how):
+        subprocess.run(["nsenter", "-t", str(sandbox.daemon_pid()), "-m",
+                        "mount", "-o", f"remount,{how}", "/etc/libvirt"],
+                       check=True)
+    remount("ro")
+    try:
+        yield
+    finally:
+        remount("rw")
+
+
+@pytest.mark.parametrize("paused", [True, False])
+def test_a_vm_whose_migration_failed_at_its_end_migrates_again(hosts,
+                                                               paused):
+    """The migration fails after the source's QEMU has finished its side
+    (libvirt's Finish on B: "Read-only file system"): the VM stays on A as
+    it was, and migrates once B can take it, arriving as it was. A
+    running guest is resumed by libvirt (the control); a paused one was
+    left in QEMU's `postmigrate`, and the second migration failed ("Can't
+    migrate the vm that was paused due to previous migration")."""
+    a, b = hosts
+    status = "Paused" if paused else "Up"
+    vm_id, = a.create(1, launchPaused=paused)
+    with read_only_config(b.sandbox):
+        info = a.wait_job(a.migrate(vm_id, b))
+    assert info["status"] == "failed", info
+    assert "Read-only file system" in info["error"]["message"], info
+    assert_only_on(vm_id, a, b, status=status)
+    info = a.wait_job(a.migrate(vm_id, b))
+    assert info["status"] == "done", info
+    assert_only_on(vm_id, b, a, status=status)
     assert b.call("VM.destroy", vmID=vm_id) is True
 
 

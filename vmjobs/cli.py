@@ -138,13 +138,14 @@ def build_parser():
     chaos.add_argument("--fault-rate", type=float, default=0.03,
                        help="probability that a step is a fault")
     chaos.add_argument("--mix", choices=("deep", "wide", "classic",
-                                         "partition"),
+                                         "partition", "log-full"),
                        default="deep",
                        help="the operations and faults drawn (default "
                        "deep; wide and classic: the mixes before it, for "
                        "old seeds; partition: deep, the hosts on loopback "
                        "TCP, cut from each other while migrations run, "
-                       "which needs nft)")
+                       "which needs nft; log-full: deep, a service's log "
+                       "disk full for a few steps)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
                                 "unreadable-domain"),

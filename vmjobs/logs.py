@@ -28,6 +28,8 @@ import workers
 from . import config
 from .settings import ConfigError
 
+log = logging.getLogger("vmjobs.logs")
+
 FORMAT = ("%(asctime)s %(levelname)-7s %(threadName)s %(name)s "
           "[job=%(job_id)s vm=%(vm_id)s] %(message)s")
 
@@ -118,7 +120,7 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
             os.makedirs(lock_dir, mode=0o700, exist_ok=True)
         # 0600, whatever the umask: the log holds the audit trail and
         # what callers sent (a hostile-caller audit found it 0644).
-        handler = ConcurrentRotatingFileHandler(
+        handler = LogFile(
             path, maxBytes=max_bytes, backupCount=backups,
             lock_file_directory=lock_dir, chmod=LOG_FILE_MODE)
     handler.setFormatter(IsoFormatter(FORMAT))
@@ -131,6 +133,57 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
 
 
 LOG_FILE_MODE = 0o600
+
+
+class LogFile(ConcurrentRotatingFileHandler):
+    """The log file. A line it cannot write (its disk full, its file
+    system read-only) is lost: the first of a run of them is said on
+    stderr (the journal) in one line, and the first line written
+    afterwards is followed, in the log and on stderr, by how many were
+    lost, so that the audit trail shows its gap. logging's default wrote a
+    traceback of about 2 KiB on stderr for every lost line, and made each
+    verb twice as slow, while /var/log was full; and a stderr that blocks
+    (a full pipe) would have stopped every thread that logs.
+
+    `_lost` and `_since` are guarded by the handler's lock, which
+    logging.Handler.handle holds around emit() (and so around
+    handleError())."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lost = 0        # lines lost since the last one written
+        self._since = None    # when the first of them was lost, and why
+
+    def emit(self, record):
+        lost = self._lost
+        super().emit(record)
+        if lost and self._lost == lost:   # written: the run of losses ended
+            self._lost = 0
+            gap = f"{lost} lines lost since {self._since}"
+            _say(f"log file {self.baseFilename}: written again, {gap}")
+            note = logging.LogRecord(log.name, logging.WARNING, __file__, 0,
+                                     "log: %s", (gap,), None)
+            note.job_id = note.vm_id = "-"
+            super().emit(note)
+
+    def handleError(self, record):
+        if not self._lost:
+            why = one_line(str(sys.exc_info()[1]), 512)
+            when = datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="milliseconds")
+            self._since = f"{when} ({why})"
+            _say(f"log file {self.baseFilename}: cannot write a line "
+                 f"({why}); lines are lost until it can")
+        self._lost += 1
+
+
+def _say(text):
+    """A line on stderr; never raises (stderr may be gone)."""
+    try:
+        sys.stderr.write(f"vmjobs: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def check_log_file(path):

@@ -37,6 +37,7 @@ class HibernateJob(ClaimJob):
         self._file = None               # (st_dev, st_ino) once created
         # Where the flow got to; read in on_ended, after run() returned.
         self._ran = False
+        self._save_asked = False        # libvirt was asked to save
         self._saved = False             # the file may hold the VM's state
         self._brought_back = False      # ... and the VM runs again anyway
 
@@ -102,6 +103,7 @@ class HibernateJob(ClaimJob):
             self.registry.end_claim(self.vm_id, self)
 
     def _save(self):
+        self._save_asked = True
         try:
             self.hv.save(self.vm_id, self.path)
         except HypervisorError:
@@ -123,6 +125,23 @@ class HibernateJob(ClaimJob):
             self._brought_back = True
             self.hv.persist(self.vm_id)
         statefiles.remove_own(self.path, self._file)
+        if self._save_asked and not self._saved:
+            self._pause_anew()
+
+    def _pause_anew(self):
+        # A guest paused before its save, whose save failed after QEMU had
+        # sent its state (the file's write failed: ENOSPC), is left in
+        # QEMU's `postmigrate`: listed Paused, but QEMU refuses every later
+        # save and migration of it (a chaos run: its VM could be neither
+        # hibernated nor migrated again). libvirt resumes only a guest it
+        # paused for the save. Whether QEMU got that far is not told
+        # without its monitor, so a guest paused at someone's request runs
+        # a moment and is paused again after every failed save; one paused
+        # by libvirt or QEMU (an I/O error...) is left as it is.
+        if self.hv.pause_anew(self.vm_id):
+            log.warning("VM %s: its save failed; its guest was resumed and "
+                        "paused again, so that QEMU can save it later",
+                        self.vm_id)
 
     def _bring_back(self):
         paused = self.vm_before_claim.status == VmStatus.PAUSED

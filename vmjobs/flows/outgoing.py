@@ -368,8 +368,12 @@ class MigrationSourceJob(ClaimJob):
         # An end after the switch-over began leaves the vCPUs here stopped
         # (QEMU's postmigrate): resumed if it ran before and its copy on
         # the destination is gone (never twice).
-        if self.vm_before_claim.status != VmStatus.UP or \
-                not self._destination_cleared:
+        if not self._destination_cleared:
+            return
+        if self.vm_before_claim.status == VmStatus.PAUSED:
+            self._pause_anew()
+            return
+        if self.vm_before_claim.status != VmStatus.UP:
             return
         if self.hv.resume_if_stopped_by_migration(self.vm_id):
             log.warning("VM %s: its migration had stopped its vCPUs: "
@@ -377,6 +381,18 @@ class MigrationSourceJob(ClaimJob):
             if self.hv.state(self.vm_id) != DomainState.RUNNING:
                 raise MigrateError(f"VM {self.vm_id} was resumed after its "
                                    "failed migration but does not run")
+
+    def _pause_anew(self):
+        # A paused guest whose migration failed after its QEMU had sent it
+        # whole (libvirt's Finish failed on the destination) is left in
+        # QEMU's postmigrate: listed Paused, but QEMU refuses every later
+        # migration and save of it, and libvirt resumes only a guest that
+        # ran. As a failed hibernation's (flows/hibernate.py): run a moment
+        # and paused again, once libvirt was asked to migrate it.
+        if self._transfer is not None and self.hv.pause_anew(self.vm_id):
+            log.warning("VM %s: its migration failed; its guest was resumed "
+                        "and paused again, so that QEMU can migrate it "
+                        "later", self.vm_id)
 
     # -- the transfer ---------------------------------------------------------
 

@@ -2,12 +2,13 @@
 
     adapter       Hypervisor: every call on a domain, by UUID (define,
                   start, state, remove, save, restore, list, metadata,
-                  its XML, migrate, abort, job stats, resume), a
-                  network's bridge; NewDomain, a new domain's define,
-                  start and state on one connection
+                  its XML, migrate, abort, job stats, resume, pause
+                  anew), a network's bridge; NewDomain, a new domain's
+                  define, start and state on one connection
     states        what libvirt's answers mean: domain states, pause
-                  reasons, Activity (arriving, leaving, saving, settled)
-                  and the one rule that tells them apart (has_arrived)
+                  reasons (and which were asked for), Activity
+                  (arriving, leaving, saving, settled) and the one rule
+                  that tells them apart (has_arrived)
     connections   the connections, and how a call gets one (pooled on a
                   daemon, shared on the test driver, reopened when lost:
                   the only reconnect policy, reconnect_wait)

@@ -39,6 +39,7 @@ from .states import (
     has_job,
     outgoing_progress,
     pause_reason,
+    paused_by_request,
 )
 
 log = logging.getLogger("vmjobs.hypervisor")
@@ -344,6 +345,31 @@ class Hypervisor:
         with self.connection() as conn, translated("resume"):
             dom = _lookup(conn, uuid)
             return dom is not None and _resume_if_stopped_by_migration(dom)
+
+    def pause_anew(self, uuid):
+        """Resume the domain and pause it again at once, if it is paused at
+        someone's request (states.paused_by_request) with no job; True if
+        it did. A save or a migration that failed after QEMU had sent the
+        guest's state (the file's write failed: ENOSPC; the destination's
+        Finish failed) leaves a guest paused before it in QEMU's runstate
+        `postmigrate` (libvirt resumes only a guest that ran), and QEMU
+        then refuses every save and migration of it; a moment of its
+        vCPUs is the only way out
+        (measured on libvirt 9.0, QEMU 7.2: `migrate_cancel`, `stop` and a
+        suspend leave it there; a resume then a suspend, 8 to 40 ms apart,
+        leave it `paused`). Never made twice: resumed, then
+        lost before its pause, the guest must be read, not taken for
+        paused."""
+        if not self._driver.runs_qemu:
+            return False
+        with self.connection() as conn, translated("pause anew"):
+            dom = _lookup(conn, uuid)
+            if dom is None or not paused_by_request(*dom.state()) or \
+                    activity_of(dom) is not Activity.SETTLED:
+                return False
+            dom.resume()
+            dom.suspend()
+            return True
 
 
 class NewDomain:

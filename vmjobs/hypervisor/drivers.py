@@ -31,6 +31,9 @@ class Daemon:
 
     # It migrates; its job stats say when a migration runs.
     migrates = True
+    # Its guests run in QEMU, whose runstate a failed save may leave
+    # stuck (Hypervisor.pause_anew).
+    runs_qemu = True
 
     @staticmethod
     def start_paused(dom):
@@ -56,6 +59,7 @@ class TestDriver:
     # It cannot migrate (NO_SUPPORT, or ARGUMENT_UNSUPPORTED for peer to
     # peer) and has no job stats.
     migrates = False
+    runs_qemu = False
 
     @staticmethod
     def start_paused(dom):

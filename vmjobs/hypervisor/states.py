@@ -106,6 +106,23 @@ def pause_reason(code, reason):
         else PAUSED_OTHER
 
 
+# Pauses someone asked for: a user's or an engine's (virsh suspend, a
+# start asked paused: USER) and a restore asked paused (MIGRATION, with no
+# job: see above). A guest paused so may run for a moment when QEMU
+# leaves no other way, and is paused again at once. Not a pause libvirt
+# or QEMU made on their own (an I/O error, a watchdog, a guest's panic, a
+# post-copy, a save's or a dump's): running the guest, even a moment,
+# would retry or hide what paused it.
+_PAUSED_BY_REQUEST = (libvirt.VIR_DOMAIN_PAUSED_USER,
+                      libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+
+
+def paused_by_request(code, reason):
+    """True for a domain paused at someone's request (libvirt's state
+    `code` and `reason`)."""
+    return code == libvirt.VIR_DOMAIN_PAUSED and reason in _PAUSED_BY_REQUEST
+
+
 def has_arrived(state, reason):
     """True once an incoming migration's domain (its DomainState and
     pause_reason) has finished arriving: it runs, or is paused for any

@@ -34,6 +34,7 @@ from .chaos_checks import (
 )
 from .chaos_host import ChaosHost, ServiceDown
 from .chaos_ledger import Ledger
+from .chaos_logdisk import LogDisk, stderr_findings
 from .chaos_schedule import DEFAULT_MIX, TCP_MIXES, pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
@@ -56,6 +57,8 @@ RACE_DELAY = 2.0
 # it began, should the run die before it heals (chaos_partition).
 PARTITION_SECONDS = (1.0, 20.0)
 PARTITION_BACKSTOP = 30.0
+# A service's log disk stays full for 4 to 16 steps (the log-full mix).
+LOG_FULL_STEPS = (4, 16)
 
 
 class Violation(Exception):
@@ -89,6 +92,12 @@ class ChaosRun:
                                 state_dir, extra_state_dirs=[self.full_dir],
                                 tcp=mix in TCP_MIXES)
                       for name in ("a", "b")]
+        # The log-full mix: each service's log on a disk of its own, and
+        # the step at which a disk filled up has room again.
+        self.log_disks = [LogDisk(host.log_dir) for host in self.hosts] \
+            if mix == "log-full" else []
+        self._full_until = {}   # host index -> step
+        self._log_freed = set()   # hosts whose disk had room again since
         # The blocks of ports whose nftables table the run made.
         self._guarded = []
         self._cut_jobs = set()   # migrations asked for around a partition
@@ -120,6 +129,9 @@ class ChaosRun:
         started = time.monotonic()
         try:
             self._mount_full_dir()
+            for disk in self.log_disks:
+                if not disk.mount():
+                    raise RuntimeError(f"cannot mount a tmpfs on {disk.dir}")
             if self.mix in TCP_MIXES:
                 chaos_partition.clear_leftovers()
             for host in self.hosts:
@@ -136,8 +148,10 @@ class ChaosRun:
                         time.monotonic() - started > self.duration:
                     break
                 self._step(i, step)
+                self._free_log_disks(i)
                 if step[0] == "fault" or (i + 1) % self.quiet_every == 0:
                     self._quiet_and_check(i)
+            self._free_log_disks(None)
             self._quiet_and_check("end")
             self._check_files()
         except Violation as exc:
@@ -148,6 +162,8 @@ class ChaosRun:
                 chaos_partition.remove(ports)
             for host in self.hosts:
                 host.close()
+            for disk in self.log_disks:
+                disk.unmount()
             self._unmount_full_dir()
             # Every run's steps and notes, violation or not: a note (a VM
             # wedged, a known violation) is looked up there.
@@ -714,6 +730,54 @@ class ChaosRun:
         self._cut_jobs.add(asked["job"])
         self.ops[("migrate (in a partition)", "queued")] += 1
 
+    # -- the log-full mix ------------------------------------------------------------
+
+    def _fault_log_full(self, h, draw, entry):
+        """Host h's log disk full (ENOSPC) for this step and the next 4
+        to 16, operations and faults (a restart among them) alike."""
+        disk = self.log_disks[h]
+        low, high = LOG_FULL_STEPS
+        self._full_until[h] = entry["step"] + low + int((high - low) * draw)
+        entry["until"] = self._full_until[h]
+        if disk.full:
+            return "still full"
+        disk.fill()
+        return "full"
+
+    def _free_log_disks(self, i):
+        """After step i (None: at the run's end), give room back to the
+        log disks whose time has come; said in step i's entry."""
+        for h, until in list(self._full_until.items()):
+            if i is None or i >= until:
+                del self._full_until[h]
+                self.log_disks[h].free()
+                self._log_freed.add(h)
+                if i is not None:
+                    self.log[-1].setdefault("log disk has room after",
+                                            []).append(self.hosts[h].name)
+
+    def _check_logs(self, i):
+        """Once a log disk had room again: a verb (its audit line is
+        written before its answer), then what the service said of its
+        log (chaos_logdisk.stderr_findings)."""
+        for h in sorted(self._log_freed):
+            if self.log_disks[h].full:
+                continue   # full again: checked once it has room
+            self._log_freed.discard(h)
+            host = self.hosts[h]
+            host.call("Host.ping")
+            found, (lost, back) = stderr_findings(
+                host.name, [host.stderr_path(n)
+                            for n in range(1, host.starts + 1)],
+                host.stderr_path(host.starts))
+            self.checks += 1
+            self.notes[f"{host.name}: log disk full, runs of lost lines "
+                       "said"] = lost
+            self.notes[f"{host.name}: log disk full, written again "
+                       "said"] = back
+            if found:
+                raise Violation(f"step {i}: " + "; ".join(found))
+
     # -- the full state directory -------------------------------------------------
 
     def _mount_full_dir(self):
@@ -798,6 +862,7 @@ class ChaosRun:
                                  "found": first})
         if found:
             raise Violation(f"step {i}: " + "; ".join(found))
+        self._check_logs(i)
         for name, vm_id in wedged_by_a_migration(self.hosts):
             if vm_id not in self._wedged:
                 self._wedged.add(vm_id)

@@ -235,7 +235,10 @@ def wedged_by_a_migration(hosts):
     QEMU's end and then failed, and the guest was left stopped so. QEMU
     refuses every later migration and save of such a guest ("Can't
     migrate the vm that was paused due to previous migration") until it
-    is resumed, which no verb does."""
+    is resumed: a failed hibernation's or migration's rollback pauses a
+    paused guest anew (Hypervisor.pause_anew), so that only a guest
+    paused by libvirt or QEMU themselves (an I/O error...) or left so
+    outside vmjobs is still noted."""
     found = []
     for host in hosts:
         try:

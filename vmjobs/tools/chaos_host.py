@@ -56,6 +56,10 @@ class ChaosHost:
         self.tcp = tcp
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
+        # Where its service's log files go (the log-full mix: a disk of
+        # their own, chaos_logdisk); its stderr files stay in dir.
+        self.log_dir = os.path.join(self.dir, "logs")
+        os.makedirs(self.log_dir, exist_ok=True)
         self.state_dir = state_dir   # shared: a file restores on either
         self.extra_state_dirs = list(extra_state_dirs)
         self.sandbox = Sandbox(os.path.join(self.dir, "libvirt"), tcp=tcp,
@@ -86,6 +90,7 @@ class ChaosHost:
                 text = text.replace(default, shorter)
         with open(config, "w") as f:
             f.write(text)
+        stderr = open(self.stderr_path(self.starts), "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vmjobs", "serve", "--config", config,
              "--uri", self.sandbox.uri, "--listen", self.listen,
@@ -97,14 +102,19 @@ class ChaosHost:
              "--migration-socket-dir", os.path.dirname(self.dir),
              *(["--insecure"] if self.tcp else []),
              "--lock-file", os.path.join(self.dir, "vmjobs.lock"),
-             "--log-file", os.path.join(self.dir,
+             "--log-file", os.path.join(self.log_dir,
                                         f"serve-{self.starts}.log")],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=stderr, text=True)
+        stderr.close()
         line = self.process.stdout.readline()
         if not line.startswith("vmjobs: serving on "):
             self.process.kill()
             raise RuntimeError(f"{self.name}: serve did not start: {line!r}")
         self.client = Client(self.listen, timeout=CALL_TIMEOUT)
+
+    def stderr_path(self, start):
+        """The file of start number `start`'s stderr."""
+        return os.path.join(self.dir, f"serve-{start}.stderr")
 
     def wait_recovered(self, bound):
         """True once the service says recovery ended, within `bound` s."""

@@ -15,7 +15,9 @@ QEMU frozen (SIGSTOP) for a few seconds, and a service killed again in the
 middle of the recovery that followed its first kill (kept so that its
 seeds replay); and `partition`, the deep mix with the hosts on loopback TCP
 and a network partition between them (chaos_partition) while migrations
-run, drawn as often as the deep mix's other faults together."""
+run, drawn as often as the deep mix's other faults together; and
+`log-full`, the deep mix with a service's log disk filled up for a few
+steps (chaos_logdisk), drawn as often as any other fault."""
 
 import random
 
@@ -36,9 +38,12 @@ DEEP_FAULTS = WIDE_FAULTS + ("qemu_stop", "kill9_mid_recovery")
 # listed as many times as the deep faults, to be half of them.
 PARTITION_FAULTS = DEEP_FAULTS + ("partition",) * len(DEEP_FAULTS)
 
+LOG_FULL_FAULTS = DEEP_FAULTS + ("log_full",)
+
 MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS),
          "deep": (DEEP_OPS, DEEP_FAULTS),
-         "partition": (DEEP_OPS, PARTITION_FAULTS)}
+         "partition": (DEEP_OPS, PARTITION_FAULTS),
+         "log-full": (DEEP_OPS, LOG_FULL_FAULTS)}
 # Mixes whose hosts talk over loopback TCP (the others: Unix sockets).
 TCP_MIXES = ("partition",)
 DEFAULT_MIX = "deep"
