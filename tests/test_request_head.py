@@ -113,3 +113,13 @@ def test_a_line_of_the_longest_length_is_read():
     assert len(line) <= request_head.MAX_LINE
     head = read(b"POST / HTTP/1.1\r\n", [line])
     assert head.headers.get("x-a") == value.decode().strip()
+
+
+@pytest.mark.parametrize("value,length", [
+    ("0" * 5000 + "12", 12),                 # leading zeros: any number
+    ("9" * 5000, 10 ** request_head.MAX_LENGTH_DIGITS),   # past int()'s
+    ("1" + "0" * 18, 10 ** request_head.MAX_LENGTH_DIGITS),
+    ("9" * 18, 10 ** 18 - 1), ("0", 0), ("00", 0), ("²", None),
+])
+def test_a_length_of_any_number_of_digits_is_read(value, length):
+    assert request_head.parse_content_length(value) == length

@@ -21,7 +21,7 @@ DNS-rebinding check). This reader accepts:
   Content-Lengths are how one request is read as another; other fields
   given twice are joined with ", " (RFC 9110, 5.3);
 - no Transfer-Encoding (501): a request's body has a Content-Length, of
-  ASCII digits only (parse_content_length).
+  ASCII digits only, as many as the client likes (parse_content_length).
 
 The whole request, head and body, is read against one deadline
 (DeadlineReader), so a client trickling bytes gains no time.
@@ -46,6 +46,9 @@ _REQUEST_LINE = re.compile(
 # pattern with no nesting reads a 64 KiB line in one linear pass.
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)\r?\n")
 _END = (b"\r\n", b"\n")
+# Digits of the longest Content-Length read as its value (leading zeros
+# aside): a longer one is larger than any body the server takes.
+MAX_LENGTH_DIGITS = 18
 
 
 class Refused(Exception):
@@ -143,10 +146,18 @@ def read(request_line, readline):
 
 def parse_content_length(value):
     """The length as an int, or None if it is not ASCII digits only
-    (str.isdigit() takes '²' and other digits int() then refuses)."""
+    (str.isdigit() takes '²' and other digits int() then refuses). A
+    length of more than MAX_LENGTH_DIGITS digits, leading zeros aside, is
+    read as 10 ** MAX_LENGTH_DIGITS, larger than any body taken: int()
+    refuses a string of more than 4300 digits (ValueError, raised in the
+    connection's thread, which closed it unanswered), and HTTP allows
+    any number of leading zeros."""
     if value is None or not value.isascii() or not value.isdigit():
         return None
-    return int(value)
+    digits = value.lstrip("0")
+    if len(digits) > MAX_LENGTH_DIGITS:
+        return 10 ** MAX_LENGTH_DIGITS
+    return int(digits or "0")
 
 
 class DeadlineReader(io.RawIOBase):

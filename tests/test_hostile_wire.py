@@ -1,0 +1,167 @@
+"""A hostile caller over the wire: what HTTP parsers get wrong, sent to a
+real `vmjobs serve` on each of its transports (a Unix socket, plain TCP
+on loopback with --insecure, mutual TLS), byte for byte.
+
+What runs is read off the service itself: a request calls `Wire.probe`,
+a method no verb has, so a request the dispatcher took is answered -32601
+with its id and counted in vmjobs_refused_total{code="-32601"} (GET
+/metrics); a request it did not take is not counted. A call that must
+run, the positive control beside each refusal, is a `Host.ping` answered
+true, or the probe answered with its own id.
+"""
+
+import json
+import socket
+import ssl
+
+import pytest
+
+from serve import ServeProcess
+from test_server_tls import make_ca, make_cert
+
+WAIT = 60
+# The servers' request deadline: a request the server waits on for ever
+# (wrongly) costs that much before it fails, not the default 30 s.
+REQUEST_TIMEOUT = 10
+TRANSPORTS = ("unix", "tcp", "tls")
+
+
+class Wire:
+    """One served process and how to reach it, byte for byte."""
+
+    def __init__(self, kind, tmp):
+        self.kind = kind
+        config = f"[rpc]\nrequest_timeout = {REQUEST_TIMEOUT}\n"
+        self.context = None
+        if kind == "unix":
+            args = ("--listen", f"unix:{tmp}/vmjobs.sock")
+        elif kind == "tcp":
+            args = ("--listen", "127.0.0.1:0", "--insecure")
+        else:
+            make_ca(tmp, "ca")
+            make_cert(tmp, "server", "ca", server=True)
+            make_cert(tmp, "engine", "ca")
+            config += (f"tls_cert = {tmp}/server.pem\n"
+                       f"tls_key = {tmp}/server.key\ntls_ca = {tmp}/ca.pem\n")
+            args = ("--listen", "127.0.0.1:0")
+            self.context = ssl.create_default_context(
+                cafile=str(tmp / "ca.pem"))
+            self.context.check_hostname = False
+            self.context.load_cert_chain(str(tmp / "engine.pem"),
+                                         str(tmp / "engine.key"))
+        self.server = ServeProcess(*args, "--state-dir", str(tmp),
+                                   config=config, tmp_path=tmp)
+
+    def connect(self):
+        address = self.server.address
+        if self.kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(WAIT)
+            sock.connect(address[len("unix:"):])
+            return sock
+        host, port = address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=WAIT)
+        if self.context is not None:
+            sock = self.context.wrap_socket(sock)
+        return sock
+
+    def exchange(self, data):
+        """Send `data` on a new connection; every byte the server sends
+        until it closes the connection."""
+        with self.connect() as sock:
+            sock.sendall(data)
+            return read_to_end(sock)
+
+    def probes(self):
+        """How many requests the dispatcher took and answered -32601."""
+        status, body = answers(self.exchange(
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n"
+            b"Connection: close\r\n\r\n"))[-1]
+        assert status == 200, body
+        for line in body.decode().splitlines():
+            if line.startswith('vmjobs_refused_total{code="-32601"}'):
+                return int(float(line.split()[-1]))
+        return 0
+
+    def stop(self):
+        status, out, err = self.server.stop()
+        assert status == 0, err
+        assert "staged=0" in out
+
+
+def read_to_end(sock):
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ConnectionResetError, ssl.SSLEOFError):
+        pass   # what was read before the reset is the answer
+    return data
+
+
+def answers(data):
+    """The answers in `data`, in order: [(status, body)], 1xx skipped."""
+    found = []
+    while data:
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, head
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        if 100 <= status < 200:
+            continue
+        length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
+                      if line.lower().startswith(b"content-length:"))
+        found.append((status, data[:length]))
+        data = data[length:]
+    return found
+
+
+def call_body(method, request_id=1):
+    return json.dumps({"jsonrpc": "2.0", "id": request_id,
+                       "method": method}).encode()
+
+
+def post(body, fields=b"", length=None, close=True):
+    """A POST of `body` with its Content-Length (or `length`, bytes)."""
+    length = b"%d" % len(body) if length is None else length
+    return (b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+            b"application/json\r\nContent-Length: " + length + b"\r\n" +
+            fields + (b"Connection: close\r\n" if close else b"") +
+            b"\r\n" + body)
+
+
+def ran(data):
+    """The JSON answers in `data`."""
+    return [json.loads(body) for status, body in answers(data)
+            if status == 200]
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def wire(request, tmp_path_factory):
+    served = Wire(request.param, tmp_path_factory.mktemp(request.param))
+    yield served
+    served.stop()
+
+
+# -- Content-Length ---------------------------------------------------------
+
+def test_a_content_length_of_any_number_of_digits_is_answered(wire):
+    """A length of more digits than int() converts (4300) raised in the
+    connection's thread: the connection closed with no answer at all, a
+    valid length written with 5000 leading zeros included. Now the one
+    is read as its value and runs (the control: the same call with its
+    plain length), the other is too large (413) and nothing runs."""
+    ping = call_body("Host.ping")
+    plain = ran(wire.exchange(post(ping)))
+    assert plain == [{"jsonrpc": "2.0", "id": 1, "result": True}]
+    zeros = wire.exchange(post(ping, length=b"0" * 5000 + b"%d" % len(ping)))
+    assert ran(zeros) == plain, zeros
+    before = wire.probes()
+    huge = wire.exchange(post(call_body("Wire.probe"), length=b"9" * 5000))
+    assert [status for status, _ in answers(huge)] == [413], huge
+    # A request that takes no body: its body cannot be read, the
+    # connection ends with the answer.
+    get = wire.exchange(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+                        b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    assert [status for status, _ in answers(get)] == [200], get
+    assert wire.probes() == before
