@@ -165,3 +165,47 @@ def test_a_content_length_of_any_number_of_digits_is_answered(wire):
                         b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n")
     assert [status for status, _ in answers(get)] == [200], get
     assert wire.probes() == before
+
+
+# -- the body's bytes -------------------------------------------------------
+
+NOT_UTF_8 = {
+    "utf-16": lambda text: text.encode("utf-16"),
+    "utf-16-le": lambda text: text.encode("utf-16-le"),
+    "utf-16-be": lambda text: text.encode("utf-16-be"),
+    "utf-32": lambda text: text.encode("utf-32"),
+    # A surrogate written as UTF-8 bytes (CESU-8): no UTF-8 at all.
+    "encoded-surrogate": lambda text: text.replace(
+        '"id": 1', '"id": "\ud800"').encode("utf-8", "surrogatepass"),
+    "latin-1": lambda text: text.replace('"id": 1', '"id": "caf\u00e9"')
+    .encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("encoding", NOT_UTF_8)
+def test_a_body_that_is_not_utf_8_is_a_parse_error(wire, encoding):
+    """JSON between systems is UTF-8 (RFC 8259, 8.1): a body in other
+    bytes is -32700 and runs nothing. Python's json.loads(bytes) reads
+    UTF-16 and UTF-32 too, and UTF-8-encoded surrogates: each ran its
+    verb (Host.ping answered true; what a proxy or an audit of the bytes
+    reads as UTF-8 is not what ran)."""
+    body = NOT_UTF_8[encoding](call_body("Host.ping").decode())
+    answer, = ran(wire.exchange(post(body)))
+    assert "result" not in answer, answer
+    assert answer["error"]["code"] == -32700, answer
+    probe = NOT_UTF_8[encoding](call_body("Wire.probe").decode())
+    before = wire.probes()
+    assert ran(wire.exchange(post(probe)))[0]["error"]["code"] == -32700
+    assert wire.probes() == before
+
+
+def test_a_utf_8_body_runs_with_or_without_a_bom(wire):
+    """The control: the same call in UTF-8, with letters beyond ASCII,
+    runs; a byte order mark before it is ignored, as RFC 8259 lets a
+    parser do (it reads the same either way)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": "caf\u00e9 \U0001f600",
+                       "method": "Host.ping"}, ensure_ascii=False).encode()
+    for data in (body, b"\xef\xbb\xbf" + body):
+        assert ran(wire.exchange(post(data))) == [
+            {"jsonrpc": "2.0", "id": "caf\u00e9 \U0001f600",
+             "result": True}]
