@@ -209,3 +209,46 @@ def test_a_utf_8_body_runs_with_or_without_a_bom(wire):
         assert ran(wire.exchange(post(data))) == [
             {"jsonrpc": "2.0", "id": "caf\u00e9 \U0001f600",
              "result": True}]
+
+
+# -- Expect: 100-continue ---------------------------------------------------
+
+def read_head(sock):
+    """Bytes up to the end of the first answer's head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("request_line,status", [
+    (b"GET /healthz HTTP/1.1", 200), (b"PUT / HTTP/1.1", 405),
+    (b"POST / HTTP/1.1", 200)])   # the control: a POST's body is wanted
+def test_expect_100_continue_is_answered_before_the_body(
+        wire, request_line, status):
+    """A client that asks `Expect: 100-continue` waits for 100 (or a
+    final answer) before it sends its body (RFC 9110, 10.1.1: the server
+    MUST send one or the other). A request that takes no body, whose
+    body the server reads and drops, got neither: the server waited for
+    the body, the client for the server, until the request's deadline
+    closed the connection unanswered. The body, a whole POST here, never
+    runs; the connection serves its next request."""
+    smuggled = post(call_body("Wire.probe", 2), close=False)
+    body = smuggled if request_line != b"POST / HTTP/1.1" else \
+        call_body("Wire.probe", 3)
+    before = wire.probes()
+    with wire.connect() as sock:
+        sock.sendall(request_line + b"\r\nHost: localhost\r\nContent-Type: "
+                     b"application/json\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        first = read_head(sock)
+        assert first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), first
+        sock.sendall(body + post(call_body("Host.ping", 4)))
+        got = answers(first + read_to_end(sock))
+    assert [s for s, _ in got] == [status, 200], got
+    assert json.loads(got[-1][1]) == {"jsonrpc": "2.0", "id": 4,
+                                      "result": True}
+    assert wire.probes() == before + (request_line == b"POST / HTTP/1.1")
