@@ -252,3 +252,52 @@ def test_expect_100_continue_is_answered_before_the_body(
     assert json.loads(got[-1][1]) == {"jsonrpc": "2.0", "id": 4,
                                       "result": True}
     assert wire.probes() == before + (request_line == b"POST / HTTP/1.1")
+
+
+# -- the head's size --------------------------------------------------------
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+PAD = b"X-Pad: " + b"a" * (40 * 1024) + b"\r\n"
+
+
+def test_a_head_is_bounded_in_all_not_per_line(wire):
+    """Each header line was bounded (64 KiB) and so was their number
+    (100), but not their sum: 64 connections, each sending 99 lines of
+    64 KiB and then waiting, made the service hold 656 MB more (a Unix
+    socket; 260 MB for 64 bodies of the 4 MiB a body may have), all of
+    it kept until the request's deadline. Now a head's fields are at most
+    64 KiB in all: more is 431, the connection closed, nothing run; the
+    control, a head of one 40 KiB line, runs."""
+    probe = call_body("Wire.probe")
+    before = wire.probes()
+    one = wire.exchange(post(probe, fields=PAD))
+    assert ran(one)[0]["error"]["code"] == -32601, one
+    two = wire.exchange(post(probe, fields=PAD + PAD))
+    assert [status for status, _ in answers(two)] == [431], two
+    assert wire.probes() == before + 1
+    pid = wire.server.process.pid
+    rss = rss_bytes(pid)
+    line = b"X-Pad: " + b"a" * (64 * 1024 - 16) + b"\r\n"
+    held = []
+    try:
+        for _ in range(64):
+            sock = wire.connect()
+            held.append(sock)
+            try:
+                sock.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\n" +
+                             line * 99)
+            except OSError:
+                pass   # refused before it was all sent
+        grown = rss_bytes(pid) - rss
+    finally:
+        for sock in held:
+            sock.close()
+    assert grown < 64 * 1024 * 1024, grown
+    assert wire.probes() == before + 1

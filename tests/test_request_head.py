@@ -123,3 +123,16 @@ def test_a_line_of_the_longest_length_is_read():
 ])
 def test_a_length_of_any_number_of_digits_is_read(value, length):
     assert request_head.parse_content_length(value) == length
+
+
+def test_the_fields_are_bounded_in_all():
+    """At most MAX_FIELDS_BYTES of field lines, each line under MAX_LINE:
+    two lines of 40 KiB are too many bytes; one is read."""
+    pad = b"X-Pad: " + b"a" * (40 * 1024) + b"\r\n"
+    assert refusal(b"POST / HTTP/1.1\r\n", [*GOOD, pad, pad]) == 431
+    lines = [*GOOD, pad]
+    lines.append(b"X-B: " + b"b" * (request_head.MAX_FIELDS_BYTES - len(
+        b"".join(lines)) - 7) + b"\r\n")
+    assert len(b"".join(lines)) == request_head.MAX_FIELDS_BYTES
+    assert read(b"POST / HTTP/1.1\r\n", lines).headers.get("x-pad")
+    assert refusal(b"POST / HTTP/1.1\r\n", [*lines, b"X-C: c\r\n"]) == 431
