@@ -113,3 +113,26 @@ def test_a_line_of_the_longest_length_is_read():
     assert len(line) <= request_head.MAX_LINE
     head = read(b"POST / HTTP/1.1\r\n", [line])
     assert head.headers.get("x-a") == value.decode().strip()
+
+
+@pytest.mark.parametrize("value,length", [
+    ("0" * 5000 + "12", 12),                 # leading zeros: any number
+    ("9" * 5000, 10 ** request_head.MAX_LENGTH_DIGITS),   # past int()'s
+    ("1" + "0" * 18, 10 ** request_head.MAX_LENGTH_DIGITS),
+    ("9" * 18, 10 ** 18 - 1), ("0", 0), ("00", 0), ("²", None),
+])
+def test_a_length_of_any_number_of_digits_is_read(value, length):
+    assert request_head.parse_content_length(value) == length
+
+
+def test_the_fields_are_bounded_in_all():
+    """At most MAX_FIELDS_BYTES of field lines, each line under MAX_LINE:
+    two lines of 40 KiB are too many bytes; one is read."""
+    pad = b"X-Pad: " + b"a" * (40 * 1024) + b"\r\n"
+    assert refusal(b"POST / HTTP/1.1\r\n", [*GOOD, pad, pad]) == 431
+    lines = [*GOOD, pad]
+    lines.append(b"X-B: " + b"b" * (request_head.MAX_FIELDS_BYTES - len(
+        b"".join(lines)) - 7) + b"\r\n")
+    assert len(b"".join(lines)) == request_head.MAX_FIELDS_BYTES
+    assert read(b"POST / HTTP/1.1\r\n", lines).headers.get("x-pad")
+    assert refusal(b"POST / HTTP/1.1\r\n", [*lines, b"X-C: c\r\n"]) == 431

@@ -16,12 +16,15 @@ DNS-rebinding check). This reader accepts:
   right after it, the value of visible characters, spaces and tabs
   (bytes 0x80-0xFF read as latin-1, as HTTP has it), each line ended by
   CRLF or a bare LF;
-- at most MAX_FIELDS fields of at most MAX_LINE bytes each (431 beyond);
+- at most MAX_FIELDS fields of at most MAX_LINE bytes each, and at most
+  MAX_FIELDS_BYTES in all (431 beyond): the two bounds alone let a head
+  of 6.5 MB through, held by the server until its deadline (a
+  hostile-caller audit: 64 connections held 656 MB);
 - at most once each field the server reads (ONCE): two Hosts or two
   Content-Lengths are how one request is read as another; other fields
   given twice are joined with ", " (RFC 9110, 5.3);
 - no Transfer-Encoding (501): a request's body has a Content-Length, of
-  ASCII digits only (parse_content_length).
+  ASCII digits only, as many as the client likes (parse_content_length).
 
 The whole request, head and body, is read against one deadline
 (DeadlineReader), so a client trickling bytes gains no time.
@@ -35,6 +38,9 @@ import time
 MAX_LINE = 65536
 # Header fields of one request (http.client's).
 MAX_FIELDS = 100
+# Bytes of one request's header fields in all, their line ends included:
+# a client's head is a few hundred bytes.
+MAX_FIELDS_BYTES = 65536
 # The fields the server reads: each may come once.
 ONCE = frozenset({"host", "content-length", "content-type", "connection",
                   "expect", "last-event-id"})
@@ -46,6 +52,9 @@ _REQUEST_LINE = re.compile(
 # pattern with no nesting reads a 64 KiB line in one linear pass.
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)\r?\n")
 _END = (b"\r\n", b"\n")
+# Digits of the longest Content-Length read as its value (leading zeros
+# aside): a longer one is larger than any body the server takes.
+MAX_LENGTH_DIGITS = 18
 
 
 class Refused(Exception):
@@ -111,12 +120,16 @@ def read(request_line, readline):
         raise Refused(505 if major > b"1" else 400,
                       "HTTP/1.0 and HTTP/1.1 only")
     fields = {}
+    size = 0     # of the field lines read
     while True:
         raw = readline(MAX_LINE + 1)
         if len(raw) > MAX_LINE:
             raise Refused(431, "header line too long")
         if raw in _END:
             break
+        size += len(raw)
+        if size > MAX_FIELDS_BYTES:
+            raise Refused(431, "header fields too large")
         if not raw.endswith(b"\n"):
             return None   # the client went away mid-head
         if len(fields) == MAX_FIELDS:
@@ -143,10 +156,18 @@ def read(request_line, readline):
 
 def parse_content_length(value):
     """The length as an int, or None if it is not ASCII digits only
-    (str.isdigit() takes '²' and other digits int() then refuses)."""
+    (str.isdigit() takes '²' and other digits int() then refuses). A
+    length of more than MAX_LENGTH_DIGITS digits, leading zeros aside, is
+    read as 10 ** MAX_LENGTH_DIGITS, larger than any body taken: int()
+    refuses a string of more than 4300 digits (ValueError, raised in the
+    connection's thread, which closed it unanswered), and HTTP allows
+    any number of leading zeros."""
     if value is None or not value.isascii() or not value.isdigit():
         return None
-    return int(value)
+    digits = value.lstrip("0")
+    if len(digits) > MAX_LENGTH_DIGITS:
+        return 10 ** MAX_LENGTH_DIGITS
+    return int(digits or "0")
 
 
 class DeadlineReader(io.RawIOBase):

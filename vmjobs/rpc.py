@@ -14,8 +14,9 @@ Each call is audited, and counted in vmjobs_refused_total if it was
 answered with an error, once its answer is known: by the code it was
 answered with, which is -32603 when its own answer was too large.
 
-Requests and answers are strict JSON (RFC 8259): NaN and Infinity, which
-Python's parser takes, are a parse error; a number too large for a float
+Requests and answers are strict JSON (RFC 8259), a request's bytes UTF-8
+(strictjson.py): NaN and Infinity, which Python's parser takes, are a
+parse error; a number too large for a float
 (1e999, which it reads as infinity) makes an `id` invalid and a verb's
 parameter malformed (params.py), as no answer could carry it."""
 

@@ -159,7 +159,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         this one ends. Left unread, its bytes would be read as the next
         request (a smuggled one: a contract audit's GET whose body was a
         POST ran it). A body too large to read, chunked or of a bad length
-        is not read: the connection ends with the answer."""
+        is not read: the connection ends with the answer. A client that
+        asked "100 Continue" is sent it before the body is read (RFC 9110,
+        10.1.1): it waits for that, or for the answer, before it sends the
+        body, and the server waited for the body until the deadline."""
         if self.command == "POST" or not self.head_has_body:
             return
         length = request_head.parse_content_length(
@@ -167,7 +170,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding") is not None or \
                 length is None or length > self.server.max_request_bytes:
             self.close_connection = True
-        elif len(self.rfile.read(length)) < length:
+            return
+        if self.expects_continue:
+            self.handle_expect_100()
+        if len(self.rfile.read(length)) < length:
             self.close_connection = True   # the client went away
 
     def _other(self):

@@ -1,7 +1,11 @@
 """JSON as a verb reads it: one reading only. NaN and Infinity are not
 JSON (Python's parser takes them), and a name given twice in one object is
 refused, not read as its last: what one reader takes for a request,
-another must not read otherwise (a hostile-caller audit). For requests
+another must not read otherwise (a hostile-caller audit). Bytes are
+UTF-8 (RFC 8259, 8.1), a byte order mark before them ignored (as the
+RFC allows): json.loads(bytes) also reads UTF-16 and UTF-32, and
+surrogates written as UTF-8 bytes, none of which a reader of UTF-8
+reads the same (a hostile-caller audit over the wire). For requests
 (rpc.py) and for what a domain's metadata gives back (domxml.py), which is
 not trusted more than the request that made it."""
 
@@ -9,8 +13,12 @@ import json
 
 
 def loads(text):
-    """The value of JSON `text`; ValueError if it is not strict JSON
-    (RecursionError for nesting deeper than the parser goes)."""
+    """The value of JSON `text` (str, or UTF-8 bytes); ValueError if it
+    is not strict JSON, UnicodeDecodeError (a ValueError) if its bytes
+    are not UTF-8 (RecursionError for nesting deeper than the parser
+    goes)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8-sig")
     return json.loads(text, parse_constant=_not_json,
                       object_pairs_hook=_unique_names)
 
