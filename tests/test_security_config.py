@@ -152,3 +152,29 @@ def test_a_state_file_in_an_image_dir_is_refused_at_the_verb(make_api,
     assert api.Host.getJobs(job_type="hibernate") == {}
     job = api.VM.hibernate(up, str(tmp_path / "up.state"))["jobId"]
     assert wait_job(api, job)["status"] == "done"
+
+
+@pytest.mark.parametrize("image_dir, tree", [
+    ("/", "/etc"),
+    ("/var", "/var/lib/libvirt/qemu"),
+    ("/var/lib/libvirt", "/var/lib/libvirt/qemu"),
+    ("/var/lib/libvirt/qemu", "/var/lib/libvirt/qemu"),
+    ("/run", "/run/libvirt"),
+    ("/etc", "/etc"),
+])
+def test_an_image_dir_holding_the_hosts_own_files_is_refused(image_dir,
+                                                             tree):
+    """Every file in an image directory is one a domain XML may name: one
+    holding libvirt's state directory made other guests' firmware
+    variables and master keys a disk of any guest (a hostile-caller
+    audit, round 9: suspected, written in docs/security.md)."""
+    with pytest.raises(config.ConfigError, match=f"holds {tree} "):
+        config.Config(image_dirs=[image_dir]).validate()
+
+
+def test_an_image_dir_inside_the_hosts_own_trees_is_the_operators():
+    """The control: an engine's channel sockets go in libvirt's
+    channels/ (docs/security.md), and the default image dir is taken."""
+    config.Config(image_dirs=["/var/lib/libvirt/qemu/channels",
+                              "/var/lib/vmjobs/images"]).validate()
+    config.Config().validate()

@@ -22,6 +22,20 @@ __all__ = ["Config", "ConfigError", "SETTINGS", "load", "load_text", "dump",
 DEFAULT_PATH = "/etc/vmjobs/vmjobs.conf"
 # The host's hypervisor, as libvirtd's and VDSM's own tools default to.
 DEFAULT_URI = "qemu:///system"
+# The host's own trees, which no image directory may hold (it may be
+# inside one): what a guest would reach through a domain XML naming a
+# file there.
+HOST_TREES = (
+    ("/etc", "the host's configuration"),
+    ("/root", "root's home"),
+    ("/boot", "the host's kernels"),
+    ("/proc", "the host's processes"),
+    ("/sys", "the host's kernel objects"),
+    ("/var/lib/libvirt/qemu", "libvirt's state: each guest's firmware "
+     "variables, master key, snapshots"),
+    ("/run/libvirt", "libvirt's sockets and running state"),
+    ("/etc/vmjobs", "vmjobs' configuration and keys"),
+)
 DEFAULT = "default"
 
 
@@ -176,6 +190,23 @@ class Config:
                             f"{directory} and storage.image_dirs "
                             f"{image_dir} overlap: {why}")
 
+    def _refuse_image_dirs_holding_the_hosts_own(self):
+        """An image directory holds guests' files, never the host's own:
+        one that holds a tree of HOST_TREES (`/`, `/var/lib/libvirt`,
+        libvirt's state directory given whole, where an engine's channels
+        need only its `channels/`) made every file there one a domain XML
+        may name: another guest's firmware variables and master key, the
+        host's configuration (a hostile-caller audit, round 9). One inside
+        such a tree (libvirt's `channels/`) is the operator's choice."""
+        for image_dir in self.image_dirs:
+            real = os.path.realpath(image_dir)
+            for tree, what in HOST_TREES:
+                if hostfiles.inside(os.path.realpath(tree), [real]):
+                    raise ConfigError(
+                        f"{self.origin('image_dirs')}: storage.image_dirs "
+                        f"{image_dir} holds {tree} ({what}): a domain XML "
+                        "could name any file there")
+
     def validate(self):
         for name, setting in SETTINGS_BY_FIELD.items():
             setting.check(getattr(self, name), self.origin(name))
@@ -185,6 +216,7 @@ class Config:
                 "tls_cert", "tls_key", "tls_ca")}))
             raise ConfigError(f"{where}: rpc.tls_cert, tls_key and tls_ca "
                               "go together: give all three or none")
+        self._refuse_image_dirs_holding_the_hosts_own()
         self._refuse_overlapping_dirs()
         if self.migration_port_min > self.migration_port_max:
             raise ConfigError(
