@@ -96,14 +96,11 @@ def holding(named):
 
 
 def clash(new, old):
-    """Whether two VMs may not hold `new` and `old` at once: one file, but
-    as a disk both share; or a file inside a directory the other's guest
-    writes into (or that directory itself)."""
-    if new.keys & old.keys:
-        return not (new.use is Use.SHARED_DISK and
-                    old.use is Use.SHARED_DISK)
-    return (old.use is Use.DIR and old.real in new.above) or \
-        (new.use is Use.DIR and new.real in old.above)
+    """Whether two VMs may not hold `new` and `old`, which name one file
+    (their keys meet), at once: only a disk both share may be. (A file
+    inside a directory the other's guest writes into is found by the
+    directory indexes of Holdings.)"""
+    return not (new.use is Use.SHARED_DISK and old.use is Use.SHARED_DISK)
 
 
 class Holdings:
