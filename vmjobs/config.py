@@ -199,9 +199,9 @@ class Config:
         host's configuration (a hostile-caller audit, round 9). One inside
         such a tree (libvirt's `channels/`) is the operator's choice."""
         for image_dir in self.image_dirs:
-            real = os.path.realpath(image_dir)
             for tree, what in HOST_TREES:
-                if hostfiles.inside(os.path.realpath(tree), [real]):
+                # inside() resolves the image dir's symlinks itself.
+                if hostfiles.inside(os.path.realpath(tree), [image_dir]):
                     raise ConfigError(
                         f"{self.origin('image_dirs')}: storage.image_dirs "
                         f"{image_dir} holds {tree} ({what}): a domain XML "
