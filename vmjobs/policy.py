@@ -101,7 +101,7 @@ def check_domain_xml(text, ctx):
         ctx = allowlist.Confinement(tuple(ctx))
     root = domxml.parse_untrusted(text)
     allowlist.check(root, ctx)
-    ctx.paths.extend(hostpaths.holding(allowlist.held(root)))
+    ctx.paths.extend(paths_held(root))
 
 
 def paths_held(root):
