@@ -26,6 +26,7 @@ refused case with its control in tests/test_hostile_xml.py); then
 """
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -45,7 +46,8 @@ class Refused(ValueError):
 class Confinement:
     """Where a domain XML may reach on the host (from the config); made
     per request, so the image dirs' own symlinks are resolved once per
-    request, not once per path."""
+    request (when its first path is judged: a request without a domain
+    XML names none), not once per path."""
     image_dirs: tuple
     network_hosts: tuple = ()
     # True for XML libvirt itself wrote (a state file, an incoming
@@ -57,7 +59,6 @@ class Confinement:
     # bridge): libvirt's to say (Hypervisor.network_bridge). None here:
     # no libvirt to ask, and a NIC's MTU on a network cannot be judged.
     network_bridge: object = None
-    real_image_dirs: tuple = dataclasses.field(init=False)
     # Filled by the check: {image path as the XML names it: the backing
     # chain read from its header, [(real path, format), ...]}, for
     # domxml.compose to state (images.py says why).
@@ -72,9 +73,9 @@ class Confinement:
     # take with its vmId's stage.
     paths: list = dataclasses.field(init=False, default_factory=list)
 
-    def __post_init__(self):
-        object.__setattr__(self, "real_image_dirs", tuple(
-            os.path.realpath(d) for d in self.image_dirs))
+    @functools.cached_property
+    def real_image_dirs(self):
+        return tuple(os.path.realpath(d) for d in self.image_dirs)
 
 
 # -- the types of a value --------------------------------------------------
