@@ -5,10 +5,13 @@ code and the milliseconds; a failed job logs a WARNING with its error."""
 import logging
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from conftest import new_id, vm_params, wait_job
+from serve import ROOT
 from test_metrics import FailAt
 from test_server_tls import pki  # noqa: F401 (a fixture)
 from vmjobs.client import Client, RemoteError
@@ -57,6 +60,34 @@ def test_one_line_per_verb_over_a_unix_socket(make_api, tmp_path, caplog):
               and bad["jobId"] in r.getMessage()]
     assert len(failed) == 1
     assert "libvirt said no (injected)" in failed[0].getMessage()
+
+
+def test_each_connection_names_its_own_caller(make_api, tmp_path, caplog):
+    """The caller is read once per connection (not per request): a second
+    connection, from another process, between two requests of the first,
+    is named by its own pid, and the first's later request by its own."""
+    server = Server(make_api(), Config(listen=f"unix:{tmp_path}/s.sock"))
+    server.start()
+    caplog.set_level(logging.INFO, logger="vmjobs")
+    try:
+        with Client(server.address) as client:
+            client.call("Host.ping")
+            other = subprocess.run(
+                [sys.executable, "-c",
+                 "import os, sys\n"
+                 "from vmjobs.client import Client\n"
+                 "with Client(sys.argv[1]) as c:\n"
+                 "    c.call('Host.ping')\n"
+                 "print(os.getpid())", server.address],
+                capture_output=True, text=True, check=True,
+                env={**os.environ, "PYTHONPATH": ROOT}).stdout.strip()
+            client.call("Host.ping")
+    finally:
+        server.stop()
+    uid = os.getuid()
+    assert [line[1] for line in audit_lines(caplog)] == [
+        f"uid:{uid},pid:{os.getpid()}", f"uid:{uid},pid:{other}",
+        f"uid:{uid},pid:{os.getpid()}"]
 
 
 def test_caller_is_the_certificate_subject(make_api, pki, caplog):  # noqa

@@ -44,6 +44,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vmjobs"
     expects_continue = False    # the request's head asked "100 Continue"
+    _peer = None                # the audit's caller, read once (_caller)
 
     def version_string(self):
         # The base class appends " " + sys_version: a trailing space.
@@ -122,11 +123,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                b"\n")
         if self._overloaded() or not self._started():
             return
-        response = self.server.dispatcher.handle(
-            body, caller_of(self.connection, self.client_address))
+        response = self.server.dispatcher.handle(body, self._caller())
         if response is None:
             return self.answer(204, b"")
         self.answer(200, response, content_type="application/json")
+
+    def _caller(self):
+        # Who is on the other end is fixed for the connection: a Unix
+        # peer's credentials are those of its connect(), a TLS peer's
+        # certificate that of the handshake (listener.tls_context allows
+        # no renegotiation). Read once, not per request: a getsockopt per
+        # request let go of the GIL and waited behind the workers.
+        if self._peer is None:
+            self._peer = caller_of(self.connection, self.client_address)
+        return self._peer
 
     def _refused(self):
         """Answer 403 to a rebinding Host on plain TCP; True if refused."""
