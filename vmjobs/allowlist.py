@@ -1044,8 +1044,12 @@ def held(root):
             use = None if kind is None else kind.held(value, element, parent)
             if use is not None:
                 yield value, use
-        text = (element.text or "").strip()
-        if spec.text is not None and text and not len(element):
+        # The text as libvirt reads it, whitespace and all (`/i/a.mem `
+        # is a file of its own, not `/i/a.mem`: held as the stripped text,
+        # a running guest's nvdimm file was free to another VM's serial
+        # output, round 10); stripped only to see whether there is any.
+        text = element.text or ""
+        if spec.text is not None and text.strip() and not len(element):
             use = spec.text.held(text, element, parent)
             if use is not None:
                 yield text, use
