@@ -138,6 +138,11 @@ CASES = {
         lambda d: nvram(f"{d}/a.vars "),
         lambda d: disk(f"{d}/a.vars "),
         lambda d: disk(d / "b.raw")),
+    # libvirt writes A's absent <nvram> at a.vars.new first (round 10).
+    "disk-over-a-new-nvram": (
+        lambda d: nvram(f"{d}/a.vars"),
+        lambda d: disk(f"{d}/a.vars.new"),
+        lambda d: disk(d / "b.raw")),
     # A's guest writes its shared directory's files: B's output or disk
     # among them would be written by two.
     "serial-file-in-a-shared-dir": (

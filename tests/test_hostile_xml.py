@@ -160,6 +160,23 @@ CASES = {
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='{images}/vars.fd'>"
              "{images}/nvram.fd</nvram>")),
+    # libvirt makes an absent <nvram> from its template by writing
+    # NVRAM.new (truncated) and renaming it: another guest's disk there
+    # was emptied and moved (round 10).
+    "nvram-staging-over-a-file": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/guest.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/fresh.fd</nvram>")),
+    "nvram-staging-symlink-out": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/link-out.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/fresh.fd</nvram>")),
     "graphics-socket-relative": (
         dict(devices="<graphics type='vnc' socket='vnc.sock'/>"),
         dict(devices="<graphics type='vnc' socket='{images}/vnc.sock'/>")),
@@ -557,6 +574,10 @@ def _dirs(images, victim):
                  "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
+    # Another guest's disk, and a link out, where libvirt would stage a
+    # new <nvram> (NVRAM.new).
+    (images / "guest.fd.new").write_bytes(b"\0" * 65536)
+    os.symlink(victim / "shadow", images / "link-out.fd.new")
     os.symlink(images / "disk.img", images / "link-in")
     (images / "p" / "q").mkdir(parents=True)
     os.symlink(images, images / "p" / "q" / "up")

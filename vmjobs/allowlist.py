@@ -95,6 +95,10 @@ class Kind:
     def held(self, value, element, parent):
         return None
 
+    def also_held(self, value):
+        """Other host paths the host writes for this value (path, Use)."""
+        return ()
+
 
 class Enum(Kind):
     def __init__(self, *values):
@@ -188,11 +192,35 @@ class Firmware(Path):
 
 
 class VarStore(Path):
-    """A guest's firmware variables (<nvram>): QEMU writes them."""
-    doc = "host path inside `storage.image_dirs`, written: held by its VM"
+    """A guest's firmware variables (<nvram>): QEMU writes them. libvirt
+    makes an absent one from its template by writing PATH.new (opened
+    O_TRUNC, chowned, as root) and renaming it to PATH (virFileRewrite):
+    a file the XML never names, which must be free too (round 10: a
+    running guest's disk named a.fd.new was emptied, overwritten with the
+    template and moved to a.fd by another guest naming a.fd)."""
+    doc = ("host path inside `storage.image_dirs`, written: held by its VM; "
+           "libvirt makes an absent one at `PATH.new`, renamed to PATH: "
+           "nothing may be at `PATH.new`, which its VM holds too")
+
+    def check(self, value, where, parent, ctx):
+        confine(value, where, ctx)
+        staging = value + NVRAM_STAGING
+        confine(staging, f"{where} (libvirt writes {staging!r} to make it)",
+                ctx)
+        if os.path.lexists(staging):
+            raise Refused(f"{where} {value!r}: libvirt makes it by "
+                          f"truncating and renaming {staging!r}, and "
+                          "something is there")
 
     def held(self, value, element, parent):
         return Use.DISK
+
+    def also_held(self, value):
+        return ((value + NVRAM_STAGING, Use.WRITE),)
+
+
+# What libvirt (virFileRewrite) names the file it writes a new <nvram> into.
+NVRAM_STAGING = ".new"
 
 
 class SharedDir(Path):
@@ -1044,6 +1072,8 @@ def held(root):
             use = None if kind is None else kind.held(value, element, parent)
             if use is not None:
                 yield value, use
+            if kind is not None:
+                yield from kind.also_held(value)
         # The text as libvirt reads it, whitespace and all (`/i/a.mem `
         # is a file of its own, not `/i/a.mem`: held as the stripped text,
         # a running guest's nvdimm file was free to another VM's serial
@@ -1053,6 +1083,7 @@ def held(root):
             use = spec.text.held(text, element, parent)
             if use is not None:
                 yield text, use
+            yield from spec.text.also_held(text)
         stack.extend((child, f"{key}/{child.tag}", element)
                      for child in element if isinstance(child.tag, str))
 
