@@ -177,6 +177,13 @@ CASES = {
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='{images}/vars.fd'>"
              "{images}/fresh.fd</nvram>")),
+    # QEMU opens -k's name as a path first, from its working directory
+    # (`/` under libvirt): any file there was read as a keymap (round 10).
+    "vnc-keymap-a-file": (
+        dict(devices="<graphics type='vnc' socket='{images}/vnc.sock' "
+             "keymap='vmlinuz'/>"),
+        dict(devices="<graphics type='vnc' socket='{images}/vnc.sock' "
+             "keymap='en-us'/>")),
     "graphics-socket-relative": (
         dict(devices="<graphics type='vnc' socket='vnc.sock'/>"),
         dict(devices="<graphics type='vnc' socket='{images}/vnc.sock'/>")),

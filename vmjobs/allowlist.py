@@ -371,6 +371,15 @@ GENERATED_TAP = Pattern("`vnetN`, a tap name libvirt generates (and "
 # The pty libvirt allocated, as a running domain's XML shows it (an
 # incoming migration's XML); libvirt ignores it on input.
 PTY = Pattern("`/dev/pts/N`", r"/dev/pts/[0-9]{1,7}")
+# A console's keyboard layout: QEMU's -k, which QEMU opens as a file
+# name first (qemu_find_file: "the name as a straight path"), relative to
+# its working directory, `/` under libvirt, and only then in its keymaps
+# directory: as a name (a TOKEN), any file of `/` was a keymap QEMU read,
+# as root (round 10). So one of QEMU's own keymaps (QEMU 7.2's list).
+KEYMAP = Enum("ar", "bepo", "cz", "da", "de", "de-ch", "en-gb", "en-us",
+              "es", "et", "fi", "fo", "fr", "fr-be", "fr-ca", "fr-ch", "hr",
+              "hu", "is", "it", "ja", "lt", "lv", "mk", "nl", "no", "pl",
+              "pt", "pt-br", "ru", "sl", "sv", "th", "tr")
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
@@ -864,7 +873,7 @@ TABLE = {
                           "autoport": YESNO, "tlsPort": NUMBER,
                           "listen": LISTEN_ADDRESS, "passwd": TEXT,
                           "passwdValidTo": TOKEN, "connected": TOKEN,
-                          "keymap": TOKEN, "defaultMode": TOKEN,
+                          "keymap": KEYMAP, "defaultMode": TOKEN,
                           "sharePolicy": TOKEN, "socket": SOCKET_PATH}, {
         "listen": E({"type": Enum("address", "network", "none", "socket"),
                      "address": LISTEN_ADDRESS, "network": TOKEN,
