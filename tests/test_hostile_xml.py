@@ -428,6 +428,24 @@ CASES = {
              "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
              "<host name='nbd.example'/><host name='nbd.example' port="
              "'6789'/></source><target dev='vda'/></disk>")),
+    # A console's TCP port is libvirt's to choose (autoport): a fixed one
+    # made the root QEMU listen on any port of the host, a privileged
+    # one or a host service's (measured: SPICE on 127.0.0.1:1023, round
+    # 10).
+    "spice-fixed-port": (
+        dict(devices="<graphics type='spice' port='1023' autoport='no' "
+             "listen='127.0.0.1'/>"),
+        dict(devices="<graphics type='spice' port='-1' autoport='yes' "
+             "listen='127.0.0.1'/>")),
+    "spice-fixed-tls-port": (
+        dict(devices="<graphics type='spice' port='-1' tlsPort='443' "
+             "listen='127.0.0.1'/>"),
+        dict(devices="<graphics type='spice' port='-1' tlsPort='-1' "
+             "listen='127.0.0.1'/>")),
+    "vnc-fixed-port": (
+        dict(devices="<graphics type='vnc' port='16509' listen='127.0.0.1'"
+             "/>"),
+        dict(devices="<graphics type='vnc' port='-1' listen='127.0.0.1'/>")),
     # -- QEMU's option separators in a value libvirt writes unescaped ----
     "spice-listen-address-options": (
         dict(devices="<graphics type='spice' autoport='yes'><listen type="

@@ -482,6 +482,23 @@ def _bridge_mtu(name):
         return 0
 
 
+def graphics_rule(element, ctx):
+    """A console's TCP ports are libvirt's to choose (autoport='yes', or
+    port and tlsPort -1, its legacy form: libvirt then takes free ones of
+    its console range, and discards the ports a running guest's XML
+    shows): a fixed port made the root QEMU listen on any TCP port of the
+    host, a privileged one or a host service's (round 10: SPICE on
+    127.0.0.1:1023)."""
+    if element.get("autoport") == "yes":
+        return
+    for name in ("port", "tlsPort"):
+        value = element.get(name)
+        if value is not None and value.strip() != "-1":
+            raise Refused(f"<graphics {name}='{value}'> fixes the TCP port "
+                          "the host listens on: only libvirt's own choice "
+                          "(autoport='yes', or -1) is accepted")
+
+
 def disk_rule(element, ctx):
     """A disk's image (read from its header) is the declared format and
     names no file outside; a network disk names its host and is raw."""
@@ -880,7 +897,8 @@ TABLE = {
                           "listen": LISTEN_ADDRESS, "passwd": TEXT,
                           "passwdValidTo": TOKEN, "connected": TOKEN,
                           "keymap": KEYMAP, "defaultMode": TOKEN,
-                          "sharePolicy": TOKEN, "socket": SOCKET_PATH}, {
+                          "sharePolicy": TOKEN, "socket": SOCKET_PATH},
+             rule=graphics_rule, children={
         "listen": E({"type": Enum("address", "network", "none", "socket"),
                      "address": LISTEN_ADDRESS, "network": TOKEN,
                      "socket": SOCKET_PATH,
