@@ -24,10 +24,12 @@ from vmjobs.registry import VmRegistry, VmStatus
 
 
 def domain(vm_id, devices="", top=""):
+    os_ = "<os><type>hvm</type></os>"
+    if devices.startswith("<os>"):      # nvram(): the <os> is the device
+        os_, devices = devices, ""
     return (f"<domain type='test'><name>hp-{vm_id[:8]}</name>"
             f"<uuid>{vm_id}</uuid><memory unit='MiB'>64</memory>{top}"
-            f"<os><type>hvm</type></os><devices>{devices}</devices>"
-            "</domain>")
+            f"{os_}<devices>{devices}</devices></domain>")
 
 
 def serial_file(path, port=0):
@@ -69,6 +71,13 @@ def nvdimm(path):
     return (f"<memory model='nvdimm'><source><path>{path}</path></source>"
             "<target><size unit='MiB'>16</size><node>0</node></target>"
             "</memory>")
+
+
+def nvram(path):
+    """Firmware variables, in <os>: `devices` starting with '<os>'."""
+    firmware = f"{path.rpartition('/')[0]}/fw.bin"
+    return (f"<os><type>hvm</type><loader readonly='yes' type='pflash'>"
+            f"{firmware}</loader><nvram>{path}</nvram></os>")
 
 
 def share(path, readonly=False):
@@ -118,6 +127,22 @@ CASES = {
         lambda d: nvdimm(d / "a.mem"),
         lambda d: serial_file(d / "a.mem"),
         lambda d: serial_file(d / "b.out")),
+    # libvirt reads a path in an element's text as it is written, a
+    # trailing space its own (round 10: A's nvdimm `a.mem ` was held as
+    # `a.mem`, so B's serial file truncated A's running memory file).
+    "serial-file-over-nvdimm-with-a-trailing-space": (
+        lambda d: nvdimm(f"{d}/a.mem "),
+        lambda d: serial_file(f"{d}/a.mem "),
+        lambda d: serial_file(d / "b.out")),
+    "disk-over-nvram-with-a-trailing-space": (
+        lambda d: nvram(f"{d}/a.vars "),
+        lambda d: disk(f"{d}/a.vars "),
+        lambda d: disk(d / "b.raw")),
+    # libvirt writes A's absent <nvram> at a.vars.new first (round 10).
+    "disk-over-a-new-nvram": (
+        lambda d: nvram(f"{d}/a.vars"),
+        lambda d: disk(f"{d}/a.vars.new"),
+        lambda d: disk(d / "b.raw")),
     # A's guest writes its shared directory's files: B's output or disk
     # among them would be written by two.
     "serial-file-in-a-shared-dir": (

@@ -160,6 +160,30 @@ CASES = {
         dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
              "vmlinuz</loader><nvram template='{images}/vars.fd'>"
              "{images}/nvram.fd</nvram>")),
+    # libvirt makes an absent <nvram> from its template by writing
+    # NVRAM.new (truncated) and renaming it: another guest's disk there
+    # was emptied and moved (round 10).
+    "nvram-staging-over-a-file": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/guest.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/fresh.fd</nvram>")),
+    "nvram-staging-symlink-out": (
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/link-out.fd</nvram>"),
+        dict(os_extra="<loader readonly='yes' type='pflash'>{images}/"
+             "vmlinuz</loader><nvram template='{images}/vars.fd'>"
+             "{images}/fresh.fd</nvram>")),
+    # QEMU opens -k's name as a path first, from its working directory
+    # (`/` under libvirt): any file there was read as a keymap (round 10).
+    "vnc-keymap-a-file": (
+        dict(devices="<graphics type='vnc' socket='{images}/vnc.sock' "
+             "keymap='vmlinuz'/>"),
+        dict(devices="<graphics type='vnc' socket='{images}/vnc.sock' "
+             "keymap='en-us'/>")),
     "graphics-socket-relative": (
         dict(devices="<graphics type='vnc' socket='vnc.sock'/>"),
         dict(devices="<graphics type='vnc' socket='{images}/vnc.sock'/>")),
@@ -404,6 +428,24 @@ CASES = {
              "'qemu' type='raw'/><source protocol='rbd' name='pool/image'>"
              "<host name='nbd.example'/><host name='nbd.example' port="
              "'6789'/></source><target dev='vda'/></disk>")),
+    # A console's TCP port is libvirt's to choose (autoport): a fixed one
+    # made the root QEMU listen on any port of the host, a privileged
+    # one or a host service's (measured: SPICE on 127.0.0.1:1023, round
+    # 10).
+    "spice-fixed-port": (
+        dict(devices="<graphics type='spice' port='1023' autoport='no' "
+             "listen='127.0.0.1'/>"),
+        dict(devices="<graphics type='spice' port='-1' autoport='yes' "
+             "listen='127.0.0.1'/>")),
+    "spice-fixed-tls-port": (
+        dict(devices="<graphics type='spice' port='-1' tlsPort='443' "
+             "listen='127.0.0.1'/>"),
+        dict(devices="<graphics type='spice' port='-1' tlsPort='-1' "
+             "listen='127.0.0.1'/>")),
+    "vnc-fixed-port": (
+        dict(devices="<graphics type='vnc' port='16509' listen='127.0.0.1'"
+             "/>"),
+        dict(devices="<graphics type='vnc' port='-1' listen='127.0.0.1'/>")),
     # -- QEMU's option separators in a value libvirt writes unescaped ----
     "spice-listen-address-options": (
         dict(devices="<graphics type='spice' autoport='yes'><listen type="
@@ -486,6 +528,14 @@ CASES = {
              "<target dev='guest-tap0'/></interface>"),
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<target dev='vnet7'/></interface>")),
+    # libvirt discards a name that starts with `vnet`, as it is written:
+    # `&#9;vnet7` it keeps as the tap's name (seen on the test driver's
+    # dumpxml), where vmjobs read `vnet7` (round 10).
+    "interface-target-blank-before-vnet": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<target dev='&#9;vnet7'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<target dev='vnet7'/></interface>")),
     # The kernel gives a bridge the least MTU of its ports, and below 1280
     # takes its IPv6 addresses away for good: a guest's <mtu size='68'/>
     # removed the host bridge's own address (a hostile-caller audit, round
@@ -557,6 +607,10 @@ def _dirs(images, victim):
                  "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
+    # Another guest's disk, and a link out, where libvirt would stage a
+    # new <nvram> (NVRAM.new).
+    (images / "guest.fd.new").write_bytes(b"\0" * 65536)
+    os.symlink(victim / "shadow", images / "link-out.fd.new")
     os.symlink(images / "disk.img", images / "link-in")
     (images / "p" / "q").mkdir(parents=True)
     os.symlink(images, images / "p" / "q" / "up")

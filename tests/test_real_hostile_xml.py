@@ -571,6 +571,86 @@ def test_one_os_where_libvirt_reads_its_firmware(make_real_api, daemon,
     assert api.VM.destroy(vm_id) is True
 
 
+def test_a_destroy_never_deletes_the_file_named_as_nvram(make_real_api,
+                                                      daemon, tmp_path):
+    """A guest's <nvram> is a file the caller names in the image dir (an
+    engine keeps a guest's firmware variables there across its runs).
+    vmjobs undefined a domain with VIR_DOMAIN_UNDEFINE_NVRAM, and libvirt
+    then unlinked that file: VM.destroy of a guest naming any image as
+    its <nvram> deleted it (round 10: an operator's image, here). Kept
+    now; the guest's own variables file, made from the template, is kept
+    too (the engine's, for the guest's next run)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "code.fd").write_bytes(b"\0" * (2 << 20))
+    (images / "vars.fd").write_bytes(b"template".ljust(128 << 10, b"\0"))
+    image = images / "golden.img"
+    image.write_bytes(b"the operator's image".ljust(128 << 10, b"\0"))
+    api = make_real_api(image_dirs=[str(images)])
+    loader = (f"<loader readonly='yes' type='pflash'>{images}/code.fd"
+              "</loader>")
+    for nvram in (image, images / "own.fd"):
+        vm_id = new_id()
+        job = api.VM.create(vm_id, {"vmId": vm_id, "xml": firmware_domain(
+            vm_id, f"<os><type>hvm</type>{loader}<nvram template='"
+            f"{images}/vars.fd'>{nvram}</nvram></os>")})["jobId"]
+        assert api.jobs.get(job).wait(WAIT)
+        assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+        [pid] = daemon.qemu_pids()
+        wait_open(pid, str(nvram))
+        assert api.VM.destroy(vm_id) is True
+        assert daemon.qemu_pids() == []
+        assert nvram.exists()       # before: libvirt unlinked it
+    assert image.read_bytes().startswith(b"the operator's image")
+    assert (images / "own.fd").read_bytes().startswith(b"template")
+
+
+def test_a_new_nvram_never_takes_another_file(make_real_api, daemon,
+                                              tmp_path):
+    """libvirt makes a guest's absent <nvram> from its template by writing
+    NVRAM.new (opened O_TRUNC, as root) and renaming it to NVRAM: a file
+    vmjobs never judged. Round 10: guest A ran on its disk a.fd.new, B
+    named a.fd as its <nvram>, and libvirt emptied A's disk while it ran,
+    wrote the template into it and moved it to a.fd. Refused now; the
+    control, B's own b.fd, runs, and A's disk is as it was."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "code.fd").write_bytes(b"\0" * (2 << 20))
+    (images / "vars.fd").write_bytes(b"template".ljust(128 << 10, b"\0"))
+    (images / "a.fd.new").write_bytes(os.urandom(1 << 20))
+    api = make_real_api(image_dirs=[str(images)])
+    a, b = new_id(), new_id()
+    started(api, daemon, a, disk(images / "a.fd.new", "raw"))
+    disk_digest = digest(images / "a.fd.new")
+
+    def guest(nvram):
+        return firmware_domain(b, (
+            f"<os><type>hvm</type><loader readonly='yes' type='pflash'>"
+            f"{images}/code.fd</loader><nvram template='{images}/vars.fd'>"
+            f"{nvram}</nvram></os>"))
+
+    try:
+        job = api.VM.create(b, {"vmId": b, "xml": guest(images / "a.fd")})
+    except InvalidParams as exc:
+        refusal = exc
+    else:   # before: libvirt truncated A's disk and renamed it
+        assert api.jobs.get(job["jobId"]).wait(WAIT)
+        refusal = None
+    assert (images / "a.fd.new").exists()
+    assert digest(images / "a.fd.new") == disk_digest
+    assert refusal is not None and refusal.data == {"param": "xml"}
+    assert len(daemon.qemu_pids()) == 1
+
+    job = api.VM.create(b, {"vmId": b, "xml": guest(images / "b.fd")})
+    assert api.jobs.get(job["jobId"]).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job["jobId"]])[job["jobId"]][
+        "status"] == "done"
+    assert (images / "b.fd").read_bytes().startswith(b"template")
+    assert digest(images / "a.fd.new") == disk_digest
+    for vm_id in (a, b):
+        assert api.VM.destroy(vm_id) is True
+
+
 def digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

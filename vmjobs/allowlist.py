@@ -95,6 +95,10 @@ class Kind:
     def held(self, value, element, parent):
         return None
 
+    def also_held(self, value):
+        """Other host paths the host writes for this value (path, Use)."""
+        return ()
+
 
 class Enum(Kind):
     def __init__(self, *values):
@@ -108,12 +112,16 @@ class Enum(Kind):
 
 
 class Pattern(Kind):
-    def __init__(self, doc, regex):
+    """`exact`: the value as written, blanks and all, where libvirt takes
+    it so (else blanks around it are let through: libvirt's own parsers
+    of numbers, enums and names refuse or skip them)."""
+    def __init__(self, doc, regex, exact=False):
         self.doc = doc
         self.regex = re.compile(regex)
+        self.exact = exact
 
     def check(self, value, where, parent, ctx):
-        if not self.regex.fullmatch(value.strip()):
+        if not self.regex.fullmatch(value if self.exact else value.strip()):
             raise Refused(f"{where} {value!r} is not {self.doc}")
 
 
@@ -188,11 +196,35 @@ class Firmware(Path):
 
 
 class VarStore(Path):
-    """A guest's firmware variables (<nvram>): QEMU writes them."""
-    doc = "host path inside `storage.image_dirs`, written: held by its VM"
+    """A guest's firmware variables (<nvram>): QEMU writes them. libvirt
+    makes an absent one from its template by writing PATH.new (opened
+    O_TRUNC, chowned, as root) and renaming it to PATH (virFileRewrite):
+    a file the XML never names, which must be free too (round 10: a
+    running guest's disk named a.fd.new was emptied, overwritten with the
+    template and moved to a.fd by another guest naming a.fd)."""
+    doc = ("host path inside `storage.image_dirs`, written: held by its VM; "
+           "libvirt makes an absent one at `PATH.new`, renamed to PATH: "
+           "nothing may be at `PATH.new`, which its VM holds too")
+
+    def check(self, value, where, parent, ctx):
+        confine(value, where, ctx)
+        staging = value + NVRAM_STAGING
+        confine(staging, f"{where} (libvirt writes {staging!r} to make it)",
+                ctx)
+        if os.path.lexists(staging):
+            raise Refused(f"{where} {value!r}: libvirt makes it by "
+                          f"truncating and renaming {staging!r}, and "
+                          "something is there")
 
     def held(self, value, element, parent):
         return Use.DISK
+
+    def also_held(self, value):
+        return ((value + NVRAM_STAGING, Use.WRITE),)
+
+
+# What libvirt (virFileRewrite) names the file it writes a new <nvram> into.
+NVRAM_STAGING = ".new"
 
 
 class SharedDir(Path):
@@ -336,13 +368,24 @@ REMOTE_NAME = Pattern("a volume name on the network host",
 # of the name the XML gave: a tap named after another guest's made the
 # start fail and deleted that guest's filter (a hostile-caller audit,
 # round 9). So only a name libvirt generates, which it discards on input
-# (define, restore; measured on libvirt 9.0) for one of its own.
+# (define, restore; measured on libvirt 9.0) for one of its own. Exact:
+# libvirt discards a name starting with `vnet` as written, and keeps
+# `\tvnet7` (round 10: accepted as `vnet7` before).
 GENERATED_TAP = Pattern("`vnetN`, a tap name libvirt generates (and "
                         "discards on input, naming the tap itself)",
-                        r"vnet[0-9]{1,10}")
+                        r"vnet[0-9]{1,10}", exact=True)
 # The pty libvirt allocated, as a running domain's XML shows it (an
 # incoming migration's XML); libvirt ignores it on input.
 PTY = Pattern("`/dev/pts/N`", r"/dev/pts/[0-9]{1,7}")
+# A console's keyboard layout: QEMU's -k, which QEMU opens as a file
+# name first (qemu_find_file: "the name as a straight path"), relative to
+# its working directory, `/` under libvirt, and only then in its keymaps
+# directory: as a name (a TOKEN), any file of `/` was a keymap QEMU read,
+# as root (round 10). So one of QEMU's own keymaps (QEMU 7.2's list).
+KEYMAP = Enum("ar", "bepo", "cz", "da", "de", "de-ch", "en-gb", "en-us",
+              "es", "et", "fi", "fo", "fr", "fr-be", "fr-ca", "fr-ch", "hr",
+              "hu", "is", "it", "ja", "lt", "lv", "mk", "nl", "no", "pl",
+              "pt", "pt-br", "ru", "sl", "sv", "th", "tr")
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
@@ -437,6 +480,23 @@ def _bridge_mtu(name):
             return int(f.read())
     except (OSError, ValueError):
         return 0
+
+
+def graphics_rule(element, ctx):
+    """A console's TCP ports are libvirt's to choose (autoport='yes', or
+    port and tlsPort -1, its legacy form: libvirt then takes free ones of
+    its console range, and discards the ports a running guest's XML
+    shows): a fixed port made the root QEMU listen on any TCP port of the
+    host, a privileged one or a host service's (round 10: SPICE on
+    127.0.0.1:1023)."""
+    if element.get("autoport") == "yes":
+        return
+    for name in ("port", "tlsPort"):
+        value = element.get(name)
+        if value is not None and value.strip() != "-1":
+            raise Refused(f"<graphics {name}='{value}'> fixes the TCP port "
+                          "the host listens on: only libvirt's own choice "
+                          "(autoport='yes', or -1) is accepted")
 
 
 def disk_rule(element, ctx):
@@ -836,8 +896,9 @@ TABLE = {
                           "autoport": YESNO, "tlsPort": NUMBER,
                           "listen": LISTEN_ADDRESS, "passwd": TEXT,
                           "passwdValidTo": TOKEN, "connected": TOKEN,
-                          "keymap": TOKEN, "defaultMode": TOKEN,
-                          "sharePolicy": TOKEN, "socket": SOCKET_PATH}, {
+                          "keymap": KEYMAP, "defaultMode": TOKEN,
+                          "sharePolicy": TOKEN, "socket": SOCKET_PATH},
+             rule=graphics_rule, children={
         "listen": E({"type": Enum("address", "network", "none", "socket"),
                      "address": LISTEN_ADDRESS, "network": TOKEN,
                      "socket": SOCKET_PATH,
@@ -1044,11 +1105,18 @@ def held(root):
             use = None if kind is None else kind.held(value, element, parent)
             if use is not None:
                 yield value, use
-        text = (element.text or "").strip()
-        if spec.text is not None and text and not len(element):
+            if kind is not None:
+                yield from kind.also_held(value)
+        # The text as libvirt reads it, whitespace and all (`/i/a.mem `
+        # is a file of its own, not `/i/a.mem`: held as the stripped text,
+        # a running guest's nvdimm file was free to another VM's serial
+        # output, round 10); stripped only to see whether there is any.
+        text = element.text or ""
+        if spec.text is not None and text.strip() and not len(element):
             use = spec.text.held(text, element, parent)
             if use is not None:
                 yield text, use
+            yield from spec.text.also_held(text)
         stack.extend((child, f"{key}/{child.tag}", element)
                      for child in element if isinstance(child.tag, str))
 

@@ -10,12 +10,16 @@ import libvirt
 
 from .states import DomainState, domain_state
 
-# Undefine also what a domain may carry beside its definition; the test
-# driver knows only the first two flags.
+# Undefine also what libvirt keeps beside a domain's definition; the test
+# driver knows only the first two flags. Never a file the domain XML
+# names: its <nvram> is a file of the image dirs the caller chose (an
+# engine keeps a guest's variables there across runs), so KEEP_NVRAM,
+# not NVRAM, with which libvirt unlinked it (round 10: a VM.destroy
+# deleted whatever image a guest named as its <nvram>).
 _UNDEFINE_FLAGS_TEST = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
                         libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 _UNDEFINE_FLAGS = (_UNDEFINE_FLAGS_TEST |
-                   libvirt.VIR_DOMAIN_UNDEFINE_NVRAM |
+                   libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM |
                    libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
 
 
