@@ -214,6 +214,32 @@ def test_the_service_is_on_the_libvirtd_s_host(setup):
         accepted(api, vm_id, dst=dst, dstUri=dst_uri)
 
 
+def test_every_loopback_name_is_this_host(setup):
+    """API.md takes any HOST:PORT for dst; vmjobs asks that it be on
+    dstUri's host, and localhost, 127.0.0.1 and ::1 all name this one: a
+    destination service and libvirtd on this machine, as two sandboxes'
+    (qemu+tcp://127.0.0.1:PORT/system), are not refused for naming it in
+    two ways. The guest's memory may go to loopback then too."""
+    api, vm_id, _, _ = setup
+    for dst, dst_uri in (
+            ("127.0.0.1:9", "qemu+tcp://localhost/system"),
+            ("localhost:9", "qemu+tcp://127.0.0.1:16509/system"),
+            ("[::1]:9", "qemu+tls://127.0.0.2/system"),
+            ("LOCALHOST.:9", "qemu+tcp://[::1]/system")):
+        accepted(api, vm_id, dst=dst, dstUri=dst_uri)
+    accepted(api, vm_id, dst="localhost:9",
+             dstUri="qemu+tcp://127.0.0.1:16509/system",
+             migrationUri="tcp://localhost:49152")
+    # Loopback is not another host's name: the controls.
+    refused(api, vm_id, "dst", dst="127.0.0.1:9",
+            dstUri="qemu+tcp://b.example/system")
+    refused(api, vm_id, "dst", dst="b.example:9",
+            dstUri="qemu+tcp://localhost/system")
+    refused(api, vm_id, "migrationUri", dst="b.example:9",
+            dstUri="qemu+tcp://b.example/system",
+            migrationUri="tcp://127.0.0.1:49152")
+
+
 def test_the_migration_settings_are_checked():
     for bad in ({"migration_networks": ["10.0.0.0/33"]},
                 {"migration_networks": ["b.example"]},

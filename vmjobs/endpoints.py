@@ -64,7 +64,7 @@ def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
                             "migration.port_min and port_max)")
     host = _canonical(parts.hostname)
     destination = urllib.parse.urlsplit(dst_uri_text).hostname
-    if destination is not None and host == _canonical(destination):
+    if destination is not None and _same_host(host, destination):
         return text
     address = _address(host)
     if address is not None:
@@ -95,15 +95,30 @@ def same_host(dst_text, dst_uri_text):
     else:
         host = dst_text.rpartition(":")[0].strip("[]")
         if destination is not None:
-            if _canonical(host) == _canonical(destination):
+            if _same_host(host, destination):
                 return
-        elif _canonical(host) == "localhost" or (
-                _address(host) is not None and _address(host).is_loopback):
+        elif _is_loopback(host):
             return
     raise InvalidParams("dst", f"{dst_text!r} is not on the destination "
                         f"libvirtd's host ({destination or 'this machine'}"
                         "): the service that stages the VM must be where "
                         "dstUri sends it")
+
+
+def _same_host(one, other):
+    """Do hosts `one` and `other` name one machine, as far as their names
+    say: the same name or address, or both this machine (localhost,
+    127.0.0.1 and ::1 are one host written three ways)."""
+    return _canonical(one) == _canonical(other) or \
+        (_is_loopback(one) and _is_loopback(other))
+
+
+def _is_loopback(host):
+    """Does `host` name this machine: localhost, or a loopback address?"""
+    host = _canonical(host)
+    address = _address(host)
+    return host == "localhost" or (address is not None and
+                                   address.is_loopback)
 
 
 def _canonical(host):
