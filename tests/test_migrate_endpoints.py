@@ -63,7 +63,10 @@ def accepted(api, vm_id, **params):
 def good_uris(sockets):
     return ["qemu+tls://b.example/system", "qemu+tcp://b.example/system",
             "qemu+tls://10.0.0.2:16514/system", "qemu+tcp://[fd00::2]/system",
-            f"qemu+unix:///system?socket={sockets}/libvirt-sock"]
+            f"qemu+unix:///system?socket={sockets}/libvirt-sock",
+            # No transport but a host: libvirt's default, tls (API.md: a
+            # qemu driver URI over the tls transport).
+            "qemu://b.example/system", "qemu://10.0.0.2:16514/system"]
 
 
 def test_the_legitimate_dst_uris_are_accepted(setup):
@@ -80,7 +83,8 @@ BAD_URIS = {
     "libssh": "qemu+libssh://b.example/system",
     "libssh2": "qemu+libssh2://b.example/system?known_hosts=/root/x",
     "no-transport-local": "qemu:///system",
-    "default-transport": "qemu://b.example/system",
+    "default-transport-netcat": "qemu://b.example/system?netcat={mark}",
+    "default-transport-no-host": "qemu://:16514/system",
     "unix-default-socket": "qemu+unix:///system",
     "tcp-command": "qemu+tcp://b.example/system?command={mark}",
     "tls-netcat": "qemu+tls://b.example/system?netcat={mark}",

@@ -2,7 +2,8 @@
 judged against an allowlist, as libvirt (or our client) will read them.
 
 - `dstUri`, the destination libvirtd as this host's libvirtd reaches it:
-  `qemu+tls://HOST[:PORT]/system` or `qemu+tcp://HOST[:PORT]/system`, or
+  `qemu+tls://HOST[:PORT]/system` (or `qemu://HOST[:PORT]/system`, tls
+  being libvirt's default transport) or `qemu+tcp://HOST[:PORT]/system`, or
   `qemu+unix:///system?socket=PATH` with PATH inside
   `migration.socket_dirs`. Nothing else: libvirt's `ext` transport runs a
   program (`command=`), `ssh` and `libssh` run one or read host keys, and
@@ -30,7 +31,9 @@ import urllib.parse
 from . import hostfiles
 from .errors import InvalidParams
 
-LIBVIRT_SCHEMES = ("qemu+tls", "qemu+tcp", "qemu+unix")
+# "qemu" names no transport: with a host it is libvirt's default, tls
+# (without one, this host's own libvirtd: refused below).
+LIBVIRT_SCHEMES = ("qemu+tls", "qemu+tcp", "qemu+unix", "qemu")
 MIGRATION_SCHEMES = ("tcp",)
 # A DNS name: dot-separated labels of letters, digits and inner hyphens.
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -187,6 +190,11 @@ def _uri(param, value, socket_dirs, schemes, image_dirs=()):
                             "(command, netcat, keyfile, no_verify... are "
                             "refused)")
     netloc = parts.netloc
+    if scheme == "qemu" and not parts.hostname:
+        raise InvalidParams(param, f"{text!r}: a qemu URI without a "
+                            "transport names a host (qemu://HOST/system, "
+                            "over tls); without one it is this host's own "
+                            "libvirtd")
     if netloc.startswith("["):
         host, bracket, port = netloc[1:].partition("]")
         if not bracket or not _is_ipv6(host) or \
