@@ -14,10 +14,10 @@ from vmjobs.errors import CreateError
 from vmjobs.server import Server
 
 
-def get_metrics(address, headers=None):
+def get_metrics(address, headers=None, target="/metrics"):
     connection = _UnixConnection(address[len("unix:"):], WAIT)
     try:
-        connection.request("GET", "/metrics", headers=headers or {})
+        connection.request("GET", target, headers=headers or {})
         response = connection.getresponse()
         assert response.status == 200
         return response.getheader("Content-Type"), response.read().decode()
@@ -215,3 +215,16 @@ def test_openmetrics_when_asked_for(make_api, serve):
     assert text.endswith("# EOF\n")
     assert "vmjobs_workers" in text
 
+
+
+def test_a_scrape_with_a_query_is_a_scrape(make_api, serve):
+    """GET /metrics is Prometheus' text format (API.md) whatever its query
+    string: a scrape job with `params` sends one (prometheus_client's own
+    server reads name[] there). It was answered 405, "POST to /". The
+    query filters nothing here: every metric is sent."""
+    address = serve(make_api())
+    for target in ("/metrics?name[]=vmjobs_workers", "/metrics?",
+                   "/metrics?module=vmjobs"):
+        content_type, text = get_metrics(address, target=target)
+        assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+        assert "vmjobs_workers 4.0" in text and "vmjobs_vms" in text

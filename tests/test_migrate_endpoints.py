@@ -63,7 +63,10 @@ def accepted(api, vm_id, **params):
 def good_uris(sockets):
     return ["qemu+tls://b.example/system", "qemu+tcp://b.example/system",
             "qemu+tls://10.0.0.2:16514/system", "qemu+tcp://[fd00::2]/system",
-            f"qemu+unix:///system?socket={sockets}/libvirt-sock"]
+            f"qemu+unix:///system?socket={sockets}/libvirt-sock",
+            # No transport but a host: libvirt's default, tls (API.md: a
+            # qemu driver URI over the tls transport).
+            "qemu://b.example/system", "qemu://10.0.0.2:16514/system"]
 
 
 def test_the_legitimate_dst_uris_are_accepted(setup):
@@ -80,7 +83,8 @@ BAD_URIS = {
     "libssh": "qemu+libssh://b.example/system",
     "libssh2": "qemu+libssh2://b.example/system?known_hosts=/root/x",
     "no-transport-local": "qemu:///system",
-    "default-transport": "qemu://b.example/system",
+    "default-transport-netcat": "qemu://b.example/system?netcat={mark}",
+    "default-transport-no-host": "qemu://:16514/system",
     "unix-default-socket": "qemu+unix:///system",
     "tcp-command": "qemu+tcp://b.example/system?command={mark}",
     "tls-netcat": "qemu+tls://b.example/system?netcat={mark}",
@@ -212,6 +216,32 @@ def test_the_service_is_on_the_libvirtd_s_host(setup):
             ("[fd00::2]:9", "qemu+tcp://[fd00:0::2]/system"),
             ("localhost:9", local), (f"unix:{sockets}/vmjobs.sock", local)):
         accepted(api, vm_id, dst=dst, dstUri=dst_uri)
+
+
+def test_every_loopback_name_is_this_host(setup):
+    """API.md takes any HOST:PORT for dst; vmjobs asks that it be on
+    dstUri's host, and localhost, 127.0.0.1 and ::1 all name this one: a
+    destination service and libvirtd on this machine, as two sandboxes'
+    (qemu+tcp://127.0.0.1:PORT/system), are not refused for naming it in
+    two ways. The guest's memory may go to loopback then too."""
+    api, vm_id, _, _ = setup
+    for dst, dst_uri in (
+            ("127.0.0.1:9", "qemu+tcp://localhost/system"),
+            ("localhost:9", "qemu+tcp://127.0.0.1:16509/system"),
+            ("[::1]:9", "qemu+tls://127.0.0.2/system"),
+            ("LOCALHOST.:9", "qemu+tcp://[::1]/system")):
+        accepted(api, vm_id, dst=dst, dstUri=dst_uri)
+    accepted(api, vm_id, dst="localhost:9",
+             dstUri="qemu+tcp://127.0.0.1:16509/system",
+             migrationUri="tcp://localhost:49152")
+    # Loopback is not another host's name: the controls.
+    refused(api, vm_id, "dst", dst="127.0.0.1:9",
+            dstUri="qemu+tcp://b.example/system")
+    refused(api, vm_id, "dst", dst="b.example:9",
+            dstUri="qemu+tcp://localhost/system")
+    refused(api, vm_id, "migrationUri", dst="b.example:9",
+            dstUri="qemu+tcp://b.example/system",
+            migrationUri="tcp://127.0.0.1:49152")
 
 
 def test_the_migration_settings_are_checked():

@@ -69,6 +69,19 @@ def test_examples_use_distinct_vm_names():
     assert len(names) == len(set(names)), names
 
 
+def test_the_verb_table_names_every_verb_and_its_params():
+    """docs/api.md documents API.md's verbs again in its own words and
+    keeps the two in step: its table names each verb with every param it
+    takes, in their positional order (a row may name two verbs)."""
+    from vmjobs.api import VERBS
+    with open(os.path.join(DOCS, "api.md")) as f:
+        rows = [line for line in f if line.startswith("| `")]
+    for method, (_, params) in VERBS.items():
+        form = f"`{method}({', '.join(params)})`" if params else \
+            f"`{method}`"
+        assert any(form in row for row in rows), form
+
+
 root_only = pytest.mark.skipif(
     os.geteuid() != 0 and not os.environ.get("CI"),
     reason="runs the service on its default paths, in a mount namespace "

@@ -7,6 +7,9 @@ import stat
 import uuid
 
 from serve import ServeProcess, post, rpc, wait_job_info
+from vmjobs import listener
+from vmjobs.config import Config
+from vmjobs.server import Server
 
 CONFIG = """
 [pool]
@@ -125,6 +128,31 @@ def full_pool_still_answers_get_jobs(server):
         "done", "failed", "aborted"))["status"] == "failed"
     for vm_id in (migrating, queued):
         assert rpc(server.url, "VM.destroy", [vm_id])["result"] is True
+
+
+def test_the_default_run_directory_is_made_private(make_api, tmp_path,
+                                                   monkeypatch):
+    """API.md: the default listener, unix:/run/vmjobs/vmjobs.sock, is
+    created 0600, its directory 0700. That directory is the service's own:
+    one already there and more open (a tmpfs mounted over /run/vmjobs is
+    1777) is made 0700 too; it was left 1777. The control: an existing
+    directory elsewhere that a socket is configured in (it may be /tmp)
+    is left as it is."""
+    run, shared = tmp_path / "run", tmp_path / "shared"
+    run.mkdir()
+    run.chmod(0o1777)
+    shared.mkdir()
+    shared.chmod(0o755)
+    monkeypatch.setattr(listener, "RUN_DIR", str(run))
+    api = make_api()
+    for directory, mode in ((run, 0o700), (shared, 0o755)):
+        server = Server(api, Config(listen=f"unix:{directory}/vmjobs.sock"))
+        try:
+            assert stat.S_IMODE(directory.stat().st_mode) == mode
+            assert stat.S_IMODE(
+                (directory / "vmjobs.sock").stat().st_mode) == 0o600
+        finally:
+            server.stop()
 
 
 def test_unix_socket(tmp_path):

@@ -2,7 +2,8 @@
 judged against an allowlist, as libvirt (or our client) will read them.
 
 - `dstUri`, the destination libvirtd as this host's libvirtd reaches it:
-  `qemu+tls://HOST[:PORT]/system` or `qemu+tcp://HOST[:PORT]/system`, or
+  `qemu+tls://HOST[:PORT]/system` (or `qemu://HOST[:PORT]/system`, tls
+  being libvirt's default transport) or `qemu+tcp://HOST[:PORT]/system`, or
   `qemu+unix:///system?socket=PATH` with PATH inside
   `migration.socket_dirs`. Nothing else: libvirt's `ext` transport runs a
   program (`command=`), `ssh` and `libssh` run one or read host keys, and
@@ -30,7 +31,9 @@ import urllib.parse
 from . import hostfiles
 from .errors import InvalidParams
 
-LIBVIRT_SCHEMES = ("qemu+tls", "qemu+tcp", "qemu+unix")
+# "qemu" names no transport: with a host it is libvirt's default, tls
+# (without one, this host's own libvirtd: refused below).
+LIBVIRT_SCHEMES = ("qemu+tls", "qemu+tcp", "qemu+unix", "qemu")
 MIGRATION_SCHEMES = ("tcp",)
 # A DNS name: dot-separated labels of letters, digits and inner hyphens.
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -64,7 +67,7 @@ def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
                             "migration.port_min and port_max)")
     host = _canonical(parts.hostname)
     destination = urllib.parse.urlsplit(dst_uri_text).hostname
-    if destination is not None and host == _canonical(destination):
+    if destination is not None and _same_host(host, destination):
         return text
     address = _address(host)
     if address is not None:
@@ -95,15 +98,30 @@ def same_host(dst_text, dst_uri_text):
     else:
         host = dst_text.rpartition(":")[0].strip("[]")
         if destination is not None:
-            if _canonical(host) == _canonical(destination):
+            if _same_host(host, destination):
                 return
-        elif _canonical(host) == "localhost" or (
-                _address(host) is not None and _address(host).is_loopback):
+        elif _is_loopback(host):
             return
     raise InvalidParams("dst", f"{dst_text!r} is not on the destination "
                         f"libvirtd's host ({destination or 'this machine'}"
                         "): the service that stages the VM must be where "
                         "dstUri sends it")
+
+
+def _same_host(one, other):
+    """Do hosts `one` and `other` name one machine, as far as their names
+    say: the same name or address, or both this machine (localhost,
+    127.0.0.1 and ::1 are one host written three ways)."""
+    return _canonical(one) == _canonical(other) or \
+        (_is_loopback(one) and _is_loopback(other))
+
+
+def _is_loopback(host):
+    """Does `host` name this machine: localhost, or a loopback address?"""
+    host = _canonical(host)
+    address = _address(host)
+    return host == "localhost" or (address is not None and
+                                   address.is_loopback)
 
 
 def _canonical(host):
@@ -172,6 +190,11 @@ def _uri(param, value, socket_dirs, schemes, image_dirs=()):
                             "(command, netcat, keyfile, no_verify... are "
                             "refused)")
     netloc = parts.netloc
+    if scheme == "qemu" and not parts.hostname:
+        raise InvalidParams(param, f"{text!r}: a qemu URI without a "
+                            "transport names a host (qemu://HOST/system, "
+                            "over tls); without one it is this host's own "
+                            "libvirtd")
     if netloc.startswith("["):
         host, bracket, port = netloc[1:].partition("]")
         if not bracket or not _is_ipv6(host) or \

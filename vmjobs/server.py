@@ -202,14 +202,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         header, authentication (the listener's), connection cap; GET /events
         on the main listener only."""
         self._drop_body()
-        if self.path == "/events" and self.server.dispatcher is not None:
+        # The path alone: a query names no other resource (a Prometheus
+        # scrape job's `params` add one to every scrape of /metrics).
+        path = self.path.partition("?")[0]
+        if path == "/events" and self.server.dispatcher is not None:
             # eventstream.py, with its own cap
             return self._refused() or self.server.streams.serve(self)
-        if self.path not in ("/metrics", "/healthz"):
+        if path not in ("/metrics", "/healthz"):
             return self._other()
         if self._refused() or self._overloaded() or not self._started():
             return
-        if self.path == "/healthz":
+        if path == "/healthz":
             ready, text = health.state(self.server.api)
             return self.answer(200 if ready else 503, text.encode() + b"\n")
         body, content_type = self.server.api.metrics.exposition(
