@@ -1,11 +1,11 @@
 """Priorities without starvation: HIGH jobs run ahead of queued NORMAL
-ones, the queue's bound counts both, and a NORMAL job still runs while
-HIGH work never stops coming (lanes.py states the rule)."""
+ones (each class has the queue's bound to itself:
+test_pool_refuses_when_full.py), and a NORMAL job still runs while HIGH
+work never stops coming (lanes.py states the rule)."""
 
-import pytest
 
 from conftest import WAIT, GateJob
-from workers import Job, Pool, Priority, QueueFull
+from workers import Job, Pool, Priority
 
 
 class Recorded(Job):
@@ -38,17 +38,6 @@ def test_high_runs_ahead_of_queued_normal():
             pool.submit(job)
         gate.release.set()
     assert order == high + normal
-
-
-def test_queue_size_counts_every_class():
-    with Pool(workers=1, queue_size=2) as pool:
-        gate = hold_the_worker(pool)
-        pool.submit(Recorded([], Priority.HIGH))
-        pool.submit(Recorded([]))
-        with pytest.raises(QueueFull):
-            pool.submit(Recorded([], Priority.HIGH))
-        assert pool.stats()["queued"] == 2
-        gate.release.set()
 
 
 def test_normal_job_cannot_starve_under_endless_high_work():

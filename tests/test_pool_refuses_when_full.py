@@ -2,10 +2,15 @@
 
 import pytest
 
-from conftest import WAIT, StepGate, new_id, vm_params
+from conftest import WAIT, StepGate, new_id, vm_params, wait_job
 from conftest import GateJob as Blocker  # holds its worker until released
+from test_migration_destination import incoming
 from vmjobs.errors import ResourceExhausted
-from workers import Pool, PoolClosed, QueueFull
+from workers import Pool, PoolClosed, Priority, QueueFull
+
+
+class HighBlocker(Blocker):
+    priority = Priority.HIGH
 
 
 def test_pool_refuses_when_queue_is_full():
@@ -77,6 +82,63 @@ def test_a_place_taken_before_a_shutdown_submits_nothing():
         place.submit(job)
     assert pool.shutdown()     # its workers stopped once the place was used
     assert not job.started.is_set()
+
+
+def test_each_class_of_job_has_its_own_room():
+    """A queue full of NORMAL jobs refuses the next NORMAL one, and takes
+    a HIGH one, up to queue_size of them: a flood of one class never
+    refuses another."""
+    with Pool(workers=1, queue_size=2) as pool:
+        running = Blocker()
+        pool.submit(running)
+        assert running.started.wait(WAIT)
+        queued = [Blocker(), Blocker()]
+        for job in queued:
+            pool.submit(job)
+        with pytest.raises(QueueFull):
+            pool.submit(Blocker())
+        high = [HighBlocker(), HighBlocker()]
+        pool.submit(high[0])
+        with pool.place(Priority.HIGH) as place:
+            with pytest.raises(QueueFull):     # HIGH's room is full now
+                pool.submit(HighBlocker())
+            with pytest.raises(ValueError):    # a place holds its class
+                place.submit(Blocker())
+        with pool.place(Priority.HIGH) as place:
+            place.submit(high[1])
+        assert pool.stats()["queued"] == 4
+        with pytest.raises(QueueFull):
+            pool.place()
+        order = []
+        for job in [running] + queued + high:
+            job.order = order
+            job.release.set()
+    assert all(job.status == "done" for job in [running] + queued + high)
+    assert order[:2] == high      # and HIGH went first
+
+
+def test_a_queue_full_of_creations_takes_an_incoming_migration(make_api):
+    """API.md: migration-destination jobs go ahead of queued creations,
+    "even with a thousand creations queued": the creations filling the
+    queue do not refuse it."""
+    gate = StepGate("prepare")
+    api = make_api(workers=1, queue_size=2, step_hook=gate)
+    created = [new_id() for _ in range(3)]
+    for vm_id in created:
+        api.VM.create(vm_id, vm_params(vm_id))
+        gate.reached.wait(WAIT)
+    extra = new_id()
+    with pytest.raises(ResourceExhausted):      # the control: full
+        api.VM.create(extra, vm_params(extra))
+    arriving = new_id()
+    job_id = api.VM.migrationCreate(
+        arriving, incoming(arriving))["params"]["jobId"]
+    assert api.Host.getJobs()[job_id]["status"] in ("pending", "running")
+    gate.release.set()
+    assert api.pool.wait_stats(lambda stats: stats["done"] == 3, WAIT)
+    assert set(api.Host.getVMList()) == set(created)
+    api.Job.abort(job_id)      # nothing will arrive
+    assert wait_job(api, job_id)["status"] == "aborted"
 
 
 def test_create_maps_full_queue_to_resource_exhausted(make_api):

@@ -369,7 +369,7 @@ class API:
             raise ResourceExhausted("the service is stopping: try again "
                                     "once it is back")
         try:
-            place = self.pool.place()
+            place = self.pool.place(job.priority)
         except (workers.QueueFull, workers.PoolClosed) as exc:
             raise _cannot_take(exc) from None
         with place:

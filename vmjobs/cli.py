@@ -224,8 +224,10 @@ def _service_flags(parser):
     parser.add_argument("--workers", type=int, help="jobs running at once "
                         "(default: 2 x the cores)")
     parser.add_argument("--queue-size", type=int, help="jobs waiting at "
-                        f"most (default {configuration.Config.queue_size}); "
-                        "more are refused at once with error 1100, "
+                        f"most (default {configuration.Config.queue_size}), "
+                        "of each priority (creations, restores, "
+                        "hibernations; migrations and recovery, which go "
+                        "first); more are refused at once with error 1100, "
                         "ResourceExhausted")
     parser.add_argument("--adaptive", action=argparse.BooleanOptionalAction,
                         help="move the startups' admission limit by what it "

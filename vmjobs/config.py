@@ -241,7 +241,9 @@ SETTINGS = [
     Setting("pool", "workers", "workers", int, 1, 1024,
             comment="jobs running at once"),
     Setting("pool", "queue_size", "queue_size", int, 1, 10_000_000,
-            comment="jobs waiting; more are refused at once (error 1100)"),
+            comment="jobs waiting, of each priority (creations, restores, "
+            "hibernations; migrations and recovery, which go first); more "
+            "are refused at once (error 1100)"),
     Setting("pool", "adaptive", "adaptive", bool,
             comment="startups at most a measured limit at once"),
     Setting("libvirt", "uri", "uri", str,

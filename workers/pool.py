@@ -1,10 +1,13 @@
 """A fixed number of worker threads fed by a bounded queue.
 
 The pool is the throttle: at most `workers` jobs run at once, at most
-`queue_size` wait, and `submit` never blocks the caller. When the queue is
-full it refuses at once (QueueFull), so a flood of requests turns into quick
-"try again later" answers instead of piled-up threads (VDSM's executor does
-the same; a thread per request behind a semaphore does not). A caller that
+`queue_size` of each class (lanes.py's Priority) wait, and `submit` never
+blocks the caller. When the queue is full for a job's class it refuses at
+once (QueueFull), so a flood of requests turns into quick "try again
+later" answers instead of piled-up threads (VDSM's executor does the same;
+a thread per request behind a semaphore does not). Each class has its
+own room: a flood of one (a thousand creations) never refuses a job of
+another (an incoming migration, which goes ahead of them). A caller that
 makes something others see before its job is queued (a staged VM) takes
 the job's place first (`place()`): a refusal then finds nothing done.
 
@@ -140,10 +143,11 @@ class Pool:
         self._closed = False
         self._abort_queued = False
         self._lanes = Lanes(starvation_limit)
-        self._pending: Dict[str, Job] = {}   # queued, counted in queue_size
-        # Places taken (place()) whose job is not submitted yet: counted
-        # in queue_size too.
+        self._pending: Dict[str, Job] = {}   # queued
+        # Places taken (place()) whose job is not submitted yet.
         self._held_places = 0
+        # Queued jobs and held places by class, each at most queue_size.
+        self._waiting = dict.fromkeys(Priority, 0)
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
         # At most _admission_limit jobs with admission run (or are parked)
@@ -169,46 +173,53 @@ class Pool:
         `wait=True` waits for room instead: only for the service's own
         producers (recovery at start-up), never for a caller's request."""
         finished = job.attach(self)     # before any worker can see it
+        priority = job.priority
         with self._lock:
             if finished is not None:
                 self._count_finished_unqueued(finished)
                 return
-            while (refusal := self._refusal()) is not None:
+            while (refusal := self._refusal(priority)) is not None:
                 if not wait or isinstance(refusal, PoolClosed):
                     raise refusal
-                self._wait_change(lambda: self._closed or self._has_room())
+                self._wait_change(
+                    lambda: self._closed or self._has_room(priority))
             self._enqueue(job)
 
-    def place(self) -> "Place":
-        """Take a place in the queue now, for a job to be submitted through
-        it (Place.submit); raise QueueFull or PoolClosed at once. For a
-        caller that must do something others see before it queues (stage a
-        VM): taking the place first, it is refused before doing anything.
-        Used as a context manager, a place not used is given back."""
+    def place(self, priority: Priority = Priority.NORMAL) -> "Place":
+        """Take a place in the queue now, for a job of class `priority` to
+        be submitted through it (Place.submit); raise QueueFull or
+        PoolClosed at once. For a caller that must do something others see
+        before it queues (stage a VM): taking the place first, it is
+        refused before doing anything. Used as a context manager, a place
+        not used is given back."""
         with self._lock:
-            refusal = self._refusal()
+            refusal = self._refusal(priority)
             if refusal is not None:
                 raise refusal
             self._held_places += 1
-        return Place(self._submit_in_place, self._give_back)
+            self._waiting[priority] += 1
+        return Place(functools.partial(self._submit_in_place, priority),
+                     functools.partial(self._give_back, priority))
 
-    def _refusal(self) -> Optional[Exception]:
-        # Caller holds _lock. Why a job submitted now would be refused.
+    def _refusal(self, priority: Priority) -> Optional[Exception]:
+        # Caller holds _lock. Why a job of class `priority` submitted now
+        # would be refused.
         if self._closed:
             return PoolClosed(f"pool {self.name} is shut down")
-        if not self._has_room():
-            return QueueFull(f"pool {self.name}: {self.queue_size} jobs "
-                             "queued")
+        if not self._has_room(priority):
+            return QueueFull(f"pool {self.name}: {self.queue_size} "
+                             f"{priority.name} jobs queued")
         return None
 
-    def _has_room(self) -> bool:
+    def _has_room(self, priority: Priority) -> bool:
         # Caller holds _lock.
-        return len(self._pending) + self._held_places < self.queue_size
+        return self._waiting[priority] < self.queue_size
 
     def _enqueue(self, job: Job) -> None:
         # Caller holds _lock, and the job is attached.
         lane = lane_of(job)
         self._pending[job.id] = job
+        self._waiting[job.priority] += 1
         self._lanes.push(job, lane)
         # (Nothing parked and no admission asked: the rule lets it start,
         # and the hot path skips computing it.)
@@ -218,11 +229,15 @@ class Pool:
             # looks for it (_worker), and a lifted limit rings.
             self._queue.put(True)
 
-    def _submit_in_place(self, job: Job) -> None:
+    def _submit_in_place(self, priority: Priority, job: Job) -> None:
         # Place.submit: the place is the room; the queue may have closed.
+        if job.priority is not priority:
+            self._give_back(priority)
+            raise ValueError(f"a {priority.name} place for a "
+                             f"{job.priority.name} job")
         finished = job.attach(self)
         with self._lock:
-            self._release_place()
+            self._release_place(priority)
             if finished is not None:
                 self._count_finished_unqueued(finished)
                 return
@@ -239,14 +254,15 @@ class Pool:
         self._ended[status] += 1
         self._notify_change()
 
-    def _give_back(self) -> None:
+    def _give_back(self, priority: Priority) -> None:
         with self._lock:
-            self._release_place()
+            self._release_place(priority)
             self._notify_change()
 
-    def _release_place(self) -> None:
+    def _release_place(self, priority: Priority) -> None:
         # Caller holds _lock. A stop's workers wait for the places held
         # (_may_stop): the last one given back wakes one to look again.
+        self._waiting[priority] -= 1
         self._held_places -= 1
         if self._closed and not self._held_places:
             self._queue.put(None)
@@ -352,7 +368,8 @@ class Pool:
         # worker returns from it only after this.
         with self._lock:
             self._ended[status] += 1
-            self._pending.pop(job.id, None)
+            if self._pending.pop(job.id, None) is not None:
+                self._waiting[job.priority] -= 1
             self._leave_running(job, status, started)
             self._settling += 1
 
@@ -420,10 +437,12 @@ class Pool:
                     del self._parked[job.id]
                     if not self._parked:
                         self._queue.put(True)   # the spare worker is free
-                elif self._pending.pop(job.id, None) is None:
-                    continue     # aborted while queued: it never runs
-                elif job.admission:
-                    self._admitted += 1
+                else:
+                    if self._pending.pop(job.id, None) is None:
+                        continue     # aborted while queued: it never runs
+                    self._waiting[job.priority] -= 1
+                    if job.admission:
+                        self._admitted += 1
                 self._running[job.id] = job
                 self._notify_change()   # room for submit(wait=True)
                 # A woken job runs (if aborted, its rollback); one queued
