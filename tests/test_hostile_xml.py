@@ -467,6 +467,15 @@ CASES = {
     "cpuset-with-option-separator": (
         dict(top="<vcpu cpuset='0,x=1'>2</vcpu>"),
         dict(top="<vcpu cpuset='0-3,^2'>2</vcpu>")),
+    # -- numbers libvirt sizes its own memory by, as it parses -----------
+    # An array of <vcpu> entries: 4294967295 made the root libvirtd ask
+    # for 32 GiB and abort (round 11, on the private daemon).
+    "vcpu-count-past-the-bound": (
+        dict(top="<vcpu>4294967295</vcpu>"),
+        dict(top="<vcpu>512</vcpu>")),
+    "vcpu-current-past-the-bound": (
+        dict(top="<vcpu current='513'>2</vcpu>"),
+        dict(top="<vcpu current='1'>2</vcpu>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),
