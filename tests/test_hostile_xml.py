@@ -476,6 +476,12 @@ CASES = {
     "vcpu-current-past-the-bound": (
         dict(top="<vcpu current='513'>2</vcpu>"),
         dict(top="<vcpu current='1'>2</vcpu>")),
+    # A bitmap and an array of <iothreads> entries: 4294967295 made the
+    # root libvirtd abort; a count that fits, as many threads of its root
+    # QEMU (round 11).
+    "iothreads-past-the-bound": (
+        dict(top="<iothreads>4294967295</iothreads>"),
+        dict(top="<iothreads>512</iothreads>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),
