@@ -482,6 +482,22 @@ CASES = {
     "iothreads-past-the-bound": (
         dict(top="<iothreads>4294967295</iothreads>"),
         dict(top="<iothreads>512</iothreads>")),
+    # The largest controller index sizes libvirt's address sets, and a
+    # device's address adds the controller it names and all below it: a
+    # scsi controller's 2147483647 made the root libvirtd abort, a drive
+    # address's kept it busy for minutes (round 11).
+    "controller-index-past-the-bound": (
+        dict(devices="<controller type='scsi' index='2147483647' "
+             "model='virtio-scsi'/>"),
+        dict(devices="<controller type='scsi' index='255' "
+             "model='virtio-scsi'/>")),
+    "address-controller-past-the-bound": (
+        dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
+             "bus='ide'/><address type='drive' controller='2147483647' "
+             "bus='0' unit='0'/></disk>"),
+        dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
+             "bus='ide'/><address type='drive' controller='255' bus='0' "
+             "unit='0'/></disk>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),

@@ -418,6 +418,15 @@ VCPUS = Count("vCPUs", 1, MAX_VCPUS)
 # measured on the private daemon), and a count that fits would have its
 # QEMU, as root, start that many threads (this host's pid_max: 32768).
 IOTHREADS = Count("I/O threads", 0, MAX_VCPUS)
+# A controller's index, and the controller a device's address names: a
+# PCI bus number at most (8 bits), far more than a guest's disk, serial or
+# smartcard controllers. libvirt 9.0 sizes its address sets by the largest
+# index and adds the controllers a device's address names with all those
+# below them: `<controller type='scsi' index='2147483647'>` made the root
+# libvirtd ask for 2 EiB and abort, a usb one took it 49 s of CPU, and
+# `<address type='drive' controller='2147483647'>` kept a core busy for
+# minutes until it was killed (round 11, measured on the private daemon).
+CONTROLLER_INDEX = Count("a controller index", 0, 255)
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
@@ -674,8 +683,9 @@ DEVICE_COMMON = {
                                "usb", "isa", "dimm", "unassigned"),
                   **{a: TOKEN for a in (
                       "domain", "bus", "slot", "function", "multifunction",
-                      "controller", "target", "unit", "port", "reg", "base",
-                      "iobase", "irq")}}),
+                      "target", "unit", "port", "reg", "base", "iobase",
+                      "irq")},
+                  "controller": CONTROLLER_INDEX}),
     "boot": E({"order": NUMBER, "loadparm": TOKEN}),
     "acpi": E({"index": NUMBER}),
 }
@@ -968,7 +978,7 @@ TABLE = {
     **device("controller", {"type": Enum("usb", "pci", "scsi",
                                          "virtio-serial", "ide", "sata",
                                          "fdc", "ccid"),
-                            "index": NUMBER, "model": TOKEN,
+                            "index": CONTROLLER_INDEX, "model": TOKEN,
                             "ports": NUMBER, "vectors": NUMBER}, {
         "driver": E({"queues": NUMBER, "iothread": NUMBER,
                      "cmd_per_lun": NUMBER, "max_sectors": NUMBER}),
