@@ -47,6 +47,11 @@ NUMA = ("<maxMemory slots='4' unit='MiB'>1024</maxMemory><cpu><numa><cell "
 DEFAULT_LABEL = "<seclabel type='dynamic' model='dac' relabel='yes'/>"
 
 
+def pty_channels(count, kind="type='pty'"):
+    return "".join(f"<channel {kind}><target type='virtio' name='c{i}'/>"
+                   "</channel>" for i in range(count))
+
+
 def nested(levels):
     return "<x:a xmlns:x='urn:x'>" * levels + "</x:a>" * levels
 
@@ -498,6 +503,16 @@ CASES = {
         dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
              "bus='ide'/><address type='drive' controller='255' bus='0' "
              "unit='0'/></disk>")),
+    # -- the host's shared resources one guest may take -----------------
+    # Each pty chardev is one of the host's pseudo-terminals (4096 by
+    # default, every login's and guest console's): 1,000 channels held
+    # 1,000 (round 11, on the private daemon).
+    "pty-chardevs-past-the-bound": (
+        dict(devices=pty_channels(17)),
+        dict(devices=pty_channels(16))),
+    "typeless-chardevs-past-the-bound": (
+        dict(devices=pty_channels(17, kind="")),
+        dict(devices=pty_channels(16, kind=""))),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),

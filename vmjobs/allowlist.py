@@ -470,6 +470,29 @@ def chardev_rule(element, ctx):
                       "socket: only mode='bind' is accepted")
 
 
+# The pseudo-terminals one guest may take: each `pty` chardev (a serial
+# port, a console, a channel; a chardev of no type is a pty to libvirt) is one of the host's, opened by its QEMU while it runs,
+# and the host has few (kernel.pty.max: 4096 by default), shared with
+# every login, terminal and guest console. An engine gives a guest one or
+# two (its serial console); without a bound one domain XML of 4,100 pty
+# channels (270 KB) took them all (round 11, measured on the private
+# daemon: 1,000 channels, 1,000 ptys held by one QEMU).
+MAX_PTYS = 16
+PTY_CHARDEVS = ("serial", "console", "channel")
+
+
+def domain_rule(element, ctx):
+    """At most MAX_PTYS pty chardevs in all its <devices> (libvirt reads
+    the devices across every <devices> element)."""
+    ptys = sum(1 for tag in PTY_CHARDEVS
+               for chardev in element.iterfind(f"devices/{tag}")
+               if chardev.get("type", "pty").strip() == "pty")
+    if ptys > MAX_PTYS:
+        raise Refused(f"{ptys} pty chardevs: at most {MAX_PTYS} (each "
+                      "takes one of the host's pseudo-terminals while the "
+                      "guest runs)")
+
+
 # The least MTU that keeps a link's IPv6: below it the kernel removes the
 # device's IPv6 addresses, and they do not come back with a larger one.
 IPV6_MIN_MTU = 1280
@@ -726,7 +749,8 @@ HYPERV = ("relaxed", "vapic", "vpindex", "runtime", "synic", "reset",
           "avic")
 
 TABLE = {
-    "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER}),
+    "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER},
+                rule=domain_rule),
     "domain/name": E(text=DomainName()),
     "domain/uuid": E(text=UUID),
     "domain/title": E(text=TEXT),
