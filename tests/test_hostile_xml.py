@@ -503,6 +503,16 @@ CASES = {
         dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
              "bus='ide'/><address type='drive' controller='255' bus='0' "
              "unit='0'/></disk>")),
+    # A tap and a vhost-net device for each queue, in arrays libvirt
+    # allocates at the start: 4294967295 made the root libvirtd grow to
+    # 12 GB in 30 s (round 11, on the private daemon).
+    "nic-queues-past-the-bound": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<model type='virtio'/><driver name='vhost' "
+             "queues='4294967295'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<model type='virtio'/><driver name='vhost' queues='256'/>"
+             "</interface>")),
     # -- the host's shared resources one guest may take -----------------
     # Each pty chardev is one of the host's pseudo-terminals (4096 by
     # default, every login's and guest console's): 1,000 channels held
