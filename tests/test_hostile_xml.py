@@ -52,6 +52,12 @@ def pty_channels(count, kind="type='pty'"):
                    "</channel>" for i in range(count))
 
 
+def unix_channels(count):
+    return "".join(f"<channel type='unix'><source mode='bind' path="
+                   f"'{{images}}/c{i}.sock'/><target type='virtio' "
+                   f"name='c{i}'/></channel>" for i in range(count))
+
+
 def nested(levels):
     return "<x:a xmlns:x='urn:x'>" * levels + "</x:a>" * levels
 
@@ -523,6 +529,12 @@ CASES = {
     "typeless-chardevs-past-the-bound": (
         dict(devices=pty_channels(17, kind="")),
         dict(devices=pty_channels(16, kind=""))),
+    # Each device's host paths are judged in the caller's connection
+    # thread: 60,000 serial files (4 MiB) took the service 20 s of CPU,
+    # and were accepted (round 11).
+    "devices-past-the-bound": (
+        dict(devices=unix_channels(1025)),
+        dict(devices=unix_channels(1024))),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),
