@@ -58,6 +58,14 @@ def unix_channels(count):
                    f"name='c{i}'/></channel>" for i in range(count))
 
 
+def nics(count, queues=None):
+    driver = "" if queues is None else \
+        f"<driver name='vhost' queues='{queues}'/>"
+    return "".join("<interface type='bridge'><source bridge='br0'/><model "
+                   f"type='virtio'/>{driver}</interface>"
+                   for _ in range(count))
+
+
 def nested(levels):
     return "<x:a xmlns:x='urn:x'>" * levels + "</x:a>" * levels
 
@@ -519,6 +527,12 @@ CASES = {
         dict(devices="<interface type='bridge'><source bridge='br0'/>"
              "<model type='virtio'/><driver name='vhost' queues='256'/>"
              "</interface>")),
+    # All of a domain's NIC queues, each a tap queue and on a KVM host a
+    # vhost task of the host's: 1,024 NICs of 256 asked for 262,144
+    # (round 11, read; pid_max 32,768).
+    "nic-queues-together-past-the-bound": (
+        dict(devices=nics(2, 129)), dict(devices=nics(2, 128))),
+    "nics-past-the-bound": (dict(devices=nics(257)), dict(devices=nics(256))),
     # -- the host's shared resources one guest may take -----------------
     # Each pty chardev is one of the host's pseudo-terminals (4096 by
     # default, every login's and guest console's): 1,000 channels held

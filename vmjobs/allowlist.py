@@ -508,9 +508,21 @@ def check_device_count(root):
         raise Refused(f"{count} devices: at most {MAX_DEVICES}")
 
 
+# The NIC queues of one domain, all its NICs together (a NIC without
+# queues= has one): each is a tap queue the host opens and, on a KVM
+# host, a vhost-net worker task of the host's (one per queue, read in
+# the kernel's vhost driver; this host has no vhost-net to measure), and
+# each NIC a port of its host bridge (a bridge takes 1,024). As many as
+# one NIC may have (NIC_QUEUES): an engine gives a few NICs of one to
+# four. Without it one domain of 1,024 NICs of 256 queues asked for
+# 262,144 tasks, where pid_max is 32,768 here (round 11).
+MAX_NIC_QUEUES = NIC_QUEUES.most
+
+
 def domain_rule(element, ctx):
-    """At most MAX_PTYS pty chardevs in all its <devices> (libvirt reads
-    the devices across every <devices> element)."""
+    """At most MAX_PTYS pty chardevs, and MAX_NIC_QUEUES queues of its
+    NICs together, in all its <devices> (libvirt reads the devices across
+    every <devices> element)."""
     ptys = sum(1 for tag in PTY_CHARDEVS
                for chardev in element.iterfind(f"devices/{tag}")
                if chardev.get("type", "pty").strip() == "pty")
@@ -518,6 +530,20 @@ def domain_rule(element, ctx):
         raise Refused(f"{ptys} pty chardevs: at most {MAX_PTYS} (each "
                       "takes one of the host's pseudo-terminals while the "
                       "guest runs)")
+    queues = sum(_queues_of(nic)
+                 for nic in element.iterfind("devices/interface"))
+    if queues > MAX_NIC_QUEUES:
+        raise Refused(f"its NICs have {queues} queues in all: at most "
+                      f"{MAX_NIC_QUEUES} (each a tap queue, and a vhost "
+                      "task of the host's)")
+
+
+def _queues_of(nic):
+    """A NIC's queues, as libvirt counts them (none given, or 0: one);
+    its queues= is already known to be NIC_QUEUES."""
+    queues = max((int(driver.get("queues", "0").strip() or 0)
+                  for driver in nic.iterfind("driver")), default=0)
+    return max(queues, 1)
 
 
 # The least MTU that keeps a link's IPv6: below it the kernel removes the
