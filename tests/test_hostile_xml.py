@@ -355,6 +355,11 @@ CASES = {
     "qcow2-backing-json": (
         dict(devices=disk("{images}/back-json.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    # QEMU reads a backing name up to its first NUL: a parser reading all
+    # of it would judge another path (round 11, refused already).
+    "qcow2-backing-nul": (
+        dict(devices=disk("{images}/back-nul.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
     "qcow2-chain-outside": (
         dict(devices=disk("{images}/chain-top.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
@@ -705,6 +710,8 @@ def _dirs(images, victim):
     qcow2(f"{images}/over-dotdot.qcow2", "../victim/shadow", unsafe=True)
     qcow2(f"{images}/back-json.qcow2", 'json:{"file.driver":"file",'
           f'"file.filename":"{victim}/shadow"}}', unsafe=True)
+    with_backing_name(qcow2(f"{images}/back-nul.qcow2", f"{images}/base.raw"),
+                      f"{images}/base.raw".encode() + b"\0/../victim/shadow")
     qcow2(f"{images}/chain-top.qcow2", f"{images}/back-outside.qcow2",
           backing_fmt="qcow2", unsafe=True)
     (images / "extent.vmdk").write_text(vmdk_descriptor(victim / "shadow"))
@@ -714,6 +721,17 @@ def _dirs(images, victim):
     qcow2(f"{victim}/made.qcow2", data_file=f"{victim}/data.bin")
     os.rename(victim / "made.qcow2", images / "data-outside.qcow2")
     return images, victim
+
+
+def with_backing_name(path, name):
+    """Write `name` as the qcow2 image's backing file name, in place."""
+    with open(path, "r+b") as f:
+        header = f.read(24)
+        offset = struct.unpack_from(">Q", header, 8)[0]
+        f.seek(16)
+        f.write(struct.pack(">I", len(name)))
+        f.seek(offset)
+        f.write(name)
 
 
 def snapshot(*directories):
