@@ -19,6 +19,7 @@ import pytest
 
 from conftest import new_id, our_domains, wait_job
 from engine_xml import qcow2, vmdk_descriptor
+from vmjobs import allowlist, policy
 from vmjobs.errors import InvalidParams
 
 DEEP = 100000
@@ -551,8 +552,10 @@ CASES = {
     # Each device's host paths are judged in the caller's connection
     # thread: 60,000 serial files (4 MiB) took the service 20 s of CPU,
     # and were accepted (round 11).
+    # (Past the room left in an incoming migration's XML for the devices
+    # libvirt adds of its own: refused at both verbs.)
     "devices-past-the-bound": (
-        dict(devices=unix_channels(1025)),
+        dict(devices=unix_channels(1041)),
         dict(devices=unix_channels(1024))),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
@@ -805,6 +808,54 @@ def test_its_legitimate_form_is_accepted_and_runs(api, dirs, case):
                                                "xml": xml})["jobId"])
     assert info["status"] == "done", info
     assert api.VM.destroy(vm_id) is True
+
+
+def test_a_guest_at_the_pty_bound_comes_back_from_hibernation(api, dirs,
+                                                               tmp_path):
+    """A guest at round 11's pty bound (a serial port and 15 channels) is
+    hibernated and restored: the XML libvirt writes back into its state
+    file holds the <console> it adds for the serial port, which is that
+    port's pty, not another."""
+    images, victim = dirs
+    vm_id, xml = build(dict(devices="<serial type='pty'/>" +
+                            pty_channels(15)), images, victim)
+    assert wait_job(api, api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})[
+        "jobId"])["status"] == "done"
+    state = tmp_path / "at-the-bound.state"
+    assert wait_job(api, api.VM.hibernate(vm_id, str(state))["jobId"])[
+        "status"] == "done"
+    assert "<console type='pty'>" in api.hv.saved_domain_xml(str(state))
+    info = wait_job(api, api.VM.create(vm_id, {"vmId": vm_id,
+                                               "restoreState": str(state)})[
+        "jobId"])
+    assert info["status"] == "done", info
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_the_devices_libvirt_adds_are_room_in_its_own_xml(dirs):
+    """A guest accepted with 1,024 devices comes back from libvirt (a
+    state file, an incoming migration) with the devices libvirt adds of
+    its own (a console for its serial port, PS/2 mouse and keyboard, a
+    video, a balloon) and a controller for many: that XML is within the
+    bound for XML libvirt wrote; an engine's is not."""
+    images, _ = dirs
+    engine = ("<serial type='pty'/>" +
+              unix_channels(1023).replace("{images}", str(images)))
+    added = ("<console type='pty'><target type='serial' port='0'/>"
+             "</console><input type='mouse' bus='ps2'/><input "
+             "type='keyboard' bus='ps2'/><video><model type='vga'/></video>"
+             "<memballoon model='virtio'/>" +
+             "".join(f"<controller type='pci' index='{i}' "
+                     "model='pcie-root-port'/>" for i in range(1, 200)))
+    for written_by_libvirt, devices in ((False, engine),
+                                        (True, engine + added)):
+        policy.check_domain_xml(domain(new_id(), devices=devices),
+                                allowlist.Confinement(
+                                    (str(images),),
+                                    written_by_libvirt=written_by_libvirt))
+    with pytest.raises(allowlist.Refused, match="1029 devices"):
+        policy.check_domain_xml(domain(new_id(), devices=engine + added),
+                                [str(images)])
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ def render():
         "state file), naming it. So are an element with both text and "
         "child elements, nesting deeper than "
         f"{allowlist.MAX_DEPTH} levels, more than "
-        f"{allowlist.MAX_DEVICES} devices, and any namespace outside "
+        f"{allowlist.MAX_DEVICES} devices (controllers apart), and any "
+        "namespace outside "
         "`<metadata>` (whose content libvirt keeps and never reads).",
         "",
         "## Refused with a reason, wherever they appear",
