@@ -21,7 +21,9 @@ DEPTH = 15      # backing files below the top: images.MAX_CHAIN's deepest
 @pytest.fixture
 def top(tmp_path):
     """A qcow2 image over a chain DEPTH deep, ending in a raw file."""
-    images = tmp_path / "images"
+    # A long directory name: the chains a domain's 1,000 disks state
+    # (at most allowlist.MAX_DEVICES) then pass libvirt's bound.
+    images = tmp_path / ("images-" + "i" * 140)
     images.mkdir()
     (images / "base.raw").write_bytes(b"\0" * 65536)
     below, fmt = "base.raw", "raw"
@@ -57,7 +59,7 @@ def test_stated_chains_stop_at_libvirts_bound(make_api, top):
     images, image = top
     api = make_api(image_dirs=[str(images)])
     vm_id = new_id()
-    xml = domain(vm_id, image, 2000)
+    xml = domain(vm_id, image, 1000)
     assert len(xml) < domxml.LIBVIRT_MAX_XML_BYTES / 10
     with pytest.raises(InvalidParams) as err:
         api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})

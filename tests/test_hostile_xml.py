@@ -19,6 +19,7 @@ import pytest
 
 from conftest import new_id, our_domains, wait_job
 from engine_xml import qcow2, vmdk_descriptor
+from vmjobs import allowlist, policy
 from vmjobs.errors import InvalidParams
 
 DEEP = 100000
@@ -45,6 +46,25 @@ NUMA = ("<maxMemory slots='4' unit='MiB'>1024</maxMemory><cpu><numa><cell "
 
 
 DEFAULT_LABEL = "<seclabel type='dynamic' model='dac' relabel='yes'/>"
+
+
+def pty_channels(count, kind="type='pty'"):
+    return "".join(f"<channel {kind}><target type='virtio' name='c{i}'/>"
+                   "</channel>" for i in range(count))
+
+
+def unix_channels(count):
+    return "".join(f"<channel type='unix'><source mode='bind' path="
+                   f"'{{images}}/c{i}.sock'/><target type='virtio' "
+                   f"name='c{i}'/></channel>" for i in range(count))
+
+
+def nics(count, queues=None):
+    driver = "" if queues is None else \
+        f"<driver name='vhost' queues='{queues}'/>"
+    return "".join("<interface type='bridge'><source bridge='br0'/><model "
+                   f"type='virtio'/>{driver}</interface>"
+                   for _ in range(count))
 
 
 def nested(levels):
@@ -336,6 +356,11 @@ CASES = {
     "qcow2-backing-json": (
         dict(devices=disk("{images}/back-json.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
+    # QEMU reads a backing name up to its first NUL: a parser reading all
+    # of it would judge another path (round 11, refused already).
+    "qcow2-backing-nul": (
+        dict(devices=disk("{images}/back-nul.qcow2", driver="qcow2")),
+        dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
     "qcow2-chain-outside": (
         dict(devices=disk("{images}/chain-top.qcow2", driver="qcow2")),
         dict(devices=disk("{images}/back-inside.qcow2", driver="qcow2"))),
@@ -467,6 +492,71 @@ CASES = {
     "cpuset-with-option-separator": (
         dict(top="<vcpu cpuset='0,x=1'>2</vcpu>"),
         dict(top="<vcpu cpuset='0-3,^2'>2</vcpu>")),
+    # -- numbers libvirt sizes its own memory by, as it parses -----------
+    # An array of <vcpu> entries: 4294967295 made the root libvirtd ask
+    # for 32 GiB and abort (round 11, on the private daemon).
+    "vcpu-count-past-the-bound": (
+        dict(top="<vcpu>4294967295</vcpu>"),
+        dict(top="<vcpu>512</vcpu>")),
+    "vcpu-current-past-the-bound": (
+        dict(top="<vcpu current='513'>2</vcpu>"),
+        dict(top="<vcpu current='1'>2</vcpu>")),
+    # A bitmap and an array of <iothreads> entries: 4294967295 made the
+    # root libvirtd abort; a count that fits, as many threads of its root
+    # QEMU (round 11).
+    "iothreads-past-the-bound": (
+        dict(top="<iothreads>4294967295</iothreads>"),
+        dict(top="<iothreads>512</iothreads>")),
+    # The largest controller index sizes libvirt's address sets, and a
+    # device's address adds the controller it names and all below it: a
+    # scsi controller's 2147483647 made the root libvirtd abort, a drive
+    # address's kept it busy for minutes (round 11).
+    "controller-index-past-the-bound": (
+        dict(devices="<controller type='scsi' index='2147483647' "
+             "model='virtio-scsi'/>"),
+        dict(devices="<controller type='scsi' index='255' "
+             "model='virtio-scsi'/>")),
+    "address-controller-past-the-bound": (
+        dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
+             "bus='ide'/><address type='drive' controller='2147483647' "
+             "bus='0' unit='0'/></disk>"),
+        dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
+             "bus='ide'/><address type='drive' controller='255' bus='0' "
+             "unit='0'/></disk>")),
+    # A tap and a vhost-net device for each queue, in arrays libvirt
+    # allocates at the start: 4294967295 made the root libvirtd grow to
+    # 12 GB in 30 s (round 11, on the private daemon).
+    "nic-queues-past-the-bound": (
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<model type='virtio'/><driver name='vhost' "
+             "queues='4294967295'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='br0'/>"
+             "<model type='virtio'/><driver name='vhost' queues='256'/>"
+             "</interface>")),
+    # All of a domain's NIC queues, each a tap queue and on a KVM host a
+    # vhost task of the host's: 1,024 NICs of 256 asked for 262,144
+    # (round 11, read; pid_max 32,768).
+    "nic-queues-together-past-the-bound": (
+        dict(devices=nics(2, 129)), dict(devices=nics(2, 128))),
+    "nics-past-the-bound": (dict(devices=nics(257)), dict(devices=nics(256))),
+    # -- the host's shared resources one guest may take -----------------
+    # Each pty chardev is one of the host's pseudo-terminals (4096 by
+    # default, every login's and guest console's): 1,000 channels held
+    # 1,000 (round 11, on the private daemon).
+    "pty-chardevs-past-the-bound": (
+        dict(devices=pty_channels(17)),
+        dict(devices=pty_channels(16))),
+    "typeless-chardevs-past-the-bound": (
+        dict(devices=pty_channels(17, kind="")),
+        dict(devices=pty_channels(16, kind=""))),
+    # Each device's host paths are judged in the caller's connection
+    # thread: 60,000 serial files (4 MiB) took the service 20 s of CPU,
+    # and were accepted (round 11).
+    # (Past the room left in an incoming migration's XML for the devices
+    # libvirt adds of its own: refused at both verbs.)
+    "devices-past-the-bound": (
+        dict(devices=unix_channels(1041)),
+        dict(devices=unix_channels(1024))),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),
@@ -623,6 +713,8 @@ def _dirs(images, victim):
     qcow2(f"{images}/over-dotdot.qcow2", "../victim/shadow", unsafe=True)
     qcow2(f"{images}/back-json.qcow2", 'json:{"file.driver":"file",'
           f'"file.filename":"{victim}/shadow"}}', unsafe=True)
+    with_backing_name(qcow2(f"{images}/back-nul.qcow2", f"{images}/base.raw"),
+                      f"{images}/base.raw".encode() + b"\0/../victim/shadow")
     qcow2(f"{images}/chain-top.qcow2", f"{images}/back-outside.qcow2",
           backing_fmt="qcow2", unsafe=True)
     (images / "extent.vmdk").write_text(vmdk_descriptor(victim / "shadow"))
@@ -632,6 +724,17 @@ def _dirs(images, victim):
     qcow2(f"{victim}/made.qcow2", data_file=f"{victim}/data.bin")
     os.rename(victim / "made.qcow2", images / "data-outside.qcow2")
     return images, victim
+
+
+def with_backing_name(path, name):
+    """Write `name` as the qcow2 image's backing file name, in place."""
+    with open(path, "r+b") as f:
+        header = f.read(24)
+        offset = struct.unpack_from(">Q", header, 8)[0]
+        f.seek(16)
+        f.write(struct.pack(">I", len(name)))
+        f.seek(offset)
+        f.write(name)
 
 
 def snapshot(*directories):
@@ -705,6 +808,54 @@ def test_its_legitimate_form_is_accepted_and_runs(api, dirs, case):
                                                "xml": xml})["jobId"])
     assert info["status"] == "done", info
     assert api.VM.destroy(vm_id) is True
+
+
+def test_a_guest_at_the_pty_bound_comes_back_from_hibernation(api, dirs,
+                                                               tmp_path):
+    """A guest at round 11's pty bound (a serial port and 15 channels) is
+    hibernated and restored: the XML libvirt writes back into its state
+    file holds the <console> it adds for the serial port, which is that
+    port's pty, not another."""
+    images, victim = dirs
+    vm_id, xml = build(dict(devices="<serial type='pty'/>" +
+                            pty_channels(15)), images, victim)
+    assert wait_job(api, api.VM.create(vm_id, {"vmId": vm_id, "xml": xml})[
+        "jobId"])["status"] == "done"
+    state = tmp_path / "at-the-bound.state"
+    assert wait_job(api, api.VM.hibernate(vm_id, str(state))["jobId"])[
+        "status"] == "done"
+    assert "<console type='pty'>" in api.hv.saved_domain_xml(str(state))
+    info = wait_job(api, api.VM.create(vm_id, {"vmId": vm_id,
+                                               "restoreState": str(state)})[
+        "jobId"])
+    assert info["status"] == "done", info
+    assert api.VM.destroy(vm_id) is True
+
+
+def test_the_devices_libvirt_adds_are_room_in_its_own_xml(dirs):
+    """A guest accepted with 1,024 devices comes back from libvirt (a
+    state file, an incoming migration) with the devices libvirt adds of
+    its own (a console for its serial port, PS/2 mouse and keyboard, a
+    video, a balloon) and a controller for many: that XML is within the
+    bound for XML libvirt wrote; an engine's is not."""
+    images, _ = dirs
+    engine = ("<serial type='pty'/>" +
+              unix_channels(1023).replace("{images}", str(images)))
+    added = ("<console type='pty'><target type='serial' port='0'/>"
+             "</console><input type='mouse' bus='ps2'/><input "
+             "type='keyboard' bus='ps2'/><video><model type='vga'/></video>"
+             "<memballoon model='virtio'/>" +
+             "".join(f"<controller type='pci' index='{i}' "
+                     "model='pcie-root-port'/>" for i in range(1, 200)))
+    for written_by_libvirt, devices in ((False, engine),
+                                        (True, engine + added)):
+        policy.check_domain_xml(domain(new_id(), devices=devices),
+                                allowlist.Confinement(
+                                    (str(images),),
+                                    written_by_libvirt=written_by_libvirt))
+    with pytest.raises(allowlist.Refused, match="1029 devices"):
+        policy.check_domain_xml(domain(new_id(), devices=engine + added),
+                                [str(images)])
 
 
 @pytest.fixture

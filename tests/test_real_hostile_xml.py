@@ -21,6 +21,7 @@ from engine_xml import qcow2, vmdk_descriptor
 from realdaemon import WAIT, command_line
 from vmjobs import domxml, policy
 from vmjobs.errors import InvalidParams
+from vmjobs.tools.supervisor import alive
 
 
 def domain(vm_id, devices):
@@ -429,6 +430,68 @@ def test_a_name_is_never_one_of_libvirts_directories(make_real_api, daemon):
     info = api.Host.getJobs(job_ids=[job])[job]
     assert info["status"] == "done", info
     assert in_daemon(daemon, "cat", marker) == "vars\n"
+    assert api.VM.destroy(vm_id) is True
+
+
+def sized(vm_id, top="<vcpu>1</vcpu>", devices=""):
+    return domain(vm_id, devices).replace("<vcpu>1</vcpu>", top)
+
+
+def channels(count):
+    return "".join(f"<channel type='pty'><target type='virtio' name='c{i}'/>"
+                   "</channel>" for i in range(count))
+
+
+# name -> (refused, control): keyword arguments of sized(); {bridge} is
+# the host bridge's name. Each refused number made the root libvirtd
+# abort (vcpu, iothreads, a controller's index), or grow by 380 MB/s at
+# the start (a NIC's queues); the pty chardevs (domain()'s serial port
+# counts) take the host's pseudo-terminals (round 11).
+SIZES = {
+    "vcpu": (dict(top="<vcpu>4294967295</vcpu>"), dict(top="<vcpu>2</vcpu>")),
+    "iothreads": (dict(top="<vcpu>1</vcpu><iothreads>4294967295</iothreads>"),
+                  dict(top="<vcpu>1</vcpu><iothreads>4</iothreads>")),
+    "controller-index": (
+        dict(devices="<controller type='scsi' index='2147483647' "
+             "model='virtio-scsi'/>"),
+        dict(devices="<controller type='scsi' index='3' "
+             "model='virtio-scsi'/>")),
+    "nic-queues": (
+        dict(devices="<interface type='bridge'><source bridge='{bridge}'/>"
+             "<model type='virtio'/><driver name='vhost' "
+             "queues='4294967295'/></interface>"),
+        dict(devices="<interface type='bridge'><source bridge='{bridge}'/>"
+             "<model type='virtio'/><driver name='vhost' queues='4'/>"
+             "</interface>")),
+    "pty-chardevs": (dict(devices=channels(16)), dict(devices=channels(15))),
+}
+
+
+@pytest.mark.parametrize("case", SIZES)
+def test_a_number_in_the_xml_never_takes_the_daemon_down(
+        make_real_api, daemon, bridge, case):
+    """A count or an index libvirt sizes its memory by, or one that takes
+    a host resource, past its bound: refused at the verb, and libvirtd is
+    the same process after it (before round 11 one VM.create of
+    <vcpu>4294967295</vcpu> made it abort). The control, in the bound,
+    runs."""
+    libvirtd = daemon.daemon_pid()
+    api = make_real_api()
+    refused, control = ({key: value.replace("{bridge}", bridge)
+                         for key, value in parts.items()}
+                        for parts in SIZES[case])
+    vm_id = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": sized(vm_id, **refused)})
+    assert err.value.data == {"param": "xml"}
+    assert api.jobs.jobs() == [] and our_domains(api.hv) == []
+    job = api.VM.create(vm_id, {"vmId": vm_id,
+                                "xml": sized(vm_id, **control)})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    info = api.Host.getJobs(job_ids=[job])[job]
+    assert info["status"] == "done", info
+    # The same libvirtd, alive (a crashed one leaves its pidfile).
+    assert daemon.daemon_pid() == libvirtd and alive(libvirtd)
     assert api.VM.destroy(vm_id) is True
 
 

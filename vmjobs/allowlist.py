@@ -125,6 +125,24 @@ class Pattern(Kind):
             raise Refused(f"{where} {value!r} is not {self.doc}")
 
 
+class Count(Kind):
+    """A count or an index that libvirt sizes its own memory by, as it
+    parses the XML (an array of that many entries, a bitmap, a controller
+    added for each index below it): a decimal number (libvirt reads them
+    base 10) from `least` to `most`, what a guest can use. Unbounded, one
+    define made the root libvirtd allocate what the number said, and
+    abort when it could not (round 11)."""
+    def __init__(self, what, least, most):
+        self.least, self.most = least, most
+        self.doc = f"{what}: a decimal number from {least} to {most}"
+
+    def check(self, value, where, parent, ctx):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) <= 20
+                and self.least <= int(value) <= self.most):
+            raise Refused(f"{where} {value!r} is not {self.doc}")
+
+
 class Text(Kind):
     doc = "free text (no control characters), never read as a path"
 
@@ -386,6 +404,36 @@ KEYMAP = Enum("ar", "bepo", "cz", "da", "de", "de-ch", "en-gb", "en-us",
               "es", "et", "fi", "fo", "fr", "fr-be", "fr-ca", "fr-ch", "hr",
               "hu", "is", "it", "ja", "lt", "lv", "mk", "nl", "no", "pl",
               "pt", "pt-br", "ru", "sl", "sv", "th", "tr")
+# A guest's vCPUs, each a thread of its QEMU: as many as vmjobs lets a
+# caller ask for in vmParams too (params.SMP_RANGE). libvirt 9.0 makes an array
+# of `<vcpu>` entries at parse: `<vcpu>4294967295</vcpu>` made the root
+# libvirtd ask for 32 GiB and abort (round 11, measured on the private
+# daemon: GLib "failed to allocate 34359738360 bytes").
+MAX_VCPUS = 512
+VCPUS = Count("vCPUs", 1, MAX_VCPUS)
+# A guest's I/O threads, each a thread of its QEMU, serving its disks (an
+# engine gives one, or a few): no more than it may have vCPUs. libvirt
+# 9.0 makes a bitmap and an array of `<iothreads>` entries at parse:
+# 4294967295 made the root libvirtd ask for 32 GiB and abort (round 11,
+# measured on the private daemon), and a count that fits would have its
+# QEMU, as root, start that many threads (this host's pid_max: 32768).
+IOTHREADS = Count("I/O threads", 0, MAX_VCPUS)
+# A controller's index, and the controller a device's address names: a
+# PCI bus number at most (8 bits), far more than a guest's disk, serial or
+# smartcard controllers. libvirt 9.0 sizes its address sets by the largest
+# index and adds the controllers a device's address names with all those
+# below them: `<controller type='scsi' index='2147483647'>` made the root
+# libvirtd ask for 2 EiB and abort, a usb one took it 49 s of CPU, and
+# `<address type='drive' controller='2147483647'>` kept a core busy for
+# minutes until it was killed (round 11, measured on the private daemon).
+CONTROLLER_INDEX = Count("a controller index", 0, 255)
+# A NIC's queues: libvirt opens a tap and a vhost-net device for each at
+# the start, in arrays of that many, and each vhost device is a kernel
+# thread of the host; the kernel gives a tap at most 256. Unbounded, the
+# start of one NIC of queues='4294967295' made the root libvirtd grow by
+# 380 MB/s, 12 GB in 30 s of this 24 GB host before it was killed (round
+# 11, measured on the private daemon). 0: libvirt's default, one.
+NIC_QUEUES = Count("queues", 0, 256)
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
@@ -427,6 +475,105 @@ def chardev_rule(element, ctx):
             source.get("mode") != "bind":
         raise Refused(f"<{element.tag} type='unix'> connects to a host "
                       "socket: only mode='bind' is accepted")
+
+
+# The pseudo-terminals one guest may take: each `pty` chardev (a serial
+# port, a console, a channel; a chardev of no type is a pty to libvirt) is one of the host's, opened by its QEMU while it runs,
+# and the host has few (kernel.pty.max: 4096 by default), shared with
+# every login, terminal and guest console. An engine gives a guest one or
+# two (its serial console); without a bound one domain XML of 4,100 pty
+# channels (270 KB) took them all (round 11, measured on the private
+# daemon: 1,000 channels, 1,000 ptys held by one QEMU).
+MAX_PTYS = 16
+PTY_CHARDEVS = ("serial", "console", "channel")
+
+
+# The devices one domain may have, in all its <devices>: far more than a
+# guest's disks, NICs, consoles and controllers (an engine's has tens),
+# and few enough that judging their host paths stays under a second.
+# Judging a path (resolved, looked at on the host) costs about 0.3 ms, in
+# the caller's connection thread: a 4 MiB XML of 60,000 <serial
+# type='file'> took 20 s of the service's CPU and was accepted (round 11),
+# so 64 of them, one per connection slot, would have locked every other
+# caller out for minutes on this 2-core host. Counted before anything in
+# them is judged.
+# Controllers are not counted (they name no host path, and libvirt adds
+# one of its own for many devices: a pcie-root-port each on q35). XML
+# libvirt wrote (a state file, an incoming migration) may hold a few more
+# devices it adds by itself (a console for the first serial port, the
+# PS/2 mouse and keyboard, a video, a balloon...): a guest accepted at the
+# bound is restored and migrated too.
+MAX_DEVICES = 1024
+LIBVIRT_ADDED_DEVICES = 16
+
+
+def check_device_count(root, ctx):
+    """Refuse a domain with more than MAX_DEVICES devices but its
+    controllers (libvirt reads them across every <devices> element)."""
+    bound = MAX_DEVICES + (LIBVIRT_ADDED_DEVICES if ctx.written_by_libvirt
+                           else 0)
+    count = sum(1 for devices in root.iterfind("devices")
+                for device in devices if device.tag != "controller")
+    if count > bound:
+        raise Refused(f"{count} devices (controllers apart): at most "
+                      f"{bound}")
+
+
+# The NIC queues of one domain, all its NICs together (a NIC without
+# queues= has one): each is a tap queue the host opens and, on a KVM
+# host, a vhost-net worker task of the host's (one per queue, read in
+# the kernel's vhost driver; this host has no vhost-net to measure), and
+# each NIC a port of its host bridge (a bridge takes 1,024). As many as
+# one NIC may have (NIC_QUEUES): an engine gives a few NICs of one to
+# four. Without it one domain of 1,024 NICs of 256 queues asked for
+# 262,144 tasks, where pid_max is 32,768 here (round 11).
+MAX_NIC_QUEUES = NIC_QUEUES.most
+
+
+def domain_rule(element, ctx):
+    """At most MAX_PTYS pty chardevs, and MAX_NIC_QUEUES queues of its
+    NICs together, in all its <devices> (libvirt reads the devices across
+    every <devices> element)."""
+    ptys = _pty_count(element)
+    if ptys > MAX_PTYS:
+        raise Refused(f"{ptys} pty chardevs: at most {MAX_PTYS} (each "
+                      "takes one of the host's pseudo-terminals while the "
+                      "guest runs)")
+    queues = sum(_queues_of(nic)
+                 for nic in element.iterfind("devices/interface"))
+    if queues > MAX_NIC_QUEUES:
+        raise Refused(f"its NICs have {queues} queues in all: at most "
+                      f"{MAX_NIC_QUEUES} (each a tap queue, and a vhost "
+                      "task of the host's)")
+
+
+def _pty_count(domain):
+    """The pseudo-terminals its chardevs open. The first <console> of a
+    domain with a serial port, when its target is a serial port (libvirt's
+    default), is that port, its pty shared: libvirt writes such a console
+    into every running guest's XML that has a serial port."""
+    count = 0
+    has_serial = domain.find("devices/serial") is not None
+    for tag in PTY_CHARDEVS:
+        for index, chardev in enumerate(domain.iterfind(f"devices/{tag}")):
+            if chardev.get("type", "pty").strip() != "pty":
+                continue
+            target = chardev.find("target")
+            target_type = "" if target is None else \
+                target.get("type", "").strip()
+            if tag == "console" and index == 0 and has_serial and \
+                    target_type in ("", "serial"):
+                continue
+            count += 1
+    return count
+
+
+def _queues_of(nic):
+    """A NIC's queues, as libvirt counts them (none given, or 0: one);
+    its queues= is already known to be NIC_QUEUES."""
+    queues = max((int(driver.get("queues", "0").strip() or 0)
+                  for driver in nic.iterfind("driver")), default=0)
+    return max(queues, 1)
 
 
 # The least MTU that keeps a link's IPv6: below it the kernel removes the
@@ -642,8 +789,9 @@ DEVICE_COMMON = {
                                "usb", "isa", "dimm", "unassigned"),
                   **{a: TOKEN for a in (
                       "domain", "bus", "slot", "function", "multifunction",
-                      "controller", "target", "unit", "port", "reg", "base",
-                      "iobase", "irq")}}),
+                      "target", "unit", "port", "reg", "base", "iobase",
+                      "irq")},
+                  "controller": CONTROLLER_INDEX}),
     "boot": E({"order": NUMBER, "loadparm": TOKEN}),
     "acpi": E({"index": NUMBER}),
 }
@@ -684,7 +832,8 @@ HYPERV = ("relaxed", "vapic", "vpindex", "runtime", "synic", "reset",
           "avic")
 
 TABLE = {
-    "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER}),
+    "domain": E({"type": Enum("kvm", "qemu", "test"), "id": NUMBER},
+                rule=domain_rule),
     "domain/name": E(text=DomainName()),
     "domain/uuid": E(text=UUID),
     "domain/title": E(text=TEXT),
@@ -694,11 +843,11 @@ TABLE = {
     "domain/memory": E({"unit": TOKEN, "dumpCore": ONOFF}, NUMBER),
     "domain/currentMemory": E({"unit": TOKEN}, NUMBER),
     "domain/vcpu": E({"placement": Enum("static", "auto"), "cpuset": CPU_SET,
-                      "current": NUMBER}, NUMBER),
+                      "current": VCPUS}, VCPUS),
     "domain/vcpus": E(),
     "domain/vcpus/vcpu": E({"id": NUMBER, "enabled": YESNO,
                             "hotpluggable": YESNO, "order": NUMBER}),
-    "domain/iothreads": E(text=NUMBER),
+    "domain/iothreads": E(text=IOTHREADS),
     "domain/cputune": E(),
     "domain/cputune/shares": E(text=NUMBER),
     "domain/cputune/period": E(text=NUMBER),
@@ -865,7 +1014,7 @@ TABLE = {
         "source": E({"network": TOKEN, "bridge": TOKEN,
                      "portgroup": TOKEN}),
         "model": E({"type": TOKEN}),
-        "driver": E({"name": Enum("vhost", "qemu"), "queues": NUMBER,
+        "driver": E({"name": Enum("vhost", "qemu"), "queues": NIC_QUEUES,
                      "txmode": TOKEN, "ioeventfd": ONOFF, "event_idx": ONOFF,
                      "rx_queue_size": NUMBER, "tx_queue_size": NUMBER}),
         "filterref": E({"filter": TOKEN}),
@@ -936,7 +1085,7 @@ TABLE = {
     **device("controller", {"type": Enum("usb", "pci", "scsi",
                                          "virtio-serial", "ide", "sata",
                                          "fdc", "ccid"),
-                            "index": NUMBER, "model": TOKEN,
+                            "index": CONTROLLER_INDEX, "model": TOKEN,
                             "ports": NUMBER, "vectors": NUMBER}, {
         "driver": E({"queues": NUMBER, "iothread": NUMBER,
                      "cmd_per_lun": NUMBER, "max_sectors": NUMBER}),
@@ -992,6 +1141,7 @@ def check(root, ctx):
     if root.tag != "domain":
         raise Refused(f"the root element is <{_local(root.tag)}>, not "
                       "<domain>")
+    check_device_count(root, ctx)
     stack = [(root, "domain", None, 1)]
     rules = []    # run once every value is known to be of its type
     while stack:

@@ -8,10 +8,12 @@ import re
 import uuid
 
 from . import domxml, endpoints, hostfiles
+from .allowlist import MAX_VCPUS
 from .errors import InvalidParams, MissParam
 
 MEM_MIB_RANGE = (16, 4194304)
-SMP_RANGE = (1, 512)
+# As many vCPUs as a domain XML may give (allowlist.VCPUS).
+SMP_RANGE = (1, MAX_VCPUS)
 
 _CANONICAL_UUID = re.compile(
     "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -26,7 +26,9 @@ def render():
         "with -32602 (param `xml`, or `restoreState` for the XML inside a "
         "state file), naming it. So are an element with both text and "
         "child elements, nesting deeper than "
-        f"{allowlist.MAX_DEPTH} levels, and any namespace outside "
+        f"{allowlist.MAX_DEPTH} levels, more than "
+        f"{allowlist.MAX_DEVICES} devices (controllers apart), and any "
+        "namespace outside "
         "`<metadata>` (whose content libvirt keeps and never reads).",
         "",
         "## Refused with a reason, wherever they appear",
