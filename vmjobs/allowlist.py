@@ -405,8 +405,8 @@ KEYMAP = Enum("ar", "bepo", "cz", "da", "de", "de-ch", "en-gb", "en-us",
               "hu", "is", "it", "ja", "lt", "lv", "mk", "nl", "no", "pl",
               "pt", "pt-br", "ru", "sl", "sv", "th", "tr")
 # A guest's vCPUs, each a thread of its QEMU: as many as vmjobs lets a
-# caller ask for in vmParams too (params.SMP_RANGE). libvirt 9.0 makes an array
-# of `<vcpu>` entries at parse: `<vcpu>4294967295</vcpu>` made the root
+# caller ask for in vmParams too (params.SMP_RANGE). libvirt 9.0 makes an
+# array of `<vcpu>` entries at parse: `<vcpu>4294967295</vcpu>` made the root
 # libvirtd ask for 32 GiB and abort (round 11, measured on the private
 # daemon: GLib "failed to allocate 34359738360 bytes").
 MAX_VCPUS = 512
@@ -478,8 +478,9 @@ def chardev_rule(element, ctx):
 
 
 # The pseudo-terminals one guest may take: each `pty` chardev (a serial
-# port, a console, a channel; a chardev of no type is a pty to libvirt) is one of the host's, opened by its QEMU while it runs,
-# and the host has few (kernel.pty.max: 4096 by default), shared with
+# port, a console, a channel; a chardev of no type is a pty to libvirt)
+# is one of the host's, opened by its QEMU while it runs, and the host
+# has few (kernel.pty.max: 4096 by default), shared with
 # every login, terminal and guest console. An engine gives a guest one or
 # two (its serial console); without a bound one domain XML of 4,100 pty
 # channels (270 KB) took them all (round 11, measured on the private
