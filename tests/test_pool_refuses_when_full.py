@@ -13,16 +13,23 @@ class HighBlocker(Blocker):
     priority = Priority.HIGH
 
 
+def fill_with_normal_jobs(pool):
+    """One NORMAL job on the pool's one worker, and queue_size (2) queued:
+    the next is refused. (running, queued)"""
+    running = Blocker()
+    pool.submit(running)
+    assert running.started.wait(WAIT)
+    queued = [Blocker(), Blocker()]
+    for job in queued:
+        pool.submit(job)
+    with pytest.raises(QueueFull):
+        pool.submit(Blocker())
+    return running, queued
+
+
 def test_pool_refuses_when_queue_is_full():
     with Pool(workers=1, queue_size=2) as pool:
-        running = Blocker()
-        pool.submit(running)
-        assert running.started.wait(WAIT)
-        queued = [Blocker(), Blocker()]
-        for job in queued:
-            pool.submit(job)
-        with pytest.raises(QueueFull):
-            pool.submit(Blocker())
+        running, queued = fill_with_normal_jobs(pool)
         assert pool.stats() == {"workers": 1, "queue_size": 2, "queued": 2,
                                 "running": 1, "parked": 0,
                                 "admission_limit": 1, "done": 0, "failed": 0,
@@ -89,14 +96,7 @@ def test_each_class_of_job_has_its_own_room():
     a HIGH one, up to queue_size of them: a flood of one class never
     refuses another."""
     with Pool(workers=1, queue_size=2) as pool:
-        running = Blocker()
-        pool.submit(running)
-        assert running.started.wait(WAIT)
-        queued = [Blocker(), Blocker()]
-        for job in queued:
-            pool.submit(job)
-        with pytest.raises(QueueFull):
-            pool.submit(Blocker())
+        running, queued = fill_with_normal_jobs(pool)
         high = [HighBlocker(), HighBlocker()]
         pool.submit(high[0])
         with pool.place(Priority.HIGH) as place:
