@@ -207,6 +207,80 @@ def test_the_log_full_mix_replays_its_seeds_and_adds_to_the_deep_one():
     assert "log_full" in {s[1] for s in full}
 
 
+FD_LIMIT_SEED = 515   # fd_limit on host a at step 13, on b at step 19
+FD_LIMIT_STEPS = 20
+
+
+def test_short_fd_limit_chaos_run_keeps_every_invariant(tmp_path):
+    """Each service out of file descriptors for a few seconds while
+    migrations and a hibernation run: every invariant holds after, and
+    no thread of either service died of it (no traceback)."""
+    require_daemon()
+    run = ChaosRun(tmp_path, FD_LIMIT_SEED, steps=FD_LIMIT_STEPS,
+                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="fd-limit",
+                   known=KNOWN)
+    ok = run.run()
+    figures = run.figures()
+    print(figures)
+    assert ok, (figures["violations"], figures["violation_file"])
+    assert figures["faults"]["fd_limit"] == 2
+    assert figures["notes"]["fd_limit: seconds limited"] >= 2.0
+    limited = [e for e in run.log if e["kind"] == "fd_limit"]
+    assert {e["host"] for e in limited} == {"a", "b"}
+    assert all(e["outcome"] == "limit back" for e in limited)
+
+
+def test_a_service_out_of_descriptors_gets_them_back(tmp_path):
+    """chaos_fdlimit: the limit lowered to what a process holds, its next
+    open fails EMFILE; given back, it opens again; the traceback check
+    finds one."""
+    import resource
+    import sys
+    from vmjobs.tools import chaos_fdlimit
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "for line in sys.stdin:\n"
+         "    try:\n"
+         "        open('/dev/null').close(); print('ok', flush=True)\n"
+         "    except OSError as exc: print(exc.errno, flush=True)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        def try_open():
+            child.stdin.write("\n")
+            child.stdin.flush()
+            return child.stdout.readline().strip()
+        assert try_open() == "ok"
+        before = chaos_fdlimit.lower(child.pid, 0)
+        held = {int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd")}
+        soft = resource.prlimit(child.pid, resource.RLIMIT_NOFILE)[0]
+        assert soft not in held and set(range(soft)) <= held
+        assert try_open() == "24"   # EMFILE
+        chaos_fdlimit.give_back(child.pid, before)
+        assert resource.prlimit(child.pid, resource.RLIMIT_NOFILE) == before
+        assert try_open() == "ok"
+        assert chaos_fdlimit.cpu_seconds(child.pid) >= 0
+    finally:
+        child.kill()
+        child.wait()
+    chaos_fdlimit.give_back(child.pid, before)   # ended: nothing to do
+    clean, dead = tmp_path / "1.stderr", tmp_path / "2.stderr"
+    clean.write_text("vmjobs: serving\n")
+    dead.write_text("Exception in thread x:\nTraceback (most recent...\n")
+    assert chaos_fdlimit.tracebacks([str(clean), str(dead),
+                                     str(tmp_path / "3.stderr")]) == \
+        [str(dead)]
+
+
+def test_the_fd_limit_mix_replays_its_seeds_and_adds_to_the_deep_one():
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    limited = list(itertools.islice(schedule(SEED, 0.3, "fd-limit"), 2000))
+    assert limited == list(itertools.islice(
+        schedule(SEED, 0.3, "fd-limit"), 2000))
+    assert "fd_limit" not in {s[1] for s in deep}
+    assert "fd_limit" in {s[1] for s in limited}
+
+
 def test_a_job_libvirtd_left_without_owner_is_named():
     # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
     # migration began), and a job with an owner, which is not named.
