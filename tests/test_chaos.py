@@ -272,6 +272,41 @@ def test_a_service_out_of_descriptors_gets_them_back(tmp_path):
         [str(dead)]
 
 
+def test_a_libvirt_connection_opened_at_the_descriptor_limit_aborts(
+        tmp_path):
+    """libvirt's, with GLib (libvirt 9.0; seed 3305 of the fd-limit mix,
+    round 12: a service died so as a migration began, which opens a
+    connection of its own): a process with no descriptor free that opens
+    a libvirt connection is aborted by GLib, which cannot make a main
+    context's wakeup pipe; --known glib-abort-at-fd-limit notes it, and
+    chaos_fdlimit.glib_abort finds its line on stderr."""
+    import sys
+    from vmjobs.tools import chaos_fdlimit
+    listener = tmp_path / "libvirt-sock"   # never answers: not reached
+    code = (
+        "import os, resource, socket, libvirt\n"
+        "libvirt.registerErrorHandler(lambda c, e: None, None)\n"
+        f"s = socket.socket(socket.AF_UNIX); s.bind({str(listener)!r})\n"
+        "s.listen(1)\n"
+        "held = {int(f) for f in os.listdir('/proc/self/fd')}\n"
+        "soft = min(n for n in range(4096) if n not in held)\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
+        f"libvirt.open('qemu:///system?socket={listener}')\n")
+    stderr = tmp_path / "child.stderr"
+    with open(stderr, "w") as f:
+        done = subprocess.run([sys.executable, "-c", code], stderr=f,
+                              timeout=60)
+    assert done.returncode < 0, stderr.read_text()   # killed: SIGTRAP
+    line = chaos_fdlimit.glib_abort(str(stderr))
+    assert line and "GWakeup" in line
+    assert "glib-abort-at-fd-limit" in KNOWN
+    clean = tmp_path / "clean.stderr"
+    clean.write_text("vmjobs: serving\n")
+    assert chaos_fdlimit.glib_abort(str(clean)) is None
+    assert chaos_fdlimit.glib_abort(str(tmp_path / "none")) is None
+
+
 def test_the_fd_limit_mix_replays_its_seeds_and_adds_to_the_deep_one():
     deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
     limited = list(itertools.islice(schedule(SEED, 0.3, "fd-limit"), 2000))

@@ -151,7 +151,8 @@ def build_parser():
                        "seconds)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
-                                "unreadable-domain"),
+                                "unreadable-domain",
+                                "glib-abort-at-fd-limit"),
                        help="a kind of violation already diagnosed: noted "
                        "in the figures instead of stopping the run "
                        "(repeatable)")

@@ -39,7 +39,8 @@ from .chaos_schedule import DEFAULT_MIX, TCP_MIXES, pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
 # Violations that may be noted rather than stop a run (--known).
-KNOWN = ("arrival-without-source", "unreadable-domain")
+KNOWN = ("arrival-without-source", "unreadable-domain",
+         "glib-abort-at-fd-limit")
 QUIET_BOUND = 300.0     # seconds both hosts may take to end every job
 RECOVERY_BOUND = 120.0  # seconds a restarted service may take to recover
 STOP_BOUND = 120.0      # seconds a SIGTERM may take (the run's TimeoutStopSec)
@@ -841,6 +842,9 @@ class ChaosRun:
             time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         finally:
             chaos_fdlimit.give_back(pid, before)
+        if self._died_at_fd_limit(h, entry["step"]):
+            entry["died"] = True
+            return self._restarted(h, "its death at the fd limit")
         spent = chaos_fdlimit.cpu_seconds(pid) - cpu
         entry["cpu"] = round(spent, 2)
         self.notes["fd_limit: service CPU seconds while limited"] = round(
@@ -851,6 +855,25 @@ class ChaosRun:
             + time.monotonic() - started, 2)
         self._fd_limited.add(h)
         return "limit back"
+
+    def _died_at_fd_limit(self, h, i):
+        """True if host h's service died at its descriptor limit in a
+        GLib abort (libvirt's, known: chaos_fdlimit.glib_abort), then
+        noted with --known glib-abort-at-fd-limit; else a violation. False
+        if it runs, or died otherwise."""
+        host = self.hosts[h]
+        if host.process is None or host.process.poll() is None:
+            return False
+        line = chaos_fdlimit.glib_abort(host.stderr_path(host.starts))
+        if line is None:
+            return False
+        what = (f"{host.name}: the service died at its descriptor limit "
+                f"(exit {host.process.returncode}): {line}")
+        if "glib-abort-at-fd-limit" not in self.known:
+            raise Violation(f"step {i}: {what}")
+        self._note_known(i, "glib-abort-at-fd-limit", what, what)
+        host.kill()   # (reaped; its client closed)
+        return True
 
     def _check_fd_limited(self, i):
         """After a check that followed fd_limit: no stderr file of that
@@ -896,7 +919,12 @@ class ChaosRun:
                 try:
                     jobs = host.call("Host.getJobs")
                 except ServiceDown as exc:
-                    raise Violation(f"step {i}: {exc}") from None
+                    h = self.hosts.index(host)
+                    if self._died_at_fd_limit(h, i):
+                        self._restarted(h, "its death at the fd limit")
+                        jobs = host.call("Host.getJobs")
+                    else:
+                        raise Violation(f"step {i}: {exc}") from None
                 ids.update(jobs)
                 by_host[host.name] = jobs
             waiting = arrivals_without_source(by_host, time.time())

@@ -9,7 +9,14 @@ its state file), then gives the limit back.
 Every new descriptor past the limit fails EMFILE: an accept, a socket, an
 open, a pipe of a child. The service must serve on once it has them again
 (every invariant holds at the next check) and no thread of it may have
-died of it (no traceback on its stderr)."""
+died of it (no traceback on its stderr).
+
+Known (libvirt's, with GLib; --known glib-abort-at-fd-limit): a new
+libvirt connection opened with no descriptor free kills the whole
+process: GLib cannot make the wakeup pipe of the connection's main
+context and aborts ("GLib-ERROR **: Creating pipes for GWakeup: Too many
+open files"); vmjobs opens one per migration (Connections.own()) and
+on every reconnect."""
 
 import os
 import resource
@@ -65,3 +72,20 @@ def tracebacks(paths):
         if "Traceback" in text or "Logging error" in text:
             found.append(path)
     return found
+
+
+GLIB_ABORT = "GLib-ERROR"
+NO_DESCRIPTORS = "Too many open files"
+
+
+def glib_abort(path):
+    """The line of stderr file `path` in which GLib aborted the process
+    for want of a descriptor, or None."""
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if GLIB_ABORT in line and NO_DESCRIPTORS in line:
+                    return line.strip()
+    except FileNotFoundError:
+        pass
+    return None
