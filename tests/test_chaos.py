@@ -207,6 +207,115 @@ def test_the_log_full_mix_replays_its_seeds_and_adds_to_the_deep_one():
     assert "log_full" in {s[1] for s in full}
 
 
+FD_LIMIT_SEED = 515   # fd_limit on host a at step 13, on b at step 19
+FD_LIMIT_STEPS = 20
+
+
+def test_short_fd_limit_chaos_run_keeps_every_invariant(tmp_path):
+    """Each service out of file descriptors for a few seconds while
+    migrations and a hibernation run: every invariant holds after, and
+    no thread of either service died of it (no traceback)."""
+    require_daemon()
+    run = ChaosRun(tmp_path, FD_LIMIT_SEED, steps=FD_LIMIT_STEPS,
+                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="fd-limit",
+                   known=KNOWN)
+    ok = run.run()
+    figures = run.figures()
+    print(figures)
+    assert ok, (figures["violations"], figures["violation_file"])
+    assert figures["faults"]["fd_limit"] == 2
+    assert figures["notes"]["fd_limit: seconds limited"] >= 2.0
+    limited = [e for e in run.log if e["kind"] == "fd_limit"]
+    assert {e["host"] for e in limited} == {"a", "b"}
+    assert all(e["outcome"] == "limit back" for e in limited)
+
+
+def test_a_service_out_of_descriptors_gets_them_back(tmp_path):
+    """chaos_fdlimit: the limit lowered to what a process holds, its next
+    open fails EMFILE; given back, it opens again; the traceback check
+    finds one."""
+    import resource
+    import sys
+    from vmjobs.tools import chaos_fdlimit
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "for line in sys.stdin:\n"
+         "    try:\n"
+         "        open('/dev/null').close(); print('ok', flush=True)\n"
+         "    except OSError as exc: print(exc.errno, flush=True)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        def try_open():
+            child.stdin.write("\n")
+            child.stdin.flush()
+            return child.stdout.readline().strip()
+        assert try_open() == "ok"
+        before = chaos_fdlimit.lower(child.pid, 0)
+        held = {int(fd) for fd in os.listdir(f"/proc/{child.pid}/fd")}
+        soft = resource.prlimit(child.pid, resource.RLIMIT_NOFILE)[0]
+        assert soft not in held and set(range(soft)) <= held
+        assert try_open() == "24"   # EMFILE
+        chaos_fdlimit.give_back(child.pid, before)
+        assert resource.prlimit(child.pid, resource.RLIMIT_NOFILE) == before
+        assert try_open() == "ok"
+        assert chaos_fdlimit.cpu_seconds(child.pid) >= 0
+    finally:
+        child.kill()
+        child.wait()
+    chaos_fdlimit.give_back(child.pid, before)   # ended: nothing to do
+    clean, dead = tmp_path / "1.stderr", tmp_path / "2.stderr"
+    clean.write_text("vmjobs: serving\n")
+    dead.write_text("Exception in thread x:\nTraceback (most recent...\n")
+    assert chaos_fdlimit.tracebacks([str(clean), str(dead),
+                                     str(tmp_path / "3.stderr")]) == \
+        [str(dead)]
+
+
+def test_a_libvirt_connection_opened_at_the_descriptor_limit_aborts(
+        tmp_path):
+    """libvirt's, with GLib (libvirt 9.0; seed 3305 of the fd-limit mix,
+    round 12: a service died so as a migration began, which opens a
+    connection of its own): a process with no descriptor free that opens
+    a libvirt connection is aborted by GLib, which cannot make a main
+    context's wakeup pipe; --known glib-abort-at-fd-limit notes it, and
+    chaos_fdlimit.glib_abort finds its line on stderr."""
+    import sys
+    from vmjobs.tools import chaos_fdlimit
+    listener = tmp_path / "libvirt-sock"   # never answers: not reached
+    code = (
+        "import os, resource, socket, libvirt\n"
+        "libvirt.registerErrorHandler(lambda c, e: None, None)\n"
+        f"s = socket.socket(socket.AF_UNIX); s.bind({str(listener)!r})\n"
+        "s.listen(1)\n"
+        "held = {int(f) for f in os.listdir('/proc/self/fd')}\n"
+        "soft = min(n for n in range(4096) if n not in held)\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
+        f"libvirt.open('qemu:///system?socket={listener}')\n")
+    stderr = tmp_path / "child.stderr"
+    with open(stderr, "w") as f:
+        done = subprocess.run([sys.executable, "-c", code], stderr=f,
+                              timeout=60)
+    assert done.returncode < 0, stderr.read_text()   # killed: SIGTRAP
+    line = chaos_fdlimit.glib_abort(str(stderr))
+    assert line and "GWakeup" in line
+    assert "glib-abort-at-fd-limit" in KNOWN
+    clean = tmp_path / "clean.stderr"
+    clean.write_text("vmjobs: serving\n")
+    assert chaos_fdlimit.glib_abort(str(clean)) is None
+    assert chaos_fdlimit.glib_abort(str(tmp_path / "none")) is None
+
+
+def test_the_fd_limit_mix_replays_its_seeds_and_adds_to_the_deep_one():
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    limited = list(itertools.islice(schedule(SEED, 0.3, "fd-limit"), 2000))
+    assert limited == list(itertools.islice(
+        schedule(SEED, 0.3, "fd-limit"), 2000))
+    assert "fd_limit" not in {s[1] for s in deep}
+    assert "fd_limit" in {s[1] for s in limited}
+
+
 def test_a_job_libvirtd_left_without_owner_is_named():
     # libvirtd 9.0's own words (seed 2903: killed -9 as an incoming
     # migration began), and a job with an owner, which is not named.

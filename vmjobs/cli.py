@@ -138,17 +138,21 @@ def build_parser():
     chaos.add_argument("--fault-rate", type=float, default=0.03,
                        help="probability that a step is a fault")
     chaos.add_argument("--mix", choices=("deep", "wide", "classic",
-                                         "partition", "log-full"),
+                                         "partition", "log-full",
+                                         "fd-limit"),
                        default="deep",
                        help="the operations and faults drawn (default "
                        "deep; wide and classic: the mixes before it, for "
                        "old seeds; partition: deep, the hosts on loopback "
                        "TCP, cut from each other while migrations run, "
                        "which needs nft; log-full: deep, a service's log "
-                       "disk full for a few steps)")
+                       "disk full for a few steps; fd-limit: deep, a "
+                       "service out of file descriptors for a few "
+                       "seconds)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
-                                "unreadable-domain"),
+                                "unreadable-domain",
+                                "glib-abort-at-fd-limit"),
                        help="a kind of violation already diagnosed: noted "
                        "in the figures instead of stopping the run "
                        "(repeatable)")

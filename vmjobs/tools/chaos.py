@@ -25,7 +25,7 @@ import uuid
 import libvirt
 
 from ..client import RemoteError
-from . import chaos_partition
+from . import chaos_fdlimit, chaos_partition
 from .chaos_checks import (
     arrivals_without_source,
     check_quiet,
@@ -39,7 +39,8 @@ from .chaos_schedule import DEFAULT_MIX, TCP_MIXES, pick, schedule, sub_draws
 
 ENDED = ("done", "failed", "aborted")
 # Violations that may be noted rather than stop a run (--known).
-KNOWN = ("arrival-without-source", "unreadable-domain")
+KNOWN = ("arrival-without-source", "unreadable-domain",
+         "glib-abort-at-fd-limit")
 QUIET_BOUND = 300.0     # seconds both hosts may take to end every job
 RECOVERY_BOUND = 120.0  # seconds a restarted service may take to recover
 STOP_BOUND = 120.0      # seconds a SIGTERM may take (the run's TimeoutStopSec)
@@ -59,6 +60,10 @@ PARTITION_SECONDS = (1.0, 20.0)
 PARTITION_BACKSTOP = 30.0
 # A service's log disk stays full for 4 to 16 steps (the log-full mix).
 LOG_FULL_STEPS = (4, 16)
+# A service out of descriptors (the fd-limit mix) for 1 to 8 s, with 0 to
+# 3 descriptors to spare.
+FD_LIMIT_SECONDS = (1.0, 8.0)
+FD_LIMIT_SLACK = 4
 
 
 class Violation(Exception):
@@ -118,6 +123,7 @@ class ChaosRun:
         self.notes = collections.Counter()
         self.rechecks = 0
         self._wedged = set()   # VMs seen in QEMU's postmigrate
+        self._fd_limited = set()   # hosts fd_limit touched since a check
 
     # -- the run ----------------------------------------------------------------
 
@@ -778,6 +784,110 @@ class ChaosRun:
             if found:
                 raise Violation(f"step {i}: " + "; ".join(found))
 
+    # -- the fd-limit mix -------------------------------------------------------------
+
+    def _fault_fd_limit(self, h, draw, entry):
+        """Host h's service out of file descriptors for 1 to 8 s
+        (chaos_fdlimit): its soft limit lowered so that 0 to 3 more
+        descriptors fit; meanwhile a migration from h, a hibernation on h and a
+        migration to h from the other host (each one time in two, on the
+        connections the run holds), then the limit is back. Checked
+        after: every invariant (the check follows every fault) and no
+        traceback on the service's stderr; the CPU time it took while
+        limited is noted (an accept loop that spins on EMFILE)."""
+        more = sub_draws(draw)
+        (out, hib, back, vm_a, vm_b, vm_c, length, spare) = (
+            more.random() for _ in range(8))
+        host = self.hosts[h]
+        pid = host.process.pid
+        low, high = FD_LIMIT_SECONDS
+        seconds = low + (high - low) * length
+        slack = int(FD_LIMIT_SLACK * spare)
+        cpu = chaos_fdlimit.cpu_seconds(pid)
+        before = chaos_fdlimit.lower(pid, slack)
+        entry.update(seconds=round(seconds, 2), slack=slack,
+                     fds=chaos_fdlimit.open_fds(pid), asked=[])
+        started = time.monotonic()
+        try:
+            for wanted, kind, source, pick_draw in (
+                    (out, "migrate", h, vm_a), (hib, "hibernate", h, vm_b),
+                    (back, "migrate", 1 - h, vm_c)):
+                if wanted >= 0.5:
+                    continue
+                asked = {"step": entry["step"], "kind": kind,
+                         "from": self.hosts[source].name}
+                try:
+                    # (its list too may be answered 503 at the limit)
+                    vm_id = pick(self._public(source), pick_draw)
+                except (RemoteError, ServiceDown) as exc:
+                    asked["outcome"] = f"no list: {exc}"[:200]
+                    entry["asked"].append(asked)
+                    continue
+                if vm_id is None:
+                    continue
+                asked["vm"] = vm_id
+                entry["asked"].append(asked)
+                try:
+                    if kind == "migrate":
+                        self._migrate_now(source, vm_id, asked)
+                    else:
+                        self._hibernate_now(source, vm_id, asked)
+                    asked["outcome"] = "queued"
+                except RemoteError as exc:
+                    asked["outcome"] = f"refused {exc.code}"
+                except ServiceDown:
+                    asked["outcome"] = "unreachable"
+                    self.ledger.job_ended(kind, vm_id, None, entry["step"],
+                                          "lost")
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        finally:
+            chaos_fdlimit.give_back(pid, before)
+        if self._died_at_fd_limit(h, entry["step"]):
+            entry["died"] = True
+            return self._restarted(h, "its death at the fd limit")
+        spent = chaos_fdlimit.cpu_seconds(pid) - cpu
+        entry["cpu"] = round(spent, 2)
+        self.notes["fd_limit: service CPU seconds while limited"] = round(
+            self.notes["fd_limit: service CPU seconds while limited"]
+            + spent, 2)
+        self.notes["fd_limit: seconds limited"] = round(
+            self.notes["fd_limit: seconds limited"]
+            + time.monotonic() - started, 2)
+        self._fd_limited.add(h)
+        return "limit back"
+
+    def _died_at_fd_limit(self, h, i):
+        """True if host h's service died at its descriptor limit in a
+        GLib abort (libvirt's, known: chaos_fdlimit.glib_abort), then
+        noted with --known glib-abort-at-fd-limit; else a violation. False
+        if it runs, or died otherwise."""
+        host = self.hosts[h]
+        if host.process is None or host.process.poll() is None:
+            return False
+        line = chaos_fdlimit.glib_abort(host.stderr_path(host.starts))
+        if line is None:
+            return False
+        what = (f"{host.name}: the service died at its descriptor limit "
+                f"(exit {host.process.returncode}): {line}")
+        if "glib-abort-at-fd-limit" not in self.known:
+            raise Violation(f"step {i}: {what}")
+        self._note_known(i, "glib-abort-at-fd-limit", what, what)
+        host.kill()   # (reaped; its client closed)
+        return True
+
+    def _check_fd_limited(self, i):
+        """After a check that followed fd_limit: no stderr file of that
+        host holds a traceback (a thread dead of EMFILE)."""
+        for h in sorted(self._fd_limited):
+            host = self.hosts[h]
+            found = chaos_fdlimit.tracebacks(
+                [host.stderr_path(n) for n in range(1, host.starts + 1)])
+            self.checks += 1
+            if found:
+                raise Violation(f"step {i}: {host.name}: a traceback after "
+                                f"fd_limit in {', '.join(found)}")
+        self._fd_limited.clear()
+
     # -- the full state directory -------------------------------------------------
 
     def _mount_full_dir(self):
@@ -809,7 +919,12 @@ class ChaosRun:
                 try:
                     jobs = host.call("Host.getJobs")
                 except ServiceDown as exc:
-                    raise Violation(f"step {i}: {exc}") from None
+                    h = self.hosts.index(host)
+                    if self._died_at_fd_limit(h, i):
+                        self._restarted(h, "its death at the fd limit")
+                        jobs = host.call("Host.getJobs")
+                    else:
+                        raise Violation(f"step {i}: {exc}") from None
                 ids.update(jobs)
                 by_host[host.name] = jobs
             waiting = arrivals_without_source(by_host, time.time())
@@ -863,6 +978,7 @@ class ChaosRun:
         if found:
             raise Violation(f"step {i}: " + "; ".join(found))
         self._check_logs(i)
+        self._check_fd_limited(i)
         for name, vm_id in wedged_by_a_migration(self.hosts):
             if vm_id not in self._wedged:
                 self._wedged.add(vm_id)

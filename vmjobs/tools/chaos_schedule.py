@@ -17,7 +17,10 @@ seeds replay); and `partition`, the deep mix with the hosts on loopback TCP
 and a network partition between them (chaos_partition) while migrations
 run, drawn as often as the deep mix's other faults together; and
 `log-full`, the deep mix with a service's log disk filled up for a few
-steps (chaos_logdisk), drawn as often as any other fault."""
+steps (chaos_logdisk), drawn as often as any other fault; and
+`fd-limit`, the deep mix with a service out of file descriptors for a
+few seconds while migrations and a hibernation run (chaos_fdlimit),
+drawn as often as any other fault."""
 
 import random
 
@@ -40,10 +43,13 @@ PARTITION_FAULTS = DEEP_FAULTS + ("partition",) * len(DEEP_FAULTS)
 
 LOG_FULL_FAULTS = DEEP_FAULTS + ("log_full",)
 
+FD_LIMIT_FAULTS = DEEP_FAULTS + ("fd_limit",)
+
 MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS),
          "deep": (DEEP_OPS, DEEP_FAULTS),
          "partition": (DEEP_OPS, PARTITION_FAULTS),
-         "log-full": (DEEP_OPS, LOG_FULL_FAULTS)}
+         "log-full": (DEEP_OPS, LOG_FULL_FAULTS),
+         "fd-limit": (DEEP_OPS, FD_LIMIT_FAULTS)}
 # Mixes whose hosts talk over loopback TCP (the others: Unix sockets).
 TCP_MIXES = ("partition",)
 DEFAULT_MIX = "deep"
