@@ -236,6 +236,7 @@ def test_a_service_out_of_descriptors_gets_them_back(tmp_path):
     finds one."""
     import resource
     import sys
+
     from vmjobs.tools import chaos_fdlimit
     child = subprocess.Popen(
         [sys.executable, "-c",
@@ -281,6 +282,7 @@ def test_a_libvirt_connection_opened_at_the_descriptor_limit_aborts(
     context's wakeup pipe; --known glib-abort-at-fd-limit notes it, and
     chaos_fdlimit.glib_abort finds its line on stderr."""
     import sys
+
     from vmjobs.tools import chaos_fdlimit
     listener = tmp_path / "libvirt-sock"   # never answers: not reached
     code = (

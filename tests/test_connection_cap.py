@@ -379,6 +379,7 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
     service serves as before."""
     import os
     import resource
+
     from vmjobs.tools import chaos_fdlimit
     pid = server.process.pid
     held = chaos_fdlimit.open_fds(pid)

@@ -336,9 +336,10 @@ class _ServerMixin:
         with it, its request read and answered 503 with Retry-After (no
         verb ran) and closed (_answer_turned_away), and the reserve taken
         again: each caller is told at once, the backlog drains, and the
-        loop waits for the next connection. Should the reserve be lost (another thread took the
-        freed descriptor first), the next accept at the limit takes it
-        back once one is free, and spins only until then."""
+        loop waits for the next connection. Should the reserve be lost
+        (another thread took the freed descriptor first), the next accept
+        at the limit takes it back once one is free, and spins only until
+        then."""
         try:
             request = super().get_request()
         except OSError as exc:
