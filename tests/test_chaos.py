@@ -59,15 +59,24 @@ def test_the_wide_mix_replays_its_seeds_and_the_deep_one_adds_to_it():
     assert added <= {s[1] for s in deep}
 
 
-def test_short_chaos_run_keeps_every_invariant(tmp_path):
+def short_run(tmp_path, seed, steps, mix="deep", fault_rate=0.25,
+              known=KNOWN):
+    """A short chaos run on two private daemons (4 VMs of 32 MiB), once
+    it broke no invariant: (the run, its figures)."""
     require_daemon()
-    # A fault every ten steps or so: every kind of fault shows up.
-    run = ChaosRun(tmp_path, SEED, steps=STEPS, max_vms=4, mem_mib=32,
-                   fault_rate=0.1, mix="classic")
+    run = ChaosRun(tmp_path, seed, steps=steps, max_vms=4, mem_mib=32,
+                   fault_rate=fault_rate, mix=mix, known=known)
     ok = run.run()
     figures = run.figures()
     print(figures)
     assert ok, (figures["violations"], figures["violation_file"])
+    return run, figures
+
+
+def test_short_chaos_run_keeps_every_invariant(tmp_path):
+    # A fault every ten steps or so: every kind of fault shows up.
+    run, figures = short_run(tmp_path, SEED, STEPS, mix="classic",
+                             fault_rate=0.1, known=())
     assert figures["invariant_checks"] >= 5
     assert sum(figures["faults"].values()) >= 3
     assert any(key.endswith("job done") for key in figures["operations"])
@@ -88,15 +97,9 @@ WIDE_STEPS = 50
 
 
 def test_short_wide_chaos_run_keeps_every_invariant(tmp_path):
-    require_daemon()
     # The kinds already diagnosed (docs/chaos.md, "What the wide mix
     # found") are noted, not failed: this checks the run itself.
-    run = ChaosRun(tmp_path, WIDE_SEED, steps=WIDE_STEPS, max_vms=4,
-                   mem_mib=32, fault_rate=0.25, mix="wide", known=KNOWN)
-    ok = run.run()
-    figures = run.figures()
-    print(figures)
-    assert ok, (figures["violations"], figures["violation_file"])
+    run, figures = short_run(tmp_path, WIDE_SEED, WIDE_STEPS, mix="wide")
     assert {"qemu_kill", "libvirtd_kill9", "libvirtd_stop",
             "migrate_to_down", "kill_both_mid_migration"} <= \
         set(figures["faults"])
@@ -110,13 +113,7 @@ DEEP_STEPS = 50
 
 
 def test_short_deep_chaos_run_keeps_every_invariant(tmp_path):
-    require_daemon()
-    run = ChaosRun(tmp_path, DEEP_SEED, steps=DEEP_STEPS, max_vms=4,
-                   mem_mib=32, fault_rate=0.25, known=KNOWN)
-    ok = run.run()
-    figures = run.figures()
-    print(figures)
-    assert ok, (figures["violations"], figures["violation_file"])
+    run, figures = short_run(tmp_path, DEEP_SEED, DEEP_STEPS)
     assert figures["mix"] == "deep"
     assert {"qemu_stop", "kill9_mid_recovery"} <= set(figures["faults"])
     assert any(key.startswith("outside_pause ") and "skipped" not in key
@@ -129,14 +126,8 @@ PARTITION_STEPS = 24
 
 
 def test_short_partition_chaos_run_keeps_every_invariant(tmp_path):
-    require_daemon()
-    run = ChaosRun(tmp_path, PARTITION_SEED, steps=PARTITION_STEPS,
-                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="partition",
-                   known=KNOWN)
-    ok = run.run()
-    figures = run.figures()
-    print(figures)
-    assert ok, (figures["violations"], figures["violation_file"])
+    run, figures = short_run(tmp_path, PARTITION_SEED, PARTITION_STEPS,
+                             mix="partition")
     assert figures["faults"]["partition"] >= 3
     assert figures["operations"].get("migrate (in a partition) queued",
                                      0) >= 1
@@ -157,14 +148,8 @@ def test_short_log_full_chaos_run_keeps_every_invariant(tmp_path):
     """Each service's log disk full for a few steps, restarts among them:
     every invariant holds, and each service said each run of lost lines
     once and that its log was written again."""
-    require_daemon()
-    run = ChaosRun(tmp_path, LOG_FULL_SEED, steps=LOG_FULL_STEPS,
-                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="log-full",
-                   known=KNOWN)
-    ok = run.run()
-    figures = run.figures()
-    print(figures)
-    assert ok, (figures["violations"], figures["violation_file"])
+    run, figures = short_run(tmp_path, LOG_FULL_SEED, LOG_FULL_STEPS,
+                             mix="log-full")
     assert figures["faults"]["log_full"] >= 2
     for name in ("a", "b"):
         lost = figures["notes"][f"{name}: log disk full, runs of lost "
@@ -215,14 +200,8 @@ def test_short_fd_limit_chaos_run_keeps_every_invariant(tmp_path):
     """Each service out of file descriptors for a few seconds while
     migrations and a hibernation run: every invariant holds after, and
     no thread of either service died of it (no traceback)."""
-    require_daemon()
-    run = ChaosRun(tmp_path, FD_LIMIT_SEED, steps=FD_LIMIT_STEPS,
-                   max_vms=4, mem_mib=32, fault_rate=0.25, mix="fd-limit",
-                   known=KNOWN)
-    ok = run.run()
-    figures = run.figures()
-    print(figures)
-    assert ok, (figures["violations"], figures["violation_file"])
+    run, figures = short_run(tmp_path, FD_LIMIT_SEED, FD_LIMIT_STEPS,
+                             mix="fd-limit")
     assert figures["faults"]["fd_limit"] == 2
     assert figures["notes"]["fd_limit: seconds limited"] >= 2.0
     limited = [e for e in run.log if e["kind"] == "fd_limit"]
