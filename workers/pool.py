@@ -144,9 +144,8 @@ class Pool:
         self._abort_queued = False
         self._lanes = Lanes(starvation_limit)
         self._pending: Dict[str, Job] = {}   # queued
-        # Places taken (place()) whose job is not submitted yet.
-        self._held_places = 0
-        # Queued jobs and held places by class, each at most queue_size.
+        # Queued jobs and places taken (place()) whose job is not queued
+        # yet, by class, each at most queue_size (_places_held: the latter).
         self._waiting = dict.fromkeys(Priority, 0)
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
@@ -196,7 +195,6 @@ class Pool:
             refusal = self._refusal(priority)
             if refusal is not None:
                 raise refusal
-            self._held_places += 1
             self._waiting[priority] += 1
         return Place(functools.partial(self._submit_in_place, priority),
                      functools.partial(self._give_back, priority))
@@ -263,9 +261,12 @@ class Pool:
         # Caller holds _lock. A stop's workers wait for the places held
         # (_may_stop): the last one given back wakes one to look again.
         self._waiting[priority] -= 1
-        self._held_places -= 1
-        if self._closed and not self._held_places:
+        if self._closed and not self._places_held():
             self._queue.put(None)
+
+    def _places_held(self) -> int:
+        # Caller holds _lock. Places taken whose job is not queued yet.
+        return sum(self._waiting.values()) - len(self._pending)
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True,
                  timeout: Optional[float] = None) -> bool:
@@ -466,7 +467,7 @@ class Pool:
         worker."""
         with self._lock:
             if not self._closed or self._pending or self._parked or \
-                    self._held_places:
+                    self._places_held():
                 return False
             self._queue.put(None)
             return True
