@@ -21,6 +21,8 @@ on every reconnect."""
 import os
 import resource
 
+from .chaos_host import says_a_thread_died
+
 
 def open_fds(pid):
     """How many descriptors process `pid` holds."""
@@ -69,7 +71,7 @@ def tracebacks(paths):
                 text = f.read()
         except FileNotFoundError:
             continue
-        if "Traceback" in text or "Logging error" in text:
+        if says_a_thread_died(text):
             found.append(path)
     return found
 

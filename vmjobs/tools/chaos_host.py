@@ -41,6 +41,12 @@ PARTITION_LIBVIRTD = {"keepalive_interval": 2, "keepalive_count": 3}
 CALL_TIMEOUT = 60.0
 
 
+def says_a_thread_died(text):
+    """Whether a service's stderr `text` holds a traceback: a thread or a
+    logging call of it died."""
+    return "Traceback" in text or "Logging error" in text
+
+
 class ServiceDown(Exception):
     """The service did not answer (stopped, killed, or frozen)."""
 

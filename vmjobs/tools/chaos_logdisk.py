@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 
+from .chaos_host import says_a_thread_died
+
 # Room for every log line of a 30-minute run (about 1 MiB a host),
 # whatever the filler leaves.
 SIZE = "64m"
@@ -93,8 +95,7 @@ def stderr_findings(name, paths, current):
                 lines = f.read().splitlines()
         except FileNotFoundError:
             continue
-        if any("Traceback" in line or "Logging error" in line
-               for line in lines):
+        if any(says_a_thread_died(line) for line in lines):
             found.append(f"{name}: {path} holds a traceback")
         said = [line for line in lines if LOST in line or BACK in line]
         lost += sum(LOST in line for line in said)
