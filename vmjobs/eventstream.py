@@ -223,10 +223,11 @@ class _Stream:
         """Take what was posted (once all given before is sent) and
         send what the socket takes, a window at a time. False when the
         stream is over: sent its end, cut off, or its subscriber is gone.
-        `chunks`: the chunks the turn's other streams made, by their first
-        and last notification (the objects: a resync has the id of a real
-        one): the streams that keep up read the same notifications, made
-        into one chunk once."""
+        `chunks`: the chunks the turn's other streams made, by the first
+        and last notification of the backlog they were made from (the
+        objects: a resync has the id of a real one), with how many
+        notifications each holds: the streams that keep up read the same
+        notifications, made into one chunk once."""
         if not self.pending and not self.backlog and not self.ending:
             try:
                 events = self.subscription.get(0)
@@ -275,18 +276,30 @@ class _Stream:
 
     def _window(self, chunks):
         """The next chunk of the backlog: its first notifications, as
-        many as fit in WINDOW_BYTES (at least one), made once for the
-        streams of the turn that frame the same ones."""
-        events, size = [], 0
-        while self.backlog and (not events or size + len(
-                sse.frame(self.backlog[0])) <= WINDOW_BYTES):
-            events.append(self.backlog.popleft())
-            size += len(sse.frame(events[-1]))
-        span = (events[0], events[-1], self.chunked)
-        chunk = chunks.get(span)
-        if chunk is None:
-            chunk = chunks[span] = self._chunk(
-                b"".join(map(sse.frame, events)))
+        many as fit in WINDOW_BYTES (at least one). Made once per turn for
+        every stream whose backlog spans the same notifications (the
+        streams that keep up took the same ones): the other streams only
+        drop as many from their backlog. A backlog is a run of the feed,
+        so its first and last notification say all it holds."""
+        backlog = self.backlog
+        span = (backlog[0], backlog[-1], self.chunked)
+        made = chunks.get(span)
+        if made is None:
+            frames, size = [], 0
+            for event in backlog:
+                data = sse.frame(event)
+                if frames and size + len(data) > WINDOW_BYTES:
+                    break
+                frames.append(data)
+                size += len(data)
+            made = chunks[span] = (self._chunk(b"".join(frames)),
+                                   len(frames))
+        chunk, count = made
+        if count == len(backlog):
+            backlog.clear()
+        else:
+            for _ in range(count):
+                backlog.popleft()
         return chunk
 
     def _chunk(self, data):
