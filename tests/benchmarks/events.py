@@ -21,7 +21,13 @@
      no feed, workers.Job.observe a no-op): what publishing costs.
    From a VM's commit (its Up notification's publish time, from the
    service's buffer) to that Up reaching each subscriber: p50, p99.
-2. The load test's total against the storm's real end: `vmjobs loadtest`
+   Where the CPU that 16 subscribers add goes: the service's dispatcher
+   thread (which writes every stream) and the subscribers' process, from
+   /proc, over the storm.
+2. The dispatcher's turn alone (`--turns`): 16 streams on socket pairs
+   whose other ends a thread drains, 40 notifications posted before each
+   turn; the thread CPU of a stream's turn, and of it the send(2).
+3. The load test's total against the storm's real end: `vmjobs loadtest`
    in process, `--small` and `--vms` VMs; its total (first request to the
    last Up event) against the real end (first request to the last job's
    `ended`, from JobInfo), and the end a 0.1 s poll of Host.getJobs (the
@@ -44,9 +50,11 @@ import threading
 import time
 import uuid
 
-from common import ms, percentile, table, write_json
+from common import cpu_seconds, ms, percentile, table, write_json
+from vmjobs import eventstream, sse
 from vmjobs.api import API
 from vmjobs.config import Config
+from vmjobs.notifications import Notifications
 from vmjobs.server import Server
 from vmjobs.tools import loadtest
 from workers import Job
@@ -158,9 +166,18 @@ def submit(api, server, vms, engine_name, connections):
     return started, jobs
 
 
+def dispatcher_seconds():
+    """The CPU seconds of this process' event dispatcher thread, if one
+    runs (0 if not), from /proc/self/task: that thread's alone."""
+    return sum(cpu_seconds([f"self/task/{thread.native_id}"])
+               for thread in threading.enumerate()
+               if thread.name == "vmjobs-events")
+
+
 def storm(vms, case, subscribers, engine_name="in process", connections=4):
     """One storm on a fresh host; (seconds, CPU seconds of this process,
-    [latency of each Up to each subscriber, seconds])."""
+    [latency of each Up to each subscriber, seconds], CPU seconds of the
+    dispatcher thread and of the subscribers' process, None without)."""
     directory = tempfile.mkdtemp(prefix="vmjobs-bench-events-")
     config = Config(uri=None, workers=4, queue_size=vms, events_buffer=20 * vms,
                     listen=f"unix:{directory}/vmjobs.sock",
@@ -183,6 +200,8 @@ def storm(vms, case, subscribers, engine_name="in process", connections=4):
                 text=True)
             assert reader.stdout.readline() == "ready\n"
         cpu = time.process_time()
+        reader_cpu = cpu_seconds([reader.pid]) if reader else None
+        dispatcher_cpu = dispatcher_seconds()
         started, jobs = submit(api, server, vms, engine_name, connections)
         for job_id in jobs:
             assert api.jobs.get(job_id).wait(600)
@@ -191,6 +210,9 @@ def storm(vms, case, subscribers, engine_name="in process", connections=4):
         seconds = max(api.jobs.get(job_id).info()["ended"]
                       for job_id in jobs) - started
         cpu = time.process_time() - cpu
+        if reader is not None:
+            reader_cpu = cpu_seconds([reader.pid]) - reader_cpu
+            dispatcher_cpu = dispatcher_seconds() - dispatcher_cpu
         published = {n.id: n.time for n in api.notifications._kept}
     finally:
         server.stop()   # ends the streams: the reader writes its notes
@@ -203,7 +225,7 @@ def storm(vms, case, subscribers, engine_name="in process", connections=4):
             for notes in json.load(f):
                 assert len(notes) == vms, len(notes)
                 latencies += [at - published[i] for i, at in notes]
-    return seconds, cpu, latencies
+    return seconds, cpu, latencies, (dispatcher_cpu, reader_cpu)
 
 
 def storms(args):
@@ -211,13 +233,17 @@ def storms(args):
     times = {run: [] for run in runs}
     cpus = {run: [] for run in runs}
     latencies = {e: [] for e in ENGINES}
+    delivery = {e: [] for e in ENGINES}
     for i in range(args.rounds):
         for engine_name, case in runs if i % 2 == 0 else runs[::-1]:
-            seconds, cpu, lat = storm(args.vms, case, args.subscribers,
-                                      engine_name, args.connections)
+            seconds, cpu, lat, where = storm(
+                args.vms, case, args.subscribers, engine_name,
+                args.connections)
             times[engine_name, case].append(seconds)
             cpus[engine_name, case].append(cpu)
             latencies[engine_name] += lat
+            if case == "16 subscribers":
+                delivery[engine_name].append(where)
     rows = []
     for engine_name, case in runs:
         base = statistics.median(times[engine_name, "no subscriber"])
@@ -239,12 +265,86 @@ def storms(args):
           [(e, len(lat), f"{ms(percentile(lat, 50)):.2f} ms",
             f"{ms(percentile(lat, 99)):.2f} ms", f"{ms(max(lat)):.2f} ms")
            for e, lat in latencies.items()])
+    table(f"where the CPU of {args.subscribers} subscribers goes (median "
+          f"of the rounds): the service's CPU over no subscriber, its "
+          f"dispatcher thread's, the subscribers' process'",
+          ["engine", "service, added", "dispatcher", "subscribers"],
+          [(e, f"{statistics.median(cpus[e, '16 subscribers']) - statistics.median(cpus[e, 'no subscriber']):.3f} s",
+            f"{statistics.median(d for d, _ in delivery[e]):.3f} s",
+            f"{statistics.median(r for _, r in delivery[e]):.3f} s")
+           for e in ENGINES])
     return {
+        "delivery_cpu": {e: [{"dispatcher": d, "subscribers": r}
+                             for d, r in where]
+                         for e, where in delivery.items()},
         "times": {f"{e}, {c}": t for (e, c), t in times.items()},
         "cpu": {f"{e}, {c}": t for (e, c), t in cpus.items()},
         "latency_ms": {e: {"p50": ms(percentile(lat, 50)),
                            "p99": ms(percentile(lat, 99))}
                        for e, lat in latencies.items()}}
+
+
+def turns(args, streams=16, per_turn=40):
+    """The dispatcher's turn alone: `streams` streams that keep up, on
+    socket pairs drained by a thread each, `per_turn` notifications of a
+    running job posted before each turn; the thread CPU per stream-turn,
+    and of it in send(2) (each stream's sender timed)."""
+    feed = Notifications(buffer=per_turn * args.turns + 1)
+    sent = [0.0]
+
+    def timed(send):
+        def send_timed(data, offset):
+            started = time.thread_time()
+            try:
+                return send(data, offset)
+            finally:
+                sent[0] += time.thread_time() - started
+        return send_timed
+
+    def drain(sock):
+        while sock.recv(1 << 20):
+            pass
+    pairs = [socket.socketpair() for _ in range(streams)]
+    stream_list = []
+    for ours, theirs in pairs:
+        ours.setblocking(False)
+        stream = eventstream._Stream(ours, feed.subscribe(None))
+        stream._send = timed(stream._send)
+        stream_list.append(stream)
+        threading.Thread(target=drain, args=(theirs,), daemon=True).start()
+
+    class RunningJob:
+        id = str(uuid.uuid4())
+    vm_id = str(uuid.uuid4())
+    info = {"id": RunningJob.id, "job_type": "create", "status": "running",
+            "description": f"create VM {vm_id}", "step": "define",
+            "created": time.time(), "started": time.time(), "vm_id": vm_id}
+    framing = used = 0.0
+    for _ in range(args.turns):
+        for _ in range(per_turn):
+            feed.job_changed(RunningJob, info)
+        started = time.thread_time()
+        for event in feed._kept:
+            sse.frame(event)   # once per notification, whatever the streams
+        framed = time.thread_time()
+        chunks, now = {}, time.monotonic()
+        for stream in stream_list:
+            stream.turn(now, False, chunks)
+        framing += framed - started
+        used += time.thread_time() - framed
+        feed._kept.clear()
+        time.sleep(0.002)   # the drains' turn
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
+    per = 1e6 / (args.turns * streams)
+    table(f"the dispatcher's turn: {streams} streams, {per_turn} "
+          f"notifications a turn, {args.turns} turns (thread CPU)",
+          ["framing, per turn", "per stream-turn", "of it send(2)"],
+          [(f"{framing * 1e6 / args.turns:.1f} us", f"{used * per:.1f} us",
+            f"{sent[0] * per:.1f} us")])
+    return {"framing_us_per_turn": framing * 1e6 / args.turns,
+            "us_per_stream_turn": used * per, "send_us": sent[0] * per}
 
 
 def totals(args):
@@ -285,9 +385,11 @@ def main():
     parser.add_argument("--small", type=int, default=50)
     parser.add_argument("--connections", type=int, default=4,
                         help="the socket engine's connections")
+    parser.add_argument("--turns", type=int, default=300,
+                        help="the dispatcher's turns timed alone")
     args = parser.parse_args()
     write_json("events", {"args": vars(args), "storms": storms(args),
-                          "totals": totals(args)})
+                          "turns": turns(args), "totals": totals(args)})
 
 
 if __name__ == "__main__":
