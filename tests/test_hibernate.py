@@ -173,6 +173,19 @@ def test_unknown_vm(api, tmp_path):
     assert api.Host.getJobs() == {}
 
 
+def test_unknown_vm_before_an_existing_file(api, tmp_path):
+    # noVM (1) is about the VM, whatever the file: VDSM looks the VM up
+    # before it reads any other parameter. The file is left as it was.
+    path = tmp_path / "state"
+    path.write_bytes(b"precious, not ours")
+    before = checksum(path)
+    with pytest.raises(NoVM) as err:
+        api.VM.hibernate(new_id(), str(path))
+    assert err.value.code == 1
+    assert checksum(path) == before
+    assert api.Host.getJobs() == {}
+
+
 def test_staged_vm_is_not_hibernated(make_api, tmp_path):
     gate = StepGate("prepare")
     api = make_api(step_hook=gate)
