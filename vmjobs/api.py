@@ -165,7 +165,19 @@ class API:
         self.close()
 
     def call(self, method, params=None):
-        """Run verb `method` with named (dict) or positional (list) params."""
+        """Run verb `method` with named (dict) or positional (list) params;
+        a refusal (a VdsmError) is counted in vmjobs_refused_total, as one
+        answered over JSON-RPC is."""
+        try:
+            return self.answer(method, params)
+        except VdsmError as exc:
+            self.metrics.refused(exc.code)
+            raise
+
+    def answer(self, method, params=None):
+        """call() without counting a refusal: the JSON-RPC dispatcher's
+        (rpc.py), which counts each call by the code its answer carries
+        (-32603 when that answer is too large to send)."""
         try:
             name, param_names = VERBS[method]
         except (KeyError, TypeError):
