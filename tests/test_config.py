@@ -275,16 +275,18 @@ def test_a_line_of_several_paths_gives_each(tmp_path):
     it was read as one, "/a /b", which exists nowhere, so the service
     started and refused every state file in /a and in /b. A path with a
     blank in it, whose pieces are not all absolute paths, stays one (the
-    control), and the key repeated still adds one per line."""
+    control), and the key repeated still adds one per line. (Hosts and
+    networks hold no blank: a line of several is refused, as before:
+    test_security_config.)"""
     path = tmp_path / "vmjobs.conf"
     path.write_text("[storage]\nstate_dirs = /a /b\t/c\n"
                     "state_dirs = /srv/my states\n"
                     "image_dirs = /srv/images  /srv/more ; two\n"
-                    "[migration]\nnetworks = 10.0.0.0/8 192.168.0.0/16\n")
+                    "[migration]\nsocket_dirs = /run/a /run/b\n")
     loaded = config.load(str(path))
     assert loaded.state_dirs == ["/a", "/b", "/c", "/srv/my states"]
     assert loaded.image_dirs == ["/srv/images", "/srv/more"]
-    assert loaded.migration_networks == ["10.0.0.0/8", "192.168.0.0/16"]
+    assert loaded.migration_socket_dirs == ["/run/a", "/run/b"]
     shown = [line for line in config.dump(loaded).splitlines()
              if line.startswith("state_dirs")]
     assert [line.split(";")[0].strip() for line in shown] == [

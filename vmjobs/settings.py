@@ -66,8 +66,9 @@ class Setting:
         elif self.kind is bool:
             text = "true or false"
         elif self.kind is list:
-            text = (f"one {_ITEMS[self.items]} per line, the key "
-                    "repeated, or several on one line apart by blanks")
+            text = f"one {_ITEMS[self.items]} per line, the key repeated"
+            if self.items == "path":
+                text += ", or several on one line apart by blanks"
         elif self.kind in (int, float):
             text = "an integer" if self.kind is int else "a finite number"
             if self.low is not None and self.high is not None:
@@ -105,16 +106,17 @@ class Setting:
 
     def items_of(self, text):
         """The items of a list key's line `text`: one per line is the
-        form, but a line of several, apart by blanks, is read as them
-        (`state_dirs = /a /b`: two directories, as whoever wrote it
+        form, but a line of absolute paths apart by blanks is read as
+        them (`state_dirs = /a /b`: two directories, as whoever wrote it
         meant; it was one, "/a /b", which exists nowhere, so that every
         state file was refused). A path with a blank in it is one item
-        unless each of its pieces is an absolute path (/srv/my states)."""
+        unless each of its pieces is an absolute path (/srv/my states).
+        Hosts and networks hold no blank: such a line is refused (check)."""
         if not text:
             return []
         pieces = text.split()
-        if len(pieces) > 1 and (self.items != "path" or
-                                all(os.path.isabs(p) for p in pieces)):
+        if len(pieces) > 1 and self.items == "path" and \
+                all(os.path.isabs(p) for p in pieces):
             return pieces
         return [text]
 
