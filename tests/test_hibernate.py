@@ -152,6 +152,29 @@ def test_bad_path(api, tmp_path, handle):
     assert_quiet_and_clean(api)
 
 
+def test_a_state_directory_itself_is_named_so(api, tmp_path):
+    """A state directory given as the file: -32602 saying so. It said the
+    directory was "outside storage.state_dirs (<that directory>)". The
+    control: a file outside them is still said to be outside."""
+    vm_id, _ = up_vm(api)
+    other = new_id()
+    calls = {
+        "hibernationVolHandle": lambda p: api.VM.hibernate(vm_id, p),
+        "restoreState": lambda p: api.VM.create(
+            other, {"vmId": other, "restoreState": p}),
+    }
+    for param, call in calls.items():
+        with pytest.raises(InvalidParams, match="is a state directory, "
+                           "not a file in one") as err:
+            call(str(tmp_path))
+        assert err.value.data == {"param": param}
+        with pytest.raises(InvalidParams,
+                           match="is outside storage.state_dirs"):
+            call(str(tmp_path.parent / "elsewhere"))
+    assert_public(api, vm_id, "Up")
+    assert_quiet_and_clean(api)
+
+
 def test_missing_path_is_miss_param(api):
     vm_id, _ = up_vm(api)
     with pytest.raises(MissParam) as err:
@@ -170,6 +193,19 @@ def test_unknown_vm(api, tmp_path):
         api.VM.hibernate(new_id(), str(path))
     assert err.value.code == 1
     assert not path.exists()
+    assert api.Host.getJobs() == {}
+
+
+def test_unknown_vm_before_an_existing_file(api, tmp_path):
+    # noVM (1) is about the VM, whatever the file: VDSM looks the VM up
+    # before it reads any other parameter. The file is left as it was.
+    path = tmp_path / "state"
+    path.write_bytes(b"precious, not ours")
+    before = checksum(path)
+    with pytest.raises(NoVM) as err:
+        api.VM.hibernate(new_id(), str(path))
+    assert err.value.code == 1
+    assert checksum(path) == before
     assert api.Host.getJobs() == {}
 
 

@@ -10,7 +10,7 @@ from conftest import WAIT, StepGate, new_id, vm_params, wait_job
 from test_recovery import previous_run
 from vmjobs.client import Client, RemoteError, _UnixConnection
 from vmjobs.config import Config
-from vmjobs.errors import CreateError
+from vmjobs.errors import CreateError, NoVM, UnknownMethod
 from vmjobs.server import Server
 
 
@@ -173,6 +173,29 @@ def test_a_request_that_names_no_verb_is_not_counted(api, serve):
             assert err.value.code == code
     assert refused(address, -32700) == refused(address, -32600) == 0
     assert refused(address, -32601) == refused(address, -32602) == 1
+
+
+def test_a_refusal_in_process_is_counted_as_over_the_wire(api, serve):
+    """vmjobs_refused_total counts "verbs answered with an error code"
+    (API.md, Metrics), and the verbs are the same in process (API.md,
+    Transport): a refusal by api.VM.getStats(...) or api.call(...) is
+    counted as one over JSON-RPC is, each once. It counted only those
+    answered over JSON-RPC, while the jobs of in-process calls were
+    counted in vmjobs_jobs_total."""
+    address = serve(api)
+    # The control: a call that succeeds is counted nowhere.
+    assert api.Host.ping() is True
+    assert refused(address, 1) == 0
+    with pytest.raises(NoVM):
+        api.VM.getStats(new_id())
+    assert refused(address, 1) == 1
+    with pytest.raises(UnknownMethod):
+        api.call("VM.nosuch")
+    assert refused(address, -32601) == 1
+    with Client(address) as client:
+        with pytest.raises(RemoteError):
+            client.call("VM.getStats", [new_id()])
+    assert refused(address, 1) == 2   # once, not once per layer
 
 
 def test_running_recovering_and_stuck_are_live(make_api, serve):

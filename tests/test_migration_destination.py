@@ -17,7 +17,14 @@ from conftest import (
 )
 from faults import KINDS, FaultyHypervisor
 from vmjobs import domxml
-from vmjobs.errors import InvalidParams, MigrateError, MigrateLimit, MissParam, NoVM
+from vmjobs.errors import (
+    InvalidParams,
+    MigrateError,
+    MigrateLimit,
+    MissParam,
+    NoVM,
+    VmExists,
+)
 from vmjobs.params import parse_create
 from vmjobs.tools import simulation
 from workers.job import current_job
@@ -618,6 +625,31 @@ def test_an_end_before_arrival_leaves_the_stopped_definition_as_it_was(
     assert api.registry.snapshot() == ([], [])
     assert api.VM.destroy(vm_id) is True
     assert_nothing_left(api)
+
+
+def test_a_vm_here_is_exist_whatever_its_xml(api):
+    """exist (4) comes before the XML is judged, as for VM.create (test_restore:
+    a restore onto a VM here is exist whatever its file): it answered
+    -32602 for an XML the policy refuses. The control is the same request
+    for a vmId not here, refused for its XML."""
+    def refused_xml(vm_id):
+        return domain_xml(vm_id).replace(
+            "</os>", "<kernel>/etc/passwd</kernel></os>")
+    vm_id = new_id()
+    assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))["jobId"])[
+        "status"] == "done"
+    with pytest.raises(VmExists):
+        api.VM.migrationCreate(vm_id, {"vmId": vm_id,
+                                       "xml": refused_xml(vm_id)})
+    other = new_id()
+    with pytest.raises(InvalidParams) as err:   # the control
+        api.VM.migrationCreate(other, {"vmId": other,
+                                       "xml": refused_xml(other)})
+    assert err.value.data == {"param": "xml"}
+    assert [j["job_type"] for j in api.Host.getJobs().values()] == [
+        "create"]   # nothing staged, no job for either
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert api.VM.destroy(vm_id) is True
 
 
 def test_a_stopped_domain_that_is_not_ours_is_refused_and_untouched(api):

@@ -15,7 +15,13 @@ from invariants import check_invariants, digest
 from vmjobs import domxml
 from vmjobs.api import API
 from vmjobs.config import Config
-from vmjobs.errors import CreateError, GeneralException, MigrateError, NoVM
+from vmjobs.errors import (
+    CreateError,
+    GeneralException,
+    MigrateError,
+    NoVM,
+    VmExists,
+)
 from vmjobs.params import parse_create
 from vmjobs.tools import simulation
 
@@ -360,6 +366,57 @@ def test_destroy_removes_a_stopped_domain_a_crash_left(make_api, hypervisor):
     assert hypervisor.state(vm_id) is None
     assert wait_job(api, api.VM.create(vm_id, vm_params(vm_id))["jobId"])[
         "status"] == "done"
+    check_invariants(api)
+
+
+def test_a_stopped_domain_being_destroyed_is_no_vm(make_api, hypervisor,
+                                                   tmp_path):
+    """While VM.destroy removes a stopped vmjobs domain in neither registry,
+    its vmId is held (no job may make a domain with its UUID meanwhile),
+    but it is no VM (API.md: noVM, "neither staged nor public"):
+    VM.getStats, VM.hibernate and VM.migrate answer noVM, and Host.getStats
+    and the metrics count nothing staged. They answered a staged VM
+    `Down`, busy (12, "not up yet"), and counted it staged. A create of
+    the vmId is refused meanwhile (exist, 4), saying why; a VM staged by
+    its own job beside it is the control."""
+    vm_id = new_id()
+    hypervisor.define(domxml.compose(
+        parse_create(vm_id, vm_params(vm_id)), hypervisor.guest))
+    faulty = FaultyHypervisor(hypervisor, fail_at=1, fail_calls=("remove",),
+                              kind="hang", within="remove_in_no_registry")
+    gate = StepGate("prepare")
+    api = make_api(hv=faulty, step_hook=gate)
+    assert api.wait_recovered(60)
+    other = new_id()
+    other_job = api.VM.create(other, vm_params(other))["jobId"]
+    assert gate.reached.wait(60)
+    answers = []
+    destroyer = threading.Thread(
+        target=lambda: answers.append(api.VM.destroy(vm_id)))
+    destroyer.start()
+    try:
+        assert faulty.hanging.wait(60)
+        for call in (lambda: api.VM.getStats(vm_id),
+                     lambda: api.VM.hibernate(vm_id, str(tmp_path / "s")),
+                     lambda: api.VM.migrate(vm_id, {
+                         "dst": "127.0.0.1:1",
+                         "dstUri": "qemu+tcp://127.0.0.1/system"})):
+            with pytest.raises(NoVM):
+                call()
+        assert not (tmp_path / "s").exists()
+        with pytest.raises(VmExists, match="being removed by a VM.destroy"):
+            api.VM.create(vm_id, vm_params(vm_id))
+        # The control: the VM its own job stages is staged, and counted.
+        assert api.VM.getStats(other)["status"] == "WaitForLaunch"
+        assert api.Host.getStats()["staged"] == 1
+        assert api.registry.counts()["staged"] == 1
+    finally:
+        faulty.release.set()
+        gate.release.set()
+        destroyer.join(60)
+    assert answers == [True]
+    assert hypervisor.state(vm_id) is None
+    assert wait_job(api, other_job)["status"] == "done"
     check_invariants(api)
 
 

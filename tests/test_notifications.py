@@ -151,8 +151,8 @@ def test_a_destroy_keeps_the_status_the_guest_took_meanwhile(
         "status"] == "done"
     registry, get, paused = api.registry, api.registry.get, []
 
-    def get_then_paused(wanted):   # the watch reads a pause right after
-        found = get(wanted)
+    def get_then_paused(wanted, **how):   # the watch reads a pause right after
+        found = get(wanted, **how)
         if wanted == vm_id and not paused:
             paused.append(found)
             registry.guest_changed(vm_id, found, VmStatus.PAUSED)

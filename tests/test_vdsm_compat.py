@@ -60,7 +60,27 @@ def test_get_vm_list_vm_list_and_only_uuid(api):
     assert api.Host.getVMList(vmList=[b.upper()]) == [b]
 
 
+def test_null_for_an_optional_param_is_its_default(api):
+    """null for a verb's optional parameter is the parameter not given, as
+    VM.destroy's gracefulAttempts, VM.migrationCreate's incomingLimit and
+    Host.getJobs' filters took it: a caller passing params by position
+    puts null where it gives none. Host.getVMList's fullStatus and
+    onlyUUID answered -32602 ("must be true or false")."""
+    a, b = started(api, 2)
+    assert sorted(api.call("Host.getVMList", [None, None, None])) == \
+        sorted([a, b])
+    assert api.call("Host.getVMList", [None, [a]]) == [a]
+    assert api.Host.getVMList(fullStatus=None, onlyUUID=None,
+                              vmList=[b]) == [b]
+    assert api.call("Host.getVMList", [True, [a], None]) == [
+        {"vmId": a, "status": "Up"}]
+    # The control: the others' null, as before.
+    assert len(api.call("Host.getJobs", [None, None])) == 2
+    assert api.call("VM.destroy", [a, None]) is True
+
+
 @pytest.mark.parametrize("params,param", [
+    ({"fullStatus": 0}, "fullStatus"),
     ({"vmList": "x"}, "vmList"),
     ({"vmList": [1]}, "vmList"),
     ({"vmList": ["not-a-uuid"]}, "vmList"),

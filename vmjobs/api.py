@@ -165,7 +165,19 @@ class API:
         self.close()
 
     def call(self, method, params=None):
-        """Run verb `method` with named (dict) or positional (list) params."""
+        """Run verb `method` with named (dict) or positional (list) params;
+        a refusal (a VdsmError) is counted in vmjobs_refused_total, as one
+        answered over JSON-RPC is."""
+        try:
+            return self.answer(method, params)
+        except VdsmError as exc:
+            self.metrics.refused(exc.code)
+            raise
+
+    def answer(self, method, params=None):
+        """call() without counting a refusal: the JSON-RPC dispatcher's
+        (rpc.py), which counts each call by the code its answer carries
+        (-32603 when that answer is too large to send)."""
         try:
             name, param_names = VERBS[method]
         except (KeyError, TypeError):
@@ -255,14 +267,16 @@ class API:
     @verb("VM.migrationCreate", "vmID", "params", "incomingLimit")
     def vm_migration_create(self, vmID=None, params=None, incomingLimit=None):
         spec = parse_migration(vmID, params)
-        checked = policy.check_host_access(spec, self.hv, self.config,
-                                           incoming=True)
         limit = self.config.max_incoming if incomingLimit is None \
             else incomingLimit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidParams("incomingLimit", "must be an integer >= 1")
         # A caller may ask for less than the host allows, never for more.
         limit = min(limit, self.config.max_incoming)
+        # A duplicate is exist (4) whatever its XML, as for VM.create.
+        self.registry.refuse_known(spec.vm_id)
+        checked = policy.check_host_access(spec, self.hv, self.config,
+                                           incoming=True)
         job = MigrationDestinationJob(
             spec, self.hv, self.registry, incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,

@@ -453,10 +453,8 @@ def load_text(text, config=None, path="<config>"):
             if setting.field not in seen:   # this file replaces the list
                 setattr(config, setting.field, [])
                 config.item_origins[setting.field] = []
-            parsed = getattr(config, setting.field) + (
-                [parsed] if parsed else [])
-            if parsed:
-                config.item_origins[setting.field].append(where)
+            config.item_origins[setting.field] += [where] * len(parsed)
+            parsed = getattr(config, setting.field) + parsed
         elif setting.field in seen:
             raise ConfigError(f"{where}: {setting.name} is set twice in "
                               f"this file (line {seen[setting.field]} too)")

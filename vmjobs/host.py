@@ -11,11 +11,10 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
     """Host.getVMList, as VDSM's: only the VMs of `vm_ids` (vmList) when it
     is not empty (each a UUID, in either case; unknown ids skipped);
     only_uuid asks for ids, which is what comes without full_status
-    anyway (and, as in VDSM, full_status wins)."""
-    for name, value in (("fullStatus", full_status),
-                        ("onlyUUID", only_uuid)):
-        if not isinstance(value, bool):
-            raise InvalidParams(name, "must be true or false")
+    anyway (and, as in VDSM, full_status wins). null for either is the
+    flag not given (false), as for every verb's optional parameter."""
+    full_status = bool(_flag("fullStatus", full_status))
+    _flag("onlyUUID", only_uuid)
     vms = registry.listed()   # the publish mode decides (registry.py)
     if vm_ids is not None:
         if not isinstance(vm_ids, list) or \
@@ -26,6 +25,13 @@ def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
     if full_status:
         return [{"vmId": vm.vm_id, "status": str(vm.status)} for vm in vms]
     return [vm.vm_id for vm in vms]
+
+
+def _flag(name, value):
+    """Optional boolean param `name`'s `value` (None: not given)."""
+    if value is not None and not isinstance(value, bool):
+        raise InvalidParams(name, "must be true or false")
+    return value
 
 
 def host_stats(pool, registry, recovery, hv, owner):

@@ -43,7 +43,10 @@ class VmStatus(StrEnum):
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
     # A vmId held by VM.destroy while it removes a domain in neither
-    # registry (VDSM's word for a VM going away).
+    # registry (VDSM's word for a VM going away). Such a hold is kept with
+    # the staged VMs, so that no job stages the vmId meanwhile, but it is
+    # no VM: the verbs and the counts see neither staged nor public
+    # (API.md's noVM), only destroy.py and the vmId's refusal see it.
     DOWN = "Down"
 
 
@@ -121,8 +124,15 @@ class VmRegistry:
 
     def _refuse_taken(self, vm_id):
         # Caller holds _lock.
-        if self._knows(vm_id):
-            raise VmExists(f"VM {vm_id} already exists")
+        if not self._knows(vm_id):
+            return
+        staged = self._staged.get(vm_id)
+        if staged is not None and staged.status == VmStatus.DOWN:
+            # Taken a moment more: its domain is being removed, and a job
+            # must not make one with its UUID meanwhile.
+            raise VmExists(f"VM {vm_id}'s domain is being removed by a "
+                           "VM.destroy: try again once it has answered")
+        raise VmExists(f"VM {vm_id} already exists")
 
     def knows(self, vm_id):
         """True if vm_id is staged or public (one VM's known_ids())."""
@@ -201,7 +211,7 @@ class VmRegistry:
             vm = self._public.get(vm_id)
             if vm is None:
                 staged = self._staged.get(vm_id)
-                if staged is not None:
+                if staged is not None and staged.status != VmStatus.DOWN:
                     raise VmBusy(f"VM {vm_id} is not up yet: {staged.job} "
                                  "starts it")
                 raise NoVM(f"VM {vm_id} does not exist")
@@ -307,11 +317,13 @@ class VmRegistry:
                 self._changed(vm_id, VmStatus.DOWN, False)
             return True
 
-    def get(self, vm_id):
-        """The VM, staged or public; raise NoVM if neither."""
+    def get(self, vm_id, *, holds=False):
+        """The VM, staged or public; raise NoVM if neither. A VM.destroy's
+        hold on the vmId (VmStatus.DOWN) is neither, unless `holds` (a
+        VM.destroy, which waits for it)."""
         with self._lock:
             vm = self._staged.get(vm_id) or self._public.get(vm_id)
-        if vm is None:
+        if vm is None or (vm.status == VmStatus.DOWN and not holds):
             raise NoVM(f"VM {vm_id} does not exist")
         return vm
 
@@ -349,8 +361,11 @@ class VmRegistry:
         return self._staged.keys() | self._public.keys()
 
     def _counts(self):
-        # Caller holds _lock.
-        return {"staged": len(self._staged), "public": len(self._public)}
+        # Caller holds _lock. A VM.destroy's hold is no staged VM.
+        held = sum(1 for vm in self._staged.values()
+                   if vm.status == VmStatus.DOWN)
+        return {"staged": len(self._staged) - held,
+                "public": len(self._public)}
 
     def _changed(self, vm_id, status, staging):
         # Caller holds _lock: the notification's place in the feed is the

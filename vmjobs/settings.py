@@ -67,6 +67,8 @@ class Setting:
             text = "true or false"
         elif self.kind is list:
             text = f"one {_ITEMS[self.items]} per line, the key repeated"
+            if self.items == "path":
+                text += ", or several on one line apart by blanks"
         elif self.kind in (int, float):
             text = "an integer" if self.kind is int else "a finite number"
             if self.low is not None and self.high is not None:
@@ -83,10 +85,11 @@ class Setting:
 
     def parse(self, text, where):
         """The value of the file text `text` (comments already stripped);
-        `where` (FILE:LINE) names it in an error."""
+        `where` (FILE:LINE) names it in an error. A list key's line gives
+        a list of its items (items_of)."""
         text = text.strip()
         if self.kind is list:
-            return text
+            return self.items_of(text)
         if self.optional and text == "":
             return None
         if self.kind is bool:
@@ -101,12 +104,34 @@ class Setting:
         self.check(value, where)
         return value
 
+    def items_of(self, text):
+        """The items of a list key's line `text`: one per line is the
+        form, but a line of absolute paths apart by blanks is read as
+        them (`state_dirs = /a /b`: two directories, as whoever wrote it
+        meant; it was one, "/a /b", which exists nowhere, so that every
+        state file was refused). A path with a blank in it is one item
+        unless each of its pieces is an absolute path (/srv/my states).
+        Hosts and networks hold no blank: such a line is refused (check)."""
+        if not text:
+            return []
+        pieces = text.split()
+        if len(pieces) > 1 and self.items == "path" and \
+                all(os.path.isabs(p) for p in pieces):
+            return pieces
+        return [text]
+
     def check(self, value, where):
         if value is None or (value == "" and self.kind is str):
             if self.optional:
                 return
             raise self.error(where, "(empty)", "a value is required")
         for text in (value if isinstance(value, list) else [value]):
+            if isinstance(text, str) and self.kind is list and \
+                    len(self.items_of(text)) > 1:
+                raise self.error(
+                    where, repr(text), "several items apart by blanks, "
+                    "which a configuration file reads as several: give "
+                    "each its own")
             if isinstance(text, str) and not _writable(text):
                 raise self.error(
                     where, repr(text), "a line break or control "

@@ -27,6 +27,12 @@ def confined(value, param, state_dirs, image_dirs=()):
     """The state file path `value` (the verb's parameter `param`), if it
     is confined to `state_dirs`, outside `image_dirs`, in a directory that
     exists and not a symlink itself; else -32602 naming `param`."""
+    # First: confine() would call a state directory itself "outside"
+    # storage.state_dirs, naming that very directory.
+    if isinstance(value, str) and os.path.isabs(value) and \
+            is_one_of(value, state_dirs):
+        raise InvalidParams(param, f"{value!r} is a state directory, not a "
+                            "file in one")
     try:
         path = confine(value, state_dirs, "storage.state_dirs")
     except OutsideDirs as exc:
@@ -36,9 +42,6 @@ def confined(value, param, state_dirs, image_dirs=()):
         raise InvalidParams(param, f"{path!r} is in the image directory "
                             f"{image_dir}: a guest's disk is never a state "
                             "file")
-    if is_one_of(path, state_dirs):
-        raise InvalidParams(param, f"{path!r} is a state directory, not a "
-                            "file in one")
     if not os.path.isdir(os.path.dirname(path)):
         raise InvalidParams(param, f"no directory {os.path.dirname(path)}")
     if os.path.islink(path):

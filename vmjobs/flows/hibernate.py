@@ -45,6 +45,10 @@ class HibernateJob(ClaimJob):
         """Before the job is visible: create the state file, then claim the
         public VM (raises MigrateError, or NoVM), leaving nothing behind if
         either fails."""
+        # A vmId neither staged nor public is noVM (1) whatever the file,
+        # as VDSM looks the VM up first; the claim below still decides
+        # (the VM may leave meanwhile: NoVM then, the file removed).
+        self.registry.get(self.vm_id)
         self._file = statefiles.create(self.path, MigrateError)
         try:
             super().reserve()
