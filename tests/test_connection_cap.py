@@ -380,7 +380,7 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
     import os
     import resource
 
-    from vmjobs.tools import chaos_fdlimit
+    from vmjobs.tools import chaos_fdlimit, procfs
     pid = server.process.pid
     held = chaos_fdlimit.open_fds(pid)
     assert ask_once(server) == 200
@@ -401,7 +401,7 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
                     int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}:
                 break
             chaos_fdlimit.lower(pid, 0)
-        cpu = chaos_fdlimit.cpu_seconds(pid)
+        cpu = procfs.cpu_seconds([pid])
         for _ in range(2):   # the reserve is taken again for the next
             started = time.monotonic()
             conn = http.client.HTTPConnection(*address(server), timeout=10)
@@ -413,7 +413,7 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
             conn.close()
             assert time.monotonic() - started < BOUND
         time.sleep(2.0)
-        spent = chaos_fdlimit.cpu_seconds(pid) - cpu
+        spent = procfs.cpu_seconds([pid]) - cpu
         assert resource.prlimit(pid, resource.RLIMIT_NOFILE)[0] < before[0]
     finally:
         chaos_fdlimit.give_back(pid, before)

@@ -21,7 +21,7 @@ from engine_xml import qcow2, vmdk_descriptor
 from realdaemon import WAIT, command_line
 from vmjobs import domxml, policy
 from vmjobs.errors import InvalidParams
-from vmjobs.tools.supervisor import alive
+from vmjobs.tools.procfs import alive
 
 
 def domain(vm_id, devices):

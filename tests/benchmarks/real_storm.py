@@ -35,7 +35,6 @@ import uuid
 import libvirt
 
 from common import (
-    cpu_seconds,
     daemon_pid,
     ms,
     percentile,
@@ -49,6 +48,7 @@ from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
 from vmjobs.params import parse_create
+from vmjobs.tools.procfs import cpu_seconds
 from vmjobs.tools.sandbox import Sandbox
 
 MEM_MIB = 32

@@ -25,7 +25,7 @@ import uuid
 import libvirt
 
 from ..client import RemoteError
-from . import chaos_fdlimit, chaos_partition
+from . import chaos_fdlimit, chaos_partition, procfs
 from .chaos_checks import (
     arrivals_without_source,
     check_quiet,
@@ -803,7 +803,7 @@ class ChaosRun:
         low, high = FD_LIMIT_SECONDS
         seconds = low + (high - low) * length
         slack = int(FD_LIMIT_SLACK * spare)
-        cpu = chaos_fdlimit.cpu_seconds(pid)
+        cpu = procfs.cpu_seconds([pid])
         before = chaos_fdlimit.lower(pid, slack)
         entry.update(seconds=round(seconds, 2), slack=slack,
                      fds=chaos_fdlimit.open_fds(pid), asked=[])
@@ -845,7 +845,7 @@ class ChaosRun:
         if self._died_at_fd_limit(h, entry["step"]):
             entry["died"] = True
             return self._restarted(h, "its death at the fd limit")
-        spent = chaos_fdlimit.cpu_seconds(pid) - cpu
+        spent = procfs.cpu_seconds([pid]) - cpu
         entry["cpu"] = round(spent, 2)
         self.notes["fd_limit: service CPU seconds while limited"] = round(
             self.notes["fd_limit: service CPU seconds while limited"]

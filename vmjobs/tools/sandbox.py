@@ -30,7 +30,7 @@ import uuid
 
 import libvirt
 
-from .supervisor import alive, children, comm
+from .procfs import alive, children, comm
 
 SOCKET = "libvirt-sock"
 # Overmounted inside the namespace; never touched outside it.

@@ -1,0 +1,61 @@
+"""What /proc says of a process: its stat line's fields, its children,
+its command name, whether it is alive, the CPU time it has used (read by
+the sandbox, its supervisor, the chaos run and the benchmarks)."""
+
+import os
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid):
+    """The fields of /proc/`pid`/stat after its command name (which may
+    hold spaces and parentheses): [state, ppid, ...]. OSError if the
+    process is gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pids):
+    """The CPU time (user + system, in seconds) the processes `pids` have
+    used so far; a process gone meanwhile counts nothing."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = stat_fields(pid)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])   # utime + stime
+    return ticks / TICKS
+
+
+def children(pid):
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = stat_fields(entry)
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie counts as gone: our Popen never waits for it.
+    try:
+        return stat_fields(pid)[0] != "Z"
+    except OSError:
+        return False
