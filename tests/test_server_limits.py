@@ -7,7 +7,7 @@ import stat
 import uuid
 
 from serve import ServeProcess, post, rpc, wait_job_info
-from vmjobs import listener
+from vmjobs import rundir
 from vmjobs.config import Config
 from vmjobs.server import Server
 
@@ -143,7 +143,7 @@ def test_the_default_run_directory_is_made_private(make_api, tmp_path,
     run.chmod(0o1777)
     shared.mkdir()
     shared.chmod(0o755)
-    monkeypatch.setattr(listener, "RUN_DIR", str(run))
+    monkeypatch.setattr(rundir, "RUN_DIR", str(run))
     api = make_api()
     for directory, mode in ((run, 0o700), (shared, 0o755)):
         server = Server(api, Config(listen=f"unix:{directory}/vmjobs.sock"))
