@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 
 import pytest
@@ -29,6 +28,7 @@ import pytest
 from serve import ROOT, TEST_URI, ServeProcess, wait_job_ended
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
+from waits import retry_after
 
 INTRUDER = "vmjobs-intruder"
 WAIT = 60
@@ -221,15 +221,16 @@ def plain_call(server):
     def call(method):
         # As a client would: on 503 (every slot running a verb), wait
         # Retry-After and try again.
-        for _ in range(WAIT):
+        def attempt():
             status, answer = raw_request(server.address, (
                 f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 "Content-Type: application/json\r\n"
                 f"Content-Length: {len(method_body(method))}\r\n").encode(),
                 method_body(method))
-            if status != 503:
-                break
-            time.sleep(1)
+            return None if status == 503 else (status, answer)
+        answered = retry_after(attempt, WAIT)
+        assert answered is not None, f"{method}: 503 for {WAIT} s"
+        status, answer = answered
         assert status == 200, answer
         return json.loads(answer.split(b"\r\n\r\n", 1)[1])["result"]
     return call

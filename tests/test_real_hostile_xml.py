@@ -137,6 +137,8 @@ def wait_open(pid, path):
     deadline = time.monotonic() + WAIT
     while path not in (files := open_files(pid)):
         assert time.monotonic() < deadline, files
+        # (Another process's descriptors: an inotify of the file misses
+        # one libvirt opened and passed to QEMU.)
         time.sleep(0.05)
     return files
 

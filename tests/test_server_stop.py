@@ -13,8 +13,8 @@ import pytest
 from conftest import new_id, vm_params
 from serve import ServeProcess, storm
 from test_migration_destination import incoming
-from test_systemd import messages, notify_socket
 from vmjobs.client import Client, RemoteError
+from waits import messages, notify_socket
 
 VMS = 200
 

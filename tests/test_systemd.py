@@ -6,7 +6,6 @@ libvirt out (services of two run side by side)."""
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -21,19 +20,7 @@ from vmjobs.config import Config
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
 from vmjobs.sdnotify import Readiness, notify
 from vmjobs.server import Server
-
-
-def notify_socket(path):
-    """A datagram socket as systemd's; `path` '@name' is abstract."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + path[1:] if path.startswith("@") else path)
-    sock.settimeout(WAIT)
-    return sock
-
-
-def messages(sock):
-    return dict(line.split("=", 1) for line in
-                sock.recv(4096).decode().splitlines())
+from waits import messages, notify_socket
 
 
 def test_ready_only_after_recovery_ended(make_api, tmp_path):
