@@ -17,8 +17,8 @@ from test_recovery import previous_run
 from vmjobs import __version__
 from vmjobs.client import _UnixConnection
 from vmjobs.config import Config, ConfigError
+from vmjobs.sdnotify import messages, notify_socket
 from vmjobs.server import Server
-from waits import messages, notify_socket
 
 
 def connect(address):
@@ -176,7 +176,7 @@ def test_serve_with_a_metrics_listener(tmp_path):
     no verb on the metrics one, and the log's lock file in the run
     directory (beside the instance lock), not beside the log."""
     (tmp_path / "log").mkdir()
-    ready = notify_socket(str(tmp_path / "notify"))
+    ready = notify_socket(str(tmp_path / "notify"), WAIT)
     service = ServeProcess(
         "--listen", f"unix:{tmp_path}/main/s.sock",
         "--metrics-listen", "127.0.0.1:0",

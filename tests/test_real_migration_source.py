@@ -21,7 +21,7 @@ from conftest import new_id
 from realdaemon import WAIT, qemu_pid, real_params, require_daemon
 from serve import ROOT, ServeProcess
 from vmjobs.client import Client, RemoteError
-from waits import messages, notify_socket
+from vmjobs.sdnotify import messages, notify_socket
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 

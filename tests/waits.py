@@ -3,13 +3,12 @@ what says it (never a sleep, every wait bounded): a stream's
 notifications read by a thread of its own (Follower); a condition of an
 in-process service looked at again at each of its notifications
 (until_notified); a domain's state looked at again at each of its
-lifecycle events (until_domain_state); a `vmjobs serve` process ready
-(recovery ended), as systemd learns it: READY=1 on its $NOTIFY_SOCKET
-(notify_socket, messages). And the one wait no event can end: a caller
-answered 503 comes back after the Retry-After the service asked for
-(retry_after)."""
+lifecycle events (until_domain_state). (A `vmjobs serve` process ready,
+recovery ended, is learnt as systemd learns it: READY=1 on its
+$NOTIFY_SOCKET, sdnotify.notify_socket.) And the one wait no event can
+end: a caller answered 503 comes back after the Retry-After the service
+asked for (retry_after)."""
 
-import socket
 import threading
 import time
 
@@ -105,23 +104,6 @@ def until_domain_state(hv, vm_id, reached, what, bound=WAIT):
                     deadline - time.monotonic()), f"never {what}: {state}"
     finally:
         hv.unsubscribe(vm_id, token)
-
-
-def notify_socket(path, bound=WAIT):
-    """A datagram socket as systemd's, to give a service as its
-    $NOTIFY_SOCKET; `path` '@name' is abstract. A read waits `bound` s at
-    most."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + path[1:] if path.startswith("@") else path)
-    sock.settimeout(bound)
-    return sock
-
-
-def messages(sock):
-    """The next message the service sent on `sock` (waiting for it):
-    {"READY": "1", "STATUS": ...}."""
-    return dict(line.split("=", 1) for line in
-                sock.recv(4096).decode().splitlines())
 
 
 def retry_after(attempt, bound=WAIT):
