@@ -1,8 +1,11 @@
 """What /proc says of a process: its stat line's fields, its children,
 its command name, whether it is alive, the CPU time it has used (read by
-the sandbox, its supervisor, the chaos run and the benchmarks)."""
+the sandbox, its supervisor, the chaos run and the benchmarks); and the
+wait for processes' ends, on their pidfds."""
 
 import os
+import select
+import time
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -59,3 +62,34 @@ def alive(pid):
         return stat_fields(pid)[0] != "Z"
     except OSError:
         return False
+
+
+def wait_exits(pids, timeout):
+    """The pids of `pids` still running after `timeout` seconds (None: no
+    bound), waiting on each process's pidfd, readable once it has exited
+    (a zombie too, as alive() counts it)."""
+    fds = {}
+    try:
+        for pid in pids:
+            try:
+                fds[os.pidfd_open(pid)] = pid
+            except ProcessLookupError:
+                pass   # gone already
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        running = set(fds)
+        while running:
+            remaining = None if deadline is None else \
+                max(0.0, deadline - time.monotonic()) * 1000
+            ready = poller.poll(remaining)
+            if not ready:
+                break
+            for fd, _ in ready:
+                poller.unregister(fd)
+                running.discard(fd)
+        return sorted(fds[fd] for fd in running)
+    finally:
+        for fd in fds:
+            os.close(fd)
