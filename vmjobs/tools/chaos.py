@@ -635,6 +635,8 @@ class ChaosRun:
             seen = self._job_step(h, job_id)
             if seen in (step, "ended", "unknown"):
                 break
+            # (A look, not a stream: the run kills and freezes the very
+            # service it would follow, mid-step.)
             time.sleep(0.02)
         return seen
 
@@ -944,7 +946,7 @@ class ChaosRun:
                 raise Violation(f"step {i}: {busy or 'a host'} not quiet "
                                 f"within {QUIET_BOUND:g} s")
             seen = ids
-            time.sleep(0.2)
+            time.sleep(0.2)   # two hosts quiet at once: no event says it
         self._collect_outcomes()
         public = self._resolve_uncertain()
         for vm_id, step in sorted(self._race_destroyed.items()):
@@ -1048,7 +1050,7 @@ class ChaosRun:
                     job_id])["status"] not in ENDED:
                 if time.monotonic() > deadline:
                     raise Violation(f"restore of {path} did not end")
-                time.sleep(0.2)
+                time.sleep(0.2)   # (the run follows no stream of its hosts)
             self.checks += 1
             if info["status"] != "done":
                 self._file_does_not_restore(path, vm_id, info.get("error"))
