@@ -7,7 +7,6 @@ must refuse it. Every path and domain XML case must be answered -32602,
 and the test checks on disk that nothing was created, changed or removed.
 """
 
-import hashlib
 import http.client
 import json
 import os
@@ -25,6 +24,7 @@ import uuid
 
 import pytest
 
+from conftest import files_of
 from serve import ROOT, TEST_URI, ServeProcess, wait_job_ended
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
@@ -469,20 +469,8 @@ class Host:
         return vm_id
 
     def snapshot(self):
-        """Every file of the three dirs: kind, inode, mtime, checksum."""
-        files = {}
-        for d in (self.states, self.images, self.victim):
-            for root, dirs, names in os.walk(d):
-                for name in dirs + names:
-                    path = os.path.join(root, name)
-                    st = os.lstat(path)
-                    digest = None
-                    if stat.S_ISREG(st.st_mode):
-                        with open(path, "rb") as f:
-                            digest = hashlib.sha256(f.read()).hexdigest()
-                    files[path] = (stat.S_IFMT(st.st_mode), st.st_ino,
-                                   st.st_mtime_ns, st.st_size, digest)
-        return files
+        """Every file of the three dirs (conftest.files_of)."""
+        return files_of(self.states, self.images, self.victim)
 
     def close(self):
         self.client.close()

@@ -13,7 +13,6 @@ import sys
 import pytest
 
 from serve import ROOT
-from vmjobs import rundir
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
 
 SECRET = b"root:$6$secret:19000:0:99999:7:::\n"
@@ -114,20 +113,14 @@ def test_serve_refuses_a_symlinked_lock_file(tmp_path):
     assert not (tmp_path / "vmjobs.sock").exists()
 
 
-def test_the_run_directory_is_private_once_the_lock_is_taken(tmp_path,
-                                                              monkeypatch):
+def test_the_run_directory_is_private_once_the_lock_is_taken(run_dirs):
     """The instance lock is the first thing the service makes in its run
     directory (/run/vmjobs): that directory is the service's own, 0700,
     from then on, even when it was there more open (a tmpfs mounted over
     it is 1777), not only once the listener binds its socket there. The
     control: an existing directory elsewhere that a --lock-file names (it
     may be /tmp) is left as it is."""
-    run, shared = tmp_path / "run", tmp_path / "shared"
-    run.mkdir()
-    run.chmod(0o1777)
-    shared.mkdir()
-    shared.chmod(0o755)
-    monkeypatch.setattr(rundir, "RUN_DIR", str(run))
+    run, shared = run_dirs
     for directory, mode in ((run, 0o700), (shared, 0o755)):
         with InstanceLock(str(directory / "vmjobs.lock")):
             assert stat.S_IMODE(directory.stat().st_mode) == mode
