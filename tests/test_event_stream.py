@@ -30,7 +30,7 @@ from vmjobs import eventstream, sse
 from vmjobs.client import Client, RemoteError
 from vmjobs.notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 from vmjobs.server import Server
-from waits import Follower, retry_after, statuses
+from waits import Follower, retry_after, statuses, subscribers
 
 
 @pytest.fixture
@@ -57,10 +57,6 @@ def poll_until(predicate, what):
     while not predicate():
         assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.01)
-
-
-def subscribers(api, n):
-    assert api.notifications.wait_subscribers(n, WAIT), f"{n} subscribers"
 
 
 def create(api, vm_id=None):

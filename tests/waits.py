@@ -1,6 +1,7 @@
 """The tests' ways to wait, one per kind of thing waited for, each woken by
 what says it (never a sleep, every wait bounded): a stream's
-notifications read by a thread of its own (Follower); a condition of an
+notifications read by a thread of its own (Follower); a service's
+subscribers (subscribers); a condition of an
 in-process service looked at again at each of its notifications
 (until_notified); a domain's state looked at again at each of its
 lifecycle events (until_domain_state). (A `vmjobs serve` process ready,
@@ -63,6 +64,14 @@ class Follower(threading.Thread):
     def wait_status(self, vm_id, status, bound=WAIT):
         self.wait_for(lambda events: status in statuses(events, vm_id),
                       f"{vm_id} {status}", bound)
+
+
+def subscribers(api, count, bound=WAIT):
+    """Until in-process service `api`'s feed has `count` subscribers (a
+    stream's subscription is made in its connection's thread, and left
+    there), woken as each comes or goes."""
+    assert api.notifications.wait_subscribers(count, bound), \
+        f"never {count} subscribers"
 
 
 def until_notified(api, reached, what, bound=WAIT):
