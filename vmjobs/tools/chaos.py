@@ -445,7 +445,9 @@ class ChaosRun:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return "gone already"
-        time.sleep(1.0)   # its lifecycle event, then the watch's reading
+        # A moment for its lifecycle event and the watch's reading (the
+        # run follows no stream of its hosts: the next check tells).
+        time.sleep(1.0)
         return "killed"
 
     def _fault_libvirtd_kill9(self, h, draw, entry):
