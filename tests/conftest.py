@@ -2,12 +2,15 @@
 driver (a `test:///<file>` host of its own per test), and the checks every
 test ends with."""
 
+import hashlib
+import os
+import stat
 import threading
 import uuid
 
 import pytest
 
-from vmjobs import domxml
+from vmjobs import domxml, rundir
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
@@ -35,6 +38,21 @@ def pytest_terminal_summary(terminalreporter):
             f"reliability: {len(_FIGURES['fault points'])} distinct fault "
             f"points exercised, {_FIGURES['crash repetitions']} crash "
             "repetitions (kill -9, restart, recovery)")
+
+
+@pytest.fixture
+def run_dirs(tmp_path, monkeypatch):
+    """(run, shared): the run directory (rundir.RUN_DIR, moved under
+    tmp_path) there before the start and 1777, as a tmpfs mounted over
+    /run/vmjobs is; and another existing directory, 0755 (as /tmp may
+    be), which the service must leave as it is."""
+    run, shared = tmp_path / "run", tmp_path / "shared"
+    run.mkdir()
+    run.chmod(0o1777)
+    shared.mkdir()
+    shared.chmod(0o755)
+    monkeypatch.setattr(rundir, "RUN_DIR", str(run))
+    return run, shared
 
 
 def new_id():
@@ -117,6 +135,25 @@ def wait_job(api, job_id):
 def our_domains(hv):
     return [d for d in hv.list_domains(domxml.METADATA_NS)
             if d.metadata is not None]
+
+
+def files_of(*directories):
+    """Every file and directory under `directories`: {path: (kind, inode,
+    mtime, size, checksum)}, to show that a refused request touched none
+    (equal before and after)."""
+    files = {}
+    for d in directories:
+        for root, dirs, names in os.walk(d):
+            for name in dirs + names:
+                path = os.path.join(root, name)
+                st = os.lstat(path)
+                digest = None
+                if stat.S_ISREG(st.st_mode):
+                    with open(path, "rb") as f:
+                        digest = hashlib.sha256(f.read()).hexdigest()
+                files[path] = (stat.S_IFMT(st.st_mode), st.st_ino,
+                               st.st_mtime_ns, st.st_size, digest)
+    return files
 
 
 def assert_quiet_and_clean(api):

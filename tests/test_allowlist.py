@@ -99,3 +99,18 @@ def test_the_allowlist_document_is_generated_from_the_table(tmp_path):
     stale = tmp_path / "allowlist.md"
     stale.write_text("old\n")
     assert allowlist_doc.main(["--check", str(stale)]) == 1
+
+
+@pytest.mark.parametrize("value,taken", [
+    ("512", True), (" 0512 ", True), ("0" * 30 + "1", True),
+    ("513", False), ("²", False), ("-1", False), ("", False),
+    ("9" * 5000, False),        # past int()'s 4300 digits: refused by name
+])
+def test_a_count_is_decimal_digits_within_its_bounds(value, taken):
+    """allowlist.Count reads a count as libvirt does (base 10, leading
+    zeros and spaces around allowed), ASCII digits only, bounded."""
+    if taken:
+        allowlist.VCPUS.check(value, "vcpu", None, None)
+    else:
+        with pytest.raises(allowlist.Refused, match="a decimal number"):
+            allowlist.VCPUS.check(value, "vcpu", None, None)

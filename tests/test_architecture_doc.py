@@ -1,15 +1,18 @@
 """docs/architecture.md names only what the code defines: every code name
 it cites in backquotes (a module or file, `Class`, `Class.member`,
-`module.name`, `function()`, a test `file.py::test_name`) must exist, or
-the page has drifted from the code (it once named a method that no longer
-existed). Verb names and configuration keys are checked against the verb
-table and the configuration's settings."""
+`module.name`, `function()`, a test `file.py::test_name`, a bare
+lower-case name: a module, a parameter, a step) must exist, and so must
+the classes, members and files of the request's diagram, or the page has
+drifted from the code (it once named a method that no longer existed).
+Verb names and configuration keys are checked against the verb table and
+the configuration's settings."""
 
 import ast
 import fnmatch
 import pathlib
 import re
 
+import libvirt
 import pytest
 
 from vmjobs import config as vmjobs_config
@@ -31,6 +34,12 @@ class Index:
     def __init__(self):
         self.modules = {}    # name -> set of top-level names
         self.classes = {}    # name -> (members, base names)
+        self.parameters = set()   # every function's
+        self.strings = set()      # every string literal (tests' too)
+        for path in TESTS:
+            if path != pathlib.Path(__file__).resolve():   # its controls
+                self.strings.update(self._strings(ast.parse(
+                    path.read_text())))
         for path in SOURCES:
             rel = path.relative_to(ROOT).with_suffix("")
             parts = list(rel.parts)
@@ -38,6 +47,7 @@ class Index:
                 parts.pop()
             tree = ast.parse(path.read_text())
             names = self._top_level(tree)
+            self.strings.update(self._strings(tree))
             for i in range(len(parts)):
                 self.modules.setdefault(".".join(parts[i:]), set()).update(
                     names)
@@ -49,6 +59,14 @@ class Index:
                     self.classes[node.name] = (self._members(node), [
                         base.id if isinstance(base, ast.Name) else
                         getattr(base, "attr", "") for base in node.bases])
+                elif isinstance(node, ast.arg):
+                    self.parameters.add(node.arg)
+
+    @staticmethod
+    def _strings(tree):
+        return {node.value for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and
+                isinstance(node.value, str)}
 
     @staticmethod
     def _top_level(tree):
@@ -105,6 +123,13 @@ class Index:
         return name in self.modules or name in self.classes or any(
             name in names for names in self.modules.values()) or any(
             name in members for members, _ in self.classes.values())
+
+    def names(self, word):
+        """A bare lower-case `word` is something the code names: a module,
+        a definition or a parameter, or a string it holds (a step, a key,
+        a subcommand); or libvirt's, which the page names too."""
+        return self.defines(word) or word in self.parameters or \
+            word in self.strings or hasattr(libvirt, word)
 
     def resolves(self, dotted):
         parts = dotted.split(".")
@@ -171,6 +196,31 @@ def test_every_cited_code_name_exists():
                 any(c.islower() for c in name)):
             if not index.defines(name):  # a class or a function
                 missing.append(span)
+        elif re.fullmatch(NAME, name) and not name.isupper():
+            if not index.names(name):    # a module, a parameter, a step
+                missing.append(span)
+    assert missing == [], missing
+
+
+def diagram():
+    """The request's diagram (the page's fenced block)."""
+    return "\n".join(re.findall(r"```(.*?)```", PAGE.read_text(), re.S))
+
+
+def test_the_diagram_names_what_exists():
+    """The diagram is not backquoted: its classes (`CreateJob`), their
+    members (`Pool._startable`) and its files (`rpc.py`) are looked up
+    all the same. (`job.run()` and the like name an instance's method:
+    their classes are the members' check.)"""
+    index = Index()
+    paths = [p.relative_to(ROOT).as_posix() for p in SOURCES]
+    text = diagram()
+    missing = [name for name in re.findall(rf"\b[A-Z]\w*\.{NAME}", text)
+               if not index.resolves(name)]
+    missing += [name for name in re.findall(r"\b[A-Z][a-z]+[A-Z]\w*", text)
+                if not index.defines(name)]
+    missing += [name for name in re.findall(r"\b\w+\.py\b", text)
+                if not any(p.endswith("/" + name) for p in paths)]
     assert missing == [], missing
 
 
@@ -183,6 +233,17 @@ def test_every_cited_code_name_exists():
 def test_the_check_tells_a_name_that_is_gone(name, exists):
     # Positive and negative controls for the resolver the test uses.
     assert Index().resolves(name) is exists
+
+
+@pytest.mark.parametrize("word,exists", [
+    ("rundir", True), ("one_line", True), ("unless", True),
+    ("wait-slot", True), ("_make_private", False), ("listeners", False),
+])
+def test_the_check_tells_a_bare_name_that_is_gone(word, exists):
+    # A module, a function, a parameter, a step; then a helper removed
+    # (the run directory's, now rundir.prepare) and a word the code
+    # never names.
+    assert Index().names(word) is exists
 
 
 def layer_rows():

@@ -7,10 +7,10 @@ really was closed before the call."""
 import http.client
 import json
 import select
-import time
 
 from serve import ServeProcess
 from vmjobs.client import Client, RemoteError
+from waits import retry_after
 
 WAIT = 60
 PING = json.dumps({"jsonrpc": "2.0", "id": 1,
@@ -41,27 +41,24 @@ def test_a_closed_kept_connection_is_replaced(tmp_path):
             sock = kept._connection.sock
             # A third caller is served, closing the kept one (the longest
             # idle; 503 only while every slot runs a verb).
-            deadline = time.monotonic() + WAIT
-            while True:
+            def third_ping():
                 third = http.client.HTTPConnection(host, int(port),
                                                    timeout=WAIT)
                 status = ping(third)
                 third.close()
-                if status == 200:
-                    break
-                assert status == 503 and time.monotonic() < deadline
-                time.sleep(1)
+                return None if status == 503 else status
+            assert retry_after(third_ping, WAIT) == 200
             readable, _, _ = select.select([sock], [], [], WAIT)
             assert readable and sock.recv(1) == b""   # it was closed
             # Sent again on a new connection (which takes a slot the same
             # way; a 503 would still show the resend was answered).
-            for _ in range(WAIT):
+            def resend():
                 try:
-                    assert kept.call("Host.ping") is True
-                    break
+                    return kept.call("Host.ping")
                 except RemoteError as exc:
                     assert exc.code == 503
-                    time.sleep(1)
+                    return None
+            assert retry_after(resend, WAIT) is True
             assert kept.call("Host.ping") is True      # and kept
         other.close()
     finally:

@@ -351,3 +351,14 @@ def test_flag_values_with_spaces_and_signs_round_trip(tmp_path):
     assert loaded.uri == "qemu:///system?socket=/run/a;b#c"
     assert loaded.image_dirs == ["/srv/my images"]
     assert loaded.state_dirs == ["/srv/states\tx"]
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:²", "127.0.0.1:" + "1" * 5000,
+                                  "127.0.0.1:65536", "127.0.0.1:"])
+def test_a_listen_port_not_a_port_is_refused_by_name(text):
+    """The port is ASCII digits, 0 to 65535: '²' (which str.isdigit()
+    takes) and a number past int()'s 4300 digits are a ConfigError, not a
+    ValueError out of int(). The control: a port is read."""
+    with pytest.raises(config.ConfigError, match="expected HOST:PORT"):
+        config.parse_listen(text)
+    assert config.parse_listen("127.0.0.1:0080") == ("tcp", ("127.0.0.1", 80))

@@ -30,6 +30,7 @@ from vmjobs.config import Config
 from vmjobs.connection_table import ConnectionTable
 from vmjobs.notifications import Notifications
 from vmjobs.server import Server
+from waits import retry_after
 
 HOSTILE = 64                # rpc.max_connections' default
 BOUND = 10.0                # seconds: see above
@@ -70,12 +71,8 @@ def ask_once(server):
 def answered_within(server, bound=BOUND):
     """A caller that honours Retry-After: True once it got its verb's
     answer, within `bound` seconds."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if ask_once(server) == 200:
-            return True
-        time.sleep(1)             # Retry-After: 1
-    return False
+    return retry_after(lambda: ask_once(server) == 200 or None,
+                       bound) is not None
 
 
 def open_hostile(server, opener):
@@ -263,18 +260,16 @@ def test_over_mutual_tls_handshakes_never_finished_do_not_lock_out(
             if i % 2:
                 s.sendall(b"\x16\x03\x01\x40\x00")   # a record begun
             held.append(s)
-        deadline = time.monotonic() + BOUND
-        answer = None
-        while answer is None and time.monotonic() < deadline:
+        def ping():
             with Client(served.address, cert=f"{tmp_path}/engine.pem",
                         key=f"{tmp_path}/engine.key",
                         ca=f"{tmp_path}/ca.pem", timeout=WAIT) as client:
                 try:
-                    answer = client.call("Host.ping")
+                    return client.call("Host.ping")
                 except RemoteError as exc:
                     assert exc.code == 503      # (every slot busy)
-                    time.sleep(1)               # Retry-After: 1
-        assert answer is True
+                    return None
+        assert retry_after(ping, BOUND) is True
         assert one_closed(held, WAIT)           # one made room for it
     finally:
         for s in held:
@@ -380,7 +375,7 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
     import os
     import resource
 
-    from vmjobs.tools import chaos_fdlimit
+    from vmjobs.tools import chaos_fdlimit, procfs
     pid = server.process.pid
     held = chaos_fdlimit.open_fds(pid)
     assert ask_once(server) == 200
@@ -389,19 +384,19 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
     deadline = time.monotonic() + WAIT
     while chaos_fdlimit.open_fds(pid) > held:
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.05)   # another process's /proc: nothing notifies it
     before = chaos_fdlimit.lower(pid, 0)
     try:
         # No descriptor free below the limit, even one a connection's
         # thread closed since (a gap): lowered again until none is.
         for _ in range(100):
-            time.sleep(0.05)
+            time.sleep(0.05)   # another process's /proc, as above
             soft = resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
             if set(range(soft)) <= {
                     int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}:
                 break
             chaos_fdlimit.lower(pid, 0)
-        cpu = chaos_fdlimit.cpu_seconds(pid)
+        cpu = procfs.cpu_seconds([pid])
         for _ in range(2):   # the reserve is taken again for the next
             started = time.monotonic()
             conn = http.client.HTTPConnection(*address(server), timeout=10)
@@ -412,8 +407,8 @@ def test_out_of_descriptors_a_caller_is_told_at_once_and_no_core_spins(
             assert b"descriptors" in response.read()
             conn.close()
             assert time.monotonic() - started < BOUND
-        time.sleep(2.0)
-        spent = chaos_fdlimit.cpu_seconds(pid) - cpu
+        time.sleep(2.0)   # the span its CPU is measured over, not a wait
+        spent = procfs.cpu_seconds([pid]) - cpu
         assert resource.prlimit(pid, resource.RLIMIT_NOFILE)[0] < before[0]
     finally:
         chaos_fdlimit.give_back(pid, before)

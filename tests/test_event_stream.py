@@ -11,6 +11,7 @@ import os
 import queue
 import re
 import resource
+import select
 import signal
 import socket
 import stat
@@ -23,12 +24,13 @@ import pytest
 
 from conftest import WAIT, new_id, vm_params, wait_job
 from event_order import EventOrder
-from serve import ROOT, ServeProcess
+from serve import ROOT, ServeProcess, wait_job_ended
 from test_server_tls import pki  # noqa: F401 (a fixture)
 from vmjobs import eventstream, sse
 from vmjobs.client import Client, RemoteError
 from vmjobs.notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 from vmjobs.server import Server
+from waits import Follower, retry_after, statuses, subscribers
 
 
 @pytest.fixture
@@ -48,49 +50,18 @@ def serve(make_api, tmp_path):
         server.stop()
 
 
-def wait_for(predicate, what):
+def poll_until(predicate, what):
+    """Until `predicate()`, looked at every few milliseconds: only for a
+    state nothing notifies (each call says which)."""
     deadline = time.monotonic() + WAIT
     while not predicate():
         assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.01)
 
 
-def subscribers(api, n):
-    wait_for(lambda: api.notifications.stats()["subscribers"] == n,
-             f"{n} subscribers")
-
-
 def create(api, vm_id=None):
     vm_id = vm_id or new_id()
     return vm_id, api.VM.create(vm_id, vm_params(vm_id))["jobId"]
-
-
-class Reader(threading.Thread):
-    """Reads a stream into `events`; `ended` is how it ended: "clean", or
-    the exception."""
-
-    def __init__(self, stream):
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.events = []
-        self.ended = None
-        self.start()
-
-    def run(self):
-        try:
-            for notification in self.stream:
-                self.events.append(notification)
-            self.ended = "clean"
-        except Exception as exc:
-            self.ended = exc
-
-    def wait_for(self, predicate, what):
-        wait_for(lambda: predicate(self.events), what)
-
-
-def statuses(events, vm_id):
-    return [e.params[vm_id]["status"] for e in events
-            if e.method == VM_STATUS + vm_id]
 
 
 def test_the_frames_on_the_wire(serve):
@@ -165,19 +136,19 @@ def test_an_http_1_0_stream_has_no_chunks(serve):
 
 def test_resume_and_resync_over_http(serve):
     api, server = serve(events_buffer=30)
-    first = Reader(Client(server.address).events())
+    first = Follower(Client(server.address).events())
     subscribers(api, 1)
     vm_id, job_id = create(api)
     first.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "Up")
     middle = first.events[1].id
-    resumed = Reader(Client(server.address).events(middle))
+    resumed = Follower(Client(server.address).events(middle))
     resumed.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "resumed Up")
     assert resumed.events[0].id == middle + 1
     assert [e.id for e in resumed.events] == \
         [e.id for e in first.events if e.id > middle][:len(resumed.events)]
     for _ in range(4):   # more than the buffer holds
         assert wait_job(api, create(api)[1])["status"] == "done"
-    late = Reader(Client(server.address).events(middle))
+    late = Follower(Client(server.address).events(middle))
     late.wait_for(lambda ev: ev, "a resync")
     assert late.events[0].method == RESYNC
     # A bad id is refused, not taken for a resync.
@@ -193,15 +164,15 @@ def test_a_resumed_stream_gets_its_backlog_on_an_idle_service(
     hourly, a dispatcher not woken would leave the backlog unsent."""
     monkeypatch.setattr(eventstream, "GONE_POLL", 3600.0)
     api, server = serve()
-    live = Reader(Client(server.address).events())   # the dispatcher runs
+    live = Follower(Client(server.address).events())   # the dispatcher runs
     subscribers(api, 1)
     assert wait_job(api, create(api)[1])["status"] == "done"
     last = api.notifications.stats()["last_id"]
     live.wait_for(lambda ev: ev and ev[-1].id == last, "the live events")
-    resumed = Reader(Client(server.address).events(last - 2))
+    resumed = Follower(Client(server.address).events(last - 2))
     resumed.wait_for(lambda ev: len(ev) == 2, "the backlog")
     assert [e.id for e in resumed.events] == [last - 1, last]
-    resynced = Reader(Client(server.address).events(1))
+    resynced = Follower(Client(server.address).events(1))
     resynced.wait_for(lambda ev: ev, "the resync")
     assert resynced.events[0].method == RESYNC
     assert api.notifications.stats()["last_id"] == last   # none published
@@ -216,10 +187,10 @@ def test_streams_at_different_positions_each_get_their_own(serve):
     assert wait_job(api, create(api)[1])["status"] == "done"
     last = api.notifications.stats()["last_id"]
     positions = [None, None, last - 3, last - 3, last - 1, last]
-    readers = [Reader(Client(server.address).events(at))
+    readers = [Follower(Client(server.address).events(at))
                for at in positions]
     gone = last - 100   # out of the buffer: a resync, numbered `last`
-    readers.append(Reader(Client(server.address).events(gone)))
+    readers.append(Follower(Client(server.address).events(gone)))
     subscribers(api, len(readers))
     # Their backlogs, nothing new published: [last] for the reader at
     # last - 1 and [resync] (id `last`) most likely in one turn.
@@ -258,7 +229,7 @@ def test_a_late_reader_gets_every_byte_in_order(serve):
         assert wait_job(api, job_id)["status"] == "done"
     last = api.notifications.stats()["last_id"]
     assert last - first > 1500
-    reader = Reader(stream)
+    reader = Follower(stream)
     reader.wait_for(lambda ev: ev and ev[-1].id == last, "the last event")
     assert [e.id for e in reader.events] == list(range(first, last + 1))
     order = EventOrder()
@@ -306,7 +277,8 @@ def test_a_stream_holds_a_window_of_its_backlog_not_a_copy(serve):
                      b"Last-Event-ID: %d\r\n\r\n" % first)
         stalled.append(sock)
     streams = server._server.streams
-    wait_for(lambda: len(streams._streams) == 4 and all(
+    # (The dispatcher's blocked_since: nothing notifies it.)
+    poll_until(lambda: len(streams._streams) == 4 and all(
         s.blocked_since is not None for s in streams._streams),
         "four streams blocked")
     for stream in streams._streams:
@@ -340,7 +312,7 @@ def test_a_restarted_service_answers_resync(tmp_path):
     second = ServeProcess("--listen", listen, tmp_path=tmp_path,
                           log_name="serve-2")
     try:
-        resumed = Reader(Client(second.address).events(last))
+        resumed = Follower(Client(second.address).events(last))
         resumed.wait_for(lambda ev: ev, "a resync")
         assert resumed.events[0].method == RESYNC
         assert resumed.events[0].id > last
@@ -359,7 +331,7 @@ def test_a_stalled_stream_is_cut_and_the_service_goes_on(serve):
     stalled.connect(server.address[len("unix:"):])
     stalled.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
     subscribers(api, 1)
-    reader = Reader(Client(server.address).events())
+    reader = Follower(Client(server.address).events())
     subscribers(api, 2)
     vm_ids = []
     while api.notifications.stats()["cut"] == 0:
@@ -421,10 +393,11 @@ def test_a_stream_on_a_descriptor_past_1023_is_served(serve, monkeypatch,
     api, server = serve()
     if high:
         request.getfixturevalue("descriptors_past_1023")
-    reader = Reader(Client(server.address).events())
-    streams = server._server.streams._streams
-    wait_for(lambda: streams, "the stream answered")
-    [stream] = streams
+    reader = Follower(Client(server.address).events())
+    streams = server._server.streams
+    with streams._changed:     # notified as a stream is answered
+        assert streams._changed.wait_for(lambda: streams._streams, WAIT)
+    [stream] = streams._streams
     assert (stream.sock.fileno() > 1023) == high
     for _ in range(2):
         vm_id, job_id = create(api)
@@ -437,7 +410,7 @@ def test_a_stream_on_a_descriptor_past_1023_is_served(serve, monkeypatch,
 def test_the_subscriber_cap_apart_from_the_connection_cap(serve):
     api, server = serve(max_subscribers=2, max_connections=1)
     streams = [Client(server.address) for _ in range(2)]
-    readers = [Reader(c.events()) for c in streams]
+    readers = [Follower(c.events()) for c in streams]
     subscribers(api, 2)
     # The streams hold no connection slot: a verb is answered...
     assert Client(server.address).call("Host.ping") is True
@@ -448,16 +421,18 @@ def test_the_subscriber_cap_apart_from_the_connection_cap(serve):
     # Positive control: once one ends, a new stream is taken.
     streams[0].close()
     subscribers(api, 1)
-    wait_for(lambda: _stream_opens(server.address), "a stream opens")
+    assert retry_after(lambda: _stream_opens(server.address))
     assert readers[1].ended is None
 
 
 def _stream_opens(address):
+    """True once a stream opens; None if answered 503 (its slot is freed
+    just after its subscriber left)."""
     try:
         Client(address).events()
     except RemoteError as exc:
         assert exc.code == 503
-        return False
+        return None
     return True
 
 
@@ -496,7 +471,7 @@ def test_mutual_tls_as_for_the_verbs(pki, tmp_path):  # noqa: F811
         engine = Client(server.address, ca=str(pki / "ca.pem"),
                         cert=str(pki / "engine.pem"),
                         key=str(pki / "engine.key"))
-        reader = Reader(engine.events())
+        reader = Follower(engine.events())
         vm_id = new_id()
         with Client(server.address, ca=str(pki / "ca.pem"),
                     cert=str(pki / "engine.pem"),
@@ -519,9 +494,11 @@ def test_a_stop_ends_every_stream_cleanly(tmp_path):
         curl = subprocess.Popen(["curl", "-sN", "--unix-socket", str(path),
                                  "http://localhost/events"],
                                 stdout=subprocess.PIPE, text=True)
-        reader = Reader(Client(server.address).events())
-        wait_for(lambda: b"vmjobs_event_subscribers 2.0" in
-                 _metrics(path), "curl's stream open")
+        reader = Follower(Client(server.address).events())
+        # curl's stream is open once its first frame (an id alone) came.
+        assert select.select([curl.stdout], [], [], WAIT)[0]
+        opened = curl.stdout.readline()
+        assert opened.startswith("id: "), opened
         vm_id = new_id()
         with Client(server.address) as c:
             c.call("VM.create", [vm_id, vm_params(vm_id)])
@@ -531,7 +508,7 @@ def test_a_stop_ends_every_stream_cleanly(tmp_path):
         out, _ = curl.communicate(timeout=WAIT)
     finally:
         server.kill()
-    assert curl.returncode == 0
+    assert curl.returncode == 0, opened + out
     assert f"event: |virt|VM_status|{vm_id}" in out
     reader.join(WAIT)
     assert reader.ended == "clean"
@@ -639,7 +616,7 @@ def test_the_client_reports_a_cut(serve):
     """A stream that ends without its last chunk raises SubscriptionCut
     with the last id read, from which the client resumes."""
     api, server = serve()
-    reader = Reader(Client(server.address).events())
+    reader = Follower(Client(server.address).events())
     subscribers(api, 1)
     vm_id, _ = create(api)
     reader.wait_for(lambda ev: "Up" in statuses(ev, vm_id), "Up")
@@ -654,7 +631,7 @@ def test_the_client_reports_a_cut(serve):
     assert isinstance(reader.ended, SubscriptionCut)
     assert reader.ended.last_id == reader.events[-1].id
     with Client(server.address) as c:
-        rest = Reader(c.events(reader.ended.last_id))
+        rest = Follower(c.events(reader.ended.last_id))
         rest.wait_for(lambda ev: ev, "the events after the cut")
         assert rest.events[0].id == reader.ended.last_id + 1
 
@@ -677,13 +654,14 @@ def test_readme_events_examples_run_as_written(tmp_path):
                                     env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
                    for example in examples]
-        wait_for(lambda: b"vmjobs_event_subscribers 2.0" in _metrics(path),
-                 "both subscribed")
+        # (Another process's subscribers, one of which prints nothing
+        # until an event: nothing notifies the test of them.)
+        poll_until(lambda: b"vmjobs_event_subscribers 2.0" in
+                   _metrics(path), "both subscribed")
         vm_id = new_id()
         with Client(server.address) as c:
             job_id = c.call("VM.create", [vm_id, vm_params(vm_id)])["jobId"]
-            wait_for(lambda: c.call("Host.getJobs", {"job_ids": [job_id]})[
-                job_id]["status"] == "done", "the VM Up")
+        assert wait_job_ended(server, job_id) == "done"
         assert server.stop()[0] == 0
         outputs = [p.communicate(timeout=WAIT) for p in running]
     finally:

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import threading
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +17,7 @@ from test_recovery import previous_run
 from vmjobs import __version__
 from vmjobs.client import _UnixConnection
 from vmjobs.config import Config, ConfigError
+from vmjobs.sdnotify import messages, notify_socket
 from vmjobs.server import Server
 
 
@@ -176,32 +176,26 @@ def test_serve_with_a_metrics_listener(tmp_path):
     no verb on the metrics one, and the log's lock file in the run
     directory (beside the instance lock), not beside the log."""
     (tmp_path / "log").mkdir()
+    ready = notify_socket(str(tmp_path / "notify"), WAIT)
     service = ServeProcess(
         "--listen", f"unix:{tmp_path}/main/s.sock",
         "--metrics-listen", "127.0.0.1:0",
         "--log-file", str(tmp_path / "log" / "serve.log"),
-        "--lock-file", str(tmp_path / "run" / "vmjobs.lock"))
+        "--lock-file", str(tmp_path / "run" / "vmjobs.lock"),
+        env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
     try:
         line = service.process.stdout.readline()
         assert line.startswith("vmjobs: metrics and health on 127.0.0.1:")
         metrics = line.rsplit(" ", 1)[1].strip()
-        assert wait_ready(metrics)
+        assert messages(ready)["READY"] == "1"     # recovery ended
+        assert request(metrics, "GET", "/healthz")[0] == 200
         assert request(service.address, "GET", "/healthz")[0] == 200
         assert request(metrics, "POST", "/", create_body(new_id()),
                        {"Content-Type": "application/json"})[0] == 405
         status, out, err = service.stop()
     finally:
         service.kill()
+        ready.close()
     assert status == 0, out + err
     assert [p.name for p in (tmp_path / "log").iterdir()] == ["serve.log"]
     assert ".__serve.lock" in {p.name for p in (tmp_path / "run").iterdir()}
-
-
-def wait_ready(address):
-    """Wait (a generous deadline, no fixed sleep) for /healthz's 200."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if request(address, "GET", "/healthz")[0] == 200:
-            return True
-        threading.Event().wait(0.05)
-    return False

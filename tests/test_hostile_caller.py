@@ -7,7 +7,6 @@ must refuse it. Every path and domain XML case must be answered -32602,
 and the test checks on disk that nothing was created, changed or removed.
 """
 
-import hashlib
 import http.client
 import json
 import os
@@ -21,14 +20,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 
 import pytest
 
+from conftest import files_of
 from serve import ROOT, TEST_URI, ServeProcess, wait_job_ended
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
+from waits import retry_after
 
 INTRUDER = "vmjobs-intruder"
 WAIT = 60
@@ -221,15 +221,16 @@ def plain_call(server):
     def call(method):
         # As a client would: on 503 (every slot running a verb), wait
         # Retry-After and try again.
-        for _ in range(WAIT):
+        def attempt():
             status, answer = raw_request(server.address, (
                 f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\n"
                 "Content-Type: application/json\r\n"
                 f"Content-Length: {len(method_body(method))}\r\n").encode(),
                 method_body(method))
-            if status != 503:
-                break
-            time.sleep(1)
+            return None if status == 503 else (status, answer)
+        answered = retry_after(attempt, WAIT)
+        assert answered is not None, f"{method}: 503 for {WAIT} s"
+        status, answer = answered
         assert status == 200, answer
         return json.loads(answer.split(b"\r\n\r\n", 1)[1])["result"]
     return call
@@ -468,20 +469,8 @@ class Host:
         return vm_id
 
     def snapshot(self):
-        """Every file of the three dirs: kind, inode, mtime, checksum."""
-        files = {}
-        for d in (self.states, self.images, self.victim):
-            for root, dirs, names in os.walk(d):
-                for name in dirs + names:
-                    path = os.path.join(root, name)
-                    st = os.lstat(path)
-                    digest = None
-                    if stat.S_ISREG(st.st_mode):
-                        with open(path, "rb") as f:
-                            digest = hashlib.sha256(f.read()).hexdigest()
-                    files[path] = (stat.S_IFMT(st.st_mode), st.st_ino,
-                                   st.st_mtime_ns, st.st_size, digest)
-        return files
+        """Every file of the three dirs (conftest.files_of)."""
+        return files_of(self.states, self.images, self.victim)
 
     def close(self):
         self.client.close()

@@ -8,7 +8,6 @@ The same XML texts reach the real daemon in test_real_hostile_xml.py,
 where QEMU's command line and open files show the harm that is avoided."""
 
 import fcntl
-import hashlib
 import os
 import socket
 import stat
@@ -17,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import new_id, our_domains, wait_job
+from conftest import files_of, new_id, our_domains, wait_job
 from engine_xml import qcow2, vmdk_descriptor
 from vmjobs import allowlist, policy
 from vmjobs.errors import InvalidParams
@@ -737,21 +736,6 @@ def with_backing_name(path, name):
         f.write(name)
 
 
-def snapshot(*directories):
-    files = {}
-    for d in directories:
-        for root, names, files_ in os.walk(d):
-            for name in names + files_:
-                path = os.path.join(root, name)
-                st = os.lstat(path)
-                digest = None
-                if stat.S_ISREG(st.st_mode):
-                    with open(path, "rb") as f:
-                        digest = hashlib.sha256(f.read()).hexdigest()
-                files[path] = (st.st_ino, st.st_mtime_ns, digest)
-    return files
-
-
 def build(parts, images, victim):
     vm_id = new_id()
     return vm_id, domain(vm_id, **{
@@ -770,13 +754,13 @@ def test_refused_at_the_verb_nothing_staged_no_file_touched(api, dirs,
                                                             case):
     images, victim = dirs
     vm_id, xml = build(CASES[case][0], images, victim)
-    before = snapshot(images, victim)
+    before = files_of(images, victim)
     for verb in (api.VM.create, api.VM.migrationCreate):
         with pytest.raises(InvalidParams) as err:
             verb(vm_id, {"vmId": vm_id, "xml": xml})
         assert err.value.data == {"param": "xml"}
         assert "domain XML refused" in str(err.value)
-    assert snapshot(images, victim) == before
+    assert files_of(images, victim) == before
     assert api.registry.snapshot()[0] == [] and api.jobs.jobs() == []
     assert our_domains(api.hv) == []
 

@@ -6,6 +6,7 @@ controls: a fresh path, and a file a previous instance left (empty, or a
 stale PID), are taken, the PID written, and a second take refused."""
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -110,3 +111,16 @@ def test_serve_refuses_a_symlinked_lock_file(tmp_path):
     assert "serving on" not in result.stdout
     assert snapshot(target) == before
     assert not (tmp_path / "vmjobs.sock").exists()
+
+
+def test_the_run_directory_is_private_once_the_lock_is_taken(run_dirs):
+    """The instance lock is the first thing the service makes in its run
+    directory (/run/vmjobs): that directory is the service's own, 0700,
+    from then on, even when it was there more open (a tmpfs mounted over
+    it is 1777), not only once the listener binds its socket there. The
+    control: an existing directory elsewhere that a --lock-file names (it
+    may be /tmp) is left as it is."""
+    run, shared = run_dirs
+    for directory, mode in ((run, 0o700), (shared, 0o755)):
+        with InstanceLock(str(directory / "vmjobs.lock")):
+            assert stat.S_IMODE(directory.stat().st_mode) == mode

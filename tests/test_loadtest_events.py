@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from test_event_stream import subscribers
-from vmjobs.server import Server
+from test_event_stream import serve  # noqa: F401 (a fixture)
 from vmjobs.tools import loadtest, report
+from waits import subscribers
 
 
 def check_figures(path, summary):
@@ -43,38 +43,28 @@ def test_in_process_figures_come_from_the_events(tmp_path):
     check_figures(path, summary)
 
 
-def test_against_a_server_figures_come_from_its_events(make_api, tmp_path):
-    api = make_api(listen=f"unix:{tmp_path}/vmjobs.sock")
-    server = Server(api, api.config)
-    server.start()
-    try:
-        path = tmp_path / "run.json"
-        summary = loadtest.run(vms=50, server=server.address,
-                               out=io.StringIO(), json_path=str(path),
-                               state_root=str(tmp_path))
-        check_figures(path, summary)
-        # It subscribed, and left (seen by the service within a second).
-        subscribers(api, 0)
-    finally:
-        server.stop()
+def test_against_a_server_figures_come_from_its_events(serve,  # noqa: F811
+                                                       tmp_path):
+    api, server = serve()
+    path = tmp_path / "run.json"
+    summary = loadtest.run(vms=50, server=server.address,
+                           out=io.StringIO(), json_path=str(path),
+                           state_root=str(tmp_path))
+    check_figures(path, summary)
+    # It subscribed, and left (seen by the service within a second).
+    subscribers(api, 0)
 
 
-def test_a_cut_follower_resumes_and_resyncs(make_api, tmp_path):
+def test_a_cut_follower_resumes_and_resyncs(serve, tmp_path):  # noqa: F811
     """With a buffer of 5 events the load test's stream falls behind and
     is cut again and again during a storm; it resumes, is told to resync,
     and takes what it missed from Host.getJobs: every VM is still
     counted, Up, once."""
-    api = make_api(listen=f"unix:{tmp_path}/vmjobs.sock", events_buffer=5,
-                   workers=4)
-    server = Server(api, api.config)
-    server.start()
-    try:
-        path = tmp_path / "run.json"
-        summary = loadtest.run(vms=50, server=server.address,
-                               out=io.StringIO(), json_path=str(path),
-                               state_root=str(tmp_path))
-    finally:
-        server.stop()
+    api, server = serve(events_buffer=5, workers=4)
+    path = tmp_path / "run.json"
+    summary = loadtest.run(vms=50, server=server.address,
+                           out=io.StringIO(), json_path=str(path),
+                           state_root=str(tmp_path))
     records = json.loads(path.read_text())["vms"]
     assert summary["up"] == 50 and summary["failed"] == 0, \
         [(r["status"], r.get("error")) for r in records

@@ -112,6 +112,8 @@ BAD_URIS = {
     "blank": "qemu+tcp://b example/system",
     "upper-case-scheme": "QEMU+EXT:///system?command={mark}",
     "bad-port": "qemu+tcp://b.example:99999/system",
+    # Past int()'s 4300 digits: -32602, not an internal error.
+    "huge-port": "qemu+tcp://b.example:" + "1" * 5000 + "/system",
     "bad-host": "qemu+tcp://-b/system",
     "ipv6-zone": "qemu+tcp://[fe80::1%25eth0]/system",
     "not-a-string": 3,

@@ -20,6 +20,7 @@ from vmjobs.config import Config
 from vmjobs.errors import GeneralException, NoVM
 from vmjobs.flows.outgoing import MigrationSourceJob
 from vmjobs.hypervisor import ConnectionLost
+from waits import until_domain_state
 
 
 def sockets_of(host):
@@ -82,8 +83,8 @@ def test_destroy_destroys_a_vm_whose_job_does_not_end(
 
     def release_once_destroyed():
         # The forced destroy is what ends the stuck call.
-        while api.hv.state(vm_id) == "running":
-            threading.Event().wait(0.05)
+        until_domain_state(api.hv, vm_id, lambda state: state != "running",
+                           "destroyed")
         stuck_migrate.release.set()
 
     releaser = threading.Thread(target=release_once_destroyed)

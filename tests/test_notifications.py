@@ -352,3 +352,22 @@ def test_recovery_at_start_is_notified(make_api):
     assert vm_statuses(events, vm_id) == ["WaitForLaunch", "Up"]
     (job_id,) = second.Host.getJobs(job_type="recover")
     assert job_statuses(events, job_id)[-1] == "done"
+
+
+def test_wait_subscribers_is_woken_as_subscribers_come_and_go():
+    """wait_subscribers (the tests' wait for a stream's subscription, made
+    in its connection's thread) is woken by a subscribe, a leave and a
+    cut, and times out while the count is not reached."""
+    feed = Notifications(buffer=1)
+    assert not feed.wait_subscribers(1, 0)
+    came = threading.Thread(target=feed.subscribe)
+    came.start()
+    assert feed.wait_subscribers(1, WAIT)
+    came.join()
+    (first,) = feed._subscribers
+    second = feed.subscribe()
+    first.close()
+    assert feed.wait_subscribers(1, WAIT)
+    feed.vm_changed(new_id(), VmStatus.UP, False)
+    feed.vm_changed(new_id(), VmStatus.UP, False)   # second is cut off
+    assert feed.wait_subscribers(0, WAIT) and second.was_cut

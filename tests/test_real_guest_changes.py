@@ -18,6 +18,7 @@ from conftest import StepGate, new_id, wait_job
 from realdaemon import WAIT, qemu_pid, real_params
 from vmjobs.errors import NoVM
 from vmjobs.notifications import VM_STATUS
+from waits import until_domain_state
 
 
 def up_vm(api, **extra):
@@ -172,12 +173,10 @@ def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
             return
         killed["pid"] = qemu_pid(daemon, job.vm_id)
         os.kill(killed["pid"], signal.SIGKILL)
-        # libvirt has seen it stop before the save is asked (a bounded
-        # look at another process: no event reaches a step hook).
-        deadline = time.monotonic() + WAIT
-        while job.hv.state(job.vm_id) != "shutoff":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        # libvirt has seen it stop before the save is asked (looked at
+        # again at each of the domain's lifecycle events).
+        until_domain_state(job.hv, job.vm_id, lambda state: state ==
+                           "shutoff", "its QEMU's end seen", WAIT)
     api = make_real_api(step_hook=kill_at_save)
     vm_id = up_vm(api)
     path = tmp_path / "cut.state"

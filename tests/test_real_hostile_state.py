@@ -106,12 +106,7 @@ def finished(api, job_id):
 def test_rewritten_state_file_is_refused(make_real_api, daemon, tmp_path,
                                          edit):
     api = make_real_api()
-    vm_id = new_id()
-    assert finished(api, api.VM.create(vm_id, real_params(vm_id))[
-        "jobId"])["status"] == "done"
-    path = tmp_path / "vm.state"
-    assert finished(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
-        "status"] == "done"
+    vm_id, path = hibernated(api, tmp_path)
     victim = tmp_path / "victim"
     victim.write_text("not for the guest")
     xml = api.hv.saved_domain_xml(str(path))

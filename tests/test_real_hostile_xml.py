@@ -21,7 +21,7 @@ from engine_xml import qcow2, vmdk_descriptor
 from realdaemon import WAIT, command_line
 from vmjobs import domxml, policy
 from vmjobs.errors import InvalidParams
-from vmjobs.tools.supervisor import alive
+from vmjobs.tools.procfs import alive
 
 
 def domain(vm_id, devices):
@@ -137,6 +137,8 @@ def wait_open(pid, path):
     deadline = time.monotonic() + WAIT
     while path not in (files := open_files(pid)):
         assert time.monotonic() < deadline, files
+        # (Another process's descriptors: an inotify of the file misses
+        # one libvirt opened and passed to QEMU.)
         time.sleep(0.05)
     return files
 

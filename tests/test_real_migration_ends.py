@@ -7,7 +7,6 @@ the source."""
 import logging
 import os
 import threading
-import time
 
 import libvirt
 import pytest
@@ -21,6 +20,7 @@ from vmjobs.config import Config
 from vmjobs.errors import NoVM
 from vmjobs.hypervisor import Activity, Hypervisor, HypervisorError
 from vmjobs.server import Server
+from waits import until_notified
 
 
 def finished(api, job_id):
@@ -239,27 +239,16 @@ def test_a_destroy_too_late_for_a_migration_says_the_vm_left(
     assert host_b.VM.destroy(vm_id) is True
 
 
-def wait_until(api, reached, what):
-    """Until `reached()`, looked at again at each of `api`'s notifications
-    (WAIT at most)."""
-    deadline = time.monotonic() + WAIT
-    with api.subscribe() as feed:
-        while not reached():
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"never {what}"
-            feed.get(remaining)
-
-
 def wait_listed(api, vm_id):
     """VM `vm_id`'s status once it is public on `api`'s host."""
-    wait_until(api, lambda: vm_id in api.Host.getVMList(),
-               f"listed {vm_id}")
+    until_notified(api, lambda: vm_id in api.Host.getVMList(),
+                   f"listed {vm_id}", WAIT)
     return api.VM.getStats(vm_id)["status"]
 
 
 def wait_status(api, vm_id, status):
-    wait_until(api, lambda: api.VM.getStats(vm_id)["status"] == status,
-               f"{vm_id} {status}")
+    until_notified(api, lambda: api.VM.getStats(vm_id)["status"] == status,
+                   f"{vm_id} {status}", WAIT)
 
 
 class LogSeen(logging.Handler):

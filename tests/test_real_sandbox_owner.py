@@ -6,12 +6,12 @@ sandbox stop` ends it."""
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 
 from realdaemon import require_daemon
+from vmjobs.tools.procfs import wait_exits
 from vmjobs.tools.sandbox import Sandbox
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,33 +43,6 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def wait_for_exits(pids, timeout):
-    """The pids that are still running after `timeout` seconds, waiting on
-    each process's pidfd (readable once it has exited)."""
-    fds = {}
-    for pid in pids:
-        try:
-            fds[os.pidfd_open(pid)] = pid
-        except ProcessLookupError:
-            pass   # gone already
-    try:
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        remaining, running = timeout * 1000, set(fds)
-        while running:
-            ready = poller.poll(remaining)
-            if not ready:
-                break
-            for fd, _ in ready:
-                poller.unregister(fd)
-                running.discard(fd)
-        return sorted(fds[fd] for fd in running)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
 def test_a_killed_owner_leaves_no_daemon_and_no_guest(tmp_path):
     require_daemon()
     owner = subprocess.run(
@@ -80,7 +53,7 @@ def test_a_killed_owner_leaves_no_daemon_and_no_guest(tmp_path):
     pids = json.loads(owner.stdout)
     assert len(pids["qemu"]) == 1   # the guest was running
     processes = [pids["supervisor"], pids["daemon"], *pids["qemu"]]
-    assert wait_for_exits(processes, timeout=120) == []
+    assert wait_exits(processes, timeout=120) == []
 
 
 def test_a_detached_sandbox_outlives_its_command(tmp_path):
@@ -94,9 +67,9 @@ def test_a_detached_sandbox_outlives_its_command(tmp_path):
     supervisor = sandbox._supervisor_pid()
     try:
         # Its command has exited: the daemon still answers.
-        assert wait_for_exits([supervisor], timeout=0) == [supervisor]
+        assert wait_exits([supervisor], timeout=0) == [supervisor]
         sandbox._first_call()
     finally:
         subprocess.run([*vmjobs, "stop", directory], check=True,
                        timeout=300, cwd=ROOT, env=env, capture_output=True)
-    assert wait_for_exits([supervisor], timeout=120) == []
+    assert wait_exits([supervisor], timeout=120) == []

@@ -7,7 +7,6 @@ import stat
 import uuid
 
 from serve import ServeProcess, post, rpc, wait_job_info
-from vmjobs import listener
 from vmjobs.config import Config
 from vmjobs.server import Server
 
@@ -130,20 +129,14 @@ def full_pool_still_answers_get_jobs(server):
         assert rpc(server.url, "VM.destroy", [vm_id])["result"] is True
 
 
-def test_the_default_run_directory_is_made_private(make_api, tmp_path,
-                                                   monkeypatch):
+def test_the_default_run_directory_is_made_private(make_api, run_dirs):
     """API.md: the default listener, unix:/run/vmjobs/vmjobs.sock, is
     created 0600, its directory 0700. That directory is the service's own:
     one already there and more open (a tmpfs mounted over /run/vmjobs is
     1777) is made 0700 too; it was left 1777. The control: an existing
     directory elsewhere that a socket is configured in (it may be /tmp)
     is left as it is."""
-    run, shared = tmp_path / "run", tmp_path / "shared"
-    run.mkdir()
-    run.chmod(0o1777)
-    shared.mkdir()
-    shared.chmod(0o755)
-    monkeypatch.setattr(listener, "RUN_DIR", str(run))
+    run, shared = run_dirs
     api = make_api()
     for directory, mode in ((run, 0o700), (shared, 0o755)):
         server = Server(api, Config(listen=f"unix:{directory}/vmjobs.sock"))

@@ -10,11 +10,11 @@ import threading
 
 import pytest
 
-from conftest import new_id, vm_params
+from conftest import WAIT, new_id, vm_params
 from serve import ServeProcess, storm
 from test_migration_destination import incoming
-from test_systemd import messages, notify_socket
 from vmjobs.client import Client, RemoteError
+from vmjobs.sdnotify import messages, notify_socket
 
 VMS = 200
 
@@ -57,7 +57,7 @@ def test_a_drain_aborts_what_outlives_it_and_takes_no_new_job(tmp_path):
     and the service exits 0. Meanwhile a VM.create on a connection kept
     open since before the stop is refused (1100) and stages nothing."""
     notify_path = str(tmp_path / "notify")
-    notify = notify_socket(notify_path)
+    notify = notify_socket(notify_path, WAIT)
     server = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
                           "--stop-mode", "drain",
                           config="[service]\nstop_timeout = 4\n",

@@ -6,7 +6,6 @@ libvirt out (services of two run side by side)."""
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -19,21 +18,8 @@ from vmjobs import hostfiles, instance_lock, listener
 from vmjobs.client import Client
 from vmjobs.config import Config
 from vmjobs.instance_lock import InstanceLock, InstanceLocked
-from vmjobs.sdnotify import Readiness, notify
+from vmjobs.sdnotify import Readiness, messages, notify, notify_socket
 from vmjobs.server import Server
-
-
-def notify_socket(path):
-    """A datagram socket as systemd's; `path` '@name' is abstract."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + path[1:] if path.startswith("@") else path)
-    sock.settimeout(WAIT)
-    return sock
-
-
-def messages(sock):
-    return dict(line.split("=", 1) for line in
-                sock.recv(4096).decode().splitlines())
 
 
 def test_ready_only_after_recovery_ended(make_api, tmp_path):
@@ -42,7 +28,7 @@ def test_ready_only_after_recovery_ended(make_api, tmp_path):
     api = make_api(step_hook=gate)
     server = Server(api, Config(listen=f"unix:{tmp_path}/vmjobs.sock"))
     server.start()
-    sock = notify_socket(str(tmp_path / "notify"))
+    sock = notify_socket(str(tmp_path / "notify"), WAIT)
     readiness = Readiness(api, server.address,
                           {"NOTIFY_SOCKET": str(tmp_path / "notify")})
     try:
@@ -74,7 +60,7 @@ def test_no_ready_after_stopping(make_api, tmp_path):
     previous_run(make_api, 1)
     gate = StepGate("commit")
     api = make_api(step_hook=gate)
-    sock = notify_socket(str(tmp_path / "notify"))
+    sock = notify_socket(str(tmp_path / "notify"), WAIT)
     readiness = Readiness(api, "here",
                           {"NOTIFY_SOCKET": str(tmp_path / "notify")})
     readiness.start()
@@ -95,7 +81,7 @@ def test_notify_without_socket_is_quiet():
 
 def test_serve_notifies_an_abstract_socket_and_reopens_its_log(tmp_path):
     name = f"@vmjobs-test-{os.getpid()}-{id(tmp_path)}"
-    sock = notify_socket(name)
+    sock = notify_socket(name, WAIT)
     log = tmp_path / "serve.log"
     server = ServeProcess("--listen", f"unix:{tmp_path}/s.sock",
                           "--log-file", str(log), tmp_path=tmp_path,

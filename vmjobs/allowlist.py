@@ -31,7 +31,7 @@ import ipaddress
 import os
 import re
 
-from . import hostfiles, images
+from . import decimals, hostfiles, images
 from .hostpaths import Use
 
 MAX_DEPTH = 64
@@ -138,8 +138,8 @@ class Count(Kind):
 
     def check(self, value, where, parent, ctx):
         value = value.strip()
-        if not (value.isascii() and value.isdigit() and len(value) <= 20
-                and self.least <= int(value) <= self.most):
+        number = decimals.parse(value, len(str(self.most)))
+        if number is None or not self.least <= number <= self.most:
             raise Refused(f"{where} {value!r} is not {self.doc}")
 
 

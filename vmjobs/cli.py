@@ -16,6 +16,7 @@ from . import (
     cli_loadtest,
     instance_lock,
     logs,
+    rundir,
 )
 from . import config as configuration
 from .client import DEFAULT_SERVER, RemoteError
@@ -285,7 +286,7 @@ def _serve(args):
     handler = logs.configure(config.log_file or "-", config.log_level,
                              config.log_max_bytes, config.log_backups,
                              lock_dir=os.path.dirname(os.path.abspath(lock))
-                             if lock else instance_lock.RUN_DIR)
+                             if lock else rundir.RUN_DIR)
     try:
         return serve(config)
     finally:

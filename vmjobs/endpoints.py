@@ -28,7 +28,7 @@ import os
 import re
 import urllib.parse
 
-from . import hostfiles
+from . import decimals, hostfiles
 from .errors import InvalidParams
 
 # "qemu" names no transport: with a host it is libvirt's default, tls
@@ -292,6 +292,6 @@ def _is_ipv6(host):
 
 
 def _port(param, port):
-    if not (port.isascii() and port.isdigit()) or \
-            not 1 <= int(port) <= 65535:
+    number = decimals.parse(port, 5)
+    if number is None or not 1 <= number <= 65535:
         raise InvalidParams(param, f"port {port!r} is not from 1 to 65535")

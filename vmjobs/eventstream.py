@@ -171,7 +171,7 @@ class Streams:
                 # A notification, a stream's end (a stop), or time to look.
                 seen = self._notifications.wait_past(
                     seen, GONE_POLL, unless=self._opened.is_set)
-                time.sleep(LINGER)
+                time.sleep(LINGER)   # a burst's batching, not a wait
             self._opened.clear()
             with self._lock:   # those opened meanwhile take this turn too
                 streams = list(self._streams)

@@ -26,10 +26,8 @@ import re
 import stat
 import urllib.parse
 
+from . import rundir
 from .config import DEFAULT_URI
-
-# The run directory: the host's hypervisor's lock, and every other's.
-RUN_DIR = "/run/vmjobs"
 
 
 def default_path(uri):
@@ -39,9 +37,9 @@ def default_path(uri):
     if parts.scheme == "test" and not parts.netloc:
         return None
     if uri == DEFAULT_URI:
-        return os.path.join(RUN_DIR, "vmjobs.lock")
+        return os.path.join(rundir.RUN_DIR, "vmjobs.lock")
     digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    return os.path.join(RUN_DIR, f"vmjobs-{digest}.lock")
+    return os.path.join(rundir.RUN_DIR, f"vmjobs-{digest}.lock")
 
 
 def path_of(config):
@@ -61,7 +59,8 @@ _FLAGS = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
 
 class InstanceLock:
     def __init__(self, path):
-        """Take the lock at `path` (its directory made 0700 if missing);
+        """Take the lock at `path` (its directory made 0700 if missing,
+        the run directory made private: rundir.prepare);
         InstanceLocked if another process holds it, or if the path is
         not a lock file of ours."""
         self.path = path
@@ -69,7 +68,7 @@ class InstanceLock:
         directory = os.path.dirname(path)
         try:
             if directory:
-                os.makedirs(directory, mode=0o700, exist_ok=True)
+                rundir.prepare(directory)
             fd = self._open(path)
         except OSError as exc:
             if isinstance(exc, InstanceLocked):

@@ -23,9 +23,8 @@ import socket
 import ssl
 import stat
 
-from . import hostfiles
+from . import rundir
 from .config import ConfigError, parse_listen
-from .instance_lock import RUN_DIR
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -103,10 +102,7 @@ def prepare_unix_socket(path, dir_mode=0o700):
     listener's, is made 0700 if it was there more open); remove a stale
     socket left by a server that died. Refuse (OSError) if something else
     is there, or a live server listens."""
-    directory = os.path.dirname(path)
-    if not hostfiles.make_dir(directory, dir_mode) and \
-            directory == RUN_DIR and dir_mode == 0o700:
-        _make_private(directory)
+    rundir.prepare(os.path.dirname(path), dir_mode)
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -123,19 +119,6 @@ def prepare_unix_socket(path, dir_mode=0o700):
     finally:
         probe.close()
     raise OSError(f"{path}: another server is listening there")
-
-
-def _make_private(directory):
-    """The run directory (the default listener's, /run/vmjobs) is the
-    service's own, 0700 (API.md) even when it was there before the start,
-    more open: a tmpfs mounted over it is 1777, where anyone could put a
-    file at the socket's or the lock's path first. Another existing
-    directory a socket is configured in is never changed (it may be
-    /tmp); nor is a symlink, or a directory root does not own."""
-    st = os.lstat(directory)
-    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and \
-            stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(directory, 0o700)
 
 
 def tls_context(cert, key, ca):

@@ -25,7 +25,7 @@ from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 import workers
 
-from . import config
+from . import config, rundir
 from .settings import ConfigError
 
 log = logging.getLogger("vmjobs.logs")
@@ -110,14 +110,14 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
     default a hidden `.__NAME.lock` beside the log, world-readable, in a
     directory meant for logs. `lock_dir` puts it where a process's private
     files go instead (the service's run directory); it is made 0700 if it
-    does not exist. Every process writing one log must give the same
+    does not exist (rundir.prepare). Every process writing one log must give the same
     `lock_dir`, as they do by sharing a configuration."""
     if path == "-":
         handler = logging.StreamHandler(sys.stderr)
     else:
         check_log_file(path)
         if lock_dir is not None:
-            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+            rundir.prepare(lock_dir)
         # 0600, whatever the umask: the log holds the audit trail and
         # what callers sent (a hostile-caller audit found it 0644).
         handler = LogFile(

@@ -90,6 +90,9 @@ class Notifications:
         # under it, and it is held only to append or to copy.
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
+        # Notified as a subscriber comes or goes (subscribes, leaves, or
+        # is cut off): wait_subscribers.
+        self._membership = threading.Condition(self._lock)
         self._kept = collections.deque(maxlen=buffer)
         self._last_id = int(clock() * 1_000_000)
         self._subscribers = set()
@@ -132,6 +135,7 @@ class Notifications:
             sub.cut_off = True
             self.cut += 1
             self.dropped += self._last_id - sub.position + 1
+            self._membership.notify_all()
 
     # -- subscribing ------------------------------------------------------
 
@@ -155,6 +159,7 @@ class Notifications:
                 resync = Notification(last, RESYNC, {}, time.monotonic())
             sub = Subscription(self, start, resync)
             self._subscribers.add(sub)
+            self._membership.notify_all()
             return sub
 
     def close(self):
@@ -180,6 +185,14 @@ class Notifications:
                     not (unless is not None and unless()):
                 self._arrived.wait(timeout)
             return self._last_id
+
+    def wait_subscribers(self, count, timeout):
+        """Wait up to `timeout` seconds until `count` subscribers read the
+        feed (a stream's subscription is made in its connection's thread);
+        True if they do."""
+        with self._lock:
+            return self._membership.wait_for(
+                lambda: len(self._subscribers) == count, timeout)
 
     def was_cut(self, sub):
         """(Subscription.was_cut's.) True if `sub` was cut off."""
@@ -221,6 +234,7 @@ class Notifications:
             sub.left = True
             self._subscribers.discard(sub)
             self._arrived.notify_all()
+            self._membership.notify_all()
 
 
 class Subscription:

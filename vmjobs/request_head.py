@@ -34,6 +34,8 @@ import io
 import re
 import time
 
+from . import decimals
+
 # Bytes of one line, the request line or a header field (http.client's).
 MAX_LINE = 65536
 # Header fields of one request (http.client's).
@@ -156,18 +158,14 @@ def read(request_line, readline):
 
 def parse_content_length(value):
     """The length as an int, or None if it is not ASCII digits only
-    (str.isdigit() takes '²' and other digits int() then refuses). A
-    length of more than MAX_LENGTH_DIGITS digits, leading zeros aside, is
-    read as 10 ** MAX_LENGTH_DIGITS, larger than any body taken: int()
-    refuses a string of more than 4300 digits (ValueError, raised in the
-    connection's thread, which closed it unanswered), and HTTP allows
-    any number of leading zeros."""
-    if value is None or not value.isascii() or not value.isdigit():
+    (decimals.parse). A length of more than MAX_LENGTH_DIGITS digits,
+    leading zeros aside, is read as 10 ** MAX_LENGTH_DIGITS, larger than
+    any body taken (int() of the whole text once raised in the
+    connection's thread, which closed it unanswered); HTTP allows any
+    number of leading zeros."""
+    if value is None:
         return None
-    digits = value.lstrip("0")
-    if len(digits) > MAX_LENGTH_DIGITS:
-        return 10 ** MAX_LENGTH_DIGITS
-    return int(digits or "0")
+    return decimals.parse(value, MAX_LENGTH_DIGITS)
 
 
 class DeadlineReader(io.RawIOBase):

@@ -5,6 +5,10 @@ listener accepts, STOPPING=1 when a stop begins, and a STATUS= line
 systemctl shows. A few lines over an AF_UNIX datagram socket, as
 sd_notify(3) describes; no library needed. Without $NOTIFY_SOCKET (not
 under systemd) nothing is sent.
+
+Its other end, systemd's, is here too (notify_socket, messages): the
+chaos run and the tests learn as systemd does that a service they
+started is ready.
 """
 
 import logging
@@ -22,8 +26,7 @@ def notify(state, environ=None):
         "NOTIFY_SOCKET")
     if not address:
         return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
+    address = _address(address)
     try:
         with socket.socket(socket.AF_UNIX,
                            socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
@@ -35,6 +38,29 @@ def notify(state, environ=None):
                     address.replace("\0", "@"), exc)
         return False
     return True
+
+
+def _address(name):
+    """A $NOTIFY_SOCKET name as a socket address: '@name' is abstract."""
+    return "\0" + name[1:] if name.startswith("@") else name
+
+
+def notify_socket(name, timeout=None):
+    """systemd's end: a datagram socket bound at `name` (give it to a
+    service as its $NOTIFY_SOCKET), each read waiting `timeout` seconds
+    at most (socket.timeout then)."""
+    sock = socket.socket(socket.AF_UNIX,
+                         socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock.bind(_address(name))
+    sock.settimeout(timeout)
+    return sock
+
+
+def messages(sock):
+    """The next message a service sent on `sock` (waiting for it), as a
+    dict: {"READY": "1", "STATUS": ...}."""
+    return dict(line.split("=", 1) for line in
+                sock.recv(4096).decode().splitlines())
 
 
 class Readiness:

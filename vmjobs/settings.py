@@ -10,6 +10,8 @@ import math
 import os
 import re
 
+from . import decimals
+
 
 class ConfigError(ValueError):
     pass
@@ -188,10 +190,11 @@ def parse_listen(text):
                              "absolute")
         return "unix", path
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    number = decimals.parse(port, 5)
+    if not sep or number is None or not 0 <= number <= 65535:
         raise ConfigError(f"listen {text!r}: expected HOST:PORT or "
                          "unix:/path")
-    return "tcp", (host.strip("[]") or "127.0.0.1", int(port))
+    return "tcp", (host.strip("[]") or "127.0.0.1", number)
 
 
 def _writable(text):

@@ -117,8 +117,7 @@ def neighbour(half, seconds):
     core for `seconds` (or until the storm ends). Returns (start, end) of
     the hog, from the storm's start."""
     def during(api, started):
-        while api.pool.stats()["done"] < half:
-            time.sleep(0.05)
+        api.pool.wait_stats(lambda stats: stats["done"] >= half)
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(os.cpu_count())]
         hog_start = time.time() - started

@@ -152,11 +152,8 @@ def migrations_alone(args):
 
 def wait_parked(api, job_ids):
     """Until every job waits for its arrival (parked, no worker held)."""
-    while True:
-        stats = api.pool.stats()
-        if stats["parked"] == len(job_ids) and not stats["running"]:
-            return
-        time.sleep(0.005)   # a benchmark's poll; tests wait on events
+    api.pool.wait_stats(lambda stats: stats["parked"] == len(job_ids) and
+                        not stats["running"])
 
 
 def span(values):

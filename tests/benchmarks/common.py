@@ -14,22 +14,6 @@ sys.path.insert(0, ROOT)
 
 from vmjobs.tools.report import percentile  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids):
-    """The CPU time (user + system, s) the processes `pids` have used, from
-    /proc; a process gone meanwhile counts nothing."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime + stime
-        except OSError:
-            pass
-    return total / TICKS
-
 
 def daemon_pid(sandbox):
     """The private libvirtd's pid (vmjobs.tools.sandbox.Sandbox)."""

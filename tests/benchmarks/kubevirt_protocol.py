@@ -28,10 +28,11 @@ import uuid
 import libvirt
 
 from common import percentile, pyplot, save_plot, table, write_json
-from real_storm import MEM_MIB, WARM_UP, destroy_all, params, pause_until, storm_raw
+from real_storm import MEM_MIB, WARM_UP, destroy_all, params, storm_raw
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.notifications import VM_STATUS
+from vmjobs.tools.loadtest import pause_until
 from vmjobs.tools.sandbox import Sandbox
 
 VMJOBS = "vmjobs (default workers)"

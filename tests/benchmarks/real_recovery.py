@@ -27,8 +27,8 @@ from common import percentile, pyplot, save_plot, table, write_json
 from real_storm import MEM_MIB, WARM_UP, destroy_all, params, storm_raw
 from vmjobs.api import API
 from vmjobs.config import Config, default_workers
+from vmjobs.tools.procfs import alive
 from vmjobs.tools.sandbox import Sandbox
-from vmjobs.tools.supervisor import alive
 
 WAIT = 3600
 

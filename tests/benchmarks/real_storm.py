@@ -35,7 +35,6 @@ import uuid
 import libvirt
 
 from common import (
-    cpu_seconds,
     daemon_pid,
     ms,
     percentile,
@@ -49,6 +48,8 @@ from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.hypervisor import Hypervisor
 from vmjobs.params import parse_create
+from vmjobs.tools.loadtest import pause_until
+from vmjobs.tools.procfs import cpu_seconds
 from vmjobs.tools.sandbox import Sandbox
 
 MEM_MIB = 32
@@ -133,14 +134,6 @@ def storm_raw(sandbox, n, threads, semaphore=None, interval=None):
         for conn in conns:
             conn.close()
     return total, ups, None
-
-
-def pause_until(deadline):
-    """Sleep until time.monotonic() reaches `deadline` (a steady schedule:
-    a late request does not delay the ones after it)."""
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
 
 
 def destroy_all(sandbox):

@@ -41,7 +41,7 @@ from collections import Counter
 
 import libvirt
 
-from common import ROOT, cpu_seconds, daemon_pid, ms, percentile, table, write_json
+from common import ROOT, daemon_pid, ms, percentile, table, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -51,6 +51,7 @@ from vmjobs.api import API  # noqa: E402
 from vmjobs.config import Config  # noqa: E402
 from vmjobs.hypervisor import Hypervisor  # noqa: E402
 from vmjobs.params import parse_create  # noqa: E402
+from vmjobs.tools.procfs import cpu_seconds  # noqa: E402
 from vmjobs.tools.sandbox import Sandbox  # noqa: E402
 
 MEM_MIB = 32

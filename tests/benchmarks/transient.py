@@ -44,7 +44,7 @@ import uuid
 
 import libvirt
 
-from common import ROOT, cpu_seconds, daemon_pid, table, write_json
+from common import ROOT, daemon_pid, table, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -52,6 +52,7 @@ from libvirt_counting import Counted, InFlight  # noqa: E402
 from vmjobs import domxml  # noqa: E402
 from vmjobs.hypervisor import Hypervisor  # noqa: E402
 from vmjobs.params import parse_create  # noqa: E402
+from vmjobs.tools.procfs import cpu_seconds  # noqa: E402
 from vmjobs.tools.sandbox import Sandbox  # noqa: E402
 
 MEM_MIB = 32

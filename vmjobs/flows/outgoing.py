@@ -59,8 +59,9 @@ NOTHING, PERHAPS, STAGED = "nothing", "perhaps", "staged"
 # destination's own arrival timeout, and the abort is not held up longer.
 PERHAPS_DESTROY_WAIT = 5.0
 # Seconds the job waits, once the guest has left, for the destination to
-# list the VM as public (its job's commit), looking every CONFIRM_POLL:
-# past them (a destination that does not answer, a job there that will not
+# list the VM as public (its job's commit), looking every CONFIRM_POLL
+# (another service's registry, asked by a verb: no stream of its events
+# is kept open to each destination): past them (a destination that does not answer, a job there that will not
 # commit) it ends all the same, the guest there its job's or its
 # recovery's. Short: a VM.destroy here waits for the job meanwhile.
 CONFIRM_WAIT = 10.0

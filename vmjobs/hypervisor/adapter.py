@@ -198,7 +198,7 @@ class Hypervisor:
                     raise
                 log.warning("removing domain %s: daemon lost; trying again",
                             uuid)
-                time.sleep(0.2)
+                time.sleep(0.2)   # libvirtd coming back tells no one
 
     def _remove_once(self, uuid, graceful_attempts, keep_definition):
         with self.connection() as conn, translated("remove"):

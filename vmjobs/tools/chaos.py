@@ -25,7 +25,7 @@ import uuid
 import libvirt
 
 from ..client import RemoteError
-from . import chaos_fdlimit, chaos_partition
+from . import chaos_fdlimit, chaos_partition, procfs
 from .chaos_checks import (
     arrivals_without_source,
     check_quiet,
@@ -445,7 +445,9 @@ class ChaosRun:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return "gone already"
-        time.sleep(1.0)   # its lifecycle event, then the watch's reading
+        # A moment for its lifecycle event and the watch's reading (the
+        # run follows no stream of its hosts: the next check tells).
+        time.sleep(1.0)
         return "killed"
 
     def _fault_libvirtd_kill9(self, h, draw, entry):
@@ -635,6 +637,8 @@ class ChaosRun:
             seen = self._job_step(h, job_id)
             if seen in (step, "ended", "unknown"):
                 break
+            # (A look, not a stream: the run kills and freezes the very
+            # service it would follow, mid-step.)
             time.sleep(0.02)
         return seen
 
@@ -803,7 +807,7 @@ class ChaosRun:
         low, high = FD_LIMIT_SECONDS
         seconds = low + (high - low) * length
         slack = int(FD_LIMIT_SLACK * spare)
-        cpu = chaos_fdlimit.cpu_seconds(pid)
+        cpu = procfs.cpu_seconds([pid])
         before = chaos_fdlimit.lower(pid, slack)
         entry.update(seconds=round(seconds, 2), slack=slack,
                      fds=chaos_fdlimit.open_fds(pid), asked=[])
@@ -845,7 +849,7 @@ class ChaosRun:
         if self._died_at_fd_limit(h, entry["step"]):
             entry["died"] = True
             return self._restarted(h, "its death at the fd limit")
-        spent = chaos_fdlimit.cpu_seconds(pid) - cpu
+        spent = procfs.cpu_seconds([pid]) - cpu
         entry["cpu"] = round(spent, 2)
         self.notes["fd_limit: service CPU seconds while limited"] = round(
             self.notes["fd_limit: service CPU seconds while limited"]
@@ -944,7 +948,7 @@ class ChaosRun:
                 raise Violation(f"step {i}: {busy or 'a host'} not quiet "
                                 f"within {QUIET_BOUND:g} s")
             seen = ids
-            time.sleep(0.2)
+            time.sleep(0.2)   # two hosts quiet at once: no event says it
         self._collect_outcomes()
         public = self._resolve_uncertain()
         for vm_id, step in sorted(self._race_destroyed.items()):
@@ -1048,7 +1052,7 @@ class ChaosRun:
                     job_id])["status"] not in ENDED:
                 if time.monotonic() > deadline:
                     raise Violation(f"restore of {path} did not end")
-                time.sleep(0.2)
+                time.sleep(0.2)   # (the run follows no stream of its hosts)
             self.checks += 1
             if info["status"] != "done":
                 self._file_does_not_restore(path, vm_id, info.get("error"))

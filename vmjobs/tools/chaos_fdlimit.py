@@ -54,13 +54,6 @@ def give_back(pid, before):
         pass
 
 
-def cpu_seconds(pid):
-    """Process `pid`'s CPU time so far (user and system), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def tracebacks(paths):
     """The stderr files among `paths` that hold a traceback (a thread or
     a logging call that died)."""

@@ -11,6 +11,7 @@ import time
 import libvirt
 
 from ..client import Client, RemoteError
+from ..sdnotify import messages, notify_socket
 from .sandbox import Sandbox
 
 # The services' settings: short bounds, so that a run sees them pass.
@@ -77,6 +78,7 @@ class ChaosHost:
             f"qemu+unix:///system?socket={self.sandbox.socket}"
         self.process = None
         self.client = None
+        self.ready = None   # its start's $NOTIFY_SOCKET (wait_recovered)
         self.starts = 0
 
     # -- the service ----------------------------------------------------------
@@ -97,6 +99,13 @@ class ChaosHost:
         with open(config, "w") as f:
             f.write(text)
         stderr = open(self.stderr_path(self.starts), "w")
+        # It says READY=1 there once recovery ended, as to systemd.
+        if self.ready is not None:
+            self.ready.close()
+        notify = os.path.join(self.dir, "notify")
+        if os.path.exists(notify):
+            os.unlink(notify)   # the previous start's
+        self.ready = notify_socket(notify)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "vmjobs", "serve", "--config", config,
              "--uri", self.sandbox.uri, "--listen", self.listen,
@@ -110,7 +119,8 @@ class ChaosHost:
              "--lock-file", os.path.join(self.dir, "vmjobs.lock"),
              "--log-file", os.path.join(self.log_dir,
                                         f"serve-{self.starts}.log")],
-            stdout=subprocess.PIPE, stderr=stderr, text=True)
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env=dict(os.environ, NOTIFY_SOCKET=notify))
         stderr.close()
         line = self.process.stdout.readline()
         if not line.startswith("vmjobs: serving on "):
@@ -123,15 +133,16 @@ class ChaosHost:
         return os.path.join(self.dir, f"serve-{start}.stderr")
 
     def wait_recovered(self, bound):
-        """True once the service says recovery ended, within `bound` s."""
+        """True once the service (as started last) says recovery ended,
+        READY=1 on its $NOTIFY_SOCKET, within `bound` s."""
         deadline = time.monotonic() + bound
-        while time.monotonic() < deadline:
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.ready.settimeout(remaining)
             try:
-                if not self.call("Host.getStats")["recovering"]:
+                if messages(self.ready).get("READY") == "1":
                     return True
-            except ServiceDown:
-                pass
-            time.sleep(0.1)
+            except TimeoutError:
+                return False
         return False
 
     def kill(self):
@@ -155,7 +166,7 @@ class ChaosHost:
 
     def freeze(self, seconds):
         self.process.send_signal(signal.SIGSTOP)
-        time.sleep(seconds)
+        time.sleep(seconds)   # the fault's length, not a wait
         self.process.send_signal(signal.SIGCONT)
 
     def _closed(self):
@@ -203,6 +214,8 @@ class ChaosHost:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
             self.terminate(60)
+        if self.ready is not None:
+            self.ready.close()
         self.sandbox.stop()
 
     # -- libvirt, as another client ---------------------------------------------

@@ -163,7 +163,7 @@ class Storm:
         started, self.started = time.monotonic(), time.time()
         for i, (mode, vm_id, what) in enumerate(self.requests):
             if rate:
-                _sleep_until(started + i / rate)
+                pause_until(started + i / rate)
             job_id, latency = retrying(
                 functools.partial(self._request, mode, vm_id, what), retried)
             jobs.add(job_id, {"vm_id": vm_id, "mode": mode,
@@ -252,7 +252,10 @@ class Storm:
         self._prepared = []
 
 
-def _sleep_until(deadline):
+def pause_until(deadline):
+    """Sleep until time.monotonic() reaches `deadline`: a steady schedule
+    (a late request does not delay the ones after it), the pace of a
+    storm, not a wait for a state."""
     delay = deadline - time.monotonic()
     if delay > 0:
         time.sleep(delay)

@@ -24,7 +24,7 @@ def retrying(request, retried):
             if name is None:
                 raise
             retried[name] += 1
-            time.sleep(backoff)
+            time.sleep(backoff)   # an engine's backoff: what is played
             backoff = min(backoff * 2, 0.1)
             continue
         return result, time.perf_counter() - t0

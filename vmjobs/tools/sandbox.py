@@ -30,7 +30,7 @@ import uuid
 
 import libvirt
 
-from .supervisor import alive, children, comm
+from .procfs import children, comm, wait_exits
 
 SOCKET = "libvirt-sock"
 # Overmounted inside the namespace; never touched outside it.
@@ -248,7 +248,7 @@ class Sandbox:
                 raise SandboxError(f"libvirtd exited at start ({self._tail()})")
             if time.monotonic() > deadline:
                 raise SandboxError(f"libvirtd did not start ({self._tail()})")
-            time.sleep(0.02)
+            time.sleep(0.02)   # libvirtd starting: it tells no one
         # The socket file appears when libvirtd binds it, a moment before
         # it listens: until then a connection is refused.
         while True:
@@ -258,7 +258,7 @@ class Sandbox:
             except libvirt.libvirtError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise
-                time.sleep(0.02)
+                time.sleep(0.02)   # (nor when it listens)
 
     def _first_call(self):
         """Ready is not "the socket accepts": the first real call returns
@@ -286,11 +286,12 @@ class Sandbox:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout
-        while alive(pid):
-            if time.monotonic() > deadline:
+        if wait_exits([pid], timeout):
+            try:
                 os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
+            except ProcessLookupError:
+                pass
+            wait_exits([pid], None)
         os.unlink(self._supervisor_pidfile)
         if self._lifeline is not None:
             os.close(self._lifeline)
@@ -322,7 +323,7 @@ class Sandbox:
                     pass
             if time.monotonic() > deadline:
                 raise SandboxError("libvirtd did not come back")
-            time.sleep(0.02)
+            time.sleep(0.02)   # libvirtd coming back tells no one
 
     @property
     def tcp_uri(self):

@@ -6,8 +6,7 @@ child subreaper, reaps the QEMU processes libvirtd daemonizes; SIGTERM
 stops the daemon and the sandbox, SIGHUP restarts the daemon alone
 (SIGUSR1: kills it -9 first, as a crash). With
 a lifeline (a pipe's read end whose write end only the sandbox's owner
-holds), the end of the owner is a SIGTERM too. Also the /proc helpers the
-sandbox shares."""
+holds), the end of the owner is a SIGTERM too."""
 
 import ctypes
 import os
@@ -15,6 +14,8 @@ import signal
 import subprocess
 import sys
 import threading
+
+from .procfs import children
 
 PRIVATE_DIRS = ("/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
                 "/etc/libvirt")
@@ -99,46 +100,11 @@ def stop_at_eof(fd):
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def children(pid):
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children
-
-
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def kill(pid, signum):
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie counts as gone: our Popen never waits for it.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
