@@ -50,13 +50,14 @@ import threading
 import time
 import uuid
 
-from common import cpu_seconds, ms, percentile, table, write_json
+from common import ms, percentile, table, write_json
 from vmjobs import eventstream, sse
 from vmjobs.api import API
 from vmjobs.config import Config
 from vmjobs.notifications import Notifications
 from vmjobs.server import Server
 from vmjobs.tools import loadtest
+from vmjobs.tools.procfs import cpu_seconds
 from workers import Job
 
 CASES = ("no subscriber", "16 subscribers", "events off")
