@@ -61,9 +61,10 @@ PERHAPS_DESTROY_WAIT = 5.0
 # Seconds the job waits, once the guest has left, for the destination to
 # list the VM as public (its job's commit), looking every CONFIRM_POLL
 # (another service's registry, asked by a verb: no stream of its events
-# is kept open to each destination): past them (a destination that does not answer, a job there that will not
-# commit) it ends all the same, the guest there its job's or its
-# recovery's. Short: a VM.destroy here waits for the job meanwhile.
+# is kept open to each destination): past them (a destination that does
+# not answer, a job there that will not commit) it ends all the same, the
+# guest there its job's or its recovery's. Short: a VM.destroy here waits
+# for the job meanwhile.
 CONFIRM_WAIT = 10.0
 CONFIRM_POLL = 0.1
 
