@@ -266,11 +266,14 @@ def storms(args):
           [(e, len(lat), f"{ms(percentile(lat, 50)):.2f} ms",
             f"{ms(percentile(lat, 99)):.2f} ms", f"{ms(max(lat)):.2f} ms")
            for e, lat in latencies.items()])
+    def added(engine_name):
+        return statistics.median(cpus[engine_name, "16 subscribers"]) - \
+            statistics.median(cpus[engine_name, "no subscriber"])
     table(f"where the CPU of {args.subscribers} subscribers goes (median "
           f"of the rounds): the service's CPU over no subscriber, its "
           f"dispatcher thread's, the subscribers' process'",
           ["engine", "service, added", "dispatcher", "subscribers"],
-          [(e, f"{statistics.median(cpus[e, '16 subscribers']) - statistics.median(cpus[e, 'no subscriber']):.3f} s",
+          [(e, f"{added(e):.3f} s",
             f"{statistics.median(d for d, _ in delivery[e]):.3f} s",
             f"{statistics.median(r for _, r in delivery[e]):.3f} s")
            for e in ENGINES])
