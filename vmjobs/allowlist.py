@@ -178,23 +178,33 @@ class Image(Path):
     checked by the disk's rule, where its declared format is known). A
     disk's own image, unless read-only (<readonly/>, a cdrom, a
     <transient/> disk, whose writes go to an overlay), is written: its VM
-    holds it (shared with other VMs only where each says <shareable/>);
-    a backing store is only read."""
+    holds it (shared with other VMs only where each says <shareable/>).
+    A read-only one and a backing store are read for as long as the
+    guest runs: held too, as read (hostpaths.Use.READ), which only
+    writers clash with (round 12: another guest's writable share of
+    their directory wrote into them, through 9p, which takes no image
+    lock)."""
     doc = ("disk image inside `storage.image_dirs` (format read from the "
            "file; its backing and data files confined too); empty: no "
-           "medium, for a cdrom or floppy only. A disk's own, unless "
-           "read-only, is held by its VM")
+           "medium, for a cdrom or floppy only. Held by its VM: written, "
+           "unless read-only; a read-only one, and a backing file, as read "
+           "(no other VM may write it)")
 
     def check(self, value, where, parent, ctx):
         if value:          # empty: the disk's rule says whether it may be
             confine(value, where, ctx)
 
     def held(self, value, element, parent):
-        if not value or parent is None or parent.tag != "disk" or \
-                parent.get("device") == "cdrom" or any(
-                    parent.find(tag) is not None
-                    for tag in ("readonly", "transient")):
+        if not value or parent is None:
             return None
+        if parent.tag == "backingStore":
+            return Use.READ
+        if parent.tag != "disk":
+            return None
+        if parent.get("device") == "cdrom" or any(
+                parent.find(tag) is not None
+                for tag in ("readonly", "transient")):
+            return Use.READ
         if parent.find("shareable") is not None:
             return Use.SHARED_DISK
         return Use.DISK
@@ -1268,8 +1278,18 @@ def held(root):
             if use is not None:
                 yield text, use
             yield from spec.text.also_held(text)
-        stack.extend((child, f"{key}/{child.tag}", element)
+        stack.extend((child, _child_key(key, child.tag), element)
                      for child in element if isinstance(child.tag, str))
+
+
+def _child_key(key, tag):
+    """The table's key of a child `tag` of the element at `key`; a
+    <backingStore> below another is one more level of the same chain
+    (libvirt's XML of a running guest states it whole, each level
+    nested in the one above), read as the first level is."""
+    if tag == "backingStore" and key.endswith("/backingStore"):
+        return key
+    return f"{key}/{tag}"
 
 
 def host_path_slots():

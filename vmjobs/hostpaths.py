@@ -4,7 +4,11 @@ A domain makes or writes some of the host paths its XML names: libvirt
 binds a socket at a unix chardev's or a console's path (unlinking what is
 there first), opens a file chardev's, a chardev log's or an nvdimm's path
 writing from its start, and QEMU writes a read-write disk's image, a
-guest's firmware variables and the files of a share it may write.
+guest's firmware variables and the files of a share it may write. And it
+reads its read-only images (a read-only disk, a CD-ROM, a backing file)
+for as long as it runs: no other guest may write them meanwhile, and a
+guest's writable share writes its directory's files through QEMU's 9p,
+which takes no image lock (round 12).
 hostfiles.py refuses such a path when the host shows it in use (a socket
 someone listens on, a file a process holds locked). What the host cannot
 show is a path another request named and has not made yet (two requests
@@ -38,6 +42,7 @@ class Use(StrEnum):
     DISK = "disk"                # an image QEMU opens read-write
     SHARED_DISK = "shared-disk"  # ... that every VM naming it shares
     DIR = "dir"                  # a directory the guest writes into
+    READ = "read"                # an image QEMU reads while it runs
 
     @property
     def says(self):
@@ -47,7 +52,8 @@ class Use(StrEnum):
 _SAYS = {Use.BIND: "binds a socket at", Use.WRITE: "writes",
          Use.DISK: "has as a read-write disk",
          Use.SHARED_DISK: "shares as a read-write disk (<shareable/>)",
-         Use.DIR: "lets its guest write in the directory"}
+         Use.DIR: "lets its guest write in the directory",
+         Use.READ: "reads as an image"}
 
 
 class Taken(ValueError):
@@ -97,9 +103,15 @@ def holding(named):
 
 def clash(new, old):
     """Whether two VMs may not hold `new` and `old`, which name one file
-    (their keys meet), at once: only a disk both share may be. (A file
-    inside a directory the other's guest writes into is found by the
+    (their keys meet), at once: only a disk both share may be, and an
+    image either only reads, unless the other writes it as its own (a
+    reader beside a shareable disk's writers is QEMU's image locks' to
+    judge: an engine attaches a shared disk read-only to some VMs). (A
+    file inside a directory the other's guest writes into is found by the
     directory indexes of Holdings.)"""
+    uses = {new.use, old.use}
+    if Use.READ in uses:
+        return not uses <= {Use.READ, Use.SHARED_DISK}
     return not (new.use is Use.SHARED_DISK and old.use is Use.SHARED_DISK)
 
 
