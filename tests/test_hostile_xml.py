@@ -557,6 +557,23 @@ CASES = {
     "devices-past-the-bound": (
         dict(devices=unix_channels(1041)),
         dict(devices=unix_channels(1024))),
+    # A serial port's number, read unsigned and kept in an int: 2147483648
+    # (INT_MIN) passed libvirt 9.0's check that it is below 4 and indexed
+    # a bool array of 4 on its stack at the start: the root libvirtd
+    # segfaulted, one VM.create; -2 wrote a byte below the array and
+    # started (round 12, on the private daemon).
+    "serial-port-past-an-int": (
+        dict(devices="<serial type='null'><target port='2147483648'/>"
+             "</serial>"),
+        dict(devices="<serial type='null'><target port='1'/></serial>")),
+    "serial-port-negative": (
+        dict(devices="<serial type='null'><target port='-2'/></serial>"),
+        dict(devices="<serial type='null'><target port='0'/></serial>")),
+    "console-port-past-an-int": (
+        dict(devices="<console type='pty'><target type='virtio' "
+             "port='4294967294'/></console>"),
+        dict(devices="<console type='pty'><target type='virtio' "
+             "port='1'/></console>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),

@@ -446,7 +446,8 @@ def channels(count):
 # the host bridge's name. Each refused number made the root libvirtd
 # abort (vcpu, iothreads, a controller's index), or grow by 380 MB/s at
 # the start (a NIC's queues); the pty chardevs (domain()'s serial port
-# counts) take the host's pseudo-terminals (round 11).
+# counts) take the host's pseudo-terminals (round 11); a serial port past
+# an int made it segfault at the start (round 12).
 SIZES = {
     "vcpu": (dict(top="<vcpu>4294967295</vcpu>"), dict(top="<vcpu>2</vcpu>")),
     "iothreads": (dict(top="<vcpu>1</vcpu><iothreads>4294967295</iothreads>"),
@@ -464,6 +465,12 @@ SIZES = {
              "<model type='virtio'/><driver name='vhost' queues='4'/>"
              "</interface>")),
     "pty-chardevs": (dict(devices=channels(16)), dict(devices=channels(15))),
+    # Read unsigned into an int, INT_MIN indexed a bool array of 4 on
+    # libvirtd's stack at the start: it segfaulted (round 12).
+    "serial-port": (
+        dict(devices="<serial type='null'><target port='2147483648'/>"
+             "</serial>"),
+        dict(devices="<serial type='null'><target port='1'/></serial>")),
 }
 
 

@@ -517,6 +517,16 @@ PTY_CHARDEVS = ("serial", "console", "channel")
 MAX_DEVICES = 1024
 LIBVIRT_ADDED_DEVICES = 16
 
+# A serial port's or a console's number: an index of the guest's serial
+# ports or consoles, so never more than its devices. libvirt 9.0 reads it
+# unsigned and keeps it in an int: 2147483648 (INT_MIN) passed its check
+# that an ISA serial port is below 4 and indexed a bool array of 4 on its
+# stack at the start, and the root libvirtd segfaulted, one VM.create;
+# `-2` (read as 4294967294) wrote a byte below the array and started
+# (round 12, measured on the private daemon).
+CHARDEV_PORT = Count("a serial or console port", 0,
+                     MAX_DEVICES + LIBVIRT_ADDED_DEVICES)
+
 
 def check_device_count(root, ctx):
     """Refuse a domain with more than MAX_DEVICES devices but its
@@ -1048,8 +1058,9 @@ TABLE = {
         "tune/sndbuf": E(text=NUMBER),
         "rom": E({"bar": ONOFF, "enabled": YESNO, "file": PATH}),
     }),
-    **chardev("serial", {"type": TOKEN, "port": NUMBER}),
-    **chardev("console", {"type": Enum("serial", "virtio"), "port": NUMBER}),
+    **chardev("serial", {"type": TOKEN, "port": CHARDEV_PORT}),
+    **chardev("console", {"type": Enum("serial", "virtio"),
+                          "port": CHARDEV_PORT}),
     **chardev("channel", {"type": Enum("virtio"), "name": TOKEN,
                           "state": Enum("connected", "disconnected")}),
     **device("graphics", {"type": Enum("vnc", "spice"), "port": NUMBER,
