@@ -160,6 +160,16 @@ CASES = {
         lambda d: disk(d / "share" / "a.raw"),
         lambda d: share(d / "share"),
         lambda d: share(d / "other")),
+    # virtlogd renames A's console output to a.out.0, a.out.1, ... as it
+    # grows (round 12): a disk there would be replaced.
+    "disk-over-a-rotated-output": (
+        lambda d: serial_file(d / "r.out"),
+        lambda d: disk(d / "r.out.1"),
+        lambda d: disk(d / "b.raw")),
+    "serial-log-over-a-rotated-output": (
+        lambda d: serial_log(d / "r.log"),
+        lambda d: serial_file(d / "r.log.0"),
+        lambda d: serial_file(d / "b.out")),
     # What A's QEMU only reads is still read while it runs: a backing
     # file, a read-only disk, a CD-ROM. Another guest's writable share of
     # its directory wrote into it through 9p, which takes no image lock

@@ -255,6 +255,21 @@ CASES = {
              "</serial>"),
         dict(devices="<serial type='file'><source path='{images}/disk.img'/>"
              "</serial>")),
+    # virtlogd (libvirt's default stdio_handler) writes a chardev's file
+    # and its log, and at 2 MiB renames PATH to PATH.0, PATH.0 to PATH.1,
+    # ..., deleting the last: a guest's console output replaced an image
+    # named PATH.1 in ten seconds (round 12, on the private daemon with
+    # virtlogd).
+    "serial-file-over-rotated-names": (
+        dict(devices="<serial type='file'><source path='{images}/disk'/>"
+             "</serial>"),
+        dict(devices="<serial type='file'><source path='{images}/console'/>"
+             "</serial>")),
+    "serial-log-over-rotated-names": (
+        dict(devices="<serial type='pty'><log file='{images}/disk'/>"
+             "</serial>"),
+        dict(devices="<serial type='pty'><log file='{images}/console'/>"
+             "</serial>")),
     "serial-log-over-held-image": (
         dict(devices="<serial type='pty'><log file='{images}/held.img'/>"
              "</serial>"),
@@ -711,7 +726,7 @@ def dirs(tmp_path):
 def _dirs(images, victim):
     (victim / "shadow").write_text("root:secret:19000::::::\n")
     for name in ("disk.img", "block", "vmlinuz", "base.raw", "leases",
-                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):
+                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm", "disk.1"):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
     # Another guest's disk, and a link out, where libvirt would stage a

@@ -95,7 +95,7 @@ class Kind:
     def held(self, value, element, parent):
         return None
 
-    def also_held(self, value):
+    def also_held(self, value, element, parent):
         """Other host paths the host writes for this value (path, Use)."""
         return ()
 
@@ -247,7 +247,7 @@ class VarStore(Path):
     def held(self, value, element, parent):
         return Use.DISK
 
-    def also_held(self, value):
+    def also_held(self, value, element, parent):
         return ((value + NVRAM_STAGING, Use.WRITE),)
 
 
@@ -304,6 +304,44 @@ class OutputPath(Path):
         return Use.WRITE
 
 
+class LogPath(OutputPath):
+    """A chardev's output or log. Under libvirt's default stdio_handler
+    ('logd') virtlogd writes it and, once it reaches its max_size (2
+    MiB), renames it to PATH.0, PATH.0 to PATH.1 and so on, deleting the
+    last of its max_backups (3) copies: files the XML never names, renamed
+    over and deleted whatever they are (round 12, measured on the private
+    daemon with virtlogd: a guest writing its serial port replaced two
+    images named PATH.0 and PATH.1 with its own bytes in ten seconds, and
+    deleted them at the next rotations). So nothing may be at PATH.0 to
+    PATH.9 (virtlogd's default and more, for an operator's max_backups up
+    to ten), and its VM holds them too."""
+    doc = ("as OUTPUT_PATH, and nothing at `PATH.0` to `PATH.9`, the copies "
+           "virtlogd rotates it to, which its VM holds too")
+
+    def check(self, value, where, parent, ctx):
+        super().check(value, where, parent, ctx)
+        for rotated in rotated_names(value):
+            confine(rotated, f"{where} (virtlogd renames it to {rotated!r})",
+                    ctx)
+            if os.path.lexists(rotated):
+                raise Refused(f"{where} {value!r}: virtlogd renames it to "
+                              f"{rotated!r} as it grows, and something is "
+                              "there")
+
+    def also_held(self, value, element, parent):
+        return tuple((rotated, Use.WRITE) for rotated in rotated_names(value))
+
+
+# The rotated copies of a log virtlogd may make (its max_backups, 3 by
+# default), kept free for up to this many.
+ROTATED_COPIES = 10
+
+
+def rotated_names(path):
+    """The names virtlogd rotates `path` to: PATH.0, PATH.1, ..."""
+    return tuple(f"{path}.{n}" for n in range(ROTATED_COPIES))
+
+
 def _refuse_taking(why, value, where):
     if why is not None:
         raise Refused(f"{where} {value!r} {why}")
@@ -314,7 +352,7 @@ class ChardevPath(Path):
     ignores the value on input); for a unix chardev, a socket the host
     binds; for a file, a file it writes; else (no path read) confined."""
     doc = ("for a `pty`: `/dev/pts/N`; `unix`: as SOCKET_PATH; `file`: as "
-           "OUTPUT_PATH; else a host path")
+           "LOG_PATH; else a host path")
 
     def check(self, value, where, parent, ctx):
         self._of(parent).check(value, where, parent, ctx)
@@ -322,10 +360,13 @@ class ChardevPath(Path):
     def held(self, value, element, parent):
         return self._of(parent).held(value, element, parent)
 
+    def also_held(self, value, element, parent):
+        return self._of(parent).also_held(value, element, parent)
+
     @staticmethod
     def _of(parent):
         kind = "pty" if parent is None else parent.get("type", "pty")
-        return {"pty": PTY, "unix": SOCKET_PATH, "file": OUTPUT_PATH}.get(
+        return {"pty": PTY, "unix": SOCKET_PATH, "file": LOG_PATH}.get(
             kind, PATH)
 
 
@@ -453,6 +494,7 @@ VAR_STORE = VarStore()
 SHARED_DIR = SharedDir()
 SOCKET_PATH = SocketPath()
 OUTPUT_PATH = OutputPath()
+LOG_PATH = LogPath()
 IMAGE = Image()
 ENTROPY = Entropy()
 CHARDEV_PATH = ChardevPath()
@@ -835,7 +877,7 @@ def chardev(name, target):
                                       "null"), "tty": PTY}, {
         "source": E({"mode": Enum("bind"), "path": CHARDEV_PATH,
                      "append": ONOFF}),
-        "log": E({"file": OUTPUT_PATH, "append": ONOFF}),
+        "log": E({"file": LOG_PATH, "append": ONOFF}),
         "target": E(target),
         "target/model": E({"name": TOKEN}),
     }, rule=chardev_rule)
@@ -1278,7 +1320,7 @@ def held(root):
             if use is not None:
                 yield value, use
             if kind is not None:
-                yield from kind.also_held(value)
+                yield from kind.also_held(value, element, parent)
         # The text as libvirt reads it, whitespace and all (`/i/a.mem `
         # is a file of its own, not `/i/a.mem`: held as the stripped text,
         # a running guest's nvdimm file was free to another VM's serial
@@ -1288,7 +1330,7 @@ def held(root):
             use = spec.text.held(text, element, parent)
             if use is not None:
                 yield text, use
-            yield from spec.text.also_held(text)
+            yield from spec.text.also_held(text, element, parent)
         stack.extend((child, _child_key(key, child.tag), element)
                      for child in element if isinstance(child.tag, str))
 
