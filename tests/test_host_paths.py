@@ -279,6 +279,27 @@ def test_a_path_a_running_vm_holds_is_refused_to_another(api, images, case):
     check_invariants(api)
 
 
+def test_a_transient_disks_overlay_is_its_vms(api, images):
+    """libvirt makes A's <transient/> disk's overlay, a.raw.TRANSIENT-NAME,
+    at its start and unlinks it at its stop: no other VM may name it while
+    A's domain may use it (round 12: accepted before, and a serial file
+    there, started after A, wrote into A's disk). The control, B's own
+    file, runs beside A; once A is destroyed B takes it."""
+    a = running(api, disk(images / "a.raw", extra="<transient/>"))
+    overlay = f"{images}/a.raw.TRANSIENT-hp-{a[:8]}"
+    b = new_id()
+    for verb in ("VM.create", "VM.migrationCreate"):
+        assert a in str(refused(api, b, serial_file(overlay), verb))
+    assert wait_job(api, create(api, b, serial_file(images / "b.out")))[
+        "status"] == "done"
+    assert api.VM.destroy(b) is True
+    assert api.VM.destroy(a) is True
+    assert wait_job(api, create(api, b, serial_file(overlay)))[
+        "status"] == "done"
+    assert api.VM.destroy(b) is True
+    check_invariants(api)
+
+
 def test_a_read_only_disk_and_a_shareable_one_are_shared(api, images):
     """What two guests may share: a read-only image (an ISO as a CD-ROM,
     a <readonly/> disk), a disk both declare <shareable/> (a cluster's);

@@ -270,6 +270,13 @@ CASES = {
              "</serial>"),
         dict(devices="<serial type='pty'><log file='{images}/console'/>"
              "</serial>")),
+    # libvirt makes a <transient/> disk's overlay beside its image, named
+    # after it and the domain, and unlinks it when the guest stops.
+    "transient-overlay-over-a-file": (
+        dict(name="t", devices=disk("{images}/disk.img",
+                                    extra="<transient/>")),
+        dict(name="t", devices=disk("{images}/base.raw",
+                                    extra="<transient/>"))),
     "serial-log-over-held-image": (
         dict(devices="<serial type='pty'><log file='{images}/held.img'/>"
              "</serial>"),
@@ -726,7 +733,8 @@ def dirs(tmp_path):
 def _dirs(images, victim):
     (victim / "shadow").write_text("root:secret:19000::::::\n")
     for name in ("disk.img", "block", "vmlinuz", "base.raw", "leases",
-                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm", "disk.1"):
+                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm", "disk.1",
+                 "disk.img.TRANSIENT-t"):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
     # Another guest's disk, and a link out, where libvirt would stage a

@@ -596,7 +596,13 @@ MAX_NIC_QUEUES = NIC_QUEUES.most
 def domain_rule(element, ctx):
     """At most MAX_PTYS pty chardevs, and MAX_NIC_QUEUES queues of its
     NICs together, in all its <devices> (libvirt reads the devices across
-    every <devices> element)."""
+    every <devices> element). Nothing where libvirt makes a transient
+    disk's overlay."""
+    for overlay in transient_overlays(element):
+        confine(overlay, "a <transient/> disk's overlay", ctx)
+        if os.path.lexists(overlay):
+            raise Refused(f"a <transient/> disk's overlay {overlay!r}: "
+                          "libvirt makes it, and something is there")
     ptys = _pty_count(element)
     if ptys > MAX_PTYS:
         raise Refused(f"{ptys} pty chardevs: at most {MAX_PTYS} (each "
@@ -608,6 +614,26 @@ def domain_rule(element, ctx):
         raise Refused(f"its NICs have {queues} queues in all: at most "
                       f"{MAX_NIC_QUEUES} (each a tap queue, and a vhost "
                       "task of the host's)")
+
+
+def transient_overlays(domain):
+    """Where libvirt 9.0 makes the overlay of each <transient/> disk of
+    `domain`: beside the disk's image, named after it and the domain
+    (IMAGE.TRANSIENT-NAME), created by QEMU's blockdev-create as root when
+    the guest starts, written by the guest, unlinked when it stops. A path
+    the XML never names: the VM holds it, so that no other VM names it
+    (its output opened over the overlay of a guest started in between
+    wrote into that guest's disk; round 12)."""
+    name = domain.findtext("name")
+    if name is None:
+        return
+    for disk in domain.iterfind("devices/disk"):
+        source = disk.find("source")
+        if disk.find("transient") is None or source is None:
+            continue
+        image = source.get("file") or source.get("dev")
+        if image:
+            yield f"{image}.TRANSIENT-{name}"
 
 
 def _pty_count(domain):
@@ -1308,6 +1334,7 @@ def held(root):
     own additions) are passed over: they name nothing a caller chose."""
     if root.tag != "domain":
         return
+    yield from ((overlay, Use.WRITE) for overlay in transient_overlays(root))
     stack = [(root, "domain", None)]
     while stack:
         element, key, parent = stack.pop()
