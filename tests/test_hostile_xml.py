@@ -545,6 +545,21 @@ CASES = {
         dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
              "bus='ide'/><address type='drive' controller='255' bus='0' "
              "unit='0'/></disk>")),
+    # A disk's name in the guest is an index to libvirt (`sdzzzz`:
+    # 475,253), and a disk without an address goes on the controller that
+    # index implies, libvirt adding every controller below it: one define
+    # of `sdzzzz` on sata kept the root libvirtd busy 61 s, `sdzzzzz` for
+    # minutes, until it was stopped (round 12, on the private daemon).
+    "disk-target-index-past-the-bound": (
+        dict(devices="<disk type='file' device='disk'><source file="
+             "'{images}/disk.img'/><target dev='sdzzzz' bus='sata'/>"
+             "</disk>"),
+        dict(devices="<disk type='file' device='disk'><source file="
+             "'{images}/disk.img'/><target dev='sdamz' bus='sata'/>"
+             "</disk>")),
+    "disk-target-index-past-the-bound-with-a-partition": (
+        dict(devices=disk("{images}/disk.img", dev="hdzzzzz1")),
+        dict(devices=disk("{images}/disk.img", dev="hdb1"))),
     # A tap and a vhost-net device for each queue, in arrays libvirt
     # allocates at the start: 4294967295 made the root libvirtd grow to
     # 12 GB in 30 s (round 11, on the private daemon).

@@ -559,6 +559,49 @@ PTY_CHARDEVS = ("serial", "console", "channel")
 MAX_DEVICES = 1024
 LIBVIRT_ADDED_DEVICES = 16
 
+class DiskTarget(Kind):
+    """A disk's name in the guest (<target dev>). libvirt reads a name of
+    its own pattern (`hd`, `sd`, `vd`, `xvd`, `ubd` or `fd`, lower-case
+    letters counting from `a` as a bijective base 26, then a partition's
+    digits: virDiskNameParse) as the disk's index, and puts a disk without
+    an address on the controller that index implies, adding every
+    controller below it: `sdzzzz` (475,253) on sata kept the root libvirtd
+    busy 61 s in one define, `sdzzzzz` for minutes, until it was stopped
+    (round 12, measured on the private daemon; round 11 bounded the
+    controller an address names, not this one). So such a name's index is
+    at most the devices a guest may have (a disk past it is no disk of
+    its); any other name is a TOKEN."""
+    PREFIXES = ("fd", "hd", "vd", "sd", "xvd", "ubd")   # libvirt's order
+    NAME = re.compile(r"([a-z]*)([0-9]*)")
+
+    def __init__(self, most):
+        self.most = most
+        self.doc = (f"{TOKEN.doc}; a name of libvirt's disk pattern "
+                    "(`hd`, `sd`, `vd`, `xvd`, `ubd` or `fd`, letters, "
+                    f"digits) names an index, at most {most} (`sdamz`)")
+
+    def check(self, value, where, parent, ctx):
+        TOKEN.check(value, where, parent, ctx)
+        index = self.index(value)
+        if index is not None and index > self.most:
+            raise Refused(f"{where} {value!r} is disk index {index} to "
+                          f"libvirt: at most {self.most}")
+
+    @classmethod
+    def index(cls, name):
+        """The index libvirt reads `name` as, or None if it reads none."""
+        prefix = next((p for p in cls.PREFIXES if name.startswith(p)), None)
+        if prefix is None:
+            return None
+        match = cls.NAME.fullmatch(name[len(prefix):])
+        if match is None or not match.group(1):
+            return None
+        index = 0
+        for position, letter in enumerate(match.group(1)):
+            index = (index + (1 if position else 0)) * 26 + ord(letter) - 97
+        return index
+
+
 # A serial port's or a console's number: an index of the guest's serial
 # ports or consoles, so never more than its devices. libvirt 9.0 reads it
 # unsigned and keeps it in an int: 2147483648 (INT_MIN) passed its check
@@ -568,6 +611,7 @@ LIBVIRT_ADDED_DEVICES = 16
 # (round 12, measured on the private daemon).
 CHARDEV_PORT = Count("a serial or console port", 0,
                      MAX_DEVICES + LIBVIRT_ADDED_DEVICES)
+DISK_TARGET = DiskTarget(MAX_DEVICES + LIBVIRT_ADDED_DEVICES - 1)
 
 
 def check_device_count(root, ctx):
@@ -1078,8 +1122,9 @@ TABLE = {
         "backingStore/format": E({"type": Enum("raw", "qcow2")}),
         "backingStore/source": E({"file": IMAGE}),
         "backingStore/backingStore": E(),
-        "target": E({"dev": TOKEN, "bus": Enum("virtio", "scsi", "sata",
-                                               "ide", "usb", "fdc"),
+        "target": E({"dev": DISK_TARGET,
+                     "bus": Enum("virtio", "scsi", "sata", "ide", "usb",
+                                 "fdc"),
                      "tray": Enum("open", "closed"), "removable": ONOFF,
                      "rotation_rate": NUMBER}),
         "readonly": E(),
