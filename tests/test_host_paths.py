@@ -160,6 +160,25 @@ CASES = {
         lambda d: disk(d / "share" / "a.raw"),
         lambda d: share(d / "share"),
         lambda d: share(d / "other")),
+    # A read-only share: A's guest reads all of it while it runs (round
+    # 12: another guest's writable share of it, or an output in it, was
+    # accepted, either way round).
+    "share-over-a-read-only-share": (
+        lambda d: share(d / "share", readonly=True),
+        lambda d: share(d / "share"),
+        lambda d: share(d / "other")),
+    "serial-file-in-a-read-only-share": (
+        lambda d: share(d / "share", readonly=True),
+        lambda d: serial_file(d / "share" / "x"),
+        lambda d: serial_file(d / "b.out")),
+    "read-only-share-over-a-serial-file": (
+        lambda d: serial_file(d / "share" / "x"),
+        lambda d: share(d / "share", readonly=True),
+        lambda d: share(d / "other", readonly=True)),
+    "read-only-share-over-a-share-below": (
+        lambda d: share(d / "share" / "sub"),
+        lambda d: share(d / "share", readonly=True),
+        lambda d: share(d / "other", readonly=True)),
     # virtlogd renames A's console output to a.out.0, a.out.1, ... as it
     # grows (round 12): a disk there would be replaced.
     "disk-over-a-rotated-output": (
@@ -209,7 +228,8 @@ CASES = {
 @pytest.fixture
 def images(tmp_path):
     images = tmp_path / "images"
-    for d in (images, images / "share", images / "other"):
+    for d in (images, images / "share", images / "other",
+              images / "share" / "sub"):
         d.mkdir()
     for name in ("a.raw", "b.raw", "share/a.raw", "iso", "shared.raw"):
         (images / name).write_bytes(b"\0" * 65536)
@@ -316,6 +336,19 @@ def test_a_read_only_disk_and_a_shareable_one_are_shared(api, images):
     # locks judge it, as before round 12.
     vms.append(running(api, disk(images / "shared.raw", "vdc",
                                  "<readonly/><shareable/>")))
+    for vm_id in vms:
+        assert api.VM.destroy(vm_id) is True
+    check_invariants(api)
+
+
+def test_readers_share_a_directory_and_what_is_in_it(api, images):
+    """Read-only, a share and the images in it are shared: a CD-ROM inside
+    another guest's read-only share, a read-only share over it, a
+    read-only disk there too (round 12 holds them as read)."""
+    vms = [running(api, cdrom(images / "share" / "a.raw")),
+           running(api, share(images / "share", readonly=True)),
+           running(api, share(images / "share", readonly=True) +
+                   disk(images / "share" / "a.raw", extra="<readonly/>"))]
     for vm_id in vms:
         assert api.VM.destroy(vm_id) is True
     check_invariants(api)

@@ -257,13 +257,17 @@ NVRAM_STAGING = ".new"
 
 class SharedDir(Path):
     """A directory shared with the guest (<filesystem>): unless
-    <readonly/>, the guest writes its files."""
-    doc = ("host directory inside `storage.image_dirs`; unless the share "
-           "is `<readonly/>`, held by its VM with everything below it")
+    <readonly/>, the guest writes its files; if it is, it reads them for
+    as long as it runs, and no other guest may write there (round 12:
+    another's writable share of it, or an output inside it, was
+    accepted)."""
+    doc = ("host directory inside `storage.image_dirs`, held by its VM "
+           "with everything below it: written unless the share is "
+           "`<readonly/>`; read, so no other VM may write there, if it is")
 
     def held(self, value, element, parent):
         if parent is not None and parent.find("readonly") is not None:
-            return None
+            return Use.READ_DIR
         return Use.DIR
 
 
