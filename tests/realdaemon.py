@@ -27,11 +27,11 @@ def require_daemon():
                 "installs what is needed)")
 
 
-def start_daemon(directory):
-    """A private daemon; its cold and warm start times are recorded for the
-    report (pytest -rA shows them)."""
+def start_daemon(directory, **options):
+    """A private daemon (Sandbox's `options`); its cold and warm start
+    times are recorded for the report (pytest -rA shows them)."""
     require_daemon()
-    sandbox = Sandbox(directory)
+    sandbox = Sandbox(directory, **options)
     started = time.monotonic()
     sandbox.start()
     sandbox.start_seconds = time.monotonic() - started

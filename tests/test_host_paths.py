@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, wait_job
+from engine_xml import qcow2
 from invariants import check_invariants
 from vmjobs import hostpaths
 from vmjobs.errors import InvalidParams
@@ -55,6 +56,12 @@ def disk(path, dev="vda", extra=""):
     return (f"<disk type='file' device='disk'><driver name='qemu' "
             f"type='raw'/><source file='{path}'/><target dev='{dev}' "
             f"bus='virtio'/>{extra}</disk>")
+
+
+def qcow2_disk(path, dev="vda"):
+    return (f"<disk type='file' device='disk'><driver name='qemu' "
+            f"type='qcow2'/><source file='{path}'/><target dev='{dev}' "
+            "bus='virtio'/></disk>")
 
 
 def cdrom(path, dev="sdc"):
@@ -153,16 +160,85 @@ CASES = {
         lambda d: disk(d / "share" / "a.raw"),
         lambda d: share(d / "share"),
         lambda d: share(d / "other")),
+    # A read-only share: A's guest reads all of it while it runs (round
+    # 12: another guest's writable share of it, or an output in it, was
+    # accepted, either way round).
+    "share-over-a-read-only-share": (
+        lambda d: share(d / "share", readonly=True),
+        lambda d: share(d / "share"),
+        lambda d: share(d / "other")),
+    "serial-file-in-a-read-only-share": (
+        lambda d: share(d / "share", readonly=True),
+        lambda d: serial_file(d / "share" / "x"),
+        lambda d: serial_file(d / "b.out")),
+    "read-only-share-over-a-serial-file": (
+        lambda d: serial_file(d / "share" / "x"),
+        lambda d: share(d / "share", readonly=True),
+        lambda d: share(d / "other", readonly=True)),
+    "read-only-share-over-a-share-below": (
+        lambda d: share(d / "share" / "sub"),
+        lambda d: share(d / "share", readonly=True),
+        lambda d: share(d / "other", readonly=True)),
+    # virtlogd renames A's console output to a.out.0, a.out.1, ... as it
+    # grows (round 12): a disk there would be replaced.
+    "disk-over-a-rotated-output": (
+        lambda d: serial_file(d / "r.out"),
+        lambda d: disk(d / "r.out.1"),
+        lambda d: disk(d / "b.raw")),
+    "serial-log-over-a-rotated-output": (
+        lambda d: serial_log(d / "r.log"),
+        lambda d: serial_file(d / "r.log.0"),
+        lambda d: serial_file(d / "b.out")),
+    # What A's QEMU only reads is still read while it runs: a backing
+    # file, a read-only disk, a CD-ROM. Another guest's writable share of
+    # its directory wrote into it through 9p, which takes no image lock
+    # (round 12: accepted before, either way round); an output or a disk
+    # over it in flight, before A's QEMU locked it, truncated it.
+    "share-over-a-backing-file": (
+        lambda d: qcow2_disk(d / "top.qcow2"),
+        lambda d: share(d / "share"),
+        lambda d: share(d / "other")),
+    "share-over-a-read-only-disk": (
+        lambda d: disk(d / "share" / "a.raw", extra="<readonly/>"),
+        lambda d: share(d / "share"),
+        lambda d: share(d / "other")),
+    "share-over-a-cdrom": (
+        lambda d: cdrom(d / "share" / "a.raw"),
+        lambda d: share(d / "share"),
+        lambda d: share(d / "other")),
+    "read-only-disk-in-a-shared-dir": (
+        lambda d: share(d / "share"),
+        lambda d: disk(d / "share" / "a.raw", extra="<readonly/>"),
+        lambda d: disk(d / "b.raw", extra="<readonly/>")),
+    "backing-file-in-a-shared-dir": (
+        lambda d: share(d / "share"),
+        lambda d: qcow2_disk(d / "top.qcow2"),
+        lambda d: qcow2_disk(d / "other.qcow2")),
+    "serial-file-over-a-cdrom": (
+        lambda d: cdrom(d / "iso"),
+        lambda d: serial_file(d / "iso"),
+        lambda d: serial_file(d / "b.out")),
+    "disk-over-a-backing-file": (
+        lambda d: qcow2_disk(d / "top.qcow2"),
+        lambda d: disk(d / "share" / "base.raw"),
+        lambda d: disk(d / "b.raw")),
 }
 
 
 @pytest.fixture
 def images(tmp_path):
     images = tmp_path / "images"
-    for d in (images, images / "share", images / "other"):
+    for d in (images, images / "share", images / "other",
+              images / "share" / "sub"):
         d.mkdir()
     for name in ("a.raw", "b.raw", "share/a.raw", "iso", "shared.raw"):
         (images / name).write_bytes(b"\0" * 65536)
+    (images / "share" / "base.raw").write_bytes(b"\0" * 65536)
+    # A qcow2 image over a base in the shared directory, and one over a
+    # base apart.
+    qcow2(str(images / "top.qcow2"), backing=str(images / "share" /
+                                                  "base.raw"))
+    qcow2(str(images / "other.qcow2"), backing=str(images / "b.raw"))
     (images / "link-to-a.raw").symlink_to(images / "a.raw")
     (images / "c.out").write_bytes(b"")
     (images / "c.link").hardlink_to(images / "c.out")
@@ -223,6 +299,27 @@ def test_a_path_a_running_vm_holds_is_refused_to_another(api, images, case):
     check_invariants(api)
 
 
+def test_a_transient_disks_overlay_is_its_vms(api, images):
+    """libvirt makes A's <transient/> disk's overlay, a.raw.TRANSIENT-NAME,
+    at its start and unlinks it at its stop: no other VM may name it while
+    A's domain may use it (round 12: accepted before, and a serial file
+    there, started after A, wrote into A's disk). The control, B's own
+    file, runs beside A; once A is destroyed B takes it."""
+    a = running(api, disk(images / "a.raw", extra="<transient/>"))
+    overlay = f"{images}/a.raw.TRANSIENT-hp-{a[:8]}"
+    b = new_id()
+    for verb in ("VM.create", "VM.migrationCreate"):
+        assert a in str(refused(api, b, serial_file(overlay), verb))
+    assert wait_job(api, create(api, b, serial_file(images / "b.out")))[
+        "status"] == "done"
+    assert api.VM.destroy(b) is True
+    assert api.VM.destroy(a) is True
+    assert wait_job(api, create(api, b, serial_file(overlay)))[
+        "status"] == "done"
+    assert api.VM.destroy(b) is True
+    check_invariants(api)
+
+
 def test_a_read_only_disk_and_a_shareable_one_are_shared(api, images):
     """What two guests may share: a read-only image (an ISO as a CD-ROM,
     a <readonly/> disk), a disk both declare <shareable/> (a cluster's);
@@ -234,6 +331,24 @@ def test_a_read_only_disk_and_a_shareable_one_are_shared(api, images):
     vms = [running(api, devices) for _ in range(3)]
     # Read-write once: a shareable disk another VM has as its own.
     refused(api, new_id(), disk(images / "shared.raw"))
+    # A shareable disk read-only beside the others' read-write (an
+    # engine attaches a shared disk read-only to some of its VMs): QEMU's
+    # locks judge it, as before round 12.
+    vms.append(running(api, disk(images / "shared.raw", "vdc",
+                                 "<readonly/><shareable/>")))
+    for vm_id in vms:
+        assert api.VM.destroy(vm_id) is True
+    check_invariants(api)
+
+
+def test_readers_share_a_directory_and_what_is_in_it(api, images):
+    """Read-only, a share and the images in it are shared: a CD-ROM inside
+    another guest's read-only share, a read-only share over it, a
+    read-only disk there too (round 12 holds them as read)."""
+    vms = [running(api, cdrom(images / "share" / "a.raw")),
+           running(api, share(images / "share", readonly=True)),
+           running(api, share(images / "share", readonly=True) +
+                   disk(images / "share" / "a.raw", extra="<readonly/>"))]
     for vm_id in vms:
         assert api.VM.destroy(vm_id) is True
     check_invariants(api)
@@ -374,6 +489,29 @@ def test_a_recovered_vm_holds_its_paths(make_api, images):
     assert api.VM.destroy(a) is True
     assert wait_job(api, create(api, new_id(), serial_file(
         images / "a.out")))["status"] == "done"
+
+
+def test_a_recovered_vm_holds_its_backing_chain(make_api, images):
+    """Recovery reads the backing files back from the chain libvirt
+    states, each level nested in the one above: a share over the base two
+    levels down is refused after a restart too (round 12); the control,
+    a share beside it, runs."""
+    qcow2(str(images / "mid.qcow2"), backing=str(images / "share" /
+                                                  "base.raw"))
+    qcow2(str(images / "deep.qcow2"), backing=str(images / "mid.qcow2"),
+          backing_fmt="qcow2")
+    first = make_api(image_dirs=[str(images)])
+    a = running(first, qcow2_disk(images / "deep.qcow2"))
+    first.close()
+    api = make_api(image_dirs=[str(images)])
+    assert api.wait_recovered(WAIT)
+    assert api.Host.getVMList() == [a]
+    assert a in str(refused(api, new_id(), share(images / "share")))
+    b = new_id()
+    assert wait_job(api, create(api, b, share(images / "other")))[
+        "status"] == "done"
+    assert api.VM.destroy(b) is True
+    assert api.VM.destroy(a) is True
 
 
 def test_every_way_out_of_the_registry_gives_the_paths_back(tmp_path):

@@ -254,6 +254,28 @@ CASES = {
              "</serial>"),
         dict(devices="<serial type='file'><source path='{images}/disk.img'/>"
              "</serial>")),
+    # virtlogd (libvirt's default stdio_handler) writes a chardev's file
+    # and its log, and at 2 MiB renames PATH to PATH.0, PATH.0 to PATH.1,
+    # ..., deleting the last: a guest's console output replaced an image
+    # named PATH.1 in ten seconds (round 12, on the private daemon with
+    # virtlogd).
+    "serial-file-over-rotated-names": (
+        dict(devices="<serial type='file'><source path='{images}/disk'/>"
+             "</serial>"),
+        dict(devices="<serial type='file'><source path='{images}/console'/>"
+             "</serial>")),
+    "serial-log-over-rotated-names": (
+        dict(devices="<serial type='pty'><log file='{images}/disk'/>"
+             "</serial>"),
+        dict(devices="<serial type='pty'><log file='{images}/console'/>"
+             "</serial>")),
+    # libvirt makes a <transient/> disk's overlay beside its image, named
+    # after it and the domain, and unlinks it when the guest stops.
+    "transient-overlay-over-a-file": (
+        dict(name="t", devices=disk("{images}/disk.img",
+                                    extra="<transient/>")),
+        dict(name="t", devices=disk("{images}/base.raw",
+                                    extra="<transient/>"))),
     "serial-log-over-held-image": (
         dict(devices="<serial type='pty'><log file='{images}/held.img'/>"
              "</serial>"),
@@ -522,6 +544,21 @@ CASES = {
         dict(devices="<disk type='file' device='cdrom'><target dev='hdc' "
              "bus='ide'/><address type='drive' controller='255' bus='0' "
              "unit='0'/></disk>")),
+    # A disk's name in the guest is an index to libvirt (`sdzzzz`:
+    # 475,253), and a disk without an address goes on the controller that
+    # index implies, libvirt adding every controller below it: one define
+    # of `sdzzzz` on sata kept the root libvirtd busy 61 s, `sdzzzzz` for
+    # minutes, until it was stopped (round 12, on the private daemon).
+    "disk-target-index-past-the-bound": (
+        dict(devices="<disk type='file' device='disk'><source file="
+             "'{images}/disk.img'/><target dev='sdzzzz' bus='sata'/>"
+             "</disk>"),
+        dict(devices="<disk type='file' device='disk'><source file="
+             "'{images}/disk.img'/><target dev='sdamz' bus='sata'/>"
+             "</disk>")),
+    "disk-target-index-past-the-bound-with-a-partition": (
+        dict(devices=disk("{images}/disk.img", dev="hdzzzzz1")),
+        dict(devices=disk("{images}/disk.img", dev="hdb1"))),
     # A tap and a vhost-net device for each queue, in arrays libvirt
     # allocates at the start: 4294967295 made the root libvirtd grow to
     # 12 GB in 30 s (round 11, on the private daemon).
@@ -556,6 +593,23 @@ CASES = {
     "devices-past-the-bound": (
         dict(devices=unix_channels(1041)),
         dict(devices=unix_channels(1024))),
+    # A serial port's number, read unsigned and kept in an int: 2147483648
+    # (INT_MIN) passed libvirt 9.0's check that it is below 4 and indexed
+    # a bool array of 4 on its stack at the start: the root libvirtd
+    # segfaulted, one VM.create; -2 wrote a byte below the array and
+    # started (round 12, on the private daemon).
+    "serial-port-past-an-int": (
+        dict(devices="<serial type='null'><target port='2147483648'/>"
+             "</serial>"),
+        dict(devices="<serial type='null'><target port='1'/></serial>")),
+    "serial-port-negative": (
+        dict(devices="<serial type='null'><target port='-2'/></serial>"),
+        dict(devices="<serial type='null'><target port='0'/></serial>")),
+    "console-port-past-an-int": (
+        dict(devices="<console type='pty'><target type='virtio' "
+             "port='4294967294'/></console>"),
+        dict(devices="<console type='pty'><target type='virtio' "
+             "port='1'/></console>")),
     "serial-tcp": (
         dict(devices="<serial type='tcp'><source mode='connect' host="
              "'127.0.0.1' service='22'/></serial>"),
@@ -693,7 +747,8 @@ def dirs(tmp_path):
 def _dirs(images, victim):
     (victim / "shadow").write_text("root:secret:19000::::::\n")
     for name in ("disk.img", "block", "vmlinuz", "base.raw", "leases",
-                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm"):
+                 "vars.fd", "nvram.fd", "efi.rom", "nvdimm", "disk.1",
+                 "disk.img.TRANSIENT-t"):
         (images / name).write_bytes(b"\0" * 65536)
     os.symlink(victim / "shadow", images / "link-out")
     # Another guest's disk, and a link out, where libvirt would stage a

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import new_id, our_domains
 from engine_xml import qcow2, vmdk_descriptor
-from realdaemon import WAIT, command_line
+from realdaemon import WAIT, command_line, start_daemon, stop_daemon
 from vmjobs import domxml, policy
 from vmjobs.errors import InvalidParams
 from vmjobs.tools.procfs import alive
@@ -448,7 +448,8 @@ def channels(count):
 # the host bridge's name. Each refused number made the root libvirtd
 # abort (vcpu, iothreads, a controller's index), or grow by 380 MB/s at
 # the start (a NIC's queues); the pty chardevs (domain()'s serial port
-# counts) take the host's pseudo-terminals (round 11).
+# counts) take the host's pseudo-terminals (round 11); a serial port past
+# an int made it segfault at the start (round 12).
 SIZES = {
     "vcpu": (dict(top="<vcpu>4294967295</vcpu>"), dict(top="<vcpu>2</vcpu>")),
     "iothreads": (dict(top="<vcpu>1</vcpu><iothreads>4294967295</iothreads>"),
@@ -466,6 +467,12 @@ SIZES = {
              "<model type='virtio'/><driver name='vhost' queues='4'/>"
              "</interface>")),
     "pty-chardevs": (dict(devices=channels(16)), dict(devices=channels(15))),
+    # Read unsigned into an int, INT_MIN indexed a bool array of 4 on
+    # libvirtd's stack at the start: it segfaulted (round 12).
+    "serial-port": (
+        dict(devices="<serial type='null'><target port='2147483648'/>"
+             "</serial>"),
+        dict(devices="<serial type='null'><target port='1'/></serial>")),
 }
 
 
@@ -929,3 +936,61 @@ def test_a_guest_never_lowers_its_networks_bridge(make_real_api, daemon,
             network.undefine()
         finally:
             conn.close()
+
+
+@pytest.fixture(scope="module")
+def logd_daemon(tmp_path_factory):
+    """A private daemon whose chardevs go through virtlogd, libvirt's
+    default stdio_handler (the session's daemon writes them itself)."""
+    sandbox = start_daemon(tmp_path_factory.mktemp("daemon-logd"), logd=True)
+    yield sandbox
+    stop_daemon(sandbox)
+
+
+# A boot sector that writes 'A' to COM1 (0x3f8) for ever: a guest that
+# fills its serial port as fast as it can.
+CHATTY_BOOT_SECTOR = bytes([0xBA, 0xF8, 0x03,     # mov dx, 0x3f8
+                            0xB0, 0x41,           # mov al, 'A'
+                            0xEE,                 # out dx, al
+                            0xEB, 0xFB])          # jmp back to mov al
+
+
+def chatty(path):
+    """A guest booting CHATTY_BOOT_SECTOR, its COM1 written to `path`."""
+    return ("<disk type='file' device='disk'><driver name='qemu' "
+            "type='raw'/><source file='{images}/chatty.raw'/><target "
+            "dev='hda' bus='ide'/></disk><serial type='file'><source "
+            f"path='{path}'/><target port='0'/></serial>")
+
+
+def test_a_guests_console_never_rotates_over_a_file(make_real_api,
+                                                    logd_daemon, tmp_path):
+    """virtlogd writes a file chardev and, at 2 MiB, renames it to PATH.0,
+    PATH.0 to PATH.1, ..., deleting the last: a guest writing its serial
+    port replaced the images named PATH.0 and PATH.1 with its output in
+    ten seconds (round 12). Refused while something is at PATH.N; the
+    control, a free name, runs, and its output rotates there."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "chatty.raw").write_bytes(CHATTY_BOOT_SECTOR.ljust(
+        510, b"\0") + b"\x55\xaa" + b"\0" * ((1 << 20) - 512))
+    (images / "disk.1").write_bytes(b"another guest's image\n")
+    api = make_real_api(sandbox=logd_daemon, image_dirs=[str(images)])
+    vm_id = new_id()
+    with pytest.raises(InvalidParams) as err:
+        api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+            vm_id, chatty(images / "disk")).replace("{images}",
+                                                    str(images))})
+    assert err.value.data == {"param": "xml"}
+    assert logd_daemon.qemu_pids() == [] and our_domains(api.hv) == []
+    job = api.VM.create(vm_id, {"vmId": vm_id, "xml": domain(
+        vm_id, chatty(images / "console")).replace("{images}",
+                                                   str(images))})["jobId"]
+    assert api.jobs.get(job).wait(WAIT)
+    assert api.Host.getJobs(job_ids=[job])[job]["status"] == "done"
+    deadline = time.monotonic() + WAIT
+    while not (images / "console.0").exists():
+        assert time.monotonic() < deadline, "virtlogd never rotated"
+        time.sleep(0.1)
+    assert api.VM.destroy(vm_id) is True
+    assert (images / "disk.1").read_bytes() == b"another guest's image\n"

@@ -95,7 +95,7 @@ class Kind:
     def held(self, value, element, parent):
         return None
 
-    def also_held(self, value):
+    def also_held(self, value, element, parent):
         """Other host paths the host writes for this value (path, Use)."""
         return ()
 
@@ -178,23 +178,33 @@ class Image(Path):
     checked by the disk's rule, where its declared format is known). A
     disk's own image, unless read-only (<readonly/>, a cdrom, a
     <transient/> disk, whose writes go to an overlay), is written: its VM
-    holds it (shared with other VMs only where each says <shareable/>);
-    a backing store is only read."""
+    holds it (shared with other VMs only where each says <shareable/>).
+    A read-only one and a backing store are read for as long as the
+    guest runs: held too, as read (hostpaths.Use.READ), which only
+    writers clash with (round 12: another guest's writable share of
+    their directory wrote into them, through 9p, which takes no image
+    lock)."""
     doc = ("disk image inside `storage.image_dirs` (format read from the "
            "file; its backing and data files confined too); empty: no "
-           "medium, for a cdrom or floppy only. A disk's own, unless "
-           "read-only, is held by its VM")
+           "medium, for a cdrom or floppy only. Held by its VM: written, "
+           "unless read-only; a read-only one, and a backing file, as read "
+           "(no other VM may write it)")
 
     def check(self, value, where, parent, ctx):
         if value:          # empty: the disk's rule says whether it may be
             confine(value, where, ctx)
 
     def held(self, value, element, parent):
-        if not value or parent is None or parent.tag != "disk" or \
-                parent.get("device") == "cdrom" or any(
-                    parent.find(tag) is not None
-                    for tag in ("readonly", "transient")):
+        if not value or parent is None:
             return None
+        if parent.tag == "backingStore":
+            return Use.READ
+        if parent.tag != "disk":
+            return None
+        if parent.get("device") == "cdrom" or any(
+                parent.find(tag) is not None
+                for tag in ("readonly", "transient")):
+            return Use.READ
         if parent.find("shareable") is not None:
             return Use.SHARED_DISK
         return Use.DISK
@@ -237,7 +247,7 @@ class VarStore(Path):
     def held(self, value, element, parent):
         return Use.DISK
 
-    def also_held(self, value):
+    def also_held(self, value, element, parent):
         return ((value + NVRAM_STAGING, Use.WRITE),)
 
 
@@ -247,13 +257,17 @@ NVRAM_STAGING = ".new"
 
 class SharedDir(Path):
     """A directory shared with the guest (<filesystem>): unless
-    <readonly/>, the guest writes its files."""
-    doc = ("host directory inside `storage.image_dirs`; unless the share "
-           "is `<readonly/>`, held by its VM with everything below it")
+    <readonly/>, the guest writes its files; if it is, it reads them for
+    as long as it runs, and no other guest may write there (round 12:
+    another's writable share of it, or an output inside it, was
+    accepted)."""
+    doc = ("host directory inside `storage.image_dirs`, held by its VM "
+           "with everything below it: written unless the share is "
+           "`<readonly/>`; read, so no other VM may write there, if it is")
 
     def held(self, value, element, parent):
         if parent is not None and parent.find("readonly") is not None:
-            return None
+            return Use.READ_DIR
         return Use.DIR
 
 
@@ -294,6 +308,44 @@ class OutputPath(Path):
         return Use.WRITE
 
 
+class LogPath(OutputPath):
+    """A chardev's output or log. Under libvirt's default stdio_handler
+    ('logd') virtlogd writes it and, once it reaches its max_size (2
+    MiB), renames it to PATH.0, PATH.0 to PATH.1 and so on, deleting the
+    last of its max_backups (3) copies: files the XML never names, renamed
+    over and deleted whatever they are (round 12, measured on the private
+    daemon with virtlogd: a guest writing its serial port replaced two
+    images named PATH.0 and PATH.1 with its own bytes in ten seconds, and
+    deleted them at the next rotations). So nothing may be at PATH.0 to
+    PATH.9 (virtlogd's default and more, for an operator's max_backups up
+    to ten), and its VM holds them too."""
+    doc = ("as OUTPUT_PATH, and nothing at `PATH.0` to `PATH.9`, the copies "
+           "virtlogd rotates it to, which its VM holds too")
+
+    def check(self, value, where, parent, ctx):
+        super().check(value, where, parent, ctx)
+        for rotated in rotated_names(value):
+            confine(rotated, f"{where} (virtlogd renames it to {rotated!r})",
+                    ctx)
+            if os.path.lexists(rotated):
+                raise Refused(f"{where} {value!r}: virtlogd renames it to "
+                              f"{rotated!r} as it grows, and something is "
+                              "there")
+
+    def also_held(self, value, element, parent):
+        return tuple((rotated, Use.WRITE) for rotated in rotated_names(value))
+
+
+# The rotated copies of a log virtlogd may make (its max_backups, 3 by
+# default), kept free for up to this many.
+ROTATED_COPIES = 10
+
+
+def rotated_names(path):
+    """The names virtlogd rotates `path` to: PATH.0, PATH.1, ..."""
+    return tuple(f"{path}.{n}" for n in range(ROTATED_COPIES))
+
+
 def _refuse_taking(why, value, where):
     if why is not None:
         raise Refused(f"{where} {value!r} {why}")
@@ -304,7 +356,7 @@ class ChardevPath(Path):
     ignores the value on input); for a unix chardev, a socket the host
     binds; for a file, a file it writes; else (no path read) confined."""
     doc = ("for a `pty`: `/dev/pts/N`; `unix`: as SOCKET_PATH; `file`: as "
-           "OUTPUT_PATH; else a host path")
+           "LOG_PATH; else a host path")
 
     def check(self, value, where, parent, ctx):
         self._of(parent).check(value, where, parent, ctx)
@@ -312,10 +364,13 @@ class ChardevPath(Path):
     def held(self, value, element, parent):
         return self._of(parent).held(value, element, parent)
 
+    def also_held(self, value, element, parent):
+        return self._of(parent).also_held(value, element, parent)
+
     @staticmethod
     def _of(parent):
         kind = "pty" if parent is None else parent.get("type", "pty")
-        return {"pty": PTY, "unix": SOCKET_PATH, "file": OUTPUT_PATH}.get(
+        return {"pty": PTY, "unix": SOCKET_PATH, "file": LOG_PATH}.get(
             kind, PATH)
 
 
@@ -443,6 +498,7 @@ VAR_STORE = VarStore()
 SHARED_DIR = SharedDir()
 SOCKET_PATH = SocketPath()
 OUTPUT_PATH = OutputPath()
+LOG_PATH = LogPath()
 IMAGE = Image()
 ENTROPY = Entropy()
 CHARDEV_PATH = ChardevPath()
@@ -507,6 +563,60 @@ PTY_CHARDEVS = ("serial", "console", "channel")
 MAX_DEVICES = 1024
 LIBVIRT_ADDED_DEVICES = 16
 
+class DiskTarget(Kind):
+    """A disk's name in the guest (<target dev>). libvirt reads a name of
+    its own pattern (`hd`, `sd`, `vd`, `xvd`, `ubd` or `fd`, lower-case
+    letters counting from `a` as a bijective base 26, then a partition's
+    digits: virDiskNameParse) as the disk's index, and puts a disk without
+    an address on the controller that index implies, adding every
+    controller below it: `sdzzzz` (475,253) on sata kept the root libvirtd
+    busy 61 s in one define, `sdzzzzz` for minutes, until it was stopped
+    (round 12, measured on the private daemon; round 11 bounded the
+    controller an address names, not this one). So such a name's index is
+    at most the devices a guest may have (a disk past it is no disk of
+    its); any other name is a TOKEN."""
+    PREFIXES = ("fd", "hd", "vd", "sd", "xvd", "ubd")   # libvirt's order
+    NAME = re.compile(r"([a-z]*)([0-9]*)")
+
+    def __init__(self, most):
+        self.most = most
+        self.doc = (f"{TOKEN.doc}; a name of libvirt's disk pattern "
+                    "(`hd`, `sd`, `vd`, `xvd`, `ubd` or `fd`, letters, "
+                    f"digits) names an index, at most {most} (`sdamz`)")
+
+    def check(self, value, where, parent, ctx):
+        TOKEN.check(value, where, parent, ctx)
+        index = self.index(value)
+        if index is not None and index > self.most:
+            raise Refused(f"{where} {value!r} is disk index {index} to "
+                          f"libvirt: at most {self.most}")
+
+    @classmethod
+    def index(cls, name):
+        """The index libvirt reads `name` as, or None if it reads none."""
+        prefix = next((p for p in cls.PREFIXES if name.startswith(p)), None)
+        if prefix is None:
+            return None
+        match = cls.NAME.fullmatch(name[len(prefix):])
+        if match is None or not match.group(1):
+            return None
+        index = 0
+        for position, letter in enumerate(match.group(1)):
+            index = (index + (1 if position else 0)) * 26 + ord(letter) - 97
+        return index
+
+
+# A serial port's or a console's number: an index of the guest's serial
+# ports or consoles, so never more than its devices. libvirt 9.0 reads it
+# unsigned and keeps it in an int: 2147483648 (INT_MIN) passed its check
+# that an ISA serial port is below 4 and indexed a bool array of 4 on its
+# stack at the start, and the root libvirtd segfaulted, one VM.create;
+# `-2` (read as 4294967294) wrote a byte below the array and started
+# (round 12, measured on the private daemon).
+CHARDEV_PORT = Count("a serial or console port", 0,
+                     MAX_DEVICES + LIBVIRT_ADDED_DEVICES)
+DISK_TARGET = DiskTarget(MAX_DEVICES + LIBVIRT_ADDED_DEVICES - 1)
+
 
 def check_device_count(root, ctx):
     """Refuse a domain with more than MAX_DEVICES devices but its
@@ -534,7 +644,13 @@ MAX_NIC_QUEUES = NIC_QUEUES.most
 def domain_rule(element, ctx):
     """At most MAX_PTYS pty chardevs, and MAX_NIC_QUEUES queues of its
     NICs together, in all its <devices> (libvirt reads the devices across
-    every <devices> element)."""
+    every <devices> element). Nothing where libvirt makes a transient
+    disk's overlay."""
+    for overlay in transient_overlays(element):
+        confine(overlay, "a <transient/> disk's overlay", ctx)
+        if os.path.lexists(overlay):
+            raise Refused(f"a <transient/> disk's overlay {overlay!r}: "
+                          "libvirt makes it, and something is there")
     ptys = _pty_count(element)
     if ptys > MAX_PTYS:
         raise Refused(f"{ptys} pty chardevs: at most {MAX_PTYS} (each "
@@ -546,6 +662,26 @@ def domain_rule(element, ctx):
         raise Refused(f"its NICs have {queues} queues in all: at most "
                       f"{MAX_NIC_QUEUES} (each a tap queue, and a vhost "
                       "task of the host's)")
+
+
+def transient_overlays(domain):
+    """Where libvirt 9.0 makes the overlay of each <transient/> disk of
+    `domain`: beside the disk's image, named after it and the domain
+    (IMAGE.TRANSIENT-NAME), created by QEMU's blockdev-create as root when
+    the guest starts, written by the guest, unlinked when it stops. A path
+    the XML never names: the VM holds it, so that no other VM names it
+    (its output opened over the overlay of a guest started in between
+    wrote into that guest's disk; round 12)."""
+    name = domain.findtext("name")
+    if name is None:
+        return
+    for disk in domain.iterfind("devices/disk"):
+        source = disk.find("source")
+        if disk.find("transient") is None or source is None:
+            continue
+        image = source.get("file") or source.get("dev")
+        if image:
+            yield f"{image}.TRANSIENT-{name}"
 
 
 def _pty_count(domain):
@@ -815,7 +951,7 @@ def chardev(name, target):
                                       "null"), "tty": PTY}, {
         "source": E({"mode": Enum("bind"), "path": CHARDEV_PATH,
                      "append": ONOFF}),
-        "log": E({"file": OUTPUT_PATH, "append": ONOFF}),
+        "log": E({"file": LOG_PATH, "append": ONOFF}),
         "target": E(target),
         "target/model": E({"name": TOKEN}),
     }, rule=chardev_rule)
@@ -990,8 +1126,9 @@ TABLE = {
         "backingStore/format": E({"type": Enum("raw", "qcow2")}),
         "backingStore/source": E({"file": IMAGE}),
         "backingStore/backingStore": E(),
-        "target": E({"dev": TOKEN, "bus": Enum("virtio", "scsi", "sata",
-                                               "ide", "usb", "fdc"),
+        "target": E({"dev": DISK_TARGET,
+                     "bus": Enum("virtio", "scsi", "sata", "ide", "usb",
+                                 "fdc"),
                      "tray": Enum("open", "closed"), "removable": ONOFF,
                      "rotation_rate": NUMBER}),
         "readonly": E(),
@@ -1038,8 +1175,9 @@ TABLE = {
         "tune/sndbuf": E(text=NUMBER),
         "rom": E({"bar": ONOFF, "enabled": YESNO, "file": PATH}),
     }),
-    **chardev("serial", {"type": TOKEN, "port": NUMBER}),
-    **chardev("console", {"type": Enum("serial", "virtio"), "port": NUMBER}),
+    **chardev("serial", {"type": TOKEN, "port": CHARDEV_PORT}),
+    **chardev("console", {"type": Enum("serial", "virtio"),
+                          "port": CHARDEV_PORT}),
     **chardev("channel", {"type": Enum("virtio"), "name": TOKEN,
                           "state": Enum("connected", "disconnected")}),
     **device("graphics", {"type": Enum("vnc", "spice"), "port": NUMBER,
@@ -1245,6 +1383,7 @@ def held(root):
     own additions) are passed over: they name nothing a caller chose."""
     if root.tag != "domain":
         return
+    yield from ((overlay, Use.WRITE) for overlay in transient_overlays(root))
     stack = [(root, "domain", None)]
     while stack:
         element, key, parent = stack.pop()
@@ -1257,7 +1396,7 @@ def held(root):
             if use is not None:
                 yield value, use
             if kind is not None:
-                yield from kind.also_held(value)
+                yield from kind.also_held(value, element, parent)
         # The text as libvirt reads it, whitespace and all (`/i/a.mem `
         # is a file of its own, not `/i/a.mem`: held as the stripped text,
         # a running guest's nvdimm file was free to another VM's serial
@@ -1267,9 +1406,19 @@ def held(root):
             use = spec.text.held(text, element, parent)
             if use is not None:
                 yield text, use
-            yield from spec.text.also_held(text)
-        stack.extend((child, f"{key}/{child.tag}", element)
+            yield from spec.text.also_held(text, element, parent)
+        stack.extend((child, _child_key(key, child.tag), element)
                      for child in element if isinstance(child.tag, str))
+
+
+def _child_key(key, tag):
+    """The table's key of a child `tag` of the element at `key`; a
+    <backingStore> below another is one more level of the same chain
+    (libvirt's XML of a running guest states it whole, each level
+    nested in the one above), read as the first level is."""
+    if tag == "backingStore" and key.endswith("/backingStore"):
+        return key
+    return f"{key}/{tag}"
 
 
 def host_path_slots():

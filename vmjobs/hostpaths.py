@@ -4,7 +4,11 @@ A domain makes or writes some of the host paths its XML names: libvirt
 binds a socket at a unix chardev's or a console's path (unlinking what is
 there first), opens a file chardev's, a chardev log's or an nvdimm's path
 writing from its start, and QEMU writes a read-write disk's image, a
-guest's firmware variables and the files of a share it may write.
+guest's firmware variables and the files of a share it may write. And it
+reads its read-only images (a read-only disk, a CD-ROM, a backing file)
+for as long as it runs: no other guest may write them meanwhile, and a
+guest's writable share writes its directory's files through QEMU's 9p,
+which takes no image lock (round 12).
 hostfiles.py refuses such a path when the host shows it in use (a socket
 someone listens on, a file a process holds locked). What the host cannot
 show is a path another request named and has not made yet (two requests
@@ -38,6 +42,8 @@ class Use(StrEnum):
     DISK = "disk"                # an image QEMU opens read-write
     SHARED_DISK = "shared-disk"  # ... that every VM naming it shares
     DIR = "dir"                  # a directory the guest writes into
+    READ = "read"                # an image QEMU reads while it runs
+    READ_DIR = "read-dir"        # a directory the guest reads (all below)
 
     @property
     def says(self):
@@ -47,7 +53,13 @@ class Use(StrEnum):
 _SAYS = {Use.BIND: "binds a socket at", Use.WRITE: "writes",
          Use.DISK: "has as a read-write disk",
          Use.SHARED_DISK: "shares as a read-write disk (<shareable/>)",
-         Use.DIR: "lets its guest write in the directory"}
+         Use.DIR: "lets its guest write in the directory",
+         Use.READ: "reads as an image",
+         Use.READ_DIR: "lets its guest read the directory"}
+
+# The uses that only read: any number of VMs may hold one path so, and a
+# shareable disk's writers beside them are QEMU's locks' to judge.
+_READERS = frozenset({Use.READ, Use.READ_DIR, Use.SHARED_DISK})
 
 
 class Taken(ValueError):
@@ -97,10 +109,21 @@ def holding(named):
 
 def clash(new, old):
     """Whether two VMs may not hold `new` and `old`, which name one file
-    (their keys meet), at once: only a disk both share may be. (A file
-    inside a directory the other's guest writes into is found by the
+    (their keys meet), at once: only a disk both share may be, and an
+    image either only reads, unless the other writes it as its own (a
+    reader beside a shareable disk's writers is QEMU's image locks' to
+    judge: an engine attaches a shared disk read-only to some VMs). (A
+    file inside a directory the other's guest writes into is found by the
     directory indexes of Holdings.)"""
+    uses = {new.use, old.use}
+    if uses & {Use.READ, Use.READ_DIR}:
+        return not uses <= _READERS
     return not (new.use is Use.SHARED_DISK and old.use is Use.SHARED_DISK)
+
+
+def writes(hold):
+    """Whether a VM holding `hold` writes there (or its guest does)."""
+    return hold.use not in (Use.READ, Use.READ_DIR)
 
 
 class Holdings:
@@ -112,7 +135,8 @@ class Holdings:
         self._of = {}       # vm_id -> [Hold]
         self._by_key = {}   # a Hold's key -> {vm_id: [Hold]}
         self._dirs = {}     # a DIR Hold's real path -> {vm_id: Hold}
-        self._below = {}    # a real directory -> {vm_id: a Hold below it}
+        self._read_dirs = {}   # a READ_DIR Hold's real path -> {vm_id: Hold}
+        self._below = {}    # a real directory -> {vm_id: [Holds below it]}
 
     def refuse_clash(self, vm_id, holds):
         """Raise Taken if another VM than `vm_id` holds a path so that it
@@ -134,10 +158,19 @@ class Holdings:
             for other, old in self._dirs.get(directory, {}).items():
                 if other != vm_id:
                     return other, old
-        if new.use is Use.DIR:
-            for other, old in self._below.get(new.real, {}).items():
-                if other != vm_id:
-                    return other, old
+            if writes(new):     # inside a directory another guest reads
+                for other, old in self._read_dirs.get(directory,
+                                                      {}).items():
+                    if other != vm_id:
+                        return other, old
+        if new.use in (Use.DIR, Use.READ_DIR):
+            # What another VM holds below: its guest writes all of it,
+            # or reads what another writes.
+            for other, olds in self._below.get(new.real, {}).items():
+                for old in olds:
+                    if other != vm_id and (new.use is Use.DIR or
+                                           writes(old)):
+                        return other, old
         return None
 
     def add(self, vm_id, holds):
@@ -151,8 +184,11 @@ class Holdings:
                     vm_id, []).append(new)
             if new.use is Use.DIR:
                 self._dirs.setdefault(new.real, {})[vm_id] = new
+            if new.use is Use.READ_DIR:
+                self._read_dirs.setdefault(new.real, {})[vm_id] = new
             for directory in new.above:
-                self._below.setdefault(directory, {})[vm_id] = new
+                self._below.setdefault(directory, {}).setdefault(
+                    vm_id, []).append(new)
 
     def release(self, vm_id):
         """`vm_id` holds nothing any more."""
@@ -161,6 +197,8 @@ class Holdings:
                 _discard(self._by_key, key, vm_id)
             if old.use is Use.DIR:
                 _discard(self._dirs, old.real, vm_id)
+            if old.use is Use.READ_DIR:
+                _discard(self._read_dirs, old.real, vm_id)
             for directory in old.above:
                 _discard(self._below, directory, vm_id)
 

@@ -101,7 +101,13 @@ def check_domain_xml(text, ctx):
         ctx = allowlist.Confinement(tuple(ctx))
     root = domxml.parse_untrusted(text)
     allowlist.check(root, ctx)
-    ctx.paths.extend(paths_held(root))
+    # With the backing files read from the images' headers, which the XML
+    # does not name (domxml.compose states them for libvirt): read while
+    # the guest runs, as a stated <backingStore>'s are.
+    ctx.paths.extend(hostpaths.holding([
+        *allowlist.held(root),
+        *((real, hostpaths.Use.READ)
+          for chain in ctx.chains.values() for real, _format in chain)]))
 
 
 def paths_held(root):

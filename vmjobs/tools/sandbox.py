@@ -40,8 +40,10 @@ PROGRAMS = ("libvirtd", "unshare", "mount")
 QEMU_CONF = """\
 user = "root"
 group = "root"
-# No virtlogd: QEMU's output goes to a file.
-stdio_handler = "file"
+# "file": no virtlogd, QEMU's output goes to a file; "logd" (libvirt's
+# default, a sandbox made with `logd`): a virtlogd of the sandbox's own
+# writes it, and a chardev's file and log.
+stdio_handler = "{stdio_handler}"
 # cgroups are shared between mount namespaces: two daemons would fight
 # over the same cgroup names.
 cgroup_controllers = [ ]
@@ -146,12 +148,15 @@ def conf_value(value):
 
 class Sandbox:
     def __init__(self, directory, cache_dir=DEFAULT_CACHE, settings=None,
-                 tcp=False):
+                 tcp=False, logd=False):
         """`settings`: more libvirtd.conf keys, {key: value}, written after
         the sandbox's own (a benchmark's limits, log filters); in a
         log_outputs, {log} is the daemon's log file. `tcp`: libvirtd
-        listens on loopback TCP too (LIBVIRTD_TCP_CONF), at `tcp_uri`."""
+        listens on loopback TCP too (LIBVIRTD_TCP_CONF), at `tcp_uri`.
+        `logd`: QEMU's output and chardev files go through a virtlogd of
+        the sandbox's own, as on a host with libvirt's defaults."""
         self.tcp = tcp
+        self.logd = logd
         # Once started: (first, last) of its block of ports; with `tcp`,
         # libvirtd's port and the spare one (LIBVIRTD_TCP_CONF).
         self.ports = None
@@ -198,7 +203,9 @@ class Sandbox:
             with open(self._path("conf", "libvirtd.conf"), "a") as f:
                 f.write(LIBVIRTD_TCP_CONF.format(port=self.tcp_port))
         with open(self._path("conf", "qemu.conf"), "w") as f:
-            f.write(QEMU_CONF.format(port_min=port_min, port_max=port_max))
+            f.write(QEMU_CONF.format(
+                port_min=port_min, port_max=port_max,
+                stdio_handler="logd" if self.logd else "file"))
         if before_start is not None:
             try:
                 before_start(self.ports)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from .procfs import children
 
@@ -39,7 +40,10 @@ def supervise(directory, cache_dir, lifeline=None):
     subprocess.run(["mount", "--bind", cache_dir, CACHE_MOUNT], check=True)
     with open(os.path.join(directory, "conf", "qemu.conf")) as src, \
             open("/etc/libvirt/qemu.conf", "w") as dst:
-        dst.write(src.read())
+        qemu_conf = src.read()
+        dst.write(qemu_conf)
+    if 'stdio_handler = "logd"' in qemu_conf:
+        start_virtlogd(os.path.join(directory, "run", "virtlogd.pid"))
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
@@ -89,6 +93,22 @@ def supervise(directory, cache_dir, lifeline=None):
         # QEMU processes outlive libvirtd: end them, then reap them.
         for child in children(os.getpid()):
             kill(child, signal.SIGKILL)
+
+
+VIRTLOGD_SOCKET = "/run/libvirt/virtlogd-sock"
+
+
+def start_virtlogd(pidfile, timeout=30):
+    """The namespace's own virtlogd, a child (killed with the QEMU
+    processes when libvirtd ends), listening before libvirtd starts a
+    guest that needs it; its pid file the sandbox's (the default,
+    /run/virtlogd.pid, is the host's)."""
+    process = subprocess.Popen(["virtlogd", "--pid-file", pidfile])
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(VIRTLOGD_SOCKET):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("virtlogd did not start")
+        time.sleep(0.01)
 
 
 def stop_at_eof(fd):
