@@ -63,7 +63,8 @@ def answer(conn, mode):
         while True:
             conn.sendall(b"X-Wait: a\r\n")
             time.sleep(0.3)      # the trickle's pace: the thing under test
-    elif mode in ("event-line", "event-frame", "event", "event-odd"):
+    elif mode in ("event-line", "event-frame", "event", "event-odd",
+                  "event-bad-id"):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
 
@@ -74,6 +75,15 @@ def answer(conn, mode):
                   b'"2.0", "method": "|virt|VM_status|x", "params": '
                   b'{"x": {"vmId": "x", "status": "Up", "staging": '
                   b'false}}}\n\n')
+            chunk(b"")
+        elif mode == "event-bad-id":   # ids that are no event's, then one
+            up = (b'event: |virt|VM_status|x\ndata: {"jsonrpc": "2.0", '
+                  b'"method": "|virt|VM_status|x", "params": {"x": '
+                  b'{"vmId": "x", "status": "%s", "staging": false}}}\n\n')
+            for bad in ("\u00b2".encode(), b"9" * 5000, b"+7", b"1_0"):
+                chunk(b"id: %s\n" % bad + up % b"Paused")
+            chunk(b"id: 6\ndata: \xff\xfe not UTF-8\n\n")
+            chunk(b"id: 7\n" + up % b"Up")
             chunk(b"")
         elif mode == "event-odd":      # of a shape API.md does not give
             chunk(b'id: 8\nevent: |virt|VM_status|x\ndata: {"jsonrpc": '
@@ -164,6 +174,22 @@ def test_an_event_stream_is_read_frame_by_bounded_frame(fake_server, mode):
     assert f"longer than {sse.MAX_FRAME_BYTES} bytes" in result.stderr, \
         result.stderr
     assert "resuming" not in result.stderr
+
+
+def test_an_id_that_is_no_event_id_is_skipped_not_a_crash(fake_server):
+    """A frame whose id is not ASCII digits ('\u00b2', which isdigit()
+    takes and int() refuses; '+7' and '1_0', which int() takes) or is
+    longer than any id (5,000 digits, past what int() converts) is no
+    event: skipped, as SSE skips what a client does not understand; so is
+    a frame whose data is not UTF-8 (decoded as SSE says, bad bytes
+    replaced, it is no JSON). The command took the ValueError of the
+    first two, and of the bytes, for a cut and resumed without end
+    against such a server. The control: the frame after them is shown."""
+    result = vmjobs("events", "--server", fake_server("event-bad-id"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "VM x Up" in result.stdout, result.stdout
+    assert "Paused" not in result.stdout, result.stdout
 
 
 def test_an_event_of_another_shape_is_shown_as_it_came(fake_server):

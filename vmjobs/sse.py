@@ -5,6 +5,7 @@ frames of a stream read back into notifications (for the client)."""
 import json
 import time
 
+from . import decimals
 from .notifications import Notification
 
 CONTENT_TYPE = "text/event-stream"
@@ -16,6 +17,11 @@ KEEPALIVE = b": keep-alive\n\n"
 # held in memory (a hostile server made `vmjobs events`, root, grow
 # without end on one endless line).
 MAX_FRAME_BYTES = 1 << 20
+
+
+# The most digits of an event's id: ours start from the clock in
+# microseconds (16 digits) and grow by one per event.
+ID_DIGITS = 19
 
 
 class FrameTooLarge(ValueError):
@@ -58,7 +64,10 @@ def read(readline, where=None):
         if size > MAX_FRAME_BYTES:
             raise FrameTooLarge(f"a frame of the event stream longer than "
                                 f"{MAX_FRAME_BYTES} bytes")
-        line = line.decode("utf-8").rstrip("\r\n")
+        # As SSE decodes a stream: bytes that are not UTF-8 replaced, not
+        # an error (a client took that for a cut, and resumed without end
+        # against a server that sends them).
+        line = line.decode("utf-8", "replace").rstrip("\r\n")
         if line:
             if not line.startswith(":"):
                 name, _, value = line.partition(":")
@@ -68,19 +77,32 @@ def read(readline, where=None):
                 else:
                     fields[name] = value
             continue
-        if where is not None and fields.get("id", "").isdigit():
-            where[0] = int(fields["id"])
+        event_id = _event_id(fields)
+        if where is not None and event_id is not None:
+            where[0] = event_id
         if data:
-            notification = _parse(fields, "\n".join(data))
+            notification = _parse(event_id, "\n".join(data))
             if notification is not None:
                 yield notification
         fields, data, size = {}, [], 0
 
 
-def _parse(fields, data):
+def _event_id(fields):
+    """The frame's id, or None if it has none that an event of ours can
+    have: ASCII digits (decimals.parse: str.isdigit() takes '\u00b2' and
+    int() '+7', '1_0' and blanks) of at most ID_DIGITS, 64 bits' worth.
+    What a server sends past that is no id to resume from (int() of a
+    5,000-digit one raised)."""
+    event_id = decimals.parse(fields.get("id", ""), ID_DIGITS)
+    return None if event_id is None or event_id >= 10 ** ID_DIGITS \
+        else event_id
+
+
+def _parse(event_id, data):
+    if event_id is None:
+        return None
     try:
         message = json.loads(data)
-        event_id = int(fields.get("id", ""))
     except ValueError:
         return None
     if not isinstance(message, dict) or "method" not in message:
