@@ -8,8 +8,10 @@ import json
 
 import pytest
 
+from conftest import WAIT
 from test_event_stream import serve  # noqa: F401 (a fixture)
-from vmjobs.tools import loadtest, report
+from vmjobs.notifications import Notifications
+from vmjobs.tools import follow, loadtest, report
 from waits import subscribers
 
 
@@ -74,3 +76,26 @@ def test_a_cut_follower_resumes_and_resyncs(serve, tmp_path):  # noqa: F811
     assert all(r["status"] == "done" and r["up"] <= r["ended"] + 0.001
                for r in records)
     print("cut:", api.notifications.stats()["cut"])
+
+
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_follower_whose_resubscription_fails_still_tells_its_end():
+    """A stream cut off, then a resubscription that fails (the service
+    stopped meanwhile): the follower's reader is told the end (None) and
+    does not wait for ever. Before, the resubscription ran in the handler
+    of the cut, so its error escaped the handler for other errors beside
+    it (and, while the load test closed, a RemoteDisconnected killed the
+    thread) and the end was never put."""
+    feed = Notifications(buffer=1)
+    cut = feed.subscribe(None)
+    feed.vm_changed("a", "Up", False)
+    feed.vm_changed("b", "Up", False)   # "a" leaves the buffer: cut off
+    feed.close()                        # every subscribe now refuses
+    subscriptions = iter([cut])
+    follower = follow.Follower(
+        lambda last_id: next(subscriptions, None) or feed.subscribe(last_id),
+        lambda: None, precise=True)
+    assert follower.queue.get(timeout=WAIT) is None
+    follower.join(WAIT)
+    assert not follower.is_alive()

@@ -42,22 +42,25 @@ class Follower(threading.Thread):
     def run(self):
         last_id = None
         stream = self._stream
-        while True:
-            try:
-                for notification in stream:
-                    last_id = notification.id
-                    self._sink(notification)
-                break
-            except SubscriptionCut as cut:
-                if self._closing:
+        try:
+            while True:
+                try:
+                    if stream is None:   # resubscribe, in the try: a close
+                        stream = self._subscribe(last_id)   # may cut it
+                    for notification in stream:
+                        last_id = notification.id
+                        self._sink(notification)
                     break
-                last_id = cut.last_id
-                stream = self._subscribe(last_id)
-            except Exception:
-                if self._closing:   # its connection closed under it
-                    break
-                raise
-        self._sink(None)
+                except SubscriptionCut as cut:
+                    if self._closing:
+                        break
+                    last_id, stream = cut.last_id, None
+                except Exception:
+                    if self._closing:   # its connection closed under it
+                        break
+                    raise
+        finally:
+            self._sink(None)   # the reader learns the end, whatever it was
 
     def close(self):
         self._closing = True
