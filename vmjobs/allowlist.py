@@ -236,13 +236,8 @@ class VarStore(Path):
 
     def check(self, value, where, parent, ctx):
         confine(value, where, ctx)
-        staging = value + NVRAM_STAGING
-        confine(staging, f"{where} (libvirt writes {staging!r} to make it)",
-                ctx)
-        if os.path.lexists(staging):
-            raise Refused(f"{where} {value!r}: libvirt makes it by "
-                          f"truncating and renaming {staging!r}, and "
-                          "something is there")
+        must_be_free(value + NVRAM_STAGING, f"{where} {value!r}: libvirt "
+                     "makes it by truncating and renaming", ctx)
 
     def held(self, value, element, parent):
         return Use.DISK
@@ -325,12 +320,8 @@ class LogPath(OutputPath):
     def check(self, value, where, parent, ctx):
         super().check(value, where, parent, ctx)
         for rotated in rotated_names(value):
-            confine(rotated, f"{where} (virtlogd renames it to {rotated!r})",
-                    ctx)
-            if os.path.lexists(rotated):
-                raise Refused(f"{where} {value!r}: virtlogd renames it to "
-                              f"{rotated!r} as it grows, and something is "
-                              "there")
+            must_be_free(rotated, f"{where} {value!r}: virtlogd renames "
+                         "it, as it grows, to", ctx)
 
     def also_held(self, value, element, parent):
         return tuple((rotated, Use.WRITE) for rotated in rotated_names(value))
@@ -521,6 +512,16 @@ def confine(path, where, ctx):
                       "a file in one")
 
 
+def must_be_free(path, why, ctx):
+    """A path libvirt (or virtlogd) makes beside one the XML names, by
+    truncating, renaming or creating: inside the image directories as any
+    path, and nothing there yet (what is there would be taken). `why`
+    says who makes it, ending before the path."""
+    confine(path, f"{why} {path!r}", ctx)
+    if os.path.lexists(path):
+        raise Refused(f"{why} {path!r}, and something is there")
+
+
 # -- rules across attributes ------------------------------------------------
 
 def chardev_rule(element, ctx):
@@ -647,10 +648,8 @@ def domain_rule(element, ctx):
     every <devices> element). Nothing where libvirt makes a transient
     disk's overlay."""
     for overlay in transient_overlays(element):
-        confine(overlay, "a <transient/> disk's overlay", ctx)
-        if os.path.lexists(overlay):
-            raise Refused(f"a <transient/> disk's overlay {overlay!r}: "
-                          "libvirt makes it, and something is there")
+        must_be_free(overlay, "a <transient/> disk's overlay: libvirt "
+                     "makes it at", ctx)
     ptys = _pty_count(element)
     if ptys > MAX_PTYS:
         raise Refused(f"{ptys} pty chardevs: at most {MAX_PTYS} (each "
