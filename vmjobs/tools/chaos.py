@@ -451,7 +451,7 @@ class ChaosRun:
     def _fault_qemu_kill(self, h, draw, entry):
         """kill -9 of one guest's QEMU on host h: its VM goes Down (or, if
         it was migrating, stays where the migration leaves it)."""
-        found = [(u, p) for u, p in qemu_processes([self.hosts[h]])]
+        found = self._guests(h)
         target = pick(found, draw)
         if target is None:
             return "no guest"
@@ -464,6 +464,13 @@ class ChaosRun:
             return "gone already"
         time.sleep(1.0)   # its lifecycle event, then the watch's reading
         return "killed"
+
+    def _guests(self, h):
+        """[(uuid, pid)] of host h's QEMU processes, but those of an
+        operator's own domains (the operator mix): vmjobs', whatever
+        registry knows them."""
+        return [(u, p) for u, p in qemu_processes([self.hosts[h]])
+                if u not in self._outside[h].external]
 
     def _fault_libvirtd_kill9(self, h, draw, entry):
         self.hosts[h].sandbox.restart_daemon(crash=True)
@@ -565,7 +572,7 @@ class ChaosRun:
         """One guest's QEMU on host h frozen (SIGSTOP) 1 to 5 s, then
         SIGCONT: a host under memory pressure, a debugger. Its monitor does
         not answer meanwhile; the guest is not lost."""
-        target = pick(qemu_processes([self.hosts[h]]), draw)
+        target = pick(self._guests(h), draw)
         if target is None:
             return "no guest"
         vm_id, pid = target
