@@ -192,3 +192,50 @@ def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert api.VM.destroy(vm_id) is True   # its stopped domain
+
+
+def test_a_guest_managed_saved_before_its_hibernation_is_not_said_hibernated(
+        make_real_api, daemon, tmp_path):
+    """An operator's `virsh managedsave` as the hibernation's save begins:
+    the save fails ("domain is not running") and the domain is shut off
+    with reason SAVED, as after a save of ours whose reply was lost; but
+    its state is in libvirt's managed save image, not in the job's file,
+    which stays empty. The VM leaves (`Down`), the job's file goes, and
+    its error says nothing of a hibernation; the operator's start
+    restores the guest. It was said to "stay hibernated" in an empty file
+    (round 13). The control, the kill before the save (reason DESTROYED),
+    is the test above."""
+    saved = []
+
+    def managedsave_at_save(job, step):
+        if step != "save" or saved:
+            return
+        user = libvirt.open(daemon.uri)
+        try:
+            user.lookupByUUIDString(job.vm_id).managedSave(0)
+        finally:
+            user.close()
+        saved.append(job.vm_id)
+    api = make_real_api(step_hook=managedsave_at_save)
+    vm_id = up_vm(api)
+    path = tmp_path / "operator.state"
+    with api.subscribe() as subscription:
+        info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+        statuses = Statuses(subscription)
+        assert statuses.next(vm_id) == "Saving State"
+        assert statuses.next(vm_id) == "Down"
+    assert saved == [vm_id]
+    assert info["status"] == "failed", info
+    assert "hibernated" not in info["error"]["message"], info
+    assert not path.exists()
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    user = libvirt.open(daemon.uri)
+    try:
+        dom = user.lookupByUUIDString(vm_id)
+        assert dom.hasManagedSaveImage(0)
+        dom.create()   # the operator's start: libvirt restores it
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    finally:
+        user.close()
+    assert api.VM.destroy(vm_id) is True   # the domain in no registry

@@ -111,8 +111,11 @@ class HibernateJob(ClaimJob):
             # shut off, reason SAVED. Stopped another way (its QEMU killed
             # during the save, a crash), the file holds no whole state, and
             # a restore of it fails: not saved (a chaos run: such a VM was
-            # said to stay hibernated in a file cut short). If we cannot
-            # tell, the file may hold the only state, and is kept.
+            # said to stay hibernated in a file cut short). Nor is a
+            # domain an operator saved first (virsh managedsave: reason
+            # SAVED too, its state in libvirt's managed save image, our
+            # file empty: hv.was_saved tells). If we cannot tell, the file
+            # may hold the only state, and is kept.
             self._saved = self._look(self.hv.was_saved, True)
             raise
         self._saved = True

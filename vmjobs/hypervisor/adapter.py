@@ -137,11 +137,21 @@ class Hypervisor:
     @_read
     def was_saved(self, uuid):
         """True if the domain is shut off because libvirt saved it (reason
-        SAVED); False if it runs, is paused, is gone, or stopped another
-        way (its QEMU killed, crashed)."""
-        found = self._libvirt_state(uuid)
-        return found is not None and tuple(found[:2]) == (
-            libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED)
+        SAVED) into a file of the caller's; False if it runs, is paused,
+        is gone, or stopped another way (its QEMU killed, crashed), or was
+        saved into libvirt's managed save image (an operator's `virsh
+        managedsave`, whose reason is SAVED too: the caller's file holds
+        nothing, and the operator's `virsh start` restores the guest)."""
+        with self.connection() as conn, translated("state"):
+            dom = _lookup(conn, uuid)
+            if dom is None:
+                return False
+            found = _unless_gone(dom.state)
+            if found is None or tuple(found[:2]) != (
+                    libvirt.VIR_DOMAIN_SHUTOFF,
+                    libvirt.VIR_DOMAIN_SHUTOFF_SAVED):
+                return False
+            return not _unless_gone(lambda: dom.hasManagedSaveImage(0))
 
     def _libvirt_state(self, uuid):
         """libvirt's [state, reason] of the domain, or None if there is
