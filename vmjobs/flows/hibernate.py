@@ -68,6 +68,13 @@ class HibernateJob(ClaimJob):
             if state not in (DomainState.RUNNING, DomainState.PAUSED):
                 raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
                                    "nothing to save")
+            # Persistent first, if an operator undefined it (virsh undefine
+            # of a running guest: transient): libvirt removes a transient
+            # domain it saved, and a save whose reply was lost is then
+            # told by nothing (was_saved looks for a domain shut off,
+            # reason SAVED): the job took it for a guest stopped outside
+            # and removed the file that held its only state (round 13).
+            self.hv.persist(vm_id)
             self.step("save")
             self._save()
             self.step("undefine")

@@ -191,6 +191,13 @@ class MigrationSourceJob(ClaimJob):
     def _prepare(self, _slot):
         self._deadline = time.monotonic() + self.migration_timeout
         self.step("prepare")
+        # Persistent first, if an operator undefined it (virsh undefine of
+        # a running guest: transient): a transient domain whose guest stops
+        # is gone, not shut off, and "gone" is what tells this job that its
+        # guest left (VIR_MIGRATE_UNDEFINE_SOURCE). A guest killed during
+        # the transfer was taken for migrated: the job ended done, the VM
+        # public on neither host (round 13).
+        self.hv.persist(self.vm_id)
         self._xml = self.hv.migratable_xml(self.vm_id)
         self.step("prepare-destination")
         # Undone newest first: the guest is resumed here only once its copy
