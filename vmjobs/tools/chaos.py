@@ -66,10 +66,11 @@ LOG_FULL_STEPS = (4, 16)
 # 3 descriptors to spare.
 FD_LIMIT_SECONDS = (1.0, 8.0)
 FD_LIMIT_SLACK = 4
-# The operator mix: a virsh aimed at a job in flight lands 0 to 3 s into
-# it; at most this many domains of their own, and of vmjobs domains they
+# The operator mix: a virsh aimed at a job in flight lands 0 to 1.5 s
+# into it (a 32 MiB guest's creation, save or transfer lasts about a
+# second: at 0 to 3 s, seed 3401, most found the job over); at most this many domains of their own, and of vmjobs domains they
 # started again, on a host at once (each a 32 MiB guest).
-OPERATOR_MID_JOB = 3.0
+OPERATOR_MID_JOB = 1.5
 OPERATOR_MAX_OWN = 2
 
 
@@ -933,10 +934,14 @@ class ChaosRun:
                 conn.close()
             self._outside[h].started &= live - public
 
-    def _marked(self, h, conn):
-        """{uuid: domain} of the vmjobs domains on host h (any state)."""
+    def _marked(self, h, conn, live=False):
+        """{uuid: domain} of the vmjobs domains on host h (any state; with
+        `live`, running or paused ones: an operator's virsh aims at a
+        guest, and the stopped definitions the mix leaves would otherwise
+        draw most of its refusals)."""
         found = {}
-        for dom in conn.listAllDomains(0):
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if live else 0
+        for dom in conn.listAllDomains(flags):
             try:
                 dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                              domxml.METADATA_NS)
@@ -956,7 +961,8 @@ class ChaosRun:
         """An operator's virsh (chaos_operator.ACTIONS, drawn) on one
         vmjobs domain of host h: one time in two that of a job in flight
         there (a creation, a restore, a hibernation, a migration either
-        way), 0 to 3 s into it; else any."""
+        way), 0 to 1.5 s into it; else any running or paused one (any at
+        all for a define)."""
         more = sub_draws(draw)
         action, aim, which, when, how = (more.random() for _ in range(5))
         action = chaos_operator.ACTIONS[
@@ -973,7 +979,8 @@ class ChaosRun:
         else:
             conn = self.hosts[h].connect()
             try:
-                vm_id = pick(self._marked(h, conn), which)
+                vm_id = pick(self._marked(h, conn, live=action != "define"),
+                             which)
             finally:
                 conn.close()
         if vm_id is None:
@@ -1117,7 +1124,8 @@ class ChaosRun:
             entry["recovering"] = None
         conn = host.connect()
         try:
-            vm_id = pick(self._marked(h, conn), target)
+            vm_id = pick(self._marked(h, conn, live=action != "define"),
+                         target)
         finally:
             conn.close()
         if vm_id is not None:
