@@ -441,6 +441,22 @@ class MigrationSourceJob(ClaimJob):
         if error is not None and self.hv.state(self.vm_id) is None:
             log.warning("VM %s: the migration call failed (%s) but the "
                         "domain left: it migrated", self.vm_id, error)
+        elif error is not None and self._listed_on_destination():
+            # The destination's job committed the guest: its libvirtd's
+            # Finish succeeded, so the guest runs there, and the copy here
+            # is stopped at the end of the transfer. The call failed all
+            # the same when this host's libvirtd died in the migration's
+            # last phase (Confirm, which kills this copy and undefines
+            # it): restarted, libvirt kills the copy and keeps its
+            # definition, or, its phase PERFORM3_DONE, leaves it paused
+            # for "a third party to check", which is this job. Its domain
+            # still here was taken for a migration that failed, and the
+            # rollback destroyed the guest's only copy there (seed 3403,
+            # round 13). What is here goes, as Confirm would have it.
+            log.warning("VM %s: the migration call failed (%s) but %s "
+                        "lists the VM: it migrated; its copy here is "
+                        "removed", self.vm_id, error, self.target.dst)
+            self.hv.remove(self.vm_id)
         elif error is not None:
             if aborting:
                 raise JobAborted("aborted during the transfer")
