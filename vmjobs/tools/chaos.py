@@ -968,9 +968,14 @@ class ChaosRun:
         action = chaos_operator.ACTIONS[
             int(action * len(chaos_operator.ACTIONS))]
         entry["action"] = action
-        moving = sorted({vm for (src, kind, vm, _p, _s) in
-                         self.inflight.values()
-                         if src == h or (kind == "migrate" and src != h)})
+        # Jobs the run started that are still under way (the run forgets
+        # its ended ones only at its next check: at first most "mid-job"
+        # virsh found a hibernated or migrated VM's domain gone).
+        moving = sorted({vm for job_id, (src, kind, vm, _p, _s) in
+                         self.inflight.items()
+                         if (src == h or kind == "migrate") and
+                         self._job_step(src, job_id) not in ("ended",
+                                                             "unknown")})
         if aim < 0.5 and moving:
             vm_id = pick(moving, which)
             entry["after"] = round(OPERATOR_MID_JOB * when, 2)
