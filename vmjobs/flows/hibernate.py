@@ -119,11 +119,12 @@ class HibernateJob(ClaimJob):
             # during the save, a crash), the file holds no whole state, and
             # a restore of it fails: not saved (a chaos run: such a VM was
             # said to stay hibernated in a file cut short). Nor is a
-            # domain an operator saved first (virsh managedsave: reason
-            # SAVED too, its state in libvirt's managed save image, our
-            # file empty: hv.was_saved tells). If we cannot tell, the file
+            # domain an operator saved first (virsh managedsave, virsh
+            # save: reason SAVED too, its state elsewhere, our file empty:
+            # hv.was_saved reads the file). If we cannot tell, the file
             # may hold the only state, and is kept.
-            self._saved = self._look(self.hv.was_saved, True)
+            self._saved = self._look(
+                lambda vm_id: self.hv.was_saved(vm_id, self.path), True)
             raise
         self._saved = True
 
