@@ -34,7 +34,7 @@ from .chaos_checks import (
     qemu_processes,
     wedged_by_a_migration,
 )
-from .chaos_host import ChaosHost, ServiceDown
+from .chaos_host import ChaosHost, ServiceDidNotStart, ServiceDown
 from .chaos_ledger import Ledger
 from .chaos_logdisk import LogDisk, stderr_findings
 from .chaos_schedule import DEFAULT_MIX, TCP_MIXES, pick, schedule, sub_draws
@@ -178,7 +178,9 @@ class ChaosRun:
             self._quiet_and_check("end")
             self._remove_own_domains()
             self._check_files()
-        except Violation as exc:
+        except (Violation, ServiceDidNotStart) as exc:
+            # A service that cannot start again (its recovery died: seed
+            # 3403's replay, round 13) is a violation too, with its file.
             self.violations.append(str(exc))
             self._write_violation(str(exc))
         finally:
