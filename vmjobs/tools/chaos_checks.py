@@ -224,10 +224,13 @@ def miscounted(name, public, domains, stats):
     vmjobs domains defined and not running (stopped_domains), vmjobs
     domains running in no registry (unowned_domains), domains without
     vmjobs metadata (external_domains)."""
-    stopped = unowned = external = 0
+    stopped = unowned = external = unreadable = 0
     for uuid, (code, _reason, ours, _activity) in domains.items():
-        if code is None or uuid in public:
-            continue   # unreadable: reported apart
+        if uuid in public:
+            continue
+        if code is None:
+            unreadable += 1   # reported apart; counted somewhere by vmjobs
+            continue
         if not ours:
             external += 1
         elif code in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
@@ -237,7 +240,13 @@ def miscounted(name, public, domains, stats):
     seen = {"stopped_domains": stopped, "unowned_domains": unowned,
             "external_domains": external}
     said = {key: stats.get(key) for key in seen}
-    if said != seen:
+    # A domain libvirt cannot tell this run about (its state change lock
+    # held for good) is still listed to vmjobs, which counts it by the
+    # state the listing gives (seed 3405: unowned); it may stand in any
+    # one count.
+    more = {key: (said[key] or 0) - seen[key] for key in seen}
+    if said != seen and not (all(n >= 0 for n in more.values()) and
+                             sum(more.values()) <= unreadable):
         return [f"{name}: Host.getStats counts {said}, libvirt lists "
                 f"{seen}"]
     return []
