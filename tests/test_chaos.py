@@ -456,3 +456,70 @@ def test_the_tables_of_a_run_that_died_are_cleared_and_no_other(tmp_path):
         chaos_partition.remove(held[:2])
         chaos_partition.remove(dead[:2])
         os.close(held[2])
+
+
+OPERATOR_SEED = 1600   # 5 virsh (define, destroy, undefine, reboot,
+OPERATOR_STEPS = 22    # define), a start, an own domain, a virsh in a recovery
+
+
+def test_short_operator_chaos_run_keeps_every_invariant(tmp_path):
+    """An operator's virsh on vmjobs' domains behind the services' backs
+    (one of them in a recovery): every invariant holds, the counts of the
+    domains in no registry among them."""
+    run, figures = short_run(tmp_path, OPERATOR_SEED, OPERATOR_STEPS,
+                             mix="operator")
+    assert figures["faults"]["virsh_mid_recovery"] >= 1
+    kinds = {e["kind"] for e in run.log}
+    assert {"virsh", "virsh_start", "external_domain"} <= kinds
+    assert any(e["kind"] == "virsh" and e["outcome"].endswith(" done")
+               for e in run.log)
+
+
+def test_the_operator_mix_replays_its_seeds_and_adds_to_the_deep_one():
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    operator = list(itertools.islice(schedule(SEED, 0.3, "operator"), 2000))
+    assert operator == list(itertools.islice(
+        schedule(SEED, 0.3, "operator"), 2000))
+    added = {"virsh", "virsh_start", "external_domain", "virsh_mid_recovery"}
+    assert not added & {s[1] for s in deep}
+    assert added <= {s[1] for s in operator}
+
+
+def test_the_counts_of_domains_in_no_registry_and_the_operators_own():
+    """chaos_checks.miscounted and externals_touched (the operator mix):
+    Host.getStats' counts against libvirt's listing, and an operator's
+    own domain that is gone, stopped, marked or listed is found."""
+    from vmjobs.tools.chaos_checks import (
+        Outside,
+        externals_touched,
+        miscounted,
+    )
+    running, off = libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_SHUTOFF
+    domains = {"pub": (running, 1, True, None),
+               "stopped": (off, 2, True, None),
+               "unowned": (running, 1, True, None),
+               "ext": (running, 1, False, None),
+               "ext-off": (off, 0, False, None)}
+    public = {"pub": "Up"}
+    right = {"stopped_domains": 1, "unowned_domains": 1,
+             "external_domains": 2}
+    assert miscounted("a", public, domains, right) == []
+    for key in right:
+        wrong = dict(right, **{key: right[key] + 1})
+        assert miscounted("a", public, domains, wrong)
+    # A domain libvirt cannot tell the run about may be in any one count.
+    unreadable = dict(domains, stuck=(None, None, None, "unreadable"))
+    assert miscounted("a", public, unreadable,
+                      dict(right, unowned_domains=2)) == []
+    assert miscounted("a", public, unreadable, right) == []
+    assert miscounted("a", public, unreadable,
+                      dict(right, unowned_domains=3))
+    mine = Outside(external={"ext"})
+    assert externals_touched("a", domains, mine, [public]) == []
+    assert externals_touched("a", domains, mine, [{"ext": "Up"}])
+    assert externals_touched("a", domains, Outside(external={"ext-off"}),
+                             [public])
+    assert externals_touched("a", domains, Outside(external={"pub"}),
+                             [public])
+    assert externals_touched("a", domains, Outside(external={"gone"}),
+                             [public])

@@ -350,7 +350,7 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor, tmp_path,
     assert wait_job(api, api.VM.hibernate(
         vm_id, str(tmp_path / "clean"))["jobId"])["status"] == "done"
     calls = list(faulty.calls)
-    assert calls == ["state", "save", "remove"]
+    assert calls == ["state", "persist", "save", "remove"]
 
     for n, call in enumerate(calls, start=1):
         vm_id, _ = up_vm(api, launchPaused=paused)
@@ -359,8 +359,8 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor, tmp_path,
         info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
         assert faulty.failed == call
         assert info["status"] == "failed", (n, call, info)
-        assert info["step"] == {"state": "prepare", "save": "save",
-                                "remove": "undefine"}[call]
+        assert info["step"] == {"state": "prepare", "persist": "prepare",
+                                "save": "save", "remove": "undefine"}[call]
         assert info["error"]["code"] == 12
         assert f"injected fault in {call}" in info["error"]["message"]
         assert_public(api, vm_id, status)

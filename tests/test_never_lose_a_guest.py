@@ -253,11 +253,13 @@ def test_a_lost_save_reply_brings_the_vm_back_from_its_state(
     api = make_api(hv=faulty)
     vm_id = up_vm(api)
     path = tmp_path / "state"
-    # state (prepare), save, was_saved (look), restore, [state (look)]
-    faulty.arm({2, 4} if restore_reply_lost else 2, "after")
+    # state, persist (prepare), save, was_saved (look), restore, [state
+    # (look)]
+    faulty.arm({3, 5} if restore_reply_lost else 3, "after")
     info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
     assert (info["status"], info["error"]["code"]) == ("failed", 12)
-    assert faulty.calls[:4] == ["state", "save", "was_saved", "restore"]
+    assert faulty.calls[:5] == ["state", "persist", "save", "was_saved",
+                                "restore"]
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert hypervisor.state(vm_id) == "running"
     assert not path.exists()     # it runs again: the job's file went
@@ -274,12 +276,35 @@ def test_a_lost_save_reply_with_no_way_back_keeps_the_state_file(
     vm_id = up_vm(api)
     path = tmp_path / "state"
     # save's reply lost; then restore refused outright.
-    faulty.arm({2: "after", 4: "error"})
+    faulty.arm({3: "after", 5: "error"})
     info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
     assert info["status"] == "failed"
     assert path.stat().st_size > 0
     assert api.Host.getVMList() == []
     assert hypervisor.state(vm_id) == "shutoff"
+    check_invariants(api)
+
+
+def test_a_lost_save_reply_of_an_undefined_domain_brings_the_vm_back(
+        make_api, hypervisor, tmp_path):
+    """An operator undefined the running domain (virsh undefine: it runs
+    on, transient); its save took effect but the reply was lost. A saved
+    transient domain is gone, not shut off with reason SAVED: the job
+    must not take "gone" for "not saved" and remove the file that holds
+    the VM's only state (round 13). The control, the same with the
+    domain defined, is the test above."""
+    faulty = FaultyHypervisor(hypervisor)
+    api = make_api(hv=faulty)
+    vm_id = up_vm(api)
+    with hypervisor.connection() as conn:
+        conn.lookupByUUIDString(vm_id).undefine()
+    path = tmp_path / "state"
+    faulty.arm(3, "after")   # state, persist (prepare), save: its reply lost
+    info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+    assert info["status"] == "failed", info
+    assert api.VM.getStats(vm_id)["status"] == "Up"
+    assert hypervisor.state(vm_id) == "running"
+    assert not path.exists()     # it runs again: the job's file went
     check_invariants(api)
 
 

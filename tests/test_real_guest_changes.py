@@ -191,3 +191,61 @@ def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
     with pytest.raises(NoVM):
         api.VM.getStats(vm_id)
     assert api.VM.destroy(vm_id) is True   # its stopped domain
+
+
+@pytest.mark.parametrize("how", ["managedsave", "save"])
+def test_a_guest_saved_by_its_operator_before_its_hibernation_is_not_said_hibernated(
+        make_real_api, daemon, tmp_path, how):
+    """An operator's `virsh managedsave` (or `virsh save` into a file of
+    their own) as the hibernation's save begins: the save fails ("domain
+    is not running") and the domain is shut off with reason SAVED, as
+    after a save of ours whose reply was lost; but its state is in
+    libvirt's managed save image (or the operator's file), not in the
+    job's file, which stays empty. The VM leaves (`Down`), the job's file
+    goes, and its error says nothing of a hibernation; the operator's
+    start (or restore) brings the guest back. It was said to "stay
+    hibernated" in an empty file (round 13). The control, the kill before
+    the save (reason DESTROYED), is the test above."""
+    saved = []
+    theirs = tmp_path / "theirs.state"
+
+    def operator_saves_at_save(job, step):
+        if step != "save" or saved:
+            return
+        user = libvirt.open(daemon.uri)
+        try:
+            dom = user.lookupByUUIDString(job.vm_id)
+            if how == "managedsave":
+                dom.managedSave(0)
+            else:
+                dom.save(str(theirs))
+        finally:
+            user.close()
+        saved.append(job.vm_id)
+    api = make_real_api(step_hook=operator_saves_at_save)
+    vm_id = up_vm(api)
+    path = tmp_path / "operator.state"
+    with api.subscribe() as subscription:
+        info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+        statuses = Statuses(subscription)
+        assert statuses.next(vm_id) == "Saving State"
+        assert statuses.next(vm_id) == "Down"
+    assert saved == [vm_id]
+    assert info["status"] == "failed", info
+    assert "hibernated" not in info["error"]["message"], info
+    assert not path.exists()
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+    user = libvirt.open(daemon.uri)
+    try:
+        if how == "managedsave":
+            dom = user.lookupByUUIDString(vm_id)
+            assert dom.hasManagedSaveImage(0)
+            dom.create()   # the operator's start: libvirt restores it
+        else:
+            user.restore(str(theirs))
+            dom = user.lookupByUUIDString(vm_id)
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    finally:
+        user.close()
+    assert api.VM.destroy(vm_id) is True   # the domain in no registry

@@ -386,6 +386,36 @@ def test_a_guest_that_stops_mid_transfer_leaves_nothing_there(hosts):
     assert_nothing_staged(a, b)
 
 
+def test_an_undefined_guest_that_stops_mid_transfer_is_not_said_migrated(
+        hosts):
+    """As above, the guest's domain undefined first by an operator (virsh
+    undefine: it runs on, transient). A transient domain whose QEMU ends
+    is gone, as a migrated one is: the job took "gone" for "left", ended
+    done, the VM public on neither host, and B's staged copy waited for
+    it until B's arrival timeout (round 13). The migration makes its
+    domain persistent first, so that a guest that stopped is shut off
+    here, not gone."""
+    a, b = hosts
+    vm_id, = a.create(1, memSize=1024)
+    user = libvirt.open(a.sandbox.uri)
+    try:
+        user.lookupByUUIDString(vm_id).undefine()
+    finally:
+        user.close()
+    job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
+    info = a.wait_job(job_id, transfer_started)
+    assert (info["status"], info["step"]) == ("running", "migrate"), info
+    os.kill(qemu_pid(a.sandbox, vm_id), signal.SIGKILL)
+    info = a.wait_job(job_id)
+    assert info["status"] == "failed", info
+    assert "is kept" not in info["error"]["message"], info
+    assert b.public() == {} and b.domains() == {}
+    dest_job, = b.call("Host.getJobs",
+                       job_type="migration-destination").values()
+    assert dest_job["status"] in ENDED, dest_job
+    assert_nothing_staged(a, b)
+
+
 def test_the_destination_refuses(hosts):
     """exist: B has the VM already; migrateLimit: B's incoming slots are
     taken until A's timeout. Each time the job fails with B's code, the VM

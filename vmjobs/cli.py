@@ -140,7 +140,7 @@ def build_parser():
                        help="probability that a step is a fault")
     chaos.add_argument("--mix", choices=("deep", "wide", "classic",
                                          "partition", "log-full",
-                                         "fd-limit"),
+                                         "fd-limit", "operator"),
                        default="deep",
                        help="the operations and faults drawn (default "
                        "deep; wide and classic: the mixes before it, for "
@@ -149,7 +149,8 @@ def build_parser():
                        "which needs nft; log-full: deep, a service's log "
                        "disk full for a few steps; fd-limit: deep, a "
                        "service out of file descriptors for a few "
-                       "seconds)")
+                       "seconds; operator: deep, an operator's virsh on "
+                       "vmjobs' domains behind the service's back)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
                                 "unreadable-domain",

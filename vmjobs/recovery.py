@@ -53,7 +53,18 @@ class Recovery:
         thread that waits for room, as the service's own producer."""
         self._started = time.monotonic()
         domains = ownership.marked_domains(self._hv)
-        jobs = [self._staged_job(domain.uuid) for domain in domains]
+        jobs = []
+        for domain in domains:
+            try:
+                jobs.append(self._staged_job(domain.uuid))
+            except VmExists:
+                # Staged first by a late arrival's adoption (arrivals.py
+                # watches from before this listing: a guest migrated here
+                # while the service was down may arrive as it starts): its
+                # recover job has it, as for every later adoption (adopt).
+                # It was left to crash the service at start (VmExists; a
+                # chaos run, round 13).
+                log.info("recovery: VM %s is adopted already", domain.uuid)
         log.info("recovery: %d vmjobs domains found", len(jobs))
         self.found = len(jobs)
         if not jobs:

@@ -72,6 +72,13 @@ class HibernateJob(ClaimJob):
             if state not in (DomainState.RUNNING, DomainState.PAUSED):
                 raise MigrateError(f"VM {vm_id} is {state or 'gone'}: "
                                    "nothing to save")
+            # Persistent first, if an operator undefined it (virsh undefine
+            # of a running guest: transient): libvirt removes a transient
+            # domain it saved, and a save whose reply was lost is then
+            # told by nothing (was_saved looks for a domain shut off,
+            # reason SAVED): the job took it for a guest stopped outside
+            # and removed the file that held its only state (round 13).
+            self.hv.persist(vm_id)
             self.step("save")
             self._save()
             self.step("undefine")
@@ -115,9 +122,13 @@ class HibernateJob(ClaimJob):
             # shut off, reason SAVED. Stopped another way (its QEMU killed
             # during the save, a crash), the file holds no whole state, and
             # a restore of it fails: not saved (a chaos run: such a VM was
-            # said to stay hibernated in a file cut short). If we cannot
-            # tell, the file may hold the only state, and is kept.
-            self._saved = self._look(self.hv.was_saved, True)
+            # said to stay hibernated in a file cut short). Nor is a
+            # domain an operator saved first (virsh managedsave, virsh
+            # save: reason SAVED too, its state elsewhere, our file empty:
+            # hv.was_saved reads the file). If we cannot tell, the file
+            # may hold the only state, and is kept.
+            self._saved = self._look(
+                lambda vm_id: self.hv.was_saved(vm_id, self.path), True)
             raise
         self._saved = True
 

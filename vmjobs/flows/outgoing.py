@@ -193,6 +193,13 @@ class MigrationSourceJob(ClaimJob):
     def _prepare(self, _slot):
         self._deadline = time.monotonic() + self.migration_timeout
         self.step("prepare")
+        # Persistent first, if an operator undefined it (virsh undefine of
+        # a running guest: transient): a transient domain whose guest stops
+        # is gone, not shut off, and "gone" is what tells this job that its
+        # guest left (VIR_MIGRATE_UNDEFINE_SOURCE). A guest killed during
+        # the transfer was taken for migrated: the job ended done, the VM
+        # public on neither host (round 13).
+        self.hv.persist(self.vm_id)
         self._xml = self.hv.migratable_xml(self.vm_id)
         self.step("prepare-destination")
         # Undone newest first: the guest is resumed here only once its copy
@@ -436,6 +443,22 @@ class MigrationSourceJob(ClaimJob):
         if error is not None and self.hv.state(self.vm_id) is None:
             log.warning("VM %s: the migration call failed (%s) but the "
                         "domain left: it migrated", self.vm_id, error)
+        elif error is not None and self._listed_on_destination():
+            # The destination's job committed the guest: its libvirtd's
+            # Finish succeeded, so the guest runs there, and the copy here
+            # is stopped at the end of the transfer. The call failed all
+            # the same when this host's libvirtd died in the migration's
+            # last phase (Confirm, which kills this copy and undefines
+            # it): restarted, libvirt kills the copy and keeps its
+            # definition, or, its phase PERFORM3_DONE, leaves it paused
+            # for "a third party to check", which is this job. Its domain
+            # still here was taken for a migration that failed, and the
+            # rollback destroyed the guest's only copy there (seed 3403,
+            # round 13). What is here goes, as Confirm would have it.
+            log.warning("VM %s: the migration call failed (%s) but %s "
+                        "lists the VM: it migrated; its copy here is "
+                        "removed", self.vm_id, error, self.target.dst)
+            self.hv.remove(self.vm_id)
         elif error is not None:
             if aborting:
                 raise JobAborted("aborted during the transfer")

@@ -135,13 +135,24 @@ class Hypervisor:
         return domain_state(found[0]), pause_reason(*found)
 
     @_read
-    def was_saved(self, uuid):
+    def was_saved(self, uuid, path):
         """True if the domain is shut off because libvirt saved it (reason
-        SAVED); False if it runs, is paused, is gone, or stopped another
-        way (its QEMU killed, crashed)."""
+        SAVED) into `path`; False if it runs, is paused, is gone, or
+        stopped another way (its QEMU killed, crashed), or was saved
+        elsewhere: an operator's `virsh managedsave` or `virsh save` into
+        a file of their own leaves the reason SAVED too, and `path` empty
+        (libvirt reads no saved state from it)."""
         found = self._libvirt_state(uuid)
-        return found is not None and tuple(found[:2]) == (
-            libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED)
+        if found is None or tuple(found[:2]) != (
+                libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED):
+            return False
+        try:
+            self.saved_domain_xml(path)
+        except ConnectionLost:
+            raise
+        except HypervisorError:
+            return False   # no saved state there: not our save
+        return True
 
     def _libvirt_state(self, uuid):
         """libvirt's [state, reason] of the domain, or None if there is

@@ -24,15 +24,17 @@ import uuid
 
 import libvirt
 
+from .. import domxml
 from ..client import RemoteError
-from . import chaos_fdlimit, chaos_partition, procfs
+from . import chaos_fdlimit, chaos_operator, chaos_partition, procfs
 from .chaos_checks import (
+    Outside,
     arrivals_without_source,
     check_quiet,
     qemu_processes,
     wedged_by_a_migration,
 )
-from .chaos_host import ChaosHost, ServiceDown
+from .chaos_host import ChaosHost, ServiceDidNotStart, ServiceDown
 from .chaos_ledger import Ledger
 from .chaos_logdisk import LogDisk, stderr_findings
 from .chaos_schedule import DEFAULT_MIX, TCP_MIXES, pick, schedule, sub_draws
@@ -64,6 +66,12 @@ LOG_FULL_STEPS = (4, 16)
 # 3 descriptors to spare.
 FD_LIMIT_SECONDS = (1.0, 8.0)
 FD_LIMIT_SLACK = 4
+# The operator mix: a virsh aimed at a job in flight lands 0 to 1.5 s
+# into it (a 32 MiB guest's creation, save or transfer lasts about a
+# second: at 0 to 3 s, seed 3401, most found the job over); at most this many domains of their own, and of vmjobs domains they
+# started again, on a host at once (each a 32 MiB guest).
+OPERATOR_MID_JOB = 1.5
+OPERATOR_MAX_OWN = 2
 
 
 class Violation(Exception):
@@ -124,6 +132,15 @@ class ChaosRun:
         self.rechecks = 0
         self._wedged = set()   # VMs seen in QEMU's postmigrate
         self._fd_limited = set()   # hosts fd_limit touched since a check
+        # The operator mix: per host, what the operator did behind the
+        # service's back (chaos_checks.Outside), the order their own
+        # domains were made in, and the names of vmjobs domains seen
+        # there ({name: the step last seen}: a name freed since is one an
+        # operator may take).
+        self._outside = [Outside() for _ in self.hosts]
+        self._own_order = [[] for _ in self.hosts]
+        self._names_seen = [{} for _ in self.hosts]
+        self._own_ids = random.Random(seed + 2)
 
     # -- the run ----------------------------------------------------------------
 
@@ -159,8 +176,11 @@ class ChaosRun:
                     self._quiet_and_check(i)
             self._free_log_disks(None)
             self._quiet_and_check("end")
+            self._remove_own_domains()
             self._check_files()
-        except Violation as exc:
+        except (Violation, ServiceDidNotStart) as exc:
+            # A service that cannot start again (its recovery died: seed
+            # 3403's replay, round 13) is a violation too, with its file.
             self.violations.append(str(exc))
             self._write_violation(str(exc))
         finally:
@@ -434,7 +454,7 @@ class ChaosRun:
     def _fault_qemu_kill(self, h, draw, entry):
         """kill -9 of one guest's QEMU on host h: its VM goes Down (or, if
         it was migrating, stays where the migration leaves it)."""
-        found = [(u, p) for u, p in qemu_processes([self.hosts[h]])]
+        found = self._guests(h)
         target = pick(found, draw)
         if target is None:
             return "no guest"
@@ -449,6 +469,13 @@ class ChaosRun:
         # run follows no stream of its hosts: the next check tells).
         time.sleep(1.0)
         return "killed"
+
+    def _guests(self, h):
+        """[(uuid, pid)] of host h's QEMU processes, but those of an
+        operator's own domains (the operator mix): vmjobs', whatever
+        registry knows them."""
+        return [(u, p) for u, p in qemu_processes([self.hosts[h]])
+                if u not in self._outside[h].external]
 
     def _fault_libvirtd_kill9(self, h, draw, entry):
         self.hosts[h].sandbox.restart_daemon(crash=True)
@@ -550,7 +577,7 @@ class ChaosRun:
         """One guest's QEMU on host h frozen (SIGSTOP) 1 to 5 s, then
         SIGCONT: a host under memory pressure, a debugger. Its monitor does
         not answer meanwhile; the guest is not lost."""
-        target = pick(qemu_processes([self.hosts[h]]), draw)
+        target = pick(self._guests(h), draw)
         if target is None:
             return "no guest"
         vm_id, pid = target
@@ -892,6 +919,256 @@ class ChaosRun:
                                 f"fd_limit in {', '.join(found)}")
         self._fd_limited.clear()
 
+    # -- the operator mix -------------------------------------------------------------
+
+    def _outside_by_name(self):
+        return {host.name: self._outside[h]
+                for h, host in enumerate(self.hosts)}
+
+    def _look_outside(self, i, public):
+        """Once quiet: the names of the vmjobs domains on each host (an
+        operator may take one once it is freed); a domain the operator
+        started that is public since (a recovery adopted it) or gone is
+        theirs no more."""
+        for h, host in enumerate(self.hosts):
+            conn = host.connect()
+            try:
+                self._see_names(h, conn, i)
+                live = {dom.UUIDString() for dom in conn.listAllDomains(
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)}
+            finally:
+                conn.close()
+            self._outside[h].started &= live - public
+
+    def _marked(self, h, conn, live=False):
+        """{uuid: domain} of the vmjobs domains on host h (any state; with
+        `live`, running or paused ones: an operator's virsh aims at a
+        guest, and the stopped definitions the mix leaves would otherwise
+        draw most of its refusals)."""
+        found = {}
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if live else 0
+        for dom in conn.listAllDomains(flags):
+            try:
+                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                             domxml.METADATA_NS)
+            except libvirt.libvirtError:
+                continue
+            found[dom.UUIDString()] = dom
+        return found
+
+    def _see_names(self, h, conn, step):
+        for dom in self._marked(h, conn).values():
+            try:
+                self._names_seen[h][dom.name()] = step
+            except libvirt.libvirtError:
+                pass
+
+    def _op_virsh(self, h, draw, entry):
+        """An operator's virsh (chaos_operator.ACTIONS, drawn) on one
+        vmjobs domain of host h: one time in two that of a job in flight
+        there (a creation, a restore, a hibernation, a migration either
+        way), 0 to 1.5 s into it; else any running or paused one (any at
+        all for a define)."""
+        more = sub_draws(draw)
+        action, aim, which, when, how = (more.random() for _ in range(5))
+        action = chaos_operator.ACTIONS[
+            int(action * len(chaos_operator.ACTIONS))]
+        entry["action"] = action
+        # Jobs the run started that are still under way (the run forgets
+        # its ended ones only at its next check: at first most "mid-job"
+        # virsh found a hibernated or migrated VM's domain gone).
+        moving = sorted({vm for job_id, (src, kind, vm, _p, _s) in
+                         self.inflight.items()
+                         if (src == h or kind == "migrate") and
+                         self._job_step(src, job_id) not in ("ended",
+                                                             "unknown")})
+        if aim < 0.5 and moving:
+            vm_id = pick(moving, which)
+            entry["after"] = round(OPERATOR_MID_JOB * when, 2)
+            entry["mid_job"] = True
+            time.sleep(entry["after"])
+        else:
+            conn = self.hosts[h].connect()
+            try:
+                vm_id = pick(self._marked(h, conn, live=action != "define"),
+                             which)
+            finally:
+                conn.close()
+        if vm_id is None:
+            return f"{action} skipped"
+        return f"{action} {self._virsh(h, vm_id, action, how, entry)}"
+
+    def _virsh(self, h, vm_id, action, draw, entry):
+        """`action` on host h's domain vm_id (chaos_operator.act): 'done',
+        'no domain', or libvirt's refusal."""
+        entry["vm"] = vm_id
+        conn = self.hosts[h].connect()
+        try:
+            try:
+                dom = conn.lookupByUUIDString(vm_id)
+            except libvirt.libvirtError:
+                return "no domain"
+            self._see_names(h, conn, entry["step"])
+            try:
+                entry["did"] = chaos_operator.act(dom, action, draw)
+            except libvirt.libvirtError as exc:
+                entry["libvirt"] = exc.get_error_message()[:300]
+                return f"refused by libvirt {exc.get_error_code()}"
+        finally:
+            conn.close()
+        if action in chaos_operator.STOPS_THE_GUEST:
+            # Its VM goes Down (or its job fails): looked for.
+            self.ledger.guest_killed(vm_id, entry["step"])
+        return "done"
+
+    def _op_virsh_start(self, h, draw, entry):
+        """virsh start of a vmjobs domain the operator saved
+        (managedsave) on host h: libvirt restores it, in no registry
+        (counted unowned). At OPERATOR_MAX_OWN such, the engine removes
+        the oldest with VM.destroy instead."""
+        started = self._outside[h].started
+        if len(started) >= OPERATOR_MAX_OWN:
+            vm_id = sorted(started)[0]
+            entry["vm"] = vm_id
+            started.discard(vm_id)
+            self.hosts[h].call("VM.destroy", vmID=vm_id)
+            self.ledger.destroy_answered(vm_id, entry["step"])
+            return "VM.destroy of one started"
+        conn = self.hosts[h].connect()
+        try:
+            saved = {uuid: dom for uuid, dom in self._marked(h, conn).items()
+                     if dom.hasManagedSaveImage(0)}
+            vm_id = pick(saved, draw)
+            if vm_id is None:
+                return "skipped"
+            entry["vm"] = vm_id
+            try:
+                saved[vm_id].create()
+            except libvirt.libvirtError as exc:
+                entry["libvirt"] = exc.get_error_message()[:300]
+                return f"refused by libvirt {exc.get_error_code()}"
+        finally:
+            conn.close()
+        started.add(vm_id)
+        return "started"
+
+    def _op_external_domain(self, h, draw, entry):
+        """The operator's own domain (no vmjobs metadata) on host h, named
+        as a vmjobs VM that has just left it (one of the three last
+        seen); at OPERATOR_MAX_OWN of them, the oldest is destroyed
+        instead (virsh destroy of their own)."""
+        outside = self._outside[h]
+        conn = self.hosts[h].connect()
+        try:
+            if len(self._own_order[h]) >= OPERATOR_MAX_OWN:
+                vm_id = self._own_order[h].pop(0)
+                outside.external.discard(vm_id)
+                entry["vm"] = vm_id
+                conn.lookupByUUIDString(vm_id).destroy()
+                return "removed their own"
+            marked = self._marked(h, conn)
+            self._see_names(h, conn, entry["step"])
+            here = {dom.name() for dom in conn.listAllDomains(0)}
+            freed = sorted((step, name) for name, step in
+                           self._names_seen[h].items() if name not in here)
+            name = pick([n for _s, n in freed[-3:]], draw)
+            model = next(iter(marked.values()), None)
+            if model is None:
+                other = self.hosts[1 - h].connect()
+                try:
+                    model_xml = next((d.XMLDesc(
+                        libvirt.VIR_DOMAIN_XML_MIGRATABLE) for d in
+                        self._marked(1 - h, other).values()), None)
+                finally:
+                    other.close()
+            else:
+                model_xml = model.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            if name is None or model_xml is None:
+                return "skipped"
+            uuid_ = str(uuid.UUID(int=self._own_ids.getrandbits(128),
+                                  version=4))
+            entry.update(name=name, vm=uuid_)
+            try:
+                conn.createXML(chaos_operator.external_xml(
+                    model_xml, name, uuid_), 0)
+            except libvirt.libvirtError as exc:
+                entry["libvirt"] = exc.get_error_message()[:300]
+                return f"refused by libvirt {exc.get_error_code()}"
+        finally:
+            conn.close()
+        outside.external.add(uuid_)
+        self._own_order[h].append(uuid_)
+        return "created"
+
+    def _fault_virsh_mid_recovery(self, h, draw, entry):
+        """kill -9 of host h's service, one time in two once a migration
+        or a hibernation from h is under way in libvirt; a restart, and 0
+        to 0.5 s into its recovery an operator's virsh (drawn) on one
+        vmjobs domain of h; then recovery must end."""
+        more = sub_draws(draw)
+        verb, which, when, action, how, target = (more.random()
+                                                  for _ in range(6))
+        action = chaos_operator.ACTIONS[
+            int(action * len(chaos_operator.ACTIONS))]
+        host = self.hosts[h]
+        if verb < 0.5:
+            vm_id = pick(self._public(h), which)
+            step = "migrate" if verb < 0.25 else "save"
+            if vm_id is not None:
+                try:
+                    if step == "migrate":
+                        self._migrate_now(h, vm_id, entry)
+                    else:
+                        self._hibernate_now(h, vm_id, entry)
+                except RemoteError as exc:
+                    entry["verb"] = f"refused {exc.code}"
+                if "job" in entry:
+                    entry["reached"] = self._wait_for_step(
+                        h, entry["job"], step, 3.0)
+        host.kill()
+        host.start_service()
+        entry["after"] = round(0.5 * when, 2)
+        time.sleep(entry["after"])
+        try:
+            entry["recovering"] = host.call("Host.getStats")["recovering"]
+        except (RemoteError, ServiceDown):
+            entry["recovering"] = None
+        conn = host.connect()
+        try:
+            vm_id = pick(self._marked(h, conn, live=action != "define"),
+                         target)
+        finally:
+            conn.close()
+        if vm_id is not None:
+            virsh = {"step": entry["step"]}
+            outcome = self._virsh(h, vm_id, action, how, virsh)
+            entry["virsh"] = f"{action} {outcome}"
+            entry["virsh_vm"] = vm_id
+            self.ops[(f"virsh mid-recovery {action}", outcome)] += 1
+        if not host.wait_recovered(RECOVERY_BOUND):
+            raise Violation(f"{host.name}: recovery did not end within "
+                            f"{RECOVERY_BOUND:g} s after kill -9 and a "
+                            "virsh in it")
+        return "recovered"
+
+    def _remove_own_domains(self):
+        """At the run's end, the operator's own domains go (their names
+        are vmjobs VMs' whose files the end restores on host a)."""
+        for h, host in enumerate(self.hosts):
+            if not self._own_order[h]:
+                continue
+            conn = host.connect()
+            try:
+                for vm_id in self._own_order[h]:
+                    try:
+                        conn.lookupByUUIDString(vm_id).destroy()
+                    except libvirt.libvirtError:
+                        pass
+            finally:
+                conn.close()
+            self._own_order[h].clear()
+            self._outside[h].external.clear()
+
     # -- the full state directory -------------------------------------------------
 
     def _mount_full_dir(self):
@@ -964,7 +1241,8 @@ class ChaosRun:
         self._race_destroyed.clear()
         self.checks += 1
         found = self._unknown(i, check_quiet(self.hosts,
-                                             self.ledger.expected))
+                                             self.ledger.expected,
+                                             self._outside_by_name()))
         # What vmjobs follows asynchronously (a guest's lifecycle events,
         # read by its watch thread) may lag a fault by a moment: a finding
         # counts once it holds for a few seconds.
@@ -974,7 +1252,8 @@ class ChaosRun:
             first = found
             time.sleep(2.0)
             found = self._unknown(i, check_quiet(self.hosts,
-                                                 self.ledger.expected))
+                                                 self.ledger.expected,
+                                                 self._outside_by_name()))
             if not found:
                 self.rechecks += 1
                 self.log.append({"step": i, "what": "transient",
@@ -983,6 +1262,8 @@ class ChaosRun:
             raise Violation(f"step {i}: " + "; ".join(found))
         self._check_logs(i)
         self._check_fd_limited(i)
+        if self.mix == "operator":
+            self._look_outside(i, public)
         for name, vm_id in wedged_by_a_migration(self.hosts):
             if vm_id not in self._wedged:
                 self._wedged.add(vm_id)

@@ -52,6 +52,11 @@ class ServiceDown(Exception):
     """The service did not answer (stopped, killed, or frozen)."""
 
 
+class ServiceDidNotStart(RuntimeError):
+    """`vmjobs serve` exited before it served: the message ends with the
+    last line of its stderr."""
+
+
 class ChaosHost:
     def __init__(self, name, directory, state_dir, extra_state_dirs=(),
                  tcp=False):
@@ -125,7 +130,12 @@ class ChaosHost:
         line = self.process.stdout.readline()
         if not line.startswith("vmjobs: serving on "):
             self.process.kill()
-            raise RuntimeError(f"{self.name}: serve did not start: {line!r}")
+            self.process.wait()
+            with open(self.stderr_path(self.starts), errors="replace") as f:
+                said = (f.read().strip().splitlines() or [""])[-1]
+            raise ServiceDidNotStart(f"{self.name}: serve did not start: "
+                                     f"{line!r}; its stderr ends: "
+                                     f"{said[:300]}")
         self.client = Client(self.listen, timeout=CALL_TIMEOUT)
 
     def stderr_path(self, start):

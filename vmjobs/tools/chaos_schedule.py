@@ -20,7 +20,13 @@ run, drawn as often as the deep mix's other faults together; and
 steps (chaos_logdisk), drawn as often as any other fault; and
 `fd-limit`, the deep mix with a service out of file descriptors for a
 few seconds while migrations and a hibernation run (chaos_fdlimit),
-drawn as often as any other fault."""
+drawn as often as any other fault; and `operator`, the deep mix with
+what an operator does with virsh on vmjobs' own domains behind the
+service's back, at random moments, mid-job too (chaos_operator): an
+undefine, a destroy, a reset or a reboot, a managedsave (and a later start
+that restores it), a live setmem or setvcpus, a define of a changed XML,
+a domain of their own named as a vmjobs VM that has just left, and one of
+these in the middle of a recovery."""
 
 import random
 
@@ -45,11 +51,20 @@ LOG_FULL_FAULTS = DEEP_FAULTS + ("log_full",)
 
 FD_LIMIT_FAULTS = DEEP_FAULTS + ("fd_limit",)
 
+# The operator's virsh: `virsh` (one of chaos_operator.ACTIONS, drawn) as
+# often as a create, a start of a managed-saved vmjobs domain and a
+# domain of their own (or its removal) now and then; and the fault of an
+# operator's virsh during a recovery after a kill -9.
+OPERATOR_OPS = {**DEEP_OPS, "virsh": 6, "virsh_start": 1,
+                "external_domain": 1}
+OPERATOR_FAULTS = DEEP_FAULTS + ("virsh_mid_recovery",)
+
 MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS),
          "deep": (DEEP_OPS, DEEP_FAULTS),
          "partition": (DEEP_OPS, PARTITION_FAULTS),
          "log-full": (DEEP_OPS, LOG_FULL_FAULTS),
-         "fd-limit": (DEEP_OPS, FD_LIMIT_FAULTS)}
+         "fd-limit": (DEEP_OPS, FD_LIMIT_FAULTS),
+         "operator": (OPERATOR_OPS, OPERATOR_FAULTS)}
 # Mixes whose hosts talk over loopback TCP (the others: Unix sockets).
 TCP_MIXES = ("partition",)
 DEFAULT_MIX = "deep"
