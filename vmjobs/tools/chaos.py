@@ -610,16 +610,7 @@ class ChaosRun:
         host = self.hosts[h]
         step = "migrate" if verb_draw < 0.5 else "save"
         if vm_id is not None:
-            try:
-                if step == "migrate":
-                    self._migrate_now(h, vm_id, entry)
-                else:
-                    self._hibernate_now(h, vm_id, entry)
-            except RemoteError as exc:
-                entry["verb"] = f"refused {exc.code}"
-            if "job" in entry:
-                entry["reached"] = self._wait_for_step(h, entry["job"],
-                                                       step, 3.0)
+            self._into_step(h, vm_id, step, entry)
         frozen = None
         if vm_id is not None and freeze < 0.5:
             frozen = dict(qemu_processes([host])).get(vm_id)
@@ -654,6 +645,21 @@ class ChaosRun:
         if info is None or info["status"] in ENDED:
             return "ended"
         return info.get("step") or "none"
+
+    def _into_step(self, h, vm_id, step, entry):
+        """Ask h to migrate vm_id away (`step` "migrate") or to hibernate
+        it ("save"), and wait up to 3 s for its job to reach that step,
+        where libvirt does the work (entry["reached"])."""
+        try:
+            if step == "migrate":
+                self._migrate_now(h, vm_id, entry)
+            else:
+                self._hibernate_now(h, vm_id, entry)
+        except RemoteError as exc:
+            entry["verb"] = f"refused {exc.code}"
+        if "job" in entry:
+            entry["reached"] = self._wait_for_step(h, entry["job"], step,
+                                                   3.0)
 
     def _wait_for_step(self, h, job_id, step, bound):
         """The step job_id reached on host h: `step`, or the one it was in
@@ -1115,16 +1121,7 @@ class ChaosRun:
             vm_id = pick(self._public(h), which)
             step = "migrate" if verb < 0.25 else "save"
             if vm_id is not None:
-                try:
-                    if step == "migrate":
-                        self._migrate_now(h, vm_id, entry)
-                    else:
-                        self._hibernate_now(h, vm_id, entry)
-                except RemoteError as exc:
-                    entry["verb"] = f"refused {exc.code}"
-                if "job" in entry:
-                    entry["reached"] = self._wait_for_step(
-                        h, entry["job"], step, 3.0)
+                self._into_step(h, vm_id, step, entry)
         host.kill()
         host.start_service()
         entry["after"] = round(0.5 * when, 2)
