@@ -51,6 +51,23 @@ class Statuses:
             self._kept += self._subscription.get(remaining) or []
 
 
+def assert_hibernation_left(api, vm_id, path):
+    """VM.hibernate of `vm_id` into `path`, its save made to fail under
+    it with no state of ours saved: the VM is `Saving State`, then leaves
+    (`Down`), the job fails saying nothing of a hibernation, its file
+    goes and the vmId is no VM."""
+    with api.subscribe() as subscription:
+        info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+        statuses = Statuses(subscription)
+        assert statuses.next(vm_id) == "Saving State"
+        assert statuses.next(vm_id) == "Down"
+    assert info["status"] == "failed", info
+    assert "hibernated" not in info["error"]["message"], info
+    assert not path.exists()
+    with pytest.raises(NoVM):
+        api.VM.getStats(vm_id)
+
+
 def test_a_pause_and_a_resume_by_another_client_are_followed(
         make_real_api, daemon):
     api = make_real_api()
@@ -179,17 +196,7 @@ def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
                            "shutoff", "its QEMU's end seen", WAIT)
     api = make_real_api(step_hook=kill_at_save)
     vm_id = up_vm(api)
-    path = tmp_path / "cut.state"
-    with api.subscribe() as subscription:
-        info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
-        statuses = Statuses(subscription)
-        assert statuses.next(vm_id) == "Saving State"
-        assert statuses.next(vm_id) == "Down"
-    assert info["status"] == "failed", info
-    assert "hibernated" not in info["error"]["message"], info
-    assert not path.exists()
-    with pytest.raises(NoVM):
-        api.VM.getStats(vm_id)
+    assert_hibernation_left(api, vm_id, tmp_path / "cut.state")
     assert api.VM.destroy(vm_id) is True   # its stopped domain
 
 
@@ -224,18 +231,8 @@ def test_a_guest_saved_by_its_operator_before_its_hibernation_is_not_said_hibern
         saved.append(job.vm_id)
     api = make_real_api(step_hook=operator_saves_at_save)
     vm_id = up_vm(api)
-    path = tmp_path / "operator.state"
-    with api.subscribe() as subscription:
-        info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
-        statuses = Statuses(subscription)
-        assert statuses.next(vm_id) == "Saving State"
-        assert statuses.next(vm_id) == "Down"
+    assert_hibernation_left(api, vm_id, tmp_path / "operator.state")
     assert saved == [vm_id]
-    assert info["status"] == "failed", info
-    assert "hibernated" not in info["error"]["message"], info
-    assert not path.exists()
-    with pytest.raises(NoVM):
-        api.VM.getStats(vm_id)
     user = libvirt.open(daemon.uri)
     try:
         if how == "managedsave":
