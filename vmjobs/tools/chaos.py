@@ -24,13 +24,13 @@ import uuid
 
 import libvirt
 
-from .. import domxml
 from ..client import RemoteError
 from . import chaos_fdlimit, chaos_operator, chaos_partition, procfs
 from .chaos_checks import (
     Outside,
     arrivals_without_source,
     check_quiet,
+    has_metadata,
     qemu_processes,
     wedged_by_a_migration,
 )
@@ -954,12 +954,8 @@ class ChaosRun:
         found = {}
         flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE if live else 0
         for dom in conn.listAllDomains(flags):
-            try:
-                dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                             domxml.METADATA_NS)
-            except libvirt.libvirtError:
-                continue
-            found[dom.UUIDString()] = dom
+            if has_metadata(dom):
+                found[dom.UUIDString()] = dom
         return found
 
     def _see_names(self, h, conn, step):

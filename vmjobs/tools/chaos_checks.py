@@ -80,7 +80,7 @@ def host_view(host):
             names[dom.UUIDString()] = dom.name()
             try:
                 code, reason = dom.state()
-                ours = _has_metadata(dom)
+                ours = has_metadata(dom)
                 activity = activity_of(dom)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -107,7 +107,8 @@ def host_view(host):
     return public, jobs, domains, stats
 
 
-def _has_metadata(dom):
+def has_metadata(dom):
+    """Whether libvirt domain `dom` carries vmjobs' metadata."""
     try:
         dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.METADATA_NS)
         return True
