@@ -110,8 +110,8 @@ def configure(path, level="INFO", max_bytes=20 * 1024 * 1024, backups=5,
     default a hidden `.__NAME.lock` beside the log, world-readable, in a
     directory meant for logs. `lock_dir` puts it where a process's private
     files go instead (the service's run directory); it is made 0700 if it
-    does not exist (rundir.prepare). Every process writing one log must give the same
-    `lock_dir`, as they do by sharing a configuration."""
+    does not exist (rundir.prepare). Every process writing one log must
+    give the same `lock_dir`, as they do by sharing a configuration."""
     if path == "-":
         handler = logging.StreamHandler(sys.stderr)
     else:
