@@ -24,9 +24,12 @@ class ServeProcess:
     """`vmjobs serve ARGS`, started and ready (it printed its address)."""
 
     def __init__(self, *args, config=None, tmp_path=None, log_name="serve",
-                 env=None, default_lock=False):
-        """`default_lock`: no --lock-file, the service's own default (the
-        tests give each service a private one unless asked)."""
+                 env=None, default_lock=False, default_listen=False):
+        """`default_lock`, `default_listen`: no --lock-file, no --listen,
+        the service's own defaults in the host's /run/vmjobs (the tests
+        give each service a private lock and socket unless asked: two
+        suites on one machine, or a vmjobs service of the host's, bound
+        the same socket)."""
         command = [sys.executable, "-m", "vmjobs", "serve", *args]
         if "--uri" not in args and "uri =" not in (config or ""):
             command += ["--uri", TEST_URI]
@@ -36,11 +39,15 @@ class ServeProcess:
             command += ["--config", str(path)]
         elif "--config" not in args:   # not the host's /etc/vmjobs
             command += ["--config", os.devnull]
+        # Not the host's /run/vmjobs.
+        self._run_dir = tempfile.TemporaryDirectory()
         if "--lock-file" not in args and not default_lock:
-            # not the host's /run/vmjobs
-            self._lock_dir = tempfile.TemporaryDirectory()
-            command += ["--lock-file", os.path.join(self._lock_dir.name,
+            command += ["--lock-file", os.path.join(self._run_dir.name,
                                                     "vmjobs.lock")]
+        if "--listen" not in args and "listen =" not in (config or "") \
+                and not default_listen:
+            socket_path = os.path.join(self._run_dir.name, "vmjobs.sock")
+            command += ["--listen", f"unix:{socket_path}"]
         if "--log-file" not in args:
             command += ["--log-file", str(tmp_path / f"{log_name}.log")
                         if tmp_path else "-"]

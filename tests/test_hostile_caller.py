@@ -121,7 +121,7 @@ def test_the_default_listener(intruder, tmp_path):
     directory, refused to another user."""
     server = ServeProcess("--state-dir", str(tmp_path / "states"),
                           "--image-dir", str(tmp_path / "images"),
-                          tmp_path=tmp_path)
+                          tmp_path=tmp_path, default_listen=True)
     try:
         assert server.address == f"unix:{DEFAULT_SOCKET}"
         assert mode(os.path.dirname(DEFAULT_SOCKET)) == 0o700
