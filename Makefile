@@ -18,10 +18,13 @@ DEB_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
 # lintian and systemd-analyze, renders the man pages (groff) and runs the
 # installed command on Debian's python3 with the packages it depends on;
 # the shipped logrotate file is run by logrotate; the chaos run's
-# partition (and its test) cuts the hosts' ports with nft (nftables).
+# partition (and its test) cuts the hosts' ports with nft (nftables); a
+# guest's emulated TPM is libvirt's swtpm, set up by swtpm_setup
+# (swtpm-tools).
 TEST_PACKAGES := openssl curl libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 libvirt-clients util-linux qemu-utils $(DEB_PACKAGES) \
-	lintian systemd groff-base logrotate nftables python3-libvirt python3-defusedxml \
+	lintian systemd groff-base logrotate nftables swtpm swtpm-tools \
+	python3-libvirt python3-defusedxml \
 	python3-prometheus-client python3-concurrent-log-handler \
 	python3-portalocker
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

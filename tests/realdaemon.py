@@ -4,6 +4,7 @@ requirement fails these tests; elsewhere they are skipped with the reason
 and what to install."""
 
 import os
+import shutil
 import time
 
 import pytest
@@ -17,14 +18,25 @@ from vmjobs.tools.sandbox import Sandbox, missing_requirements
 WAIT = 300   # seconds: real VMs on a 2-core machine
 
 
+def cannot_run(reason):
+    """On CI a missing requirement fails the test; elsewhere it is
+    skipped, saying what `make setup` would install."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"cannot run on CI: {reason}")
+    pytest.skip(f"{reason} (`make setup` installs what is needed)")
+
+
 def require_daemon():
     reason = missing_requirements()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"real-daemon tests cannot run on CI: {reason}")
-    pytest.skip(f"no private libvirtd here: {reason} (`make setup` "
-                "installs what is needed)")
+    if reason is not None:
+        cannot_run(f"no private libvirtd here: {reason}")
+
+
+def require_programs(*programs):
+    """Programs a test needs beyond the daemon."""
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        cannot_run(f"not installed: {', '.join(missing)}")
 
 
 def start_daemon(directory, **options):

@@ -1,12 +1,13 @@
 """Restore and recovery on the real daemon: a real VM hibernated to a state
-file comes back Up with the file unchanged; another VM's file is refused
-with nothing started; a restarted service takes back 50 running VMs
+file comes back Up with the file unchanged, and with its TPM; another
+VM's file is refused with nothing started; a restarted service takes back 50 running VMs
 without restarting any (same QEMU processes)."""
 
 import hashlib
+import os
 
 from conftest import new_id, our_domains
-from realdaemon import WAIT, real_params
+from realdaemon import WAIT, real_params, require_programs
 
 RECOVERED = 50
 
@@ -44,6 +45,56 @@ def test_hibernate_and_restore(make_real_api, daemon, tmp_path):
     assert len(daemon.qemu_pids()) == 1
     api.VM.destroy(vm_id)
     assert daemon.qemu_pids() == []
+
+
+def tpm_state(daemon, vm_id):
+    """The hash of the guest's TPM (swtpm's permanent state: its
+    endorsement key and what the guest stored), read in the private
+    daemon's mount namespace; None if it has none there."""
+    path = (f"/proc/{daemon.daemon_pid()}/root/var/lib/libvirt/swtpm/"
+            f"{vm_id}/tpm2/tpm2-00.permall")
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def tpm_guest(vm_id):
+    return (f"<domain type='qemu'><name>tpm-{vm_id[:8]}</name><uuid>{vm_id}"
+            "</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu><os><type "
+            "arch='x86_64'>hvm</type></os><devices><tpm model='tpm-crb'>"
+            "<backend type='emulator' version='2.0'/></tpm><serial "
+            "type='pty'/><memballoon model='none'/></devices></domain>")
+
+
+def test_a_guests_tpm_comes_back_with_it(make_real_api, daemon, tmp_path):
+    """A guest's emulated TPM (BitLocker's keys, a measured boot) is its
+    own across a hibernation: libvirt deletes swtpm's state with the
+    undefine, and the save file carries it back (QEMU's tpm-emulator
+    state); a VM.destroy leaves none behind. Another guest's TPM differs:
+    the same hash is not an empty state."""
+    require_programs("swtpm", "swtpm_setup")
+    api = make_real_api()
+    vm_id, other = new_id(), new_id()
+    for each in (vm_id, other):
+        job = api.VM.create(each, {"vmId": each, "xml": tpm_guest(each)})
+        assert finished(api, job["jobId"])["status"] == "done"
+    before = tpm_state(daemon, vm_id)
+    assert before is not None and before != tpm_state(daemon, other)
+    path = tmp_path / "vm.state"
+    assert finished(api, api.VM.hibernate(vm_id, str(path))["jobId"])[
+        "status"] == "done"
+    assert tpm_state(daemon, vm_id) is None   # only in the file now
+
+    restored = finished(api, api.VM.create(vm_id, {
+        "vmId": vm_id, "restoreState": str(path)})["jobId"])
+    assert restored["status"] == "done", restored
+    assert tpm_state(daemon, vm_id) == before
+    for each in (vm_id, other):
+        assert api.VM.destroy(each) is True
+        assert not os.path.exists(f"/proc/{daemon.daemon_pid()}/root/var/"
+                                  f"lib/libvirt/swtpm/{each}")
 
 
 def test_restart_over_fifty_running_vms(make_real_api, daemon):
