@@ -3,6 +3,7 @@ started by the suite itself (vmjobs.tools.sandbox). On CI (CI=true) a missing
 requirement fails these tests; elsewhere they are skipped with the reason
 and what to install."""
 
+import hashlib
 import os
 import shutil
 import time
@@ -100,6 +101,33 @@ def real_params(vm_id, **extra):
     params = {"vmId": vm_id, "vmName": f"real-{vm_id[:8]}", "memSize": 48}
     params.update(extra)
     return params
+
+
+def tpm_dir(daemon, vm_id):
+    """swtpm's state directory of a guest, seen from outside the private
+    daemon's mount namespace (where its /var/lib/libvirt is)."""
+    return (f"/proc/{daemon.daemon_pid()}/root/var/lib/libvirt/swtpm/"
+            f"{vm_id}")
+
+
+def tpm_state(daemon, vm_id):
+    """The hash of the guest's TPM (swtpm's permanent state: its
+    endorsement key and what the guest stored), read in the private
+    daemon's mount namespace; None if it has none there."""
+    try:
+        with open(f"{tpm_dir(daemon, vm_id)}/tpm2/tpm2-00.permall",
+                  "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def tpm_guest(vm_id):
+    return (f"<domain type='qemu'><name>tpm-{vm_id[:8]}</name><uuid>{vm_id}"
+            "</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu><os><type "
+            "arch='x86_64'>hvm</type></os><devices><tpm model='tpm-crb'>"
+            "<backend type='emulator' version='2.0'/></tpm><serial "
+            "type='pty'/><memballoon model='none'/></devices></domain>")
 
 
 def wait_left(api, vm_ids):

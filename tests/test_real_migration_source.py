@@ -18,7 +18,16 @@ import libvirt
 import pytest
 
 from conftest import new_id
-from realdaemon import WAIT, qemu_pid, real_params, require_daemon
+from realdaemon import (
+    WAIT,
+    qemu_pid,
+    real_params,
+    require_daemon,
+    require_programs,
+    tpm_dir,
+    tpm_guest,
+    tpm_state,
+)
 from serve import ROOT, ServeProcess
 from vmjobs.client import Client, RemoteError
 from vmjobs.sdnotify import messages, notify_socket
@@ -252,6 +261,26 @@ def test_a_paused_vm_arrives_paused(hosts):
     assert info["status"] == "done", info
     assert_only_on(vm_id, b, a, status="Paused")
     assert b.call("VM.destroy", vmID=vm_id) is True
+
+
+def test_a_guests_tpm_migrates_with_it(hosts):
+    """A guest's emulated TPM goes with it: B's swtpm state is the one A
+    had, byte for byte, and A keeps none (its undefine deleted it)."""
+    require_programs("swtpm", "swtpm_setup")
+    a, b = hosts
+    vm_id = new_id()
+    job = a.call("VM.create", vmID=vm_id, vmParams={
+        "vmId": vm_id, "xml": tpm_guest(vm_id)})["jobId"]
+    assert a.wait_job(job)["status"] == "done"
+    before = tpm_state(a.sandbox, vm_id)
+    assert before is not None
+    info = a.wait_job(a.migrate(vm_id, b))
+    assert info["status"] == "done", info
+    assert_only_on(vm_id, b, a)
+    assert tpm_state(b.sandbox, vm_id) == before
+    assert not os.path.exists(tpm_dir(a.sandbox, vm_id))
+    assert b.call("VM.destroy", vmID=vm_id) is True
+    assert not os.path.exists(tpm_dir(b.sandbox, vm_id))
 
 
 @contextlib.contextmanager

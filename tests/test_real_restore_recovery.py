@@ -7,7 +7,14 @@ import hashlib
 import os
 
 from conftest import new_id, our_domains
-from realdaemon import WAIT, real_params, require_programs
+from realdaemon import (
+    WAIT,
+    real_params,
+    require_programs,
+    tpm_dir,
+    tpm_guest,
+    tpm_state,
+)
 
 RECOVERED = 50
 
@@ -47,27 +54,6 @@ def test_hibernate_and_restore(make_real_api, daemon, tmp_path):
     assert daemon.qemu_pids() == []
 
 
-def tpm_state(daemon, vm_id):
-    """The hash of the guest's TPM (swtpm's permanent state: its
-    endorsement key and what the guest stored), read in the private
-    daemon's mount namespace; None if it has none there."""
-    path = (f"/proc/{daemon.daemon_pid()}/root/var/lib/libvirt/swtpm/"
-            f"{vm_id}/tpm2/tpm2-00.permall")
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def tpm_guest(vm_id):
-    return (f"<domain type='qemu'><name>tpm-{vm_id[:8]}</name><uuid>{vm_id}"
-            "</uuid><memory unit='MiB'>48</memory><vcpu>1</vcpu><os><type "
-            "arch='x86_64'>hvm</type></os><devices><tpm model='tpm-crb'>"
-            "<backend type='emulator' version='2.0'/></tpm><serial "
-            "type='pty'/><memballoon model='none'/></devices></domain>")
-
-
 def test_a_guests_tpm_comes_back_with_it(make_real_api, daemon, tmp_path):
     """A guest's emulated TPM (BitLocker's keys, a measured boot) is its
     own across a hibernation: libvirt deletes swtpm's state with the
@@ -93,8 +79,7 @@ def test_a_guests_tpm_comes_back_with_it(make_real_api, daemon, tmp_path):
     assert tpm_state(daemon, vm_id) == before
     for each in (vm_id, other):
         assert api.VM.destroy(each) is True
-        assert not os.path.exists(f"/proc/{daemon.daemon_pid()}/root/var/"
-                                  f"lib/libvirt/swtpm/{each}")
+        assert not os.path.exists(tpm_dir(daemon, each))
 
 
 def test_restart_over_fifty_running_vms(make_real_api, daemon):
