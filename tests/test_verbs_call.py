@@ -251,3 +251,33 @@ def test_a_vm_that_is_not_here_is_no_vm_even_with_the_queue_full(
         assert api.VM.getStats(up)["status"] == "Up"
     finally:
         gate.set()
+
+
+def test_a_vm_that_is_not_here_is_no_vm_while_the_service_stops(
+        make_api, tmp_path):
+    """Once a stop began, a VM.hibernate or VM.migrate of a vmId that is
+    not here is noVM (1), as a VM.create of a vmId here is exist (4):
+    'the service is stopping: try again once it is back' (1100) is for
+    a request a retry can make good. The control: the same calls for a
+    VM here answer 1100, and nothing is queued."""
+    api = make_api()
+    up = new_id()
+    assert wait_job(api, api.VM.create(up, vm_params(up))["jobId"])[
+        "status"] == "done"
+    jobs = set(api.Host.getJobs())
+    api.stopping.set()   # as a SIGTERM sets it, before the pool stops
+    migrate = {"dst": f"unix:{tmp_path}/peer.sock",
+               "dstUri": f"qemu+unix:///system?socket={tmp_path}/l.sock"}
+    absent = new_id()
+    for call in (lambda vm: api.VM.hibernate(vm, str(tmp_path / "s")),
+                 lambda vm: api.VM.migrate(vm, migrate)):
+        with pytest.raises(VdsmError) as err:
+            call(absent)
+        assert err.value.code == 1, err.value
+        with pytest.raises(VdsmError, match="stopping") as err:
+            call(up)
+        assert err.value.code == 1100
+    with pytest.raises(VdsmError) as err:
+        api.VM.create(up, vm_params(up))
+    assert err.value.code == 4
+    assert set(api.Host.getJobs()) == jobs
