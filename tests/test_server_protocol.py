@@ -3,6 +3,7 @@ VDSM codes for verb failures, the standard codes for the rest, batches and
 notifications; nothing a refused request carries changes any state."""
 
 import http.client
+import socket
 import uuid
 
 import pytest
@@ -171,6 +172,39 @@ def test_notifications_run_and_get_no_answer(server):
                                         "method": "Host.ping"}])
     assert (status, answer) == (204, None)
     settle(server)
+
+
+def test_a_notifications_answer_is_a_bare_204(server):
+    """The answer to notifications alone is 204 No Content with neither a
+    body nor a Content-Length, which RFC 9110 (8.6) forbids in a 204: it
+    said 'Content-Length: 0' (and a Content-Type for no content). The
+    control: the kept connection's next request, a call, is answered
+    with its length as before."""
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        def send(body):
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body),
+                                                            body))
+        received = b""
+        send(b'{"jsonrpc": "2.0", "method": "Host.ping"}')
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 204 No Content\r\n")
+        names = [line.split(b":", 1)[0].lower()
+                 for line in head.split(b"\r\n")[1:]]
+        assert b"content-length" not in names, head
+        assert b"content-type" not in names, head
+        assert rest == b""
+        send(b'{"jsonrpc": "2.0", "method": "Host.ping", "id": 7}')
+        answer = b'{"jsonrpc": "2.0", "id": 7, "result": true}'
+        while not received.endswith(answer):
+            received += sock.recv(65536)
+        second = received.split(b"\r\n\r\n", 1)[1]
+        assert second.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Length: %d\r\n" % len(answer) in second
 
 
 def test_http_level_refusals(server):

@@ -35,6 +35,8 @@ from .config import parse_listen
 from .connection_table import ConnectionTable
 from .rpc import Dispatcher
 
+# The answer to notifications alone: nothing to answer.
+NO_CONTENT = 204
 # Seconds a client turned away (503) is asked to wait.
 RETRY_AFTER = 1
 # The answer to a connection taken at the descriptor limit (its request
@@ -138,7 +140,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         response = self.server.dispatcher.handle(body, self._caller())
         if response is None:
-            return self.answer(204, b"")
+            return self.answer(NO_CONTENT, b"")
         self.answer(200, response, content_type="application/json")
 
     def _caller(self):
@@ -243,8 +245,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # thread no longer than a request may take.
         self.connection.settimeout(self.server.request_timeout)
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if status != NO_CONTENT:
+            # A 204 carries neither (RFC 9110, 8.6: no Content-Length in
+            # one): the answer to notifications alone.
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         if close or self.close_connection:
