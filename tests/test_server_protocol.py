@@ -207,6 +207,36 @@ def test_a_notifications_answer_is_a_bare_204(server):
         assert b"Content-Length: %d\r\n" % len(answer) in second
 
 
+def test_a_path_is_found_or_not_whatever_the_method(server):
+    """A path the listener does not serve is 404 whatever the method: a
+    GET of one was 405 'POST to /' with Allow: POST, which said the path
+    was there for a POST (a POST to it is 404); and the body of such a GET
+    was dropped twice, so that the connection's next request lost its
+    first bytes and was answered 400. A method a path does not take is
+    405 naming the one it does: DELETE /metrics said Allow: POST, POST
+    /metrics was 404. The controls: GET / is still 405 (Allow: POST),
+    GET /healthz 200, POST /other 404."""
+    host, port = server.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def ask(method, path, body=None):
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.getheader("Allow"), response.read()
+    for method in ("GET", "DELETE", "PUT", "HEAD", "POST"):
+        assert ask(method, "/other")[0] == 404, method
+    assert ask("GET", "/other", body=b"x" * 40)[0] == 404
+    assert ask("GET", "/healthz")[0] == 200   # not eaten: answered
+    assert ask("DELETE", "/metrics")[:2] == (405, "GET")
+    assert ask("POST", "/metrics", body=b"{}")[:2] == (405, "GET")
+    assert ask("PUT", "/healthz")[:2] == (405, "GET")
+    assert ask("HEAD", "/events")[:2] == (405, "GET")
+    assert ask("GET", "/")[:2] == (405, "POST")
+    assert ask("HEAD", "/")[:2] == (405, "POST")
+    assert ask("GET", "/healthz") == (200, None, b"ready\n")
+    conn.close()
+
+
 def test_http_level_refusals(server):
     host, port = server.address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
