@@ -308,3 +308,22 @@ def test_a_reader_that_goes_away_is_no_server_error(server):
         follower.stderr.close()
     gone = vmjobs("events", "--server", f"127.0.0.1:{free_port()}")
     one_line(gone, "events", "cannot talk to the vmjobs server")
+
+
+def test_jobs_type_is_one_of_the_job_types(server):
+    """`vmjobs jobs --type` takes the job types its help lists, those of
+    the flows: a typo (`--type migration`) showed an empty table, as if
+    no such job ran, with or without --watch; now a usage error naming
+    the types. The control: each type of the flows is taken."""
+    from vmjobs import flows
+    types = {getattr(flows, name).job_type for name in flows.__all__
+             if hasattr(getattr(flows, name), "job_type")}
+    assert set(cli.JOB_TYPES) == types
+    for job_type in sorted(types):
+        assert cli.build_parser().parse_args(
+            ["jobs", "--type", job_type]).type == job_type
+    for args in (["jobs", "--type", "migration"],
+                 ["jobs", "--watch", "--type", "create "]):
+        result = vmjobs(*args, "--server", server.address)
+        assert result.returncode == 2, result
+        one_line(result, "jobs", "--type", "migration-source")
