@@ -202,3 +202,43 @@ def test_api_curl_examples(server):
         assert result.returncode == 0, (example, result.stderr)
         answer = json.loads(result.stdout)
         assert "result" in answer, (example, answer)
+
+
+def test_jobs_counts_only_the_jobs_its_flags_name_as_left_out(server):
+    """The note under `vmjobs jobs`' table counts the ended jobs that
+    time (--ended-within, --watch's 60 s) or --active leaves out, of the
+    jobs the flags name: not the jobs of another --type (the watch's
+    table holds every job the stream told of, whatever its type), nor
+    those of another ID_PREFIX. It said '(2 ended job(s) not shown:
+    --all shows them)' under `vmjobs jobs --watch --type restore` for two
+    creations, which --all does not show either."""
+    from vmjobs.cli import build_parser
+    from vmjobs.cli_call import visible_table
+    job_ids = []
+    for name in ("noted-1", "noted-2"):
+        vm_id = str(uuid.uuid4())
+        created = vmjobs(server, "call", "VM.create", f"vmID={vm_id}",
+                         "vmParams=" + json.dumps({"vmId": vm_id, "vmName":
+                                                   name, "memSize": 64}))
+        job_ids.append(json.loads(created.stdout)["jobId"])
+        assert wait_done(server, job_ids[-1])["status"] == "done"
+    # What the watch holds once the stream told it of them: every job.
+    with Client(server.address) as client:
+        listed = client.call("Host.getJobs")
+    later = max(info["ended"] for info in listed.values()) + 3600
+
+    def note(*flags, now=later):
+        args = build_parser().parse_args(["jobs", *flags])
+        last = visible_table(listed, args, now).splitlines()[-1]
+        return last if last.startswith("(") else None
+
+    # Creations only, ended an hour ago: none a restore watch leaves out.
+    assert note("--watch", "--type", "restore") is None
+    assert note("--active", "--type", "restore") is None
+    # The control: the creations a creation watch leaves out (at least
+    # these two; the module's other tests made more).
+    hidden = int(note("--watch", "--type", "create")[1:].split()[0])
+    assert hidden >= 2
+    # One job named by its id: only it is left out.
+    assert note("--active", job_ids[0]) == \
+        "(1 ended job(s) not shown: --all shows them)"

@@ -269,3 +269,61 @@ def test_durations_and_counts_in_range_are_taken():
         ["jobs", "--ended-within", "0"]).ended_within == 0
     assert cli.build_parser().parse_args(
         ["events", "--count", "1"]).count == 1
+
+
+def test_a_reader_that_goes_away_is_no_server_error(server):
+    """`vmjobs events | head -1`: once the reader of its output has gone,
+    the command ends quietly, as a Unix filter killed by SIGPIPE does
+    (status 141, nothing on stderr): it said 'cannot talk to the vmjobs
+    server at ...: Broken pipe' (exit 2), blaming the server for its own
+    closed pipe. The control: a server that goes away is still named."""
+    read_end, write_end = os.pipe()
+    # From an id the service never gave: its first line, a resync, comes
+    # at once.
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "vmjobs", "events", "--server",
+         server.address, "--last-event-id", "0"], stdout=write_end,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT})
+    os.close(write_end)
+    reader = os.fdopen(read_end)
+    try:
+        assert "resync" in reader.readline()
+        reader.close()   # as `head -1` exits after its line
+        # Its next line meets the closed pipe.
+        while follower.poll() is None:
+            more = str(uuid.uuid4())
+            assert vmjobs("call", "--server", server.address, "VM.create",
+                          f"vmID={more}", "vmParams=" + json.dumps(
+                              {"vmId": more, "vmName": "piped",
+                               "memSize": 64})).returncode == 0
+            try:
+                follower.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        assert (follower.returncode, follower.stderr.read()) == (141, "")
+    finally:
+        follower.kill()
+        follower.wait()
+        follower.stderr.close()
+    gone = vmjobs("events", "--server", f"127.0.0.1:{free_port()}")
+    one_line(gone, "events", "cannot talk to the vmjobs server")
+
+
+def test_jobs_type_is_one_of_the_job_types(server):
+    """`vmjobs jobs --type` takes the job types its help lists, those of
+    the flows: a typo (`--type migration`) showed an empty table, as if
+    no such job ran, with or without --watch; now a usage error naming
+    the types. The control: each type of the flows is taken."""
+    from vmjobs import flows
+    types = {getattr(flows, name).job_type for name in flows.__all__
+             if hasattr(getattr(flows, name), "job_type")}
+    assert set(cli.JOB_TYPES) == types
+    for job_type in sorted(types):
+        assert cli.build_parser().parse_args(
+            ["jobs", "--type", job_type]).type == job_type
+    for args in (["jobs", "--type", "migration"],
+                 ["jobs", "--watch", "--type", "create "]):
+        result = vmjobs(*args, "--server", server.address)
+        assert result.returncode == 2, result
+        one_line(result, "jobs", "--type", "migration-source")

@@ -548,6 +548,36 @@ def test_vmjobs_events_prints_a_line_per_event(serve):
     assert messages[1]["method"] == JOB_STATUS + job_id
 
 
+def test_vmjobs_events_takes_a_vm_id_as_the_verbs_take_it(serve):
+    """`vmjobs events --vm` takes a vmId as the verbs do, in capitals too
+    (the service answers with its canonical, lower-case form): it printed
+    nothing, for ever, for the VM created with that very id. A --vm that
+    is no UUID is refused at once (exit 2) instead of matching nothing.
+    The control: another VM's events are still left out."""
+    api, server = serve()
+    vm_id, other = new_id(), new_id()
+    command = [sys.executable, "-m", "vmjobs", "events", "--server",
+               server.address]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    follower = subprocess.Popen(command + ["--vm", vm_id.upper(), "--count",
+                                           "1"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, text=True)
+    subscribers(api, 1)
+    create(api, other)
+    _, job_id = create(api, vm_id.upper())
+    assert wait_job(api, job_id)["status"] == "done"
+    try:
+        out, _ = follower.communicate(timeout=WAIT)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0
+    assert out.rstrip().endswith(f"VM {vm_id} WaitForLaunch (staged)")
+    refused = subprocess.run(command + ["--vm", "db-1"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=WAIT)
+    assert refused.returncode == 2
+    assert "--vm: 'db-1' is not a UUID" in refused.stderr
+
+
 def test_jobs_watch_follows_the_events(serve):
     """The table follows the stream, and time: on a quiet service it is
     redrawn every second, so a job that ended more than --ended-within

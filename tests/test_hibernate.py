@@ -1,6 +1,7 @@
 """VM.hibernate: the VM stays public as Saving State while its state is saved, then leaves; refusals; failures, destroys and aborts leave it running or gone, never half."""
 
 import hashlib
+import os
 
 import libvirt
 import pytest
@@ -173,6 +174,29 @@ def test_a_state_directory_itself_is_named_so(api, tmp_path):
             call(str(tmp_path.parent / "elsewhere"))
     assert_public(api, vm_id, "Up")
     assert_quiet_and_clean(api)
+
+
+def test_a_file_name_longer_than_the_file_system_takes_is_malformed(
+        api, tmp_path):
+    """A hibernationVolHandle whose file name the file system cannot hold
+    (NAME_MAX: 255 bytes on every Linux one) is a malformed parameter,
+    -32602 naming it, as restoreState's is: it was migrateErr (12),
+    'cannot create ...: File name too long', as if the host had failed a
+    hibernation. The control: a name of 255 bytes is hibernated."""
+    vm_id, _ = up_vm(api)
+    name_max = os.pathconf(tmp_path, "PC_NAME_MAX")
+    for name in ("s" * (name_max + 1), "é" * (name_max // 2 + 1)):
+        with pytest.raises(InvalidParams, match="longer than the file "
+                           "system takes") as err:
+            api.VM.hibernate(vm_id, str(tmp_path / name))
+        assert err.value.data == {"param": "hibernationVolHandle"}
+    assert list(tmp_path.iterdir()) == []
+    assert_public(api, vm_id, "Up")
+    path = tmp_path / ("s" * name_max)
+    info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+    assert info["status"] == "done", info
+    assert path.stat().st_size > 0
+    assert_gone(api, vm_id)
 
 
 def test_missing_path_is_miss_param(api):

@@ -3,6 +3,7 @@ VDSM codes for verb failures, the standard codes for the rest, batches and
 notifications; nothing a refused request carries changes any state."""
 
 import http.client
+import socket
 import uuid
 
 import pytest
@@ -171,6 +172,69 @@ def test_notifications_run_and_get_no_answer(server):
                                         "method": "Host.ping"}])
     assert (status, answer) == (204, None)
     settle(server)
+
+
+def test_a_notifications_answer_is_a_bare_204(server):
+    """The answer to notifications alone is 204 No Content with neither a
+    body nor a Content-Length, which RFC 9110 (8.6) forbids in a 204: it
+    said 'Content-Length: 0' (and a Content-Type for no content). The
+    control: the kept connection's next request, a call, is answered
+    with its length as before."""
+    host, port = server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        def send(body):
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body),
+                                                            body))
+        received = b""
+        send(b'{"jsonrpc": "2.0", "method": "Host.ping"}')
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 204 No Content\r\n")
+        names = [line.split(b":", 1)[0].lower()
+                 for line in head.split(b"\r\n")[1:]]
+        assert b"content-length" not in names, head
+        assert b"content-type" not in names, head
+        assert rest == b""
+        send(b'{"jsonrpc": "2.0", "method": "Host.ping", "id": 7}')
+        answer = b'{"jsonrpc": "2.0", "id": 7, "result": true}'
+        while not received.endswith(answer):
+            received += sock.recv(65536)
+        second = received.split(b"\r\n\r\n", 1)[1]
+        assert second.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Length: %d\r\n" % len(answer) in second
+
+
+def test_a_path_is_found_or_not_whatever_the_method(server):
+    """A path the listener does not serve is 404 whatever the method: a
+    GET of one was 405 'POST to /' with Allow: POST, which said the path
+    was there for a POST (a POST to it is 404); and the body of such a GET
+    was dropped twice, so that the connection's next request lost its
+    first bytes and was answered 400. A method a path does not take is
+    405 naming the one it does: DELETE /metrics said Allow: POST, POST
+    /metrics was 404. The controls: GET / is still 405 (Allow: POST),
+    GET /healthz 200, POST /other 404."""
+    host, port = server.address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def ask(method, path, body=None):
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.getheader("Allow"), response.read()
+    for method in ("GET", "DELETE", "PUT", "HEAD", "POST"):
+        assert ask(method, "/other")[0] == 404, method
+    assert ask("GET", "/other", body=b"x" * 40)[0] == 404
+    assert ask("GET", "/healthz")[0] == 200   # not eaten: answered
+    assert ask("DELETE", "/metrics")[:2] == (405, "GET")
+    assert ask("POST", "/metrics", body=b"{}")[:2] == (405, "GET")
+    assert ask("PUT", "/healthz")[:2] == (405, "GET")
+    assert ask("HEAD", "/events")[:2] == (405, "GET")
+    assert ask("GET", "/")[:2] == (405, "POST")
+    assert ask("HEAD", "/")[:2] == (405, "POST")
+    assert ask("GET", "/healthz") == (200, None, b"ready\n")
+    conn.close()
 
 
 def test_http_level_refusals(server):

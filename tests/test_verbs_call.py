@@ -1,9 +1,11 @@
 """api.call dispatches verbs with named or positional params, refuses unknown ones, and shows only vmjobs' own VMs."""
 
+import threading
+
 import pytest
 
-from conftest import new_id, vm_params, wait_job
-from vmjobs.errors import InvalidParams, NoVM, UnknownMethod
+from conftest import WAIT, new_id, vm_params, wait_job
+from vmjobs.errors import InvalidParams, NoVM, UnknownMethod, VdsmError
 
 # The same contract in both publish modes (conftest.py).
 pytestmark = pytest.mark.both_publish_modes
@@ -199,3 +201,83 @@ def test_create_over_an_external_domain_fails_and_leaves_it(api):
     assert api.Host.getVMList() == []
     assert api.registry.snapshot()[0] == []
     assert api.Host.getStats()["external_domains"] == 1
+
+
+def test_a_vm_that_is_not_here_is_no_vm_even_with_the_queue_full(
+        make_api, tmp_path):
+    """VM.hibernate and VM.migrate of a vmId neither staged nor public
+    answer noVM (1) whatever the queue holds, as VM.create answers exist
+    (4) before it takes a place: a full queue answered ResourceExhausted
+    (1100, 'try again later') for a VM that will never be there. The
+    control: a VM that is here is still told the queue is full (1100),
+    and nothing was created or queued for the refusals."""
+    blocker, held, gate = new_id(), threading.Event(), threading.Event()
+
+    def hold(job, step):   # one job holds the one worker
+        if job.vm_id == blocker and step == "prepare":
+            held.set()
+            assert gate.wait(WAIT)
+    api = make_api(step_hook=hold, workers=1, queue_size=1)
+    up = new_id()
+    assert wait_job(api, api.VM.create(up, vm_params(up))["jobId"])[
+        "status"] == "done"
+    try:
+        api.VM.create(blocker, vm_params(blocker))
+        assert held.wait(WAIT)
+        # The room of creations and hibernations, and the room of
+        # migrations, each full.
+        queued = new_id()
+        api.VM.create(queued, vm_params(queued))
+        incoming = new_id()
+        api.VM.migrationCreate(incoming, {"vmId": incoming, "xml": (
+            f"<domain type='test'><name>in-{incoming[:8]}</name>"
+            f"<uuid>{incoming}</uuid><memory unit='MiB'>64</memory>"
+            "<os><type>hvm</type></os></domain>")})
+        jobs = set(api.Host.getJobs())
+        migrate = {"dst": f"unix:{tmp_path}/peer.sock",
+                   "dstUri": "qemu+unix:///system?socket="
+                   f"{tmp_path}/libvirt.sock"}
+        absent = new_id()
+        for call in (lambda vm: api.VM.hibernate(vm, str(tmp_path / "s")),
+                     lambda vm: api.VM.migrate(vm, migrate)):
+            with pytest.raises(VdsmError) as err:
+                call(absent)
+            assert err.value.code == 1, err.value
+            with pytest.raises(VdsmError) as err:
+                call(up)
+            assert err.value.code == 1100, err.value
+        assert set(api.Host.getJobs()) == jobs
+        assert not (tmp_path / "s").exists()
+        assert api.VM.getStats(up)["status"] == "Up"
+    finally:
+        gate.set()
+
+
+def test_a_vm_that_is_not_here_is_no_vm_while_the_service_stops(
+        make_api, tmp_path):
+    """Once a stop began, a VM.hibernate or VM.migrate of a vmId that is
+    not here is noVM (1), as a VM.create of a vmId here is exist (4):
+    'the service is stopping: try again once it is back' (1100) is for
+    a request a retry can make good. The control: the same calls for a
+    VM here answer 1100, and nothing is queued."""
+    api = make_api()
+    up = new_id()
+    assert wait_job(api, api.VM.create(up, vm_params(up))["jobId"])[
+        "status"] == "done"
+    jobs = set(api.Host.getJobs())
+    api.stopping.set()   # as a SIGTERM sets it, before the pool stops
+    migrate = {"dst": f"unix:{tmp_path}/peer.sock",
+               "dstUri": f"qemu+unix:///system?socket={tmp_path}/l.sock"}
+    absent = new_id()
+    for call in (lambda vm: api.VM.hibernate(vm, str(tmp_path / "s")),
+                 lambda vm: api.VM.migrate(vm, migrate)):
+        with pytest.raises(VdsmError) as err:
+            call(absent)
+        assert err.value.code == 1, err.value
+        with pytest.raises(VdsmError, match="stopping") as err:
+            call(up)
+        assert err.value.code == 1100
+    with pytest.raises(VdsmError) as err:
+        api.VM.create(up, vm_params(up))
+    assert err.value.code == 4
+    assert set(api.Host.getJobs()) == jobs

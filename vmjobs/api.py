@@ -375,7 +375,12 @@ class API:
         (refused: its own VdsmError), queue, observe (notifications) and
         list it. The place comes first: a full queue refuses before
         anything is staged, so a refused request leaves no trace, not even
-        a status event."""
+        a status event; only what refuses the request whatever the queue
+        holds (job.refuse_early: a VM that is not here) comes before it,
+        and before a stop's refusal."""
+        # What refuses the request whatever the queue or a stop (a VM
+        # that is not here) first: no retry makes it good.
+        job.refuse_early()
         if self.stopping.is_set():
             # Before anything is staged: a job accepted now would never run
             # (or, draining, run after the caller was told the service

@@ -4,6 +4,7 @@ and what to try (vmjobs.cli_errors); --debug shows its traceback."""
 
 import argparse
 import os
+import select
 import signal
 import sys
 import traceback
@@ -33,6 +34,13 @@ SERVICE_FLAGS = {
     "migration_network": "migration_networks",
     "publish": "publish", "adaptive": "adaptive",
 }
+
+
+# The flows' job types (vmjobs.flows, not imported here: it loads libvirt;
+# test_cli_errors checks the two agree): a `jobs --type` of another showed
+# an empty table, as if no such job ran.
+JOB_TYPES = ("create", "restore", "recover", "migration-destination",
+             "migration-source", "hibernate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,9 +110,8 @@ def build_parser():
                       "ended job, with --watch too")
     jobs.add_argument("--active", action="store_true", help="show only "
                       "the jobs that have not ended")
-    jobs.add_argument("--type", metavar="JOB_TYPE", help="only the jobs of "
-                      "this type (create, restore, recover, "
-                      "migration-destination, migration-source, hibernate)")
+    jobs.add_argument("--type", choices=JOB_TYPES,
+                      help="only the jobs of this type")
     _client_flags(jobs)
     events = command("events", "print a running service's events (GET "
                      "/events) as they come, one line each")
@@ -182,6 +189,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _output_gone():
+            # `vmjobs events | head -1`: the reader went away, not the
+            # server. Ended as a filter killed by SIGPIPE, quietly (and
+            # nothing more written: the exit's flush would fail again).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
         line = cli_errors.explain(exc, args)
         if args.debug or line is None:
             traceback.print_exc()
@@ -193,6 +206,17 @@ def main(argv=None):
         print(f"vmjobs {args.command}: {logs.one_line(line)}",
               file=sys.stderr)
         return 1 if isinstance(exc, RemoteError) else 2
+
+
+def _output_gone():
+    """Whether the reader of stdout has gone (a pipe or socket whose other
+    end closed reports POLLERR to its writer; a file never does)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _service_flags(parser):

@@ -157,11 +157,17 @@ def visible_table(listed, args, now):
         ended_within = None
     elif ended_within is None and args.watch:
         ended_within = WATCH_ENDED_WITHIN
-    shown = {job_id: info for job_id, info in listed.items()
-             if shown_job(info, now, ended_within, args.active) and
-             (not args.type or info["job_type"] == args.type)}
+    # The jobs the flags name (the watch's table holds every job the
+    # stream told of, whatever its type); of those, the ended ones that
+    # time or --active leaves out are counted under the table: not a job
+    # of another type or id prefix, which --all would not show either.
+    named = {job_id: info for job_id, info in listed.items()
+             if (not args.type or info["job_type"] == args.type) and
+             (args.prefix is None or job_id.startswith(args.prefix))}
+    shown = {job_id: info for job_id, info in named.items()
+             if shown_job(info, now, ended_within, args.active)}
     return job_table(shown, now, args.prefix,
-                     hidden=len(listed) - len(shown))
+                     hidden=len(named) - len(shown))
 
 
 def shown_job(info, now, ended_within=None, active_only=False):

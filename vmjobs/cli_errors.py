@@ -10,6 +10,7 @@ import json
 import math
 import socket
 import ssl
+import uuid
 
 from . import errors
 from .client import RemoteError
@@ -48,6 +49,17 @@ def number(kind, low, above=False):
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
     return parse
+
+
+def vm_id(text):
+    """A flag's type: a vmId, as the verbs take it (in capitals too), in
+    the canonical form the service answers with (`events --vm` in
+    capitals matched no event, for ever); else argparse's usage error."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID (a "
+                                         "vmId)") from None
 
 
 def remote_error_line(exc):

@@ -10,6 +10,7 @@ import threading
 import time
 
 from .cli_call import client, jobs_params, positive, visible_table
+from .cli_errors import vm_id
 from .logs import one_line
 from .notifications import JOB_STATUS, RESYNC, VM_STATUS, SubscriptionCut
 
@@ -25,8 +26,8 @@ def add_flags(parser):
     parser.add_argument("--json", action="store_true", help="print each "
                         "notification as its JSON-RPC message (one line)")
     parser.add_argument("--vm", action="append", metavar="VM_ID",
-                        help="only this VM's notifications and its jobs' "
-                        "(repeatable)")
+                        type=vm_id, help="only this VM's notifications and "
+                        "its jobs' (repeatable)")
     parser.add_argument("--job", action="append", metavar="JOB_ID",
                         help="only this job's notifications (repeatable)")
     parser.add_argument("--last-event-id", type=int, metavar="ID",

@@ -35,6 +35,11 @@ from .config import parse_listen
 from .connection_table import ConnectionTable
 from .rpc import Dispatcher
 
+# The main listener's paths, each with the one method it takes.
+PATHS = {"/": "POST", "/metrics": "GET", "/healthz": "GET",
+         "/events": "GET"}
+# The answer to notifications alone: nothing to answer.
+NO_CONTENT = 204
 # Seconds a client turned away (503) is asked to wait.
 RETRY_AFTER = 1
 # The answer to a connection taken at the descriptor limit (its request
@@ -129,7 +134,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self._refused():
             return
         if self.path != "/":
-            return self.answer(404, b"not found: POST to /\n")
+            return self._not_served()
         if not listener.content_type_allowed(self.headers.get(
                 "Content-Type")):
             return self.answer(415, b"Content-Type must be application/json"
@@ -138,7 +143,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         response = self.server.dispatcher.handle(body, self._caller())
         if response is None:
-            return self.answer(204, b"")
+            return self.answer(NO_CONTENT, b"")
         self.answer(200, response, content_type="application/json")
 
     def _caller(self):
@@ -200,14 +205,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True   # the client went away
 
     def _other(self):
+        """A method no handler of ours takes: its body dropped, refused."""
         self._drop_body()
+        self._not_served()
+
+    def _not_served(self):
+        """Refuse a request (its body already dropped, once: dropped
+        again, the next request's first bytes went with it) that no path
+        serves: 404 for a path the listener does not serve (whatever the
+        method: a GET of one was 405, Allow: POST), 405 naming the methods
+        of one it serves. The metrics listener answers 405 to all."""
         if self._refused():
             return
         if self.server.dispatcher is None:
             return self.answer(405, b"method not allowed: GET /metrics or "
                                b"/healthz\n", extra={"Allow": "GET"})
-        self.answer(405, b"method not allowed: POST to /\n",
-                    extra={"Allow": "POST"})
+        allowed = PATHS.get(self.path.partition("?")[0])
+        if allowed is None or self.command == allowed:
+            # (POST /?x: "/" with a query is no path of ours.)
+            return self.answer(404, b"not found: POST /, GET /metrics, "
+                               b"/healthz or /events\n")
+        self.answer(405, f"method not allowed: {allowed} only\n".encode(),
+                    extra={"Allow": allowed})
 
     def do_GET(self):
         """GET /metrics (Prometheus text) and /healthz (200 once ready, 503
@@ -222,7 +241,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # eventstream.py, with its own cap
             return self._refused() or self.server.streams.serve(self)
         if path not in ("/metrics", "/healthz"):
-            return self._other()
+            return self._not_served()
         if self._refused() or self._overloaded() or not self._started():
             return
         if path == "/healthz":
@@ -243,8 +262,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # thread no longer than a request may take.
         self.connection.settimeout(self.server.request_timeout)
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        if status != NO_CONTENT:
+            # A 204 carries neither (RFC 9110, 8.6: no Content-Length in
+            # one): the answer to notifications alone.
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         if close or self.close_connection:

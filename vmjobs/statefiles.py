@@ -42,8 +42,18 @@ def confined(value, param, state_dirs, image_dirs=()):
         raise InvalidParams(param, f"{path!r} is in the image directory "
                             f"{image_dir}: a guest's disk is never a state "
                             "file")
-    if not os.path.isdir(os.path.dirname(path)):
-        raise InvalidParams(param, f"no directory {os.path.dirname(path)}")
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise InvalidParams(param, f"no directory {directory}")
+    # A name no file can have is a malformed parameter, not a host that
+    # failed: a hibernation answered migrateErr (12) for it, from O_CREAT.
+    name_max = os.pathconf(directory, "PC_NAME_MAX")
+    path_max = os.pathconf(directory, "PC_PATH_MAX")
+    if len(os.fsencode(os.path.basename(path))) > name_max or \
+            len(os.fsencode(path)) >= path_max:
+        raise InvalidParams(param, "its file name is longer than the file "
+                            f"system takes ({name_max} bytes, {path_max} "
+                            "with its directories)")
     if os.path.islink(path):
         raise InvalidParams(param, f"{path!r} is a symbolic link")
     return path

@@ -90,6 +90,12 @@ class VmJob(workers.Job):
         self.hv = hypervisor
         self.registry = registry
 
+    def refuse_early(self) -> None:
+        """Raise the VdsmError that refuses this request whatever the
+        queue holds, taking nothing: called before the job's place in the
+        queue is taken, so that a full queue (1100, 'try again later')
+        never answers a request no retry can make good."""
+
     def reserve(self) -> None:
         """Take the VM for this job, before it is queued; raise a VdsmError
         (and take nothing) if it cannot be had."""
@@ -185,6 +191,11 @@ class ClaimJob(VmJob):
         # The VM as reserve() claimed it: its params, and the status it
         # had then, which an undo may need (its guest paused or running).
         self.vm_before_claim: Vm | None = None
+
+    def refuse_early(self) -> None:
+        """noVM (1) for a vmId neither staged nor public (reserve() still
+        decides: the VM may leave before it claims it)."""
+        self.registry.get(self.vm_id)
 
     def reserve(self) -> None:
         """Claim the public VM (raises NoVM; error_class if another job
