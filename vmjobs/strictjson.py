@@ -30,7 +30,13 @@ def _not_json(constant):
 def _unique_names(pairs):
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        names = [name for name, _ in pairs]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        raise ValueError(f"a name given twice in one object: {twice[0]!r}")
+        # The first name seen again, in one pass: counting each name among
+        # all of them was quadratic (a hostile-caller audit, round 13: 16 s
+        # of CPU for 40,000 names, half an hour for a 4 MiB request's).
+        seen = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"a name given twice in one object: "
+                                 f"{name!r}")
+            seen.add(name)
     return obj
