@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -24,8 +25,10 @@ class ServeProcess:
     """`vmjobs serve ARGS`, started and ready (it printed its address)."""
 
     def __init__(self, *args, config=None, tmp_path=None, log_name="serve",
-                 env=None, default_lock=False, default_listen=False):
-        """`default_lock`, `default_listen`: no --lock-file, no --listen,
+                 env=None, default_lock=False, default_listen=False,
+                 nofile=None):
+        """`nofile`: its (soft, hard) RLIMIT_NOFILE, else the tests' own.
+        `default_lock`, `default_listen`: no --lock-file, no --listen,
         the service's own defaults in the host's /run/vmjobs (the tests
         give each service a private lock and socket unless asked: two
         suites on one machine, or a vmjobs service of the host's, bound
@@ -54,7 +57,9 @@ class ServeProcess:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
+            env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})),
+            preexec_fn=None if nofile is None else (
+                lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)))
         line = self.process.stdout.readline()   # blocks until ready
         self.warnings = []   # what it said before it was ready
         while line.startswith(WARNING):

@@ -266,7 +266,8 @@ def test_json_with_a_charset_is_served(plain):
 
 @pytest.mark.parametrize("host", [
     "evil.example.com", "evil.example.com:54321", "127.0.0.1.nip.io",
-    "localhost.evil.example", "10.0.0.1", "[::ffff:10.0.0.1]:80", None])
+    "localhost.evil.example", "10.0.0.1", "[::ffff:10.0.0.1]:80",
+    "[::1]evil.example", None])
 def test_rebinding_host_gets_403(plain, host):
     host_header = "" if host is None else f"Host: {host}\r\n"
     body = create_request(str(uuid.uuid4()))

@@ -943,3 +943,53 @@ def test_a_networks_bridge_is_not_lowered_either(api, host_bridge):
             vm_id, nic(network, mtu))})["jobId"])
         assert info["status"] == "done", (network, info)
         assert api.VM.destroy(vm_id) is True
+
+
+def test_sockets_are_looked_up_once_however_many_the_host_has(tmp_path):
+    """A hostile-caller audit, round 13 (CPU): whether a unix socket a
+    domain binds is listened on was read from /proc/net/unix once for
+    each socket path, so a domain of 1,000 channels over sockets left by
+    a stopped guest took 17 s of CPU, in the caller's connection thread,
+    on a host of 10,000 unix sockets (1,000 guests' monitors and agents):
+    sockets x paths. Now read once a request. The control: a live
+    listener among the same paths is refused, naming it."""
+    import resource
+    import time
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    others = 3000   # listeners elsewhere: a busy host's
+    if hard < others + 1000:
+        pytest.skip(f"needs {others + 1000} descriptors (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, others + 1000),
+                                                hard))
+    images, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    images.mkdir()
+    elsewhere.mkdir()
+    listeners = []
+    try:
+        for i in range(others):
+            listener = socket.socket(socket.AF_UNIX)
+            listeners.append(listener)
+            listener.bind(str(elsewhere / f"s{i}"))
+            listener.listen()
+        for i in range(1000):
+            with socket.socket(socket.AF_UNIX) as stale:
+                stale.bind(str(images / f"c{i}.sock"))
+        xml = domain(new_id(), unix_channels(1000).replace(
+            "{images}", str(images)))
+        started = time.process_time()
+        policy.check_domain_xml(xml, [str(images)])
+        spent = time.process_time() - started
+        assert spent < 2.0, f"{spent:.1f} s of CPU"
+        live = socket.socket(socket.AF_UNIX)
+        listeners.append(live)
+        os.unlink(images / "c999.sock")
+        live.bind(str(images / "c999.sock"))
+        live.listen()
+        with pytest.raises(policy.Refused) as err:
+            policy.check_domain_xml(xml, [str(images)])
+        assert "c999.sock" in str(err.value)
+        assert "listens on" in str(err.value)
+    finally:
+        for listener in listeners:
+            listener.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

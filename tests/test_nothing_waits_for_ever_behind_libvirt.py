@@ -59,6 +59,47 @@ def test_a_migration_libvirt_cannot_cancel_fails_after_a_bound(
         assert api.VM.destroy(vm_id) is True
 
 
+def test_a_migration_given_up_keeps_its_slot_until_libvirts_call_returns(
+        stuck_migrate, host_b, monkeypatch):  # noqa: F811
+    """A hostile-caller audit, round 13 (what a caller makes the service
+    hold): libvirt's migration call holds a connection of its own
+    (Connections.own: a socket and an eventfd) and a thread for as long as
+    it lasts, and `migration.max_outgoing` is what bounds them. A job
+    that gave up on a migration libvirt did not end (cancel_timeout) gave
+    its slot to the next at once, while its call still ran: with
+    max_outgoing 1, a second VM's migration called libvirt beside the
+    first (it failed at once on the test driver: step migrate), and each
+    migration so given up would hold one more. Now the slot is left when
+    libvirt's call returns: the next migration waits its turn meanwhile,
+    parked in wait-slot, then runs."""
+    monkeypatch.setattr(MigrationSourceJob, "cancel_timeout", 0.5)
+    with API(Config(workers=2, max_outgoing=1,
+                    migration_socket_dirs=[sockets_of(host_b)]),
+             hypervisor=stuck_migrate) as api:
+        first, second = up_vm(api), up_vm(api)
+        stuck_migrate.arm(1)
+        first_job = migrate(api, first, host_b)["jobId"]
+        assert stuck_migrate.hanging.wait(60)
+        assert api.Job.abort(first_job) is True
+        assert wait_job(api, first_job)["status"] == "failed"
+        second_job = migrate(api, second, host_b)["jobId"]
+        # Parked, nothing running: in its turn's wait; or (before) ended.
+        assert api.pool.wait_stats(lambda stats: (
+            stats["parked"], stats["running"]) == (1, 0) or
+            stats["failed"] == 2, 60), api.pool.stats()
+        info = api.Host.getJobs(job_ids=[second_job])[second_job]
+        assert (info["status"], info["step"]) == ("running", "wait-slot")
+        assert stuck_migrate.calls == ["migrate"]
+        # The first call returns: the second migration gets its turn (the
+        # test driver cannot migrate: it fails in its transfer).
+        stuck_migrate.release.set()
+        info = wait_job(api, second_job)
+        assert (info["status"], info["step"]) == ("failed", "migrate")
+        assert stuck_migrate.calls == ["migrate", "migrate"]
+        for vm_id in (first, second):
+            assert api.VM.destroy(vm_id) is True
+
+
 @pytest.fixture
 def stuck_vm(stuck_migrate, host_b, monkeypatch):  # noqa: F811
     """(api, vm_id, job_id): a VM whose migration job waits in libvirt for

@@ -78,6 +78,11 @@ def test_listener_policy(listen, insecure, tls, refused):
     ("evil.example", False), ("localhost.evil.example", False),
     ("127.0.0.1.nip.io", False), ("", False), (None, False),
     ("[::1", False), ("0.0.0.0", False),
+    # After the host, only a port (RFC 9110, 7.2: digits, perhaps none):
+    # round 13 of the hostile-caller audits found anything taken there.
+    ("[::1]evil.example", False), ("[::1]:80.evil.example", False),
+    ("localhost:evil.example", False), ("127.0.0.1:8O", False),
+    ("localhost:", True), ("[::1]:", True),
 ])
 def test_host_header(host, allowed):
     assert host_header_allowed(host) is allowed

@@ -172,3 +172,47 @@ def test_unix_socket(tmp_path):
         status, _, err = server.stop()
     assert status == 0, err
     assert not path.exists()
+
+
+def test_an_unread_answer_is_held_once(make_api):
+    """A hostile-caller audit, round 13 (memory): a client that does not
+    read its answer holds the connection's thread in its write until
+    rpc.request_timeout, and what that thread holds meanwhile. It held
+    the answer three times: the request's body (a batch's echoed ids are
+    as long as its answer), the answer, and the answer copied after its
+    head for one write. 8 such connections of 4 MB answers held 96 MB of
+    the service; now a large answer is written after its head, not copied,
+    and the body is let go: 32 MB."""
+    import json
+    import tracemalloc
+
+    api = make_api()
+    server = Server(api, Config(listen="127.0.0.1:0", insecure=True))
+    server.start()
+    host, port = server.address.rsplit(":", 1)
+    body = json.dumps([{"jsonrpc": "2.0", "id": "x" * 40000,
+                        "method": "Host.ping"} for _ in range(100)]).encode()
+    request = (b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+               b"application/json\r\nContent-Length: " +
+               str(len(body)).encode() + b"\r\n\r\n" + body)
+    held = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(8):
+            s = socket.create_connection((host, int(port)), timeout=60)
+            held.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(request)
+        for s in held:
+            # Its answer has begun: the server's thread is in its write,
+            # which the unread socket holds.
+            assert s.recv(1, socket.MSG_PEEK) == b"H"
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        for s in held:
+            s.close()
+        server.stop()
+    answer = len(body) + 1000   # each answer echoes the ids
+    assert grown < 8 * answer * 1.5, f"{grown >> 20} MiB held"

@@ -77,6 +77,13 @@ class Confinement:
     def real_image_dirs(self):
         return tuple(os.path.realpath(d) for d in self.image_dirs)
 
+    @functools.cached_property
+    def listening(self):
+        """The host's listening unix sockets, read once a request, when
+        its first socket path that is a socket file is judged
+        (hostfiles.listening_sockets)."""
+        return hostfiles.listening_sockets()
+
 
 # -- the types of a value --------------------------------------------------
 
@@ -283,7 +290,8 @@ class SocketPath(Path):
 
     def check(self, value, where, parent, ctx):
         confine(value, where, ctx)
-        _refuse_taking(hostfiles.bind_would_take(value), value, where)
+        _refuse_taking(hostfiles.bind_would_take(
+            value, lambda: ctx.listening), value, where)
 
     def held(self, value, element, parent):
         return Use.BIND

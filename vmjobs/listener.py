@@ -19,12 +19,16 @@ request_head.py.
 
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import stat
 
 from . import rundir
 from .config import ConfigError, parse_listen
+
+# A port in a Host header: ASCII digits, perhaps none.
+_ASCII_DIGITS = re.compile(r"[0-9]*")
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -80,13 +84,18 @@ def host_header_allowed(value):
         return False
     value = value.strip()
     if value.startswith("["):              # [::1]:port
-        host, bracket, _ = value[1:].partition("]")
+        host, bracket, port = value[1:].partition("]")
         if not bracket:
             return False
     elif value.count(":") == 1:            # host:port
-        host = value.partition(":")[0]
+        host, _, port = value.partition(":")
+        port = ":" + port
     else:
-        host = value
+        host, port = value, ""
+    # Nothing but a port after the host (RFC 9110, 7.2: ":" and digits,
+    # perhaps none): `[::1]evil.example` was taken for ::1.
+    if port and not (port[0] == ":" and _ASCII_DIGITS.fullmatch(port[1:])):
+        return False
     return is_loopback(host.lower().rstrip("."))
 
 

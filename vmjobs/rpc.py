@@ -5,7 +5,9 @@ Knows nothing of the transport.
 Verb failures answer with VDSM's codes (VdsmError.code); the protocol's own
 failures with the standard ones.
 
-Bounds: a batch holds at most `max_batch` calls (more: -32600, none runs);
+Bounds: a request holds at most strictjson.MAX_VALUES JSON values (more:
+-32700, counted before it is parsed); a batch at most `max_batch` calls
+(more: -32600, none runs);
 an answer is never built larger than `max_response_bytes`: once the calls
 answered so far (plus a -32603 for each call left) would pass it, the
 calls left do not run and each answers -32603 "answer too large".
@@ -54,6 +56,12 @@ class Dispatcher:
         """Answer the request `body` (bytes) from `caller` (for the audit
         log). Returns the response bytes, or None when there is nothing to
         answer (only notifications)."""
+        if strictjson.more_values_than(body):
+            # Refused before it is parsed, whose objects would take 25
+            # times its bytes (strictjson.MAX_VALUES).
+            return _dump(_error(None, PARSE_ERROR, (
+                f"parse error: more than {strictjson.MAX_VALUES} values in "
+                "one request")))
         try:
             request = strictjson.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -10,7 +10,7 @@ import sys
 
 import workers
 
-from . import hostfiles, instance_lock, logs
+from . import descriptors, hostfiles, instance_lock, logs
 from .api import API
 from .config import DEFAULT_URI
 from .host import our_domains_running
@@ -39,6 +39,9 @@ def serve(config, out=sys.stdout):
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     check_listener(config)   # an insecure listener: refused before all else
     check_metrics_listener(config)
+    # Before any descriptor is opened for a caller: the caps must fit the
+    # process's limit, where libvirt would abort the service.
+    descriptors.make_room(config)
     path = instance_lock.path_of(config)
     with InstanceLock(path) if path else contextlib.nullcontext():
         return _serve_locked(config, out)

@@ -175,7 +175,11 @@ class MigrationSourceJob(ClaimJob):
         self.slots.join(self)
 
     def release(self):
-        self.slots.leave(self)
+        # A slot bounds libvirt's migration calls (each holds a connection
+        # of its own, Connections.own, and a thread): one this job gave up
+        # on (cancel_timeout) keeps it until the call returns (_Transfer).
+        if self._transfer is None or not self._transfer.keeps_slot():
+            self.slots.leave(self)
         super().release()
 
     def run(self):
@@ -489,7 +493,22 @@ class _Transfer(threading.Thread):
         super().__init__(name=f"migrate-{job.vm_id[:8]}", daemon=True)
         self.job = job
         self.error = None
+        self._lock = threading.Lock()   # guards done, _leaves_slot
         self.done = False
+        # The job ended while the call ran: the slot is left by this
+        # thread, once the call returned (keeps_slot).
+        self._leaves_slot = False
+
+    def keeps_slot(self):
+        """At the job's end: True if libvirt's call still runs, and so
+        keeps the job's outgoing slot until it returns (a hostile-caller
+        audit, round 13: a migration given up gave its slot to the next,
+        whose call ran beside it, each one more connection)."""
+        with self._lock:
+            if self.done:
+                return False
+            self._leaves_slot = True
+            return True
 
     def run(self):
         job = self.job
@@ -506,5 +525,11 @@ class _Transfer(threading.Thread):
             log.exception("VM %s: migration call failed", job.vm_id)
             self.error = exc
         finally:
-            self.done = True
+            with self._lock:
+                self.done = True
+                leaves_slot = self._leaves_slot
+            if leaves_slot:
+                log.warning("VM %s: the migration call given up on has "
+                            "returned: its slot is free", job.vm_id)
+                job.slots.leave(job)
             job.wake()
