@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 # and the venv holds vmjobs with its run dependencies.
 RUN_PACKAGES := libvirt-dev pkg-config gcc libc6-dev python3-dev python3-venv
 # What `make deb` needs: Debian's packaging tools (debian/control's
-# Build-Depends).
-DEB_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
+# Build-Depends, and build-essential, which dpkg-buildpackage checks for
+# every build and dpkg-dev does not pull in).
+DEB_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
 	python3-all python3-setuptools python3-wheel
 # What `make test` adds: the real-daemon tests run a private libvirtd with
 # QEMU (vmjobs sandbox); the TLS tests make their certificates with
