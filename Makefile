@@ -19,8 +19,10 @@ DEB_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pypr
 # lintian and systemd-analyze, renders the man pages (groff) and runs the
 # installed command on Debian's python3 with the packages it depends on;
 # the shipped logrotate file is run by logrotate; the chaos run's
-# partition (and its test) cuts the hosts' ports with nft (nftables).
-TEST_PACKAGES := openssl curl libvirt-daemon libvirt-daemon-driver-qemu \
+# partition (and its test) cuts the hosts' ports with nft (nftables); the
+# bridge tests make a host bridge with ip (iproute2, which a minimal
+# Debian lacks).
+TEST_PACKAGES := openssl curl iproute2 libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 libvirt-clients util-linux qemu-utils $(DEB_PACKAGES) \
 	lintian systemd groff-base logrotate nftables python3-libvirt python3-defusedxml \
 	python3-prometheus-client python3-concurrent-log-handler \
