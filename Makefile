@@ -16,13 +16,14 @@ DEB_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pypr
 # openssl; the API's curl examples use curl; the image tests make qcow2
 # images with qemu-img (qemu-utils; vmjobs itself reads image headers
 # without it); the package test builds the Debian package, checks it with
-# lintian and systemd-analyze, renders the man pages (groff) and runs the
-# installed command on Debian's python3 with the packages it depends on;
+# lintian and systemd-analyze (beside the unit's /bin/kill, from procps),
+# renders the man pages (groff) and runs the installed command on
+# Debian's python3 with the packages it depends on;
 # the shipped logrotate file is run by logrotate; the chaos run's
 # partition (and its test) cuts the hosts' ports with nft (nftables); the
 # bridge tests make a host bridge with ip (iproute2, which a minimal
 # Debian lacks).
-TEST_PACKAGES := openssl curl iproute2 libvirt-daemon libvirt-daemon-driver-qemu \
+TEST_PACKAGES := openssl curl iproute2 procps libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 libvirt-clients util-linux qemu-utils $(DEB_PACKAGES) \
 	lintian systemd groff-base logrotate nftables python3-libvirt python3-defusedxml \
 	python3-prometheus-client python3-concurrent-log-handler \
