@@ -7,21 +7,24 @@ PY := $(VENV)/bin/python
 # and the venv holds vmjobs with its run dependencies.
 RUN_PACKAGES := libvirt-dev pkg-config gcc libc6-dev python3-dev python3-venv
 # What `make deb` needs: Debian's packaging tools (debian/control's
-# Build-Depends).
-DEB_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
+# Build-Depends, and build-essential, which dpkg-buildpackage checks for
+# every build and dpkg-dev does not pull in).
+DEB_PACKAGES := build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject \
 	python3-all python3-setuptools python3-wheel
 # What `make test` adds: the real-daemon tests run a private libvirtd with
 # QEMU (vmjobs sandbox); the TLS tests make their certificates with
 # openssl; the API's curl examples use curl; the image tests make qcow2
 # images with qemu-img (qemu-utils; vmjobs itself reads image headers
 # without it); the package test builds the Debian package, checks it with
-# lintian and systemd-analyze, renders the man pages (groff) and runs the
-# installed command on Debian's python3 with the packages it depends on;
+# lintian and systemd-analyze (beside the unit's /bin/kill, from procps),
+# renders the man pages (groff) and runs the installed command on
+# Debian's python3 with the packages it depends on;
 # the shipped logrotate file is run by logrotate; the chaos run's
-# partition (and its test) cuts the hosts' ports with nft (nftables); a
-# guest's emulated TPM is libvirt's swtpm, set up by swtpm_setup
-# (swtpm-tools).
-TEST_PACKAGES := openssl curl libvirt-daemon libvirt-daemon-driver-qemu \
+# partition (and its test) cuts the hosts' ports with nft (nftables); the
+# bridge tests make a host bridge with ip (iproute2, which a minimal
+# Debian lacks); a guest's emulated TPM is libvirt's swtpm, set up by
+# swtpm_setup (swtpm-tools).
+TEST_PACKAGES := openssl curl iproute2 procps libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 libvirt-clients util-linux qemu-utils $(DEB_PACKAGES) \
 	lintian systemd groff-base logrotate nftables swtpm swtpm-tools \
 	python3-libvirt python3-defusedxml \

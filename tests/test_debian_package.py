@@ -142,6 +142,31 @@ def test_systemd_analyze_verify_accepts_the_installed_unit(root):
     assert "/usr/bin/vmjobs is not executable" in refused.stderr
 
 
+def test_the_units_commands_are_the_packages_or_its_dependencies(deb, root):
+    """Every program the installed unit runs (ExecStart=, ExecReload=...)
+    is shipped by the package or by a package it depends on: a fresh
+    Debian lacked procps, whose /bin/kill the unit's reload runs (so
+    `systemctl reload vmjobs`, and logrotate's postrotate, would fail)."""
+    listing = subprocess.run(["dpkg-deb", "-c", deb], check=True,
+                             capture_output=True, text=True).stdout
+    shipped = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    depends = {entry.split()[0] for entry in subprocess.run(
+        ["dpkg-deb", "-f", deb, "Depends"], check=True, capture_output=True,
+        text=True).stdout.replace("|", ",").split(",") if entry.strip()}
+    unit = (root / "lib/systemd/system/vmjobs.service").read_text()
+    programs = [line.partition("=")[2].split()[0].lstrip("-@:+!")
+                for line in unit.splitlines() if line.startswith("Exec")]
+    assert "/usr/bin/vmjobs" in programs and len(programs) >= 2
+    for program in programs:
+        if program in shipped:
+            continue
+        owner = subprocess.run(["dpkg", "-S", program], capture_output=True,
+                               text=True)
+        assert owner.returncode == 0, owner.stderr
+        package = owner.stdout.partition(":")[0]
+        assert package in depends, (program, package, sorted(depends))
+
+
 HARDENING = ("ProtectSystem=full", "ProtectKernelTunables=yes",
              "ProtectKernelModules=yes", "ProtectControlGroups=yes",
              "RestrictSUIDSGID=yes", "RestrictNamespaces=yes",
