@@ -16,7 +16,10 @@ from vmjobs.errors import NoVM
 from vmjobs.notifications import VM_STATUS
 from vmjobs.tools.sandbox import Sandbox, missing_requirements
 
-WAIT = 300   # seconds: real VMs on a 2-core machine
+# Seconds: real VMs on a 2-core machine; below pytest's timeout (300,
+# setup.cfg), so that a wait that runs out fails with its own message
+# rather than the test being killed by pytest-timeout.
+WAIT = 240
 
 
 def cannot_run(reason):
