@@ -276,9 +276,26 @@ def _params_and_size(vm_params, param, read):
         text = json.dumps(vm_params, allow_nan=False)
         params = json.loads(text)
     except (TypeError, ValueError) as exc:
-        raise InvalidParams(param, f"not JSON: {exc}") from None
+        raise InvalidParams(_not_json(vm_params, param),
+                            f"not JSON: {exc}") from None
     return {key: value for key, value in params.items()
             if value is not None or key not in read}, len(text)
+
+
+def _not_json(params, param):
+    """The key of `params` (a dict JSON cannot carry) whose value is what
+    JSON cannot carry (NaN, infinity: 1e999 over the wire; an object of
+    no JSON type in-process), so that -32602 names it as it names any
+    malformed key; `param` itself if no one value is (a key that is no
+    string)."""
+    for key, value in params.items():
+        if not isinstance(key, str):
+            break
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return key
+    return param
 
 
 def _optional_bool(params, key):
