@@ -15,6 +15,7 @@ on the API method builds the verb table (VERBS), which the JSON-RPC
 dispatcher, `api.VM.create(...)` and `vmjobs call --list` read.
 """
 
+import copy
 import logging
 import threading
 
@@ -167,9 +168,12 @@ class API:
     def call(self, method, params=None):
         """Run verb `method` with named (dict) or positional (list) params;
         a refusal (a VdsmError) is counted in vmjobs_refused_total, as one
-        answered over JSON-RPC is."""
+        answered over JSON-RPC is. The answer is the caller's own, as one
+        read off the wire is: a copy, so that changing it changes nothing
+        here (VM.getStats' params are the VM's own, which the next answer
+        and the domain's metadata must still agree on)."""
         try:
-            return self.answer(method, params)
+            return copy.deepcopy(self.answer(method, params))
         except VdsmError as exc:
             self.metrics.refused(exc.code)
             raise
