@@ -266,3 +266,35 @@ def test_autodelete_delay_zero_forgets_ended_jobs(make_api):
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert [d.uuid for d in api.hv.list_domains(domxml.METADATA_NS)] == [
         vm_id]
+
+
+# -- a job id in any form of its UUID ------------------------------------------
+
+def forms(job_id):
+    """The forms of a UUID a vmID is taken in (params.parse_vm_id), but the
+    canonical one."""
+    return [job_id.upper(), "{" + job_id + "}", job_id.replace("-", ""),
+            "urn:uuid:" + job_id]
+
+
+def test_job_verbs_take_a_job_id_in_any_form_of_its_uuid(api):
+    """A job id is a UUID, taken as a vmID is, in capitals or any form
+    Python's uuid reads, each naming the same job."""
+    _, job_id = create(api)
+    assert wait_job(api, job_id)["status"] == "done"
+    _, other = create(api)
+    wait_job(api, other)
+    for form in forms(job_id):
+        assert set(api.Host.getJobs(job_ids=[form])) == {job_id}
+        with pytest.raises(JobNotActive):
+            api.Job.abort(form)
+    assert api.Job.delete(job_id.upper()) is True
+    assert set(api.Host.getJobs()) == {other}
+    # Positive controls: the canonical form, and ids of no job.
+    assert set(api.Host.getJobs(job_ids=[other])) == {other}
+    for unknown in (new_id().upper(), "not-a-job"):
+        assert api.Host.getJobs(job_ids=[unknown]) == {}
+        with pytest.raises(NoSuchJob):
+            api.Job.abort(unknown)
+        with pytest.raises(NoSuchJob):
+            api.Job.delete(unknown)

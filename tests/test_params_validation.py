@@ -117,6 +117,12 @@ MALFORMED = {
     "memSize a bool": ("memSize", with_params(memSize=True)),
     "memSize a float": ("memSize", with_params(memSize=64.0)),
     "memSize 15": ("memSize", with_params(memSize=15)),
+    # 1e999 over the wire (rpc.py: read as infinity), NaN in-process: the
+    # key is named, not the whole vmParams
+    "memSize infinite": ("memSize", with_params(memSize=float("inf"))),
+    "smp NaN": ("smp", with_params(smp=float("nan"))),
+    "an engine key infinite": ("custom", with_params(
+        custom={"nested": [1, float("-inf")]})),
     "memSize 4194305": ("memSize", with_params(memSize=4194305)),
     # smp
     "smp 0": ("smp", with_params(smp=0)),

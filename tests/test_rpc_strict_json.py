@@ -99,6 +99,7 @@ def test_non_finite_params_never_reach_an_answer(api, dispatcher):
     answer = strict(dispatcher.handle(
         (request % (vm_id, params % "1e999")).encode()))
     assert answer["error"]["code"] == -32602
+    assert answer["error"]["data"] == {"param": "ratio"}   # the key, named
     assert api.Host.getJobs() == {}
     answer = strict(dispatcher.handle(
         (request % (vm_id, params % "0.5")).encode()))

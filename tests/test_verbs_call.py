@@ -281,3 +281,31 @@ def test_a_vm_that_is_not_here_is_no_vm_while_the_service_stops(
         api.VM.create(up, vm_params(up))
     assert err.value.code == 4
     assert set(api.Host.getJobs()) == jobs
+
+
+def test_an_answer_is_the_callers_own_in_process(api):
+    """An answer in process is the caller's, as one read off the wire is:
+    changing it changes nothing in the service. VM.getStats' and
+    Host.getAllVmStats' params were the VM's own dict, so a caller's
+    change showed in every later answer (over JSON-RPC too) and no longer
+    matched the domain's metadata, which recovery reads."""
+    vm_id = new_id()
+    sent = vm_params(vm_id, custom={"disks": [1]})
+    answer = api.VM.create(vm_id, sent)
+    assert wait_job(api, answer["jobId"])["status"] == "done"
+    job_id = answer["jobId"]
+
+    stats = api.VM.getStats(vm_id)
+    assert stats["params"] == sent           # the control: what was sent
+    stats["params"]["memSize"] = 1
+    stats["params"]["custom"]["disks"].append(2)
+    listed = api.call("Host.getAllVmStats")[0]
+    listed["params"]["injected"] = True
+    listed["status"] = "Down"
+    info = api.Host.getJobs()[job_id]
+    info["status"] = "failed"
+
+    assert api.VM.getStats(vm_id)["params"] == sent
+    assert api.Host.getAllVmStats() == [
+        {"vmId": vm_id, "status": "Up", "staging": False, "params": sent}]
+    assert api.Host.getJobs()[job_id]["status"] == "done"

@@ -15,6 +15,7 @@ on the API method builds the verb table (VERBS), which the JSON-RPC
 dispatcher, `api.VM.create(...)` and `vmjobs call --list` read.
 """
 
+import copy
 import logging
 import threading
 
@@ -167,9 +168,12 @@ class API:
     def call(self, method, params=None):
         """Run verb `method` with named (dict) or positional (list) params;
         a refusal (a VdsmError) is counted in vmjobs_refused_total, as one
-        answered over JSON-RPC is."""
+        answered over JSON-RPC is. The answer is the caller's own, as one
+        read off the wire is: a copy, so that changing it changes nothing
+        here (VM.getStats' params are the VM's own, which the next answer
+        and the domain's metadata must still agree on)."""
         try:
-            return self.answer(method, params)
+            return copy.deepcopy(self.answer(method, params))
         except VdsmError as exc:
             self.metrics.refused(exc.code)
             raise
@@ -224,7 +228,8 @@ class API:
             raise InvalidParams("job_ids", "must be a list of job ids")
         # An empty filter is no filter, as in VDSM's jobs.info (whose
         # default job_ids is an empty list).
-        found = self.jobs.some(job_ids) if job_ids else self.jobs.jobs()
+        found = self.jobs.some(map(_job_id, job_ids)) if job_ids \
+            else self.jobs.jobs()
         return {job.id: job.info() for job in found
                 if not job_type or job.job_type == job_type}
 
@@ -340,20 +345,20 @@ class API:
         try:
             job.abort()
         except workers.JobEnded:
-            raise JobNotActive(f"job {jobId} already ended "
+            raise JobNotActive(f"job {job.id} already ended "
                                f"({job.status})") from None
         return True
 
     @verb("Job.delete", "jobId")
     def job_delete(self, jobId=None):
         """Forget an ended job; an active one answers JobNotDone."""
-        _lookup(self.jobs, jobId)
+        job_id = _lookup(self.jobs, jobId).id
         try:
-            self.jobs.delete(jobId)
+            self.jobs.delete(job_id)
         except workers.JobStillActive:
-            raise JobNotDone(f"job {jobId} has not ended yet") from None
+            raise JobNotDone(f"job {job_id} has not ended yet") from None
         except workers.UnknownJob:
-            raise NoSuchJob(f"no job {jobId}") from None
+            raise NoSuchJob(f"no job {job_id}") from None
         return True
 
     # -- internals --------------------------------------------------------------
@@ -416,9 +421,20 @@ def _lookup(jobs, job_id):
     if not isinstance(job_id, str):
         raise InvalidParams("jobId", "must be a string")
     try:
-        return jobs.get(job_id)
+        return jobs.get(_job_id(job_id))
     except workers.UnknownJob:
         raise NoSuchJob(f"no job {job_id}") from None
+
+
+def _job_id(value):
+    """The id of the job a caller names `value`: a job id is a UUID
+    (workers.new_id), taken in any form a vmID is taken in (capitals,
+    braces...) as its canonical one; anything else as it is, which names
+    no job."""
+    try:
+        return parse_vm_id(value, "jobId")
+    except InvalidParams:
+        return value
 
 
 def bind(method, param_names, params):

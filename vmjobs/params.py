@@ -64,7 +64,8 @@ def parse_vm_id(value, param="vmID"):
 
 def parse_create(vm_id, vm_params):
     """Parse `VM.create`'s (vmID, vmParams) into a VmSpec."""
-    vm_id, params, size = _params_of_vm(vm_id, vm_params, "vmParams")
+    vm_id, params, size = _params_of_vm(vm_id, vm_params, "vmParams",
+                                        READ_KEYS)
     launch_paused = _optional_bool(params, "launchPaused")
     opaque = _opaque(params, size, "vmParams")
 
@@ -101,7 +102,7 @@ def parse_create(vm_id, vm_params):
 def parse_migration(vm_id, params):
     """Parse `VM.migrationCreate`'s (vmID, params): the incoming VM's
     parameters, with the domain XML it arrives with in `xml`."""
-    vm_id, params, size = _params_of_vm(vm_id, params, "params")
+    vm_id, params, size = _params_of_vm(vm_id, params, "params", READ_KEYS)
     if "xml" not in params:
         raise MissParam("missing parameter 'xml' in params (the domain XML "
                         "of the incoming VM)")
@@ -128,11 +129,9 @@ def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
     (storage.image_dirs, guests' sockets), migrationUri to the destination
     (migration.networks, port_min and port_max)."""
     vm_id = parse_vm_id(vm_id)
-    params = _params_dict(params, "params")
+    params = _params_and_size(params, "params", MIGRATE_KEYS)[0]
     for key in params:
-        if key not in ("dst", "dstUri", "migrationUri", "timeout",
-                       "maxBandwidth", "vmId") and \
-                key not in VDSM_MIGRATE_KEYS_IGNORED:
+        if key not in MIGRATE_KEYS and key not in VDSM_MIGRATE_KEYS_IGNORED:
             raise InvalidParams(key, "VM.migrate takes no such parameter")
     if "vmId" in params and parse_vm_id(params["vmId"], "vmId") != vm_id:
         raise InvalidParams("vmId", "must equal vmID")
@@ -157,6 +156,11 @@ def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
         max_bandwidth = _int_in_range(params, "maxBandwidth", 1, 1 << 20)
     return vm_id, MigrationTarget(dst, dst_uri, migration_uri, timeout,
                                   max_bandwidth)
+
+
+# The VM.migrate params keys vmjobs reads.
+MIGRATE_KEYS = frozenset(("dst", "dstUri", "migrationUri", "timeout",
+                          "maxBandwidth", "vmId"))
 
 
 # What an engine's VM.migrate also sends (VDSM's MigrateParams, in
@@ -241,12 +245,12 @@ def _opaque(params, size, param):
     return opaque
 
 
-def _params_of_vm(vm_id, vm_params, param):
-    """(vmID, the JSON object `vm_params` made anew, the size of its JSON)
-    of a verb that names the VM twice: the object's `vmId` must be the
-    verb's `vmID`."""
+def _params_of_vm(vm_id, vm_params, param, read):
+    """(vmID, the JSON object `vm_params` made anew without the null keys
+    of `read`, the size of its JSON) of a verb that names the VM twice:
+    the object's `vmId` must be the verb's `vmID`."""
     vm_id = parse_vm_id(vm_id)
-    params, size = _params_and_size(vm_params, param)
+    params, size = _params_and_size(vm_params, param, read)
     if "vmId" not in params:
         raise MissParam(f"missing parameter 'vmId' in {param}")
     if parse_vm_id(params["vmId"], "vmId") != vm_id:
@@ -254,12 +258,12 @@ def _params_of_vm(vm_id, vm_params, param):
     return vm_id, params, size
 
 
-def _params_dict(vm_params, param):
-    return _params_and_size(vm_params, param)[0]
-
-
-def _params_and_size(vm_params, param):
-    """The JSON object `vm_params`, made anew, and the size of its JSON."""
+def _params_and_size(vm_params, param, read):
+    """The JSON object `vm_params`, made anew, and the size of its JSON.
+    A key of `read` (those vmjobs reads) whose value is null is left out:
+    null is that key not given, as it is for a verb's own optional
+    params, so an optional key takes its default and a required one is
+    MissParam; the engine's own keys are kept as they came."""
     if vm_params is None:
         raise MissParam(f"missing parameter {param!r}")
     if not isinstance(vm_params, dict):
@@ -270,9 +274,28 @@ def _params_and_size(vm_params, param):
         # allow_nan=False: NaN and Infinity are not JSON; kept, they would
         # make every later answer that returns them invalid.
         text = json.dumps(vm_params, allow_nan=False)
-        return json.loads(text), len(text)
+        params = json.loads(text)
     except (TypeError, ValueError) as exc:
-        raise InvalidParams(param, f"not JSON: {exc}") from None
+        raise InvalidParams(_not_json(vm_params, param),
+                            f"not JSON: {exc}") from None
+    return {key: value for key, value in params.items()
+            if value is not None or key not in read}, len(text)
+
+
+def _not_json(params, param):
+    """The key of `params` (a dict JSON cannot carry) whose value is what
+    JSON cannot carry (NaN, infinity: 1e999 over the wire; an object of
+    no JSON type in-process), so that -32602 names it as it names any
+    malformed key; `param` itself if no one value is (a key that is no
+    string)."""
+    for key, value in params.items():
+        if not isinstance(key, str):
+            break
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return key
+    return param
 
 
 def _optional_bool(params, key):
