@@ -4,7 +4,8 @@ params from the domain's metadata, and the host paths it holds
 to a status, commit.
 
 Recovery never changes a domain: a running one becomes public as it is; a
-stopped one is left alone for the engine to decide; on failure nothing is
+stopped one is left alone for the engine to decide (one shut off because
+its guest migrated away is said so: it is the destination's); on failure nothing is
 undone, because nothing was done.
 
 A domain caught migrating or being saved (the service stopped or was
@@ -118,6 +119,15 @@ class RecoverJob(StartupJob):
         vm_id, params = self.vm_id, self._params
         state = self.hv.state(vm_id)
         if state == DomainState.SHUTOFF:
+            if self.hv.migrated_away(vm_id):
+                # Its guest runs on the migration's destination: this is
+                # the source's leftover (undefined a moment after a
+                # migration ends, if it undefines its source), not a
+                # guest stopped here.
+                log.info("VM %s migrated away: its domain here is what "
+                         "the migration left", vm_id)
+                self.step("migrated-away")
+                return
             log.info("VM %s is defined but not running: left alone for the "
                      "engine to decide", vm_id)
             self.step("left-stopped")

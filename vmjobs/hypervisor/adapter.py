@@ -154,6 +154,18 @@ class Hypervisor:
             return False   # no saved state there: not our save
         return True
 
+    @_read
+    def migrated_away(self, uuid):
+        """True if the domain is shut off because its guest migrated to
+        another host (reason MIGRATED): what a migration leaves of its
+        source, undefined by libvirt a moment later when the migration
+        undefines its source (vmjobs' do), kept when it does not (an
+        operator's `virsh migrate`). False if it runs, is paused, is gone,
+        or stopped another way."""
+        found = self._libvirt_state(uuid)
+        return found is not None and tuple(found[:2]) == (
+            libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED)
+
     def _libvirt_state(self, uuid):
         """libvirt's [state, reason] of the domain, or None if there is
         no such domain."""
