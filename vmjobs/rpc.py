@@ -11,6 +11,12 @@ Bounds: a request holds at most strictjson.MAX_VALUES JSON values (more:
 an answer is never built larger than `max_response_bytes`: once the calls
 answered so far (plus a -32603 for each call left) would pass it, the
 calls left do not run and each answers -32603 "answer too large".
+And the answers held at once, across connections, are bounded too
+(AnswerRoom): a client that does not read its answer holds it until
+`rpc.request_timeout`, so each answer's bytes past its first FREE_BYTES
+take room from a shared budget, HELD_ANSWERS answers of the largest, until
+it is written; an answer that finds no room answers -32603 "answer too
+large" as one past the bound does (a batch's calls past it do not run).
 
 Each call is audited, and counted in vmjobs_refused_total if it was
 answered with an error, once its answer is known: by the code it was
@@ -25,6 +31,7 @@ parameter malformed (params.py), as no answer could carry it."""
 import json
 import logging
 import math
+import threading
 
 from . import strictjson
 from .audit import Audit
@@ -39,12 +46,73 @@ INTERNAL_ERROR = -32603
 MAX_BATCH = 100
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 TOO_LARGE = "answer too large"
+# An answer takes no room for its first bytes: a small answer (a ping, a
+# VM.create's) is always answered, whatever large ones are held; the
+# connections' own share is bounded by rpc.max_connections x FREE_BYTES.
+FREE_BYTES = 64 * 1024
+# The room, in answers of max_response_bytes: what the answers not yet read
+# may hold together (a hostile-caller audit, round 14: 64 connections that
+# left their 12 MB answers unread grew a `vmjobs serve` from 46 MB to 1.8
+# GB; an engine reads its answers, and holds few large ones at once).
+HELD_ANSWERS = 4
+# Why an answer that fit max_response_bytes was refused.
+NO_ROOM = ("the service holds as much as it may of answers not yet read by "
+           "their clients: retry later")
+
+
+class AnswerRoom:
+    """The bytes of answers held at once, each past its first FREE_BYTES:
+    taken by the dispatcher as it builds an answer, given back by the
+    server once the answer is written (or its client gone)."""
+
+    def __init__(self, total):
+        self.total = total
+        # Guards _held; notified as room is given back.
+        self._given = threading.Condition(threading.Lock())
+        self._held = 0
+
+    @staticmethod
+    def charge(size):
+        """The room an answer of `size` bytes takes."""
+        return max(0, size - FREE_BYTES)
+
+    def take(self, count):
+        """Take `count` bytes of room; False, taking none, if there is not
+        that much left."""
+        with self._given:
+            if self._held + count > self.total:
+                return False
+            self._held += count
+            return True
+
+    def give(self, count):
+        with self._given:
+            self._held -= count
+            assert self._held >= 0, "room given back twice"
+            self._given.notify_all()
+
+    @property
+    def held(self):
+        with self._given:
+            return self._held
+
+    def wait_held(self, at_most, timeout):
+        """Wait until at most `at_most` bytes are held (the tests wait on
+        answers written); returns whether it came to that in `timeout`."""
+        with self._given:
+            return self._given.wait_for(lambda: self._held <= at_most,
+                                        timeout)
 
 
 class Dispatcher:
     def __init__(self, api, max_batch=MAX_BATCH,
-                 max_response_bytes=MAX_RESPONSE_BYTES):
+                 max_response_bytes=MAX_RESPONSE_BYTES, room=None):
+        """`room`: the AnswerRoom its answers take (None: one of its own,
+        HELD_ANSWERS answers of max_response_bytes). Whoever writes an
+        answer handle() returned gives its room back: answered()."""
         self.api = api
+        self.room = room if room is not None else AnswerRoom(
+            HELD_ANSWERS * max_response_bytes)
         self.audit = Audit()
         # vmjobs_refused_total: each call answered with an error, by the
         # code it was answered with (None: an API without metrics).
@@ -78,12 +146,22 @@ class Dispatcher:
                     f"at most {self.max_batch} (rpc.max_batch)")))
             return self._batch(request, caller)
         response, call = self._one(request, caller)
-        too_large = response is not None and \
-            len(response) > self.max_response_bytes
+        too_large = response is not None and (
+            len(response) > self.max_response_bytes or
+            not self.room.take(AnswerRoom.charge(len(response))))
         if too_large:
             response = _dump(_too_large(request))
+            if not self.room.take(AnswerRoom.charge(len(response))):
+                # Its id, echoed, is what does not fit.
+                response = _no_room()
         self._done(call, too_large)
         return response
+
+    def answered(self, response):
+        """`response`, which handle() returned, is written (or will never
+        be): the room it took is given back."""
+        if response is not None:
+            self.room.give(AnswerRoom.charge(len(response)))
 
     def _batch(self, requests, caller):
         """The batch's answer, within max_response_bytes: a call runs only
@@ -95,6 +173,14 @@ class Dispatcher:
         fallback = [_dump(_too_large(one)) if _answered(one) else None
                     for one in requests]
         reserve = sum(len(f) + 1 for f in fallback if f is not None)
+        # The AnswerRoom taken so far: what the answers so far and the
+        # fallbacks after them take, at least. First the fallbacks' own
+        # (their ids, echoed, may be long): without it, no call runs.
+        taken = AnswerRoom.charge(2 + reserve)
+        if not self.room.take(taken):
+            for _ in filter(None, fallback):
+                self._count_refused(INTERNAL_ERROR)
+            return _no_room()
         size = 2                              # the brackets
         full = False
         answers = []
@@ -111,6 +197,13 @@ class Dispatcher:
                 answer, call = self._one(one, caller)
                 replaced = answer is not None and too_large is not None \
                     and len(answer) + 1 + reserve > room
+                if answer is not None and not replaced:
+                    more = AnswerRoom.charge(
+                        size + len(answer) + 1 + reserve) - taken
+                    if more > 0 and self.room.take(more):
+                        taken += more
+                    else:
+                        replaced = more > 0 and too_large is not None
                 if replaced:
                     answer, full = too_large, True
                 self._done(call, replaced)
@@ -118,8 +211,12 @@ class Dispatcher:
                 answers.append(answer)
                 size += len(answer) + 1
         if not answers:
+            self.room.give(taken)
             return None
-        return b"[" + b",".join(answers) + b"]"
+        response = b"[" + b",".join(answers) + b"]"
+        # Taken counted a comma too many: keep what answered() gives back.
+        self.room.give(taken - AnswerRoom.charge(len(response)))
+        return response
 
     def _one(self, request, caller):
         """Run one call: (its answer as bytes, or None for a notification;
@@ -219,6 +316,12 @@ def _too_large(request):
     request_id = request.get("id") if isinstance(request, dict) and \
         _valid_id(request.get("id")) else None
     return _error(request_id, INTERNAL_ERROR, TOO_LARGE)
+
+
+def _no_room():
+    """The answer when not even its calls' -32603 fit the AnswerRoom: one
+    -32603 whose id is null, as its ids are what does not fit."""
+    return _dump(_error(None, INTERNAL_ERROR, TOO_LARGE, {"reason": NO_ROOM}))
 
 
 def _error(request_id, code, message, data=None):

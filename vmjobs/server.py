@@ -150,7 +150,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         del body
         if response is None:
             return self.answer(NO_CONTENT, b"")
-        self.answer(200, response, content_type="application/json")
+        try:
+            self.answer(200, response, content_type="application/json")
+        finally:
+            # Written, or its client gone: its room for others (rpc.py).
+            self.server.dispatcher.answered(response)
 
     def _caller(self):
         # Who is on the other end is fixed for the connection: a Unix
