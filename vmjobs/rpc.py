@@ -31,10 +31,10 @@ parameter malformed (params.py), as no answer could carry it."""
 import json
 import logging
 import math
-import threading
 
 from . import strictjson
 from .audit import Audit
+from .budget import Budget
 from .errors import InternalError, VdsmError
 
 log = logging.getLogger("vmjobs.rpc")
@@ -60,48 +60,15 @@ NO_ROOM = ("the service holds as much as it may of answers not yet read by "
            "their clients: retry later")
 
 
-class AnswerRoom:
+class AnswerRoom(Budget):
     """The bytes of answers held at once, each past its first FREE_BYTES:
     taken by the dispatcher as it builds an answer, given back by the
     server once the answer is written (or its client gone)."""
-
-    def __init__(self, total):
-        self.total = total
-        # Guards _held; notified as room is given back.
-        self._given = threading.Condition(threading.Lock())
-        self._held = 0
 
     @staticmethod
     def charge(size):
         """The room an answer of `size` bytes takes."""
         return max(0, size - FREE_BYTES)
-
-    def take(self, count):
-        """Take `count` bytes of room; False, taking none, if there is not
-        that much left."""
-        with self._given:
-            if self._held + count > self.total:
-                return False
-            self._held += count
-            return True
-
-    def give(self, count):
-        with self._given:
-            self._held -= count
-            assert self._held >= 0, "room given back twice"
-            self._given.notify_all()
-
-    @property
-    def held(self):
-        with self._given:
-            return self._held
-
-    def wait_held(self, at_most, timeout):
-        """Wait until at most `at_most` bytes are held (the tests wait on
-        answers written); returns whether it came to that in `timeout`."""
-        with self._given:
-            return self._given.wait_for(lambda: self._held <= at_most,
-                                        timeout)
 
 
 class Dispatcher:
