@@ -8,6 +8,9 @@ large one once the room is given back, are answered."""
 import json
 import socket
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from conftest import WAIT, new_id, vm_params, wait_job
 from test_rpc_batch_bounds import call
 from vmjobs.config import Config
@@ -170,3 +173,28 @@ def test_a_batch_runs_its_calls_while_they_fit_the_room(api):
     answers = json.loads(Dispatcher(api).handle(requests))    # the control
     assert all("result" in a for a in answers)
     assert len(calls) == 6
+
+
+_CALL = st.fixed_dictionaries(
+    {"jsonrpc": st.just("2.0"), "method": st.just("Host.ping")},
+    optional={"id": st.integers(0, 80_000).map(lambda n: "i" * n)})
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_CALL, min_size=1, max_size=8) | _CALL,
+       st.sampled_from([0, 1000, 50_000, 200_000]),
+       st.sampled_from([2000, 100_000, 1_000_000]))
+def test_what_an_answer_holds_is_its_charge(api, request, total, bound):
+    """Whatever the request (a batch or a call, ids echoed of any length,
+    notifications), the room held once handle() returns is exactly what
+    answered() gives back for its answer, never past the room, and the
+    answer is JSON."""
+    room = AnswerRoom(total)
+    dispatcher = Dispatcher(api, max_response_bytes=bound, room=room)
+    raw = dispatcher.handle(json.dumps(request).encode())
+    if raw is not None:
+        json.loads(raw)
+        assert room.held == AnswerRoom.charge(len(raw)) <= total
+        dispatcher.answered(raw)
+    assert room.held == 0
