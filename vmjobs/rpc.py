@@ -208,10 +208,11 @@ class Dispatcher:
         try:
             call.result = run(method, params)
         except VdsmError as exc:
-            call.error = exc
-        except Exception:
+            call.error = _let_go(exc)
+        except Exception as exc:
             log.exception("internal error answering %s", request["method"])
             call.error = InternalError("internal error")
+            _let_go(exc)
         if notification:
             return None, call
         if call.error is not None:
@@ -257,6 +258,24 @@ class _Call:
         self.params, self.caller = params, caller
         self.result = None
         self.error = None     # the VdsmError it is answered with, if any
+
+
+def _let_go(exc):
+    """`exc`, and each exception it was raised from or during, without its
+    traceback. A verb that refuses raises inside an `except` block (`raise
+    InvalidParams(...) from None`), whose frame keeps the exception it
+    caught, whose traceback keeps that frame: a cycle that keeps the
+    request's parsed values (its domain XML, the allowlist's tree of it)
+    in memory until the collector runs, which large strings never prompt.
+    A hostile-caller audit, round 14: 23 MiB kept for each refused 4 MiB
+    VM.create, 64 of them 1 GB of a `vmjobs serve`."""
+    seen = set()
+    chained = exc
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        chained.__traceback__ = None
+        chained = chained.__cause__ or chained.__context__
+    return exc
 
 
 def _valid_id(value):
