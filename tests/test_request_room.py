@@ -84,3 +84,62 @@ def test_large_requests_are_handled_a_few_at_a_time(make_api, tmp_path):
     assert [a["result"] for a in answers] == [True] * (fit + 2)
     assert len(entered) == fit + 2
     assert room.held == 0
+
+
+def test_a_request_that_finds_no_room_in_time_is_answered_503(make_api,
+                                                              tmp_path):
+    """Room held past rpc.request_timeout by a request whose verb is held:
+    the next large request is answered 503 with Retry-After, nothing run;
+    the control: once room is given back, the same request runs."""
+    api = make_api()
+    entered = threading.Event()
+    release = threading.Event()
+    ran = []
+    answer = api.answer
+
+    def gated(method, params):
+        ran.append(method)
+        if method == "Host.ping" and not entered.is_set():
+            entered.set()
+            assert release.wait(WAIT)
+        return answer(method, params)
+
+    api.answer = gated
+    path = str(tmp_path / "vmjobs.sock")
+    server = Server(api, Config(listen=f"unix:{path}",
+                                max_request_bytes=BOUND,
+                                request_timeout=1.0))
+    server.start()
+    room = server._server.request_room
+    # One request that takes the whole room.
+    whole = json.dumps({"jsonrpc": "2.0", "id": "x" * (BOUND - 200),
+                        "method": "Host.ping"}).encode()
+    server._server.request_room.total = len(whole) - FREE_REQUEST_BYTES
+    held = threading.Thread(target=lambda: _post(path, whole))
+    try:
+        held.start()
+        assert entered.wait(WAIT)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(WAIT)
+        s.connect(path)
+        with s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: " +
+                      str(len(whole)).encode() + b"\r\n\r\n" + whole)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        assert head[0] == b"HTTP/1.1 503 Service Unavailable"
+        assert b"Retry-After: 1" in head
+        assert ran == ["Host.ping"]          # the held one only
+    finally:
+        release.set()
+        held.join(WAIT)
+    try:
+        assert room.wait_held(0, WAIT)
+        # The control: with room, the same request runs.
+        assert _post(path, whole)["result"] is True
+        assert ran == ["Host.ping", "Host.ping"]
+    finally:
+        server.stop()
