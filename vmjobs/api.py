@@ -16,6 +16,7 @@ dispatcher, `api.VM.create(...)` and `vmjobs call --list` read.
 """
 
 import copy
+import dataclasses
 import logging
 import threading
 
@@ -23,6 +24,7 @@ import workers
 
 from . import domxml, policy, statefiles
 from .arrivals import LateArrivals
+from .budget import Budget
 from .client import Client
 from .config import Config
 from .destroy import destroy
@@ -65,6 +67,13 @@ from .registry import VmRegistry
 
 log = logging.getLogger("vmjobs.api")
 
+# The bytes of domain XML the jobs not ended may keep, all together: an
+# engine's XML is 10 to 50 KB, so a thousand queued creations (API.md) keep
+# under 50 MiB; a caller's 4 MiB requests kept 8 MiB each, 36 MiB with one
+# emoji among ASCII, and the queue takes 1,000 (pool.queue_size): 36 GB (a
+# hostile-caller audit, round 14). Counted as Python holds them.
+KEPT_XML_BYTES = 256 * 1024 * 1024
+
 # verb -> (API method, parameter names in positional order), built by
 # @verb below; and the verbs that answer while recovery at start-up runs
 # (everything else answers `recovery` (99) until every recover job ended).
@@ -106,6 +115,10 @@ class API:
         # we were asked to receive (its jobs are the table's of that type).
         self.ownership = Ownership(self.hv, self.jobs,
                                    MigrationDestinationJob.job_type)
+        # The domain XML the jobs not ended keep (their verbs' checks done,
+        # libvirt not yet given it): taken as a job is queued, given back
+        # as it ends; past it a verb is refused, ResourceExhausted.
+        self.kept_xml = Budget(KEPT_XML_BYTES)
         self.pool = workers.Pool(self.config.workers, self.config.queue_size,
                                  name="vmjobs",
                                  admission_controller=_controller(
@@ -260,8 +273,12 @@ class API:
                                             checked.chains)
             except domxml.BadDomainXML as exc:
                 raise InvalidParams("xml", str(exc)) from None
-            job = CreateJob(spec, domain_xml, self.hv, self.registry,
-                            paths=checked.paths, **self._job_args())
+            # The engine's XML is in domain_xml now: a queued job keeps
+            # one copy (4 MiB of request made two of 8 MiB, or of 36 MiB
+            # with one emoji among ASCII: four bytes a character).
+            job = CreateJob(dataclasses.replace(spec, xml=None), domain_xml,
+                            self.hv, self.registry, paths=checked.paths,
+                            **self._job_args())
         # Adaptive: a startup counts against the moving admission limit
         # for its whole run, and its run time is what moves it.
         job.admission = self.config.adaptive
@@ -283,7 +300,9 @@ class API:
         checked = policy.check_host_access(spec, self.hv, self.config,
                                            incoming=True)
         job = MigrationDestinationJob(
-            spec, self.hv, self.registry, incoming_limit=limit,
+            # Its XML is checked: libvirt brings the domain, not the job.
+            dataclasses.replace(spec, xml=None), self.hv, self.registry,
+            incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
             late_arrivals=self.arrivals, paths=checked.paths,
@@ -397,7 +416,17 @@ class API:
         except (workers.QueueFull, workers.PoolClosed) as exc:
             raise _cannot_take(exc) from None
         with place:
-            job.reserve()
+            kept = job.kept_xml_bytes()
+            if not self.kept_xml.take(kept):
+                raise ResourceExhausted(
+                    f"the jobs not ended keep {self.kept_xml.held} bytes of "
+                    f"domain XML, and this one's {kept} would pass their "
+                    f"bound ({self.kept_xml.total}): try again later")
+            try:
+                job.reserve()
+            except BaseException:
+                self.kept_xml.give(kept)
+                raise
             self.jobs.add(job)
             # Submitted even if a VM.destroy aborted it meanwhile (its
             # staged VM named it): the pool then counts it ended without
@@ -408,7 +437,10 @@ class API:
             except workers.PoolClosed as exc:   # a stop began meanwhile
                 self.jobs.discard(job)
                 job.release()
+                self.kept_xml.give(kept)
                 raise _cannot_take(exc) from None
+        # Given back as it ends (at once if a VM.destroy ended it already).
+        job.add_end_callback(lambda _: self.kept_xml.give(kept))
         job.observe(self.notifications.job_changed)
         _refuse_if_aborted(job)
         self.registry.accept(job.vm_id, job)

@@ -11,6 +11,12 @@ Bounds: a request holds at most strictjson.MAX_VALUES JSON values (more:
 an answer is never built larger than `max_response_bytes`: once the calls
 answered so far (plus a -32603 for each call left) would pass it, the
 calls left do not run and each answers -32603 "answer too large".
+And the answers held at once, across connections, are bounded too
+(AnswerRoom): a client that does not read its answer holds it until
+`rpc.request_timeout`, so each answer's bytes past its first FREE_BYTES
+take room from a shared budget, HELD_ANSWERS answers of the largest, until
+it is written; an answer that finds no room answers -32603 "answer too
+large" as one past the bound does (a batch's calls past it do not run).
 
 Each call is audited, and counted in vmjobs_refused_total if it was
 answered with an error, once its answer is known: by the code it was
@@ -28,6 +34,7 @@ import math
 
 from . import strictjson
 from .audit import Audit
+from .budget import Budget
 from .errors import InternalError, VdsmError
 
 log = logging.getLogger("vmjobs.rpc")
@@ -39,12 +46,40 @@ INTERNAL_ERROR = -32603
 MAX_BATCH = 100
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 TOO_LARGE = "answer too large"
+# An answer takes no room for its first bytes: a small answer (a ping, a
+# VM.create's) is always answered, whatever large ones are held; the
+# connections' own share is bounded by rpc.max_connections x FREE_BYTES.
+FREE_BYTES = 64 * 1024
+# The room, in answers of max_response_bytes: what the answers not yet read
+# may hold together (a hostile-caller audit, round 14: 64 connections that
+# left their 12 MB answers unread grew a `vmjobs serve` from 46 MB to 1.8
+# GB; an engine reads its answers, and holds few large ones at once).
+HELD_ANSWERS = 4
+# Why an answer that fit max_response_bytes was refused.
+NO_ROOM = ("the service holds as much as it may of answers not yet read by "
+           "their clients: retry later")
+
+
+class AnswerRoom(Budget):
+    """The bytes of answers held at once, each past its first FREE_BYTES:
+    taken by the dispatcher as it builds an answer, given back by the
+    server once the answer is written (or its client gone)."""
+
+    @staticmethod
+    def charge(size):
+        """The room an answer of `size` bytes takes."""
+        return max(0, size - FREE_BYTES)
 
 
 class Dispatcher:
     def __init__(self, api, max_batch=MAX_BATCH,
-                 max_response_bytes=MAX_RESPONSE_BYTES):
+                 max_response_bytes=MAX_RESPONSE_BYTES, room=None):
+        """`room`: the AnswerRoom its answers take (None: one of its own,
+        HELD_ANSWERS answers of max_response_bytes). Whoever writes an
+        answer handle() returned gives its room back: answered()."""
         self.api = api
+        self.room = room if room is not None else AnswerRoom(
+            HELD_ANSWERS * max_response_bytes)
         self.audit = Audit()
         # vmjobs_refused_total: each call answered with an error, by the
         # code it was answered with (None: an API without metrics).
@@ -78,12 +113,22 @@ class Dispatcher:
                     f"at most {self.max_batch} (rpc.max_batch)")))
             return self._batch(request, caller)
         response, call = self._one(request, caller)
-        too_large = response is not None and \
-            len(response) > self.max_response_bytes
+        too_large = response is not None and (
+            len(response) > self.max_response_bytes or
+            not self.room.take(AnswerRoom.charge(len(response))))
         if too_large:
             response = _dump(_too_large(request))
+            if not self.room.take(AnswerRoom.charge(len(response))):
+                # Its id, echoed, is what does not fit.
+                response = _no_room()
         self._done(call, too_large)
         return response
+
+    def answered(self, response):
+        """`response`, which handle() returned, is written (or will never
+        be): the room it took is given back."""
+        if response is not None:
+            self.room.give(AnswerRoom.charge(len(response)))
 
     def _batch(self, requests, caller):
         """The batch's answer, within max_response_bytes: a call runs only
@@ -95,6 +140,14 @@ class Dispatcher:
         fallback = [_dump(_too_large(one)) if _answered(one) else None
                     for one in requests]
         reserve = sum(len(f) + 1 for f in fallback if f is not None)
+        # The AnswerRoom taken so far: what the answers so far and the
+        # fallbacks after them take, at least. First the fallbacks' own
+        # (their ids, echoed, may be long): without it, no call runs.
+        taken = AnswerRoom.charge(2 + reserve)
+        if not self.room.take(taken):
+            for _ in filter(None, fallback):
+                self._count_refused(INTERNAL_ERROR)
+            return _no_room()
         size = 2                              # the brackets
         full = False
         answers = []
@@ -111,6 +164,13 @@ class Dispatcher:
                 answer, call = self._one(one, caller)
                 replaced = answer is not None and too_large is not None \
                     and len(answer) + 1 + reserve > room
+                if answer is not None and not replaced:
+                    more = AnswerRoom.charge(
+                        size + len(answer) + 1 + reserve) - taken
+                    if more > 0 and self.room.take(more):
+                        taken += more
+                    else:
+                        replaced = more > 0 and too_large is not None
                 if replaced:
                     answer, full = too_large, True
                 self._done(call, replaced)
@@ -118,8 +178,12 @@ class Dispatcher:
                 answers.append(answer)
                 size += len(answer) + 1
         if not answers:
+            self.room.give(taken)
             return None
-        return b"[" + b",".join(answers) + b"]"
+        response = b"[" + b",".join(answers) + b"]"
+        # Taken counted a comma too many: keep what answered() gives back.
+        self.room.give(taken - AnswerRoom.charge(len(response)))
+        return response
 
     def _one(self, request, caller):
         """Run one call: (its answer as bytes, or None for a notification;
@@ -144,10 +208,11 @@ class Dispatcher:
         try:
             call.result = run(method, params)
         except VdsmError as exc:
-            call.error = exc
-        except Exception:
+            call.error = _let_go(exc)
+        except Exception as exc:
             log.exception("internal error answering %s", request["method"])
             call.error = InternalError("internal error")
+            _let_go(exc)
         if notification:
             return None, call
         if call.error is not None:
@@ -195,6 +260,24 @@ class _Call:
         self.error = None     # the VdsmError it is answered with, if any
 
 
+def _let_go(exc):
+    """`exc`, and each exception it was raised from or during, without its
+    traceback. A verb that refuses raises inside an `except` block (`raise
+    InvalidParams(...) from None`), whose frame keeps the exception it
+    caught, whose traceback keeps that frame: a cycle that keeps the
+    request's parsed values (its domain XML, the allowlist's tree of it)
+    in memory until the collector runs, which large strings never prompt.
+    A hostile-caller audit, round 14: 23 MiB kept for each refused 4 MiB
+    VM.create, 64 of them 1 GB of a `vmjobs serve`."""
+    seen = set()
+    chained = exc
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        chained.__traceback__ = None
+        chained = chained.__cause__ or chained.__context__
+    return exc
+
+
 def _valid_id(value):
     if isinstance(value, float):
         return math.isfinite(value)       # 1e999: read as infinity
@@ -219,6 +302,12 @@ def _too_large(request):
     request_id = request.get("id") if isinstance(request, dict) and \
         _valid_id(request.get("id")) else None
     return _error(request_id, INTERNAL_ERROR, TOO_LARGE)
+
+
+def _no_room():
+    """The answer when not even its calls' -32603 fit the AnswerRoom: one
+    -32603 whose id is null, as its ids are what does not fit."""
+    return _dump(_error(None, INTERNAL_ERROR, TOO_LARGE, {"reason": NO_ROOM}))
 
 
 def _error(request_id, code, message, data=None):

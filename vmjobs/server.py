@@ -31,6 +31,7 @@ import time
 
 from . import eventstream, health, listener, request_head
 from .audit import caller_of
+from .budget import Budget
 from .config import parse_listen
 from .connection_table import ConnectionTable
 from .rpc import Dispatcher
@@ -45,6 +46,16 @@ RETRY_AFTER = 1
 # An answer's body up to this size leaves in one write with its head;
 # a larger one is written after it, not copied into one buffer with it.
 ONE_WRITE_BYTES = 64 * 1024
+# A request takes no room for its first bytes: an engine's (a VM.create's
+# XML is 10 to 50 KB) is never held up by large ones.
+FREE_REQUEST_BYTES = 64 * 1024
+# The room, in requests of max_request_bytes, that the requests being
+# handled share past their first FREE_REQUEST_BYTES; a request that finds
+# none waits for it, up to request_timeout (then 503). A 4 MiB VM.create
+# of ASCII and one emoji takes about 40 MB while it is parsed, checked and
+# composed: 64 of them at once grew a `vmjobs serve` to 2.8 GB (a
+# hostile-caller audit, round 14).
+REQUEST_ROOM = 4
 # The answer to a connection taken at the descriptor limit (its request
 # unread: no verb ran), written by the accepting thread itself.
 _NO_DESCRIPTORS = b"out of file descriptors: retry later\n"
@@ -144,13 +155,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                b"\n")
         if self._overloaded() or not self._started():
             return
-        response = self.server.dispatcher.handle(body, self._caller())
+        # A large request is handled only while the others being handled
+        # leave room: parsed, checked and composed, one takes up to ten
+        # times its bytes (server.REQUEST_ROOM).
+        room = max(0, len(body) - FREE_REQUEST_BYTES)
+        if not self.server.request_room.take_waiting(
+                room, self.server.request_timeout):
+            return self.answer_busy(b"too many large requests at once: "
+                                    b"retry later\n")
+        try:
+            response = self.server.dispatcher.handle(body, self._caller())
+        finally:
+            self.server.request_room.give(room)
         # Not held while the answer is written, which lasts as long as the
         # client takes to read it (up to request_timeout).
         del body
         if response is None:
             return self.answer(NO_CONTENT, b"")
-        self.answer(200, response, content_type="application/json")
+        try:
+            self.answer(200, response, content_type="application/json")
+        finally:
+            # Written, or its client gone: its room for others (rpc.py).
+            self.server.dispatcher.answered(response)
 
     def _caller(self):
         # Who is on the other end is fixed for the connection: a Unix
@@ -320,6 +346,7 @@ class _ServerMixin:
         self.dispatcher = dispatcher   # None: metrics and health only
         self.request_timeout = config.request_timeout
         self.max_request_bytes = config.max_request_bytes
+        self.request_room = Budget(REQUEST_ROOM * config.max_request_bytes)
         self.ssl_context = context
         self.check_host = check_host
         # The backlog holds a burst of max_connections clients at once.

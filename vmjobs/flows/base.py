@@ -8,6 +8,7 @@ steps more than one flow takes, as plain functions of the adapter."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -108,6 +109,11 @@ class VmJob(workers.Job):
     def info_extra(self) -> dict[str, Any]:
         return {"vm_id": self.vm_id}
 
+    def kept_xml_bytes(self) -> int:
+        """The bytes of domain XML it keeps until it ends (what counts
+        against api.KEPT_XML_BYTES)."""
+        return 0
+
     def error_info(self, exc: BaseException) -> dict[str, Any]:
         if isinstance(exc, VdsmError):
             return exc.to_dict()
@@ -132,6 +138,9 @@ class StartupJob(VmJob):
     # limit); a job beyond it is refused (MigrateLimit).
     staging_limit: int | None = None
     paths_param = "xml"
+    # The domain XML it defines (a creation's, a restore's), kept until it
+    # ends; None when libvirt brings the domain (an incoming migration).
+    domain_xml: str | None = None
 
     def __init__(self, spec: VmSpec, hypervisor: Hypervisor,
                  registry: VmRegistry,
@@ -155,6 +164,12 @@ class StartupJob(VmJob):
 
     def release(self) -> None:
         self.registry.unstage(self.vm_id, self)
+
+    def kept_xml_bytes(self) -> int:
+        # As Python holds it: a string of ASCII and one emoji takes four
+        # bytes a character.
+        xml = self.domain_xml
+        return 0 if xml is None else sys.getsizeof(xml)
 
     def commit(self, status: VmStatus,
                params: dict[str, Any] | None = None) -> None:
