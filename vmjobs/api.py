@@ -276,9 +276,10 @@ class API:
             # The engine's XML is in domain_xml now: a queued job keeps
             # one copy (4 MiB of request made two of 8 MiB, or of 36 MiB
             # with one emoji among ASCII: four bytes a character).
-            job = CreateJob(dataclasses.replace(spec, xml=None), domain_xml,
-                            self.hv, self.registry, paths=checked.paths,
-                            **self._job_args())
+            if spec.xml is not None:
+                spec = dataclasses.replace(spec, xml=None)
+            job = CreateJob(spec, domain_xml, self.hv, self.registry,
+                            paths=checked.paths, **self._job_args())
         # Adaptive: a startup counts against the moving admission limit
         # for its whole run, and its run time is what moves it.
         job.admission = self.config.adaptive
