@@ -31,6 +31,7 @@ from realdaemon import (
 from serve import ROOT, ServeProcess
 from vmjobs.client import Client, RemoteError
 from vmjobs.sdnotify import messages, notify_socket
+from waits import Follower, statuses
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
@@ -409,22 +410,42 @@ def test_a_guest_that_stops_mid_transfer_leaves_nothing_there(
     done, the VM public on neither host, and B's staged copy waited for
     it until B's arrival timeout (round 13). The migration makes its
     domain persistent first, so that a guest that stopped is shut off
-    here, not gone."""
+    here, not gone.
+
+    On A the VM leaves (`Down`) without being said `Up` first: its job
+    put it back in its previous status whatever its guest had become, and
+    the host's follower of guests then found it stopped, so A's stream
+    said Up, then Down, and listed a dead guest Up meanwhile (the contract
+    audit, round 11). The guest's domain is left shut off for VM.destroy,
+    as a guest stopped outside vmjobs is."""
     a, b = hosts
-    vm_id, = a.create(1, memSize=1024)
-    if undefined:
-        user = libvirt.open(a.sandbox.uri)
-        try:
-            user.lookupByUUIDString(vm_id).undefine()
-        finally:
-            user.close()
-    job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
-    info = a.wait_job(job_id, transfer_started)
-    assert (info["status"], info["step"]) == ("running", "migrate"), info
-    os.kill(qemu_pid(a.sandbox, vm_id), signal.SIGKILL)
-    info = a.wait_job(job_id)
+    events = Client(a.serve.address, timeout=WAIT)
+    on_a = Follower(events.events())
+    try:
+        vm_id, = a.create(1, memSize=1024)
+        if undefined:
+            user = libvirt.open(a.sandbox.uri)
+            try:
+                user.lookupByUUIDString(vm_id).undefine()
+            finally:
+                user.close()
+        job_id = a.migrate(vm_id, b, maxBandwidth=SLOW)
+        info = a.wait_job(job_id, transfer_started)
+        assert (info["status"], info["step"]) == ("running", "migrate"), info
+        os.kill(qemu_pid(a.sandbox, vm_id), signal.SIGKILL)
+        info = a.wait_job(job_id)
+        on_a.wait_status(vm_id, "Down")
+    finally:
+        events.close()
     assert info["status"] == "failed", info
     assert "is kept" not in info["error"]["message"], info
+    assert statuses(on_a.events, vm_id) == [
+        "WaitForLaunch", "Up", "Migration Source", "Down"]
+    assert a.public() == {}
+    assert a.domains() == {vm_id: (libvirt.VIR_DOMAIN_SHUTOFF, True)}
+    assert a.call("Host.getStats")["stopped_domains"] == 1
+    assert a.call("VM.destroy", vmID=vm_id) is True
+    assert a.domains() == {}
     assert b.public() == {} and b.domains() == {}
     dest_job, = b.call("Host.getJobs",
                        job_type="migration-destination").values()

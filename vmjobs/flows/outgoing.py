@@ -21,7 +21,9 @@ returns.
 - Anything else (a refusal, a failed transfer, the timeout, Job.abort,
   VM.destroy): libvirt's job is aborted, the destination's staged copy is
   destroyed (VM.destroy there) and the VM stays public here, in its
-  previous status.
+  previous status; unless its guest stopped meanwhile: it then leaves
+  (`Down`), its domain shut off for VM.destroy, as guests.py has a guest
+  stopped outside vmjobs leave.
 
 Never twice: the destination's copy is destroyed only once the domain is
 known to run here still, and the job does not end while libvirt's
@@ -175,12 +177,15 @@ class MigrationSourceJob(ClaimJob):
         self.slots.join(self)
 
     def release(self):
+        self._leave_slot()
+        super().release()
+
+    def _leave_slot(self):
         # A slot bounds libvirt's migration calls (each holds a connection
         # of its own, Connections.own, and a thread): one this job gave up
         # on (cancel_timeout) keeps it until the call returns (_Transfer).
         if self._transfer is None or not self._transfer.keeps_slot():
             self.slots.leave(self)
-        super().release()
 
     def run(self):
         return self.wait_for("wait-slot", lambda: self.slots.has_slot(self),
@@ -279,9 +284,29 @@ class MigrationSourceJob(ClaimJob):
             self.slots.leave(self)
             if self.status is not JobStatus.DONE:
                 self.registry.drop_claimed(self.vm_id, self)
+        elif self._guest_stopped():
+            # Not migrated, and its guest stopped meanwhile (its QEMU
+            # killed mid-transfer, a crash): it leaves, `Down`, as a guest
+            # stopped outside vmjobs does (guests.py), its domain left shut
+            # off for VM.destroy; not put back in its previous status
+            # first, which listed a dead guest `Up` until the follower of
+            # guests looked.
+            log.warning("VM %s: its guest stopped during its migration",
+                        self.vm_id)
+            self._leave_slot()
+            self.registry.drop_claimed(self.vm_id, self)
         else:
             # Not migrated: the VM stays public, as it was before.
             self.release()
+
+    def _guest_stopped(self):
+        """Is the VM's domain shut off, or gone? False if libvirt cannot
+        say: the VM then stays, and the follower of guests tells."""
+        try:
+            return self.hv.state(self.vm_id) in (DomainState.SHUTOFF, None)
+        except HypervisorError as exc:
+            log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
+            return False
 
     # -- the destination service --------------------------------------------
 
