@@ -255,7 +255,7 @@ class MigrationSourceJob(ClaimJob):
             return self.wait_for(
                 None, self._settled_on_destination,
                 self._settled, deadline=time.monotonic() + SETTLE_WAIT,
-                poll=CONFIRM_POLL, expired=self._guarded(self._unsettled),
+                poll=CONFIRM_POLL, expired=self._unsettled,
                 abortable=False)
         return self._left()
 
@@ -342,16 +342,37 @@ class MigrationSourceJob(ClaimJob):
             # Nothing arrived there (or its job removed what came): the
             # migration did not happen; the rollback resumes the guest.
             with self._rollback:
-                raise self._failure(self._transfer.error)
+                raise self._absent(self._transfer.error)
         log.warning("VM %s: the migration call failed (%s) but %s settled "
-                    "it public: it migrated; its copy here is removed",
-                    self.vm_id, self._transfer.error, self.target.dst)
+                    "it public: it migrated; its copy here, if any, is "
+                    "removed", self.vm_id, self._transfer.error,
+                    self.target.dst)
         self._remove_left_copy()
         return self._left()
 
     def _unsettled(self):
-        self._on_destination = UNSETTLED
-        raise MigrateError(
+        if self._look_here() is None:
+            # Gone here, and the destination cannot say: gone is what a
+            # migration leaves, by far the likeliest (as before round 14).
+            log.warning("VM %s: the migration call failed (%s), its domain "
+                        "left, and %s did not settle it within %g s: taken "
+                        "for migrated", self.vm_id, self._transfer.error,
+                        self.target.dst, SETTLE_WAIT)
+            return self._left()
+        with self._rollback:
+            self._on_destination = UNSETTLED
+            raise self._unsettled_failure()
+
+    def _look_here(self):
+        """The domain's state here, or "unknown" if it cannot be read."""
+        try:
+            return self.hv.state(self.vm_id)
+        except HypervisorError as exc:
+            log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
+            return "unknown"
+
+    def _unsettled_failure(self):
+        return MigrateError(
             f"migration of VM {self.vm_id} failed "
             f"({self._transfer.error}), and {self.target.dst} did not "
             f"settle its staged copy within {SETTLE_WAIT:g} s: the guest "
@@ -562,12 +583,13 @@ class MigrationSourceJob(ClaimJob):
         if error is None:
             self.set_progress(100)
             return False
-        if self.hv.state(self.vm_id) is None:
-            log.warning("VM %s: the migration call failed (%s) but the "
-                        "domain left: it migrated", self.vm_id, error)
-            self.set_progress(100)
-            return False
-        # The domain is still here. The call fails all the same after
+        here = self.hv.state(self.vm_id)
+        # A domain gone here left (VIR_MIGRATE_UNDEFINE_SOURCE), or was
+        # transient and stopped: an operator's virsh undefine after the
+        # job's persist (round 14: taken for "it left", the job ended
+        # done, the VM public on neither host). The destination tells
+        # these apart as it tells a domain still here (below).
+        # The call fails all the same after
         # libvirt's Finish succeeded on the destination when this host's
         # libvirtd dies in the migration's last phase (Confirm, which
         # kills this copy and undefines it): restarted, libvirt kills the
@@ -580,14 +602,29 @@ class MigrationSourceJob(ClaimJob):
         held = self._held_on_destination()
         if held == PUBLIC:
             log.warning("VM %s: the migration call failed (%s) but %s "
-                        "lists the VM: it migrated; its copy here is "
-                        "removed", self.vm_id, error, self.target.dst)
-            self._remove_left_copy()
+                        "lists the VM: it migrated; its copy here, if "
+                        "any, is removed", self.vm_id, error,
+                        self.target.dst)
+            if here is not None:
+                self._remove_left_copy()
             self.set_progress(100)
             return False
         if held == ABSENT:
-            raise self._failure(error)
+            raise self._absent(error)
         return True   # staged there, or no answer: asked again meanwhile
+
+    def _absent(self, error):
+        """The destination holds nothing of the VM (nothing arrived, or
+        its job removed what came): the migration did not happen, and
+        there is nothing there to destroy. Returns the job's failure."""
+        self._on_destination = NOTHING
+        self._destination_cleared = True
+        if self._look_here() is None:
+            return MigrateError(
+                f"migration of VM {self.vm_id} to {self.target.dst_uri} "
+                f"failed ({error}), and its domain is gone here: its guest "
+                "stopped (transient: undefined by someone else)")
+        return self._failure(error)
 
     def _failure(self, error):
         """Why the migration did not happen, its call failed with `error`."""
