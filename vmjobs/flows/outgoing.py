@@ -328,6 +328,10 @@ class MigrationSourceJob(ClaimJob):
                     info.get("job_type") != "migration-destination":
                 self._settle_asked = True   # not a migration's: it commits
             elif info.get("status") == "running":
+                log.info("VM %s: the migration call failed (%s) and %s "
+                         "holds it staged: its job %s asked to settle it",
+                         self.vm_id, self._transfer.error, self.target.dst,
+                         job_id)
                 self._call_destination("Job.abort", {"jobId": job_id},
                                        time.monotonic() + CONFIRM_POLL)
                 self._settle_asked = True
