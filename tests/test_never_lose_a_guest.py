@@ -308,6 +308,55 @@ def test_a_lost_save_reply_of_an_undefined_domain_brings_the_vm_back(
     check_invariants(api)
 
 
+def undefine_at_save(hypervisor, destroy=False):
+    """A step hook: at the hibernation's step save, after its persist, an
+    operator's virsh undefine of the running domain (it runs on,
+    transient); with `destroy`, then a virsh destroy (a transient domain
+    stopped is gone)."""
+    def hook(job, step):
+        if step != "save":
+            return
+        with hypervisor.connection() as conn:
+            dom = conn.lookupByUUIDString(job.vm_id)
+            dom.undefine()
+            if destroy:
+                dom.destroy()
+    return hook
+
+
+@pytest.mark.parametrize("destroyed", [False, True],
+                         ids=["saved", "destroyed-before-the-save"])
+def test_an_undefine_after_the_persist_of_a_hibernation_is_read_right(
+        make_api, hypervisor, tmp_path, destroyed):
+    """The operator's undefine comes between the hibernation's persist
+    and its save, and the save's reply is lost: the saved transient
+    domain is gone, and the job took "gone" for "not saved", removed the
+    file that held the VM's only state, and the VM went Down (round 13's
+    window left open). A complete saved state in the job's own file is
+    libvirt's word that it saved, with or without a domain. The control:
+    the domain gone because it was destroyed before the save, the file
+    empty: not saved, it leaves Down, the file removed."""
+    faulty = FaultyHypervisor(hypervisor)
+    api = make_api(hv=faulty,
+                   step_hook=undefine_at_save(hypervisor, destroyed))
+    vm_id = up_vm(api)
+    path = tmp_path / "state"
+    if not destroyed:
+        faulty.arm(3, "after")   # state, persist (prepare), save: reply lost
+    info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+    assert info["status"] == "failed", info
+    assert "save" in faulty.calls
+    if destroyed:
+        with pytest.raises(NoVM):    # it left, Down (guests.py)
+            api.VM.getStats(vm_id)
+        assert hypervisor.state(vm_id) is None
+    else:
+        assert api.VM.getStats(vm_id)["status"] == "Up"
+        assert hypervisor.state(vm_id) == "running"
+    assert not path.exists()     # runs again, or never saved: it went
+    check_invariants(api)
+
+
 # -- hibernate vs destroy -----------------------------------------------------
 
 def test_a_hibernation_destroyed_before_its_verb_answers_is_refused(

@@ -15,8 +15,12 @@ import libvirt
 import pytest
 
 from conftest import StepGate, new_id, wait_job
+from faults import FaultyHypervisor
 from realdaemon import WAIT, qemu_pid, real_params
+from vmjobs.api import API
+from vmjobs.config import Config
 from vmjobs.errors import NoVM
+from vmjobs.hypervisor import Hypervisor
 from vmjobs.notifications import VM_STATUS
 from waits import until_domain_state
 
@@ -198,6 +202,55 @@ def test_a_guest_killed_before_its_hibernation_is_not_said_hibernated(
     vm_id = up_vm(api)
     assert_hibernation_left(api, vm_id, tmp_path / "cut.state")
     assert api.VM.destroy(vm_id) is True   # its stopped domain
+
+
+@pytest.mark.parametrize("killed", [False, True],
+                         ids=["saved", "killed-at-save"])
+def test_a_guest_undefined_after_its_hibernations_persist_is_read_right(
+        daemon, tmp_path, killed):
+    """An operator's `virsh undefine` at the hibernation's step save, after
+    the job made the domain persistent (round 13's window left open).
+    `saved`: the save completes and its reply is lost; libvirt removes
+    the saved transient domain, and the VM left `Down`, the file that held
+    its only state removed; now the whole state libvirt reads from the
+    job's file says it saved: the VM is brought back `Up` and the file
+    goes. `killed-at-save` (the control): its QEMU killed too, the domain
+    gone, the file empty: not saved, the VM leaves `Down`."""
+    hv = Hypervisor(daemon.uri, domain_type="qemu")
+    faulty = FaultyHypervisor(hv)
+
+    def undefine_at_save(job, step):
+        if step != "save":
+            return
+        user = libvirt.open(daemon.uri)
+        try:
+            user.lookupByUUIDString(job.vm_id).undefine()
+        finally:
+            user.close()
+        if killed:
+            os.kill(qemu_pid(daemon, job.vm_id), signal.SIGKILL)
+            until_domain_state(hv, job.vm_id, lambda state: state is None,
+                               "its transient domain gone", WAIT)
+    api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
+                     state_dirs=[str(tmp_path)]),
+              hypervisor=faulty, step_hook=undefine_at_save)
+    try:
+        vm_id = up_vm(api)
+        path = tmp_path / "undefined.state"
+        if killed:
+            assert_hibernation_left(api, vm_id, path)
+        else:
+            faulty.arm(3, "after")   # state, persist, save: its reply lost
+            info = wait_job(api, api.VM.hibernate(vm_id, str(path))["jobId"])
+            assert info["status"] == "failed", info
+            assert api.VM.getStats(vm_id)["status"] == "Up"
+            assert hv.state(vm_id) == "running"
+            assert not path.exists()
+            assert api.VM.destroy(vm_id) is True
+    finally:
+        api.close()
+        hv.close()
+        daemon.remove_all_domains()
 
 
 @pytest.mark.parametrize("how", ["managedsave", "save"])

@@ -245,6 +245,139 @@ def test_a_migration_whose_call_failed_after_the_guest_arrived_keeps_it(
         daemon.remove_all_domains()
 
 
+class _FailsWhileTheDestinationCommits(FaultyHypervisor):
+    """As _LosesItsDaemonAfterTheGuestArrived, but the call fails while
+    B's job holds the arrived guest at its step persist (`gate`): libvirt's
+    Finish has succeeded there, and B does not list the VM yet (round 13's
+    window left open: a few milliseconds between the event and the
+    commit on a worker)."""
+
+    def __init__(self, real, gate):
+        super().__init__(real, fail_calls=())
+        self._gate = gate
+
+    def migrate(self, uuid, *args, **kwargs):
+        with self._real.connection() as conn:
+            xml = conn.lookupByUUIDString(uuid).XMLDesc(
+                libvirt.VIR_DOMAIN_XML_INACTIVE |
+                libvirt.VIR_DOMAIN_XML_SECURE)
+        self._real.migrate(uuid, *args, **kwargs)
+        assert self._gate.reached.wait(WAIT)
+        self._real.define(xml)
+        raise HypervisorError("migrate", libvirt.VIR_ERR_INTERNAL_ERROR,
+                              "End of file while reading data: "
+                              "Input/output error")
+
+
+class HeldUntilAborted(StepGate):
+    """A StepGate whose job goes on once something aborts it (a
+    VM.destroy or a Job.abort of the held job), whoever it is."""
+
+    def __call__(self, job, step):
+        if step == self.step and self.job is None:
+            abort = job.abort
+
+            def abort_and_release():
+                try:
+                    abort()
+                finally:
+                    self.release.set()
+            job.abort = abort_and_release
+        super().__call__(job, step)
+
+
+def test_a_migration_whose_call_failed_while_the_guest_arrived_keeps_it(
+        daemon, host_b, daemon_b, tmp_path):
+    """The source's call fails once libvirt's Finish succeeded on B, while
+    B's job has yet to commit the guest (held at its step persist): B
+    lists it staged. The source took "not listed" for "not arrived": its
+    rollback's VM.destroy on B aborted B's job, which committed the
+    arrived guest all the same (too late to abort), and then destroyed
+    it; A's copy is stopped (libvirtd killed in Confirm): the guest was
+    nowhere. A staged VM is arriving, not absent: the source has B's job
+    settle it (Job.abort: B's rule commits an arrived guest and removes
+    one still in transfer) and reads what B lists then."""
+    hv = Hypervisor(daemon.uri, domain_type="qemu")
+    gate = HeldUntilAborted("persist")
+    host_b.holder["gate"] = gate
+    try:
+        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
+                         state_dirs=[str(tmp_path)],
+                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
+                  hypervisor=_FailsWhileTheDestinationCommits(hv, gate))
+        try:
+            vm_id = up_vm(api)
+            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+            assert info["status"] == "done", info
+            assert host_b.VM.getStats(vm_id)["status"] == "Up"
+            assert host_b.hv.state(vm_id) == "running"
+            assert api.Host.getVMList() == []
+            assert hv.state(vm_id) is None
+            assert host_b.VM.destroy(vm_id) is True
+        finally:
+            gate.release.set()
+            api.close()
+    finally:
+        hv.close()
+        daemon.remove_all_domains()
+
+
+class _UndefinedThenStoppedAtMigrate(FaultyHypervisor):
+    """The real adapter, except that at the migration call, after the
+    job's persist, an operator undefines the running domain (virsh
+    undefine: transient) and its guest then stops (a crash, the OOM
+    killer): a transient domain stopped is gone, before libvirt migrates
+    anything."""
+
+    def migrate(self, uuid, *args, **kwargs):
+        with self._real.connection() as conn:
+            dom = conn.lookupByUUIDString(uuid)
+            dom.undefine()
+            dom.destroy()
+        return self._real.migrate(uuid, *args, **kwargs)
+
+
+def test_an_undefine_after_the_persist_of_a_migration_is_read_right(
+        daemon, host_b, daemon_b, tmp_path):
+    """Round 13 made the domain persistent before the migration, so that
+    a guest that stops is shut off, not gone; an undefine between that
+    persist and the migration call left the window open: the call failed
+    with the domain gone, taken for "it left", the job ended done, the
+    VM public on neither host, and B's staged copy waited for it until
+    B's arrival timeout. Gone is a migration only if B says so: here B
+    holds nothing once its job settled, the job fails, B keeps nothing,
+    and the VM leaves here, Down (its guest stopped). The control of a domain
+    gone because it migrated is every other migration test."""
+    hv = Hypervisor(daemon.uri, domain_type="qemu")
+    try:
+        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
+                         state_dirs=[str(tmp_path)],
+                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
+                  hypervisor=_UndefinedThenStoppedAtMigrate(
+                      hv, fail_calls=()))
+        try:
+            vm_id = up_vm(api)
+            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+            assert info["status"] == "failed", info
+            assert "is kept" not in info["error"]["message"], info
+            with pytest.raises(NoVM):
+                host_b.VM.getStats(vm_id)
+            assert host_b.hv.state(vm_id) is None
+            assert all(job["status"] != "running" for job in
+                       host_b.Host.getJobs().values())
+            # Its guest stopped: it leaves, Down (guests.py).
+            until_notified(api, lambda: vm_id not in api.Host.getVMList(),
+                           f"{vm_id} Down", WAIT)
+            with pytest.raises(NoVM):
+                api.VM.getStats(vm_id)
+            assert hv.state(vm_id) is None
+        finally:
+            api.close()
+    finally:
+        hv.close()
+        daemon.remove_all_domains()
+
+
 def test_a_user_pause_is_never_resumed(make_real_api):
     # The positive control of the rule above: a VM its user paused stays
     # paused (only a migration's stop of the vCPUs is undone).

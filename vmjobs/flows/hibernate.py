@@ -74,10 +74,12 @@ class HibernateJob(ClaimJob):
                                    "nothing to save")
             # Persistent first, if an operator undefined it (virsh undefine
             # of a running guest: transient): libvirt removes a transient
-            # domain it saved, and a save whose reply was lost is then
-            # told by nothing (was_saved looks for a domain shut off,
-            # reason SAVED): the job took it for a guest stopped outside
-            # and removed the file that held its only state (round 13).
+            # domain it saved, where it leaves a persistent one shut off,
+            # reason SAVED (round 13: a save whose reply was lost was
+            # taken for a guest stopped outside, and the file that held
+            # its only state removed). An undefine after this persist
+            # leaves the same: was_saved reads the file, not the domain
+            # alone (round 14).
             self.hv.persist(vm_id)
             self.step("save")
             self._save()

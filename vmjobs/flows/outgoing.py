@@ -55,7 +55,10 @@ BUSY = (82, 1100, 503)
 # What the destination holds of this VM, as far as this job knows: nothing
 # (not asked yet, or it refused), perhaps (a VM.migrationCreate interrupted
 # by an abort, or cut: it may have staged the VM), or its staged copy.
-NOTHING, PERHAPS, STAGED = "nothing", "perhaps", "staged"
+# Unsettled: its staged copy, asked to settle after the migration call
+# failed, may hold the guest's only running copy: it is never destroyed.
+NOTHING, PERHAPS, STAGED, UNSETTLED = \
+    "nothing", "perhaps", "staged", "unsettled"
 # Seconds the rollback tries to destroy a copy the destination perhaps
 # has: past them (a destination that does not answer) it is left to the
 # destination's own arrival timeout, and the abort is not held up longer.
@@ -69,6 +72,19 @@ PERHAPS_DESTROY_WAIT = 5.0
 # for the job meanwhile.
 CONFIRM_WAIT = 10.0
 CONFIRM_POLL = 0.1
+# Seconds the job waits, once its migration call failed with the domain
+# still here while the destination holds the VM staged, for the
+# destination to settle it (its job asked to end: a guest that arrived is
+# committed there, one still in transfer removed). Past them, neither copy
+# is destroyed nor resumed: the guest's only running copy may be either.
+SETTLE_WAIT = 30.0
+
+# What the destination answers of this VM once the migration call failed:
+# public (its job committed the arrived guest), absent (no VM of that id:
+# nothing arrived, or its job ended and removed what came), or else the id
+# of the job that holds it staged (str), or None (no answer, or a staged
+# VM without a job).
+PUBLIC, ABSENT = "public", "absent"
 
 
 class DestinationRefused(VdsmError):
@@ -139,6 +155,9 @@ class MigrationSourceJob(ClaimJob):
         self.migration_timeout = target.timeout or default_timeout
         self.slots = slots or OutgoingSlots()
         self._connect = connect
+        # Set once the destination's job that holds the VM staged was
+        # asked to settle it (_settled_on_destination).
+        self._settle_asked = False
         # Set by the job's continuations, one after the other: the undo
         # of what it made, its deadline (from its slot on), the domain XML,
         # the next backoff, the transfer and how its following went.
@@ -234,7 +253,22 @@ class MigrationSourceJob(ClaimJob):
 
     def _transferred(self, _done):
         with self._rollback:
-            self._check_transfer()
+            settle = self._check_transfer()
+        if settle:
+            # The call failed, the domain is still here, and the
+            # destination holds the VM staged: arriving or not arrived,
+            # which only its job can tell (its rule: an arrived guest is
+            # committed whatever ends the job). Until it has, neither
+            # copy is destroyed or resumed.
+            # (In step migrate still: its end is what is being read.)
+            return self.wait_for(
+                None, self._settled_on_destination,
+                self._settled, deadline=time.monotonic() + SETTLE_WAIT,
+                poll=CONFIRM_POLL, expired=self._unsettled,
+                abortable=False)
+        return self._left()
+
+    def _left(self):
         # The domain runs on the destination now: whatever happens next,
         # this host lets the VM go.
         self._migrated = True
@@ -262,6 +296,111 @@ class MigrationSourceJob(ClaimJob):
         if isinstance(stats, dict) and stats.get("staging") is False:
             return True
         return None
+
+    def _held_on_destination(self):
+        """What the destination holds of the VM now: PUBLIC, ABSENT, the
+        id of the job that holds it staged, or None (no answer)."""
+        try:
+            stats = self._call_destination(
+                "VM.getStats", {"vmID": self.vm_id},
+                time.monotonic() + CONFIRM_POLL)
+        except RemoteError as exc:
+            return ABSENT if exc.code == NoVM.code else None
+        except MigrateError:
+            return None   # unreachable: no answer
+        if not isinstance(stats, dict):
+            return None
+        if stats.get("staging") is False:
+            return PUBLIC
+        job_id = stats.get("jobId")
+        return job_id if isinstance(job_id, str) else None
+
+    def _settled_on_destination(self):
+        """PUBLIC or ABSENT once the destination settled the VM it held
+        staged, else None (looked at again at the next poll). The job
+        that holds it, a migration's running there, is asked once to end
+        (Job.abort): one still queued is waited for (its end while queued
+        keeps an arrived guest unlisted, for recovery), another's (a
+        recovery's adoption) is left to commit."""
+        held = self._held_on_destination()
+        if held in (PUBLIC, ABSENT):
+            return held
+        if self._settle_asked or held is None:
+            return None
+        job_id = held
+        try:
+            infos = self._call_destination(
+                "Host.getJobs", {"job_ids": [job_id]},
+                time.monotonic() + CONFIRM_POLL)
+            info = infos.get(job_id) if isinstance(infos, dict) else None
+            if not isinstance(info, dict) or \
+                    info.get("job_type") != "migration-destination":
+                self._settle_asked = True   # not a migration's: it commits
+            elif info.get("status") == "running":
+                log.info("VM %s: the migration call failed (%s) and %s "
+                         "holds it staged: its job %s asked to settle it",
+                         self.vm_id, self._transfer.error, self.target.dst,
+                         job_id)
+                self._call_destination("Job.abort", {"jobId": job_id},
+                                       time.monotonic() + CONFIRM_POLL)
+                self._settle_asked = True
+        except RemoteError:
+            self._settle_asked = True   # ended meanwhile: look again
+        except MigrateError:
+            pass   # unreachable: ask again at the next poll
+        return None
+
+    def _settled(self, held):
+        if held == ABSENT:
+            # Nothing arrived there (or its job removed what came): the
+            # migration did not happen; the rollback resumes the guest.
+            with self._rollback:
+                raise self._absent(self._transfer.error)
+        log.warning("VM %s: the migration call failed (%s) but %s settled "
+                    "it public: it migrated; its copy here, if any, is "
+                    "removed", self.vm_id, self._transfer.error,
+                    self.target.dst)
+        self._remove_left_copy()
+        return self._left()
+
+    def _unsettled(self):
+        if self._look_here() is None:
+            # Gone here, and the destination cannot say: gone is what a
+            # migration leaves, by far the likeliest (as before round 14).
+            log.warning("VM %s: the migration call failed (%s), its domain "
+                        "left, and %s did not settle it within %g s: taken "
+                        "for migrated", self.vm_id, self._transfer.error,
+                        self.target.dst, SETTLE_WAIT)
+            return self._left()
+        with self._rollback:
+            self._on_destination = UNSETTLED
+            raise self._unsettled_failure()
+
+    def _look_here(self):
+        """The domain's state here, or "unknown" if it cannot be read."""
+        try:
+            return self.hv.state(self.vm_id)
+        except HypervisorError as exc:
+            log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
+            return "unknown"
+
+    def _unsettled_failure(self):
+        return MigrateError(
+            f"migration of VM {self.vm_id} failed "
+            f"({self._transfer.error}), and {self.target.dst} did not "
+            f"settle its staged copy within {SETTLE_WAIT:g} s: the guest "
+            "may run there or here; neither copy is destroyed or resumed")
+
+    def _remove_left_copy(self):
+        """Remove the copy here of a guest that migrated, as libvirt's
+        Confirm would have. A failure is logged, never rolled back: the
+        guest runs on the destination."""
+        try:
+            self.hv.remove(self.vm_id)
+        except HypervisorError as exc:
+            log.error("VM %s migrated, but removing its copy here failed "
+                      "(%s): Host.getStats counts it; VM.destroy removes "
+                      "it", self.vm_id, exc)
 
     def _leave_unconfirmed(self):
         log.warning("VM %s migrated to %s, which does not list it %.0f s "
@@ -371,6 +510,9 @@ class MigrationSourceJob(ClaimJob):
     def _destroy_on_destination(self):
         if self._on_destination == NOTHING:
             return
+        if self._on_destination == UNSETTLED:
+            raise MigrateError(f"VM {self.vm_id}: its copy on "
+                               f"{self.target.dst} is kept: it may run there")
         # Kept only on evidence that the guest left: its domain is gone
         # here (a migration that succeeds undefines it,
         # VIR_MIGRATE_UNDEFINE_SOURCE). A domain still defined here that
@@ -465,38 +607,67 @@ class MigrationSourceJob(ClaimJob):
         return False
 
     def _check_transfer(self):
-        """Return if the domain left; else raise why it did not."""
+        """False if the domain left; True if the call failed with the
+        domain still here while the destination holds the VM staged, or
+        does not answer (it must settle it first:
+        _settled_on_destination); else raise why it did not leave."""
         self._transfer.join()
         error = self._transfer.error
-        aborting = self._aborting or self.abort_requested()
-        if error is not None and self.hv.state(self.vm_id) is None:
-            log.warning("VM %s: the migration call failed (%s) but the "
-                        "domain left: it migrated", self.vm_id, error)
-        elif error is not None and self._listed_on_destination():
-            # The destination's job committed the guest: its libvirtd's
-            # Finish succeeded, so the guest runs there, and the copy here
-            # is stopped at the end of the transfer. The call failed all
-            # the same when this host's libvirtd died in the migration's
-            # last phase (Confirm, which kills this copy and undefines
-            # it): restarted, libvirt kills the copy and keeps its
-            # definition, or, its phase PERFORM3_DONE, leaves it paused
-            # for "a third party to check", which is this job. Its domain
-            # still here was taken for a migration that failed, and the
-            # rollback destroyed the guest's only copy there (seed 3403,
-            # round 13). What is here goes, as Confirm would have it.
+        if error is None:
+            self.set_progress(100)
+            return False
+        here = self.hv.state(self.vm_id)
+        # A domain gone here left (VIR_MIGRATE_UNDEFINE_SOURCE), or was
+        # transient and stopped: an operator's virsh undefine after the
+        # job's persist (round 14: taken for "it left", the job ended
+        # done, the VM public on neither host). The destination tells
+        # these apart as it tells a domain still here (below).
+        # The call fails all the same after
+        # libvirt's Finish succeeded on the destination when this host's
+        # libvirtd dies in the migration's last phase (Confirm, which
+        # kills this copy and undefines it): restarted, libvirt kills the
+        # copy and keeps its definition, or, its phase PERFORM3_DONE,
+        # leaves it paused for "a third party to check", which is this
+        # job. The destination tells: a VM it lists as public arrived
+        # (seed 3403, round 13: the rollback destroyed it there, its only
+        # copy); one it holds staged may be arriving, its job's commit
+        # not made yet (round 14); one it does not know did not arrive.
+        held = self._held_on_destination()
+        if held == PUBLIC:
             log.warning("VM %s: the migration call failed (%s) but %s "
-                        "lists the VM: it migrated; its copy here is "
-                        "removed", self.vm_id, error, self.target.dst)
-            self.hv.remove(self.vm_id)
-        elif error is not None:
-            if aborting:
-                raise JobAborted("aborted during the transfer")
-            if self._timed_out:
-                raise MigrateError(f"VM {self.vm_id} did not migrate "
-                                   f"within {self.migration_timeout:g} s")
-            raise MigrateError(f"migration of VM {self.vm_id} to "
-                               f"{self.target.dst_uri} failed: {error}")
-        self.set_progress(100)
+                        "lists the VM: it migrated; its copy here, if "
+                        "any, is removed", self.vm_id, error,
+                        self.target.dst)
+            if here is not None:
+                self._remove_left_copy()
+            self.set_progress(100)
+            return False
+        if held == ABSENT:
+            raise self._absent(error)
+        return True   # staged there, or no answer: asked again meanwhile
+
+    def _absent(self, error):
+        """The destination holds nothing of the VM (nothing arrived, or
+        its job removed what came): the migration did not happen, and
+        there is nothing there to destroy. Returns the job's failure."""
+        self._on_destination = NOTHING
+        self._destination_cleared = True
+        if self._look_here() is None:
+            return MigrateError(
+                f"migration of VM {self.vm_id} to {self.target.dst_uri} "
+                f"failed ({error}), and its domain is gone here: its guest "
+                "stopped (transient: undefined by someone else)")
+        return self._failure(error)
+
+    def _failure(self, error):
+        """Why the migration did not happen, its call failed with `error`."""
+        if self._aborting or self.abort_requested():
+            return JobAborted("aborted during the transfer")
+        if self._timed_out:
+            return MigrateError(f"VM {self.vm_id} did not migrate "
+                                f"within {self.migration_timeout:g} s")
+        return MigrateError(f"migration of VM {self.vm_id} to "
+                            f"{self.target.dst_uri} failed: {error}")
 
 
 def uncancellable(vm_id, cancel_timeout, state):

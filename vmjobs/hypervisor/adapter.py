@@ -136,14 +136,17 @@ class Hypervisor:
 
     @_read
     def was_saved(self, uuid, path):
-        """True if the domain is shut off because libvirt saved it (reason
-        SAVED) into `path`; False if it runs, is paused, is gone, or
-        stopped another way (its QEMU killed, crashed), or was saved
-        elsewhere: an operator's `virsh managedsave` or `virsh save` into
-        a file of their own leaves the reason SAVED too, and `path` empty
-        (libvirt reads no saved state from it)."""
+        """True if libvirt saved the domain into `path`: it is shut off
+        with reason SAVED, or gone (a transient domain saved is removed:
+        an operator's virsh undefine may come at any moment before the
+        save), and `path` holds a whole saved state. False if it runs, is
+        paused, or stopped another way (its QEMU killed, crashed: the file
+        is cut short, and libvirt reads no state from a file it has not
+        finished, "save image is incomplete"), or was saved elsewhere: an
+        operator's `virsh managedsave` or `virsh save` into a file of
+        their own leaves the reason SAVED too, and `path` empty."""
         found = self._libvirt_state(uuid)
-        if found is None or tuple(found[:2]) != (
+        if found is not None and tuple(found[:2]) != (
                 libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED):
             return False
         try:

@@ -8,7 +8,12 @@
   (opening a connection has no effect to undo, so waiting is safe; failing
   instead made every job that started during a restart fail);
 - on the test driver, one connection lent to every caller at once
-  (drivers.TestDriver says why).
+  (drivers.TestDriver says why);
+- every new connection (the first ones, a migration's own, a reconnect,
+  the events') opened only with OPEN_HEADROOM descriptors free, else
+  refused: at its descriptor limit the process fails that call (a
+  migration fails; a reconnect waits for descriptors as for a restarting
+  daemon) instead of being aborted by GLib (open_connection).
 
 How many, on a daemon: the API opens `workers` + 1 (one per worker, one
 for the verbs that look, recovery's listing and the undos), the events one
@@ -22,8 +27,11 @@ idle one here, not in libvirtd's queue
 (tests/test_real_connection_bound.py).
 """
 
+import errno
 import logging
+import os
 import queue
+import resource
 import threading
 import time
 
@@ -34,13 +42,23 @@ from .errors import ConnectionLost, HypervisorError, translated
 
 log = logging.getLogger("vmjobs.hypervisor")
 
+# File descriptors that must be free before a new libvirt connection is
+# opened. libvirt (9.0, with GLib) takes 2 for one (its socket, and its
+# main context's wakeup eventfd), and with only 1 free GLib aborts the
+# whole process ("Creating pipes for GWakeup: Too many open files",
+# SIGTRAP; with 0 free libvirt fails cleanly, reading its configuration):
+# measured, and a chaos run's service died so as a migration opened its
+# own connection (round 12, seed 3305). The rest is for the other threads
+# that may take one between this count and the open (an accept, a state
+# file, a log file): none of them is serialized with it.
+OPEN_HEADROOM = 16
+
 
 class Connections:
     def __init__(self, uri, count=1):
         """Open `count` connections to `uri` (one on the test driver)."""
         self.uri = uri
-        with translated("open"):
-            first = libvirt.open(uri)
+        first = open_connection(uri)
         self.driver = driver_of(first)
         # Called (with no argument, outside any lock of ours) once a lost
         # connection was replaced: the events may have lost theirs too.
@@ -88,8 +106,7 @@ class Connections:
         if wait:
             conn = self._open_when_back()
         else:
-            with translated("open"):
-                conn = libvirt.open(self.uri)
+            conn = open_connection(self.uri)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -156,15 +173,48 @@ class Connections:
         started = time.monotonic()
         while True:
             try:
-                return libvirt.open(self.uri)
-            except libvirt.libvirtError as exc:
+                return open_connection(self.uri)
+            except HypervisorError as exc:
                 # reconnect_wait read at each look: a stop that sets it to
-                # 0 ends the waits already under way.
+                # 0 ends the waits already under way. (Out of descriptors
+                # too: other threads may give some back meanwhile.)
                 if time.monotonic() - started >= self.reconnect_wait:
-                    raise ConnectionLost(
-                        "reconnect", exc.get_error_code(),
-                        exc.get_error_message() or str(exc)) from None
+                    raise ConnectionLost("reconnect", exc.code,
+                                         exc.message) from None
             time.sleep(0.2)   # the daemon is (re)starting: look again
+
+
+def open_connection(uri):
+    """A new libvirt connection to `uri`; refused (HypervisorError, call
+    "open") while fewer than OPEN_HEADROOM descriptors are free, so that
+    a process at its limit fails the one call instead of dying."""
+    free = free_descriptors()
+    if free is not None and free < OPEN_HEADROOM:
+        raise HypervisorError(
+            "open", libvirt.VIR_ERR_SYSTEM_ERROR,
+            f"{free} file descriptors free below this process's limit "
+            f"(RLIMIT_NOFILE); a new libvirt connection is opened with "
+            f"{OPEN_HEADROOM} free at least (GLib aborts the process when "
+            "it has none for it): refused")
+    with translated("open"):
+        return libvirt.open(uri)
+
+
+def free_descriptors():
+    """How many more descriptors this process may open now (the numbers
+    below its soft RLIMIT_NOFILE that none holds: a new one takes the
+    lowest free), or None if it cannot tell (no limit, no /proc). Counted
+    high by one: the listing's own, closed by then."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        held = os.listdir("/proc/self/fd")
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return 0   # not even one for the listing
+        return None
+    return soft - sum(1 for fd in held if int(fd) < soft)
 
 
 def alive(conn):
@@ -196,8 +246,7 @@ class _Own:
         self.uri = uri
 
     def __enter__(self):
-        with translated("open"):
-            self.conn = libvirt.open(self.uri)
+        self.conn = open_connection(self.uri)
         return self.conn
 
     def __exit__(self, *exc_info):

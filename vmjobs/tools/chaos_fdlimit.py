@@ -11,12 +11,14 @@ open, a pipe of a child. The service must serve on once it has them again
 (every invariant holds at the next check) and no thread of it may have
 died of it (no traceback on its stderr).
 
-Known (libvirt's, with GLib; --known glib-abort-at-fd-limit): a new
-libvirt connection opened with no descriptor free kills the whole
-process: GLib cannot make the wakeup pipe of the connection's main
-context and aborts ("GLib-ERROR **: Creating pipes for GWakeup: Too many
-open files"); vmjobs opens one per migration (Connections.own()) and
-on every reconnect."""
+Known (libvirt's, with GLib; --known glib-abort-at-fd-limit, for replays
+of the code before round 14): a new libvirt connection opened with one
+descriptor free kills the whole process: GLib cannot make the wakeup
+pipe of the connection's main context and aborts ("GLib-ERROR **:
+Creating pipes for GWakeup: Too many open files"); vmjobs opens one per
+migration (Connections.own()) and on every reconnect, and since round 14
+only with descriptors to spare (hypervisor/connections.py,
+open_connection): refused otherwise, the verb's job failing."""
 
 import os
 import resource
