@@ -3,9 +3,11 @@ caps, and the process's limit (RLIMIT_NOFILE) they must fit below.
 
 libvirt with GLib aborts the whole process when it opens a connection with
 no descriptor free (docs/chaos.md, "fd-limit", seed 3305), and an outgoing
-migration opens one as it begins: a service at its limit dies at its next
-migration. Whatever a caller does, it makes the service hold descriptors
-only within a configured cap:
+migration opens one as it begins. A new libvirt connection is refused
+with too few free (hypervisor/connections.py, OPEN_HEADROOM): the verb
+fails instead of the service dying, but it fails; so no caller may drive
+the service there. Whatever a caller does, it makes the service hold
+descriptors only within a configured cap:
 
 - a connection each: at most `rpc.max_connections` in the connection
   table, as many again freed while their verbs finish (their clients
@@ -73,8 +75,8 @@ def make_room(config):
         raise ConfigError(
             f"the configured caps let callers make the service hold up to "
             f"{need} file descriptors, above its limit of {hard} "
-            "(RLIMIT_NOFILE; systemd's LimitNOFILE): at the limit libvirt "
-            "aborts the service as it opens a connection. Lower "
+            "(RLIMIT_NOFILE; systemd's LimitNOFILE): near the limit no "
+            "libvirt connection can be opened (a migration fails). Lower "
             f"rpc.max_connections ({config.max_connections}), "
             f"events.max_subscribers ({config.max_subscribers}), "
             f"pool.workers ({config.workers}) or migration.max_outgoing "
