@@ -84,6 +84,16 @@ class ServeProcess:
             self.process.communicate()
 
 
+def insecure_tcp(tmp_path):
+    """A fixture's body: `vmjobs serve` on loopback TCP without TLS
+    (--insecure), yielded, then stopped cleanly (exit status 0)."""
+    served = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
+                          "--state-dir", str(tmp_path), tmp_path=tmp_path)
+    yield served
+    status, _, err = served.stop()
+    assert status == 0, err
+
+
 def post(url, body, headers=None, timeout=30):
     """POST `body` (bytes or a JSON-able value): (status, decoded answer)."""
     if not isinstance(body, bytes):

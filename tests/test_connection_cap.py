@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from serve import ServeProcess
+from serve import ServeProcess, insecure_tcp
 from test_server_tls import make_ca, make_cert
 from vmjobs.client import Client, RemoteError
 from vmjobs.config import Config
@@ -42,11 +42,7 @@ HEADERS = {"Content-Type": "application/json"}
 
 @pytest.fixture
 def server(tmp_path):
-    served = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
-                          "--state-dir", str(tmp_path), tmp_path=tmp_path)
-    yield served
-    status, _, err = served.stop()
-    assert status == 0, err
+    yield from insecure_tcp(tmp_path)
 
 
 def address(server):

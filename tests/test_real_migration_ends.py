@@ -90,6 +90,14 @@ def sockets(tmp_path, daemon_b):
     return [str(tmp_path), os.path.dirname(daemon_b.socket)]
 
 
+def assert_only_on_b(vm_id, host_b, source_hv):
+    """The VM is public on B only, its guest running there, and no domain
+    of it is left on the source."""
+    assert host_b.VM.getStats(vm_id)["status"] == "Up"
+    assert host_b.hv.state(vm_id) == "running"
+    assert source_hv.state(vm_id) is None
+
+
 def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
         make_real_api, host_b, daemon_b, tmp_path):
     a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b))
@@ -107,10 +115,8 @@ def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
     assert dest["status"] == "failed", dest
     assert "too late to abort" in dest["error"]["message"]
     # Public on exactly one host, and running there.
-    assert host_b.VM.getStats(vm_id)["status"] == "Up"
-    assert host_b.hv.state(vm_id) == "running"
+    assert_only_on_b(vm_id, host_b, a.hv)
     assert vm_id not in a.Host.getVMList()
-    assert a.hv.state(vm_id) is None
     host_b.VM.destroy(vm_id)
 
 
@@ -233,10 +239,8 @@ def test_a_migration_whose_call_failed_after_the_guest_arrived_keeps_it(
             vm_id = up_vm(api)
             info = finished(api, migrate(api, vm_id, host_b, daemon_b))
             assert info["status"] == "done", info
-            assert host_b.VM.getStats(vm_id)["status"] == "Up"
-            assert host_b.hv.state(vm_id) == "running"
+            assert_only_on_b(vm_id, host_b, hv)
             assert api.Host.getVMList() == []
-            assert hv.state(vm_id) is None
             assert host_b.VM.destroy(vm_id) is True
         finally:
             api.close()
@@ -309,10 +313,8 @@ def test_a_migration_whose_call_failed_while_the_guest_arrived_keeps_it(
             vm_id = up_vm(api)
             info = finished(api, migrate(api, vm_id, host_b, daemon_b))
             assert info["status"] == "done", info
-            assert host_b.VM.getStats(vm_id)["status"] == "Up"
-            assert host_b.hv.state(vm_id) == "running"
+            assert_only_on_b(vm_id, host_b, hv)
             assert api.Host.getVMList() == []
-            assert hv.state(vm_id) is None
             assert host_b.VM.destroy(vm_id) is True
         finally:
             gate.release.set()
@@ -421,9 +423,7 @@ def test_a_destroy_too_late_for_a_migration_says_the_vm_left(
     answer = answers[1]
     assert isinstance(answer, NoVM), answer
     assert "was not destroyed" in str(answer)
-    assert host_b.VM.getStats(vm_id)["status"] == "Up"
-    assert host_b.hv.state(vm_id) == "running"
-    assert a.hv.state(vm_id) is None
+    assert_only_on_b(vm_id, host_b, a.hv)
     assert host_b.VM.destroy(vm_id) is True
 
 

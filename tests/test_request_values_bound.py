@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serve import ServeProcess
+from serve import insecure_tcp
 from vmjobs import strictjson
 from vmjobs.rpc import Dispatcher
 
@@ -96,11 +96,7 @@ def send_at_once(server, body):
 
 @pytest.fixture
 def server(tmp_path):
-    served = ServeProcess("--listen", "127.0.0.1:0", "--insecure",
-                          "--state-dir", str(tmp_path), tmp_path=tmp_path)
-    yield served
-    status, _, err = served.stop()
-    assert status == 0, err
+    yield from insecure_tcp(tmp_path)
 
 
 def test_requests_of_many_values_do_not_grow_the_service(server):
