@@ -4,6 +4,7 @@ the destination's job cannot leave the guest unlisted; a migration that
 fails after the source's vCPUs were stopped leaves the guest running on
 the source."""
 
+import contextlib
 import logging
 import os
 import threading
@@ -90,6 +91,26 @@ def sockets(tmp_path, daemon_b):
     return [str(tmp_path), os.path.dirname(daemon_b.socket)]
 
 
+@contextlib.contextmanager
+def faulty_source(daemon, daemon_b, tmp_path, faulty):
+    """(api, hv): an API on A whose adapter is `faulty(hv)`, a fault made
+    over the real adapter `hv`; both closed after, and A's domains
+    removed."""
+    hv = Hypervisor(daemon.uri, domain_type="qemu")
+    try:
+        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
+                         state_dirs=[str(tmp_path)],
+                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
+                  hypervisor=faulty(hv))
+        try:
+            yield api, hv
+        finally:
+            api.close()
+    finally:
+        hv.close()
+        daemon.remove_all_domains()
+
+
 def assert_only_on_b(vm_id, host_b, source_hv):
     """The VM is public on B only, its guest running there, and no domain
     of it is left on the source."""
@@ -174,26 +195,17 @@ class _FailsAfterSwitchOver(FaultyHypervisor):
 
 def test_a_migration_failed_after_the_switch_over_leaves_the_guest_running(
         daemon, host_b, daemon_b, tmp_path):
-    hv = Hypervisor(daemon.uri, domain_type="qemu")
-    try:
-        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
-                         state_dirs=[str(tmp_path)],
-                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
-                  hypervisor=_FailsAfterSwitchOver(hv, str(tmp_path / "s")))
-        try:
-            vm_id = up_vm(api)
-            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
-            assert info["status"] == "failed", info
-            assert "disappeared" in info["error"]["message"]
-            assert api.VM.getStats(vm_id)["status"] == "Up"
-            assert hv.state_reason(vm_id) == ("running", None)
-            assert host_b.Host.getVMList() == []
-            api.VM.destroy(vm_id)
-        finally:
-            api.close()
-    finally:
-        hv.close()
-        daemon.remove_all_domains()
+    with faulty_source(daemon, daemon_b, tmp_path, lambda hv:
+                       _FailsAfterSwitchOver(hv, str(tmp_path / "s"))) \
+            as (api, hv):
+        vm_id = up_vm(api)
+        info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+        assert info["status"] == "failed", info
+        assert "disappeared" in info["error"]["message"]
+        assert api.VM.getStats(vm_id)["status"] == "Up"
+        assert hv.state_reason(vm_id) == ("running", None)
+        assert host_b.Host.getVMList() == []
+        api.VM.destroy(vm_id)
 
 
 class _LosesItsDaemonAfterTheGuestArrived(FaultyHypervisor):
@@ -229,24 +241,15 @@ def test_a_migration_whose_call_failed_after_the_guest_arrived_keeps_it(
     that did not happen: its rollback destroyed the guest on B, its only
     copy, and the VM was public on neither host. B's listing is the
     evidence that it arrived: the job ends done, A's copy removed."""
-    hv = Hypervisor(daemon.uri, domain_type="qemu")
-    try:
-        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
-                         state_dirs=[str(tmp_path)],
-                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
-                  hypervisor=_LosesItsDaemonAfterTheGuestArrived(hv, host_b))
-        try:
-            vm_id = up_vm(api)
-            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
-            assert info["status"] == "done", info
-            assert_only_on_b(vm_id, host_b, hv)
-            assert api.Host.getVMList() == []
-            assert host_b.VM.destroy(vm_id) is True
-        finally:
-            api.close()
-    finally:
-        hv.close()
-        daemon.remove_all_domains()
+    with faulty_source(daemon, daemon_b, tmp_path, lambda hv:
+                       _LosesItsDaemonAfterTheGuestArrived(hv, host_b)) \
+            as (api, hv):
+        vm_id = up_vm(api)
+        info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+        assert info["status"] == "done", info
+        assert_only_on_b(vm_id, host_b, hv)
+        assert api.Host.getVMList() == []
+        assert host_b.VM.destroy(vm_id) is True
 
 
 class _FailsWhileTheDestinationCommits(FaultyHypervisor):
@@ -301,14 +304,11 @@ def test_a_migration_whose_call_failed_while_the_guest_arrived_keeps_it(
     nowhere. A staged VM is arriving, not absent: the source has B's job
     settle it (Job.abort: B's rule commits an arrived guest and removes
     one still in transfer) and reads what B lists then."""
-    hv = Hypervisor(daemon.uri, domain_type="qemu")
     gate = HeldUntilAborted("persist")
     host_b.holder["gate"] = gate
-    try:
-        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
-                         state_dirs=[str(tmp_path)],
-                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
-                  hypervisor=_FailsWhileTheDestinationCommits(hv, gate))
+    with faulty_source(daemon, daemon_b, tmp_path, lambda hv:
+                       _FailsWhileTheDestinationCommits(hv, gate)) \
+            as (api, hv):
         try:
             vm_id = up_vm(api)
             info = finished(api, migrate(api, vm_id, host_b, daemon_b))
@@ -318,10 +318,6 @@ def test_a_migration_whose_call_failed_while_the_guest_arrived_keeps_it(
             assert host_b.VM.destroy(vm_id) is True
         finally:
             gate.release.set()
-            api.close()
-    finally:
-        hv.close()
-        daemon.remove_all_domains()
 
 
 class _UndefinedThenStoppedAtMigrate(FaultyHypervisor):
@@ -350,34 +346,24 @@ def test_an_undefine_after_the_persist_of_a_migration_is_read_right(
     holds nothing once its job settled, the job fails, B keeps nothing,
     and the VM leaves here, Down (its guest stopped). The control of a domain
     gone because it migrated is every other migration test."""
-    hv = Hypervisor(daemon.uri, domain_type="qemu")
-    try:
-        api = API(Config(uri=daemon.uri, workers=2, domain_type="qemu",
-                         state_dirs=[str(tmp_path)],
-                         migration_socket_dirs=sockets(tmp_path, daemon_b)),
-                  hypervisor=_UndefinedThenStoppedAtMigrate(
-                      hv, fail_calls=()))
-        try:
-            vm_id = up_vm(api)
-            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
-            assert info["status"] == "failed", info
-            assert "is kept" not in info["error"]["message"], info
-            with pytest.raises(NoVM):
-                host_b.VM.getStats(vm_id)
-            assert host_b.hv.state(vm_id) is None
-            assert all(job["status"] != "running" for job in
-                       host_b.Host.getJobs().values())
-            # Its guest stopped: it leaves, Down (guests.py).
-            until_notified(api, lambda: vm_id not in api.Host.getVMList(),
-                           f"{vm_id} Down", WAIT)
-            with pytest.raises(NoVM):
-                api.VM.getStats(vm_id)
-            assert hv.state(vm_id) is None
-        finally:
-            api.close()
-    finally:
-        hv.close()
-        daemon.remove_all_domains()
+    with faulty_source(daemon, daemon_b, tmp_path, lambda hv:
+                       _UndefinedThenStoppedAtMigrate(hv, fail_calls=())) \
+            as (api, hv):
+        vm_id = up_vm(api)
+        info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+        assert info["status"] == "failed", info
+        assert "is kept" not in info["error"]["message"], info
+        with pytest.raises(NoVM):
+            host_b.VM.getStats(vm_id)
+        assert host_b.hv.state(vm_id) is None
+        assert all(job["status"] != "running" for job in
+                   host_b.Host.getJobs().values())
+        # Its guest stopped: it leaves, Down (guests.py).
+        until_notified(api, lambda: vm_id not in api.Host.getVMList(),
+                       f"{vm_id} Down", WAIT)
+        with pytest.raises(NoVM):
+            api.VM.getStats(vm_id)
+        assert hv.state(vm_id) is None
 
 
 def test_a_user_pause_is_never_resumed(make_real_api):
