@@ -441,11 +441,7 @@ class MigrationSourceJob(ClaimJob):
     def _guest_stopped(self):
         """Is the VM's domain shut off, or gone? False if libvirt cannot
         say: the VM then stays, and the follower of guests tells."""
-        try:
-            return self.hv.state(self.vm_id) in (DomainState.SHUTOFF, None)
-        except HypervisorError as exc:
-            log.warning("VM %s: cannot read its state: %s", self.vm_id, exc)
-            return False
+        return self._look_here() in (DomainState.SHUTOFF, None)
 
     # -- the destination service --------------------------------------------
 
