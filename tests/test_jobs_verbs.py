@@ -1,8 +1,12 @@
 """Host.getJobs, Job.abort and Job.delete answer as API.md says, and ended jobs are kept only as long and as many as configured."""
 
+import threading
+
 import pytest
 
 from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params, wait_job
+from faults import FaultyHypervisor
+from test_migration_destination import incoming
 from vmjobs import domxml
 from vmjobs.errors import (
     InvalidParams,
@@ -11,6 +15,7 @@ from vmjobs.errors import (
     MissParam,
     NoSuchJob,
     NoVM,
+    VdsmError,
 )
 
 # The same contract in both publish modes (conftest.py).
@@ -213,6 +218,55 @@ def test_delete_ended_job_forgets_it(api):
     # Forgetting the job changes nothing for its VM.
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert "jobId" not in api.VM.getStats(vm_id)
+
+
+def test_delete_of_a_job_whose_status_ended_waits_for_its_end(make_api,
+                                                              hypervisor):
+    """A job whose JobInfo says it ended (aborted) while its end hooks
+    still run (an incoming migration's removal of what may have arrived,
+    here held in libvirt) has ended: Job.delete forgets it once that end
+    is over, and answers true. It answered JobNotDone (68), which API.md
+    keeps for a job "still pending or running", for a job Host.getJobs
+    had just listed aborted (found by the contract audit, round 12).
+    Beside it, the control: a job still running is JobNotDone."""
+    faulty = FaultyHypervisor(hypervisor, fail_at=1,
+                              fail_calls=("state_reason",), kind="hang",
+                              within="_remove_unarrived")
+    gate = StepGate("define")
+    api = make_api(hv=faulty, step_hook=gate)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    _, running = create(api)
+    assert gate.reached.wait(WAIT)
+    assert api.Job.abort(job_id) is True
+    assert faulty.hanging.wait(WAIT)   # its end: the removal, held
+    assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "aborted"
+    with pytest.raises(JobNotActive):
+        api.Job.abort(job_id)          # ended, as its JobInfo says
+    with pytest.raises(JobNotDone):
+        api.Job.delete(running)        # the control: still running
+    gate.release.set()
+    answers = []
+    deleting = threading.Thread(target=lambda: answers.append(
+        _answer(api.Job.delete, job_id)))
+    deleting.start()
+    faulty.release.set()
+    deleting.join(WAIT)
+    assert answers == [True]
+    assert api.Host.getJobs(job_ids=[job_id]) == {}
+    with pytest.raises(NoSuchJob):
+        api.Job.delete(job_id)
+    wait_job(api, running)
+    assert api.Job.delete(running) is True
+    assert_quiet_and_clean(api)
+
+
+def _answer(verb, *args):
+    """What `verb(*args)` answered: its result, or its error's code."""
+    try:
+        return verb(*args)
+    except VdsmError as exc:
+        return exc.code
 
 
 # -- retention ----------------------------------------------------------------
