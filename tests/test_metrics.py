@@ -106,6 +106,31 @@ def test_metrics_of_a_run(make_api, serve):
     assert 0 < m[("vmjobs_recovery_seconds", ())] < WAIT
 
 
+def test_time_to_up_counts_only_vms_that_came_up(make_api, hypervisor,
+                                                 serve):
+    """vmjobs_time_to_up_seconds is the time to a commit, of "startups
+    that succeeded" (docs/service.md): a recover job that finds its domain
+    stopped ends done in step left-stopped, and nothing came up. It was
+    observed all the same, as a VM up (found by the contract audit, round
+    12, scraping a served test driver). Beside it, the control: the
+    running VM recovered is observed, and both jobs are counted done."""
+    running, stopped = previous_run(make_api, 2)
+    hypervisor.shared_connection.lookupByUUIDString(stopped).destroy()
+    api = make_api()
+    assert api.wait_recovered(WAIT)
+    steps = {info["vm_id"]: (info["status"], info["step"]) for info in
+             api.Host.getJobs(job_type="recover").values()}
+    assert steps == {running: ("done", "commit"),
+                     stopped: ("done", "left-stopped")}
+    m = scrape(serve(api))
+    assert m[("vmjobs_jobs_total", (("job_type", "recover"),
+                                    ("status", "done")))] == 2
+    assert m[("vmjobs_job_duration_seconds_count",
+              (("job_type", "recover"),))] == 2
+    assert m[("vmjobs_time_to_up_seconds_count",
+              (("job_type", "recover"),))] == 1
+
+
 def refused(address, code):
     return scrape(address).get(("vmjobs_refused_total",
                                 (("code", str(code)),)), 0)

@@ -26,8 +26,8 @@ from workers import JobStatus
 from . import __version__
 from .flows import CreateJob, MigrationDestinationJob, RecoverJob, RestoreJob
 
-# Job types that start a VM: their successful end is the VM being Up (or
-# Paused, if asked to start paused).
+# Job types that start a VM: their commit is the VM being Up (or Paused,
+# if asked to start paused).
 STARTUPS = frozenset(cls.job_type for cls in (
     CreateJob, RestoreJob, MigrationDestinationJob, RecoverJob))
 # From a test driver's milliseconds to a real restore's minutes.
@@ -75,7 +75,9 @@ class Metrics:
         total, duration, time_to_up = children
         total.inc()
         duration.observe(seconds)
-        if time_to_up is not None:
+        # Only a VM that came up: a recovery ends done without a commit
+        # when it finds its domain stopped, or migrated away.
+        if time_to_up is not None and job.committed:
             time_to_up.observe(seconds)
 
     def _make_children(self, key):
