@@ -26,6 +26,9 @@ class JobStillActive(Exception):
 
 
 class JobTable:
+    # Seconds delete() waits for the end hooks of a job whose status ended.
+    END_WAIT = 60.0
+
     def __init__(self, autodelete_delay: float = 3600.0,
                  max_ended: int = 10000,
                  clock: Callable[[], float] = time.monotonic,
@@ -98,7 +101,9 @@ class JobTable:
         # Outside the table's lock: the job's end hooks may take it.
         if not job.status.ended:
             raise JobStillActive(f"job {job_id} has not ended")
-        job.wait()
+        # Bounded: past it the job is forgotten all the same (its status
+        # ended; a hook stuck behind a hung call must not hold the caller).
+        job.wait(self.END_WAIT)
         with self._lock:
             self._expire()
             if self._jobs.get(job_id) is not job:
