@@ -200,6 +200,27 @@ def test_a_request_that_names_no_verb_is_not_counted(api, serve):
     assert refused(address, -32601) == refused(address, -32602) == 1
 
 
+def test_a_refused_notification_is_counted(api, serve):
+    """A notification (no id) is run and answered nothing (JSON-RPC):
+    its verb's refusal is counted all the same, by the code the verb
+    answered with, since the metric is the one place it shows (API.md's
+    "verbs answered with an error code", read as the verb's answer, not
+    the transport's). In a batch beside a call answered with the same
+    code: both counted, one answer on the wire; a notification that
+    succeeds, the control, is counted nowhere."""
+    address = serve(api)
+    with Client(address) as client:
+        answer = client.post(json.dumps([
+            {"jsonrpc": "2.0", "id": 1, "method": "VM.getStats",
+             "params": [new_id()]},
+            {"jsonrpc": "2.0", "method": "VM.getStats", "params": [new_id()]},
+            {"jsonrpc": "2.0", "method": "Host.ping"}]).encode())
+    assert [a["error"]["code"] for a in answer] == [1]
+    assert refused(address, 1) == 2
+    assert sum(v for (name, _), v in scrape(address).items()
+               if name == "vmjobs_refused_total") == 2
+
+
 def test_a_refusal_in_process_is_counted_as_over_the_wire(api, serve):
     """vmjobs_refused_total counts "verbs answered with an error code"
     (API.md, Metrics), and the verbs are the same in process (API.md,
