@@ -2,6 +2,7 @@
 with prometheus_client's own parser; each API has its own registry."""
 
 import json
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,6 +130,36 @@ def test_time_to_up_counts_only_vms_that_came_up(make_api, hypervisor,
               (("job_type", "recover"),))] == 2
     assert m[("vmjobs_time_to_up_seconds_count",
               (("job_type", "recover"),))] == 1
+
+
+def test_a_job_duration_is_not_read_off_the_wall_clock(make_api, serve,
+                                                      monkeypatch):
+    """vmjobs_job_duration_seconds is the time from the verb's answer to
+    the job's end, measured on a clock that does not jump: the wall clock
+    set back an hour while the job ran (NTP stepping it, an operator's
+    `date -s`) made it observe -3600 s, and its _sum, a counter, went
+    down. The system clock cannot be stepped under the other tests, so
+    time.time is set back in this process alone. The control: the job's
+    JobInfo timestamps are the wall clock's, as API.md says (seconds
+    since the epoch), and show the step back."""
+    gate = StepGate("start")
+    api = make_api(step_hook=gate)
+    address = serve(api)
+    vm_id = new_id()
+    job_id = api.VM.create(vm_id, vm_params(vm_id))["jobId"]
+    assert gate.reached.wait(WAIT)
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() - 3600)
+    gate.release.set()
+    info = wait_job(api, job_id)
+    monkeypatch.setattr(time, "time", wall)
+    assert info["ended"] < info["created"]     # the wall clock's step
+    m = scrape(address)
+    seconds = m[("vmjobs_job_duration_seconds_sum",
+                 (("job_type", "create"),))]
+    assert 0 <= seconds < WAIT
+    assert 0 <= m[("vmjobs_time_to_up_seconds_sum",
+                   (("job_type", "create"),))] < WAIT
 
 
 def refused(address, code):

@@ -69,7 +69,9 @@ class Metrics:
 
     def job_ended(self, job):
         """A job ended (called once per job, in the thread that ended it)."""
-        seconds = time.time() - job.created
+        # Not the wall clock's: set back meanwhile, it made a duration
+        # negative, and a histogram's _sum go down.
+        seconds = time.monotonic() - job.created_monotonic
         key = (job.job_type, job.status.value)
         children = self._children.get(key) or self._make_children(key)
         total, duration, time_to_up = children
