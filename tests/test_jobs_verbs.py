@@ -238,6 +238,9 @@ def test_delete_of_a_job_whose_status_ended_waits_for_its_end(make_api,
     job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
     _, running = create(api)
     assert gate.reached.wait(WAIT)
+    # Waiting for its guest, on no thread: its abort ends it on a worker
+    # (one aborted while queued would end in this thread, held).
+    assert api.pool.wait_stats(lambda stats: stats["parked"] == 1, WAIT)
     assert api.Job.abort(job_id) is True
     assert faulty.hanging.wait(WAIT)   # its end: the removal, held
     assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "aborted"
