@@ -26,9 +26,6 @@ class JobStillActive(Exception):
 
 
 class JobTable:
-    # Seconds delete() waits for the end hooks of a job whose status ended.
-    END_WAIT = 60.0
-
     def __init__(self, autodelete_delay: float = 3600.0,
                  max_ended: int = 10000,
                  clock: Callable[[], float] = time.monotonic,
@@ -87,8 +84,8 @@ class JobTable:
     def delete(self, job_id: str) -> None:
         """Forget an ended job. A job whose status ended while its end
         hooks still run (a rollback's last call) has ended, as its info
-        says: it is forgotten once they ran (the table learns of an end
-        from the last of them), not refused as still active."""
+        says: it is forgotten at once, not refused as still active, and
+        its end, once the hooks have run, finds it gone (_job_ended)."""
         with self._lock:
             self._expire()
             job = self._jobs.get(job_id)
@@ -98,18 +95,14 @@ class JobTable:
                 self._forget(self._jobs.pop(job_id))
                 del self._ended[job_id]
                 return
-        # Outside the table's lock: the job's end hooks may take it.
+        # Outside the table's lock: the status is read under the job's.
         if not job.status.ended:
             raise JobStillActive(f"job {job_id} has not ended")
-        # Bounded: past it the job is forgotten all the same (its status
-        # ended; a hook stuck behind a hung call must not hold the caller).
-        job.wait(self.END_WAIT)
         with self._lock:
-            self._expire()
             if self._jobs.get(job_id) is not job:
-                raise UnknownJob(job_id)   # expired, or deleted meanwhile
+                raise UnknownJob(job_id)   # deleted meanwhile
             self._forget(self._jobs.pop(job_id))
-            self._ended.pop(job_id, None)
+            self._ended.pop(job_id, None)   # its end came meanwhile
 
     def discard(self, job: Job) -> None:
         """Forget a job that never started (its submission was refused)."""
