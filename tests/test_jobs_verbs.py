@@ -3,6 +3,8 @@
 import pytest
 
 from conftest import WAIT, StepGate, assert_quiet_and_clean, new_id, vm_params, wait_job
+from faults import FaultyHypervisor
+from test_migration_destination import incoming
 from vmjobs import domxml
 from vmjobs.errors import (
     InvalidParams,
@@ -11,6 +13,7 @@ from vmjobs.errors import (
     MissParam,
     NoSuchJob,
     NoVM,
+    VdsmError,
 )
 
 # The same contract in both publish modes (conftest.py).
@@ -213,6 +216,57 @@ def test_delete_ended_job_forgets_it(api):
     # Forgetting the job changes nothing for its VM.
     assert api.VM.getStats(vm_id)["status"] == "Up"
     assert "jobId" not in api.VM.getStats(vm_id)
+
+
+def test_delete_of_a_job_whose_status_ended_forgets_it_at_once(make_api,
+                                                                hypervisor):
+    """A job whose JobInfo says it ended (aborted) while its end hooks
+    still run (an incoming migration's removal of what may have arrived,
+    here held in libvirt) has ended: Job.delete answers true at once and
+    forgets it, and its end, once the hooks have run, does not bring it
+    back. It answered JobNotDone (68), which API.md keeps for a job
+    "still pending or running", for a job Host.getJobs had just listed
+    aborted (found by the contract audit, round 12). Beside it, the
+    control: a job still running is JobNotDone."""
+    faulty = FaultyHypervisor(hypervisor, fail_at=1,
+                              fail_calls=("state_reason",), kind="hang",
+                              within="_remove_unarrived")
+    gate = StepGate("define")
+    api = make_api(hv=faulty, step_hook=gate)
+    vm_id = new_id()
+    job_id = api.VM.migrationCreate(vm_id, incoming(vm_id))["params"]["jobId"]
+    _, running = create(api)
+    assert gate.reached.wait(WAIT)
+    # Waiting for its guest, on no thread: its abort ends it on a worker
+    # (one aborted while queued would end in this thread, held).
+    assert api.pool.wait_stats(lambda stats: stats["parked"] == 1, WAIT)
+    assert api.Job.abort(job_id) is True
+    assert faulty.hanging.wait(WAIT)   # its end: the removal, held
+    job = api.jobs.get(job_id)
+    assert api.Host.getJobs(job_ids=[job_id])[job_id]["status"] == "aborted"
+    with pytest.raises(JobNotActive):
+        api.Job.abort(job_id)          # ended, as its JobInfo says
+    with pytest.raises(JobNotDone):
+        api.Job.delete(running)        # the control: still running
+    assert _answer(api.Job.delete, job_id) is True   # held still
+    assert api.Host.getJobs(job_ids=[job_id]) == {}
+    faulty.release.set()
+    gate.release.set()
+    assert job.wait(WAIT)              # its end ran: it stays forgotten
+    assert api.Host.getJobs(job_ids=[job_id]) == {}
+    with pytest.raises(NoSuchJob):
+        api.Job.delete(job_id)
+    wait_job(api, running)
+    assert api.Job.delete(running) is True
+    assert_quiet_and_clean(api)
+
+
+def _answer(verb, *args):
+    """What `verb(*args)` answered: its result, or its error's code."""
+    try:
+        return verb(*args)
+    except VdsmError as exc:
+        return exc.code
 
 
 # -- retention ----------------------------------------------------------------

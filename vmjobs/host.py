@@ -67,8 +67,8 @@ def host_stats(pool, registry, recovery, hv, owner):
         "workers": pool_stats["workers"],
         "queue_size": pool_stats["queue_size"],
         "queued": pool_stats["queued"],
-        # Running as JobInfo says it: on a worker, or parked (waiting on
-        # no thread, an incoming migration's wait-arrival, say).
+        # On a worker, or parked (waiting on no thread, an incoming
+        # migration's wait-arrival, say): JobInfo running, or aborting.
         "running": pool_stats["running"] + pool_stats["parked"],
         "parked": pool_stats["parked"],
         "admission_limit": pool_stats["admission_limit"],

@@ -26,8 +26,8 @@ from workers import JobStatus
 from . import __version__
 from .flows import CreateJob, MigrationDestinationJob, RecoverJob, RestoreJob
 
-# Job types that start a VM: their successful end is the VM being Up (or
-# Paused, if asked to start paused).
+# Job types that start a VM: their commit is the VM being Up (or Paused,
+# if asked to start paused).
 STARTUPS = frozenset(cls.job_type for cls in (
     CreateJob, RestoreJob, MigrationDestinationJob, RecoverJob))
 # From a test driver's milliseconds to a real restore's minutes.
@@ -69,13 +69,17 @@ class Metrics:
 
     def job_ended(self, job):
         """A job ended (called once per job, in the thread that ended it)."""
-        seconds = time.time() - job.created
+        # Not the wall clock's: set back meanwhile, it made a duration
+        # negative, and a histogram's _sum go down.
+        seconds = time.monotonic() - job.created_monotonic
         key = (job.job_type, job.status.value)
         children = self._children.get(key) or self._make_children(key)
         total, duration, time_to_up = children
         total.inc()
         duration.observe(seconds)
-        if time_to_up is not None:
+        # Only a VM that came up: a recovery ends done without a commit
+        # when it finds its domain stopped, or migrated away.
+        if time_to_up is not None and job.committed:
             time_to_up.observe(seconds)
 
     def _make_children(self, key):

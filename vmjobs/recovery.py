@@ -7,8 +7,6 @@ import logging
 import threading
 import time
 
-import workers
-
 from . import ownership
 from .errors import VmExists
 from .flows import RecoverJob
@@ -101,11 +99,9 @@ class Recovery:
         return job
 
     def _submit_all(self, jobs):
-        for job in jobs:
-            try:
-                self._pool.submit(job, wait=True)
-            except workers.PoolClosed:
-                job.abort()   # still pending: it ends at once, unstaged
+        # Each waits for room; still pending if the pool is shut down
+        # first: aborted, it ends at once, unstaged.
+        self._pool.submit_all(jobs, on_closed=lambda job: job.abort())
 
     def _one_ended(self, job):
         with self._lock:

@@ -233,6 +233,10 @@ class Job:
         # never abandoned: its calls have side effects that only it can undo.
         self.timeout = timeout
         self.created = time.time()
+        # The same moment on a clock that does not jump (NTP, date -s):
+        # what durations are measured from (JobInfo keeps the wall
+        # clock's, seconds since the epoch).
+        self.created_monotonic = time.monotonic()
         # Called as on_step(job, name) at every step boundary, before the
         # abort check: tests use it to inject a destroy between two steps.
         self._on_step = on_step

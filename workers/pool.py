@@ -147,6 +147,10 @@ class Pool:
         # Queued jobs and places taken (place()) whose job is not queued
         # yet, by class, each at most queue_size (_places_held: the latter).
         self._waiting = dict.fromkeys(Priority, 0)
+        # Jobs a producer holds back for want of room (submit_all): they
+        # are pending, and wait for a worker as queued ones do; counted
+        # with them in stats()' queued.
+        self._held_back = 0
         self._running: Dict[str, Job] = {}   # on a worker thread
         self._parked: Dict[str, Job] = {}    # parked, or woken not yet taken
         # At most _admission_limit jobs with admission run (or are parked)
@@ -166,23 +170,48 @@ class Pool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job: Job, wait: bool = False) -> None:
+    def submit(self, job: Job, wait: bool = False,
+               held_back: bool = False) -> None:
         """Queue `job`; raise QueueFull at once if there is no room.
 
         `wait=True` waits for room instead: only for the service's own
-        producers (recovery at start-up), never for a caller's request."""
+        producers (recovery at start-up), never for a caller's request.
+        `held_back`: submit_all counted it held back until now."""
         finished = job.attach(self)     # before any worker can see it
         priority = job.priority
         with self._lock:
-            if finished is not None:
-                self._count_finished_unqueued(finished)
-                return
-            while (refusal := self._refusal(priority)) is not None:
-                if not wait or isinstance(refusal, PoolClosed):
-                    raise refusal
-                self._wait_change(
-                    lambda: self._closed or self._has_room(priority))
-            self._enqueue(job)
+            try:
+                if finished is not None:
+                    self._count_finished_unqueued(finished)
+                    return
+                while (refusal := self._refusal(priority)) is not None:
+                    if not wait or isinstance(refusal, PoolClosed):
+                        raise refusal
+                    self._wait_change(
+                        lambda: self._closed or self._has_room(priority))
+                self._enqueue(job)
+            finally:
+                if held_back:
+                    # Queued now (one count for the other), or it never
+                    # will be: no longer held back.
+                    self._held_back -= 1
+                    self._notify_change()
+
+    def submit_all(self, jobs: List[Job],
+                   on_closed: Callable[[Job], None]) -> None:
+        """Queue `jobs` in order, each waiting for room (submit(wait=
+        True)): only for the service's own producers (recovery at
+        start-up), never for a caller's request. Until its turn each is
+        counted in stats()' queued: it is pending, and waits for a worker
+        as the queued ones do. A job the pool, shut down, will not take is
+        given to `on_closed`."""
+        with self._lock:
+            self._held_back += len(jobs)
+        for job in jobs:
+            try:
+                self.submit(job, wait=True, held_back=True)
+            except PoolClosed:
+                on_closed(job)
 
     def place(self, priority: Priority = Priority.NORMAL) -> "Place":
         """Take a place in the queue now, for a job of class `priority` to
@@ -329,7 +358,7 @@ class Pool:
         return {
             "workers": self.workers,
             "queue_size": self.queue_size,
-            "queued": len(self._pending),
+            "queued": len(self._pending) + self._held_back,
             "running": len(self._running),
             "parked": len(self._parked),
             "admission_limit": self._admission_limit,

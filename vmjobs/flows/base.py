@@ -141,6 +141,9 @@ class StartupJob(VmJob):
     # The domain XML it defines (a creation's, a restore's), kept until it
     # ends; None when libvirt brings the domain (an incoming migration).
     domain_xml: str | None = None
+    # Set by its commit: the VM came up. A job may end done without one
+    # (a recovery that finds its domain stopped, or migrated away).
+    committed = False
 
     def __init__(self, spec: VmSpec, hypervisor: Hypervisor,
                  registry: VmRegistry,
@@ -175,8 +178,10 @@ class StartupJob(VmJob):
                params: dict[str, Any] | None = None) -> None:
         """Make the VM public with `status`, and end the job done, in one
         step; refused (JobAborted) if an abort came first."""
-        self.complete(lambda: self.registry.commit(self.vm_id, status, self,
-                                                    params=params))
+        def commit() -> None:
+            self.registry.commit(self.vm_id, status, self, params=params)
+            self.committed = True
+        self.complete(commit)
         log.info("VM %s committed %s", self.vm_id, status)
 
     def on_ended(self) -> None:
