@@ -14,6 +14,9 @@ says what it names that the host acts on:
                                    backend's, host's, driver's, listen's
                                    type, model, mode, protocol, network,
                                    bridge, volume or host name, port...
+  ("image", real path, format)     a disk image and the format it is
+                                   opened as (a disk's source and
+                                   driver, a backing store's)
   ("namespace", tag)               an element in a namespace outside
                                    <metadata> (libvirt keeps only its
                                    own, and qemu:commandline)
@@ -29,6 +32,7 @@ which slots it types as host paths, so a slot the table does not know
 shows in libvirt's reading as an ("element", key) nobody judged.
 """
 
+import os
 import re
 import xml.etree.ElementTree as ET
 
@@ -169,12 +173,13 @@ def images(root):
         path = source.get("file" if kind == "file" else "dev")
         driver = disk.find("driver")
         if path:
-            facts.add(("image", path, "raw" if driver is None else
+            facts.add(("image", os.path.realpath(path), "raw" if driver is None else
                        driver.get("type", "raw")))
         level = disk.find("backingStore")
         while level is not None and level.find("source") is not None:
             fmt = level.find("format")
-            facts.add(("image", level.find("source").get("file"),
+            facts.add(("image",
+                       os.path.realpath(level.find("source").get("file")),
                        "raw" if fmt is None else fmt.get("type", "raw")))
             level = level.find("backingStore")
     return facts
@@ -183,9 +188,20 @@ def images(root):
 def judged(root, ctx):
     """The allowlist's view of the caller's XML `root` it accepted in
     `ctx` (an allowlist.Confinement the check ran in): what it names,
-    with the images as the check read them (path, declared format)."""
-    return view(root) - images(root) | {
-        ("image", path, declared) for path, declared in ctx.checked}
+    with the images as the check read them (path, declared format), the
+    backing files it read from their headers, and the overlay libvirt
+    makes for each <transient/> disk (allowlist.transient_overlays),
+    which a running guest's XML names as its disk."""
+    facts = view(root) - images(root)
+    facts |= {("image", os.path.realpath(path), declared)
+              for path, declared in ctx.checked}
+    facts |= {("image", real, fmt) for chain in ctx.chains.values()
+              for real, fmt in chain}
+    for overlay in allowlist.transient_overlays(root):
+        facts |= {("path", "domain/devices/disk/source", "file", overlay),
+                  ("image", os.path.realpath(overlay), "qcow2"),
+                  ("attr", "domain/devices/disk/driver", "type", "qcow2")}
+    return facts
 
 
 def _chosen_by_libvirt(fact, judged, ctx):
@@ -230,6 +246,19 @@ def _added_by_libvirt(fact, judged, ctx):
             mirror = f"domain/devices/{that}" + fact[1][len(prefix):]
             if (fact[0], mirror, *fact[2:]) in judged:
                 return True
+    # The TCP port libvirt took for a console (the allowlist accepts none
+    # but libvirt's own choice: graphics_rule), in a running guest's XML.
+    if fact[:3] in (("attr", "domain/devices/graphics", "port"),
+                    ("attr", "domain/devices/graphics", "tlsPort")):
+        return not any(f[:3] == fact[:3] and f[3] != "-1" for f in judged)
+    # The pseudo-terminal libvirt opened for a pty chardev.
+    if fact[0] == "path" and fact[2] == "path" and \
+            allowlist.PTY.regex.fullmatch(fact[3]):
+        return True
+    # The labels libvirt gave a running guest (its default seclabel).
+    if fact in (("element", "domain/seclabel/label"),
+                ("element", "domain/seclabel/imagelabel")):
+        return True
     # A graphics <listen> of the kind its attributes say (a socket, an
     # address, none): what it names is judged as its own facts.
     if fact[:3] == ("attr", "domain/devices/graphics/listen", "type"):
