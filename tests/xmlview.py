@@ -22,14 +22,25 @@ says what it names that the host acts on:
                                    own, and qemu:commandline)
   ("element", key)                 an element where the table has none
 
-`unjudged(caller, libvirt)` is what libvirt read that the caller's XML,
-as the allowlist judged it, did not name: empty for every XML the
-allowlist accepts, but for what libvirt adds of its own that names nothing
-on the host (LIBVIRT_ADDS, each saying why it is harmless).
+`unjudged(caller, ctx, libvirt)` is what libvirt read that the caller's
+XML, as the allowlist judged it (`judged`: its view, with the images as
+the check read their headers, the backing files it found there and the
+overlays of transient disks), did not name: empty for every XML the
+allowlist accepts, but for what libvirt writes of its own
+(_added_by_libvirt): LIBVIRT_ADDS, each saying why it names nothing on
+the host; a value in a slot where the caller's XML had none that the
+allowlist's own table would accept there (libvirt's default emulator,
+balloon, audio backend: checked by the slot's Kind, so the nvram file
+libvirt picks outside the image dirs is unjudged); a device the table
+knows (its paths and backends are facts of their own); the console
+libvirt writes for a serial port and the reverse; a running guest's
+ptys, generated taps, console ports and labels.
 
 The view does not use the allowlist's verdicts, only its table's keys and
 which slots it types as host paths, so a slot the table does not know
-shows in libvirt's reading as an ("element", key) nobody judged.
+shows in libvirt's reading as an ("element", key) nobody judged. It is a
+set for the whole domain: which device a fact belongs to is not kept,
+but for the images, whose path and format are one fact.
 """
 
 import os
@@ -64,6 +75,10 @@ LIBVIRT_ADDS = {
     # An emulated NIC's model (libvirt writes one for a NIC of none, and
     # in lower case): which device the guest sees, no host resource.
     ("attr", "domain/devices/interface/model", "type", None),
+    # The raw format libvirt writes for a disk whose <driver> names none:
+    # the format each image is opened as is compared with the one the
+    # allowlist checked its header against in the ("image", ...) facts.
+    ("attr", "domain/devices/disk/driver", "type", "raw"),
     # A disk's bus libvirt derives from its target's name.
     ("attr", "domain/devices/disk/target", "bus", None),
     # A graphics listen of libvirt's own (`listen type='address'`, no
