@@ -98,6 +98,13 @@ CASES = {
              "</path><weight>500</weight></device></blkiotune>"),
         dict(top="<blkiotune><device><path>{images}/block</path>"
              "<weight>500</weight></device></blkiotune>")),
+    # A carriage return, which only a reference writes (a parser reads a
+    # raw one as a newline): vmjobs writes the text it judged for libvirt
+    # with the carriage return raw, so libvirt read a newline where the
+    # allowlist judged a carriage return (round 15; accepted before).
+    "text-carriage-return": (
+        dict(top="<description>a&#13;b</description>"),
+        dict(top="<description>a&#9;b</description>")),
     "namespaced-attribute": (
         dict(devices=disk("{images}/disk.img", extra="").replace(
             "<source ", "<source xmlns:x='urn:x' x:file='{victim}/shadow' ")),

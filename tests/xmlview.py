@@ -14,6 +14,9 @@ says what it names that the host acts on:
                                    backend's, host's, driver's, listen's
                                    type, model, mode, protocol, network,
                                    bridge, volume or host name, port...
+  ("text", key, value)             free text libvirt keeps and hands
+                                   on (a title, a description, a kernel
+                                   command line, an SMBIOS string)
   ("image", real path, format)     a disk image and the format it is
                                    opened as (a disk's source and
                                    driver, a backing store's)
@@ -169,6 +172,9 @@ def view(root):
         if (key, None) in PATH_SLOTS and element.text and \
                 element.text.strip():
             facts.add(("path", key, None, element.text))
+        elif isinstance(getattr(allowlist.TABLE.get(key), "text", None),
+                        allowlist.Text) and element.text:
+            facts.add(("text", key, element.text))
         stack.extend((child, _key(key, child.tag)) for child in element
                      if isinstance(child.tag, str))
     return facts | images(root)
@@ -294,6 +300,8 @@ def unjudged(caller_root, ctx, libvirt_xml):
     as the allowlist judged it (`caller_root`, accepted in `ctx`) does not
     hold, but for what libvirt adds of its own (LIBVIRT_ADDS)."""
     seen = judged(caller_root, ctx)
-    read = view(ET.fromstring(libvirt_xml))
+    # libvirt writes a carriage return it read as it is, which a parser
+    # reads back as a newline: kept as the one libvirt read.
+    read = view(ET.fromstring(libvirt_xml.replace("\r", "&#13;")))
     return {fact for fact in read - seen
             if not _added_by_libvirt(fact, seen, ctx)}

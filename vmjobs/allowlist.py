@@ -5,9 +5,11 @@ A domain XML from a caller (vmParams.xml, VM.migrationCreate's xml, the
 XML inside a state file) is walked against TABLE, keyed by the element's
 path from <domain>. Whatever is not in the table is refused, naming it:
 an unknown element, an unknown attribute, any namespace outside
-<metadata>, text where none is expected, and mixed content (libvirt joins
+<metadata>, text where none is expected, mixed content (libvirt joins
 all of an element's text, around its children, so text beside a child
-element would be read differently by libvirt and by us).
+element would be read differently by libvirt and by us), and a carriage
+return in a text (which libvirt reads as a newline from what vmjobs
+writes).
 
 The types keep a host path where it belongs: a slot libvirt reads as a
 host path is typed PATH, IMAGE, ENTROPY, CHARDEV_PATH or EMULATOR, each
@@ -1314,6 +1316,13 @@ def check(root, ctx):
                     value, f"{where} without {name}= (libvirt reads it "
                     "as)", parent, ctx)
         text = element.text or ""
+        if "\r" in text:
+            # Only a reference (&#13;) writes one: a parser reads a raw
+            # carriage return as a newline, and vmjobs writes the text it
+            # judged for libvirt raw (domxml.compose), so libvirt would
+            # read a newline where this judged a carriage return.
+            raise Refused(f"{where} holds a carriage return (libvirt would "
+                          "read it as a newline)")
         if len(element):
             if text.strip() or any((child.tail or "").strip()
                                    for child in element):
