@@ -367,8 +367,9 @@ def text_slots():
     # A carriage return: refused in every slot (round 15: libvirt read a
     # newline from what vmjobs wrote, where the allowlist judged it).
     ("&#13;", 0),
-    # libvirt takes no newline in a name or a title (refused at its
-    # define): every other slot is read.
+    # libvirt takes no newline in a name or a title (the allowlist refuses
+    # them since round 15; libvirt did at the define): every other slot is
+    # read.
     ("&#10;", 7),
     ("&#9;", 9), ("<!--c-->", 9), ("<![CDATA[ ]]>", 9), ("<?pi x?>", 9),
     ("&amp;", 9)])

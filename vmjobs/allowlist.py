@@ -160,11 +160,24 @@ class Text(Kind):
             raise Refused(f"{where} holds control characters")
 
 
-class DomainName(Text):
+class OneLine(Text):
+    """Free text libvirt takes on one line only (a title): a newline in
+    it is refused at the define, after the verb had accepted it."""
+    doc = "free text on one line (no control characters, no newline)"
+
+    def check(self, value, where, parent, ctx):
+        super().check(value, where, parent, ctx)
+        if "\n" in value:
+            raise Refused(f"{where} holds a newline (libvirt takes none "
+                          "there)")
+
+
+class DomainName(OneLine):
     """The domain's name: libvirt makes directories of it, bare (a
     snapshot's, a checkpoint's), and deletes their tree at a define."""
-    doc = ("free text (no control characters), a file name libvirt makes "
-           "directories of: no `/`, not `.` or `..`")
+    doc = ("free text on one line (no control characters, no newline), a "
+           "file name libvirt makes directories of: no `/`, not `.` or "
+           "`..`")
 
     def check(self, value, where, parent, ctx):
         super().check(value, where, parent, ctx)
@@ -493,6 +506,7 @@ NIC_QUEUES = Count("queues", 0, 256)
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
+ONE_LINE = OneLine()
 PATH = Path()
 FIRMWARE = Firmware()
 VAR_STORE = VarStore()
@@ -982,7 +996,7 @@ TABLE = {
                 rule=domain_rule),
     "domain/name": E(text=DomainName()),
     "domain/uuid": E(text=UUID),
-    "domain/title": E(text=TEXT),
+    "domain/title": E(text=ONE_LINE),
     "domain/description": E(text=TEXT),
     "domain/metadata": E(opaque=True),
     "domain/maxMemory": E({"slots": NUMBER, "unit": TOKEN}, NUMBER),
