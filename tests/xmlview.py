@@ -48,6 +48,7 @@ but for the images, whose path and format are one fact.
 
 import os
 import re
+import uuid
 import xml.etree.ElementTree as ET
 
 from vmjobs import allowlist
@@ -124,6 +125,18 @@ def _number(value):
     return value
 
 
+def _smbios_uuid(entry):
+    """An SMBIOS entry's text; its `uuid` entry as the UUID it is (libvirt
+    reads it as one, the domain's, and writes it canonical: ` ABC...`
+    is `abc...`)."""
+    if entry.get("name") == "uuid":
+        try:
+            return str(uuid.UUID(entry.text.strip()))
+        except ValueError:
+            pass
+    return entry.text
+
+
 def _key(parent_key, tag):
     return allowlist._child_key(parent_key, tag)
 
@@ -174,7 +187,7 @@ def view(root):
             facts.add(("path", key, None, element.text))
         elif isinstance(getattr(allowlist.TABLE.get(key), "text", None),
                         allowlist.Text) and element.text:
-            facts.add(("text", key, element.text))
+            facts.add(("text", key, _smbios_uuid(element)))
         stack.extend((child, _key(key, child.tag)) for child in element
                      if isinstance(child.tag, str))
     return facts | images(root)
