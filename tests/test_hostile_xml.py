@@ -98,6 +98,19 @@ CASES = {
              "</path><weight>500</weight></device></blkiotune>"),
         dict(top="<blkiotune><device><path>{images}/block</path>"
              "<weight>500</weight></device></blkiotune>")),
+    # A carriage return, which only a reference writes (a parser reads a
+    # raw one as a newline): vmjobs writes the text it judged for libvirt
+    # with the carriage return raw, so libvirt read a newline where the
+    # allowlist judged a carriage return (round 15; accepted before).
+    "text-carriage-return": (
+        dict(top="<description>a&#13;b</description>"),
+        dict(top="<description>a&#9;b</description>")),
+    # A newline in a name or a title, which libvirt takes in neither: the
+    # verb accepted them and the job failed at the define (round 15).
+    "name-newline": (
+        dict(name="h&#10;x"), dict(name="h&#9;x")),
+    "title-newline": (
+        dict(top="<title>a&#10;b</title>"), dict(top="<title>a&#9;b</title>")),
     "namespaced-attribute": (
         dict(devices=disk("{images}/disk.img", extra="").replace(
             "<source ", "<source xmlns:x='urn:x' x:file='{victim}/shadow' ")),

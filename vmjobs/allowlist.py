@@ -5,9 +5,11 @@ A domain XML from a caller (vmParams.xml, VM.migrationCreate's xml, the
 XML inside a state file) is walked against TABLE, keyed by the element's
 path from <domain>. Whatever is not in the table is refused, naming it:
 an unknown element, an unknown attribute, any namespace outside
-<metadata>, text where none is expected, and mixed content (libvirt joins
+<metadata>, text where none is expected, mixed content (libvirt joins
 all of an element's text, around its children, so text beside a child
-element would be read differently by libvirt and by us).
+element would be read differently by libvirt and by us), and a carriage
+return in a text (which libvirt reads as a newline from what vmjobs
+writes).
 
 The types keep a host path where it belongs: a slot libvirt reads as a
 host path is typed PATH, IMAGE, ENTROPY, CHARDEV_PATH or EMULATOR, each
@@ -158,11 +160,24 @@ class Text(Kind):
             raise Refused(f"{where} holds control characters")
 
 
-class DomainName(Text):
+class OneLine(Text):
+    """Free text libvirt takes on one line only (a title): a newline in
+    it is refused at the define, after the verb had accepted it."""
+    doc = "free text on one line (no control characters, no newline)"
+
+    def check(self, value, where, parent, ctx):
+        super().check(value, where, parent, ctx)
+        if "\n" in value:
+            raise Refused(f"{where} holds a newline (libvirt takes none "
+                          "there)")
+
+
+class DomainName(OneLine):
     """The domain's name: libvirt makes directories of it, bare (a
     snapshot's, a checkpoint's), and deletes their tree at a define."""
-    doc = ("free text (no control characters), a file name libvirt makes "
-           "directories of: no `/`, not `.` or `..`")
+    doc = ("free text on one line (no control characters, no newline), a "
+           "file name libvirt makes directories of: no `/`, not `.` or "
+           "`..`")
 
     def check(self, value, where, parent, ctx):
         super().check(value, where, parent, ctx)
@@ -491,6 +506,7 @@ NIC_QUEUES = Count("queues", 0, 256)
 ONOFF = Enum("on", "off")
 YESNO = Enum("yes", "no")
 TEXT = Text()
+ONE_LINE = OneLine()
 PATH = Path()
 FIRMWARE = Firmware()
 VAR_STORE = VarStore()
@@ -980,7 +996,7 @@ TABLE = {
                 rule=domain_rule),
     "domain/name": E(text=DomainName()),
     "domain/uuid": E(text=UUID),
-    "domain/title": E(text=TEXT),
+    "domain/title": E(text=ONE_LINE),
     "domain/description": E(text=TEXT),
     "domain/metadata": E(opaque=True),
     "domain/maxMemory": E({"slots": NUMBER, "unit": TOKEN}, NUMBER),
@@ -1314,6 +1330,13 @@ def check(root, ctx):
                     value, f"{where} without {name}= (libvirt reads it "
                     "as)", parent, ctx)
         text = element.text or ""
+        if "\r" in text:
+            # Only a reference (&#13;) writes one: a parser reads a raw
+            # carriage return as a newline, and vmjobs writes the text it
+            # judged for libvirt raw (domxml.compose), so libvirt would
+            # read a newline where this judged a carriage return.
+            raise Refused(f"{where} holds a carriage return (libvirt would "
+                          "read it as a newline)")
         if len(element):
             if text.strip() or any((child.tail or "").strip()
                                    for child in element):
