@@ -368,8 +368,9 @@ class Job:
             return self._step
 
     @property
-    def ended(self) -> bool:
-        """True once the job ended and its end hooks ran."""
+    def finished(self) -> bool:
+        """True once the job finished: its status ended and its end hooks
+        ran (the status alone is `status.ended`)."""
         with self._lock:
             return self._finished
 
@@ -389,7 +390,8 @@ class Job:
             return self._condition().wait_for(self._abort_requested, timeout)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the job ended and its end hooks ran; True if it did."""
+        """Wait until the job finished (ended, and its end hooks ran); True
+        if it did."""
         with self._lock:
             return self._condition().wait_for(lambda: self._finished,
                                               timeout)
