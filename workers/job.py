@@ -177,7 +177,7 @@ class Runner(Protocol):
         its observer's last call), so that what the runner counts agrees
         with what they see."""
 
-    def job_settled(self, job: Job) -> None:
+    def job_announced(self, job: Job) -> None:
         """`job`, told finished (job_finished), has woken its waiters and
         told its observer: called once, outside the job's lock."""
 
@@ -712,7 +712,7 @@ class Job:
                 status = self._status
                 runner = self._runner
         if runner is not None:
-            runner.job_settled(self)
+            runner.job_announced(self)
         return status
 
     def __repr__(self) -> str:
