@@ -47,7 +47,7 @@ def dst_uri(value, socket_dirs, image_dirs=()):
     return _uri("dstUri", value, socket_dirs, LIBVIRT_SCHEMES, image_dirs)
 
 
-def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
+def migration_uri(value, dst_uri_text, networks, ports):
     """VM.migrate's `migrationUri`, tcp://HOST[:PORT], where this host's
     QEMU sends the guest's memory, which the guest writes: so only to the
     destination. HOST must be dstUri's own host, or an address inside one
