@@ -286,16 +286,9 @@ class MigrationSourceJob(ClaimJob):
 
     def _listed_on_destination(self):
         """True once the destination lists the VM as public (its job
-        committed it), else None: looked at again at the next poll."""
-        try:
-            stats = self._call_destination(
-                "VM.getStats", {"vmID": self.vm_id},
-                time.monotonic() + CONFIRM_POLL)
-        except (MigrateError, RemoteError):
-            return None   # unreachable, or not (yet) its VM
-        if isinstance(stats, dict) and stats.get("staging") is False:
-            return True
-        return None
+        committed it), else None (unreachable, or not yet its public VM):
+        looked at again at the next poll."""
+        return True if self._held_on_destination() == PUBLIC else None
 
     def _held_on_destination(self):
         """What the destination holds of the VM now: PUBLIC, ABSENT, the
