@@ -2,7 +2,8 @@
 
 The pool is the throttle: at most `workers` jobs run at once, at most
 `queue_size` of each class (lanes.py's Priority) wait, and `submit` never
-blocks the caller. When the queue is full for a job's class it refuses at
+blocks a caller's request (only the service's own producers wait for
+room: submit_all). When the queue is full for a job's class it refuses at
 once (QueueFull), so a flood of requests turns into quick "try again
 later" answers instead of piled-up threads (VDSM's executor does the same;
 a thread per request behind a semaphore does not). Each class has its
@@ -70,7 +71,8 @@ _ENDED_ORDER = (JobStatus.DONE, JobStatus.FAILED, JobStatus.ABORTED)
 
 
 class QueueFull(Exception):
-    """The queue holds `queue_size` pending jobs: try again later."""
+    """The queue holds `queue_size` pending jobs of the job's class: try
+    again later."""
 
 
 class PoolClosed(Exception):
