@@ -98,10 +98,10 @@ class DestinationRefused(VdsmError):
 
 class OutgoingSlots:
     """The outgoing migrations in the order VM.migrate was called, until
-    each job ends: the first `limit` (None: all) have a slot, the others
-    wait for one, parked."""
+    each job ends: the first `limit` (migration.max_outgoing) have a slot,
+    the others wait for one, parked."""
 
-    def __init__(self, limit=None):
+    def __init__(self, limit):
         self.limit = limit
         self._lock = threading.Lock()   # guards _order
         self._order = []
@@ -112,8 +112,7 @@ class OutgoingSlots:
 
     def has_slot(self, job):
         with self._lock:
-            return self.limit is None or \
-                job in self._order[:self.limit]
+            return job in self._order[:self.limit]
 
     def leave(self, job):
         """`job` ended (or never runs): the next in line gets its slot."""
@@ -121,8 +120,7 @@ class OutgoingSlots:
             if job not in self._order:
                 return
             self._order.remove(job)
-            holders = self._order if self.limit is None else \
-                self._order[:self.limit]
+            holders = self._order[:self.limit]
         for waiting in holders:    # outside the lock: wake takes the job's
             waiting.wake()
 
@@ -146,14 +144,14 @@ class MigrationSourceJob(ClaimJob):
     cancel_timeout = 30.0
 
     def __init__(self, vm_id, target, hypervisor, registry, connect,
-                 default_timeout, slots=None, **kwargs):
+                 default_timeout, slots, **kwargs):
         """`target`: a params.MigrationTarget; `connect(dst, timeout)`: a
         client of the destination service (with call(method, params));
-        `slots`: the host's OutgoingSlots (None: no limit)."""
+        `slots`: the host's OutgoingSlots."""
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.target = target
         self.migration_timeout = target.timeout or default_timeout
-        self.slots = slots or OutgoingSlots()
+        self.slots = slots
         self._connect = connect
         # Set once the destination's job that holds the VM staged was
         # asked to settle it (_settled_on_destination).
