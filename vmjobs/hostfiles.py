@@ -42,8 +42,7 @@ class OutsideDirs(ValueError):
     """A path that is not an acceptable host path inside the given dirs."""
 
 
-def confine(path, dirs, what="the configured directories",
-            resolve_last=False, real_dirs=None):
+def confine(path, dirs, what, resolve_last=False, real_dirs=None):
     """`path` if it is absolute, normalized, free of control characters and
     inside one of `dirs`, its directory (and with `resolve_last` the path
     itself) resolved of symlinks; else OutsideDirs. `real_dirs`: `dirs`
@@ -66,7 +65,7 @@ def confine(path, dirs, what="the configured directories",
     raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
 
 
-def resolve_inside(path, dirs, what="the configured directories"):
+def resolve_inside(path, dirs, what):
     """The file `path` reaches (resolved of symlinks and '..' as the kernel
     walks it: a symlink is followed before a '..' after it applies) if it
     is inside one of `dirs` (resolved too); else OutsideDirs. For a path
