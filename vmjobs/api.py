@@ -301,8 +301,7 @@ class API:
         checked = policy.check_host_access(spec, self.hv, self.config,
                                            incoming=True)
         job = MigrationDestinationJob(
-            # Its XML is checked: libvirt brings the domain, not the job.
-            dataclasses.replace(spec, xml=None), self.hv, self.registry,
+            spec, self.hv, self.registry,
             incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
