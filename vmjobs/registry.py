@@ -112,7 +112,8 @@ class VmRegistry:
         self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
         # Called with a vmId, after the lock is released, whenever a public
         # VM becomes nobody's job's: at its commit, and when a claim ends
-        # (guests.py reads its guest's state then). None: nobody follows.
+        # (the guest watch, guests.py, reads its guest's state then). None:
+        # no guest watch (the test driver, or the service stopping).
         self.on_idle = None
 
     def refuse_known(self, vm_id):
@@ -288,7 +289,7 @@ class VmRegistry:
         self._now_idle(vm_id)
 
     def _now_idle(self, vm_id):
-        # Outside the lock: the follower is called out to. Read once: a
+        # Outside the lock: the guest watch is called out to. Read once: a
         # stop sets it to None from its own thread (GuestWatch.close).
         on_idle = self.on_idle
         if on_idle is not None:

@@ -419,8 +419,8 @@ class MigrationSourceJob(ClaimJob):
             # killed mid-transfer, a crash): it leaves, `Down`, as a guest
             # stopped outside vmjobs does (guests.py), its domain left shut
             # off for VM.destroy; not put back in its previous status
-            # first, which listed a dead guest `Up` until the follower of
-            # guests looked.
+            # first, which listed a dead guest `Up` until the guest watch
+            # looked.
             log.warning("VM %s: its guest stopped during its migration",
                         self.vm_id)
             self._leave_slot()
@@ -431,7 +431,7 @@ class MigrationSourceJob(ClaimJob):
 
     def _guest_stopped(self):
         """Is the VM's domain shut off, or gone? False if libvirt cannot
-        say: the VM then stays, and the follower of guests tells."""
+        say: the VM then stays, and the guest watch (guests.py) tells."""
         return self._look_here() in (DomainState.SHUTOFF, None)
 
     # -- the destination service --------------------------------------------
