@@ -334,7 +334,7 @@ class Job:
             self._move_through(path)
 
     def set_end_error(self, code: Any, message: str) -> None:
-        """Add to the job's error what its end handling (on_ended) found,
+        """Add to the job's error what its end hook (on_ended) found,
         while the job's info can still change."""
         with self._lock:
             if self._error is not None:
