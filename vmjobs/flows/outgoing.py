@@ -59,6 +59,10 @@ BUSY = (82, 1100, 503)
 # failed, may hold the guest's only running copy: it is never destroyed.
 NOTHING, PERHAPS, STAGED, UNSETTLED = \
     "nothing", "perhaps", "staged", "unsettled"
+# Seconds a call to the destination service may take at the most (less
+# if the job's deadline comes first): one that does not answer holds a
+# worker no longer.
+CALL_WAIT = 60.0
 # Seconds the rollback tries to destroy a copy the destination perhaps
 # has: past them (a destination that does not answer) it is left to the
 # destination's own arrival timeout, and the abort is not held up longer.
@@ -440,7 +444,7 @@ class MigrationSourceJob(ClaimJob):
         """`method` on the destination service. `abortable`: an abort
         interrupts the call and the job ends aborted (never a call of the
         rollback, which must reach the destination)."""
-        timeout = max(1.0, min(60.0, deadline - time.monotonic()))
+        timeout = max(1.0, min(CALL_WAIT, deadline - time.monotonic()))
         try:
             with self._connect(self.target.dst, timeout) as peer:
                 if not abortable:
@@ -513,7 +517,7 @@ class MigrationSourceJob(ClaimJob):
                                "the destination is kept")
         perhaps = self._on_destination == PERHAPS
         deadline = time.monotonic() + (
-            PERHAPS_DESTROY_WAIT if perhaps else 60.0)
+            PERHAPS_DESTROY_WAIT if perhaps else CALL_WAIT)
         try:
             self._call_destination("VM.destroy", {"vmID": self.vm_id},
                                    deadline)
