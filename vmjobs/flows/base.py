@@ -189,9 +189,11 @@ class StartupJob(VmJob):
         # queued) nothing of this job stays staged; and an ended job, kept
         # listed for a while, keeps its JobInfo, not the request.
         self.release()
-        # Nothing reads the spec once the job ended (the flow is over);
-        # its paths, taken, are the registry's to give back.
+        # Nothing reads the spec or the domain XML once the job ended (the
+        # flow is over: libvirt has the XML, or it was not wanted); its
+        # paths, taken, are the registry's to give back.
         self.spec = None  # type: ignore[assignment]
+        self.domain_xml = None
         self.paths = ()
 
 
