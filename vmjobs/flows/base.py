@@ -237,6 +237,13 @@ class ClaimJob(VmJob):
         one step; refused (JobAborted) if an abort came first."""
         self.complete(lambda: self.registry.drop_claimed(self.vm_id, self))
 
+    def on_ended(self) -> None:
+        # Last of a subclass's on_ended, whatever the end: an ended job,
+        # kept listed for a while, keeps its JobInfo, not the VM it worked
+        # on (its params, up to 64 KiB; the claim's end, done by now,
+        # needed only the registry's own record).
+        self.vm_before_claim = None
+
 
 # -- steps more than one flow takes ------------------------------------------
 

@@ -414,24 +414,28 @@ class MigrationSourceJob(ClaimJob):
         log.info("VM %s migrated to %s", self.vm_id, self.target.dst)
 
     def on_ended(self):
-        if self._migrated:
-            self.slots.leave(self)
-            if self.status is not JobStatus.DONE:
+        try:
+            if self._migrated:
+                self.slots.leave(self)
+                if self.status is not JobStatus.DONE:
+                    self.registry.drop_claimed(self.vm_id, self)
+            elif self._guest_stopped():
+                # Not migrated, and its guest stopped meanwhile (its QEMU
+                # killed mid-transfer, a crash): it leaves, `Down`, as a guest
+                # stopped outside vmjobs does (guests.py), its domain left shut
+                # off for VM.destroy; not put back in its previous status
+                # first, which listed a dead guest `Up` until the guest watch
+                # looked.
+                log.warning("VM %s: its guest stopped during its migration",
+                            self.vm_id)
+                self._leave_slot()
                 self.registry.drop_claimed(self.vm_id, self)
-        elif self._guest_stopped():
-            # Not migrated, and its guest stopped meanwhile (its QEMU
-            # killed mid-transfer, a crash): it leaves, `Down`, as a guest
-            # stopped outside vmjobs does (guests.py), its domain left shut
-            # off for VM.destroy; not put back in its previous status
-            # first, which listed a dead guest `Up` until the guest watch
-            # looked.
-            log.warning("VM %s: its guest stopped during its migration",
-                        self.vm_id)
-            self._leave_slot()
-            self.registry.drop_claimed(self.vm_id, self)
-        else:
-            # Not migrated: the VM stays public, as it was before.
-            self.release()
+            else:
+                # Not migrated: the VM stays public, as it was before.
+                self.release()
+        finally:
+            self._xml = None   # the domain XML it sent, or would have
+            super().on_ended()
 
     def _guest_stopped(self):
         """Is the VM's domain shut off, or gone? False if libvirt cannot
