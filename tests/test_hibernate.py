@@ -504,3 +504,25 @@ def test_abort_after_the_save_brings_the_vm_back(make_api, tmp_path):
     assert domxml.read_metadata(api.hv.metadata(vm_id, domxml.METADATA_NS)
                                 ) == (vm_id, params)
     assert_quiet_and_clean(api)
+
+
+def test_an_ended_hibernation_keeps_its_info_not_the_vm(make_api, tmp_path):
+    """An ended job stays listed (an hour, up to 10,000 of them) with its
+    JobInfo, not what it worked on (docs/benchmarks.md, section 7): the
+    VM as its claim found it (its params, up to 64 KiB) is let go as the
+    job ends. The control: the job holds it while it runs (seen at its
+    save step)."""
+    marker = f"ops-{new_id()}"
+
+    def holding(job):
+        return [name for name, value in vars(job).items()
+                if marker in repr(value)]
+    held = []
+    api = make_api(step_hook=lambda job, step: step == "save" and
+                   held.append(holding(job)))
+    vm_id, _ = up_vm(api, owner=marker)
+    job = api.jobs.get(api.VM.hibernate(
+        vm_id, str(tmp_path / "vm.state"))["jobId"])
+    assert job.wait(WAIT) and job.info()["status"] == "done"
+    assert held == [["vm_before_claim"]]                # the control
+    assert holding(job) == []

@@ -93,7 +93,7 @@ def test_abort_while_running_takes_effect_at_next_step():
 def test_abort_while_pending_never_runs():
     job = Steps()
     job.abort()
-    assert job.ended and job.wait(0)
+    assert job.finished and job.wait(0)
     job.execute()
     assert not job.ran
     assert job.history() == ["pending", "aborted"]

@@ -174,7 +174,7 @@ def test_a_domain_in_transfer_is_not_committed_until_it_arrives(
     api, vm_id, job_id = in_transfer(make_api, hypervisor)
 
     job = api.jobs.get(job_id)
-    assert not job.ended
+    assert not job.finished
     assert job.info()["step"] == "wait-arrival"
     stats = api.VM.getStats(vm_id)
     assert (stats["status"], stats["staging"]) == (

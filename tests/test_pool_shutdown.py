@@ -141,13 +141,13 @@ def test_a_job_aborted_while_queued_ends_once_its_end_hooks_ran():
         assert pool.stats()["aborted"] == 0
         stopper = threading.Thread(target=pool.shutdown, args=(DRAIN,))
         stopper.start()
-        assert not queued.ended
+        assert not queued.finished
     finally:
         queued.release.set()
     aborter.join(WAIT)
     stopper.join(WAIT)
     assert not stopper.is_alive()
-    assert queued.ended and queued.history() == ["pending", "aborted"]
+    assert queued.finished and queued.history() == ["pending", "aborted"]
     assert pool.stats()["aborted"] == 1
     assert pool.wait_idle(0)
     assert not any(t.is_alive() for t in pool._threads)

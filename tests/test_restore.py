@@ -208,3 +208,28 @@ def test_libvirt_failure_at_every_call(make_api, hypervisor, tmp_path):
         assert checksum(path) == before
         assert our_domains(hypervisor) == []
         assert_quiet_and_clean(api)
+
+
+@pytest.mark.parametrize("end", ["done", "failed"])
+def test_an_ended_restore_keeps_its_info_not_the_state_files_xml(
+        make_api, tmp_path, end):
+    """An ended job stays listed (an hour, up to 10,000 of them) with its
+    JobInfo, not its request (docs/benchmarks.md, section 7): a restore's
+    domain XML, read from its state file, is let go as it ends, whether it
+    ended done or failed, as a creation's is. The control: the job holds
+    it while it runs (seen at its read-domain step)."""
+    held = []
+
+    def look(job, step):
+        if step == "read-domain":
+            held.append(job.domain_xml is not None)
+    api = make_api(step_hook=look)
+    vm_id, path, _ = hibernated_vm(api, tmp_path)
+    restored = vm_id if end == "done" else new_id()   # another VM: fails
+    job = api.jobs.get(restore(api, restored, path)["jobId"])
+    assert job.wait(WAIT)
+    assert job.info()["status"] == end
+    assert held == [True]                               # the control
+    assert (job.spec, job.domain_xml, job.kept_xml_bytes()) == (
+        None, None, 0)
+    assert_quiet_and_clean(api)

@@ -1381,7 +1381,7 @@ def _spec(element, key):
     return spec
 
 
-def check_depth(root, depth=1):
+def check_depth(root, depth):
     """Nesting deeper than MAX_DEPTH (counted without recursion, so XML as
     deep as the parser took is refused, not a crash); `depth`: root's."""
     stack = [(root, depth)]

@@ -301,8 +301,7 @@ class API:
         checked = policy.check_host_access(spec, self.hv, self.config,
                                            incoming=True)
         job = MigrationDestinationJob(
-            # Its XML is checked: libvirt brings the domain, not the job.
-            dataclasses.replace(spec, xml=None), self.hv, self.registry,
+            spec, self.hv, self.registry,
             incoming_limit=limit,
             arrival_timeout=self.config.migration_destination_timeout,
             check_interval=self.config.migration_check_interval,
@@ -541,8 +540,9 @@ def _cannot_take(refusal):
 
 def _refuse_if_aborted(job):
     """A job aborted (by a VM.destroy) before its verb answered has been
-    undone by its end handling: the verb answers the flow's error, never
-    success, which would tell an engine (a migration's source) to go on."""
+    undone by its end hooks (on_ended): the verb answers the flow's error,
+    never success, which would tell an engine (a migration's source) to
+    go on."""
     if job.status is workers.JobStatus.ABORTED:
         raise job.error_class(f"VM {job.vm_id} was destroyed before its "
                               "job could start")

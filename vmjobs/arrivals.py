@@ -20,8 +20,8 @@ VM.destroy. The adoption is a recover job (flows/recover.py) on the
 service's pool: it waits for libvirt's incoming job to have ended, reads
 the VM's vmId and params from the mark, and commits the VM as it runs.
 
-The one claim on the vmId is the registry's stage (the recover job's
-reserve): a VM.migrationCreate, a VM.destroy of the domain or another
+Who has the vmId is decided by the registry's stage alone (the recover
+job's reserve): a VM.migrationCreate, a VM.destroy of the domain or another
 look that staged it first wins, and the late arrival is then theirs; a
 vmId staged or public when it is looked at is some job's or VM's, never
 adopted. Never twice: a guest is looked at only once its migration has

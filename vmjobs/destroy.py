@@ -111,7 +111,7 @@ def destroy(hv, registry, vm_id, graceful_attempts=0, *, owner):
     taken_by = None
     while True:
         try:
-            vm = registry.get(vm_id, holds=True)
+            vm = registry.get(vm_id, placeholder=True)
         except NoVM:
             removed = Destruction(vm_id).remove_in_no_registry(
                 hv, registry, owner)

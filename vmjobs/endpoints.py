@@ -41,13 +41,13 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _URI_CHARS = re.compile(r"[!-~]+")
 
 
-def dst_uri(value, socket_dirs, image_dirs=()):
+def dst_uri(value, socket_dirs, image_dirs):
     """VM.migrate's `dstUri`, checked (InvalidParams naming it); a unix
     socket never in `image_dirs` (_socket)."""
     return _uri("dstUri", value, socket_dirs, LIBVIRT_SCHEMES, image_dirs)
 
 
-def migration_uri(value, dst_uri_text, networks=(), ports=(49152, 49215)):
+def migration_uri(value, dst_uri_text, networks, ports):
     """VM.migrate's `migrationUri`, tcp://HOST[:PORT], where this host's
     QEMU sends the guest's memory, which the guest writes: so only to the
     destination. HOST must be dstUri's own host, or an address inside one
@@ -139,7 +139,7 @@ def _address(host):
         return None
 
 
-def dst(value, socket_dirs, image_dirs=()):
+def dst(value, socket_dirs, image_dirs):
     """VM.migrate's `dst`: HOST:PORT, or unix:PATH inside socket_dirs
     (never in `image_dirs`: _socket)."""
     param = "dst"
@@ -243,7 +243,7 @@ def _only_socket(param, text, query):
                             "is not UTF-8") from None
 
 
-def _socket(param, path, socket_dirs, image_dirs=()):
+def _socket(param, path, socket_dirs, image_dirs):
     """A unix socket inside `socket_dirs`, symlinks resolved, and not in
     one of `image_dirs` whatever the configuration (an API made in process
     is not validated): a socket there may be a guest's (a chardev, a

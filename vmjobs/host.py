@@ -7,7 +7,7 @@ from .hypervisor import DomainState
 from .params import parse_vm_id
 
 
-def vm_list(registry, full_status=False, vm_ids=None, only_uuid=False):
+def vm_list(registry, full_status, vm_ids, only_uuid):
     """Host.getVMList, as VDSM's: only the VMs of `vm_ids` (vmList) when it
     is not empty (each a UUID, in either case; unknown ids skipped);
     only_uuid asks for ids, which is what comes without full_status

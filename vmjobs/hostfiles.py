@@ -42,8 +42,7 @@ class OutsideDirs(ValueError):
     """A path that is not an acceptable host path inside the given dirs."""
 
 
-def confine(path, dirs, what="the configured directories",
-            resolve_last=False, real_dirs=None):
+def confine(path, dirs, what, resolve_last=False, real_dirs=None):
     """`path` if it is absolute, normalized, free of control characters and
     inside one of `dirs`, its directory (and with `resolve_last` the path
     itself) resolved of symlinks; else OutsideDirs. `real_dirs`: `dirs`
@@ -66,7 +65,7 @@ def confine(path, dirs, what="the configured directories",
     raise OutsideDirs(f"{path!r} is outside {what} ({', '.join(dirs)})")
 
 
-def resolve_inside(path, dirs, what="the configured directories"):
+def resolve_inside(path, dirs, what):
     """The file `path` reaches (resolved of symlinks and '..' as the kernel
     walks it: a symlink is followed before a '..' after it applies) if it
     is inside one of `dirs` (resolved too); else OutsideDirs. For a path
@@ -113,12 +112,12 @@ def is_one_of(path, dirs):
 # off it. A hostile-caller audit (round 9) took a running guest's agent
 # socket over, deleted an image, and emptied a running guest's disk so.
 
-def bind_would_take(path, listening=None):
+def bind_would_take(path, listening):
     """Why binding a unix socket at `path` (confined) would take something
     from someone, or None: free is nothing there, or a socket no one
     listens on (what a process that ended left). `listening()`: the
-    host's listening sockets (listening_sockets(), by default), asked
-    only for a path where a socket file is."""
+    host's listening sockets (listening_sockets(), which the allowlist
+    reads once a request), asked only for a path where a socket file is."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -128,7 +127,7 @@ def bind_would_take(path, listening=None):
     if not stat.S_ISSOCK(st.st_mode):
         return "is a file (or a link), which binding a socket there " \
                "would delete"
-    if _listened_on(path, st, (listening or listening_sockets)()):
+    if _listened_on(path, st, listening()):
         return "is a socket another process listens on (a guest's " \
                "channel or console), which binding there would take over"
     return None

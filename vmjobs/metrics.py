@@ -98,7 +98,7 @@ class Metrics:
         """The text exposition format (bytes)."""
         return generate_latest(self.registry)
 
-    def exposition(self, accept=None):
+    def exposition(self, accept):
         """(body, Content-Type) for a scrape whose Accept header is
         `accept`, as prometheus_client's own server answers: OpenMetrics
         when asked for, else the classic text format, `version=0.0.4`

@@ -174,7 +174,7 @@ class Notifications:
         with self._lock:
             self._arrived.notify_all()
 
-    def wait_past(self, last_id, timeout, unless=None):
+    def wait_past(self, last_id, timeout, unless):
         """Wait up to `timeout` seconds for a notification after
         `last_id` (None: any), for a subscriber's end, for the close, or
         for wake(); returns the newest id. No wait if `unless()` holds
@@ -182,7 +182,7 @@ class Notifications:
         true is never lost)."""
         with self._lock:
             if (last_id is None or self._last_id == last_id) and \
-                    not (unless is not None and unless()):
+                    not unless():
                 self._arrived.wait(timeout)
             return self._last_id
 
@@ -242,7 +242,7 @@ class Subscription:
     (raises SubscriptionCut if it fell behind; ends when closed), or call
     get(). Read it from one thread; close() from any."""
 
-    def __init__(self, feed, start, resync=None):
+    def __init__(self, feed, start, resync):
         self._feed = feed
         # Guarded by the feed's lock, written by the feed: the next id to
         # read, cut off (fell behind the buffer), left (closed by close()).

@@ -121,8 +121,8 @@ class MigrationTarget:
     max_bandwidth: int | None = None   # MiB/s, VDSM's maxBandwidth
 
 
-def parse_migrate(vm_id, params, socket_dirs=(), migration_networks=(),
-                  migration_ports=(49152, 49215), image_dirs=()):
+def parse_migrate(vm_id, params, socket_dirs, migration_networks,
+                  migration_ports, image_dirs):
     """Parse `VM.migrate`'s (vmID, params); `dst`, `dstUri` and
     `migrationUri` are judged by endpoints.py, unix sockets confined to
     `socket_dirs` (migration.socket_dirs) and never in `image_dirs`

@@ -42,10 +42,10 @@ class VmStatus(StrEnum):
     WAIT_FOR_LAUNCH = "WaitForLaunch"
     RESTORING_STATE = "Restoring state"
     MIGRATION_DESTINATION = "Migration Destination"
-    # A vmId held by VM.destroy while it removes a domain in neither
-    # registry (VDSM's word for a VM going away). Such a hold is kept with
-    # the staged VMs, so that no job stages the vmId meanwhile, but it is
-    # no VM: the verbs and the counts see neither staged nor public
+    # The placeholder VM.destroy stages for a vmId while it removes a
+    # domain in neither registry (VDSM's word for a VM going away). It is
+    # kept with the staged VMs, so that no job stages the vmId meanwhile,
+    # but it is no VM: the verbs and the counts see neither staged nor public
     # (API.md's noVM), only destroy.py and the vmId's refusal see it.
     DOWN = "Down"
 
@@ -112,7 +112,8 @@ class VmRegistry:
         self._list_accepted = PublishMode(publish_mode) is PublishMode.ACCEPT
         # Called with a vmId, after the lock is released, whenever a public
         # VM becomes nobody's job's: at its commit, and when a claim ends
-        # (guests.py reads its guest's state then). None: nobody follows.
+        # (the guest watch, guests.py, reads its guest's state then). None:
+        # no guest watch (the test driver, or the service stopping).
         self.on_idle = None
 
     def refuse_known(self, vm_id):
@@ -288,7 +289,7 @@ class VmRegistry:
         self._now_idle(vm_id)
 
     def _now_idle(self, vm_id):
-        # Outside the lock: the follower is called out to. Read once: a
+        # Outside the lock: the guest watch is called out to. Read once: a
         # stop sets it to None from its own thread (GuestWatch.close).
         on_idle = self.on_idle
         if on_idle is not None:
@@ -317,13 +318,13 @@ class VmRegistry:
                 self._changed(vm_id, VmStatus.DOWN, False)
             return True
 
-    def get(self, vm_id, *, holds=False):
+    def get(self, vm_id, *, placeholder=False):
         """The VM, staged or public; raise NoVM if neither. A VM.destroy's
-        hold on the vmId (VmStatus.DOWN) is neither, unless `holds` (a
+        placeholder (VmStatus.DOWN) is neither, unless `placeholder` (a
         VM.destroy, which waits for it)."""
         with self._lock:
             vm = self._staged.get(vm_id) or self._public.get(vm_id)
-        if vm is None or (vm.status == VmStatus.DOWN and not holds):
+        if vm is None or (vm.status == VmStatus.DOWN and not placeholder):
             raise NoVM(f"VM {vm_id} does not exist")
         return vm
 
@@ -361,10 +362,10 @@ class VmRegistry:
         return self._staged.keys() | self._public.keys()
 
     def _counts(self):
-        # Caller holds _lock. A VM.destroy's hold is no staged VM.
-        held = sum(1 for vm in self._staged.values()
-                   if vm.status == VmStatus.DOWN)
-        return {"staged": len(self._staged) - held,
+        # Caller holds _lock. A VM.destroy's placeholder is no staged VM.
+        placeholders = sum(1 for vm in self._staged.values()
+                           if vm.status == VmStatus.DOWN)
+        return {"staged": len(self._staged) - placeholders,
                 "public": len(self._public)}
 
     def _changed(self, vm_id, status, staging):

@@ -230,7 +230,7 @@ class Dispatcher:
             return _dump(_error(request_id, INTERNAL_ERROR,
                                 call.error.message)), call
 
-    def _done(self, call, too_large=False):
+    def _done(self, call, too_large):
         """Audit `call` (None: the request was no call) and count it in
         vmjobs_refused_total if it was answered with an error, by the code
         it was answered with: `too_large` says its own answer was replaced

@@ -177,7 +177,7 @@ class Runner(Protocol):
         its observer's last call), so that what the runner counts agrees
         with what they see."""
 
-    def job_settled(self, job: Job) -> None:
+    def job_announced(self, job: Job) -> None:
         """`job`, told finished (job_finished), has woken its waiters and
         told its observer: called once, outside the job's lock."""
 
@@ -334,7 +334,7 @@ class Job:
             self._move_through(path)
 
     def set_end_error(self, code: Any, message: str) -> None:
-        """Add to the job's error what its end handling (on_ended) found,
+        """Add to the job's error what its end hook (on_ended) found,
         while the job's info can still change."""
         with self._lock:
             if self._error is not None:
@@ -368,8 +368,9 @@ class Job:
             return self._step
 
     @property
-    def ended(self) -> bool:
-        """True once the job ended and its end hooks ran."""
+    def finished(self) -> bool:
+        """True once the job finished: its status ended and its end hooks
+        ran (the status alone is `status.ended`)."""
         with self._lock:
             return self._finished
 
@@ -389,7 +390,8 @@ class Job:
             return self._condition().wait_for(self._abort_requested, timeout)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the job ended and its end hooks ran; True if it did."""
+        """Wait until the job finished (ended, and its end hooks ran); True
+        if it did."""
         with self._lock:
             return self._condition().wait_for(lambda: self._finished,
                                               timeout)
@@ -710,7 +712,7 @@ class Job:
                 status = self._status
                 runner = self._runner
         if runner is not None:
-            runner.job_settled(self)
+            runner.job_announced(self)
         return status
 
     def __repr__(self) -> str:

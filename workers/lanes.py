@@ -62,7 +62,7 @@ _NORMAL_MASK = sum(1 << lane for lane in range(1, _LANES)
 
 
 class Lanes:
-    def __init__(self, starvation_limit: int = 8) -> None:
+    def __init__(self, starvation_limit: int) -> None:
         if starvation_limit < 1:
             raise ValueError("starvation_limit must be >= 1")
         self.starvation_limit = starvation_limit
@@ -74,23 +74,21 @@ class Lanes:
         # than a loop (measured by tests/benchmarks/dispatch.py).
         self._busy = 0
 
-    def push(self, job: Any, lane: Optional[int] = None) -> None:
-        """Queue `job` in `lane`, by default the lane of its class."""
-        if lane is None:
-            lane = lane_of(job)
+    def push(self, job: Any, lane: int) -> None:
+        """Queue `job` in `lane`: its class's (lane_of), or WOKEN."""
         self._lanes[lane].append(job)
         self._busy |= 1 << lane
 
     def waiting_for_admission(self) -> bool:
         return bool(self._busy & _ADMISSION_MASK)
 
-    def eligible(self, admit: bool = True, normal: bool = True) -> int:
+    def eligible(self, admit: bool, normal: bool) -> int:
         """The lanes (a bit each) whose head may run now: with `admit`
         False none needing admission, with `normal` False no NORMAL one."""
         busy = self._busy if admit else self._busy & ~_ADMISSION_MASK
         return busy if normal else busy & ~_NORMAL_MASK
 
-    def pop(self, eligible: int = -1) -> Tuple[int, Optional[Any]]:
+    def pop(self, eligible: int) -> Tuple[int, Optional[Any]]:
         """The next job to run and its lane ((-1, None) if none); only
         from the lanes in `eligible` (bits, as eligible() gives them)."""
         busy = self._busy & eligible

@@ -2,7 +2,8 @@
 
 The pool is the throttle: at most `workers` jobs run at once, at most
 `queue_size` of each class (lanes.py's Priority) wait, and `submit` never
-blocks the caller. When the queue is full for a job's class it refuses at
+blocks a caller's request (only the service's own producers wait for
+room: submit_all). When the queue is full for a job's class it refuses at
 once (QueueFull), so a flood of requests turns into quick "try again
 later" answers instead of piled-up threads (VDSM's executor does the same;
 a thread per request behind a semaphore does not). Each class has its
@@ -70,7 +71,8 @@ _ENDED_ORDER = (JobStatus.DONE, JobStatus.FAILED, JobStatus.ABORTED)
 
 
 class QueueFull(Exception):
-    """The queue holds `queue_size` pending jobs: try again later."""
+    """The queue holds `queue_size` pending jobs of the job's class: try
+    again later."""
 
 
 class PoolClosed(Exception):
@@ -160,10 +162,10 @@ class Pool:
         self._admitted = 0
         self._ended = dict.fromkeys(_ENDED_ORDER, 0)   # jobs ended, by status
         # Jobs counted ended whose observer has not been told yet
-        # (job_finished, then job_settled): whoever waits for the pool
+        # (job_finished, then job_announced): whoever waits for the pool
         # (_wait_change) sees it only once they were, as the job's own
         # waiters do.
-        self._settling = 0
+        self._unannounced = 0
         self._threads = [threading.Thread(target=self._worker,
                                           name=f"{name}-{i}", daemon=True)
                          for i in range(workers)]
@@ -401,15 +403,15 @@ class Pool:
             if self._pending.pop(job.id, None) is not None:
                 self._waiting[job.priority] -= 1
             self._leave_running(job, status, started)
-            self._settling += 1
+            self._unannounced += 1
 
-    def job_settled(self, job: Job) -> None:
+    def job_announced(self, job: Job) -> None:
         # Called by the job once after job_finished, outside its lock: its
         # waiters and its observer were told it finished. Those waiting for
         # the pool may now see it (a wait_idle that returned before the
         # job's last event was posted let a reader miss that event).
         with self._lock:
-            self._settling -= 1
+            self._unannounced -= 1
             self._notify_change()
 
     # -- internals --------------------------------------------------------
@@ -533,12 +535,12 @@ class Pool:
         # each (wait_idle, while 5,000 VMs start) took a context switch
         # and a turn of the GIL from the workers twice per job
         # (docs/benchmarks.md, section 2).
-        def settled_and_true() -> bool:
-            return self._settling == 0 and predicate()
-        waiter = (settled_and_true, threading.Condition(self._lock))
+        def announced_and_true() -> bool:
+            return self._unannounced == 0 and predicate()
+        waiter = (announced_and_true, threading.Condition(self._lock))
         self._waiters.append(waiter)
         try:
-            return waiter[1].wait_for(settled_and_true, timeout)
+            return waiter[1].wait_for(announced_and_true, timeout)
         finally:
             self._waiters.remove(waiter)
 

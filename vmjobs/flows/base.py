@@ -189,9 +189,11 @@ class StartupJob(VmJob):
         # queued) nothing of this job stays staged; and an ended job, kept
         # listed for a while, keeps its JobInfo, not the request.
         self.release()
-        # Nothing reads the spec once the job ended (the flow is over);
-        # its paths, taken, are the registry's to give back.
+        # Nothing reads the spec or the domain XML once the job ended (the
+        # flow is over: libvirt has the XML, or it was not wanted); its
+        # paths, taken, are the registry's to give back.
         self.spec = None  # type: ignore[assignment]
+        self.domain_xml = None
         self.paths = ()
 
 
@@ -234,6 +236,13 @@ class ClaimJob(VmJob):
         """Drop the VM from the public registry, and end the job done, in
         one step; refused (JobAborted) if an abort came first."""
         self.complete(lambda: self.registry.drop_claimed(self.vm_id, self))
+
+    def on_ended(self) -> None:
+        # Last of a subclass's on_ended, whatever the end: an ended job,
+        # kept listed for a while, keeps its JobInfo, not the VM it worked
+        # on (its params, up to 64 KiB; the claim's end, done by now,
+        # needed only the registry's own record).
+        self.vm_before_claim = None
 
 
 # -- steps more than one flow takes ------------------------------------------

@@ -37,10 +37,6 @@ class CreateJob(StartupJob):
             self.step("commit")
             self.commit(status)
 
-    def on_ended(self):
-        self.domain_xml = None   # libvirt has it, or it was not wanted
-        super().on_ended()
-
 
 def ensure_no_domain(hv, vm_id):
     """Refuse to touch a domain we did not make: defining over an existing

@@ -90,30 +90,33 @@ class HibernateJob(ClaimJob):
             log.info("VM %s hibernated to %s", vm_id, self.path)
 
     def on_ended(self):
-        if self.status is JobStatus.DONE:
-            return   # committed: the VM left the public registry
-        if not self._ran:
-            # Ended while queued: the file it created is still empty.
-            self.release()
-        elif self._saved and not self._brought_back:
-            # The rollback could not bring the VM back: it is hibernated
-            # after all, its only state in the file (kept), and a restore
-            # is what brings it back. Listing it Up would be a lie.
-            log.error("VM %s could not be brought back: it stays "
-                      "hibernated in %s", self.vm_id, self.path)
-            self.registry.drop_claimed(self.vm_id, self)
-        elif not self._saved and \
-                self._domain_state() in (DomainState.SHUTOFF, None):
-            # Not committed, and its guest stopped meanwhile (its QEMU
-            # killed as the save began): it leaves, `Down`, as a guest
-            # stopped outside vmjobs does (guests.py), its domain left for
-            # VM.destroy; not put back `Up` first.
-            log.warning("VM %s: its guest stopped during its hibernation",
-                        self.vm_id)
-            self.registry.drop_claimed(self.vm_id, self)
-        else:
-            # Not committed: the VM stays public, as it was before.
-            self.registry.end_claim(self.vm_id, self)
+        try:
+            if self.status is JobStatus.DONE:
+                pass   # committed: the VM left the public registry
+            elif not self._ran:
+                # Ended while queued: the file it created is still empty.
+                self.release()
+            elif self._saved and not self._brought_back:
+                # The rollback could not bring the VM back: it is hibernated
+                # after all, its only state in the file (kept), and a restore
+                # is what brings it back. Listing it Up would be a lie.
+                log.error("VM %s could not be brought back: it stays "
+                          "hibernated in %s", self.vm_id, self.path)
+                self.registry.drop_claimed(self.vm_id, self)
+            elif not self._saved and \
+                    self._domain_state() in (DomainState.SHUTOFF, None):
+                # Not committed, and its guest stopped meanwhile (its QEMU
+                # killed as the save began): it leaves, `Down`, as a guest
+                # stopped outside vmjobs does (guests.py), its domain left for
+                # VM.destroy; not put back `Up` first.
+                log.warning("VM %s: its guest stopped during its hibernation",
+                            self.vm_id)
+                self.registry.drop_claimed(self.vm_id, self)
+            else:
+                # Not committed: the VM stays public, as it was before.
+                self.registry.end_claim(self.vm_id, self)
+        finally:
+            super().on_ended()
 
     def _save(self):
         self._save_asked = True

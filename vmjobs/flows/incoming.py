@@ -64,13 +64,13 @@ class MigrationDestinationJob(StartupJob):
     error_class = MigrateError
 
     def __init__(self, spec, hypervisor, registry, arrival_timeout,
-                 check_interval=1.0, incoming_limit=None, late_arrivals=None,
-                 **kwargs):
-        # The domain XML was needed only to check its UUID: the source
-        # sends the domain.
+                 check_interval, incoming_limit, late_arrivals, **kwargs):
+        # The domain XML was needed only by the verb's checks (its UUID,
+        # the host paths it holds): the source sends the domain.
         super().__init__(dataclasses.replace(spec, xml=None), hypervisor,
                          registry, **kwargs)
-        # At most this many migrations in at once (None: no limit).
+        # At most this many migrations in at once (migration.max_incoming,
+        # or less if the caller asked).
         self.staging_limit = incoming_limit
         self.arrival_timeout = arrival_timeout
         self.check_interval = check_interval

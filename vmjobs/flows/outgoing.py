@@ -59,6 +59,10 @@ BUSY = (82, 1100, 503)
 # failed, may hold the guest's only running copy: it is never destroyed.
 NOTHING, PERHAPS, STAGED, UNSETTLED = \
     "nothing", "perhaps", "staged", "unsettled"
+# Seconds a call to the destination service may take at the most (less
+# if the job's deadline comes first): one that does not answer holds a
+# worker no longer.
+CALL_WAIT = 60.0
 # Seconds the rollback tries to destroy a copy the destination perhaps
 # has: past them (a destination that does not answer) it is left to the
 # destination's own arrival timeout, and the abort is not held up longer.
@@ -98,10 +102,10 @@ class DestinationRefused(VdsmError):
 
 class OutgoingSlots:
     """The outgoing migrations in the order VM.migrate was called, until
-    each job ends: the first `limit` (None: all) have a slot, the others
-    wait for one, parked."""
+    each job ends: the first `limit` (migration.max_outgoing) have a slot,
+    the others wait for one, parked."""
 
-    def __init__(self, limit=None):
+    def __init__(self, limit):
         self.limit = limit
         self._lock = threading.Lock()   # guards _order
         self._order = []
@@ -112,8 +116,7 @@ class OutgoingSlots:
 
     def has_slot(self, job):
         with self._lock:
-            return self.limit is None or \
-                job in self._order[:self.limit]
+            return job in self._order[:self.limit]
 
     def leave(self, job):
         """`job` ended (or never runs): the next in line gets its slot."""
@@ -121,8 +124,7 @@ class OutgoingSlots:
             if job not in self._order:
                 return
             self._order.remove(job)
-            holders = self._order if self.limit is None else \
-                self._order[:self.limit]
+            holders = self._order[:self.limit]
         for waiting in holders:    # outside the lock: wake takes the job's
             waiting.wake()
 
@@ -146,14 +148,14 @@ class MigrationSourceJob(ClaimJob):
     cancel_timeout = 30.0
 
     def __init__(self, vm_id, target, hypervisor, registry, connect,
-                 default_timeout, slots=None, **kwargs):
+                 default_timeout, slots, **kwargs):
         """`target`: a params.MigrationTarget; `connect(dst, timeout)`: a
         client of the destination service (with call(method, params));
-        `slots`: the host's OutgoingSlots (None: no limit)."""
+        `slots`: the host's OutgoingSlots."""
         super().__init__(vm_id, hypervisor, registry, **kwargs)
         self.target = target
         self.migration_timeout = target.timeout or default_timeout
-        self.slots = slots or OutgoingSlots()
+        self.slots = slots
         self._connect = connect
         # Set once the destination's job that holds the VM staged was
         # asked to settle it (_settled_on_destination).
@@ -286,16 +288,9 @@ class MigrationSourceJob(ClaimJob):
 
     def _listed_on_destination(self):
         """True once the destination lists the VM as public (its job
-        committed it), else None: looked at again at the next poll."""
-        try:
-            stats = self._call_destination(
-                "VM.getStats", {"vmID": self.vm_id},
-                time.monotonic() + CONFIRM_POLL)
-        except (MigrateError, RemoteError):
-            return None   # unreachable, or not (yet) its VM
-        if isinstance(stats, dict) and stats.get("staging") is False:
-            return True
-        return None
+        committed it), else None (unreachable, or not yet its public VM):
+        looked at again at the next poll."""
+        return True if self._held_on_destination() == PUBLIC else None
 
     def _held_on_destination(self):
         """What the destination holds of the VM now: PUBLIC, ABSENT, the
@@ -419,28 +414,32 @@ class MigrationSourceJob(ClaimJob):
         log.info("VM %s migrated to %s", self.vm_id, self.target.dst)
 
     def on_ended(self):
-        if self._migrated:
-            self.slots.leave(self)
-            if self.status is not JobStatus.DONE:
+        try:
+            if self._migrated:
+                self.slots.leave(self)
+                if self.status is not JobStatus.DONE:
+                    self.registry.drop_claimed(self.vm_id, self)
+            elif self._guest_stopped():
+                # Not migrated, and its guest stopped meanwhile (its QEMU
+                # killed mid-transfer, a crash): it leaves, `Down`, as a guest
+                # stopped outside vmjobs does (guests.py), its domain left shut
+                # off for VM.destroy; not put back in its previous status
+                # first, which listed a dead guest `Up` until the guest watch
+                # looked.
+                log.warning("VM %s: its guest stopped during its migration",
+                            self.vm_id)
+                self._leave_slot()
                 self.registry.drop_claimed(self.vm_id, self)
-        elif self._guest_stopped():
-            # Not migrated, and its guest stopped meanwhile (its QEMU
-            # killed mid-transfer, a crash): it leaves, `Down`, as a guest
-            # stopped outside vmjobs does (guests.py), its domain left shut
-            # off for VM.destroy; not put back in its previous status
-            # first, which listed a dead guest `Up` until the follower of
-            # guests looked.
-            log.warning("VM %s: its guest stopped during its migration",
-                        self.vm_id)
-            self._leave_slot()
-            self.registry.drop_claimed(self.vm_id, self)
-        else:
-            # Not migrated: the VM stays public, as it was before.
-            self.release()
+            else:
+                # Not migrated: the VM stays public, as it was before.
+                self.release()
+        finally:
+            self._xml = None   # the domain XML it sent, or would have
+            super().on_ended()
 
     def _guest_stopped(self):
         """Is the VM's domain shut off, or gone? False if libvirt cannot
-        say: the VM then stays, and the follower of guests tells."""
+        say: the VM then stays, and the guest watch (guests.py) tells."""
         return self._look_here() in (DomainState.SHUTOFF, None)
 
     # -- the destination service --------------------------------------------
@@ -449,7 +448,7 @@ class MigrationSourceJob(ClaimJob):
         """`method` on the destination service. `abortable`: an abort
         interrupts the call and the job ends aborted (never a call of the
         rollback, which must reach the destination)."""
-        timeout = max(1.0, min(60.0, deadline - time.monotonic()))
+        timeout = max(1.0, min(CALL_WAIT, deadline - time.monotonic()))
         try:
             with self._connect(self.target.dst, timeout) as peer:
                 if not abortable:
@@ -522,7 +521,7 @@ class MigrationSourceJob(ClaimJob):
                                "the destination is kept")
         perhaps = self._on_destination == PERHAPS
         deadline = time.monotonic() + (
-            PERHAPS_DESTROY_WAIT if perhaps else 60.0)
+            PERHAPS_DESTROY_WAIT if perhaps else CALL_WAIT)
         try:
             self._call_destination("VM.destroy", {"vmID": self.vm_id},
                                    deadline)

@@ -479,7 +479,7 @@ class DomainInfo:
     metadata: str | None   # our metadata element, if the domain has it
 
 
-def _guest_kind(capabilities_xml, uri, wanted=None):
+def _guest_kind(capabilities_xml, uri, wanted):
     """The guest to make on a connection with these capabilities: of type
     `wanted` (kvm, qemu, test), or the fastest offered; the host's own
     architecture first."""
@@ -597,7 +597,7 @@ _NO_STATS = (NO_DOMAIN, OPERATION_INVALID, libvirt.VIR_ERR_NO_SUPPORT,
              libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
 
 
-def _migrate_params(migration_uri=None, max_bandwidth=None):
+def _migrate_params(migration_uri, max_bandwidth):
     params = {}
     if migration_uri:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = migration_uri

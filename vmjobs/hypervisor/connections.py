@@ -55,7 +55,7 @@ OPEN_HEADROOM = 16
 
 
 class Connections:
-    def __init__(self, uri, count=1):
+    def __init__(self, uri, count):
         """Open `count` connections to `uri` (one on the test driver)."""
         self.uri = uri
         first = open_connection(uri)
