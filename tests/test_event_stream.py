@@ -425,6 +425,48 @@ def test_the_subscriber_cap_apart_from_the_connection_cap(serve):
     assert readers[1].ended is None
 
 
+def test_a_stream_closed_at_the_cap_leaves_its_slot_to_the_next_at_once(
+        serve, tmp_path):
+    """A subscriber that closes its stream at the cap and opens another
+    (an engine reconnecting) is served, not answered 503 for the second
+    the service takes to notice the close (found by the clean-room run
+    against API.md: "at most events.max_subscribers streams open at
+    once")."""
+    api, server = serve(max_subscribers=2)
+    path = f"{tmp_path}/vmjobs.sock"
+    held = [_raw_stream(path) for _ in range(2)]
+    assert [status for _, status in held] == [200, 200]
+    subscribers(api, 2)
+    # Positive control: while both stay open, one more is refused.
+    extra, status = _raw_stream(path)
+    extra.close()
+    assert status == 503
+    for sock, _ in held:
+        sock.close()
+    fresh, status = _raw_stream(path)
+    fresh.close()
+    assert status == 200
+
+
+def _raw_stream(path):
+    """GET /events on Unix socket `path`: (the socket, the status)."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(WAIT)
+    sock.connect(path)
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(1)
+        assert data, "closed before its head"
+        head += data
+    status = int(head.split()[1])
+    if status == 200:   # the stream's opening: where it starts
+        opening = b""
+        while not opening.endswith(b"\n\n\r\n"):
+            opening += sock.recv(1)
+    return sock, status
+
+
 def _stream_opens(address):
     """True once a stream opens; None if answered 503 (its slot is freed
     just after its subscriber left)."""

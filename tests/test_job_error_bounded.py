@@ -74,3 +74,38 @@ def test_every_ended_job_kept_fits_one_answer(make_api, hypervisor):
 
 def test_a_short_error_message_is_kept_whole():
     assert error_of("libvirt: no such file") == "libvirt: no such file"
+
+
+def _refusal(api, method, params):
+    from vmjobs.rpc import Dispatcher
+    raw = Dispatcher(api).handle(json.dumps(
+        {"jsonrpc": "2.0", "method": method, "params": params,
+         "id": 1}).encode())
+    return json.loads(raw)["error"]
+
+
+@pytest.mark.parametrize("method,params,param", [
+    ("VM.getStats", {"vmID": "x" * 200_000}, "vmID"),
+    ("VM.destroy", {"vmID": "\U0001f600" * 50_000}, "vmID"),
+    ("x" * 200_000, {}, None),
+])
+def test_a_verbs_refusal_message_is_bounded_too(api, method, params, param):
+    """A refusal's message echoes what the caller sent (the value, the
+    method's name): it is cut as a job's error is (found by the clean-room
+    run against API.md: a 200 KB vmID came back whole in the -32602
+    message, in every such answer of a batch and to the in-process
+    caller)."""
+    error = _refusal(api, method, params)
+    assert len(json.dumps(error["message"])) < MAX_ERROR_MESSAGE + 100
+    assert "[cut: " in error["message"]
+    if param is not None:
+        assert error["code"] == -32602 and error["data"] == {"param": param}
+    else:
+        assert error["code"] == -32601
+
+
+def test_a_short_refusal_message_is_whole(api):
+    """The positive control: a short bad value is named whole."""
+    error = _refusal(api, "VM.getStats", {"vmID": "not-a-uuid"})
+    assert "'not-a-uuid'" in error["message"]
+    assert "cut" not in error["message"]

@@ -3,6 +3,8 @@
 The numbers are VDSM's (API.md), so an oVirt-style engine understands them.
 """
 
+from workers import bounded_error
+
 
 class VdsmError(Exception):
     """A verb failure: `code` and `name` as in API.md, a message a person
@@ -13,6 +15,10 @@ class VdsmError(Exception):
     expected = True
 
     def __init__(self, message, data=None):
+        # Cut as a job's error is (workers.bounded_error): a message may
+        # echo what the caller sent (a value, a method's name), and a
+        # 200 KB vmID came back whole in the answer (the clean-room run).
+        message = bounded_error({"message": message})["message"]
         super().__init__(message)
         self.message = message
         self.data = data

@@ -56,6 +56,10 @@ SLOW = 1.0
 WRITE_POLL = 0.25
 # Seconds a stop waits for the streams to send their end.
 STOP_WAIT = 5.0
+# Seconds a GET /events at the cap waits for the dispatcher's look whether
+# a subscriber left, and then for the slot that subscriber's stream gives
+# back (its connection's thread releases it once the stream has ended).
+RECLAIM_WAIT = 1.0
 # The most bytes of notifications a stream frames at once (at least one
 # notification): what it holds of its own beyond references to the
 # feed's notifications, whatever its backlog.
@@ -71,13 +75,19 @@ class Streams:
         self._notifications = notifications
         self._slots = threading.BoundedSemaphore(max_subscribers)
         # Guards everything below; _changed is notified as a stream opens
-        # or ends, and at a stop.
+        # or ends, at a stop, and when a look asked for at the cap is done.
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._open = set()       # subscriptions of the connections served
         self._streams = set()    # their _Streams, once answered
         self._stopping = None    # time.monotonic() of the stop
         self._dispatcher = None
+        # Looks whether subscribers left, asked for at the cap (a count),
+        # the count the dispatcher's last look answered, and how many
+        # streams that look found gone.
+        self._looks_asked = 0
+        self._looks_done = 0
+        self._found_gone = 0
         # A stream opened since the dispatcher last looked: its backlog
         # (a resume, a resync) goes at once, not after the next
         # notification or look (GONE_POLL) on an idle service.
@@ -95,7 +105,7 @@ class Streams:
                 return handler.answer(400, b"Last-Event-ID must be the "
                                       b"id of an event (an integer)\n",
                                       close=True)
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(blocking=False) and not self._reclaim():
             return handler.answer_busy(
                 b"too many event streams: retry later\n")
         try:
@@ -138,6 +148,31 @@ class Streams:
             self._changed.notify_all()
             self._changed.wait_for(lambda: not self._open, timeout)
 
+    def _reclaim(self):
+        """At the cap: have the dispatcher look at once whether a
+        subscriber closed its end (it looks by itself only every
+        GONE_POLL), and take the slot such a stream gives back; True if
+        taken. A client that closes its stream and opens another (an
+        engine reconnecting) is then served, not refused for the second
+        the service takes to notice (the clean-room run against API.md:
+        "at most events.max_subscribers streams open at once")."""
+        with self._lock:
+            if self._dispatcher is None or self._stopping:
+                return False
+            self._looks_asked += 1
+            asked = self._looks_asked
+        # Wakes the dispatcher's wait for a notification (as a new stream
+        # does); set after the count, so the turn that clears it sees it.
+        self._opened.set()
+        self._notifications.wake()
+        with self._lock:
+            if not self._changed.wait_for(
+                    lambda: self._looks_done >= asked or self._stopping,
+                    RECLAIM_WAIT):
+                return False
+            found = self._found_gone
+        return bool(found) and self._slots.acquire(timeout=RECLAIM_WAIT)
+
     def _start_dispatcher(self):
         # Caller holds _lock.
         if self._dispatcher is None:
@@ -176,10 +211,13 @@ class Streams:
             with self._lock:   # those opened meanwhile take this turn too
                 streams = list(self._streams)
                 stopping = self._stopping
+                asked = self._looks_asked
+                look_asked = asked > self._looks_done
             now = time.monotonic()
-            look = now >= gone_due
+            look = now >= gone_due or look_asked
             if look:
                 gone_due = now + GONE_POLL
+            gone = 0
             # This turn's chunks, by (first, last notification, chunked).
             chunks = {}
             for stream in streams:
@@ -190,9 +228,15 @@ class Streams:
                     log.exception("event stream failed")
                     going_on = False
                 if not going_on:
+                    gone += 1
                     with self._lock:
                         self._streams.discard(stream)
                     stream.done.set()
+            if look:
+                with self._lock:   # answers the looks asked at the cap
+                    self._looks_done = asked
+                    self._found_gone = gone
+                    self._changed.notify_all()
 
 
 class _Stream:
