@@ -1197,6 +1197,11 @@ class ChaosRun:
                 raise Violation(f"step {entry['step']}: {kind} hang: "
                                 f"{exc}") from None
             entry["came_back"][host.name] = seen
+            self.notes["hang: jobs in flight at the thaw"] += \
+                seen["in_flight"]
+            self.notes["hang: slowest end of them, s after the thaw"] = max(
+                self.notes["hang: slowest end of them, s after the thaw"],
+                seen["jobs_after"])
             self.notes["hang: slowest fresh VM.create Up, s after the "
                        "thaw"] = max(self.notes["hang: slowest fresh "
                                                 "VM.create Up, s after the "

@@ -90,7 +90,9 @@ def wedged(host, probe_id, thawed, bound=HANG_BOUND, mem_mib=32):
     """Check that host (a ChaosHost) came back from a freeze that ended at
     `thawed` (time.monotonic()), within `bound`: raises Wedged naming what
     did not. What it saw is returned: {"stats_after", "jobs_after",
-    "idle_after", "up_after"} in seconds after the thaw.
+    "idle_after", "up_after"} in seconds after the thaw, and what its
+    first look found: "in_flight" (jobs not ended), "held" (the pool's
+    running).
 
     `probe_id`: the vmId of the fresh VM.create (destroyed once Up)."""
     deadline = thawed + bound
@@ -130,6 +132,9 @@ def wedged(host, probe_id, thawed, bound=HANG_BOUND, mem_mib=32):
         running = [job_id for job_id, info in jobs.items()
                    if info["status"] not in ENDED]
         stats = call("Host.getStats", "Host.getStats")
+        # What the first look found: jobs not ended, workers held.
+        seen.setdefault("in_flight", len(running))
+        seen.setdefault("held", stats["running"])
         if not running and stats["running"] == 0:
             break
         if time.monotonic() > deadline:
