@@ -6,7 +6,8 @@ stopped by a debugger last minutes. Fault `hang` freezes (SIGSTOP), then
 lets go on (SIGCONT), one of:
 
 - `libvirtd`: one host's libvirtd for 10 to 90 s, past its keepalive
-  (5 s x 5: the service's connections are closed by then) and past the
+  (5 s x 5; the service's connections have none of their own: a call
+  waits for the daemon to go on, docs/chaos.md, round 15) and past the
   migration bounds, while a creation on that host and migrations to and
   from it run into it;
 - `qemu`: one guest's QEMU for 10 to 60 s while a job works on it (its
@@ -19,8 +20,8 @@ The invariant they check is the one a wedged host breaks (wedged()):
 once every freeze has ended, within HANG_BOUND each host answers
 Host.getStats, every job that was in flight has ended, no worker of its
 pool is still held by one (a worker in a libvirt call of a frozen daemon
-comes back once the daemon goes on or keepalive closes its connection),
-and a fresh VM.create on it reaches Up (then is destroyed)."""
+comes back once the daemon goes on), and a fresh VM.create on it reaches
+Up (then is destroyed)."""
 
 import http.client
 import os
