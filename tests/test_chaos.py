@@ -523,3 +523,50 @@ def test_the_counts_of_domains_in_no_registry_and_the_operators_own():
                              [public])
     assert externals_touched("a", domains, Outside(external={"gone"}),
                              [public])
+
+
+def test_the_hang_mix_replays_its_seeds_and_hangs_often():
+    deep = list(itertools.islice(schedule(SEED, 0.3, "deep"), 2000))
+    hang = list(itertools.islice(schedule(SEED, 0.3, "hang"), 2000))
+    assert hang == list(itertools.islice(schedule(SEED, 0.3, "hang"), 2000))
+    assert "hang" not in {s[1] for s in deep}
+    faults = collections.Counter(s[1] for s in hang if s[0] == "fault")
+    # As often as the deep mix's other faults together (half of them).
+    assert 0.4 < faults["hang"] / sum(faults.values()) < 0.6
+
+
+def test_a_host_whose_service_is_frozen_is_found_wedged(tmp_path):
+    """chaos_hang.wedged: a host that answers, runs no job and starts a
+    fresh VM passes (the control); its service frozen past the bound is
+    Wedged, named so; once it goes on, it passes again, and no probe VM
+    is left behind."""
+    import time
+    import uuid
+
+    from vmjobs.tools import chaos_hang
+    from vmjobs.tools.chaos_host import ChaosHost
+    require_daemon()
+    assert chaos_hang.HANG_BOUND == 150.0   # jobs 120 s + settle 30 s
+    states = tmp_path / "states"
+    states.mkdir()
+    host = ChaosHost("a", tmp_path / "a", str(states))
+    host.start_daemon()
+    try:
+        host.start_service()
+        seen = chaos_hang.wedged(host, str(uuid.uuid4()), time.monotonic())
+        assert 0 < seen["up_after"] < chaos_hang.HANG_BOUND
+        pid = host.process.pid
+        assert chaos_hang.stop(pid)
+        try:
+            with pytest.raises(chaos_hang.Wedged,
+                               match="a: no answer to Host.getStats within "
+                               "1 s"):
+                chaos_hang.wedged(host, str(uuid.uuid4()), time.monotonic(),
+                                  bound=1.0)
+        finally:
+            chaos_hang.go_on(pid)
+        seen = chaos_hang.wedged(host, str(uuid.uuid4()), time.monotonic())
+        assert seen["up_after"] < chaos_hang.HANG_BOUND
+        assert host.call("Host.getVMList") == []
+    finally:
+        host.close()

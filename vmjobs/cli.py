@@ -147,7 +147,7 @@ def build_parser():
                        help="probability that a step is a fault")
     chaos.add_argument("--mix", choices=("deep", "wide", "classic",
                                          "partition", "log-full",
-                                         "fd-limit", "operator"),
+                                         "fd-limit", "operator", "hang"),
                        default="deep",
                        help="the operations and faults drawn (default "
                        "deep; wide and classic: the mixes before it, for "
@@ -157,7 +157,9 @@ def build_parser():
                        "disk full for a few steps; fd-limit: deep, a "
                        "service out of file descriptors for a few "
                        "seconds; operator: deep, an operator's virsh on "
-                       "vmjobs' domains behind the service's back)")
+                       "vmjobs' domains behind the service's back; hang: "
+                       "deep, a libvirtd, a guest's QEMU or a service "
+                       "frozen 10 to 90 s, then each host must come back)")
     chaos.add_argument("--known", action="append", default=[],
                        choices=("arrival-without-source",
                                 "unreadable-domain",

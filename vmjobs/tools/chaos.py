@@ -25,7 +25,13 @@ import uuid
 import libvirt
 
 from ..client import RemoteError
-from . import chaos_fdlimit, chaos_operator, chaos_partition, procfs
+from . import (
+    chaos_fdlimit,
+    chaos_hang,
+    chaos_operator,
+    chaos_partition,
+    procfs,
+)
 from .chaos_checks import (
     Outside,
     arrivals_without_source,
@@ -113,7 +119,8 @@ class ChaosRun:
         self._log_freed = set()   # hosts whose disk had room again since
         # The blocks of ports whose nftables table the run made.
         self._guarded = []
-        self._cut_jobs = set()   # migrations asked for around a partition
+        # Migrations asked for around a partition or a hang: {job: fault}.
+        self._fault_jobs = {}
         self._ids = random.Random(seed + 1)   # VM ids, from the seed too
         self.ledger = Ledger()
         # job id -> (host index, kind, vm, path, step)
@@ -141,6 +148,9 @@ class ChaosRun:
         self._own_order = [[] for _ in self.hosts]
         self._names_seen = [{} for _ in self.hosts]
         self._own_ids = random.Random(seed + 2)
+        # The hang mix: the vmIds of the fresh VM.create that checks a host
+        # came back (chaos_hang.wedged), from the seed too.
+        self._probe_ids = random.Random(seed + 3)
 
     # -- the run ----------------------------------------------------------------
 
@@ -742,9 +752,11 @@ class ChaosRun:
             entry["after"] = round(2.0 * (moment - 0.5), 2)
             time.sleep(entry["after"])
 
-    def _migrate_around_cut(self, h, draw, cap, entry, when):
+    def _migrate_around_cut(self, h, draw, cap, entry, when,
+                            fault="partition"):
         """VM.migrate of a public VM of host h, drawn, to the other host, at
-        most `cap` (0-1: 4 to 16 MiB/s; above 0.5 or None: full speed)."""
+        most `cap` (0-1: 4 to 16 MiB/s; above 0.5 or None: full speed);
+        its outcome counted apart, as a migration under `fault`."""
         vm_id = pick(self._public(h), draw)
         if vm_id is None:
             return
@@ -770,8 +782,8 @@ class ChaosRun:
             return
         self._queue(h, "migrate", vm_id, asked, answer)
         asked["outcome"] = "queued"
-        self._cut_jobs.add(asked["job"])
-        self.ops[("migrate (in a partition)", "queued")] += 1
+        self._fault_jobs[asked["job"]] = fault
+        self.ops[(f"migrate (in a {fault})", "queued")] += 1
 
     # -- the log-full mix ------------------------------------------------------------
 
@@ -1162,6 +1174,146 @@ class ChaosRun:
             self._own_order[h].clear()
             self._outside[h].external.clear()
 
+    # -- the hang mix ----------------------------------------------------------------
+
+    def _fault_hang(self, h, draw, entry):
+        """A long freeze on host h (chaos_hang): its libvirtd, one of its
+        guests' QEMU under a job, or its service under a migration; then
+        SIGCONT, and both hosts must come back within
+        chaos_hang.HANG_BOUND (chaos_hang.wedged)."""
+        more = sub_draws(draw)
+        kind = chaos_hang.KINDS[int(more.random() * len(chaos_hang.KINDS))]
+        entry["hang"] = kind
+        outcome = getattr(self, f"_hang_{kind}")(h, more, entry)
+        thawed = time.monotonic()
+        entry["came_back"] = {}
+        for host in self.hosts:
+            probe = str(uuid.UUID(int=self._probe_ids.getrandbits(128),
+                                  version=4))
+            try:
+                seen = chaos_hang.wedged(host, probe, thawed,
+                                         mem_mib=self.mem_mib)
+            except (chaos_hang.Wedged, RemoteError) as exc:
+                raise Violation(f"step {entry['step']}: {kind} hang: "
+                                f"{exc}") from None
+            entry["came_back"][host.name] = seen
+            self.notes["hang: jobs in flight at the thaw"] += \
+                seen["in_flight"]
+            self.notes["hang: slowest end of them, s after the thaw"] = max(
+                self.notes["hang: slowest end of them, s after the thaw"],
+                seen["jobs_after"])
+            self.notes["hang: slowest fresh VM.create Up, s after the "
+                       "thaw"] = max(self.notes["hang: slowest fresh "
+                                                "VM.create Up, s after the "
+                                                "thaw"], seen["up_after"])
+        self.checks += 1
+        return outcome
+
+    def _hang_libvirtd(self, h, more, entry):
+        """Host h's libvirtd frozen 10 to 90 s (past its keepalive and the
+        migration bounds): one time in two a migration from h and one to
+        h are asked first (the freeze at once, or once the first is in
+        step migrate), and one time in two a VM.create on h just before
+        the freeze, whose job runs into it."""
+        out, back, moment, create, vm_a, vm_b, length = (
+            more.random() for _ in range(7))
+        seconds = chaos_hang.seconds(chaos_hang.LIBVIRTD_SECONDS, length)
+        entry.update(seconds=round(seconds, 1), migrations=[])
+        if out < 0.5:
+            self._migrate_around_cut(h, vm_a, None, entry, "before", "hang")
+        if back < 0.5:
+            self._migrate_around_cut(1 - h, vm_b, None, entry, "before",
+                                     "hang")
+        jobs = [(0 if a["from"] == self.hosts[0].name else 1, a["job"])
+                for a in entry["migrations"] if "job" in a]
+        if jobs and moment < 0.5:
+            entry["moment"] = self._wait_for_step(*jobs[0], "migrate", 5.0)
+        if create < 0.5:
+            try:
+                entry["create"] = self._op_create(h, create, entry)
+            except (RemoteError, ServiceDown) as exc:
+                entry["create"] = f"{exc}"[:200]
+        pid = self.hosts[h].sandbox.daemon_pid()
+        if pid is None or not chaos_hang.stop(pid):
+            return "no daemon"
+        try:
+            time.sleep(seconds)   # the fault's length, not a wait
+        finally:
+            chaos_hang.go_on(pid)
+        return "resumed"
+
+    def _hang_qemu(self, h, more, entry):
+        """One guest's QEMU on host h frozen 10 to 60 s while a job works
+        on it: its hibernation or its migration (frozen once the job is in
+        step save or migrate), or a VM.destroy of it (asked once it is
+        frozen)."""
+        which, verb, length = (more.random() for _ in range(3))
+        seconds = chaos_hang.seconds(chaos_hang.QEMU_SECONDS, length)
+        vm_id = pick(self._public(h), which)
+        if vm_id is None:
+            return "no VM"
+        job = ("hibernate", "migrate", "destroy")[int(verb * 3)]
+        entry.update(vm=vm_id, seconds=round(seconds, 1), job_kind=job)
+        if job != "destroy":
+            self._into_step(h, vm_id, "save" if job == "hibernate"
+                            else "migrate", entry)
+        pid = dict(qemu_processes([self.hosts[h]])).get(vm_id)
+        if pid is None or not chaos_hang.stop(pid):
+            return "no guest"
+        destroyed = {}
+
+        def destroy():
+            try:
+                self.hosts[h].call_once("VM.destroy", vmID=vm_id)
+                destroyed["outcome"] = "done"
+            except RemoteError as exc:
+                destroyed["outcome"] = f"refused {exc.code}"
+            except ServiceDown:
+                destroyed["outcome"] = "unreachable"
+
+        thread = None
+        try:
+            if job == "destroy":
+                thread = threading.Thread(target=destroy)
+                thread.start()
+            time.sleep(seconds)   # the fault's length, not a wait
+        finally:
+            chaos_hang.go_on(pid)
+            if thread is not None:
+                thread.join()
+        if job == "destroy":
+            entry["destroy"] = destroyed["outcome"]
+            if destroyed["outcome"] == "done":
+                self.ledger.destroy_answered(vm_id, entry["step"])
+            elif destroyed["outcome"] == "unreachable":
+                self.ledger.destroy_lost(vm_id)
+        return "resumed"
+
+    def _hang_service(self, h, more, entry):
+        """Host h's service frozen 10 to 40 s while a migration to it or
+        from it runs (asked of the other host, or of h itself), frozen
+        once that migration's source job is in step
+        prepare-destination or migrate (or at once)."""
+        direction, which, moment, length = (more.random() for _ in range(4))
+        seconds = chaos_hang.seconds(chaos_hang.SERVICE_SECONDS, length)
+        source = 1 - h if direction < 0.5 else h
+        entry.update(seconds=round(seconds, 1), migrations=[])
+        self._migrate_around_cut(source, which, None, entry, "before",
+                                 "hang")
+        job_id = next((a["job"] for a in entry["migrations"]
+                       if "job" in a), None)
+        if job_id is not None and moment >= 0.25:
+            step = "prepare-destination" if moment < 0.5 else "migrate"
+            entry["moment"] = self._wait_for_step(source, job_id, step, 5.0)
+        process = self.hosts[h].process
+        if process is None or not chaos_hang.stop(process.pid):
+            return "no service"
+        try:
+            time.sleep(seconds)   # the fault's length, not a wait
+        finally:
+            chaos_hang.go_on(process.pid)
+        return "resumed"
+
     # -- the full state directory -------------------------------------------------
 
     def _mount_full_dir(self):
@@ -1296,9 +1448,9 @@ class ChaosRun:
             del self.inflight[job_id]
             status = info["status"] if info else "lost"
             self.ops[(f"{kind} job", status)] += 1
-            if job_id in self._cut_jobs:
-                self._cut_jobs.discard(job_id)
-                self.ops[("migrate job under a partition", status)] += 1
+            fault = self._fault_jobs.pop(job_id, None)
+            if fault is not None:
+                self.ops[(f"migrate job under a {fault}", status)] += 1
             self.ledger.job_ended(kind, vm_id, path, step, status)
 
     def _resolve_uncertain(self):

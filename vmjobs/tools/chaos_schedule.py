@@ -26,7 +26,10 @@ service's back, at random moments, mid-job too (chaos_operator): an
 undefine, a destroy, a reset or a reboot, a managedsave (and a later start
 that restores it), a live setmem or setvcpus, a define of a changed XML,
 a domain of their own named as a vmjobs VM that has just left, and one of
-these in the middle of a recovery."""
+these in the middle of a recovery; and `hang`, the deep mix with long
+freezes (chaos_hang), past every bound vmjobs has: a libvirtd, a guest's
+QEMU under a job, a service under a migration, drawn as often as the
+deep mix's other faults together."""
 
 import random
 
@@ -49,6 +52,9 @@ PARTITION_FAULTS = DEEP_FAULTS + ("partition",) * len(DEEP_FAULTS)
 
 LOG_FULL_FAULTS = DEEP_FAULTS + ("log_full",)
 
+# Long hangs (chaos_hang): drawn as often as the deep faults together.
+HANG_FAULTS = DEEP_FAULTS + ("hang",) * len(DEEP_FAULTS)
+
 FD_LIMIT_FAULTS = DEEP_FAULTS + ("fd_limit",)
 
 # The operator's virsh: `virsh` (one of chaos_operator.ACTIONS, drawn) as
@@ -64,7 +70,8 @@ MIXES = {"classic": (OPS, FAULTS), "wide": (WIDE_OPS, WIDE_FAULTS),
          "partition": (DEEP_OPS, PARTITION_FAULTS),
          "log-full": (DEEP_OPS, LOG_FULL_FAULTS),
          "fd-limit": (DEEP_OPS, FD_LIMIT_FAULTS),
-         "operator": (OPERATOR_OPS, OPERATOR_FAULTS)}
+         "operator": (OPERATOR_OPS, OPERATOR_FAULTS),
+         "hang": (DEEP_OPS, HANG_FAULTS)}
 # Mixes whose hosts talk over loopback TCP (the others: Unix sockets).
 TCP_MIXES = ("partition",)
 DEFAULT_MIX = "deep"
