@@ -79,3 +79,44 @@ def test_observed_after_it_finished_hears_the_end_once():
         assert job.wait(WAIT)
     calls = heard(job)
     assert [(s, step) for s, step, _, _ in calls] == [("done", "two")]
+
+
+class SlowEnd(Job):
+    """A job whose end hook waits for `gate`: its status has ended, its
+    end has not run yet."""
+    job_type = "slow-end"
+
+    def __init__(self):
+        super().__init__()
+        self.in_hook = threading.Event()
+        self.gate = threading.Event()
+
+    def run(self):
+        self.step("work")
+
+    def on_ended(self):
+        self.in_hook.set()
+        assert self.gate.wait(WAIT)
+
+
+def test_info_shows_the_end_only_once_the_end_hooks_ran():
+    """JobInfo says a job ended when its observer hears it (the events)
+    and its pool counts it: once its end hooks ran, which give a claimed
+    VM back its status. Before, info() said done while on_ended still ran
+    (the clean-room run, round 2: a migration listed aborted while its VM
+    still said Migration Source). The control: after the hooks, done with
+    its end time."""
+    with Pool(1, 10) as pool:
+        job = SlowEnd()
+        heard_statuses = []
+        job.observe(lambda job, info: heard_statuses.append(info["status"]))
+        pool.submit(job)
+        assert job.in_hook.wait(WAIT)
+        during = job.info()
+        heard_during = list(heard_statuses)
+        job.gate.set()
+        assert job.wait(WAIT)
+    assert during["status"] == "running" and "ended" not in during, during
+    assert heard_during[-1] == "running"
+    after = job.info()
+    assert after["status"] == "done" and "ended" in after, after
