@@ -445,11 +445,6 @@ class Job:
         step boundary (a parked one is woken for it). Raises JobEnded if
         the job already ended."""
         with self._lock:
-            if self._status in ENDED and not self._finished:
-                # Its end hooks run: it is shown as before its end
-                # (_snapshot), and an abort there comes too late, as one
-                # after a job's last step does.
-                return
             was = self._status
             self._move_through(self._path(Event.ABORT))
             runner = self._unpark(ABORT_REQUESTED) \
@@ -577,21 +572,10 @@ class Job:
 
     def _snapshot(self) -> Dict[str, Any]:
         # Caller holds self._lock.
-        status, ended_at, error = self._status, self._ended_at, self._error
-        if status in ENDED and not self._finished:
-            # Its end hooks still run (a claimed VM given back its status,
-            # a rollback's last call): shown as it was until they ran, as
-            # its observer (the events) and its pool's counts show it, so
-            # that whoever reads the job ended reads its VM as the end
-            # left it. (A poller read a migration `aborted` while its VM
-            # still said `Migration Source`: the clean-room run, round 2.)
-            status = next(s for s in reversed(self._history)
-                          if s not in ENDED)
-            ended_at = error = None
         info: Dict[str, Any] = {
             "id": self.id,
             "job_type": self.job_type,
-            "status": status.value,
+            "status": self._status.value,
             "description": self.description,
             "step": self._step,
             "created": self.created,
@@ -602,12 +586,12 @@ class Job:
             info["stuck"] = True
         if self._progress is not None:
             info["progress"] = self._progress
-        if error is not None:
-            info["error"] = error
+        if self._error is not None:
+            info["error"] = self._error
         if self._started_at is not None:
             info["started"] = self._started_at
-        if ended_at is not None:
-            info["ended"] = ended_at
+        if self._ended_at is not None:
+            info["ended"] = self._ended_at
         return info
 
     def _observed(self) -> None:

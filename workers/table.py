@@ -82,17 +82,27 @@ class JobTable:
                     if job_id in self._jobs]
 
     def delete(self, job_id: str) -> None:
-        """Forget an ended job: one whose end hooks ran (the table learns
-        of an end from the last of them), as its info says (Job._snapshot
-        shows a job ended only then)."""
+        """Forget an ended job. A job whose status ended while its end
+        hooks still run (a rollback's last call) has ended, as its info
+        says: it is forgotten at once, not refused as still active, and
+        its end, once the hooks have run, finds it gone (_job_ended)."""
         with self._lock:
             self._expire()
-            if job_id not in self._jobs:
+            job = self._jobs.get(job_id)
+            if job is None:
                 raise UnknownJob(job_id)
-            if job_id not in self._ended:
-                raise JobStillActive(f"job {job_id} has not ended")
+            if job_id in self._ended:
+                self._forget(self._jobs.pop(job_id))
+                del self._ended[job_id]
+                return
+        # Outside the table's lock: the status is read under the job's.
+        if not job.status.ended:
+            raise JobStillActive(f"job {job_id} has not ended")
+        with self._lock:
+            if self._jobs.get(job_id) is not job:
+                raise UnknownJob(job_id)   # deleted meanwhile
             self._forget(self._jobs.pop(job_id))
-            del self._ended[job_id]
+            self._ended.pop(job_id, None)   # its end came meanwhile
 
     def discard(self, job: Job) -> None:
         """Forget a job that never started (its submission was refused)."""
