@@ -368,6 +368,14 @@ class Job:
             return self._step
 
     @property
+    def shown_ended(self) -> bool:
+        """True once the job is shown ended (JobInfo, Job.delete): at
+        once if it ended done, once its end hooks ran if not
+        (_end_hidden)."""
+        with self._lock:
+            return self._status in ENDED and not self._end_hidden()
+
+    @property
     def finished(self) -> bool:
         """True once the job finished: its status ended and its end hooks
         ran (the status alone is `status.ended`)."""
@@ -445,6 +453,10 @@ class Job:
         step boundary (a parked one is woken for it). Raises JobEnded if
         the job already ended."""
         with self._lock:
+            if self._end_hidden():
+                # Shown as before its end (_snapshot): an abort there
+                # comes too late, as one after a job's last step does.
+                return
             was = self._status
             self._move_through(self._path(Event.ABORT))
             runner = self._unpark(ABORT_REQUESTED) \
@@ -572,10 +584,15 @@ class Job:
 
     def _snapshot(self) -> Dict[str, Any]:
         # Caller holds self._lock.
+        status, ended_at, error = self._status, self._ended_at, self._error
+        if self._end_hidden():
+            status = next(s for s in reversed(self._history)
+                          if s not in ENDED)
+            ended_at = error = None
         info: Dict[str, Any] = {
             "id": self.id,
             "job_type": self.job_type,
-            "status": self._status.value,
+            "status": status.value,
             "description": self.description,
             "step": self._step,
             "created": self.created,
@@ -586,12 +603,12 @@ class Job:
             info["stuck"] = True
         if self._progress is not None:
             info["progress"] = self._progress
-        if self._error is not None:
-            info["error"] = self._error
+        if error is not None:
+            info["error"] = error
         if self._started_at is not None:
             info["started"] = self._started_at
-        if self._ended_at is not None:
-            info["ended"] = self._ended_at
+        if ended_at is not None:
+            info["ended"] = ended_at
         return info
 
     def _observed(self) -> None:
@@ -644,6 +661,20 @@ class Job:
         # Caller holds self._lock.
         return ABORTING in self._history or \
             self._status is JobStatus.ABORTED
+
+    def _end_hidden(self) -> bool:
+        # Caller holds self._lock. An end shown only once its end hooks
+        # ran: one aborted or failed, whose hooks roll back (a claimed VM
+        # given back its status, what arrived removed), so that whoever
+        # reads the job ended reads its VM as the end left it, as its
+        # observer (the events) and its pool's counts do. (A poller read a
+        # migration `aborted` while its VM still said `Migration Source`:
+        # the clean-room run, round 2.) One done is shown at once: its
+        # end (a commit) changed the VM in the same step, and its hooks
+        # only let go of what it held; a VM listed public has its job
+        # done.
+        return self._status in ENDED and self._status is not JobStatus.DONE and \
+            not self._finished
 
     def _is_stuck(self, now: Optional[float] = None) -> bool:
         # Caller holds self._lock.

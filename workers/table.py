@@ -82,10 +82,9 @@ class JobTable:
                     if job_id in self._jobs]
 
     def delete(self, job_id: str) -> None:
-        """Forget an ended job. A job whose status ended while its end
-        hooks still run (a rollback's last call) has ended, as its info
-        says: it is forgotten at once, not refused as still active, and
-        its end, once the hooks have run, finds it gone (_job_ended)."""
+        """Forget a job shown ended (Job.shown_ended, as its info says).
+        One done whose end hooks still run is forgotten at once, and its
+        end, once they have run, finds it gone (_job_ended)."""
         with self._lock:
             self._expire()
             job = self._jobs.get(job_id)
@@ -96,7 +95,7 @@ class JobTable:
                 del self._ended[job_id]
                 return
         # Outside the table's lock: the status is read under the job's.
-        if not job.status.ended:
+        if not job.shown_ended:
             raise JobStillActive(f"job {job_id} has not ended")
         with self._lock:
             if self._jobs.get(job_id) is not job:
