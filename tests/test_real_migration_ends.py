@@ -119,6 +119,17 @@ def assert_only_on_b(vm_id, host_b, source_hv):
     assert source_hv.state(vm_id) is None
 
 
+def assert_migrated_to_b(api, vm_id, host_b, daemon_b, source_hv):
+    """A migration of the VM to B, through a faulty source, ends done: the
+    VM only on B (assert_only_on_b), listed on the source no more; then
+    destroyed on B."""
+    info = finished(api, migrate(api, vm_id, host_b, daemon_b))
+    assert info["status"] == "done", info
+    assert_only_on_b(vm_id, host_b, source_hv)
+    assert api.Host.getVMList() == []
+    assert host_b.VM.destroy(vm_id) is True
+
+
 def test_an_abort_of_the_destination_after_the_transfer_lists_the_guest(
         make_real_api, host_b, daemon_b, tmp_path):
     a = make_real_api(migration_socket_dirs=sockets(tmp_path, daemon_b))
@@ -245,11 +256,7 @@ def test_a_migration_whose_call_failed_after_the_guest_arrived_keeps_it(
                        _LosesItsDaemonAfterTheGuestArrived(hv, host_b)) \
             as (api, hv):
         vm_id = up_vm(api)
-        info = finished(api, migrate(api, vm_id, host_b, daemon_b))
-        assert info["status"] == "done", info
-        assert_only_on_b(vm_id, host_b, hv)
-        assert api.Host.getVMList() == []
-        assert host_b.VM.destroy(vm_id) is True
+        assert_migrated_to_b(api, vm_id, host_b, daemon_b, hv)
 
 
 class _FailsWhileTheDestinationCommits(FaultyHypervisor):
@@ -311,11 +318,7 @@ def test_a_migration_whose_call_failed_while_the_guest_arrived_keeps_it(
             as (api, hv):
         try:
             vm_id = up_vm(api)
-            info = finished(api, migrate(api, vm_id, host_b, daemon_b))
-            assert info["status"] == "done", info
-            assert_only_on_b(vm_id, host_b, hv)
-            assert api.Host.getVMList() == []
-            assert host_b.VM.destroy(vm_id) is True
+            assert_migrated_to_b(api, vm_id, host_b, daemon_b, hv)
         finally:
             gate.release.set()
 
