@@ -195,9 +195,9 @@ def storm(vms, case, subscribers, engine_name="in process", connections=4,
     [latency of each Up to each subscriber, seconds], CPU seconds of the
     dispatcher thread and of the subscribers' process, None without)."""
     directory = tempfile.mkdtemp(prefix="vmjobs-bench-events-")
-    real = {} if sandbox is None else {"uri": sandbox.uri,
-                                       "domain_type": "qemu"}
-    config = Config(uri=None, workers=4, queue_size=vms, events_buffer=20 * vms,
+    real = {"uri": None} if sandbox is None else {"uri": sandbox.uri,
+                                                  "domain_type": "qemu"}
+    config = Config(workers=4, queue_size=vms, events_buffer=20 * vms,
                     listen=f"unix:{directory}/vmjobs.sock",
                     max_subscribers=max(subscribers, 1), **real)
     observe = Job.observe
