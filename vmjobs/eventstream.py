@@ -13,17 +13,20 @@ cut (the connection closed without it: the subscriber fell
 Every stream of a server is written in turns, one at a time, with
 non-blocking sends: a turn writes each stream once with all that was
 posted since the last, however many streams there are, and a subscriber
-that reads nothing holds nobody up. The dispatcher, a thread of the
-server's, takes a turn LINGER after a notification (the rest of its
-burst goes with it). Under a storm the pool's workers take them: after
-each job's turn a worker takes one if the last is TURN_DUE old
-(`turn_if_due`, workers.Pool.run_between_turns), so the notifications leave at once,
+that reads nothing holds nobody up. Such a stream takes nothing more from
+the feed until what it was given is sent, so it stays behind and the feed
+cuts it off. (The connection's own thread only waits for its stream's
+end.)
+
+Who takes the turns: the dispatcher, a thread of the server's, takes one
+LINGER after a notification (the rest of its burst goes with it). Under a
+storm the pool's workers take them: after each job's turn a worker takes
+one if the last is TURN_DUE old (`turn_if_due`, run by
+workers.Pool.run_between_turns), so the notifications leave at once,
 where the dispatcher, woken, waited for a core and the GIL behind the
 workers (milliseconds; docs/benchmarks.md, section 14). The dispatcher
 still takes every turn no worker takes: the end of a burst, a stream's
-opening, keep-alives and the looks for subscribers gone. Such a stream takes nothing more from the feed
-until what it was given is sent, so it stays behind and the feed cuts it
-off. (The connection's own thread only waits for its stream's end.)
+opening, keep-alives and the looks for subscribers gone.
 
 What a stream has taken from the feed and not sent yet it holds as the
 notifications themselves (shared by every stream and the feed's buffer),
@@ -415,8 +418,8 @@ def _sender(sock):
     On a plain socket (Unix, TCP), libc's send(2) through ctypes.PyDLL,
     which keeps the GIL: socket.send lets go of it for the call, and under
     a storm getting it back costs a wait behind the workers (milliseconds,
-    measured) for each stream of each turn, where the send
-    itself, non-blocking, takes a microsecond or two (docs/benchmarks.md,
+    measured) for each stream of each turn, where the send itself,
+    non-blocking, takes a microsecond or two (docs/benchmarks.md,
     section 14). A TLS stream encrypts in the ssl module, so it uses that
     module's send."""
     if isinstance(sock, ssl.SSLSocket):
