@@ -186,6 +186,7 @@ class SlowVerbs:
     catch it running)."""
 
     metrics = None
+    pool = None   # no jobs: no worker takes the event streams' turns
 
     def __init__(self):
         self.notifications = Notifications()   # GET /events' source

@@ -362,6 +362,39 @@ def test_a_stalled_stream_is_cut_and_the_service_goes_on(serve):
                for vm_id in vm_ids)
 
 
+def test_the_workers_send_what_their_jobs_posted(serve, monkeypatch):
+    """Under a storm the pool's workers take the streams' turns, each after
+    a job's turn (Streams.turn_if_due), where the dispatcher, woken, would
+    wait for a core and the GIL behind them: every event reaches the
+    subscriber while the dispatcher lingers an hour after its first
+    notification. A stop cuts the linger short and ends the stream."""
+    monkeypatch.setattr(eventstream, "LINGER", 3600.0)
+    monkeypatch.setattr(eventstream, "TURN_DUE", 0.0)
+    api, server = serve(workers=2)
+    reader = Follower(Client(server.address).events())
+    subscribers(api, 1)
+    # The stream joins the turns just after its subscription, so a job
+    # that ended before that took its turn without it: the next job's
+    # turn sends all it missed.
+    made = []
+    while not any("Up" in statuses(reader.events, vm_id) for vm_id in made):
+        assert len(made) < 50, "no worker sent the stream anything"
+        vm_id, job_id = create(api)
+        assert wait_job(api, job_id)["status"] == "done"
+        made.append(vm_id)
+    batch = [create(api) for _ in range(20)]
+    for vm_id, job_id in batch:
+        reader.wait_status(vm_id, "Up")
+        reader.wait_for(lambda events, job_id=job_id: any(
+            event.method == JOB_STATUS + job_id and
+            event.params[job_id]["status"] == "done" for event in events),
+            f"{job_id} done")
+    EventOrder().check_all(reader.events)
+    server.stop()
+    reader.wait_for(lambda events: reader.ended is not None, "the end")
+    assert reader.ended == "clean"
+
+
 @pytest.fixture
 def descriptors_past_1023():
     """Descriptors 0-1099 taken (by /dev/null), the open-files limit

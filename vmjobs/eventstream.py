@@ -10,12 +10,23 @@ tells a clean end (the last chunk, sent when the service stops) from a
 cut (the connection closed without it: the subscriber fell
 `events.buffer` notifications behind, and resumes with Last-Event-ID).
 
-One thread writes every stream of a server (the dispatcher), with
-non-blocking sends: a burst of notifications is one wake-up and one write
-per stream, however many streams there are, and a subscriber that reads
-nothing holds nobody up. Such a stream takes nothing more from the feed
-until what it was given is sent, so it stays behind and the feed cuts it
-off. (The connection's own thread only waits for its stream's end.)
+Every stream of a server is written in turns, one at a time, with
+non-blocking sends: a turn writes each stream once with all that was
+posted since the last, however many streams there are, and a subscriber
+that reads nothing holds nobody up. Such a stream takes nothing more from
+the feed until what it was given is sent, so it stays behind and the feed
+cuts it off. (The connection's own thread only waits for its stream's
+end.)
+
+Who takes the turns: the dispatcher, a thread of the server's, takes one
+LINGER after a notification (the rest of its burst goes with it). Under a
+storm the pool's workers take them: after each job's turn a worker takes
+one if the last is TURN_DUE old (`turn_if_due`, run by
+workers.Pool.run_between_turns), so the notifications leave at once,
+where the dispatcher, woken, waited for a core and the GIL behind the
+workers (milliseconds; docs/benchmarks.md, section 14). The dispatcher
+still takes every turn no worker takes: the end of a burst, a stream's
+opening, keep-alives and the looks for subscribers gone.
 
 What a stream has taken from the feed and not sent yet it holds as the
 notifications themselves (shared by every stream and the feed's buffer),
@@ -48,6 +59,10 @@ GONE_POLL = 1.0
 # Seconds the dispatcher waits, once a notification came, for those that
 # follow it in the same burst: one write for many, at that much latency.
 LINGER = 0.001
+# Seconds after a turn when a worker between jobs takes the next
+# (turn_if_due): under a burst, one write for many as above, with no
+# wake-up to wait for.
+TURN_DUE = 0.001
 # Seconds between two tries of a stream whose subscriber has not read
 # what it was sent: soon while it may just be slow, then less often (its
 # subscriber reads nothing: it waits to be cut off).
@@ -92,6 +107,15 @@ class Streams:
         # (a resume, a resync) goes at once, not after the next
         # notification or look (GONE_POLL) on an idle service.
         self._opened = threading.Event()
+        # Set by the stop: the dispatcher's linger ends at once.
+        self._stop_asked = threading.Event()
+        # Held for a turn (_turn), the dispatcher's or a worker's
+        # (turn_if_due): one at a time. Guards the _Streams (their sockets
+        # and what they have to send) and the two fields below, written by
+        # each turn; read without it as a hint whether to take one.
+        self._turning = threading.Lock()
+        self._turned_at = float("-inf")   # time.monotonic() of the last
+        self._turned_id = None            # the feed's newest id as it began
 
     def serve(self, handler):
         """Answer GET /events on `handler`'s connection, until the stream
@@ -143,6 +167,7 @@ class Streams:
         opens."""
         with self._lock:
             self._stopping = time.monotonic()
+            self._stop_asked.set()
             for subscription in self._open:
                 subscription.close()
             self._changed.notify_all()
@@ -192,13 +217,14 @@ class Streams:
                     self._dispatcher = None
                     return
                 streams = list(self._streams)
-                stopping = self._stopping
-            now = time.monotonic()
-            blocked = [s for s in streams if s.pending]
-            slow = any(now - (s.blocked_since or now) < SLOW for s in blocked)
+            with self._turning:
+                now = time.monotonic()
+                blocked = [s.sock for s in streams if s.pending]
+                slow = any(now - (s.blocked_since or now) < SLOW
+                           for s in streams if s.pending)
             if slow or len(blocked) == len(streams):
                 try:
-                    _ready([s.sock for s in blocked], select.POLLOUT,
+                    _ready(blocked, select.POLLOUT,
                            WRITE_RETRY if slow else WRITE_POLL)
                 except (OSError, ValueError):
                     pass   # a socket closed under it: its turn ends it
@@ -206,42 +232,74 @@ class Streams:
                 # A notification, a stream's end (a stop), or time to look.
                 seen = self._notifications.wait_past(
                     seen, GONE_POLL, unless=self._opened.is_set)
-                time.sleep(LINGER)   # a burst's batching, not a wait
-            self._opened.clear()
-            with self._lock:   # those opened meanwhile take this turn too
-                streams = list(self._streams)
-                stopping = self._stopping
+                self._stop_asked.wait(LINGER)   # the rest of the burst
+            with self._lock:
                 asked = self._looks_asked
                 look_asked = asked > self._looks_done
+                stopping = self._stopping
             now = time.monotonic()
             look = now >= gone_due or look_asked
+            if not (look or stopping or self._opened.is_set()) and \
+                    now - self._turned_at < LINGER:
+                # A worker took a turn meanwhile: what was posted
+                # before it began is sent; wait for what came after.
+                seen = self._turned_id
+                continue
+            self._opened.clear()
             if look:
                 gone_due = now + GONE_POLL
-            gone = 0
-            # This turn's chunks, by (first, last notification, chunked).
-            chunks = {}
-            for stream in streams:
-                try:
-                    going_on = stream.turn(now, look, chunks) and not (
-                        stopping and now - stopping > STOP_WAIT)
-                except Exception:   # a bug: end this stream, not all
-                    log.exception("event stream failed")
-                    going_on = False
-                if not going_on:
-                    gone += 1
-                    with self._lock:
-                        self._streams.discard(stream)
-                    stream.done.set()
+            with self._turning:
+                gone = self._turn(look)
             if look:
                 with self._lock:   # answers the looks asked at the cap
                     self._looks_done = asked
                     self._found_gone = gone
                     self._changed.notify_all()
 
+    def turn_if_due(self):
+        """Take a turn in the caller's thread if notifications wait for
+        one and the last turn is TURN_DUE old; run by each of the pool's
+        workers after each job's turn (it holds no lock then)."""
+        if not self._streams or \
+                self._notifications.newest == self._turned_id or \
+                time.monotonic() - self._turned_at < TURN_DUE or \
+                not self._turning.acquire(blocking=False):
+            return
+        try:
+            self._turn(look=False)
+        finally:
+            self._turning.release()
+
+    def _turn(self, look):
+        """Send each stream what was posted since its last turn; end the
+        streams that are over (`look`: and those whose subscriber left).
+        Caller holds _turning. Returns how many ended."""
+        self._turned_id = self._notifications.newest   # before any takes
+        with self._lock:   # those opened meanwhile take this turn too
+            streams = list(self._streams)
+            stopping = self._stopping
+        now = self._turned_at = time.monotonic()
+        gone = 0
+        # This turn's chunks, by (first, last notification, chunked).
+        chunks = {}
+        for stream in streams:
+            try:
+                going_on = stream.turn(now, look, chunks) and not (
+                    stopping and now - stopping > STOP_WAIT)
+            except Exception:   # a bug: end this stream, not all
+                log.exception("event stream failed")
+                going_on = False
+            if not going_on:
+                gone += 1
+                with self._lock:
+                    self._streams.discard(stream)
+                stream.done.set()
+        return gone
+
 
 class _Stream:
     """One subscriber's stream: its socket (non-blocking) and what is to
-    be sent on it. Used by the dispatcher only."""
+    be sent on it. Used by a turn only (Streams._turning)."""
 
     def __init__(self, sock, subscription, chunked=True):
         self.sock = sock
@@ -354,14 +412,14 @@ class _Stream:
 
 
 def _sender(sock):
-    """How the dispatcher sends on `sock`: send(data, offset) sends what
+    """How a turn sends on `sock`: send(data, offset) sends what
     the socket takes of data[offset:] and returns how much it took.
 
     On a plain socket (Unix, TCP), libc's send(2) through ctypes.PyDLL,
     which keeps the GIL: socket.send lets go of it for the call, and under
-    a storm getting it back costs the dispatcher a wait behind the workers
-    (milliseconds, measured) for each stream of each turn, where the send
-    itself, non-blocking, takes a microsecond or two (docs/benchmarks.md,
+    a storm getting it back costs a wait behind the workers (milliseconds,
+    measured) for each stream of each turn, where the send itself,
+    non-blocking, takes a microsecond or two (docs/benchmarks.md,
     section 14). A TLS stream encrypts in the ssl module, so it uses that
     module's send."""
     if isinstance(sock, ssl.SSLSocket):

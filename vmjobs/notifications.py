@@ -186,6 +186,12 @@ class Notifications:
                 self._arrived.wait(timeout)
             return self._last_id
 
+    @property
+    def newest(self):
+        """The newest notification's id, read without the lock: a hint
+        whether there is anything to read (it may be a post behind)."""
+        return self._last_id
+
     def wait_subscribers(self, count, timeout):
         """Wait up to `timeout` seconds until `count` subscribers read the
         feed (a stream's subscription is made in its connection's thread);

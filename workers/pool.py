@@ -43,6 +43,13 @@ when
 
 A worker never dies of a job: a job that raises past its own handling is
 logged and the worker takes the next one.
+
+Between two turns a worker runs what was given to it for then
+(`run_between_turns`), holding no lock: short work that is best done on a
+thread that already runs, rather than by a thread of its own woken for it
+(vmjobs sends what its jobs posted to the event streams this way: under a
+storm, a thread woken for it waits milliseconds for a core and the GIL
+behind the workers).
 """
 
 from __future__ import annotations
@@ -166,6 +173,9 @@ class Pool:
         # (_wait_change) sees it only once they were, as the job's own
         # waiters do.
         self._unannounced = 0
+        # What each worker calls between two turns (run_between_turns):
+        # replaced whole under _lock, read without it.
+        self._between_turns: Tuple[Callable[[], None], ...] = ()
         self._threads = [threading.Thread(target=self._worker,
                                           name=f"{name}-{i}", daemon=True)
                          for i in range(workers)]
@@ -298,6 +308,19 @@ class Pool:
     def _places_held(self) -> int:
         # Caller holds _lock. Places taken whose job is not queued yet.
         return sum(self._waiting.values()) - len(self._pending)
+
+    def run_between_turns(self, work: Callable[[], None]) -> None:
+        """Have each worker call `work()` after each turn of a job (the
+        job ended or parked), holding no lock, until stop_between_turns.
+        It must be quick and never block: the worker's next job waits for
+        it. What it raises is logged."""
+        with self._lock:
+            self._between_turns += (work,)
+
+    def stop_between_turns(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._between_turns = tuple(
+                w for w in self._between_turns if w is not work)
 
     def shutdown(self, mode: str = DRAIN, wait: bool = True,
                  timeout: Optional[float] = None) -> bool:
@@ -433,7 +456,15 @@ class Pool:
                     return
                 self._queue.get()        # sleep until something is rung
                 job, abort = self._take(None)
-            finished = None if job is None else self._run_turn(job, abort)
+            if job is None:
+                finished = None
+                continue
+            finished = self._run_turn(job, abort)
+            for work in self._between_turns:
+                try:
+                    work()
+                except Exception:
+                    log.exception("pool %s: between turns", self.name)
 
     def _run_turn(self, job: Job, abort: bool) -> Optional[Job]:
         """Run the job's next turn (or abort it) in this worker; return the

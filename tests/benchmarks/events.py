@@ -2,6 +2,7 @@
 
     python tests/benchmarks/events.py [--vms 1000] [--subscribers 16]
                                       [--rounds 3] [--small 50]
+    python tests/benchmarks/events.py --real 100 [--rounds 3]
 
 1. The storm with events: `--vms` VM.create on an API served on a Unix
    socket (4 workers), timed from the first VM.create to the last job's
@@ -22,12 +23,18 @@
    From a VM's commit (its Up notification's publish time, from the
    service's buffer) to that Up reaching each subscriber: p50, p99.
    Where the CPU that 16 subscribers add goes: the service's dispatcher
-   thread (which writes every stream) and the subscribers' process, from
-   /proc, over the storm.
+   thread (the turns no worker takes between its jobs) and the
+   subscribers' process, from /proc, over the storm.
 2. The dispatcher's turn alone (`--turns`): 16 streams on socket pairs
    whose other ends a thread drains, 40 notifications posted before each
    turn; the thread CPU of a stream's turn, and of it the send(2).
-3. The load test's total against the storm's real end: `vmjobs loadtest`
+3. `--real N` instead: the storm's time with `--subscribers` streams
+   against none where a VM costs what it costs on a host: N tiny guests
+   (TCG, 32 MiB, no disk) on a private libvirtd with QEMU
+   (vmjobs.tools.sandbox), sent over the socket, in interleaved rounds
+   after an untimed warm-up storm, each storm's guests destroyed before
+   the next; and from each commit to its Up at each subscriber.
+4. The load test's total against the storm's real end: `vmjobs loadtest`
    in process, `--small` and `--vms` VMs; its total (first request to the
    last Up event) against the real end (first request to the last job's
    `ended`, from JobInfo), and the end a 0.1 s poll of Host.getJobs (the
@@ -51,6 +58,7 @@ import time
 import uuid
 
 from common import ms, percentile, table, write_json
+from real_storm import destroy_all
 from vmjobs import eventstream, sse
 from vmjobs.api import API
 from vmjobs.config import Config
@@ -58,9 +66,13 @@ from vmjobs.notifications import Notifications
 from vmjobs.server import Server
 from vmjobs.tools import loadtest
 from vmjobs.tools.procfs import cpu_seconds
+from vmjobs.tools.sandbox import Sandbox
 from workers import Job
 
 CASES = ("no subscriber", "16 subscribers", "events off")
+# --real: each guest's memory, and the untimed warm-up storm's guests.
+REAL_MEM_MIB = 32
+REAL_WARM_UP = 8
 ENGINES = ("in process", "over the socket")
 
 
@@ -114,11 +126,11 @@ def subscriber(address, n, out_path):
         json.dump(got, f)
 
 
-def vm_params(vm_id):
-    return {"vmId": vm_id, "vmName": vm_id[:8], "memSize": 64}
+def vm_params(vm_id, mem=64):
+    return {"vmId": vm_id, "vmName": vm_id[:8], "memSize": mem}
 
 
-def engine(address, vms, connections):
+def engine(address, vms, connections, mem):
     """--engine: send `vms` VM.create to the service at `address` on
     `connections` keep-alive connections, a thread each. Prints "ready"
     once connected, sends at a line on stdin, then prints the job ids."""
@@ -132,7 +144,8 @@ def engine(address, vms, connections):
     def send(k):
         for i in range(k, vms, connections):
             jobs[i] = clients[k].call(
-                "VM.create", [vm_ids[i], vm_params(vm_ids[i])])["jobId"]
+                "VM.create", [vm_ids[i], vm_params(vm_ids[i], mem)])[
+                    "jobId"]
 
     threads = [threading.Thread(target=send, args=(k,))
                for k in range(connections)]
@@ -145,7 +158,7 @@ def engine(address, vms, connections):
     print(json.dumps(jobs), flush=True)
 
 
-def submit(api, server, vms, engine_name, connections):
+def submit(api, server, vms, engine_name, connections, mem=64):
     """The storm's VM.create, sent by `engine_name`; (the time.time()
     before the first, the job ids)."""
     if engine_name == "in process":
@@ -156,14 +169,14 @@ def submit(api, server, vms, engine_name, connections):
             for vm_id in vm_ids]
     sender = subprocess.Popen(
         [sys.executable, __file__, "--engine", server.address, str(vms),
-         str(connections)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True)
+         str(connections), str(mem)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
     assert sender.stdout.readline() == "ready\n"
     started = time.time()
     sender.stdin.write("go\n")
     sender.stdin.flush()
     jobs = json.loads(sender.stdout.readline())
-    assert sender.wait(60) == 0
+    assert sender.wait(600) == 0
     return started, jobs
 
 
@@ -175,14 +188,18 @@ def dispatcher_seconds():
                if thread.name == "vmjobs-events")
 
 
-def storm(vms, case, subscribers, engine_name="in process", connections=4):
-    """One storm on a fresh host; (seconds, CPU seconds of this process,
+def storm(vms, case, subscribers, engine_name="in process", connections=4,
+          sandbox=None):
+    """One storm on a fresh host (the test driver's; with `sandbox`, an
+    empty private libvirtd's); (seconds, CPU seconds of this process,
     [latency of each Up to each subscriber, seconds], CPU seconds of the
     dispatcher thread and of the subscribers' process, None without)."""
     directory = tempfile.mkdtemp(prefix="vmjobs-bench-events-")
-    config = Config(uri=None, workers=4, queue_size=vms, events_buffer=20 * vms,
+    real = {"uri": None} if sandbox is None else {"uri": sandbox.uri,
+                                                  "domain_type": "qemu"}
+    config = Config(workers=4, queue_size=vms, events_buffer=20 * vms,
                     listen=f"unix:{directory}/vmjobs.sock",
-                    max_subscribers=max(subscribers, 1))
+                    max_subscribers=max(subscribers, 1), **real)
     observe = Job.observe
     if case == "events off":
         Job.observe = lambda self, observer: None
@@ -203,7 +220,8 @@ def storm(vms, case, subscribers, engine_name="in process", connections=4):
         cpu = time.process_time()
         reader_cpu = cpu_seconds([reader.pid]) if reader else None
         dispatcher_cpu = dispatcher_seconds()
-        started, jobs = submit(api, server, vms, engine_name, connections)
+        started, jobs = submit(api, server, vms, engine_name, connections,
+                               64 if sandbox is None else REAL_MEM_MIB)
         for job_id in jobs:
             assert api.jobs.get(job_id).wait(600)
         # From the first request to the last job's end, on the wall
@@ -286,6 +304,53 @@ def storms(args):
         "latency_ms": {e: {"p50": ms(percentile(lat, 50)),
                            "p99": ms(percentile(lat, 99))}
                        for e, lat in latencies.items()}}
+
+
+def real_storms(args):
+    """--real: 16 subscribers against none on a private libvirtd with
+    QEMU, over the socket (what a real engine does)."""
+    cases = CASES[:2]
+    times = {case: [] for case in cases}
+    cpus = {case: [] for case in cases}
+    latencies = []
+    sandbox = Sandbox(tempfile.mkdtemp(prefix="vmjobs-bench-")).start()
+    try:
+        # Untimed: the first guests on a fresh daemon load QEMU and its
+        # firmware from disk; whichever case came first paid it.
+        storm(REAL_WARM_UP, "no subscriber", 0, "over the socket",
+              args.connections, sandbox)
+        destroy_all(sandbox)
+        for i in range(args.rounds):
+            for case in cases if i % 2 == 0 else cases[::-1]:
+                seconds, cpu, lat, _ = storm(
+                    args.real, case, args.subscribers, "over the socket",
+                    args.connections, sandbox)
+                destroy_all(sandbox)
+                times[case].append(seconds)
+                cpus[case].append(cpu)
+                latencies += lat
+                print(f"round {i + 1}, {case}: {seconds:.2f} s", flush=True)
+    finally:
+        sandbox.stop()
+    base = statistics.median(times["no subscriber"])
+    table(f"a real storm: {args.real} VMs (TCG, {REAL_MEM_MIB} MiB, no "
+          f"disk) over the socket, private libvirtd with QEMU, 4 workers, "
+          f"{args.rounds} interleaved rounds; ratio against no subscriber",
+          ["case", "median", "rounds", "ratio", "service CPU"],
+          [(case, f"{statistics.median(t):.2f} s",
+            " ".join(f"{x:.2f}" for x in t),
+            f"{statistics.median(t) / base:.3f}",
+            f"{statistics.median(cpus[case]):.2f} s")
+           for case, t in times.items()])
+    table(f"commit to Up at each of {args.subscribers} subscribers, the "
+          f"real storms", ["Ups", "p50", "p99", "max"],
+          [(len(latencies), f"{ms(percentile(latencies, 50)):.2f} ms",
+            f"{ms(percentile(latencies, 99)):.2f} ms",
+            f"{ms(max(latencies)):.2f} ms")])
+    return {"times": times, "cpu": cpus,
+            "ratio": statistics.median(times["16 subscribers"]) / base,
+            "latency_ms": {"p50": ms(percentile(latencies, 50)),
+                           "p99": ms(percentile(latencies, 99))}}
 
 
 def turns(args, streams=16, per_turn=40):
@@ -381,7 +446,8 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--subscriber":
         return subscriber(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     if len(sys.argv) > 1 and sys.argv[1] == "--engine":
-        return engine(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return engine(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                      int(sys.argv[5]))
     parser = argparse.ArgumentParser()
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--subscribers", type=int, default=16)
@@ -391,7 +457,12 @@ def main():
                         help="the socket engine's connections")
     parser.add_argument("--turns", type=int, default=300,
                         help="the dispatcher's turns timed alone")
+    parser.add_argument("--real", type=int, default=0, metavar="N",
+                        help="instead: N tiny guests on a private libvirtd")
     args = parser.parse_args()
+    if args.real:
+        return write_json("events_real", {"args": vars(args),
+                                          "storms": real_storms(args)})
     write_json("events", {"args": vars(args), "storms": storms(args),
                           "turns": turns(args), "totals": totals(args)})
 
