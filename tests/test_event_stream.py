@@ -363,19 +363,19 @@ def test_a_stalled_stream_is_cut_and_the_service_goes_on(serve):
 
 
 def test_the_workers_send_what_their_jobs_posted(serve, monkeypatch):
-    """Under a storm the pool's workers take the streams' turns, each after
-    a job's turn (Streams.turn_if_due), where the dispatcher, woken, would
+    """Under a storm the pool's workers flush the streams, each after a
+    job's turn (Streams.flush_if_due), where the dispatcher, woken, would
     wait for a core and the GIL behind them: every event reaches the
     subscriber while the dispatcher lingers an hour after its first
     notification. A stop cuts the linger short and ends the stream."""
     monkeypatch.setattr(eventstream, "LINGER", 3600.0)
-    monkeypatch.setattr(eventstream, "TURN_DUE", 0.0)
+    monkeypatch.setattr(eventstream, "FLUSH_DUE", 0.0)
     api, server = serve(workers=2)
     reader = Follower(Client(server.address).events())
     subscribers(api, 1)
-    # The stream joins the turns just after its subscription, so a job
-    # that ended before that took its turn without it: the next job's
-    # turn sends all it missed.
+    # The stream joins the flushes just after its subscription, so a job
+    # that ended before that flushed without it: the next job's flush
+    # sends all it missed.
     made = []
     while not any("Up" in statuses(reader.events, vm_id) for vm_id in made):
         assert len(made) < 500, "no worker sent the stream anything"

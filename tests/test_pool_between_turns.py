@@ -2,7 +2,7 @@
 (Pool.run_between_turns): after each job's turn, on the worker's own
 thread, holding no lock of the pool's, until stop_between_turns; what it
 raises is logged and the worker goes on. (vmjobs' event streams send what
-the jobs posted this way: eventstream.Streams.turn_if_due.)"""
+the jobs posted this way: eventstream.Streams.flush_if_due.)"""
 
 import logging
 import threading

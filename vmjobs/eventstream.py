@@ -10,22 +10,22 @@ tells a clean end (the last chunk, sent when the service stops) from a
 cut (the connection closed without it: the subscriber fell
 `events.buffer` notifications behind, and resumes with Last-Event-ID).
 
-Every stream of a server is written in turns, one at a time, with
-non-blocking sends: a turn writes each stream once with all that was
+Every stream of a server is written in flushes, one at a time, with
+non-blocking sends: a flush writes each stream once with all that was
 posted since the last, however many streams there are, and a subscriber
 that reads nothing holds nobody up. Such a stream takes nothing more from
 the feed until what it was given is sent, so it stays behind and the feed
 cuts it off. (The connection's own thread only waits for its stream's
 end.)
 
-Who takes the turns: the dispatcher, a thread of the server's, takes one
-LINGER after a notification (the rest of its burst goes with it). Under a
-storm the pool's workers take them: after each job's turn a worker takes
-one if the last is TURN_DUE old (`turn_if_due`, run by
+Who flushes: the dispatcher, a thread of the server's, LINGER after a
+notification (the rest of its burst goes with it). Under a storm the
+pool's workers do: after each job's turn a worker flushes if the last
+flush is FLUSH_DUE old (`flush_if_due`, run by
 workers.Pool.run_between_turns), so the notifications leave at once,
 where the dispatcher, woken, waited for a core and the GIL behind the
 workers (milliseconds; docs/benchmarks.md, section 14). The dispatcher
-still takes every turn no worker takes: the end of a burst, a stream's
+still makes every flush no worker makes: the end of a burst, a stream's
 opening, keep-alives and the looks for subscribers gone.
 
 What a stream has taken from the feed and not sent yet it holds as the
@@ -59,10 +59,10 @@ GONE_POLL = 1.0
 # Seconds the dispatcher waits, once a notification came, for those that
 # follow it in the same burst: one write for many, at that much latency.
 LINGER = 0.001
-# Seconds after a turn when a worker between jobs takes the next
-# (turn_if_due): under a burst, one write for many as above, with no
+# Seconds after a flush when a worker between jobs makes the next
+# (flush_if_due): under a burst, one write for many as above, with no
 # wake-up to wait for.
-TURN_DUE = 0.001
+FLUSH_DUE = 0.001
 # Seconds between two tries of a stream whose subscriber has not read
 # what it was sent: soon while it may just be slow, then less often (its
 # subscriber reads nothing: it waits to be cut off).
@@ -109,13 +109,13 @@ class Streams:
         self._opened = threading.Event()
         # Set by the stop: the dispatcher's linger ends at once.
         self._stop_asked = threading.Event()
-        # Held for a turn (_turn), the dispatcher's or a worker's
-        # (turn_if_due): one at a time. Guards the _Streams (their sockets
+        # Held for a flush (_flush), the dispatcher's or a worker's
+        # (flush_if_due): one at a time. Guards the _Streams (their sockets
         # and what they have to send) and the two fields below, written by
-        # each turn; read without it as a hint whether to take one.
-        self._turning = threading.Lock()
-        self._turned_at = float("-inf")   # time.monotonic() of the last
-        self._turned_id = None            # the feed's newest id as it began
+        # each flush; read without it as a hint whether to make one.
+        self._flushing = threading.Lock()
+        self._flushed_at = float("-inf")   # time.monotonic() of the last
+        self._flushed_id = None            # the feed's newest id as it began
 
     def serve(self, handler):
         """Answer GET /events on `handler`'s connection, until the stream
@@ -187,7 +187,7 @@ class Streams:
             self._looks_asked += 1
             asked = self._looks_asked
         # Wakes the dispatcher's wait for a notification (as a new stream
-        # does); set after the count, so the turn that clears it sees it.
+        # does); set after the count, so the flush that clears it sees it.
         self._opened.set()
         self._notifications.wake()
         with self._lock:
@@ -217,7 +217,7 @@ class Streams:
                     self._dispatcher = None
                     return
                 streams = list(self._streams)
-            with self._turning:
+            with self._flushing:
                 now = time.monotonic()
                 blocked = [s.sock for s in streams if s.pending]
                 slow = any(now - (s.blocked_since or now) < SLOW
@@ -227,7 +227,7 @@ class Streams:
                     _ready(blocked, select.POLLOUT,
                            WRITE_RETRY if slow else WRITE_POLL)
                 except (OSError, ValueError):
-                    pass   # a socket closed under it: its turn ends it
+                    pass   # a socket closed under it: its flush ends it
             else:
                 # A notification, a stream's end (a stop), or time to look.
                 seen = self._notifications.wait_past(
@@ -240,51 +240,51 @@ class Streams:
             now = time.monotonic()
             look = now >= gone_due or look_asked
             if not (look or stopping or self._opened.is_set()) and \
-                    now - self._turned_at < LINGER:
-                # A worker took a turn meanwhile: what was posted
-                # before it began is sent; wait for what came after.
-                seen = self._turned_id
+                    now - self._flushed_at < LINGER:
+                # A worker flushed meanwhile: what was posted before it
+                # began is sent; wait for what came after.
+                seen = self._flushed_id
                 continue
             self._opened.clear()
             if look:
                 gone_due = now + GONE_POLL
-            with self._turning:
-                gone = self._turn(look)
+            with self._flushing:
+                gone = self._flush(look)
             if look:
                 with self._lock:   # answers the looks asked at the cap
                     self._looks_done = asked
                     self._found_gone = gone
                     self._changed.notify_all()
 
-    def turn_if_due(self):
-        """Take a turn in the caller's thread if notifications wait for
-        one and the last turn is TURN_DUE old; run by each of the pool's
-        workers after each job's turn (it holds no lock then)."""
+    def flush_if_due(self):
+        """Flush in the caller's thread if notifications wait for it and
+        the last flush is FLUSH_DUE old; run by each of the pool's workers
+        after each job's turn (it holds no lock then)."""
         if not self._streams or \
-                self._notifications.newest == self._turned_id or \
-                time.monotonic() - self._turned_at < TURN_DUE or \
-                not self._turning.acquire(blocking=False):
+                self._notifications.newest == self._flushed_id or \
+                time.monotonic() - self._flushed_at < FLUSH_DUE or \
+                not self._flushing.acquire(blocking=False):
             return
         try:
-            self._turn(look=False)
+            self._flush(look=False)
         finally:
-            self._turning.release()
+            self._flushing.release()
 
-    def _turn(self, look):
-        """Send each stream what was posted since its last turn; end the
+    def _flush(self, look):
+        """Send each stream what was posted since its last flush; end the
         streams that are over (`look`: and those whose subscriber left).
-        Caller holds _turning. Returns how many ended."""
-        self._turned_id = self._notifications.newest   # before any takes
-        with self._lock:   # those opened meanwhile take this turn too
+        Caller holds _flushing. Returns how many ended."""
+        self._flushed_id = self._notifications.newest   # before any takes
+        with self._lock:   # those opened meanwhile take this flush too
             streams = list(self._streams)
             stopping = self._stopping
-        now = self._turned_at = time.monotonic()
+        now = self._flushed_at = time.monotonic()
         gone = 0
-        # This turn's chunks, by (first, last notification, chunked).
+        # This flush's chunks, by (first, last notification, chunked).
         chunks = {}
         for stream in streams:
             try:
-                going_on = stream.turn(now, look, chunks) and not (
+                going_on = stream.flush(now, look, chunks) and not (
                     stopping and now - stopping > STOP_WAIT)
             except Exception:   # a bug: end this stream, not all
                 log.exception("event stream failed")
@@ -299,14 +299,14 @@ class Streams:
 
 class _Stream:
     """One subscriber's stream: its socket (non-blocking) and what is to
-    be sent on it. Used by a turn only (Streams._turning)."""
+    be sent on it. Used by a flush only (Streams._flushing)."""
 
     def __init__(self, sock, subscription, chunked=True):
         self.sock = sock
         self.subscription = subscription
         self.chunked = chunked     # HTTP/1.1's chunks, or bare (HTTP/1.0)
         # Where the stream starts (a client cut off before any event
-        # resumes from there), sent in its first turn before its backlog.
+        # resumes from there), sent in its first flush before its backlog.
         self._opening = self._chunk(sse.position(subscription.last_id))
         # Bytes to send, of which pending[sent:] are not sent yet: at most
         # WINDOW_BYTES of notifications (or one larger), framed from the
@@ -321,11 +321,11 @@ class _Stream:
         self.blocked_since = None        # pending, its socket full
         self.done = threading.Event()    # it ended (the connection goes)
 
-    def turn(self, now, look, chunks):
+    def flush(self, now, look, chunks):
         """Take what was posted (once all given before is sent) and
         send what the socket takes, a window at a time. False when the
         stream is over: sent its end, cut off, or its subscriber is gone.
-        `chunks`: the chunks the turn's other streams made, by the first
+        `chunks`: the chunks the flush's other streams made, by the first
         and last notification of the backlog they were made from (the
         objects: a resync has the id of a real one), with how many
         notifications each holds: the streams that keep up read the same
@@ -338,7 +338,7 @@ class _Stream:
                             "behind (after event %d)", cut.last_id)
                 if not self._opening:
                     return False
-                # Cut before its first turn: it still learns where it
+                # Cut before its first flush: it still learns where it
                 # started, to resume from there (and be told to resync).
                 events, self.ending = [], True
             chunk = b""
@@ -378,7 +378,7 @@ class _Stream:
 
     def _window(self, chunks):
         """The next chunk of the backlog: its first notifications, as
-        many as fit in WINDOW_BYTES (at least one). Made once per turn for
+        many as fit in WINDOW_BYTES (at least one). Made once per flush for
         every stream whose backlog spans the same notifications (the
         streams that keep up took the same ones): the other streams only
         drop as many from their backlog. A backlog is a run of the feed,
@@ -412,13 +412,13 @@ class _Stream:
 
 
 def _sender(sock):
-    """How a turn sends on `sock`: send(data, offset) sends what
+    """How a flush sends on `sock`: send(data, offset) sends what
     the socket takes of data[offset:] and returns how much it took.
 
     On a plain socket (Unix, TCP), libc's send(2) through ctypes.PyDLL,
     which keeps the GIL: socket.send lets go of it for the call, and under
     a storm getting it back costs a wait behind the workers (milliseconds,
-    measured) for each stream of each turn, where the send itself,
+    measured) for each stream of each flush, where the send itself,
     non-blocking, takes a microsecond or two (docs/benchmarks.md,
     section 14). A TLS stream encrypts in the ssl module, so it uses that
     module's send."""

@@ -607,7 +607,7 @@ class Server:
         self._server.streams = eventstream.Streams(api.notifications,
                                                    config.max_subscribers)
         self._pool = None if metrics_only else api.pool
-        self._turn_streams = self._server.streams.turn_if_due
+        self._flush_streams = self._server.streams.flush_if_due
         try:
             self._server.server_bind()
             self._server.server_activate()
@@ -629,7 +629,7 @@ class Server:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="vmjobs-rpc", daemon=True)
         if self._pool is not None:   # its workers send what they posted
-            self._pool.run_between_turns(self._turn_streams)
+            self._pool.run_between_turns(self._flush_streams)
         self._thread.start()
         if self.metrics_only:
             log.info("serving metrics and health on %s", self.address)
@@ -641,7 +641,7 @@ class Server:
         """Stop accepting, end the event streams; a Unix socket's file goes."""
         self._server.streams.stop()
         if self._pool is not None:
-            self._pool.stop_between_turns(self._turn_streams)
+            self._pool.stop_between_turns(self._flush_streams)
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

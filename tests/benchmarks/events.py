@@ -23,11 +23,11 @@
    From a VM's commit (its Up notification's publish time, from the
    service's buffer) to that Up reaching each subscriber: p50, p99.
    Where the CPU that 16 subscribers add goes: the service's dispatcher
-   thread (the turns no worker takes between its jobs) and the
+   thread (the flushes no worker makes between its jobs) and the
    subscribers' process, from /proc, over the storm.
-2. The dispatcher's turn alone (`--turns`): 16 streams on socket pairs
+2. A flush alone (`--flushes`): 16 streams on socket pairs
    whose other ends a thread drains, 40 notifications posted before each
-   turn; the thread CPU of a stream's turn, and of it the send(2).
+   flush; the thread CPU of a stream's flush, and of it the send(2).
 3. `--real N` instead: the storm's time with `--subscribers` streams
    against none where a VM costs what it costs on a host: N tiny guests
    (TCG, 32 MiB, no disk) on a private libvirtd with QEMU
@@ -353,12 +353,12 @@ def real_storms(args):
                            "p99": ms(percentile(latencies, 99))}}
 
 
-def turns(args, streams=16, per_turn=40):
-    """The dispatcher's turn alone: `streams` streams that keep up, on
-    socket pairs drained by a thread each, `per_turn` notifications of a
-    running job posted before each turn; the thread CPU per stream-turn,
+def flushes(args, streams=16, per_flush=40):
+    """A flush alone: `streams` streams that keep up, on socket pairs
+    drained by a thread each, `per_flush` notifications of a running job
+    posted before each flush; the thread CPU per stream-flush,
     and of it in send(2) (each stream's sender timed)."""
-    feed = Notifications(buffer=per_turn * args.turns + 1)
+    feed = Notifications(buffer=per_flush * args.flushes + 1)
     sent = [0.0]
 
     def timed(send):
@@ -389,8 +389,8 @@ def turns(args, streams=16, per_turn=40):
             "description": f"create VM {vm_id}", "step": "define",
             "created": time.time(), "started": time.time(), "vm_id": vm_id}
     framing = used = 0.0
-    for _ in range(args.turns):
-        for _ in range(per_turn):
+    for _ in range(args.flushes):
+        for _ in range(per_flush):
             feed.job_changed(RunningJob, info)
         started = time.thread_time()
         for event in feed._kept:
@@ -398,7 +398,7 @@ def turns(args, streams=16, per_turn=40):
         framed = time.thread_time()
         chunks, now = {}, time.monotonic()
         for stream in stream_list:
-            stream.turn(now, False, chunks)
+            stream.flush(now, False, chunks)
         framing += framed - started
         used += time.thread_time() - framed
         feed._kept.clear()
@@ -406,14 +406,14 @@ def turns(args, streams=16, per_turn=40):
     for ours, theirs in pairs:
         ours.close()
         theirs.close()
-    per = 1e6 / (args.turns * streams)
-    table(f"the dispatcher's turn: {streams} streams, {per_turn} "
-          f"notifications a turn, {args.turns} turns (thread CPU)",
-          ["framing, per turn", "per stream-turn", "of it send(2)"],
-          [(f"{framing * 1e6 / args.turns:.1f} us", f"{used * per:.1f} us",
+    per = 1e6 / (args.flushes * streams)
+    table(f"a flush: {streams} streams, {per_flush} notifications a "
+          f"flush, {args.flushes} flushes (thread CPU)",
+          ["framing, per flush", "per stream-flush", "of it send(2)"],
+          [(f"{framing * 1e6 / args.flushes:.1f} us", f"{used * per:.1f} us",
             f"{sent[0] * per:.1f} us")])
-    return {"framing_us_per_turn": framing * 1e6 / args.turns,
-            "us_per_stream_turn": used * per, "send_us": sent[0] * per}
+    return {"framing_us_per_flush": framing * 1e6 / args.flushes,
+            "us_per_stream_flush": used * per, "send_us": sent[0] * per}
 
 
 def totals(args):
@@ -455,8 +455,8 @@ def main():
     parser.add_argument("--small", type=int, default=50)
     parser.add_argument("--connections", type=int, default=4,
                         help="the socket engine's connections")
-    parser.add_argument("--turns", type=int, default=300,
-                        help="the dispatcher's turns timed alone")
+    parser.add_argument("--flushes", type=int, default=300,
+                        help="flushes timed alone")
     parser.add_argument("--real", type=int, default=0, metavar="N",
                         help="instead: N tiny guests on a private libvirtd")
     args = parser.parse_args()
@@ -464,7 +464,7 @@ def main():
         return write_json("events_real", {"args": vars(args),
                                           "storms": real_storms(args)})
     write_json("events", {"args": vars(args), "storms": storms(args),
-                          "turns": turns(args), "totals": totals(args)})
+                          "flushes": flushes(args), "totals": totals(args)})
 
 
 if __name__ == "__main__":
